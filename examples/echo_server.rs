@@ -1,0 +1,325 @@
+//! A tiny MCP server over stdio, used as the upstream child by mcp-relay's
+//! tests and benchmarks.
+//!
+//! It speaks newline-delimited JSON-RPC 2.0 on stdin/stdout (one message per
+//! line, batches as JSON arrays) and implements `initialize`, `ping`,
+//! `tools/list` and `tools/call` for a single tool, `echo`, which returns its
+//! `text` argument. `echo` optionally sends `progress` progress notifications
+//! (`interval_ms` apart) when the request carries `_meta.progressToken`, and
+//! never answers when `hang` is true. Invalid JSON is logged to stderr and
+//! ignored; unknown methods get error -32601.
+//!
+//! Switches, used to simulate misbehaving servers:
+//!
+//! - `--single-shot`: exit 0 right after answering the first request.
+//! - `--crash-after N`: answer N requests, then print `crashing` to stderr and
+//!   exit 3 on receiving the next one.
+//! - `--delay-ms N`: sleep N ms before answering each request but `initialize`.
+//! - `--never-answer`: answer only `initialize` and `ping`.
+//! - `--stderr-flood`: a thread writes ~200-byte lines to stderr forever
+//!   (blocking once nobody drains the pipe).
+//! - `--log FILE`: append every raw line received on stdin to FILE.
+//! - `--banner`: first print a non-JSON banner line on stdout.
+//! - `--ignore-stdin-eof`: on stdin EOF sleep forever instead of exiting.
+//! - `--ignore-sigterm`: ignore SIGTERM.
+//! - `--exit-code N`: exit status on stdin EOF (default 0).
+//!
+//! Run with `cargo run --example echo_server -- [switches]`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, StdoutLock, Write};
+use std::os::fd::AsFd;
+use std::process::exit;
+use std::str::FromStr;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
+[--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
+[--ignore-sigterm] [--exit-code N]";
+
+#[derive(Default)]
+struct Opts {
+    single_shot: bool,
+    crash_after: Option<u64>,
+    delay_ms: u64,
+    never_answer: bool,
+    stderr_flood: bool,
+    log: Option<String>,
+    banner: bool,
+    ignore_stdin_eof: bool,
+    ignore_sigterm: bool,
+    exit_code: i32,
+}
+
+fn usage() -> ! {
+    eprintln!("{USAGE}");
+    exit(2)
+}
+
+fn value<T: FromStr>(arg: Option<String>) -> T {
+    arg.and_then(|s| s.parse().ok()).unwrap_or_else(|| usage())
+}
+
+fn parse_args() -> Opts {
+    let mut opts = Opts::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--single-shot" => opts.single_shot = true,
+            "--crash-after" => opts.crash_after = Some(value(args.next())),
+            "--delay-ms" => opts.delay_ms = value(args.next()),
+            "--never-answer" => opts.never_answer = true,
+            "--stderr-flood" => opts.stderr_flood = true,
+            "--log" => opts.log = Some(value(args.next())),
+            "--banner" => opts.banner = true,
+            "--ignore-stdin-eof" => opts.ignore_stdin_eof = true,
+            "--ignore-sigterm" => opts.ignore_sigterm = true,
+            "--exit-code" => opts.exit_code = value(args.next()),
+            _ => usage(),
+        }
+    }
+    opts
+}
+
+/// Writes `flood line <n> xxx...` lines to stderr forever. Uses a duplicate of
+/// fd 2 rather than `io::stderr()` so that, when the pipe is full and this
+/// thread blocks, it does not hold the std stderr lock other threads need.
+fn flood_stderr() {
+    let Ok(fd) = io::stderr().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let mut err = File::from(fd);
+    let pad = "x".repeat(180);
+    let mut line = Vec::new();
+    for n in 0u64.. {
+        line.clear();
+        // One write per line, so lines are never split or interleaved.
+        let _ = writeln!(line, "flood line {n} {pad}");
+        if err.write_all(&line).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes `line` plus a newline to stdout and flushes; exits if stdout is gone.
+fn write_line(out: &mut impl Write, line: &[u8]) {
+    let res = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+    if let Err(e) = res.and_then(|()| out.flush()) {
+        eprintln!("echo-server: stdout write failed: {e}");
+        exit(1);
+    }
+}
+
+fn sleep_ms(ms: u64) {
+    if ms > 0 {
+        thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+type Reply = Result<Value, (i64, String)>;
+
+struct Server {
+    opts: Opts,
+    out: BufWriter<StdoutLock<'static>>,
+    received: u64,
+    answered: u64,
+}
+
+impl Server {
+    /// Writes one JSON message as a line and flushes.
+    fn send(&mut self, msg: &Value) {
+        write_line(&mut self.out, msg.to_string().as_bytes());
+    }
+
+    fn handle_line(&mut self, line: &[u8]) {
+        let msg: Value = match serde_json::from_slice(line) {
+            Ok(msg) => msg,
+            Err(e) => {
+                eprintln!("echo-server: ignoring invalid JSON line: {e}");
+                return;
+            }
+        };
+        let answered = match msg {
+            Value::Array(batch) => {
+                let replies: Vec<Value> = batch.iter().filter_map(|m| self.handle(m)).collect();
+                let n = replies.len();
+                if n > 0 {
+                    self.send(&Value::Array(replies));
+                }
+                n
+            }
+            single => match self.handle(&single) {
+                Some(reply) => {
+                    self.send(&reply);
+                    1
+                }
+                None => 0,
+            },
+        };
+        self.answered += answered as u64;
+        if self.opts.single_shot && self.answered > 0 {
+            exit(0);
+        }
+    }
+
+    /// Handles one message; returns the response to send, if any.
+    fn handle(&mut self, msg: &Value) -> Option<Value> {
+        let Some(obj) = msg.as_object() else {
+            eprintln!("echo-server: ignoring non-object message: {msg}");
+            return None;
+        };
+        // No method: a response from the client. No id: a notification.
+        let method = obj.get("method").and_then(Value::as_str)?;
+        let id = obj.get("id")?.clone();
+
+        if let Some(limit) = self.opts.crash_after
+            && self.received >= limit
+        {
+            eprintln!("crashing");
+            exit(3);
+        }
+        self.received += 1;
+
+        if method != "initialize" {
+            if self.opts.never_answer && method != "ping" {
+                return None;
+            }
+            sleep_ms(self.opts.delay_ms);
+        }
+        let reply = match method {
+            "initialize" => Ok(initialize_result(msg)),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(tools_list_result()),
+            "tools/call" => self.call_tool(msg)?,
+            _ => Err((-32601, "Method not found".to_owned())),
+        };
+        Some(match reply {
+            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Err((code, message)) => {
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+            }
+        })
+    }
+
+    /// Runs a `tools/call`; `None` means the request must never be answered.
+    fn call_tool(&mut self, msg: &Value) -> Option<Reply> {
+        let name = msg.pointer("/params/name").and_then(Value::as_str);
+        if name != Some("echo") {
+            let name = name.unwrap_or("<missing>");
+            return Some(Err((-32602, format!("Unknown tool: {name}"))));
+        }
+        let arg = |key: &str| msg.pointer(&format!("/params/arguments/{key}"));
+        if arg("hang").and_then(Value::as_bool) == Some(true) {
+            return None;
+        }
+        let text = arg("text").and_then(Value::as_str).unwrap_or_default();
+        let total = arg("progress").and_then(Value::as_u64).unwrap_or(0);
+        let interval = arg("interval_ms").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(token) = msg.pointer("/params/_meta/progressToken") {
+            for i in 1..=total {
+                sleep_ms(interval);
+                self.send(&json!({
+                    "jsonrpc": "2.0",
+                    "method": "notifications/progress",
+                    "params": {"progressToken": token, "progress": i, "total": total},
+                }));
+            }
+        }
+        Some(Ok(json!({"content": [{"type": "text", "text": text}]})))
+    }
+}
+
+fn initialize_result(msg: &Value) -> Value {
+    let version = msg
+        .pointer("/params/protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("2025-06-18");
+    json!({
+        "protocolVersion": version,
+        "capabilities": {"tools": {"listChanged": false}},
+        "serverInfo": {"name": "echo-server", "version": "0.1.0"},
+    })
+}
+
+fn tools_list_result() -> Value {
+    json!({"tools": [{
+        "name": "echo",
+        "description": "Echoes `text`, after `progress` notifications if asked.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "text": {"type": "string"},
+                "progress": {"type": "integer", "minimum": 0},
+                "interval_ms": {"type": "integer", "minimum": 0},
+                "hang": {"type": "boolean"},
+            },
+            "required": ["text"],
+        },
+    }]})
+}
+
+fn main() {
+    let opts = parse_args();
+    let mut out = BufWriter::new(io::stdout().lock());
+    if opts.banner {
+        write_line(&mut out, b"echo-server starting (banner)");
+    }
+    if opts.ignore_sigterm {
+        // SAFETY: installing SIG_IGN for SIGTERM at startup; no handler code runs.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
+    if opts.stderr_flood {
+        thread::spawn(flood_stderr);
+    }
+    let mut log = opts.log.as_deref().map(|path| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| {
+                eprintln!("echo-server: cannot open log file {path}: {e}");
+                exit(2)
+            })
+    });
+    let (ignore_stdin_eof, exit_code) = (opts.ignore_stdin_eof, opts.exit_code);
+    let mut server = Server {
+        opts,
+        out,
+        received: 0,
+        answered: 0,
+    };
+
+    let mut input = BufReader::new(io::stdin().lock());
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("echo-server: stdin read failed: {e}");
+                break;
+            }
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        // `File` is unbuffered: each line reaches the OS in a single write.
+        if let Some(Err(e)) = log.as_mut().map(|file| file.write_all(&line)) {
+            eprintln!("echo-server: log write failed: {e}");
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            server.handle_line(&line);
+        }
+    }
+
+    if ignore_stdin_eof {
+        loop {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    exit(exit_code);
+}

@@ -1,0 +1,1343 @@
+//! `mcp-relay forward -- COMMAND`: the relay's stdin/stdout on one side, a
+//! child MCP server on the other.
+//!
+//! State lives in one struct driven by one loop: events and timers come in,
+//! every transition is a method here. The pieces:
+//!
+//! - client side: `reader` frames stdin, `out` queues what goes to stdout;
+//! - `current`: the live upstream (child process and its pipes), if any;
+//! - `retired`: upstreams on their way out, kept until reaped;
+//! - `pending`: client requests awaiting a reply, each with its timeout;
+//! - `held`: client messages waiting for a restarted upstream.
+//!
+//! Upstream life: spawned → (replaying the cached `initialize` after a
+//! restart) → ready → lost (stdout EOF, exit, or asked to close) → retired →
+//! closed (stdin closed → kill grace → SIGTERM → kill grace → SIGKILL) →
+//! reaped. A lost upstream is "down" once it is reaped or its first grace
+//! expires; then its in-flight requests are failed and the relay either
+//! restarts it (`--restart`) or exits.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+
+use crate::cli::ForwardConfig;
+use crate::io::buf::OutBuf;
+use crate::io::child::{ChildProcess, CloseStage, describe};
+use crate::io::fd::{Fd, set_nonblocking};
+use crate::io::stderr::{Drain, StderrLog};
+use crate::policy::backoff::{Backoff, Rng};
+use crate::proto::errors::RelayError;
+use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
+use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use crate::reactor::signals::Signals;
+use crate::reactor::{Registry, SIGNAL_TOKEN, TimerId, TimerWheel};
+use crate::record::{Direction, Recorder};
+
+/// Output queues pause their producer above this many bytes.
+const HIGH_WATER: usize = 1 << 20;
+/// Bytes read from one source per loop turn, so neither side starves the other.
+const READ_BUDGET: usize = 1 << 20;
+/// Client bytes held while the upstream restarts; above it stdin is not read.
+const HELD_MAX_BYTES: usize = 4 << 20;
+/// An upstream that stayed up this long resets the restart backoff.
+const STABLE_UPTIME: Duration = Duration::from_secs(10);
+/// Id of the `initialize` the relay replays to a restarted server.
+const REPLAY_ID_PREFIX: &str = "mcp-relay-replay-";
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    ClientIn,
+    ClientOut,
+    ChildIn(u64),
+    ChildOut(u64),
+    ChildErr(u64),
+}
+
+#[derive(Debug)]
+enum TimerKind {
+    Response(Id),
+    Grace(u64),
+    Respawn,
+    FinalFlush,
+}
+
+struct Pending {
+    started: Instant,
+    timer: Option<TimerId>,
+    progress: Option<Id>,
+    initialize: bool,
+    /// The upstream it was written to; `None` while held.
+    sent_to: Option<u64>,
+}
+
+struct Upstream {
+    seq: u64,
+    proc: ChildProcess,
+    started: Instant,
+    in_tok: Option<Token>,
+    out_tok: Option<Token>,
+    err_tok: Option<Token>,
+    to_child: OutBuf,
+    from_child: LineReader,
+    stderr_log: StderrLog,
+    in_writable: bool,
+    out_readable: bool,
+    err_readable: bool,
+    out_eof: bool,
+    /// Close stdin as soon as `to_child` drains.
+    close_when_flushed: bool,
+    /// Waiting for the reply to the replayed `initialize`.
+    replay: Option<Id>,
+    /// In-flight requests failed and the restart/exit decision taken.
+    down: bool,
+    grace: Option<TimerId>,
+}
+
+struct Held {
+    line: Vec<u8>,
+    request: Option<Id>,
+}
+
+pub struct Forward {
+    cfg: ForwardConfig,
+    poll: Poll,
+    timers: TimerWheel<TimerKind>,
+    endpoints: Registry<Endpoint>,
+    signals: Signals,
+    now: Instant,
+    wall: SystemTime,
+
+    client_in: Fd,
+    client_out: Fd,
+    stdin_flags: (libc::c_int, libc::c_int),
+    reader: LineReader,
+    out: OutBuf,
+    client_readable: bool,
+    client_writable: bool,
+    client_eof: bool,
+    client_out_broken: bool,
+
+    current: Option<Upstream>,
+    retired: Vec<Upstream>,
+    next_seq: u64,
+    pending: HashMap<Id, Pending>,
+    /// Progress token → request id, for requests that carry one.
+    progress: HashMap<Id, Id>,
+    cached_initialize: Option<Vec<u8>>,
+    cached_initialized: Option<Vec<u8>>,
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    backoff: Backoff,
+    respawn: Option<TimerId>,
+
+    closing: bool,
+    forced: bool,
+    final_flush: Option<TimerId>,
+    exit_code: Option<i32>,
+    /// A source still had data when its read budget ran out.
+    more: bool,
+    recorder: Option<Recorder>,
+}
+
+/// Runs forward mode to completion and returns the process exit status.
+pub fn run(cfg: ForwardConfig) -> io::Result<i32> {
+    let mut fwd = Forward::new(cfg)?;
+    let code = fwd.run_loop();
+    fwd.restore_stdio();
+    code
+}
+
+impl Forward {
+    fn new(cfg: ForwardConfig) -> io::Result<Forward> {
+        let poll = Poll::new()?;
+        let signals =
+            Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
+        signals.register(poll.registry(), SIGNAL_TOKEN)?;
+        let stdin_flags = (set_nonblocking(0, true)?, set_nonblocking(1, true)?);
+        let mut endpoints = Registry::default();
+        let mut client_in = Fd::dup_std(0)?;
+        let mut client_out = Fd::dup_std(1)?;
+        let tok = endpoints.insert(Endpoint::ClientIn);
+        client_in.register(poll.registry(), tok, Interest::READABLE)?;
+        let tok = endpoints.insert(Endpoint::ClientOut);
+        client_out.register(poll.registry(), tok, Interest::WRITABLE)?;
+        let recorder = match &cfg.record {
+            Some(path) => Some(Recorder::open(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("--record {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let now = Instant::now();
+        let backoff = Backoff::new(cfg.restart_base, cfg.restart_max_delay, Rng::from_os());
+        Ok(Forward {
+            reader: LineReader::new(cfg.max_message_size),
+            cfg,
+            poll,
+            timers: TimerWheel::new(now),
+            endpoints,
+            signals,
+            now,
+            wall: SystemTime::now(),
+            client_readable: true,
+            client_writable: true,
+            client_in,
+            client_out,
+            stdin_flags,
+            out: OutBuf::new(HIGH_WATER),
+            client_eof: false,
+            client_out_broken: false,
+            current: None,
+            retired: Vec::new(),
+            next_seq: 1,
+            pending: HashMap::new(),
+            progress: HashMap::new(),
+            cached_initialize: None,
+            cached_initialized: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            backoff,
+            respawn: None,
+            closing: false,
+            forced: false,
+            final_flush: None,
+            exit_code: None,
+            more: false,
+            recorder,
+        })
+    }
+
+    fn restore_stdio(&self) {
+        // O_NONBLOCK lives on the shared open file: put it back for whoever
+        // shares our stdin/stdout (a terminal, a shell).
+        // SAFETY: fcntl on the standard fds with their original flags.
+        unsafe {
+            libc::fcntl(0, libc::F_SETFL, self.stdin_flags.0);
+            libc::fcntl(1, libc::F_SETFL, self.stdin_flags.1);
+        }
+    }
+
+    fn run_loop(&mut self) -> io::Result<i32> {
+        if let Err(e) = self.spawn_upstream() {
+            log::error!("cannot start {:?}: {e}", self.cfg.command);
+            return Ok(1);
+        }
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.pump();
+            if let Some(code) = self.finished() {
+                return Ok(code);
+            }
+            let timeout = if self.more {
+                Some(Duration::ZERO)
+            } else {
+                self.timers.next_timeout(self.now)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            // One clock read per turn; everything below uses `self.now`.
+            self.now = Instant::now();
+            self.wall = SystemTime::now();
+            self.more = false;
+            for ev in events.iter() {
+                self.on_event(
+                    ev.token(),
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                );
+            }
+            while let Some(t) = self.timers.poll(self.now) {
+                self.on_timer(t);
+            }
+        }
+    }
+
+    // ---- events -------------------------------------------------------
+
+    fn on_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if token == SIGNAL_TOKEN {
+            let mut sigs = Vec::new();
+            self.signals.drain(&mut sigs);
+            for s in sigs {
+                self.on_signal(s);
+            }
+            return;
+        }
+        // Stale tokens (an upstream that was replaced) are ignored.
+        let Some(&ep) = self.endpoints.get(token) else {
+            return;
+        };
+        match ep {
+            Endpoint::ClientIn => self.client_readable |= readable,
+            Endpoint::ClientOut => self.client_writable |= writable,
+            Endpoint::ChildIn(seq) => {
+                if let Some(u) = self.upstream_mut(seq) {
+                    u.in_writable |= writable;
+                }
+            }
+            Endpoint::ChildOut(seq) => {
+                if let Some(u) = self.upstream_mut(seq) {
+                    u.out_readable |= readable;
+                }
+            }
+            Endpoint::ChildErr(seq) => {
+                if let Some(u) = self.upstream_mut(seq) {
+                    u.err_readable |= readable;
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        match sig {
+            libc::SIGCHLD => self.reap_children(),
+            libc::SIGTERM | libc::SIGINT => {
+                if self.closing {
+                    log::warn!("second signal: killing the server now");
+                    self.force_close();
+                } else {
+                    log::info!("signal {sig}: closing the server and exiting");
+                    self.begin_close();
+                }
+            }
+            libc::SIGHUP => {
+                if let Some(r) = self.recorder.as_mut() {
+                    r.reopen();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, t: TimerKind) {
+        match t {
+            TimerKind::Response(id) => self.response_timeout(id),
+            TimerKind::Grace(seq) => self.grace_expired(seq),
+            TimerKind::Respawn => {
+                self.respawn = None;
+                if self.closing {
+                    return;
+                }
+                if let Err(e) = self.spawn_upstream() {
+                    log::error!("respawning {:?} failed: {e}", self.cfg.command);
+                    self.schedule_respawn();
+                }
+            }
+            TimerKind::FinalFlush => {
+                log::warn!("stdout not drained in time; exiting with output unsent");
+                self.final_flush = None;
+                self.client_out_broken = true;
+            }
+        }
+    }
+
+    // ---- the pump: move bytes while there is readiness and room -------
+
+    fn pump(&mut self) {
+        self.read_client();
+        if let Some(seq) = self.current.as_ref().map(|u| u.seq) {
+            self.read_upstream(seq, false);
+        }
+        self.drain_stderr_all();
+        self.flush_upstreams();
+        self.flush_client();
+        if let Some(r) = self.recorder.as_mut() {
+            r.flush();
+        }
+        // Edge-triggered readiness is not re-announced: a reader that paused
+        // for room and now has it must be resumed without waiting for an event.
+        if self.client_readable && !self.client_paused() {
+            self.more = true;
+        }
+        if let Some(u) = &self.current
+            && u.out_readable
+            && !u.out_eof
+            && !self.out.is_full()
+        {
+            self.more = true;
+        }
+    }
+
+    fn client_paused(&self) -> bool {
+        if self.closing || self.client_eof {
+            return true;
+        }
+        match &self.current {
+            Some(u) if u.replay.is_none() => u.to_child.is_full(),
+            _ => self.held_bytes >= HELD_MAX_BYTES,
+        }
+    }
+
+    fn read_client(&mut self) {
+        let mut taken = 0;
+        while self.client_readable || !self.client_in.pollable {
+            if self.client_paused() {
+                return;
+            }
+            if taken >= READ_BUDGET {
+                self.more = true;
+                return;
+            }
+            match self.reader.read_from(&mut self.client_in.file) {
+                Ok(ReadResult::Data(n)) => {
+                    taken += n;
+                    // The reader is moved out while its frames are handled, so
+                    // lines are borrowed, not copied.
+                    let mut reader = std::mem::replace(&mut self.reader, LineReader::new(0));
+                    while let Some(frame) = reader.next_frame() {
+                        match frame {
+                            Frame::Line(line) => self.on_client_line(line),
+                            Frame::Oversize(o) => self.on_client_oversize(o),
+                        }
+                    }
+                    self.reader = reader;
+                }
+                Ok(ReadResult::WouldBlock) => self.client_readable = false,
+                Ok(ReadResult::Eof) => {
+                    if self.reader.has_partial() {
+                        log::warn!("client closed stdin in the middle of a message; dropped it");
+                    }
+                    log::info!("client closed stdin");
+                    self.client_eof = true;
+                    self.begin_close();
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("reading stdin failed: {e}");
+                    self.client_eof = true;
+                    self.begin_close();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_upstream(&mut self, seq: u64, ignore_budget: bool) {
+        let mut taken = 0;
+        loop {
+            let client_full = self.out.is_full() && !self.client_out_broken;
+            let Some(u) = self.upstream_mut(seq) else {
+                return;
+            };
+            if !u.out_readable || u.out_eof || u.proc.stdout.is_none() {
+                return;
+            }
+            if !ignore_budget && client_full {
+                return;
+            }
+            if !ignore_budget && taken >= READ_BUDGET {
+                self.more = true;
+                return;
+            }
+            let Some(stdout) = u.proc.stdout.as_mut() else {
+                return;
+            };
+            match u.from_child.read_from(&mut stdout.file) {
+                Ok(ReadResult::Data(n)) => {
+                    taken += n;
+                    let mut reader = std::mem::replace(&mut u.from_child, LineReader::new(0));
+                    while let Some(f) = reader.next_frame() {
+                        match f {
+                            Frame::Line(line) => self.on_server_line(seq, line),
+                            Frame::Oversize(o) => self.on_server_oversize(o),
+                        }
+                    }
+                    if let Some(u) = self.upstream_mut(seq) {
+                        u.from_child = reader;
+                    }
+                }
+                Ok(ReadResult::WouldBlock) => u.out_readable = false,
+                Ok(ReadResult::Eof) | Err(_) => {
+                    u.out_eof = true;
+                    u.out_readable = false;
+                    log::info!("[{}] server closed its stdout", self.cfg.name);
+                    self.upstream_lost(seq);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drain_stderr_all(&mut self) {
+        let now = self.now;
+        let mut more = false;
+        let mut closed = Vec::new();
+        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
+            if !u.err_readable {
+                continue;
+            }
+            let Some(fd) = u.proc.stderr.as_mut() else {
+                continue;
+            };
+            match u.stderr_log.drain(fd, now) {
+                Drain::Idle => u.err_readable = false,
+                Drain::More => more = true,
+                Drain::Closed => closed.push(u.seq),
+            }
+        }
+        self.more |= more;
+        for seq in closed {
+            if let Some(u) = self.upstream_mut(seq) {
+                u.err_readable = false;
+                if let (Some(fd), Some(tok)) = (u.proc.stderr.take(), u.err_tok.take()) {
+                    fd.deregister(self.poll.registry());
+                    self.endpoints.remove(tok);
+                }
+            }
+        }
+    }
+
+    fn flush_upstreams(&mut self) {
+        let mut broken = Vec::new();
+        let mut close_now = Vec::new();
+        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
+            if let Some(stdin) = u.proc.stdin.as_mut()
+                && !u.to_child.is_empty()
+                && (u.in_writable || !stdin.pollable)
+            {
+                match u.to_child.flush_to(&mut stdin.file) {
+                    Ok(true) => {}
+                    Ok(false) => u.in_writable = false,
+                    Err(e) => {
+                        log::warn!(
+                            "[{}] writing to the server's stdin failed: {e}",
+                            self.cfg.name
+                        );
+                        u.to_child.clear();
+                        broken.push(u.seq);
+                    }
+                }
+            }
+            if u.close_when_flushed && u.to_child.is_empty() && u.proc.stage == CloseStage::Open {
+                close_now.push(u.seq);
+            }
+        }
+        for seq in broken.into_iter().chain(close_now) {
+            self.close_stdin(seq);
+        }
+    }
+
+    fn flush_client(&mut self) {
+        if self.client_out_broken {
+            self.out.clear();
+            return;
+        }
+        if self.out.is_empty() || !(self.client_writable || !self.client_out.pollable) {
+            return;
+        }
+        match self.out.flush_to(&mut self.client_out.file) {
+            Ok(true) => {
+                // Room again: upstream reads paused on a full queue resume.
+                if self.current.as_ref().is_some_and(|u| u.out_readable) {
+                    self.more = true;
+                }
+            }
+            Ok(false) => self.client_writable = false,
+            Err(e) => {
+                log::warn!("writing to stdout failed: {e}; the client is gone");
+                self.client_out_broken = true;
+                self.out.clear();
+                self.begin_close();
+            }
+        }
+    }
+
+    // ---- client → server ------------------------------------------------
+
+    fn on_client_line(&mut self, line: &[u8]) {
+        let msg = match jsonrpc::peek(line) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("client sent invalid JSON: {e}");
+                self.reply_error(
+                    None,
+                    RelayError::ParseError,
+                    &format!("Parse error: {e}"),
+                    json!({}),
+                );
+                return;
+            }
+        };
+        match msg {
+            Message::Single(env) => match env.kind() {
+                Kind::Request => {
+                    let Some(id) = env.id() else { return };
+                    if self.pending.contains_key(&id) {
+                        self.reply_error(
+                            Some(&id),
+                            RelayError::DuplicateId,
+                            "A request with this id is already in flight",
+                            json!({}),
+                        );
+                        return;
+                    }
+                    let initialize = env.method_is("initialize");
+                    if initialize {
+                        self.cached_initialize = Some(line.to_vec());
+                    }
+                    self.track(id.clone(), &env, initialize);
+                    self.send_to_server(line, Some(id));
+                }
+                Kind::Notification => {
+                    if env.method_is("notifications/initialized") {
+                        self.cached_initialized = Some(line.to_vec());
+                    } else if env.method_is("notifications/cancelled")
+                        && let Some(id) = env.param_id("requestId")
+                    {
+                        // MCP: the cancelled request gets no reply; a late one
+                        // from the server is dropped.
+                        self.untrack(&id);
+                    }
+                    self.send_to_server(line, None);
+                }
+                Kind::Response => self.send_to_server(line, None),
+                Kind::Invalid => {
+                    let id = env.id();
+                    self.reply_error(
+                        id.as_ref(),
+                        RelayError::InvalidRequest,
+                        "Invalid Request: not a JSON-RPC request, notification or response",
+                        json!({}),
+                    );
+                }
+            },
+            Message::Batch(items) => {
+                // 2025-03-26 batches: track each request, forward the line whole.
+                let mut first_request = None;
+                for raw in items {
+                    if let Some(env) = jsonrpc::peek_raw(raw)
+                        && env.kind() == Kind::Request
+                        && let Some(id) = env.id()
+                        && !self.pending.contains_key(&id)
+                    {
+                        self.track(id.clone(), &env, false);
+                        first_request.get_or_insert(id);
+                    }
+                }
+                self.send_to_server(line, first_request);
+            }
+        }
+    }
+
+    fn on_client_oversize(&mut self, o: Oversize) {
+        let id = jsonrpc::recover_id(&o.head, &o.tail);
+        let is_request = memchr::memmem::find(&o.head, b"\"method\"").is_some();
+        log::warn!(
+            "client message of {} bytes exceeds --max-message-size {}; dropped (id {})",
+            o.len,
+            self.cfg.max_message_size,
+            id.as_ref().map_or("unknown".to_string(), Id::to_json)
+        );
+        if let Some(id) = id.filter(|_| is_request)
+            && !self.pending.contains_key(&id)
+        {
+            self.reply_error(
+                Some(&id),
+                RelayError::MessageTooLarge,
+                "Request exceeds the relay's maximum message size",
+                json!({"size": o.len, "limit": self.cfg.max_message_size}),
+            );
+        }
+    }
+
+    fn track(&mut self, id: Id, env: &Envelope, initialize: bool) {
+        let progress = env.progress_token();
+        if let Some(tok) = &progress {
+            self.progress.insert(tok.clone(), id.clone());
+        }
+        let deadline = self.request_deadline(self.now, self.now);
+        let timer = deadline.map(|d| self.timers.insert(d, TimerKind::Response(id.clone())));
+        self.pending.insert(
+            id,
+            Pending {
+                started: self.now,
+                timer,
+                progress,
+                initialize,
+                sent_to: None,
+            },
+        );
+    }
+
+    /// Next expiry for a request started at `started`, given activity at
+    /// `from`: the response timeout after `from`, capped by the max request time.
+    fn request_deadline(&self, started: Instant, from: Instant) -> Option<Instant> {
+        let rt = (!self.cfg.response_timeout.is_zero()).then(|| from + self.cfg.response_timeout);
+        let cap =
+            (!self.cfg.max_request_time.is_zero()).then(|| started + self.cfg.max_request_time);
+        match (rt, cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn untrack(&mut self, id: &Id) -> Option<Pending> {
+        let p = self.pending.remove(id)?;
+        if let Some(t) = p.timer {
+            self.timers.cancel(t);
+        }
+        if let Some(tok) = &p.progress {
+            self.progress.remove(tok);
+        }
+        Some(p)
+    }
+
+    fn send_to_server(&mut self, line: &[u8], request: Option<Id>) {
+        self.record(Direction::ClientToServer, line);
+        let ready = match &self.current {
+            Some(u) => u.replay.is_none() && u.proc.stdin.is_some(),
+            None => false,
+        };
+        if ready {
+            self.write_upstream(line, request.as_ref());
+        } else if self.cfg.restart
+            && !self.closing
+            && (self.current.is_some() || self.respawn.is_some())
+        {
+            self.held_bytes += line.len();
+            self.held.push_back(Held {
+                line: line.to_vec(),
+                request,
+            });
+        } else if let Some(id) = request {
+            self.fail_request(
+                &id,
+                RelayError::UpstreamClosed,
+                "The server is not running",
+                json!({}),
+            );
+        }
+    }
+
+    fn write_upstream(&mut self, line: &[u8], request: Option<&Id>) {
+        let Some(u) = self.current.as_mut() else {
+            return;
+        };
+        u.to_child.push_line(line);
+        let seq = u.seq;
+        if let Some(p) = request.and_then(|id| self.pending.get_mut(id)) {
+            p.sent_to = Some(seq);
+        }
+    }
+
+    // ---- server → client ------------------------------------------------
+
+    fn on_server_line(&mut self, seq: u64, line: &[u8]) {
+        let msg = match jsonrpc::peek(line) {
+            Ok(m) => m,
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                log::warn!(
+                    "[{}] non-JSON line on stdout dropped: {shown}",
+                    self.cfg.name
+                );
+                return;
+            }
+        };
+        match msg {
+            Message::Single(env) => match env.kind() {
+                Kind::Response => {
+                    let Some(id) = env.id() else { return };
+                    if self
+                        .upstream_mut(seq)
+                        .is_some_and(|u| u.replay.as_ref() == Some(&id))
+                    {
+                        self.replay_done(seq, env.is_response && !line_has_error(line));
+                        return;
+                    }
+                    if self.untrack(&id).is_some() {
+                        self.to_client(Direction::ServerToClient, line);
+                    } else {
+                        log::debug!(
+                            "[{}] reply to {id} dropped: no such request in flight",
+                            self.cfg.name
+                        );
+                    }
+                }
+                Kind::Notification => {
+                    if env.method_is("notifications/progress")
+                        && let Some(tok) = env.param_id("progressToken")
+                    {
+                        self.on_progress(&tok);
+                    }
+                    self.to_client(Direction::ServerToClient, line);
+                }
+                Kind::Request => self.to_client(Direction::ServerToClient, line),
+                Kind::Invalid => {
+                    log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name);
+                }
+            },
+            Message::Batch(items) => {
+                let mut keep: Vec<&str> = Vec::with_capacity(items.len());
+                for raw in &items {
+                    let late = match jsonrpc::peek_raw(raw) {
+                        Some(env) if env.kind() == Kind::Response => match env.id() {
+                            Some(id) => self.untrack(&id).is_none(),
+                            None => true,
+                        },
+                        _ => false,
+                    };
+                    if !late {
+                        keep.push(raw.get());
+                    }
+                }
+                if keep.len() == items.len() {
+                    self.to_client(Direction::ServerToClient, line);
+                } else if !keep.is_empty() {
+                    let rebuilt = format!("[{}]", keep.join(","));
+                    self.to_client(Direction::ServerToClient, rebuilt.as_bytes());
+                }
+            }
+        }
+    }
+
+    fn on_server_oversize(&mut self, o: Oversize) {
+        let id = jsonrpc::recover_id(&o.head, &o.tail);
+        log::warn!(
+            "[{}] server message of {} bytes exceeds --max-message-size {}; dropped",
+            self.cfg.name,
+            o.len,
+            self.cfg.max_message_size
+        );
+        if let Some(id) = id
+            && self.pending.contains_key(&id)
+        {
+            self.fail_request(
+                &id,
+                RelayError::MessageTooLarge,
+                "The server's reply exceeds the relay's maximum message size",
+                json!({"size": o.len, "limit": self.cfg.max_message_size}),
+            );
+        }
+    }
+
+    fn on_progress(&mut self, token: &Id) {
+        let Some(id) = self.progress.get(token).cloned() else {
+            return;
+        };
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        let Some(deadline) = self.request_deadline(p.started, self.now) else {
+            return;
+        };
+        let old = p.timer;
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        let t = self
+            .timers
+            .insert(deadline, TimerKind::Response(id.clone()));
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.timer = Some(t);
+        }
+    }
+
+    fn to_client(&mut self, dir: Direction, line: &[u8]) {
+        self.record(dir, line);
+        if !self.client_out_broken {
+            self.out.push_line(line);
+        }
+    }
+
+    fn reply_error(
+        &mut self,
+        id: Option<&Id>,
+        err: RelayError,
+        message: &str,
+        mut data: serde_json::Value,
+    ) {
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("kind".into(), err.kind().into());
+            obj.insert("upstream".into(), self.cfg.name.clone().into());
+        }
+        let msg = jsonrpc::error_response(id, err.code(), message, data);
+        self.to_client(Direction::RelayToClient, &msg);
+    }
+
+    /// Answers a tracked request with a relay error and forgets it.
+    fn fail_request(&mut self, id: &Id, err: RelayError, message: &str, data: serde_json::Value) {
+        if self.untrack(id).is_some() {
+            self.reply_error(Some(id), err, message, data);
+        }
+    }
+
+    fn response_timeout(&mut self, id: Id) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.timer = None;
+        let elapsed = self.now.duration_since(p.started);
+        let (initialize, sent_to) = (p.initialize, p.sent_to);
+        log::warn!(
+            "[{}] request {id} timed out after {elapsed:?}",
+            self.cfg.name
+        );
+        self.fail_request(
+            &id,
+            RelayError::ResponseTimeout,
+            &format!("No reply from the server within {elapsed:?}"),
+            json!({
+                "elapsed_ms": elapsed.as_millis() as u64,
+                "response_timeout_ms": self.cfg.response_timeout.as_millis() as u64,
+                "max_request_time_ms": self.cfg.max_request_time.as_millis() as u64,
+            }),
+        );
+        // MCP: `initialize` must not be cancelled. Anything else is, so the
+        // server can stop working on it; its late reply is dropped.
+        if !initialize
+            && let Some(u) = self.current.as_mut()
+            && Some(u.seq) == sent_to
+            && u.proc.stdin.is_some()
+        {
+            let msg = jsonrpc::cancelled(&id, "mcp-relay: response timeout");
+            u.to_child.push_line(&msg);
+            self.record(Direction::RelayToServer, &msg);
+        }
+    }
+
+    fn record(&mut self, dir: Direction, line: &[u8]) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.record(self.wall, dir, line);
+        }
+    }
+
+    // ---- upstream life ----------------------------------------------------
+
+    fn upstream_mut(&mut self, seq: u64) -> Option<&mut Upstream> {
+        find(&mut self.current, &mut self.retired, seq)
+    }
+
+    fn spawn_upstream(&mut self) -> io::Result<()> {
+        let mut proc = ChildProcess::spawn(&self.cfg.command)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        log::info!("[{}] started pid {}", self.cfg.name, proc.pid);
+        let reg = self.poll.registry();
+        let mut toks = [None, None, None];
+        let pipes = [
+            (
+                proc.stdin.as_mut(),
+                Endpoint::ChildIn(seq),
+                Interest::WRITABLE,
+            ),
+            (
+                proc.stdout.as_mut(),
+                Endpoint::ChildOut(seq),
+                Interest::READABLE,
+            ),
+            (
+                proc.stderr.as_mut(),
+                Endpoint::ChildErr(seq),
+                Interest::READABLE,
+            ),
+        ];
+        for (i, (fd, ep, interest)) in pipes.into_iter().enumerate() {
+            if let Some(fd) = fd {
+                let tok = self.endpoints.insert(ep);
+                fd.register(reg, tok, interest)?;
+                toks[i] = Some(tok);
+            }
+        }
+        let mut u = Upstream {
+            seq,
+            proc,
+            started: self.now,
+            in_tok: toks[0],
+            out_tok: toks[1],
+            err_tok: toks[2],
+            to_child: OutBuf::new(HIGH_WATER),
+            from_child: LineReader::new(self.cfg.max_message_size),
+            stderr_log: StderrLog::new(&self.cfg.name),
+            in_writable: true,
+            out_readable: true,
+            err_readable: true,
+            out_eof: false,
+            close_when_flushed: false,
+            replay: None,
+            down: false,
+            grace: None,
+        };
+        if let Some(init) = &self.cached_initialize {
+            // A restart: the server must be initialized again before it sees
+            // the client's traffic. The client never learns of it.
+            let id = Id::Str(format!("{REPLAY_ID_PREFIX}{seq}").into());
+            match with_id(init, &id) {
+                Some(msg) => {
+                    u.to_child.push_line(&msg);
+                    self.record(Direction::RelayToServer, &msg);
+                    u.replay = Some(id);
+                }
+                None => log::warn!("cached initialize could not be replayed"),
+            }
+        }
+        let replaying = u.replay.is_some();
+        self.current = Some(u);
+        if !replaying {
+            self.flush_held();
+        }
+        Ok(())
+    }
+
+    fn replay_done(&mut self, seq: u64, ok: bool) {
+        if ok {
+            log::info!("[{}] restarted server initialized", self.cfg.name);
+        } else {
+            log::warn!(
+                "[{}] restarted server rejected the replayed initialize",
+                self.cfg.name
+            );
+        }
+        let initialized = self.cached_initialized.clone();
+        if let Some(u) = self.upstream_mut(seq) {
+            u.replay = None;
+            if let Some(n) = &initialized {
+                u.to_child.push_line(n);
+            }
+        }
+        if let Some(n) = initialized {
+            self.record(Direction::RelayToServer, &n);
+        }
+        self.flush_held();
+    }
+
+    fn flush_held(&mut self) {
+        while let Some(h) = self.held.pop_front() {
+            self.held_bytes -= h.line.len();
+            // A request that timed out while held is not sent at all.
+            if let Some(id) = &h.request
+                && !self.pending.contains_key(id)
+            {
+                continue;
+            }
+            self.write_upstream(&h.line, h.request.as_ref());
+        }
+    }
+
+    /// The upstream's stdout ended or the process exited: it is out of
+    /// service at once and is closed and reaped in the background.
+    fn upstream_lost(&mut self, seq: u64) {
+        if self.current.as_ref().is_some_and(|u| u.seq == seq)
+            && let Some(u) = self.current.take()
+        {
+            self.retired.push(u);
+        }
+        let Some(u) = self.upstream_mut(seq) else {
+            return;
+        };
+        if u.proc.stage == CloseStage::Open {
+            self.close_stdin(seq);
+        }
+        let reaped = self.upstream_mut(seq).and_then(|u| u.proc.try_reap());
+        if reaped.is_some() {
+            self.upstream_down(seq);
+            self.release_if_done(seq);
+        }
+    }
+
+    /// Fails the upstream's in-flight requests and decides what comes next.
+    fn upstream_down(&mut self, seq: u64) {
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        if u.down {
+            return;
+        }
+        u.down = true;
+        let status = u.proc.status();
+        let uptime = self.now.duration_since(u.started);
+        let what = status.map_or_else(|| "stdout closed".to_string(), describe);
+        let ids: Vec<Id> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent_to == Some(seq))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !self.closing {
+            log::warn!(
+                "[{}] server went away ({what}); {} request(s) in flight failed",
+                self.cfg.name,
+                ids.len()
+            );
+        }
+        for id in ids {
+            self.fail_request(
+                &id,
+                RelayError::UpstreamClosed,
+                &format!("The server closed the connection ({what})"),
+                json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
+            );
+        }
+        if self.closing {
+            return;
+        }
+        if self.cfg.restart {
+            if uptime >= STABLE_UPTIME {
+                self.backoff.reset();
+            }
+            self.schedule_respawn();
+        } else {
+            self.exit_code = Some(exit_code_for(status));
+            self.begin_close();
+        }
+    }
+
+    fn schedule_respawn(&mut self) {
+        let delay = self.backoff.next_delay();
+        log::info!(
+            "[{}] restarting in {delay:?} (attempt {})",
+            self.cfg.name,
+            self.backoff.attempt()
+        );
+        self.respawn = Some(self.timers.insert(self.now + delay, TimerKind::Respawn));
+    }
+
+    fn close_stdin(&mut self, seq: u64) {
+        let grace = self.cfg.kill_grace;
+        let now = self.now;
+        let Some(u) = self.upstream_mut(seq) else {
+            return;
+        };
+        if u.proc.stage != CloseStage::Open {
+            return;
+        }
+        u.proc.escalate();
+        u.to_child.clear();
+        let tok = u.in_tok.take();
+        let grace_timer = self.timers.insert(now + grace, TimerKind::Grace(seq));
+        if let Some(u) = self.upstream_mut(seq) {
+            u.grace = Some(grace_timer);
+        }
+        if let Some(t) = tok {
+            self.endpoints.remove(t);
+        }
+    }
+
+    fn grace_expired(&mut self, seq: u64) {
+        let grace = self.cfg.kill_grace;
+        let now = self.now;
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        u.grace = None;
+        if u.proc.try_reap().is_some() {
+            self.upstream_down(seq);
+            self.release_if_done(seq);
+            return;
+        }
+        match u.proc.stage {
+            CloseStage::Open => {
+                // Asked to close but stdin never drained: close it now.
+                self.close_stdin(seq);
+                return;
+            }
+            CloseStage::StdinClosed => log::info!(
+                "[{}] still running {grace:?} after stdin closed; SIGTERM",
+                self.cfg.name
+            ),
+            CloseStage::Terminated => log::warn!("[{}] ignored SIGTERM; SIGKILL", self.cfg.name),
+            CloseStage::Killed => {}
+        }
+        u.proc.escalate();
+        let t = self.timers.insert(now + grace, TimerKind::Grace(seq));
+        if let Some(u) = self.upstream_mut(seq) {
+            u.grace = Some(t);
+        }
+        // Out of stdout and still unreaped after a grace: treat it as down so
+        // in-flight requests do not wait on a process that will not answer.
+        let lost = self.current.as_ref().is_none_or(|u| u.seq != seq);
+        if lost {
+            self.upstream_down(seq);
+        }
+    }
+
+    fn reap_children(&mut self) {
+        let seqs: Vec<u64> = self
+            .current
+            .iter()
+            .chain(self.retired.iter())
+            .map(|u| u.seq)
+            .collect();
+        for seq in seqs {
+            let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+                continue;
+            };
+            if u.proc.status().is_some() || u.proc.try_reap().is_none() {
+                continue;
+            }
+            log::info!(
+                "[{}] pid {} exited ({})",
+                self.cfg.name,
+                u.proc.pid,
+                u.proc.status().map_or_else(String::new, describe)
+            );
+            // Whatever it wrote before exiting is still in the pipe: relay it.
+            u.out_readable = true;
+            u.err_readable = true;
+            self.read_upstream(seq, true);
+            self.upstream_lost(seq);
+            self.upstream_down(seq);
+            self.release_if_done(seq);
+        }
+    }
+
+    /// Drops a reaped, retired upstream: its pipes are deregistered and closed.
+    fn release_if_done(&mut self, seq: u64) {
+        let Some(pos) = self.retired.iter().position(|u| u.seq == seq) else {
+            return;
+        };
+        if self.retired[pos].proc.status().is_none() {
+            return;
+        }
+        let mut u = self.retired.swap_remove(pos);
+        if let Some(fd) = u.proc.stderr.as_mut() {
+            u.stderr_log.drain(fd, self.now);
+        }
+        if let Some(t) = u.grace.take() {
+            self.timers.cancel(t);
+        }
+        let reg = self.poll.registry();
+        for (fd, tok) in [
+            (u.proc.stdin.take(), u.in_tok.take()),
+            (u.proc.stdout.take(), u.out_tok.take()),
+            (u.proc.stderr.take(), u.err_tok.take()),
+        ] {
+            if let Some(fd) = fd {
+                fd.deregister(reg);
+            }
+            if let Some(t) = tok {
+                self.endpoints.remove(t);
+            }
+        }
+    }
+
+    // ---- shutdown -----------------------------------------------------------
+
+    fn begin_close(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if let Some(t) = self.respawn.take() {
+            self.timers.cancel(t);
+        }
+        // Held messages will never reach a server.
+        while let Some(h) = self.held.pop_front() {
+            if let Some(id) = h.request {
+                self.fail_request(
+                    &id,
+                    RelayError::UpstreamClosed,
+                    "The relay is shutting down",
+                    json!({}),
+                );
+            }
+        }
+        self.held_bytes = 0;
+        let grace = self.cfg.kill_grace;
+        let now = self.now;
+        if let Some(u) = self.current.as_mut() {
+            // Let the server read what the client sent before stdin closes.
+            u.close_when_flushed = true;
+            if u.grace.is_none() {
+                u.grace = Some(self.timers.insert(now + grace, TimerKind::Grace(u.seq)));
+            }
+        }
+    }
+
+    fn force_close(&mut self) {
+        self.forced = true;
+        self.begin_close();
+        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
+            u.proc.kill_now();
+        }
+        self.client_out_broken = true;
+    }
+
+    /// The exit status once nothing is left to do.
+    fn finished(&mut self) -> Option<i32> {
+        if !self.closing || !self.retired.is_empty() {
+            return None;
+        }
+        if self.current.is_some() {
+            // The server is still running: it exits on stdin EOF (or is
+            // escalated by its grace timer) and is then retired and reaped.
+            return None;
+        }
+        // Requests the server never answered still get their one answer.
+        let ids: Vec<Id> = self.pending.keys().cloned().collect();
+        for id in ids {
+            self.fail_request(
+                &id,
+                RelayError::UpstreamClosed,
+                "The server closed before replying",
+                json!({}),
+            );
+        }
+        if !self.out.is_empty() && !self.client_out_broken {
+            if self.final_flush.is_none() {
+                self.final_flush = Some(
+                    self.timers
+                        .insert(self.now + self.cfg.kill_grace, TimerKind::FinalFlush),
+                );
+            }
+            self.flush_client();
+            if !self.out.is_empty() && !self.client_out_broken {
+                return None;
+            }
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.flush();
+        }
+        let _ = self.client_out.file.flush();
+        Some(self.exit_code.unwrap_or(0))
+    }
+}
+
+/// The upstream numbered `seq`, live or retired. A free function so callers
+/// can borrow other fields of `Forward` alongside it.
+fn find<'a>(
+    current: &'a mut Option<Upstream>,
+    retired: &'a mut [Upstream],
+    seq: u64,
+) -> Option<&'a mut Upstream> {
+    match current {
+        Some(u) if u.seq == seq => Some(u),
+        _ => retired.iter_mut().find(|u| u.seq == seq),
+    }
+}
+
+fn line_has_error(line: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .is_some_and(|v| v.get("error").is_some())
+}
+
+/// The cached `initialize` with its id replaced.
+fn with_id(line: &[u8], id: &Id) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let obj = v.as_object_mut()?;
+    obj.insert("id".into(), serde_json::from_str(&id.to_json()).ok()?);
+    serde_json::to_vec(&v).ok()
+}
+
+/// Mirrors the server's status: its exit code, 128 + signal if it was killed,
+/// and 1 when it exited 0 (an unexpected exit is still a failure).
+fn exit_code_for(status: Option<ExitStatus>) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(0), _) => 1,
+            (Some(c), _) => c,
+            (None, Some(sig)) => 128 + sig,
+            _ => 1,
+        },
+        None => 1,
+    }
+}

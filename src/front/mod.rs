@@ -1,0 +1,3 @@
+//! Client-facing sides of the relay, one module per mode.
+
+pub mod forward;

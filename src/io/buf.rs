@@ -1,0 +1,137 @@
+//! An output queue of bytes with a high-water mark.
+//!
+//! Producers append whole messages; the loop writes from the front until the
+//! sink would block. Callers stop reading from the source that feeds a queue
+//! while it is above its high-water mark (`is_full`), which turns a slow reader
+//! into backpressure instead of unbounded memory.
+
+use std::io::{self, Write};
+
+pub struct OutBuf {
+    data: Vec<u8>,
+    head: usize,
+    high_water: usize,
+}
+
+/// Capacity kept after a large message has drained; anything above is freed.
+const RETAIN: usize = 256 * 1024;
+
+impl OutBuf {
+    pub fn new(high_water: usize) -> Self {
+        OutBuf {
+            data: Vec::new(),
+            head: 0,
+            high_water,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len() - self.head
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the producer feeding this queue should pause.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.high_water
+    }
+
+    /// Appends one message followed by a newline.
+    pub fn push_line(&mut self, msg: &[u8]) {
+        self.data.reserve(msg.len() + 1);
+        self.data.extend_from_slice(msg);
+        self.data.push(b'\n');
+    }
+
+    /// Writes as much as the sink takes. `Ok(true)` when the queue is empty,
+    /// `Ok(false)` when the sink would block.
+    pub fn flush_to<W: Write>(&mut self, sink: &mut W) -> io::Result<bool> {
+        while self.head < self.data.len() {
+            match sink.write(&self.data[self.head..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.head += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.compact();
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.clear();
+        Ok(true)
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.head = 0;
+        if self.data.capacity() > RETAIN {
+            self.data.shrink_to(RETAIN);
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.head > 0 && self.head >= self.data.len() / 2 {
+            self.data.drain(..self.head);
+            self.head = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes at most `room` bytes, then would block.
+    struct Tight {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Tight {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut q = OutBuf::new(8);
+        q.push_line(b"hello");
+        q.push_line(b"world");
+        assert!(q.is_full());
+        let mut sink = Tight {
+            got: Vec::new(),
+            room: 4,
+        };
+        assert!(!q.flush_to(&mut sink).unwrap());
+        assert_eq!(q.len(), 8);
+        sink.room = 100;
+        assert!(q.flush_to(&mut sink).unwrap());
+        assert_eq!(sink.got, b"hello\nworld\n");
+        assert!(q.is_empty() && !q.is_full());
+    }
+
+    #[test]
+    fn large_buffers_are_released_after_draining() {
+        let mut q = OutBuf::new(1024);
+        q.push_line(&vec![b'x'; 4 * 1024 * 1024]);
+        let mut sink = Tight {
+            got: Vec::new(),
+            room: usize::MAX,
+        };
+        assert!(q.flush_to(&mut sink).unwrap());
+        assert!(q.data.capacity() <= RETAIN);
+    }
+}

@@ -1,0 +1,174 @@
+//! Child processes speaking MCP over stdio.
+//!
+//! Spawned from argv (never a shell) in a process group of their own, with all
+//! three pipes non-blocking. Closing follows the MCP stdio rules: close stdin,
+//! wait the kill grace, SIGTERM the group, wait again, SIGKILL the group. The
+//! owner drives the escalation from its timers; this type only performs each
+//! step and reaps with `try_wait`, never blocking.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use super::fd::Fd;
+
+/// Where a child is on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseStage {
+    /// Not asked to close.
+    Open,
+    /// Stdin closed; waiting for the child to exit by itself.
+    StdinClosed,
+    /// SIGTERM sent to the group.
+    Terminated,
+    /// SIGKILL sent to the group.
+    Killed,
+}
+
+pub struct ChildProcess {
+    child: Child,
+    pub pid: u32,
+    pub stdin: Option<Fd>,
+    pub stdout: Option<Fd>,
+    pub stderr: Option<Fd>,
+    pub stage: CloseStage,
+    status: Option<ExitStatus>,
+}
+
+impl ChildProcess {
+    pub fn spawn(argv: &[String]) -> io::Result<ChildProcess> {
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it runs between fork and exec.
+        // If the relay dies without cleaning up (SIGKILL, abort), the kernel
+        // sends the child SIGTERM instead of leaving it orphaned.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let stdin = child.stdin.take().map(|p| Fd::from_owned(OwnedFd::from(p)));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|p| Fd::from_owned(OwnedFd::from(p)));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|p| Fd::from_owned(OwnedFd::from(p)));
+        let mut proc = ChildProcess {
+            child,
+            pid,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            stage: CloseStage::Open,
+            status: None,
+        };
+        match (stdin, stdout, stderr) {
+            (Some(Ok(i)), Some(Ok(o)), Some(Ok(e))) => {
+                proc.stdin = Some(i);
+                proc.stdout = Some(o);
+                proc.stderr = Some(e);
+                Ok(proc)
+            }
+            _ => {
+                // Could not set up the pipes: do not leave the process behind.
+                proc.signal_group(libc::SIGKILL);
+                let _ = proc.child.wait();
+                Err(io::Error::other("could not set up the child's pipes"))
+            }
+        }
+    }
+
+    /// The exit status once reaped.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// Reaps the child if it has exited. Never blocks.
+    pub fn try_reap(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.status = Some(status);
+                    // The leader is gone; anything left in its group (helpers
+                    // it forked) would be orphaned, so it goes too.
+                    self.signal_group(libc::SIGKILL);
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("try_wait on pid {} failed: {e}", self.pid),
+            }
+        }
+        self.status
+    }
+
+    /// Takes the next closing step: close stdin, then SIGTERM, then SIGKILL.
+    /// Returns the stage reached.
+    pub fn escalate(&mut self) -> CloseStage {
+        self.stage = match self.stage {
+            CloseStage::Open => {
+                self.stdin = None;
+                CloseStage::StdinClosed
+            }
+            CloseStage::StdinClosed => {
+                self.signal_group(libc::SIGTERM);
+                CloseStage::Terminated
+            }
+            CloseStage::Terminated | CloseStage::Killed => {
+                self.signal_group(libc::SIGKILL);
+                CloseStage::Killed
+            }
+        };
+        self.stage
+    }
+
+    /// Skips the grace: SIGKILL to the group now.
+    pub fn kill_now(&mut self) {
+        self.stdin = None;
+        self.signal_group(libc::SIGKILL);
+        self.stage = CloseStage::Killed;
+    }
+
+    fn signal_group(&self, sig: libc::c_int) {
+        // The group id is the leader's pid (process_group(0)). While the
+        // leader is unreaped its pid cannot be reused; after reaping, Linux
+        // does not hand out a pid still in use as a group id, so this never
+        // hits a stranger. ESRCH just means the group is already gone.
+        // SAFETY: kill(2) with a negative pid signals a process group.
+        unsafe { libc::kill(-(self.pid as libc::pid_t), sig) };
+    }
+}
+
+/// A short human description of an exit status: "exit code 3", "signal 9".
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown exit".to_string(),
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        // Last line of defence: an owner that drops a live child must not
+        // leak it. Kill the group and reap without blocking the loop for long.
+        if self.status.is_none() {
+            self.signal_group(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}

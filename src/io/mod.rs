@@ -1,0 +1,6 @@
+//! Byte buffers, non-blocking file descriptors and child processes.
+
+pub mod buf;
+pub mod child;
+pub mod fd;
+pub mod stderr;

@@ -1,0 +1,13 @@
+//! mcp-relay: a single-threaded proxy for the Model Context Protocol.
+//!
+//! One `mio` reactor, slab-indexed endpoints with generation-checked tokens,
+//! a timer wheel fed an explicit clock, and sans-I/O protocol pieces. See
+//! docs/architecture.md for the map.
+
+pub mod cli;
+pub mod front;
+pub mod io;
+pub mod policy;
+pub mod proto;
+pub mod reactor;
+pub mod record;

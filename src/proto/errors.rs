@@ -1,0 +1,45 @@
+//! The errors the relay itself answers with. Each has a JSON-RPC code and a
+//! stable `data.kind` string; docs/errors.md lists them for client authors.
+
+/// Why the relay, not the upstream, answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayError {
+    /// The client's bytes were not JSON.
+    ParseError,
+    /// JSON, but not a JSON-RPC message the relay can forward.
+    InvalidRequest,
+    /// A request id that is already in flight on this connection.
+    DuplicateId,
+    /// The upstream closed or exited with the request in flight.
+    UpstreamClosed,
+    /// No reply within the response timeout (or the max request time).
+    ResponseTimeout,
+    /// The request (or its reply) exceeded `--max-message-size`.
+    MessageTooLarge,
+}
+
+impl RelayError {
+    pub fn code(self) -> i64 {
+        match self {
+            RelayError::ParseError => -32700,
+            RelayError::InvalidRequest | RelayError::DuplicateId => -32600,
+            // -32000 and -32001 are what the MCP SDKs use for "connection
+            // closed" and "request timed out"; clients already handle them.
+            RelayError::UpstreamClosed => -32000,
+            RelayError::ResponseTimeout => -32001,
+            // -32002 is taken by MCP (resource not found); -32003… are ours.
+            RelayError::MessageTooLarge => -32003,
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            RelayError::ParseError => "parse_error",
+            RelayError::InvalidRequest => "invalid_request",
+            RelayError::DuplicateId => "duplicate_id",
+            RelayError::UpstreamClosed => "upstream_closed",
+            RelayError::ResponseTimeout => "response_timeout",
+            RelayError::MessageTooLarge => "message_too_large",
+        }
+    }
+}

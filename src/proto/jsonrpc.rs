@@ -1,0 +1,428 @@
+//! JSON-RPC 2.0 envelopes, read without building a document tree.
+//!
+//! The relay needs only a message's `id`, `method`, and (rarely) a few fields
+//! of `params`; everything else passes through as the original bytes. `peek`
+//! validates the whole message as JSON (serde_json skips values it does not
+//! keep) but allocates nothing for the common case.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A request id, normalised so that `"a"` and `"\u0061"` are the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Id {
+    Num(i64),
+    Str(Box<str>),
+    /// Any other JSON value (floats, null, …), kept as its text.
+    Other(Box<str>),
+}
+
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Id::Num(n) => {
+                state.write_u8(0);
+                n.hash(state)
+            }
+            Id::Str(s) => {
+                state.write_u8(1);
+                s.hash(state)
+            }
+            Id::Other(s) => {
+                state.write_u8(2);
+                s.hash(state)
+            }
+        }
+    }
+}
+
+impl Id {
+    pub fn from_raw(raw: &RawValue) -> Id {
+        let text = raw.get();
+        if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            if !inner.contains('\\') {
+                return Id::Str(inner.into());
+            }
+            if let Ok(s) = serde_json::from_str::<String>(text) {
+                return Id::Str(s.into());
+            }
+        }
+        if let Ok(n) = text.parse::<i64>() {
+            return Id::Num(n);
+        }
+        Id::Other(text.into())
+    }
+
+    pub fn from_value(v: &serde_json::Value) -> Id {
+        match v {
+            serde_json::Value::String(s) => Id::Str(s.as_str().into()),
+            serde_json::Value::Number(n) if n.is_i64() => Id::Num(n.as_i64().unwrap_or(0)),
+            other => Id::Other(other.to_string().into()),
+        }
+    }
+
+    /// The id as JSON text.
+    pub fn to_json(&self) -> String {
+        match self {
+            Id::Num(n) => n.to_string(),
+            Id::Str(s) => serde_json::Value::String(s.to_string()).to_string(),
+            Id::Other(t) => t.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+/// The fields of one JSON-RPC message the relay looks at.
+#[derive(Debug, Default)]
+pub struct Envelope<'a> {
+    pub id: Option<&'a RawValue>,
+    pub method: Option<&'a RawValue>,
+    pub params: Option<&'a RawValue>,
+    /// Has a `result` or an `error` member.
+    pub is_response: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Notification,
+    Response,
+    /// A JSON object that is none of the above.
+    Invalid,
+}
+
+impl<'a> Envelope<'a> {
+    pub fn kind(&self) -> Kind {
+        match (self.method.is_some(), self.id.is_some(), self.is_response) {
+            (true, true, false) => Kind::Request,
+            (true, false, false) => Kind::Notification,
+            (false, true, true) => Kind::Response,
+            _ => Kind::Invalid,
+        }
+    }
+
+    pub fn id(&self) -> Option<Id> {
+        self.id.map(Id::from_raw)
+    }
+
+    /// The method name, borrowed when it has no escapes.
+    pub fn method(&self) -> Option<std::borrow::Cow<'a, str>> {
+        let text = self.method?.get();
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        if !inner.contains('\\') {
+            return Some(inner.into());
+        }
+        serde_json::from_str::<String>(text).ok().map(Into::into)
+    }
+
+    pub fn method_is(&self, name: &str) -> bool {
+        self.method().is_some_and(|m| m == name)
+    }
+
+    /// `params.<key>` where `key` names a top-level member (e.g.
+    /// `progressToken`, `requestId`), only parsed when the text mentions it.
+    pub fn param_id(&self, key: &str) -> Option<Id> {
+        let params = self.params?;
+        memchr::memmem::find(params.get().as_bytes(), key.as_bytes())?;
+        let v: serde_json::Value = serde_json::from_str(params.get()).ok()?;
+        v.get(key).map(Id::from_value)
+    }
+
+    /// `params._meta.progressToken` of a request.
+    pub fn progress_token(&self) -> Option<Id> {
+        let params = self.params?;
+        memchr::memmem::find(params.get().as_bytes(), b"progressToken")?;
+        let v: serde_json::Value = serde_json::from_str(params.get()).ok()?;
+        v.get("_meta")?.get("progressToken").map(Id::from_value)
+    }
+}
+
+/// One line's content: a single message or a batch of raw elements.
+pub enum Message<'a> {
+    Single(Envelope<'a>),
+    Batch(Vec<&'a RawValue>),
+}
+
+/// Parses a line. Errors mean the bytes are not JSON at all (or not an
+/// object/array at the top).
+pub fn peek(bytes: &[u8]) -> Result<Message<'_>, serde_json::Error> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return serde_json::from_slice::<Vec<&RawValue>>(bytes).map(Message::Batch);
+    }
+    serde_json::from_slice::<Envelope>(bytes).map(Message::Single)
+}
+
+/// Parses one element of a batch.
+pub fn peek_raw(raw: &RawValue) -> Option<Envelope<'_>> {
+    serde_json::from_str::<Envelope>(raw.get()).ok()
+}
+
+impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Envelope<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON-RPC message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'a>, A::Error> {
+                let mut env = Envelope::default();
+                while let Some(key) = map.next_key::<KeyName>()? {
+                    match key {
+                        KeyName::Id => env.id = Some(map.next_value()?),
+                        KeyName::Method => env.method = Some(map.next_value()?),
+                        KeyName::Params => env.params = Some(map.next_value()?),
+                        KeyName::ResultOrError => {
+                            map.next_value::<IgnoredAny>()?;
+                            env.is_response = true;
+                        }
+                        KeyName::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Envelope<'a>, A::Error> {
+                Err(de::Error::custom("unexpected array"))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+enum KeyName {
+    Id,
+    Method,
+    Params,
+    ResultOrError,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for KeyName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct K;
+        impl Visitor<'_> for K {
+            type Value = KeyName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyName, E> {
+                Ok(match v {
+                    "id" => KeyName::Id,
+                    "method" => KeyName::Method,
+                    "params" => KeyName::Params,
+                    "result" | "error" => KeyName::ResultOrError,
+                    _ => KeyName::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(K)
+    }
+}
+
+/// Best effort: finds a top-level `"id"` in the head or tail of a message too
+/// large to parse. The head is scanned with exact nesting; in the tail only an
+/// `"id":<value>}` that closes the message counts, which is top-level by
+/// construction.
+pub fn recover_id(head: &[u8], tail: &[u8]) -> Option<Id> {
+    scan_head_for_id(head).or_else(|| scan_tail_for_id(tail))
+}
+
+fn scan_head_for_id(head: &[u8]) -> Option<Id> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut expect_key = false;
+    while i < head.len() {
+        match head[i] {
+            b'{' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            b'"' => {
+                let end = string_end(head, i)?;
+                if depth == 1 && expect_key {
+                    let key = &head[i + 1..end];
+                    let mut j = end + 1;
+                    while j < head.len() && (head[j] == b':' || head[j].is_ascii_whitespace()) {
+                        j += 1;
+                    }
+                    if key == b"id" {
+                        return value_at(&head[j..]);
+                    }
+                    expect_key = false;
+                    i = j;
+                    continue;
+                }
+                i = end + 1;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the quote closing the string that opens at `start`.
+fn string_end(s: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Parses a scalar JSON value (string or number) at the start of `s`.
+fn value_at(s: &[u8]) -> Option<Id> {
+    value_len_at(s).map(|(id, _)| id)
+}
+
+/// Like `value_at`, also returning how many bytes the value spans.
+fn value_len_at(s: &[u8]) -> Option<(Id, usize)> {
+    let end = match s.first()? {
+        b'"' => string_end(s, 0)? + 1,
+        _ => s
+            .iter()
+            .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+            .unwrap_or(s.len()),
+    };
+    let raw: &RawValue = serde_json::from_slice(&s[..end]).ok()?;
+    Some((Id::from_raw(raw), end))
+}
+
+fn scan_tail_for_id(tail: &[u8]) -> Option<Id> {
+    let t = tail.trim_ascii_end();
+    let body = t.strip_suffix(b"}")?.trim_ascii_end();
+    let pos = memchr::memmem::rfind(body, b"\"id\"")?;
+    let mut rest = body[pos + 4..].trim_ascii_start();
+    rest = rest.strip_prefix(b":")?.trim_ascii_start();
+    let (id, len) = value_len_at(rest)?;
+    // The value must run to the message's closing brace: nothing after it.
+    rest[len..]
+        .iter()
+        .all(u8::is_ascii_whitespace)
+        .then_some(id)
+}
+
+/// Serialises a JSON-RPC error response to `id` (`null` when unknown).
+pub fn error_response(
+    id: Option<&Id>,
+    code: i64,
+    message: &str,
+    data: serde_json::Value,
+) -> Vec<u8> {
+    let id = id.map_or_else(|| "null".to_string(), Id::to_json);
+    let body = serde_json::json!({"code": code, "message": message, "data": data});
+    format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":{body}}}").into_bytes()
+}
+
+/// `notifications/cancelled` for `id`, as MCP defines it.
+pub fn cancelled(id: &Id, reason: &str) -> Vec<u8> {
+    let reason = serde_json::Value::String(reason.to_string());
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{{\"requestId\":{},\"reason\":{reason}}}}}",
+        id.to_json()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(s: &str) -> Envelope<'_> {
+        match peek(s.as_bytes()).expect("valid") {
+            Message::Single(e) => e,
+            Message::Batch(_) => panic!("batch"),
+        }
+    }
+
+    #[test]
+    fn classifies_messages() {
+        let r =
+            single(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"x":[1,{"id":9}]}}"#);
+        assert_eq!(r.kind(), Kind::Request);
+        assert_eq!(r.id(), Some(Id::Num(1)));
+        assert!(r.method_is("tools/call"));
+        let n = single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(n.kind(), Kind::Notification);
+        let resp = single(r#"{"jsonrpc":"2.0","id":"a\u0062","result":{}}"#);
+        assert_eq!(resp.kind(), Kind::Response);
+        assert_eq!(resp.id(), Some(Id::Str("ab".into())));
+        let err = single(r#"{"id":2,"error":{"code":1,"message":"x"}}"#);
+        assert_eq!(err.kind(), Kind::Response);
+        assert_eq!(single(r#"{"id":2}"#).kind(), Kind::Invalid);
+        assert!(peek(b"{\"id\":1,").is_err());
+        assert!(peek(b"42").is_err());
+        assert!(matches!(peek(b" [{\"id\":1},{\"id\":2}]"), Ok(Message::Batch(v)) if v.len() == 2));
+    }
+
+    #[test]
+    fn reads_progress_tokens_and_cancelled_ids() {
+        let r = single(r#"{"id":1,"method":"m","params":{"_meta":{"progressToken":"tok"}}}"#);
+        assert_eq!(r.progress_token(), Some(Id::Str("tok".into())));
+        let p = single(
+            r#"{"method":"notifications/progress","params":{"progressToken":5,"progress":1}}"#,
+        );
+        assert_eq!(p.param_id("progressToken"), Some(Id::Num(5)));
+        let c = single(r#"{"method":"notifications/cancelled","params":{"requestId":"r1"}}"#);
+        assert_eq!(c.param_id("requestId"), Some(Id::Str("r1".into())));
+        assert_eq!(
+            single(r#"{"id":1,"method":"m","params":{}}"#).progress_token(),
+            None
+        );
+    }
+
+    #[test]
+    fn recovers_ids_of_oversized_messages() {
+        let head = br#"{"jsonrpc":"2.0","params":{"id":99,"text":"aaaa"#;
+        assert_eq!(recover_id(head, b"aaaa\"}}"), None);
+        let head = br#"{"jsonrpc":"2.0","id":"big-1","method":"tools/call","params":{"t":"aaa"#;
+        assert_eq!(recover_id(head, b""), Some(Id::Str("big-1".into())));
+        let tail = br#"aaaa"}},"id":42}"#;
+        assert_eq!(
+            recover_id(br#"{"jsonrpc":"2.0","params":{"t":"aaa"#, tail),
+            Some(Id::Num(42))
+        );
+        // A nested "id" at the end of the tail is not the message's id.
+        let tail = br#"aaaa","id":42}}"#;
+        assert_eq!(recover_id(br#"{"params":{"t":"aaa"#, tail), None);
+    }
+
+    #[test]
+    fn builds_errors_and_cancellations() {
+        let e = error_response(
+            Some(&Id::Str("x\"y".into())),
+            -32001,
+            "timed out",
+            serde_json::json!({"kind":"response_timeout"}),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["id"], "x\"y");
+        assert_eq!(v["error"]["code"], -32001);
+        assert_eq!(v["error"]["data"]["kind"], "response_timeout");
+        let c = cancelled(&Id::Num(7), "timeout");
+        let v: serde_json::Value = serde_json::from_slice(&c).unwrap();
+        assert_eq!(v["params"]["requestId"], 7);
+        assert_eq!(v["method"], "notifications/cancelled");
+        let null = error_response(None, -32700, "Parse error", serde_json::Value::Null);
+        assert!(String::from_utf8(null).unwrap().contains("\"id\":null"));
+    }
+}
