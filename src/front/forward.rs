@@ -87,6 +87,7 @@ struct Upstream {
     stderr_log: StderrLog,
     in_writable: bool,
     out_readable: bool,
+    out_hup: bool,
     err_readable: bool,
     out_eof: bool,
     /// Close stdin as soon as `to_child` drains.
@@ -118,6 +119,8 @@ pub struct Forward {
     reader: LineReader,
     out: OutBuf,
     client_readable: bool,
+    /// The kernel reported a hang-up: read to EOF, never stop at a short read.
+    client_hup: bool,
     client_writable: bool,
     client_eof: bool,
     client_out_broken: bool,
@@ -184,6 +187,7 @@ impl Forward {
             now,
             wall: SystemTime::now(),
             client_readable: true,
+            client_hup: false,
             client_writable: true,
             client_in,
             client_out,
@@ -247,11 +251,10 @@ impl Forward {
             self.wall = SystemTime::now();
             self.more = false;
             for ev in events.iter() {
-                self.on_event(
-                    ev.token(),
-                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    ev.is_writable() || ev.is_write_closed() || ev.is_error(),
-                );
+                let hup = ev.is_read_closed() || ev.is_error();
+                let readable = ev.is_readable() || hup;
+                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                self.on_event(ev.token(), readable, writable, hup);
             }
             while let Some(t) = self.timers.poll(self.now) {
                 self.on_timer(t);
@@ -261,7 +264,7 @@ impl Forward {
 
     // ---- events -------------------------------------------------------
 
-    fn on_event(&mut self, token: Token, readable: bool, writable: bool) {
+    fn on_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
         if token == SIGNAL_TOKEN {
             let mut sigs = Vec::new();
             self.signals.drain(&mut sigs);
@@ -275,7 +278,10 @@ impl Forward {
             return;
         };
         match ep {
-            Endpoint::ClientIn => self.client_readable |= readable,
+            Endpoint::ClientIn => {
+                self.client_readable |= readable;
+                self.client_hup |= hup;
+            }
             Endpoint::ClientOut => self.client_writable |= writable,
             Endpoint::ChildIn(seq) => {
                 if let Some(u) = self.upstream_mut(seq) {
@@ -285,6 +291,7 @@ impl Forward {
             Endpoint::ChildOut(seq) => {
                 if let Some(u) = self.upstream_mut(seq) {
                     u.out_readable |= readable;
+                    u.out_hup |= hup;
                 }
             }
             Endpoint::ChildErr(seq) => {
@@ -386,8 +393,11 @@ impl Forward {
                 return;
             }
             match self.reader.read_from(&mut self.client_in.file) {
-                Ok(ReadResult::Data(n)) => {
+                Ok(ReadResult::Data { n, drained }) => {
                     taken += n;
+                    if drained && !self.client_hup {
+                        self.client_readable = false;
+                    }
                     // The reader is moved out while its frames are handled, so
                     // lines are borrowed, not copied.
                     let mut reader = std::mem::replace(&mut self.reader, LineReader::new(0));
@@ -440,8 +450,11 @@ impl Forward {
                 return;
             };
             match u.from_child.read_from(&mut stdout.file) {
-                Ok(ReadResult::Data(n)) => {
+                Ok(ReadResult::Data { n, drained }) => {
                     taken += n;
+                    if drained && !u.out_hup {
+                        u.out_readable = false;
+                    }
                     let mut reader = std::mem::replace(&mut u.from_child, LineReader::new(0));
                     while let Some(f) = reader.next_frame() {
                         match f {
@@ -958,6 +971,7 @@ impl Forward {
             stderr_log: StderrLog::new(&self.cfg.name),
             in_writable: true,
             out_readable: true,
+            out_hup: false,
             err_readable: true,
             out_eof: false,
             close_when_flushed: false,
@@ -1180,6 +1194,7 @@ impl Forward {
             );
             // Whatever it wrote before exiting is still in the pipe: relay it.
             u.out_readable = true;
+            u.out_hup = true;
             u.err_readable = true;
             self.read_upstream(seq, true);
             self.upstream_lost(seq);

@@ -51,7 +51,16 @@ impl OutBuf {
         while self.head < self.data.len() {
             match sink.write(&self.data[self.head..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.head += n,
+                Ok(n) => {
+                    let asked = self.data.len() - self.head;
+                    self.head += n;
+                    // A short write to a pipe or socket means it is full: the
+                    // next write would only fail with EAGAIN, so skip it.
+                    if n < asked {
+                        self.compact();
+                        return Ok(false);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.compact();
                     return Ok(false);

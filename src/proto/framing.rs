@@ -31,8 +31,11 @@ pub struct Oversize {
 }
 
 pub enum ReadResult {
-    /// Read this many bytes; frames may be available.
-    Data(usize),
+    /// Read this many bytes; frames may be available. `drained` is true when
+    /// the read returned less than asked: for a pipe or socket the kernel
+    /// buffer is then empty, so an edge-triggered reader may skip the read
+    /// that would only say EAGAIN (epoll(7)), unless a hang-up is pending.
+    Data { n: usize, drained: bool },
     WouldBlock,
     Eof,
 }
@@ -75,6 +78,7 @@ impl LineReader {
     /// One `read` call into the buffer.
     pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<ReadResult> {
         self.make_room(READ_CHUNK);
+        let asked = self.buf.len() - self.end;
         let res = loop {
             match src.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -85,7 +89,7 @@ impl LineReader {
             Ok(0) => Ok(ReadResult::Eof),
             Ok(n) => {
                 self.end += n;
-                Ok(ReadResult::Data(n))
+                Ok(ReadResult::Data { n, drained: n < asked })
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
             Err(e) => Err(e),
@@ -252,7 +256,7 @@ mod tests {
         let mut src: &[u8] = b"one\ntwo";
         assert!(matches!(
             r.read_from(&mut src).unwrap(),
-            ReadResult::Data(7)
+            ReadResult::Data { n: 7, drained: true }
         ));
         assert_eq!(frames(&mut r), vec!["one"]);
         assert!(r.has_partial());
