@@ -13,6 +13,11 @@ pub const USAGE: &str = "Usage: mcp-relay forward [OPTIONS] -- COMMAND [ARG...]
 Relays MCP (newline-delimited JSON-RPC) between this process's stdin/stdout
 and a server process it spawns.";
 
+pub const REVERSE_USAGE: &str = "Usage: mcp-relay reverse [OPTIONS] -- COMMAND [ARG...]
+
+Serves MCP over HTTP (Streamable HTTP, and legacy HTTP+SSE) in front of a pool
+of COMMAND processes speaking MCP over stdio.";
+
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
     pub command: Vec<String>,
@@ -30,9 +35,51 @@ pub struct ForwardConfig {
     pub record: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// One process per client session.
+    Session,
+    /// Processes initialized once by the relay and shared by many sessions.
+    Shared,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReverseConfig {
+    pub command: Vec<String>,
+    pub name: String,
+    pub listen: std::net::SocketAddr,
+    pub admin: Option<std::net::SocketAddr>,
+    pub path: String,
+    pub pool: PoolMode,
+    pub max_connections: usize,
+    pub min_idle: usize,
+    pub max_waiting: usize,
+    pub queue_timeout: Duration,
+    /// Zero: idle processes are never closed for idleness.
+    pub idle_timeout: Duration,
+    pub max_lifetime: Option<Duration>,
+    pub session_idle_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_body: usize,
+    pub client_header_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub max_clients: usize,
+    pub replay_buffer: usize,
+    pub allow_origins: Vec<String>,
+    pub auth_token_file: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub kill_grace: Duration,
+    pub response_timeout: Duration,
+    pub max_request_time: Duration,
+    pub max_message_size: usize,
+    pub restart_base: Duration,
+    pub restart_max_delay: Duration,
+}
+
 #[derive(Debug)]
 pub enum Command {
     Forward(ForwardConfig),
+    Reverse(ReverseConfig),
     Help(String),
     Version,
 }
@@ -60,7 +107,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m, h)")),
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > 10.0 * 365.0 * 86400.0 {
+    if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&secs) {
         return Err(format!("duration {s:?} out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -160,7 +207,11 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
     match mode {
         None | Some("-h") | Some("--help") | Some("help") => {
             return Ok(Cli {
-                command: Command::Help(forward_options().usage(USAGE)),
+                command: Command::Help(format!(
+                    "{}\n{}",
+                    forward_options().usage(USAGE),
+                    reverse_options().usage(REVERSE_USAGE)
+                )),
                 log_level: None,
             });
         }
@@ -171,6 +222,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             });
         }
         Some("forward") => {}
+        Some("reverse") => return parse_reverse(&args[1..]),
         Some(other) => return Err(format!("unknown mode {other:?}; try `mcp-relay --help`")),
     }
     let opts = forward_options();
@@ -185,17 +237,8 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
     if command.is_empty() {
         return Err("forward needs a server command after `--`".into());
     }
-    let name = match m.opt_str("name") {
-        Some(n) => n,
-        None => std::path::Path::new(&command[0])
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| command[0].clone()),
-    };
-    let max_message_size = match m.opt_str("max-message-size") {
-        Some(v) => parse_size(&v).map_err(|e| format!("--max-message-size: {e}"))?,
-        None => 16 << 20,
-    };
+    let name = command_name(&command, m.opt_str("name"));
+    let max_message_size = size(&m, "max-message-size", 16 << 20)?;
     if max_message_size < 1024 {
         return Err("--max-message-size: must be at least 1KiB".into());
     }
@@ -217,6 +260,292 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             restart_base,
             restart_max_delay,
             record: m.opt_str("record").map(PathBuf::from),
+        }),
+        log_level: m.opt_str("log-level"),
+    })
+}
+
+fn reverse_options() -> Options {
+    let mut o = Options::new();
+    o.optopt(
+        "",
+        "listen",
+        "address to serve HTTP on (default 127.0.0.1:8080)",
+        "ADDR",
+    );
+    o.optopt(
+        "",
+        "admin",
+        "serve /healthz and /metrics on this address instead of the main one",
+        "ADDR",
+    );
+    o.optopt(
+        "",
+        "path",
+        "Streamable HTTP endpoint path (default /mcp)",
+        "PATH",
+    );
+    o.optopt(
+        "",
+        "pool",
+        "session (a process per client session, default) or shared",
+        "MODE",
+    );
+    o.optopt(
+        "",
+        "max-connections",
+        "processes at most (default 16 in session mode, 2 in shared)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "min-idle",
+        "warm spare processes kept ready (default 0)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "max-waiting",
+        "sessions queued for a process (default 4 x max-connections)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "queue-timeout",
+        "how long a session may wait for a process (default 5s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "idle-timeout",
+        "close processes idle this long, above min-idle (default 5m, 0 = never)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "max-lifetime",
+        "retire processes older than this once idle (default off)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "session-idle-timeout",
+        "end sessions with no traffic this long (default 30m, 0 = never)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "max-header-size",
+        "largest request head, else 431 (default 16KiB)",
+        "SIZE",
+    );
+    o.optopt(
+        "",
+        "max-body",
+        "largest request body, else 413 (default 4MiB)",
+        "SIZE",
+    );
+    o.optopt(
+        "",
+        "client-header-timeout",
+        "time to receive a request head, else 408 (default 10s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "client-idle-timeout",
+        "close keep-alive connections idle this long (default 60s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "max-clients",
+        "concurrent client connections (default 1024)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "replay-buffer",
+        "SSE events kept per session for Last-Event-ID (default 256)",
+        "N",
+    );
+    o.optmulti(
+        "",
+        "allow-origin",
+        "allowed Origin (repeatable; default: none, so browsers' requests get 403)",
+        "ORIGIN",
+    );
+    o.optopt(
+        "",
+        "auth-token-file",
+        "require Authorization: Bearer <a token from this file, one per line>",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "shutdown-grace",
+        "on SIGTERM, time for in-flight requests to finish (default 10s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "kill-grace",
+        "wait after closing a server's stdin, and after SIGTERM (default 2s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "response-timeout",
+        "per-request reply timeout, restarted by progress (default 120s, 0 = off)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "max-request-time",
+        "cap on a request's life (default 30m, 0 = off)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "max-message-size",
+        "largest message from a server (default 16MiB)",
+        "SIZE",
+    );
+    o.optopt(
+        "",
+        "restart-base",
+        "first delay bound after a server fails to start (default 250ms)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "restart-max-delay",
+        "cap on that delay (default 30s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "name",
+        "upstream name in logs, errors and metrics (default: command's file name)",
+        "NAME",
+    );
+    o.optopt(
+        "",
+        "log-level",
+        "error, warn, info, debug, trace (default info; RUST_LOG also works)",
+        "LEVEL",
+    );
+    o.optflag("h", "help", "print this help");
+    o
+}
+
+fn count(m: &getopts::Matches, name: &str, default: usize) -> Result<usize, String> {
+    match m.opt_str(name) {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("--{name}: expected a number, got {v:?}")),
+        None => Ok(default),
+    }
+}
+
+fn size(m: &getopts::Matches, name: &str, default: usize) -> Result<usize, String> {
+    match m.opt_str(name) {
+        Some(v) => parse_size(&v).map_err(|e| format!("--{name}: {e}")),
+        None => Ok(default),
+    }
+}
+
+fn addr(m: &getopts::Matches, name: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    match m.opt_str(name) {
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("--{name}: expected IP:PORT, got {v:?}")),
+        None => Ok(None),
+    }
+}
+
+fn command_name(command: &[String], given: Option<String>) -> String {
+    given.unwrap_or_else(|| {
+        std::path::Path::new(&command[0])
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| command[0].clone())
+    })
+}
+
+fn parse_reverse(args: &[String]) -> Result<Cli, String> {
+    let opts = reverse_options();
+    let m = opts.parse(args).map_err(|e| e.to_string())?;
+    if m.opt_present("help") {
+        return Ok(Cli {
+            command: Command::Help(opts.usage(REVERSE_USAGE)),
+            log_level: None,
+        });
+    }
+    let command = m.free.clone();
+    if command.is_empty() {
+        return Err("reverse needs a server command after `--`".into());
+    }
+    let pool = match m.opt_str("pool").as_deref() {
+        None | Some("session") => PoolMode::Session,
+        Some("shared") => PoolMode::Shared,
+        Some(other) => return Err(format!("--pool: expected session or shared, got {other:?}")),
+    };
+    let default_max = if pool == PoolMode::Session { 16 } else { 2 };
+    let max_connections = count(&m, "max-connections", default_max)?;
+    if max_connections == 0 {
+        return Err("--max-connections: must be at least 1".into());
+    }
+    let min_idle = count(&m, "min-idle", 0)?;
+    if min_idle > max_connections {
+        return Err(format!(
+            "--min-idle: {min_idle} is more than --max-connections {max_connections}"
+        ));
+    }
+    let path = m.opt_str("path").unwrap_or_else(|| "/mcp".into());
+    if !path.starts_with('/') {
+        return Err(format!("--path: must start with '/', got {path:?}"));
+    }
+    let max_lifetime = dur(&m, "max-lifetime", Duration::ZERO)?;
+    let restart_base = dur(&m, "restart-base", Duration::from_millis(250))?;
+    let restart_max_delay = dur(&m, "restart-max-delay", Duration::from_secs(30))?;
+    if restart_base.is_zero() || restart_max_delay < restart_base {
+        return Err("--restart-base must be > 0 and <= --restart-max-delay".into());
+    }
+    let listen =
+        addr(&m, "listen")?.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    Ok(Cli {
+        command: Command::Reverse(ReverseConfig {
+            name: command_name(&command, m.opt_str("name")),
+            command,
+            listen,
+            admin: addr(&m, "admin")?,
+            path,
+            pool,
+            max_connections,
+            min_idle,
+            max_waiting: count(&m, "max-waiting", 4 * max_connections)?,
+            queue_timeout: dur(&m, "queue-timeout", Duration::from_secs(5))?,
+            idle_timeout: dur(&m, "idle-timeout", Duration::from_secs(300))?,
+            max_lifetime: (!max_lifetime.is_zero()).then_some(max_lifetime),
+            session_idle_timeout: dur(&m, "session-idle-timeout", Duration::from_secs(1800))?,
+            max_header_size: size(&m, "max-header-size", 16 << 10)?,
+            max_body: size(&m, "max-body", 4 << 20)?,
+            client_header_timeout: dur(&m, "client-header-timeout", Duration::from_secs(10))?,
+            client_idle_timeout: dur(&m, "client-idle-timeout", Duration::from_secs(60))?,
+            max_clients: count(&m, "max-clients", 1024)?.max(1),
+            replay_buffer: count(&m, "replay-buffer", 256)?,
+            allow_origins: m.opt_strs("allow-origin"),
+            auth_token_file: m.opt_str("auth-token-file").map(PathBuf::from),
+            shutdown_grace: dur(&m, "shutdown-grace", Duration::from_secs(10))?,
+            kill_grace: dur(&m, "kill-grace", Duration::from_secs(2))?,
+            response_timeout: dur(&m, "response-timeout", Duration::from_secs(120))?,
+            max_request_time: dur(&m, "max-request-time", Duration::from_secs(30 * 60))?,
+            max_message_size: size(&m, "max-message-size", 16 << 20)?,
+            restart_base,
+            restart_max_delay,
         }),
         log_level: m.opt_str("log-level"),
     })
@@ -258,6 +587,40 @@ mod tests {
         assert_eq!(c.max_request_time, Duration::from_secs(1800));
         assert_eq!(c.kill_grace, Duration::from_secs(2));
         assert!(!c.restart);
+    }
+
+    #[test]
+    fn reverse_defaults_depend_on_the_pool_mode() {
+        let cli = parse(&args(&["reverse", "--pool", "shared", "--", "srv"])).unwrap();
+        let Command::Reverse(c) = cli.command else {
+            panic!("not reverse")
+        };
+        assert_eq!(c.pool, PoolMode::Shared);
+        assert_eq!(c.max_connections, 2);
+        assert_eq!(c.max_waiting, 8);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.path, "/mcp");
+        let cli = parse(&args(&["reverse", "--", "srv"])).unwrap();
+        let Command::Reverse(c) = cli.command else {
+            panic!("not reverse")
+        };
+        assert_eq!(
+            (c.pool, c.max_connections, c.max_waiting),
+            (PoolMode::Session, 16, 64)
+        );
+        assert!(
+            parse(&args(&[
+                "reverse",
+                "--min-idle",
+                "5",
+                "--max-connections",
+                "4",
+                "--",
+                "s"
+            ]))
+            .is_err()
+        );
+        assert!(parse(&args(&["reverse", "--pool", "both", "--", "s"])).is_err());
     }
 
     #[test]

@@ -7,7 +7,10 @@
 pub mod cli;
 pub mod front;
 pub mod io;
+pub mod mcp;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod reactor;
 pub mod record;
+pub mod upstream;

@@ -24,6 +24,13 @@ fn main() -> ExitCode {
             eprintln!("mcp-relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        cli::Command::Reverse(cfg) => match front::reverse::run(cfg) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                log::error!("{e}");
+                ExitCode::from(1)
+            }
+        },
         cli::Command::Forward(cfg) => match front::forward::run(cfg) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {

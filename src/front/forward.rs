@@ -542,7 +542,8 @@ impl Forward {
             self.out.clear();
             return;
         }
-        if self.out.is_empty() || !(self.client_writable || !self.client_out.pollable) {
+        let can_write = self.client_writable || !self.client_out.pollable;
+        if self.out.is_empty() || !can_write {
             return;
         }
         match self.out.flush_to(&mut self.client_out.file) {
@@ -641,7 +642,13 @@ impl Forward {
 
     fn on_client_oversize(&mut self, o: Oversize) {
         let id = jsonrpc::recover_id(&o.head, &o.tail);
-        let is_request = memchr::memmem::find(&o.head, b"\"method\"").is_some();
+        // A request names a method; a response has a result or an error. The
+        // members may sit anywhere, so look at both ends of the line.
+        let has = |key: &[u8]| {
+            memchr::memmem::find(&o.head, key).is_some()
+                || memchr::memmem::find(&o.tail, key).is_some()
+        };
+        let is_request = has(b"\"method\"") || !(has(b"\"result\"") || has(b"\"error\""));
         log::warn!(
             "client message of {} bytes exceeds --max-message-size {}; dropped (id {})",
             o.len,
@@ -710,10 +717,9 @@ impl Forward {
         };
         if ready {
             self.write_upstream(line, request.as_ref());
-        } else if self.cfg.restart
-            && !self.closing
-            && (self.current.is_some() || self.respawn.is_some())
-        {
+        } else if self.cfg.restart && !self.closing {
+            // A lost server is always followed by a respawn in restart mode,
+            // even before it is reaped: hold the message for the new one.
             self.held_bytes += line.len();
             self.held.push_back(Held {
                 line: line.to_vec(),
@@ -766,7 +772,7 @@ impl Forward {
                         return;
                     }
                     if self.untrack(&id).is_some() {
-                        self.to_client(Direction::ServerToClient, line);
+                        self.send_to_client(Direction::ServerToClient, line);
                     } else {
                         log::debug!(
                             "[{}] reply to {id} dropped: no such request in flight",
@@ -780,9 +786,9 @@ impl Forward {
                     {
                         self.on_progress(&tok);
                     }
-                    self.to_client(Direction::ServerToClient, line);
+                    self.send_to_client(Direction::ServerToClient, line);
                 }
-                Kind::Request => self.to_client(Direction::ServerToClient, line),
+                Kind::Request => self.send_to_client(Direction::ServerToClient, line),
                 Kind::Invalid => {
                     log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name);
                 }
@@ -802,10 +808,10 @@ impl Forward {
                     }
                 }
                 if keep.len() == items.len() {
-                    self.to_client(Direction::ServerToClient, line);
+                    self.send_to_client(Direction::ServerToClient, line);
                 } else if !keep.is_empty() {
                     let rebuilt = format!("[{}]", keep.join(","));
-                    self.to_client(Direction::ServerToClient, rebuilt.as_bytes());
+                    self.send_to_client(Direction::ServerToClient, rebuilt.as_bytes());
                 }
             }
         }
@@ -853,7 +859,7 @@ impl Forward {
         }
     }
 
-    fn to_client(&mut self, dir: Direction, line: &[u8]) {
+    fn send_to_client(&mut self, dir: Direction, line: &[u8]) {
         self.record(dir, line);
         if !self.client_out_broken {
             self.out.push_line(line);
@@ -872,7 +878,7 @@ impl Forward {
             obj.insert("upstream".into(), self.cfg.name.clone().into());
         }
         let msg = jsonrpc::error_response(id, err.code(), message, data);
-        self.to_client(Direction::RelayToClient, &msg);
+        self.send_to_client(Direction::RelayToClient, &msg);
     }
 
     /// Answers a tracked request with a relay error and forgets it.
@@ -1125,6 +1131,11 @@ impl Forward {
         u.proc.escalate();
         u.to_child.clear();
         let tok = u.in_tok.take();
+        // One grace timer per upstream: a second one would make the next
+        // escalation step (SIGTERM → SIGKILL) follow with no grace at all.
+        if let Some(t) = u.grace.take() {
+            self.timers.cancel(t);
+        }
         let grace_timer = self.timers.insert(now + grace, TimerKind::Grace(seq));
         if let Some(u) = self.upstream_mut(seq) {
             u.grace = Some(grace_timer);

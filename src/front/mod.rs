@@ -1,3 +1,4 @@
 //! Client-facing sides of the relay, one module per mode.
 
 pub mod forward;
+pub mod reverse;

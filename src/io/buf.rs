@@ -45,6 +45,11 @@ impl OutBuf {
         self.data.push(b'\n');
     }
 
+    /// Appends bytes as they are (already framed: HTTP, SSE).
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
     /// Writes as much as the sink takes. `Ok(true)` when the queue is empty,
     /// `Ok(false)` when the sink would block.
     pub fn flush_to<W: Write>(&mut self, sink: &mut W) -> io::Result<bool> {

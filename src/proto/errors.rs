@@ -16,6 +16,8 @@ pub enum RelayError {
     ResponseTimeout,
     /// The request (or its reply) exceeded `--max-message-size`.
     MessageTooLarge,
+    /// No process became free for the session (queue full or queue timeout).
+    QueueFull,
 }
 
 impl RelayError {
@@ -29,6 +31,7 @@ impl RelayError {
             RelayError::ResponseTimeout => -32001,
             // -32002 is taken by MCP (resource not found); -32003… are ours.
             RelayError::MessageTooLarge => -32003,
+            RelayError::QueueFull => -32004,
         }
     }
 
@@ -40,6 +43,7 @@ impl RelayError {
             RelayError::UpstreamClosed => "upstream_closed",
             RelayError::ResponseTimeout => "response_timeout",
             RelayError::MessageTooLarge => "message_too_large",
+            RelayError::QueueFull => "queue_full",
         }
     }
 }

@@ -35,7 +35,10 @@ pub enum ReadResult {
     /// the read returned less than asked: for a pipe or socket the kernel
     /// buffer is then empty, so an edge-triggered reader may skip the read
     /// that would only say EAGAIN (epoll(7)), unless a hang-up is pending.
-    Data { n: usize, drained: bool },
+    Data {
+        n: usize,
+        drained: bool,
+    },
     WouldBlock,
     Eof,
 }
@@ -89,7 +92,10 @@ impl LineReader {
             Ok(0) => Ok(ReadResult::Eof),
             Ok(n) => {
                 self.end += n;
-                Ok(ReadResult::Data { n, drained: n < asked })
+                Ok(ReadResult::Data {
+                    n,
+                    drained: n < asked,
+                })
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
             Err(e) => Err(e),
@@ -256,7 +262,10 @@ mod tests {
         let mut src: &[u8] = b"one\ntwo";
         assert!(matches!(
             r.read_from(&mut src).unwrap(),
-            ReadResult::Data { n: 7, drained: true }
+            ReadResult::Data {
+                n: 7,
+                drained: true
+            }
         ));
         assert_eq!(frames(&mut r), vec!["one"]);
         assert!(r.has_partial());

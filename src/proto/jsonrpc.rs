@@ -136,6 +136,14 @@ impl<'a> Envelope<'a> {
         v.get(key).map(Id::from_value)
     }
 
+    /// `params.<key>` when it is a string (e.g. `protocolVersion`).
+    pub fn param_str(&self, key: &str) -> Option<String> {
+        let params = self.params?;
+        memchr::memmem::find(params.get().as_bytes(), key.as_bytes())?;
+        let v: serde_json::Value = serde_json::from_str(params.get()).ok()?;
+        v.get(key)?.as_str().map(str::to_string)
+    }
+
     /// `params._meta.progressToken` of a request.
     pub fn progress_token(&self) -> Option<Id> {
         let params = self.params?;

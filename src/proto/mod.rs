@@ -2,4 +2,6 @@
 
 pub mod errors;
 pub mod framing;
+pub mod http1;
 pub mod jsonrpc;
+pub mod sse;

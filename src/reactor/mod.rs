@@ -66,6 +66,13 @@ impl<T> Registry<T> {
         Some(self.slab.remove(split(token).0).1)
     }
 
+    /// Every live token (for rare whole-registry walks such as shutdown).
+    pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
+        self.slab
+            .iter()
+            .map(|(key, (generation, _))| Token(((*generation as usize) << 32) | key))
+    }
+
     pub fn len(&self) -> usize {
         self.slab.len()
     }

@@ -1,0 +1,2574 @@
+//! `mcp-relay reverse -- COMMAND`: a Streamable HTTP endpoint (and the legacy
+//! HTTP+SSE one) in front of a pool of stdio server processes.
+//!
+//! Owners, all in the one `Reverse` struct driven by one loop:
+//!
+//! - `endpoints`: listeners, client connections and process pipes, by token;
+//! - `sessions`: client sessions by key (and by `Mcp-Session-Id`), each with
+//!   its requests in flight, its SSE stream and its replay buffer;
+//! - `procs`: server processes by pool connection id;
+//! - `pool`: the sans-I/O pool that decides which process serves whom, when
+//!   to spawn and when to close. Its actions are carried out by `apply`.
+//!
+//! A request's path: a client connection parses an HTTP request → the session
+//! is found (or created by `initialize`, which leases a process) → the message
+//! is written to the session's process (through the shared-mode `Mux` when
+//! processes are shared) → the reply line from the process is matched to the
+//! session's pending request → the waiting connection gets it as JSON, or as
+//! the last event of an SSE stream when the server sent progress or other
+//! messages first.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+
+use crate::cli::{PoolMode, ReverseConfig};
+use crate::io::buf::OutBuf;
+use crate::io::child::{CloseStage, describe};
+use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
+use crate::mcp::shared::{Down, Mux, Up};
+use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
+use crate::policy::backoff::Rng;
+use crate::proto::errors::RelayError;
+use crate::proto::framing::{Frame, LineReader};
+use crate::proto::http1::{self, Event, Limits, Request, RequestParser};
+use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use crate::proto::sse;
+use crate::reactor::signals::Signals;
+use crate::reactor::{Registry, SIGNAL_TOKEN, TimerId, TimerWheel};
+use crate::upstream::pool::{self, Action, ConnId, Pool, PoolConfig, RejectReason};
+use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
+
+/// Protocol revisions the relay knows. MCP 2025-06-18 §Transports: an
+/// unsupported `MCP-Protocol-Version` gets 400.
+const VERSIONS: &[&str] = &[
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+];
+/// What the relay asks for when it initializes a shared process itself.
+const RELAY_PROTOCOL: &str = "2025-11-25";
+/// Id of the relay's own `initialize` to a shared process (outside the mux's
+/// integer id space).
+const RELAY_INIT_ID: &str = "mcp-relay-init";
+/// Bytes read from one process per turn.
+const READ_BUDGET: usize = 1 << 20;
+/// A client that lets this much output pile up is too slow and is dropped.
+const CLIENT_OUT_MAX: usize = 8 << 20;
+/// Accepting pauses this long after EMFILE/ENFILE (HAProxy uses 100 ms).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Messages kept for a session that has no stream to receive them.
+const UNDELIVERED_MAX: usize = 256;
+
+type SKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerKind {
+    Main,
+    Admin,
+}
+
+enum Endpoint {
+    Listener,
+    Client(Box<Client>),
+    Pipe(ConnId, Pipe),
+}
+
+struct Client {
+    stream: TcpStream,
+    admin: bool,
+    parser: RequestParser,
+    out: OutBuf,
+    readable: bool,
+    writable: bool,
+    state: ClientState,
+    timer: Option<TimerId>,
+    /// When the first byte of the request being received arrived.
+    began: Option<Instant>,
+    last_active: Instant,
+    close_when_flushed: bool,
+    peer_closed: bool,
+}
+
+enum ClientState {
+    /// Reading the next request.
+    Idle,
+    /// A POST waiting for replies from the session's process.
+    Waiting(Exchange),
+    /// The GET stream of a session, or a legacy HTTP+SSE stream.
+    Streaming { session: SKey },
+}
+
+struct Exchange {
+    session: SKey,
+    /// Request ids whose replies this response still needs.
+    expect: Vec<Id>,
+    /// Replies gathered for a batch.
+    replies: Vec<Vec<u8>>,
+    batch: bool,
+    keep_alive: bool,
+    /// The response turned into an SSE stream.
+    sse: bool,
+    /// `Mcp-Session-Id` to send (on the reply to `initialize`).
+    session_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyTo {
+    /// The connection that POSTed the request.
+    Client(Token),
+    /// The session's SSE stream (legacy HTTP+SSE).
+    Stream,
+}
+
+struct Req {
+    reply_to: ReplyTo,
+    started: Instant,
+    timer: Option<TimerId>,
+    progress: Option<Id>,
+    initialize: bool,
+}
+
+struct Session {
+    id: String,
+    token: Option<usize>,
+    version: String,
+    conn: Option<ConnId>,
+    /// The client's `initialize`, held while the session waits for a process.
+    waiting_init: Option<(Vec<u8>, Id, ReplyTo)>,
+    pending: HashMap<Id, Req>,
+    progress: HashMap<Id, Id>,
+    stream: Option<Token>,
+    legacy: bool,
+    replay: ReplayBuffer,
+    next_event: u64,
+    undelivered: VecDeque<Vec<u8>>,
+    last_active: Instant,
+    idle_timer: Option<TimerId>,
+}
+
+enum ProcKind {
+    Session {
+        session: Option<SKey>,
+    },
+    Shared {
+        mux: Mux,
+        init: Option<serde_json::Value>,
+        sessions: Vec<SKey>,
+    },
+}
+
+struct Proc {
+    io: StdioConn,
+    kind: ProcKind,
+    lost: bool,
+    down: bool,
+    grace: Option<TimerId>,
+}
+
+#[derive(Debug)]
+enum TimerKind {
+    Client(Token),
+    Response(SKey, Id),
+    SessionIdle(SKey),
+    Grace(ConnId),
+    AcceptResume,
+    ShutdownGrace,
+    HardStop,
+}
+
+pub struct Reverse {
+    cfg: ReverseConfig,
+    poll: Poll,
+    timers: TimerWheel<TimerKind>,
+    endpoints: Registry<Endpoint>,
+    signals: Signals,
+    now: Instant,
+    listeners: Vec<(Token, TcpListener, ListenerKind)>,
+    clients: usize,
+    accept_paused: bool,
+    tokens: Option<Tokens>,
+    sessions: HashMap<SKey, Session>,
+    by_id: HashMap<String, SKey>,
+    next_key: SKey,
+    procs: HashMap<ConnId, Proc>,
+    pool: Pool,
+    metrics: Metrics,
+    upstream: UpstreamId,
+    /// Clients whose buffered requests may be handled now.
+    to_drive: Vec<Token>,
+    /// Clients with output to write.
+    dirty: Vec<Token>,
+    /// Processes whose read budget ran out with data left.
+    more_procs: Vec<ConnId>,
+    shutting_down: bool,
+    final_phase: bool,
+    forced: bool,
+}
+
+/// Binds the listeners and serves until shutdown; returns the exit status.
+pub fn run(cfg: ReverseConfig) -> io::Result<i32> {
+    let mut r = Reverse::new(cfg)?;
+    r.run_loop()
+}
+
+impl Reverse {
+    fn new(cfg: ReverseConfig) -> io::Result<Reverse> {
+        let poll = Poll::new()?;
+        let signals =
+            Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
+        signals.register(poll.registry(), SIGNAL_TOKEN)?;
+        let mut endpoints = Registry::default();
+        let mut listeners = Vec::new();
+        let mut addrs = vec![(cfg.listen, ListenerKind::Main)];
+        if let Some(a) = cfg.admin {
+            addrs.push((a, ListenerKind::Admin));
+        }
+        for (addr, kind) in addrs {
+            let mut l = TcpListener::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let tok = endpoints.insert(Endpoint::Listener);
+            poll.registry().register(&mut l, tok, Interest::READABLE)?;
+            log::info!(
+                "listening on http://{}{}",
+                l.local_addr()?,
+                if kind == ListenerKind::Main {
+                    cfg.path.as_str()
+                } else {
+                    " (admin)"
+                }
+            );
+            listeners.push((tok, l, kind));
+        }
+        let tokens = match &cfg.auth_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("--auth-token-file {}: {e}", path.display()),
+                    )
+                })?;
+                Some(Tokens::parse(&text).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("--auth-token-file {}: {e}", path.display()),
+                    )
+                })?)
+            }
+            None => None,
+        };
+        let now = Instant::now();
+        let pool = Pool::new(
+            PoolConfig {
+                mode: match cfg.pool {
+                    PoolMode::Session => pool::Mode::Session,
+                    PoolMode::Shared => pool::Mode::Shared,
+                },
+                max_connections: cfg.max_connections,
+                min_idle: cfg.min_idle,
+                max_waiting: cfg.max_waiting,
+                queue_timeout: cfg.queue_timeout,
+                idle_timeout: cfg.idle_timeout,
+                max_lifetime: cfg.max_lifetime,
+                spawn_backoff_base: cfg.restart_base,
+                spawn_backoff_cap: cfg.restart_max_delay,
+            },
+            Rng::from_os(),
+            now,
+        );
+        let mut metrics = Metrics::new();
+        let upstream = metrics.upstream(&cfg.name);
+        Ok(Reverse {
+            cfg,
+            poll,
+            timers: TimerWheel::new(now),
+            endpoints,
+            signals,
+            now,
+            listeners,
+            clients: 0,
+            accept_paused: false,
+            tokens,
+            sessions: HashMap::new(),
+            by_id: HashMap::new(),
+            next_key: 1,
+            procs: HashMap::new(),
+            pool,
+            metrics,
+            upstream,
+            to_drive: Vec::new(),
+            dirty: Vec::new(),
+            more_procs: Vec::new(),
+            shutting_down: false,
+            final_phase: false,
+            forced: false,
+        })
+    }
+
+    fn run_loop(&mut self) -> io::Result<i32> {
+        let actions = self.pool.start(self.now);
+        self.apply(actions);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.end_of_turn();
+            if self.finished() {
+                log::info!("all processes reaped; exiting");
+                return Ok(0);
+            }
+            let mut timeout = self.timers.next_timeout(self.now);
+            if let Some(d) = self.pool.next_deadline() {
+                let d = d.saturating_duration_since(self.now);
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+            if !self.more_procs.is_empty() || !self.to_drive.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                let hup = ev.is_read_closed() || ev.is_error();
+                let readable = ev.is_readable() || hup;
+                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                self.on_event(ev.token(), readable, writable, hup);
+            }
+            for conn in std::mem::take(&mut self.more_procs) {
+                self.proc_read(conn, false);
+            }
+            while let Some(t) = self.timers.poll(self.now) {
+                self.on_timer(t);
+            }
+            if self.pool.next_deadline().is_some_and(|d| d <= self.now) {
+                let actions = self.pool.poll(self.now);
+                self.apply(actions);
+            }
+        }
+    }
+
+    /// Handles pipelined requests freed up this turn, then writes everything
+    /// that was queued.
+    fn end_of_turn(&mut self) {
+        while !self.to_drive.is_empty() {
+            for tok in std::mem::take(&mut self.to_drive) {
+                self.drive_client(tok);
+            }
+        }
+        let conns: Vec<ConnId> = self.procs.keys().copied().collect();
+        for conn in conns {
+            self.proc_flush(conn);
+        }
+        for tok in std::mem::take(&mut self.dirty) {
+            self.client_flush(tok);
+        }
+        if self.shutting_down && !self.final_phase && self.drained() {
+            self.enter_final_phase();
+        }
+    }
+
+    // ---- events -----------------------------------------------------------
+
+    fn on_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
+        if token == SIGNAL_TOKEN {
+            let mut sigs = Vec::new();
+            self.signals.drain(&mut sigs);
+            for s in sigs {
+                self.on_signal(s);
+            }
+            return;
+        }
+        let (pipe, is_client) = match self.endpoints.get_mut(token) {
+            None => return,
+            Some(Endpoint::Listener) => {
+                self.accept(token);
+                return;
+            }
+            Some(Endpoint::Client(c)) => {
+                c.readable |= readable;
+                c.writable |= writable;
+                (None, true)
+            }
+            Some(Endpoint::Pipe(conn, pipe)) => (Some((*conn, *pipe)), false),
+        };
+        if is_client {
+            if writable {
+                self.client_flush(token);
+            }
+            if readable {
+                self.client_read(token);
+            }
+            return;
+        }
+        if let Some((conn, pipe)) = pipe {
+            let Some(p) = self.procs.get_mut(&conn) else {
+                return;
+            };
+            p.io.on_event(pipe, readable, writable, hup);
+            match pipe {
+                Pipe::Stdout => self.proc_read(conn, false),
+                Pipe::Stderr => {
+                    if p.io.drain_stderr(self.poll.registry(), self.now) {
+                        // More stderr than one turn's budget: keep draining.
+                        self.more_procs.push(conn);
+                    }
+                }
+                Pipe::Stdin => self.proc_flush(conn),
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        match sig {
+            libc::SIGCHLD => self.reap(),
+            libc::SIGTERM | libc::SIGINT => {
+                if self.shutting_down {
+                    log::warn!("second signal: killing every server now");
+                    self.forced = true;
+                    for p in self.procs.values_mut() {
+                        p.io.proc.kill_now();
+                    }
+                    self.enter_final_phase();
+                } else {
+                    log::info!(
+                        "signal {sig}: shutting down (grace {:?})",
+                        self.cfg.shutdown_grace
+                    );
+                    self.begin_shutdown();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, t: TimerKind) {
+        match t {
+            TimerKind::Client(tok) => self.client_deadline(tok),
+            TimerKind::Response(skey, id) => self.response_timeout(skey, id),
+            TimerKind::SessionIdle(skey) => self.session_idle(skey),
+            TimerKind::Grace(conn) => self.grace_expired(conn),
+            TimerKind::AcceptResume => {
+                self.accept_paused = false;
+                let toks: Vec<Token> = self.listeners.iter().map(|l| l.0).collect();
+                for tok in toks {
+                    self.accept(tok);
+                }
+            }
+            TimerKind::ShutdownGrace => {
+                if !self.final_phase {
+                    log::warn!(
+                        "shutdown grace over with requests in flight; answering them with errors"
+                    );
+                    self.enter_final_phase();
+                }
+            }
+            TimerKind::HardStop => {
+                log::warn!("processes still not reaped; killing them");
+                for p in self.procs.values_mut() {
+                    p.io.proc.kill_now();
+                }
+            }
+        }
+    }
+
+    // ---- accepting ----------------------------------------------------------
+
+    fn accept(&mut self, ltok: Token) {
+        if self.accept_paused || self.shutting_down {
+            return;
+        }
+        loop {
+            let Some((_, listener, kind)) = self.listeners.iter().find(|l| l.0 == ltok) else {
+                return;
+            };
+            let kind = *kind;
+            match listener.accept() {
+                Ok((stream, _peer)) => self.add_client(stream, kind),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // Out of descriptors: pause instead of spinning on a
+                    // listener that stays readable, and retry on a timer.
+                    log::warn!("accept failed ({e}); pausing for {ACCEPT_PAUSE:?}");
+                    self.accept_paused = true;
+                    self.timers
+                        .insert(self.now + ACCEPT_PAUSE, TimerKind::AcceptResume);
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_client(&mut self, mut stream: TcpStream, kind: ListenerKind) {
+        let _ = stream.set_nodelay(true);
+        if self.clients >= self.cfg.max_clients {
+            // Over --max-clients: a best-effort 503 on the fresh socket, then close.
+            let mut out = Vec::new();
+            http1::write_response(
+                &mut out,
+                503,
+                &[("retry-after", "1")],
+                b"too many connections\n",
+                false,
+            );
+            let _ = stream.write(&out);
+            self.metrics.http_response(503);
+            return;
+        }
+        let client = Client {
+            stream,
+            admin: kind == ListenerKind::Admin,
+            parser: RequestParser::new(Limits {
+                max_header: self.cfg.max_header_size,
+                max_body: self.cfg.max_body,
+            }),
+            out: OutBuf::new(CLIENT_OUT_MAX),
+            readable: true,
+            writable: true,
+            state: ClientState::Idle,
+            timer: None,
+            began: None,
+            last_active: self.now,
+            close_when_flushed: false,
+            peer_closed: false,
+        };
+        let tok = self.endpoints.insert(Endpoint::Client(Box::new(client)));
+        let Some(Endpoint::Client(c)) = self.endpoints.get_mut(tok) else {
+            return;
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut c.stream,
+            tok,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("registering a client failed: {e}");
+            self.endpoints.remove(tok);
+            return;
+        }
+        self.clients += 1;
+        self.client_rearm(tok);
+    }
+
+    fn client(&mut self, tok: Token) -> Option<&mut Client> {
+        client_in(&mut self.endpoints, tok)
+    }
+
+    // ---- client I/O -----------------------------------------------------------
+
+    fn client_read(&mut self, tok: Token) {
+        let now = self.now;
+        let Some(c) = client_in(&mut self.endpoints, tok) else {
+            return;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        let mut eof = false;
+        let mut taken = 0;
+        while c.readable && taken < READ_BUDGET {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    c.readable = false;
+                }
+                Ok(n) => {
+                    taken += n;
+                    if c.began.is_none() && c.parser.buffered() == 0 {
+                        c.began = Some(now);
+                    }
+                    c.parser.feed(&buf[..n]);
+                    c.last_active = now;
+                    if n < buf.len() {
+                        // Short read on a socket: its buffer is empty (epoll(7)).
+                        c.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    eof = true;
+                    c.readable = false;
+                }
+            }
+        }
+        if c.readable {
+            // Budget spent: finish on a later turn (fairness).
+            self.to_drive.push(tok);
+        }
+        if eof {
+            c.peer_closed = true;
+            // A half-closed client may still want the answer to what it sent;
+            // a streaming one is simply gone.
+            let idle = matches!(c.state, ClientState::Idle) && c.parser.buffered() == 0;
+            if idle || matches!(c.state, ClientState::Streaming { .. }) {
+                self.close_client(tok);
+                return;
+            }
+        }
+        self.drive_client(tok);
+    }
+
+    /// Handles complete requests buffered on a connection, one at a time:
+    /// HTTP/1.1 answers in order, so the next is parsed only once the current
+    /// one is answered.
+    fn drive_client(&mut self, tok: Token) {
+        let now = self.now;
+        loop {
+            let Some(c) = self.client(tok) else { return };
+            if c.readable {
+                // A fairness-deferred read: continue it first.
+                self.client_read(tok);
+                return;
+            }
+            if !matches!(c.state, ClientState::Idle) || c.close_when_flushed {
+                break;
+            }
+            match c.parser.next_event() {
+                Ok(Some(Event::ContinueExpected)) => {
+                    let mut out = Vec::new();
+                    http1::write_continue(&mut out);
+                    c.out.push_raw(&out);
+                    self.dirty.push(tok);
+                }
+                Ok(Some(Event::Request(req))) => {
+                    c.began = if c.parser.buffered() > 0 {
+                        Some(now)
+                    } else {
+                        None
+                    };
+                    self.handle_request(tok, req);
+                }
+                Ok(None) => {
+                    if c.peer_closed {
+                        self.close_client(tok);
+                        return;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    log::debug!("bad request: {}", e.reason());
+                    let status = e.status();
+                    self.respond(
+                        tok,
+                        status,
+                        &[],
+                        format!("{}\n", e.reason()).as_bytes(),
+                        false,
+                    );
+                    break;
+                }
+            }
+        }
+        self.client_rearm(tok);
+    }
+
+    fn client_flush(&mut self, tok: Token) {
+        let Some(c) = self.client(tok) else { return };
+        if !c.out.is_empty() && c.writable {
+            match c.out.flush_to(&mut c.stream) {
+                Ok(true) => {}
+                Ok(false) => c.writable = false,
+                Err(_) => {
+                    self.close_client(tok);
+                    return;
+                }
+            }
+        }
+        if c.out.is_empty() && c.close_when_flushed {
+            self.close_client(tok);
+        } else if c.out.len() > CLIENT_OUT_MAX {
+            log::warn!(
+                "client not reading its stream ({} bytes queued); disconnecting it",
+                c.out.len()
+            );
+            self.close_client(tok);
+        }
+    }
+
+    fn close_client(&mut self, tok: Token) {
+        let Some(Endpoint::Client(mut c)) = self.endpoints.remove(tok) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.clients -= 1;
+        if let Some(t) = c.timer.take() {
+            self.timers.cancel(t);
+        }
+        match c.state {
+            ClientState::Streaming { session } => {
+                let legacy = match self.sessions.get_mut(&session) {
+                    Some(s) if s.stream == Some(tok) => {
+                        s.stream = None;
+                        s.last_active = self.now;
+                        s.legacy
+                    }
+                    _ => false,
+                };
+                // Legacy HTTP+SSE: the stream is the session.
+                if legacy {
+                    self.end_session(session, "the client closed its SSE stream");
+                }
+            }
+            ClientState::Waiting(ex) => {
+                // MCP: a dropped connection is not a cancellation. The
+                // replies will find no connection and are dropped.
+                if let Some(s) = self.sessions.get_mut(&ex.session) {
+                    s.last_active = self.now;
+                }
+                if ex.session_header.is_some() {
+                    // The client left before its initialize was answered: it
+                    // can never use this session.
+                    self.end_session(ex.session, "the client left during initialize");
+                }
+            }
+            ClientState::Idle => {}
+        }
+    }
+
+    /// One timer per connection: the header-read deadline while a request is
+    /// arriving, the keep-alive idle deadline between requests, none while a
+    /// response is in progress.
+    fn client_rearm(&mut self, tok: Token) {
+        let (header, idle) = (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
+        let Some(c) = self.client(tok) else { return };
+        let deadline = match (&c.state, c.began) {
+            (ClientState::Idle, Some(b)) if c.parser.mid_request() => Some(b + header),
+            (ClientState::Idle, _) if !idle.is_zero() => Some(c.last_active + idle),
+            _ => None,
+        };
+        let old = c.timer.take();
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        if let Some(d) = deadline {
+            let t = self.timers.insert(d, TimerKind::Client(tok));
+            if let Some(c) = self.client(tok) {
+                c.timer = Some(t);
+            }
+        }
+    }
+
+    fn client_deadline(&mut self, tok: Token) {
+        let now = self.now;
+        let (header, idle) = (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
+        let Some(c) = self.client(tok) else { return };
+        c.timer = None;
+        if !matches!(c.state, ClientState::Idle) {
+            return;
+        }
+        if c.parser.mid_request() && c.began.is_some_and(|b| now >= b + header) {
+            // Slow or stalled request head (slow-loris): 408, then close.
+            self.metrics.timeout("client_header");
+            self.respond(tok, 408, &[], b"request not received in time\n", false);
+            return;
+        }
+        if !c.parser.mid_request() && !idle.is_zero() && now >= c.last_active + idle {
+            self.metrics.timeout("client_idle");
+            self.close_client(tok);
+            return;
+        }
+        self.client_rearm(tok);
+    }
+
+    /// Writes a complete response and returns the connection to reading.
+    fn respond(
+        &mut self,
+        tok: Token,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        keep_alive: bool,
+    ) {
+        let shutting_down = self.shutting_down;
+        let now = self.now;
+        let Some(c) = self.client(tok) else { return };
+        let keep_alive = keep_alive && !shutting_down;
+        let mut out = Vec::with_capacity(body.len() + 128);
+        http1::write_response(&mut out, status, headers, body, keep_alive);
+        c.out.push_raw(&out);
+        c.state = ClientState::Idle;
+        c.last_active = now;
+        if !keep_alive {
+            c.close_when_flushed = true;
+        }
+        self.metrics.http_response(status);
+        self.dirty.push(tok);
+        self.to_drive.push(tok);
+    }
+
+    fn respond_json(
+        &mut self,
+        tok: Token,
+        status: u16,
+        body: &[u8],
+        keep_alive: bool,
+        session: Option<&str>,
+    ) {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(s) = session {
+            headers.push(("mcp-session-id", s));
+        }
+        self.respond(tok, status, &headers, body, keep_alive);
+    }
+
+    /// A JSON-RPC error carried in an HTTP error status (400, 404, …).
+    fn respond_rpc_error(
+        &mut self,
+        tok: Token,
+        status: u16,
+        code: i64,
+        message: &str,
+        keep_alive: bool,
+    ) {
+        let body = jsonrpc::error_response(None, code, message, json!({}));
+        self.respond_json(tok, status, &body, keep_alive, None);
+    }
+
+    // ---- HTTP routing -------------------------------------------------------
+
+    fn handle_request(&mut self, tok: Token, req: Request) {
+        let admin = self.client(tok).is_some_and(|c| c.admin);
+        let ka = req.keep_alive;
+        let path = req.path().to_string();
+        let ops_here = admin || self.cfg.admin.is_none();
+        if ops_here && path == "/healthz" && req.method == "GET" {
+            if self.shutting_down {
+                self.respond(
+                    tok,
+                    503,
+                    &[("content-type", "text/plain")],
+                    b"shutting down\n",
+                    ka,
+                );
+            } else {
+                self.respond(tok, 200, &[("content-type", "text/plain")], b"ok\n", ka);
+            }
+            return;
+        }
+        if admin && path != "/metrics" {
+            self.respond(tok, 404, &[], b"not found\n", ka);
+            return;
+        }
+        // MCP 2025-06-18 §Security: validate Origin on every request.
+        if let Some(origin) = req.header("origin")
+            && !self.cfg.allow_origins.iter().any(|o| o == origin)
+        {
+            self.respond(
+                tok,
+                403,
+                &[("content-type", "text/plain")],
+                b"origin not allowed\n",
+                ka,
+            );
+            return;
+        }
+        let token = match &self.tokens {
+            Some(tokens) if !admin => match tokens.check(req.header("authorization")) {
+                Some(i) => Some(i),
+                None => {
+                    self.respond(
+                        tok,
+                        401,
+                        &[("www-authenticate", "Bearer realm=\"mcp-relay\"")],
+                        b"missing or invalid bearer token\n",
+                        ka,
+                    );
+                    return;
+                }
+            },
+            _ => None,
+        };
+        if ops_here && path == "/metrics" && req.method == "GET" {
+            let body = self.render_metrics();
+            self.respond(
+                tok,
+                200,
+                &[("content-type", "text/plain; version=0.0.4")],
+                body.as_bytes(),
+                ka,
+            );
+            return;
+        }
+        if path == self.cfg.path {
+            match req.method.as_str() {
+                "POST" => self.post_mcp(tok, req, token),
+                "GET" => self.get_mcp(tok, req, token),
+                "DELETE" => self.delete_mcp(tok, req, token),
+                _ => self.respond(
+                    tok,
+                    405,
+                    &[("allow", "GET, POST, DELETE")],
+                    b"method not allowed\n",
+                    ka,
+                ),
+            }
+            return;
+        }
+        match (req.method.as_str(), path.as_str()) {
+            ("GET", "/sse") => self.legacy_open(tok, req, token),
+            ("POST", "/messages") | ("POST", "/messages/") => self.legacy_post(tok, req, token),
+            (_, "/sse") | (_, "/messages") => {
+                self.respond(tok, 405, &[], b"method not allowed\n", ka)
+            }
+            _ => self.respond(tok, 404, &[], b"not found\n", ka),
+        }
+    }
+
+    /// The session a request names, with the checks MCP prescribes: missing
+    /// header → 400, unknown or ended → 404 (the client must re-initialize),
+    /// a different bearer token than the one that created it → 404 as well,
+    /// so a session id is useless to anyone else.
+    fn find_session(&mut self, tok: Token, req: &Request, token: Option<usize>) -> Option<SKey> {
+        let ka = req.keep_alive;
+        let Some(sid) = req.header("mcp-session-id") else {
+            self.respond_rpc_error(
+                tok,
+                400,
+                -32600,
+                "Bad Request: Mcp-Session-Id header is required",
+                ka,
+            );
+            return None;
+        };
+        match self.by_id.get(sid).copied() {
+            Some(k)
+                if self
+                    .sessions
+                    .get(&k)
+                    .is_some_and(|s| s.token == token && !s.legacy) =>
+            {
+                Some(k)
+            }
+            _ => {
+                self.respond_rpc_error(tok, 404, -32001, "Session not found", ka);
+                None
+            }
+        }
+    }
+
+    fn post_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
+        let ka = req.keep_alive;
+        let json_body = req.header("content-type").is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json_body {
+            self.respond(
+                tok,
+                415,
+                &[],
+                b"Content-Type must be application/json\n",
+                ka,
+            );
+            return;
+        }
+        if !(req.accepts("application/json") && req.accepts("text/event-stream")) {
+            self.respond(
+                tok,
+                406,
+                &[],
+                b"Accept must list application/json and text/event-stream\n",
+                ka,
+            );
+            return;
+        }
+        if let Some(v) = req.header("mcp-protocol-version")
+            && !VERSIONS.contains(&v)
+        {
+            self.respond_rpc_error(
+                tok,
+                400,
+                -32600,
+                &format!("Bad Request: unsupported MCP-Protocol-Version {v}"),
+                ka,
+            );
+            return;
+        }
+        let body = req.body.as_slice();
+        let msg = match jsonrpc::peek(body) {
+            Ok(m) => m,
+            Err(e) => {
+                let b =
+                    jsonrpc::error_response(None, -32700, &format!("Parse error: {e}"), json!({}));
+                self.respond_json(tok, 400, &b, ka, None);
+                return;
+            }
+        };
+        match msg {
+            Message::Single(env) => {
+                if env.kind() == Kind::Request && env.method_is("initialize") {
+                    self.start_session(tok, token, body, &env, ReplyTo::Client(tok), ka, None);
+                    return;
+                }
+                let Some(skey) = self.find_session(tok, &req, token) else {
+                    return;
+                };
+                self.forward_single(tok, skey, body, &env, ka);
+            }
+            Message::Batch(items) => {
+                let Some(skey) = self.find_session(tok, &req, token) else {
+                    return;
+                };
+                // Batches exist only in 2025-03-26; later revisions forbid them.
+                let version = self
+                    .sessions
+                    .get(&skey)
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default();
+                if version != "2025-03-26" {
+                    self.respond_rpc_error(
+                        tok,
+                        400,
+                        -32600,
+                        &format!("Bad Request: JSON-RPC batches are not allowed in protocol version {version}"),
+                        ka,
+                    );
+                    return;
+                }
+                let mut expect = Vec::new();
+                for raw in &items {
+                    let Some(env) = jsonrpc::peek_raw(raw) else {
+                        continue;
+                    };
+                    if env.kind() == Kind::Request
+                        && let Some(id) = env.id()
+                        && !env.method_is("initialize")
+                        && self.track(skey, id.clone(), &env, ReplyTo::Client(tok))
+                    {
+                        expect.push(id);
+                    }
+                }
+                if !expect.is_empty()
+                    && let Some(c) = self.client(tok)
+                {
+                    c.state = ClientState::Waiting(Exchange {
+                        session: skey,
+                        expect: expect.clone(),
+                        replies: Vec::new(),
+                        batch: true,
+                        keep_alive: ka,
+                        sse: false,
+                        session_header: None,
+                    });
+                }
+                for raw in &items {
+                    let id = jsonrpc::peek_raw(raw)
+                        .and_then(|e| (e.kind() == Kind::Request).then(|| e.id()).flatten());
+                    self.send_up(
+                        skey,
+                        raw.get().as_bytes(),
+                        id.filter(|i| expect.contains(i)).as_ref(),
+                    );
+                }
+                if expect.is_empty() {
+                    self.respond(tok, 202, &[], b"", ka);
+                }
+            }
+        }
+    }
+
+    fn forward_single(&mut self, tok: Token, skey: SKey, line: &[u8], env: &Envelope, ka: bool) {
+        match env.kind() {
+            Kind::Request => {
+                let Some(id) = env.id() else { return };
+                if !self.track(skey, id.clone(), env, ReplyTo::Client(tok)) {
+                    let b = error_body(
+                        Some(&id),
+                        RelayError::DuplicateId,
+                        "A request with this id is already in flight",
+                        &self.cfg.name,
+                    );
+                    self.respond_json(tok, 200, &b, ka, None);
+                    return;
+                }
+                if let Some(c) = self.client(tok) {
+                    c.state = ClientState::Waiting(Exchange {
+                        session: skey,
+                        expect: vec![id.clone()],
+                        replies: Vec::new(),
+                        batch: false,
+                        keep_alive: ka,
+                        sse: false,
+                        session_header: None,
+                    });
+                }
+                self.send_up(skey, line, Some(&id));
+            }
+            Kind::Notification | Kind::Response => {
+                self.send_up(skey, line, None);
+                // MCP: notifications and responses are acknowledged with 202.
+                self.respond(tok, 202, &[], b"", ka);
+            }
+            Kind::Invalid => {
+                self.respond_rpc_error(tok, 400, -32600, "Invalid Request", ka);
+            }
+        }
+    }
+
+    fn get_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
+        let ka = req.keep_alive;
+        if !req.accepts("text/event-stream") {
+            self.respond(tok, 406, &[], b"Accept must list text/event-stream\n", ka);
+            return;
+        }
+        let Some(skey) = self.find_session(tok, &req, token) else {
+            return;
+        };
+        let last: Option<u64> = req
+            .header("last-event-id")
+            .and_then(|v| v.trim().parse().ok());
+        // At most one GET stream per session: a new one replaces the old, so
+        // re-subscribing after a network blip is idempotent.
+        let old = self.sessions.get_mut(&skey).and_then(|s| s.stream.take());
+        if let Some(old) = old {
+            self.end_stream(old);
+        }
+        let mut out = Vec::new();
+        http1::write_chunked_head(
+            &mut out,
+            200,
+            &[
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),
+            ],
+            ka,
+        );
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        s.stream = Some(tok);
+        s.last_active = self.now;
+        if let Some(last) = last {
+            let (events, complete) = s.replay.since(last);
+            if !complete {
+                log::info!(
+                    "session {}: Last-Event-ID {last} is older than the replay buffer; some events are lost",
+                    s.id
+                );
+            }
+            for (id, data) in events {
+                chunk_event(&mut out, Some(*id), None, data);
+            }
+        }
+        let pending: Vec<Vec<u8>> = s.undelivered.drain(..).collect();
+        for data in pending {
+            let id = s.next_event;
+            s.next_event += 1;
+            chunk_event(&mut out, Some(id), None, &data);
+            s.replay.push(id, data);
+        }
+        self.metrics.http_response(200);
+        if let Some(c) = self.client(tok) {
+            c.out.push_raw(&out);
+            c.state = ClientState::Streaming { session: skey };
+        }
+        self.dirty.push(tok);
+    }
+
+    fn delete_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
+        let ka = req.keep_alive;
+        let Some(skey) = self.find_session(tok, &req, token) else {
+            return;
+        };
+        self.end_session(skey, "the client ended the session");
+        self.respond(tok, 200, &[], b"", ka);
+    }
+
+    // ---- legacy HTTP+SSE (2024-11-05) ----------------------------------------
+
+    fn legacy_open(&mut self, tok: Token, req: Request, token: Option<usize>) {
+        let ka = req.keep_alive;
+        if self.shutting_down {
+            self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
+            return;
+        }
+        let Some(skey) = self.new_session(token, "2024-11-05", true) else {
+            self.respond(tok, 500, &[], b"no session id\n", false);
+            return;
+        };
+        let sid = self
+            .sessions
+            .get(&skey)
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        http1::write_chunked_head(
+            &mut out,
+            200,
+            &[
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),
+            ],
+            ka,
+        );
+        let endpoint = format!("/messages?session_id={sid}");
+        let mut ev = Vec::new();
+        sse::write_event(&mut ev, None, Some("endpoint"), endpoint.as_bytes());
+        http1::write_chunk(&mut out, &ev);
+        self.metrics.http_response(200);
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.stream = Some(tok);
+        }
+        if let Some(c) = self.client(tok) {
+            c.out.push_raw(&out);
+            c.state = ClientState::Streaming { session: skey };
+        }
+        self.dirty.push(tok);
+    }
+
+    fn legacy_post(&mut self, tok: Token, req: Request, token: Option<usize>) {
+        let ka = req.keep_alive;
+        let skey = req
+            .query_param("session_id")
+            .and_then(|sid| self.by_id.get(&sid).copied())
+            .filter(|k| {
+                self.sessions
+                    .get(k)
+                    .is_some_and(|s| s.legacy && s.token == token)
+            });
+        let Some(skey) = skey else {
+            self.respond(tok, 404, &[], b"unknown session\n", ka);
+            return;
+        };
+        let body = req.body.as_slice();
+        let env = match jsonrpc::peek(body) {
+            Ok(Message::Single(env)) => env,
+            Ok(Message::Batch(_)) | Err(_) => {
+                self.respond(tok, 400, &[], b"expected one JSON-RPC message\n", ka);
+                return;
+            }
+        };
+        // Legacy transport: every POST is accepted with 202; answers travel
+        // on the session's SSE stream.
+        self.respond(tok, 202, &[], b"", ka);
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.last_active = self.now;
+        }
+        if env.kind() == Kind::Request && env.method_is("initialize") {
+            if let Some(v) = env.param_str("protocolVersion")
+                && let Some(s) = self.sessions.get_mut(&skey)
+            {
+                s.version = v;
+            }
+            let Some(id) = env.id() else { return };
+            self.lease_for(skey, body.to_vec(), id, ReplyTo::Stream);
+            return;
+        }
+        if let (Kind::Request, Some(id)) = (env.kind(), env.id()) {
+            if !self.track(skey, id.clone(), &env, ReplyTo::Stream) {
+                let b = error_body(
+                    Some(&id),
+                    RelayError::DuplicateId,
+                    "A request with this id is already in flight",
+                    &self.cfg.name,
+                );
+                self.to_stream(skey, b);
+                return;
+            }
+            self.send_up(skey, body, Some(&id));
+        } else {
+            self.send_up(skey, body, None);
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------------
+
+    fn new_session(&mut self, token: Option<usize>, version: &str, legacy: bool) -> Option<SKey> {
+        let id = match new_session_id() {
+            Ok(id) => id,
+            Err(e) => {
+                log::error!("no randomness for a session id: {e}");
+                return None;
+            }
+        };
+        let skey = self.next_key;
+        self.next_key += 1;
+        let idle_timer = (!self.cfg.session_idle_timeout.is_zero()).then(|| {
+            self.timers.insert(
+                self.now + self.cfg.session_idle_timeout,
+                TimerKind::SessionIdle(skey),
+            )
+        });
+        self.by_id.insert(id.clone(), skey);
+        self.sessions.insert(
+            skey,
+            Session {
+                id,
+                token,
+                version: version.to_string(),
+                conn: None,
+                waiting_init: None,
+                pending: HashMap::new(),
+                progress: HashMap::new(),
+                stream: None,
+                legacy,
+                replay: ReplayBuffer::new(self.cfg.replay_buffer),
+                next_event: 1,
+                undelivered: VecDeque::new(),
+                last_active: self.now,
+                idle_timer,
+            },
+        );
+        Some(skey)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_session(
+        &mut self,
+        tok: Token,
+        token: Option<usize>,
+        line: &[u8],
+        env: &Envelope,
+        reply_to: ReplyTo,
+        ka: bool,
+        _legacy: Option<SKey>,
+    ) {
+        if self.shutting_down {
+            self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
+            return;
+        }
+        let Some(id) = env.id() else { return };
+        let version = env
+            .param_str("protocolVersion")
+            .unwrap_or_else(|| "2025-03-26".into());
+        let Some(skey) = self.new_session(token, &version, false) else {
+            self.respond(tok, 500, &[], b"no session id\n", false);
+            return;
+        };
+        let sid = self.sessions.get(&skey).map(|s| s.id.clone());
+        if let Some(c) = self.client(tok) {
+            c.state = ClientState::Waiting(Exchange {
+                session: skey,
+                expect: vec![id.clone()],
+                replies: Vec::new(),
+                batch: false,
+                keep_alive: ka,
+                sse: false,
+                session_header: sid,
+            });
+        }
+        self.lease_for(skey, line.to_vec(), id, reply_to);
+    }
+
+    /// Queues the session for a process; its `initialize` goes out on Grant.
+    fn lease_for(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        if s.conn.is_some() || s.waiting_init.is_some() {
+            let b = error_body(
+                Some(&id),
+                RelayError::InvalidRequest,
+                "The session is already initialized",
+                &self.cfg.name,
+            );
+            self.deliver(skey, reply_to, &id, b);
+            return;
+        }
+        s.waiting_init = Some((line, id, reply_to));
+        let actions = self.pool.lease(skey, self.now);
+        self.apply(actions);
+    }
+
+    fn bind_session(&mut self, skey: SKey, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            // The session ended while it waited: give the process back.
+            let actions = self.pool.release(conn, self.now);
+            self.apply(actions);
+            return;
+        };
+        s.conn = Some(conn);
+        let Some((line, id, reply_to)) = s.waiting_init.take() else {
+            return;
+        };
+        let client_version = s.version.clone();
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        match &mut p.kind {
+            ProcKind::Session { session } => {
+                *session = Some(skey);
+                if let Some(s) = self.sessions.get_mut(&skey) {
+                    s.pending.insert(
+                        id.clone(),
+                        Req {
+                            reply_to,
+                            started: self.now,
+                            timer: None,
+                            progress: None,
+                            initialize: true,
+                        },
+                    );
+                }
+                self.arm_response_timer(skey, &id);
+                self.write_proc(conn, &line);
+            }
+            ProcKind::Shared { init, sessions, .. } => {
+                sessions.push(skey);
+                // The relay initialized this process itself; the client gets
+                // the cached result with the version it asked for, if known.
+                let mut result = init.clone().unwrap_or_else(|| json!({}));
+                let version = if VERSIONS.contains(&client_version.as_str())
+                    && client_version != "2026-07-28"
+                {
+                    client_version
+                } else {
+                    result
+                        .get("protocolVersion")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or(RELAY_PROTOCOL)
+                        .to_string()
+                };
+                if let Some(obj) = result.as_object_mut() {
+                    obj.insert("protocolVersion".into(), version.clone().into());
+                }
+                if let Some(s) = self.sessions.get_mut(&skey) {
+                    s.version = version;
+                }
+                let reply = json!({"jsonrpc": "2.0", "id": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or(serde_json::Value::Null), "result": result});
+                let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+                self.metrics.request_done("ok", 0.0);
+                self.deliver(skey, reply_to, &id, bytes);
+            }
+        }
+    }
+
+    fn reject_session(&mut self, skey: SKey, reason: RejectReason) {
+        let (kind, text) = match reason {
+            RejectReason::QueueFull => {
+                ("queue_full", "every process is busy and the queue is full")
+            }
+            RejectReason::QueueTimeout => (
+                "queue_timeout",
+                "no process became free within --queue-timeout",
+            ),
+            RejectReason::ShuttingDown => ("shutting_down", "the relay is shutting down"),
+        };
+        self.metrics.request(kind);
+        if reason == RejectReason::QueueTimeout {
+            self.metrics.timeout("queue_timeout");
+        }
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        let waiting = s.waiting_init.take();
+        let legacy = s.legacy;
+        if let Some((_, id, reply_to)) = waiting {
+            match reply_to {
+                ReplyTo::Client(tok) => {
+                    // A new session that cannot get a process: HTTP 503 with
+                    // Retry-After, so the client backs off and tries again.
+                    let body = format!("{text}\n");
+                    self.respond(tok, 503, &[("retry-after", "1")], body.as_bytes(), true);
+                }
+                ReplyTo::Stream => {
+                    let b = error_body(Some(&id), RelayError::QueueFull, text, &self.cfg.name);
+                    self.to_stream(skey, b);
+                }
+            }
+        }
+        if !legacy {
+            self.end_session(skey, text);
+        }
+    }
+
+    /// Registers a request in flight. False if its id is already in flight.
+    fn track(&mut self, skey: SKey, id: Id, env: &Envelope, reply_to: ReplyTo) -> bool {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return false;
+        };
+        if s.pending.contains_key(&id) {
+            return false;
+        }
+        s.last_active = self.now;
+        let progress = env.progress_token();
+        if let Some(t) = &progress {
+            s.progress.insert(t.clone(), id.clone());
+        }
+        s.pending.insert(
+            id.clone(),
+            Req {
+                reply_to,
+                started: self.now,
+                timer: None,
+                progress,
+                initialize: false,
+            },
+        );
+        self.arm_response_timer(skey, &id);
+        true
+    }
+
+    fn arm_response_timer(&mut self, skey: SKey, id: &Id) {
+        let (rt, cap) = (self.cfg.response_timeout, self.cfg.max_request_time);
+        let now = self.now;
+        let Some(req) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.pending.get_mut(id))
+        else {
+            return;
+        };
+        let a = (!rt.is_zero()).then(|| now + rt);
+        let b = (!cap.is_zero()).then(|| req.started + cap);
+        let deadline = match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let old = req.timer.take();
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        if let Some(d) = deadline {
+            let t = self.timers.insert(d, TimerKind::Response(skey, id.clone()));
+            if let Some(req) = self
+                .sessions
+                .get_mut(&skey)
+                .and_then(|s| s.pending.get_mut(id))
+            {
+                req.timer = Some(t);
+            }
+        }
+    }
+
+    fn untrack(&mut self, skey: SKey, id: &Id) -> Option<Req> {
+        let s = self.sessions.get_mut(&skey)?;
+        let req = s.pending.remove(id)?;
+        if let Some(t) = &req.progress {
+            s.progress.remove(t);
+        }
+        if let Some(t) = req.timer {
+            self.timers.cancel(t);
+        }
+        Some(req)
+    }
+
+    /// Writes a client message to the session's process.
+    fn send_up(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
+        let conn = self.sessions.get(&skey).and_then(|s| s.conn);
+        let alive = conn
+            .and_then(|c| self.procs.get(&c))
+            .is_some_and(|p| !p.lost && p.io.accepts_input());
+        let Some(conn) = conn.filter(|_| alive) else {
+            if let Some(id) = request {
+                self.fail_request(
+                    skey,
+                    id,
+                    RelayError::UpstreamClosed,
+                    "The session has no running server",
+                    json!({}),
+                );
+            }
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        match &mut p.kind {
+            ProcKind::Session { .. } => p.io.to_child.push_line(line),
+            ProcKind::Shared { mux, .. } => match mux.up(skey, line) {
+                Up::Send(bytes) => p.io.to_child.push_line(&bytes),
+                Up::Drop => {}
+                Up::Reject(err) => {
+                    if let Some(id) = request
+                        && let Some(req) = self.untrack(skey, id)
+                    {
+                        self.deliver(skey, req.reply_to, id, err);
+                    }
+                }
+            },
+        }
+    }
+
+    fn write_proc(&mut self, conn: ConnId, line: &[u8]) {
+        if let Some(p) = self.procs.get_mut(&conn)
+            && p.io.accepts_input()
+        {
+            p.io.to_child.push_line(line);
+        }
+    }
+
+    /// Answers a request in flight with a relay error.
+    fn fail_request(
+        &mut self,
+        skey: SKey,
+        id: &Id,
+        err: RelayError,
+        message: &str,
+        mut data: serde_json::Value,
+    ) {
+        let Some(req) = self.untrack(skey, id) else {
+            return;
+        };
+        self.metrics.request_done(
+            err.kind(),
+            self.now.duration_since(req.started).as_secs_f64(),
+        );
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("kind".into(), err.kind().into());
+            obj.insert("upstream".into(), self.cfg.name.clone().into());
+        }
+        let b = jsonrpc::error_response(Some(id), err.code(), message, data);
+        self.deliver(skey, req.reply_to, id, b);
+    }
+
+    fn response_timeout(&mut self, skey: SKey, id: Id) {
+        let Some(req) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.pending.get_mut(&id))
+        else {
+            return;
+        };
+        req.timer = None;
+        let elapsed = self.now.duration_since(req.started);
+        let initialize = req.initialize;
+        self.metrics.timeout("response_timeout");
+        log::warn!("request {id} timed out after {elapsed:?}");
+        self.fail_request(
+            skey,
+            &id,
+            RelayError::ResponseTimeout,
+            &format!("No reply from the server within {elapsed:?}"),
+            json!({
+                "elapsed_ms": elapsed.as_millis() as u64,
+                "response_timeout_ms": self.cfg.response_timeout.as_millis() as u64,
+                "max_request_time_ms": self.cfg.max_request_time.as_millis() as u64,
+            }),
+        );
+        if initialize {
+            // MCP: initialize is never cancelled.
+            return;
+        }
+        let Some(conn) = self.sessions.get(&skey).and_then(|s| s.conn) else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let cancel = match &mut p.kind {
+            ProcKind::Session { .. } => {
+                Some(jsonrpc::cancelled(&id, "mcp-relay: response timeout"))
+            }
+            ProcKind::Shared { mux, .. } => mux.expire(skey, &id),
+        };
+        if let Some(c) = cancel
+            && p.io.accepts_input()
+        {
+            p.io.to_child.push_line(&c);
+        }
+    }
+
+    fn session_idle(&mut self, skey: SKey) {
+        let timeout = self.cfg.session_idle_timeout;
+        let now = self.now;
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        s.idle_timer = None;
+        let busy = !s.pending.is_empty() || s.stream.is_some() || s.waiting_init.is_some();
+        let due = s.last_active + timeout;
+        if !busy && now >= due {
+            log::info!("session {} idle for {timeout:?}; ending it", s.id);
+            self.end_session(skey, "session idle timeout");
+            return;
+        }
+        let next = if busy { now + timeout } else { due };
+        let t = self.timers.insert(next, TimerKind::SessionIdle(skey));
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.idle_timer = Some(t);
+        }
+    }
+
+    /// Ends a session: its requests in flight get `upstream_closed`, its
+    /// stream ends, and its process is released (closed in session mode).
+    fn end_session(&mut self, skey: SKey, why: &str) {
+        let Some(s) = self.sessions.get(&skey) else {
+            return;
+        };
+        log::debug!("ending session {}: {why}", s.id);
+        let ids: Vec<Id> = s.pending.keys().cloned().collect();
+        for id in ids {
+            self.fail_request(
+                skey,
+                &id,
+                RelayError::UpstreamClosed,
+                &format!("The session ended: {why}"),
+                json!({}),
+            );
+        }
+        let Some(mut s) = self.sessions.remove(&skey) else {
+            return;
+        };
+        self.by_id.remove(&s.id);
+        if let Some(t) = s.idle_timer.take() {
+            self.timers.cancel(t);
+        }
+        if let Some((_, _, ReplyTo::Client(tok))) = s.waiting_init.take() {
+            self.respond(
+                tok,
+                503,
+                &[("retry-after", "1")],
+                format!("{why}\n").as_bytes(),
+                true,
+            );
+        }
+        if let Some(stream) = s.stream.take() {
+            self.end_stream(stream);
+        }
+        match s.conn {
+            Some(conn) => {
+                if let Some(p) = self.procs.get_mut(&conn) {
+                    match &mut p.kind {
+                        ProcKind::Session { session } => *session = None,
+                        ProcKind::Shared { mux, sessions, .. } => {
+                            sessions.retain(|k| *k != skey);
+                            for msg in mux.end_session(skey) {
+                                if p.io.accepts_input() {
+                                    p.io.to_child.push_line(&msg);
+                                }
+                            }
+                        }
+                    }
+                }
+                let actions = self.pool.release(conn, self.now);
+                self.apply(actions);
+            }
+            None => {
+                let actions = self.pool.cancel_wait(skey);
+                self.apply(actions);
+            }
+        }
+    }
+
+    /// Ends an SSE response cleanly (last chunk); the connection goes back to
+    /// reading requests, or closes if it was not keep-alive.
+    fn end_stream(&mut self, tok: Token) {
+        let now = self.now;
+        let Some(c) = self.client(tok) else { return };
+        let mut out = Vec::new();
+        http1::write_last_chunk(&mut out);
+        c.out.push_raw(&out);
+        c.state = ClientState::Idle;
+        c.last_active = now;
+        self.dirty.push(tok);
+        self.to_drive.push(tok);
+    }
+
+    // ---- delivering to clients ------------------------------------------------
+
+    /// A reply (or relay error) for request `id` of session `skey`.
+    fn deliver(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
+        let tok = match reply_to {
+            ReplyTo::Stream => {
+                self.to_stream(skey, msg);
+                return;
+            }
+            ReplyTo::Client(tok) => tok,
+        };
+        let Some(c) = client_in(&mut self.endpoints, tok) else {
+            log::debug!("reply to {id} dropped: its connection is gone");
+            return;
+        };
+        let ClientState::Waiting(ex) = &mut c.state else {
+            return;
+        };
+        if ex.session != skey {
+            return;
+        }
+        let Some(pos) = ex.expect.iter().position(|x| x == id) else {
+            return;
+        };
+        ex.expect.swap_remove(pos);
+        let done = ex.expect.is_empty();
+        let ka = ex.keep_alive;
+        if ex.sse {
+            let ev_id = self.sessions.get_mut(&skey).map(|s| {
+                s.next_event += 1;
+                s.next_event - 1
+            });
+            chunk_event_into(&mut c.out, ev_id, &msg);
+            if done {
+                let mut out = Vec::new();
+                http1::write_last_chunk(&mut out);
+                c.out.push_raw(&out);
+                c.state = ClientState::Idle;
+                c.last_active = self.now;
+                if !ka {
+                    c.close_when_flushed = true;
+                }
+                self.to_drive.push(tok);
+            }
+            self.dirty.push(tok);
+            return;
+        }
+        if ex.batch {
+            ex.replies.push(msg);
+            if done {
+                let replies = std::mem::take(&mut ex.replies);
+                let mut body = b"[".to_vec();
+                for (i, r) in replies.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(r);
+                }
+                body.push(b']');
+                self.respond_json(tok, 200, &body, ka, None);
+            }
+            return;
+        }
+        let header = ex.session_header.take();
+        self.respond_json(tok, 200, &msg, ka, header.as_deref());
+    }
+
+    /// Turns a waiting POST into an SSE stream (MCP: the server may send
+    /// related messages before the reply).
+    fn upgrade_to_sse(&mut self, tok: Token) -> bool {
+        let Some(c) = self.client(tok) else {
+            return false;
+        };
+        let ClientState::Waiting(ex) = &mut c.state else {
+            return false;
+        };
+        if !ex.sse {
+            ex.sse = true;
+            let mut headers = vec![
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),
+            ];
+            let sid = ex.session_header.take();
+            if let Some(s) = &sid {
+                headers.push(("mcp-session-id", s.as_str()));
+            }
+            let mut out = Vec::new();
+            http1::write_chunked_head(&mut out, 200, &headers, ex.keep_alive);
+            c.out.push_raw(&out);
+            self.metrics.http_response(200);
+        }
+        true
+    }
+
+    /// A server-initiated message for a session: its stream if open, else an
+    /// open POST of the session (upgraded to SSE), else kept for its next GET.
+    fn to_stream(&mut self, skey: SKey, msg: Vec<u8>) {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        if let Some(tok) = s.stream {
+            let legacy = s.legacy;
+            let ev_id = s.next_event;
+            s.next_event += 1;
+            if !legacy {
+                s.replay.push(ev_id, msg.clone());
+            }
+            if let Some(c) = self.client(tok) {
+                let mut ev = Vec::new();
+                if legacy {
+                    sse::write_event(&mut ev, None, Some("message"), &msg);
+                } else {
+                    sse::write_event(&mut ev, Some(&ev_id.to_string()), None, &msg);
+                }
+                let mut out = Vec::new();
+                http1::write_chunk(&mut out, &ev);
+                c.out.push_raw(&out);
+                self.dirty.push(tok);
+                return;
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        let post = s
+            .pending
+            .values()
+            .filter_map(|r| match r.reply_to {
+                ReplyTo::Client(t) => Some((r.started, t)),
+                ReplyTo::Stream => None,
+            })
+            .max_by_key(|(started, _)| *started)
+            .map(|(_, t)| t);
+        if let Some(tok) = post
+            && self.upgrade_to_sse(tok)
+        {
+            let ev_id = self.sessions.get_mut(&skey).map(|s| {
+                s.next_event += 1;
+                s.next_event - 1
+            });
+            if let Some(c) = self.client(tok) {
+                chunk_event_into(&mut c.out, ev_id, &msg);
+                self.dirty.push(tok);
+            }
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        if s.undelivered.len() >= UNDELIVERED_MAX {
+            s.undelivered.pop_front();
+            log::warn!(
+                "session {}: no stream to deliver to; oldest kept message dropped",
+                s.id
+            );
+        }
+        s.undelivered.push_back(msg);
+    }
+
+    /// Progress for one of a session's requests: to the request's own stream,
+    /// restarting its response timeout (MCP: progress shows it is alive).
+    fn on_progress(&mut self, skey: SKey, token: Option<Id>, msg: Vec<u8>) {
+        let target = token
+            .and_then(|t| {
+                self.sessions
+                    .get(&skey)
+                    .and_then(|s| s.progress.get(&t).cloned())
+            })
+            .and_then(|id| {
+                self.sessions
+                    .get(&skey)
+                    .and_then(|s| s.pending.get(&id))
+                    .map(|r| (id, r.reply_to))
+            });
+        let Some((id, reply_to)) = target else {
+            self.to_stream(skey, msg);
+            return;
+        };
+        self.arm_response_timer(skey, &id);
+        match reply_to {
+            ReplyTo::Client(tok) if self.upgrade_to_sse(tok) => {
+                let ev_id = self.sessions.get_mut(&skey).map(|s| {
+                    s.next_event += 1;
+                    s.next_event - 1
+                });
+                if let Some(c) = self.client(tok) {
+                    chunk_event_into(&mut c.out, ev_id, &msg);
+                    self.dirty.push(tok);
+                }
+            }
+            _ => self.to_stream(skey, msg),
+        }
+    }
+
+    // ---- processes ------------------------------------------------------------
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Spawn(conn) => self.spawn_proc(conn),
+                Action::Close(conn, reason) => {
+                    log::debug!("closing process {conn}: {reason:?}");
+                    self.close_proc(conn);
+                }
+                Action::Grant { waiter, conn } => self.bind_session(waiter, conn),
+                Action::Reject { waiter, reason } => self.reject_session(waiter, reason),
+            }
+        }
+    }
+
+    fn spawn_proc(&mut self, conn: ConnId) {
+        let io = StdioConn::spawn(
+            &self.cfg.command,
+            &self.cfg.name,
+            self.cfg.max_message_size,
+            self.now,
+        );
+        let mut io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                log::error!("cannot start {:?}: {e}", self.cfg.command);
+                self.metrics.upstream_exited(self.upstream, "spawn_failed");
+                let actions = self.pool.on_spawn_failed(conn, self.now);
+                self.apply(actions);
+                return;
+            }
+        };
+        let endpoints = &mut self.endpoints;
+        if let Err(e) = io.register(self.poll.registry(), |pipe| {
+            endpoints.insert(Endpoint::Pipe(conn, pipe))
+        }) {
+            log::error!("cannot register a server's pipes: {e}");
+        }
+        log::info!(
+            "[{}] started pid {} (process {conn})",
+            self.cfg.name,
+            io.pid()
+        );
+        self.metrics.upstream_spawned(self.upstream);
+        let kind = match self.cfg.pool {
+            PoolMode::Session => ProcKind::Session { session: None },
+            PoolMode::Shared => ProcKind::Shared {
+                mux: Mux::new(),
+                init: None,
+                sessions: Vec::new(),
+            },
+        };
+        let shared = matches!(kind, ProcKind::Shared { .. });
+        self.procs.insert(
+            conn,
+            Proc {
+                io,
+                kind,
+                lost: false,
+                down: false,
+                grace: None,
+            },
+        );
+        if shared {
+            // Shared processes are initialized once, by the relay.
+            let init = json!({
+                "jsonrpc": "2.0",
+                "id": RELAY_INIT_ID,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": RELAY_PROTOCOL,
+                    "capabilities": {},
+                    "clientInfo": {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
+                },
+            });
+            let bytes = serde_json::to_vec(&init).unwrap_or_default();
+            self.write_proc(conn, &bytes);
+        } else {
+            // A fresh process is a ready spare; its session initializes it.
+            let actions = self.pool.on_ready(conn, self.now);
+            self.apply(actions);
+        }
+    }
+
+    fn on_shared_init(&mut self, conn: ConnId, line: &[u8]) {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+        let Some(result) = v.get("result").cloned() else {
+            log::error!(
+                "[{}] process {conn} rejected the relay's initialize: {}",
+                self.cfg.name,
+                String::from_utf8_lossy(line)
+            );
+            self.close_proc(conn);
+            return;
+        };
+        if let Some(p) = self.procs.get_mut(&conn)
+            && let ProcKind::Shared { init, .. } = &mut p.kind
+        {
+            *init = Some(result);
+        }
+        self.write_proc(
+            conn,
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        );
+        let actions = self.pool.on_ready(conn, self.now);
+        self.apply(actions);
+    }
+
+    fn proc_flush(&mut self, conn: ConnId) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if let Err(e) = p.io.flush_stdin() {
+            log::warn!("[{}] writing to process {conn} failed: {e}", self.cfg.name);
+            self.proc_lost(conn);
+        }
+    }
+
+    fn proc_read(&mut self, conn: ConnId, drain_all: bool) {
+        let mut taken = 0;
+        loop {
+            let Some(p) = self.procs.get_mut(&conn) else {
+                return;
+            };
+            if !drain_all && taken >= READ_BUDGET {
+                if p.io.out_readable {
+                    self.more_procs.push(conn);
+                }
+                return;
+            }
+            match p.io.read_stdout() {
+                StdoutRead::Data(n) => {
+                    taken += n;
+                    let mut reader = std::mem::replace(&mut p.io.from_child, LineReader::new(0));
+                    while let Some(frame) = reader.next_frame() {
+                        match frame {
+                            Frame::Line(line) => self.on_proc_line(conn, line),
+                            Frame::Oversize(o) => {
+                                log::warn!(
+                                    "[{}] message of {} bytes from process {conn} dropped (over --max-message-size)",
+                                    self.cfg.name,
+                                    o.len
+                                );
+                                if let Some(id) = jsonrpc::recover_id(&o.head, &o.tail) {
+                                    self.proc_oversize_reply(conn, id, o.len);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(p) = self.procs.get_mut(&conn) {
+                        p.io.from_child = reader;
+                    }
+                }
+                StdoutRead::Idle => return,
+                StdoutRead::Eof => {
+                    self.proc_lost(conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn proc_oversize_reply(&mut self, conn: ConnId, id: Id, size: usize) {
+        let Some(p) = self.procs.get(&conn) else {
+            return;
+        };
+        // Session mode only: shared-mode ids are the mux's and the reply is
+        // lost with the bytes; that request then times out.
+        if let ProcKind::Session {
+            session: Some(skey),
+        } = p.kind
+        {
+            self.fail_request(
+                skey,
+                &id,
+                RelayError::MessageTooLarge,
+                "The server's reply exceeds the relay's maximum message size",
+                json!({"size": size, "limit": self.cfg.max_message_size}),
+            );
+        }
+    }
+
+    fn on_proc_line(&mut self, conn: ConnId, line: &[u8]) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        match &mut p.kind {
+            ProcKind::Session { session } => {
+                let Some(skey) = *session else {
+                    log::debug!(
+                        "[{}] message from a process with no session dropped",
+                        self.cfg.name
+                    );
+                    return;
+                };
+                let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
+                    if jsonrpc::peek(line).is_err() {
+                        let shown =
+                            String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                        log::warn!(
+                            "[{}] non-JSON line on stdout dropped: {shown}",
+                            self.cfg.name
+                        );
+                    } else {
+                        self.on_batch_down(skey, line);
+                    }
+                    return;
+                };
+                match env.kind() {
+                    Kind::Response => {
+                        if let Some(id) = env.id() {
+                            self.complete(skey, &id, line.to_vec());
+                        }
+                    }
+                    Kind::Notification if env.method_is("notifications/progress") => {
+                        let token = env.param_id("progressToken");
+                        self.on_progress(skey, token, line.to_vec());
+                    }
+                    Kind::Notification | Kind::Request => self.to_stream(skey, line.to_vec()),
+                    Kind::Invalid => {
+                        log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name)
+                    }
+                }
+            }
+            ProcKind::Shared {
+                mux,
+                init,
+                sessions,
+            } => {
+                if init.is_none() {
+                    if let Ok(Message::Single(env)) = jsonrpc::peek(line)
+                        && env.kind() == Kind::Response
+                        && env.id() == Some(Id::Str(RELAY_INIT_ID.into()))
+                    {
+                        self.on_shared_init(conn, line);
+                    }
+                    return;
+                }
+                let downs = mux.down(line);
+                let sessions = sessions.clone();
+                for d in downs {
+                    match d {
+                        Down::Reply { session, id, msg } => self.complete(session, &id, msg),
+                        Down::ToSession { session, msg } => {
+                            let progress = match jsonrpc::peek(&msg) {
+                                Ok(Message::Single(env))
+                                    if env.method_is("notifications/progress") =>
+                                {
+                                    Some(env.param_id("progressToken"))
+                                }
+                                _ => None,
+                            };
+                            match progress {
+                                Some(token) => self.on_progress(session, token, msg),
+                                None => self.to_stream(session, msg),
+                            }
+                        }
+                        Down::Broadcast { msg } => {
+                            for s in &sessions {
+                                self.to_stream(*s, msg.clone());
+                            }
+                        }
+                        Down::ToUpstream { msg } => self.write_proc(conn, &msg),
+                        Down::Drop => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_batch_down(&mut self, skey: SKey, line: &[u8]) {
+        let Ok(Message::Batch(items)) = jsonrpc::peek(line) else {
+            return;
+        };
+        for raw in items {
+            let bytes = raw.get().as_bytes().to_vec();
+            match jsonrpc::peek_raw(raw) {
+                Some(env) if env.kind() == Kind::Response => {
+                    if let Some(id) = env.id() {
+                        self.complete(skey, &id, bytes);
+                    }
+                }
+                Some(_) => self.to_stream(skey, bytes),
+                None => {}
+            }
+        }
+    }
+
+    /// The process replied to request `id` of session `skey`.
+    fn complete(&mut self, skey: SKey, id: &Id, msg: Vec<u8>) {
+        let Some(req) = self.untrack(skey, id) else {
+            log::debug!("late reply to {id} dropped");
+            return;
+        };
+        self.metrics
+            .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
+        self.deliver(skey, req.reply_to, id, msg);
+    }
+
+    fn close_proc(&mut self, conn: ConnId) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if p.io.proc.stage != CloseStage::Open {
+            return;
+        }
+        if let Some(t) = p.io.close_stdin(self.poll.registry()) {
+            self.endpoints.remove(t);
+        }
+        let t = self
+            .timers
+            .insert(self.now + self.cfg.kill_grace, TimerKind::Grace(conn));
+        if let Some(p) = self.procs.get_mut(&conn) {
+            p.grace = Some(t);
+        }
+        self.try_reap(conn);
+    }
+
+    /// Stdout EOF, a broken stdin, or exit: the process serves no one from now.
+    fn proc_lost(&mut self, conn: ConnId) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if p.lost {
+            return;
+        }
+        p.lost = true;
+        self.close_proc(conn);
+        self.proc_down(conn);
+    }
+
+    /// Fails what was in flight on the process, ends its sessions (their
+    /// clients get 404 and re-initialize) and tells the pool.
+    fn proc_down(&mut self, conn: ConnId) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if p.down {
+            return;
+        }
+        p.down = true;
+        let status = p.io.proc.status();
+        let what = status.map_or_else(|| "stdout closed".to_string(), describe);
+        let (sessions, failed) = match &mut p.kind {
+            ProcKind::Session { session } => {
+                (session.take().into_iter().collect::<Vec<_>>(), Vec::new())
+            }
+            ProcKind::Shared { mux, sessions, .. } => (std::mem::take(sessions), mux.fail_all()),
+        };
+        if !self.shutting_down {
+            log::warn!("[{}] process {conn} went away ({what})", self.cfg.name);
+        }
+        for (skey, id) in failed {
+            self.fail_request(
+                skey,
+                &id,
+                RelayError::UpstreamClosed,
+                &format!("The server closed the connection ({what})"),
+                json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
+            );
+        }
+        for skey in sessions {
+            let ids: Vec<Id> = self
+                .sessions
+                .get(&skey)
+                .map(|s| s.pending.keys().cloned().collect())
+                .unwrap_or_default();
+            for id in ids {
+                self.fail_request(
+                    skey,
+                    &id,
+                    RelayError::UpstreamClosed,
+                    &format!("The server closed the connection ({what})"),
+                    json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
+                );
+            }
+            // The session's state died with the process: its next request
+            // gets 404 and the client starts a new session.
+            if let Some(s) = self.sessions.get_mut(&skey) {
+                s.conn = None;
+            }
+            self.end_session_without_release(skey);
+        }
+        let actions = self.pool.on_exit(conn, self.now);
+        self.apply(actions);
+        if let Some(p) = self.procs.get(&conn) {
+            let reason = match p.io.proc.status() {
+                Some(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    exit_reason(s.code(), s.signal())
+                }
+                None => "closed",
+            };
+            self.metrics.upstream_exited(self.upstream, reason);
+        }
+    }
+
+    fn end_session_without_release(&mut self, skey: SKey) {
+        // `conn` was cleared, so end_session only cancels a queue wait, which
+        // a bound session does not have: the pool hears about the process
+        // through on_exit instead.
+        let Some(s) = self.sessions.get(&skey) else {
+            return;
+        };
+        if s.conn.is_none() && s.waiting_init.is_none() {
+            let Some(mut s) = self.sessions.remove(&skey) else {
+                return;
+            };
+            self.by_id.remove(&s.id);
+            if let Some(t) = s.idle_timer.take() {
+                self.timers.cancel(t);
+            }
+            if let Some(stream) = s.stream.take() {
+                self.end_stream(stream);
+            }
+        } else {
+            self.end_session(skey, "its server went away");
+        }
+    }
+
+    fn grace_expired(&mut self, conn: ConnId) {
+        let grace = self.cfg.kill_grace;
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        p.grace = None;
+        if p.io.proc.try_reap().is_some() {
+            self.proc_reaped(conn);
+            return;
+        }
+        match p.io.proc.stage {
+            CloseStage::StdinClosed => log::info!(
+                "[{}] process {conn} still running {grace:?} after stdin closed; SIGTERM",
+                self.cfg.name
+            ),
+            CloseStage::Terminated => log::warn!(
+                "[{}] process {conn} ignored SIGTERM; SIGKILL",
+                self.cfg.name
+            ),
+            _ => {}
+        }
+        p.io.proc.escalate();
+        let t = self.timers.insert(self.now + grace, TimerKind::Grace(conn));
+        if let Some(p) = self.procs.get_mut(&conn) {
+            p.grace = Some(t);
+        }
+        self.proc_down(conn);
+    }
+
+    fn reap(&mut self) {
+        let conns: Vec<ConnId> = self.procs.keys().copied().collect();
+        for conn in conns {
+            self.try_reap(conn);
+        }
+    }
+
+    fn try_reap(&mut self, conn: ConnId) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if p.io.proc.status().is_some() || p.io.proc.try_reap().is_none() {
+            return;
+        }
+        self.proc_reaped(conn);
+    }
+
+    fn proc_reaped(&mut self, conn: ConnId) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        log::debug!(
+            "[{}] process {conn} (pid {}) reaped: {}",
+            self.cfg.name,
+            p.io.pid(),
+            p.io.proc.status().map_or_else(String::new, describe)
+        );
+        // What it wrote before exiting is still in the pipe.
+        p.io.mark_exited();
+        self.proc_read(conn, true);
+        self.proc_lost(conn);
+        self.proc_down(conn);
+        let Some(mut p) = self.procs.remove(&conn) else {
+            return;
+        };
+        if let Some(t) = p.grace.take() {
+            self.timers.cancel(t);
+        }
+        for t in p.io.release(self.poll.registry(), self.now) {
+            self.endpoints.remove(t);
+        }
+    }
+
+    // ---- shutdown ---------------------------------------------------------------
+
+    fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        for (_, l, _) in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        let actions = self.pool.shutdown(self.now);
+        self.apply(actions);
+        self.timers
+            .insert(self.now + self.cfg.shutdown_grace, TimerKind::ShutdownGrace);
+    }
+
+    /// No request is in flight anywhere.
+    fn drained(&self) -> bool {
+        self.sessions
+            .values()
+            .all(|s| s.pending.is_empty() && s.waiting_init.is_none())
+    }
+
+    fn enter_final_phase(&mut self) {
+        if self.final_phase {
+            return;
+        }
+        self.final_phase = true;
+        self.shutting_down = true;
+        let keys: Vec<SKey> = self.sessions.keys().copied().collect();
+        for k in keys {
+            self.end_session(k, "the relay is shutting down");
+        }
+        let conns: Vec<ConnId> = self.procs.keys().copied().collect();
+        for conn in conns {
+            self.close_proc(conn);
+        }
+        // Idle keep-alive connections close now; the rest after their output.
+        let toks: Vec<Token> = self.client_tokens();
+        for tok in toks {
+            if let Some(c) = self.client(tok) {
+                c.close_when_flushed = true;
+                self.dirty.push(tok);
+            }
+        }
+        self.timers.insert(
+            self.now + self.cfg.kill_grace * 3 + Duration::from_secs(1),
+            TimerKind::HardStop,
+        );
+    }
+
+    fn client_tokens(&self) -> Vec<Token> {
+        // Tokens are not enumerable from the registry by design; walking the
+        // sessions and streams is not enough for idle connections, so the
+        // registry offers its live tokens for this rare, shutdown-only walk.
+        self.endpoints
+            .tokens()
+            .filter(|t| matches!(self.endpoints.get(*t), Some(Endpoint::Client(_))))
+            .collect()
+    }
+
+    fn finished(&self) -> bool {
+        self.final_phase && self.procs.is_empty() && (self.clients == 0 || self.forced)
+    }
+
+    fn render_metrics(&self) -> String {
+        let st = self.pool.stats();
+        let gauges = [UpstreamGauges {
+            upstream: &self.cfg.name,
+            starting: st.starting as u64,
+            idle: st.idle as u64,
+            leased: st.leased as u64,
+            closing: st.closing as u64,
+            waiting: st.waiting as u64,
+            sessions: self.sessions.len() as u64,
+        }];
+        let mut out = String::with_capacity(4096);
+        self.metrics.render(&mut out, &gauges, self.clients as u64);
+        out
+    }
+}
+
+/// The client connection behind a token; a free function so callers can
+/// borrow other fields alongside it.
+fn client_in(endpoints: &mut Registry<Endpoint>, tok: Token) -> Option<&mut Client> {
+    match endpoints.get_mut(tok) {
+        Some(Endpoint::Client(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// A relay error as a JSON-RPC response body.
+fn error_body(id: Option<&Id>, err: RelayError, message: &str, upstream: &str) -> Vec<u8> {
+    jsonrpc::error_response(
+        id,
+        err.code(),
+        message,
+        json!({"kind": err.kind(), "upstream": upstream}),
+    )
+}
+
+/// Appends one SSE event, framed as an HTTP chunk.
+fn chunk_event(out: &mut Vec<u8>, id: Option<u64>, event: Option<&str>, data: &[u8]) {
+    let mut ev = Vec::with_capacity(data.len() + 32);
+    let id = id.map(|i| i.to_string());
+    sse::write_event(&mut ev, id.as_deref(), event, data);
+    http1::write_chunk(out, &ev);
+}
+
+fn chunk_event_into(out: &mut OutBuf, id: Option<u64>, data: &[u8]) {
+    let mut bytes = Vec::new();
+    chunk_event(&mut bytes, id, None, data);
+    out.push_raw(&bytes);
+}

@@ -1,0 +1,746 @@
+//! Counters, gauges and a latency histogram, rendered as Prometheus text
+//! (exposition format 0.0.4).
+//!
+//! Single-threaded: the owner updates the registry directly, no atomics.
+//! Counters live here; gauges that mirror live state (pool states, waiters,
+//! sessions, client connections) are not kept twice, the owner passes them to
+//! [`Metrics::render`] from its own `Stats`.
+//!
+//! Labels are cheap: an upstream is registered once and then named by an
+//! [`UpstreamId`] index; the other label values (`outcome`, `kind`, `reason`)
+//! are short strings kept in small sorted vectors, allocated once per distinct
+//! value. Label values must come from the relay's own vocabulary, never from
+//! client input; as a backstop each family keeps at most
+//! [`MAX_LABEL_VALUES`] values and counts the rest under `"other"`.
+
+use std::cmp::Ordering;
+use std::fmt::Write;
+
+/// Bucket upper bounds of `mcp_relay_request_duration_seconds`, in seconds:
+/// 0.5 ms (a cached answer) to 2 minutes (the default response timeout).
+pub const DURATION_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// Distinct values one labelled family keeps before counting under `"other"`.
+pub const MAX_LABEL_VALUES: usize = 64;
+/// Where values beyond [`MAX_LABEL_VALUES`] are counted.
+pub const OVERFLOW_LABEL: &str = "other";
+
+/// A Prometheus histogram over fixed bounds.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    /// Upper bounds (inclusive, `le`), ascending.
+    bounds: &'static [f64],
+    /// Observations per bucket, not cumulative; one more than `bounds`, the
+    /// last for values above every bound (`+Inf`).
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// `bounds` must be ascending and finite.
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "ascending bounds");
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one observation. NaN is ignored (it would poison `_sum`).
+    pub fn observe(&mut self, seconds: f64) {
+        if seconds.is_nan() {
+            return;
+        }
+        // First bucket whose bound is ≥ the value: `le` is inclusive.
+        let i = self.bounds.partition_point(|&b| b < seconds);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.saturating_add(1);
+        }
+        self.sum += seconds;
+        self.count = self.count.saturating_add(1);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, ending with `+Inf`
+    /// (whose count equals `count()`).
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let bounds = self.bounds.iter().copied().chain([f64::INFINITY]);
+        bounds.zip(&self.counts).scan(0u64, |acc, (bound, &c)| {
+            *acc = acc.saturating_add(c);
+            Some((bound, *acc))
+        })
+    }
+}
+
+/// Index of an upstream registered with [`Metrics::upstream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamId(usize);
+
+/// One upstream's live numbers, passed to [`Metrics::render`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamGauges<'a> {
+    pub upstream: &'a str,
+    /// Processes spawned and not yet initialized.
+    pub starting: u64,
+    /// Ready processes nobody holds.
+    pub idle: u64,
+    /// Processes leased to a session.
+    pub leased: u64,
+    /// Processes being shut down and not yet reaped.
+    pub closing: u64,
+    /// Sessions waiting for a process.
+    pub waiting: u64,
+    /// Client sessions on this upstream.
+    pub sessions: u64,
+}
+
+/// A counter family with one label, kept sorted by label value.
+#[derive(Debug, Clone)]
+struct Family<K> {
+    entries: Vec<(K, u64)>,
+}
+
+impl<K> Default for Family<K> {
+    fn default() -> Self {
+        Family {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<K> Family<K> {
+    /// Adds `n` to the value `cmp` finds, creating it with `make` unless the
+    /// family already holds `cap` values; false if it was full.
+    fn add(
+        &mut self,
+        cmp: impl Fn(&K) -> Ordering,
+        make: impl FnOnce() -> K,
+        n: u64,
+        cap: usize,
+    ) -> bool {
+        match self.entries.binary_search_by(|(k, _)| cmp(k)) {
+            Ok(i) => {
+                if let Some((_, c)) = self.entries.get_mut(i) {
+                    *c = c.saturating_add(n);
+                }
+                true
+            }
+            Err(_) if self.entries.len() >= cap => false,
+            Err(i) => {
+                self.entries.insert(i, (make(), n));
+                true
+            }
+        }
+    }
+
+    fn get(&self, cmp: impl Fn(&K) -> Ordering) -> u64 {
+        match self.entries.binary_search_by(|(k, _)| cmp(k)) {
+            Ok(i) => self.entries.get(i).map_or(0, |(_, c)| *c),
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Family<String> {
+    fn inc(&mut self, value: &str) {
+        if !self.add(
+            |k| k.as_str().cmp(value),
+            || value.to_owned(),
+            1,
+            MAX_LABEL_VALUES,
+        ) {
+            // One slot past the cap, for the overflow bucket itself.
+            self.add(
+                |k| k.as_str().cmp(OVERFLOW_LABEL),
+                || OVERFLOW_LABEL.to_owned(),
+                1,
+                usize::MAX,
+            );
+        }
+    }
+
+    fn count(&self, value: &str) -> u64 {
+        self.get(|k| k.as_str().cmp(value))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct UpstreamCounters {
+    name: Box<str>,
+    spawned: u64,
+    exited: Family<String>,
+}
+
+/// The relay's metrics registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    upstreams: Vec<UpstreamCounters>,
+    requests: Family<String>,
+    timeouts: Family<String>,
+    /// Keyed by status code; u16 bounds it, so no cap.
+    http_responses: Family<u16>,
+    request_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::with_duration_bounds(DURATION_BOUNDS)
+    }
+
+    /// A registry whose request-duration histogram uses other bounds.
+    pub fn with_duration_bounds(bounds: &'static [f64]) -> Metrics {
+        Metrics {
+            upstreams: Vec::new(),
+            requests: Family::default(),
+            timeouts: Family::default(),
+            http_responses: Family::default(),
+            request_duration: Histogram::new(bounds),
+        }
+    }
+
+    /// Registers an upstream by name (or finds it), once at startup. Its
+    /// counters render from then on, starting at zero.
+    pub fn upstream(&mut self, name: &str) -> UpstreamId {
+        if let Some(i) = self.upstreams.iter().position(|u| &*u.name == name) {
+            return UpstreamId(i);
+        }
+        self.upstreams.push(UpstreamCounters {
+            name: name.into(),
+            spawned: 0,
+            exited: Family::default(),
+        });
+        UpstreamId(self.upstreams.len() - 1)
+    }
+
+    /// A process was spawned for upstream `u`.
+    pub fn upstream_spawned(&mut self, u: UpstreamId) {
+        if let Some(c) = self.upstreams.get_mut(u.0) {
+            c.spawned = c.spawned.saturating_add(1);
+        }
+    }
+
+    /// A process of upstream `u` is gone; `reason` is e.g. `"exit_0"`,
+    /// `"exit_nonzero"`, `"signal"` (see [`exit_reason`]), `"closed"`,
+    /// `"spawn_failed"`.
+    pub fn upstream_exited(&mut self, u: UpstreamId, reason: &str) {
+        if let Some(c) = self.upstreams.get_mut(u.0) {
+            c.exited.inc(reason);
+        }
+    }
+
+    /// A client request finished with `outcome` (`ok`, `error`, `timeout`,
+    /// `upstream_closed`, `queue_full`, `rejected`, …).
+    pub fn request(&mut self, outcome: &str) {
+        self.requests.inc(outcome);
+    }
+
+    /// A client request took `seconds` from arrival to answer.
+    pub fn request_duration(&mut self, seconds: f64) {
+        self.request_duration.observe(seconds);
+    }
+
+    /// `request(outcome)` and `request_duration(seconds)` together.
+    pub fn request_done(&mut self, outcome: &str, seconds: f64) {
+        self.request(outcome);
+        self.request_duration(seconds);
+    }
+
+    /// A timeout of `kind` fired (`response_timeout`, `queue_timeout`,
+    /// `client_header`, `client_idle`, …).
+    pub fn timeout(&mut self, kind: &str) {
+        self.timeouts.inc(kind);
+    }
+
+    /// The HTTP front answered with `code`.
+    pub fn http_response(&mut self, code: u16) {
+        self.http_responses
+            .add(|k| k.cmp(&code), || code, 1, usize::MAX);
+    }
+
+    pub fn spawned(&self, u: UpstreamId) -> u64 {
+        self.upstreams.get(u.0).map_or(0, |c| c.spawned)
+    }
+
+    pub fn exited(&self, u: UpstreamId, reason: &str) -> u64 {
+        self.upstreams
+            .get(u.0)
+            .map_or(0, |c| c.exited.count(reason))
+    }
+
+    pub fn requests(&self, outcome: &str) -> u64 {
+        self.requests.count(outcome)
+    }
+
+    pub fn timeouts(&self, kind: &str) -> u64 {
+        self.timeouts.count(kind)
+    }
+
+    pub fn http_responses(&self, code: u16) -> u64 {
+        self.http_responses.get(|k| k.cmp(&code))
+    }
+
+    pub fn request_durations(&self) -> &Histogram {
+        &self.request_duration
+    }
+
+    /// Appends the Prometheus text exposition (format 0.0.4, served as
+    /// `text/plain; version=0.0.4`) to `out`. Every family gets its HELP and
+    /// TYPE lines even when it has no samples yet.
+    pub fn render(&self, out: &mut String, gauges: &[UpstreamGauges], client_connections: u64) {
+        header(
+            out,
+            "mcp_relay_upstream_connections",
+            "gauge",
+            "Upstream server processes by state.",
+        );
+        for g in gauges {
+            for (state, n) in [
+                ("starting", g.starting),
+                ("idle", g.idle),
+                ("leased", g.leased),
+                ("closing", g.closing),
+            ] {
+                sample(
+                    out,
+                    "mcp_relay_upstream_connections",
+                    &[("upstream", g.upstream), ("state", state)],
+                    n,
+                );
+            }
+        }
+
+        header(
+            out,
+            "mcp_relay_upstream_spawned_total",
+            "counter",
+            "Upstream server processes spawned.",
+        );
+        for u in &self.upstreams {
+            sample(
+                out,
+                "mcp_relay_upstream_spawned_total",
+                &[("upstream", &u.name)],
+                u.spawned,
+            );
+        }
+
+        header(
+            out,
+            "mcp_relay_upstream_exited_total",
+            "counter",
+            "Upstream server processes gone, by reason.",
+        );
+        for u in &self.upstreams {
+            for (reason, n) in &u.exited.entries {
+                sample(
+                    out,
+                    "mcp_relay_upstream_exited_total",
+                    &[("upstream", &u.name), ("reason", reason)],
+                    *n,
+                );
+            }
+        }
+
+        header(
+            out,
+            "mcp_relay_pool_waiting",
+            "gauge",
+            "Sessions waiting for an upstream process.",
+        );
+        for g in gauges {
+            sample(
+                out,
+                "mcp_relay_pool_waiting",
+                &[("upstream", g.upstream)],
+                g.waiting,
+            );
+        }
+
+        header(
+            out,
+            "mcp_relay_sessions",
+            "gauge",
+            "Client sessions per upstream.",
+        );
+        for g in gauges {
+            sample(
+                out,
+                "mcp_relay_sessions",
+                &[("upstream", g.upstream)],
+                g.sessions,
+            );
+        }
+
+        header(
+            out,
+            "mcp_relay_requests_total",
+            "counter",
+            "Client requests finished, by outcome.",
+        );
+        for (outcome, n) in &self.requests.entries {
+            sample(out, "mcp_relay_requests_total", &[("outcome", outcome)], *n);
+        }
+
+        let h = &self.request_duration;
+        header(
+            out,
+            "mcp_relay_request_duration_seconds",
+            "histogram",
+            "Time from a client request's arrival to its answer.",
+        );
+        for (bound, n) in h.cumulative() {
+            out.push_str("mcp_relay_request_duration_seconds_bucket{le=\"");
+            write_float(out, bound);
+            let _ = writeln!(out, "\"}} {n}");
+        }
+        out.push_str("mcp_relay_request_duration_seconds_sum ");
+        write_float(out, h.sum());
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "mcp_relay_request_duration_seconds_count {}",
+            h.count()
+        );
+
+        header(
+            out,
+            "mcp_relay_timeouts_total",
+            "counter",
+            "Timeouts fired, by kind.",
+        );
+        for (kind, n) in &self.timeouts.entries {
+            sample(out, "mcp_relay_timeouts_total", &[("kind", kind)], *n);
+        }
+
+        header(
+            out,
+            "mcp_relay_http_responses_total",
+            "counter",
+            "HTTP responses sent, by status code.",
+        );
+        for (code, n) in &self.http_responses.entries {
+            let _ = writeln!(out, "mcp_relay_http_responses_total{{code=\"{code}\"}} {n}");
+        }
+
+        header(
+            out,
+            "mcp_relay_client_connections",
+            "gauge",
+            "Open client connections.",
+        );
+        let _ = writeln!(out, "mcp_relay_client_connections {client_connections}");
+    }
+}
+
+/// The `reason` label for a process that exited: `exit_0`, `exit_nonzero`,
+/// or `signal` (killed by one). Neither known: `closed`.
+pub fn exit_reason(code: Option<i32>, signal: Option<i32>) -> &'static str {
+    match (code, signal) {
+        (Some(0), _) => "exit_0",
+        (Some(_), _) => "exit_nonzero",
+        (None, Some(_)) => "signal",
+        (None, None) => "closed",
+    }
+}
+
+/// `# HELP` and `# TYPE` lines. Help texts are constants without backslashes
+/// or newlines, so they need no escaping.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (label, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(label);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// Text format 0.0.4: in label values, `\` → `\\`, `"` → `\"`, newline → `\n`.
+fn escape_label_value(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Go's float syntax as Prometheus parses it: `+Inf`, `-Inf`, `NaN`, else
+/// Rust's shortest round-trip decimal (never exponent notation).
+fn write_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_and_cumulative() {
+        static B: &[f64] = &[0.1, 1.0];
+        let mut h = Histogram::new(B);
+        for v in [0.05, 0.1, 0.5, 1.0, 7.0, f64::NAN] {
+            h.observe(v);
+        }
+        assert_eq!(
+            h.cumulative().collect::<Vec<_>>(),
+            vec![(0.1, 2), (1.0, 4), (f64::INFINITY, 5)]
+        );
+        assert_eq!(h.count(), 5);
+        assert!((h.sum() - 8.65).abs() < 1e-9);
+    }
+
+    #[test]
+    fn renders_the_exact_text() {
+        static B: &[f64] = &[0.005, 0.5, 2.5];
+        let mut m = Metrics::with_duration_bounds(B);
+        let ev = m.upstream("everything");
+        m.upstream("we\"ird\\name\nx");
+        assert_eq!(m.upstream("everything"), ev);
+        m.upstream_spawned(ev);
+        m.upstream_spawned(ev);
+        m.upstream_exited(ev, exit_reason(Some(0), None));
+        m.upstream_exited(ev, "spawn_failed");
+        m.upstream_exited(ev, exit_reason(None, Some(9)));
+        m.request_done("ok", 0.001);
+        m.request_done("ok", 0.5);
+        m.request_done("timeout", 120.0);
+        m.request("queue_full");
+        m.timeout("response_timeout");
+        m.http_response(404);
+        m.http_response(200);
+        m.http_response(200);
+        let gauges = [
+            UpstreamGauges {
+                upstream: "everything",
+                starting: 1,
+                idle: 2,
+                leased: 3,
+                closing: 0,
+                waiting: 4,
+                sessions: 5,
+            },
+            UpstreamGauges {
+                upstream: "we\"ird\\name\nx",
+                ..Default::default()
+            },
+        ];
+        let mut out = String::new();
+        m.render(&mut out, &gauges, 7);
+        let expected = r#"# HELP mcp_relay_upstream_connections Upstream server processes by state.
+# TYPE mcp_relay_upstream_connections gauge
+mcp_relay_upstream_connections{upstream="everything",state="starting"} 1
+mcp_relay_upstream_connections{upstream="everything",state="idle"} 2
+mcp_relay_upstream_connections{upstream="everything",state="leased"} 3
+mcp_relay_upstream_connections{upstream="everything",state="closing"} 0
+mcp_relay_upstream_connections{upstream="we\"ird\\name\nx",state="starting"} 0
+mcp_relay_upstream_connections{upstream="we\"ird\\name\nx",state="idle"} 0
+mcp_relay_upstream_connections{upstream="we\"ird\\name\nx",state="leased"} 0
+mcp_relay_upstream_connections{upstream="we\"ird\\name\nx",state="closing"} 0
+# HELP mcp_relay_upstream_spawned_total Upstream server processes spawned.
+# TYPE mcp_relay_upstream_spawned_total counter
+mcp_relay_upstream_spawned_total{upstream="everything"} 2
+mcp_relay_upstream_spawned_total{upstream="we\"ird\\name\nx"} 0
+# HELP mcp_relay_upstream_exited_total Upstream server processes gone, by reason.
+# TYPE mcp_relay_upstream_exited_total counter
+mcp_relay_upstream_exited_total{upstream="everything",reason="exit_0"} 1
+mcp_relay_upstream_exited_total{upstream="everything",reason="signal"} 1
+mcp_relay_upstream_exited_total{upstream="everything",reason="spawn_failed"} 1
+# HELP mcp_relay_pool_waiting Sessions waiting for an upstream process.
+# TYPE mcp_relay_pool_waiting gauge
+mcp_relay_pool_waiting{upstream="everything"} 4
+mcp_relay_pool_waiting{upstream="we\"ird\\name\nx"} 0
+# HELP mcp_relay_sessions Client sessions per upstream.
+# TYPE mcp_relay_sessions gauge
+mcp_relay_sessions{upstream="everything"} 5
+mcp_relay_sessions{upstream="we\"ird\\name\nx"} 0
+# HELP mcp_relay_requests_total Client requests finished, by outcome.
+# TYPE mcp_relay_requests_total counter
+mcp_relay_requests_total{outcome="ok"} 2
+mcp_relay_requests_total{outcome="queue_full"} 1
+mcp_relay_requests_total{outcome="timeout"} 1
+# HELP mcp_relay_request_duration_seconds Time from a client request's arrival to its answer.
+# TYPE mcp_relay_request_duration_seconds histogram
+mcp_relay_request_duration_seconds_bucket{le="0.005"} 1
+mcp_relay_request_duration_seconds_bucket{le="0.5"} 2
+mcp_relay_request_duration_seconds_bucket{le="2.5"} 2
+mcp_relay_request_duration_seconds_bucket{le="+Inf"} 3
+mcp_relay_request_duration_seconds_sum 120.501
+mcp_relay_request_duration_seconds_count 3
+# HELP mcp_relay_timeouts_total Timeouts fired, by kind.
+# TYPE mcp_relay_timeouts_total counter
+mcp_relay_timeouts_total{kind="response_timeout"} 1
+# HELP mcp_relay_http_responses_total HTTP responses sent, by status code.
+# TYPE mcp_relay_http_responses_total counter
+mcp_relay_http_responses_total{code="200"} 2
+mcp_relay_http_responses_total{code="404"} 1
+# HELP mcp_relay_client_connections Open client connections.
+# TYPE mcp_relay_client_connections gauge
+mcp_relay_client_connections 7
+"#;
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn label_values_beyond_the_cap_count_as_other() {
+        let mut m = Metrics::new();
+        for i in 0..MAX_LABEL_VALUES + 10 {
+            m.timeout(&format!("k{i}"));
+        }
+        m.timeout("k0");
+        assert_eq!(m.timeouts("k0"), 2);
+        assert_eq!(m.timeouts(OVERFLOW_LABEL), 10);
+        assert_eq!(m.timeouts.entries.len(), MAX_LABEL_VALUES + 1);
+        // A stale id from elsewhere is ignored, not a panic.
+        m.upstream_spawned(UpstreamId(99));
+        assert_eq!(m.spawned(UpstreamId(99)), 0);
+    }
+
+    /// A line parser for the text format: comments, or
+    /// `name{label="value",…} value` with the escapes the format allows.
+    fn parse_line(line: &str) -> Result<(), String> {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name) = (parts.next(), parts.next());
+            return match (kw, name, parts.next()) {
+                (Some("HELP"), Some(n), Some(_)) if valid_name(n) => Ok(()),
+                (Some("TYPE"), Some(n), Some("counter" | "gauge" | "histogram"))
+                    if valid_name(n) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("bad comment: {line}")),
+            };
+        }
+        let name_end = line.find(['{', ' ']).ok_or("no value")?;
+        if !valid_name(&line[..name_end]) {
+            return Err(format!("bad name: {line}"));
+        }
+        let mut rest = &line[name_end..];
+        if let Some(labels) = rest.strip_prefix('{') {
+            let mut s = labels;
+            loop {
+                let eq = s.find("=\"").ok_or("no =\"")?;
+                if !valid_name(&s[..eq]) {
+                    return Err(format!("bad label name: {line}"));
+                }
+                s = &s[eq + 2..];
+                let mut chars = s.char_indices();
+                let end = loop {
+                    match chars.next().ok_or("unterminated value")? {
+                        (_, '\\') => match chars.next().ok_or("dangling escape")? {
+                            (_, '\\' | '"' | 'n') => {}
+                            _ => return Err(format!("bad escape: {line}")),
+                        },
+                        (i, '"') => break i,
+                        (_, '\n') => return Err("raw newline".into()),
+                        _ => {}
+                    }
+                };
+                s = &s[end + 1..];
+                if let Some(more) = s.strip_prefix(',') {
+                    s = more;
+                } else if let Some(after) = s.strip_prefix('}') {
+                    rest = after;
+                    break;
+                } else {
+                    return Err(format!("bad label list: {line}"));
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').ok_or("no space before value")?;
+        match value {
+            "+Inf" | "-Inf" | "NaN" => Ok(()),
+            v => v
+                .parse::<f64>()
+                .map(|_| ())
+                .map_err(|e| format!("bad value {v}: {e}")),
+        }
+    }
+
+    fn valid_name(n: &str) -> bool {
+        let mut chars = n.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    #[test]
+    fn every_rendered_line_parses() {
+        let mut m = Metrics::new();
+        let u = m.upstream("a \"b\" \\ c\nd");
+        m.upstream_spawned(u);
+        m.upstream_exited(u, "exit_nonzero");
+        for v in [0.0, 0.0004, 0.003, 1.0, 29.9, 1e9, f64::INFINITY] {
+            m.request_done("ok", v);
+        }
+        m.request("weird \"outcome\"");
+        m.timeout("client_idle");
+        m.http_response(503);
+        let mut out = String::new();
+        m.render(
+            &mut out,
+            &[UpstreamGauges {
+                upstream: "a \"b\" \\ c\nd",
+                ..Default::default()
+            }],
+            0,
+        );
+        assert!(out.ends_with('\n'));
+        for line in out.lines() {
+            parse_line(line).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(out.contains("mcp_relay_request_duration_seconds_bucket{le=\"120\"} 5\n"));
+        assert!(out.contains("mcp_relay_request_duration_seconds_bucket{le=\"+Inf\"} 7\n"));
+        assert!(out.contains("mcp_relay_request_duration_seconds_sum +Inf\n"));
+        // 17 bounds plus +Inf.
+        assert_eq!(out.matches("_bucket{").count(), DURATION_BOUNDS.len() + 1);
+    }
+}
