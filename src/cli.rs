@@ -79,7 +79,7 @@ pub struct ReverseConfig {
 #[derive(Debug)]
 pub enum Command {
     Forward(ForwardConfig),
-    Reverse(ReverseConfig),
+    Reverse(Box<ReverseConfig>),
     Help(String),
     Version,
 }
@@ -517,7 +517,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
     let listen =
         addr(&m, "listen")?.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
     Ok(Cli {
-        command: Command::Reverse(ReverseConfig {
+        command: Command::Reverse(Box::new(ReverseConfig {
             name: command_name(&command, m.opt_str("name")),
             command,
             listen,
@@ -546,7 +546,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             max_message_size: size(&m, "max-message-size", 16 << 20)?,
             restart_base,
             restart_max_delay,
-        }),
+        })),
         log_level: m.opt_str("log-level"),
     })
 }

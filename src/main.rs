@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             eprintln!("mcp-relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        cli::Command::Reverse(cfg) => match front::reverse::run(cfg) {
+        cli::Command::Reverse(cfg) => match front::reverse::run(*cfg) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 log::error!("{e}");

@@ -188,6 +188,9 @@ fn python_sdk_client_through_forward_to_server_everything() {
         server_js.display()
     );
     let started = Instant::now();
+    // Every path below reaps the child: try_wait in the loop, or kill_tree
+    // (which waits) on error and timeout; clippy cannot see through kill_tree.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn `{cmdline}`: {e}"));

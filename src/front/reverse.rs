@@ -169,6 +169,8 @@ struct Proc {
     kind: ProcKind,
     lost: bool,
     down: bool,
+    /// The pool closed it (session over, idle, lifetime): exiting is expected.
+    asked_to_close: bool,
     grace: Option<TimerId>,
 }
 
@@ -1279,7 +1281,7 @@ impl Reverse {
                     "A request with this id is already in flight",
                     &self.cfg.name,
                 );
-                self.to_stream(skey, b);
+                self.push_to_stream(skey, b);
                 return;
             }
             self.send_up(skey, body, Some(&id));
@@ -1480,7 +1482,7 @@ impl Reverse {
                 }
                 ReplyTo::Stream => {
                     let b = error_body(Some(&id), RelayError::QueueFull, text, &self.cfg.name);
-                    self.to_stream(skey, b);
+                    self.push_to_stream(skey, b);
                 }
             }
         }
@@ -1778,7 +1780,7 @@ impl Reverse {
     fn deliver(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
         let tok = match reply_to {
             ReplyTo::Stream => {
-                self.to_stream(skey, msg);
+                self.push_to_stream(skey, msg);
                 return;
             }
             ReplyTo::Client(tok) => tok,
@@ -1869,7 +1871,7 @@ impl Reverse {
 
     /// A server-initiated message for a session: its stream if open, else an
     /// open POST of the session (upgraded to SSE), else kept for its next GET.
-    fn to_stream(&mut self, skey: SKey, msg: Vec<u8>) {
+    fn push_to_stream(&mut self, skey: SKey, msg: Vec<u8>) {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };
@@ -1948,7 +1950,7 @@ impl Reverse {
                     .map(|r| (id, r.reply_to))
             });
         let Some((id, reply_to)) = target else {
-            self.to_stream(skey, msg);
+            self.push_to_stream(skey, msg);
             return;
         };
         self.arm_response_timer(skey, &id);
@@ -1963,7 +1965,7 @@ impl Reverse {
                     self.dirty.push(tok);
                 }
             }
-            _ => self.to_stream(skey, msg),
+            _ => self.push_to_stream(skey, msg),
         }
     }
 
@@ -1975,6 +1977,9 @@ impl Reverse {
                 Action::Spawn(conn) => self.spawn_proc(conn),
                 Action::Close(conn, reason) => {
                     log::debug!("closing process {conn}: {reason:?}");
+                    if let Some(p) = self.procs.get_mut(&conn) {
+                        p.asked_to_close = true;
+                    }
                     self.close_proc(conn);
                 }
                 Action::Grant { waiter, conn } => self.bind_session(waiter, conn),
@@ -2028,6 +2033,7 @@ impl Reverse {
                 kind,
                 lost: false,
                 down: false,
+                asked_to_close: false,
                 grace: None,
             },
         );
@@ -2186,7 +2192,7 @@ impl Reverse {
                         let token = env.param_id("progressToken");
                         self.on_progress(skey, token, line.to_vec());
                     }
-                    Kind::Notification | Kind::Request => self.to_stream(skey, line.to_vec()),
+                    Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
                     Kind::Invalid => {
                         log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name)
                     }
@@ -2222,12 +2228,12 @@ impl Reverse {
                             };
                             match progress {
                                 Some(token) => self.on_progress(session, token, msg),
-                                None => self.to_stream(session, msg),
+                                None => self.push_to_stream(session, msg),
                             }
                         }
                         Down::Broadcast { msg } => {
                             for s in &sessions {
-                                self.to_stream(*s, msg.clone());
+                                self.push_to_stream(*s, msg.clone());
                             }
                         }
                         Down::ToUpstream { msg } => self.write_proc(conn, &msg),
@@ -2250,7 +2256,7 @@ impl Reverse {
                         self.complete(skey, &id, bytes);
                     }
                 }
-                Some(_) => self.to_stream(skey, bytes),
+                Some(_) => self.push_to_stream(skey, bytes),
                 None => {}
             }
         }
@@ -2317,7 +2323,9 @@ impl Reverse {
             }
             ProcKind::Shared { mux, sessions, .. } => (std::mem::take(sessions), mux.fail_all()),
         };
-        if !self.shutting_down {
+        if self.shutting_down || p.asked_to_close {
+            log::debug!("[{}] process {conn} closed ({what})", self.cfg.name);
+        } else {
             log::warn!("[{}] process {conn} went away ({what})", self.cfg.name);
         }
         for (skey, id) in failed {
@@ -2353,16 +2361,6 @@ impl Reverse {
         }
         let actions = self.pool.on_exit(conn, self.now);
         self.apply(actions);
-        if let Some(p) = self.procs.get(&conn) {
-            let reason = match p.io.proc.status() {
-                Some(s) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    exit_reason(s.code(), s.signal())
-                }
-                None => "closed",
-            };
-            self.metrics.upstream_exited(self.upstream, reason);
-        }
     }
 
     fn end_session_without_release(&mut self, skey: SKey) {
@@ -2452,6 +2450,14 @@ impl Reverse {
         let Some(mut p) = self.procs.remove(&conn) else {
             return;
         };
+        let reason = match p.io.proc.status() {
+            Some(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                exit_reason(s.code(), s.signal())
+            }
+            None => "closed",
+        };
+        self.metrics.upstream_exited(self.upstream, reason);
         if let Some(t) = p.grace.take() {
             self.timers.cancel(t);
         }

@@ -158,7 +158,8 @@ impl StdioConn {
             self.to_child.clear();
             return Ok(());
         };
-        if self.to_child.is_empty() || !(self.in_writable || !fd.pollable) {
+        let can_write = self.in_writable || !fd.pollable;
+        if self.to_child.is_empty() || !can_write {
             return Ok(());
         }
         match self.to_child.flush_to(&mut fd.file) {
