@@ -27,9 +27,8 @@ use serde_json::json;
 
 use crate::cli::ForwardConfig;
 use crate::io::buf::OutBuf;
-use crate::io::child::{ChildProcess, CloseStage, describe};
+use crate::io::child::{CloseStage, describe};
 use crate::io::fd::{Fd, set_nonblocking};
-use crate::io::stderr::{Drain, StderrLog};
 use crate::policy::backoff::{Backoff, Rng};
 use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
@@ -37,6 +36,7 @@ use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
 use crate::reactor::signals::Signals;
 use crate::reactor::{Registry, SIGNAL_TOKEN, TimerId, TimerWheel};
 use crate::record::{Direction, Recorder};
+use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
 /// Output queues pause their producer above this many bytes.
 const HIGH_WATER: usize = 1 << 20;
@@ -53,9 +53,8 @@ const REPLAY_ID_PREFIX: &str = "mcp-relay-replay-";
 enum Endpoint {
     ClientIn,
     ClientOut,
-    ChildIn(u64),
-    ChildOut(u64),
-    ChildErr(u64),
+    /// A pipe of the upstream numbered `seq`.
+    Child(u64, Pipe),
 }
 
 #[derive(Debug)]
@@ -77,19 +76,7 @@ struct Pending {
 
 struct Upstream {
     seq: u64,
-    proc: ChildProcess,
-    started: Instant,
-    in_tok: Option<Token>,
-    out_tok: Option<Token>,
-    err_tok: Option<Token>,
-    to_child: OutBuf,
-    from_child: LineReader,
-    stderr_log: StderrLog,
-    in_writable: bool,
-    out_readable: bool,
-    out_hup: bool,
-    err_readable: bool,
-    out_eof: bool,
+    io: StdioConn,
     /// Close stdin as soon as `to_child` drains.
     close_when_flushed: bool,
     /// Waiting for the reply to the replayed `initialize`.
@@ -283,20 +270,9 @@ impl Forward {
                 self.client_hup |= hup;
             }
             Endpoint::ClientOut => self.client_writable |= writable,
-            Endpoint::ChildIn(seq) => {
+            Endpoint::Child(seq, pipe) => {
                 if let Some(u) = self.upstream_mut(seq) {
-                    u.in_writable |= writable;
-                }
-            }
-            Endpoint::ChildOut(seq) => {
-                if let Some(u) = self.upstream_mut(seq) {
-                    u.out_readable |= readable;
-                    u.out_hup |= hup;
-                }
-            }
-            Endpoint::ChildErr(seq) => {
-                if let Some(u) = self.upstream_mut(seq) {
-                    u.err_readable |= readable;
+                    u.io.on_event(pipe, readable, writable, hup);
                 }
             }
         }
@@ -364,8 +340,8 @@ impl Forward {
             self.more = true;
         }
         if let Some(u) = &self.current
-            && u.out_readable
-            && !u.out_eof
+            && u.io.out_readable
+            && !u.io.out_eof
             && !self.out.is_full()
         {
             self.more = true;
@@ -377,7 +353,7 @@ impl Forward {
             return true;
         }
         match &self.current {
-            Some(u) if u.replay.is_none() => u.to_child.is_full(),
+            Some(u) if u.replay.is_none() => u.io.to_child.is_full(),
             _ => self.held_bytes >= HELD_MAX_BYTES,
         }
     }
@@ -436,26 +412,19 @@ impl Forward {
             let Some(u) = self.upstream_mut(seq) else {
                 return;
             };
-            if !u.out_readable || u.out_eof || u.proc.stdout.is_none() {
+            if !u.io.out_readable || u.io.out_eof {
                 return;
             }
-            if !ignore_budget && client_full {
+            if !ignore_budget && (client_full || taken >= READ_BUDGET) {
+                self.more |= !client_full;
                 return;
             }
-            if !ignore_budget && taken >= READ_BUDGET {
-                self.more = true;
-                return;
-            }
-            let Some(stdout) = u.proc.stdout.as_mut() else {
-                return;
-            };
-            match u.from_child.read_from(&mut stdout.file) {
-                Ok(ReadResult::Data { n, drained }) => {
+            match u.io.read_stdout() {
+                StdoutRead::Data(n) => {
                     taken += n;
-                    if drained && !u.out_hup {
-                        u.out_readable = false;
-                    }
-                    let mut reader = std::mem::replace(&mut u.from_child, LineReader::new(0));
+                    // The reader is moved out while its frames are handled, so
+                    // lines are borrowed, not copied.
+                    let mut reader = std::mem::replace(&mut u.io.from_child, LineReader::new(0));
                     while let Some(f) = reader.next_frame() {
                         match f {
                             Frame::Line(line) => self.on_server_line(seq, line),
@@ -463,13 +432,11 @@ impl Forward {
                         }
                     }
                     if let Some(u) = self.upstream_mut(seq) {
-                        u.from_child = reader;
+                        u.io.from_child = reader;
                     }
                 }
-                Ok(ReadResult::WouldBlock) => u.out_readable = false,
-                Ok(ReadResult::Eof) | Err(_) => {
-                    u.out_eof = true;
-                    u.out_readable = false;
+                StdoutRead::Idle => return,
+                StdoutRead::Eof => {
                     log::info!("[{}] server closed its stdout", self.cfg.name);
                     self.upstream_lost(seq);
                     return;
@@ -479,30 +446,12 @@ impl Forward {
     }
 
     fn drain_stderr_all(&mut self) {
-        let now = self.now;
-        let mut more = false;
-        let mut closed = Vec::new();
+        let reg = self.poll.registry();
         for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
-            if !u.err_readable {
-                continue;
-            }
-            let Some(fd) = u.proc.stderr.as_mut() else {
-                continue;
-            };
-            match u.stderr_log.drain(fd, now) {
-                Drain::Idle => u.err_readable = false,
-                Drain::More => more = true,
-                Drain::Closed => closed.push(u.seq),
-            }
-        }
-        self.more |= more;
-        for seq in closed {
-            if let Some(u) = self.upstream_mut(seq) {
-                u.err_readable = false;
-                if let (Some(fd), Some(tok)) = (u.proc.stderr.take(), u.err_tok.take()) {
-                    fd.deregister(self.poll.registry());
-                    self.endpoints.remove(tok);
-                }
+            let (more, closed) = u.io.drain_stderr(reg, self.now);
+            self.more |= more;
+            if let Some(t) = closed {
+                self.endpoints.remove(t);
             }
         }
     }
@@ -511,24 +460,17 @@ impl Forward {
         let mut broken = Vec::new();
         let mut close_now = Vec::new();
         for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
-            if let Some(stdin) = u.proc.stdin.as_mut()
-                && !u.to_child.is_empty()
-                && (u.in_writable || !stdin.pollable)
-            {
-                match u.to_child.flush_to(&mut stdin.file) {
-                    Ok(true) => {}
-                    Ok(false) => u.in_writable = false,
-                    Err(e) => {
-                        log::warn!(
-                            "[{}] writing to the server's stdin failed: {e}",
-                            self.cfg.name
-                        );
-                        u.to_child.clear();
-                        broken.push(u.seq);
-                    }
-                }
+            if let Err(e) = u.io.flush_stdin() {
+                log::warn!(
+                    "[{}] writing to the server's stdin failed: {e}",
+                    self.cfg.name
+                );
+                broken.push(u.seq);
             }
-            if u.close_when_flushed && u.to_child.is_empty() && u.proc.stage == CloseStage::Open {
+            if u.close_when_flushed
+                && u.io.to_child.is_empty()
+                && u.io.proc.stage == CloseStage::Open
+            {
                 close_now.push(u.seq);
             }
         }
@@ -549,7 +491,7 @@ impl Forward {
         match self.out.flush_to(&mut self.client_out.file) {
             Ok(true) => {
                 // Room again: upstream reads paused on a full queue resume.
-                if self.current.as_ref().is_some_and(|u| u.out_readable) {
+                if self.current.as_ref().is_some_and(|u| u.io.out_readable) {
                     self.more = true;
                 }
             }
@@ -712,7 +654,7 @@ impl Forward {
     fn send_to_server(&mut self, line: &[u8], request: Option<Id>) {
         self.record(Direction::ClientToServer, line);
         let ready = match &self.current {
-            Some(u) => u.replay.is_none() && u.proc.stdin.is_some(),
+            Some(u) => u.replay.is_none() && u.io.proc.stdin.is_some(),
             None => false,
         };
         if ready {
@@ -739,7 +681,7 @@ impl Forward {
         let Some(u) = self.current.as_mut() else {
             return;
         };
-        u.to_child.push_line(line);
+        u.io.to_child.push_line(line);
         let seq = u.seq;
         if let Some(p) = request.and_then(|id| self.pending.get_mut(id)) {
             p.sent_to = Some(seq);
@@ -914,10 +856,10 @@ impl Forward {
         if !initialize
             && let Some(u) = self.current.as_mut()
             && Some(u.seq) == sent_to
-            && u.proc.stdin.is_some()
+            && u.io.proc.stdin.is_some()
         {
             let msg = jsonrpc::cancelled(&id, "mcp-relay: response timeout");
-            u.to_child.push_line(&msg);
+            u.io.to_child.push_line(&msg);
             self.record(Direction::RelayToServer, &msg);
         }
     }
@@ -935,51 +877,22 @@ impl Forward {
     }
 
     fn spawn_upstream(&mut self) -> io::Result<()> {
-        let mut proc = ChildProcess::spawn(&self.cfg.command)?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        log::info!("[{}] started pid {}", self.cfg.name, proc.pid);
-        let reg = self.poll.registry();
-        let mut toks = [None, None, None];
-        let pipes = [
-            (
-                proc.stdin.as_mut(),
-                Endpoint::ChildIn(seq),
-                Interest::WRITABLE,
-            ),
-            (
-                proc.stdout.as_mut(),
-                Endpoint::ChildOut(seq),
-                Interest::READABLE,
-            ),
-            (
-                proc.stderr.as_mut(),
-                Endpoint::ChildErr(seq),
-                Interest::READABLE,
-            ),
-        ];
-        for (i, (fd, ep, interest)) in pipes.into_iter().enumerate() {
-            if let Some(fd) = fd {
-                let tok = self.endpoints.insert(ep);
-                fd.register(reg, tok, interest)?;
-                toks[i] = Some(tok);
-            }
-        }
+        let mut io = StdioConn::spawn(
+            &self.cfg.command,
+            &self.cfg.name,
+            self.cfg.max_message_size,
+            self.now,
+        )?;
+        log::info!("[{}] started pid {}", self.cfg.name, io.pid());
+        let endpoints = &mut self.endpoints;
+        io.register(self.poll.registry(), |pipe| {
+            endpoints.insert(Endpoint::Child(seq, pipe))
+        })?;
         let mut u = Upstream {
             seq,
-            proc,
-            started: self.now,
-            in_tok: toks[0],
-            out_tok: toks[1],
-            err_tok: toks[2],
-            to_child: OutBuf::new(HIGH_WATER),
-            from_child: LineReader::new(self.cfg.max_message_size),
-            stderr_log: StderrLog::new(&self.cfg.name),
-            in_writable: true,
-            out_readable: true,
-            out_hup: false,
-            err_readable: true,
-            out_eof: false,
+            io,
             close_when_flushed: false,
             replay: None,
             down: false,
@@ -991,7 +904,7 @@ impl Forward {
             let id = Id::Str(format!("{REPLAY_ID_PREFIX}{seq}").into());
             match with_id(init, &id) {
                 Some(msg) => {
-                    u.to_child.push_line(&msg);
+                    u.io.to_child.push_line(&msg);
                     self.record(Direction::RelayToServer, &msg);
                     u.replay = Some(id);
                 }
@@ -1019,7 +932,7 @@ impl Forward {
         if let Some(u) = self.upstream_mut(seq) {
             u.replay = None;
             if let Some(n) = &initialized {
-                u.to_child.push_line(n);
+                u.io.to_child.push_line(n);
             }
         }
         if let Some(n) = initialized {
@@ -1052,10 +965,10 @@ impl Forward {
         let Some(u) = self.upstream_mut(seq) else {
             return;
         };
-        if u.proc.stage == CloseStage::Open {
+        if u.io.proc.stage == CloseStage::Open {
             self.close_stdin(seq);
         }
-        let reaped = self.upstream_mut(seq).and_then(|u| u.proc.try_reap());
+        let reaped = self.upstream_mut(seq).and_then(|u| u.io.proc.try_reap());
         if reaped.is_some() {
             self.upstream_down(seq);
             self.release_if_done(seq);
@@ -1071,8 +984,8 @@ impl Forward {
             return;
         }
         u.down = true;
-        let status = u.proc.status();
-        let uptime = self.now.duration_since(u.started);
+        let status = u.io.proc.status();
+        let uptime = self.now.duration_since(u.io.started);
         let what = status.map_or_else(|| "stdout closed".to_string(), describe);
         let ids: Vec<Id> = self
             .pending
@@ -1122,27 +1035,21 @@ impl Forward {
     fn close_stdin(&mut self, seq: u64) {
         let grace = self.cfg.kill_grace;
         let now = self.now;
-        let Some(u) = self.upstream_mut(seq) else {
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
             return;
         };
-        if u.proc.stage != CloseStage::Open {
+        if u.io.proc.stage != CloseStage::Open {
             return;
         }
-        u.proc.escalate();
-        u.to_child.clear();
-        let tok = u.in_tok.take();
+        if let Some(t) = u.io.close_stdin(self.poll.registry()) {
+            self.endpoints.remove(t);
+        }
         // One grace timer per upstream: a second one would make the next
         // escalation step (SIGTERM → SIGKILL) follow with no grace at all.
         if let Some(t) = u.grace.take() {
             self.timers.cancel(t);
         }
-        let grace_timer = self.timers.insert(now + grace, TimerKind::Grace(seq));
-        if let Some(u) = self.upstream_mut(seq) {
-            u.grace = Some(grace_timer);
-        }
-        if let Some(t) = tok {
-            self.endpoints.remove(t);
-        }
+        u.grace = Some(self.timers.insert(now + grace, TimerKind::Grace(seq)));
     }
 
     fn grace_expired(&mut self, seq: u64) {
@@ -1152,12 +1059,12 @@ impl Forward {
             return;
         };
         u.grace = None;
-        if u.proc.try_reap().is_some() {
+        if u.io.proc.try_reap().is_some() {
             self.upstream_down(seq);
             self.release_if_done(seq);
             return;
         }
-        match u.proc.stage {
+        match u.io.proc.stage {
             CloseStage::Open => {
                 // Asked to close but stdin never drained: close it now.
                 self.close_stdin(seq);
@@ -1170,7 +1077,7 @@ impl Forward {
             CloseStage::Terminated => log::warn!("[{}] ignored SIGTERM; SIGKILL", self.cfg.name),
             CloseStage::Killed => {}
         }
-        u.proc.escalate();
+        u.io.proc.escalate();
         let t = self.timers.insert(now + grace, TimerKind::Grace(seq));
         if let Some(u) = self.upstream_mut(seq) {
             u.grace = Some(t);
@@ -1194,19 +1101,17 @@ impl Forward {
             let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
                 continue;
             };
-            if u.proc.status().is_some() || u.proc.try_reap().is_none() {
+            if u.io.proc.status().is_some() || u.io.proc.try_reap().is_none() {
                 continue;
             }
             log::info!(
                 "[{}] pid {} exited ({})",
                 self.cfg.name,
-                u.proc.pid,
-                u.proc.status().map_or_else(String::new, describe)
+                u.io.proc.pid,
+                u.io.proc.status().map_or_else(String::new, describe)
             );
             // Whatever it wrote before exiting is still in the pipe: relay it.
-            u.out_readable = true;
-            u.out_hup = true;
-            u.err_readable = true;
+            u.io.mark_exited();
             self.read_upstream(seq, true);
             self.upstream_lost(seq);
             self.upstream_down(seq);
@@ -1219,28 +1124,15 @@ impl Forward {
         let Some(pos) = self.retired.iter().position(|u| u.seq == seq) else {
             return;
         };
-        if self.retired[pos].proc.status().is_none() {
+        if self.retired[pos].io.proc.status().is_none() {
             return;
         }
         let mut u = self.retired.swap_remove(pos);
-        if let Some(fd) = u.proc.stderr.as_mut() {
-            u.stderr_log.drain(fd, self.now);
-        }
         if let Some(t) = u.grace.take() {
             self.timers.cancel(t);
         }
-        let reg = self.poll.registry();
-        for (fd, tok) in [
-            (u.proc.stdin.take(), u.in_tok.take()),
-            (u.proc.stdout.take(), u.out_tok.take()),
-            (u.proc.stderr.take(), u.err_tok.take()),
-        ] {
-            if let Some(fd) = fd {
-                fd.deregister(reg);
-            }
-            if let Some(t) = tok {
-                self.endpoints.remove(t);
-            }
+        for t in u.io.release(self.poll.registry(), self.now) {
+            self.endpoints.remove(t);
         }
     }
 
@@ -1281,7 +1173,7 @@ impl Forward {
         self.forced = true;
         self.begin_close();
         for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
-            u.proc.kill_now();
+            u.io.proc.kill_now();
         }
         self.client_out_broken = true;
     }

@@ -345,6 +345,7 @@ impl Reverse {
             }
             for conn in std::mem::take(&mut self.more_procs) {
                 self.proc_read(conn, false);
+                self.proc_stderr(conn);
             }
             while let Some(t) = self.timers.poll(self.now) {
                 self.on_timer(t);
@@ -416,12 +417,7 @@ impl Reverse {
             p.io.on_event(pipe, readable, writable, hup);
             match pipe {
                 Pipe::Stdout => self.proc_read(conn, false),
-                Pipe::Stderr => {
-                    if p.io.drain_stderr(self.poll.registry(), self.now) {
-                        // More stderr than one turn's budget: keep draining.
-                        self.more_procs.push(conn);
-                    }
-                }
+                Pipe::Stderr => self.proc_stderr(conn),
                 Pipe::Stdin => self.proc_flush(conn),
             }
         }
@@ -2080,6 +2076,20 @@ impl Reverse {
         );
         let actions = self.pool.on_ready(conn, self.now);
         self.apply(actions);
+    }
+
+    fn proc_stderr(&mut self, conn: ConnId) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let (more, closed) = p.io.drain_stderr(self.poll.registry(), self.now);
+        if more {
+            // More stderr than one turn's budget: keep draining next turn.
+            self.more_procs.push(conn);
+        }
+        if let Some(t) = closed {
+            self.endpoints.remove(t);
+        }
     }
 
     fn proc_flush(&mut self, conn: ConnId) {

@@ -175,27 +175,28 @@ impl StdioConn {
         }
     }
 
-    /// Logs what the server wrote to stderr. `true` if more is waiting
-    /// (read budget spent).
-    pub fn drain_stderr(&mut self, reg: &Registry, now: Instant) -> bool {
+    /// Logs what the server wrote to stderr. Returns whether more is waiting
+    /// (read budget spent) and, once stderr has closed, its token for the
+    /// owner to forget.
+    pub fn drain_stderr(&mut self, reg: &Registry, now: Instant) -> (bool, Option<Token>) {
         if !self.err_readable {
-            return false;
+            return (false, None);
         }
         let Some(fd) = self.proc.stderr.as_mut() else {
-            return false;
+            return (false, None);
         };
         match self.stderr_log.drain(fd, now) {
             Drain::Idle => {
                 self.err_readable = false;
-                false
+                (false, None)
             }
-            Drain::More => true,
+            Drain::More => (true, None),
             Drain::Closed => {
                 self.err_readable = false;
                 if let Some(fd) = self.proc.stderr.take() {
                     fd.deregister(reg);
                 }
-                false
+                (false, self.tokens[2].take())
             }
         }
     }
