@@ -52,6 +52,8 @@ const VERSIONS: &[&str] = &[
     "2025-11-25",
     "2026-07-28",
 ];
+/// The stateless revision: no initialize, no sessions, no GET stream.
+const STATELESS_VERSION: &str = "2026-07-28";
 /// What the relay asks for when it initializes a shared process itself.
 const RELAY_PROTOCOL: &str = "2025-11-25";
 /// Id of the relay's own `initialize` to a shared process (outside the mux's
@@ -151,6 +153,8 @@ struct Session {
     undelivered: VecDeque<Vec<u8>>,
     last_active: Instant,
     idle_timer: Option<TimerId>,
+    /// MCP 2026-07-28: one request, no initialize, ended once answered.
+    stateless: bool,
 }
 
 enum ProcKind {
@@ -727,7 +731,11 @@ impl Reverse {
                 if let Some(s) = self.sessions.get_mut(&ex.session) {
                     s.last_active = self.now;
                 }
-                if ex.session_header.is_some() {
+                let stateless = self.sessions.get(&ex.session).is_some_and(|s| s.stateless);
+                if stateless {
+                    // 2026-07-28: closing the response stream cancels the request.
+                    self.end_session(ex.session, "the client closed a stateless request");
+                } else if ex.session_header.is_some() {
                     // The client left before its initialize was answered: it
                     // can never use this session.
                     self.end_session(ex.session, "the client left during initialize");
@@ -1007,6 +1015,19 @@ impl Reverse {
                 return;
             }
         };
+        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+            match msg {
+                Message::Single(env) => self.stateless_post(tok, &req, body, &env, token),
+                Message::Batch(_) => self.respond_rpc_error(
+                    tok,
+                    400,
+                    -32600,
+                    "Bad Request: batches are not allowed",
+                    ka,
+                ),
+            }
+            return;
+        }
         match msg {
             Message::Single(env) => {
                 if env.kind() == Kind::Request && env.method_is("initialize") {
@@ -1080,6 +1101,64 @@ impl Reverse {
         }
     }
 
+    /// MCP 2026-07-28: no initialize and no session; each POST stands alone
+    /// and names its method in headers that must match the body.
+    fn stateless_post(
+        &mut self,
+        tok: Token,
+        req: &Request,
+        body: &[u8],
+        env: &Envelope,
+        token: Option<usize>,
+    ) {
+        let ka = req.keep_alive;
+        let method = env.method();
+        let header_ok = match (req.header("mcp-method"), method.as_deref()) {
+            (Some(h), Some(m)) => h == m,
+            (None, None) => env.kind() == Kind::Response,
+            _ => false,
+        };
+        let name_ok = match req.header("mcp-name") {
+            None => true,
+            Some(name) => {
+                let expected = env.param_str("name").or_else(|| env.param_str("uri"));
+                expected.as_deref() == Some(name)
+            }
+        };
+        if !header_ok || !name_ok {
+            self.respond_rpc_error(
+                tok,
+                400,
+                -32020,
+                "Bad Request: Mcp-Method / Mcp-Name headers do not match the body",
+                ka,
+            );
+            return;
+        }
+        let (Kind::Request, Some(id)) = (env.kind(), env.id()) else {
+            // A notification or response has no session to go to.
+            self.respond(tok, 202, &[], b"", ka);
+            return;
+        };
+        if self.shutting_down {
+            self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
+            return;
+        }
+        let skey = self.new_stateless_session(token);
+        if let Some(c) = self.client(tok) {
+            c.state = ClientState::Waiting(Exchange {
+                session: skey,
+                expect: vec![id.clone()],
+                replies: Vec::new(),
+                batch: false,
+                keep_alive: ka,
+                sse: false,
+                session_header: None,
+            });
+        }
+        self.lease_for(skey, body.to_vec(), id, ReplyTo::Client(tok));
+    }
+
     fn forward_single(&mut self, tok: Token, skey: SKey, line: &[u8], env: &Envelope, ka: bool) {
         match env.kind() {
             Kind::Request => {
@@ -1120,6 +1199,11 @@ impl Reverse {
 
     fn get_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
         let ka = req.keep_alive;
+        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+            // 2026-07-28 has no GET stream.
+            self.respond(tok, 405, &[("allow", "POST")], b"method not allowed\n", ka);
+            return;
+        }
         if !req.accepts("text/event-stream") {
             self.respond(tok, 406, &[], b"Accept must list text/event-stream\n", ka);
             return;
@@ -1181,6 +1265,10 @@ impl Reverse {
 
     fn delete_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
         let ka = req.keep_alive;
+        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+            self.respond(tok, 405, &[("allow", "POST")], b"method not allowed\n", ka);
+            return;
+        }
         let Some(skey) = self.find_session(tok, &req, token) else {
             return;
         };
@@ -1296,15 +1384,36 @@ impl Reverse {
                 return None;
             }
         };
+        Some(self.insert_session(id, token, version, legacy, false))
+    }
+
+    /// A 2026-07-28 request's one-shot session: never named to the client,
+    /// so it needs no random id and no idle timer.
+    fn new_stateless_session(&mut self, token: Option<usize>) -> SKey {
+        let id = format!("stateless-{}", self.next_key);
+        self.insert_session(id, token, STATELESS_VERSION, false, true)
+    }
+
+    fn insert_session(
+        &mut self,
+        id: String,
+        token: Option<usize>,
+        version: &str,
+        legacy: bool,
+        stateless: bool,
+    ) -> SKey {
         let skey = self.next_key;
         self.next_key += 1;
-        let idle_timer = (!self.cfg.session_idle_timeout.is_zero()).then(|| {
+        let idle_timer = (!stateless && !self.cfg.session_idle_timeout.is_zero()).then(|| {
             self.timers.insert(
                 self.now + self.cfg.session_idle_timeout,
                 TimerKind::SessionIdle(skey),
             )
         });
-        self.by_id.insert(id.clone(), skey);
+        if !stateless {
+            self.by_id.insert(id.clone(), skey);
+        }
+        let replay = if stateless { 0 } else { self.cfg.replay_buffer };
         self.sessions.insert(
             skey,
             Session {
@@ -1317,14 +1426,15 @@ impl Reverse {
                 progress: HashMap::new(),
                 stream: None,
                 legacy,
-                replay: ReplayBuffer::new(self.cfg.replay_buffer),
+                replay: ReplayBuffer::new(replay),
                 next_event: 1,
                 undelivered: VecDeque::new(),
                 last_active: self.now,
                 idle_timer,
+                stateless,
             },
         );
-        Some(skey)
+        skey
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1397,6 +1507,21 @@ impl Reverse {
             return;
         };
         let client_version = s.version.clone();
+        if s.stateless {
+            // 2026-07-28: no initialize; the held message is the request.
+            if let Some(p) = self.procs.get_mut(&conn) {
+                match &mut p.kind {
+                    ProcKind::Session { session } => *session = Some(skey),
+                    ProcKind::Shared { sessions, .. } => sessions.push(skey),
+                }
+            }
+            if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
+                && self.track(skey, id.clone(), &env, reply_to)
+            {
+                self.send_up(skey, &line, Some(&id));
+            }
+            return;
+        }
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -1772,8 +1897,20 @@ impl Reverse {
 
     // ---- delivering to clients ------------------------------------------------
 
-    /// A reply (or relay error) for request `id` of session `skey`.
+    /// A reply (or relay error) for request `id` of session `skey`. A
+    /// stateless (2026-07-28) session ends with its one answer.
     fn deliver(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
+        self.deliver_to(skey, reply_to, id, msg);
+        if self
+            .sessions
+            .get(&skey)
+            .is_some_and(|s| s.stateless && s.pending.is_empty())
+        {
+            self.end_session(skey, "stateless request answered");
+        }
+    }
+
+    fn deliver_to(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
         let tok = match reply_to {
             ReplyTo::Stream => {
                 self.push_to_stream(skey, msg);
