@@ -188,6 +188,11 @@ impl Proc {
         }
     }
 
+    /// SIGKILL, only if it is still the same process (and not a zombie).
+    pub fn kill_if_alive(&self) {
+        self.kill();
+    }
+
     /// SIGKILL, only if it is still the same process.
     fn kill(&self) {
         if self.state().is_some_and(|s| s != 'Z') {
@@ -633,4 +638,84 @@ pub fn echo_text(reply: &Value) -> Option<&str> {
 /// `error.data.kind` of a relay error.
 pub fn error_kind(reply: &Value) -> Option<&str> {
     reply.pointer("/error/data/kind")?.as_str()
+}
+
+// ---- helpers shared by the reverse-mode tests ------------------------------
+
+/// The pid in a relay log line `... started pid N ...`.
+pub fn started_pid(line: &str) -> Option<i32> {
+    let rest = &line[line.find("started pid ")? + "started pid ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Collects the lines of `pipe` (with arrival times) on a thread, calling
+/// `on_line` for each as it arrives; the receiver gets `()` at EOF.
+pub fn collect_lines<R: std::io::Read + Send + 'static>(
+    pipe: R,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> (StderrLines, Receiver<()>) {
+    let lines: StderrLines = Arc::default();
+    let sink = Arc::clone(&lines);
+    let (done_tx, done) = mpsc::channel();
+    thread::spawn(move || {
+        let mut r = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    on_line(&line);
+                    sink.lock().unwrap().push((Instant::now(), line));
+                }
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    (lines, done)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound, read, released).
+/// Another process may take it before it is used: callers retry.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// The children of `ppid` with their states, from a scan of /proc/*/stat.
+pub fn children_of(ppid: i32) -> Vec<(i32, char)> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = text.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+        // Fields after the command: state, then ppid.
+        let state = fields.first().and_then(|f| f.chars().next());
+        let parent = fields.get(1).and_then(|f| f.parse::<i32>().ok());
+        if let (Some(state), Some(parent)) = (state, parent)
+            && parent == ppid
+        {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Open file descriptors of `pid` (entries of /proc/<pid>/fd).
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
