@@ -364,10 +364,11 @@ impl Reverse {
     /// Handles pipelined requests freed up this turn, then writes everything
     /// that was queued.
     fn end_of_turn(&mut self) {
-        while !self.to_drive.is_empty() {
-            for tok in std::mem::take(&mut self.to_drive) {
-                self.drive_client(tok);
-            }
+        // One pass: a client that still has data after its read budget is
+        // queued again and served next turn (with a zero poll timeout), so a
+        // fast sender cannot monopolise the loop.
+        for tok in std::mem::take(&mut self.to_drive) {
+            self.drive_client(tok);
         }
         let conns: Vec<ConnId> = self.procs.keys().copied().collect();
         for conn in conns {
@@ -472,6 +473,9 @@ impl Reverse {
                 }
             }
             TimerKind::HardStop => {
+                // Exit as soon as the processes are reaped, even if some
+                // client never reads the rest of its output.
+                self.forced = true;
                 log::warn!("processes still not reaped; killing them");
                 for p in self.procs.values_mut() {
                     p.io.proc.kill_now();
@@ -613,10 +617,10 @@ impl Reverse {
         }
         if eof {
             c.peer_closed = true;
-            // A half-closed client may still want the answer to what it sent;
-            // a streaming one is simply gone.
-            let idle = matches!(c.state, ClientState::Idle) && c.parser.buffered() == 0;
-            if idle || matches!(c.state, ClientState::Streaming { .. }) {
+            // A half-closed client may still want the answers to what it
+            // sent (drive_client closes it once they are written); a
+            // streaming one is simply gone.
+            if matches!(c.state, ClientState::Streaming { .. }) {
                 self.close_client(tok);
                 return;
             }
@@ -656,8 +660,9 @@ impl Reverse {
                 }
                 Ok(None) => {
                     if c.peer_closed {
-                        self.close_client(tok);
-                        return;
+                        // Nothing more will come: close once answers are out.
+                        c.close_when_flushed = true;
+                        self.dirty.push(tok);
                     }
                     break;
                 }

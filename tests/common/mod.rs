@@ -691,7 +691,11 @@ pub fn children_of(ppid: i32) -> Vec<(i32, char)> {
     };
     let mut out = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
