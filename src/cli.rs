@@ -18,9 +18,30 @@ pub const REVERSE_USAGE: &str = "Usage: mcp-relay reverse [OPTIONS] -- COMMAND [
 Serves MCP over HTTP (Streamable HTTP, and legacy HTTP+SSE) in front of a pool
 of COMMAND processes speaking MCP over stdio.";
 
+/// How to reach an MCP server over HTTP(S) (`--url` and its knobs).
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub url: String,
+    /// `--header 'Name: value'` and `--header-env 'Name=VAR'`, resolved.
+    pub headers: Vec<(String, String)>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retries: u32,
+    pub reconnect_base: Duration,
+    pub reconnect_max_elapsed: Duration,
+    /// Connections carrying requests at once.
+    pub max_connections: usize,
+    /// Keep-alive connections idle this long are closed; zero = never.
+    pub idle_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
+    /// The server command; empty when `http` is set.
     pub command: Vec<String>,
+    /// `--url`: the server is remote.
+    pub http: Option<HttpOptions>,
     /// Name used in logs and in error `data.upstream`.
     pub name: String,
     pub max_message_size: usize,
@@ -78,7 +99,7 @@ pub struct ReverseConfig {
 
 #[derive(Debug)]
 pub enum Command {
-    Forward(ForwardConfig),
+    Forward(Box<ForwardConfig>),
     Reverse(Box<ReverseConfig>),
     Help(String),
     Version,
@@ -191,8 +212,149 @@ fn forward_options() -> Options {
         "error, warn, info, debug, trace (default info; RUST_LOG also works)",
         "LEVEL",
     );
+    add_http_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
+}
+
+/// Flags for an HTTP(S) upstream, shared by forward and reverse.
+fn add_http_options(o: &mut Options) {
+    o.optopt(
+        "",
+        "url",
+        "the MCP server's Streamable HTTP (or legacy SSE) URL, instead of a command",
+        "URL",
+    );
+    o.optmulti(
+        "",
+        "header",
+        "extra request header to the upstream (repeatable)",
+        "'NAME: VALUE'",
+    );
+    o.optmulti(
+        "",
+        "header-env",
+        "header whose value comes from an environment variable (kept out of ps)",
+        "NAME=VAR",
+    );
+    o.optopt(
+        "",
+        "ca-file",
+        "PEM file of extra CA certificates to trust (webpki roots are built in)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "connect-timeout",
+        "TCP connect + TLS handshake (default 5s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "request-timeout",
+        "time to send a request completely (default 10s)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "retries",
+        "retries of a request no byte of which reached the upstream (default 2)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "reconnect-base",
+        "first SSE reconnect delay bound, 100ms..500ms (default 250ms)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "reconnect-max-elapsed",
+        "give up reconnecting after this long of failure (default 5m)",
+        "DUR",
+    );
+    o.optopt(
+        "",
+        "http-max-connections",
+        "upstream connections carrying requests at once (default 8)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "http-idle-timeout",
+        "close upstream keep-alive connections idle this long (default 60s)",
+        "DUR",
+    );
+}
+
+fn http_options(m: &getopts::Matches) -> Result<Option<HttpOptions>, String> {
+    let Some(url) = m.opt_str("url") else {
+        for flag in [
+            "header",
+            "header-env",
+            "ca-file",
+            "connect-timeout",
+            "request-timeout",
+            "retries",
+            "reconnect-base",
+            "reconnect-max-elapsed",
+            "http-max-connections",
+            "http-idle-timeout",
+        ] {
+            if m.opt_present(flag) {
+                return Err(format!("--{flag} only applies with --url"));
+            }
+        }
+        return Ok(None);
+    };
+    let mut headers = Vec::new();
+    for h in m.opt_strs("header") {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected 'Name: value'"))?;
+        headers.push(checked_header(name.trim(), value.trim())?);
+    }
+    for h in m.opt_strs("header-env") {
+        let (name, var) = h
+            .split_once('=')
+            .ok_or_else(|| format!("--header-env {h:?}: expected 'Name=ENV_VAR'"))?;
+        let value = std::env::var(var.trim())
+            .map_err(|_| format!("--header-env {h:?}: environment variable {var:?} is not set"))?;
+        headers.push(checked_header(name.trim(), value.trim())?);
+    }
+    let reconnect_base = dur(m, "reconnect-base", Duration::from_millis(250))?;
+    if !(Duration::from_millis(100)..=Duration::from_millis(500)).contains(&reconnect_base) {
+        return Err("--reconnect-base: must be between 100ms and 500ms".into());
+    }
+    let retries = count(m, "retries", 2)?;
+    Ok(Some(HttpOptions {
+        url,
+        headers,
+        ca_file: m.opt_str("ca-file").map(PathBuf::from),
+        connect_timeout: dur(m, "connect-timeout", Duration::from_secs(5))?,
+        request_timeout: dur(m, "request-timeout", Duration::from_secs(10))?,
+        retries: u32::try_from(retries).map_err(|_| "--retries: too large".to_string())?,
+        reconnect_base,
+        reconnect_max_elapsed: dur(m, "reconnect-max-elapsed", Duration::from_secs(300))?,
+        max_connections: count(m, "http-max-connections", 8)?.max(1),
+        idle_timeout: dur(m, "http-idle-timeout", Duration::from_secs(60))?,
+    }))
+}
+
+/// Header names are tokens and values carry no line breaks, so a flag cannot
+/// smuggle extra headers into upstream requests.
+fn checked_header(name: &str, value: &str) -> Result<(String, String), String> {
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(format!("header name {name:?} is not a valid HTTP token"));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("header {name}: value contains a line break"));
+    }
+    Ok((name.to_ascii_lowercase(), value.to_string()))
 }
 
 fn dur(m: &getopts::Matches, name: &str, default: Duration) -> Result<Duration, String> {
@@ -234,10 +396,21 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         });
     }
     let command = m.free.clone();
-    if command.is_empty() {
-        return Err("forward needs a server command after `--`".into());
+    let http = http_options(&m)?;
+    let name = match (&http, command.is_empty()) {
+        (Some(_), false) => {
+            return Err("forward takes either --url or a command after `--`, not both".into());
+        }
+        (None, true) => return Err("forward needs a server command after `--` (or --url)".into()),
+        (Some(h), true) => m.opt_str("name").unwrap_or_else(|| h.url.clone()),
+        (None, false) => command_name(&command, m.opt_str("name")),
+    };
+    if http.is_some() && m.opt_present("restart") {
+        return Err(
+            "--restart applies to a server command; with --url the relay re-initializes by itself"
+                .into(),
+        );
     }
-    let name = command_name(&command, m.opt_str("name"));
     let max_message_size = size(&m, "max-message-size", 16 << 20)?;
     if max_message_size < 1024 {
         return Err("--max-message-size: must be at least 1KiB".into());
@@ -249,8 +422,9 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         return Err("--restart-base must be > 0 and <= --restart-max-delay".into());
     }
     Ok(Cli {
-        command: Command::Forward(ForwardConfig {
+        command: Command::Forward(Box::new(ForwardConfig {
             command,
+            http,
             name,
             max_message_size,
             response_timeout: dur(&m, "response-timeout", Duration::from_secs(120))?,
@@ -260,7 +434,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             restart_base,
             restart_max_delay,
             record: m.opt_str("record").map(PathBuf::from),
-        }),
+        })),
         log_level: m.opt_str("log-level"),
     })
 }

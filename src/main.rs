@@ -31,7 +31,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        cli::Command::Forward(cfg) => match front::forward::run(cfg) {
+        cli::Command::Forward(cfg) => match front::forward::run(*cfg) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 log::error!("{e}");

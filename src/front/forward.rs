@@ -17,6 +17,8 @@
 //! expires; then its in-flight requests are failed and the relay either
 //! restarts it (`--restart`) or exits.
 
+mod http;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::process::ExitStatus;
@@ -63,6 +65,8 @@ enum TimerKind {
     Grace(u64),
     Respawn,
     FinalFlush,
+    /// `--url`: the GET stream's reconnect delay is over.
+    Reconnect,
 }
 
 struct Pending {
@@ -132,7 +136,13 @@ pub struct Forward {
     /// A source still had data when its read budget ran out.
     more: bool,
     recorder: Option<Recorder>,
+    /// `--url`: the HTTP upstream (the stdio fields above stay unused).
+    http: Option<Box<http::HttpUpstream>>,
 }
+
+/// Client requests the HTTP upstream may hold at once (queued or in flight);
+/// above it stdin is not read.
+const MAX_HTTP_IN_FLIGHT: usize = 4096;
 
 /// Runs forward mode to completion and returns the process exit status.
 pub fn run(cfg: ForwardConfig) -> io::Result<i32> {
@@ -199,6 +209,7 @@ impl Forward {
             exit_code: None,
             more: false,
             recorder,
+            http: None,
         })
     }
 
@@ -213,7 +224,15 @@ impl Forward {
     }
 
     fn run_loop(&mut self) -> io::Result<i32> {
-        if let Err(e) = self.spawn_upstream() {
+        if let Some(opts) = self.cfg.http.clone() {
+            match http::HttpUpstream::new(&opts, &self.cfg, &self.poll) {
+                Ok(h) => self.http = Some(Box::new(h)),
+                Err(e) => {
+                    log::error!("--url {}: {e}", opts.url);
+                    return Ok(1);
+                }
+            }
+        } else if let Err(e) = self.spawn_upstream() {
             log::error!("cannot start {:?}: {e}", self.cfg.command);
             return Ok(1);
         }
@@ -223,11 +242,15 @@ impl Forward {
             if let Some(code) = self.finished() {
                 return Ok(code);
             }
-            let timeout = if self.more {
+            let mut timeout = if self.more {
                 Some(Duration::ZERO)
             } else {
                 self.timers.next_timeout(self.now)
             };
+            if let Some(d) = self.http.as_deref().and_then(|h| h.next_deadline()) {
+                let d = d.saturating_duration_since(self.now);
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -246,6 +269,7 @@ impl Forward {
             while let Some(t) = self.timers.poll(self.now) {
                 self.on_timer(t);
             }
+            self.http_poll();
         }
     }
 
@@ -258,6 +282,10 @@ impl Forward {
             for s in sigs {
                 self.on_signal(s);
             }
+            return;
+        }
+        if token == http::RESOLVER_TOKEN || self.http.as_deref().is_some_and(|h| h.owns(token)) {
+            self.http_event(token, readable, writable);
             return;
         }
         // Stale tokens (an upstream that was replaced) are ignored.
@@ -314,10 +342,16 @@ impl Forward {
                 }
             }
             TimerKind::FinalFlush => {
+                if self.http.as_deref().is_some_and(|h| !h.settled()) {
+                    log::warn!("the upstream did not answer DELETE in time");
+                    self.http_abandon();
+                    return;
+                }
                 log::warn!("stdout not drained in time; exiting with output unsent");
                 self.final_flush = None;
                 self.client_out_broken = true;
             }
+            TimerKind::Reconnect => self.on_reconnect_timer(),
         }
     }
 
@@ -351,6 +385,9 @@ impl Forward {
     fn client_paused(&self) -> bool {
         if self.closing || self.client_eof {
             return true;
+        }
+        if let Some(h) = self.http.as_deref() {
+            return h.in_flight() >= MAX_HTTP_IN_FLIGHT;
         }
         match &self.current {
             Some(u) if u.replay.is_none() => u.io.to_child.is_full(),
@@ -653,6 +690,10 @@ impl Forward {
 
     fn send_to_server(&mut self, line: &[u8], request: Option<Id>) {
         self.record(Direction::ClientToServer, line);
+        if self.http.is_some() {
+            self.http_send(line, request);
+            return;
+        }
         let ready = match &self.current {
             Some(u) => u.replay.is_none() && u.io.proc.stdin.is_some(),
             None => false,
@@ -853,6 +894,10 @@ impl Forward {
         );
         // MCP: `initialize` must not be cancelled. Anything else is, so the
         // server can stop working on it; its late reply is dropped.
+        if self.http.is_some() {
+            self.http_cancel(&id, initialize);
+            return;
+        }
         if !initialize
             && let Some(u) = self.current.as_mut()
             && Some(u.seq) == sent_to
@@ -1146,6 +1191,7 @@ impl Forward {
         if let Some(t) = self.respawn.take() {
             self.timers.cancel(t);
         }
+        self.http_close();
         // Held messages will never reach a server.
         while let Some(h) = self.held.pop_front() {
             if let Some(id) = h.request {
@@ -1181,6 +1227,10 @@ impl Forward {
     /// The exit status once nothing is left to do.
     fn finished(&mut self) -> Option<i32> {
         if !self.closing || !self.retired.is_empty() {
+            return None;
+        }
+        if self.http.as_deref().is_some_and(|h| !h.settled()) {
+            // The DELETE ending the upstream session is still on its way.
             return None;
         }
         if self.current.is_some() {

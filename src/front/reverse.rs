@@ -732,9 +732,18 @@ impl Reverse {
             }
             ClientState::Waiting(ex) => {
                 // MCP: a dropped connection is not a cancellation. The
-                // replies will find no connection and are dropped.
+                // replies it was waiting for go to the session's GET stream
+                // instead (or wait for the next one), where a client resuming
+                // with Last-Event-ID finds them.
                 if let Some(s) = self.sessions.get_mut(&ex.session) {
                     s.last_active = self.now;
+                    for id in &ex.expect {
+                        if let Some(req) = s.pending.get_mut(id)
+                            && req.reply_to == ReplyTo::Client(tok)
+                        {
+                            req.reply_to = ReplyTo::Stream;
+                        }
+                    }
                 }
                 let stateless = self.sessions.get(&ex.session).is_some_and(|s| s.stateless);
                 if stateless {

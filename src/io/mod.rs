@@ -2,5 +2,7 @@
 
 pub mod buf;
 pub mod child;
+pub mod dns;
 pub mod fd;
 pub mod stderr;
+pub mod transport;

@@ -18,6 +18,17 @@ pub enum RelayError {
     MessageTooLarge,
     /// No process became free for the session (queue full or queue timeout).
     QueueFull,
+    /// HTTP upstream: TCP connect plus TLS handshake took too long.
+    ConnectTimeout,
+    /// HTTP upstream: the connection could not be made (refused, unreachable,
+    /// name not resolved).
+    ConnectFailed,
+    /// HTTP upstream: TLS failed (certificate not trusted, name mismatch, …).
+    Tls,
+    /// HTTP upstream: the request could not be sent in time.
+    RequestTimeout,
+    /// HTTP upstream: an HTTP error status instead of a reply.
+    UpstreamStatus,
 }
 
 impl RelayError {
@@ -32,6 +43,9 @@ impl RelayError {
             // -32002 is taken by MCP (resource not found); -32003… are ours.
             RelayError::MessageTooLarge => -32003,
             RelayError::QueueFull => -32004,
+            RelayError::ConnectTimeout | RelayError::ConnectFailed | RelayError::Tls => -32005,
+            RelayError::RequestTimeout => -32001,
+            RelayError::UpstreamStatus => -32006,
         }
     }
 
@@ -44,6 +58,25 @@ impl RelayError {
             RelayError::ResponseTimeout => "response_timeout",
             RelayError::MessageTooLarge => "message_too_large",
             RelayError::QueueFull => "queue_full",
+            RelayError::ConnectTimeout => "connect_timeout",
+            RelayError::ConnectFailed => "connect_failed",
+            RelayError::Tls => "tls",
+            RelayError::RequestTimeout => "request_timeout",
+            RelayError::UpstreamStatus => "upstream_status",
+        }
+    }
+}
+
+impl RelayError {
+    /// The error for an HTTP exchange failure kind (`Failure::kind`).
+    pub fn from_http_kind(kind: &str) -> RelayError {
+        match kind {
+            "connect_timeout" => RelayError::ConnectTimeout,
+            "connect_failed" => RelayError::ConnectFailed,
+            "tls" => RelayError::Tls,
+            "request_timeout" => RelayError::RequestTimeout,
+            "response_timeout" => RelayError::ResponseTimeout,
+            _ => RelayError::UpstreamClosed,
         }
     }
 }

@@ -1,0 +1,930 @@
+//! `forward --url`: the upstream is a Streamable HTTP server (or a legacy
+//! HTTP+SSE one, found by falling back when `initialize` gets 400/404/405).
+//!
+//! Each client message becomes a POST; a reply comes back as the JSON body or
+//! as events of an SSE response. After the client's
+//! `notifications/initialized` the relay holds one GET stream for
+//! server-initiated messages and keeps it open with backoff and
+//! `Last-Event-ID` resumption. When the upstream ends the session (404) the
+//! relay initializes a new one with the client's cached `initialize`, answers
+//! the requests caught in between with errors, and carries on: the host sees
+//! those errors and nothing else.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Instant, SystemTime};
+
+use mio::Token;
+use serde_json::json;
+
+use super::{Forward, TimerKind};
+use crate::cli::HttpOptions;
+use crate::io::dns::Resolver;
+use crate::io::transport::tls_config;
+use crate::policy::backoff::Rng;
+use crate::proto::errors::RelayError;
+use crate::proto::jsonrpc::{self, Id, Kind, Message};
+use crate::reactor::TimerId;
+use crate::record::Direction;
+use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
+use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
+use crate::upstream::url::Url;
+
+/// Token of the resolver's waker.
+pub(super) const RESOLVER_TOKEN: Token = Token(usize::MAX - 1);
+/// Id of the relay's own `initialize` when it re-creates a session.
+const REINIT_ID: &str = "mcp-relay-reinit";
+
+/// What an HTTP exchange carries.
+#[derive(Debug, Clone)]
+enum Carry {
+    /// A client message; `request` when it expects a reply.
+    Post {
+        request: Option<Id>,
+        initialize: bool,
+    },
+    /// The relay's own `initialize` of a new session after a 404.
+    Reinit,
+    /// The relay's replay of `notifications/initialized`.
+    Initialized,
+    /// The session's GET stream (or a GET resuming a POST stream).
+    Get,
+    /// Legacy HTTP+SSE: the stream that carries every reply.
+    LegacyStream,
+    Delete,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Messages go straight through.
+    Ready,
+    /// The client's `initialize` is on its way: what follows waits for the
+    /// session id it brings back (HTTP requests may overtake each other).
+    Initializing,
+    /// Creating a new session after the old one ended; client messages wait.
+    Reinit,
+}
+
+pub(super) struct HttpUpstream {
+    url: Url,
+    client: HttpClient,
+    resolver: Resolver,
+    session_id: Option<String>,
+    protocol_version: Option<String>,
+    carries: HashMap<ExId, Carry>,
+    /// The exchange carrying each client request, to cancel it on timeout.
+    by_request: HashMap<Id, ExId>,
+    get: SseStream,
+    get_ex: Option<ExId>,
+    get_timer: Option<TimerId>,
+    phase: Phase,
+    held: VecDeque<(Vec<u8>, Option<Id>)>,
+    /// The client sent `notifications/initialized`: the GET stream is wanted.
+    initialized: bool,
+    /// Legacy HTTP+SSE: the POST endpoint once the stream announced it.
+    legacy: Option<Option<String>>,
+    legacy_waiting: VecDeque<(Vec<u8>, Option<Id>)>,
+    delete_ex: Option<ExId>,
+}
+
+impl HttpUpstream {
+    pub(super) fn new(
+        opts: &HttpOptions,
+        cfg: &crate::cli::ForwardConfig,
+        poll: &mio::Poll,
+    ) -> Result<HttpUpstream, String> {
+        let url = Url::parse(&opts.url)?;
+        let tls = if url.tls {
+            Some(tls_config(opts.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let http = HttpConfig {
+            url: url.clone(),
+            connect_timeout: opts.connect_timeout,
+            request_timeout: opts.request_timeout,
+            // The relay's own per-request timer (restarted by progress) is the
+            // response timeout; the engine only enforces the overall cap.
+            response_timeout: std::time::Duration::ZERO,
+            max_request_time: cfg.max_request_time,
+            max_connections: opts.max_connections,
+            idle_timeout: opts.idle_timeout,
+            headers: opts.headers.clone(),
+            retries: opts.retries,
+            retry_base: opts.reconnect_base,
+            retry_cap: std::time::Duration::from_secs(30),
+            max_message_size: cfg.max_message_size,
+            tls,
+        };
+        let client = HttpClient::new(http, 0, Rng::from_os())?;
+        let mut resolver =
+            Resolver::new(poll.registry(), RESOLVER_TOKEN).map_err(|e| format!("resolver: {e}"))?;
+        resolver.resolve(0, url.host.clone(), url.port);
+        let rc = ReconnectConfig {
+            base: opts.reconnect_base,
+            cap: std::time::Duration::from_secs(30),
+            max_elapsed: opts.reconnect_max_elapsed,
+            recent_ids: 1024,
+        };
+        Ok(HttpUpstream {
+            url,
+            client,
+            resolver,
+            session_id: None,
+            protocol_version: None,
+            carries: HashMap::new(),
+            by_request: HashMap::new(),
+            get: SseStream::new(rc, Rng::from_os()),
+            get_ex: None,
+            get_timer: None,
+            phase: Phase::Ready,
+            held: VecDeque::new(),
+            initialized: false,
+            legacy: None,
+            legacy_waiting: VecDeque::new(),
+            delete_ex: None,
+        })
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.client.in_flight()
+    }
+
+    pub(super) fn owns(&self, token: Token) -> bool {
+        self.client.owns(token)
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.client.next_deadline()
+    }
+
+    /// The relay's exit may proceed: no DELETE still on its way.
+    pub(super) fn settled(&self) -> bool {
+        self.delete_ex.is_none()
+    }
+
+    fn headers(&self, accept_sse_only: bool) -> Vec<(String, String)> {
+        let mut h = vec![(
+            "accept".to_string(),
+            if accept_sse_only {
+                "text/event-stream"
+            } else {
+                "application/json, text/event-stream"
+            }
+            .to_string(),
+        )];
+        if !accept_sse_only {
+            h.push(("content-type".into(), "application/json".into()));
+        }
+        if let Some(s) = &self.session_id {
+            h.push(("mcp-session-id".into(), s.clone()));
+        }
+        if let Some(v) = &self.protocol_version {
+            h.push(("mcp-protocol-version".into(), v.clone()));
+        }
+        h
+    }
+}
+
+impl Forward {
+    fn http(&mut self) -> Option<&mut HttpUpstream> {
+        self.http.as_deref_mut()
+    }
+
+    /// A client message for the HTTP upstream.
+    pub(super) fn http_send(&mut self, line: &[u8], request: Option<Id>) {
+        let initialize = request.is_some() && is_method(line, "initialize");
+        let initialized = request.is_none() && is_method(line, "notifications/initialized");
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if h.phase != Phase::Ready {
+            h.held.push_back((line.to_vec(), request));
+            return;
+        }
+        if let Some(endpoint) = &h.legacy {
+            match endpoint {
+                Some(_) => self.legacy_post(line, request),
+                None => h.legacy_waiting.push_back((line.to_vec(), request)),
+            }
+            return;
+        }
+        let target = h.url.target.clone();
+        if initialize {
+            h.phase = Phase::Initializing;
+        }
+        self.post(target, line, request, initialize);
+        if initialized && let Some(h) = self.http() {
+            h.initialized = true;
+            self.want_get();
+        }
+    }
+
+    fn post(&mut self, target: String, line: &[u8], request: Option<Id>, initialize: bool) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        let req = Request {
+            method: "POST",
+            target,
+            headers: h.headers(false),
+            body: line.to_vec(),
+            stream: false,
+        };
+        let ex = h.client.submit(req, reg, now);
+        if let Some(id) = &request {
+            h.by_request.insert(id.clone(), ex);
+        }
+        h.carries.insert(
+            ex,
+            Carry::Post {
+                request,
+                initialize,
+            },
+        );
+    }
+
+    fn legacy_post(&mut self, line: &[u8], request: Option<Id>) {
+        let Some(Some(endpoint)) = self.http.as_deref().and_then(|h| h.legacy.clone()) else {
+            return;
+        };
+        self.post(endpoint, line, request, false);
+    }
+
+    /// Opens the GET stream if it is wanted and not already open or pending.
+    fn want_get(&mut self) {
+        let now = self.now;
+        let Some(h) = self.http() else { return };
+        if !h.initialized || h.legacy.is_some() || h.phase != Phase::Ready || h.session_id.is_none()
+        {
+            return;
+        }
+        let actions = h.get.want(now);
+        self.get_actions(actions);
+    }
+
+    fn get_actions(&mut self, actions: Vec<reconnect::Action>) {
+        for a in actions {
+            match a {
+                reconnect::Action::Connect { last_event_id } => {
+                    let now = self.now;
+                    let reg = self.poll.registry();
+                    let Some(h) = self.http.as_deref_mut() else {
+                        return;
+                    };
+                    let mut headers = h.headers(true);
+                    if let Some(id) = last_event_id {
+                        headers.push(("last-event-id".into(), id));
+                    }
+                    let req = Request {
+                        method: "GET",
+                        target: h.url.target.clone(),
+                        headers,
+                        body: Vec::new(),
+                        stream: true,
+                    };
+                    let ex = h.client.submit(req, reg, now);
+                    h.get_ex = Some(ex);
+                    h.carries.insert(ex, Carry::Get);
+                }
+                reconnect::Action::Wait(at) => {
+                    let t = self.timers.insert(at, TimerKind::Reconnect);
+                    if let Some(h) = self.http()
+                        && let Some(old) = h.get_timer.replace(t)
+                    {
+                        self.timers.cancel(old);
+                    }
+                }
+                reconnect::Action::GiveUp => {
+                    log::warn!(
+                        "[{}] GET stream could not be restored; starting a new session",
+                        self.cfg.name
+                    );
+                    self.session_lost();
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_reconnect_timer(&mut self) {
+        let now = self.now;
+        let Some(h) = self.http() else { return };
+        h.get_timer = None;
+        let actions = h.get.on_timer(now);
+        self.get_actions(actions);
+    }
+
+    /// Readiness for the resolver or an upstream connection.
+    pub(super) fn http_event(&mut self, token: Token, readable: bool, writable: bool) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if token == RESOLVER_TOKEN {
+            let mut answers = Vec::new();
+            h.resolver.drain(&mut answers);
+            for (_, answer) in answers {
+                match answer {
+                    Ok(addrs) if !addrs.is_empty() => h.client.set_addrs(addrs, reg, now),
+                    Ok(_) => h.client.resolve_failed("no addresses"),
+                    Err(e) => h.client.resolve_failed(&e),
+                }
+            }
+        } else {
+            h.client.on_ready(token, readable, writable, reg, now);
+        }
+        self.http_drain();
+    }
+
+    pub(super) fn http_poll(&mut self) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if h.client.next_deadline().is_some_and(|d| d <= now) {
+            h.client.poll(reg, now);
+        }
+        self.http_drain();
+    }
+
+    /// Handles what the engine reported.
+    fn http_drain(&mut self) {
+        loop {
+            let mut events = Vec::new();
+            let Some(h) = self.http() else { return };
+            h.client.take_events(&mut events);
+            if events.is_empty() {
+                return;
+            }
+            for ev in events {
+                self.http_one(ev);
+            }
+        }
+    }
+
+    fn http_one(&mut self, ev: Event) {
+        match ev {
+            Event::Head {
+                ex,
+                status,
+                headers,
+                sse,
+            } => self.on_head(ex, status, &headers, sse),
+            Event::Message {
+                ex,
+                data,
+                id,
+                retry,
+            } => self.on_http_message(ex, data, id, retry),
+            Event::Done { ex } => self.on_done(ex),
+            Event::Failed { ex, failure } => self.on_failed(ex, failure),
+        }
+    }
+
+    fn carry(&mut self, ex: ExId) -> Option<Carry> {
+        self.http
+            .as_deref()
+            .and_then(|h| h.carries.get(&ex).cloned())
+    }
+
+    fn on_head(&mut self, ex: ExId, status: u16, headers: &[(String, String)], _sse: bool) {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let Some(carry) = self.carry(ex) else { return };
+        let now = self.now;
+        match carry {
+            Carry::Post {
+                request,
+                initialize,
+            } => {
+                if (200..300).contains(&status) {
+                    if initialize
+                        && let Some(sid) = header("mcp-session-id")
+                        && let Some(h) = self.http()
+                    {
+                        h.session_id = Some(sid);
+                    }
+                    return;
+                }
+                let has_session = self.http.as_deref().is_some_and(|h| h.session_id.is_some());
+                if initialize && matches!(status, 400 | 404 | 405) && !has_session {
+                    // MCP backward compatibility: a 2024-11-05 server answers
+                    // POST initialize like this; fall back to HTTP+SSE.
+                    log::info!(
+                        "[{}] initialize got {status}; trying the legacy HTTP+SSE transport",
+                        self.cfg.name
+                    );
+                    self.start_legacy(ex, request);
+                    return;
+                }
+                if status == 404 && has_session {
+                    // MCP: 404 = the session is gone. Start a new one.
+                    if let Some(id) = &request {
+                        self.http_fail(
+                            id,
+                            RelayError::UpstreamStatus,
+                            "The upstream ended the session (404)",
+                            json!({"status": 404}),
+                        );
+                    }
+                    self.forget(ex);
+                    self.session_lost();
+                    return;
+                }
+                if let Some(id) = &request {
+                    self.http_fail(
+                        id,
+                        RelayError::UpstreamStatus,
+                        &format!("The upstream answered HTTP {status}"),
+                        json!({"status": status}),
+                    );
+                }
+            }
+            Carry::Get => {
+                let Some(h) = self.http() else { return };
+                if status == 200 {
+                    h.get.on_connected(now);
+                    return;
+                }
+                let retry_after = header("retry-after")
+                    .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
+                h.get_ex = None;
+                let actions =
+                    h.get
+                        .on_failure(reconnect::Failure::Status(status), retry_after, now);
+                self.forget(ex);
+                if status == 404 {
+                    self.session_lost();
+                    return;
+                }
+                self.get_actions(actions);
+            }
+            Carry::Reinit => {
+                if (200..300).contains(&status) {
+                    if let Some(h) = self.http() {
+                        h.session_id = header("mcp-session-id");
+                    }
+                } else {
+                    log::warn!("[{}] re-initializing got HTTP {status}", self.cfg.name);
+                }
+            }
+            Carry::LegacyStream => {
+                if status != 200 {
+                    log::error!(
+                        "[{}] legacy SSE endpoint answered HTTP {status}",
+                        self.cfg.name
+                    );
+                    self.legacy_failed(&format!("HTTP {status}"));
+                }
+            }
+            Carry::Initialized | Carry::Delete => {}
+        }
+    }
+
+    fn on_http_message(&mut self, ex: ExId, data: Vec<u8>, id: Option<String>, retry: Option<u64>) {
+        let Some(carry) = self.carry(ex) else { return };
+        let now = self.now;
+        match carry {
+            Carry::Get => {
+                let Some(h) = self.http() else { return };
+                // Never deliver an event id twice across reconnects.
+                if !h.get.on_event(id.as_deref(), retry, now) || data.is_empty() {
+                    return;
+                }
+                self.relay_upstream_message(&data);
+            }
+            Carry::LegacyStream => {
+                if let Some(rest) = data.strip_prefix(b"endpoint:") {
+                    let endpoint = String::from_utf8_lossy(rest).trim().to_string();
+                    let joined = self.http.as_deref().map(|h| h.url.join(&endpoint));
+                    match joined {
+                        Some(Ok(target)) => {
+                            log::info!("[{}] legacy endpoint {target}", self.cfg.name);
+                            if let Some(h) = self.http() {
+                                h.legacy = Some(Some(target));
+                            }
+                            let waiting: Vec<_> = self
+                                .http()
+                                .map(|h| h.legacy_waiting.drain(..).collect())
+                                .unwrap_or_default();
+                            for (line, request) in waiting {
+                                self.legacy_post(&line, request);
+                            }
+                        }
+                        Some(Err(e)) => self.legacy_failed(&e),
+                        None => {}
+                    }
+                    return;
+                }
+                if !data.is_empty() {
+                    self.relay_upstream_message(&data);
+                }
+            }
+            Carry::Post { initialize, .. } => {
+                if data.is_empty() {
+                    return;
+                }
+                if initialize {
+                    self.note_protocol_version(&data);
+                }
+                self.relay_upstream_message(&data);
+            }
+            Carry::Reinit => {
+                self.note_protocol_version(&data);
+                self.reinit_done(true);
+            }
+            Carry::Initialized | Carry::Delete => {}
+        }
+    }
+
+    fn on_done(&mut self, ex: ExId) {
+        let Some(carry) = self.carry(ex) else { return };
+        let now = self.now;
+        self.forget(ex);
+        match carry {
+            Carry::Get => {
+                let Some(h) = self.http() else { return };
+                h.get_ex = None;
+                let actions = h.get.on_failure(reconnect::Failure::Dropped, None, now);
+                self.get_actions(actions);
+            }
+            Carry::Post {
+                initialize: true, ..
+            } => self.initialize_done(),
+            Carry::Post {
+                request: Some(id), ..
+            } => {
+                // The POST ended without the reply (2025-11-25 polling): it
+                // will come on the GET stream, resumed with Last-Event-ID.
+                if self.pending.contains_key(&id) {
+                    log::debug!(
+                        "[{}] POST stream for {id} ended before its reply; waiting on the GET stream",
+                        self.cfg.name
+                    );
+                    self.want_get();
+                }
+            }
+            Carry::Reinit => {
+                // No JSON reply at all: treat as failed.
+                if self
+                    .http
+                    .as_deref()
+                    .is_some_and(|h| h.phase == Phase::Reinit)
+                {
+                    self.reinit_done(false);
+                }
+            }
+            Carry::LegacyStream => self.legacy_failed("the stream ended"),
+            Carry::Delete => {
+                if let Some(h) = self.http() {
+                    h.delete_ex = None;
+                }
+            }
+            Carry::Post { request: None, .. } | Carry::Initialized => {}
+        }
+    }
+
+    fn on_failed(&mut self, ex: ExId, failure: Failure) {
+        let Some(carry) = self.carry(ex) else { return };
+        let now = self.now;
+        self.forget(ex);
+        match carry {
+            Carry::Post {
+                request: Some(id),
+                initialize,
+            } => {
+                if initialize {
+                    self.initialize_done();
+                }
+                log::warn!("[{}] request {id}: {}", self.cfg.name, failure.detail());
+                let err = RelayError::from_http_kind(failure.kind());
+                self.http_fail(
+                    &id,
+                    err,
+                    &format!("Upstream request failed: {}", failure.detail()),
+                    json!({}),
+                );
+            }
+            Carry::Get => {
+                let Some(h) = self.http() else { return };
+                h.get_ex = None;
+                let kind = match failure {
+                    Failure::ConnectFailed(_) | Failure::ConnectTimeout | Failure::Tls(_) => {
+                        reconnect::Failure::ConnectFailed
+                    }
+                    Failure::RequestTimeout | Failure::ResponseTimeout => {
+                        reconnect::Failure::Timeout
+                    }
+                    Failure::Closed(_) => reconnect::Failure::Dropped,
+                };
+                let actions = h.get.on_failure(kind, None, now);
+                self.get_actions(actions);
+            }
+            Carry::Reinit => self.reinit_done(false),
+            Carry::LegacyStream => self.legacy_failed(&failure.detail()),
+            Carry::Delete => {
+                if let Some(h) = self.http() {
+                    h.delete_ex = None;
+                }
+            }
+            Carry::Post { request: None, .. } | Carry::Initialized => {
+                log::warn!(
+                    "[{}] a notification could not be delivered: {}",
+                    self.cfg.name,
+                    failure.detail()
+                );
+            }
+        }
+    }
+
+    /// The client's `initialize` got its answer (or failed): what waited
+    /// behind it goes out now, with the session id.
+    fn initialize_done(&mut self) {
+        let Some(h) = self.http() else { return };
+        if h.phase != Phase::Initializing {
+            return;
+        }
+        h.phase = Phase::Ready;
+        let held: Vec<_> = h.held.drain(..).collect();
+        for (line, request) in held {
+            if let Some(id) = &request
+                && !self.pending.contains_key(id)
+            {
+                continue;
+            }
+            self.http_send(&line, request);
+        }
+    }
+
+    fn forget(&mut self, ex: ExId) {
+        if let Some(h) = self.http()
+            && let Some(Carry::Post {
+                request: Some(id), ..
+            }) = h.carries.remove(&ex)
+        {
+            h.by_request.remove(&id);
+        }
+    }
+
+    fn note_protocol_version(&mut self, data: &[u8]) {
+        let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+        if let Some(pv) = v
+            .pointer("/result/protocolVersion")
+            .and_then(|p| p.as_str())
+            && let Some(h) = self.http()
+        {
+            h.protocol_version = Some(pv.to_string());
+        }
+    }
+
+    /// A message from the upstream, on any stream.
+    fn relay_upstream_message(&mut self, data: &[u8]) {
+        self.on_server_line(0, data);
+    }
+
+    fn http_fail(&mut self, id: &Id, err: RelayError, message: &str, data: serde_json::Value) {
+        if let Some(h) = self.http() {
+            h.by_request.remove(id);
+        }
+        self.fail_request(id, err, message, data);
+    }
+
+    /// The response timeout of a request fired: stop its exchange and tell the
+    /// upstream it is cancelled.
+    pub(super) fn http_cancel(&mut self, id: &Id, initialize: bool) {
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if let Some(ex) = h.by_request.remove(id) {
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
+        }
+        if initialize {
+            return;
+        }
+        let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
+        self.record(Direction::RelayToServer, &msg);
+        self.http_send(&msg, None);
+    }
+
+    /// The upstream session is gone (404, or its stream could not be
+    /// restored): requests in flight fail, and a new session is initialized
+    /// from the client's cached `initialize`.
+    fn session_lost(&mut self) {
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        let reg = self.poll.registry();
+        if h.phase == Phase::Reinit {
+            return;
+        }
+        h.session_id = None;
+        h.get.stop();
+        if let Some(ex) = h.get_ex.take() {
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
+        }
+        let caught: Vec<Id> = h.by_request.keys().cloned().collect();
+        for id in caught {
+            self.http_fail(
+                &id,
+                RelayError::UpstreamClosed,
+                "The upstream session ended; the relay is starting a new one",
+                json!({}),
+            );
+        }
+        let Some(init) = self.cached_initialize.clone() else {
+            log::warn!(
+                "[{}] upstream session ended before the client initialized",
+                self.cfg.name
+            );
+            return;
+        };
+        let Some(line) = super::with_id(&init, &Id::Str(REINIT_ID.into())) else {
+            return;
+        };
+        log::info!(
+            "[{}] upstream session ended; initializing a new one",
+            self.cfg.name
+        );
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        h.phase = Phase::Reinit;
+        let req = Request {
+            method: "POST",
+            target: h.url.target.clone(),
+            headers: h.headers(false),
+            body: line.clone(),
+            stream: false,
+        };
+        let ex = h.client.submit(req, reg, now);
+        h.carries.insert(ex, Carry::Reinit);
+        self.record(Direction::RelayToServer, &line);
+    }
+
+    fn reinit_done(&mut self, ok: bool) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if h.phase != Phase::Reinit {
+            return;
+        }
+        h.phase = Phase::Ready;
+        let held: Vec<_> = h.held.drain(..).collect();
+        if !ok {
+            log::error!(
+                "[{}] could not initialize a new upstream session",
+                self.cfg.name
+            );
+            for (_, request) in held {
+                if let Some(id) = request {
+                    self.http_fail(
+                        &id,
+                        RelayError::UpstreamClosed,
+                        "The upstream session could not be re-created",
+                        json!({}),
+                    );
+                }
+            }
+            return;
+        }
+        if let Some(n) = self.cached_initialized.clone() {
+            let Some(h) = self.http.as_deref_mut() else {
+                return;
+            };
+            let req = Request {
+                method: "POST",
+                target: h.url.target.clone(),
+                headers: h.headers(false),
+                body: n.clone(),
+                stream: false,
+            };
+            let ex = h.client.submit(req, reg, now);
+            h.carries.insert(ex, Carry::Initialized);
+            self.record(Direction::RelayToServer, &n);
+        }
+        for (line, request) in held {
+            // A request that timed out while held is not sent.
+            if let Some(id) = &request
+                && !self.pending.contains_key(id)
+            {
+                continue;
+            }
+            self.http_send(&line, request);
+        }
+        self.want_get();
+    }
+
+    fn start_legacy(&mut self, ex: ExId, request: Option<Id>) {
+        let now = self.now;
+        self.forget(ex);
+        let init = self.cached_initialize.clone();
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        h.legacy = Some(None);
+        if let (Some(line), Some(id)) = (init, request) {
+            h.legacy_waiting.push_back((line, Some(id)));
+        }
+        let req = Request {
+            method: "GET",
+            target: h.url.target.clone(),
+            headers: vec![("accept".into(), "text/event-stream".into())],
+            body: Vec::new(),
+            stream: true,
+        };
+        let ex = h.client.submit(req, reg, now);
+        h.carries.insert(ex, Carry::LegacyStream);
+    }
+
+    fn legacy_failed(&mut self, why: &str) {
+        log::error!("[{}] legacy HTTP+SSE session failed: {why}", self.cfg.name);
+        let ids: Vec<Id> = self.pending.keys().cloned().collect();
+        for id in ids {
+            self.http_fail(
+                &id,
+                RelayError::UpstreamClosed,
+                &format!("The upstream SSE stream failed: {why}"),
+                json!({}),
+            );
+        }
+        if let Some(h) = self.http() {
+            h.legacy = Some(None);
+            for (_, request) in h.legacy_waiting.drain(..).collect::<Vec<_>>() {
+                if let Some(id) = request {
+                    self.fail_request(
+                        &id,
+                        RelayError::UpstreamClosed,
+                        "The upstream SSE stream failed",
+                        json!({}),
+                    );
+                }
+            }
+        }
+        // The relay has no session left to serve: it exits like a stdio
+        // upstream that died.
+        self.exit_code = Some(1);
+        self.begin_close();
+    }
+
+    /// Shutdown: end the upstream session politely (DELETE), bounded by the
+    /// kill grace.
+    pub(super) fn http_close(&mut self) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        h.get.stop();
+        if let Some(ex) = h.get_ex.take() {
+            h.client.cancel(ex, reg);
+        }
+        if let Some(t) = h.get_timer.take() {
+            self.timers.cancel(t);
+        }
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if h.session_id.is_some() && h.legacy.is_none() {
+            let req = Request {
+                method: "DELETE",
+                target: h.url.target.clone(),
+                headers: h.headers(true),
+                body: Vec::new(),
+                stream: false,
+            };
+            let ex = h.client.submit(req, reg, now);
+            h.carries.insert(ex, Carry::Delete);
+            h.delete_ex = Some(ex);
+            self.timers
+                .insert(now + self.cfg.kill_grace, TimerKind::FinalFlush);
+        }
+    }
+
+    /// Gives up on everything still open (the grace is over).
+    pub(super) fn http_abandon(&mut self) {
+        let reg = self.poll.registry();
+        if let Some(h) = self.http.as_deref_mut() {
+            h.delete_ex = None;
+            h.client.close_all(reg);
+        }
+    }
+}
+
+fn is_method(line: &[u8], method: &str) -> bool {
+    matches!(jsonrpc::peek(line), Ok(Message::Single(env)) if env.method_is(method) && env.kind() != Kind::Response)
+}

@@ -1,0 +1,528 @@
+//! Interop: the official MCP SDK clients (Python and TypeScript) talk
+//! Streamable HTTP to `mcp-relay reverse`, which serves the reference
+//! `@modelcontextprotocol/server-everything` server (stdio mode) from its
+//! pool, in both pool modes:
+//!
+//! ```text
+//! mcp-relay reverse --listen 127.0.0.1:PORT --pool session|shared \
+//!     -- node .../server-everything/dist/index.js stdio
+//! ```
+//!
+//! One test per (client, pool mode). Each starts its own relay on a free
+//! port, waits for `/healthz`, runs the client script with a hard timeout and
+//! checks its verdict (`interop ok` and exit 0), then stops the relay (SIGTERM,
+//! SIGKILL of the whole tree if it lingers) and reaps it. The client side
+//! lives in `tests/interop/reverse_python.py` and `tests/interop/reverse_ts.mjs`
+//! (both run the same steps: initialize, logging, tools, resources, prompts,
+//! progress, DELETE and the pool's reaction to it; see their headers).
+//!
+//! Shared mode runs with `--max-connections 1`, so the Python script's second
+//! ("observer") session really shares the process with the first and the log
+//! routing it reports is about sessions on one process.
+//!
+//! Dependencies are installed by `.ci/install-deps.sh` (called by `.ci/run`).
+//! Without them the tests are skipped locally and fail under CI.
+//!
+//! Debugging: `cargo test --test interop_reverse -- --nocapture` prints each
+//! script's summary; a failure prints the relay's debug log and the script's
+//! output. Or start a relay by hand and run a script against it:
+//! `python3 tests/interop/reverse_python.py http://127.0.0.1:8080 session`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const SERVER_JS: &str =
+    ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
+const TS_SDK_CLIENT: &str =
+    ".ci/node/node_modules/@modelcontextprotocol/sdk/dist/esm/client/streamableHttp.js";
+const PY_SCRIPT: &str = "tests/interop/reverse_python.py";
+const TS_SCRIPT: &str = "tests/interop/reverse_ts.mjs";
+/// The scripts stop themselves after 60 s; this is the harness's backstop.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(75);
+/// Time for the relay to answer `/healthz` once started.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for the relay to exit after SIGTERM before the tree is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug)]
+enum Sdk {
+    Python,
+    TypeScript,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pool {
+    Session,
+    Shared,
+}
+
+impl Pool {
+    fn name(self) -> &'static str {
+        match self {
+            Pool::Session => "session",
+            Pool::Shared => "shared",
+        }
+    }
+
+    fn relay_args(self) -> &'static [&'static str] {
+        match self {
+            Pool::Session => &["--pool", "session"],
+            Pool::Shared => &["--pool", "shared", "--max-connections", "1"],
+        }
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// A missing prerequisite: fatal under CI, a skip notice otherwise (the
+/// caller then returns, passing).
+fn missing(what: &str) {
+    let msg = format!(
+        "interop_reverse: {what}; run `.ci/run` (or `.ci/install-deps.sh`) to install test dependencies"
+    );
+    if in_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED {msg}");
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn python() -> String {
+    std::env::var("INTEROP_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+fn python_has_mcp(python: &str) -> Result<(), String> {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import anyio, httpx, mcp.client.session, mcp.client.streamable_http",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{python}`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{python}` cannot import the `mcp` package: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Drains a child pipe on a thread into a shared buffer, so a chatty child
+/// can't block on a full pipe and a snapshot is available even if some
+/// grandchild keeps the pipe open.
+fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, thread::JoinHandle<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buf);
+    let handle = thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (buf, handle)
+}
+
+fn join_bounded(handle: thread::JoinHandle<()>, deadline: Instant) {
+    while !handle.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
+    }
+}
+
+fn snapshot(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+/// Parent pid of every process visible in /proc.
+fn parent_pids() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may contain spaces and parens.
+        let ppid = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
+/// Kills a child and everything under it, then reaps the child. The relay
+/// puts each server process in a process group of its own, so killing the
+/// child's group is not enough: walk the process tree via /proc as well
+/// (before anything dies and is reparented).
+fn kill_tree(child: &mut Child) {
+    let root = child.id() as i32;
+    let procs = parent_pids();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            procs
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    // Children are spawned with process_group(0): their pid is their pgid.
+    unsafe {
+        libc::kill(-root, libc::SIGKILL);
+        for &pid in &tree {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits for `child` to exit, at most `timeout`.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Ok(Some(s)),
+            Ok(None) if Instant::now() >= deadline => return Ok(None),
+            Ok(None) => thread::sleep(Duration::from_millis(25)),
+            Err(e) => return Err(format!("try_wait: {e}")),
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// One `GET /healthz`: true on `200` with body `ok`.
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp);
+    resp.starts_with("HTTP/1.1 200") && resp.split("\r\n\r\n").nth(1).map(str::trim) == Some("ok")
+}
+
+/// A running `mcp-relay reverse`; stopped and reaped on drop.
+struct Relay {
+    child: Option<Child>,
+    port: u16,
+    cmdline: String,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// How the relay ended, once stopped.
+    ended: Option<String>,
+}
+
+impl Relay {
+    /// Starts the relay on a free port and waits for `/healthz`. Retries on a
+    /// fresh port if the relay exits early (the port may have been taken
+    /// between probing and binding).
+    fn start(node: &Path, server_js: &Path, pool: Pool) -> Relay {
+        let mut failures = String::new();
+        for _ in 0..3 {
+            match Relay::try_start(node, server_js, pool) {
+                Ok(relay) => return relay,
+                Err(e) => failures.push_str(&e),
+            }
+        }
+        panic!("relay did not come up:\n{failures}");
+    }
+
+    fn try_start(node: &Path, server_js: &Path, pool: Pool) -> Result<Relay, String> {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(RELAY);
+        cmd.arg("reverse")
+            .args(["--listen", &listen])
+            .args(pool.relay_args())
+            .args(["--name", "everything", "--log-level", "debug", "--"])
+            .arg(node)
+            .arg(server_js)
+            .arg("stdio")
+            .current_dir(MANIFEST_DIR)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let cmdline = format!(
+            "{RELAY} reverse --listen {listen} {} --name everything --log-level debug -- {} {} stdio",
+            pool.relay_args().join(" "),
+            node.display(),
+            server_js.display()
+        );
+        // Reaped by Relay::stop (also on drop), which clippy cannot see.
+        #[allow(clippy::zombie_processes)]
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn `{cmdline}`: {e}\n"))?;
+        let (_, out_thread) = drain(child.stdout.take().unwrap());
+        let (stderr, err_thread) = drain(child.stderr.take().unwrap());
+        let mut relay = Relay {
+            child: Some(child),
+            port,
+            cmdline,
+            stderr,
+            threads: vec![out_thread, err_thread],
+            ended: None,
+        };
+        let started = Instant::now();
+        while started.elapsed() < HEALTH_TIMEOUT {
+            if healthy(port) {
+                return Ok(relay);
+            }
+            let exited = relay.child.as_mut().unwrap().try_wait();
+            if let Ok(Some(status)) = exited {
+                relay.stop();
+                return Err(format!(
+                    "`{}` exited before serving /healthz: {status}\n--- relay stderr ---\n{}\n",
+                    relay.cmdline,
+                    snapshot(&relay.stderr)
+                ));
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        relay.stop();
+        Err(format!(
+            "`{}`: no 200 `ok` from /healthz within {HEALTH_TIMEOUT:?}\n--- relay stderr ---\n{}\n",
+            relay.cmdline,
+            snapshot(&relay.stderr)
+        ))
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, a bounded wait, then SIGKILL for the whole tree; always
+    /// reaps. Idempotent.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let ended = match child.try_wait() {
+            Ok(Some(s)) => format!("had already exited: {s}"),
+            _ => {
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGTERM);
+                }
+                match wait_bounded(&mut child, STOP_TIMEOUT) {
+                    Ok(Some(s)) => format!("exited after SIGTERM: {s}"),
+                    Ok(None) => {
+                        kill_tree(&mut child);
+                        format!("still running {STOP_TIMEOUT:?} after SIGTERM; killed")
+                    }
+                    Err(e) => {
+                        kill_tree(&mut child);
+                        format!("{e}; killed")
+                    }
+                }
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for t in self.threads.drain(..) {
+            join_bounded(t, deadline);
+        }
+        self.ended = Some(ended);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct ScriptRun {
+    cmdline: String,
+    /// None: timed out and killed.
+    status: Option<ExitStatus>,
+    elapsed: Duration,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_script(mut cmd: Command, cmdline: String) -> ScriptRun {
+    cmd.current_dir(MANIFEST_DIR)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let started = Instant::now();
+    // Every path below reaps the child: wait_bounded, or kill_tree (which
+    // waits) on error and timeout; clippy cannot see through kill_tree.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn `{cmdline}`: {e}"));
+    let (out_buf, out_thread) = drain(child.stdout.take().unwrap());
+    let (err_buf, err_thread) = drain(child.stderr.take().unwrap());
+    let status = match wait_bounded(&mut child, SCRIPT_TIMEOUT) {
+        Ok(Some(s)) => Some(s),
+        Ok(None) => {
+            kill_tree(&mut child);
+            None
+        }
+        Err(e) => {
+            kill_tree(&mut child);
+            panic!("`{cmdline}`: {e}");
+        }
+    };
+    let elapsed = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    join_bounded(out_thread, deadline);
+    join_bounded(err_thread, deadline);
+    ScriptRun {
+        cmdline,
+        status,
+        elapsed,
+        stdout: snapshot(&out_buf),
+        stderr: snapshot(&err_buf),
+    }
+}
+
+fn interop(sdk: Sdk, pool: Pool) {
+    let root = Path::new(MANIFEST_DIR);
+    let server_js = root.join(SERVER_JS);
+    let script = root.join(match sdk {
+        Sdk::Python => PY_SCRIPT,
+        Sdk::TypeScript => TS_SCRIPT,
+    });
+    assert!(script.is_file(), "missing {}", script.display());
+
+    let Some(node) = find_in_path("node") else {
+        return missing("`node` not found on PATH");
+    };
+    if !server_js.is_file() {
+        return missing(&format!(
+            "npm package not installed: {} not found",
+            server_js.display()
+        ));
+    }
+    let interpreter = match sdk {
+        Sdk::Python => {
+            let python = python();
+            if let Err(e) = python_has_mcp(&python) {
+                return missing(&e);
+            }
+            PathBuf::from(python)
+        }
+        Sdk::TypeScript => {
+            let client = root.join(TS_SDK_CLIENT);
+            if !client.is_file() {
+                return missing(&format!(
+                    "npm package not installed: {} not found",
+                    client.display()
+                ));
+            }
+            node.clone()
+        }
+    };
+
+    let mut relay = Relay::start(&node, &server_js, pool);
+    let base = relay.base_url();
+    let mut cmd = Command::new(&interpreter);
+    cmd.arg(&script)
+        .arg(&base)
+        .arg(pool.name())
+        .env("PYTHONUNBUFFERED", "1");
+    let cmdline = format!(
+        "{} {} {base} {}",
+        interpreter.display(),
+        script.display(),
+        pool.name()
+    );
+    let run = run_script(cmd, cmdline);
+    relay.stop();
+
+    let report = format!(
+        "relay: {}\nrelay {}\nscript: {}\nelapsed: {:.2?}\n--- script stdout ---\n{}\n--- script stderr ---\n{}\n--- relay stderr ---\n{}--- end ---",
+        relay.cmdline,
+        relay.ended.as_deref().unwrap_or("?"),
+        run.cmdline,
+        run.elapsed,
+        run.stdout,
+        run.stderr,
+        snapshot(&relay.stderr),
+    );
+    let Some(status) = run.status else {
+        panic!("interop script timed out after {SCRIPT_TIMEOUT:?} and was killed\n{report}");
+    };
+    assert!(
+        status.success(),
+        "interop script failed: {status}\n{report}"
+    );
+    assert!(
+        run.stdout.contains("interop ok"),
+        "interop script exited 0 without `interop ok`\n{report}"
+    );
+    eprintln!("{}", run.stdout.trim_end());
+    eprintln!("{}", run.stderr.trim_end());
+    eprintln!("relay {}", relay.ended.as_deref().unwrap_or("?"));
+}
+
+#[test]
+fn python_sdk_reverse_session_pool() {
+    interop(Sdk::Python, Pool::Session);
+}
+
+#[test]
+fn python_sdk_reverse_shared_pool() {
+    interop(Sdk::Python, Pool::Shared);
+}
+
+#[test]
+fn typescript_sdk_reverse_session_pool() {
+    interop(Sdk::TypeScript, Pool::Session);
+}
+
+#[test]
+fn typescript_sdk_reverse_shared_pool() {
+    interop(Sdk::TypeScript, Pool::Shared);
+}
