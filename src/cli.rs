@@ -66,7 +66,10 @@ pub enum PoolMode {
 
 #[derive(Debug, Clone)]
 pub struct ReverseConfig {
+    /// The server command; empty when `http` is set.
     pub command: Vec<String>,
+    /// `--url`: relay to an HTTP(S) MCP server instead of processes.
+    pub http: Option<HttpOptions>,
     pub name: String,
     pub listen: std::net::SocketAddr,
     pub admin: Option<std::net::SocketAddr>,
@@ -212,6 +215,18 @@ fn forward_options() -> Options {
         "error, warn, info, debug, trace (default info; RUST_LOG also works)",
         "LEVEL",
     );
+    o.optopt(
+        "",
+        "max-connections",
+        "with --url: upstream connections carrying requests at once (default 8)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "idle-timeout",
+        "with --url: close upstream keep-alive connections idle this long (default 60s)",
+        "DUR",
+    );
     add_http_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
@@ -273,18 +288,6 @@ fn add_http_options(o: &mut Options) {
         "give up reconnecting after this long of failure (default 5m)",
         "DUR",
     );
-    o.optopt(
-        "",
-        "http-max-connections",
-        "upstream connections carrying requests at once (default 8)",
-        "N",
-    );
-    o.optopt(
-        "",
-        "http-idle-timeout",
-        "close upstream keep-alive connections idle this long (default 60s)",
-        "DUR",
-    );
 }
 
 fn http_options(m: &getopts::Matches) -> Result<Option<HttpOptions>, String> {
@@ -298,8 +301,6 @@ fn http_options(m: &getopts::Matches) -> Result<Option<HttpOptions>, String> {
             "retries",
             "reconnect-base",
             "reconnect-max-elapsed",
-            "http-max-connections",
-            "http-idle-timeout",
         ] {
             if m.opt_present(flag) {
                 return Err(format!("--{flag} only applies with --url"));
@@ -336,8 +337,9 @@ fn http_options(m: &getopts::Matches) -> Result<Option<HttpOptions>, String> {
         retries: u32::try_from(retries).map_err(|_| "--retries: too large".to_string())?,
         reconnect_base,
         reconnect_max_elapsed: dur(m, "reconnect-max-elapsed", Duration::from_secs(300))?,
-        max_connections: count(m, "http-max-connections", 8)?.max(1),
-        idle_timeout: dur(m, "http-idle-timeout", Duration::from_secs(60))?,
+        // forward defines these for --url; reverse shares its pool flags.
+        max_connections: count(m, "max-connections", 8)?.max(1),
+        idle_timeout: dur(m, "idle-timeout", Duration::from_secs(60))?,
     }))
 }
 
@@ -405,6 +407,9 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         (Some(h), true) => m.opt_str("name").unwrap_or_else(|| h.url.clone()),
         (None, false) => command_name(&command, m.opt_str("name")),
     };
+    if http.is_none() && (m.opt_present("max-connections") || m.opt_present("idle-timeout")) {
+        return Err("--max-connections and --idle-timeout apply to forward only with --url".into());
+    }
     if http.is_some() && m.opt_present("restart") {
         return Err(
             "--restart applies to a server command; with --url the relay re-initializes by itself"
@@ -609,6 +614,7 @@ fn reverse_options() -> Options {
         "error, warn, info, debug, trace (default info; RUST_LOG also works)",
         "LEVEL",
     );
+    add_http_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
 }
@@ -659,8 +665,13 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
         });
     }
     let command = m.free.clone();
-    if command.is_empty() {
-        return Err("reverse needs a server command after `--`".into());
+    let http = http_options(&m)?;
+    match (&http, command.is_empty()) {
+        (Some(_), false) => {
+            return Err("reverse takes either --url or a command after `--`, not both".into());
+        }
+        (None, true) => return Err("reverse needs a server command after `--` (or --url)".into()),
+        _ => {}
     }
     let pool = match m.opt_str("pool").as_deref() {
         None | Some("session") => PoolMode::Session,
@@ -692,8 +703,12 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
         addr(&m, "listen")?.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
     Ok(Cli {
         command: Command::Reverse(Box::new(ReverseConfig {
-            name: command_name(&command, m.opt_str("name")),
+            name: match &http {
+                Some(h) => m.opt_str("name").unwrap_or_else(|| h.url.clone()),
+                None => command_name(&command, m.opt_str("name")),
+            },
             command,
+            http,
             listen,
             admin: addr(&m, "admin")?,
             path,

@@ -18,6 +18,8 @@
 //! the last event of an SSE stream when the server sent progress or other
 //! messages first.
 
+mod http;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -187,6 +189,8 @@ enum TimerKind {
     AcceptResume,
     ShutdownGrace,
     HardStop,
+    /// `--url`: a session's upstream GET stream may reconnect.
+    Reconnect(SKey),
 }
 
 pub struct Reverse {
@@ -216,6 +220,8 @@ pub struct Reverse {
     shutting_down: bool,
     final_phase: bool,
     forced: bool,
+    /// `--url`: the HTTP upstream (the process pool stays empty).
+    http: Option<Box<http::UpHttp>>,
 }
 
 /// Binds the listeners and serves until shutdown; returns the exit status.
@@ -314,12 +320,23 @@ impl Reverse {
             shutting_down: false,
             final_phase: false,
             forced: false,
+            http: None,
         })
     }
 
     fn run_loop(&mut self) -> io::Result<i32> {
-        let actions = self.pool.start(self.now);
-        self.apply(actions);
+        if let Some(opts) = self.cfg.http.clone() {
+            match http::UpHttp::new(&opts, &self.cfg, &self.poll) {
+                Ok(h) => self.http = Some(Box::new(h)),
+                Err(e) => {
+                    log::error!("--url {}: {e}", opts.url);
+                    return Ok(1);
+                }
+            }
+        } else {
+            let actions = self.pool.start(self.now);
+            self.apply(actions);
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             self.end_of_turn();
@@ -328,6 +345,10 @@ impl Reverse {
                 return Ok(0);
             }
             let mut timeout = self.timers.next_timeout(self.now);
+            if let Some(d) = self.http.as_deref().and_then(|h| h.next_deadline()) {
+                let d = d.saturating_duration_since(self.now);
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
             if let Some(d) = self.pool.next_deadline() {
                 let d = d.saturating_duration_since(self.now);
                 timeout = Some(timeout.map_or(d, |t| t.min(d)));
@@ -354,6 +375,7 @@ impl Reverse {
             while let Some(t) = self.timers.poll(self.now) {
                 self.on_timer(t);
             }
+            self.http_poll();
             if self.pool.next_deadline().is_some_and(|d| d <= self.now) {
                 let actions = self.pool.poll(self.now);
                 self.apply(actions);
@@ -391,6 +413,10 @@ impl Reverse {
             for s in sigs {
                 self.on_signal(s);
             }
+            return;
+        }
+        if self.http.as_deref().is_some_and(|h| h.owns(token)) {
+            self.http_event(token, readable, writable);
             return;
         }
         let (pipe, is_client) = match self.endpoints.get_mut(token) {
@@ -472,6 +498,7 @@ impl Reverse {
                     self.enter_final_phase();
                 }
             }
+            TimerKind::Reconnect(skey) => self.http_reconnect_timer(skey),
             TimerKind::HardStop => {
                 // Exit as soon as the processes are reaped, even if some
                 // client never reads the rest of its output.
@@ -1504,6 +1531,19 @@ impl Reverse {
             self.deliver(skey, reply_to, &id, b);
             return;
         }
+        if self.http.is_some() {
+            // An HTTP upstream needs no process: the session starts now.
+            if s.stateless {
+                if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
+                    && self.track(skey, id.clone(), &env, reply_to)
+                {
+                    self.http_send(skey, &line, Some(&id));
+                }
+            } else {
+                self.http_start(skey, line, id, reply_to);
+            }
+            return;
+        }
         s.waiting_init = Some((line, id, reply_to));
         let actions = self.pool.lease(skey, self.now);
         self.apply(actions);
@@ -1699,6 +1739,10 @@ impl Reverse {
 
     /// Writes a client message to the session's process.
     fn send_up(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
+        if self.http.is_some() {
+            self.http_send(skey, line, request);
+            return;
+        }
         let conn = self.sessions.get(&skey).and_then(|s| s.conn);
         let alive = conn
             .and_then(|c| self.procs.get(&c))
@@ -1790,6 +1834,10 @@ impl Reverse {
                 "max_request_time_ms": self.cfg.max_request_time.as_millis() as u64,
             }),
         );
+        if self.http.is_some() {
+            self.http_cancel(skey, &id, initialize);
+            return;
+        }
         if initialize {
             // MCP: initialize is never cancelled.
             return;
@@ -1869,6 +1917,10 @@ impl Reverse {
         }
         if let Some(stream) = s.stream.take() {
             self.end_stream(stream);
+        }
+        if self.http.is_some() {
+            self.http_end(skey);
+            return;
         }
         match s.conn {
             Some(conn) => {
@@ -2687,12 +2739,14 @@ impl Reverse {
     }
 
     fn finished(&self) -> bool {
-        self.final_phase && self.procs.is_empty() && (self.clients == 0 || self.forced)
+        // The DELETEs ending upstream sessions go out before the exit.
+        let http_idle = self.http.as_deref().is_none_or(|h| h.in_flight() == 0);
+        self.final_phase && self.procs.is_empty() && (self.clients == 0 && http_idle || self.forced)
     }
 
     fn render_metrics(&self) -> String {
         let st = self.pool.stats();
-        let gauges = [UpstreamGauges {
+        let mut gauges = [UpstreamGauges {
             upstream: &self.cfg.name,
             starting: st.starting as u64,
             idle: st.idle as u64,
@@ -2701,6 +2755,12 @@ impl Reverse {
             waiting: st.waiting as u64,
             sessions: self.sessions.len() as u64,
         }];
+        if let Some(h) = self.http.as_deref() {
+            // An HTTP upstream's "connections" are its keep-alive sockets.
+            let (total, idle) = h.connection_counts();
+            gauges[0].idle = idle as u64;
+            gauges[0].leased = (total - idle) as u64;
+        }
         let mut out = String::with_capacity(4096);
         self.metrics.render(&mut out, &gauges, self.clients as u64);
         out

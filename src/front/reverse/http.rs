@@ -1,0 +1,721 @@
+//! `reverse --url`: HTTP in front of an HTTP(S) MCP server.
+//!
+//! Each client session maps to one upstream session, created when the
+//! client's `initialize` is forwarded. Requests use any idle keep-alive
+//! connection of the engine's pool; SSE replies stream through event by event
+//! (progress reaches the client as it arrives); the upstream's GET stream is
+//! held by the relay, reconnected with backoff and `Last-Event-ID`, and its
+//! messages are delivered through the client side's own event ids and replay
+//! buffer. An upstream 404 ends the client session, whose next request then
+//! gets 404 so the client initializes again, as MCP prescribes.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use mio::Token;
+use serde_json::json;
+
+use super::{ReplyTo, Reverse, SKey, TimerKind};
+use crate::cli::HttpOptions;
+use crate::io::dns::Resolver;
+use crate::io::transport::tls_config;
+use crate::policy::backoff::Rng;
+use crate::proto::errors::RelayError;
+use crate::proto::jsonrpc::{self, Id, Kind, Message};
+use crate::reactor::TimerId;
+use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
+use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
+use crate::upstream::url::Url;
+
+/// Token of the resolver's waker.
+pub(super) const RESOLVER_TOKEN: Token = Token(usize::MAX - 1);
+
+#[derive(Debug, Clone)]
+enum Carry {
+    Post {
+        request: Option<Id>,
+        initialize: bool,
+    },
+    Get,
+    Delete,
+}
+
+/// The upstream side of one client session.
+pub(super) struct UpSession {
+    session_id: Option<String>,
+    version: Option<String>,
+    initialized: bool,
+    get: SseStream,
+    get_ex: Option<ExId>,
+    get_timer: Option<TimerId>,
+    /// Exchange carrying each request in flight, to cancel it on timeout.
+    requests: HashMap<Id, ExId>,
+}
+
+pub(super) struct UpHttp {
+    url: Url,
+    client: HttpClient,
+    resolver: Resolver,
+    reconnect: ReconnectConfig,
+    carries: HashMap<ExId, (SKey, Carry)>,
+    pub(super) sessions: HashMap<SKey, UpSession>,
+}
+
+impl UpHttp {
+    pub(super) fn new(
+        opts: &HttpOptions,
+        cfg: &crate::cli::ReverseConfig,
+        poll: &mio::Poll,
+    ) -> Result<UpHttp, String> {
+        let url = Url::parse(&opts.url)?;
+        let tls = if url.tls {
+            Some(tls_config(opts.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let http = HttpConfig {
+            url: url.clone(),
+            connect_timeout: opts.connect_timeout,
+            request_timeout: opts.request_timeout,
+            // The session's own per-request timer (restarted by progress) is
+            // the response timeout; the engine enforces the overall cap.
+            response_timeout: Duration::ZERO,
+            max_request_time: cfg.max_request_time,
+            max_connections: opts.max_connections,
+            idle_timeout: opts.idle_timeout,
+            headers: opts.headers.clone(),
+            retries: opts.retries,
+            retry_base: opts.reconnect_base,
+            retry_cap: Duration::from_secs(30),
+            max_message_size: cfg.max_message_size,
+            tls,
+        };
+        let client = HttpClient::new(http, 0, Rng::from_os())?;
+        let mut resolver =
+            Resolver::new(poll.registry(), RESOLVER_TOKEN).map_err(|e| format!("resolver: {e}"))?;
+        resolver.resolve(0, url.host.clone(), url.port);
+        Ok(UpHttp {
+            url,
+            client,
+            resolver,
+            reconnect: ReconnectConfig {
+                base: opts.reconnect_base,
+                cap: Duration::from_secs(30),
+                max_elapsed: opts.reconnect_max_elapsed,
+                recent_ids: 1024,
+            },
+            carries: HashMap::new(),
+            sessions: HashMap::new(),
+        })
+    }
+
+    pub(super) fn owns(&self, token: Token) -> bool {
+        token == RESOLVER_TOKEN || self.client.owns(token)
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.client.next_deadline()
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.client.in_flight()
+    }
+
+    /// (connections, idle ones) for the metrics gauges.
+    pub(super) fn connection_counts(&self) -> (usize, usize) {
+        (self.client.connections(), self.client.idle_connections())
+    }
+
+    fn headers(&self, skey: SKey, sse_only: bool) -> Vec<(String, String)> {
+        let mut h = vec![(
+            "accept".to_string(),
+            if sse_only {
+                "text/event-stream"
+            } else {
+                "application/json, text/event-stream"
+            }
+            .to_string(),
+        )];
+        if !sse_only {
+            h.push(("content-type".into(), "application/json".into()));
+        }
+        if let Some(up) = self.sessions.get(&skey) {
+            if let Some(s) = &up.session_id {
+                h.push(("mcp-session-id".into(), s.clone()));
+            }
+            if let Some(v) = &up.version {
+                h.push(("mcp-protocol-version".into(), v.clone()));
+            }
+        }
+        h
+    }
+}
+
+impl Reverse {
+    /// A client session's `initialize`: create its upstream session.
+    pub(super) fn http_start(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
+        let rc = match self.http.as_deref() {
+            Some(h) => h.reconnect.clone(),
+            None => return,
+        };
+        if let Some(h) = self.http.as_deref_mut() {
+            h.sessions.insert(
+                skey,
+                UpSession {
+                    session_id: None,
+                    version: None,
+                    initialized: false,
+                    get: SseStream::new(rc, Rng::from_os()),
+                    get_ex: None,
+                    get_timer: None,
+                    requests: HashMap::new(),
+                },
+            );
+        }
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.pending.insert(
+                id.clone(),
+                super::Req {
+                    reply_to,
+                    started: self.now,
+                    timer: None,
+                    progress: None,
+                    initialize: true,
+                },
+            );
+        }
+        self.arm_response_timer(skey, &id);
+        self.http_post(skey, &line, Some(id), true);
+    }
+
+    /// A client message for its session's upstream.
+    pub(super) fn http_send(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
+        let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
+        let known = stateless
+            || self
+                .http
+                .as_deref()
+                .is_some_and(|h| h.sessions.contains_key(&skey));
+        if !known {
+            if let Some(id) = request {
+                self.fail_request(
+                    skey,
+                    id,
+                    RelayError::UpstreamClosed,
+                    "The session has no upstream session",
+                    json!({}),
+                );
+            }
+            return;
+        }
+        let initialized = request.is_none()
+            && matches!(jsonrpc::peek(line), Ok(Message::Single(env)) if env.method_is("notifications/initialized"));
+        self.http_post(skey, line, request.cloned(), false);
+        if initialized {
+            if let Some(up) = self
+                .http
+                .as_deref_mut()
+                .and_then(|h| h.sessions.get_mut(&skey))
+            {
+                up.initialized = true;
+            }
+            self.http_want_get(skey);
+        }
+    }
+
+    fn http_post(&mut self, skey: SKey, line: &[u8], request: Option<Id>, initialize: bool) {
+        let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        let mut headers = h.headers(skey, false);
+        if stateless {
+            // 2026-07-28: the headers name the method; the body must match.
+            headers.push(("mcp-protocol-version".into(), "2026-07-28".into()));
+            if let Ok(Message::Single(env)) = jsonrpc::peek(line)
+                && let Some(m) = env.method()
+            {
+                headers.push(("mcp-method".into(), m.into_owned()));
+                if let Some(name) = env.param_str("name").or_else(|| env.param_str("uri")) {
+                    headers.push(("mcp-name".into(), name));
+                }
+            }
+        }
+        let req = Request {
+            method: "POST",
+            target: h.url.target.clone(),
+            headers,
+            body: line.to_vec(),
+            stream: false,
+        };
+        let ex = h.client.submit(req, reg, now);
+        if let Some(id) = &request
+            && let Some(up) = h.sessions.get_mut(&skey)
+        {
+            up.requests.insert(id.clone(), ex);
+        }
+        h.carries.insert(
+            ex,
+            (
+                skey,
+                Carry::Post {
+                    request,
+                    initialize,
+                },
+            ),
+        );
+    }
+
+    fn http_want_get(&mut self, skey: SKey) {
+        let now = self.now;
+        let Some(up) = self
+            .http
+            .as_deref_mut()
+            .and_then(|h| h.sessions.get_mut(&skey))
+        else {
+            return;
+        };
+        if !up.initialized || up.session_id.is_none() {
+            return;
+        }
+        let actions = up.get.want(now);
+        self.http_get_actions(skey, actions);
+    }
+
+    fn http_get_actions(&mut self, skey: SKey, actions: Vec<reconnect::Action>) {
+        for a in actions {
+            match a {
+                reconnect::Action::Connect { last_event_id } => {
+                    let now = self.now;
+                    let reg = self.poll.registry();
+                    let Some(h) = self.http.as_deref_mut() else {
+                        return;
+                    };
+                    let mut headers = h.headers(skey, true);
+                    if let Some(id) = last_event_id {
+                        headers.push(("last-event-id".into(), id));
+                    }
+                    let req = Request {
+                        method: "GET",
+                        target: h.url.target.clone(),
+                        headers,
+                        body: Vec::new(),
+                        stream: true,
+                    };
+                    let ex = h.client.submit(req, reg, now);
+                    h.carries.insert(ex, (skey, Carry::Get));
+                    if let Some(up) = h.sessions.get_mut(&skey) {
+                        up.get_ex = Some(ex);
+                    }
+                }
+                reconnect::Action::Wait(at) => {
+                    let t = self.timers.insert(at, TimerKind::Reconnect(skey));
+                    if let Some(up) = self
+                        .http
+                        .as_deref_mut()
+                        .and_then(|h| h.sessions.get_mut(&skey))
+                        && let Some(old) = up.get_timer.replace(t)
+                    {
+                        self.timers.cancel(old);
+                    }
+                }
+                reconnect::Action::GiveUp => {
+                    log::warn!(
+                        "[{}] upstream GET stream of a session could not be restored; ending the session",
+                        self.cfg.name
+                    );
+                    self.end_session(skey, "its upstream stream could not be restored");
+                }
+            }
+        }
+    }
+
+    pub(super) fn http_reconnect_timer(&mut self, skey: SKey) {
+        let now = self.now;
+        let Some(up) = self
+            .http
+            .as_deref_mut()
+            .and_then(|h| h.sessions.get_mut(&skey))
+        else {
+            return;
+        };
+        up.get_timer = None;
+        let actions = up.get.on_timer(now);
+        self.http_get_actions(skey, actions);
+    }
+
+    /// Readiness for the resolver or an upstream connection.
+    pub(super) fn http_event(&mut self, token: Token, readable: bool, writable: bool) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if token == RESOLVER_TOKEN {
+            let mut answers = Vec::new();
+            h.resolver.drain(&mut answers);
+            for (_, answer) in answers {
+                match answer {
+                    Ok(addrs) if !addrs.is_empty() => h.client.set_addrs(addrs, reg, now),
+                    Ok(_) => h.client.resolve_failed("no addresses"),
+                    Err(e) => h.client.resolve_failed(&e),
+                }
+            }
+        } else {
+            h.client.on_ready(token, readable, writable, reg, now);
+        }
+        self.http_drain();
+    }
+
+    pub(super) fn http_poll(&mut self) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if h.client.next_deadline().is_some_and(|d| d <= now) {
+            h.client.poll(reg, now);
+        }
+        self.http_drain();
+    }
+
+    fn http_drain(&mut self) {
+        loop {
+            let mut events = Vec::new();
+            let Some(h) = self.http.as_deref_mut() else {
+                return;
+            };
+            h.client.take_events(&mut events);
+            if events.is_empty() {
+                return;
+            }
+            for ev in events {
+                match ev {
+                    Event::Head {
+                        ex,
+                        status,
+                        headers,
+                        ..
+                    } => self.http_head(ex, status, &headers),
+                    Event::Message {
+                        ex,
+                        data,
+                        id,
+                        retry,
+                    } => self.http_message(ex, data, id, retry),
+                    Event::Done { ex } => self.http_done(ex),
+                    Event::Failed { ex, failure } => self.http_failed(ex, failure),
+                }
+            }
+        }
+    }
+
+    fn carry(&self, ex: ExId) -> Option<(SKey, Carry)> {
+        self.http
+            .as_deref()
+            .and_then(|h| h.carries.get(&ex).cloned())
+    }
+
+    fn forget(&mut self, ex: ExId) {
+        if let Some(h) = self.http.as_deref_mut()
+            && let Some((
+                skey,
+                Carry::Post {
+                    request: Some(id), ..
+                },
+            )) = h.carries.remove(&ex)
+            && let Some(up) = h.sessions.get_mut(&skey)
+        {
+            up.requests.remove(&id);
+        }
+    }
+
+    fn http_head(&mut self, ex: ExId, status: u16, headers: &[(String, String)]) {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let Some((skey, carry)) = self.carry(ex) else {
+            return;
+        };
+        let now = self.now;
+        match carry {
+            Carry::Post {
+                request,
+                initialize,
+            } => {
+                if (200..300).contains(&status) {
+                    if initialize
+                        && let Some(up) = self
+                            .http
+                            .as_deref_mut()
+                            .and_then(|h| h.sessions.get_mut(&skey))
+                    {
+                        up.session_id = header("mcp-session-id");
+                    }
+                    return;
+                }
+                self.forget(ex);
+                if let Some(id) = &request {
+                    self.fail_request(
+                        skey,
+                        id,
+                        RelayError::UpstreamStatus,
+                        &format!("The upstream answered HTTP {status}"),
+                        json!({"status": status}),
+                    );
+                }
+                let had_session = self
+                    .http
+                    .as_deref()
+                    .and_then(|h| h.sessions.get(&skey))
+                    .is_some_and(|up| up.session_id.is_some());
+                if status == 404 && had_session {
+                    // MCP: the upstream session is gone; so is the client's.
+                    self.end_session(skey, "the upstream ended the session");
+                }
+            }
+            Carry::Get => {
+                let retry_after = header("retry-after")
+                    .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
+                let Some(up) = self
+                    .http
+                    .as_deref_mut()
+                    .and_then(|h| h.sessions.get_mut(&skey))
+                else {
+                    return;
+                };
+                if status == 200 {
+                    up.get.on_connected(now);
+                    return;
+                }
+                up.get_ex = None;
+                let actions =
+                    up.get
+                        .on_failure(reconnect::Failure::Status(status), retry_after, now);
+                self.forget(ex);
+                if status == 404 {
+                    self.end_session(skey, "the upstream ended the session");
+                    return;
+                }
+                self.http_get_actions(skey, actions);
+            }
+            Carry::Delete => {}
+        }
+    }
+
+    fn http_message(&mut self, ex: ExId, data: Vec<u8>, id: Option<String>, retry: Option<u64>) {
+        let Some((skey, carry)) = self.carry(ex) else {
+            return;
+        };
+        let now = self.now;
+        match carry {
+            Carry::Get => {
+                let Some(up) = self
+                    .http
+                    .as_deref_mut()
+                    .and_then(|h| h.sessions.get_mut(&skey))
+                else {
+                    return;
+                };
+                // Never deliver an upstream event twice across reconnects.
+                if !up.get.on_event(id.as_deref(), retry, now) || data.is_empty() {
+                    return;
+                }
+                self.on_session_line(skey, &data);
+            }
+            Carry::Post { initialize, .. } => {
+                if data.is_empty() {
+                    return;
+                }
+                if initialize {
+                    let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+                    if let Some(pv) = v
+                        .pointer("/result/protocolVersion")
+                        .and_then(|p| p.as_str())
+                        && let Some(up) = self
+                            .http
+                            .as_deref_mut()
+                            .and_then(|h| h.sessions.get_mut(&skey))
+                    {
+                        up.version = Some(pv.to_string());
+                    }
+                }
+                self.on_session_line(skey, &data);
+            }
+            Carry::Delete => {}
+        }
+    }
+
+    fn http_done(&mut self, ex: ExId) {
+        let Some((skey, carry)) = self.carry(ex) else {
+            return;
+        };
+        let now = self.now;
+        self.forget(ex);
+        if let Carry::Get = carry {
+            let Some(up) = self
+                .http
+                .as_deref_mut()
+                .and_then(|h| h.sessions.get_mut(&skey))
+            else {
+                return;
+            };
+            up.get_ex = None;
+            let actions = up.get.on_failure(reconnect::Failure::Dropped, None, now);
+            self.http_get_actions(skey, actions);
+        } else if let Carry::Post {
+            request: Some(id), ..
+        } = carry
+            && self
+                .sessions
+                .get(&skey)
+                .is_some_and(|s| s.pending.contains_key(&id))
+        {
+            // The POST stream ended before its reply (2025-11-25 polling):
+            // the reply comes on the GET stream.
+            self.http_want_get(skey);
+        }
+    }
+
+    fn http_failed(&mut self, ex: ExId, failure: Failure) {
+        let Some((skey, carry)) = self.carry(ex) else {
+            return;
+        };
+        let now = self.now;
+        self.forget(ex);
+        match carry {
+            Carry::Post {
+                request: Some(id), ..
+            } => {
+                log::warn!("[{}] request {id}: {}", self.cfg.name, failure.detail());
+                self.fail_request(
+                    skey,
+                    &id,
+                    RelayError::from_http_kind(failure.kind()),
+                    &format!("Upstream request failed: {}", failure.detail()),
+                    json!({}),
+                );
+            }
+            Carry::Get => {
+                let Some(up) = self
+                    .http
+                    .as_deref_mut()
+                    .and_then(|h| h.sessions.get_mut(&skey))
+                else {
+                    return;
+                };
+                up.get_ex = None;
+                let kind = match failure {
+                    Failure::ConnectFailed(_) | Failure::ConnectTimeout | Failure::Tls(_) => {
+                        reconnect::Failure::ConnectFailed
+                    }
+                    Failure::RequestTimeout | Failure::ResponseTimeout => {
+                        reconnect::Failure::Timeout
+                    }
+                    Failure::Closed(_) => reconnect::Failure::Dropped,
+                };
+                let actions = up.get.on_failure(kind, None, now);
+                self.http_get_actions(skey, actions);
+            }
+            Carry::Post { request: None, .. } | Carry::Delete => {
+                log::debug!(
+                    "[{}] upstream notification or DELETE failed: {}",
+                    self.cfg.name,
+                    failure.detail()
+                );
+            }
+        }
+    }
+
+    /// The response timeout of a request fired: stop its exchange and cancel
+    /// it upstream.
+    pub(super) fn http_cancel(&mut self, skey: SKey, id: &Id, initialize: bool) {
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        if let Some(ex) = h
+            .sessions
+            .get_mut(&skey)
+            .and_then(|up| up.requests.remove(id))
+        {
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
+        }
+        if !initialize {
+            let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
+            self.http_post(skey, &msg, None, false);
+        }
+    }
+
+    /// The client session ended: stop its stream and end the upstream
+    /// session too (DELETE, best effort).
+    pub(super) fn http_end(&mut self, skey: SKey) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
+            return;
+        };
+        let Some(mut up) = h.sessions.remove(&skey) else {
+            return;
+        };
+        up.get.stop();
+        for ex in up
+            .get_ex
+            .take()
+            .into_iter()
+            .chain(up.requests.drain().map(|(_, ex)| ex))
+        {
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
+        }
+        if let Some(t) = up.get_timer.take() {
+            self.timers.cancel(t);
+        }
+        if let Some(sid) = up.session_id {
+            let mut headers = vec![("mcp-session-id".to_string(), sid)];
+            if let Some(v) = up.version {
+                headers.push(("mcp-protocol-version".into(), v));
+            }
+            let req = Request {
+                method: "DELETE",
+                target: h.url.target.clone(),
+                headers,
+                body: Vec::new(),
+                stream: false,
+            };
+            let ex = h.client.submit(req, reg, now);
+            h.carries.insert(ex, (skey, Carry::Delete));
+        }
+    }
+
+    /// A message from a session's upstream, routed like a session-mode
+    /// process's output line.
+    fn on_session_line(&mut self, skey: SKey, line: &[u8]) {
+        match jsonrpc::peek(line) {
+            Ok(Message::Single(env)) => match env.kind() {
+                Kind::Response => {
+                    if let Some(id) = env.id() {
+                        self.complete(skey, &id, line.to_vec());
+                    }
+                }
+                Kind::Notification if env.method_is("notifications/progress") => {
+                    let token = env.param_id("progressToken");
+                    self.on_progress(skey, token, line.to_vec());
+                }
+                Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
+                Kind::Invalid => log::warn!(
+                    "[{}] upstream message that is not JSON-RPC dropped",
+                    self.cfg.name
+                ),
+            },
+            Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
+            Err(_) => log::warn!("[{}] upstream sent invalid JSON; dropped", self.cfg.name),
+        }
+    }
+}
