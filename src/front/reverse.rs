@@ -514,7 +514,7 @@ impl Reverse {
     // ---- accepting ----------------------------------------------------------
 
     fn accept(&mut self, ltok: Token) {
-        if self.accept_paused || self.shutting_down {
+        if self.accept_paused || self.final_phase {
             return;
         }
         loop {
@@ -2681,12 +2681,12 @@ impl Reverse {
 
     // ---- shutdown ---------------------------------------------------------------
 
+    /// Shutdown, first phase. The listeners stay open through the grace so
+    /// that a load balancer's health check gets `/healthz` 503 (and sends no
+    /// new session here) and requests of existing sessions are still served;
+    /// new sessions get 503. The final phase closes the listeners.
     fn begin_shutdown(&mut self) {
         self.shutting_down = true;
-        for (_, l, _) in &mut self.listeners {
-            let _ = self.poll.registry().deregister(l);
-        }
-        self.listeners.clear();
         let actions = self.pool.shutdown(self.now);
         self.apply(actions);
         self.timers
@@ -2706,6 +2706,10 @@ impl Reverse {
         }
         self.final_phase = true;
         self.shutting_down = true;
+        for (_, l, _) in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
         let keys: Vec<SKey> = self.sessions.keys().copied().collect();
         for k in keys {
             self.end_session(k, "the relay is shutting down");
