@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A small Python SDK FastMCP server for the `forward --url` interop test.
+
+Usage:
+    python3 fastmcp_server.py PORT
+
+Serves MCP Streamable HTTP on http://127.0.0.1:PORT/mcp (FastMCP's default
+path) with `mcp.run(transport="streamable-http")`. Bound to loopback, FastMCP
+turns on its DNS-rebinding protection: a request whose `Host` is not
+`127.0.0.1:*`, `localhost:*` or `[::1]:*` gets 421.
+
+Tools:
+  * echo(message)            -> "Echo: <message>"
+  * count_with_progress(steps) reports progress 1..steps (total=steps) via
+                               ctx.report_progress, then "counted to <steps>"
+  * log_info(message)        sends one notifications/message (level info) via
+                               ctx.info, then "logged"
+
+Every HTTP request the server receives is printed to stdout as one line
+(`upstream: METHOD PATH host=... session=... protocol=... -> STATUS`), so the
+test harness can show what the relay actually sent and check the DELETE on
+exit. Prints `fastmcp starting on 127.0.0.1:PORT` before binding; uvicorn
+then logs (stderr, level INFO) `Uvicorn running on http://127.0.0.1:PORT`
+once the socket is bound, plus one access-log line per request.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import anyio
+from mcp.server.fastmcp import Context, FastMCP
+
+TRACED_HEADERS = (
+    ("host", "host"),
+    ("mcp-session-id", "session"),
+    ("mcp-protocol-version", "protocol"),
+    ("accept", "accept"),
+    ("last-event-id", "last-event-id"),
+)
+
+
+def trace(app: Any) -> Any:
+    """ASGI wrapper: one stdout line per HTTP request, with its final status."""
+
+    async def traced(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        fields = " ".join(f"{label}={headers[h]!r}" for h, label in TRACED_HEADERS if h in headers)
+        line = f"upstream: {scope['method']} {scope['path']} {fields}"
+
+        async def send_traced(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.start":
+                print(f"{line} -> {message['status']}", flush=True)
+            await send(message)
+
+        await app(scope, receive, send_traced)
+
+    return traced
+
+
+class TracedFastMCP(FastMCP):
+    def streamable_http_app(self):  # type: ignore[no-untyped-def]
+        return trace(super().streamable_http_app())
+
+
+def build(port: int) -> FastMCP:
+    mcp = TracedFastMCP("interop-fastmcp", host="127.0.0.1", port=port, log_level="INFO")
+
+    @mcp.tool()
+    def echo(message: str) -> str:
+        """Echoes back the input string."""
+        return f"Echo: {message}"
+
+    @mcp.tool()
+    async def count_with_progress(steps: int, ctx: Context) -> str:
+        """Counts to `steps`, reporting progress at each step."""
+        for i in range(1, steps + 1):
+            await anyio.sleep(0.05)
+            await ctx.report_progress(i, steps, f"step {i}/{steps}")
+        return f"counted to {steps}"
+
+    @mcp.tool()
+    async def log_info(message: str, ctx: Context) -> str:
+        """Sends `message` to the client as an info log notification."""
+        await ctx.info(message)
+        return "logged"
+
+    return mcp
+
+
+def main() -> int:
+    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
+        sys.exit(f"usage: {sys.argv[0]} PORT")
+    port = int(sys.argv[1])
+    mcp = build(port)
+    print(f"fastmcp starting on 127.0.0.1:{port} (path {mcp.settings.streamable_http_path})", flush=True)
+    mcp.run(transport="streamable-http")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,573 @@
+//! Interop: the official Python MCP SDK stdio client talks, through
+//! `mcp-relay forward --url http://127.0.0.1:PORT/mcp`, to real MCP Streamable
+//! HTTP servers:
+//!
+//! * `@modelcontextprotocol/server-everything` in `streamableHttp` mode (the
+//!   TypeScript SDK's server transport, with an event store);
+//! * `tests/interop/fastmcp_server.py`, a Python SDK FastMCP server (which
+//!   rejects a `Host` other than `127.0.0.1:*`/`localhost:*` with 421).
+//!
+//! One test per server. Each starts the server on a free port and waits
+//! (bounded) for it to accept connections, runs
+//! `tests/interop/forward_url_client.py` (which spawns the relay with
+//! `--log-level debug` over stdio and runs initialize, tools, echo, progress,
+//! roots or logging, ping, and checks the relay exits 0 by itself once its
+//! stdin closes) with a hard timeout, then checks from the server's own log
+//! that the relay opened the GET stream and ended the session with DELETE.
+//! Every process is killed and reaped on every path (the server by
+//! `Upstream`'s Drop); a failure prints the script's output (the relay's
+//! stderr included) and the server's.
+//!
+//! Dependencies are installed by `.ci/install-deps.sh` (called by `.ci/run`).
+//! Without them the tests are skipped locally and fail under CI.
+//!
+//! Debugging: `cargo test --test interop_forward_url -- --nocapture` prints
+//! each script's summary and the server's log; or start a server by hand
+//! (`PORT=3001 node .../server-everything/dist/index.js streamableHttp`,
+//! `python3 tests/interop/fastmcp_server.py 3002`) and run the script against
+//! it, with `INTEROP_DIRECT=1` to bypass the relay:
+//! `python3 tests/interop/forward_url_client.py everything target/debug/mcp-relay -- forward --url http://127.0.0.1:3001/mcp`.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const SERVER_JS: &str =
+    ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
+const FASTMCP_SERVER: &str = "tests/interop/fastmcp_server.py";
+const SCRIPT: &str = "tests/interop/forward_url_client.py";
+/// The script stops itself after 60 s; this is the harness's backstop.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(75);
+/// Time for a server to accept connections once started.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time for a server's log to show a request the relay has already made.
+const LOG_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time for a server to exit after SIGTERM before the tree is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    Everything,
+    FastMcp,
+}
+
+impl Server {
+    /// The script's profile name.
+    fn profile(self) -> &'static str {
+        match self {
+            Server::Everything => "everything",
+            Server::FastMcp => "fastmcp",
+        }
+    }
+
+    /// What the server prints (stdout or stderr) once its socket is bound:
+    /// with the port accepting, this tells our server from a stranger that
+    /// took the port between probing and binding.
+    fn ready_marker(self, port: u16) -> String {
+        match self {
+            Server::Everything => format!("listening on port {port}"),
+            Server::FastMcp => format!("Uvicorn running on http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Log evidence (in the server's stdout) that the relay opened the
+    /// session's GET stream.
+    fn get_marker(self) -> &'static str {
+        match self {
+            Server::Everything => "Establishing new SSE stream for session",
+            Server::FastMcp => "upstream: GET /mcp ",
+        }
+    }
+
+    /// Log evidence (in the server's stdout) that the relay ended the
+    /// session with DELETE.
+    fn delete_marker(self) -> &'static str {
+        match self {
+            Server::Everything => "Received session termination request",
+            Server::FastMcp => "upstream: DELETE /mcp ",
+        }
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// A missing prerequisite: fatal under CI, a skip notice otherwise (the
+/// caller then returns, passing).
+fn missing(what: &str) {
+    let msg = format!(
+        "interop_forward_url: {what}; run `.ci/run` (or `.ci/install-deps.sh`) to install test dependencies"
+    );
+    if in_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED {msg}");
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn python() -> String {
+    std::env::var("INTEROP_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+fn python_imports(python: &str, modules: &str) -> Result<(), String> {
+    let out = Command::new(python)
+        .args(["-c", &format!("import {modules}")])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{python}`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{python}` cannot import the `mcp` package ({modules}): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Drains a child pipe on a thread into a shared buffer, so a chatty child
+/// can't block on a full pipe and a snapshot is available even if some
+/// grandchild keeps the pipe open.
+fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, thread::JoinHandle<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buf);
+    let handle = thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (buf, handle)
+}
+
+fn join_bounded(handle: thread::JoinHandle<()>, deadline: Instant) {
+    while !handle.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
+    }
+}
+
+fn snapshot(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+/// Parent pid of every process visible in /proc.
+fn parent_pids() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may contain spaces and parens.
+        let ppid = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
+/// Kills a child and everything under it, then reaps the child. The Python
+/// SDK starts the relay in a new session, so killing the child's process
+/// group is not enough: walk the process tree via /proc as well (before
+/// anything dies and is reparented).
+fn kill_tree(child: &mut Child) {
+    let root = child.id() as i32;
+    let procs = parent_pids();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            procs
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    // Children are spawned with process_group(0): their pid is their pgid.
+    unsafe {
+        libc::kill(-root, libc::SIGKILL);
+        for &pid in &tree {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits for `child` to exit, at most `timeout`.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Ok(Some(s)),
+            Ok(None) if Instant::now() >= deadline => return Ok(None),
+            Ok(None) => thread::sleep(Duration::from_millis(25)),
+            Err(e) => return Err(format!("try_wait: {e}")),
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
+/// A running upstream MCP server; stopped and reaped on drop.
+struct Upstream {
+    child: Option<Child>,
+    port: u16,
+    cmdline: String,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// How the server ended, once stopped.
+    ended: Option<String>,
+}
+
+impl Upstream {
+    /// Starts the server on a free port and waits until it accepts
+    /// connections. Retries on a fresh port if it exits early (the port may
+    /// have been taken between probing and binding).
+    fn start(server: Server, node: Option<&Path>, python: &str) -> Upstream {
+        let mut failures = String::new();
+        for _ in 0..3 {
+            match Upstream::try_start(server, node, python) {
+                Ok(upstream) => return upstream,
+                Err(e) => failures.push_str(&e),
+            }
+        }
+        panic!("{server:?} server did not come up:\n{failures}");
+    }
+
+    fn try_start(server: Server, node: Option<&Path>, python: &str) -> Result<Upstream, String> {
+        let root = Path::new(MANIFEST_DIR);
+        let port = free_port();
+        let (mut cmd, cmdline) = match server {
+            Server::Everything => {
+                let node = node.expect("node is required for server-everything");
+                let js = root.join(SERVER_JS);
+                let mut cmd = Command::new(node);
+                cmd.arg(&js)
+                    .arg("streamableHttp")
+                    .env("PORT", port.to_string());
+                let cmdline = format!(
+                    "PORT={port} {} {} streamableHttp",
+                    node.display(),
+                    js.display()
+                );
+                (cmd, cmdline)
+            }
+            Server::FastMcp => {
+                let script = root.join(FASTMCP_SERVER);
+                let mut cmd = Command::new(python);
+                cmd.arg(&script)
+                    .arg(port.to_string())
+                    .env("PYTHONUNBUFFERED", "1");
+                let cmdline = format!("{python} {} {port}", script.display());
+                (cmd, cmdline)
+            }
+        };
+        cmd.current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // Reaped by Upstream::stop (also on drop), which clippy cannot see.
+        #[allow(clippy::zombie_processes)]
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn `{cmdline}`: {e}\n"))?;
+        let (stdout, out_thread) = drain(child.stdout.take().unwrap());
+        let (stderr, err_thread) = drain(child.stderr.take().unwrap());
+        let mut upstream = Upstream {
+            child: Some(child),
+            port,
+            cmdline,
+            stdout,
+            stderr,
+            threads: vec![out_thread, err_thread],
+            ended: None,
+        };
+        let marker = server.ready_marker(port);
+        let started = Instant::now();
+        while started.elapsed() < READY_TIMEOUT {
+            let exited = upstream.child.as_mut().unwrap().try_wait();
+            if let Ok(Some(status)) = exited {
+                upstream.stop();
+                return Err(format!(
+                    "`{}` exited before accepting connections: {status}\n{}",
+                    upstream.cmdline,
+                    upstream.output()
+                ));
+            }
+            if upstream.output().contains(&marker) && accepts(port) {
+                return Ok(upstream);
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        upstream.stop();
+        Err(format!(
+            "`{}`: not accepting connections (with `{marker}` logged) within {READY_TIMEOUT:?}\n{}",
+            upstream.cmdline,
+            upstream.output()
+        ))
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn stdout(&self) -> String {
+        snapshot(&self.stdout)
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- server stdout ---\n{}\n--- server stderr ---\n{}\n",
+            snapshot(&self.stdout),
+            snapshot(&self.stderr)
+        )
+    }
+
+    /// Waits (bounded) for `needle` in the server's stdout.
+    fn logged(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stdout().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// SIGTERM, a bounded wait, then SIGKILL for the whole tree; always
+    /// reaps. Idempotent.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let ended = match child.try_wait() {
+            Ok(Some(s)) => format!("had already exited: {s}"),
+            _ => {
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGTERM);
+                }
+                match wait_bounded(&mut child, STOP_TIMEOUT) {
+                    Ok(Some(s)) => format!("exited after SIGTERM: {s}"),
+                    Ok(None) => {
+                        kill_tree(&mut child);
+                        format!("still running {STOP_TIMEOUT:?} after SIGTERM; killed")
+                    }
+                    Err(e) => {
+                        kill_tree(&mut child);
+                        format!("{e}; killed")
+                    }
+                }
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for t in self.threads.drain(..) {
+            join_bounded(t, deadline);
+        }
+        self.ended = Some(ended);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct ScriptRun {
+    cmdline: String,
+    /// None: timed out and killed.
+    status: Option<ExitStatus>,
+    elapsed: Duration,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_script(mut cmd: Command, cmdline: String) -> ScriptRun {
+    cmd.current_dir(MANIFEST_DIR)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let started = Instant::now();
+    // Every path below reaps the child: wait_bounded, or kill_tree (which
+    // waits) on error and timeout; clippy cannot see through kill_tree.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn `{cmdline}`: {e}"));
+    let (out_buf, out_thread) = drain(child.stdout.take().unwrap());
+    let (err_buf, err_thread) = drain(child.stderr.take().unwrap());
+    let status = match wait_bounded(&mut child, SCRIPT_TIMEOUT) {
+        Ok(Some(s)) => Some(s),
+        Ok(None) => {
+            kill_tree(&mut child);
+            None
+        }
+        Err(e) => {
+            kill_tree(&mut child);
+            panic!("`{cmdline}`: {e}");
+        }
+    };
+    let elapsed = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    join_bounded(out_thread, deadline);
+    join_bounded(err_thread, deadline);
+    ScriptRun {
+        cmdline,
+        status,
+        elapsed,
+        stdout: snapshot(&out_buf),
+        stderr: snapshot(&err_buf),
+    }
+}
+
+fn interop(server: Server) {
+    let root = Path::new(MANIFEST_DIR);
+    let script = root.join(SCRIPT);
+    assert!(script.is_file(), "missing {}", script.display());
+
+    let python = python();
+    let node = match server {
+        Server::Everything => {
+            if let Err(e) = python_imports(&python, "anyio, mcp.client.stdio, mcp.client.session") {
+                return missing(&e);
+            }
+            let server_js = root.join(SERVER_JS);
+            if !server_js.is_file() {
+                return missing(&format!(
+                    "npm package not installed: {} not found",
+                    server_js.display()
+                ));
+            }
+            let Some(node) = find_in_path("node") else {
+                return missing("`node` not found on PATH");
+            };
+            Some(node)
+        }
+        Server::FastMcp => {
+            let server_py = root.join(FASTMCP_SERVER);
+            assert!(server_py.is_file(), "missing {}", server_py.display());
+            if let Err(e) = python_imports(
+                &python,
+                "anyio, uvicorn, mcp.client.stdio, mcp.client.session, mcp.server.fastmcp",
+            ) {
+                return missing(&e);
+            }
+            None
+        }
+    };
+
+    let mut upstream = Upstream::start(server, node.as_deref(), &python);
+    let url = upstream.url();
+    let relay_args = ["forward", "--url", &url, "--log-level", "debug"];
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script)
+        .arg(server.profile())
+        .arg(RELAY)
+        .arg("--")
+        .args(relay_args)
+        .env("PYTHONUNBUFFERED", "1")
+        .env_remove("INTEROP_DIRECT");
+    let cmdline = format!(
+        "{python} {} {} {RELAY} -- {}",
+        script.display(),
+        server.profile(),
+        relay_args.join(" ")
+    );
+    let run = run_script(cmd, cmdline);
+
+    // The relay has exited (or been killed with the script): whatever it sent
+    // has reached the server, bar its log line being flushed.
+    let ok = run.status.is_some_and(|s| s.success()) && run.stdout.contains("interop ok");
+    let opened_get = !ok || upstream.logged(server.get_marker(), LOG_TIMEOUT);
+    let deleted = !ok || upstream.logged(server.delete_marker(), LOG_TIMEOUT);
+    upstream.stop();
+
+    let report = format!(
+        "server: {}\nserver {}\nscript: {}\nelapsed: {:.2?}\n--- script stdout ---\n{}\n--- script stderr (relay stderr included) ---\n{}\n{}--- end ---",
+        upstream.cmdline,
+        upstream.ended.as_deref().unwrap_or("?"),
+        run.cmdline,
+        run.elapsed,
+        run.stdout,
+        run.stderr,
+        upstream.output(),
+    );
+    let Some(status) = run.status else {
+        panic!("interop script timed out after {SCRIPT_TIMEOUT:?} and was killed\n{report}");
+    };
+    assert!(
+        status.success(),
+        "interop script failed: {status}\n{report}"
+    );
+    assert!(
+        run.stdout.contains("interop ok"),
+        "interop script exited 0 without `interop ok`\n{report}"
+    );
+    assert!(
+        opened_get,
+        "the server never logged `{}`: the relay did not open the session's GET stream\n{report}",
+        server.get_marker()
+    );
+    assert!(
+        deleted,
+        "the server never logged `{}`: the relay exited without ending the session with DELETE\n{report}",
+        server.delete_marker()
+    );
+    eprintln!("{}", run.stdout.trim_end());
+    eprintln!("{}", run.stderr.trim_end());
+    eprintln!("{}", upstream.output().trim_end());
+    eprintln!("server {}", upstream.ended.as_deref().unwrap_or("?"));
+}
+
+#[test]
+fn python_sdk_forward_url_to_server_everything() {
+    interop(Server::Everything);
+}
+
+#[test]
+fn python_sdk_forward_url_to_fastmcp() {
+    interop(Server::FastMcp);
+}
