@@ -98,6 +98,8 @@ struct Client {
     last_active: Instant,
     close_when_flushed: bool,
     peer_closed: bool,
+    /// The kernel reported a hang-up: read to EOF, never stop at a short read.
+    hup: bool,
 }
 
 enum ClientState {
@@ -428,6 +430,7 @@ impl Reverse {
             Some(Endpoint::Client(c)) => {
                 c.readable |= readable;
                 c.writable |= writable;
+                c.hup |= hup;
                 (None, true)
             }
             Some(Endpoint::Pipe(conn, pipe)) => (Some((*conn, *pipe)), false),
@@ -580,6 +583,7 @@ impl Reverse {
             last_active: self.now,
             close_when_flushed: false,
             peer_closed: false,
+            hup: false,
         };
         let tok = self.endpoints.insert(Endpoint::Client(Box::new(client)));
         let Some(Endpoint::Client(c)) = self.endpoints.get_mut(tok) else {
@@ -611,6 +615,7 @@ impl Reverse {
         };
         let mut buf = [0u8; 16 * 1024];
         let mut eof = false;
+        let mut reset = false;
         let mut taken = 0;
         while c.readable && taken < READ_BUDGET {
             match c.stream.read(&mut buf) {
@@ -625,18 +630,24 @@ impl Reverse {
                     }
                     c.parser.feed(&buf[..n]);
                     c.last_active = now;
-                    if n < buf.len() {
+                    if n < buf.len() && !c.hup {
                         // Short read on a socket: its buffer is empty (epoll(7)).
+                        // Not after a hang-up: the EOF must still be read.
                         c.readable = false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    eof = true;
+                    // A reset, not a half-close: nothing can be written back.
+                    reset = true;
                     c.readable = false;
                 }
             }
+        }
+        if reset {
+            self.close_client(tok);
+            return;
         }
         if c.readable {
             // Budget spent: finish on a later turn (fairness).
@@ -1100,17 +1111,38 @@ impl Reverse {
                     );
                     return;
                 }
+                // Each request is tracked; one that cannot be (its id is
+                // already in flight) is answered with duplicate_id in the
+                // batch reply and not forwarded.
                 let mut expect = Vec::new();
+                let mut rejected = Vec::new();
+                let mut send: Vec<(&[u8], Option<Id>)> = Vec::new();
                 for raw in &items {
                     let Some(env) = jsonrpc::peek_raw(raw) else {
                         continue;
                     };
-                    if env.kind() == Kind::Request
-                        && let Some(id) = env.id()
-                        && !env.method_is("initialize")
-                        && self.track(skey, id.clone(), &env, ReplyTo::Client(tok))
-                    {
-                        expect.push(id);
+                    let request = match (env.kind(), env.id()) {
+                        (Kind::Request, Some(id)) => Some(id),
+                        _ => None,
+                    };
+                    match request {
+                        Some(id) if env.method_is("initialize") => rejected.push(error_body(
+                            Some(&id),
+                            RelayError::InvalidRequest,
+                            "initialize cannot be part of a batch",
+                            &self.cfg.name,
+                        )),
+                        Some(id) if self.track(skey, id.clone(), &env, ReplyTo::Client(tok)) => {
+                            expect.push(id.clone());
+                            send.push((raw.get().as_bytes(), Some(id)));
+                        }
+                        Some(id) => rejected.push(error_body(
+                            Some(&id),
+                            RelayError::DuplicateId,
+                            "A request with this id is already in flight",
+                            &self.cfg.name,
+                        )),
+                        None => send.push((raw.get().as_bytes(), None)),
                     }
                 }
                 if !expect.is_empty()
@@ -1119,24 +1151,30 @@ impl Reverse {
                     c.state = ClientState::Waiting(Exchange {
                         session: skey,
                         expect: expect.clone(),
-                        replies: Vec::new(),
+                        replies: rejected.clone(),
                         batch: true,
                         keep_alive: ka,
                         sse: false,
                         session_header: None,
                     });
                 }
-                for raw in &items {
-                    let id = jsonrpc::peek_raw(raw)
-                        .and_then(|e| (e.kind() == Kind::Request).then(|| e.id()).flatten());
-                    self.send_up(
-                        skey,
-                        raw.get().as_bytes(),
-                        id.filter(|i| expect.contains(i)).as_ref(),
-                    );
+                for (line, id) in send {
+                    self.send_up(skey, line, id.as_ref());
                 }
                 if expect.is_empty() {
-                    self.respond(tok, 202, &[], b"", ka);
+                    if rejected.is_empty() {
+                        self.respond(tok, 202, &[], b"", ka);
+                    } else {
+                        let body = format!(
+                            "[{}]",
+                            rejected
+                                .iter()
+                                .map(|r| String::from_utf8_lossy(r))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                        self.respond_json(tok, 200, body.as_bytes(), ka, None);
+                    }
                 }
             }
         }
@@ -1201,6 +1239,9 @@ impl Reverse {
     }
 
     fn forward_single(&mut self, tok: Token, skey: SKey, line: &[u8], env: &Envelope, ka: bool) {
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.last_active = self.now;
+        }
         match env.kind() {
             Kind::Request => {
                 let Some(id) = env.id() else { return };
@@ -1557,6 +1598,7 @@ impl Reverse {
             return;
         };
         s.conn = Some(conn);
+        s.last_active = self.now;
         let Some((line, id, reply_to)) = s.waiting_init.take() else {
             return;
         };
@@ -1966,6 +2008,10 @@ impl Reverse {
     /// A reply (or relay error) for request `id` of session `skey`. A
     /// stateless (2026-07-28) session ends with its one answer.
     fn deliver(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
+        // An answer is activity: the session's idle clock starts over.
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.last_active = self.now;
+        }
         self.deliver_to(skey, reply_to, id, msg);
         if self
             .sessions
@@ -2798,8 +2844,14 @@ fn chunk_event(out: &mut Vec<u8>, id: Option<u64>, event: Option<&str>, data: &[
     http1::write_chunk(out, &ev);
 }
 
+/// An event on a POST response stream. Its id is marked `p…` so that a
+/// client resuming with it is not replayed the GET stream's events (MCP: a
+/// resumed stream gets only what that stream missed).
 fn chunk_event_into(out: &mut OutBuf, id: Option<u64>, data: &[u8]) {
+    let mut ev = Vec::with_capacity(data.len() + 32);
+    let id = id.map(|i| format!("p{i}"));
+    sse::write_event(&mut ev, id.as_deref(), None, data);
     let mut bytes = Vec::new();
-    chunk_event(&mut bytes, id, None, data);
+    http1::write_chunk(&mut bytes, &ev);
     out.push_raw(&bytes);
 }

@@ -245,10 +245,29 @@ impl Relay {
         if !relay_args.iter().any(|a| a.starts_with("--log-level")) {
             cmd.args(["--log-level", "info"]);
         }
-        cmd.arg("--")
-            .arg(echo_server())
-            .args(server_args)
-            .env_remove("RUST_LOG")
+        cmd.arg("--").arg(echo_server()).args(server_args);
+        Relay::spawn(cmd)
+    }
+
+    /// `mcp-relay forward --url ... RELAY_ARGS` (no server command; `relay_args`
+    /// must contain `--url`), with `env` added to the relay's environment.
+    /// Logs at info level unless `relay_args` sets `--log-level`.
+    pub fn start_url(relay_args: &[&str], env: &[(&str, &str)]) -> Relay {
+        let mut cmd = Command::new(RELAY);
+        cmd.arg("forward").args(relay_args);
+        if !relay_args.iter().any(|a| a.starts_with("--log-level")) {
+            cmd.args(["--log-level", "info"]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Relay::spawn(cmd)
+    }
+
+    /// Spawns `cmd` (a complete `mcp-relay` command line) with every pipe
+    /// serviced by a thread.
+    fn spawn(mut cmd: Command) -> Relay {
+        cmd.env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
