@@ -70,6 +70,8 @@ pub struct ReverseConfig {
     pub command: Vec<String>,
     /// `--url`: relay to an HTTP(S) MCP server instead of processes.
     pub http: Option<HttpOptions>,
+    /// `--config`: several upstreams, each on `/mcp/NAME`.
+    pub config: Option<PathBuf>,
     pub name: String,
     pub listen: std::net::SocketAddr,
     pub admin: Option<std::net::SocketAddr>,
@@ -345,7 +347,7 @@ fn http_options(m: &getopts::Matches) -> Result<Option<HttpOptions>, String> {
 
 /// Header names are tokens and values carry no line breaks, so a flag cannot
 /// smuggle extra headers into upstream requests.
-fn checked_header(name: &str, value: &str) -> Result<(String, String), String> {
+pub fn checked_header(name: &str, value: &str) -> Result<(String, String), String> {
     let token = !name.is_empty()
         && name
             .bytes()
@@ -614,6 +616,7 @@ fn reverse_options() -> Options {
         "error, warn, info, debug, trace (default info; RUST_LOG also works)",
         "LEVEL",
     );
+    o.optopt("", "config", "JSON file with several upstreams, each served on /mcp/NAME", "FILE");
     add_http_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
@@ -666,11 +669,17 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
     }
     let command = m.free.clone();
     let http = http_options(&m)?;
+    let config = m.opt_str("config").map(PathBuf::from);
+    if config.is_some() && (http.is_some() || !command.is_empty()) {
+        return Err("--config names the upstreams; give no --url or command with it".into());
+    }
     match (&http, command.is_empty()) {
         (Some(_), false) => {
             return Err("reverse takes either --url or a command after `--`, not both".into());
         }
-        (None, true) => return Err("reverse needs a server command after `--` (or --url)".into()),
+        (None, true) if config.is_none() => {
+            return Err("reverse needs a server command after `--` (or --url, or --config)".into());
+        }
         _ => {}
     }
     let pool = match m.opt_str("pool").as_deref() {
@@ -703,10 +712,12 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
         addr(&m, "listen")?.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
     Ok(Cli {
         command: Command::Reverse(Box::new(ReverseConfig {
-            name: match &http {
-                Some(h) => m.opt_str("name").unwrap_or_else(|| h.url.clone()),
-                None => command_name(&command, m.opt_str("name")),
+            name: match (&http, command.is_empty()) {
+                (Some(h), _) => m.opt_str("name").unwrap_or_else(|| h.url.clone()),
+                (None, false) => command_name(&command, m.opt_str("name")),
+                (None, true) => m.opt_str("name").unwrap_or_else(|| "relay".into()),
             },
+            config,
             command,
             http,
             listen,

@@ -5,6 +5,7 @@
 //! docs/architecture.md for the map.
 
 pub mod cli;
+pub mod config;
 pub mod front;
 pub mod io;
 pub mod mcp;
