@@ -616,7 +616,12 @@ fn reverse_options() -> Options {
         "error, warn, info, debug, trace (default info; RUST_LOG also works)",
         "LEVEL",
     );
-    o.optopt("", "config", "JSON file with several upstreams, each served on /mcp/NAME", "FILE");
+    o.optopt(
+        "",
+        "config",
+        "JSON file with several upstreams, each served on /mcp/NAME",
+        "FILE",
+    );
     add_http_options(&mut o);
     o.optflag("h", "help", "print this help");
     o

@@ -89,9 +89,14 @@ pub fn load(path: &Path, base: &ReverseConfig) -> Result<Relay, String> {
 /// `dir` (the config file's directory).
 pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Relay, String> {
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let top = doc.as_object().ok_or("the document must be a JSON object")?;
+    let top = doc
+        .as_object()
+        .ok_or("the document must be a JSON object")?;
     for key in top.keys() {
-        if key != "upstreams" && !GLOBAL_KEYS.contains(&key.as_str()) && !UPSTREAM_KEYS.contains(&key.as_str()) {
+        if key != "upstreams"
+            && !GLOBAL_KEYS.contains(&key.as_str())
+            && !UPSTREAM_KEYS.contains(&key.as_str())
+        {
             return Err(unknown(key, key));
         }
     }
@@ -110,13 +115,23 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
     let mut upstreams = Vec::new();
     for (name, v) in ups {
         let at = format!("upstreams.{name}");
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(format!("{at}: the name is used in the route /mcp/NAME; use letters, digits, - and _"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "{at}: the name is used in the route /mcp/NAME; use letters, digits, - and _"
+            ));
         }
-        let obj = v.as_object().ok_or_else(|| format!("{at}: must be an object"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{at}: must be an object"))?;
         for key in obj.keys() {
             if GLOBAL_KEYS.contains(&key.as_str()) {
-                return Err(format!("{at}.{key}: applies to the whole relay; set it at the top level"));
+                return Err(format!(
+                    "{at}.{key}: applies to the whole relay; set it at the top level"
+                ));
             }
             if !UPSTREAM_KEYS.contains(&key.as_str()) && !OWN_KEYS.contains(&key.as_str()) {
                 return Err(unknown(&format!("{at}.{key}"), key));
@@ -129,15 +144,20 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
         // the file sets them.
         let pool_set = obj.contains_key("pool") || top.contains_key("pool");
         apply_upstream(&mut cfg, obj, &format!("{at}."), dir)?;
-        if pool_set && !obj.contains_key("max_connections") && !top.contains_key("max_connections") {
+        if pool_set && !obj.contains_key("max_connections") && !top.contains_key("max_connections")
+        {
             cfg.max_connections = if cfg.pool == PoolMode::Session { 16 } else { 2 };
         }
         if !obj.contains_key("max_waiting") && !top.contains_key("max_waiting") {
             cfg.max_waiting = 4 * cfg.max_connections;
         }
         match (obj.get("command"), obj.get("url")) {
-            (Some(_), Some(_)) => return Err(format!("{at}: give either command or url, not both")),
-            (None, None) => return Err(format!("{at}: needs a command (array of strings) or a url")),
+            (Some(_), Some(_)) => {
+                return Err(format!("{at}: give either command or url, not both"));
+            }
+            (None, None) => {
+                return Err(format!("{at}: needs a command (array of strings) or a url"));
+            }
             (Some(c), None) => {
                 let argv = c
                     .as_array()
@@ -145,16 +165,26 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
                     .ok_or_else(|| format!("{at}.command: must be a non-empty array of strings"))?;
                 cfg.command = argv
                     .iter()
-                    .map(|s| s.as_str().map(str::to_string).ok_or_else(|| format!("{at}.command: must be a non-empty array of strings")))
+                    .map(|s| {
+                        s.as_str().map(str::to_string).ok_or_else(|| {
+                            format!("{at}.command: must be a non-empty array of strings")
+                        })
+                    })
                     .collect::<Result<_, _>>()?;
                 if obj.keys().any(|k| HTTP_ONLY.contains(&k.as_str())) {
-                    let k = obj.keys().find(|k| HTTP_ONLY.contains(&k.as_str())).cloned().unwrap_or_default();
+                    let k = obj
+                        .keys()
+                        .find(|k| HTTP_ONLY.contains(&k.as_str()))
+                        .cloned()
+                        .unwrap_or_default();
                     return Err(format!("{at}.{k}: only applies to a url upstream"));
                 }
                 cfg.http = None;
             }
             (None, Some(u)) => {
-                let url = u.as_str().ok_or_else(|| format!("{at}.url: must be a string"))?;
+                let url = u
+                    .as_str()
+                    .ok_or_else(|| format!("{at}.url: must be a string"))?;
                 crate::upstream::url::Url::parse(url).map_err(|e| format!("{at}.url: {e}"))?;
                 cfg.command = Vec::new();
                 let mut h = http_defaults(&defaults, url);
@@ -175,7 +205,9 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
             return Err(format!("{at}.max_connections: must be at least 1"));
         }
         if cfg.restart_base.is_zero() || cfg.restart_max_delay < cfg.restart_base {
-            return Err(format!("{at}.restart_base: must be > 0 and <= restart_max_delay"));
+            return Err(format!(
+                "{at}.restart_base: must be > 0 and <= restart_max_delay"
+            ));
         }
         upstreams.push(cfg);
     }
@@ -196,7 +228,10 @@ const HTTP_ONLY: &[&str] = &[
 
 fn unknown(at: &str, key: &str) -> String {
     let all = GLOBAL_KEYS.iter().chain(UPSTREAM_KEYS).chain(OWN_KEYS);
-    match all.min_by_key(|k| edit_distance(k, key)).filter(|k| edit_distance(k, key) <= 3) {
+    match all
+        .min_by_key(|k| edit_distance(k, key))
+        .filter(|k| edit_distance(k, key) <= 3)
+    {
         Some(k) => format!("{at}: unknown key (did you mean {k}?)"),
         None => format!("{at}: unknown key"),
     }
@@ -217,7 +252,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn duration(v: &Value, at: &str) -> Result<Duration, String> {
-    let s = v.as_str().ok_or_else(|| format!("{at}: expected a duration string like \"250ms\", \"10s\", \"5m\""))?;
+    let s = v.as_str().ok_or_else(|| {
+        format!("{at}: expected a duration string like \"250ms\", \"10s\", \"5m\"")
+    })?;
     parse_duration(s).map_err(|e| format!("{at}: {e}"))
 }
 
@@ -228,7 +265,9 @@ fn size(v: &Value, at: &str) -> Result<usize, String> {
             .map(|n| n as usize)
             .ok_or_else(|| format!("{at}: expected a size in bytes or a string like \"16MiB\"")),
         Value::String(s) => parse_size(s).map_err(|e| format!("{at}: {e}")),
-        _ => Err(format!("{at}: expected a size in bytes or a string like \"16MiB\"")),
+        _ => Err(format!(
+            "{at}: expected a size in bytes or a string like \"16MiB\""
+        )),
     }
 }
 
@@ -239,7 +278,9 @@ fn count(v: &Value, at: &str) -> Result<usize, String> {
 }
 
 fn file(v: &Value, at: &str, dir: Option<&Path>) -> Result<PathBuf, String> {
-    let s = v.as_str().ok_or_else(|| format!("{at}: expected a file path"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{at}: expected a file path"))?;
     let p = PathBuf::from(s);
     Ok(match dir {
         Some(d) if p.is_relative() => d.join(p),
@@ -247,7 +288,11 @@ fn file(v: &Value, at: &str, dir: Option<&Path>) -> Result<PathBuf, String> {
     })
 }
 
-fn apply_global(cfg: &mut ReverseConfig, obj: &Map<String, Value>, dir: Option<&Path>) -> Result<(), String> {
+fn apply_global(
+    cfg: &mut ReverseConfig,
+    obj: &Map<String, Value>,
+    dir: Option<&Path>,
+) -> Result<(), String> {
     for (k, v) in obj {
         let at = k.as_str();
         match at {
@@ -270,10 +315,16 @@ fn apply_global(cfg: &mut ReverseConfig, obj: &Map<String, Value>, dir: Option<&
             "shutdown_grace" => cfg.shutdown_grace = duration(v, at)?,
             "auth_token_file" => cfg.auth_token_file = Some(file(v, at, dir)?),
             "allow_origin" => {
-                let list = v.as_array().ok_or_else(|| format!("{at}: expected an array of origins"))?;
+                let list = v
+                    .as_array()
+                    .ok_or_else(|| format!("{at}: expected an array of origins"))?;
                 cfg.allow_origins = list
                     .iter()
-                    .map(|o| o.as_str().map(str::to_string).ok_or_else(|| format!("{at}: expected an array of origins")))
+                    .map(|o| {
+                        o.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| format!("{at}: expected an array of origins"))
+                    })
                     .collect::<Result<_, _>>()?;
             }
             _ => {}
@@ -282,7 +333,12 @@ fn apply_global(cfg: &mut ReverseConfig, obj: &Map<String, Value>, dir: Option<&
     Ok(())
 }
 
-fn apply_upstream(cfg: &mut ReverseConfig, obj: &Map<String, Value>, prefix: &str, _dir: Option<&Path>) -> Result<(), String> {
+fn apply_upstream(
+    cfg: &mut ReverseConfig,
+    obj: &Map<String, Value>,
+    prefix: &str,
+    _dir: Option<&Path>,
+) -> Result<(), String> {
     for (k, v) in obj {
         let at = format!("{prefix}{k}");
         let at = at.as_str();
@@ -343,32 +399,48 @@ fn http_defaults(defaults: &ReverseConfig, url: &str) -> HttpOptions {
     }
 }
 
-fn apply_http(h: &mut HttpOptions, obj: &Map<String, Value>, prefix: &str, dir: Option<&Path>) -> Result<(), String> {
+fn apply_http(
+    h: &mut HttpOptions,
+    obj: &Map<String, Value>,
+    prefix: &str,
+    dir: Option<&Path>,
+) -> Result<(), String> {
     for (k, v) in obj {
         let at = format!("{prefix}{k}");
         let at = at.as_str();
         match k.as_str() {
             "connect_timeout" => h.connect_timeout = duration(v, at)?,
             "request_timeout" => h.request_timeout = duration(v, at)?,
-            "retries" => h.retries = u32::try_from(count(v, at)?).map_err(|_| format!("{at}: too large"))?,
+            "retries" => {
+                h.retries = u32::try_from(count(v, at)?).map_err(|_| format!("{at}: too large"))?
+            }
             "reconnect_base" => {
                 h.reconnect_base = duration(v, at)?;
-                if !(Duration::from_millis(100)..=Duration::from_millis(500)).contains(&h.reconnect_base) {
+                if !(Duration::from_millis(100)..=Duration::from_millis(500))
+                    .contains(&h.reconnect_base)
+                {
                     return Err(format!("{at}: must be between 100ms and 500ms"));
                 }
             }
             "reconnect_max_elapsed" => h.reconnect_max_elapsed = duration(v, at)?,
             "ca_file" => h.ca_file = Some(file(v, at, dir)?),
             "headers" | "header_env" => {
-                let map = v.as_object().ok_or_else(|| format!("{at}: expected an object of header name → value"))?;
+                let map = v
+                    .as_object()
+                    .ok_or_else(|| format!("{at}: expected an object of header name → value"))?;
                 for (name, val) in map {
-                    let val = val.as_str().ok_or_else(|| format!("{at}.{name}: expected a string"))?;
+                    let val = val
+                        .as_str()
+                        .ok_or_else(|| format!("{at}.{name}: expected a string"))?;
                     let value = if k == "header_env" {
-                        std::env::var(val).map_err(|_| format!("{at}.{name}: environment variable {val:?} is not set"))?
+                        std::env::var(val).map_err(|_| {
+                            format!("{at}.{name}: environment variable {val:?} is not set")
+                        })?
                     } else {
                         val.to_string()
                     };
-                    let header = crate::cli::checked_header(name, &value).map_err(|e| format!("{at}.{name}: {e}"))?;
+                    let header = crate::cli::checked_header(name, &value)
+                        .map_err(|e| format!("{at}.{name}: {e}"))?;
                     h.headers.retain(|(n, _)| *n != header.0);
                     h.headers.push(header);
                 }
@@ -385,7 +457,10 @@ mod tests {
     use crate::cli::{self, Command};
 
     fn base() -> ReverseConfig {
-        let args: Vec<String> = ["reverse", "--config", "x.json"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = ["reverse", "--config", "x.json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         match cli::parse(&args).expect("cli").command {
             Command::Reverse(c) => *c,
             _ => panic!("not reverse"),
@@ -408,7 +483,10 @@ mod tests {
         let a = &r.upstreams[0];
         assert_eq!((a.name.as_str(), a.path.as_str()), ("a", "/mcp/a"));
         assert_eq!(a.command, vec!["srv", "--x"]);
-        assert_eq!((a.pool, a.max_connections, a.max_waiting, a.min_idle), (PoolMode::Shared, 2, 8, 1));
+        assert_eq!(
+            (a.pool, a.max_connections, a.max_waiting, a.min_idle),
+            (PoolMode::Shared, 2, 8, 1)
+        );
         assert_eq!(a.response_timeout, Duration::from_secs(60));
         let b = &r.upstreams[1];
         assert_eq!(b.response_timeout, Duration::from_secs(5));
@@ -424,8 +502,10 @@ mod tests {
             e(r#"{"upstreams": {"a": {"command": ["s"], "conect_timeout": "1s"}}}"#),
             "upstreams.a.conect_timeout: unknown key (did you mean connect_timeout?)"
         );
-        assert!(e(r#"{"upstreams": {"a": {"command": ["s"], "response_timeout": "5 sec"}}}"#)
-            .starts_with("upstreams.a.response_timeout: "));
+        assert!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "response_timeout": "5 sec"}}}"#)
+                .starts_with("upstreams.a.response_timeout: ")
+        );
         assert_eq!(
             e(r#"{"upstreams": {"a": {"command": ["s"], "url": "http://x/"}}}"#),
             "upstreams.a: give either command or url, not both"
@@ -442,12 +522,25 @@ mod tests {
             e(r#"{"upstreams": {"a": {"command": ["s"], "listen": "127.0.0.1:1"}}}"#),
             "upstreams.a.listen: applies to the whole relay; set it at the top level"
         );
-        assert_eq!(e(r#"{"upstreams": {"a b": {"command": ["s"]}}}"#).split(':').next(), Some("upstreams.a b"));
-        assert_eq!(e(r#"{"upstreams": {}}"#), "upstreams: at least one upstream is needed");
+        assert_eq!(
+            e(r#"{"upstreams": {"a b": {"command": ["s"]}}}"#)
+                .split(':')
+                .next(),
+            Some("upstreams.a b")
+        );
+        assert_eq!(
+            e(r#"{"upstreams": {}}"#),
+            "upstreams: at least one upstream is needed"
+        );
         assert!(e(r#"{"upstreams": {"a": {"url": "ftp://x"}}}"#).starts_with("upstreams.a.url: "));
-        assert!(e(r#"{"upstreams": {"a": {"url": "http://x/", "reconnect_base": "1s"}}}"#)
-            .starts_with("upstreams.a.reconnect_base: must be between"));
+        assert!(
+            e(r#"{"upstreams": {"a": {"url": "http://x/", "reconnect_base": "1s"}}}"#)
+                .starts_with("upstreams.a.reconnect_base: must be between")
+        );
         assert!(e("[1]").contains("must be a JSON object"));
-        assert_eq!(e(r#"{"lisen": "x", "upstreams": {}}"#), "lisen: unknown key (did you mean listen?)");
+        assert_eq!(
+            e(r#"{"lisen": "x", "upstreams": {}}"#),
+            "lisen: unknown key (did you mean listen?)"
+        );
     }
 }

@@ -31,6 +31,7 @@ use serde_json::json;
 use crate::cli::{PoolMode, ReverseConfig};
 use crate::io::buf::OutBuf;
 use crate::io::child::{CloseStage, describe};
+use crate::io::dns::Resolver;
 use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
 use crate::mcp::shared::{Down, Mux, Up};
 use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
@@ -72,6 +73,28 @@ const UNDELIVERED_MAX: usize = 256;
 
 type SKey = u64;
 
+/// A process: its upstream's index and the id its pool gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PKey {
+    up: usize,
+    id: ConnId,
+}
+
+impl std::fmt::Display for PKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.id)
+    }
+}
+
+/// One upstream: its route and knobs, and a pool of processes or an HTTP
+/// engine.
+struct Upstream {
+    cfg: ReverseConfig,
+    pool: Pool,
+    http: Option<Box<http::UpHttp>>,
+    metric: UpstreamId,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ListenerKind {
     Main,
@@ -81,7 +104,7 @@ enum ListenerKind {
 enum Endpoint {
     Listener,
     Client(Box<Client>),
-    Pipe(ConnId, Pipe),
+    Pipe(PKey, Pipe),
 }
 
 struct Client {
@@ -125,6 +148,17 @@ struct Exchange {
     session_header: Option<String>,
 }
 
+/// The endpoints of one upstream's route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Streamable HTTP: POST, GET, DELETE.
+    Mcp,
+    /// Legacy HTTP+SSE: the stream.
+    Sse,
+    /// Legacy HTTP+SSE: the POST endpoint.
+    Messages,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplyTo {
     /// The connection that POSTed the request.
@@ -142,10 +176,12 @@ struct Req {
 }
 
 struct Session {
+    /// Index of the upstream (route) the session belongs to.
+    up: usize,
     id: String,
     token: Option<usize>,
     version: String,
-    conn: Option<ConnId>,
+    conn: Option<PKey>,
     /// The client's `initialize`, held while the session waits for a process.
     waiting_init: Option<(Vec<u8>, Id, ReplyTo)>,
     pending: HashMap<Id, Req>,
@@ -187,7 +223,7 @@ enum TimerKind {
     Client(Token),
     Response(SKey, Id),
     SessionIdle(SKey),
-    Grace(ConnId),
+    Grace(PKey),
     AcceptResume,
     ShutdownGrace,
     HardStop,
@@ -209,21 +245,21 @@ pub struct Reverse {
     sessions: HashMap<SKey, Session>,
     by_id: HashMap<String, SKey>,
     next_key: SKey,
-    procs: HashMap<ConnId, Proc>,
-    pool: Pool,
+    procs: HashMap<PKey, Proc>,
+    /// The upstreams: one, or one per `--config` entry (route /mcp/NAME).
+    ups: Vec<Upstream>,
+    /// Resolves URL upstreams' host names off the loop (one waker per Poll).
+    resolver: Option<Resolver>,
     metrics: Metrics,
-    upstream: UpstreamId,
     /// Clients whose buffered requests may be handled now.
     to_drive: Vec<Token>,
     /// Clients with output to write.
     dirty: Vec<Token>,
     /// Processes whose read budget ran out with data left.
-    more_procs: Vec<ConnId>,
+    more_procs: Vec<PKey>,
     shutting_down: bool,
     final_phase: bool,
     forced: bool,
-    /// `--url`: the HTTP upstream (the process pool stays empty).
-    http: Option<Box<http::UpHttp>>,
 }
 
 /// Binds the listeners and serves until shutdown; returns the exit status.
@@ -234,6 +270,18 @@ pub fn run(cfg: ReverseConfig) -> io::Result<i32> {
 
 impl Reverse {
     fn new(cfg: ReverseConfig) -> io::Result<Reverse> {
+        // With --config, the file names the upstreams and may change
+        // listener-wide settings; otherwise the command line is the one
+        // upstream, on --path.
+        let (cfg, up_cfgs) = match &cfg.config {
+            Some(path) => {
+                let relay = crate::config::load(path, &cfg).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("--config {e}"))
+                })?;
+                (relay.global, relay.upstreams)
+            }
+            None => (cfg.clone(), vec![cfg]),
+        };
         let poll = Poll::new()?;
         let signals =
             Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
@@ -249,15 +297,14 @@ impl Reverse {
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let tok = endpoints.insert(Endpoint::Listener);
             poll.registry().register(&mut l, tok, Interest::READABLE)?;
-            log::info!(
-                "listening on http://{}{}",
-                l.local_addr()?,
-                if kind == ListenerKind::Main {
-                    cfg.path.as_str()
-                } else {
-                    " (admin)"
+            let local = l.local_addr()?;
+            if kind == ListenerKind::Main {
+                for u in &up_cfgs {
+                    log::info!("listening on http://{local}{} ({})", u.path, u.name);
                 }
-            );
+            } else {
+                log::info!("listening on http://{local} (admin)");
+            }
             listeners.push((tok, l, kind));
         }
         let tokens = match &cfg.auth_token_file {
@@ -278,26 +325,54 @@ impl Reverse {
             None => None,
         };
         let now = Instant::now();
-        let pool = Pool::new(
-            PoolConfig {
-                mode: match cfg.pool {
-                    PoolMode::Session => pool::Mode::Session,
-                    PoolMode::Shared => pool::Mode::Shared,
-                },
-                max_connections: cfg.max_connections,
-                min_idle: cfg.min_idle,
-                max_waiting: cfg.max_waiting,
-                queue_timeout: cfg.queue_timeout,
-                idle_timeout: cfg.idle_timeout,
-                max_lifetime: cfg.max_lifetime,
-                spawn_backoff_base: cfg.restart_base,
-                spawn_backoff_cap: cfg.restart_max_delay,
-            },
-            Rng::from_os(),
-            now,
-        );
         let mut metrics = Metrics::new();
-        let upstream = metrics.upstream(&cfg.name);
+        let mut ups = Vec::new();
+        let mut resolver = None;
+        for (tag, ucfg) in up_cfgs.into_iter().enumerate() {
+            let pool = Pool::new(
+                PoolConfig {
+                    mode: match ucfg.pool {
+                        PoolMode::Session => pool::Mode::Session,
+                        PoolMode::Shared => pool::Mode::Shared,
+                    },
+                    max_connections: ucfg.max_connections,
+                    min_idle: ucfg.min_idle,
+                    max_waiting: ucfg.max_waiting,
+                    queue_timeout: ucfg.queue_timeout,
+                    idle_timeout: ucfg.idle_timeout,
+                    max_lifetime: ucfg.max_lifetime,
+                    spawn_backoff_base: ucfg.restart_base,
+                    spawn_backoff_cap: ucfg.restart_max_delay,
+                },
+                Rng::from_os(),
+                now,
+            );
+            let http = match &ucfg.http {
+                Some(opts) => {
+                    let h = http::UpHttp::new(opts, &ucfg, tag).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("{} {}: {e}", ucfg.name, opts.url),
+                        )
+                    })?;
+                    if resolver.is_none() {
+                        resolver = Some(Resolver::new(poll.registry(), http::RESOLVER_TOKEN)?);
+                    }
+                    if let Some(r) = resolver.as_mut() {
+                        r.resolve(tag as u64, h.host().to_string(), h.port());
+                    }
+                    Some(Box::new(h))
+                }
+                None => None,
+            };
+            let metric = metrics.upstream(&ucfg.name);
+            ups.push(Upstream {
+                cfg: ucfg,
+                pool,
+                http,
+                metric,
+            });
+        }
         Ok(Reverse {
             cfg,
             poll,
@@ -313,31 +388,24 @@ impl Reverse {
             by_id: HashMap::new(),
             next_key: 1,
             procs: HashMap::new(),
-            pool,
+            ups,
+            resolver,
             metrics,
-            upstream,
             to_drive: Vec::new(),
             dirty: Vec::new(),
             more_procs: Vec::new(),
             shutting_down: false,
             final_phase: false,
             forced: false,
-            http: None,
         })
     }
 
     fn run_loop(&mut self) -> io::Result<i32> {
-        if let Some(opts) = self.cfg.http.clone() {
-            match http::UpHttp::new(&opts, &self.cfg, &self.poll) {
-                Ok(h) => self.http = Some(Box::new(h)),
-                Err(e) => {
-                    log::error!("--url {}: {e}", opts.url);
-                    return Ok(1);
-                }
+        for u in 0..self.ups.len() {
+            if self.ups[u].http.is_none() {
+                let actions = self.ups[u].pool.start(self.now);
+                self.apply(u, actions);
             }
-        } else {
-            let actions = self.pool.start(self.now);
-            self.apply(actions);
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -347,13 +415,13 @@ impl Reverse {
                 return Ok(0);
             }
             let mut timeout = self.timers.next_timeout(self.now);
-            if let Some(d) = self.http.as_deref().and_then(|h| h.next_deadline()) {
-                let d = d.saturating_duration_since(self.now);
-                timeout = Some(timeout.map_or(d, |t| t.min(d)));
-            }
-            if let Some(d) = self.pool.next_deadline() {
-                let d = d.saturating_duration_since(self.now);
-                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            for up in &self.ups {
+                let pool = up.pool.next_deadline();
+                let http = up.http.as_deref().and_then(|h| h.next_deadline());
+                for d in pool.into_iter().chain(http) {
+                    let d = d.saturating_duration_since(self.now);
+                    timeout = Some(timeout.map_or(d, |t| t.min(d)));
+                }
             }
             if !self.more_procs.is_empty() || !self.to_drive.is_empty() {
                 timeout = Some(Duration::ZERO);
@@ -377,10 +445,16 @@ impl Reverse {
             while let Some(t) = self.timers.poll(self.now) {
                 self.on_timer(t);
             }
-            self.http_poll();
-            if self.pool.next_deadline().is_some_and(|d| d <= self.now) {
-                let actions = self.pool.poll(self.now);
-                self.apply(actions);
+            for u in 0..self.ups.len() {
+                self.http_poll(u);
+                if self.ups[u]
+                    .pool
+                    .next_deadline()
+                    .is_some_and(|d| d <= self.now)
+                {
+                    let actions = self.ups[u].pool.poll(self.now);
+                    self.apply(u, actions);
+                }
             }
         }
     }
@@ -394,7 +468,7 @@ impl Reverse {
         for tok in std::mem::take(&mut self.to_drive) {
             self.drive_client(tok);
         }
-        let conns: Vec<ConnId> = self.procs.keys().copied().collect();
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
             self.proc_flush(conn);
         }
@@ -417,8 +491,16 @@ impl Reverse {
             }
             return;
         }
-        if self.http.as_deref().is_some_and(|h| h.owns(token)) {
-            self.http_event(token, readable, writable);
+        if token == http::RESOLVER_TOKEN {
+            self.http_resolved();
+            return;
+        }
+        if let Some(u) = self
+            .ups
+            .iter()
+            .position(|up| up.http.as_deref().is_some_and(|h| h.owns(token)))
+        {
+            self.http_event(u, token, readable, writable);
             return;
         }
         let (pipe, is_client) = match self.endpoints.get_mut(token) {
@@ -600,6 +682,11 @@ impl Reverse {
         }
         self.clients += 1;
         self.client_rearm(tok);
+    }
+
+    /// The upstream a session belongs to (0 for a session already gone).
+    fn up_of(&self, skey: SKey) -> usize {
+        self.sessions.get(&skey).map_or(0, |s| s.up)
     }
 
     fn client(&mut self, tok: Token) -> Option<&mut Client> {
@@ -961,11 +1048,11 @@ impl Reverse {
             );
             return;
         }
-        if path == self.cfg.path {
-            match req.method.as_str() {
-                "POST" => self.post_mcp(tok, req, token),
-                "GET" => self.get_mcp(tok, req, token),
-                "DELETE" => self.delete_mcp(tok, req, token),
+        match self.route(&path) {
+            Some((u, Route::Mcp)) => match req.method.as_str() {
+                "POST" => self.post_mcp(tok, req, token, u),
+                "GET" => self.get_mcp(tok, req, token, u),
+                "DELETE" => self.delete_mcp(tok, req, token, u),
                 _ => self.respond(
                     tok,
                     405,
@@ -973,24 +1060,55 @@ impl Reverse {
                     b"method not allowed\n",
                     ka,
                 ),
+            },
+            Some((u, Route::Sse)) if req.method == "GET" => self.legacy_open(tok, req, token, u),
+            Some((u, Route::Messages)) if req.method == "POST" => {
+                self.legacy_post(tok, req, token, u)
             }
-            return;
+            Some(_) => self.respond(tok, 405, &[], b"method not allowed\n", ka),
+            None => self.respond(tok, 404, &[], b"not found\n", ka),
         }
-        match (req.method.as_str(), path.as_str()) {
-            ("GET", "/sse") => self.legacy_open(tok, req, token),
-            ("POST", "/messages") | ("POST", "/messages/") => self.legacy_post(tok, req, token),
-            (_, "/sse") | (_, "/messages") => {
-                self.respond(tok, 405, &[], b"method not allowed\n", ka)
-            }
-            _ => self.respond(tok, 404, &[], b"not found\n", ka),
+    }
+
+    /// Which upstream and endpoint a path names. One upstream: `--path`,
+    /// `/sse`, `/messages`. With `--config`: `/mcp/NAME`, `/sse/NAME`,
+    /// `/messages/NAME`.
+    fn route(&self, path: &str) -> Option<(usize, Route)> {
+        if self.cfg.config.is_none() {
+            return match path {
+                p if p == self.cfg.path => Some((0, Route::Mcp)),
+                "/sse" => Some((0, Route::Sse)),
+                "/messages" | "/messages/" => Some((0, Route::Messages)),
+                _ => None,
+            };
         }
+        let (kind, name) = if let Some(n) = path.strip_prefix("/mcp/") {
+            (Route::Mcp, n)
+        } else if let Some(n) = path.strip_prefix("/sse/") {
+            (Route::Sse, n)
+        } else if let Some(n) = path.strip_prefix("/messages/") {
+            (Route::Messages, n)
+        } else {
+            return None;
+        };
+        let name = name.trim_end_matches('/');
+        self.ups
+            .iter()
+            .position(|u| u.cfg.name == name)
+            .map(|u| (u, kind))
     }
 
     /// The session a request names, with the checks MCP prescribes: missing
     /// header → 400, unknown or ended → 404 (the client must re-initialize),
     /// a different bearer token than the one that created it → 404 as well,
     /// so a session id is useless to anyone else.
-    fn find_session(&mut self, tok: Token, req: &Request, token: Option<usize>) -> Option<SKey> {
+    fn find_session(
+        &mut self,
+        tok: Token,
+        req: &Request,
+        token: Option<usize>,
+        u: usize,
+    ) -> Option<SKey> {
         let ka = req.keep_alive;
         let Some(sid) = req.header("mcp-session-id") else {
             self.respond_rpc_error(
@@ -1007,7 +1125,7 @@ impl Reverse {
                 if self
                     .sessions
                     .get(&k)
-                    .is_some_and(|s| s.token == token && !s.legacy) =>
+                    .is_some_and(|s| s.token == token && !s.legacy && s.up == u) =>
             {
                 Some(k)
             }
@@ -1018,7 +1136,7 @@ impl Reverse {
         }
     }
 
-    fn post_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
+    fn post_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
         let json_body = req.header("content-type").is_some_and(|ct| {
             ct.split(';')
@@ -1069,7 +1187,7 @@ impl Reverse {
         };
         if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
             match msg {
-                Message::Single(env) => self.stateless_post(tok, &req, body, &env, token),
+                Message::Single(env) => self.stateless_post(tok, &req, body, &env, token, u),
                 Message::Batch(_) => self.respond_rpc_error(
                     tok,
                     400,
@@ -1083,16 +1201,16 @@ impl Reverse {
         match msg {
             Message::Single(env) => {
                 if env.kind() == Kind::Request && env.method_is("initialize") {
-                    self.start_session(tok, token, body, &env, ReplyTo::Client(tok), ka, None);
+                    self.start_session(tok, token, body, &env, ReplyTo::Client(tok), ka, u);
                     return;
                 }
-                let Some(skey) = self.find_session(tok, &req, token) else {
+                let Some(skey) = self.find_session(tok, &req, token, u) else {
                     return;
                 };
                 self.forward_single(tok, skey, body, &env, ka);
             }
             Message::Batch(items) => {
-                let Some(skey) = self.find_session(tok, &req, token) else {
+                let Some(skey) = self.find_session(tok, &req, token, u) else {
                     return;
                 };
                 // Batches exist only in 2025-03-26; later revisions forbid them.
@@ -1130,7 +1248,7 @@ impl Reverse {
                             Some(&id),
                             RelayError::InvalidRequest,
                             "initialize cannot be part of a batch",
-                            &self.cfg.name,
+                            &self.ups[self.up_of(skey)].cfg.name,
                         )),
                         Some(id) if self.track(skey, id.clone(), &env, ReplyTo::Client(tok)) => {
                             expect.push(id.clone());
@@ -1140,7 +1258,7 @@ impl Reverse {
                             Some(&id),
                             RelayError::DuplicateId,
                             "A request with this id is already in flight",
-                            &self.cfg.name,
+                            &self.ups[self.up_of(skey)].cfg.name,
                         )),
                         None => send.push((raw.get().as_bytes(), None)),
                     }
@@ -1189,6 +1307,7 @@ impl Reverse {
         body: &[u8],
         env: &Envelope,
         token: Option<usize>,
+        u: usize,
     ) {
         let ka = req.keep_alive;
         let method = env.method();
@@ -1223,7 +1342,7 @@ impl Reverse {
             self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
             return;
         }
-        let skey = self.new_stateless_session(token);
+        let skey = self.new_stateless_session(u, token);
         if let Some(c) = self.client(tok) {
             c.state = ClientState::Waiting(Exchange {
                 session: skey,
@@ -1250,7 +1369,7 @@ impl Reverse {
                         Some(&id),
                         RelayError::DuplicateId,
                         "A request with this id is already in flight",
-                        &self.cfg.name,
+                        &self.ups[self.up_of(skey)].cfg.name,
                     );
                     self.respond_json(tok, 200, &b, ka, None);
                     return;
@@ -1279,7 +1398,7 @@ impl Reverse {
         }
     }
 
-    fn get_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
+    fn get_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
         if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
             // 2026-07-28 has no GET stream.
@@ -1290,7 +1409,7 @@ impl Reverse {
             self.respond(tok, 406, &[], b"Accept must list text/event-stream\n", ka);
             return;
         }
-        let Some(skey) = self.find_session(tok, &req, token) else {
+        let Some(skey) = self.find_session(tok, &req, token, u) else {
             return;
         };
         let last: Option<u64> = req
@@ -1345,13 +1464,13 @@ impl Reverse {
         self.dirty.push(tok);
     }
 
-    fn delete_mcp(&mut self, tok: Token, req: Request, token: Option<usize>) {
+    fn delete_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
         if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
             self.respond(tok, 405, &[("allow", "POST")], b"method not allowed\n", ka);
             return;
         }
-        let Some(skey) = self.find_session(tok, &req, token) else {
+        let Some(skey) = self.find_session(tok, &req, token, u) else {
             return;
         };
         self.end_session(skey, "the client ended the session");
@@ -1360,13 +1479,13 @@ impl Reverse {
 
     // ---- legacy HTTP+SSE (2024-11-05) ----------------------------------------
 
-    fn legacy_open(&mut self, tok: Token, req: Request, token: Option<usize>) {
+    fn legacy_open(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
         if self.shutting_down {
             self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
             return;
         }
-        let Some(skey) = self.new_session(token, "2024-11-05", true) else {
+        let Some(skey) = self.new_session(u, token, "2024-11-05", true) else {
             self.respond(tok, 500, &[], b"no session id\n", false);
             return;
         };
@@ -1386,7 +1505,11 @@ impl Reverse {
             ],
             ka,
         );
-        let endpoint = format!("/messages?session_id={sid}");
+        let endpoint = if self.cfg.config.is_some() {
+            format!("/messages/{}?session_id={sid}", self.ups[u].cfg.name)
+        } else {
+            format!("/messages?session_id={sid}")
+        };
         let mut ev = Vec::new();
         sse::write_event(&mut ev, None, Some("endpoint"), endpoint.as_bytes());
         http1::write_chunk(&mut out, &ev);
@@ -1401,7 +1524,7 @@ impl Reverse {
         self.dirty.push(tok);
     }
 
-    fn legacy_post(&mut self, tok: Token, req: Request, token: Option<usize>) {
+    fn legacy_post(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
         let skey = req
             .query_param("session_id")
@@ -1409,7 +1532,7 @@ impl Reverse {
             .filter(|k| {
                 self.sessions
                     .get(k)
-                    .is_some_and(|s| s.legacy && s.token == token)
+                    .is_some_and(|s| s.legacy && s.token == token && s.up == u)
             });
         let Some(skey) = skey else {
             self.respond(tok, 404, &[], b"unknown session\n", ka);
@@ -1445,7 +1568,7 @@ impl Reverse {
                     Some(&id),
                     RelayError::DuplicateId,
                     "A request with this id is already in flight",
-                    &self.cfg.name,
+                    &self.ups[self.up_of(skey)].cfg.name,
                 );
                 self.push_to_stream(skey, b);
                 return;
@@ -1458,7 +1581,13 @@ impl Reverse {
 
     // ---- sessions -------------------------------------------------------------
 
-    fn new_session(&mut self, token: Option<usize>, version: &str, legacy: bool) -> Option<SKey> {
+    fn new_session(
+        &mut self,
+        u: usize,
+        token: Option<usize>,
+        version: &str,
+        legacy: bool,
+    ) -> Option<SKey> {
         let id = match new_session_id() {
             Ok(id) => id,
             Err(e) => {
@@ -1466,18 +1595,19 @@ impl Reverse {
                 return None;
             }
         };
-        Some(self.insert_session(id, token, version, legacy, false))
+        Some(self.insert_session(u, id, token, version, legacy, false))
     }
 
     /// A 2026-07-28 request's one-shot session: never named to the client,
     /// so it needs no random id and no idle timer.
-    fn new_stateless_session(&mut self, token: Option<usize>) -> SKey {
+    fn new_stateless_session(&mut self, u: usize, token: Option<usize>) -> SKey {
         let id = format!("stateless-{}", self.next_key);
-        self.insert_session(id, token, STATELESS_VERSION, false, true)
+        self.insert_session(u, id, token, STATELESS_VERSION, false, true)
     }
 
     fn insert_session(
         &mut self,
+        u: usize,
         id: String,
         token: Option<usize>,
         version: &str,
@@ -1486,19 +1616,23 @@ impl Reverse {
     ) -> SKey {
         let skey = self.next_key;
         self.next_key += 1;
-        let idle_timer = (!stateless && !self.cfg.session_idle_timeout.is_zero()).then(|| {
-            self.timers.insert(
-                self.now + self.cfg.session_idle_timeout,
-                TimerKind::SessionIdle(skey),
-            )
+        let idle = self.ups[u].cfg.session_idle_timeout;
+        let idle_timer = (!stateless && !idle.is_zero()).then(|| {
+            self.timers
+                .insert(self.now + idle, TimerKind::SessionIdle(skey))
         });
         if !stateless {
             self.by_id.insert(id.clone(), skey);
         }
-        let replay = if stateless { 0 } else { self.cfg.replay_buffer };
+        let replay = if stateless {
+            0
+        } else {
+            self.ups[u].cfg.replay_buffer
+        };
         self.sessions.insert(
             skey,
             Session {
+                up: u,
                 id,
                 token,
                 version: version.to_string(),
@@ -1528,7 +1662,7 @@ impl Reverse {
         env: &Envelope,
         reply_to: ReplyTo,
         ka: bool,
-        _legacy: Option<SKey>,
+        u: usize,
     ) {
         if self.shutting_down {
             self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
@@ -1538,7 +1672,7 @@ impl Reverse {
         let version = env
             .param_str("protocolVersion")
             .unwrap_or_else(|| "2025-03-26".into());
-        let Some(skey) = self.new_session(token, &version, false) else {
+        let Some(skey) = self.new_session(u, token, &version, false) else {
             self.respond(tok, 500, &[], b"no session id\n", false);
             return;
         };
@@ -1562,17 +1696,18 @@ impl Reverse {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };
+        let u = s.up;
         if s.conn.is_some() || s.waiting_init.is_some() {
             let b = error_body(
                 Some(&id),
                 RelayError::InvalidRequest,
                 "The session is already initialized",
-                &self.cfg.name,
+                &self.ups[u].cfg.name,
             );
             self.deliver(skey, reply_to, &id, b);
             return;
         }
-        if self.http.is_some() {
+        if self.ups[u].http.is_some() {
             // An HTTP upstream needs no process: the session starts now.
             if s.stateless {
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
@@ -1586,15 +1721,15 @@ impl Reverse {
             return;
         }
         s.waiting_init = Some((line, id, reply_to));
-        let actions = self.pool.lease(skey, self.now);
-        self.apply(actions);
+        let actions = self.ups[u].pool.lease(skey, self.now);
+        self.apply(u, actions);
     }
 
-    fn bind_session(&mut self, skey: SKey, conn: ConnId) {
+    fn bind_session(&mut self, skey: SKey, conn: PKey) {
         let Some(s) = self.sessions.get_mut(&skey) else {
             // The session ended while it waited: give the process back.
-            let actions = self.pool.release(conn, self.now);
-            self.apply(actions);
+            let actions = self.ups[conn.up].pool.release(conn.id, self.now);
+            self.apply(conn.up, actions);
             return;
         };
         s.conn = Some(conn);
@@ -1698,7 +1833,12 @@ impl Reverse {
                     self.respond(tok, 503, &[("retry-after", "1")], body.as_bytes(), true);
                 }
                 ReplyTo::Stream => {
-                    let b = error_body(Some(&id), RelayError::QueueFull, text, &self.cfg.name);
+                    let b = error_body(
+                        Some(&id),
+                        RelayError::QueueFull,
+                        text,
+                        &self.ups[self.up_of(skey)].cfg.name,
+                    );
                     self.push_to_stream(skey, b);
                 }
             }
@@ -1736,7 +1876,10 @@ impl Reverse {
     }
 
     fn arm_response_timer(&mut self, skey: SKey, id: &Id) {
-        let (rt, cap) = (self.cfg.response_timeout, self.cfg.max_request_time);
+        let (rt, cap) = (
+            self.ups[self.up_of(skey)].cfg.response_timeout,
+            self.ups[self.up_of(skey)].cfg.max_request_time,
+        );
         let now = self.now;
         let Some(req) = self
             .sessions
@@ -1781,7 +1924,7 @@ impl Reverse {
 
     /// Writes a client message to the session's process.
     fn send_up(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
-        if self.http.is_some() {
+        if self.ups[self.up_of(skey)].http.is_some() {
             self.http_send(skey, line, request);
             return;
         }
@@ -1820,7 +1963,7 @@ impl Reverse {
         }
     }
 
-    fn write_proc(&mut self, conn: ConnId, line: &[u8]) {
+    fn write_proc(&mut self, conn: PKey, line: &[u8]) {
         if let Some(p) = self.procs.get_mut(&conn)
             && p.io.accepts_input()
         {
@@ -1846,7 +1989,10 @@ impl Reverse {
         );
         if let Some(obj) = data.as_object_mut() {
             obj.insert("kind".into(), err.kind().into());
-            obj.insert("upstream".into(), self.cfg.name.clone().into());
+            obj.insert(
+                "upstream".into(),
+                self.ups[self.up_of(skey)].cfg.name.clone().into(),
+            );
         }
         let b = jsonrpc::error_response(Some(id), err.code(), message, data);
         self.deliver(skey, req.reply_to, id, b);
@@ -1872,11 +2018,11 @@ impl Reverse {
             &format!("No reply from the server within {elapsed:?}"),
             json!({
                 "elapsed_ms": elapsed.as_millis() as u64,
-                "response_timeout_ms": self.cfg.response_timeout.as_millis() as u64,
-                "max_request_time_ms": self.cfg.max_request_time.as_millis() as u64,
+                "response_timeout_ms": self.ups[self.up_of(skey)].cfg.response_timeout.as_millis() as u64,
+                "max_request_time_ms": self.ups[self.up_of(skey)].cfg.max_request_time.as_millis() as u64,
             }),
         );
-        if self.http.is_some() {
+        if self.ups[self.up_of(skey)].http.is_some() {
             self.http_cancel(skey, &id, initialize);
             return;
         }
@@ -1904,7 +2050,7 @@ impl Reverse {
     }
 
     fn session_idle(&mut self, skey: SKey) {
-        let timeout = self.cfg.session_idle_timeout;
+        let timeout = self.ups[self.up_of(skey)].cfg.session_idle_timeout;
         let now = self.now;
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
@@ -1960,7 +2106,8 @@ impl Reverse {
         if let Some(stream) = s.stream.take() {
             self.end_stream(stream);
         }
-        if self.http.is_some() {
+        let u = s.up;
+        if self.ups[u].http.is_some() {
             self.http_end(skey);
             return;
         }
@@ -1979,12 +2126,12 @@ impl Reverse {
                         }
                     }
                 }
-                let actions = self.pool.release(conn, self.now);
-                self.apply(actions);
+                let actions = self.ups[u].pool.release(conn.id, self.now);
+                self.apply(u, actions);
             }
             None => {
-                let actions = self.pool.cancel_wait(skey);
-                self.apply(actions);
+                let actions = self.ups[u].pool.cancel_wait(skey);
+                self.apply(u, actions);
             }
         }
     }
@@ -2216,37 +2363,41 @@ impl Reverse {
 
     // ---- processes ------------------------------------------------------------
 
-    fn apply(&mut self, actions: Vec<Action>) {
+    fn apply(&mut self, u: usize, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::Spawn(conn) => self.spawn_proc(conn),
-                Action::Close(conn, reason) => {
+                Action::Spawn(id) => self.spawn_proc(PKey { up: u, id }),
+                Action::Close(id, reason) => {
+                    let conn = PKey { up: u, id };
                     log::debug!("closing process {conn}: {reason:?}");
                     if let Some(p) = self.procs.get_mut(&conn) {
                         p.asked_to_close = true;
                     }
                     self.close_proc(conn);
                 }
-                Action::Grant { waiter, conn } => self.bind_session(waiter, conn),
+                Action::Grant { waiter, conn } => {
+                    self.bind_session(waiter, PKey { up: u, id: conn })
+                }
                 Action::Reject { waiter, reason } => self.reject_session(waiter, reason),
             }
         }
     }
 
-    fn spawn_proc(&mut self, conn: ConnId) {
+    fn spawn_proc(&mut self, conn: PKey) {
         let io = StdioConn::spawn(
-            &self.cfg.command,
-            &self.cfg.name,
-            self.cfg.max_message_size,
+            &self.ups[conn.up].cfg.command,
+            &self.ups[conn.up].cfg.name,
+            self.ups[conn.up].cfg.max_message_size,
             self.now,
         );
         let mut io = match io {
             Ok(io) => io,
             Err(e) => {
-                log::error!("cannot start {:?}: {e}", self.cfg.command);
-                self.metrics.upstream_exited(self.upstream, "spawn_failed");
-                let actions = self.pool.on_spawn_failed(conn, self.now);
-                self.apply(actions);
+                log::error!("cannot start {:?}: {e}", self.ups[conn.up].cfg.command);
+                self.metrics
+                    .upstream_exited(self.ups[conn.up].metric, "spawn_failed");
+                let actions = self.ups[conn.up].pool.on_spawn_failed(conn.id, self.now);
+                self.apply(conn.up, actions);
                 return;
             }
         };
@@ -2258,11 +2409,11 @@ impl Reverse {
         }
         log::info!(
             "[{}] started pid {} (process {conn})",
-            self.cfg.name,
+            self.ups[conn.up].cfg.name,
             io.pid()
         );
-        self.metrics.upstream_spawned(self.upstream);
-        let kind = match self.cfg.pool {
+        self.metrics.upstream_spawned(self.ups[conn.up].metric);
+        let kind = match self.ups[conn.up].cfg.pool {
             PoolMode::Session => ProcKind::Session { session: None },
             PoolMode::Shared => ProcKind::Shared {
                 mux: Mux::new(),
@@ -2298,17 +2449,17 @@ impl Reverse {
             self.write_proc(conn, &bytes);
         } else {
             // A fresh process is a ready spare; its session initializes it.
-            let actions = self.pool.on_ready(conn, self.now);
-            self.apply(actions);
+            let actions = self.ups[conn.up].pool.on_ready(conn.id, self.now);
+            self.apply(conn.up, actions);
         }
     }
 
-    fn on_shared_init(&mut self, conn: ConnId, line: &[u8]) {
+    fn on_shared_init(&mut self, conn: PKey, line: &[u8]) {
         let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
         let Some(result) = v.get("result").cloned() else {
             log::error!(
                 "[{}] process {conn} rejected the relay's initialize: {}",
-                self.cfg.name,
+                self.ups[conn.up].cfg.name,
                 String::from_utf8_lossy(line)
             );
             self.close_proc(conn);
@@ -2323,11 +2474,11 @@ impl Reverse {
             conn,
             br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         );
-        let actions = self.pool.on_ready(conn, self.now);
-        self.apply(actions);
+        let actions = self.ups[conn.up].pool.on_ready(conn.id, self.now);
+        self.apply(conn.up, actions);
     }
 
-    fn proc_stderr(&mut self, conn: ConnId) {
+    fn proc_stderr(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2341,17 +2492,20 @@ impl Reverse {
         }
     }
 
-    fn proc_flush(&mut self, conn: ConnId) {
+    fn proc_flush(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
         if let Err(e) = p.io.flush_stdin() {
-            log::warn!("[{}] writing to process {conn} failed: {e}", self.cfg.name);
+            log::warn!(
+                "[{}] writing to process {conn} failed: {e}",
+                self.ups[conn.up].cfg.name
+            );
             self.proc_lost(conn);
         }
     }
 
-    fn proc_read(&mut self, conn: ConnId, drain_all: bool) {
+    fn proc_read(&mut self, conn: PKey, drain_all: bool) {
         let mut taken = 0;
         loop {
             let Some(p) = self.procs.get_mut(&conn) else {
@@ -2373,7 +2527,7 @@ impl Reverse {
                             Frame::Oversize(o) => {
                                 log::warn!(
                                     "[{}] message of {} bytes from process {conn} dropped (over --max-message-size)",
-                                    self.cfg.name,
+                                    self.ups[conn.up].cfg.name,
                                     o.len
                                 );
                                 if let Some(id) = jsonrpc::recover_id(&o.head, &o.tail) {
@@ -2395,7 +2549,7 @@ impl Reverse {
         }
     }
 
-    fn proc_oversize_reply(&mut self, conn: ConnId, id: Id, size: usize) {
+    fn proc_oversize_reply(&mut self, conn: PKey, id: Id, size: usize) {
         let Some(p) = self.procs.get(&conn) else {
             return;
         };
@@ -2410,12 +2564,12 @@ impl Reverse {
                 &id,
                 RelayError::MessageTooLarge,
                 "The server's reply exceeds the relay's maximum message size",
-                json!({"size": size, "limit": self.cfg.max_message_size}),
+                json!({"size": size, "limit": self.ups[conn.up].cfg.max_message_size}),
             );
         }
     }
 
-    fn on_proc_line(&mut self, conn: ConnId, line: &[u8]) {
+    fn on_proc_line(&mut self, conn: PKey, line: &[u8]) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2424,7 +2578,7 @@ impl Reverse {
                 let Some(skey) = *session else {
                     log::debug!(
                         "[{}] message from a process with no session dropped",
-                        self.cfg.name
+                        self.ups[conn.up].cfg.name
                     );
                     return;
                 };
@@ -2434,7 +2588,7 @@ impl Reverse {
                             String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
                         log::warn!(
                             "[{}] non-JSON line on stdout dropped: {shown}",
-                            self.cfg.name
+                            self.ups[conn.up].cfg.name
                         );
                     } else {
                         self.on_batch_down(skey, line);
@@ -2453,7 +2607,10 @@ impl Reverse {
                     }
                     Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
                     Kind::Invalid => {
-                        log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name)
+                        log::warn!(
+                            "[{}] message that is not JSON-RPC dropped",
+                            self.ups[conn.up].cfg.name
+                        )
                     }
                 }
             }
@@ -2532,7 +2689,7 @@ impl Reverse {
         self.deliver(skey, req.reply_to, id, msg);
     }
 
-    fn close_proc(&mut self, conn: ConnId) {
+    fn close_proc(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2542,9 +2699,10 @@ impl Reverse {
         if let Some(t) = p.io.close_stdin(self.poll.registry()) {
             self.endpoints.remove(t);
         }
-        let t = self
-            .timers
-            .insert(self.now + self.cfg.kill_grace, TimerKind::Grace(conn));
+        let t = self.timers.insert(
+            self.now + self.ups[conn.up].cfg.kill_grace,
+            TimerKind::Grace(conn),
+        );
         if let Some(p) = self.procs.get_mut(&conn) {
             p.grace = Some(t);
         }
@@ -2552,7 +2710,7 @@ impl Reverse {
     }
 
     /// Stdout EOF, a broken stdin, or exit: the process serves no one from now.
-    fn proc_lost(&mut self, conn: ConnId) {
+    fn proc_lost(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2566,7 +2724,7 @@ impl Reverse {
 
     /// Fails what was in flight on the process, ends its sessions (their
     /// clients get 404 and re-initialize) and tells the pool.
-    fn proc_down(&mut self, conn: ConnId) {
+    fn proc_down(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2583,9 +2741,15 @@ impl Reverse {
             ProcKind::Shared { mux, sessions, .. } => (std::mem::take(sessions), mux.fail_all()),
         };
         if self.shutting_down || p.asked_to_close {
-            log::debug!("[{}] process {conn} closed ({what})", self.cfg.name);
+            log::debug!(
+                "[{}] process {conn} closed ({what})",
+                self.ups[conn.up].cfg.name
+            );
         } else {
-            log::warn!("[{}] process {conn} went away ({what})", self.cfg.name);
+            log::warn!(
+                "[{}] process {conn} went away ({what})",
+                self.ups[conn.up].cfg.name
+            );
         }
         for (skey, id) in failed {
             self.fail_request(
@@ -2618,8 +2782,8 @@ impl Reverse {
             }
             self.end_session_without_release(skey);
         }
-        let actions = self.pool.on_exit(conn, self.now);
-        self.apply(actions);
+        let actions = self.ups[conn.up].pool.on_exit(conn.id, self.now);
+        self.apply(conn.up, actions);
     }
 
     fn end_session_without_release(&mut self, skey: SKey) {
@@ -2645,8 +2809,8 @@ impl Reverse {
         }
     }
 
-    fn grace_expired(&mut self, conn: ConnId) {
-        let grace = self.cfg.kill_grace;
+    fn grace_expired(&mut self, conn: PKey) {
+        let grace = self.ups[conn.up].cfg.kill_grace;
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2658,11 +2822,11 @@ impl Reverse {
         match p.io.proc.stage {
             CloseStage::StdinClosed => log::info!(
                 "[{}] process {conn} still running {grace:?} after stdin closed; SIGTERM",
-                self.cfg.name
+                self.ups[conn.up].cfg.name
             ),
             CloseStage::Terminated => log::warn!(
                 "[{}] process {conn} ignored SIGTERM; SIGKILL",
-                self.cfg.name
+                self.ups[conn.up].cfg.name
             ),
             _ => {}
         }
@@ -2675,13 +2839,13 @@ impl Reverse {
     }
 
     fn reap(&mut self) {
-        let conns: Vec<ConnId> = self.procs.keys().copied().collect();
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
             self.try_reap(conn);
         }
     }
 
-    fn try_reap(&mut self, conn: ConnId) {
+    fn try_reap(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2691,13 +2855,13 @@ impl Reverse {
         self.proc_reaped(conn);
     }
 
-    fn proc_reaped(&mut self, conn: ConnId) {
+    fn proc_reaped(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
         log::debug!(
             "[{}] process {conn} (pid {}) reaped: {}",
-            self.cfg.name,
+            self.ups[conn.up].cfg.name,
             p.io.pid(),
             p.io.proc.status().map_or_else(String::new, describe)
         );
@@ -2716,7 +2880,8 @@ impl Reverse {
             }
             None => "closed",
         };
-        self.metrics.upstream_exited(self.upstream, reason);
+        self.metrics
+            .upstream_exited(self.ups[conn.up].metric, reason);
         if let Some(t) = p.grace.take() {
             self.timers.cancel(t);
         }
@@ -2733,8 +2898,10 @@ impl Reverse {
     /// new sessions get 503. The final phase closes the listeners.
     fn begin_shutdown(&mut self) {
         self.shutting_down = true;
-        let actions = self.pool.shutdown(self.now);
-        self.apply(actions);
+        for u in 0..self.ups.len() {
+            let actions = self.ups[u].pool.shutdown(self.now);
+            self.apply(u, actions);
+        }
         self.timers
             .insert(self.now + self.cfg.shutdown_grace, TimerKind::ShutdownGrace);
     }
@@ -2760,7 +2927,7 @@ impl Reverse {
         for k in keys {
             self.end_session(k, "the relay is shutting down");
         }
-        let conns: Vec<ConnId> = self.procs.keys().copied().collect();
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
             self.close_proc(conn);
         }
@@ -2773,7 +2940,15 @@ impl Reverse {
             }
         }
         self.timers.insert(
-            self.now + self.cfg.kill_grace * 3 + Duration::from_secs(1),
+            self.now
+                + self
+                    .ups
+                    .iter()
+                    .map(|u| u.cfg.kill_grace)
+                    .max()
+                    .unwrap_or_default()
+                    * 3
+                + Duration::from_secs(1),
             TimerKind::HardStop,
         );
     }
@@ -2790,27 +2965,38 @@ impl Reverse {
 
     fn finished(&self) -> bool {
         // The DELETEs ending upstream sessions go out before the exit.
-        let http_idle = self.http.as_deref().is_none_or(|h| h.in_flight() == 0);
+        let http_idle = self
+            .ups
+            .iter()
+            .all(|u| u.http.as_deref().is_none_or(|h| h.in_flight() == 0));
         self.final_phase && self.procs.is_empty() && (self.clients == 0 && http_idle || self.forced)
     }
 
     fn render_metrics(&self) -> String {
-        let st = self.pool.stats();
-        let mut gauges = [UpstreamGauges {
-            upstream: &self.cfg.name,
-            starting: st.starting as u64,
-            idle: st.idle as u64,
-            leased: st.leased as u64,
-            closing: st.closing as u64,
-            waiting: st.waiting as u64,
-            sessions: self.sessions.len() as u64,
-        }];
-        if let Some(h) = self.http.as_deref() {
-            // An HTTP upstream's "connections" are its keep-alive sockets.
-            let (total, idle) = h.connection_counts();
-            gauges[0].idle = idle as u64;
-            gauges[0].leased = (total - idle) as u64;
-        }
+        let gauges: Vec<UpstreamGauges> = self
+            .ups
+            .iter()
+            .enumerate()
+            .map(|(u, up)| {
+                let st = up.pool.stats();
+                let mut g = UpstreamGauges {
+                    upstream: &up.cfg.name,
+                    starting: st.starting as u64,
+                    idle: st.idle as u64,
+                    leased: st.leased as u64,
+                    closing: st.closing as u64,
+                    waiting: st.waiting as u64,
+                    sessions: self.sessions.values().filter(|s| s.up == u).count() as u64,
+                };
+                if let Some(h) = up.http.as_deref() {
+                    // An HTTP upstream's "connections" are its keep-alive sockets.
+                    let (total, idle) = h.connection_counts();
+                    g.idle = idle as u64;
+                    g.leased = (total - idle) as u64;
+                }
+                g
+            })
+            .collect();
         let mut out = String::with_capacity(4096);
         self.metrics.render(&mut out, &gauges, self.clients as u64);
         out

@@ -17,7 +17,6 @@ use serde_json::json;
 
 use super::{ReplyTo, Reverse, SKey, TimerKind};
 use crate::cli::HttpOptions;
-use crate::io::dns::Resolver;
 use crate::io::transport::tls_config;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
@@ -55,7 +54,6 @@ pub(super) struct UpSession {
 pub(super) struct UpHttp {
     url: Url,
     client: HttpClient,
-    resolver: Resolver,
     reconnect: ReconnectConfig,
     carries: HashMap<ExId, (SKey, Carry)>,
     pub(super) sessions: HashMap<SKey, UpSession>,
@@ -65,7 +63,7 @@ impl UpHttp {
     pub(super) fn new(
         opts: &HttpOptions,
         cfg: &crate::cli::ReverseConfig,
-        poll: &mio::Poll,
+        tag: usize,
     ) -> Result<UpHttp, String> {
         let url = Url::parse(&opts.url)?;
         let tls = if url.tls {
@@ -90,14 +88,10 @@ impl UpHttp {
             max_message_size: cfg.max_message_size,
             tls,
         };
-        let client = HttpClient::new(http, 0, Rng::from_os())?;
-        let mut resolver =
-            Resolver::new(poll.registry(), RESOLVER_TOKEN).map_err(|e| format!("resolver: {e}"))?;
-        resolver.resolve(0, url.host.clone(), url.port);
+        let client = HttpClient::new(http, tag, Rng::from_os())?;
         Ok(UpHttp {
             url,
             client,
-            resolver,
             reconnect: ReconnectConfig {
                 base: opts.reconnect_base,
                 cap: Duration::from_secs(30),
@@ -110,7 +104,29 @@ impl UpHttp {
     }
 
     pub(super) fn owns(&self, token: Token) -> bool {
-        token == RESOLVER_TOKEN || self.client.owns(token)
+        self.client.owns(token)
+    }
+
+    pub(super) fn host(&self) -> &str {
+        &self.url.host
+    }
+
+    pub(super) fn port(&self) -> u16 {
+        self.url.port
+    }
+
+    /// The resolver's answer for this upstream's host.
+    pub(super) fn resolved(
+        &mut self,
+        answer: Result<Vec<std::net::SocketAddr>, String>,
+        reg: &mio::Registry,
+        now: std::time::Instant,
+    ) {
+        match answer {
+            Ok(addrs) if !addrs.is_empty() => self.client.set_addrs(addrs, reg, now),
+            Ok(_) => self.client.resolve_failed("no addresses"),
+            Err(e) => self.client.resolve_failed(&e),
+        }
     }
 
     pub(super) fn next_deadline(&self) -> Option<std::time::Instant> {
@@ -154,11 +170,12 @@ impl UpHttp {
 impl Reverse {
     /// A client session's `initialize`: create its upstream session.
     pub(super) fn http_start(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
-        let rc = match self.http.as_deref() {
+        let u = self.up_of(skey);
+        let rc = match self.ups[u].http.as_deref() {
             Some(h) => h.reconnect.clone(),
             None => return,
         };
-        if let Some(h) = self.http.as_deref_mut() {
+        if let Some(h) = self.ups[u].http.as_deref_mut() {
             h.sessions.insert(
                 skey,
                 UpSession {
@@ -190,9 +207,10 @@ impl Reverse {
 
     /// A client message for its session's upstream.
     pub(super) fn http_send(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
+        let u = self.up_of(skey);
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let known = stateless
-            || self
+            || self.ups[u]
                 .http
                 .as_deref()
                 .is_some_and(|h| h.sessions.contains_key(&skey));
@@ -212,7 +230,7 @@ impl Reverse {
             && matches!(jsonrpc::peek(line), Ok(Message::Single(env)) if env.method_is("notifications/initialized"));
         self.http_post(skey, line, request.cloned(), false);
         if initialized {
-            if let Some(up) = self
+            if let Some(up) = self.ups[u]
                 .http
                 .as_deref_mut()
                 .and_then(|h| h.sessions.get_mut(&skey))
@@ -224,10 +242,11 @@ impl Reverse {
     }
 
     fn http_post(&mut self, skey: SKey, line: &[u8], request: Option<Id>, initialize: bool) {
+        let u = self.up_of(skey);
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http.as_deref_mut() else {
             return;
         };
         let mut headers = h.headers(skey, false);
@@ -269,8 +288,9 @@ impl Reverse {
     }
 
     fn http_want_get(&mut self, skey: SKey) {
+        let u = self.up_of(skey);
         let now = self.now;
-        let Some(up) = self
+        let Some(up) = self.ups[u]
             .http
             .as_deref_mut()
             .and_then(|h| h.sessions.get_mut(&skey))
@@ -285,12 +305,13 @@ impl Reverse {
     }
 
     fn http_get_actions(&mut self, skey: SKey, actions: Vec<reconnect::Action>) {
+        let u = self.up_of(skey);
         for a in actions {
             match a {
                 reconnect::Action::Connect { last_event_id } => {
                     let now = self.now;
                     let reg = self.poll.registry();
-                    let Some(h) = self.http.as_deref_mut() else {
+                    let Some(h) = self.ups[u].http.as_deref_mut() else {
                         return;
                     };
                     let mut headers = h.headers(skey, true);
@@ -312,7 +333,7 @@ impl Reverse {
                 }
                 reconnect::Action::Wait(at) => {
                     let t = self.timers.insert(at, TimerKind::Reconnect(skey));
-                    if let Some(up) = self
+                    if let Some(up) = self.ups[u]
                         .http
                         .as_deref_mut()
                         .and_then(|h| h.sessions.get_mut(&skey))
@@ -324,7 +345,7 @@ impl Reverse {
                 reconnect::Action::GiveUp => {
                     log::warn!(
                         "[{}] upstream GET stream of a session could not be restored; ending the session",
-                        self.cfg.name
+                        self.ups[u].cfg.name
                     );
                     self.end_session(skey, "its upstream stream could not be restored");
                 }
@@ -333,8 +354,9 @@ impl Reverse {
     }
 
     pub(super) fn http_reconnect_timer(&mut self, skey: SKey) {
+        let u = self.up_of(skey);
         let now = self.now;
-        let Some(up) = self
+        let Some(up) = self.ups[u]
             .http
             .as_deref_mut()
             .and_then(|h| h.sessions.get_mut(&skey))
@@ -346,45 +368,53 @@ impl Reverse {
         self.http_get_actions(skey, actions);
     }
 
-    /// Readiness for the resolver or an upstream connection.
-    pub(super) fn http_event(&mut self, token: Token, readable: bool, writable: bool) {
+    /// Readiness on an upstream connection of upstream `u`.
+    pub(super) fn http_event(&mut self, u: usize, token: Token, readable: bool, writable: bool) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http.as_deref_mut() else {
             return;
         };
-        if token == RESOLVER_TOKEN {
-            let mut answers = Vec::new();
-            h.resolver.drain(&mut answers);
-            for (_, answer) in answers {
-                match answer {
-                    Ok(addrs) if !addrs.is_empty() => h.client.set_addrs(addrs, reg, now),
-                    Ok(_) => h.client.resolve_failed("no addresses"),
-                    Err(e) => h.client.resolve_failed(&e),
-                }
-            }
-        } else {
-            h.client.on_ready(token, readable, writable, reg, now);
-        }
-        self.http_drain();
+        h.client.on_ready(token, readable, writable, reg, now);
+        self.http_drain(u);
     }
 
-    pub(super) fn http_poll(&mut self) {
+    /// The resolver's answers, each for the upstream it names.
+    pub(super) fn http_resolved(&mut self) {
+        let mut answers = Vec::new();
+        if let Some(r) = self.resolver.as_mut() {
+            r.drain(&mut answers);
+        }
+        let now = self.now;
+        for (u, answer) in answers {
+            let reg = self.poll.registry();
+            if let Some(h) = self
+                .ups
+                .get_mut(u as usize)
+                .and_then(|up| up.http.as_deref_mut())
+            {
+                h.resolved(answer, reg, now);
+            }
+            self.http_drain(u as usize);
+        }
+    }
+
+    pub(super) fn http_poll(&mut self, u: usize) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http.as_deref_mut() else {
             return;
         };
         if h.client.next_deadline().is_some_and(|d| d <= now) {
             h.client.poll(reg, now);
         }
-        self.http_drain();
+        self.http_drain(u);
     }
 
-    fn http_drain(&mut self) {
+    fn http_drain(&mut self, u: usize) {
         loop {
             let mut events = Vec::new();
-            let Some(h) = self.http.as_deref_mut() else {
+            let Some(h) = self.ups[u].http.as_deref_mut() else {
                 return;
             };
             h.client.take_events(&mut events);
@@ -398,28 +428,29 @@ impl Reverse {
                         status,
                         headers,
                         ..
-                    } => self.http_head(ex, status, &headers),
+                    } => self.http_head(u, ex, status, &headers),
                     Event::Message {
                         ex,
                         data,
                         id,
                         retry,
-                    } => self.http_message(ex, data, id, retry),
-                    Event::Done { ex } => self.http_done(ex),
-                    Event::Failed { ex, failure } => self.http_failed(ex, failure),
+                    } => self.http_message(u, ex, data, id, retry),
+                    Event::Done { ex } => self.http_done(u, ex),
+                    Event::Failed { ex, failure } => self.http_failed(u, ex, failure),
                 }
             }
         }
     }
 
-    fn carry(&self, ex: ExId) -> Option<(SKey, Carry)> {
-        self.http
+    fn carry(&self, u: usize, ex: ExId) -> Option<(SKey, Carry)> {
+        self.ups[u]
+            .http
             .as_deref()
             .and_then(|h| h.carries.get(&ex).cloned())
     }
 
-    fn forget(&mut self, ex: ExId) {
-        if let Some(h) = self.http.as_deref_mut()
+    fn forget(&mut self, u: usize, ex: ExId) {
+        if let Some(h) = self.ups[u].http.as_deref_mut()
             && let Some((
                 skey,
                 Carry::Post {
@@ -432,14 +463,14 @@ impl Reverse {
         }
     }
 
-    fn http_head(&mut self, ex: ExId, status: u16, headers: &[(String, String)]) {
+    fn http_head(&mut self, u: usize, ex: ExId, status: u16, headers: &[(String, String)]) {
         let header = |name: &str| {
             headers
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let Some((skey, carry)) = self.carry(ex) else {
+        let Some((skey, carry)) = self.carry(u, ex) else {
             return;
         };
         let now = self.now;
@@ -450,7 +481,7 @@ impl Reverse {
             } => {
                 if (200..300).contains(&status) {
                     if initialize
-                        && let Some(up) = self
+                        && let Some(up) = self.ups[u]
                             .http
                             .as_deref_mut()
                             .and_then(|h| h.sessions.get_mut(&skey))
@@ -459,8 +490,11 @@ impl Reverse {
                     }
                     return;
                 }
-                self.forget(ex);
+                self.forget(u, ex);
                 if let Some(id) = &request {
+                    if initialize {
+                        self.no_session_header(skey, id);
+                    }
                     self.fail_request(
                         skey,
                         id,
@@ -469,7 +503,12 @@ impl Reverse {
                         json!({"status": status}),
                     );
                 }
-                let had_session = self
+                if initialize {
+                    // No upstream session: the client's session never existed.
+                    self.end_session(skey, "the upstream refused initialize");
+                    return;
+                }
+                let had_session = self.ups[u]
                     .http
                     .as_deref()
                     .and_then(|h| h.sessions.get(&skey))
@@ -482,7 +521,7 @@ impl Reverse {
             Carry::Get => {
                 let retry_after = header("retry-after")
                     .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
-                let Some(up) = self
+                let Some(up) = self.ups[u]
                     .http
                     .as_deref_mut()
                     .and_then(|h| h.sessions.get_mut(&skey))
@@ -497,7 +536,7 @@ impl Reverse {
                 let actions =
                     up.get
                         .on_failure(reconnect::Failure::Status(status), retry_after, now);
-                self.forget(ex);
+                self.forget(u, ex);
                 if status == 404 {
                     self.end_session(skey, "the upstream ended the session");
                     return;
@@ -508,14 +547,21 @@ impl Reverse {
         }
     }
 
-    fn http_message(&mut self, ex: ExId, data: Vec<u8>, id: Option<String>, retry: Option<u64>) {
-        let Some((skey, carry)) = self.carry(ex) else {
+    fn http_message(
+        &mut self,
+        u: usize,
+        ex: ExId,
+        data: Vec<u8>,
+        id: Option<String>,
+        retry: Option<u64>,
+    ) {
+        let Some((skey, carry)) = self.carry(u, ex) else {
             return;
         };
         let now = self.now;
         match carry {
             Carry::Get => {
-                let Some(up) = self
+                let Some(up) = self.ups[u]
                     .http
                     .as_deref_mut()
                     .and_then(|h| h.sessions.get_mut(&skey))
@@ -537,7 +583,7 @@ impl Reverse {
                     if let Some(pv) = v
                         .pointer("/result/protocolVersion")
                         .and_then(|p| p.as_str())
-                        && let Some(up) = self
+                        && let Some(up) = self.ups[u]
                             .http
                             .as_deref_mut()
                             .and_then(|h| h.sessions.get_mut(&skey))
@@ -551,14 +597,14 @@ impl Reverse {
         }
     }
 
-    fn http_done(&mut self, ex: ExId) {
-        let Some((skey, carry)) = self.carry(ex) else {
+    fn http_done(&mut self, u: usize, ex: ExId) {
+        let Some((skey, carry)) = self.carry(u, ex) else {
             return;
         };
         let now = self.now;
-        self.forget(ex);
+        self.forget(u, ex);
         if let Carry::Get = carry {
-            let Some(up) = self
+            let Some(up) = self.ups[u]
                 .http
                 .as_deref_mut()
                 .and_then(|h| h.sessions.get_mut(&skey))
@@ -582,17 +628,25 @@ impl Reverse {
         }
     }
 
-    fn http_failed(&mut self, ex: ExId, failure: Failure) {
-        let Some((skey, carry)) = self.carry(ex) else {
+    fn http_failed(&mut self, u: usize, ex: ExId, failure: Failure) {
+        let Some((skey, carry)) = self.carry(u, ex) else {
             return;
         };
         let now = self.now;
-        self.forget(ex);
+        self.forget(u, ex);
         match carry {
             Carry::Post {
-                request: Some(id), ..
+                request: Some(id),
+                initialize,
             } => {
-                log::warn!("[{}] request {id}: {}", self.cfg.name, failure.detail());
+                log::warn!(
+                    "[{}] request {id}: {}",
+                    self.ups[u].cfg.name,
+                    failure.detail()
+                );
+                if initialize {
+                    self.no_session_header(skey, &id);
+                }
                 self.fail_request(
                     skey,
                     &id,
@@ -600,9 +654,12 @@ impl Reverse {
                     &format!("Upstream request failed: {}", failure.detail()),
                     json!({}),
                 );
+                if initialize {
+                    self.end_session(skey, "initialize could not reach the upstream");
+                }
             }
             Carry::Get => {
-                let Some(up) = self
+                let Some(up) = self.ups[u]
                     .http
                     .as_deref_mut()
                     .and_then(|h| h.sessions.get_mut(&skey))
@@ -625,18 +682,35 @@ impl Reverse {
             Carry::Post { request: None, .. } | Carry::Delete => {
                 log::debug!(
                     "[{}] upstream notification or DELETE failed: {}",
-                    self.cfg.name,
+                    self.ups[u].cfg.name,
                     failure.detail()
                 );
             }
         }
     }
 
+    /// A failed `initialize` is answered without an `Mcp-Session-Id`: the
+    /// session it would have named is gone.
+    fn no_session_header(&mut self, skey: SKey, id: &Id) {
+        let reply_to = self
+            .sessions
+            .get(&skey)
+            .and_then(|s| s.pending.get(id))
+            .map(|r| r.reply_to);
+        if let Some(ReplyTo::Client(tok)) = reply_to
+            && let Some(c) = self.client(tok)
+            && let super::ClientState::Waiting(ex) = &mut c.state
+        {
+            ex.session_header = None;
+        }
+    }
+
     /// The response timeout of a request fired: stop its exchange and cancel
     /// it upstream.
     pub(super) fn http_cancel(&mut self, skey: SKey, id: &Id, initialize: bool) {
+        let u = self.up_of(skey);
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http.as_deref_mut() else {
             return;
         };
         if let Some(ex) = h
@@ -656,9 +730,10 @@ impl Reverse {
     /// The client session ended: stop its stream and end the upstream
     /// session too (DELETE, best effort).
     pub(super) fn http_end(&mut self, skey: SKey) {
+        let u = self.up_of(skey);
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http.as_deref_mut() else {
             return;
         };
         let Some(mut up) = h.sessions.remove(&skey) else {
@@ -697,6 +772,7 @@ impl Reverse {
     /// A message from a session's upstream, routed like a session-mode
     /// process's output line.
     fn on_session_line(&mut self, skey: SKey, line: &[u8]) {
+        let u = self.up_of(skey);
         match jsonrpc::peek(line) {
             Ok(Message::Single(env)) => match env.kind() {
                 Kind::Response => {
@@ -711,11 +787,14 @@ impl Reverse {
                 Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
                 Kind::Invalid => log::warn!(
                     "[{}] upstream message that is not JSON-RPC dropped",
-                    self.cfg.name
+                    self.ups[u].cfg.name
                 ),
             },
             Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
-            Err(_) => log::warn!("[{}] upstream sent invalid JSON; dropped", self.cfg.name),
+            Err(_) => log::warn!(
+                "[{}] upstream sent invalid JSON; dropped",
+                self.ups[u].cfg.name
+            ),
         }
     }
 }
