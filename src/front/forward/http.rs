@@ -11,7 +11,7 @@
 //! those errors and nothing else.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::Token;
 use serde_json::json;
@@ -50,6 +50,10 @@ enum Carry {
     Get,
     /// Legacy HTTP+SSE: the stream that carries every reply.
     LegacyStream,
+    /// Legacy HTTP+SSE: a message POSTed to the endpoint (answered 202).
+    LegacyPost {
+        request: Option<Id>,
+    },
     Delete,
 }
 
@@ -83,6 +87,9 @@ pub(super) struct HttpUpstream {
     /// Legacy HTTP+SSE: the POST endpoint once the stream announced it.
     legacy: Option<Option<String>>,
     legacy_waiting: VecDeque<(Vec<u8>, Option<Id>)>,
+    /// A legacy POST is on its way: the next waits, so the server sees the
+    /// messages in the client's order.
+    legacy_busy: bool,
     delete_ex: Option<ExId>,
 }
 
@@ -105,7 +112,13 @@ impl HttpUpstream {
             // The relay's own per-request timer (restarted by progress) is the
             // response timeout; the engine only enforces the overall cap.
             response_timeout: std::time::Duration::ZERO,
-            max_request_time: cfg.max_request_time,
+            // A backstop only: the relay's own per-request timer fires first and
+            // answers with the documented fields and a cancellation.
+            max_request_time: if cfg.max_request_time.is_zero() {
+                Duration::ZERO
+            } else {
+                cfg.max_request_time + Duration::from_secs(1)
+            },
             max_connections: opts.max_connections,
             idle_timeout: opts.idle_timeout,
             headers: opts.headers.clone(),
@@ -141,6 +154,7 @@ impl HttpUpstream {
             initialized: false,
             legacy: None,
             legacy_waiting: VecDeque::new(),
+            legacy_busy: false,
             delete_ex: None,
         })
     }
@@ -201,11 +215,9 @@ impl Forward {
             h.held.push_back((line.to_vec(), request));
             return;
         }
-        if let Some(endpoint) = &h.legacy {
-            match endpoint {
-                Some(_) => self.legacy_post(line, request),
-                None => h.legacy_waiting.push_back((line.to_vec(), request)),
-            }
+        if h.legacy.is_some() {
+            h.legacy_waiting.push_back((line.to_vec(), request));
+            self.pump_legacy();
             return;
         }
         let target = h.url.target.clone();
@@ -245,11 +257,36 @@ impl Forward {
         );
     }
 
-    fn legacy_post(&mut self, line: &[u8], request: Option<Id>) {
-        let Some(Some(endpoint)) = self.http.as_deref().and_then(|h| h.legacy.clone()) else {
+    /// Legacy HTTP+SSE: POSTs the next waiting message once the endpoint is
+    /// known and the previous POST was accepted.
+    fn pump_legacy(&mut self) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.http.as_deref_mut() else {
             return;
         };
-        self.post(endpoint, line, request, false);
+        let Some(Some(endpoint)) = h.legacy.clone() else {
+            return;
+        };
+        if h.legacy_busy {
+            return;
+        }
+        let Some((line, request)) = h.legacy_waiting.pop_front() else {
+            return;
+        };
+        let req = Request {
+            method: "POST",
+            target: endpoint,
+            headers: h.headers(false),
+            body: line,
+            stream: false,
+        };
+        let ex = h.client.submit(req, reg, now);
+        if let Some(id) = &request {
+            h.by_request.insert(id.clone(), ex);
+        }
+        h.carries.insert(ex, Carry::LegacyPost { request });
+        h.legacy_busy = true;
     }
 
     /// Opens the GET stream if it is wanted and not already open or pending.
@@ -484,6 +521,18 @@ impl Forward {
                     self.legacy_failed(&format!("HTTP {status}"));
                 }
             }
+            Carry::LegacyPost { request } => {
+                if !(200..300).contains(&status)
+                    && let Some(id) = &request
+                {
+                    self.http_fail(
+                        id,
+                        RelayError::UpstreamStatus,
+                        &format!("The upstream answered HTTP {status}"),
+                        json!({"status": status}),
+                    );
+                }
+            }
             Carry::Initialized | Carry::Delete => {}
         }
     }
@@ -510,13 +559,7 @@ impl Forward {
                             if let Some(h) = self.http() {
                                 h.legacy = Some(Some(target));
                             }
-                            let waiting: Vec<_> = self
-                                .http()
-                                .map(|h| h.legacy_waiting.drain(..).collect())
-                                .unwrap_or_default();
-                            for (line, request) in waiting {
-                                self.legacy_post(&line, request);
-                            }
+                            self.pump_legacy();
                         }
                         Some(Err(e)) => self.legacy_failed(&e),
                         None => {}
@@ -539,6 +582,11 @@ impl Forward {
             Carry::Reinit => {
                 self.note_protocol_version(&data);
                 self.reinit_done(true);
+            }
+            Carry::LegacyPost { .. } => {
+                if !data.is_empty() {
+                    self.relay_upstream_message(&data);
+                }
             }
             Carry::Initialized | Carry::Delete => {}
         }
@@ -587,6 +635,12 @@ impl Forward {
                     h.delete_ex = None;
                 }
             }
+            Carry::LegacyPost { .. } => {
+                if let Some(h) = self.http() {
+                    h.legacy_busy = false;
+                }
+                self.pump_legacy();
+            }
             Carry::Post { request: None, .. } | Carry::Initialized => {}
         }
     }
@@ -634,6 +688,21 @@ impl Forward {
                     h.delete_ex = None;
                 }
             }
+            Carry::LegacyPost { request } => {
+                if let Some(h) = self.http() {
+                    h.legacy_busy = false;
+                }
+                if let Some(id) = request {
+                    let err = RelayError::from_http_kind(failure.kind());
+                    self.http_fail(
+                        &id,
+                        err,
+                        &format!("Upstream request failed: {}", failure.detail()),
+                        json!({}),
+                    );
+                }
+                self.pump_legacy();
+            }
             Carry::Post { request: None, .. } | Carry::Initialized => {
                 log::warn!(
                     "[{}] a notification could not be delivered: {}",
@@ -664,6 +733,13 @@ impl Forward {
     }
 
     fn forget(&mut self, ex: ExId) {
+        if let Some(h) = self.http()
+            && let Some(Carry::LegacyPost { request: Some(id) }) = h.carries.get(&ex).cloned()
+        {
+            h.by_request.remove(&id);
+            h.carries.remove(&ex);
+            return;
+        }
         if let Some(h) = self.http()
             && let Some(Carry::Post {
                 request: Some(id), ..
@@ -840,6 +916,10 @@ impl Forward {
         if let (Some(line), Some(id)) = (init, request) {
             h.legacy_waiting.push_back((line, Some(id)));
         }
+        // What waited behind the failed initialize follows it, in order.
+        h.phase = Phase::Ready;
+        let held: Vec<_> = h.held.drain(..).collect();
+        h.legacy_waiting.extend(held);
         let req = Request {
             method: "GET",
             target: h.url.target.clone(),

@@ -78,7 +78,13 @@ impl UpHttp {
             // The session's own per-request timer (restarted by progress) is
             // the response timeout; the engine enforces the overall cap.
             response_timeout: Duration::ZERO,
-            max_request_time: cfg.max_request_time,
+            // A backstop only: the relay's own per-request timer fires first and
+            // answers with the documented fields and a cancellation.
+            max_request_time: if cfg.max_request_time.is_zero() {
+                Duration::ZERO
+            } else {
+                cfg.max_request_time + Duration::from_secs(1)
+            },
             max_connections: opts.max_connections,
             idle_timeout: opts.idle_timeout,
             headers: opts.headers.clone(),
