@@ -2,6 +2,7 @@
 # Installs what the test suite needs beyond the Rust toolchain:
 #   * the official Python MCP SDK (client side of tests/interop_forward.rs)
 #   * the reference "everything" MCP server from npm, into .ci/node (git-ignored)
+#   * HAProxy (tests/haproxy.rs), from apt, unless one is already on PATH
 # Safe to rerun: already-present pinned versions are not reinstalled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +34,24 @@ else
     npm install --prefix "${NODE_PREFIX}" --no-audit --no-fund --save-exact \
         "@modelcontextprotocol/server-everything@${SERVER_EVERYTHING_VERSION}" \
         "@modelcontextprotocol/sdk@${MCP_SDK_JS_VERSION}"
+fi
+
+# tests/haproxy.rs runs HAProxy in front of three relays; under CI it fails
+# rather than skips when haproxy is missing. CI runs as root.
+if command -v haproxy >/dev/null 2>&1; then
+    echo "==> apt: $(haproxy -v 2>/dev/null | head -n 1) already on PATH, skipping"
+else
+    echo "==> apt: installing haproxy"
+    # Quiet on success; apt's own output is shown only if a step fails.
+    apt_log="$(mktemp)"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy; } \
+           >"${apt_log}" 2>&1; then
+        cat "${apt_log}" >&2
+        rm -f "${apt_log}"
+        echo "==> apt: installing haproxy failed" >&2
+        exit 1
+    fi
+    rm -f "${apt_log}"
+    echo "==> apt: $(haproxy -v | head -n 1) installed"
 fi
