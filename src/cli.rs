@@ -94,6 +94,9 @@ pub struct ReverseConfig {
     pub allow_origins: Vec<String>,
     pub auth_token_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, keep serving (healthz 503) at least this long, even
+    /// with nothing in flight, so a load balancer sees the drain.
+    pub drain_time: Duration,
     pub kill_grace: Duration,
     pub response_timeout: Duration,
     pub max_request_time: Duration,
@@ -622,6 +625,7 @@ fn reverse_options() -> Options {
         "JSON file with several upstreams, each served on /mcp/NAME",
         "FILE",
     );
+    o.optopt("", "drain-time", "after SIGTERM, keep answering (healthz 503) at least this long, even when idle (default 0)", "DUR");
     add_http_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
@@ -745,6 +749,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             allow_origins: m.opt_strs("allow-origin"),
             auth_token_file: m.opt_str("auth-token-file").map(PathBuf::from),
             shutdown_grace: dur(&m, "shutdown-grace", Duration::from_secs(10))?,
+            drain_time: dur(&m, "drain-time", Duration::ZERO)?,
             kill_grace: dur(&m, "kill-grace", Duration::from_secs(2))?,
             response_timeout: dur(&m, "response-timeout", Duration::from_secs(120))?,
             max_request_time: dur(&m, "max-request-time", Duration::from_secs(30 * 60))?,

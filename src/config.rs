@@ -40,6 +40,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "allow_origin",
     "auth_token_file",
     "shutdown_grace",
+    "drain_time",
 ];
 
 /// Keys valid at the top level (as defaults) and in each upstream.
@@ -313,6 +314,7 @@ fn apply_global(
             "client_header_timeout" => cfg.client_header_timeout = duration(v, at)?,
             "client_idle_timeout" => cfg.client_idle_timeout = duration(v, at)?,
             "shutdown_grace" => cfg.shutdown_grace = duration(v, at)?,
+            "drain_time" => cfg.drain_time = duration(v, at)?,
             "auth_token_file" => cfg.auth_token_file = Some(file(v, at, dir)?),
             "allow_origin" => {
                 let list = v

@@ -226,6 +226,8 @@ enum TimerKind {
     Grace(PKey),
     AcceptResume,
     ShutdownGrace,
+    /// `--drain-time` is over: the final phase may start.
+    DrainOver,
     HardStop,
     /// `--url`: a session's upstream GET stream may reconnect.
     Reconnect(SKey),
@@ -258,6 +260,8 @@ pub struct Reverse {
     /// Processes whose read budget ran out with data left.
     more_procs: Vec<PKey>,
     shutting_down: bool,
+    /// `--drain-time`: the final phase does not start before this.
+    drain_until: Option<Instant>,
     final_phase: bool,
     forced: bool,
 }
@@ -395,6 +399,7 @@ impl Reverse {
             dirty: Vec::new(),
             more_procs: Vec::new(),
             shutting_down: false,
+            drain_until: None,
             final_phase: false,
             forced: false,
         })
@@ -475,7 +480,11 @@ impl Reverse {
         for tok in std::mem::take(&mut self.dirty) {
             self.client_flush(tok);
         }
-        if self.shutting_down && !self.final_phase && self.drained() {
+        if self.shutting_down
+            && !self.final_phase
+            && self.drained()
+            && self.drain_until.is_none_or(|d| self.now >= d)
+        {
             self.enter_final_phase();
         }
     }
@@ -584,6 +593,7 @@ impl Reverse {
                 }
             }
             TimerKind::Reconnect(skey) => self.http_reconnect_timer(skey),
+            TimerKind::DrainOver => {}
             TimerKind::HardStop => {
                 // Exit as soon as the processes are reaped, even if some
                 // client never reads the rest of its output.
@@ -1495,6 +1505,8 @@ impl Reverse {
             .map(|s| s.id.clone())
             .unwrap_or_default();
         let mut out = Vec::new();
+        // The session id also goes in a header (legacy clients ignore it) so
+        // a load balancer can stick the session's POSTs to this relay.
         http1::write_chunked_head(
             &mut out,
             200,
@@ -1502,6 +1514,7 @@ impl Reverse {
                 ("content-type", "text/event-stream"),
                 ("cache-control", "no-cache"),
                 ("x-accel-buffering", "no"),
+                ("mcp-session-id", sid.as_str()),
             ],
             ka,
         );
@@ -2904,6 +2917,12 @@ impl Reverse {
         }
         self.timers
             .insert(self.now + self.cfg.shutdown_grace, TimerKind::ShutdownGrace);
+        if !self.cfg.drain_time.is_zero() {
+            // Wake up when the drain time is over, in case nothing else does.
+            let until = self.now + self.cfg.drain_time.min(self.cfg.shutdown_grace);
+            self.drain_until = Some(until);
+            self.timers.insert(until, TimerKind::DrainOver);
+        }
     }
 
     /// No request is in flight anywhere.
