@@ -2595,37 +2595,7 @@ impl Reverse {
                     );
                     return;
                 };
-                let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
-                    if jsonrpc::peek(line).is_err() {
-                        let shown =
-                            String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-                        log::warn!(
-                            "[{}] non-JSON line on stdout dropped: {shown}",
-                            self.ups[conn.up].cfg.name
-                        );
-                    } else {
-                        self.on_batch_down(skey, line);
-                    }
-                    return;
-                };
-                match env.kind() {
-                    Kind::Response => {
-                        if let Some(id) = env.id() {
-                            self.complete(skey, &id, line.to_vec());
-                        }
-                    }
-                    Kind::Notification if env.method_is("notifications/progress") => {
-                        let token = env.param_id("progressToken");
-                        self.on_progress(skey, token, line.to_vec());
-                    }
-                    Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
-                    Kind::Invalid => {
-                        log::warn!(
-                            "[{}] message that is not JSON-RPC dropped",
-                            self.ups[conn.up].cfg.name
-                        )
-                    }
-                }
+                self.on_session_line(skey, line);
             }
             ProcKind::Shared {
                 mux,
@@ -2669,6 +2639,39 @@ impl Reverse {
                         Down::Drop => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// A message from the upstream of one session (its own process, or its
+    /// HTTP upstream session): replies complete requests, progress goes to
+    /// the request's stream, anything else to the session's stream.
+    fn on_session_line(&mut self, skey: SKey, line: &[u8]) {
+        let u = self.up_of(skey);
+        match jsonrpc::peek(line) {
+            Ok(Message::Single(env)) => match env.kind() {
+                Kind::Response => {
+                    if let Some(id) = env.id() {
+                        self.complete(skey, &id, line.to_vec());
+                    }
+                }
+                Kind::Notification if env.method_is("notifications/progress") => {
+                    let token = env.param_id("progressToken");
+                    self.on_progress(skey, token, line.to_vec());
+                }
+                Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
+                Kind::Invalid => log::warn!(
+                    "[{}] upstream message that is not JSON-RPC dropped",
+                    self.ups[u].cfg.name
+                ),
+            },
+            Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                log::warn!(
+                    "[{}] upstream line that is not JSON dropped: {shown}",
+                    self.ups[u].cfg.name
+                );
             }
         }
     }

@@ -61,6 +61,58 @@ pub struct HttpConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+impl HttpConfig {
+    /// The engine's settings for a relay upstream given by `--url` and its
+    /// flags. The relay times responses itself (its per-request timer is
+    /// restarted by progress), so the engine's response timeout is off and
+    /// its overall deadline is only a backstop a second after the relay's.
+    pub fn for_relay(
+        opts: &crate::cli::HttpOptions,
+        max_request_time: Duration,
+        max_message_size: usize,
+    ) -> Result<HttpConfig, String> {
+        let url = Url::parse(&opts.url)?;
+        let tls = if url.tls {
+            Some(crate::io::transport::tls_config(opts.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        Ok(HttpConfig {
+            url,
+            connect_timeout: opts.connect_timeout,
+            request_timeout: opts.request_timeout,
+            response_timeout: Duration::ZERO,
+            max_request_time: if max_request_time.is_zero() {
+                Duration::ZERO
+            } else {
+                max_request_time + Duration::from_secs(1)
+            },
+            max_connections: opts.max_connections,
+            idle_timeout: opts.idle_timeout,
+            headers: opts.headers.clone(),
+            retries: opts.retries,
+            retry_base: opts.reconnect_base,
+            retry_cap: Duration::from_secs(30),
+            max_message_size,
+            tls,
+        })
+    }
+}
+
+impl Failure {
+    /// How a GET stream's reconnection policy counts this failure.
+    pub fn for_reconnect(&self) -> crate::upstream::reconnect::Failure {
+        use crate::upstream::reconnect::Failure as R;
+        match self {
+            Failure::ConnectFailed(_) | Failure::ConnectTimeout | Failure::Tls(_) => {
+                R::ConnectFailed
+            }
+            Failure::RequestTimeout | Failure::ResponseTimeout => R::Timeout,
+            Failure::Closed(_) => R::Dropped,
+        }
+    }
+}
+
 pub type ExId = u64;
 
 #[derive(Debug, Clone)]

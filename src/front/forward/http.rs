@@ -11,7 +11,7 @@
 //! those errors and nothing else.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use mio::Token;
 use serde_json::json;
@@ -19,7 +19,6 @@ use serde_json::json;
 use super::{Forward, TimerKind};
 use crate::cli::HttpOptions;
 use crate::io::dns::Resolver;
-use crate::io::transport::tls_config;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Id, Kind, Message};
@@ -99,35 +98,8 @@ impl HttpUpstream {
         cfg: &crate::cli::ForwardConfig,
         poll: &mio::Poll,
     ) -> Result<HttpUpstream, String> {
-        let url = Url::parse(&opts.url)?;
-        let tls = if url.tls {
-            Some(tls_config(opts.ca_file.as_deref())?)
-        } else {
-            None
-        };
-        let http = HttpConfig {
-            url: url.clone(),
-            connect_timeout: opts.connect_timeout,
-            request_timeout: opts.request_timeout,
-            // The relay's own per-request timer (restarted by progress) is the
-            // response timeout; the engine only enforces the overall cap.
-            response_timeout: std::time::Duration::ZERO,
-            // A backstop only: the relay's own per-request timer fires first and
-            // answers with the documented fields and a cancellation.
-            max_request_time: if cfg.max_request_time.is_zero() {
-                Duration::ZERO
-            } else {
-                cfg.max_request_time + Duration::from_secs(1)
-            },
-            max_connections: opts.max_connections,
-            idle_timeout: opts.idle_timeout,
-            headers: opts.headers.clone(),
-            retries: opts.retries,
-            retry_base: opts.reconnect_base,
-            retry_cap: std::time::Duration::from_secs(30),
-            max_message_size: cfg.max_message_size,
-            tls,
-        };
+        let http = HttpConfig::for_relay(opts, cfg.max_request_time, cfg.max_message_size)?;
+        let url = http.url.clone();
         let client = HttpClient::new(http, 0, Rng::from_os())?;
         let mut resolver =
             Resolver::new(poll.registry(), RESOLVER_TOKEN).map_err(|e| format!("resolver: {e}"))?;
@@ -669,15 +641,7 @@ impl Forward {
             Carry::Get => {
                 let Some(h) = self.http() else { return };
                 h.get_ex = None;
-                let kind = match failure {
-                    Failure::ConnectFailed(_) | Failure::ConnectTimeout | Failure::Tls(_) => {
-                        reconnect::Failure::ConnectFailed
-                    }
-                    Failure::RequestTimeout | Failure::ResponseTimeout => {
-                        reconnect::Failure::Timeout
-                    }
-                    Failure::Closed(_) => reconnect::Failure::Dropped,
-                };
+                let kind = failure.for_reconnect();
                 let actions = h.get.on_failure(kind, None, now);
                 self.get_actions(actions);
             }

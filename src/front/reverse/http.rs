@@ -17,10 +17,9 @@ use serde_json::json;
 
 use super::{ReplyTo, Reverse, SKey, TimerKind};
 use crate::cli::HttpOptions;
-use crate::io::transport::tls_config;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
-use crate::proto::jsonrpc::{self, Id, Kind, Message};
+use crate::proto::jsonrpc::{self, Id, Message};
 use crate::reactor::TimerId;
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
@@ -65,35 +64,8 @@ impl UpHttp {
         cfg: &crate::cli::ReverseConfig,
         tag: usize,
     ) -> Result<UpHttp, String> {
-        let url = Url::parse(&opts.url)?;
-        let tls = if url.tls {
-            Some(tls_config(opts.ca_file.as_deref())?)
-        } else {
-            None
-        };
-        let http = HttpConfig {
-            url: url.clone(),
-            connect_timeout: opts.connect_timeout,
-            request_timeout: opts.request_timeout,
-            // The session's own per-request timer (restarted by progress) is
-            // the response timeout; the engine enforces the overall cap.
-            response_timeout: Duration::ZERO,
-            // A backstop only: the relay's own per-request timer fires first and
-            // answers with the documented fields and a cancellation.
-            max_request_time: if cfg.max_request_time.is_zero() {
-                Duration::ZERO
-            } else {
-                cfg.max_request_time + Duration::from_secs(1)
-            },
-            max_connections: opts.max_connections,
-            idle_timeout: opts.idle_timeout,
-            headers: opts.headers.clone(),
-            retries: opts.retries,
-            retry_base: opts.reconnect_base,
-            retry_cap: Duration::from_secs(30),
-            max_message_size: cfg.max_message_size,
-            tls,
-        };
+        let http = HttpConfig::for_relay(opts, cfg.max_request_time, cfg.max_message_size)?;
+        let url = http.url.clone();
         let client = HttpClient::new(http, tag, Rng::from_os())?;
         Ok(UpHttp {
             url,
@@ -673,15 +645,7 @@ impl Reverse {
                     return;
                 };
                 up.get_ex = None;
-                let kind = match failure {
-                    Failure::ConnectFailed(_) | Failure::ConnectTimeout | Failure::Tls(_) => {
-                        reconnect::Failure::ConnectFailed
-                    }
-                    Failure::RequestTimeout | Failure::ResponseTimeout => {
-                        reconnect::Failure::Timeout
-                    }
-                    Failure::Closed(_) => reconnect::Failure::Dropped,
-                };
+                let kind = failure.for_reconnect();
                 let actions = up.get.on_failure(kind, None, now);
                 self.http_get_actions(skey, actions);
             }
@@ -772,35 +736,6 @@ impl Reverse {
             };
             let ex = h.client.submit(req, reg, now);
             h.carries.insert(ex, (skey, Carry::Delete));
-        }
-    }
-
-    /// A message from a session's upstream, routed like a session-mode
-    /// process's output line.
-    fn on_session_line(&mut self, skey: SKey, line: &[u8]) {
-        let u = self.up_of(skey);
-        match jsonrpc::peek(line) {
-            Ok(Message::Single(env)) => match env.kind() {
-                Kind::Response => {
-                    if let Some(id) = env.id() {
-                        self.complete(skey, &id, line.to_vec());
-                    }
-                }
-                Kind::Notification if env.method_is("notifications/progress") => {
-                    let token = env.param_id("progressToken");
-                    self.on_progress(skey, token, line.to_vec());
-                }
-                Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
-                Kind::Invalid => log::warn!(
-                    "[{}] upstream message that is not JSON-RPC dropped",
-                    self.ups[u].cfg.name
-                ),
-            },
-            Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
-            Err(_) => log::warn!(
-                "[{}] upstream sent invalid JSON; dropped",
-                self.ups[u].cfg.name
-            ),
         }
     }
 }
