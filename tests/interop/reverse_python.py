@@ -7,11 +7,15 @@ Usage:
 
 BASE_URL is the relay's root (e.g. http://127.0.0.1:8080): the MCP endpoint is
 BASE_URL/mcp and the metrics BASE_URL/metrics. MODE is the relay's pool mode,
-`session` or `shared`; it decides which post-session checks apply. The relay
-must already be running, e.g.:
+`session` or `shared`, or `url` for a relay in front of the "everything"
+server in streamableHttp mode (`reverse --url`, no process pool); it decides
+which post-session checks apply. The relay must already be running, e.g.:
 
     target/debug/mcp-relay reverse --listen 127.0.0.1:8080 --pool session -- \
         node .ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio
+
+    PORT=3001 node .ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp &
+    target/debug/mcp-relay reverse --listen 127.0.0.1:8080 --url http://127.0.0.1:3001/mcp
 
 Exercises, over Streamable HTTP:
   * initialize (+ the SDK's GET stream after notifications/initialized)
@@ -25,7 +29,8 @@ Exercises, over Streamable HTTP:
     notifications/progress, in order, before the result
   * session end: the SDK sends DELETE on exit (terminate_on_close); the old
     Mcp-Session-Id must then get 404; in session mode the server process must
-    be closed (metrics: leased back to 0, upstream_exited_total up)
+    be closed (metrics: leased back to 0, upstream_exited_total up); in every
+    mode the relay's session gauge must be back to 0
 
 Prints `interop ok: ...` and exits 0 on success; any failure raises (traceback,
 non-zero exit). Logs what it sees on stderr.
@@ -70,8 +75,8 @@ def log(msg: str) -> None:
 
 
 def parse_argv(argv: list[str]) -> tuple[str, str]:
-    if len(argv) != 3 or argv[2] not in ("session", "shared"):
-        sys.exit(f"usage: {argv[0]} BASE_URL session|shared")
+    if len(argv) != 3 or argv[2] not in ("session", "shared", "url"):
+        sys.exit(f"usage: {argv[0]} BASE_URL session|shared|url")
     return argv[1].rstrip("/"), argv[2]
 
 
