@@ -419,22 +419,34 @@ impl Transport {
         out: &mut Vec<u8>,
         max: usize,
     ) -> Result<(usize, bool), TransportError> {
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.as_raw_fd();
         let mut total = 0;
         while total < max {
-            let start = out.len();
-            out.resize(start + READ_CHUNK.min(max - total), 0);
-            let res = self.stream.read(&mut out[start..]);
-            out.truncate(start + *res.as_ref().unwrap_or(&0));
-            match res {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok((total, true));
+            let want = READ_CHUNK.min(max - total);
+            out.reserve(want);
+            // Read straight into the vector's spare capacity: no zero-fill
+            // per read (that memset was most of the relay's CPU when many
+            // idle streams wake up at once).
+            let spare = out.spare_capacity_mut();
+            // SAFETY: recv writes at most `want` bytes into memory the vector
+            // owns (reserved above); only the bytes it reports are exposed.
+            let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(TransportError::Io(e)),
                 }
-                Ok(n) => total += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TransportError::Io(e)),
             }
+            if n == 0 {
+                self.eof = true;
+                return Ok((total, true));
+            }
+            // SAFETY: recv initialised the first `n` bytes of the spare room.
+            unsafe { out.set_len(out.len() + n as usize) };
+            total += n as usize;
         }
         Ok((total, false))
     }

@@ -248,6 +248,8 @@ pub struct HttpClient {
     backoff: Backoff,
     /// The latest `now` the engine was given.
     last_now: Instant,
+    /// Read buffer shared by every connection (capacity kept between reads).
+    scratch: Vec<u8>,
 }
 
 impl HttpClient {
@@ -275,6 +277,7 @@ impl HttpClient {
             events: Vec::new(),
             backoff,
             last_now: Instant::now(),
+            scratch: Vec::new(),
         })
     }
 
@@ -594,14 +597,26 @@ impl HttpClient {
     }
 
     fn read_conn(&mut self, conn: u64, reg: &Registry, now: Instant) {
-        let mut buf = Vec::new();
+        // One scratch buffer for every connection: its capacity is kept.
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         let Some(c) = self.conns.get_mut(&conn) else {
+            self.scratch = buf;
             return;
         };
         if !c.transport.is_established() {
             return;
         }
-        let (n, eof) = match c.transport.read(&mut buf, READ_BUDGET) {
+        let read = c.transport.read(&mut buf, READ_BUDGET);
+        if let Ok((n, _)) = read
+            && n > 0
+        {
+            c.parser.feed(&buf);
+        }
+        if buf.capacity() <= READ_BUDGET {
+            self.scratch = buf;
+        }
+        let (n, eof) = match read {
             Ok(r) => r,
             Err(e) => {
                 self.conn_failed(conn, map_transport(e), reg, now);
@@ -609,7 +624,6 @@ impl HttpClient {
             }
         };
         if n > 0 {
-            c.parser.feed(&buf);
             self.process(conn, reg, now);
         }
         if eof {
