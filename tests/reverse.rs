@@ -3378,3 +3378,120 @@ fn config_file_serves_each_upstream_on_its_route() {
         None
     }
 }
+
+// ============================================================================
+// Out of file descriptors: accept pauses instead of spinning
+// ============================================================================
+
+/// With its descriptor limit reached, `accept` fails with EMFILE. The relay
+/// must neither spin on the still-readable listener nor go deaf: it pauses
+/// accepting on a timer and serves again as soon as descriptors free up.
+#[test]
+fn emfile_pauses_accepting_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let port = free_port();
+    let mut cmd = Command::new(RELAY);
+    cmd.args([
+        "reverse",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--log-level",
+        "warn",
+        "--",
+    ])
+    .arg(echo_server())
+    .env_remove("RUST_LOG")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; it runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 40,
+                rlim_max: 40,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn relay");
+    let pid = child.id() as i32;
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().expect("stderr");
+    let (log, _done) = collect_lines(stderr, |_| {});
+    let guard = Kill(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "relay did not come up");
+        if let Ok(mut h) = Http::try_connect(port)
+            && let Ok(r) = h.try_request("GET", "/healthz", &[("Connection", "close")], b"", IO)
+            && r.status() == 200
+        {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Hold more connections than the relay has descriptors for.
+    let held: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(
+        held.len() >= 40,
+        "could only open {} connections",
+        held.len()
+    );
+    thread::sleep(Duration::from_millis(300));
+    let cpu_before = cpu_seconds(pid);
+    thread::sleep(Duration::from_secs(1));
+    let spent = cpu_seconds(pid) - cpu_before;
+    // Spinning on a readable listener would burn a whole core; pausing
+    // 100 ms between attempts costs next to nothing.
+    assert!(
+        spent < 0.3,
+        "relay used {spent:.2}s of CPU in 1 s while out of descriptors"
+    );
+    let lines: Vec<String> = log.lock().unwrap().iter().map(|l| l.1.clone()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("pausing")),
+        "no pause was logged:\n{}",
+        lines.join("\n")
+    );
+    drop(held);
+    // Descriptors are back: the relay serves again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "relay did not recover after EMFILE"
+        );
+        if let Ok(mut h) = Http::try_connect(port)
+            && let Ok(r) = h.try_request("GET", "/healthz", &[("Connection", "close")], b"", IO)
+            && r.status() == 200
+        {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(guard);
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
