@@ -20,28 +20,29 @@
 //! `BENCH_ROUNDS` (default 3). Without `--bench` on the command line (i.e.
 //! under `cargo test --benches`) it runs a tiny smoke test and writes no file.
 
-use std::error::Error;
-use std::fmt::{self, Write as _};
+mod common;
+
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::{Value, json};
+use serde_json::json;
 
-type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+use common::{
+    BoxError, Head, Result, Stats, Watchdog, children_of, env_usize, err, loadavg, median_stats,
+    median_u64, parent_of, pass, proc_status_kib, relay_binary, round2, runtime_crates,
+};
 
 const WINDOW: usize = 32;
 /// Tool argument: 32 bytes.
 const TEXT: &str = "0123456789abcdef0123456789abcdef";
-/// No reply at all for this long means the run is broken.
-const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a child may take to exit after its stdin is closed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -51,10 +52,6 @@ const TARGET_ADDED_P50_US: f64 = 15.0;
 const TARGET_W32_RATIO: f64 = 0.70;
 const TARGET_IDLE_RSS_KIB: u64 = 3 * 1024;
 const TARGET_BINARY_BYTES: u64 = 2_500_000;
-
-fn err(msg: impl Into<String>) -> Box<dyn Error + Send + Sync> {
-    msg.into().into()
-}
 
 // ---- settings ---------------------------------------------------------------
 
@@ -66,16 +63,6 @@ struct Settings {
     quick: bool,
     /// Run as `cargo test` would (no `--bench`): tiny counts, no JSON file.
     smoke: bool,
-}
-
-fn env_usize(name: &str) -> Result<Option<usize>> {
-    match std::env::var(name) {
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(err(format!("{name}={v:?}: expected a positive integer"))),
-        },
-        Err(_) => Ok(None),
-    }
 }
 
 impl Settings {
@@ -106,177 +93,6 @@ impl Settings {
             quick,
             smoke,
         })
-    }
-}
-
-// ---- locating the binaries --------------------------------------------------
-
-fn relay_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mcp-relay"))
-}
-
-fn modified(p: &Path) -> Option<SystemTime> {
-    fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// `target/<profile>/examples/echo_server`, next to this bench's `deps/`;
-/// built with `cargo build --release --example echo_server` when missing or
-/// older than its source (`cargo bench --bench forward` does not build it).
-fn echo_server_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| err(format!("unexpected bench location {}", exe.display())))?;
-    let candidate = profile_dir.join("examples").join("echo_server");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/echo_server.rs");
-    if let (Some(bin), Some(src)) = (modified(&candidate), modified(&source))
-        && bin >= src
-    {
-        return Ok(candidate);
-    }
-    eprintln!("bench: building echo_server (cargo build --release --example echo_server)");
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--example",
-            "echo_server",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(err(format!("building echo_server failed ({})", out.status)));
-    }
-    // The artifact message names the executable wherever the target dir is.
-    for line in out.stdout.split(|&b| b == b'\n') {
-        let Ok(msg) = serde_json::from_slice::<Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "echo_server"
-            && let Some(path) = msg["executable"].as_str()
-        {
-            return Ok(PathBuf::from(path));
-        }
-    }
-    if candidate.exists() {
-        return Ok(candidate);
-    }
-    Err(err("cargo built echo_server but did not say where"))
-}
-
-// ---- watchdog ---------------------------------------------------------------
-
-/// Kills every registered child when no reply arrives for `STALL_TIMEOUT`,
-/// so a blocked read in the harness turns into an EOF and a clean error.
-struct Watchdog {
-    progress: AtomicU64,
-    pids: Mutex<Vec<i32>>,
-    tripped: AtomicBool,
-    stop: AtomicBool,
-}
-
-impl Watchdog {
-    fn start() -> (Arc<Watchdog>, thread::JoinHandle<()>) {
-        let w = Arc::new(Watchdog {
-            progress: AtomicU64::new(0),
-            pids: Mutex::new(Vec::new()),
-            tripped: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
-        let w2 = Arc::clone(&w);
-        let handle = thread::spawn(move || w2.watch());
-        (w, handle)
-    }
-
-    fn watch(&self) {
-        let mut last = self.progress.load(Ordering::Relaxed);
-        let mut since = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
-            thread::sleep(Duration::from_millis(200));
-            let now = self.progress.load(Ordering::Relaxed);
-            let pids = self.pids.lock().map(|p| p.clone()).unwrap_or_default();
-            if now != last || pids.is_empty() {
-                last = now;
-                since = Instant::now();
-            } else if since.elapsed() >= STALL_TIMEOUT {
-                eprintln!(
-                    "bench: no reply for {}s; killing children {pids:?}",
-                    STALL_TIMEOUT.as_secs()
-                );
-                self.tripped.store(true, Ordering::Relaxed);
-                for pid in pids {
-                    // SAFETY: plain kill(2) on a child we have not reaped yet.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                since = Instant::now();
-            }
-        }
-    }
-
-    fn tick(&self) {
-        self.progress.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn watch_pid(&self, pid: i32) {
-        if let Ok(mut p) = self.pids.lock() {
-            p.push(pid);
-        }
-    }
-
-    fn unwatch_pid(&self, pid: i32) {
-        if let Ok(mut p) = self.pids.lock() {
-            p.retain(|&x| x != pid);
-        }
-    }
-}
-
-// ---- reply parsing ------------------------------------------------------------
-
-/// Just enough of a server message: its id and which kind it is.
-#[derive(Default)]
-struct Head {
-    id: Option<u64>,
-    has_result: bool,
-    has_error: bool,
-    has_method: bool,
-}
-
-impl<'de> Deserialize<'de> for Head {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Head, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Head;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON-RPC object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Head, A::Error> {
-                let mut h = Head::default();
-                while let Some(key) = map.next_key::<&'de str>()? {
-                    match key {
-                        "id" => h.id = map.next_value::<Option<u64>>()?,
-                        k => {
-                            map.next_value::<IgnoredAny>()?;
-                            match k {
-                                "result" => h.has_result = true,
-                                "error" => h.has_error = true,
-                                "method" => h.has_method = true,
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-                Ok(h)
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 
@@ -365,7 +181,7 @@ impl Client {
         self.stdin.as_mut().expect("stdin open until close()")
     }
 
-    fn broken(&self, what: String) -> Box<dyn Error + Send + Sync> {
+    fn broken(&self, what: String) -> BoxError {
         let stalled = if self.watchdog.tripped.load(Ordering::Relaxed) {
             " (killed by the stall watchdog)"
         } else {
@@ -428,7 +244,7 @@ impl Client {
             .and_then(|()| out.flush());
         res.map_err(|e| self.broken(format!("writing initialized: {e}")))?;
         if self.config == Config::Relay {
-            self.grandchild = children_of(self.pid()).first().copied();
+            self.grandchild = children_of(self.pid() as i32).first().copied();
         }
         Ok(())
     }
@@ -572,112 +388,6 @@ impl Drop for Client {
     }
 }
 
-// ---- /proc --------------------------------------------------------------------
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| {
-        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-        rest.trim().strip_suffix("kB")?.trim().parse().ok()
-    })
-}
-
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may hold spaces; split after ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn loadavg() -> Option<String> {
-    let s = fs::read_to_string("/proc/loadavg").ok()?;
-    Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-}
-
-fn children_of(pid: u32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|s| {
-            s.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-// ---- statistics -------------------------------------------------------------------
-
-#[derive(Clone, Copy, Default)]
-struct Stats {
-    p50_us: f64,
-    p95_us: f64,
-    p99_us: f64,
-    max_us: f64,
-    mean_us: f64,
-    throughput: f64,
-}
-
-impl Stats {
-    fn new(mut lat_ns: Vec<u64>, elapsed: Duration) -> Stats {
-        lat_ns.sort_unstable();
-        let n = lat_ns.len();
-        // Nearest-rank percentile.
-        let pct = |q: f64| {
-            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-            lat_ns[rank - 1] as f64 / 1000.0
-        };
-        Stats {
-            p50_us: pct(0.50),
-            p95_us: pct(0.95),
-            p99_us: pct(0.99),
-            max_us: lat_ns[n - 1] as f64 / 1000.0,
-            mean_us: lat_ns.iter().sum::<u64>() as f64 / n as f64 / 1000.0,
-            throughput: n as f64 / elapsed.as_secs_f64(),
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "p50_us": round2(self.p50_us),
-            "p95_us": round2(self.p95_us),
-            "p99_us": round2(self.p99_us),
-            "max_us": round2(self.max_us),
-            "mean_us": round2(self.mean_us),
-            "throughput_rps": self.throughput.round(),
-        })
-    }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn median_u64(v: &[u64]) -> u64 {
-    median(v.iter().map(|&x| x as f64).collect()).round() as u64
-}
-
-/// Per-metric median across rounds.
-fn median_stats(all: &[Stats]) -> Stats {
-    let m = |f: fn(&Stats) -> f64| median(all.iter().map(f).collect());
-    Stats {
-        p50_us: m(|s| s.p50_us),
-        p95_us: m(|s| s.p95_us),
-        p99_us: m(|s| s.p99_us),
-        max_us: m(|s| s.max_us),
-        mean_us: m(|s| s.mean_us),
-        throughput: m(|s| s.throughput),
-    }
-}
-
 // ---- one run of one configuration ----------------------------------------------
 
 struct RunResult {
@@ -699,13 +409,13 @@ fn run_config(
     let mut c = Client::spawn(config, echo, relay, watchdog)?;
     c.initialize()?;
     thread::sleep(IDLE_WAIT);
-    let idle_rss_kib = proc_status_kib(c.pid(), "VmRSS");
+    let idle_rss_kib = proc_status_kib(c.pid() as i32, "VmRSS");
     c.window1(s.warmup)?;
     let (lat, el) = c.window1(s.n)?;
     let w1 = Stats::new(lat, el);
     let (lat, el) = c.window_n(s.m)?;
     let w32 = Stats::new(lat, el);
-    let peak_rss_kib = proc_status_kib(c.pid(), "VmHWM");
+    let peak_rss_kib = proc_status_kib(c.pid() as i32, "VmHWM");
     let status = c.close()?;
     Ok(RunResult {
         w1,
@@ -715,36 +425,6 @@ fn run_config(
         exit: status.to_string(),
         clean_exit: status.success(),
     })
-}
-
-// ---- size and crates ------------------------------------------------------------------
-
-fn runtime_crates() -> Option<usize> {
-    let out = Command::new(env!("CARGO"))
-        .args(["tree", "-e", "normal", "--prefix", "none"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8(out.stdout).ok()?;
-    let mut lines: Vec<&str> = text
-        .lines()
-        .map(|l| l.trim_end().trim_end_matches(" (*)"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines.sort_unstable();
-    lines.dedup();
-    (!lines.is_empty()).then_some(lines.len())
-}
-
-// ---- report --------------------------------------------------------------------------
-
-fn pass(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
 }
 
 struct Row {
@@ -793,7 +473,7 @@ fn main() {
 fn run() -> Result<()> {
     let s = Settings::from_env()?;
     let relay = relay_binary();
-    let echo = echo_server_binary()?;
+    let echo = common::echo_server_binary()?;
     // Adopt the relay's server if the relay dies, so it can be reaped too.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes who reaps orphans.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
