@@ -694,6 +694,15 @@ impl Reverse {
         self.client_rearm(tok);
     }
 
+    /// Whether the request a connection is waiting on asked for keep-alive
+    /// (`Connection: close` must be honoured on early answers too).
+    fn waiting_keep_alive(&mut self, tok: Token) -> bool {
+        match self.client(tok).map(|c| &c.state) {
+            Some(ClientState::Waiting(ex)) => ex.keep_alive,
+            _ => true,
+        }
+    }
+
     /// The upstream a session belongs to (0 for a session already gone).
     fn up_of(&self, skey: SKey) -> usize {
         self.sessions.get(&skey).map_or(0, |s| s.up)
@@ -1843,7 +1852,8 @@ impl Reverse {
                     // A new session that cannot get a process: HTTP 503 with
                     // Retry-After, so the client backs off and tries again.
                     let body = format!("{text}\n");
-                    self.respond(tok, 503, &[("retry-after", "1")], body.as_bytes(), true);
+                    let ka = self.waiting_keep_alive(tok);
+                    self.respond(tok, 503, &[("retry-after", "1")], body.as_bytes(), ka);
                 }
                 ReplyTo::Stream => {
                     let b = error_body(
@@ -2108,13 +2118,16 @@ impl Reverse {
             self.timers.cancel(t);
         }
         if let Some((_, _, ReplyTo::Client(tok))) = s.waiting_init.take() {
-            self.respond(
-                tok,
-                503,
-                &[("retry-after", "1")],
-                format!("{why}\n").as_bytes(),
-                true,
-            );
+            {
+                let ka = self.waiting_keep_alive(tok);
+                self.respond(
+                    tok,
+                    503,
+                    &[("retry-after", "1")],
+                    format!("{why}\n").as_bytes(),
+                    ka,
+                );
+            }
         }
         if let Some(stream) = s.stream.take() {
             self.end_stream(stream);

@@ -11,9 +11,12 @@ use std::io::{self, Read};
 /// Bytes of an oversized line kept from its start and from its end.
 pub const KEEP_HEAD: usize = 4096;
 pub const KEEP_TAIL: usize = 512;
-const READ_CHUNK: usize = 64 * 1024;
+/// Room offered to one read: starts small, so an idle connection costs
+/// little, and doubles while reads fill it, up to the maximum.
+const READ_CHUNK_MIN: usize = 4 * 1024;
+const READ_CHUNK_MAX: usize = 64 * 1024;
 /// Capacity kept once a large message has been consumed.
-const RETAIN: usize = 256 * 1024;
+const RETAIN: usize = 64 * 1024;
 
 /// What the reader produced from its buffer.
 pub enum Frame<'a> {
@@ -53,6 +56,8 @@ pub struct LineReader {
     scanned: usize,
     max: usize,
     discarding: Option<Oversize>,
+    /// Bytes the next read asks for (see READ_CHUNK_MIN).
+    chunk: usize,
 }
 
 impl LineReader {
@@ -64,6 +69,7 @@ impl LineReader {
             scanned: 0,
             max,
             discarding: None,
+            chunk: READ_CHUNK_MIN,
         }
     }
 
@@ -80,7 +86,7 @@ impl LineReader {
 
     /// One `read` call into the buffer.
     pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<ReadResult> {
-        self.make_room(READ_CHUNK);
+        self.make_room(self.chunk);
         let asked = self.buf.len() - self.end;
         let res = loop {
             match src.read(&mut self.buf[self.end..]) {
@@ -92,6 +98,10 @@ impl LineReader {
             Ok(0) => Ok(ReadResult::Eof),
             Ok(n) => {
                 self.end += n;
+                if n == asked {
+                    // The source had more than we asked for: ask for more.
+                    self.chunk = (self.chunk * 2).min(READ_CHUNK_MAX);
+                }
                 Ok(ReadResult::Data {
                     n,
                     drained: n < asked,
