@@ -33,30 +33,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{Value, json};
 
+use common::fake::{
+    After, Got, MARGIN, TICK, echo_reply, init_result, progress, reply_to, server_note, upper_bound,
+};
 use common::{Relay, SHORT, call, call_with, echo_text, error_kind, initialize, initialized};
 
 /// Hard cap on each test, setup and teardown included.
 const TEST_LIMIT: Duration = Duration::from_secs(20);
-
-/// How long a fake's blocking read waits before its thread checks the stop
-/// flag (and, in loops that push events, its outbox) again.
-const TICK: Duration = Duration::from_millis(20);
-
-/// Scheduling margin added to "timeout + 10%". A measured interval spans
-/// four thread hand-offs (test → stdin writer thread → relay → stdout reader
-/// thread → test), each a pipe write and a wakeup. On a busy 2-core CI box
-/// running this file's tests in parallel (a dozen relays plus their fakes'
-/// threads, with debug logging), a runnable thread may wait a few scheduler
-/// slices per hop (CFS targets ~24 ms latency with 8+ runnable tasks), and
-/// the relay's timer wheel rounds deadlines up to the next millisecond.
-/// 100 ms covers four such hops with room to spare; it is the same for every
-/// timing assertion here.
-const MARGIN: Duration = Duration::from_millis(100);
-
-/// `timeout` + 10% + [`MARGIN`].
-fn upper_bound(timeout: Duration) -> Duration {
-    timeout + timeout / 10 + MARGIN
-}
 
 /// Runs a test body on its own thread and fails the test if it takes longer
 /// than [`TEST_LIMIT`]. A panic in the body is re-raised as is.
@@ -185,19 +168,6 @@ fn take_request(buf: &mut Vec<u8>, conn: usize) -> Option<Req> {
 
 trait Io: Read + Write + Send {}
 impl<T: Read + Write + Send> Io for T {}
-
-/// What the connection does once a handler returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    KeepAlive,
-    Close,
-}
-
-enum Got {
-    Data,
-    Nothing,
-    Closed,
-}
 
 /// The server side of one accepted connection (plain or TLS).
 struct Conn {
@@ -556,40 +526,6 @@ fn serve_conn(
 }
 
 // ---- MCP messages and the well-behaved server ------------------------------------
-
-fn init_result(id: &Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {"tools": {}},
-        "serverInfo": {"name": "fake-http-upstream", "version": "0"},
-    }})
-}
-
-fn echo_reply(id: &Value, text: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}})
-}
-
-fn progress(token: &Value, n: u64) -> Value {
-    json!({"jsonrpc": "2.0", "method": "notifications/progress",
-           "params": {"progressToken": token, "progress": n, "total": 10}})
-}
-
-/// A server-initiated message carrying `n`.
-fn server_note(n: u64) -> Value {
-    json!({"jsonrpc": "2.0", "method": "notifications/message",
-           "params": {"level": "info", "data": {"n": n}}})
-}
-
-/// The reply a well-behaved server gives to a JSON-RPC message, if any.
-fn reply_to(msg: &Value) -> Option<Value> {
-    let method = msg.get("method")?.as_str()?;
-    let id = msg.get("id")?;
-    Some(match method {
-        "initialize" => init_result(id),
-        "tools/call" => echo_reply(id, msg["params"]["arguments"]["text"].as_str()?),
-        _ => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
-    })
-}
 
 /// A well-behaved Streamable HTTP server with session `sid`: initialize →
 /// 200 JSON + `Mcp-Session-Id`; notifications and responses → 202;

@@ -29,8 +29,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::http::{ACCEPT_BOTH as ACCEPT, Http, IO, Response, SseParser, VERSION, Wait};
 use common::{
     Proc, RELAY, SHORT, StderrLines, call, call_with, collect_lines, echo_server, echo_text,
     error_kind, free_port, initialize, initialized, started_pid,
@@ -55,272 +54,18 @@ const BURST: usize = 6;
 /// The slow call: this many progress notifications, this far apart.
 const SLOW_STEPS: u64 = 10;
 const SLOW_INTERVAL_MS: u64 = 150;
-/// Upper bound for one HTTP exchange.
-const IO: Duration = Duration::from_secs(10);
-const VERSION: &str = "2025-06-18";
-const ACCEPT: &str = "application/json, text/event-stream";
-const SHUTDOWN_GRACE: &str = "2s";
+/// Room for the slow call (1.5 s) to finish even on a loaded CI machine.
+const SHUTDOWN_GRACE: &str = "5s";
 const KILL_GRACE: &str = "500ms";
 
 // ============================================================================
-// HTTP client (blocking, keep-alive, Content-Length / chunked / until-EOF
-// bodies, SSE read event by event)
+// HTTP (the client is tests/common/http.rs)
 // ============================================================================
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Timeout,
-    Eof,
-    Err(io::ErrorKind),
-}
-
-#[derive(Debug, Clone)]
-struct Head {
-    status: u16,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn chunked(&self) -> bool {
-        self.header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    }
-
-    fn closes(&self) -> bool {
-        self.header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-    }
-}
-
-#[derive(Debug)]
-struct Response {
-    head: Head,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn status(&self) -> u16 {
-        self.head.status
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The JSON-RPC message of a reply: the body, or the last `data:` of an
-    /// SSE body.
-    fn rpc(&self) -> Option<Value> {
-        let sse = self
-            .head
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream"));
-        if !sse {
-            return serde_json::from_slice(&self.body).ok();
-        }
-        let mut parser = SseParser::default();
-        parser.feed(&self.body);
-        let mut last = None;
-        while let Some(data) = parser.next_event() {
-            last = serde_json::from_str(&data).ok();
-        }
-        last
-    }
-}
-
-/// Splits an SSE byte stream into the `data` of each event.
-#[derive(Default)]
-struct SseParser {
-    buf: Vec<u8>,
-}
-
-impl SseParser {
-    fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    fn next_event(&mut self) -> Option<String> {
-        loop {
-            let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
-            let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&raw);
-            let data: Vec<&str> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            if !data.is_empty() {
-                return Some(data.join("\n"));
-            }
-        }
-    }
-}
-
-struct Http {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Http {
-    fn connect(port: u16) -> io::Result<Http> {
-        let s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), SHORT)?;
-        s.set_nodelay(true)?;
-        s.set_write_timeout(Some(IO))?;
-        Ok(Http { s, buf: Vec::new() })
-    }
-
-    fn fill(&mut self, deadline: Instant) -> Result<(), Wait> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Wait::Timeout);
-        }
-        self.s
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .map_err(|e| Wait::Err(e.kind()))?;
-        let mut tmp = [0u8; 16 * 1024];
-        match self.s.read(&mut tmp) {
-            Ok(0) => Err(Wait::Eof),
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                Ok(())
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(Wait::Timeout)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(Wait::Err(e.kind())),
-        }
-    }
-
-    fn take_until(&mut self, pat: &[u8], deadline: Instant) -> Result<Vec<u8>, Wait> {
-        let mut from = 0;
-        loop {
-            if let Some(i) = self.buf[from..].windows(pat.len()).position(|w| w == pat) {
-                let end = from + i + pat.len();
-                return Ok(self.buf.drain(..end).collect());
-            }
-            from = self.buf.len().saturating_sub(pat.len() - 1);
-            self.fill(deadline)?;
-        }
-    }
-
-    fn take_n(&mut self, n: usize, deadline: Instant) -> Result<Vec<u8>, Wait> {
-        while self.buf.len() < n {
-            self.fill(deadline)?;
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    fn read_head(&mut self, deadline: Instant) -> Result<Head, Wait> {
-        loop {
-            let raw = self.take_until(b"\r\n\r\n", deadline)?;
-            let text = String::from_utf8_lossy(&raw);
-            let mut lines = text.split("\r\n");
-            let status_line = lines.next().unwrap_or_default();
-            let status: u16 = status_line
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-            let headers = lines
-                .filter(|l| !l.is_empty())
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            if !(100..200).contains(&status) {
-                return Ok(Head { status, headers });
-            }
-        }
-    }
-
-    /// The next chunk of a chunked body; `None` after the last one.
-    fn next_chunk(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, Wait> {
-        let line = self.take_until(b"\r\n", deadline)?;
-        let line = String::from_utf8_lossy(&line);
-        let size_text = line.trim_end().split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
-        if size == 0 {
-            while self.take_until(b"\r\n", deadline)? != b"\r\n" {}
-            return Ok(None);
-        }
-        let data = self.take_n(size, deadline)?;
-        self.take_n(2, deadline)?;
-        Ok(Some(data))
-    }
-
-    fn read_body(&mut self, head: &Head, deadline: Instant) -> Result<Vec<u8>, Wait> {
-        if head.chunked() {
-            let mut body = Vec::new();
-            while let Some(c) = self.next_chunk(deadline)? {
-                body.extend(c);
-            }
-            Ok(body)
-        } else if let Some(n) = head.header("content-length") {
-            self.take_n(n.parse().expect("numeric content-length"), deadline)
-        } else if matches!(head.status, 204 | 304) {
-            Ok(Vec::new())
-        } else {
-            loop {
-                match self.fill(deadline) {
-                    Ok(()) => {}
-                    Err(Wait::Eof) => return Ok(std::mem::take(&mut self.buf)),
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-
-    fn send(
-        &mut self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<(), Wait> {
-        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-        for (n, v) in headers {
-            req.push_str(&format!("{n}: {v}\r\n"));
-        }
-        if method == "POST" {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        self.s.write_all(&bytes).map_err(|e| Wait::Err(e.kind()))
-    }
-
-    fn request(
-        &mut self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<Response, Wait> {
-        self.send(method, target, headers, body)?;
-        let deadline = Instant::now() + IO;
-        let head = self.read_head(deadline)?;
-        let body = self.read_body(&head, deadline)?;
-        Ok(Response { head, body })
-    }
-}
 
 /// `GET target` on a new connection that closes afterwards.
 fn get(port: u16, target: &str) -> Result<Response, Wait> {
-    let mut h = Http::connect(port).map_err(|e| Wait::Err(e.kind()))?;
-    h.request("GET", target, &[("Connection", "close")], b"")
+    let mut h = Http::try_connect(port).map_err(|e| Wait::Err(e.kind()))?;
+    h.try_request("GET", target, &[("Connection", "close")], b"", IO)
 }
 
 /// A POST of one MCP message on `http`.
@@ -333,7 +78,13 @@ fn post(http: &mut Http, sid: Option<&str>, msg: &Value, close: bool) -> Result<
     if close {
         headers.push(("Connection", "close"));
     }
-    http.request("POST", "/mcp", &headers, &serde_json::to_vec(msg).unwrap())
+    http.try_request(
+        "POST",
+        "/mcp",
+        &headers,
+        &serde_json::to_vec(msg).unwrap(),
+        IO,
+    )
 }
 
 // ============================================================================
@@ -362,7 +113,7 @@ struct Sess {
 impl Sess {
     /// `initialize` + `notifications/initialized` through `port`.
     fn open(port: u16, idx: usize) -> Result<Sess, String> {
-        let mut http = Http::connect(port).map_err(|e| format!("connect: {e}"))?;
+        let mut http = Http::try_connect(port).map_err(|e| format!("connect: {e}"))?;
         let resp = post(&mut http, None, &initialize(json!(0)), false)
             .map_err(|e| format!("initialize: no response ({e:?})"))?;
         if resp.status() != 200 {
@@ -374,7 +125,7 @@ impl Sess {
             .ok_or_else(|| format!("initialize reply without Mcp-Session-Id: {resp:?}"))?
             .to_string();
         if resp
-            .rpc()
+            .try_rpc()
             .is_none_or(|r| !r["result"]["serverInfo"].is_object())
         {
             return Err(format!("initialize reply: {}", resp.text()));
@@ -383,7 +134,7 @@ impl Sess {
         let mut http = if keep {
             http
         } else {
-            Http::connect(port).map_err(|e| format!("connect: {e}"))?
+            Http::try_connect(port).map_err(|e| format!("connect: {e}"))?
         };
         let ack = post(&mut http, Some(&sid), &initialized(), false)
             .map_err(|e| format!("notifications/initialized: no response ({e:?})"))?;
@@ -410,7 +161,7 @@ impl Sess {
         let msg = call(json!(self.next_id), &text);
         let mut conn = if fresh { None } else { self.http.take() };
         if conn.is_none() {
-            match Http::connect(port) {
+            match Http::try_connect(port) {
                 Ok(h) => conn = Some(h),
                 Err(e) => return Outcome::Bad(format!("connect: {e}")),
             }
@@ -425,7 +176,7 @@ impl Sess {
         }
         match resp.status() {
             200 => {
-                let reply = resp.rpc().unwrap_or(Value::Null);
+                let reply = resp.try_rpc().unwrap_or(Value::Null);
                 if echo_text(&reply) == Some(text.as_str()) && reply["id"] == json!(self.next_id) {
                     Outcome::Ok
                 } else if let Some(kind) = error_kind(&reply) {
@@ -449,7 +200,7 @@ fn owner(relays: &[Relay], sid: &str) -> Option<usize> {
         if r.status.is_some() {
             continue;
         }
-        let mut h = Http::connect(r.port).unwrap_or_else(|e| panic!("{}: connect {e}", r.name));
+        let mut h = Http::try_connect(r.port).unwrap_or_else(|e| panic!("{}: connect {e}", r.name));
         let ping = json!({"jsonrpc": "2.0", "id": "probe", "method": "ping"});
         let resp = post(&mut h, Some(sid), &ping, true)
             .unwrap_or_else(|e| panic!("{}: ping {sid}: {e:?}", r.name));
@@ -879,7 +630,7 @@ struct Slow {
 fn slow_call(port: u16, sid: String) -> (thread::JoinHandle<Slow>, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel();
     let handle = thread::spawn(move || {
-        let mut http = Http::connect(port).expect("connect for the slow call");
+        let mut http = Http::try_connect(port).expect("connect for the slow call");
         let msg = call_with(
             json!("slow"),
             json!({"text": "slow", "progress": SLOW_STEPS, "interval_ms": SLOW_INTERVAL_MS}),
@@ -900,7 +651,8 @@ fn slow_call(port: u16, sid: String) -> (thread::JoinHandle<Slow>, mpsc::Receive
         let body = serde_json::to_vec(&msg).unwrap();
         let deadline = Instant::now() + IO;
         let head = match http
-            .send("POST", "/mcp", &headers, &body)
+            .send_request("POST", "/mcp", &headers, &body)
+            .map_err(|e| Wait::Err(e.kind()))
             .and_then(|()| http.read_head(deadline))
         {
             Ok(h) => h,
@@ -922,7 +674,10 @@ fn slow_call(port: u16, sid: String) -> (thread::JoinHandle<Slow>, mpsc::Receive
                 Ok(Some(data)) => {
                     parser.feed(&data);
                     while let Some(ev) = parser.next_event() {
-                        let v: Value = serde_json::from_str(&ev).unwrap_or(Value::Null);
+                        if ev.data.is_empty() {
+                            continue;
+                        }
+                        let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
                         slow.events.push((Instant::now(), v));
                         if slow.events.len() == 1 {
                             let _ = tx.send(());
@@ -1415,8 +1170,8 @@ fn haproxy_sticky_sessions_and_relay_stop() {
 /// A session's GET stream through HAProxy: its head arrives at once (nothing
 /// waits for a first event), and it is an event stream.
 fn get_stream_opens(port: u16, sid: &str) {
-    let mut http = Http::connect(port).expect("connect");
-    http.send(
+    let mut http = Http::try_connect(port).expect("connect");
+    http.send_request(
         "GET",
         "/mcp",
         &[
@@ -1441,9 +1196,9 @@ fn get_stream_opens(port: u16, sid: &str) {
 /// Legacy HTTP+SSE (2024-11-05) through the `mcp_legacy` backend: the
 /// endpoint event, a POSTed initialize, its reply on the stream.
 fn legacy_roundtrip(port: u16) {
-    let mut stream = Http::connect(port).expect("connect");
+    let mut stream = Http::try_connect(port).expect("connect");
     stream
-        .send("GET", "/sse", &[("Accept", "text/event-stream")], b"")
+        .send_request("GET", "/sse", &[("Accept", "text/event-stream")], b"")
         .expect("GET /sse");
     let deadline = Instant::now() + IO;
     let head = stream.read_head(deadline).expect("GET /sse head");
@@ -1451,7 +1206,10 @@ fn legacy_roundtrip(port: u16) {
     let mut parser = SseParser::default();
     let mut next_event = |stream: &mut Http| loop {
         if let Some(ev) = parser.next_event() {
-            return ev;
+            if ev.data.is_empty() {
+                continue;
+            }
+            return ev.data;
         }
         match stream.next_chunk(deadline) {
             Ok(Some(c)) => parser.feed(&c),
@@ -1463,14 +1221,15 @@ fn legacy_roundtrip(port: u16) {
         endpoint.starts_with("/messages?session_id="),
         "endpoint event: {endpoint}"
     );
-    let mut http = Http::connect(port).expect("connect");
+    let mut http = Http::try_connect(port).expect("connect");
     let body = serde_json::to_vec(&initialize(json!(0))).unwrap();
     let resp = http
-        .request(
+        .try_request(
             "POST",
             &endpoint,
             &[("Content-Type", "application/json")],
             &body,
+            IO,
         )
         .expect("POST /messages");
     assert_eq!(resp.status(), 202, "POST {endpoint}: {resp:?}");

@@ -11,12 +11,14 @@
 //! (the script passes the environment through to the relay), or run the
 //! script by hand, with `INTEROP_DIRECT=1` to bypass the relay.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::interop::{self, drain, find_in_path, join_bounded, kill_tree, python, python_imports};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -25,124 +27,14 @@ const SERVER_JS: &str =
 const SCRIPT: &str = "tests/interop/forward_everything.py";
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
 /// A missing prerequisite: fatal under CI, a skip notice otherwise (the
 /// caller then returns, passing).
 fn missing(what: &str) {
-    let msg = format!(
-        "interop_forward: {what}; run `.ci/run` (or `.ci/install-deps.sh`) to install test dependencies"
-    );
-    if in_ci() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED {msg}");
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn python() -> String {
-    std::env::var("INTEROP_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    interop::missing("interop_forward", what);
 }
 
 fn python_has_mcp(python: &str) -> Result<(), String> {
-    let out = Command::new(python)
-        .args(["-c", "import anyio, mcp.client.stdio, mcp.client.session"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `{python}`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{python}` cannot import the `mcp` package: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Drains a child pipe on a thread into a shared buffer, so a chatty child
-/// can't block on a full pipe and a snapshot is available even if some
-/// grandchild keeps the pipe open.
-fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, thread::JoinHandle<()>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&buf);
-    let handle = thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match pipe.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
-            }
-        }
-    });
-    (buf, handle)
-}
-
-fn join_bounded(handle: thread::JoinHandle<()>, deadline: Instant) {
-    while !handle.is_finished() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    if handle.is_finished() {
-        let _ = handle.join();
-    }
-}
-
-/// Parent pid of every process visible in /proc.
-fn parent_pids() -> Vec<(i32, i32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "pid (comm) state ppid ...": comm may contain spaces and parens.
-        let ppid = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some((pid, ppid))
-    })
-    .collect()
-}
-
-/// Kills the script and everything under it. The Python SDK starts the relay
-/// in a new session, so killing the script's process group is not enough:
-/// walk the process tree via /proc as well.
-fn kill_tree(child: &mut Child) {
-    let root = child.id() as i32;
-    let procs = parent_pids();
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            procs
-                .iter()
-                .filter(|&&(_, pp)| pp == parent)
-                .map(|&(p, _)| p),
-        );
-        i += 1;
-    }
-    // The child was spawned with process_group(0), so its pid is its pgid.
-    unsafe {
-        libc::kill(-root, libc::SIGKILL);
-        for &pid in &tree {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    python_imports(python, "anyio, mcp.client.stdio, mcp.client.session")
 }
 
 #[test]

@@ -28,13 +28,19 @@
 //! output. Or start a relay by hand and run a script against it:
 //! `python3 tests/interop/reverse_python.py http://127.0.0.1:8080 session`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::free_port;
+use common::interop::{
+    self, drain, find_in_path, healthy, join_bounded, kill_tree, python, python_imports, snapshot,
+    wait_bounded,
+};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -79,173 +85,17 @@ impl Pool {
     }
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
 /// A missing prerequisite: fatal under CI, a skip notice otherwise (the
 /// caller then returns, passing).
 fn missing(what: &str) {
-    let msg = format!(
-        "interop_reverse: {what}; run `.ci/run` (or `.ci/install-deps.sh`) to install test dependencies"
-    );
-    if in_ci() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED {msg}");
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn python() -> String {
-    std::env::var("INTEROP_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    interop::missing("interop_reverse", what);
 }
 
 fn python_has_mcp(python: &str) -> Result<(), String> {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import anyio, httpx, mcp.client.session, mcp.client.streamable_http",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `{python}`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{python}` cannot import the `mcp` package: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Drains a child pipe on a thread into a shared buffer, so a chatty child
-/// can't block on a full pipe and a snapshot is available even if some
-/// grandchild keeps the pipe open.
-fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, thread::JoinHandle<()>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&buf);
-    let handle = thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match pipe.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
-            }
-        }
-    });
-    (buf, handle)
-}
-
-fn join_bounded(handle: thread::JoinHandle<()>, deadline: Instant) {
-    while !handle.is_finished() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    if handle.is_finished() {
-        let _ = handle.join();
-    }
-}
-
-fn snapshot(buf: &Arc<Mutex<Vec<u8>>>) -> String {
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-/// Parent pid of every process visible in /proc.
-fn parent_pids() -> Vec<(i32, i32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "pid (comm) state ppid ...": comm may contain spaces and parens.
-        let ppid = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some((pid, ppid))
-    })
-    .collect()
-}
-
-/// Kills a child and everything under it, then reaps the child. The relay
-/// puts each server process in a process group of its own, so killing the
-/// child's group is not enough: walk the process tree via /proc as well
-/// (before anything dies and is reparented).
-fn kill_tree(child: &mut Child) {
-    let root = child.id() as i32;
-    let procs = parent_pids();
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            procs
-                .iter()
-                .filter(|&&(_, pp)| pp == parent)
-                .map(|&(p, _)| p),
-        );
-        i += 1;
-    }
-    // Children are spawned with process_group(0): their pid is their pgid.
-    unsafe {
-        libc::kill(-root, libc::SIGKILL);
-        for &pid in &tree {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Waits for `child` to exit, at most `timeout`.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Ok(Some(s)),
-            Ok(None) if Instant::now() >= deadline => return Ok(None),
-            Ok(None) => thread::sleep(Duration::from_millis(25)),
-            Err(e) => return Err(format!("try_wait: {e}")),
-        }
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// One `GET /healthz`: true on `200` with body `ok`.
-fn healthy(port: u16) -> bool {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
-    else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let resp = String::from_utf8_lossy(&resp);
-    resp.starts_with("HTTP/1.1 200") && resp.split("\r\n\r\n").nth(1).map(str::trim) == Some("ok")
+    python_imports(
+        python,
+        "anyio, httpx, mcp.client.session, mcp.client.streamable_http",
+    )
 }
 
 /// A running `mcp-relay reverse`; stopped and reaped on drop.

@@ -12,6 +12,10 @@
 
 #![allow(dead_code)]
 
+pub mod fake;
+pub mod http;
+pub mod interop;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
