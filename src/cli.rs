@@ -97,6 +97,9 @@ pub struct ReverseConfig {
     /// After SIGTERM, keep serving (healthz 503) at least this long, even
     /// with nothing in flight, so a load balancer sees the drain.
     pub drain_time: Duration,
+    /// A `: keep-alive` comment on open SSE streams this often (zero: never),
+    /// so proxies with short idle timeouts keep quiet streams open.
+    pub sse_keepalive: Duration,
     pub kill_grace: Duration,
     pub response_timeout: Duration,
     pub max_request_time: Duration,
@@ -626,6 +629,12 @@ fn reverse_options() -> Options {
         "FILE",
     );
     o.optopt("", "drain-time", "after SIGTERM, keep answering (healthz 503) at least this long, even when idle (default 0)", "DUR");
+    o.optopt(
+        "",
+        "sse-keepalive",
+        "comment on idle SSE streams this often, for proxies' idle timeouts (default 25s, 0 = off)",
+        "DUR",
+    );
     add_http_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
@@ -750,6 +759,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             auth_token_file: m.opt_str("auth-token-file").map(PathBuf::from),
             shutdown_grace: dur(&m, "shutdown-grace", Duration::from_secs(10))?,
             drain_time: dur(&m, "drain-time", Duration::ZERO)?,
+            sse_keepalive: dur(&m, "sse-keepalive", Duration::from_secs(25))?,
             kill_grace: dur(&m, "kill-grace", Duration::from_secs(2))?,
             response_timeout: dur(&m, "response-timeout", Duration::from_secs(120))?,
             max_request_time: dur(&m, "max-request-time", Duration::from_secs(30 * 60))?,

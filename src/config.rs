@@ -41,6 +41,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "auth_token_file",
     "shutdown_grace",
     "drain_time",
+    "sse_keepalive",
 ];
 
 /// Keys valid at the top level (as defaults) and in each upstream.
@@ -315,6 +316,7 @@ fn apply_global(
             "client_idle_timeout" => cfg.client_idle_timeout = duration(v, at)?,
             "shutdown_grace" => cfg.shutdown_grace = duration(v, at)?,
             "drain_time" => cfg.drain_time = duration(v, at)?,
+            "sse_keepalive" => cfg.sse_keepalive = duration(v, at)?,
             "auth_token_file" => cfg.auth_token_file = Some(file(v, at, dir)?),
             "allow_origin" => {
                 let list = v

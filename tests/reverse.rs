@@ -3008,3 +3008,37 @@ fn cpu_seconds(pid: i32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / hz
 }
+
+/// `--sse-keepalive`: an idle GET stream gets an SSE comment at that
+/// interval, so proxies with idle timeouts do not cut it; events still flow.
+#[test]
+fn idle_streams_get_keepalive_comments() {
+    let relay = Relay::start(&["--sse-keepalive", "200ms"], &[]);
+    let port = relay.port;
+    let s = Session::open(port);
+    let mut h = Http::connect(port);
+    let headers = [
+        ("Accept", "text/event-stream"),
+        ("Mcp-Session-Id", s.sid.as_str()),
+        ("MCP-Protocol-Version", VERSION),
+    ];
+    h.send_request("GET", "/mcp", &headers, b"")
+        .expect("send GET");
+    let head = h.read_head(Instant::now() + IO).expect("GET head");
+    assert!(head.is_sse(), "{head:?}");
+    // Two comments within ~2 intervals (generous bound for a busy box).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut comments = 0;
+    while comments < 2 {
+        let chunk = h
+            .next_chunk(deadline)
+            .unwrap_or_else(|e| panic!("no keep-alive comment in time ({e:?}); got {comments}"))
+            .expect("stream ended");
+        let text = String::from_utf8_lossy(&chunk).into_owned();
+        assert!(
+            text.starts_with(": keep-alive"),
+            "unexpected chunk {text:?}"
+        );
+        comments += 1;
+    }
+}

@@ -228,6 +228,8 @@ enum TimerKind {
     ShutdownGrace,
     /// `--drain-time` is over: the final phase may start.
     DrainOver,
+    /// `--sse-keepalive`: a comment on every open stream.
+    Heartbeat,
     HardStop,
     /// `--url`: a session's upstream GET stream may reconnect.
     Reconnect(SKey),
@@ -412,6 +414,10 @@ impl Reverse {
                 self.apply(u, actions);
             }
         }
+        if !self.cfg.sse_keepalive.is_zero() {
+            self.timers
+                .insert(self.now + self.cfg.sse_keepalive, TimerKind::Heartbeat);
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             self.end_of_turn();
@@ -594,6 +600,7 @@ impl Reverse {
             }
             TimerKind::Reconnect(skey) => self.http_reconnect_timer(skey),
             TimerKind::DrainOver => {}
+            TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
                 // Exit as soon as the processes are reaped, even if some
                 // client never reads the rest of its output.
@@ -692,6 +699,29 @@ impl Reverse {
         }
         self.clients += 1;
         self.client_rearm(tok);
+    }
+
+    /// Writes an SSE comment on every open GET or legacy stream, so proxies
+    /// and load balancers with idle timeouts do not cut quiet streams, and
+    /// re-arms itself.
+    fn heartbeat(&mut self) {
+        let mut chunk = Vec::new();
+        let mut comment = Vec::new();
+        sse::write_comment(&mut comment, "keep-alive");
+        http1::write_chunk(&mut chunk, &comment);
+        let streams: Vec<Token> = self.sessions.values().filter_map(|s| s.stream).collect();
+        for tok in streams {
+            if let Some(c) = self.client(tok)
+                && matches!(c.state, ClientState::Streaming { .. })
+            {
+                c.out.push_raw(&chunk);
+                self.dirty.push(tok);
+            }
+        }
+        if !self.final_phase {
+            self.timers
+                .insert(self.now + self.cfg.sse_keepalive, TimerKind::Heartbeat);
+        }
     }
 
     /// Whether the request a connection is waiting on asked for keep-alive
