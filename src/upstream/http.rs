@@ -125,6 +125,41 @@ pub struct Request {
     pub stream: bool,
 }
 
+impl Request {
+    /// A POST of one JSON-RPC message.
+    pub fn post(target: String, headers: Vec<(String, String)>, body: Vec<u8>) -> Request {
+        Request {
+            method: "POST",
+            target,
+            headers,
+            body,
+            stream: false,
+        }
+    }
+
+    /// A long-lived GET (an SSE stream).
+    pub fn stream(target: String, headers: Vec<(String, String)>) -> Request {
+        Request {
+            method: "GET",
+            target,
+            headers,
+            body: Vec::new(),
+            stream: true,
+        }
+    }
+
+    /// A DELETE ending a session.
+    pub fn delete(target: String, headers: Vec<(String, String)>) -> Request {
+        Request {
+            method: "DELETE",
+            target,
+            headers,
+            body: Vec::new(),
+            stream: false,
+        }
+    }
+}
+
 /// Why an exchange failed; each maps to the `data.kind` a client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {

@@ -209,13 +209,7 @@ impl Forward {
         let Some(h) = self.http.as_deref_mut() else {
             return;
         };
-        let req = Request {
-            method: "POST",
-            target,
-            headers: h.headers(false),
-            body: line.to_vec(),
-            stream: false,
-        };
+        let req = Request::post(target, h.headers(false), line.to_vec());
         let ex = h.client.submit(req, reg, now);
         if let Some(id) = &request {
             h.by_request.insert(id.clone(), ex);
@@ -246,13 +240,7 @@ impl Forward {
         let Some((line, request)) = h.legacy_waiting.pop_front() else {
             return;
         };
-        let req = Request {
-            method: "POST",
-            target: endpoint,
-            headers: h.headers(false),
-            body: line,
-            stream: false,
-        };
+        let req = Request::post(endpoint, h.headers(false), line);
         let ex = h.client.submit(req, reg, now);
         if let Some(id) = &request {
             h.by_request.insert(id.clone(), ex);
@@ -286,13 +274,7 @@ impl Forward {
                     if let Some(id) = last_event_id {
                         headers.push(("last-event-id".into(), id));
                     }
-                    let req = Request {
-                        method: "GET",
-                        target: h.url.target.clone(),
-                        headers,
-                        body: Vec::new(),
-                        stream: true,
-                    };
+                    let req = Request::stream(h.url.target.clone(), headers);
                     let ex = h.client.submit(req, reg, now);
                     h.get_ex = Some(ex);
                     h.carries.insert(ex, Carry::Get);
@@ -801,13 +783,7 @@ impl Forward {
             return;
         };
         h.phase = Phase::Reinit;
-        let req = Request {
-            method: "POST",
-            target: h.url.target.clone(),
-            headers: h.headers(false),
-            body: line.clone(),
-            stream: false,
-        };
+        let req = Request::post(h.url.target.clone(), h.headers(false), line.clone());
         let ex = h.client.submit(req, reg, now);
         h.carries.insert(ex, Carry::Reinit);
         self.record(Direction::RelayToServer, &line);
@@ -845,13 +821,7 @@ impl Forward {
             let Some(h) = self.http.as_deref_mut() else {
                 return;
             };
-            let req = Request {
-                method: "POST",
-                target: h.url.target.clone(),
-                headers: h.headers(false),
-                body: n.clone(),
-                stream: false,
-            };
+            let req = Request::post(h.url.target.clone(), h.headers(false), n.clone());
             let ex = h.client.submit(req, reg, now);
             h.carries.insert(ex, Carry::Initialized);
             self.record(Direction::RelayToServer, &n);
@@ -884,13 +854,10 @@ impl Forward {
         h.phase = Phase::Ready;
         let held: Vec<_> = h.held.drain(..).collect();
         h.legacy_waiting.extend(held);
-        let req = Request {
-            method: "GET",
-            target: h.url.target.clone(),
-            headers: vec![("accept".into(), "text/event-stream".into())],
-            body: Vec::new(),
-            stream: true,
-        };
+        let req = Request::stream(
+            h.url.target.clone(),
+            vec![("accept".into(), "text/event-stream".into())],
+        );
         let ex = h.client.submit(req, reg, now);
         h.carries.insert(ex, Carry::LegacyStream);
     }
@@ -944,13 +911,7 @@ impl Forward {
             return;
         };
         if h.session_id.is_some() && h.legacy.is_none() {
-            let req = Request {
-                method: "DELETE",
-                target: h.url.target.clone(),
-                headers: h.headers(true),
-                body: Vec::new(),
-                stream: false,
-            };
+            let req = Request::delete(h.url.target.clone(), h.headers(true));
             let ex = h.client.submit(req, reg, now);
             h.carries.insert(ex, Carry::Delete);
             h.delete_ex = Some(ex);

@@ -240,13 +240,7 @@ impl Reverse {
                 }
             }
         }
-        let req = Request {
-            method: "POST",
-            target: h.url.target.clone(),
-            headers,
-            body: line.to_vec(),
-            stream: false,
-        };
+        let req = Request::post(h.url.target.clone(), headers, line.to_vec());
         let ex = h.client.submit(req, reg, now);
         if let Some(id) = &request
             && let Some(up) = h.sessions.get_mut(&skey)
@@ -296,13 +290,7 @@ impl Reverse {
                     if let Some(id) = last_event_id {
                         headers.push(("last-event-id".into(), id));
                     }
-                    let req = Request {
-                        method: "GET",
-                        target: h.url.target.clone(),
-                        headers,
-                        body: Vec::new(),
-                        stream: true,
-                    };
+                    let req = Request::stream(h.url.target.clone(), headers);
                     let ex = h.client.submit(req, reg, now);
                     h.carries.insert(ex, (skey, Carry::Get));
                     if let Some(up) = h.sessions.get_mut(&skey) {
@@ -727,13 +715,7 @@ impl Reverse {
             if let Some(v) = up.version {
                 headers.push(("mcp-protocol-version".into(), v));
             }
-            let req = Request {
-                method: "DELETE",
-                target: h.url.target.clone(),
-                headers,
-                body: Vec::new(),
-                stream: false,
-            };
+            let req = Request::delete(h.url.target.clone(), headers);
             let ex = h.client.submit(req, reg, now);
             h.carries.insert(ex, (skey, Carry::Delete));
         }
