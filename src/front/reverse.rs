@@ -2793,11 +2793,15 @@ impl Reverse {
         p.down = true;
         let status = p.io.proc.status();
         let what = status.map_or_else(|| "stdout closed".to_string(), describe);
-        let (sessions, failed) = match &mut p.kind {
-            ProcKind::Session { session } => {
-                (session.take().into_iter().collect::<Vec<_>>(), Vec::new())
+        // Every request in flight on the process belongs to one of its
+        // sessions, so failing each session's pending requests covers them
+        // all; the mux only has to forget its rewriting state.
+        let sessions = match &mut p.kind {
+            ProcKind::Session { session } => session.take().into_iter().collect::<Vec<_>>(),
+            ProcKind::Shared { mux, sessions, .. } => {
+                mux.fail_all();
+                std::mem::take(sessions)
             }
-            ProcKind::Shared { mux, sessions, .. } => (std::mem::take(sessions), mux.fail_all()),
         };
         if self.shutting_down || p.asked_to_close {
             log::debug!(
@@ -2808,15 +2812,6 @@ impl Reverse {
             log::warn!(
                 "[{}] process {conn} went away ({what})",
                 self.ups[conn.up].cfg.name
-            );
-        }
-        for (skey, id) in failed {
-            self.fail_request(
-                skey,
-                &id,
-                RelayError::UpstreamClosed,
-                &format!("The server closed the connection ({what})"),
-                json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
             );
         }
         for skey in sessions {
