@@ -146,6 +146,11 @@ impl UpHttp {
 }
 
 impl Reverse {
+    /// The upstream side of session `skey` on upstream `u`.
+    fn up_session(&mut self, u: usize, skey: SKey) -> Option<&mut UpSession> {
+        self.ups[u].http.as_deref_mut()?.sessions.get_mut(&skey)
+    }
+
     /// A client session's `initialize`: create its upstream session.
     pub(super) fn http_start(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
         let u = self.up_of(skey);
@@ -208,11 +213,7 @@ impl Reverse {
             && matches!(jsonrpc::peek(line), Ok(Message::Single(env)) if env.method_is("notifications/initialized"));
         self.http_post(skey, line, request.cloned(), false);
         if initialized {
-            if let Some(up) = self.ups[u]
-                .http
-                .as_deref_mut()
-                .and_then(|h| h.sessions.get_mut(&skey))
-            {
+            if let Some(up) = self.up_session(u, skey) {
                 up.initialized = true;
             }
             self.http_want_get(skey);
@@ -262,11 +263,7 @@ impl Reverse {
     fn http_want_get(&mut self, skey: SKey) {
         let u = self.up_of(skey);
         let now = self.now;
-        let Some(up) = self.ups[u]
-            .http
-            .as_deref_mut()
-            .and_then(|h| h.sessions.get_mut(&skey))
-        else {
+        let Some(up) = self.up_session(u, skey) else {
             return;
         };
         if !up.initialized || up.session_id.is_none() {
@@ -299,10 +296,7 @@ impl Reverse {
                 }
                 reconnect::Action::Wait(at) => {
                     let t = self.timers.insert(at, TimerKind::Reconnect(skey));
-                    if let Some(up) = self.ups[u]
-                        .http
-                        .as_deref_mut()
-                        .and_then(|h| h.sessions.get_mut(&skey))
+                    if let Some(up) = self.up_session(u, skey)
                         && let Some(old) = up.get_timer.replace(t)
                     {
                         self.timers.cancel(old);
@@ -322,11 +316,7 @@ impl Reverse {
     pub(super) fn http_reconnect_timer(&mut self, skey: SKey) {
         let u = self.up_of(skey);
         let now = self.now;
-        let Some(up) = self.ups[u]
-            .http
-            .as_deref_mut()
-            .and_then(|h| h.sessions.get_mut(&skey))
-        else {
+        let Some(up) = self.up_session(u, skey) else {
             return;
         };
         up.get_timer = None;
@@ -446,12 +436,7 @@ impl Reverse {
                 initialize,
             } => {
                 if (200..300).contains(&status) {
-                    if initialize
-                        && let Some(up) = self.ups[u]
-                            .http
-                            .as_deref_mut()
-                            .and_then(|h| h.sessions.get_mut(&skey))
-                    {
+                    if initialize && let Some(up) = self.up_session(u, skey) {
                         up.session_id = header("mcp-session-id");
                     }
                     return;
@@ -487,11 +472,7 @@ impl Reverse {
             Carry::Get => {
                 let retry_after = header("retry-after")
                     .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
-                let Some(up) = self.ups[u]
-                    .http
-                    .as_deref_mut()
-                    .and_then(|h| h.sessions.get_mut(&skey))
-                else {
+                let Some(up) = self.up_session(u, skey) else {
                     return;
                 };
                 if status == 200 {
@@ -527,11 +508,7 @@ impl Reverse {
         let now = self.now;
         match carry {
             Carry::Get => {
-                let Some(up) = self.ups[u]
-                    .http
-                    .as_deref_mut()
-                    .and_then(|h| h.sessions.get_mut(&skey))
-                else {
+                let Some(up) = self.up_session(u, skey) else {
                     return;
                 };
                 // Never deliver an upstream event twice across reconnects.
@@ -549,10 +526,7 @@ impl Reverse {
                     if let Some(pv) = v
                         .pointer("/result/protocolVersion")
                         .and_then(|p| p.as_str())
-                        && let Some(up) = self.ups[u]
-                            .http
-                            .as_deref_mut()
-                            .and_then(|h| h.sessions.get_mut(&skey))
+                        && let Some(up) = self.up_session(u, skey)
                     {
                         up.version = Some(pv.to_string());
                     }
@@ -570,11 +544,7 @@ impl Reverse {
         let now = self.now;
         self.forget(u, ex);
         if let Carry::Get = carry {
-            let Some(up) = self.ups[u]
-                .http
-                .as_deref_mut()
-                .and_then(|h| h.sessions.get_mut(&skey))
-            else {
+            let Some(up) = self.up_session(u, skey) else {
                 return;
             };
             up.get_ex = None;
@@ -625,11 +595,7 @@ impl Reverse {
                 }
             }
             Carry::Get => {
-                let Some(up) = self.ups[u]
-                    .http
-                    .as_deref_mut()
-                    .and_then(|h| h.sessions.get_mut(&skey))
-                else {
+                let Some(up) = self.up_session(u, skey) else {
                     return;
                 };
                 up.get_ex = None;
