@@ -2463,3 +2463,97 @@ fn churn_1000_sessions_in_backoff_are_cheap_and_spread() {
         assert_eq!(resp.status(), 202, "{resp:?}");
     });
 }
+
+// ============================================================================
+// Regression: a URL upstream beside a command upstream (--config)
+// ============================================================================
+
+/// With `--config` serving a command upstream ("a", listed first) and a URL
+/// upstream ("z"), ending a session of "z" — by the client's DELETE or by
+/// idle expiry — must end its upstream session on "z". The relay used to
+/// look the session's upstream up after removing the session, fall back to
+/// upstream 0 (the command) and send nothing: the upstream session and its
+/// GET stream leaked.
+#[test]
+fn config_mixed_upstreams_end_the_right_upstream_session() {
+    bounded(|| {
+        let up = Arc::new(UpSessions::default());
+        let fake = Fake::start(well_behaved(&up));
+        let dir = std::env::temp_dir().join(format!("mcp-relay-mixed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cfg_path = dir.join("relay.json");
+        let port = free_port();
+        let echo = common::echo_server()
+            .to_str()
+            .expect("utf-8 path")
+            .to_string();
+        let doc = json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "upstreams": {
+                "a": {"command": [echo]},
+                "z": {"url": fake.url(), "session_idle_timeout": "1s"}
+            }
+        });
+        std::fs::write(&cfg_path, serde_json::to_vec(&doc).expect("json")).expect("config");
+        let mut child = Command::new(RELAY)
+            .args(["reverse", "--log-level", "debug", "--config"])
+            .arg(&cfg_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn relay");
+        struct Kill(Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _ = child.stdin.take();
+        let _guard = Kill(child);
+        wait_until(Duration::from_secs(10), "relay up", || {
+            Http::try_connect(port).is_ok_and(|mut h| {
+                h.try_request("GET", "/healthz", &[("Connection", "close")], b"", IO)
+                    .is_ok_and(|r| r.status() == 200)
+            })
+        });
+        let open = || -> (Http, String) {
+            let mut h = Http::connect(port);
+            let body = serde_json::to_vec(&initialize(json!(0))).expect("json");
+            let r = h.request("POST", "/mcp/z", &mcp_headers(None), &body);
+            assert_eq!(r.status(), 200, "initialize on z: {r:?}");
+            let sid = r.header("mcp-session-id").expect("session id").to_string();
+            let body = serde_json::to_vec(&initialized()).expect("json");
+            let r = h.request("POST", "/mcp/z", &mcp_headers(Some(&sid)), &body);
+            assert_eq!(r.status(), 202, "initialized on z: {r:?}");
+            (h, sid)
+        };
+        // 1. The client's DELETE.
+        let (mut h, sid) = open();
+        fake.wait_for("the first GET stream", SHORT, |r| !gets(r).is_empty());
+        let r = h.request(
+            "DELETE",
+            "/mcp/z",
+            &[("Mcp-Session-Id", &sid), ("MCP-Protocol-Version", VERSION)],
+            b"",
+        );
+        assert_eq!(r.status(), 200, "{r:?}");
+        let seen = fake.wait_for("DELETE of upstream-session-1", SHORT, |r| {
+            r.iter()
+                .any(|q| q.method == "DELETE" && q.session() == Some("upstream-session-1"))
+        });
+        assert_eq!(gets(&seen).len(), 1, "{}", summaries(&seen));
+        // 2. Idle expiry (session_idle_timeout 1s on "z").
+        let (_h2, _sid2) = open();
+        fake.wait_for(
+            "DELETE of upstream-session-2",
+            Duration::from_secs(5),
+            |r| {
+                r.iter()
+                    .any(|q| q.method == "DELETE" && q.session() == Some("upstream-session-2"))
+            },
+        );
+    });
+}

@@ -36,7 +36,7 @@ use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
 use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
 use crate::reactor::signals::Signals;
-use crate::reactor::{Registry, SIGNAL_TOKEN, TimerId, TimerWheel};
+use crate::reactor::{self, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
 use crate::record::{Direction, Recorder};
 use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
@@ -276,17 +276,26 @@ impl Forward {
     // ---- events -------------------------------------------------------
 
     fn on_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
-        if token == SIGNAL_TOKEN {
-            let mut sigs = Vec::new();
-            self.signals.drain(&mut sigs);
-            for s in sigs {
-                self.on_signal(s);
+        match reactor::token::source(token) {
+            Source::Signal => {
+                let mut sigs = Vec::new();
+                self.signals.drain(&mut sigs);
+                for s in sigs {
+                    self.on_signal(s);
+                }
+                return;
             }
-            return;
-        }
-        if token == http::RESOLVER_TOKEN || self.http.as_deref().is_some_and(|h| h.owns(token)) {
-            self.http_event(token, readable, writable);
-            return;
+            Source::Resolver => {
+                self.http_event(None, readable, writable);
+                return;
+            }
+            // Forward has one HTTP engine, tag 0.
+            Source::Http { tag: 0, conn } => {
+                self.http_event(Some(conn), readable, writable);
+                return;
+            }
+            Source::Http { .. } | Source::Unknown => return,
+            Source::Endpoint { .. } => {}
         }
         // Stale tokens (an upstream that was replaced) are ignored.
         let Some(&ep) = self.endpoints.get(token) else {

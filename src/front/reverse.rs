@@ -42,7 +42,7 @@ use crate::proto::http1::{self, Event, Limits, Request, RequestParser};
 use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
 use crate::proto::sse;
 use crate::reactor::signals::Signals;
-use crate::reactor::{Registry, SIGNAL_TOKEN, TimerId, TimerWheel};
+use crate::reactor::{self, RESOLVER_TOKEN, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
 use crate::upstream::pool::{self, Action, ConnId, Pool, PoolConfig, RejectReason};
 use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
@@ -71,7 +71,21 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Messages kept for a session that has no stream to receive them.
 const UNDELIVERED_MAX: usize = 256;
 
+/// A session's key: its upstream's index in the high 16 bits, a number
+/// unique in this relay below. The upstream is part of the key, so it is
+/// known for as long as the key exists, even after the session is gone.
 type SKey = u64;
+const SKEY_UP_SHIFT: u32 = 48;
+
+fn skey_new(up: usize, seq: u64) -> SKey {
+    debug_assert!(up < 1 << (64 - SKEY_UP_SHIFT) && seq < 1 << SKEY_UP_SHIFT);
+    ((up as u64) << SKEY_UP_SHIFT) | (seq & ((1 << SKEY_UP_SHIFT) - 1))
+}
+
+/// The upstream a session key belongs to.
+fn up_of(skey: SKey) -> usize {
+    (skey >> SKEY_UP_SHIFT) as usize
+}
 
 /// A process: its upstream's index and the id its pool gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,8 +190,6 @@ struct Req {
 }
 
 struct Session {
-    /// Index of the upstream (route) the session belongs to.
-    up: usize,
     id: String,
     token: Option<usize>,
     version: String,
@@ -362,7 +374,7 @@ impl Reverse {
                         )
                     })?;
                     if resolver.is_none() {
-                        resolver = Some(Resolver::new(poll.registry(), http::RESOLVER_TOKEN)?);
+                        resolver = Some(Resolver::new(poll.registry(), RESOLVER_TOKEN)?);
                     }
                     if let Some(r) = resolver.as_mut() {
                         r.resolve(tag as u64, h.host().to_string(), h.port());
@@ -498,25 +510,28 @@ impl Reverse {
     // ---- events -----------------------------------------------------------
 
     fn on_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
-        if token == SIGNAL_TOKEN {
-            let mut sigs = Vec::new();
-            self.signals.drain(&mut sigs);
-            for s in sigs {
-                self.on_signal(s);
+        match reactor::token::source(token) {
+            Source::Signal => {
+                let mut sigs = Vec::new();
+                self.signals.drain(&mut sigs);
+                for s in sigs {
+                    self.on_signal(s);
+                }
+                return;
             }
-            return;
-        }
-        if token == http::RESOLVER_TOKEN {
-            self.http_resolved();
-            return;
-        }
-        if let Some(u) = self
-            .ups
-            .iter()
-            .position(|up| up.http.as_deref().is_some_and(|h| h.owns(token)))
-        {
-            self.http_event(u, token, readable, writable);
-            return;
+            Source::Resolver => {
+                self.http_resolved();
+                return;
+            }
+            Source::Http { tag, conn } => {
+                // The tag is the upstream's index.
+                if self.ups.get(tag).is_some_and(|up| up.http.is_some()) {
+                    self.http_event(tag, conn, readable, writable);
+                }
+                return;
+            }
+            Source::Unknown => return,
+            Source::Endpoint { .. } => {}
         }
         let (pipe, is_client) = match self.endpoints.get_mut(token) {
             None => return,
@@ -731,11 +746,6 @@ impl Reverse {
             Some(ClientState::Waiting(ex)) => ex.keep_alive,
             _ => true,
         }
-    }
-
-    /// The upstream a session belongs to (0 for a session already gone).
-    fn up_of(&self, skey: SKey) -> usize {
-        self.sessions.get(&skey).map_or(0, |s| s.up)
     }
 
     fn client(&mut self, tok: Token) -> Option<&mut Client> {
@@ -1174,7 +1184,7 @@ impl Reverse {
                 if self
                     .sessions
                     .get(&k)
-                    .is_some_and(|s| s.token == token && !s.legacy && s.up == u) =>
+                    .is_some_and(|s| s.token == token && !s.legacy && up_of(k) == u) =>
             {
                 Some(k)
             }
@@ -1297,7 +1307,7 @@ impl Reverse {
                             Some(&id),
                             RelayError::InvalidRequest,
                             "initialize cannot be part of a batch",
-                            &self.ups[self.up_of(skey)].cfg.name,
+                            &self.ups[up_of(skey)].cfg.name,
                         )),
                         Some(id) if self.track(skey, id.clone(), &env, ReplyTo::Client(tok)) => {
                             expect.push(id.clone());
@@ -1307,7 +1317,7 @@ impl Reverse {
                             Some(&id),
                             RelayError::DuplicateId,
                             "A request with this id is already in flight",
-                            &self.ups[self.up_of(skey)].cfg.name,
+                            &self.ups[up_of(skey)].cfg.name,
                         )),
                         None => send.push((raw.get().as_bytes(), None)),
                     }
@@ -1418,7 +1428,7 @@ impl Reverse {
                         Some(&id),
                         RelayError::DuplicateId,
                         "A request with this id is already in flight",
-                        &self.ups[self.up_of(skey)].cfg.name,
+                        &self.ups[up_of(skey)].cfg.name,
                     );
                     self.respond_json(tok, 200, &b, ka, None);
                     return;
@@ -1582,9 +1592,11 @@ impl Reverse {
             .query_param("session_id")
             .and_then(|sid| self.by_id.get(&sid).copied())
             .filter(|k| {
-                self.sessions
-                    .get(k)
-                    .is_some_and(|s| s.legacy && s.token == token && s.up == u)
+                up_of(*k) == u
+                    && self
+                        .sessions
+                        .get(k)
+                        .is_some_and(|s| s.legacy && s.token == token)
             });
         let Some(skey) = skey else {
             self.respond(tok, 404, &[], b"unknown session\n", ka);
@@ -1620,7 +1632,7 @@ impl Reverse {
                     Some(&id),
                     RelayError::DuplicateId,
                     "A request with this id is already in flight",
-                    &self.ups[self.up_of(skey)].cfg.name,
+                    &self.ups[up_of(skey)].cfg.name,
                 );
                 self.push_to_stream(skey, b);
                 return;
@@ -1666,7 +1678,7 @@ impl Reverse {
         legacy: bool,
         stateless: bool,
     ) -> SKey {
-        let skey = self.next_key;
+        let skey = skey_new(u, self.next_key);
         self.next_key += 1;
         let idle = self.ups[u].cfg.session_idle_timeout;
         let idle_timer = (!stateless && !idle.is_zero()).then(|| {
@@ -1684,7 +1696,6 @@ impl Reverse {
         self.sessions.insert(
             skey,
             Session {
-                up: u,
                 id,
                 token,
                 version: version.to_string(),
@@ -1748,7 +1759,7 @@ impl Reverse {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };
-        let u = s.up;
+        let u = up_of(skey);
         if s.conn.is_some() || s.waiting_init.is_some() {
             let b = error_body(
                 Some(&id),
@@ -1890,7 +1901,7 @@ impl Reverse {
                         Some(&id),
                         RelayError::QueueFull,
                         text,
-                        &self.ups[self.up_of(skey)].cfg.name,
+                        &self.ups[up_of(skey)].cfg.name,
                     );
                     self.push_to_stream(skey, b);
                 }
@@ -1930,8 +1941,8 @@ impl Reverse {
 
     fn arm_response_timer(&mut self, skey: SKey, id: &Id) {
         let (rt, cap) = (
-            self.ups[self.up_of(skey)].cfg.response_timeout,
-            self.ups[self.up_of(skey)].cfg.max_request_time,
+            self.ups[up_of(skey)].cfg.response_timeout,
+            self.ups[up_of(skey)].cfg.max_request_time,
         );
         let now = self.now;
         let Some(req) = self
@@ -1977,7 +1988,7 @@ impl Reverse {
 
     /// Writes a client message to the session's process.
     fn send_up(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
-        if self.ups[self.up_of(skey)].http.is_some() {
+        if self.ups[up_of(skey)].http.is_some() {
             self.http_send(skey, line, request);
             return;
         }
@@ -2044,7 +2055,7 @@ impl Reverse {
             obj.insert("kind".into(), err.kind().into());
             obj.insert(
                 "upstream".into(),
-                self.ups[self.up_of(skey)].cfg.name.clone().into(),
+                self.ups[up_of(skey)].cfg.name.clone().into(),
             );
         }
         let b = jsonrpc::error_response(Some(id), err.code(), message, data);
@@ -2071,11 +2082,11 @@ impl Reverse {
             &format!("No reply from the server within {elapsed:?}"),
             json!({
                 "elapsed_ms": elapsed.as_millis() as u64,
-                "response_timeout_ms": self.ups[self.up_of(skey)].cfg.response_timeout.as_millis() as u64,
-                "max_request_time_ms": self.ups[self.up_of(skey)].cfg.max_request_time.as_millis() as u64,
+                "response_timeout_ms": self.ups[up_of(skey)].cfg.response_timeout.as_millis() as u64,
+                "max_request_time_ms": self.ups[up_of(skey)].cfg.max_request_time.as_millis() as u64,
             }),
         );
-        if self.ups[self.up_of(skey)].http.is_some() {
+        if self.ups[up_of(skey)].http.is_some() {
             self.http_cancel(skey, &id, initialize);
             return;
         }
@@ -2103,7 +2114,7 @@ impl Reverse {
     }
 
     fn session_idle(&mut self, skey: SKey) {
-        let timeout = self.ups[self.up_of(skey)].cfg.session_idle_timeout;
+        let timeout = self.ups[up_of(skey)].cfg.session_idle_timeout;
         let now = self.now;
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
@@ -2162,7 +2173,7 @@ impl Reverse {
         if let Some(stream) = s.stream.take() {
             self.end_stream(stream);
         }
-        let u = s.up;
+        let u = up_of(skey);
         if self.ups[u].http.is_some() {
             self.http_end(skey);
             return;
@@ -2690,7 +2701,7 @@ impl Reverse {
     /// HTTP upstream session): replies complete requests, progress goes to
     /// the request's stream, anything else to the session's stream.
     fn on_session_line(&mut self, skey: SKey, line: &[u8]) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         match jsonrpc::peek(line) {
             Ok(Message::Single(env)) => match env.kind() {
                 Kind::Response => {
@@ -3046,7 +3057,7 @@ impl Reverse {
                     leased: st.leased as u64,
                     closing: st.closing as u64,
                     waiting: st.waiting as u64,
-                    sessions: self.sessions.values().filter(|s| s.up == u).count() as u64,
+                    sessions: self.sessions.keys().filter(|k| up_of(**k) == u).count() as u64,
                 };
                 if let Some(h) = up.http.as_deref() {
                     // An HTTP upstream's "connections" are its keep-alive sockets.

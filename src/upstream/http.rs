@@ -34,11 +34,6 @@ use crate::proto::http1::{BodyKind, BodyProgress, Limits, ResponseParser};
 use crate::proto::sse::SseDecoder;
 use crate::upstream::url::Url;
 
-/// Tokens of HTTP connections have this bit set; the rest is the engine's tag
-/// (bits 40..62) and the connection id (bits 0..39), never reused.
-pub const TOKEN_BIT: usize = 1 << 63;
-const TAG_SHIFT: u32 = 40;
-const CONN_MASK: usize = (1 << TAG_SHIFT) - 1;
 /// Plaintext read from one connection per wakeup.
 const READ_BUDGET: usize = 256 * 1024;
 
@@ -289,6 +284,9 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(cfg: HttpConfig, tag: usize, rng: Rng) -> Result<HttpClient, String> {
+        if tag >= 1 << crate::reactor::token::HTTP_TAG_BITS {
+            return Err(format!("too many HTTP upstreams (tag {tag})"));
+        }
         let server_name = if cfg.url.tls {
             Some(
                 rustls::pki_types::ServerName::try_from(cfg.url.host.clone())
@@ -341,12 +339,10 @@ impl HttpClient {
         }
     }
 
-    pub fn owns(&self, token: Token) -> bool {
-        token.0 & TOKEN_BIT != 0 && (token.0 & !TOKEN_BIT) >> TAG_SHIFT == self.tag
-    }
-
+    /// A connection's token: the engine's tag and the connection number in
+    /// the HTTP kind of the loop's one token space.
     fn token(&self, conn: u64) -> Token {
-        Token(TOKEN_BIT | (self.tag << TAG_SHIFT) | (conn as usize & CONN_MASK))
+        crate::reactor::token::http(self.tag, conn)
     }
 
     pub fn take_events(&mut self, out: &mut Vec<Event>) {
@@ -596,16 +592,16 @@ impl HttpClient {
     }
 
     /// Readiness on one of this engine's connections.
+    /// Readiness on connection `conn` (decoded from its token by the owner).
     pub fn on_ready(
         &mut self,
-        token: Token,
+        conn: u64,
         readable: bool,
         writable: bool,
         reg: &Registry,
         now: Instant,
     ) {
         self.last_now = now;
-        let conn = (token.0 & CONN_MASK) as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

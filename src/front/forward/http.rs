@@ -13,7 +13,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Instant, SystemTime};
 
-use mio::Token;
 use serde_json::json;
 
 use super::{Forward, TimerKind};
@@ -28,8 +27,6 @@ use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Reques
 use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
 
-/// Token of the resolver's waker.
-pub(super) const RESOLVER_TOKEN: Token = Token(usize::MAX - 1);
 /// Id of the relay's own `initialize` when it re-creates a session.
 const REINIT_ID: &str = "mcp-relay-reinit";
 
@@ -101,8 +98,8 @@ impl HttpUpstream {
         let http = HttpConfig::for_relay(opts, cfg.max_request_time, cfg.max_message_size)?;
         let url = http.url.clone();
         let client = HttpClient::new(http, 0, Rng::from_os())?;
-        let mut resolver =
-            Resolver::new(poll.registry(), RESOLVER_TOKEN).map_err(|e| format!("resolver: {e}"))?;
+        let mut resolver = Resolver::new(poll.registry(), crate::reactor::RESOLVER_TOKEN)
+            .map_err(|e| format!("resolver: {e}"))?;
         resolver.resolve(0, url.host.clone(), url.port);
         let rc = ReconnectConfig {
             base: opts.reconnect_base,
@@ -133,10 +130,6 @@ impl HttpUpstream {
 
     pub(super) fn in_flight(&self) -> usize {
         self.client.in_flight()
-    }
-
-    pub(super) fn owns(&self, token: Token) -> bool {
-        self.client.owns(token)
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
@@ -306,25 +299,26 @@ impl Forward {
         self.get_actions(actions);
     }
 
-    /// Readiness for the resolver or an upstream connection.
-    pub(super) fn http_event(&mut self, token: Token, readable: bool, writable: bool) {
+    /// Readiness on the resolver's waker (`None`) or on connection `conn`.
+    pub(super) fn http_event(&mut self, conn: Option<u64>, readable: bool, writable: bool) {
         let now = self.now;
         let reg = self.poll.registry();
         let Some(h) = self.http.as_deref_mut() else {
             return;
         };
-        if token == RESOLVER_TOKEN {
-            let mut answers = Vec::new();
-            h.resolver.drain(&mut answers);
-            for (_, answer) in answers {
-                match answer {
-                    Ok(addrs) if !addrs.is_empty() => h.client.set_addrs(addrs, reg, now),
-                    Ok(_) => h.client.resolve_failed("no addresses"),
-                    Err(e) => h.client.resolve_failed(&e),
+        match conn {
+            Some(conn) => h.client.on_ready(conn, readable, writable, reg, now),
+            None => {
+                let mut answers = Vec::new();
+                h.resolver.drain(&mut answers);
+                for (_, answer) in answers {
+                    match answer {
+                        Ok(addrs) if !addrs.is_empty() => h.client.set_addrs(addrs, reg, now),
+                        Ok(_) => h.client.resolve_failed("no addresses"),
+                        Err(e) => h.client.resolve_failed(&e),
+                    }
                 }
             }
-        } else {
-            h.client.on_ready(token, readable, writable, reg, now);
         }
         self.http_drain();
     }

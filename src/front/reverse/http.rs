@@ -12,10 +12,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use mio::Token;
 use serde_json::json;
 
-use super::{ReplyTo, Reverse, SKey, TimerKind};
+use super::{ReplyTo, Reverse, SKey, TimerKind, up_of};
 use crate::cli::HttpOptions;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
@@ -24,9 +23,6 @@ use crate::reactor::TimerId;
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
-
-/// Token of the resolver's waker.
-pub(super) const RESOLVER_TOKEN: Token = Token(usize::MAX - 1);
 
 #[derive(Debug, Clone)]
 enum Carry {
@@ -79,10 +75,6 @@ impl UpHttp {
             carries: HashMap::new(),
             sessions: HashMap::new(),
         })
-    }
-
-    pub(super) fn owns(&self, token: Token) -> bool {
-        self.client.owns(token)
     }
 
     pub(super) fn host(&self) -> &str {
@@ -153,7 +145,7 @@ impl Reverse {
 
     /// A client session's `initialize`: create its upstream session.
     pub(super) fn http_start(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         let rc = match self.ups[u].http.as_deref() {
             Some(h) => h.reconnect.clone(),
             None => return,
@@ -190,7 +182,7 @@ impl Reverse {
 
     /// A client message for its session's upstream.
     pub(super) fn http_send(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let known = stateless
             || self.ups[u]
@@ -221,7 +213,7 @@ impl Reverse {
     }
 
     fn http_post(&mut self, skey: SKey, line: &[u8], request: Option<Id>, initialize: bool) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let now = self.now;
         let reg = self.poll.registry();
@@ -261,7 +253,7 @@ impl Reverse {
     }
 
     fn http_want_get(&mut self, skey: SKey) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         let now = self.now;
         let Some(up) = self.up_session(u, skey) else {
             return;
@@ -274,7 +266,7 @@ impl Reverse {
     }
 
     fn http_get_actions(&mut self, skey: SKey, actions: Vec<reconnect::Action>) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         for a in actions {
             match a {
                 reconnect::Action::Connect { last_event_id } => {
@@ -314,7 +306,7 @@ impl Reverse {
     }
 
     pub(super) fn http_reconnect_timer(&mut self, skey: SKey) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         let now = self.now;
         let Some(up) = self.up_session(u, skey) else {
             return;
@@ -325,13 +317,13 @@ impl Reverse {
     }
 
     /// Readiness on an upstream connection of upstream `u`.
-    pub(super) fn http_event(&mut self, u: usize, token: Token, readable: bool, writable: bool) {
+    pub(super) fn http_event(&mut self, u: usize, conn: u64, readable: bool, writable: bool) {
         let now = self.now;
         let reg = self.poll.registry();
         let Some(h) = self.ups[u].http.as_deref_mut() else {
             return;
         };
-        h.client.on_ready(token, readable, writable, reg, now);
+        h.client.on_ready(conn, readable, writable, reg, now);
         self.http_drain(u);
     }
 
@@ -632,7 +624,7 @@ impl Reverse {
     /// The response timeout of a request fired: stop its exchange and cancel
     /// it upstream.
     pub(super) fn http_cancel(&mut self, skey: SKey, id: &Id, initialize: bool) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         let reg = self.poll.registry();
         let Some(h) = self.ups[u].http.as_deref_mut() else {
             return;
@@ -654,7 +646,7 @@ impl Reverse {
     /// The client session ended: stop its stream and end the upstream
     /// session too (DELETE, best effort).
     pub(super) fn http_end(&mut self, skey: SKey) {
-        let u = self.up_of(skey);
+        let u = up_of(skey);
         let now = self.now;
         let reg = self.poll.registry();
         let Some(h) = self.ups[u].http.as_deref_mut() else {
