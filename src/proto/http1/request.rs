@@ -1,0 +1,893 @@
+//! The server side's reader: [`RequestParser`] turns the bytes of one client
+//! connection into [`Event`]s, each [`Request`] complete with its body, and
+//! [`Request`] answers what the relay asks of one (a header, the path, a
+//! query parameter, whether Accept lists a media type).
+
+use std::mem;
+
+use super::chunked::ChunkDecoder;
+use super::{
+    Error, HeadScan, Limits, MAX_HEADERS, chunked_only, compact, content_length, header_all,
+    keep_alive, list, ows, skip_empty_lines,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request-target as sent, e.g. `/mcp?x=1`.
+    pub target: String,
+    /// 0 or 1.
+    pub minor_version: u8,
+    /// Names lower-cased, values trimmed of surrounding whitespace.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Whether the connection may carry another request (RFC 9112 §9.3).
+    pub keep_alive: bool,
+}
+
+impl Request {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_all(&self.headers, name).next()
+    }
+
+    /// Every value of a header, in order, one per field line.
+    pub fn header_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
+        header_all(&self.headers, name)
+    }
+
+    /// The target's path, without the query. An absolute-form target
+    /// (`http://host/mcp`, RFC 9112 §3.2.2) gives its path too.
+    pub fn path(&self) -> &str {
+        let mut t = self.target.as_str();
+        if let Some((scheme, after)) = t.split_once("://")
+            && (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        {
+            t = after.find('/').map_or("/", |j| &after[j..]);
+        }
+        t.split('?').next().unwrap_or(t)
+    }
+
+    /// The value of `key` in the query string, percent-decoded as
+    /// application/x-www-form-urlencoded (so `+` is a space), the way the MCP
+    /// SDKs read `session_id`. First match wins; a key without `=` gives "".
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        let (_, query) = self.target.split_once('?')?;
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .find(|(k, _)| percent_decode(k) == key)
+            .map(|(_, v)| percent_decode(v))
+    }
+
+    /// Whether an Accept header lists `media` (`type/subtype`), directly or
+    /// as `type/*` or `*/*`. The most specific matching range decides, and
+    /// `q=0` there means "not acceptable" (RFC 9110 §12.5.1). No Accept header
+    /// lists nothing: MCP requires clients to send one, so absence is false.
+    pub fn accepts(&self, media: &str) -> bool {
+        let Some((want_type, want_sub)) = media.split_once('/') else {
+            return false;
+        };
+        let (want_type, want_sub) = (ows(want_type), ows(want_sub));
+        // (specificity, acceptable) of the best range so far.
+        let mut best: Option<(u8, bool)> = None;
+        for range in list(&self.headers, "accept") {
+            let mut parts = range.split(';');
+            let Some((ty, sub)) = parts.next().and_then(|r| r.split_once('/')) else {
+                continue;
+            };
+            let (ty, sub) = (ows(ty), ows(sub));
+            let specificity = if ty == "*" && sub == "*" {
+                0
+            } else if ty.eq_ignore_ascii_case(want_type) && sub == "*" {
+                1
+            } else if ty.eq_ignore_ascii_case(want_type) && sub.eq_ignore_ascii_case(want_sub) {
+                2
+            } else {
+                continue;
+            };
+            let refused = parts.any(|p| {
+                p.split_once('=')
+                    .is_some_and(|(k, v)| ows(k).eq_ignore_ascii_case("q") && q_is_zero(ows(v)))
+            });
+            if best.is_none_or(|(s, _)| specificity > s) {
+                best = Some((specificity, !refused));
+            }
+        }
+        best.is_some_and(|(_, ok)| ok)
+    }
+}
+
+/// `0`, `0.`, `0.0`, `0.000`: a weight that refuses (RFC 9110 §12.4.2).
+fn q_is_zero(q: &str) -> bool {
+    match q.split_once('.') {
+        Some((int, frac)) => int == "0" && frac.bytes().all(|b| b == b'0'),
+        None => q == "0",
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&hi), Some(&lo)) => hex(hi).zip(hex(lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (b, escaped) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            // A stray `%` stays as it is, as WHATWG's decoder does.
+            (other, None) => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// What [`RequestParser::next_event`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete request, body included.
+    Request(Request),
+    /// Headers complete with `Expect: 100-continue` and a body still to
+    /// come: the caller may write `100 Continue` now (RFC 9110 §10.1.1).
+    ContinueExpected,
+}
+
+/// Incremental parser for the requests on one client connection.
+pub struct RequestParser {
+    limits: Limits,
+    buf: Vec<u8>,
+    /// First unconsumed byte of `buf`; offsets in the state are relative to it.
+    start: usize,
+    state: State,
+    /// Bytes examined by scans and by httparse, for the slowloris test.
+    #[cfg(test)]
+    work: usize,
+}
+
+enum State {
+    /// Waiting for a complete head.
+    Head(HeadScan),
+    /// Head parsed; reading its body into `req.body`.
+    Body {
+        req: Request,
+        framing: Framing,
+        /// `Expect: 100-continue` not yet answered with an event.
+        continue_pending: bool,
+    },
+    /// A request ended the connection; later bytes are ignored.
+    Closed,
+    /// Refused with this error; the caller answers and closes.
+    Failed(Error),
+}
+
+enum Framing {
+    /// Bytes still to read.
+    Length(usize),
+    Chunked(ChunkDecoder),
+}
+
+impl RequestParser {
+    pub fn new(limits: Limits) -> Self {
+        RequestParser {
+            limits,
+            buf: Vec::new(),
+            start: 0,
+            state: State::Head(HeadScan::default()),
+            #[cfg(test)]
+            work: 0,
+        }
+    }
+
+    /// Appends received bytes. Ignored once the parser has failed or a
+    /// request has closed the connection.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if matches!(self.state, State::Closed | State::Failed(_)) {
+            return;
+        }
+        compact(&mut self.buf, &mut self.start);
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next event from buffered bytes; `Ok(None)` means more bytes are
+    /// needed. Call it until `Ok(None)`: pipelined requests come out one per
+    /// call, in order. After an `Err` the parser is poisoned and returns the
+    /// same error again; the caller answers `err.status()` and closes.
+    pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        let result = match self.state {
+            State::Failed(e) => return Err(e),
+            State::Closed => return Ok(None),
+            State::Head(_) => self.read_head(),
+            State::Body { .. } => self.read_body(),
+        };
+        if let Err(e) = result {
+            self.state = State::Failed(e);
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+        result
+    }
+
+    /// Bytes received and not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Part of a request has arrived but not all of it (for the
+    /// `http-request` timeout).
+    pub fn mid_request(&self) -> bool {
+        match self.state {
+            State::Head(_) => self.buffered() > 0,
+            State::Body { .. } => true,
+            State::Closed | State::Failed(_) => false,
+        }
+    }
+
+    /// The current request's head is parsed and its body is being read.
+    pub fn headers_done(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
+
+    fn read_head(&mut self) -> Result<Option<Event>, Error> {
+        let State::Head(scan) = &mut self.state else {
+            return Ok(None);
+        };
+        // RFC 9112 §2.2: ignore empty lines before the request line.
+        if scan.first_lf.is_none() && skip_empty_lines(&self.buf, &mut self.start) {
+            *scan = HeadScan::default();
+        }
+        let avail = &self.buf[self.start..];
+        #[cfg(test)]
+        {
+            self.work += avail.len() - scan.scanned;
+        }
+        let end = scan.find_end(avail);
+        // Judge the request line as soon as it is whole, so garbage is 400
+        // (or an HTTP/2 preface 505) at once rather than 431 later.
+        if !scan.line_checked
+            && let Some(lf) = scan.first_lf
+        {
+            scan.line_checked = true;
+            #[cfg(test)]
+            {
+                self.work += lf + 1;
+            }
+            check_request_line(&avail[..=lf])?;
+        }
+        let Some(end) = end else {
+            if avail.len() > self.limits.max_header {
+                return Err(Error::HeaderTooLarge);
+            }
+            return Ok(None);
+        };
+        if end > self.limits.max_header {
+            return Err(Error::HeaderTooLarge);
+        }
+        #[cfg(test)]
+        {
+            self.work += end;
+        }
+        let req = parse_request_head(&avail[..end])?;
+        self.start += end;
+        let framing = request_framing(&req, &self.limits)?;
+        // RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored.
+        let continue_pending = req.minor_version == 1
+            && req
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+            && !matches!(framing, Framing::Length(0));
+        self.state = State::Body {
+            req,
+            framing,
+            continue_pending,
+        };
+        self.read_body()
+    }
+
+    fn read_body(&mut self) -> Result<Option<Event>, Error> {
+        let State::Body {
+            req,
+            framing,
+            continue_pending,
+        } = &mut self.state
+        else {
+            return Ok(None);
+        };
+        let avail = &self.buf[self.start..];
+        let done = match framing {
+            Framing::Length(left) => {
+                let take = (*left).min(avail.len());
+                req.body.extend_from_slice(&avail[..take]);
+                self.start += take;
+                *left -= take;
+                *left == 0
+            }
+            Framing::Chunked(dec) => {
+                let max_body = self.limits.max_body as u64;
+                let (used, done) =
+                    dec.decode(avail, &mut req.body, max_body, self.limits.max_header)?;
+                self.start += used;
+                done
+            }
+        };
+        if !done {
+            // Only now, so a body that came with its head needs no 100.
+            return Ok(mem::take(continue_pending).then_some(Event::ContinueExpected));
+        }
+        let next = if req.keep_alive {
+            State::Head(HeadScan::default())
+        } else {
+            self.buf = Vec::new();
+            self.start = 0;
+            State::Closed
+        };
+        match mem::replace(&mut self.state, next) {
+            State::Body { req, .. } => Ok(Some(Event::Request(req))),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Validates a request line (with its line ending) on its own.
+fn check_request_line(line: &[u8]) -> Result<(), Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 1];
+    match httparse::Request::new(&mut headers).parse(line) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(request_error(e, line)),
+    }
+}
+
+fn parse_request_head(head: &[u8]) -> Result<Request, Error> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut raw);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(_) => return Err(Error::BadRequest("malformed request head")),
+        Err(e) => return Err(request_error(e, head)),
+    }
+    let (Some(method), Some(target), Some(minor_version)) =
+        (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(Error::BadRequest("malformed request line"));
+    };
+    let mut headers = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let Ok(value) = std::str::from_utf8(h.value) else {
+            return Err(Error::BadRequest("header value is not UTF-8"));
+        };
+        headers.push((h.name.to_ascii_lowercase(), ows(value).to_owned()));
+    }
+    if header_all(&headers, "host").nth(1).is_some() {
+        return Err(Error::BadRequest("more than one Host header"));
+    }
+    let keep_alive = keep_alive(minor_version, &headers);
+    Ok(Request {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        minor_version,
+        headers,
+        body: Vec::new(),
+        keep_alive,
+    })
+}
+
+fn request_error(e: httparse::Error, head: &[u8]) -> Error {
+    match e {
+        httparse::Error::TooManyHeaders => Error::HeaderTooLarge,
+        httparse::Error::Version if names_a_version(head) => Error::VersionNotSupported,
+        httparse::Error::HeaderName | httparse::Error::HeaderValue => {
+            Error::BadRequest("malformed header field")
+        }
+        httparse::Error::NewLine => Error::BadRequest("malformed line ending"),
+        _ => Error::BadRequest("malformed request line"),
+    }
+}
+
+/// The request line ends in `HTTP/<digits>[.<digits>]`: a version we do not
+/// speak (505) rather than a line we cannot read (400).
+fn names_a_version(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+    let Some(number) = version.strip_prefix(b"HTTP/") else {
+        return false;
+    };
+    let mut parts = number.splitn(2, |&b| b == b'.');
+    let digits = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
+    parts.next().is_some_and(digits) && parts.next().is_none_or(digits)
+}
+
+/// RFC 9112 §6: how the request's body is delimited.
+fn request_framing(req: &Request, limits: &Limits) -> Result<Framing, Error> {
+    let length = content_length(&req.headers)?;
+    if req.header("transfer-encoding").is_some() {
+        // §6.1: both is how requests are smuggled past a proxy.
+        if length.is_some() {
+            return Err(Error::BadRequest(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        if req.minor_version == 0 {
+            return Err(Error::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        chunked_only(&req.headers)?;
+        return Ok(Framing::Chunked(ChunkDecoder::default()));
+    }
+    match length {
+        Some(n) if n > limits.max_body as u64 => Err(Error::BodyTooLarge),
+        // Not above max_body, so it fits.
+        Some(n) => Ok(Framing::Length(n as usize)),
+        None => Ok(Framing::Length(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http1::testing::{drain, error_of, one_request, parser, small};
+    use crate::proto::http1::write_continue;
+
+    fn with_header(name: &str, value: &str) -> Request {
+        one_request(format!("GET / HTTP/1.1\r\nHost: x\r\n{name}: {value}\r\n\r\n").as_bytes())
+    }
+
+    #[test]
+    fn a_simple_request_parses_with_lowercased_names_and_trimmed_values() {
+        let r = one_request(b"POST /mcp?x=1 HTTP/1.1\r\nHost: relay\r\nContent-Type:  application/json \r\nContent-Length: 2\r\n\r\n{}");
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.target, "/mcp?x=1");
+        assert_eq!(r.minor_version, 1);
+        assert_eq!(
+            r.headers[1],
+            ("content-type".to_owned(), "application/json".to_owned())
+        );
+        assert_eq!(r.header("CONTENT-TYPE"), Some("application/json"));
+        assert_eq!(r.body, b"{}");
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn pipelined_requests_come_out_in_order_one_per_call() {
+        let mut p = parser();
+        p.feed(b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\n\r\nGET /d");
+        let targets: Vec<String> = drain(&mut p)
+            .into_iter()
+            .map(|ev| match ev {
+                Ok(Event::Request(r)) => {
+                    format!("{} {}", r.target, String::from_utf8_lossy(&r.body))
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(targets, ["/a ", "/b abc", "/c "]);
+        assert!(p.mid_request());
+        assert_eq!(p.buffered(), 6);
+        p.feed(b" HTTP/1.1\r\n\r\n");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.target == "/d"));
+        assert!(!p.mid_request());
+    }
+
+    #[test]
+    fn a_head_split_at_every_byte_boundary_parses_the_same() {
+        let raw = b"POST /mcp HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\nContent-Length: 5\r\n\r\nhello";
+        let whole = one_request(raw);
+        for cut in 0..raw.len() {
+            let mut p = parser();
+            p.feed(&raw[..cut]);
+            assert_eq!(p.next_event(), Ok(None), "cut at {cut}");
+            p.feed(&raw[cut..]);
+            assert_eq!(
+                p.next_event(),
+                Ok(Some(Event::Request(whole.clone()))),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_are_skipped() {
+        // RFC 9112 §2.2.
+        let r = one_request(b"\r\n\n\r\nGET /x HTTP/1.1\r\n\r\n");
+        assert_eq!(r.target, "/x");
+        // Even when they trickle in, and a lone CR waits for its LF.
+        let mut p = parser();
+        for b in b"\r\n\r\nGET /y HTTP/1.1\r\n\r\n" {
+            assert_eq!(p.next_event(), Ok(None));
+            p.feed(&[*b]);
+        }
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.target == "/y"));
+    }
+
+    #[test]
+    fn an_oversized_head_is_431_before_its_blank_line_arrives() {
+        let mut p = small(100, 1000);
+        p.feed(b"GET / HTTP/1.1\r\n");
+        p.feed(format!("X-Big: {}\r\n", "a".repeat(70)).as_bytes());
+        assert_eq!(p.next_event(), Ok(None));
+        p.feed(b"X-More: 1\r\n");
+        assert_eq!(p.next_event(), Err(Error::HeaderTooLarge));
+        assert_eq!(Error::HeaderTooLarge.status(), 431);
+        // Poisoned: the same error again, and later bytes are dropped.
+        p.feed(b"\r\n");
+        assert_eq!(p.buffered(), 0);
+        assert_eq!(p.next_event(), Err(Error::HeaderTooLarge));
+    }
+
+    #[test]
+    fn a_complete_head_over_the_limit_is_431_too() {
+        let mut p = small(30, 1000);
+        p.feed(b"GET / HTTP/1.1\r\nX-A: 0123456789\r\n\r\n");
+        assert_eq!(p.next_event(), Err(Error::HeaderTooLarge));
+    }
+
+    #[test]
+    fn more_than_64_header_fields_is_431() {
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..65 {
+            raw.push_str(&format!("X-{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(error_of(raw.as_bytes()), Error::HeaderTooLarge);
+    }
+
+    #[test]
+    fn content_length_over_the_limit_is_413_without_waiting_for_the_body() {
+        let mut p = small(1000, 10);
+        p.feed(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n");
+        assert_eq!(p.next_event(), Err(Error::BodyTooLarge));
+        assert_eq!(Error::BodyTooLarge.status(), 413);
+        // At the limit is fine.
+        let mut p = small(1000, 10);
+        p.feed(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.body == b"0123456789"));
+        // A number too big for u64 is just too large.
+        let e = error_of(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n");
+        assert_eq!(e, Error::BodyTooLarge);
+    }
+
+    #[test]
+    fn content_length_must_be_one_number() {
+        // RFC 9110 §8.6: identical repeats are that value.
+        let r =
+            one_request(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\nabc");
+        assert_eq!(r.body, b"abc");
+        for bad in [
+            "3\r\nContent-Length: 4",
+            "3, 4",
+            "abc",
+            "-1",
+            "+3",
+            "0x3",
+            "",
+            "3,",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nabc");
+            assert!(
+                matches!(error_of(raw.as_bytes()), Error::BadRequest(_)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_arrives_across_feeds_and_leaves_the_buffer_as_it_comes() {
+        let mut p = parser();
+        p.feed(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234");
+        assert_eq!(p.next_event(), Ok(None));
+        assert!(p.headers_done() && p.mid_request());
+        assert_eq!(p.buffered(), 0);
+        p.feed(b"56789");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.body == b"0123456789"));
+        assert!(!p.headers_done());
+    }
+
+    #[test]
+    fn a_request_without_length_or_chunking_has_an_empty_body() {
+        let mut p = parser();
+        p.feed(b"POST / HTTP/1.1\r\n\r\nGET");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.body.is_empty()));
+        assert_eq!(p.buffered(), 3);
+    }
+
+    #[test]
+    fn transfer_encoding_rules() {
+        let te = |v: &str, extra: &str| {
+            error_of(format!("POST / HTTP/1.1\r\nTransfer-Encoding: {v}\r\n{extra}\r\n").as_bytes())
+        };
+        // RFC 9112 §6.1: both framings at once is how requests are smuggled.
+        assert!(matches!(
+            te("chunked", "Content-Length: 5\r\n"),
+            Error::BadRequest(_)
+        ));
+        assert_eq!(te("gzip", "").status(), 501);
+        assert_eq!(te("gzip, chunked", "").status(), 501);
+        assert_eq!(te("chunked, chunked", "").status(), 400);
+        assert_eq!(te("", "").status(), 400);
+        let e = error_of(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(e.status(), 400);
+        // Case and a list split over field lines are fine.
+        let r = one_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n");
+        assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn expect_100_continue_is_announced_before_the_body_is_read() {
+        let mut p = parser();
+        p.feed(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 4\r\n\r\n");
+        assert_eq!(p.next_event(), Ok(Some(Event::ContinueExpected)));
+        assert_eq!(p.next_event(), Ok(None));
+        p.feed(b"ab");
+        assert_eq!(p.next_event(), Ok(None));
+        p.feed(b"cd");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.body == b"abcd"));
+
+        let mut out = Vec::new();
+        write_continue(&mut out);
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn expect_100_continue_is_not_announced_when_there_is_nothing_to_wait_for() {
+        let events = |raw: &[u8]| {
+            let mut p = parser();
+            p.feed(raw);
+            drain(&mut p)
+                .into_iter()
+                .map(|e| matches!(e, Ok(Event::ContinueExpected)))
+                .collect::<Vec<_>>()
+        };
+        // Body already here.
+        assert_eq!(
+            events(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"),
+            [false]
+        );
+        // No body.
+        assert_eq!(
+            events(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n"),
+            [false]
+        );
+        assert_eq!(
+            events(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"),
+            [false]
+        );
+        // RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored.
+        assert_eq!(
+            events(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"),
+            Vec::<bool>::new()
+        );
+        // Chunked, not yet complete: announced.
+        assert_eq!(
+            events(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi"),
+            [true]
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_options() {
+        let ka = |version: &str, conn: Option<&str>| {
+            let conn = conn
+                .map(|c| format!("Connection: {c}\r\n"))
+                .unwrap_or_default();
+            one_request(format!("GET / HTTP/1.{version}\r\n{conn}\r\n").as_bytes()).keep_alive
+        };
+        assert!(ka("1", None));
+        assert!(!ka("1", Some("close")));
+        assert!(!ka("1", Some("Upgrade, Close")));
+        assert!(!ka("0", None));
+        assert!(ka("0", Some("Keep-Alive")));
+        assert!(!ka("0", Some("keep-alive, close")));
+    }
+
+    #[test]
+    fn after_a_closing_request_later_bytes_are_ignored() {
+        // RFC 9112 §9.6: no further requests after `close`.
+        let mut p = parser();
+        p.feed(b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if !r.keep_alive));
+        assert_eq!(p.next_event(), Ok(None));
+        p.feed(b"GET /c HTTP/1.1\r\n\r\n");
+        assert_eq!(p.next_event(), Ok(None));
+        assert_eq!(p.buffered(), 0);
+        assert!(!p.mid_request());
+    }
+
+    #[test]
+    fn a_malformed_request_line_is_400_as_soon_as_it_ends() {
+        for line in [
+            "GET /\r\n",
+            "GET  / HTTP/1.1\r\n",
+            "GET / HTTP/1.1 x\r\n",
+            "\x16\x03\x01 TLS\r\n",
+            "GET / FTP/1.0\r\n",
+        ] {
+            let mut p = parser();
+            p.feed(line.as_bytes());
+            assert!(
+                matches!(p.next_event(), Err(Error::BadRequest(_))),
+                "{line:?}"
+            );
+        }
+        assert!(matches!(
+            error_of(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+            Error::BadRequest(_)
+        ));
+        assert!(matches!(
+            error_of(b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n"),
+            Error::BadRequest(_)
+        ));
+    }
+
+    #[test]
+    fn other_http_versions_and_the_http2_preface_are_505() {
+        for line in [
+            "GET / HTTP/1.2\r\n",
+            "GET / HTTP/2\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/0.9\r\n",
+        ] {
+            let mut p = parser();
+            p.feed(line.as_bytes());
+            assert_eq!(p.next_event(), Err(Error::VersionNotSupported), "{line:?}");
+        }
+        assert_eq!(Error::VersionNotSupported.status(), 505);
+    }
+
+    #[test]
+    fn a_non_utf8_header_value_is_400() {
+        let e = error_of(b"GET / HTTP/1.1\r\nX-Name: caf\xe9\r\n\r\n");
+        assert_eq!(e, Error::BadRequest("header value is not UTF-8"));
+    }
+
+    #[test]
+    fn two_host_headers_are_400() {
+        assert_eq!(
+            error_of(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").status(),
+            400
+        );
+    }
+
+    #[test]
+    fn headers_are_found_case_insensitively_first_or_all() {
+        let r = one_request(b"GET / HTTP/1.1\r\nX-A: 1\r\nx-a: 2\r\nX-B: 3\r\n\r\n");
+        assert_eq!(r.header("x-A"), Some("1"));
+        assert_eq!(r.header_all("X-A").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(r.header("x-c"), None);
+    }
+
+    #[test]
+    fn accept_lists_are_matched_by_media_range() {
+        let both = with_header("Accept", "application/json, text/event-stream");
+        assert!(both.accepts("application/json"));
+        assert!(both.accepts("text/event-stream"));
+        assert!(!both.accepts("text/html"));
+
+        let any = with_header("Accept", "*/*");
+        assert!(any.accepts("text/event-stream"));
+
+        let text = with_header("Accept", "TEXT/*;q=0.5 , Application/JSON;charset=utf-8");
+        assert!(text.accepts("text/event-stream"));
+        assert!(text.accepts("application/json"));
+        assert!(!text.accepts("image/png"));
+
+        // The most specific range decides, and q=0 refuses.
+        let refuse = with_header("Accept", "*/*, text/event-stream; q=0.000");
+        assert!(!refuse.accepts("text/event-stream"));
+        assert!(refuse.accepts("application/json"));
+
+        // Several Accept lines form one list; no Accept lists nothing.
+        let split = one_request(
+            b"GET / HTTP/1.1\r\nAccept: application/json\r\nAccept: text/event-stream\r\n\r\n",
+        );
+        assert!(split.accepts("text/event-stream"));
+        assert!(!one_request(b"GET / HTTP/1.1\r\n\r\n").accepts("application/json"));
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        let r = one_request(
+            b"GET /messages?x=1&session_id=abc%20d&plus=a+b&bad=%zz&flag HTTP/1.1\r\n\r\n",
+        );
+        assert_eq!(r.path(), "/messages");
+        assert_eq!(r.query_param("session_id").as_deref(), Some("abc d"));
+        assert_eq!(r.query_param("plus").as_deref(), Some("a b"));
+        assert_eq!(r.query_param("bad").as_deref(), Some("%zz"));
+        assert_eq!(r.query_param("flag").as_deref(), Some(""));
+        assert_eq!(r.query_param("missing"), None);
+        let enc = one_request(b"GET /?session%5Fid=%E2%9C%93 HTTP/1.1\r\n\r\n");
+        assert_eq!(enc.query_param("session_id").as_deref(), Some("\u{2713}"));
+    }
+
+    #[test]
+    fn path_strips_the_query_and_an_absolute_form_authority() {
+        assert_eq!(one_request(b"GET /mcp HTTP/1.1\r\n\r\n").path(), "/mcp");
+        assert_eq!(
+            one_request(b"GET http://relay:8080/mcp?a=b HTTP/1.1\r\n\r\n").path(),
+            "/mcp"
+        );
+        assert_eq!(
+            one_request(b"GET HTTP://relay HTTP/1.1\r\n\r\n").path(),
+            "/"
+        );
+        assert_eq!(one_request(b"OPTIONS * HTTP/1.1\r\n\r\n").path(), "*");
+    }
+
+    #[test]
+    fn a_slowloris_that_never_ends_its_head_costs_linear_work() {
+        let mut p = parser();
+        let mut fed = 0;
+        p.feed(b"GET / HTTP/1.1\r\n");
+        let verdict = loop {
+            // Short lines, so line feeds keep the scanner busy.
+            let b = if fed % 20 == 19 { b'\n' } else { b'a' };
+            p.feed(&[b]);
+            fed += 1;
+            match p.next_event() {
+                Ok(None) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(verdict, Err(Error::HeaderTooLarge));
+        assert_eq!(fed, 16 * 1024 - 16 + 1);
+        // Each byte scanned about once, plus httparse over the request line.
+        assert!(p.work <= 2 * 16 * 1024, "work {}", p.work);
+    }
+
+    #[test]
+    fn a_slowloris_request_under_the_limits_parses_with_linear_work() {
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..60 {
+            raw.push_str(&format!("X-Pad-{i}: {}\r\n", "a".repeat(200)));
+        }
+        raw.push_str("\r\n");
+        assert!(raw.len() < 16 * 1024);
+        let mut p = parser();
+        for b in raw.as_bytes() {
+            assert_eq!(p.next_event(), Ok(None));
+            p.feed(&[*b]);
+        }
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.headers.len() == 60));
+        assert!(
+            p.work <= 4 * raw.len(),
+            "work {} for {} bytes",
+            p.work,
+            raw.len()
+        );
+    }
+
+    #[test]
+    fn the_buffer_stays_within_head_limit_plus_one_read() {
+        let mut p = small(1024, 4096);
+        let read = [b'a'; 700];
+        p.feed(b"GET / HTTP/1.1\r\nX: ");
+        for _ in 0..10 {
+            p.feed(&read);
+            assert!(p.buffered() <= 1024 + read.len());
+            if p.next_event().is_err() {
+                break;
+            }
+        }
+        assert_eq!(p.next_event(), Err(Error::HeaderTooLarge));
+        assert_eq!(p.buffered(), 0);
+    }
+}
