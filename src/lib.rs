@@ -14,4 +14,5 @@ pub mod policy;
 pub mod proto;
 pub mod reactor;
 pub mod record;
+pub mod session;
 pub mod upstream;

@@ -7,7 +7,8 @@
 //! - client side: `reader` frames stdin, `out` queues what goes to stdout;
 //! - `current`: the live upstream (child process and its pipes), if any;
 //! - `retired`: upstreams on their way out, kept until reaped;
-//! - `pending`: client requests awaiting a reply, each with its timeout;
+//! - `pending`: client requests awaiting a reply, each with its timeout
+//!   (the session core's `Inflight` table, shared with `reverse`);
 //! - `held`: client messages waiting for a restarted upstream.
 //!
 //! Upstream life: spawned → (replaying the cached `initialize` after a
@@ -19,7 +20,7 @@
 
 mod http;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,6 +39,7 @@ use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
 use crate::reactor::signals::Signals;
 use crate::reactor::{self, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
 use crate::record::{Direction, Recorder};
+use crate::session::inflight::{self, Deadlines, Inflight};
 use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
 /// Output queues pause their producer above this many bytes.
@@ -69,14 +71,9 @@ enum TimerKind {
     Reconnect,
 }
 
-struct Pending {
-    started: Instant,
-    timer: Option<TimerId>,
-    progress: Option<Id>,
-    initialize: bool,
-    /// The upstream it was written to; `None` while held.
-    sent_to: Option<u64>,
-}
+/// A request in flight; its route is the upstream it was written to
+/// (`None` while held for a restarting upstream).
+type Pending = inflight::Request<Option<u64>>;
 
 struct Upstream {
     seq: u64,
@@ -119,9 +116,7 @@ pub struct Forward {
     current: Option<Upstream>,
     retired: Vec<Upstream>,
     next_seq: u64,
-    pending: HashMap<Id, Pending>,
-    /// Progress token → request id, for requests that carry one.
-    progress: HashMap<Id, Id>,
+    pending: Inflight<Option<u64>>,
     cached_initialize: Option<Vec<u8>>,
     cached_initialized: Option<Vec<u8>>,
     held: VecDeque<Held>,
@@ -195,8 +190,7 @@ impl Forward {
             current: None,
             retired: Vec::new(),
             next_seq: 1,
-            pending: HashMap::new(),
-            progress: HashMap::new(),
+            pending: Inflight::default(),
             cached_initialize: None,
             cached_initialized: None,
             held: VecDeque::new(),
@@ -571,7 +565,7 @@ impl Forward {
             Message::Single(env) => match env.kind() {
                 Kind::Request => {
                     let Some(id) = env.id() else { return };
-                    if self.pending.contains_key(&id) {
+                    if self.pending.contains(&id) {
                         self.reply_error(
                             Some(&id),
                             RelayError::DuplicateId,
@@ -617,7 +611,7 @@ impl Forward {
                     if let Some(env) = jsonrpc::peek_raw(raw)
                         && env.kind() == Kind::Request
                         && let Some(id) = env.id()
-                        && !self.pending.contains_key(&id)
+                        && !self.pending.contains(&id)
                     {
                         self.track(id.clone(), &env, false);
                         first_request.get_or_insert(id);
@@ -644,7 +638,7 @@ impl Forward {
             id.as_ref().map_or("unknown".to_string(), Id::to_json)
         );
         if let Some(id) = id.filter(|_| is_request)
-            && !self.pending.contains_key(&id)
+            && !self.pending.contains(&id)
         {
             self.reply_error(
                 Some(&id),
@@ -656,43 +650,35 @@ impl Forward {
     }
 
     fn track(&mut self, id: Id, env: &Envelope, initialize: bool) {
-        let progress = env.progress_token();
-        if let Some(tok) = &progress {
-            self.progress.insert(tok.clone(), id.clone());
-        }
-        let deadline = self.request_deadline(self.now, self.now);
+        // The caller answered a duplicate id already.
+        let deadline = self.deadlines().next(self.now, self.now);
         let timer = deadline.map(|d| self.timers.insert(d, TimerKind::Response(id.clone())));
-        self.pending.insert(
-            id,
-            Pending {
-                started: self.now,
-                timer,
-                progress,
-                initialize,
-                sent_to: None,
-            },
-        );
-    }
-
-    /// Next expiry for a request started at `started`, given activity at
-    /// `from`: the response timeout after `from`, capped by the max request time.
-    fn request_deadline(&self, started: Instant, from: Instant) -> Option<Instant> {
-        let rt = (!self.cfg.response_timeout.is_zero()).then(|| from + self.cfg.response_timeout);
-        let cap =
-            (!self.cfg.max_request_time.is_zero()).then(|| started + self.cfg.max_request_time);
-        match (rt, cap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        match self
+            .pending
+            .begin(id, self.now, env.progress_token(), initialize, None)
+        {
+            Ok(p) => p.timer = timer,
+            Err(_) => {
+                if let Some(t) = timer {
+                    self.timers.cancel(t);
+                }
+            }
         }
     }
 
+    fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            response_timeout: self.cfg.response_timeout,
+            max_request_time: self.cfg.max_request_time,
+        }
+    }
+
+    /// Takes a request out (its one answer is now the caller's to send)
+    /// and stops its timer.
     fn untrack(&mut self, id: &Id) -> Option<Pending> {
-        let p = self.pending.remove(id)?;
+        let p = self.pending.finish(id)?;
         if let Some(t) = p.timer {
             self.timers.cancel(t);
-        }
-        if let Some(tok) = &p.progress {
-            self.progress.remove(tok);
         }
         Some(p)
     }
@@ -734,7 +720,7 @@ impl Forward {
         u.io.to_child.push_line(line);
         let seq = u.seq;
         if let Some(p) = request.and_then(|id| self.pending.get_mut(id)) {
-            p.sent_to = Some(seq);
+            p.route = Some(seq);
         }
     }
 
@@ -818,7 +804,7 @@ impl Forward {
             self.cfg.max_message_size
         );
         if let Some(id) = id
-            && self.pending.contains_key(&id)
+            && self.pending.contains(&id)
         {
             self.fail_request(
                 &id,
@@ -830,13 +816,12 @@ impl Forward {
     }
 
     fn on_progress(&mut self, token: &Id) {
-        let Some(id) = self.progress.get(token).cloned() else {
+        let limits = self.deadlines();
+        let Some((id, p)) = self.pending.by_progress(token) else {
             return;
         };
-        let Some(p) = self.pending.get(&id) else {
-            return;
-        };
-        let Some(deadline) = self.request_deadline(p.started, self.now) else {
+        let id = id.clone();
+        let Some(deadline) = limits.next(p.started, self.now) else {
             return;
         };
         let old = p.timer;
@@ -886,7 +871,7 @@ impl Forward {
         };
         p.timer = None;
         let elapsed = self.now.duration_since(p.started);
-        let (initialize, sent_to) = (p.initialize, p.sent_to);
+        let (initialize, sent_to) = (p.initialize, p.route);
         log::warn!(
             "[{}] request {id} timed out after {elapsed:?}",
             self.cfg.name
@@ -1000,7 +985,7 @@ impl Forward {
             self.held_bytes -= h.line.len();
             // A request that timed out while held is not sent at all.
             if let Some(id) = &h.request
-                && !self.pending.contains_key(id)
+                && !self.pending.contains(id)
             {
                 continue;
             }
@@ -1044,7 +1029,7 @@ impl Forward {
         let ids: Vec<Id> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.sent_to == Some(seq))
+            .filter(|(_, p)| p.route == Some(seq))
             .map(|(id, _)| id.clone())
             .collect();
         if !self.closing {
@@ -1248,7 +1233,7 @@ impl Forward {
             return None;
         }
         // Requests the server never answered still get their one answer.
-        let ids: Vec<Id> = self.pending.keys().cloned().collect();
+        let ids: Vec<Id> = self.pending.iter().map(|(id, _)| id.clone()).collect();
         for id in ids {
             self.fail_request(
                 &id,

@@ -43,6 +43,8 @@ use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
 use crate::proto::sse;
 use crate::reactor::signals::Signals;
 use crate::reactor::{self, RESOLVER_TOKEN, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
+use crate::session::inflight::{self, Deadlines, Inflight};
+use crate::session::shutdown::{Shutdown, ShutdownConfig, Verdict as ShutdownVerdict};
 use crate::upstream::pool::{self, Action, ConnId, Pool, PoolConfig, RejectReason};
 use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
@@ -181,13 +183,8 @@ enum ReplyTo {
     Stream,
 }
 
-struct Req {
-    reply_to: ReplyTo,
-    started: Instant,
-    timer: Option<TimerId>,
-    progress: Option<Id>,
-    initialize: bool,
-}
+/// A request in flight; its route is where the answer goes.
+type Req = inflight::Request<ReplyTo>;
 
 struct Session {
     id: String,
@@ -196,8 +193,7 @@ struct Session {
     conn: Option<PKey>,
     /// The client's `initialize`, held while the session waits for a process.
     waiting_init: Option<(Vec<u8>, Id, ReplyTo)>,
-    pending: HashMap<Id, Req>,
-    progress: HashMap<Id, Id>,
+    inflight: Inflight<ReplyTo>,
     stream: Option<Token>,
     legacy: bool,
     replay: ReplayBuffer,
@@ -237,9 +233,8 @@ enum TimerKind {
     SessionIdle(SKey),
     Grace(PKey),
     AcceptResume,
-    ShutdownGrace,
-    /// `--drain-time` is over: the final phase may start.
-    DrainOver,
+    /// The drain time or the shutdown grace is over.
+    Shutdown,
     /// `--sse-keepalive`: a comment on every open stream.
     Heartbeat,
     HardStop,
@@ -271,13 +266,13 @@ pub struct Reverse {
     to_drive: Vec<Token>,
     /// Clients with output to write.
     dirty: Vec<Token>,
+    /// Stateless sessions whose one request was answered, ended by the loop
+    /// at the end of the turn.
+    to_end: Vec<SKey>,
     /// Processes whose read budget ran out with data left.
     more_procs: Vec<PKey>,
-    shutting_down: bool,
-    /// `--drain-time`: the final phase does not start before this.
-    drain_until: Option<Instant>,
-    final_phase: bool,
-    forced: bool,
+    /// The relay's own lifecycle: serving → draining → grace → final → exit.
+    shutdown: Shutdown,
 }
 
 /// Binds the listeners and serves until shutdown; returns the exit status.
@@ -391,6 +386,18 @@ impl Reverse {
                 metric,
             });
         }
+        let shutdown = Shutdown::new(ShutdownConfig {
+            drain_time: cfg.drain_time,
+            grace: cfg.shutdown_grace,
+            // Three kill graces (stdin, SIGTERM, SIGKILL) and a second.
+            hard_stop: ups
+                .iter()
+                .map(|u| u.cfg.kill_grace)
+                .max()
+                .unwrap_or_default()
+                * 3
+                + Duration::from_secs(1),
+        });
         Ok(Reverse {
             cfg,
             poll,
@@ -411,11 +418,9 @@ impl Reverse {
             metrics,
             to_drive: Vec::new(),
             dirty: Vec::new(),
+            to_end: Vec::new(),
             more_procs: Vec::new(),
-            shutting_down: false,
-            drain_until: None,
-            final_phase: false,
-            forced: false,
+            shutdown,
         })
     }
 
@@ -485,6 +490,9 @@ impl Reverse {
     /// Handles pipelined requests freed up this turn, then writes everything
     /// that was queued.
     fn end_of_turn(&mut self) {
+        for skey in std::mem::take(&mut self.to_end) {
+            self.end_session(skey, "stateless request answered");
+        }
         // One pass: a client that still has data after its read budget is
         // queued again and served next turn (with a zero poll timeout), so a
         // fast sender cannot monopolise the loop.
@@ -498,13 +506,7 @@ impl Reverse {
         for tok in std::mem::take(&mut self.dirty) {
             self.client_flush(tok);
         }
-        if self.shutting_down
-            && !self.final_phase
-            && self.drained()
-            && self.drain_until.is_none_or(|d| self.now >= d)
-        {
-            self.enter_final_phase();
-        }
+        self.shutdown_tick();
     }
 
     // ---- events -----------------------------------------------------------
@@ -573,19 +575,16 @@ impl Reverse {
         match sig {
             libc::SIGCHLD => self.reap(),
             libc::SIGTERM | libc::SIGINT => {
-                if self.shutting_down {
+                if self.shutdown.is_stopping() {
                     log::warn!("second signal: killing every server now");
-                    self.forced = true;
-                    for p in self.procs.values_mut() {
-                        p.io.proc.kill_now();
-                    }
-                    self.enter_final_phase();
                 } else {
                     log::info!(
                         "signal {sig}: shutting down (grace {:?})",
                         self.cfg.shutdown_grace
                     );
-                    self.begin_shutdown();
+                }
+                for v in self.shutdown.on_signal(self.now) {
+                    self.apply_shutdown(v);
                 }
             }
             _ => {}
@@ -605,24 +604,13 @@ impl Reverse {
                     self.accept(tok);
                 }
             }
-            TimerKind::ShutdownGrace => {
-                if !self.final_phase {
-                    log::warn!(
-                        "shutdown grace over with requests in flight; answering them with errors"
-                    );
-                    self.enter_final_phase();
-                }
-            }
+            TimerKind::Shutdown => self.shutdown_tick(),
             TimerKind::Reconnect(skey) => self.http_reconnect_timer(skey),
-            TimerKind::DrainOver => {}
             TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
-                // Exit as soon as the processes are reaped, even if some
-                // client never reads the rest of its output.
-                self.forced = true;
-                log::warn!("processes still not reaped; killing them");
-                for p in self.procs.values_mut() {
-                    p.io.proc.kill_now();
+                if let Some(v) = self.shutdown.on_hard_stop() {
+                    log::warn!("processes still not reaped; killing them");
+                    self.apply_shutdown(v);
                 }
             }
         }
@@ -631,7 +619,7 @@ impl Reverse {
     // ---- accepting ----------------------------------------------------------
 
     fn accept(&mut self, ltok: Token) {
-        if self.accept_paused || self.final_phase {
+        if self.accept_paused || self.shutdown.is_final() {
             return;
         }
         loop {
@@ -733,7 +721,7 @@ impl Reverse {
                 self.dirty.push(tok);
             }
         }
-        if !self.final_phase {
+        if !self.shutdown.is_final() {
             self.timers
                 .insert(self.now + self.cfg.sse_keepalive, TimerKind::Heartbeat);
         }
@@ -922,10 +910,10 @@ impl Reverse {
                 if let Some(s) = self.sessions.get_mut(&ex.session) {
                     s.last_active = self.now;
                     for id in &ex.expect {
-                        if let Some(req) = s.pending.get_mut(id)
-                            && req.reply_to == ReplyTo::Client(tok)
+                        if let Some(req) = s.inflight.get_mut(id)
+                            && req.route == ReplyTo::Client(tok)
                         {
-                            req.reply_to = ReplyTo::Stream;
+                            req.route = ReplyTo::Stream;
                         }
                     }
                 }
@@ -997,7 +985,7 @@ impl Reverse {
         body: &[u8],
         keep_alive: bool,
     ) {
-        let shutting_down = self.shutting_down;
+        let shutting_down = self.shutdown.is_stopping();
         let now = self.now;
         let Some(c) = self.client(tok) else { return };
         let keep_alive = keep_alive && !shutting_down;
@@ -1050,7 +1038,7 @@ impl Reverse {
         let path = req.path().to_string();
         let ops_here = admin || self.cfg.admin.is_none();
         if ops_here && path == "/healthz" && req.method == "GET" {
-            if self.shutting_down {
+            if self.shutdown.is_stopping() {
                 self.respond(
                     tok,
                     503,
@@ -1397,7 +1385,7 @@ impl Reverse {
             self.respond(tok, 202, &[], b"", ka);
             return;
         };
-        if self.shutting_down {
+        if self.shutdown.is_stopping() {
             self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
             return;
         }
@@ -1540,7 +1528,7 @@ impl Reverse {
 
     fn legacy_open(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
-        if self.shutting_down {
+        if self.shutdown.is_stopping() {
             self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
             return;
         }
@@ -1701,8 +1689,7 @@ impl Reverse {
                 version: version.to_string(),
                 conn: None,
                 waiting_init: None,
-                pending: HashMap::new(),
-                progress: HashMap::new(),
+                inflight: Inflight::default(),
                 stream: None,
                 legacy,
                 replay: ReplayBuffer::new(replay),
@@ -1727,7 +1714,7 @@ impl Reverse {
         ka: bool,
         u: usize,
     ) {
-        if self.shutting_down {
+        if self.shutdown.is_stopping() {
             self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
             return;
         }
@@ -1822,17 +1809,12 @@ impl Reverse {
         match &mut p.kind {
             ProcKind::Session { session } => {
                 *session = Some(skey);
-                if let Some(s) = self.sessions.get_mut(&skey) {
-                    s.pending.insert(
-                        id.clone(),
-                        Req {
-                            reply_to,
-                            started: self.now,
-                            timer: None,
-                            progress: None,
-                            initialize: true,
-                        },
-                    );
+                if let Some(s) = self.sessions.get_mut(&skey)
+                    && s.inflight
+                        .begin(id.clone(), self.now, None, true, reply_to)
+                        .is_err()
+                {
+                    log::debug!("initialize {id} is already in flight");
                 }
                 self.arm_response_timer(skey, &id);
                 self.write_proc(conn, &line);
@@ -1917,47 +1899,35 @@ impl Reverse {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return false;
         };
-        if s.pending.contains_key(&id) {
+        let progress = env.progress_token();
+        if s.inflight
+            .begin(id.clone(), self.now, progress, false, reply_to)
+            .is_err()
+        {
             return false;
         }
         s.last_active = self.now;
-        let progress = env.progress_token();
-        if let Some(t) = &progress {
-            s.progress.insert(t.clone(), id.clone());
-        }
-        s.pending.insert(
-            id.clone(),
-            Req {
-                reply_to,
-                started: self.now,
-                timer: None,
-                progress,
-                initialize: false,
-            },
-        );
         self.arm_response_timer(skey, &id);
         true
     }
 
+    /// (Re)arms a request's response timer: silence since now, capped by
+    /// the total time since it started.
     fn arm_response_timer(&mut self, skey: SKey, id: &Id) {
-        let (rt, cap) = (
-            self.ups[up_of(skey)].cfg.response_timeout,
-            self.ups[up_of(skey)].cfg.max_request_time,
-        );
+        let cfg = &self.ups[up_of(skey)].cfg;
+        let limits = Deadlines {
+            response_timeout: cfg.response_timeout,
+            max_request_time: cfg.max_request_time,
+        };
         let now = self.now;
         let Some(req) = self
             .sessions
             .get_mut(&skey)
-            .and_then(|s| s.pending.get_mut(id))
+            .and_then(|s| s.inflight.get_mut(id))
         else {
             return;
         };
-        let a = (!rt.is_zero()).then(|| now + rt);
-        let b = (!cap.is_zero()).then(|| req.started + cap);
-        let deadline = match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = limits.next(req.started, now);
         let old = req.timer.take();
         if let Some(t) = old {
             self.timers.cancel(t);
@@ -1967,19 +1937,17 @@ impl Reverse {
             if let Some(req) = self
                 .sessions
                 .get_mut(&skey)
-                .and_then(|s| s.pending.get_mut(id))
+                .and_then(|s| s.inflight.get_mut(id))
             {
                 req.timer = Some(t);
             }
         }
     }
 
+    /// Takes a request out of its session's table (its one answer is now
+    /// the caller's to send) and stops its timer.
     fn untrack(&mut self, skey: SKey, id: &Id) -> Option<Req> {
-        let s = self.sessions.get_mut(&skey)?;
-        let req = s.pending.remove(id)?;
-        if let Some(t) = &req.progress {
-            s.progress.remove(t);
-        }
+        let req = self.sessions.get_mut(&skey)?.inflight.finish(id)?;
         if let Some(t) = req.timer {
             self.timers.cancel(t);
         }
@@ -2020,7 +1988,7 @@ impl Reverse {
                     if let Some(id) = request
                         && let Some(req) = self.untrack(skey, id)
                     {
-                        self.deliver(skey, req.reply_to, id, err);
+                        self.deliver(skey, req.route, id, err);
                     }
                 }
             },
@@ -2042,11 +2010,23 @@ impl Reverse {
         id: &Id,
         err: RelayError,
         message: &str,
+        data: serde_json::Value,
+    ) {
+        if let Some(req) = self.untrack(skey, id) {
+            self.answer_failed(skey, id, req, err, message, data);
+        }
+    }
+
+    /// Answers a request already taken out of its table with a relay error.
+    fn answer_failed(
+        &mut self,
+        skey: SKey,
+        id: &Id,
+        req: Req,
+        err: RelayError,
+        message: &str,
         mut data: serde_json::Value,
     ) {
-        let Some(req) = self.untrack(skey, id) else {
-            return;
-        };
         self.metrics.request_done(
             err.kind(),
             self.now.duration_since(req.started).as_secs_f64(),
@@ -2059,14 +2039,14 @@ impl Reverse {
             );
         }
         let b = jsonrpc::error_response(Some(id), err.code(), message, data);
-        self.deliver(skey, req.reply_to, id, b);
+        self.deliver(skey, req.route, id, b);
     }
 
     fn response_timeout(&mut self, skey: SKey, id: Id) {
         let Some(req) = self
             .sessions
             .get_mut(&skey)
-            .and_then(|s| s.pending.get_mut(&id))
+            .and_then(|s| s.inflight.get_mut(&id))
         else {
             return;
         };
@@ -2120,7 +2100,7 @@ impl Reverse {
             return;
         };
         s.idle_timer = None;
-        let busy = !s.pending.is_empty() || s.stream.is_some() || s.waiting_init.is_some();
+        let busy = !s.inflight.is_empty() || s.stream.is_some() || s.waiting_init.is_some();
         let due = s.last_active + timeout;
         if !busy && now >= due {
             log::info!("session {} idle for {timeout:?}; ending it", s.id);
@@ -2137,15 +2117,21 @@ impl Reverse {
     /// Ends a session: its requests in flight get `upstream_closed`, its
     /// stream ends, and its process is released (closed in session mode).
     fn end_session(&mut self, skey: SKey, why: &str) {
-        let Some(s) = self.sessions.get(&skey) else {
+        let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };
         log::debug!("ending session {}: {why}", s.id);
-        let ids: Vec<Id> = s.pending.keys().cloned().collect();
-        for id in ids {
-            self.fail_request(
+        // Every request in flight leaves the table first, then gets its one
+        // answer; answering never ends a session (see `deliver`), so this
+        // does not re-enter.
+        for (id, req) in s.inflight.drain() {
+            if let Some(t) = req.timer {
+                self.timers.cancel(t);
+            }
+            self.answer_failed(
                 skey,
                 &id,
+                req,
                 RelayError::UpstreamClosed,
                 &format!("The session ended: {why}"),
                 json!({}),
@@ -2220,7 +2206,8 @@ impl Reverse {
     // ---- delivering to clients ------------------------------------------------
 
     /// A reply (or relay error) for request `id` of session `skey`. A
-    /// stateless (2026-07-28) session ends with its one answer.
+    /// stateless (2026-07-28) session ends with its one answer: it is
+    /// queued for the end of the turn, where the loop ends it.
     fn deliver(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
         // An answer is activity: the session's idle clock starts over.
         if let Some(s) = self.sessions.get_mut(&skey) {
@@ -2230,9 +2217,9 @@ impl Reverse {
         if self
             .sessions
             .get(&skey)
-            .is_some_and(|s| s.stateless && s.pending.is_empty())
+            .is_some_and(|s| s.stateless && s.inflight.is_empty())
         {
-            self.end_session(skey, "stateless request answered");
+            self.to_end.push(skey);
         }
     }
 
@@ -2359,9 +2346,9 @@ impl Reverse {
             return;
         };
         let post = s
-            .pending
-            .values()
-            .filter_map(|r| match r.reply_to {
+            .inflight
+            .iter()
+            .filter_map(|(_, r)| match r.route {
                 ReplyTo::Client(t) => Some((r.started, t)),
                 ReplyTo::Stream => None,
             })
@@ -2396,18 +2383,11 @@ impl Reverse {
     /// Progress for one of a session's requests: to the request's own stream,
     /// restarting its response timeout (MCP: progress shows it is alive).
     fn on_progress(&mut self, skey: SKey, token: Option<Id>, msg: Vec<u8>) {
-        let target = token
-            .and_then(|t| {
-                self.sessions
-                    .get(&skey)
-                    .and_then(|s| s.progress.get(&t).cloned())
-            })
-            .and_then(|id| {
-                self.sessions
-                    .get(&skey)
-                    .and_then(|s| s.pending.get(&id))
-                    .map(|r| (id, r.reply_to))
-            });
+        let target = token.and_then(|t| {
+            let s = self.sessions.get(&skey)?;
+            let (id, r) = s.inflight.by_progress(&t)?;
+            Some((id.clone(), r.route))
+        });
         let Some((id, reply_to)) = target else {
             self.push_to_stream(skey, msg);
             return;
@@ -2756,7 +2736,7 @@ impl Reverse {
         };
         self.metrics
             .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
-        self.deliver(skey, req.reply_to, id, msg);
+        self.deliver(skey, req.route, id, msg);
     }
 
     fn close_proc(&mut self, conn: PKey) {
@@ -2814,7 +2794,7 @@ impl Reverse {
                 std::mem::take(sessions)
             }
         };
-        if self.shutting_down || p.asked_to_close {
+        if self.shutdown.is_stopping() || p.asked_to_close {
             log::debug!(
                 "[{}] process {conn} closed ({what})",
                 self.ups[conn.up].cfg.name
@@ -2829,7 +2809,7 @@ impl Reverse {
             let ids: Vec<Id> = self
                 .sessions
                 .get(&skey)
-                .map(|s| s.pending.keys().cloned().collect())
+                .map(|s| s.inflight.iter().map(|(id, _)| id.clone()).collect())
                 .unwrap_or_default();
             for id in ids {
                 self.fail_request(
@@ -2957,23 +2937,42 @@ impl Reverse {
 
     // ---- shutdown ---------------------------------------------------------------
 
-    /// Shutdown, first phase. The listeners stay open through the grace so
-    /// that a load balancer's health check gets `/healthz` 503 (and sends no
-    /// new session here) and requests of existing sessions are still served;
-    /// new sessions get 503. The final phase closes the listeners.
-    fn begin_shutdown(&mut self) {
-        self.shutting_down = true;
-        for u in 0..self.ups.len() {
-            let actions = self.ups[u].pool.shutdown(self.now);
-            self.apply(u, actions);
+    /// Lets the shutdown machine move on (it does nothing while serving).
+    fn shutdown_tick(&mut self) {
+        if !self.shutdown.is_stopping() || self.shutdown.is_final() {
+            return;
         }
-        self.timers
-            .insert(self.now + self.cfg.shutdown_grace, TimerKind::ShutdownGrace);
-        if !self.cfg.drain_time.is_zero() {
-            // Wake up when the drain time is over, in case nothing else does.
-            let until = self.now + self.cfg.drain_time.min(self.cfg.shutdown_grace);
-            self.drain_until = Some(until);
-            self.timers.insert(until, TimerKind::DrainOver);
+        let drained = self.drained();
+        if let Some(v) = self.shutdown.tick(self.now, drained) {
+            self.apply_shutdown(v);
+        }
+    }
+
+    /// Carries out what the shutdown machine decided.
+    fn apply_shutdown(&mut self, v: ShutdownVerdict) {
+        match v {
+            // The listeners stay open through the drain and the grace so that
+            // a load balancer's health check gets `/healthz` 503 (and sends
+            // no new session here) and requests of existing sessions are
+            // still served; new sessions get 503.
+            ShutdownVerdict::BeginDrain { wake } => {
+                for u in 0..self.ups.len() {
+                    let actions = self.ups[u].pool.shutdown(self.now);
+                    self.apply(u, actions);
+                }
+                for at in wake {
+                    self.timers.insert(at, TimerKind::Shutdown);
+                }
+            }
+            ShutdownVerdict::EnterFinal { hard_stop } => {
+                self.enter_final_phase();
+                self.timers.insert(hard_stop, TimerKind::HardStop);
+            }
+            ShutdownVerdict::KillAll => {
+                for p in self.procs.values_mut() {
+                    p.io.proc.kill_now();
+                }
+            }
         }
     }
 
@@ -2981,15 +2980,11 @@ impl Reverse {
     fn drained(&self) -> bool {
         self.sessions
             .values()
-            .all(|s| s.pending.is_empty() && s.waiting_init.is_none())
+            .all(|s| s.inflight.is_empty() && s.waiting_init.is_none())
     }
 
+    /// Closes the listeners, ends every session and closes every process.
     fn enter_final_phase(&mut self) {
-        if self.final_phase {
-            return;
-        }
-        self.final_phase = true;
-        self.shutting_down = true;
         for (_, l, _) in &mut self.listeners {
             let _ = self.poll.registry().deregister(l);
         }
@@ -3010,18 +3005,6 @@ impl Reverse {
                 self.dirty.push(tok);
             }
         }
-        self.timers.insert(
-            self.now
-                + self
-                    .ups
-                    .iter()
-                    .map(|u| u.cfg.kill_grace)
-                    .max()
-                    .unwrap_or_default()
-                    * 3
-                + Duration::from_secs(1),
-            TimerKind::HardStop,
-        );
     }
 
     fn client_tokens(&self) -> Vec<Token> {
@@ -3034,13 +3017,14 @@ impl Reverse {
             .collect()
     }
 
-    fn finished(&self) -> bool {
+    fn finished(&mut self) -> bool {
         // The DELETEs ending upstream sessions go out before the exit.
         let http_idle = self
             .ups
             .iter()
             .all(|u| u.http.as_deref().is_none_or(|h| h.in_flight() == 0));
-        self.final_phase && self.procs.is_empty() && (self.clients == 0 && http_idle || self.forced)
+        let clients_left = self.clients > 0 || !http_idle;
+        self.shutdown.try_exit(!self.procs.is_empty(), clients_left)
     }
 
     fn render_metrics(&self) -> String {

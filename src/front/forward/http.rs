@@ -559,7 +559,7 @@ impl Forward {
             } => {
                 // The POST ended without the reply (2025-11-25 polling): it
                 // will come on the GET stream, resumed with Last-Event-ID.
-                if self.pending.contains_key(&id) {
+                if self.pending.contains(&id) {
                     log::debug!(
                         "[{}] POST stream for {id} ended before its reply; waiting on the GET stream",
                         self.cfg.name
@@ -664,7 +664,7 @@ impl Forward {
         let held: Vec<_> = h.held.drain(..).collect();
         for (line, request) in held {
             if let Some(id) = &request
-                && !self.pending.contains_key(id)
+                && !self.pending.contains(id)
             {
                 continue;
             }
@@ -823,7 +823,7 @@ impl Forward {
         for (line, request) in held {
             // A request that timed out while held is not sent.
             if let Some(id) = &request
-                && !self.pending.contains_key(id)
+                && !self.pending.contains(id)
             {
                 continue;
             }
@@ -858,7 +858,7 @@ impl Forward {
 
     fn legacy_failed(&mut self, why: &str) {
         log::error!("[{}] legacy HTTP+SSE session failed: {why}", self.cfg.name);
-        let ids: Vec<Id> = self.pending.keys().cloned().collect();
+        let ids: Vec<Id> = self.pending.iter().map(|(id, _)| id.clone()).collect();
         for id in ids {
             self.http_fail(
                 &id,

@@ -164,17 +164,12 @@ impl Reverse {
                 },
             );
         }
-        if let Some(s) = self.sessions.get_mut(&skey) {
-            s.pending.insert(
-                id.clone(),
-                super::Req {
-                    reply_to,
-                    started: self.now,
-                    timer: None,
-                    progress: None,
-                    initialize: true,
-                },
-            );
+        if let Some(s) = self.sessions.get_mut(&skey)
+            && s.inflight
+                .begin(id.clone(), self.now, None, true, reply_to)
+                .is_err()
+        {
+            log::debug!("initialize {id} is already in flight");
         }
         self.arm_response_timer(skey, &id);
         self.http_post(skey, &line, Some(id), true);
@@ -548,7 +543,7 @@ impl Reverse {
             && self
                 .sessions
                 .get(&skey)
-                .is_some_and(|s| s.pending.contains_key(&id))
+                .is_some_and(|s| s.inflight.contains(&id))
         {
             // The POST stream ended before its reply (2025-11-25 polling):
             // the reply comes on the GET stream.
@@ -611,8 +606,8 @@ impl Reverse {
         let reply_to = self
             .sessions
             .get(&skey)
-            .and_then(|s| s.pending.get(id))
-            .map(|r| r.reply_to);
+            .and_then(|s| s.inflight.get(id))
+            .map(|r| r.route);
         if let Some(ReplyTo::Client(tok)) = reply_to
             && let Some(c) = self.client(tok)
             && let super::ClientState::Waiting(ex) = &mut c.state
