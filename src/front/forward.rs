@@ -25,7 +25,7 @@ use std::io::{self, Write};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use serde_json::json;
 
 use crate::cli::ForwardConfig;
@@ -37,6 +37,7 @@ use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
 use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
 use crate::reactor::signals::Signals;
+use crate::reactor::turn::{self, Readiness};
 use crate::reactor::{self, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
 use crate::record::{Direction, Recorder};
 use crate::session::inflight::{self, Deadlines, Inflight};
@@ -92,7 +93,7 @@ struct Held {
     request: Option<Id>,
 }
 
-pub struct Forward {
+struct Forward {
     cfg: ForwardConfig,
     poll: Poll,
     timers: TimerWheel<TimerKind>,
@@ -230,55 +231,13 @@ impl Forward {
             log::error!("cannot start {:?}: {e}", self.cfg.command);
             return Ok(1);
         }
-        let mut events = Events::with_capacity(256);
-        loop {
-            self.pump();
-            if let Some(code) = self.finished() {
-                return Ok(code);
-            }
-            let mut timeout = if self.more {
-                Some(Duration::ZERO)
-            } else {
-                self.timers.next_timeout(self.now)
-            };
-            if let Some(d) = self.http.as_deref().and_then(|h| h.next_deadline()) {
-                let d = d.saturating_duration_since(self.now);
-                timeout = Some(timeout.map_or(d, |t| t.min(d)));
-            }
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            // One clock read per turn; everything below uses `self.now`.
-            self.now = Instant::now();
-            self.wall = SystemTime::now();
-            self.more = false;
-            for ev in events.iter() {
-                let hup = ev.is_read_closed() || ev.is_error();
-                let readable = ev.is_readable() || hup;
-                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                self.on_event(ev.token(), readable, writable, hup);
-            }
-            while let Some(t) = self.timers.poll(self.now) {
-                self.on_timer(t);
-            }
-            self.http_poll();
-        }
+        turn::run(self, 256)
     }
 
     // ---- events -------------------------------------------------------
 
-    fn on_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
+    fn handle_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
         match reactor::token::source(token) {
-            Source::Signal => {
-                let mut sigs = Vec::new();
-                self.signals.drain(&mut sigs);
-                for s in sigs {
-                    self.on_signal(s);
-                }
-                return;
-            }
             Source::Resolver => {
                 self.http_event(None, readable, writable);
                 return;
@@ -288,7 +247,8 @@ impl Forward {
                 self.http_event(Some(conn), readable, writable);
                 return;
             }
-            Source::Http { .. } | Source::Unknown => return,
+            // The loop hands signals over itself.
+            Source::Http { .. } | Source::Signal | Source::Unknown => return,
             Source::Endpoint { .. } => {}
         }
         // Stale tokens (an upstream that was replaced) are ignored.
@@ -309,7 +269,7 @@ impl Forward {
         }
     }
 
-    fn on_signal(&mut self, sig: libc::c_int) {
+    fn handle_signal(&mut self, sig: libc::c_int) {
         match sig {
             libc::SIGCHLD => self.reap_children(),
             libc::SIGTERM | libc::SIGINT => {
@@ -330,7 +290,7 @@ impl Forward {
         }
     }
 
-    fn on_timer(&mut self, t: TimerKind) {
+    fn handle_timer(&mut self, t: TimerKind) {
         match t {
             TimerKind::Response(id) => self.response_timeout(id),
             TimerKind::Grace(seq) => self.grace_expired(seq),
@@ -1264,6 +1224,62 @@ impl Forward {
 
 /// The upstream numbered `seq`, live or retired. A free function so callers
 /// can borrow other fields of `Forward` alongside it.
+/// The forward mode's side of the one loop turn (`reactor::turn`).
+impl turn::Driver for Forward {
+    type Timer = TimerKind;
+
+    fn poll_mut(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn signals_mut(&mut self) -> &mut Signals {
+        &mut self.signals
+    }
+
+    fn timers_mut(&mut self) -> &mut TimerWheel<TimerKind> {
+        &mut self.timers
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.wall = SystemTime::now();
+        self.more = false;
+    }
+
+    fn end_of_turn(&mut self) -> Option<i32> {
+        self.pump();
+        self.finished()
+    }
+
+    fn has_more(&self) -> bool {
+        self.more
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.http.as_deref().and_then(|h| h.next_deadline())
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        self.handle_signal(sig);
+    }
+
+    fn on_event(&mut self, token: Token, r: Readiness) {
+        self.handle_event(token, r.readable, r.writable, r.hup);
+    }
+
+    fn on_timer(&mut self, t: TimerKind) {
+        self.handle_timer(t);
+    }
+
+    fn after_timers(&mut self) {
+        self.http_poll();
+    }
+}
+
 fn find<'a>(
     current: &'a mut Option<Upstream>,
     retired: &'a mut [Upstream],

@@ -25,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use serde_json::json;
 
 use crate::cli::{PoolMode, ReverseConfig};
@@ -42,6 +42,7 @@ use crate::proto::http1::{self, Event, Limits, Request, RequestParser};
 use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
 use crate::proto::sse;
 use crate::reactor::signals::Signals;
+use crate::reactor::turn::{self, Readiness};
 use crate::reactor::{self, RESOLVER_TOKEN, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
 use crate::session::inflight::{self, Deadlines, Inflight};
 use crate::session::shutdown::{Shutdown, ShutdownConfig, Verdict as ShutdownVerdict};
@@ -242,7 +243,7 @@ enum TimerKind {
     Reconnect(SKey),
 }
 
-pub struct Reverse {
+struct Reverse {
     cfg: ReverseConfig,
     poll: Poll,
     timers: TimerWheel<TimerKind>,
@@ -435,61 +436,12 @@ impl Reverse {
             self.timers
                 .insert(self.now + self.cfg.sse_keepalive, TimerKind::Heartbeat);
         }
-        let mut events = Events::with_capacity(1024);
-        loop {
-            self.end_of_turn();
-            if self.finished() {
-                log::info!("all processes reaped; exiting");
-                return Ok(0);
-            }
-            let mut timeout = self.timers.next_timeout(self.now);
-            for up in &self.ups {
-                let pool = up.pool.next_deadline();
-                let http = up.http.as_deref().and_then(|h| h.next_deadline());
-                for d in pool.into_iter().chain(http) {
-                    let d = d.saturating_duration_since(self.now);
-                    timeout = Some(timeout.map_or(d, |t| t.min(d)));
-                }
-            }
-            if !self.more_procs.is_empty() || !self.to_drive.is_empty() {
-                timeout = Some(Duration::ZERO);
-            }
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            self.now = Instant::now();
-            for ev in events.iter() {
-                let hup = ev.is_read_closed() || ev.is_error();
-                let readable = ev.is_readable() || hup;
-                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                self.on_event(ev.token(), readable, writable, hup);
-            }
-            for conn in std::mem::take(&mut self.more_procs) {
-                self.proc_read(conn, false);
-                self.proc_stderr(conn);
-            }
-            while let Some(t) = self.timers.poll(self.now) {
-                self.on_timer(t);
-            }
-            for u in 0..self.ups.len() {
-                self.http_poll(u);
-                if self.ups[u]
-                    .pool
-                    .next_deadline()
-                    .is_some_and(|d| d <= self.now)
-                {
-                    let actions = self.ups[u].pool.poll(self.now);
-                    self.apply(u, actions);
-                }
-            }
-        }
+        turn::run(self, 1024)
     }
 
     /// Handles pipelined requests freed up this turn, then writes everything
     /// that was queued.
-    fn end_of_turn(&mut self) {
+    fn settle(&mut self) {
         for skey in std::mem::take(&mut self.to_end) {
             self.end_session(skey, "stateless request answered");
         }
@@ -511,16 +463,8 @@ impl Reverse {
 
     // ---- events -----------------------------------------------------------
 
-    fn on_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
+    fn handle_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
         match reactor::token::source(token) {
-            Source::Signal => {
-                let mut sigs = Vec::new();
-                self.signals.drain(&mut sigs);
-                for s in sigs {
-                    self.on_signal(s);
-                }
-                return;
-            }
             Source::Resolver => {
                 self.http_resolved();
                 return;
@@ -532,7 +476,8 @@ impl Reverse {
                 }
                 return;
             }
-            Source::Unknown => return,
+            // The loop hands signals over itself.
+            Source::Signal | Source::Unknown => return,
             Source::Endpoint { .. } => {}
         }
         let (pipe, is_client) = match self.endpoints.get_mut(token) {
@@ -571,7 +516,7 @@ impl Reverse {
         }
     }
 
-    fn on_signal(&mut self, sig: libc::c_int) {
+    fn handle_signal(&mut self, sig: libc::c_int) {
         match sig {
             libc::SIGCHLD => self.reap(),
             libc::SIGTERM | libc::SIGINT => {
@@ -591,7 +536,7 @@ impl Reverse {
         }
     }
 
-    fn on_timer(&mut self, t: TimerKind) {
+    fn handle_timer(&mut self, t: TimerKind) {
         match t {
             TimerKind::Client(tok) => self.client_deadline(tok),
             TimerKind::Response(skey, id) => self.response_timeout(skey, id),
@@ -3060,6 +3005,89 @@ impl Reverse {
 
 /// The client connection behind a token; a free function so callers can
 /// borrow other fields alongside it.
+/// The reverse mode's side of the one loop turn (`reactor::turn`).
+impl turn::Driver for Reverse {
+    type Timer = TimerKind;
+
+    fn poll_mut(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn signals_mut(&mut self) -> &mut Signals {
+        &mut self.signals
+    }
+
+    fn timers_mut(&mut self) -> &mut TimerWheel<TimerKind> {
+        &mut self.timers
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    fn end_of_turn(&mut self) -> Option<i32> {
+        self.settle();
+        if self.finished() {
+            log::info!("all processes reaped; exiting");
+            return Some(0);
+        }
+        None
+    }
+
+    fn has_more(&self) -> bool {
+        !self.more_procs.is_empty() || !self.to_drive.is_empty()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.ups
+            .iter()
+            .flat_map(|up| {
+                let http = up.http.as_deref().and_then(|h| h.next_deadline());
+                up.pool.next_deadline().into_iter().chain(http)
+            })
+            .min()
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        self.handle_signal(sig);
+    }
+
+    fn on_event(&mut self, token: Token, r: Readiness) {
+        self.handle_event(token, r.readable, r.writable, r.hup);
+    }
+
+    /// Processes whose read budget ran out last turn are read before the
+    /// timers, so a reply already in a pipe beats its response timeout.
+    fn after_events(&mut self) {
+        for conn in std::mem::take(&mut self.more_procs) {
+            self.proc_read(conn, false);
+            self.proc_stderr(conn);
+        }
+    }
+
+    fn on_timer(&mut self, t: TimerKind) {
+        self.handle_timer(t);
+    }
+
+    fn after_timers(&mut self) {
+        for u in 0..self.ups.len() {
+            self.http_poll(u);
+            if self.ups[u]
+                .pool
+                .next_deadline()
+                .is_some_and(|d| d <= self.now)
+            {
+                let actions = self.ups[u].pool.poll(self.now);
+                self.apply(u, actions);
+            }
+        }
+    }
+}
+
 fn client_in(endpoints: &mut Registry<Endpoint>, tok: Token) -> Option<&mut Client> {
     match endpoints.get_mut(tok) {
         Some(Endpoint::Client(c)) => Some(c),

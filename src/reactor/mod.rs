@@ -4,6 +4,7 @@
 pub mod signals;
 pub mod timer;
 pub mod token;
+pub mod turn;
 
 use mio::Token;
 use slab::Slab;

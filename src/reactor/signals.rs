@@ -61,6 +61,23 @@ impl Signals {
         })
     }
 
+    /// A pipe no handler writes to, for tests of code that owns a
+    /// `Signals` but must not touch the process's handlers.
+    #[cfg(test)]
+    pub fn detached() -> io::Result<Signals> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds on success.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created and are owned here.
+        let (read, write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        Ok(Signals {
+            read,
+            _write: write,
+        })
+    }
+
     pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(
             &mut SourceFd(&self.read.as_raw_fd()),

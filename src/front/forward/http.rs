@@ -53,6 +53,27 @@ enum Carry {
     Delete,
 }
 
+/// A client message waiting to go out; `Some(id)` when it expects a reply.
+type Queued = (Vec<u8>, Option<Id>);
+
+/// Legacy HTTP+SSE, once `initialize` was refused by the Streamable HTTP
+/// endpoint: one long GET stream carries every reply and first names the
+/// endpoint where messages are POSTed, one at a time so the server sees
+/// them in the client's order.
+#[derive(Debug)]
+enum Legacy {
+    /// The stream is opening; messages wait for its `endpoint` event.
+    AwaitingEndpoint { waiting: VecDeque<Queued> },
+    /// Messages go to `endpoint`; `posting`: one is on its way.
+    Ready {
+        endpoint: String,
+        waiting: VecDeque<Queued>,
+        posting: bool,
+    },
+    /// The stream failed: the relay is closing; nothing more goes out.
+    Failed,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
     /// Messages go straight through.
@@ -80,12 +101,8 @@ pub(super) struct HttpUpstream {
     held: VecDeque<(Vec<u8>, Option<Id>)>,
     /// The client sent `notifications/initialized`: the GET stream is wanted.
     initialized: bool,
-    /// Legacy HTTP+SSE: the POST endpoint once the stream announced it.
-    legacy: Option<Option<String>>,
-    legacy_waiting: VecDeque<(Vec<u8>, Option<Id>)>,
-    /// A legacy POST is on its way: the next waits, so the server sees the
-    /// messages in the client's order.
-    legacy_busy: bool,
+    /// `Some` once the upstream turned out to speak legacy HTTP+SSE.
+    legacy: Option<Legacy>,
     delete_ex: Option<ExId>,
 }
 
@@ -122,8 +139,6 @@ impl HttpUpstream {
             held: VecDeque::new(),
             initialized: false,
             legacy: None,
-            legacy_waiting: VecDeque::new(),
-            legacy_busy: false,
             delete_ex: None,
         })
     }
@@ -180,10 +195,24 @@ impl Forward {
             h.held.push_back((line.to_vec(), request));
             return;
         }
-        if h.legacy.is_some() {
-            h.legacy_waiting.push_back((line.to_vec(), request));
-            self.pump_legacy();
-            return;
+        match &mut h.legacy {
+            Some(Legacy::AwaitingEndpoint { waiting } | Legacy::Ready { waiting, .. }) => {
+                waiting.push_back((line.to_vec(), request));
+                self.pump_legacy();
+                return;
+            }
+            Some(Legacy::Failed) => {
+                if let Some(id) = request {
+                    self.fail_request(
+                        &id,
+                        RelayError::UpstreamClosed,
+                        "The upstream SSE stream failed",
+                        json!({}),
+                    );
+                }
+                return;
+            }
+            None => {}
         }
         let target = h.url.target.clone();
         if initialize {
@@ -224,22 +253,33 @@ impl Forward {
         let Some(h) = self.http.as_deref_mut() else {
             return;
         };
-        let Some(Some(endpoint)) = h.legacy.clone() else {
+        let headers = h.headers(false);
+        let Some(Legacy::Ready {
+            endpoint,
+            waiting,
+            posting: posting @ false,
+        }) = &mut h.legacy
+        else {
             return;
         };
-        if h.legacy_busy {
-            return;
-        }
-        let Some((line, request)) = h.legacy_waiting.pop_front() else {
+        let Some((line, request)) = waiting.pop_front() else {
             return;
         };
-        let req = Request::post(endpoint, h.headers(false), line);
+        *posting = true;
+        let req = Request::post(endpoint.clone(), headers, line);
         let ex = h.client.submit(req, reg, now);
         if let Some(id) = &request {
             h.by_request.insert(id.clone(), ex);
         }
         h.carries.insert(ex, Carry::LegacyPost { request });
-        h.legacy_busy = true;
+    }
+
+    /// Legacy HTTP+SSE: the POST on its way was answered (or failed).
+    fn legacy_posted(&mut self) {
+        if let Some(Some(Legacy::Ready { posting, .. })) = self.http().map(|h| &mut h.legacy) {
+            *posting = false;
+        }
+        self.pump_legacy();
     }
 
     /// Opens the GET stream if it is wanted and not already open or pending.
@@ -504,8 +544,14 @@ impl Forward {
                     match joined {
                         Some(Ok(target)) => {
                             log::info!("[{}] legacy endpoint {target}", self.cfg.name);
-                            if let Some(h) = self.http() {
-                                h.legacy = Some(Some(target));
+                            if let Some(h) = self.http()
+                                && let Some(Legacy::AwaitingEndpoint { waiting }) = &mut h.legacy
+                            {
+                                h.legacy = Some(Legacy::Ready {
+                                    endpoint: target,
+                                    waiting: std::mem::take(waiting),
+                                    posting: false,
+                                });
                             }
                             self.pump_legacy();
                         }
@@ -583,12 +629,7 @@ impl Forward {
                     h.delete_ex = None;
                 }
             }
-            Carry::LegacyPost { .. } => {
-                if let Some(h) = self.http() {
-                    h.legacy_busy = false;
-                }
-                self.pump_legacy();
-            }
+            Carry::LegacyPost { .. } => self.legacy_posted(),
             Carry::Post { request: None, .. } | Carry::Initialized => {}
         }
     }
@@ -629,9 +670,6 @@ impl Forward {
                 }
             }
             Carry::LegacyPost { request } => {
-                if let Some(h) = self.http() {
-                    h.legacy_busy = false;
-                }
                 if let Some(id) = request {
                     let err = RelayError::from_http_kind(failure.kind());
                     self.http_fail(
@@ -641,7 +679,7 @@ impl Forward {
                         json!({}),
                     );
                 }
-                self.pump_legacy();
+                self.legacy_posted();
             }
             Carry::Post { request: None, .. } | Carry::Initialized => {
                 log::warn!(
@@ -840,14 +878,14 @@ impl Forward {
         let Some(h) = self.http.as_deref_mut() else {
             return;
         };
-        h.legacy = Some(None);
+        let mut waiting = VecDeque::new();
         if let (Some(line), Some(id)) = (init, request) {
-            h.legacy_waiting.push_back((line, Some(id)));
+            waiting.push_back((line, Some(id)));
         }
         // What waited behind the failed initialize follows it, in order.
         h.phase = Phase::Ready;
-        let held: Vec<_> = h.held.drain(..).collect();
-        h.legacy_waiting.extend(held);
+        waiting.extend(h.held.drain(..));
+        h.legacy = Some(Legacy::AwaitingEndpoint { waiting });
         let req = Request::stream(
             h.url.target.clone(),
             vec![("accept".into(), "text/event-stream".into())],
@@ -868,8 +906,13 @@ impl Forward {
             );
         }
         if let Some(h) = self.http() {
-            h.legacy = Some(None);
-            for (_, request) in h.legacy_waiting.drain(..).collect::<Vec<_>>() {
+            let waiting = match h.legacy.replace(Legacy::Failed) {
+                Some(Legacy::AwaitingEndpoint { waiting } | Legacy::Ready { waiting, .. }) => {
+                    waiting
+                }
+                _ => VecDeque::new(),
+            };
+            for (_, request) in waiting {
                 if let Some(id) = request {
                     self.fail_request(
                         &id,
