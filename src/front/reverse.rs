@@ -136,12 +136,24 @@ struct Client {
     /// When the first byte of the request being received arrived.
     began: Option<Instant>,
     last_active: Instant,
-    close_when_flushed: bool,
     peer_closed: bool,
     /// The kernel reported a hang-up: read to EOF, never stop at a short read.
     hup: bool,
 }
 
+/// A client connection's life:
+///
+/// ```text
+///        ┌──────── answered ─────────┐
+///        ▼                           │
+///  ──▶ Idle ──POST──▶ Waiting ───────┤──(Connection: close, peer gone,
+///        │                           │    shutdown)──▶ Closing ──▶ closed
+///        └──GET───▶ Streaming ──end──┘
+/// ```
+///
+/// The connection itself is closed only by `close_client`: at once on a
+/// reset or a dropped stream, or once a `Closing` connection's output is
+/// written.
 enum ClientState {
     /// Reading the next request.
     Idle,
@@ -149,6 +161,53 @@ enum ClientState {
     Waiting(Exchange),
     /// The GET stream of a session, or a legacy HTTP+SSE stream.
     Streaming { session: SKey },
+    /// No more requests: the connection closes once its output is written.
+    Closing,
+}
+
+impl ClientState {
+    /// The legal moves of a connection's life (see the diagram above).
+    fn can_become(&self, to: &ClientState) -> bool {
+        use ClientState::*;
+        matches!(
+            (self, to),
+            (Idle, _)
+                | (Waiting(_), Idle | Closing)
+                | (Streaming { .. }, Idle | Closing)
+                | (Closing, Closing)
+        )
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Waiting(_) => "waiting",
+            ClientState::Streaming { .. } => "streaming",
+            ClientState::Closing => "closing",
+        }
+    }
+}
+
+impl Client {
+    /// The one place a connection's state changes.
+    fn set_state(&mut self, to: ClientState) {
+        let legal = self.state.can_become(&to);
+        debug_assert!(
+            legal,
+            "client: illegal transition {} → {}",
+            self.state.name(),
+            to.name()
+        );
+        if legal {
+            self.state = to;
+        } else {
+            log::error!(
+                "client: illegal transition {} → {} refused",
+                self.state.name(),
+                to.name()
+            );
+        }
+    }
 }
 
 struct Exchange {
@@ -628,7 +687,6 @@ impl Reverse {
             timer: None,
             began: None,
             last_active: self.now,
-            close_when_flushed: false,
             peer_closed: false,
             hup: false,
         };
@@ -757,7 +815,7 @@ impl Reverse {
                 self.client_read(tok);
                 return;
             }
-            if !matches!(c.state, ClientState::Idle) || c.close_when_flushed {
+            if !matches!(c.state, ClientState::Idle) {
                 break;
             }
             match c.parser.next_event() {
@@ -778,7 +836,7 @@ impl Reverse {
                 Ok(None) => {
                     if c.peer_closed {
                         // Nothing more will come: close once answers are out.
-                        c.close_when_flushed = true;
+                        c.set_state(ClientState::Closing);
                         self.dirty.push(tok);
                     }
                     break;
@@ -812,7 +870,7 @@ impl Reverse {
                 }
             }
         }
-        if c.out.is_empty() && c.close_when_flushed {
+        if c.out.is_empty() && matches!(c.state, ClientState::Closing) {
             self.close_client(tok);
         } else if c.out.len() > CLIENT_OUT_MAX {
             log::warn!(
@@ -872,7 +930,7 @@ impl Reverse {
                     self.end_session(ex.session, "the client left during initialize");
                 }
             }
-            ClientState::Idle => {}
+            ClientState::Idle | ClientState::Closing => {}
         }
     }
 
@@ -884,7 +942,11 @@ impl Reverse {
         let Some(c) = self.client(tok) else { return };
         let deadline = match (&c.state, c.began) {
             (ClientState::Idle, Some(b)) if c.parser.mid_request() => Some(b + header),
-            (ClientState::Idle, _) if !idle.is_zero() => Some(c.last_active + idle),
+            // A closing client that never reads its last answer is dropped
+            // after the idle timeout too.
+            (ClientState::Idle | ClientState::Closing, _) if !idle.is_zero() => {
+                Some(c.last_active + idle)
+            }
             _ => None,
         };
         let old = c.timer.take();
@@ -904,16 +966,18 @@ impl Reverse {
         let (header, idle) = (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
         let Some(c) = self.client(tok) else { return };
         c.timer = None;
-        if !matches!(c.state, ClientState::Idle) {
-            return;
-        }
-        if c.parser.mid_request() && c.began.is_some_and(|b| now >= b + header) {
+        let closing = match c.state {
+            ClientState::Idle => false,
+            ClientState::Closing => true,
+            _ => return,
+        };
+        if !closing && c.parser.mid_request() && c.began.is_some_and(|b| now >= b + header) {
             // Slow or stalled request head (slow-loris): 408, then close.
             self.metrics.timeout("client_header");
             self.respond(tok, 408, &[], b"request not received in time\n", false);
             return;
         }
-        if !c.parser.mid_request() && !idle.is_zero() && now >= c.last_active + idle {
+        if (closing || !c.parser.mid_request()) && !idle.is_zero() && now >= c.last_active + idle {
             self.metrics.timeout("client_idle");
             self.close_client(tok);
             return;
@@ -937,11 +1001,12 @@ impl Reverse {
         let mut out = Vec::with_capacity(body.len() + 128);
         http1::write_response(&mut out, status, headers, body, keep_alive);
         c.out.push_raw(&out);
-        c.state = ClientState::Idle;
+        c.set_state(if keep_alive {
+            ClientState::Idle
+        } else {
+            ClientState::Closing
+        });
         c.last_active = now;
-        if !keep_alive {
-            c.close_when_flushed = true;
-        }
         self.metrics.http_response(status);
         self.dirty.push(tok);
         self.to_drive.push(tok);
@@ -1258,7 +1323,7 @@ impl Reverse {
                 if !expect.is_empty()
                     && let Some(c) = self.client(tok)
                 {
-                    c.state = ClientState::Waiting(Exchange {
+                    c.set_state(ClientState::Waiting(Exchange {
                         session: skey,
                         expect: expect.clone(),
                         replies: rejected.clone(),
@@ -1266,7 +1331,7 @@ impl Reverse {
                         keep_alive: ka,
                         sse: false,
                         session_header: None,
-                    });
+                    }));
                 }
                 for (line, id) in send {
                     self.send_up(skey, line, id.as_ref());
@@ -1336,7 +1401,7 @@ impl Reverse {
         }
         let skey = self.new_stateless_session(u, token);
         if let Some(c) = self.client(tok) {
-            c.state = ClientState::Waiting(Exchange {
+            c.set_state(ClientState::Waiting(Exchange {
                 session: skey,
                 expect: vec![id.clone()],
                 replies: Vec::new(),
@@ -1344,7 +1409,7 @@ impl Reverse {
                 keep_alive: ka,
                 sse: false,
                 session_header: None,
-            });
+            }));
         }
         self.lease_for(skey, body.to_vec(), id, ReplyTo::Client(tok));
     }
@@ -1367,7 +1432,7 @@ impl Reverse {
                     return;
                 }
                 if let Some(c) = self.client(tok) {
-                    c.state = ClientState::Waiting(Exchange {
+                    c.set_state(ClientState::Waiting(Exchange {
                         session: skey,
                         expect: vec![id.clone()],
                         replies: Vec::new(),
@@ -1375,7 +1440,7 @@ impl Reverse {
                         keep_alive: ka,
                         sse: false,
                         session_header: None,
-                    });
+                    }));
                 }
                 self.send_up(skey, line, Some(&id));
             }
@@ -1451,7 +1516,7 @@ impl Reverse {
         self.metrics.http_response(200);
         if let Some(c) = self.client(tok) {
             c.out.push_raw(&out);
-            c.state = ClientState::Streaming { session: skey };
+            c.set_state(ClientState::Streaming { session: skey });
         }
         self.dirty.push(tok);
     }
@@ -1514,7 +1579,7 @@ impl Reverse {
         }
         if let Some(c) = self.client(tok) {
             c.out.push_raw(&out);
-            c.state = ClientState::Streaming { session: skey };
+            c.set_state(ClientState::Streaming { session: skey });
         }
         self.dirty.push(tok);
     }
@@ -1673,7 +1738,7 @@ impl Reverse {
         };
         let sid = self.sessions.get(&skey).map(|s| s.id.clone());
         if let Some(c) = self.client(tok) {
-            c.state = ClientState::Waiting(Exchange {
+            c.set_state(ClientState::Waiting(Exchange {
                 session: skey,
                 expect: vec![id.clone()],
                 replies: Vec::new(),
@@ -1681,7 +1746,7 @@ impl Reverse {
                 keep_alive: ka,
                 sse: false,
                 session_header: sid,
-            });
+            }));
         }
         self.lease_for(skey, line.to_vec(), id, reply_to);
     }
@@ -2142,7 +2207,7 @@ impl Reverse {
         let mut out = Vec::new();
         http1::write_last_chunk(&mut out);
         c.out.push_raw(&out);
-        c.state = ClientState::Idle;
+        c.set_state(ClientState::Idle);
         c.last_active = now;
         self.dirty.push(tok);
         self.to_drive.push(tok);
@@ -2202,11 +2267,12 @@ impl Reverse {
                 let mut out = Vec::new();
                 http1::write_last_chunk(&mut out);
                 c.out.push_raw(&out);
-                c.state = ClientState::Idle;
+                c.set_state(if ka {
+                    ClientState::Idle
+                } else {
+                    ClientState::Closing
+                });
                 c.last_active = self.now;
-                if !ka {
-                    c.close_when_flushed = true;
-                }
                 self.to_drive.push(tok);
             }
             self.dirty.push(tok);
@@ -2946,7 +3012,7 @@ impl Reverse {
         let toks: Vec<Token> = self.client_tokens();
         for tok in toks {
             if let Some(c) = self.client(tok) {
-                c.close_when_flushed = true;
+                c.set_state(ClientState::Closing);
                 self.dirty.push(tok);
             }
         }
@@ -3123,4 +3189,67 @@ fn chunk_event_into(out: &mut OutBuf, id: Option<u64>, data: &[u8]) {
     let mut bytes = Vec::new();
     http1::write_chunk(&mut bytes, &ev);
     out.push_raw(&bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting() -> ClientState {
+        ClientState::Waiting(Exchange {
+            session: skey_new(0, 1),
+            expect: Vec::new(),
+            replies: Vec::new(),
+            batch: false,
+            keep_alive: true,
+            sse: false,
+            session_header: None,
+        })
+    }
+
+    #[test]
+    fn client_connection_moves_only_along_its_lifecycle() {
+        use ClientState::*;
+        let all = || {
+            vec![
+                Idle,
+                waiting(),
+                Streaming {
+                    session: skey_new(0, 1),
+                },
+                Closing,
+            ]
+        };
+        let mut legal = Vec::new();
+        for from in all() {
+            for to in all() {
+                if from.can_become(&to) {
+                    legal.push(format!("{} → {}", from.name(), to.name()));
+                }
+            }
+        }
+        assert_eq!(
+            legal,
+            [
+                "idle → idle",
+                "idle → waiting",
+                "idle → streaming",
+                "idle → closing",
+                "waiting → idle",
+                "waiting → closing",
+                "streaming → idle",
+                "streaming → closing",
+                "closing → closing",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_session_key_names_its_upstream_for_its_whole_life() {
+        for (up, seq) in [(0, 1), (1, 2), (7, (1 << SKEY_UP_SHIFT) - 1), (65_535, 42)] {
+            let k = skey_new(up, seq);
+            assert_eq!(up_of(k), up, "{k:#x}");
+        }
+        assert_ne!(skey_new(0, 5), skey_new(1, 5));
+    }
 }
