@@ -1,0 +1,535 @@
+//! Many client sessions over one MCP server process ("shared" pool mode).
+//!
+//! The owner initializes the process once and answers each client's
+//! `initialize` from the cached result. A `Mux`, one per process, then makes
+//! the sessions' traffic look like one client's:
+//!
+//! - **up** (client → process): each request gets a fresh upstream id and, if
+//!   it asked for progress, a fresh progress token; `notifications/cancelled`
+//!   has its `requestId` rewritten to match; `notifications/initialized` is
+//!   swallowed (the relay sent its own).
+//! - **down** (process → client): replies get the client's id back and go to
+//!   the session that asked; progress goes to the session that owns the token;
+//!   server→client requests go to the one session with requests in flight;
+//!   list-changed notifications go to every session.
+//!
+//! # Ids
+//!
+//! Upstream request ids are JSON integers ≥ 1 from one counter per process,
+//! never reused while in flight. A request's upstream progress token is the
+//! same integer as its upstream id (tokens and ids are separate namespaces in
+//! MCP, and one counter keeps both unique). The relay's own requests on the
+//! same process (its `initialize`, health pings) must use ids outside that
+//! space, e.g. strings like forward mode's `"mcp-relay-replay-…"`, and the
+//! owner must take their replies before calling [`Mux::down`], which drops
+//! replies to ids it did not issue.
+//!
+//! # Byte fidelity
+//!
+//! Messages are not re-serialized. `peek` borrows every `RawValue` from the
+//! input line, so a rewrite splices new bytes over exactly the id or token
+//! value and copies everything else verbatim (key order, whitespace, number
+//! spelling). Restored ids and tokens are the client's original text, so
+//! `"abc"`, `7` and `1.5` come back byte for byte.
+//!
+//! # Memory
+//!
+//! Every entry is removed on reply, client cancel, `expire`, `end_session` or
+//! `fail_all`. Server→client requests are remembered until the session
+//! answers, the server cancels them, or the session ends.
+//!
+//! The `Mux` and its bookkeeping are in this file; `rewrite` finds values in
+//! a message's own text and splices new bytes over them, and the unit tests
+//! are in `tests`.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::proto::errors::RelayError;
+use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+
+mod rewrite;
+
+use rewrite::{member, progress_token_in_request, splice};
+
+/// Identifies a client session; assigned by the owner.
+pub type SessionKey = u64;
+
+/// Code of the error the relay answers a server→client request with when it
+/// cannot tell which session it is for. -32603 (internal error) rather than
+/// -32601: the method may well exist on the clients, the relay just cannot
+/// pick one.
+pub const UNROUTABLE_CODE: i64 = -32603;
+/// `data.kind` of that error.
+pub const UNROUTABLE_KIND: &str = "unroutable_in_shared_mode";
+/// Code of the error the relay answers a server→client request with when the
+/// session it went to ends without answering: -32000 is what the MCP SDKs use
+/// for "connection closed".
+pub const SESSION_ENDED_CODE: i64 = -32000;
+/// `data.kind` of that error.
+pub const SESSION_ENDED_KIND: &str = "session_ended";
+
+/// What to do with a message from a client session.
+#[derive(Debug, PartialEq)]
+pub enum Up {
+    /// Write these bytes to the process.
+    Send(Vec<u8>),
+    /// Swallow the message (e.g. `notifications/initialized`, a cancel for a
+    /// request already answered, a reply nobody asked this session for).
+    Drop,
+    /// Do not forward; answer the client with this JSON-RPC error instead.
+    Reject(Vec<u8>),
+}
+
+/// Where a message from the process goes.
+#[derive(Debug, PartialEq)]
+pub enum Down {
+    /// The reply to a client request, with the client's id restored.
+    Reply {
+        session: SessionKey,
+        id: Id,
+        msg: Vec<u8>,
+    },
+    /// Progress (token restored), a server→client request, or the server's
+    /// cancellation of its own request.
+    ToSession { session: SessionKey, msg: Vec<u8> },
+    /// To every session on this process.
+    Broadcast { msg: Vec<u8> },
+    /// Back to the process: the relay answers it (ping, unroutable request).
+    ToUpstream { msg: Vec<u8> },
+    /// Nowhere: a late reply, unknown progress, or not a JSON-RPC message.
+    Drop,
+}
+
+/// A client request in flight, keyed by its upstream id.
+struct Pending {
+    session: SessionKey,
+    /// The client's id, normalised (for `Down::Reply` and `fail_all`).
+    id: Id,
+    /// The client's id exactly as written, restored on the reply.
+    id_text: Box<str>,
+    /// The client's progress token exactly as written, if it asked for progress.
+    token: Option<Box<str>>,
+    /// False for `initialize`, which MCP forbids cancelling.
+    cancellable: bool,
+}
+
+/// Rewrites and routes the traffic of many sessions sharing one process.
+pub struct Mux {
+    /// The next upstream id to try.
+    next: i64,
+    /// Upstream id → the client request it stands for.
+    pending: HashMap<i64, Pending>,
+    /// Session → its in-flight requests (client id → upstream id). A session
+    /// is present only while it has at least one, so `len()` is the number of
+    /// sessions with requests in flight.
+    sessions: HashMap<SessionKey, HashMap<Id, i64>>,
+    /// Server→client request id → the session it was routed to.
+    server_requests: HashMap<Id, SessionKey>,
+}
+
+impl Default for Mux {
+    fn default() -> Self {
+        Mux::new()
+    }
+}
+
+impl Mux {
+    pub fn new() -> Mux {
+        Mux {
+            next: 1,
+            pending: HashMap::new(),
+            sessions: HashMap::new(),
+            server_requests: HashMap::new(),
+        }
+    }
+
+    /// A message from a client session: one JSON-RPC message, not a batch
+    /// (the owner splits batches).
+    pub fn up(&mut self, session: SessionKey, line: &[u8]) -> Up {
+        let env = match jsonrpc::peek(line) {
+            Ok(Message::Single(env)) => env,
+            Ok(Message::Batch(_)) => {
+                return Up::Reject(relay_error(
+                    None,
+                    RelayError::InvalidRequest,
+                    "Invalid Request: batches must be split before the shared mux",
+                ));
+            }
+            Err(_) => {
+                return Up::Reject(relay_error(None, RelayError::ParseError, "Parse error"));
+            }
+        };
+        match env.kind() {
+            Kind::Request => self.up_request(session, line, &env),
+            Kind::Notification => self.up_notification(session, line, &env),
+            Kind::Response => self.up_response(session, &env, line),
+            Kind::Invalid => Up::Reject(relay_error(
+                env.id().as_ref(),
+                RelayError::InvalidRequest,
+                "Invalid Request",
+            )),
+        }
+    }
+
+    fn up_request(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
+        let Some(raw_id) = env.id else {
+            return Up::Reject(relay_error(
+                None,
+                RelayError::InvalidRequest,
+                "Invalid Request",
+            ));
+        };
+        let id = Id::from_raw(raw_id);
+        if self
+            .sessions
+            .get(&session)
+            .is_some_and(|reqs| reqs.contains_key(&id))
+        {
+            return Up::Reject(relay_error(
+                Some(&id),
+                RelayError::DuplicateId,
+                "Invalid Request: a request with this id is already in flight",
+            ));
+        }
+        let token = env.params.and_then(progress_token_in_request);
+        let n = self.fresh_id();
+        let upstream = n.to_string();
+        let mut edits = vec![(raw_id, upstream.as_bytes())];
+        if let Some(t) = token {
+            edits.push((t, upstream.as_bytes()));
+        }
+        let Some(msg) = splice(line, &mut edits) else {
+            return Up::Reject(relay_error(
+                Some(&id),
+                RelayError::InvalidRequest,
+                "Invalid Request",
+            ));
+        };
+        self.pending.insert(
+            n,
+            Pending {
+                session,
+                id: id.clone(),
+                id_text: raw_id.get().into(),
+                token: token.map(|t| t.get().into()),
+                // MCP lifecycle: `initialize` cannot be cancelled.
+                cancellable: !env.method_is("initialize"),
+            },
+        );
+        self.sessions.entry(session).or_default().insert(id, n);
+        Up::Send(msg)
+    }
+
+    fn up_notification(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
+        match env.method().as_deref() {
+            // The relay sent its own when it initialized the process.
+            Some("notifications/initialized") => Up::Drop,
+            Some("notifications/cancelled") => self.up_cancelled(session, line, env),
+            // Including client progress on server→client requests: those
+            // tokens are the server's own and were never rewritten.
+            _ => Up::Send(line.to_vec()),
+        }
+    }
+
+    fn up_cancelled(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
+        let Some(raw) = env.params.and_then(|p| member(p, "requestId")) else {
+            return Up::Drop;
+        };
+        let id = Id::from_raw(raw);
+        let Some(&n) = self.sessions.get(&session).and_then(|reqs| reqs.get(&id)) else {
+            // Already answered (or never sent): nothing to cancel upstream.
+            return Up::Drop;
+        };
+        if !self.pending.get(&n).is_some_and(|p| p.cancellable) {
+            // MCP: `initialize` cannot be cancelled; its reply still comes.
+            return Up::Drop;
+        }
+        let upstream = n.to_string();
+        let Some(msg) = splice(line, &mut [(raw, upstream.as_bytes())]) else {
+            return Up::Drop;
+        };
+        // MCP Cancellation: a late reply to a cancelled request is ignored.
+        self.forget(n);
+        Up::Send(msg)
+    }
+
+    fn up_response(&mut self, session: SessionKey, env: &Envelope, line: &[u8]) -> Up {
+        let Some(id) = env.id() else {
+            return Up::Drop;
+        };
+        if self.server_requests.get(&id) == Some(&session) {
+            self.server_requests.remove(&id);
+            Up::Send(line.to_vec())
+        } else {
+            Up::Drop
+        }
+    }
+
+    /// A line from the process. Returns one `Down` per message: one for a
+    /// single message, one per element for a batch (none for an empty batch).
+    pub fn down(&mut self, line: &[u8]) -> Vec<Down> {
+        match jsonrpc::peek(line) {
+            Ok(Message::Single(env)) => vec![self.down_one(line, &env)],
+            Ok(Message::Batch(items)) => items
+                .iter()
+                .map(|raw| match jsonrpc::peek_raw(raw) {
+                    Some(env) => self.down_one(raw.get().as_bytes(), &env),
+                    None => Down::Drop,
+                })
+                .collect(),
+            Err(_) => vec![Down::Drop],
+        }
+    }
+
+    /// `base` is the message's own bytes; `env` borrows from it.
+    fn down_one(&mut self, base: &[u8], env: &Envelope) -> Down {
+        match env.kind() {
+            Kind::Response => self.down_response(base, env),
+            Kind::Notification => self.down_notification(base, env),
+            Kind::Request => self.down_request(base, env),
+            Kind::Invalid => Down::Drop,
+        }
+    }
+
+    fn down_response(&mut self, base: &[u8], env: &Envelope) -> Down {
+        let Some(raw) = env.id else {
+            return Down::Drop;
+        };
+        let Id::Num(n) = Id::from_raw(raw) else {
+            return Down::Drop;
+        };
+        let Some(p) = self.pending.get(&n) else {
+            // Late: cancelled, expired, or its session ended.
+            return Down::Drop;
+        };
+        let Some(msg) = splice(base, &mut [(raw, p.id_text.as_bytes())]) else {
+            return Down::Drop;
+        };
+        match self.forget(n) {
+            Some(p) => Down::Reply {
+                session: p.session,
+                id: p.id,
+                msg,
+            },
+            None => Down::Drop,
+        }
+    }
+
+    fn down_notification(&mut self, base: &[u8], env: &Envelope) -> Down {
+        let Some(method) = env.method() else {
+            return Down::Drop;
+        };
+        match &*method {
+            "notifications/progress" => self.down_progress(base, env),
+            "notifications/cancelled" => {
+                // The server withdrawing a request it sent to a client.
+                let id = env.params.and_then(|p| member(p, "requestId"));
+                match id.and_then(|raw| self.server_requests.remove(&Id::from_raw(raw))) {
+                    Some(session) => Down::ToSession {
+                        session,
+                        msg: base.to_vec(),
+                    },
+                    None => Down::Drop,
+                }
+            }
+            // Every session sees the same tools, prompts and resources.
+            // (Resource subscriptions are per process in shared mode, so
+            // `resources/updated` goes to everyone too.)
+            m if m == "notifications/resources/updated"
+                || (m.starts_with("notifications/") && m.ends_with("/list_changed")) =>
+            {
+                Down::Broadcast { msg: base.to_vec() }
+            }
+            // Logging and anything else: most likely about the request in
+            // flight, if there is exactly one session with any.
+            _ => match self.sole_session() {
+                Some(session) => Down::ToSession {
+                    session,
+                    msg: base.to_vec(),
+                },
+                None => Down::Broadcast { msg: base.to_vec() },
+            },
+        }
+    }
+
+    fn down_progress(&mut self, base: &[u8], env: &Envelope) -> Down {
+        let Some(raw) = env.params.and_then(|p| member(p, "progressToken")) else {
+            return Down::Drop;
+        };
+        let Id::Num(n) = Id::from_raw(raw) else {
+            return Down::Drop;
+        };
+        let Some(p) = self.pending.get(&n) else {
+            return Down::Drop;
+        };
+        let Some(token) = &p.token else {
+            // That request did not ask for progress.
+            return Down::Drop;
+        };
+        match splice(base, &mut [(raw, token.as_bytes())]) {
+            Some(msg) => Down::ToSession {
+                session: p.session,
+                msg,
+            },
+            None => Down::Drop,
+        }
+    }
+
+    fn down_request(&mut self, base: &[u8], env: &Envelope) -> Down {
+        let Some(raw) = env.id else {
+            return Down::Drop;
+        };
+        if env.method_is("ping") {
+            // MCP: ping must be answered promptly; the relay is alive, so it
+            // answers rather than pick a session.
+            let msg = format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{}}}}",
+                raw.get()
+            );
+            return Down::ToUpstream {
+                msg: msg.into_bytes(),
+            };
+        }
+        let id = Id::from_raw(raw);
+        match self.sole_session() {
+            Some(session) => {
+                self.server_requests.insert(id, session);
+                Down::ToSession {
+                    session,
+                    msg: base.to_vec(),
+                }
+            }
+            None => {
+                let busy = self.sessions.len();
+                let message = format!(
+                    "mcp-relay: cannot route a server-to-client request in shared pool mode \
+                     ({busy} sessions have requests in flight; exactly one is needed)"
+                );
+                Down::ToUpstream {
+                    msg: jsonrpc::error_response(
+                        Some(&id),
+                        UNROUTABLE_CODE,
+                        &message,
+                        json!({"kind": UNROUTABLE_KIND, "sessions": busy}),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The session ended: forgets its state and returns what to send the
+    /// process, in order: `notifications/cancelled` for each of its in-flight
+    /// requests (except `initialize`), then an error reply
+    /// ([`SESSION_ENDED_CODE`]) to each server→client request it had not
+    /// answered, so the server does not wait forever.
+    pub fn end_session(&mut self, session: SessionKey) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Some(reqs) = self.sessions.remove(&session) {
+            let mut ns: Vec<i64> = reqs.into_values().collect();
+            ns.sort_unstable();
+            for n in ns {
+                if self.pending.remove(&n).is_some_and(|p| p.cancellable) {
+                    out.push(jsonrpc::cancelled(
+                        &Id::Num(n),
+                        "mcp-relay: client session ended",
+                    ));
+                }
+            }
+        }
+        let mut orphans: Vec<Id> = self
+            .server_requests
+            .iter()
+            .filter(|&(_, s)| *s == session)
+            .map(|(id, _)| id.clone())
+            .collect();
+        orphans.sort_by_cached_key(Id::to_json);
+        for id in orphans {
+            self.server_requests.remove(&id);
+            out.push(jsonrpc::error_response(
+                Some(&id),
+                SESSION_ENDED_CODE,
+                "mcp-relay: the client session ended before answering",
+                json!({"kind": SESSION_ENDED_KIND}),
+            ));
+        }
+        out
+    }
+
+    /// The process died: forgets everything and returns every in-flight
+    /// client request (in the order they were sent), for the owner to answer
+    /// with an error.
+    pub fn fail_all(&mut self) -> Vec<(SessionKey, Id)> {
+        let mut all: Vec<(i64, Pending)> = self.pending.drain().collect();
+        all.sort_unstable_by_key(|(n, _)| *n);
+        self.sessions.clear();
+        self.server_requests.clear();
+        all.into_iter().map(|(_, p)| (p.session, p.id)).collect()
+    }
+
+    /// A request timed out in the owner: forgets it (its late reply will be
+    /// dropped) and returns the `notifications/cancelled` to send the
+    /// process. `None` if the request is unknown or was `initialize`.
+    pub fn expire(&mut self, session: SessionKey, id: &Id) -> Option<Vec<u8>> {
+        let n = *self.sessions.get(&session)?.get(id)?;
+        let p = self.forget(n)?;
+        p.cancellable
+            .then(|| jsonrpc::cancelled(&Id::Num(n), "mcp-relay: response timeout"))
+    }
+
+    /// Client requests in flight on this process.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Client requests in flight for one session.
+    pub fn in_flight_for(&self, session: SessionKey) -> usize {
+        self.sessions.get(&session).map_or(0, HashMap::len)
+    }
+
+    /// Server→client requests routed to a session and not yet answered.
+    pub fn server_requests_in_flight(&self) -> usize {
+        self.server_requests.len()
+    }
+
+    /// The only session with requests in flight, if exactly one has any.
+    fn sole_session(&self) -> Option<SessionKey> {
+        if self.sessions.len() == 1 {
+            self.sessions.keys().next().copied()
+        } else {
+            None
+        }
+    }
+
+    /// A fresh upstream id, ≥ 1 and not in flight.
+    fn fresh_id(&mut self) -> i64 {
+        loop {
+            let n = self.next;
+            self.next = if n == i64::MAX { 1 } else { n + 1 };
+            if !self.pending.contains_key(&n) {
+                return n;
+            }
+        }
+    }
+
+    /// Removes a request from both maps, dropping its session's entry when
+    /// that was its last.
+    fn forget(&mut self, n: i64) -> Option<Pending> {
+        let p = self.pending.remove(&n)?;
+        if let Some(reqs) = self.sessions.get_mut(&p.session) {
+            reqs.remove(&p.id);
+            if reqs.is_empty() {
+                self.sessions.remove(&p.session);
+            }
+        }
+        Some(p)
+    }
+}
+
+fn relay_error(id: Option<&Id>, err: RelayError, message: &str) -> Vec<u8> {
+    jsonrpc::error_response(id, err.code(), message, json!({"kind": err.kind()}))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! Byte-exact rewriting of one JSON-RPC message: finding a member's value in
+//! the message's own text, without parsing it into a tree, and splicing new
+//! bytes over exactly that value. The [`Mux`](super::Mux) rewrites ids,
+//! progress tokens and cancelled `requestId`s with these.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::proto::jsonrpc::Id;
+
+/// `params._meta.progressToken` of a request, if it is a string or an integer
+/// (the types MCP allows; anything else is left alone and never routed).
+pub(super) fn progress_token_in_request(params: &RawValue) -> Option<&RawValue> {
+    // Cheap prefilter. A name can be spelled with escapes
+    // (`"progress\u0054oken"`), and a token that slipped through unrewritten
+    // could collide with another session's, so any backslash means "look".
+    let bytes = params.get().as_bytes();
+    if memchr::memmem::find(bytes, b"progressToken").is_none()
+        && memchr::memchr(b'\\', bytes).is_none()
+    {
+        return None;
+    }
+    let token = member(member(params, "_meta")?, "progressToken")?;
+    match Id::from_raw(token) {
+        Id::Num(_) | Id::Str(_) => Some(token),
+        Id::Other(_) => None,
+    }
+}
+
+/// Replaces each `(value, with)` in `base`: `value` must be borrowed from
+/// `base` itself (as everything `peek` returns is), and the values must not
+/// overlap. Returns `None` if either does not hold, so a message is never
+/// sent half-rewritten.
+pub(super) fn splice(base: &[u8], edits: &mut [(&RawValue, &[u8])]) -> Option<Vec<u8>> {
+    let origin = base.as_ptr().addr();
+    let mut spans: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.len());
+    for (raw, with) in edits.iter() {
+        let text = raw.get().as_bytes();
+        let start = text.as_ptr().addr().checked_sub(origin)?;
+        let end = start.checked_add(text.len())?;
+        // Same address and same bytes: certainly this value, not a copy.
+        if base.get(start..end)? != text {
+            return None;
+        }
+        spans.push((start, end, with));
+    }
+    spans.sort_unstable_by_key(|&(start, _, _)| start);
+    let grow: usize = spans.iter().map(|(_, _, with)| with.len()).sum();
+    let mut out = Vec::with_capacity(base.len() + grow);
+    let mut at = 0;
+    for (start, end, with) in spans {
+        if start < at {
+            return None;
+        }
+        out.extend_from_slice(&base[at..start]);
+        out.extend_from_slice(with);
+        at = end;
+    }
+    out.extend_from_slice(&base[at..]);
+    Some(out)
+}
+
+/// `obj.<key>` borrowed from `obj`'s text; `None` if `obj` is not an object
+/// or has no such member. Names are compared unescaped; with duplicate names
+/// the last wins, as in `peek`.
+pub(super) fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    let text = obj.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    Member(key).deserialize(&mut de).ok().flatten()
+}
+
+struct Member<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(hit) = map.next_key_seed(KeyIs(self.0))? {
+            if hit {
+                found = Some(map.next_value::<&RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A member name, compared against the wanted one without allocating.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_lookup_unescapes_names_and_ignores_nesting() {
+        let v: &RawValue =
+            serde_json::from_str(r#"{"a":{"requestId":1},"request\u0049d" : "x"}"#).unwrap();
+        assert_eq!(member(v, "requestId").map(RawValue::get), Some(r#""x""#));
+        assert!(member(v, "missing").is_none());
+        let arr: &RawValue = serde_json::from_str("[1,2]").unwrap();
+        assert!(member(arr, "requestId").is_none());
+    }
+
+    #[test]
+    fn splice_refuses_values_not_borrowed_from_the_base() {
+        let base = br#"{"id":1}"#;
+        let elsewhere: &RawValue = serde_json::from_str("1").unwrap();
+        assert_eq!(splice(base, &mut [(elsewhere, b"2")]), None);
+    }
+}
