@@ -20,6 +20,11 @@
 //! A failed exchange is retried (up to `retries`, with full-jitter backoff and
 //! within its overall deadline) only if not one byte of it reached the
 //! upstream: MCP requests are not idempotent.
+//!
+//! This file holds the engine's interface and its exchanges: submitting,
+//! queueing and dispatching them, retries, and deadlines. `conn` is one
+//! connection's state machine, from connect to close, and `response` reads a
+//! response off a busy connection and turns it into events.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,14 +33,14 @@ use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
-use crate::io::transport::{Transport, TransportError};
 use crate::policy::backoff::{Backoff, Rng};
-use crate::proto::http1::{BodyKind, BodyProgress, Limits, ResponseParser};
 use crate::proto::sse::SseDecoder;
 use crate::upstream::url::Url;
 
-/// Plaintext read from one connection per wakeup.
-const READ_BUDGET: usize = 256 * 1024;
+mod conn;
+mod response;
+
+use conn::{Conn, ConnState};
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -238,29 +243,6 @@ struct Exchange {
     sse: Option<SseDecoder>,
     json: Vec<u8>,
     oversize: bool,
-}
-
-enum ConnState {
-    /// TCP connect and TLS handshake in progress, for this exchange.
-    Connecting {
-        deadline: Instant,
-        ex: Option<ExId>,
-    },
-    Idle {
-        since: Instant,
-    },
-    Busy(ExId),
-}
-
-struct Conn {
-    transport: Transport,
-    parser: ResponseParser,
-    state: ConnState,
-    for_stream: bool,
-    /// Bytes the transport had sent before the current exchange started.
-    sent_base: u64,
-    body_kind: Option<BodyKind>,
-    registered: bool,
 }
 
 pub struct HttpClient {
@@ -497,382 +479,6 @@ impl HttpClient {
         self.queue = waiting;
     }
 
-    fn open_conn(&mut self, stream: bool, reg: &Registry, now: Instant) -> Result<u64, Failure> {
-        let addr = self.addrs[self.next_addr % self.addrs.len()];
-        let tls = match (&self.cfg.tls, &self.server_name) {
-            (Some(cfg), Some(name)) => Some((cfg.clone(), name.clone())),
-            _ => None,
-        };
-        let transport = Transport::connect(addr, tls).map_err(map_transport)?;
-        let id = self.next_conn;
-        self.next_conn += 1;
-        let mut conn = Conn {
-            transport,
-            parser: ResponseParser::new(Limits {
-                max_header: 64 * 1024,
-                max_body: usize::MAX,
-            }),
-            state: ConnState::Connecting {
-                deadline: now + self.cfg.connect_timeout,
-                ex: None,
-            },
-            for_stream: stream,
-            sent_base: 0,
-            body_kind: None,
-            registered: false,
-        };
-        let token = self.token(id);
-        match conn.transport.register(reg, token) {
-            Ok(()) => conn.registered = true,
-            Err(e) => return Err(Failure::ConnectFailed(e.to_string())),
-        }
-        self.conns.insert(id, conn);
-        Ok(id)
-    }
-
-    fn assign(&mut self, ex: ExId, conn: u64, reg: &Registry, now: Instant) {
-        let (Some(e), Some(c)) = (self.exchanges.get_mut(&ex), self.conns.get_mut(&conn)) else {
-            return;
-        };
-        e.conn = Some(conn);
-        e.attempts += 1;
-        e.head_seen = false;
-        e.sse = None;
-        e.json.clear();
-        e.oversize = false;
-        c.parser.begin_response(false);
-        c.body_kind = None;
-        if let ConnState::Connecting { ex: waiting, .. } = &mut c.state {
-            // Written once the connection is up.
-            *waiting = Some(ex);
-            e.state = ExState::Queued { not_before: now };
-            return;
-        }
-        self.start_sending(conn, ex, reg, now);
-    }
-
-    fn start_sending(&mut self, conn: u64, ex: ExId, reg: &Registry, now: Instant) {
-        let rt = self.cfg.request_timeout;
-        let (Some(e), Some(c)) = (self.exchanges.get_mut(&ex), self.conns.get_mut(&conn)) else {
-            return;
-        };
-        c.state = ConnState::Busy(ex);
-        c.sent_base = c.transport.bytes_sent();
-        e.state = ExState::Sending { deadline: now + rt };
-        if let Err(err) = c.transport.write(&e.wire) {
-            self.conn_failed(conn, map_transport(err), reg, now);
-            return;
-        }
-        self.after_write(conn, now);
-    }
-
-    /// Moves an exchange from sending to receiving once the request is on the
-    /// wire, and records whether any of it reached the socket.
-    fn after_write(&mut self, conn: u64, now: Instant) {
-        let rt = self.cfg.response_timeout;
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        let ConnState::Busy(ex) = c.state else { return };
-        let sent = c.transport.bytes_sent() > c.sent_base;
-        let done = c.transport.pending_out() == 0;
-        let Some(e) = self.exchanges.get_mut(&ex) else {
-            return;
-        };
-        e.touched_wire |= sent;
-        if done && matches!(e.state, ExState::Sending { .. }) {
-            let deadline = if e.req.stream || rt.is_zero() {
-                e.until
-            } else {
-                let d = now + rt;
-                Some(e.until.map_or(d, |u| u.min(d)))
-            };
-            e.state = ExState::Receiving { deadline };
-        }
-    }
-
-    /// Readiness on one of this engine's connections.
-    /// Readiness on connection `conn` (decoded from its token by the owner).
-    pub fn on_ready(
-        &mut self,
-        conn: u64,
-        readable: bool,
-        writable: bool,
-        reg: &Registry,
-        now: Instant,
-    ) {
-        self.last_now = now;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let ready = match c.transport.on_ready(readable, writable) {
-            Ok(r) => r,
-            Err(e) => {
-                self.conn_failed(conn, map_transport(e), reg, now);
-                return;
-            }
-        };
-        if ready.established_now
-            && let ConnState::Connecting { ex, .. } = c.state
-        {
-            match ex {
-                Some(ex) => self.start_sending(conn, ex, reg, now),
-                None => c.state = ConnState::Idle { since: now },
-            }
-        }
-        self.after_write(conn, now);
-        if ready.readable || ready.closed {
-            self.read_conn(conn, reg, now);
-        }
-        self.dispatch(reg, now);
-    }
-
-    fn read_conn(&mut self, conn: u64, reg: &Registry, now: Instant) {
-        // One scratch buffer for every connection: its capacity is kept.
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let Some(c) = self.conns.get_mut(&conn) else {
-            self.scratch = buf;
-            return;
-        };
-        if !c.transport.is_established() {
-            return;
-        }
-        let read = c.transport.read(&mut buf, READ_BUDGET);
-        if let Ok((n, _)) = read
-            && n > 0
-        {
-            c.parser.feed(&buf);
-        }
-        if buf.capacity() <= READ_BUDGET {
-            self.scratch = buf;
-        }
-        let (n, eof) = match read {
-            Ok(r) => r,
-            Err(e) => {
-                self.conn_failed(conn, map_transport(e), reg, now);
-                return;
-            }
-        };
-        if n > 0 {
-            self.process(conn, reg, now);
-        }
-        if eof {
-            self.on_eof(conn, reg, now);
-        } else if n >= READ_BUDGET {
-            // More may be waiting: finish on the next wakeup the caller gives
-            // us (edge-triggered: we must read again ourselves).
-            self.read_conn(conn, reg, now);
-        }
-    }
-
-    /// Consumes what the parser has: the head, then body bytes as they come.
-    fn process(&mut self, conn: u64, reg: &Registry, now: Instant) {
-        let max = self.cfg.max_message_size;
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
-            };
-            let ConnState::Busy(ex) = c.state else {
-                if c.parser.buffered() > 0 {
-                    // Bytes nobody asked for: the connection is unusable.
-                    self.close_conn(conn, reg);
-                }
-                return;
-            };
-            let Some(e) = self.exchanges.get_mut(&ex) else {
-                return;
-            };
-            if !e.head_seen {
-                match c.parser.next_head() {
-                    Ok(Some((resp, kind))) => {
-                        e.head_seen = true;
-                        e.success = (200..300).contains(&resp.status);
-                        let sse = resp.header("content-type").is_some_and(|ct| {
-                            ct.trim_start()
-                                .to_ascii_lowercase()
-                                .starts_with("text/event-stream")
-                        });
-                        if sse {
-                            e.sse = Some(SseDecoder::new(max));
-                        }
-                        c.body_kind = Some(kind);
-                        if !resp.keep_alive {
-                            c.body_kind = Some(BodyKind::UntilClose);
-                        }
-                        self.events.push(Event::Head {
-                            ex,
-                            status: resp.status,
-                            headers: resp.headers,
-                            sse,
-                        });
-                        continue;
-                    }
-                    Ok(None) => return,
-                    Err(err) => {
-                        self.conn_failed(
-                            conn,
-                            Failure::Closed(format!("bad response: {}", err.reason())),
-                            reg,
-                            now,
-                        );
-                        return;
-                    }
-                }
-            }
-            let mut chunk = Vec::new();
-            let progress = match c.parser.next_body(&mut chunk) {
-                Ok(p) => p,
-                Err(err) => {
-                    self.conn_failed(
-                        conn,
-                        Failure::Closed(format!("bad response body: {}", err.reason())),
-                        reg,
-                        now,
-                    );
-                    return;
-                }
-            };
-            if !chunk.is_empty() {
-                self.body_bytes(ex, &chunk);
-            }
-            match progress {
-                BodyProgress::Done => {
-                    self.finish(conn, ex, reg, now);
-                    continue;
-                }
-                BodyProgress::Partial => return,
-            }
-        }
-    }
-
-    fn body_bytes(&mut self, ex: ExId, chunk: &[u8]) {
-        let max = self.cfg.max_message_size;
-        let Some(e) = self.exchanges.get_mut(&ex) else {
-            return;
-        };
-        if !e.success {
-            // An error status's body (often a JSON-RPC error with id null) is
-            // not a reply: the owner acts on the status.
-            return;
-        }
-        match &mut e.sse {
-            Some(dec) => {
-                let mut evs = Vec::new();
-                if let Err(err) = dec.feed(chunk, &mut evs) {
-                    log::warn!("upstream SSE stream: {err}; event dropped");
-                    e.sse = Some(SseDecoder::new(max));
-                }
-                for ev in evs {
-                    if ev.event != "message" && ev.event != "endpoint" && !ev.data.is_empty() {
-                        continue;
-                    }
-                    let data = if ev.event == "endpoint" {
-                        // Legacy HTTP+SSE: mark the endpoint event for the owner.
-                        let mut d = b"endpoint:".to_vec();
-                        d.extend_from_slice(ev.data.as_bytes());
-                        d
-                    } else {
-                        ev.data.into_bytes()
-                    };
-                    self.events.push(Event::Message {
-                        ex,
-                        data,
-                        id: ev.id,
-                        retry: ev.retry,
-                    });
-                }
-            }
-            None => {
-                if e.json.len() + chunk.len() > max {
-                    e.oversize = true;
-                    e.json.clear();
-                } else if !e.oversize {
-                    e.json.extend_from_slice(chunk);
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self, conn: u64, ex: ExId, reg: &Registry, now: Instant) {
-        let Some(mut e) = self.exchanges.remove(&ex) else {
-            return;
-        };
-        if e.oversize {
-            log::warn!("upstream response over --max-message-size dropped");
-        } else if e.sse.is_none() && !e.json.is_empty() {
-            self.events.push(Event::Message {
-                ex,
-                data: std::mem::take(&mut e.json),
-                id: None,
-                retry: None,
-            });
-        }
-        self.events.push(Event::Done { ex });
-        let reuse = self.conns.get(&conn).is_some_and(|c| {
-            !c.for_stream
-                && !matches!(c.body_kind, Some(BodyKind::UntilClose))
-                && c.parser.buffered() == 0
-        });
-        if reuse {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.state = ConnState::Idle { since: now };
-            }
-        } else {
-            self.close_conn(conn, reg);
-        }
-    }
-
-    fn on_eof(&mut self, conn: u64, reg: &Registry, now: Instant) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        match c.state {
-            ConnState::Busy(ex) => {
-                let head = self.exchanges.get(&ex).is_some_and(|e| e.head_seen);
-                if head
-                    && matches!(c.body_kind, Some(BodyKind::UntilClose))
-                    && let Ok(BodyProgress::Done) = c.parser.on_eof()
-                {
-                    self.finish(conn, ex, reg, now);
-                    self.close_conn(conn, reg);
-                    return;
-                }
-                self.conn_failed(
-                    conn,
-                    Failure::Closed("the upstream closed the connection".into()),
-                    reg,
-                    now,
-                );
-            }
-            ConnState::Connecting { .. } => self.conn_failed(
-                conn,
-                Failure::ConnectFailed("closed while connecting".into()),
-                reg,
-                now,
-            ),
-            ConnState::Idle { .. } => self.close_conn(conn, reg),
-        }
-    }
-
-    /// The connection is unusable: its exchange fails (or is retried).
-    fn conn_failed(&mut self, conn: u64, failure: Failure, reg: &Registry, now: Instant) {
-        let ex = match self.conns.get(&conn).map(|c| &c.state) {
-            Some(ConnState::Busy(ex)) => Some(*ex),
-            Some(ConnState::Connecting { ex, .. }) => *ex,
-            _ => None,
-        };
-        if matches!(failure, Failure::ConnectFailed(_) | Failure::ConnectTimeout)
-            && self.addrs.len() > 1
-        {
-            self.next_addr += 1;
-        }
-        self.close_conn(conn, reg);
-        if let Some(ex) = ex {
-            self.fail(ex, failure, reg, now);
-        }
-    }
-
     /// Retries an exchange that never reached the upstream, within its
     /// deadline and the retry budget; otherwise reports the failure.
     fn fail(&mut self, ex: ExId, failure: Failure, reg: &Registry, now: Instant) {
@@ -905,16 +511,6 @@ impl HttpClient {
         self.exchanges.remove(&ex);
         self.events.push(Event::Failed { ex, failure });
         let _ = reg;
-    }
-
-    fn close_conn(&mut self, conn: u64, reg: &Registry) {
-        let Some(mut c) = self.conns.remove(&conn) else {
-            return;
-        };
-        if c.registered {
-            c.transport.deregister(reg);
-        }
-        c.transport.shutdown();
     }
 
     /// Deadlines: connect, request, response, idle connections, retries.
@@ -1004,13 +600,5 @@ impl HttpClient {
         }
         self.exchanges.clear();
         self.queue.clear();
-    }
-}
-
-fn map_transport(e: TransportError) -> Failure {
-    match e {
-        TransportError::ConnectFailed(e) => Failure::ConnectFailed(e.to_string()),
-        TransportError::Tls(m) => Failure::Tls(m),
-        TransportError::Io(e) => Failure::Closed(e.to_string()),
     }
 }
