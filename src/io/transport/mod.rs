@@ -13,8 +13,9 @@
 //! Any `Err` from a method is final: the owner drops the transport (which
 //! closes the socket). The owner passes readiness in, `on_ready` says what
 //! changed, and the owner reads while `Ready::readable` (and again later by
-//! itself when a read stopped at `max`, because no new edge will come for bytes
-//! already waiting: DESIGN.md "Event-loop rules", fairness).
+//! itself when a read stopped at `max`: the loop caps what it reads from one
+//! source per turn, for fairness, and no new edge will come for bytes already
+//! waiting).
 //!
 //! Buffering (memory is bounded by the caller):
 //! - Outgoing plaintext is queued in an `OutBuf` until the socket takes it.
@@ -29,20 +30,28 @@
 //!   (its deframer limit, about one TLS record) plus the plaintext of it; `read`
 //!   drains rustls's plaintext before pulling more ciphertext, so rustls's own
 //!   received-plaintext limit is never reached.
+//!
+//! This file holds the phases, the plain TCP paths and the output queue that
+//! both kinds share; `tls` holds what only TLS needs: the client
+//! configuration ([`tls_config`]), the handshake, reading records, and
+//! handing plaintext to rustls. The unit tests here cover both kinds.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use super::buf::OutBuf;
+
+mod tls;
+
+pub use tls::tls_config;
+use tls::{Feed, flush_tls};
 
 /// Bytes asked of the socket (or of rustls) per read syscall.
 const READ_CHUNK: usize = 16 * 1024;
@@ -72,39 +81,6 @@ impl fmt::Display for TransportError {
 }
 
 impl std::error::Error for TransportError {}
-
-/// Builds the client TLS configuration shared by every upstream connection:
-/// the webpki (Mozilla) roots plus every certificate in `ca_file`, ALPN
-/// "http/1.1", the ring provider and its safe default protocol versions.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = ca_file {
-        let shown = path.display();
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("CA file {shown}: cannot read: {e}"))?;
-        let mut added = 0usize;
-        for (i, cert) in certs.enumerate() {
-            let cert = cert.map_err(|e| format!("CA file {shown}: bad PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("CA file {shown}: certificate #{}: {e}", i + 1))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("CA file {shown}: no certificates found"));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
 
 /// What `on_ready` changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -336,44 +312,6 @@ impl Transport {
         }
     }
 
-    /// Moves the handshake as far as the socket allows. `Ok(true)` once it is
-    /// complete; `Ok(false)` when waiting for the socket.
-    fn handshake(&mut self) -> Result<bool, TransportError> {
-        let Some(conn) = self.tls.as_mut() else {
-            return Ok(true);
-        };
-        loop {
-            if !flush_tls(conn, &mut self.stream)
-                .map_err(TransportError::Io)?
-                .0
-            {
-                return Ok(false);
-            }
-            if !conn.is_handshaking() {
-                return Ok(true);
-            }
-            match conn.read_tls(&mut self.stream) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Err(TransportError::Tls(
-                        "peer closed the connection during the handshake".into(),
-                    ));
-                }
-                Ok(_) => {
-                    if let Err(e) = conn.process_new_packets() {
-                        // rustls queued an alert telling the peer why; try to
-                        // send it, the error is what matters.
-                        let _ = flush_tls(conn, &mut self.stream);
-                        return Err(TransportError::Tls(e.to_string()));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TransportError::Io(e)),
-            }
-        }
-    }
-
     /// Writes queued output until the socket would block or the queue is
     /// empty. Only called once established.
     fn flush(&mut self) -> Result<(), TransportError> {
@@ -450,108 +388,6 @@ impl Transport {
         }
         Ok((total, false))
     }
-
-    fn read_tls(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(usize, bool), TransportError> {
-        let mut total = 0;
-        let mut socket_eof = false;
-        loop {
-            let Some(conn) = self.tls.as_mut() else {
-                return Ok((total, false));
-            };
-            // Plaintext rustls already holds comes first.
-            while total < max {
-                let start = out.len();
-                out.resize(start + READ_CHUNK.min(max - total), 0);
-                let res = conn.reader().read(&mut out[start..]);
-                out.truncate(start + *res.as_ref().unwrap_or(&0));
-                match res {
-                    // Ok(0): close_notify received and all plaintext read.
-                    Ok(0) => {
-                        self.eof = true;
-                        return Ok((total, true));
-                    }
-                    Ok(n) => total += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        log::debug!("upstream closed TLS without close_notify");
-                        self.eof = true;
-                        return Ok((total, true));
-                    }
-                    Err(e) => return Err(TransportError::Io(e)),
-                }
-            }
-            if total >= max {
-                return Ok((total, false));
-            }
-            if socket_eof {
-                // rustls saw the EOF yet reports neither close; do not spin.
-                self.eof = true;
-                return Ok((total, true));
-            }
-            match conn.read_tls(&mut self.stream) {
-                Ok(n) => {
-                    socket_eof = n == 0;
-                    let processed = conn.process_new_packets();
-                    // Processing may queue records of our own (an alert, a
-                    // key update); send them while we are here.
-                    let wants_write = conn.wants_write();
-                    if let Err(e) = processed {
-                        let _ = flush_tls(conn, &mut self.stream);
-                        return Err(TransportError::Tls(e.to_string()));
-                    }
-                    if wants_write {
-                        self.flush()?;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((total, false)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TransportError::Io(e)),
-            }
-        }
-    }
-}
-
-/// Writes rustls's pending records until it has none or the socket would
-/// block. Returns (all written, wrote anything).
-fn flush_tls(conn: &mut ClientConnection, stream: &mut TcpStream) -> io::Result<(bool, bool)> {
-    let mut wrote = false;
-    while conn.wants_write() {
-        match conn.write_tls(stream) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => wrote = true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, wrote)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((true, wrote))
-}
-
-/// Hands plaintext from the queue to rustls, at most `room` bytes, so
-/// `OutBuf::flush_to` can feed rustls like any other sink.
-struct Feed<'a> {
-    conn: &'a mut ClientConnection,
-    room: usize,
-}
-
-impl Write for Feed<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.room);
-        if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = self.conn.writer().write(&buf[..n])?;
-        if n == 0 {
-            // rustls's buffer limit: the same as a full socket.
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.room -= n;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -561,10 +397,12 @@ mod tests {
 
     use super::*;
     use mio::{Events, Poll};
-    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::{ServerConfig, ServerConnection, StreamOwned};
+    use std::io::{Read, Write};
     use std::net::{IpAddr, Ipv4Addr, TcpListener};
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::thread::{self, JoinHandle};
     use std::time::{Duration, Instant};
 
