@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use common::relay::{Recv, Relay};
 use common::{
-    Recv, Relay, SHORT, TempFile, call, call_with, echo_text, error_kind, initialize, initialized,
-    line,
+    SHORT, TempFile, call, call_with, echo_text, error_kind, initialize, initialized, line,
 };
 
 /// Text with multi-byte UTF-8 (2, 3 and 4 bytes) and characters JSON escapes.
@@ -298,7 +298,7 @@ fn unresponsive_server_is_terminated_then_killed() {
     // Stdin is closed by now: a lower bound for the relay's own clock.
     let after_close = Instant::now();
     let status = relay.wait_exit(SHORT);
-    let took = relay.exited_at.expect("exited") - after_close;
+    let took = relay.exited_at().expect("exited") - after_close;
     assert_eq!(status.code(), Some(0), "{status}\n{}", relay.stderr_dump());
     server.assert_gone("server after relay exit");
     assert!(before.elapsed() < Duration::from_secs(3), "took {took:?}");

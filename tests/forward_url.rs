@@ -1,12 +1,12 @@
 //! Integration tests for `mcp-relay forward --url URL`: the relay between a
-//! stdio MCP client (this test, through `common::Relay`) and an MCP
-//! Streamable HTTP server, which is a small fake written here.
+//! stdio MCP client (this test, through `common::relay::Relay`) and an MCP
+//! Streamable HTTP server, which is a small fake (`common::fake::Fake`).
 //!
 //! The fakes are blocking std code on threads: one acceptor per fake and one
 //! thread per connection, every read bounded by [`TICK`] so each thread looks
 //! at its stop flag at least that often. Responses are hand-written HTTP/1.1.
 //! A fake stops (its threads are joined) when dropped; the relay is killed
-//! and reaped by `common::Relay`'s Drop. Everything listens on 127.0.0.1, and
+//! and reaped by `Relay`'s Drop. Everything listens on 127.0.0.1, and
 //! every test body runs under [`bounded`] (20 s).
 //!
 //! Timing assertions measure from just before the request line is handed to
@@ -18,25 +18,27 @@
 mod common;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{Value, json};
 
 use common::fake::{
-    After, Got, MARGIN, TICK, echo_reply, init_result, progress, reply_to, server_note, upper_bound,
+    After, Conn, Fake, Handler, MARGIN, Req, TICK, bind, echo_reply, handler, init_result,
+    progress, reply_to, server_note, summaries, upper_bound,
 };
-use common::{Relay, SHORT, call, call_with, echo_text, error_kind, initialize, initialized};
+use common::relay::Relay;
+use common::{SHORT, call, call_with, echo_text, error_kind, initialize, initialized};
 
 /// Hard cap on each test, setup and teardown included.
 const TEST_LIMIT: Duration = Duration::from_secs(20);
@@ -67,464 +69,6 @@ fn bounded(body: impl FnOnce() + Send + 'static) {
     }
 }
 
-// ---- the fake upstream --------------------------------------------------------
-
-/// One HTTP request as a fake received it.
-#[derive(Debug, Clone)]
-struct Req {
-    /// When the whole request (head and body) had arrived.
-    at: Instant,
-    /// Connection number, 1-based, in accept order.
-    conn: usize,
-    method: String,
-    target: String,
-    /// Names lowercased, in arrival order, duplicates kept.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(k, _)| k == name).count()
-    }
-
-    fn session(&self) -> Option<&str> {
-        self.header("mcp-session-id")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The JSON-RPC method of a POST body, if any.
-    fn rpc(&self) -> Option<String> {
-        self.json()
-            .get("method")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    }
-
-    fn is_post_of(&self, rpc_method: &str) -> bool {
-        self.method == "POST" && self.rpc().as_deref() == Some(rpc_method)
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "#{} {} {} session={:?} rpc={:?} id={}",
-            self.conn,
-            self.method,
-            self.target,
-            self.session(),
-            self.rpc(),
-            self.json().get("id").cloned().unwrap_or(Value::Null)
-        )
-    }
-}
-
-fn summaries(reqs: &[Req]) -> String {
-    reqs.iter().map(Req::summary).collect::<Vec<_>>().join("\n")
-}
-
-/// Takes one complete request off the front of `buf`.
-fn take_request(buf: &mut Vec<u8>, conn: usize) -> Option<Req> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let method = request_line.next()?.to_owned();
-    let target = request_line.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        })
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    if buf.len() < end + 4 + len {
-        return None;
-    }
-    let body = buf[end + 4..end + 4 + len].to_vec();
-    buf.drain(..end + 4 + len);
-    Some(Req {
-        at: Instant::now(),
-        conn,
-        method,
-        target,
-        headers,
-        body,
-    })
-}
-
-trait Io: Read + Write + Send {}
-impl<T: Read + Write + Send> Io for T {}
-
-/// The server side of one accepted connection (plain or TLS).
-struct Conn {
-    io: Box<dyn Io>,
-    /// The same socket, for socket options.
-    tcp: TcpStream,
-    stop: Arc<AtomicBool>,
-    /// Bytes received and not yet consumed as a request.
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// One read, waiting at most [`TICK`].
-    fn read_some(&mut self) -> Got {
-        let mut tmp = [0u8; 16 * 1024];
-        match self.io.read(&mut tmp) {
-            Ok(0) => Got::Closed,
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                Got::Data
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Got::Nothing
-            }
-            Err(_) => Got::Closed,
-        }
-    }
-
-    /// Waits `d`, reading whatever comes. False if the peer closed the
-    /// connection or the fake is stopping.
-    fn wait(&mut self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        loop {
-            if self.stopped() || matches!(self.read_some(), Got::Closed) {
-                return false;
-            }
-            if Instant::now() >= until {
-                return true;
-            }
-        }
-    }
-
-    /// Keeps the connection open without answering until the peer closes it
-    /// (true) or the fake stops (false).
-    fn hold(&mut self) -> bool {
-        loop {
-            if self.stopped() {
-                return false;
-            }
-            if matches!(self.read_some(), Got::Closed) {
-                return true;
-            }
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> bool {
-        self.io
-            .write_all(bytes)
-            .and_then(|()| self.io.flush())
-            .is_ok()
-    }
-
-    fn respond(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> After {
-        let reason = match status {
-            200 => "OK",
-            202 => "Accepted",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            503 => "Service Unavailable",
-            _ => "Whatever",
-        };
-        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
-        if self.send(&bytes) {
-            After::KeepAlive
-        } else {
-            After::Close
-        }
-    }
-
-    fn json(&mut self, headers: &[(&str, &str)], v: &Value) -> After {
-        let mut h = vec![("content-type", "application/json")];
-        h.extend_from_slice(headers);
-        self.respond(200, &h, v.to_string().as_bytes())
-    }
-
-    fn accepted(&mut self) -> After {
-        self.respond(202, &[], b"")
-    }
-
-    /// 200 `text/event-stream`, chunked; events follow with `sse_event`.
-    fn sse_start(&mut self, headers: &[(&str, &str)]) -> bool {
-        let mut head = String::from(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-             cache-control: no-cache\r\ntransfer-encoding: chunked\r\n",
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        self.send(head.as_bytes())
-    }
-
-    /// One SSE event in one chunk.
-    fn sse_event(&mut self, id: Option<&str>, event: Option<&str>, data: &str) -> bool {
-        let mut ev = String::new();
-        if let Some(id) = id {
-            ev.push_str(&format!("id: {id}\n"));
-        }
-        if let Some(event) = event {
-            ev.push_str(&format!("event: {event}\n"));
-        }
-        ev.push_str(&format!("data: {data}\n\n"));
-        self.send(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes())
-    }
-
-    /// The last chunk: the response ends cleanly.
-    fn sse_end(&mut self) -> bool {
-        self.send(b"0\r\n\r\n")
-    }
-
-    /// Makes the close that follows a reset (RST) rather than a FIN.
-    fn reset(&mut self) -> After {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on a socket this connection owns, with a
-        // correctly sized `linger`.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.tcp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
-        After::Close
-    }
-}
-
-type Handler = Arc<dyn Fn(&Req, &mut Conn) -> After + Send + Sync>;
-
-fn handler(f: impl Fn(&Req, &mut Conn) -> After + Send + Sync + 'static) -> Handler {
-    Arc::new(f)
-}
-
-/// A fake MCP HTTP server on 127.0.0.1. Dropping it stops and joins every
-/// one of its threads (each notices within about [`TICK`]).
-struct Fake {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Req>>>,
-    conns: Arc<AtomicUsize>,
-    tls_failures: Arc<AtomicUsize>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
-}
-
-impl Fake {
-    fn start(h: Handler) -> Fake {
-        Fake::serve(bind(), h, None)
-    }
-
-    fn serve(listener: TcpListener, h: Handler, tls: Option<Arc<ServerConfig>>) -> Fake {
-        let addr = listener.local_addr().expect("local_addr");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen: Arc<Mutex<Vec<Req>>> = Arc::default();
-        let conns = Arc::new(AtomicUsize::new(0));
-        let tls_failures = Arc::new(AtomicUsize::new(0));
-        let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let acceptor = {
-            let (stop, seen, conns, tls_failures, threads) = (
-                stop.clone(),
-                seen.clone(),
-                conns.clone(),
-                tls_failures.clone(),
-                threads.clone(),
-            );
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let tcp = match listener.accept() {
-                        Ok((s, _)) => s,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            thread::sleep(Duration::from_millis(2));
-                            continue;
-                        }
-                        Err(e) => panic!("accept: {e}"),
-                    };
-                    let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
-                    let (stop, seen, tls_failures, h, tls) = (
-                        stop.clone(),
-                        seen.clone(),
-                        tls_failures.clone(),
-                        h.clone(),
-                        tls.clone(),
-                    );
-                    let t = thread::spawn(move || {
-                        serve_conn(tcp, n, stop, seen, tls_failures, h, tls);
-                    });
-                    threads.lock().unwrap().push(t);
-                }
-            })
-        };
-        Fake {
-            addr,
-            stop,
-            seen,
-            conns,
-            tls_failures,
-            threads,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Req> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn connections(&self) -> usize {
-        self.conns.load(Ordering::SeqCst)
-    }
-
-    /// Polls the requests seen until `pred` holds; panics after `timeout`.
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Req]) -> bool) -> Vec<Req> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.seen();
-            if pred(&seen) {
-                return seen;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "fake upstream: {what} not seen within {timeout:?}; requests:\n{}",
-                    summaries(&seen)
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-        let threads: Vec<_> = self.threads.lock().unwrap().drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-}
-
-fn timed_out(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
-fn serve_conn(
-    tcp: TcpStream,
-    n: usize,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Req>>>,
-    tls_failures: Arc<AtomicUsize>,
-    h: Handler,
-    tls: Option<Arc<ServerConfig>>,
-) {
-    // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux;
-    // make sure, since the timeouts below rely on blocking reads.
-    tcp.set_nonblocking(false).expect("blocking socket");
-    tcp.set_read_timeout(Some(TICK)).expect("read timeout");
-    tcp.set_write_timeout(Some(Duration::from_secs(2)))
-        .expect("write timeout");
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = match tls {
-        None => Box::new(tcp.try_clone().expect("clone socket")),
-        Some(cfg) => {
-            let mut sc = ServerConnection::new(cfg).expect("ServerConnection");
-            let mut sock = tcp.try_clone().expect("clone socket");
-            while sc.is_handshaking() {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                match sc.complete_io(&mut sock) {
-                    Ok(_) => {}
-                    Err(e) if timed_out(&e) => {}
-                    Err(_) => {
-                        tls_failures.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-            Box::new(StreamOwned::new(sc, sock))
-        }
-    };
-    let mut conn = Conn {
-        io,
-        tcp,
-        stop,
-        buf: Vec::new(),
-    };
-    loop {
-        let req = loop {
-            if let Some(r) = take_request(&mut conn.buf, n) {
-                break r;
-            }
-            if conn.stopped() {
-                return;
-            }
-            if matches!(conn.read_some(), Got::Closed) {
-                return;
-            }
-        };
-        seen.lock().unwrap().push(req.clone());
-        if h(&req, &mut conn) == After::Close {
-            return;
-        }
-    }
-}
-
 // ---- MCP messages and the well-behaved server ------------------------------------
 
 /// A well-behaved Streamable HTTP server with session `sid`: initialize →
@@ -540,13 +84,13 @@ fn standard(req: &Req, conn: &mut Conn, sid: &str) -> After {
                 return conn.accepted();
             };
             if msg.pointer("/params/arguments/sse") == Some(&json!(true)) {
-                if !conn.sse_start(&[]) {
+                if !conn.sse_start() {
                     return After::Close;
                 }
                 if let Some(tok) = msg.pointer("/params/_meta/progressToken") {
-                    conn.sse_event(None, None, &progress(tok, 1).to_string());
+                    conn.sse_event(None, &progress(tok, 1).to_string());
                 }
-                conn.sse_event(Some("r1"), None, &reply.to_string());
+                conn.sse_event(Some("r1"), &reply.to_string());
                 conn.sse_end();
                 return After::KeepAlive;
             }
@@ -557,7 +101,7 @@ fn standard(req: &Req, conn: &mut Conn, sid: &str) -> After {
             }
         }
         "GET" => {
-            if conn.sse_start(&[]) {
+            if conn.sse_start() {
                 conn.hold();
             }
             After::Close
@@ -577,9 +121,11 @@ fn start_relay(url: &str, extra: &[&str]) -> Relay {
 }
 
 fn relay_env(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Relay {
-    let mut args = vec!["--url", url, "--log-level", "debug"];
-    args.extend_from_slice(extra);
-    Relay::start_url(&args, env)
+    Relay::forward()
+        .args(["--url", url, "--log-level", "debug"])
+        .args(extra)
+        .env(env)
+        .start()
 }
 
 /// Sends `msg` and waits for the response to `id`; returns it and the time
@@ -850,11 +396,11 @@ fn a_response_stream_cut_midway_is_upstream_closed_and_the_relay_carries_on() {
             let msg = req.json();
             let text = msg["params"]["arguments"]["text"].as_str().unwrap_or("");
             if req.is_post_of("tools/call") && (text == "reset" || text == "fin") {
-                if !conn.sse_start(&[]) {
+                if !conn.sse_start() {
                     return After::Close;
                 }
                 let tok = msg.pointer("/params/_meta/progressToken").cloned();
-                conn.sse_event(None, None, &progress(&tok.unwrap(), 1).to_string());
+                conn.sse_event(None, &progress(&tok.unwrap(), 1).to_string());
                 // Half of the next chunk, then the connection goes.
                 conn.send(b"40\r\nid: 2\ndata: {\"jsonrpc\"");
                 conn.wait(Duration::from_millis(50));
@@ -917,9 +463,9 @@ fn get_stream_503_with_retry_after_is_honoured_then_events_flow() {
                 conn.respond(503, &[("retry-after", "1")], b"busy");
                 return After::Close;
             }
-            if conn.sse_start(&[]) {
+            if conn.sse_start() {
                 for n in 1..=3 {
-                    conn.sse_event(Some(&format!("e{n}")), None, &server_note(n).to_string());
+                    conn.sse_event(Some(&format!("e{n}")), &server_note(n).to_string());
                 }
                 conn.hold();
             }
@@ -977,12 +523,12 @@ fn dropped_get_streams_resume_with_last_event_id_without_duplicates() {
             // saw, which it must drop) and sends 3k+1..3k+3; streams 0 and 1
             // then end, stream 2 stays open.
             let k = g.fetch_add(1, Ordering::SeqCst) as u64;
-            if !conn.sse_start(&[]) {
+            if !conn.sse_start() {
                 return After::Close;
             }
             let first = if k == 0 { 1 } else { 3 * k };
             for n in first..=3 * k + 3 {
-                conn.sse_event(Some(&n.to_string()), None, &server_note(n).to_string());
+                conn.sse_event(Some(&n.to_string()), &server_note(n).to_string());
             }
             if k < 2 {
                 conn.sse_end();
@@ -1131,8 +677,8 @@ fn legacy_http_sse_fallback_round_trip() {
             match (req.method.as_str(), req.target.as_str()) {
                 ("POST", "/mcp") => conn.respond(405, &[("allow", "GET")], b""),
                 ("GET", "/mcp") => {
-                    if !conn.sse_start(&[])
-                        || !conn.sse_event(None, Some("endpoint"), "/messages?session_id=x")
+                    if !conn.sse_start()
+                        || !conn.sse_typed_event(None, "endpoint", "/messages?session_id=x")
                     {
                         return After::Close;
                     }
@@ -1140,7 +686,7 @@ fn legacy_http_sse_fallback_round_trip() {
                         let next = out.lock().unwrap().pop_front();
                         match next {
                             Some(m) => {
-                                if !conn.sse_event(None, Some("message"), &m) {
+                                if !conn.sse_typed_event(None, "message", &m) {
                                     return After::Close;
                                 }
                             }
@@ -1230,7 +776,6 @@ fn host_and_custom_headers_on_every_request() {
                 }
                 standard(req, conn, "s1")
             }),
-            None,
         );
         let mut relay = relay_env(
             &fake.url(),
@@ -1273,7 +818,7 @@ fn host_and_custom_headers_on_every_request() {
 #[test]
 fn https_upstream_with_and_without_the_test_ca() {
     bounded(|| {
-        let fake = Fake::serve(bind(), well_behaved(), Some(tls_server_config()));
+        let fake = Fake::serve_tls(bind(), well_behaved(), tls_server_config());
         let url = format!("https://127.0.0.1:{}/mcp", fake.port());
         let ca = tls_dir().join("ca.pem");
         let mut relay = start_relay(&url, &["--ca-file", ca.to_str().unwrap()]);
@@ -1325,7 +870,7 @@ fn a_refused_request_is_retried_once_the_upstream_listens() {
         // (roughly 1 in 1,000 for both).
         relay.wait_stderr("retrying a request in", SHORT);
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the reserved port");
-        let fake = Fake::serve(listener, well_behaved(), None);
+        let fake = Fake::serve(listener, well_behaved());
         let reply = relay.expect_response(&json!(1), SHORT);
         assert!(reply["result"]["serverInfo"].is_object(), "{reply}");
         relay.send(&initialized());
@@ -1373,17 +918,16 @@ fn failing_get_stream_backs_off_and_costs_little_cpu() {
             }
             standard(req, conn, "s1")
         }));
-        let mut relay = Relay::start_url(
-            &[
+        let mut relay = Relay::forward()
+            .args([
                 "--url",
                 &fake.url(),
                 "--reconnect-base",
                 "100ms",
                 "--log-level",
                 "info",
-            ],
-            &[],
-        );
+            ])
+            .start();
         relay.handshake();
         let fds_before = common::fd_count(relay.pid);
         let cpu0 = cpu_seconds(relay.pid);
@@ -1521,12 +1065,12 @@ fn progress_restarts_the_response_timeout_up_to_max_request_time() {
             let msg = req.json();
             if req.is_post_of("tools/call") && msg["params"]["arguments"]["text"] == "forever" {
                 let tok = msg.pointer("/params/_meta/progressToken").cloned().unwrap();
-                if !conn.sse_start(&[]) {
+                if !conn.sse_start() {
                     return After::Close;
                 }
                 // Progress every 100 ms, never a reply.
                 for n in 1.. {
-                    if !conn.sse_event(None, None, &progress(&tok, n).to_string())
+                    if !conn.sse_event(None, &progress(&tok, n).to_string())
                         || !conn.wait(Duration::from_millis(100))
                     {
                         break;

@@ -30,7 +30,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -40,9 +40,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::http::{ACCEPT_BOTH as ACCEPT, Http, IO, Response, SseParser, VERSION, Wait};
+use common::relay::Relay;
 use common::{
-    Proc, RELAY, SHORT, StderrLines, call, call_with, collect_lines, echo_server, echo_text,
-    error_kind, free_port, initialize, initialized, started_pid,
+    SHORT, StderrLines, call, call_with, collect_lines, echo_text, error_kind, free_port,
+    initialize, initialized,
 };
 
 const RELAYS: usize = 3;
@@ -197,7 +198,7 @@ impl Sess {
 fn owner(relays: &[Relay], sid: &str) -> Option<usize> {
     let mut found = None;
     for (i, r) in relays.iter().enumerate() {
-        if r.status.is_some() {
+        if r.try_status().is_some() {
             continue;
         }
         let mut h = Http::try_connect(r.port).unwrap_or_else(|e| panic!("{}: connect {e}", r.name));
@@ -255,133 +256,25 @@ impl Metrics {
 // Processes
 // ============================================================================
 
-struct Relay {
-    name: String,
-    child: Child,
-    pid: i32,
-    port: u16,
-    log: StderrLines,
-    servers: Arc<Mutex<Vec<Proc>>>,
-    status: Option<ExitStatus>,
+/// `mcp-relay reverse --name NAME` in the example's session pool, with the
+/// test's graces, in front of `echo_server`.
+fn start_relay(name: &str) -> Relay {
+    Relay::reverse(name)
+        .args(["--pool", "session", "--max-connections", "64"])
+        .args([
+            "--shutdown-grace",
+            SHUTDOWN_GRACE,
+            "--kill-grace",
+            KILL_GRACE,
+        ])
+        .echo_server(&[])
+        .start()
 }
 
+/// This file's view of a relay's `/metrics`.
 impl Relay {
-    fn start(name: &str) -> Relay {
-        let mut last_log = String::new();
-        for _attempt in 0..8 {
-            let port = free_port();
-            let mut child = Command::new(RELAY)
-                .arg("reverse")
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args([
-                    "--name",
-                    name,
-                    "--pool",
-                    "session",
-                    "--max-connections",
-                    "64",
-                ])
-                .args([
-                    "--shutdown-grace",
-                    SHUTDOWN_GRACE,
-                    "--kill-grace",
-                    KILL_GRACE,
-                ])
-                .args(["--log-level", "debug", "--"])
-                .arg(echo_server())
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn mcp-relay");
-            let servers: Arc<Mutex<Vec<Proc>>> = Arc::default();
-            let sink = Arc::clone(&servers);
-            let (log, _done) = collect_lines(child.stderr.take().unwrap(), move |line| {
-                if let Some(p) = started_pid(line) {
-                    sink.lock().unwrap().push(Proc::new(p));
-                }
-            });
-            let mut relay = Relay {
-                name: name.to_string(),
-                pid: child.id() as i32,
-                child,
-                port,
-                log,
-                servers,
-                status: None,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && !relay.exited() {
-                if get(port, "/healthz").is_ok_and(|r| r.status() == 200) {
-                    return relay;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            thread::sleep(Duration::from_millis(100));
-            last_log = relay.log_text();
-            assert!(
-                relay.exited() && last_log.contains("cannot listen"),
-                "{name} did not come up:\n{last_log}"
-            );
-        }
-        panic!("{name} could not bind a free port in 8 attempts:\n{last_log}");
-    }
-
-    fn exited(&mut self) -> bool {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait");
-        }
-        self.status.is_some()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while !self.exited() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
-        }
-        self.status
-    }
-
     fn metrics(&self) -> Metrics {
-        let r =
-            get(self.port, "/metrics").unwrap_or_else(|e| panic!("{}: /metrics: {e:?}", self.name));
-        assert_eq!(r.status(), 200, "{}: /metrics: {r:?}", self.name);
-        Metrics(r.text())
-    }
-
-    fn log_text(&self) -> String {
-        let lines = self.log.lock().unwrap();
-        lines.iter().map(|(_, l)| format!("{l}\n")).collect()
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let lines = self.log.lock().unwrap();
-        let from = lines.len().saturating_sub(n);
-        let mut s = format!(
-            "--- {} (pid {}) log, last {n} lines ---\n",
-            self.name, self.pid
-        );
-        for (_, l) in &lines[from..] {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("{}", self.log_tail(60));
-        }
-        for p in self.servers.lock().unwrap().iter() {
-            p.kill_if_alive();
-        }
-        if !self.exited() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        Metrics(self.metrics_text())
     }
 }
 
@@ -817,7 +710,7 @@ fn haproxy_sticky_sessions_and_relay_stop() {
     };
 
     let names: Vec<String> = (1..=RELAYS).map(|i| format!("relay{i}")).collect();
-    let mut relays: Vec<Relay> = names.iter().map(|n| Relay::start(n)).collect();
+    let relays: Vec<Relay> = names.iter().map(|n| start_relay(n)).collect();
     let ha = Haproxy::start(&bin, &relays);
     let port = ha.port;
 
@@ -957,12 +850,12 @@ fn haproxy_sticky_sessions_and_relay_stop() {
             if state.starts_with("DOWN") {
                 *traffic.down_at.lock().unwrap() = Some(Instant::now());
                 down_at = Some(term_at.elapsed());
-                down_while_alive = !relays[victim].exited();
+                down_while_alive = relays[victim].try_status().is_none();
             }
             thread::sleep(Duration::from_millis(20));
         }
         slow = Some(handle.join().expect("slow call thread"));
-        exit_status = relays[victim].wait_exit(Duration::from_secs(8));
+        exit_status = relays[victim].wait_timeout(Duration::from_secs(8));
         exited_at = Some(term_at.elapsed());
 
         // Keep going until every session of the stopped relay has initialized
@@ -1006,7 +899,7 @@ fn haproxy_sticky_sessions_and_relay_stop() {
     assert_eq!(drain_time.len(), BURST);
     let status = exit_status.unwrap_or_else(|| panic!("{vname} did not exit"));
     assert_eq!(status.code(), Some(0), "{vname}: {status}");
-    for p in relays[victim].servers.lock().unwrap().iter() {
+    for (p, _) in relays[victim].servers() {
         p.assert_gone("server of the stopped relay");
     }
 
@@ -1141,10 +1034,10 @@ fn haproxy_sticky_sessions_and_relay_stop() {
         }
     }
     let status = relays[idle]
-        .wait_exit(Duration::from_secs(5))
+        .wait_timeout(Duration::from_secs(5))
         .unwrap_or_else(|| panic!("{iname} did not exit"));
     assert_eq!(status.code(), Some(0), "{iname}: {status}");
-    for p in relays[idle].servers.lock().unwrap().iter() {
+    for (p, _) in relays[idle].servers() {
         p.assert_gone("server of the stopped idle relay");
     }
     let (retries, redispatches) = ha.retries(&iname);

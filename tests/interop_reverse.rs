@@ -11,7 +11,7 @@
 //! One test per (client, pool mode). Each starts its own relay on a free
 //! port, waits for `/healthz`, runs the client script with a hard timeout and
 //! checks its verdict (`interop ok` and exit 0), then stops the relay (SIGTERM,
-//! SIGKILL of the whole tree if it lingers) and reaps it. The client side
+//! SIGKILL of it and its servers if it lingers) and reaps it. The client side
 //! lives in `tests/interop/reverse_python.py` and `tests/interop/reverse_ts.mjs`
 //! (both run the same steps: initialize, logging, tools, resources, prompts,
 //! progress, DELETE and the pool's reaction to it; see their headers).
@@ -30,19 +30,17 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::free_port;
 use common::interop::{
-    self, drain, find_in_path, healthy, join_bounded, kill_tree, python, python_imports, snapshot,
+    self, drain, find_in_path, join_bounded, kill_tree, python, python_imports, snapshot,
     wait_bounded,
 };
+use common::relay::Relay;
 
-const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const SERVER_JS: &str =
     ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
@@ -52,8 +50,6 @@ const PY_SCRIPT: &str = "tests/interop/reverse_python.py";
 const TS_SCRIPT: &str = "tests/interop/reverse_ts.mjs";
 /// The scripts stop themselves after 60 s; this is the harness's backstop.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(75);
-/// Time for the relay to answer `/healthz` once started.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for the relay to exit after SIGTERM before the tree is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -98,135 +94,13 @@ fn python_has_mcp(python: &str) -> Result<(), String> {
     )
 }
 
-/// A running `mcp-relay reverse`; stopped and reaped on drop.
-struct Relay {
-    child: Option<Child>,
-    port: u16,
-    cmdline: String,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-    /// How the relay ended, once stopped.
-    ended: Option<String>,
-}
-
-impl Relay {
-    /// Starts the relay on a free port and waits for `/healthz`. Retries on a
-    /// fresh port if the relay exits early (the port may have been taken
-    /// between probing and binding).
-    fn start(node: &Path, server_js: &Path, pool: Pool) -> Relay {
-        let mut failures = String::new();
-        for _ in 0..3 {
-            match Relay::try_start(node, server_js, pool) {
-                Ok(relay) => return relay,
-                Err(e) => failures.push_str(&e),
-            }
-        }
-        panic!("relay did not come up:\n{failures}");
-    }
-
-    fn try_start(node: &Path, server_js: &Path, pool: Pool) -> Result<Relay, String> {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(RELAY);
-        cmd.arg("reverse")
-            .args(["--listen", &listen])
-            .args(pool.relay_args())
-            .args(["--name", "everything", "--log-level", "debug", "--"])
-            .arg(node)
-            .arg(server_js)
-            .arg("stdio")
-            .current_dir(MANIFEST_DIR)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let cmdline = format!(
-            "{RELAY} reverse --listen {listen} {} --name everything --log-level debug -- {} {} stdio",
-            pool.relay_args().join(" "),
-            node.display(),
-            server_js.display()
-        );
-        // Reaped by Relay::stop (also on drop), which clippy cannot see.
-        #[allow(clippy::zombie_processes)]
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("spawn `{cmdline}`: {e}\n"))?;
-        let (_, out_thread) = drain(child.stdout.take().unwrap());
-        let (stderr, err_thread) = drain(child.stderr.take().unwrap());
-        let mut relay = Relay {
-            child: Some(child),
-            port,
-            cmdline,
-            stderr,
-            threads: vec![out_thread, err_thread],
-            ended: None,
-        };
-        let started = Instant::now();
-        while started.elapsed() < HEALTH_TIMEOUT {
-            if healthy(port) {
-                return Ok(relay);
-            }
-            let exited = relay.child.as_mut().unwrap().try_wait();
-            if let Ok(Some(status)) = exited {
-                relay.stop();
-                return Err(format!(
-                    "`{}` exited before serving /healthz: {status}\n--- relay stderr ---\n{}\n",
-                    relay.cmdline,
-                    snapshot(&relay.stderr)
-                ));
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
-        relay.stop();
-        Err(format!(
-            "`{}`: no 200 `ok` from /healthz within {HEALTH_TIMEOUT:?}\n--- relay stderr ---\n{}\n",
-            relay.cmdline,
-            snapshot(&relay.stderr)
-        ))
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGTERM, a bounded wait, then SIGKILL for the whole tree; always
-    /// reaps. Idempotent.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let ended = match child.try_wait() {
-            Ok(Some(s)) => format!("had already exited: {s}"),
-            _ => {
-                unsafe {
-                    libc::kill(child.id() as i32, libc::SIGTERM);
-                }
-                match wait_bounded(&mut child, STOP_TIMEOUT) {
-                    Ok(Some(s)) => format!("exited after SIGTERM: {s}"),
-                    Ok(None) => {
-                        kill_tree(&mut child);
-                        format!("still running {STOP_TIMEOUT:?} after SIGTERM; killed")
-                    }
-                    Err(e) => {
-                        kill_tree(&mut child);
-                        format!("{e}; killed")
-                    }
-                }
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for t in self.threads.drain(..) {
-            join_bounded(t, deadline);
-        }
-        self.ended = Some(ended);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// `mcp-relay reverse --name everything POOL_ARGS -- node SERVER_JS stdio`
+/// on a free port, once `/healthz` answers.
+fn start_relay(node: &Path, server_js: &Path, pool: Pool) -> Relay {
+    Relay::reverse("everything")
+        .args(pool.relay_args())
+        .command([node.as_os_str(), server_js.as_os_str(), OsStr::new("stdio")])
+        .start()
 }
 
 struct ScriptRun {
@@ -315,7 +189,7 @@ fn interop(sdk: Sdk, pool: Pool) {
         }
     };
 
-    let mut relay = Relay::start(&node, &server_js, pool);
+    let relay = start_relay(&node, &server_js, pool);
     let base = relay.base_url();
     let mut cmd = Command::new(&interpreter);
     cmd.arg(&script)
@@ -329,17 +203,17 @@ fn interop(sdk: Sdk, pool: Pool) {
         pool.name()
     );
     let run = run_script(cmd, cmdline);
-    relay.stop();
+    let relay_ended = relay.stop(STOP_TIMEOUT);
 
     let report = format!(
         "relay: {}\nrelay {}\nscript: {}\nelapsed: {:.2?}\n--- script stdout ---\n{}\n--- script stderr ---\n{}\n--- relay stderr ---\n{}--- end ---",
         relay.cmdline,
-        relay.ended.as_deref().unwrap_or("?"),
+        relay_ended,
         run.cmdline,
         run.elapsed,
         run.stdout,
         run.stderr,
-        snapshot(&relay.stderr),
+        relay.stderr_text(),
     );
     let Some(status) = run.status else {
         panic!("interop script timed out after {SCRIPT_TIMEOUT:?} and was killed\n{report}");
@@ -354,7 +228,7 @@ fn interop(sdk: Sdk, pool: Pool) {
     );
     eprintln!("{}", run.stdout.trim_end());
     eprintln!("{}", run.stderr.trim_end());
-    eprintln!("relay {}", relay.ended.as_deref().unwrap_or("?"));
+    eprintln!("relay {relay_ended}");
 }
 
 #[test]

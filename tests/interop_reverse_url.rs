@@ -24,9 +24,9 @@
 //! session with DELETE carrying the upstream's session id, that exactly one
 //! upstream session was created for the one client session, and that the
 //! relay's own session id (the client's) never reached the server. Every
-//! process is stopped (SIGTERM, then SIGKILL of its tree) and reaped on every
-//! path, by Drop; a failure prints the script's output, the relay's debug
-//! log and the server's log.
+//! process is stopped (SIGTERM, then SIGKILL of its tree; the relay's
+//! servers and children with it) and reaped on every path, by Drop; a failure
+//! prints the script's output, the relay's debug log and the server's log.
 //!
 //! Dependencies are installed by `.ci/install-deps.sh` (called by `.ci/run`).
 //! Without them the tests are skipped locally and fail under CI.
@@ -45,11 +45,11 @@ use std::time::{Duration, Instant};
 
 use common::free_port;
 use common::interop::{
-    self, accepts, drain, find_in_path, healthy, join_bounded, kill_tree, python, python_imports,
-    snapshot, wait_bounded,
+    self, accepts, drain, find_in_path, join_bounded, kill_tree, python, python_imports, snapshot,
+    wait_bounded,
 };
+use common::relay::Relay;
 
-const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const SERVER_JS: &str =
     ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
@@ -60,8 +60,6 @@ const FASTMCP_SCRIPT: &str = "tests/interop/reverse_url_fastmcp.py";
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(75);
 /// Time for a server to accept connections once started.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Time for the relay to answer `/healthz` once started.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a server's log to show a request the relay has already made.
 const LOG_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for a process to exit after SIGTERM before its tree is killed.
@@ -312,55 +310,6 @@ fn start_server(server: Server, node: Option<&Path>, python: &str) -> (Proc, u16
     panic!("{server:?} server did not come up:\n{failures}");
 }
 
-/// Starts `mcp-relay reverse --url URL` on a free port and waits for
-/// `/healthz`. Retries on a fresh port if the relay exits early.
-fn start_relay(url: &str, name: &str) -> (Proc, u16) {
-    let mut failures = String::new();
-    for _ in 0..3 {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let args = [
-            "reverse",
-            "--listen",
-            &listen,
-            "--url",
-            url,
-            "--name",
-            name,
-            "--log-level",
-            "debug",
-        ];
-        let mut cmd = Command::new(RELAY);
-        cmd.args(args).env_remove("RUST_LOG");
-        let cmdline = format!("{RELAY} {}", args.join(" "));
-        let mut relay = match Proc::spawn(cmd, cmdline) {
-            Ok(p) => p,
-            Err(e) => {
-                failures.push_str(&e);
-                continue;
-            }
-        };
-        let started = Instant::now();
-        while started.elapsed() < HEALTH_TIMEOUT {
-            if healthy(port) {
-                return (relay, port);
-            }
-            if relay.exited().is_some() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
-        relay.stop();
-        failures.push_str(&format!(
-            "`{}`: no 200 `ok` from /healthz ({})\n--- relay stderr ---\n{}\n",
-            relay.cmdline,
-            relay.ended.as_deref().unwrap_or("?"),
-            relay.stderr()
-        ));
-    }
-    panic!("relay did not come up:\n{failures}");
-}
-
 struct ScriptRun {
     cmdline: String,
     /// None: timed out and killed.
@@ -448,8 +397,8 @@ fn interop(server: Server) {
         Server::Everything => "everything",
         Server::FastMcp => "fastmcp",
     };
-    let (mut relay, port) = start_relay(&url, name);
-    let base = format!("http://127.0.0.1:{port}");
+    let relay = Relay::reverse(name).args(["--url", &url]).start();
+    let base = relay.base_url();
 
     let mut cmd = Command::new(&python);
     cmd.arg(&script).arg(&base).env("PYTHONUNBUFFERED", "1");
@@ -464,7 +413,7 @@ fn interop(server: Server) {
     // With the relay still up: what reached the server.
     let opened_get = ok && logged(&upstream, server.get_marker(), LOG_TIMEOUT);
     let deleted = ok && logged(&upstream, server.delete_marker(), LOG_TIMEOUT);
-    let relay_alive = relay.exited().is_none();
+    let relay_alive = relay.try_status().is_none();
     let server_log = upstream.stdout();
     // The client's (relay's) session id, as the script logged it.
     let client_sid = run
@@ -472,7 +421,7 @@ fn interop(server: Server) {
         .lines()
         .find_map(|l| l.split(", session ").nth(1))
         .map(|s| s.trim().to_owned());
-    relay.stop();
+    let relay_ended = relay.stop(STOP_TIMEOUT);
     upstream.stop();
 
     let report = format!(
@@ -480,14 +429,14 @@ fn interop(server: Server) {
          --- script stdout ---\n{}\n--- script stderr ---\n{}\n--- relay stderr ---\n{}\n\
          --- server ---\n{}--- end ---",
         relay.cmdline,
-        relay.ended.as_deref().unwrap_or("?"),
+        relay_ended,
         upstream.cmdline,
         upstream.ended.as_deref().unwrap_or("?"),
         run.cmdline,
         run.elapsed,
         run.stdout,
         run.stderr,
-        relay.stderr(),
+        relay.stderr_text(),
         upstream.output(),
     );
     let Some(status) = run.status else {
@@ -541,7 +490,7 @@ fn interop(server: Server) {
         "client session {client_sid} ↔ upstream session {}; DELETE seen by the server",
         created[0]
     );
-    eprintln!("relay {}", relay.ended.as_deref().unwrap_or("?"));
+    eprintln!("relay {relay_ended}");
     eprintln!("server {}", upstream.ended.as_deref().unwrap_or("?"));
 }
 

@@ -24,12 +24,9 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,9 +36,10 @@ use common::http::{
     ACCEPT_BOTH, Http, IO, Response, Sse, SseEvent, SseNext, VERSION, Wait, mcp_headers, post,
     post_on,
 };
+use common::relay::Relay;
 use common::{
-    Proc, RELAY, SHORT, StderrLines, TempFile, call, call_with, children_of, collect_lines,
-    echo_server, echo_text, error_kind, fd_count, free_port, initialize, initialized, started_pid,
+    Proc, RELAY, SHORT, TempFile, call, call_with, children_of, echo_server, echo_text, error_kind,
+    fd_count, free_port, initialize, initialized,
 };
 
 /// `--name` of every relay, so metric labels are predictable.
@@ -211,128 +209,18 @@ impl Metrics {
 // The relay under test
 // ============================================================================
 
-struct Relay {
-    child: Child,
-    pid: i32,
-    port: u16,
-    admin_port: Option<u16>,
-    log: StderrLines,
-    log_done: Mutex<Receiver<()>>,
-    /// Every server process the relay logged (`started pid N`), identified
-    /// as soon as the line arrived, with the line's arrival time.
-    servers: Arc<Mutex<Vec<(Proc, Instant)>>>,
-    status: Option<ExitStatus>,
+/// `mcp-relay reverse --name echo ARGS -- echo_server SERVER_ARGS`.
+fn start_relay(args: &[&str], server_args: &[&str]) -> Relay {
+    Relay::reverse(NAME)
+        .args(args)
+        .echo_server(server_args)
+        .start()
 }
 
+/// This file's view of the relay's `/metrics`.
 impl Relay {
-    /// `mcp-relay reverse --name echo --log-level debug ARGS -- echo_server SERVER_ARGS`.
-    fn start(args: &[&str], server_args: &[&str]) -> Relay {
-        let mut command = vec![echo_server().to_str().expect("utf-8 path").to_string()];
-        command.extend(server_args.iter().map(|s| s.to_string()));
-        Relay::start_command(args, &command, false)
-    }
-
-    /// Same, with `--admin 127.0.0.1:PORT2`.
-    fn start_with_admin(args: &[&str], server_args: &[&str]) -> Relay {
-        let mut command = vec![echo_server().to_str().expect("utf-8 path").to_string()];
-        command.extend(server_args.iter().map(|s| s.to_string()));
-        Relay::start_command(args, &command, true)
-    }
-
-    fn start_command(args: &[&str], command: &[String], admin: bool) -> Relay {
-        let mut last_log = String::new();
-        for _attempt in 0..8 {
-            let port = free_port();
-            let admin_port = admin.then(free_port);
-            let mut cmd = Command::new(RELAY);
-            cmd.arg("reverse")
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--name", NAME, "--log-level", "debug"]);
-            if let Some(a) = admin_port {
-                cmd.args(["--admin", &format!("127.0.0.1:{a}")]);
-            }
-            cmd.args(args)
-                .arg("--")
-                .args(command)
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let mut child = cmd.spawn().expect("spawn mcp-relay");
-            let pid = child.id() as i32;
-            let servers: Arc<Mutex<Vec<(Proc, Instant)>>> = Arc::default();
-            let sink = Arc::clone(&servers);
-            let (log, log_done) =
-                collect_lines(child.stderr.take().expect("relay stderr"), move |line| {
-                    if let Some(p) = started_pid(line) {
-                        sink.lock().unwrap().push((Proc::new(p), Instant::now()));
-                    }
-                });
-            let mut relay = Relay {
-                child,
-                pid,
-                port,
-                admin_port,
-                log,
-                log_done: Mutex::new(log_done),
-                servers,
-                status: None,
-            };
-            match relay.wait_ready() {
-                Ok(()) => return relay,
-                Err(exited) => {
-                    let _ = relay.log_done.lock().unwrap().recv_timeout(SHORT);
-                    last_log = relay.log_text();
-                    assert!(
-                        exited && last_log.contains("cannot listen"),
-                        "relay did not come up:\n{last_log}"
-                    );
-                    // Someone took the port in the meantime: try another.
-                }
-            }
-        }
-        panic!("relay could not bind a free port in 8 attempts:\n{last_log}");
-    }
-
-    /// Polls /healthz until 200. Err(true): the relay exited.
-    fn wait_ready(&mut self) -> Result<(), bool> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = self.ops_port();
-        while Instant::now() < deadline {
-            if self.try_status().is_some() {
-                return Err(true);
-            }
-            if let Ok(mut h) = Http::try_connect(port)
-                && let Ok(r) = h.try_request(
-                    "GET",
-                    "/healthz",
-                    &[("Connection", "close")],
-                    b"",
-                    Duration::from_secs(2),
-                )
-                && r.status() == 200
-            {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Err(false)
-    }
-
-    /// Where /healthz and /metrics are served.
-    fn ops_port(&self) -> u16 {
-        self.admin_port.unwrap_or(self.port)
-    }
-
-    fn http(&self) -> Http {
-        Http::connect(self.port)
-    }
-
     fn metrics(&self) -> Metrics {
-        let mut h = Http::connect(self.ops_port());
-        let r = h.request("GET", "/metrics", &[("Connection", "close")], b"");
-        assert_eq!(r.status(), 200, "/metrics: {r:?}");
-        Metrics(r.text())
+        Metrics(self.metrics_text())
     }
 
     /// Polls /metrics until `pred` holds (panics after `timeout`).
@@ -352,91 +240,6 @@ impl Relay {
                 panic!("{what}: not reached within {timeout:?}; /metrics:\n{}", m.0);
             }
             thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        let lines = self.log.lock().unwrap();
-        let mut s = String::new();
-        for (_, l) in lines.iter() {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let lines = self.log.lock().unwrap();
-        let from = lines.len().saturating_sub(n);
-        let mut s = format!(
-            "--- relay pid {} log (last {} of {} lines) ---\n",
-            self.pid,
-            lines.len() - from,
-            lines.len()
-        );
-        for (_, l) in &lines[from..] {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    fn servers(&self) -> Vec<(Proc, Instant)> {
-        self.servers.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        assert!(self.status.is_none(), "relay already exited");
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe { libc::kill(self.pid, sig) };
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait on relay");
-        }
-        self.status
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_status() {
-                let _ = self.log_done.lock().unwrap().recv_timeout(SHORT);
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Children of the relay that are zombies (exited, not reaped).
-    fn zombies(&self) -> Vec<i32> {
-        children_of(self.pid)
-            .into_iter()
-            .filter(|(_, s)| *s == 'Z')
-            .map(|(p, _)| p)
-            .collect()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("{}", self.log_tail(150));
-        }
-        // Servers first, while the relay still holds their pids.
-        for (p, _) in self.servers() {
-            p.kill_if_alive();
-        }
-        if self.try_status().is_none() {
-            for (pid, _) in children_of(self.pid) {
-                Proc::new(pid).kill_if_alive();
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -477,7 +280,7 @@ fn reuse_shared_one_process() {
     const SESSIONS: usize = 50;
     const CALLS: usize = 1000;
     const THREADS: usize = 4;
-    let relay = Relay::start(&["--pool", "shared", "--max-connections", "1"], &[]);
+    let relay = start_relay(&["--pool", "shared", "--max-connections", "1"], &[]);
     let port = relay.port;
 
     let sessions: Vec<String> = run_threads(THREADS, |t| {
@@ -523,7 +326,7 @@ fn reuse_shared_one_process() {
     );
     assert_eq!(m.sessions(), SESSIONS as u64, "{}", m.0);
     assert_eq!(m.conns("leased"), 1, "{}", m.0);
-    assert_eq!(relay.servers().len(), 1, "{}", relay.log_text());
+    assert_eq!(relay.servers().len(), 1, "{}", relay.stderr_text());
 }
 
 // ============================================================================
@@ -532,7 +335,7 @@ fn reuse_shared_one_process() {
 
 #[test]
 fn session_spares() {
-    let relay = Relay::start(
+    let relay = start_relay(
         &[
             "--pool",
             "session",
@@ -655,7 +458,7 @@ fn single_shot_server() {
     // A server that exits right after its first answer counts as a start
     // failure for the pool's backoff; keep the delays short so the rounds
     // do not wait on it (the default would reach several seconds).
-    let relay = Relay::start(
+    let relay = start_relay(
         &["--restart-base", "10ms", "--restart-max-delay", "100ms"],
         &["--single-shot"],
     );
@@ -947,7 +750,7 @@ fn stress(pool: &str, max: u64, extra: &[&str]) {
         "5s",
     ];
     args.extend_from_slice(extra);
-    let relay = Relay::start(&args, &[]);
+    let relay = start_relay(&args, &[]);
     let port = relay.port;
     let min_idle: u64 = extra
         .iter()
@@ -1126,7 +929,7 @@ fn stress_shared_pool() {
 fn crash_mid_request() {
     // initialize is the first request the server counts, the first call the
     // second: the second call crashes it.
-    let relay = Relay::start(&[], &["--crash-after", "2"]);
+    let relay = start_relay(&[], &["--crash-after", "2"]);
     let mut s = Session::open(relay.port);
     s.call_ok("one");
     let (resp, reply) = s.call("two");
@@ -1159,7 +962,7 @@ fn crash_mid_request() {
 #[test]
 fn never_answer_times_out_and_cancels() {
     let log = TempFile::new("reverse-hang", "server-log");
-    let relay = Relay::start(
+    let relay = start_relay(
         &["--response-timeout", "500ms"],
         &["--never-answer", "--log", log.path_str()],
     );
@@ -1215,7 +1018,10 @@ fn slow_server_times_out_then_new_session_works() {
         marker.path_str().to_string(),
         echo_server().to_str().unwrap().to_string(),
     ];
-    let relay = Relay::start_command(&["--response-timeout", "1s"], &command, false);
+    let relay = Relay::reverse(NAME)
+        .args(["--response-timeout", "1s"])
+        .command(&command)
+        .start();
 
     let mut slow = Session::open(relay.port);
     let t0 = Instant::now();
@@ -1246,7 +1052,7 @@ fn slow_server_times_out_then_new_session_works() {
 #[test]
 fn shutdown_finishes_in_flight_request() {
     let relay_args = ["--shutdown-grace", "3s", "--kill-grace", "1s"];
-    let mut relay = Relay::start(&relay_args, &["--delay-ms", "1000"]);
+    let relay = start_relay(&relay_args, &["--delay-ms", "1000"]);
     let mut s = Session::open(relay.port);
     let mut idle = relay.http();
     assert_eq!(idle.get("/healthz").status(), 200);
@@ -1283,7 +1089,7 @@ fn shutdown_finishes_in_flight_request() {
 
     let bound = Duration::from_secs(3 + 1 + 2);
     let status = relay
-        .wait_exit(bound)
+        .wait_timeout(bound)
         .unwrap_or_else(|| panic!("relay still running {bound:?} after SIGTERM"));
     let took = t0.elapsed();
     assert_eq!(status.code(), Some(0), "{status}");
@@ -1298,9 +1104,9 @@ fn shutdown_finishes_in_flight_request() {
     }
     assert!(children_of(relay.pid).is_empty());
     assert!(
-        relay.log_text().contains("all processes reaped"),
+        relay.stderr_text().contains("all processes reaped"),
         "{}",
-        relay.log_tail(30)
+        relay.stderr_tail(30)
     );
 }
 
@@ -1318,7 +1124,7 @@ fn raw_exchange(port: u16, bytes: &[u8]) -> Response {
 
 #[test]
 fn bad_input() {
-    let relay = Relay::start(
+    let relay = start_relay(
         &[
             "--max-header-size",
             "1KiB",
@@ -1488,7 +1294,7 @@ fn bad_input() {
 fn bad_input_auth() {
     let tokens = TempFile::new("reverse-auth", "tokens");
     std::fs::write(&tokens.0, "token-a\n# comment\ntoken-b\n").expect("write token file");
-    let relay = Relay::start(&["--auth-token-file", tokens.path_str()], &[]);
+    let relay = start_relay(&["--auth-token-file", tokens.path_str()], &[]);
     let port = relay.port;
     let a = [("Authorization", "Bearer token-a")];
     let b = [("Authorization", "Bearer token-b")];
@@ -1554,7 +1360,7 @@ fn open_get(port: u16, sid: &str, last_event_id: Option<&str>) -> Sse {
 
 #[test]
 fn get_stream_and_replay() {
-    let relay = Relay::start(&[], &[]);
+    let relay = start_relay(&[], &[]);
     let port = relay.port;
     let mut s = Session::open(port);
 
@@ -1729,7 +1535,7 @@ fn get_stream_and_replay() {
 
 #[test]
 fn legacy_sse() {
-    let relay = Relay::start(&[], &[]);
+    let relay = start_relay(&[], &[]);
     let port = relay.port;
     let mut h = Http::connect(port);
     h.send_request("GET", "/sse", &[("Accept", "text/event-stream")], b"")
@@ -1868,7 +1674,7 @@ fn exercise(port: u16) {
 
 #[test]
 fn metrics_and_healthz() {
-    let relay = Relay::start(&["--response-timeout", "200ms"], &[]);
+    let relay = start_relay(&["--response-timeout", "200ms"], &[]);
     let mut h = relay.http();
     let r = h.get("/healthz");
     assert_eq!((r.status(), r.text().as_str()), (200, "ok\n"), "{r:?}");
@@ -1882,7 +1688,11 @@ fn metrics_and_healthz() {
 
 #[test]
 fn metrics_on_admin_listener() {
-    let relay = Relay::start_with_admin(&["--response-timeout", "200ms"], &[]);
+    let relay = Relay::reverse(NAME)
+        .args(["--response-timeout", "200ms"])
+        .echo_server(&[])
+        .admin()
+        .start();
     let admin = relay.admin_port.expect("admin port");
     exercise(relay.port);
     let mut a = Http::connect(admin);
@@ -1916,7 +1726,7 @@ fn metrics_on_admin_listener() {
 
 #[test]
 fn pipelined_requests_and_half_close() {
-    let relay = Relay::start(&[], &[]);
+    let relay = start_relay(&[], &[]);
     let port = relay.port;
     let s = Session::open(port);
 
@@ -1992,7 +1802,7 @@ fn pipelined_requests_and_half_close() {
 /// in the same read as the request is a matter of timing.
 #[test]
 fn half_closed_client_is_closed_after_its_answer() {
-    let relay = Relay::start(&[], &[]);
+    let relay = start_relay(&[], &[]);
     for attempt in 0..5 {
         let mut h = relay.http();
         h.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -2013,7 +1823,7 @@ fn half_closed_client_is_closed_after_its_answer() {
 
 #[test]
 fn more_bad_requests() {
-    let relay = Relay::start(&["--max-body", "1KiB"], &[]);
+    let relay = start_relay(&["--max-body", "1KiB"], &[]);
     let port = relay.port;
     let s = Session::open(port);
 
@@ -2088,7 +1898,7 @@ fn more_bad_requests() {
 
 #[test]
 fn session_idle_timeout_ends_session() {
-    let relay = Relay::start(&["--session-idle-timeout", "1s"], &[]);
+    let relay = start_relay(&["--session-idle-timeout", "1s"], &[]);
     let mut s = Session::open(relay.port);
     s.call_ok("before");
     let m = relay.metrics();
@@ -2111,7 +1921,7 @@ fn session_idle_timeout_ends_session() {
 
 #[test]
 fn client_limits() {
-    let relay = Relay::start(
+    let relay = start_relay(
         &["--max-clients", "2", "--client-idle-timeout", "500ms"],
         &[],
     );
@@ -2155,7 +1965,7 @@ fn client_limits() {
 fn shared_crash_ends_every_session() {
     // The relay's own initialize is the server's first request; calls 1 and
     // 2 are answered; call 3 crashes it.
-    let relay = Relay::start(
+    let relay = start_relay(
         &["--pool", "shared", "--max-connections", "1"],
         &["--crash-after", "3"],
     );
@@ -2182,7 +1992,7 @@ fn shared_crash_ends_every_session() {
 
 #[test]
 fn shared_progress_tokens_stay_per_session() {
-    let relay = Relay::start(&["--pool", "shared", "--max-connections", "1"], &[]);
+    let relay = start_relay(&["--pool", "shared", "--max-connections", "1"], &[]);
     let port = relay.port;
     // Two sessions on one process use the same request id and progress token.
     let results = run_threads(2, |t| {
@@ -2214,7 +2024,7 @@ fn shared_progress_tokens_stay_per_session() {
 
 #[test]
 fn shutdown_grace_expiry_fails_in_flight_request() {
-    let mut relay = Relay::start(
+    let relay = start_relay(
         &["--shutdown-grace", "500ms", "--kill-grace", "500ms"],
         &["--delay-ms", "5000"],
     );
@@ -2264,7 +2074,7 @@ fn shutdown_grace_expiry_fails_in_flight_request() {
     // The server sleeps through its stdin closing: kill grace, SIGTERM.
     let bound = Duration::from_millis(500 + 500 * 3 + 2000);
     let status = relay
-        .wait_exit(bound)
+        .wait_timeout(bound)
         .unwrap_or_else(|| panic!("relay still running {bound:?} after SIGTERM"));
     assert_eq!(status.code(), Some(0), "{status}");
     for (p, _) in relay.servers() {
@@ -2325,7 +2135,7 @@ fn event_id(ev: &SseEvent) -> u64 {
 /// on the GET stream and must not come again.
 #[test]
 fn resume_from_post_event_replays_only_that_stream() {
-    let relay = Relay::start(&[], &[]);
+    let relay = start_relay(&[], &[]);
     let port = relay.port;
     let mut s = Session::open(port);
     let mut g1 = open_get(port, &s.sid, None);
@@ -2392,7 +2202,7 @@ fn batch_session(port: u16) -> Session {
 }
 
 fn check_batches(pool: &str) {
-    let relay = Relay::start(&["--pool", pool], &[]);
+    let relay = start_relay(&["--pool", pool], &[]);
     let mut s = batch_session(relay.port);
     let batch = json!([
         call(json!(1), "one"),
@@ -2435,7 +2245,7 @@ fn batch_on_2025_03_26_session_shared() {
 #[test]
 fn batch_with_duplicate_ids() {
     let log = TempFile::new("reverse-batch-dup", "server-log");
-    let relay = Relay::start(&[], &["--log", log.path_str()]);
+    let relay = start_relay(&[], &["--log", log.path_str()]);
     let mut s = batch_session(relay.port);
     let r = s.post(&json!([call(json!(5), "first"), call(json!(5), "second")]));
     assert_eq!(r.status(), 200, "{r:?}");
@@ -2458,7 +2268,7 @@ fn batch_with_duplicate_ids() {
 
 #[test]
 fn delete_fails_request_in_flight() {
-    let relay = Relay::start(&[], &[]);
+    let relay = start_relay(&[], &[]);
     let mut s = Session::open(relay.port);
     let mut h = Http::connect(relay.port);
     h.send_request(
@@ -2489,7 +2299,7 @@ fn delete_fails_request_in_flight() {
 #[test]
 fn concurrent_requests_on_one_session() {
     for pool in ["session", "shared"] {
-        let relay = Relay::start(&["--pool", pool], &["--delay-ms", "20"]);
+        let relay = start_relay(&["--pool", pool], &["--delay-ms", "20"]);
         let port = relay.port;
         let s = Session::open(port);
         let sid = s.sid.clone();
@@ -2512,7 +2322,7 @@ fn concurrent_requests_on_one_session() {
 
 #[test]
 fn progress_restarts_response_timeout_until_max_request_time() {
-    let relay = Relay::start(
+    let relay = start_relay(
         &[
             "--response-timeout",
             "500ms",
@@ -2551,11 +2361,10 @@ fn progress_restarts_response_timeout_until_max_request_time() {
 
 #[test]
 fn spawn_failure_answers_503() {
-    let relay = Relay::start_command(
-        &["--queue-timeout", "1s"],
-        &["/nonexistent/mcp-server".to_string()],
-        false,
-    );
+    let relay = Relay::reverse(NAME)
+        .args(["--queue-timeout", "1s"])
+        .command(["/nonexistent/mcp-server"])
+        .start();
     let mut h = relay.http();
     let t0 = Instant::now();
     let r = post(&mut h, None, &initialize(json!(1)));
@@ -2581,7 +2390,7 @@ fn spawn_failure_answers_503() {
 fn noisy_servers() {
     // A banner line on stdout and a stderr flood: both drained, neither
     // breaks the session.
-    let relay = Relay::start(&[], &["--banner", "--stderr-flood"]);
+    let relay = start_relay(&[], &["--banner", "--stderr-flood"]);
     let mut s = Session::open(relay.port);
     let t0 = Instant::now();
     for i in 0..20 {
@@ -2614,7 +2423,7 @@ fn noisy_servers() {
 /// it), so at 2 s B counts as idle for 2 s and is ended: the call gets 404.
 #[test]
 fn session_idle_clock_restarts_when_initialize_is_answered() {
-    let relay = Relay::start(
+    let relay = start_relay(
         &[
             "--max-connections",
             "1",
@@ -2669,7 +2478,7 @@ fn session_idle_clock_restarts_when_initialize_is_answered() {
 /// next call at 4.25 s gets 404; a fixed relay keeps it until 4.5 s.
 #[test]
 fn session_idle_clock_restarts_when_a_request_is_answered() {
-    let relay = Relay::start(&["--session-idle-timeout", "2s"], &["--delay-ms", "2500"]);
+    let relay = start_relay(&["--session-idle-timeout", "2s"], &["--delay-ms", "2500"]);
     let mut s = Session::open(relay.port);
     s.call_ok("takes 2.5 s");
     let answered = Instant::now();
@@ -2689,7 +2498,7 @@ fn session_idle_clock_restarts_when_a_request_is_answered() {
 /// only sends notifications is ended after the idle timeout.
 #[test]
 fn session_idle_clock_counts_notifications() {
-    let relay = Relay::start(&["--session-idle-timeout", "1s"], &[]);
+    let relay = start_relay(&["--session-idle-timeout", "1s"], &[]);
     let mut s = Session::open(relay.port);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(1600) {
@@ -2714,7 +2523,7 @@ fn session_idle_clock_counts_notifications() {
 /// nothing is re-routed and the reply is lost.
 #[test]
 fn reply_of_reset_post_goes_to_get_stream() {
-    let relay = Relay::start(&[], &["--delay-ms", "300"]);
+    let relay = start_relay(&[], &["--delay-ms", "300"]);
     let port = relay.port;
     let s = Session::open(port);
     let mut g = open_get(port, &s.sid, None);
@@ -2901,58 +2710,12 @@ fn config_file_serves_each_upstream_on_its_route() {
 /// accepting on a timer and serves again as soon as descriptors free up.
 #[test]
 fn emfile_pauses_accepting_and_recovers() {
-    use std::os::unix::process::CommandExt;
-    let port = free_port();
-    let mut cmd = Command::new(RELAY);
-    cmd.args([
-        "reverse",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--log-level",
-        "warn",
-        "--",
-    ])
-    .arg(echo_server())
-    .env_remove("RUST_LOG")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe; it runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 40,
-                rlim_max: 40,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn relay");
-    let pid = child.id() as i32;
-    struct Kill<'a>(&'a mut Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stderr = child.stderr.take().expect("stderr");
-    let (log, _done) = collect_lines(stderr, |_| {});
-    let guard = Kill(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "relay did not come up");
-        if let Ok(mut h) = Http::try_connect(port)
-            && let Ok(r) = h.try_request("GET", "/healthz", &[("Connection", "close")], b"", IO)
-            && r.status() == 200
-        {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let relay = Relay::reverse(NAME)
+        .args(["--log-level", "warn"])
+        .echo_server(&[])
+        .max_open_files(40)
+        .start();
+    let (port, pid) = (relay.port, relay.pid);
     // Hold more connections than the relay has descriptors for.
     let held: Vec<TcpStream> = (0..60)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
@@ -2972,7 +2735,7 @@ fn emfile_pauses_accepting_and_recovers() {
         spent < 0.3,
         "relay used {spent:.2}s of CPU in 1 s while out of descriptors"
     );
-    let lines: Vec<String> = log.lock().unwrap().iter().map(|l| l.1.clone()).collect();
+    let lines: Vec<String> = relay.stderr_lines().into_iter().map(|l| l.1).collect();
     assert!(
         lines.iter().any(|l| l.contains("pausing")),
         "no pause was logged:\n{}",
@@ -2994,7 +2757,6 @@ fn emfile_pauses_accepting_and_recovers() {
         }
         thread::sleep(Duration::from_millis(50));
     }
-    drop(guard);
 }
 
 /// utime + stime of a process, in seconds.
@@ -3013,7 +2775,7 @@ fn cpu_seconds(pid: i32) -> f64 {
 /// interval, so proxies with idle timeouts do not cut it; events still flow.
 #[test]
 fn idle_streams_get_keepalive_comments() {
-    let relay = Relay::start(&["--sse-keepalive", "200ms"], &[]);
+    let relay = start_relay(&["--sse-keepalive", "200ms"], &[]);
     let port = relay.port;
     let s = Session::open(port);
     let mut h = Http::connect(port);

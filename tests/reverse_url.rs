@@ -1,7 +1,7 @@
 //! Integration tests for `mcp-relay reverse --url URL`: the relay serves MCP
 //! Streamable HTTP on 127.0.0.1 (this test is the client) and relays every
 //! client session to its own session of an upstream MCP Streamable HTTP
-//! server, which is a small fake written here.
+//! server, which is a small fake (`common::fake::Fake`).
 //!
 //! ```text
 //! test (HTTP client) → mcp-relay reverse --listen 127.0.0.1:P --url http://127.0.0.1:Q/mcp → fake
@@ -34,23 +34,23 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::fake::{After, Got, TICK, echo_reply, progress, reply_to, server_note, upper_bound};
-use common::http::{Http, IO, Response, Sse, SseEvent, SseNext, VERSION, mcp_headers, post};
-use common::{
-    RELAY, SHORT, StderrLines, call, call_with, collect_lines, echo_text, error_kind, free_port,
-    initialize, initialized,
+use common::fake::{
+    After, Conn, Fake, Handler, Req, TICK, echo_reply, handler, progress, reply_to, server_note,
+    summaries, take_request, upper_bound,
 };
+use common::http::{Http, IO, Response, Sse, SseEvent, SseNext, VERSION, mcp_headers, post};
+use common::relay::Relay;
+use common::{RELAY, SHORT, call, call_with, echo_text, error_kind, initialize, initialized};
 
 /// Hard cap on each test, setup and teardown included (the churn test has
 /// its own, [`CHURN_LIMIT`]).
@@ -244,545 +244,14 @@ impl Session {
 // The relay under test
 // ============================================================================
 
-struct Relay {
-    child: Child,
-    pid: i32,
-    port: u16,
-    log: StderrLines,
-    log_done: Mutex<Receiver<()>>,
-    status: Option<ExitStatus>,
-}
-
-impl Relay {
-    /// `mcp-relay reverse --listen 127.0.0.1:P --name fake --log-level debug
-    /// --url URL ARGS`.
-    fn start(url: &str, args: &[&str]) -> Relay {
-        Relay::start_level(url, args, "debug")
-    }
-
-    fn start_level(url: &str, args: &[&str], level: &str) -> Relay {
-        Relay::start_binary(Path::new(RELAY), url, args, level)
-    }
-
-    fn start_binary(binary: &Path, url: &str, args: &[&str], level: &str) -> Relay {
-        let mut last_log = String::new();
-        for _attempt in 0..8 {
-            let port = free_port();
-            let mut cmd = Command::new(binary);
-            cmd.arg("reverse")
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--name", NAME, "--log-level", level, "--url", url])
-                .args(args)
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let mut child = cmd.spawn().expect("spawn mcp-relay");
-            let pid = child.id() as i32;
-            let (log, log_done) = collect_lines(child.stderr.take().expect("relay stderr"), |_| {});
-            let mut relay = Relay {
-                child,
-                pid,
-                port,
-                log,
-                log_done: Mutex::new(log_done),
-                status: None,
-            };
-            match relay.wait_ready() {
-                Ok(()) => return relay,
-                Err(exited) => {
-                    let _ = relay.log_done.lock().unwrap().recv_timeout(SHORT);
-                    last_log = relay.log_text();
-                    assert!(
-                        exited && last_log.contains("cannot listen"),
-                        "relay did not come up:\n{last_log}"
-                    );
-                }
-            }
-        }
-        panic!("relay could not bind a free port in 8 attempts:\n{last_log}");
-    }
-
-    /// Polls /healthz until 200. Err(true): the relay exited.
-    fn wait_ready(&mut self) -> Result<(), bool> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.try_status().is_some() {
-                return Err(true);
-            }
-            if let Ok(s) = TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], self.port)),
-                Duration::from_millis(500),
-            ) {
-                let mut h = Http { s, buf: Vec::new() };
-                if h.send_request("GET", "/healthz", &[("Connection", "close")], b"")
-                    .is_ok()
-                    && let Ok(r) = h.read_response(Instant::now() + Duration::from_secs(2))
-                    && r.status() == 200
-                {
-                    return Ok(());
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Err(false)
-    }
-
-    fn http(&self) -> Http {
-        Http::connect(self.port)
-    }
-
-    fn log_text(&self) -> String {
-        let lines = self.log.lock().unwrap();
-        let mut s = String::new();
-        for (_, l) in lines.iter() {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let lines = self.log.lock().unwrap();
-        let from = lines.len().saturating_sub(n);
-        let mut s = format!(
-            "--- relay pid {} log (last {} of {} lines) ---\n",
-            self.pid,
-            lines.len() - from,
-            lines.len()
-        );
-        for (_, l) in &lines[from..] {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    /// Waits until the log has a line containing `needle`.
-    fn wait_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log_text().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} not logged within {timeout:?}\n{}",
-                self.log_tail(60)
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait on relay");
-        }
-        self.status
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("{}", self.log_tail(150));
-        }
-        if self.try_status().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `mcp-relay reverse --listen 127.0.0.1:P --name fake --url URL ARGS`.
+fn start_relay(url: &str, args: &[&str]) -> Relay {
+    Relay::reverse(NAME).args(["--url", url]).args(args).start()
 }
 
 // ============================================================================
-// The fake upstream (thread per connection)
+// The fake upstream (thread per connection: tests/common/fake.rs)
 // ============================================================================
-
-/// One HTTP request as a fake received it.
-#[derive(Debug, Clone)]
-struct Req {
-    /// When the whole request (head and body) had arrived.
-    at: Instant,
-    /// Connection number, 1-based, in accept order.
-    conn: usize,
-    method: String,
-    /// Names lowercased, in arrival order.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn session(&self) -> Option<&str> {
-        self.header("mcp-session-id")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The JSON-RPC method of a POST body, if any.
-    fn rpc(&self) -> Option<String> {
-        self.json()
-            .get("method")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    }
-
-    fn is_post_of(&self, rpc_method: &str) -> bool {
-        self.method == "POST" && self.rpc().as_deref() == Some(rpc_method)
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "#{} {} session={:?} last-event-id={:?} rpc={:?} id={}",
-            self.conn,
-            self.method,
-            self.session(),
-            self.header("last-event-id"),
-            self.rpc(),
-            self.json().get("id").cloned().unwrap_or(Value::Null)
-        )
-    }
-}
-
-fn summaries(reqs: &[Req]) -> String {
-    reqs.iter().map(Req::summary).collect::<Vec<_>>().join("\n")
-}
-
-/// Takes one complete request off the front of `buf`.
-fn take_request(buf: &mut Vec<u8>, conn: usize) -> Option<Req> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let method = request_line.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        })
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    if buf.len() < end + 4 + len {
-        return None;
-    }
-    let body = buf[end + 4..end + 4 + len].to_vec();
-    buf.drain(..end + 4 + len);
-    Some(Req {
-        at: Instant::now(),
-        conn,
-        method,
-        headers,
-        body,
-    })
-}
-
-/// The server side of one accepted connection.
-struct Conn {
-    tcp: TcpStream,
-    stop: Arc<AtomicBool>,
-    /// Bytes received and not yet consumed as a request.
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// One read, waiting at most [`TICK`].
-    fn read_some(&mut self) -> Got {
-        let mut tmp = [0u8; 16 * 1024];
-        match self.tcp.read(&mut tmp) {
-            Ok(0) => Got::Closed,
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                Got::Data
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Got::Nothing
-            }
-            Err(_) => Got::Closed,
-        }
-    }
-
-    /// Waits `d`, reading whatever comes. False if the peer closed the
-    /// connection or the fake is stopping.
-    fn wait(&mut self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        loop {
-            if self.stopped() || matches!(self.read_some(), Got::Closed) {
-                return false;
-            }
-            if Instant::now() >= until {
-                return true;
-            }
-        }
-    }
-
-    /// Keeps the connection open, answering nothing, until the peer closes
-    /// it (true), the fake stops or `until` says so (false).
-    fn hold_until(&mut self, until: impl Fn() -> bool) -> bool {
-        loop {
-            if self.stopped() || until() {
-                return false;
-            }
-            if matches!(self.read_some(), Got::Closed) {
-                return true;
-            }
-        }
-    }
-
-    fn hold(&mut self) -> bool {
-        self.hold_until(|| false)
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> bool {
-        self.tcp
-            .write_all(bytes)
-            .and_then(|()| self.tcp.flush())
-            .is_ok()
-    }
-
-    fn respond(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> After {
-        let reason = match status {
-            200 => "OK",
-            202 => "Accepted",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            500 => "Internal Server Error",
-            503 => "Service Unavailable",
-            _ => "Whatever",
-        };
-        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
-        let closes = headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
-        if self.send(&bytes) && !closes {
-            After::KeepAlive
-        } else {
-            After::Close
-        }
-    }
-
-    fn json(&mut self, headers: &[(&str, &str)], v: &Value) -> After {
-        let mut h = vec![("content-type", "application/json")];
-        h.extend_from_slice(headers);
-        self.respond(200, &h, v.to_string().as_bytes())
-    }
-
-    /// 200 `text/event-stream`, chunked; events follow with `sse_event`.
-    fn sse_start(&mut self) -> bool {
-        self.send(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-              cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n",
-        )
-    }
-
-    /// One SSE event in one chunk.
-    fn sse_event(&mut self, id: Option<&str>, data: &str) -> bool {
-        let mut ev = String::new();
-        if let Some(id) = id {
-            ev.push_str(&format!("id: {id}\n"));
-        }
-        ev.push_str(&format!("data: {data}\n\n"));
-        self.send(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes())
-    }
-
-    /// The last chunk: the response ends cleanly.
-    fn sse_end(&mut self) -> bool {
-        self.send(b"0\r\n\r\n")
-    }
-}
-
-type Handler = Arc<dyn Fn(&Req, &mut Conn) -> After + Send + Sync>;
-
-fn handler(f: impl Fn(&Req, &mut Conn) -> After + Send + Sync + 'static) -> Handler {
-    Arc::new(f)
-}
-
-/// A fake MCP HTTP server on 127.0.0.1. Dropping it stops and joins every
-/// one of its threads (each notices within about [`TICK`]).
-struct Fake {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Req>>>,
-    /// Connections the peer closed: (connection number, when noticed).
-    closed: Arc<Mutex<Vec<(usize, Instant)>>>,
-    conns: Arc<AtomicUsize>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Fake {
-    fn start(h: Handler) -> Fake {
-        Fake::serve(
-            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"),
-            h,
-        )
-    }
-
-    fn serve(listener: TcpListener, h: Handler) -> Fake {
-        let addr = listener.local_addr().expect("local_addr");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen: Arc<Mutex<Vec<Req>>> = Arc::default();
-        let closed: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
-        let conns = Arc::new(AtomicUsize::new(0));
-        let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let acceptor = {
-            let (stop, seen, closed, conns, threads) = (
-                stop.clone(),
-                seen.clone(),
-                closed.clone(),
-                conns.clone(),
-                threads.clone(),
-            );
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let tcp = match listener.accept() {
-                        Ok((s, _)) => s,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            thread::sleep(Duration::from_millis(2));
-                            continue;
-                        }
-                        Err(e) => panic!("accept: {e}"),
-                    };
-                    let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
-                    let (stop, seen, closed, h) =
-                        (stop.clone(), seen.clone(), closed.clone(), h.clone());
-                    let t = thread::spawn(move || {
-                        if serve_conn(tcp, n, stop, seen, h) {
-                            closed.lock().unwrap().push((n, Instant::now()));
-                        }
-                    });
-                    threads.lock().unwrap().push(t);
-                }
-            })
-        };
-        Fake {
-            addr,
-            stop,
-            seen,
-            closed,
-            conns,
-            threads,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Req> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn closed(&self) -> Vec<(usize, Instant)> {
-        self.closed.lock().unwrap().clone()
-    }
-
-    /// Connections accepted so far.
-    fn connections(&self) -> usize {
-        self.conns.load(Ordering::SeqCst)
-    }
-
-    /// Polls the requests seen until `pred` holds; panics after `timeout`.
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Req]) -> bool) -> Vec<Req> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.seen();
-            if pred(&seen) {
-                return seen;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "fake upstream: {what} not seen within {timeout:?}; requests:\n{}",
-                    summaries(&seen)
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-        let threads: Vec<_> = self.threads.lock().unwrap().drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Serves one connection; true if the peer closed it while the fake was
-/// waiting for a request.
-fn serve_conn(
-    tcp: TcpStream,
-    n: usize,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Req>>>,
-    h: Handler,
-) -> bool {
-    // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux;
-    // make sure, since the timeouts below rely on blocking reads.
-    tcp.set_nonblocking(false).expect("blocking socket");
-    tcp.set_read_timeout(Some(TICK)).expect("read timeout");
-    tcp.set_write_timeout(Some(Duration::from_secs(2)))
-        .expect("write timeout");
-    let _ = tcp.set_nodelay(true);
-    let mut conn = Conn {
-        tcp,
-        stop,
-        buf: Vec::new(),
-    };
-    loop {
-        let req = loop {
-            if let Some(r) = take_request(&mut conn.buf, n) {
-                break r;
-            }
-            if conn.stopped() {
-                return false;
-            }
-            if matches!(conn.read_some(), Got::Closed) {
-                return true;
-            }
-        };
-        seen.lock().unwrap().push(req.clone());
-        if h(&req, &mut conn) == After::Close {
-            return false;
-        }
-    }
-}
 
 // ---- MCP messages and the well-behaved server ---------------------------------
 
@@ -922,7 +391,7 @@ fn round_trip_json_and_streamed_sse() {
             }
             standard(req, conn, &up2)
         }));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
 
         // initialize: the relay's own session id.
         let (mut s, resp) = Session::initialize(relay.port);
@@ -1068,7 +537,7 @@ fn keep_alive_connections_are_reused_within_max_connections() {
             }
             standard(req, conn, &up2)
         }));
-        let relay = Relay::start(&fake.url(), &["--max-connections", &MAX.to_string()]);
+        let relay = start_relay(&fake.url(), &["--max-connections", &MAX.to_string()]);
         let mut s = Session::open(relay.port);
         fake.wait_for("the GET stream", SHORT, |r| !gets(r).is_empty());
         let t0 = Instant::now();
@@ -1162,7 +631,7 @@ fn connection_close_upstream_needs_a_connection_per_request() {
             }
             standard(req, conn, &up2)
         }));
-        let relay = Relay::start(&fake.url(), &["--max-connections", "2"]);
+        let relay = start_relay(&fake.url(), &["--max-connections", "2"]);
         let mut s = Session::open(relay.port);
         for i in 0..200 {
             s.call_ok(&format!("close {i}"));
@@ -1234,7 +703,7 @@ fn upstream_get_stream_reaches_the_client_and_resumes_without_duplicates() {
             }
             After::Close
         }));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
         let port = relay.port;
         let mut s = Session::open(port);
         let seen = fake.wait_for("the upstream GET", SHORT, |r| !gets(r).is_empty());
@@ -1346,7 +815,7 @@ fn upstream_404_on_a_request_ends_the_client_session() {
     bounded(|| {
         let up = Arc::new(UpSessions::default());
         let fake = Fake::start(well_behaved(&up));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
         let port = relay.port;
         let mut s = Session::open(port);
         s.call_ok("before");
@@ -1393,7 +862,7 @@ fn upstream_404_on_the_get_reconnect_ends_the_client_session() {
     bounded(|| {
         let up = Arc::new(UpSessions::default());
         let fake = Fake::start(well_behaved(&up));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
         let port = relay.port;
         let mut s = Session::open(port);
         fake.wait_for("the GET stream", SHORT, |r| !gets(r).is_empty());
@@ -1430,7 +899,7 @@ fn client_delete_becomes_upstream_delete() {
     bounded(|| {
         let up = Arc::new(UpSessions::default());
         let fake = Fake::start(well_behaved(&up));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
         let mut s = Session::open(relay.port);
         s.call_ok("hello");
         fake.wait_for("the GET stream", SHORT, |r| !gets(r).is_empty());
@@ -1466,7 +935,7 @@ fn refused_upstream_is_connect_failed() {
             l.local_addr().unwrap().port()
         };
         let url = format!("http://127.0.0.1:{port}/mcp");
-        let relay = Relay::start(&url, &[]);
+        let relay = start_relay(&url, &[]);
         let mut http = relay.http();
         let t0 = Instant::now();
         let resp = post(&mut http, None, &initialize(json!(1)));
@@ -1503,7 +972,7 @@ fn upstream_500_is_upstream_status() {
             }
             standard(req, conn, &up2)
         }));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
         let mut s = Session::open(relay.port);
         let reply = s.call("fail");
         eprintln!("500 from the upstream: {reply}");
@@ -1531,7 +1000,7 @@ fn silent_upstream_is_response_timeout_and_gets_cancelled() {
             standard(req, conn, &up2)
         }));
         let timeout = Duration::from_millis(400);
-        let relay = Relay::start(&fake.url(), &["--response-timeout", "400ms"]);
+        let relay = start_relay(&fake.url(), &["--response-timeout", "400ms"]);
         let mut s = Session::open(relay.port);
         let sid = s.sid.clone();
         let body = serde_json::to_vec(&call(json!(42), "hang")).unwrap();
@@ -1592,7 +1061,7 @@ fn failed_initialize_leaves_no_session() {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let url = format!("http://{addr}/mcp");
-        let relay = Relay::start(&url, &["--retries", "0"]);
+        let relay = start_relay(&url, &["--retries", "0"]);
         let mut http = relay.http();
         let resp = post(&mut http, None, &initialize(json!(1)));
         assert_eq!(error_kind(&resp.rpc()), Some("connect_failed"), "{resp:?}");
@@ -1631,10 +1100,7 @@ fn failed_initialize_leaves_no_session() {
 
 /// `mcp_relay_sessions{upstream="fake"}` from /metrics.
 fn relay_sessions(relay: &Relay) -> u64 {
-    let mut h = relay.http();
-    let r = h.request("GET", "/metrics", &[("Connection", "close")], b"");
-    assert_eq!(r.status(), 200, "/metrics: {r:?}");
-    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let text = relay.metrics_text();
     let series = format!("mcp_relay_sessions{{upstream=\"{NAME}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
@@ -1685,7 +1151,7 @@ fn server_to_client_request_round_trip() {
             }
             standard(req, conn, &up2)
         }));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
         let port = relay.port;
         let mut s = Session::open(port);
         let sid = s.sid.clone();
@@ -1740,7 +1206,7 @@ fn upstream_get_405_is_not_retried() {
             }
             standard(req, conn, &up2)
         }));
-        let relay = Relay::start(&fake.url(), &["--reconnect-base", "100ms"]);
+        let relay = start_relay(&fake.url(), &["--reconnect-base", "100ms"]);
         let mut s = Session::open(relay.port);
         fake.wait_for("the GET", SHORT, |r| !gets(r).is_empty());
         thread::sleep(Duration::from_millis(1500));
@@ -1764,7 +1230,7 @@ fn stateless_upstream_without_session_id() {
                 _ => conn.respond(405, &[], b""),
             }
         }));
-        let relay = Relay::start(&fake.url(), &[]);
+        let relay = start_relay(&fake.url(), &[]);
         let mut s = Session::open(relay.port);
         s.call_ok("stateless 1");
         s.call_ok("stateless 2");
@@ -1789,7 +1255,7 @@ fn idle_upstream_connections_close_after_idle_timeout() {
     bounded(|| {
         let up = Arc::new(UpSessions::default());
         let fake = Fake::start(well_behaved(&up));
-        let relay = Relay::start(&fake.url(), &["--idle-timeout", "300ms"]);
+        let relay = start_relay(&fake.url(), &["--idle-timeout", "300ms"]);
         let mut s = Session::open(relay.port);
         let seen = fake.wait_for("the GET stream", SHORT, |r| !gets(r).is_empty());
         let get_conn = gets(&seen)[0].conn;
@@ -1850,7 +1316,7 @@ fn get_stream_failing_past_reconnect_max_elapsed_ends_the_session() {
             standard(req, conn, &up2)
         }));
         let budget = Duration::from_secs(1);
-        let relay = Relay::start(
+        let relay = start_relay(
             &fake.url(),
             &["--reconnect-base", "100ms", "--reconnect-max-elapsed", "1s"],
         );
@@ -1875,7 +1341,7 @@ fn get_stream_failing_past_reconnect_max_elapsed_ends_the_session() {
             "gave up after {ended:?}, budget {budget:?}"
         );
         assert!(attempts.len() >= 2, "{}", summaries(&seen));
-        relay.wait_log("could not be restored", SHORT);
+        relay.wait_stderr("could not be restored", SHORT);
         let resp = s.post(&call(json!(1), "after"));
         assert_eq!(resp.status(), 404, "{resp:?}");
     });
@@ -2306,7 +1772,10 @@ fn churn_1000_sessions_in_backoff_are_cheap_and_spread() {
                 HERD_LATEST,
             )
         };
-        let relay = Relay::start_binary(&binary, &fake.url(), &[], "info");
+        let relay = Relay::reverse(NAME)
+            .args(["--url", &fake.url(), "--log-level", "info"])
+            .binary(&binary)
+            .start();
         let port = relay.port;
 
         let t0 = Instant::now();

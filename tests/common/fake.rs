@@ -1,14 +1,24 @@
-//! Pieces shared by the fake HTTP upstreams of `forward_url.rs` and
-//! `reverse_url.rs`: timing bounds, what a fake connection does after a
-//! handler, and the messages a well-behaved MCP server sends.
+//! The fake MCP Streamable HTTP upstream of `forward_url.rs` and
+//! `reverse_url.rs` ([`Fake`]): blocking std code on threads, one acceptor
+//! and one thread per connection, every read bounded by [`TICK`] so each
+//! thread looks at its stop flag at least that often; plain HTTP or TLS.
+//! Responses are hand-written HTTP/1.1 by a test's [`Handler`]; the fake
+//! records every request ([`Req`]) and connection. Also here: timing bounds
+//! and the messages a well-behaved MCP server sends.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{Value, json};
 
-use super::http::VERSION;
+use super::http::{VERSION, linger_zero};
 
 /// How long a fake's blocking read waits before its thread checks the stop
 /// flag (and, in loops that push events, its outbox) again.
@@ -33,12 +43,6 @@ pub fn upper_bound(timeout: Duration) -> Duration {
 pub enum After {
     KeepAlive,
     Close,
-}
-
-pub enum Got {
-    Data,
-    Nothing,
-    Closed,
 }
 
 pub fn init_result(id: &Value) -> Value {
@@ -73,4 +77,493 @@ pub fn reply_to(msg: &Value) -> Option<Value> {
         "tools/call" => echo_reply(id, msg["params"]["arguments"]["text"].as_str()?),
         _ => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
     })
+}
+
+// ---- requests -------------------------------------------------------------
+
+/// One HTTP request as a fake received it.
+#[derive(Debug, Clone)]
+pub struct Req {
+    /// When the whole request (head and body) had arrived.
+    pub at: Instant,
+    /// Connection number, 1-based, in accept order.
+    pub conn: usize,
+    pub method: String,
+    pub target: String,
+    /// Names lowercased, in arrival order, duplicates kept.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(k, _)| k == name).count()
+    }
+
+    pub fn session(&self) -> Option<&str> {
+        self.header("mcp-session-id")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The JSON-RPC method of a POST body, if any.
+    pub fn rpc(&self) -> Option<String> {
+        self.json()
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    pub fn is_post_of(&self, rpc_method: &str) -> bool {
+        self.method == "POST" && self.rpc().as_deref() == Some(rpc_method)
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "#{} {} {} session={:?} last-event-id={:?} rpc={:?} id={}",
+            self.conn,
+            self.method,
+            self.target,
+            self.session(),
+            self.header("last-event-id"),
+            self.rpc(),
+            self.json().get("id").cloned().unwrap_or(Value::Null)
+        )
+    }
+}
+
+pub fn summaries(reqs: &[Req]) -> String {
+    reqs.iter().map(Req::summary).collect::<Vec<_>>().join("\n")
+}
+
+/// Takes one complete request off the front of `buf`.
+pub fn take_request(buf: &mut Vec<u8>, conn: usize) -> Option<Req> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_owned();
+    let target = request_line.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    if buf.len() < end + 4 + len {
+        return None;
+    }
+    let body = buf[end + 4..end + 4 + len].to_vec();
+    buf.drain(..end + 4 + len);
+    Some(Req {
+        at: Instant::now(),
+        conn,
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+// ---- connections ----------------------------------------------------------
+
+/// What one read on a connection brought.
+enum Got {
+    Data,
+    Nothing,
+    Closed,
+}
+
+trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
+/// The server side of one accepted connection (plain or TLS).
+pub struct Conn {
+    io: Box<dyn Io>,
+    /// The same socket, for socket options.
+    tcp: TcpStream,
+    stop: Arc<AtomicBool>,
+    /// Bytes received and not yet consumed as a request.
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// One read, waiting at most [`TICK`].
+    fn read_some(&mut self) -> Got {
+        let mut tmp = [0u8; 16 * 1024];
+        match self.io.read(&mut tmp) {
+            Ok(0) => Got::Closed,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                Got::Data
+            }
+            Err(e) if timed_out(&e) => Got::Nothing,
+            Err(_) => Got::Closed,
+        }
+    }
+
+    /// Waits `d`, reading whatever comes. False if the peer closed the
+    /// connection or the fake is stopping.
+    pub fn wait(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            if self.stopped() || matches!(self.read_some(), Got::Closed) {
+                return false;
+            }
+            if Instant::now() >= until {
+                return true;
+            }
+        }
+    }
+
+    /// Keeps the connection open, answering nothing, until the peer closes
+    /// it (true), the fake stops or `until` says so (false).
+    pub fn hold_until(&mut self, until: impl Fn() -> bool) -> bool {
+        loop {
+            if self.stopped() || until() {
+                return false;
+            }
+            if matches!(self.read_some(), Got::Closed) {
+                return true;
+            }
+        }
+    }
+
+    /// Keeps the connection open without answering until the peer closes it
+    /// (true) or the fake stops (false).
+    pub fn hold(&mut self) -> bool {
+        self.hold_until(|| false)
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> bool {
+        self.io
+            .write_all(bytes)
+            .and_then(|()| self.io.flush())
+            .is_ok()
+    }
+
+    /// A response with a Content-Length body; the connection closes after it
+    /// if the headers say `connection: close`.
+    pub fn respond(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> After {
+        let reason = match status {
+            200 => "OK",
+            202 => "Accepted",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            500 => "Internal Server Error",
+            503 => "Service Unavailable",
+            _ => "Whatever",
+        };
+        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        let closes = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        if self.send(&bytes) && !closes {
+            After::KeepAlive
+        } else {
+            After::Close
+        }
+    }
+
+    pub fn json(&mut self, headers: &[(&str, &str)], v: &Value) -> After {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        self.respond(200, &h, v.to_string().as_bytes())
+    }
+
+    pub fn accepted(&mut self) -> After {
+        self.respond(202, &[], b"")
+    }
+
+    /// 200 `text/event-stream`, chunked; events follow with `sse_event`.
+    pub fn sse_start(&mut self) -> bool {
+        self.send(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+              cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
+    }
+
+    /// One SSE event in one chunk.
+    pub fn sse_event(&mut self, id: Option<&str>, data: &str) -> bool {
+        self.sse_chunk(id, None, data)
+    }
+
+    /// One SSE event of type `event` in one chunk.
+    pub fn sse_typed_event(&mut self, id: Option<&str>, event: &str, data: &str) -> bool {
+        self.sse_chunk(id, Some(event), data)
+    }
+
+    fn sse_chunk(&mut self, id: Option<&str>, event: Option<&str>, data: &str) -> bool {
+        let mut ev = String::new();
+        if let Some(id) = id {
+            ev.push_str(&format!("id: {id}\n"));
+        }
+        if let Some(event) = event {
+            ev.push_str(&format!("event: {event}\n"));
+        }
+        ev.push_str(&format!("data: {data}\n\n"));
+        self.send(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes())
+    }
+
+    /// The last chunk: the response ends cleanly.
+    pub fn sse_end(&mut self) -> bool {
+        self.send(b"0\r\n\r\n")
+    }
+
+    /// Makes the close that follows a reset (RST) rather than a FIN.
+    pub fn reset(&mut self) -> After {
+        linger_zero(&self.tcp);
+        After::Close
+    }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+// ---- the fake -------------------------------------------------------------
+
+/// What a fake does with each request: answers on the connection, and says
+/// whether the connection stays open.
+pub type Handler = Arc<dyn Fn(&Req, &mut Conn) -> After + Send + Sync>;
+
+pub fn handler(f: impl Fn(&Req, &mut Conn) -> After + Send + Sync + 'static) -> Handler {
+    Arc::new(f)
+}
+
+/// A listener on a free port of 127.0.0.1.
+pub fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+}
+
+/// What the acceptor and the connection threads share with the [`Fake`].
+#[derive(Clone)]
+struct Shared {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Req>>>,
+    /// Connections the peer closed: (connection number, when noticed).
+    closed: Arc<Mutex<Vec<(usize, Instant)>>>,
+    conns: Arc<AtomicUsize>,
+    tls_failures: Arc<AtomicUsize>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// A fake MCP HTTP server on 127.0.0.1. Dropping it stops and joins every
+/// one of its threads (each notices within about [`TICK`]).
+pub struct Fake {
+    addr: SocketAddr,
+    shared: Shared,
+    /// TLS handshakes that failed.
+    pub tls_failures: Arc<AtomicUsize>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Fake {
+    /// Plain HTTP on a free port.
+    pub fn start(h: Handler) -> Fake {
+        Fake::serve(bind(), h)
+    }
+
+    /// Plain HTTP on `listener`.
+    pub fn serve(listener: TcpListener, h: Handler) -> Fake {
+        Fake::serve_with(listener, h, None)
+    }
+
+    /// HTTPS on `listener`.
+    pub fn serve_tls(listener: TcpListener, h: Handler, tls: Arc<ServerConfig>) -> Fake {
+        Fake::serve_with(listener, h, Some(tls))
+    }
+
+    fn serve_with(listener: TcpListener, h: Handler, tls: Option<Arc<ServerConfig>>) -> Fake {
+        let addr = listener.local_addr().expect("local_addr");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let shared = Shared {
+            stop: Arc::new(AtomicBool::new(false)),
+            seen: Arc::default(),
+            closed: Arc::default(),
+            conns: Arc::new(AtomicUsize::new(0)),
+            tls_failures: Arc::new(AtomicUsize::new(0)),
+            threads: Arc::default(),
+        };
+        let acceptor = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                while !shared.stop.load(Ordering::SeqCst) {
+                    let tcp = match listener.accept() {
+                        Ok((s, _)) => s,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(2));
+                            continue;
+                        }
+                        Err(e) => panic!("accept: {e}"),
+                    };
+                    let n = shared.conns.fetch_add(1, Ordering::SeqCst) + 1;
+                    let (conn_shared, h, tls) = (shared.clone(), h.clone(), tls.clone());
+                    let t = thread::spawn(move || {
+                        if serve_conn(tcp, n, &conn_shared, h, tls) {
+                            conn_shared.closed.lock().unwrap().push((n, Instant::now()));
+                        }
+                    });
+                    shared.threads.lock().unwrap().push(t);
+                }
+            })
+        };
+        Fake {
+            addr,
+            tls_failures: shared.tls_failures.clone(),
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Req> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// Connections the peer closed while the fake waited for a request:
+    /// (connection number, when noticed).
+    pub fn closed(&self) -> Vec<(usize, Instant)> {
+        self.shared.closed.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.load(Ordering::SeqCst)
+    }
+
+    /// Polls the requests seen until `pred` holds; panics after `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Req]) -> bool,
+    ) -> Vec<Req> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.seen();
+            if pred(&seen) {
+                return seen;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "fake upstream: {what} not seen within {timeout:?}; requests:\n{}",
+                    summaries(&seen)
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        let threads: Vec<_> = self.shared.threads.lock().unwrap().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves one connection; true if the peer closed it while the fake was
+/// waiting for a request.
+fn serve_conn(
+    tcp: TcpStream,
+    n: usize,
+    shared: &Shared,
+    h: Handler,
+    tls: Option<Arc<ServerConfig>>,
+) -> bool {
+    // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux;
+    // make sure, since the timeouts below rely on blocking reads.
+    tcp.set_nonblocking(false).expect("blocking socket");
+    tcp.set_read_timeout(Some(TICK)).expect("read timeout");
+    tcp.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("write timeout");
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(tcp.try_clone().expect("clone socket")),
+        Some(cfg) => {
+            let mut sc = ServerConnection::new(cfg).expect("ServerConnection");
+            let mut sock = tcp.try_clone().expect("clone socket");
+            while sc.is_handshaking() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                match sc.complete_io(&mut sock) {
+                    Ok(_) => {}
+                    Err(e) if timed_out(&e) => {}
+                    Err(_) => {
+                        shared.tls_failures.fetch_add(1, Ordering::SeqCst);
+                        return false;
+                    }
+                }
+            }
+            Box::new(StreamOwned::new(sc, sock))
+        }
+    };
+    let mut conn = Conn {
+        io,
+        tcp,
+        stop: shared.stop.clone(),
+        buf: Vec::new(),
+    };
+    loop {
+        let req = loop {
+            if let Some(r) = take_request(&mut conn.buf, n) {
+                break r;
+            }
+            if conn.stopped() {
+                return false;
+            }
+            if matches!(conn.read_some(), Got::Closed) {
+                return true;
+            }
+        };
+        shared.seen.lock().unwrap().push(req.clone());
+        if h(&req, &mut conn) == After::Close {
+            return false;
+        }
+    }
 }

@@ -389,22 +389,7 @@ impl Http {
     /// Closes with a TCP reset (SO_LINGER 0), as a crashed client or a
     /// dropped network path would: the relay can tell it is not a half-close.
     pub fn reset(self) {
-        use std::os::fd::AsRawFd;
-        let l = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on a socket we own, with a correctly sized linger.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&l as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+        linger_zero(&self.s);
         drop(self);
     }
 
@@ -418,6 +403,26 @@ impl Http {
             }
         }
     }
+}
+
+/// Makes the close of `s` a reset (RST) rather than a FIN: SO_LINGER 0.
+pub fn linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a correctly sized linger.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
 }
 
 /// An open `text/event-stream` response read event by event.

@@ -1,26 +1,21 @@
-//! Shared harness for the relay's integration tests: runs `mcp-relay forward`
-//! around the `echo_server` example with every pipe serviced by a thread, so
-//! no test ever blocks without a timeout, and kills and reaps everything it
-//! started when dropped (even when a test panics).
-//!
-//! - stdin is owned by a writer thread fed over a channel: writes never block
-//!   the test, and a relay that stops reading cannot deadlock it;
-//! - stdout is read line by line by a thread and handed over a channel, read
-//!   with `recv_timeout`;
-//! - stderr is collected (with arrival times) by a thread, so the relay can
-//!   always log; the collected lines are shown when an expectation fails.
+//! Shared harness for the relay's integration tests: the relay under test
+//! (`relay.rs`), the HTTP client (`http.rs`), the fake HTTP
+//! upstream (`fake.rs`), the interop tests' helpers (`interop.rs`), and here
+//! the `echo_server` example, temp files, process identities and MCP
+//! messages.
 
 #![allow(dead_code)]
 
 pub mod fake;
 pub mod http;
 pub mod interop;
+pub mod relay;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -194,421 +189,9 @@ impl Proc {
 
     /// SIGKILL, only if it is still the same process (and not a zombie).
     pub fn kill_if_alive(&self) {
-        self.kill();
-    }
-
-    /// SIGKILL, only if it is still the same process.
-    fn kill(&self) {
         if self.state().is_some_and(|s| s != 'Z') {
             // SAFETY: kill(2) on a pid verified to be the process we started.
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        }
-    }
-}
-
-/// What the stdout reader thread hands over.
-enum Out {
-    Line(String),
-    Eof,
-}
-
-/// One read from the relay's stdout.
-#[derive(Debug)]
-pub enum Recv {
-    Msg(Value),
-    Timeout,
-    Eof,
-}
-
-pub type StderrLines = Arc<Mutex<Vec<(Instant, String)>>>;
-
-/// A running `mcp-relay forward -- echo_server ...`.
-pub struct Relay {
-    child: Child,
-    pub pid: i32,
-    input: Option<Sender<Vec<u8>>>,
-    writer_done: Receiver<()>,
-    out: Receiver<Out>,
-    stdout_eof: bool,
-    /// Every stdout line received so far, raw.
-    pub raw_stdout: Vec<String>,
-    stderr: StderrLines,
-    stderr_done: Receiver<()>,
-    status: Option<ExitStatus>,
-    /// When `try_status` first saw the relay exited.
-    pub exited_at: Option<Instant>,
-    servers: Vec<Proc>,
-}
-
-impl Relay {
-    /// `mcp-relay forward RELAY_ARGS -- echo_server SERVER_ARGS`. Logs at
-    /// info level unless `relay_args` sets `--log-level`.
-    pub fn start(relay_args: &[&str], server_args: &[&str]) -> Relay {
-        let mut cmd = Command::new(RELAY);
-        cmd.arg("forward").args(relay_args);
-        if !relay_args.iter().any(|a| a.starts_with("--log-level")) {
-            cmd.args(["--log-level", "info"]);
-        }
-        cmd.arg("--").arg(echo_server()).args(server_args);
-        Relay::spawn(cmd)
-    }
-
-    /// `mcp-relay forward --url ... RELAY_ARGS` (no server command; `relay_args`
-    /// must contain `--url`), with `env` added to the relay's environment.
-    /// Logs at info level unless `relay_args` sets `--log-level`.
-    pub fn start_url(relay_args: &[&str], env: &[(&str, &str)]) -> Relay {
-        let mut cmd = Command::new(RELAY);
-        cmd.arg("forward").args(relay_args);
-        if !relay_args.iter().any(|a| a.starts_with("--log-level")) {
-            cmd.args(["--log-level", "info"]);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Relay::spawn(cmd)
-    }
-
-    /// Spawns `cmd` (a complete `mcp-relay` command line) with every pipe
-    /// serviced by a thread.
-    fn spawn(mut cmd: Command) -> Relay {
-        cmd.env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn mcp-relay");
-        let pid = child.id() as i32;
-
-        let mut stdin = child.stdin.take().expect("relay stdin");
-        let (input, chunks) = mpsc::channel::<Vec<u8>>();
-        let (done_tx, writer_done) = mpsc::channel();
-        thread::spawn(move || {
-            for chunk in chunks {
-                if let Err(e) = stdin.write_all(&chunk).and_then(|()| stdin.flush()) {
-                    eprintln!("writing to the relay's stdin failed: {e}");
-                    break;
-                }
-            }
-            drop(stdin);
-            let _ = done_tx.send(());
-        });
-
-        let stdout = child.stdout.take().expect("relay stdout");
-        let (out_tx, out) = mpsc::channel();
-        thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).into_owned();
-                        if out_tx.send(Out::Line(line)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = out_tx.send(Out::Eof);
-        });
-
-        let stderr_pipe = child.stderr.take().expect("relay stderr");
-        let stderr: StderrLines = Arc::default();
-        let sink = Arc::clone(&stderr);
-        let (stderr_tx, stderr_done) = mpsc::channel();
-        thread::spawn(move || {
-            let mut r = BufReader::new(stderr_pipe);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                        sink.lock().unwrap().push((Instant::now(), line));
-                    }
-                }
-            }
-            let _ = stderr_tx.send(());
-        });
-
-        Relay {
-            child,
-            pid,
-            input: Some(input),
-            writer_done,
-            out,
-            stdout_eof: false,
-            raw_stdout: Vec::new(),
-            stderr,
-            stderr_done,
-            status: None,
-            exited_at: None,
-            servers: Vec::new(),
-        }
-    }
-
-    // ---- stdin ----------------------------------------------------------
-
-    pub fn send_bytes(&self, bytes: impl Into<Vec<u8>>) {
-        self.input
-            .as_ref()
-            .expect("stdin already closed")
-            .send(bytes.into())
-            .expect("stdin writer thread ended");
-    }
-
-    /// Writes `msg` as one line.
-    pub fn send(&self, msg: &Value) {
-        self.send_bytes(line(msg));
-    }
-
-    /// Closes the relay's stdin once everything queued has been written.
-    pub fn close_stdin(&mut self) {
-        self.input = None;
-        match self.writer_done.recv_timeout(Duration::from_secs(10)) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
-            Err(RecvTimeoutError::Timeout) => {
-                panic!(
-                    "queued stdin not written within 10 s\n{}",
-                    self.stderr_dump()
-                )
-            }
-        }
-    }
-
-    // ---- stdout ---------------------------------------------------------
-
-    /// The next stdout line, parsed; every line must be JSON.
-    pub fn recv(&mut self, timeout: Duration) -> Recv {
-        if self.stdout_eof {
-            return Recv::Eof;
-        }
-        match self.out.recv_timeout(timeout) {
-            Ok(Out::Line(l)) => {
-                self.raw_stdout.push(l.clone());
-                match serde_json::from_str(&l) {
-                    Ok(v) => Recv::Msg(v),
-                    Err(e) => panic!(
-                        "relay wrote a non-JSON line on stdout ({e}): {l:?}\n{}",
-                        self.stderr_dump()
-                    ),
-                }
-            }
-            Ok(Out::Eof) | Err(RecvTimeoutError::Disconnected) => {
-                self.stdout_eof = true;
-                Recv::Eof
-            }
-            Err(RecvTimeoutError::Timeout) => Recv::Timeout,
-        }
-    }
-
-    /// The next message; panics on timeout or EOF.
-    pub fn expect_msg(&mut self, timeout: Duration, what: &str) -> Value {
-        match self.recv(timeout) {
-            Recv::Msg(v) => v,
-            other => panic!(
-                "waiting for {what}: got {other:?} after {timeout:?}\n{}",
-                self.stderr_dump()
-            ),
-        }
-    }
-
-    /// The next message, which must be the response to `id`.
-    pub fn expect_response(&mut self, id: &Value, timeout: Duration) -> Value {
-        let v = self.expect_msg(timeout, &format!("the response to {id}"));
-        assert_eq!(
-            v.get("id"),
-            Some(id),
-            "expected the response to {id}, got {v}\n{}",
-            self.stderr_dump()
-        );
-        assert!(
-            v.get("result").is_some() || v.get("error").is_some(),
-            "not a response: {v}"
-        );
-        v
-    }
-
-    /// Asserts nothing arrives on stdout for `quiet`.
-    pub fn expect_silence(&mut self, quiet: Duration) {
-        match self.recv(quiet) {
-            Recv::Timeout => {}
-            other => panic!("expected silence on stdout, got {other:?}"),
-        }
-    }
-
-    /// Reads stdout until EOF (panics if it does not come within `timeout`),
-    /// returning the messages that were still to come.
-    pub fn drain_to_eof(&mut self, timeout: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        let mut rest = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv(left) {
-                Recv::Msg(v) => rest.push(v),
-                Recv::Eof => return rest,
-                Recv::Timeout => panic!(
-                    "stdout not closed within {timeout:?}\n{}",
-                    self.stderr_dump()
-                ),
-            }
-        }
-    }
-
-    /// `initialize` (id `"init"`) + `notifications/initialized`; returns the
-    /// initialize result.
-    pub fn handshake(&mut self) -> Value {
-        self.send(&initialize(json!("init")));
-        let reply = self.expect_response(&json!("init"), SHORT);
-        assert!(
-            reply["result"]["serverInfo"].is_object(),
-            "bad initialize reply: {reply}"
-        );
-        self.send(&initialized());
-        reply
-    }
-
-    /// Sends `tools/call echo` and expects its own text back.
-    pub fn echo_ok(&mut self, id: Value, text: &str) {
-        self.send(&call(id.clone(), text));
-        let reply = self.expect_response(&id, SHORT);
-        assert_eq!(echo_text(&reply), Some(text), "reply: {reply}");
-    }
-
-    // ---- stderr / processes ----------------------------------------------
-
-    pub fn stderr_lines(&self) -> Vec<(Instant, String)> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    pub fn stderr_text(&self) -> String {
-        let lines = self.stderr.lock().unwrap();
-        let mut s = String::new();
-        for (_, l) in lines.iter() {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    /// The last lines of the relay's log, for failure messages.
-    pub fn stderr_dump(&self) -> String {
-        let lines = self.stderr.lock().unwrap();
-        let from = lines.len().saturating_sub(40);
-        let mut s = format!("--- relay stderr (last {} lines) ---\n", lines.len() - from);
-        for (_, l) in &lines[from..] {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    /// Waits until the relay's log has a line containing `needle`.
-    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> Instant {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some((t, _)) = self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(_, l)| l.contains(needle))
-            {
-                return *t;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{needle:?} not logged within {timeout:?}\n{}",
-                    self.stderr_dump()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Server pids from the relay's `started pid N` log lines, in order.
-    fn logged_server_pids(&self) -> Vec<i32> {
-        self.stderr
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(_, l)| {
-                let rest = &l[l.find("started pid ")? + "started pid ".len()..];
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().ok()
-            })
-            .collect()
-    }
-
-    /// The `n`-th server the relay started (0-based), waiting for its log line.
-    pub fn server(&mut self, n: usize) -> Proc {
-        let deadline = Instant::now() + SHORT;
-        loop {
-            let pids = self.logged_server_pids();
-            for &pid in &pids[self.servers.len().min(pids.len())..] {
-                self.servers.push(Proc::new(pid));
-            }
-            if let Some(p) = self.servers.get(n) {
-                return *p;
-            }
-            if Instant::now() > deadline {
-                panic!("server #{n} pid not logged\n{}", self.stderr_dump());
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    pub fn signal(&self, sig: libc::c_int) {
-        assert!(self.status.is_none(), "relay already exited");
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe { libc::kill(self.pid, sig) };
-    }
-
-    pub fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait on relay");
-            if self.status.is_some() {
-                self.exited_at = Some(Instant::now());
-            }
-        }
-        self.status
-    }
-
-    /// Waits (bounded) for the relay to exit, then for its log to be read
-    /// to the end, so log assertions see every line.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_status() {
-                let _ = self.stderr_done.recv_timeout(SHORT);
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "relay still running {timeout:?} later\n{}",
-                    self.stderr_dump()
-                );
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        // Servers first, while the relay (their parent) still holds their
-        // pids: a server that ignores SIGTERM would outlive the relay.
-        let pids = self.logged_server_pids();
-        for &pid in &pids[self.servers.len().min(pids.len())..] {
-            self.servers.push(Proc::new(pid));
-        }
-        for s in &self.servers {
-            s.kill();
-        }
-        if self.try_status().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -672,6 +255,27 @@ pub fn started_pid(line: &str) -> Option<i32> {
     digits.parse().ok()
 }
 
+/// Lines of a child's output, with their arrival times.
+pub type StderrLines = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// Calls `f` with each line of `pipe` (with its newline, if any) until EOF,
+/// a read error, or `f` returning false.
+pub fn read_lines(pipe: impl std::io::Read, mut f: impl FnMut(String) -> bool) {
+    let mut r = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if !f(String::from_utf8_lossy(&buf).into_owned()) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Collects the lines of `pipe` (with arrival times) on a thread, calling
 /// `on_line` for each as it arrives; the receiver gets `()` at EOF.
 pub fn collect_lines<R: std::io::Read + Send + 'static>(
@@ -682,19 +286,12 @@ pub fn collect_lines<R: std::io::Read + Send + 'static>(
     let sink = Arc::clone(&lines);
     let (done_tx, done) = mpsc::channel();
     thread::spawn(move || {
-        let mut r = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                    on_line(&line);
-                    sink.lock().unwrap().push((Instant::now(), line));
-                }
-            }
-        }
+        read_lines(pipe, |line| {
+            let line = line.trim_end().to_owned();
+            on_line(&line);
+            sink.lock().unwrap().push((Instant::now(), line));
+            true
+        });
         let _ = done_tx.send(());
     });
     (lines, done)
