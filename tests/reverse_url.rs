@@ -1951,43 +1951,21 @@ fn config_mixed_upstreams_end_the_right_upstream_session() {
         let dir = std::env::temp_dir().join(format!("mcp-relay-mixed-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let cfg_path = dir.join("relay.json");
-        let port = free_port();
         let echo = common::echo_server()
             .to_str()
             .expect("utf-8 path")
             .to_string();
         let doc = json!({
-            "listen": format!("127.0.0.1:{port}"),
             "upstreams": {
                 "a": {"command": [echo]},
                 "z": {"url": fake.url(), "session_idle_timeout": "1s"}
             }
         });
         std::fs::write(&cfg_path, serde_json::to_vec(&doc).expect("json")).expect("config");
-        let mut child = Command::new(RELAY)
-            .args(["reverse", "--log-level", "debug", "--config"])
-            .arg(&cfg_path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn relay");
-        struct Kill(Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let _ = child.stdin.take();
-        let _guard = Kill(child);
-        wait_until(Duration::from_secs(10), "relay up", || {
-            Http::try_connect(port).is_ok_and(|mut h| {
-                h.try_request("GET", "/healthz", &[("Connection", "close")], b"", IO)
-                    .is_ok_and(|r| r.status() == 200)
-            })
-        });
+        let relay = Relay::reverse(NAME)
+            .args([std::ffi::OsStr::new("--config"), cfg_path.as_os_str()])
+            .start();
+        let port = relay.port;
         let open = || -> (Http, String) {
             let mut h = Http::connect(port);
             let body = serde_json::to_vec(&initialize(json!(0))).expect("json");

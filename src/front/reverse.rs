@@ -1291,7 +1291,7 @@ impl Reverse {
                 // batch reply and not forwarded.
                 let mut expect = Vec::new();
                 let mut rejected = Vec::new();
-                let mut send: Vec<(&[u8], Option<Id>)> = Vec::new();
+                let mut send: Vec<(&[u8], Envelope, Option<Id>)> = Vec::new();
                 for raw in &items {
                     let Some(env) = jsonrpc::peek_raw(raw) else {
                         continue;
@@ -1309,7 +1309,7 @@ impl Reverse {
                         )),
                         Some(id) if self.track(skey, id.clone(), &env, ReplyTo::Client(tok)) => {
                             expect.push(id.clone());
-                            send.push((raw.get().as_bytes(), Some(id)));
+                            send.push((raw.get().as_bytes(), env, Some(id)));
                         }
                         Some(id) => rejected.push(error_body(
                             Some(&id),
@@ -1317,7 +1317,7 @@ impl Reverse {
                             "A request with this id is already in flight",
                             &self.ups[up_of(skey)].cfg.name,
                         )),
-                        None => send.push((raw.get().as_bytes(), None)),
+                        None => send.push((raw.get().as_bytes(), env, None)),
                     }
                 }
                 if !expect.is_empty()
@@ -1333,8 +1333,8 @@ impl Reverse {
                         session_header: None,
                     }));
                 }
-                for (line, id) in send {
-                    self.send_up(skey, line, id.as_ref());
+                for (line, env, id) in send {
+                    self.send_up(skey, line, &env, id.as_ref());
                 }
                 if expect.is_empty() {
                     if rejected.is_empty() {
@@ -1442,10 +1442,10 @@ impl Reverse {
                         session_header: None,
                     }));
                 }
-                self.send_up(skey, line, Some(&id));
+                self.send_up(skey, line, env, Some(&id));
             }
             Kind::Notification | Kind::Response => {
-                self.send_up(skey, line, None);
+                self.send_up(skey, line, env, None);
                 // MCP: notifications and responses are acknowledged with 202.
                 self.respond(tok, 202, &[], b"", ka);
             }
@@ -1635,9 +1635,9 @@ impl Reverse {
                 self.push_to_stream(skey, b);
                 return;
             }
-            self.send_up(skey, body, Some(&id));
+            self.send_up(skey, body, &env, Some(&id));
         } else {
-            self.send_up(skey, body, None);
+            self.send_up(skey, body, &env, None);
         }
     }
 
@@ -1773,7 +1773,7 @@ impl Reverse {
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
                     && self.track(skey, id.clone(), &env, reply_to)
                 {
-                    self.http_send(skey, &line, Some(&id));
+                    self.http_send(skey, &line, &env, Some(&id));
                 }
             } else {
                 self.http_start(skey, line, id, reply_to);
@@ -1809,7 +1809,7 @@ impl Reverse {
             if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
                 && self.track(skey, id.clone(), &env, reply_to)
             {
-                self.send_up(skey, &line, Some(&id));
+                self.send_up(skey, &line, &env, Some(&id));
             }
             return;
         }
@@ -1964,10 +1964,11 @@ impl Reverse {
         Some(req)
     }
 
-    /// Writes a client message to the session's process.
-    fn send_up(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
+    /// Writes a client message to the session's upstream. `env` is the
+    /// message as the front parsed it: nothing on the way parses it again.
+    fn send_up(&mut self, skey: SKey, line: &[u8], env: &Envelope, request: Option<&Id>) {
         if self.ups[up_of(skey)].http.is_some() {
-            self.http_send(skey, line, request);
+            self.http_send(skey, line, env, request);
             return;
         }
         let conn = self.sessions.get(&skey).and_then(|s| s.conn);
@@ -1991,7 +1992,7 @@ impl Reverse {
         };
         match &mut p.kind {
             ProcKind::Session { .. } => p.io.to_child.push_line(line),
-            ProcKind::Shared { mux, .. } => match mux.up(skey, line) {
+            ProcKind::Shared { mux, .. } => match mux.up_parsed(skey, line, env) {
                 Up::Send(bytes) => p.io.to_child.push_line(&bytes),
                 Up::Drop => {}
                 Up::Reject(err) => {

@@ -18,7 +18,7 @@ use super::{ReplyTo, Reverse, SKey, TimerKind, up_of};
 use crate::cli::HttpOptions;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
-use crate::proto::jsonrpc::{self, Id, Message};
+use crate::proto::jsonrpc::{self, Envelope, Id};
 use crate::reactor::TimerId;
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
@@ -172,11 +172,17 @@ impl Reverse {
             log::debug!("initialize {id} is already in flight");
         }
         self.arm_response_timer(skey, &id);
-        self.http_post(skey, &line, Some(id), true);
+        self.http_post(skey, &line, None, Some(id), true);
     }
 
     /// A client message for its session's upstream.
-    pub(super) fn http_send(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) {
+    pub(super) fn http_send(
+        &mut self,
+        skey: SKey,
+        line: &[u8],
+        env: &Envelope,
+        request: Option<&Id>,
+    ) {
         let u = up_of(skey);
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let known = stateless
@@ -196,9 +202,8 @@ impl Reverse {
             }
             return;
         }
-        let initialized = request.is_none()
-            && matches!(jsonrpc::peek(line), Ok(Message::Single(env)) if env.method_is("notifications/initialized"));
-        self.http_post(skey, line, request.cloned(), false);
+        let initialized = request.is_none() && env.method_is("notifications/initialized");
+        self.http_post(skey, line, Some(env), request.cloned(), false);
         if initialized {
             if let Some(up) = self.up_session(u, skey) {
                 up.initialized = true;
@@ -207,7 +212,16 @@ impl Reverse {
         }
     }
 
-    fn http_post(&mut self, skey: SKey, line: &[u8], request: Option<Id>, initialize: bool) {
+    /// POSTs one message; `env` is it parsed, when the caller has it (the
+    /// relay's own messages need no 2026-07-28 headers).
+    fn http_post(
+        &mut self,
+        skey: SKey,
+        line: &[u8],
+        env: Option<&Envelope>,
+        request: Option<Id>,
+        initialize: bool,
+    ) {
         let u = up_of(skey);
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let now = self.now;
@@ -219,7 +233,7 @@ impl Reverse {
         if stateless {
             // 2026-07-28: the headers name the method; the body must match.
             headers.push(("mcp-protocol-version".into(), "2026-07-28".into()));
-            if let Ok(Message::Single(env)) = jsonrpc::peek(line)
+            if let Some(env) = env
                 && let Some(m) = env.method()
             {
                 headers.push(("mcp-method".into(), m.into_owned()));
@@ -634,7 +648,7 @@ impl Reverse {
         }
         if !initialize {
             let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
-            self.http_post(skey, &msg, None, false);
+            self.http_post(skey, &msg, None, None, false);
         }
     }
 

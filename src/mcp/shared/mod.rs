@@ -147,24 +147,26 @@ impl Mux {
 
     /// A message from a client session: one JSON-RPC message, not a batch
     /// (the owner splits batches).
+    /// A message from `session`'s client, as bytes (parsed here).
     pub fn up(&mut self, session: SessionKey, line: &[u8]) -> Up {
-        let env = match jsonrpc::peek(line) {
-            Ok(Message::Single(env)) => env,
-            Ok(Message::Batch(_)) => {
-                return Up::Reject(relay_error(
-                    None,
-                    RelayError::InvalidRequest,
-                    "Invalid Request: batches must be split before the shared mux",
-                ));
-            }
-            Err(_) => {
-                return Up::Reject(relay_error(None, RelayError::ParseError, "Parse error"));
-            }
-        };
+        match jsonrpc::peek(line) {
+            Ok(Message::Single(env)) => self.up_parsed(session, line, &env),
+            Ok(Message::Batch(_)) => Up::Reject(relay_error(
+                None,
+                RelayError::InvalidRequest,
+                "Invalid Request: batches must be split before the shared mux",
+            )),
+            Err(_) => Up::Reject(relay_error(None, RelayError::ParseError, "Parse error")),
+        }
+    }
+
+    /// A message from `session`'s client that the front has parsed already
+    /// (`env` is `line` parsed): the hot path parses each message once.
+    pub fn up_parsed(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
         match env.kind() {
-            Kind::Request => self.up_request(session, line, &env),
-            Kind::Notification => self.up_notification(session, line, &env),
-            Kind::Response => self.up_response(session, &env, line),
+            Kind::Request => self.up_request(session, line, env),
+            Kind::Notification => self.up_notification(session, line, env),
+            Kind::Response => self.up_response(session, env, line),
             Kind::Invalid => Up::Reject(relay_error(
                 env.id().as_ref(),
                 RelayError::InvalidRequest,
