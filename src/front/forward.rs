@@ -11,12 +11,15 @@
 //!   (the session core's `Inflight` table, shared with `reverse`);
 //! - `held`: client messages waiting for a restarted upstream.
 //!
-//! Upstream life: spawned → (replaying the cached `initialize` after a
-//! restart) → ready → lost (stdout EOF, exit, or asked to close) → retired →
-//! closed (stdin closed → kill grace → SIGTERM → kill grace → SIGKILL) →
-//! reaped. A lost upstream is "down" once it is reaped or its first grace
-//! expires; then its in-flight requests are failed and the relay either
-//! restarts it (`--restart`) or exits.
+//! Upstream life is an `upstream::lifecycle::Lifecycle` per upstream, with
+//! `DownPolicy::OnStatus`: spawned → (replaying the cached `initialize` after
+//! a restart) → ready → closing (stdin closed, then kill grace → SIGTERM →
+//! kill grace → SIGKILL) and/or lost (stdout EOF, or exit) → down → reaped.
+//! Its decisions come back as actions that `run_upstream` carries out. A lost
+//! upstream leaves `current` for `retired`; it is down once reaped or a grace
+//! after it was lost, and then its in-flight requests are failed and the relay
+//! either restarts it (`--restart`) or exits. A closing upstream that still
+//! has its stdout keeps answering.
 
 mod http;
 
@@ -30,7 +33,7 @@ use serde_json::json;
 
 use crate::cli::ForwardConfig;
 use crate::io::buf::OutBuf;
-use crate::io::child::{CloseStage, describe};
+use crate::io::child::describe;
 use crate::io::fd::{Fd, set_nonblocking};
 use crate::policy::backoff::{Backoff, Rng};
 use crate::proto::errors::RelayError;
@@ -41,6 +44,7 @@ use crate::reactor::turn::{self, Readiness};
 use crate::reactor::{self, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
 use crate::record::{Direction, Recorder};
 use crate::session::inflight::{self, Deadlines, Inflight};
+use crate::upstream::lifecycle::{self, Cause, DownPolicy, Lifecycle};
 use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
 /// Output queues pause their producer above this many bytes.
@@ -79,12 +83,10 @@ type Pending = inflight::Request<Option<u64>>;
 struct Upstream {
     seq: u64,
     io: StdioConn,
-    /// Close stdin as soon as `to_child` drains.
-    close_when_flushed: bool,
-    /// Waiting for the reply to the replayed `initialize`.
-    replay: Option<Id>,
-    /// In-flight requests failed and the restart/exit decision taken.
-    down: bool,
+    /// Where the process is in its life, with the replayed `initialize` it
+    /// awaits, if any.
+    life: Lifecycle,
+    /// The timer armed for `life`'s grace deadline.
     grace: Option<TimerId>,
 }
 
@@ -353,7 +355,7 @@ impl Forward {
             return h.in_flight() >= MAX_HTTP_IN_FLIGHT;
         }
         match &self.current {
-            Some(u) if u.replay.is_none() => u.io.to_child.is_full(),
+            Some(u) if u.life.awaiting_init().is_none() => u.io.to_child.is_full(),
             _ => self.held_bytes >= HELD_MAX_BYTES,
         }
     }
@@ -467,10 +469,7 @@ impl Forward {
                 );
                 broken.push(u.seq);
             }
-            if u.close_when_flushed
-                && u.io.to_child.is_empty()
-                && u.io.proc.stage == CloseStage::Open
-            {
+            if u.life.is_draining() && u.io.to_child.is_empty() {
                 close_now.push(u.seq);
             }
         }
@@ -650,7 +649,7 @@ impl Forward {
             return;
         }
         let ready = match &self.current {
-            Some(u) => u.replay.is_none() && u.io.proc.stdin.is_some(),
+            Some(u) => u.life.awaiting_init().is_none() && u.io.proc.stdin.is_some(),
             None => false,
         };
         if ready {
@@ -704,7 +703,7 @@ impl Forward {
                     let Some(id) = env.id() else { return };
                     if self
                         .upstream_mut(seq)
-                        .is_some_and(|u| u.replay.as_ref() == Some(&id))
+                        .is_some_and(|u| u.life.awaiting_init() == Some(&id))
                     {
                         self.replay_done(seq, env.is_response && !line_has_error(line));
                         return;
@@ -889,29 +888,31 @@ impl Forward {
         io.register(self.poll.registry(), |pipe| {
             endpoints.insert(Endpoint::Child(seq, pipe))
         })?;
-        let mut u = Upstream {
-            seq,
-            io,
-            close_when_flushed: false,
-            replay: None,
-            down: false,
-            grace: None,
-        };
+        let mut replay = None;
         if let Some(init) = &self.cached_initialize {
             // A restart: the server must be initialized again before it sees
             // the client's traffic. The client never learns of it.
             let id = Id::Str(format!("{REPLAY_ID_PREFIX}{seq}").into());
             match with_id(init, &id) {
                 Some(msg) => {
-                    u.io.to_child.push_line(&msg);
+                    io.to_child.push_line(&msg);
                     self.record(Direction::RelayToServer, &msg);
-                    u.replay = Some(id);
+                    replay = Some(id);
                 }
                 None => log::warn!("cached initialize could not be replayed"),
             }
         }
-        let replaying = u.replay.is_some();
-        self.current = Some(u);
+        let replaying = replay.is_some();
+        let cfg = lifecycle::Config {
+            grace: self.cfg.kill_grace,
+            down: DownPolicy::OnStatus,
+        };
+        self.current = Some(Upstream {
+            seq,
+            io,
+            life: Lifecycle::spawned(cfg, replay),
+            grace: None,
+        });
         if !replaying {
             self.flush_held();
         }
@@ -929,7 +930,7 @@ impl Forward {
         }
         let initialized = self.cached_initialized.clone();
         if let Some(u) = self.upstream_mut(seq) {
-            u.replay = None;
+            u.life.initialized();
             if let Some(n) = &initialized {
                 u.io.to_child.push_line(n);
             }
@@ -953,37 +954,26 @@ impl Forward {
         }
     }
 
-    /// The upstream's stdout ended or the process exited: it is out of
-    /// service at once and is closed and reaped in the background.
+    /// The upstream's stdout ended: it is out of service at once and is
+    /// closed and reaped in the background.
     fn upstream_lost(&mut self, seq: u64) {
-        if self.current.as_ref().is_some_and(|u| u.seq == seq)
-            && let Some(u) = self.current.take()
-        {
-            self.retired.push(u);
-        }
-        let Some(u) = self.upstream_mut(seq) else {
+        self.retire(seq);
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
             return;
         };
-        if u.io.proc.stage == CloseStage::Open {
-            self.close_stdin(seq);
-        }
+        let actions = u.life.on_lost(self.now);
+        self.run_upstream(seq, actions);
         let reaped = self.upstream_mut(seq).and_then(|u| u.io.proc.try_reap());
-        if reaped.is_some() {
-            self.upstream_down(seq);
-            self.release_if_done(seq);
+        if let Some(status) = reaped {
+            self.upstream_exited(seq, status);
         }
     }
 
     /// Fails the upstream's in-flight requests and decides what comes next.
-    fn upstream_down(&mut self, seq: u64) {
+    fn upstream_down(&mut self, seq: u64, status: Option<ExitStatus>) {
         let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
             return;
         };
-        if u.down {
-            return;
-        }
-        u.down = true;
-        let status = u.io.proc.status();
         let uptime = self.now.duration_since(u.io.started);
         let what = status.map_or_else(|| "stdout closed".to_string(), describe);
         let ids: Vec<Id> = self
@@ -1032,61 +1022,25 @@ impl Forward {
     }
 
     fn close_stdin(&mut self, seq: u64) {
-        let grace = self.cfg.kill_grace;
-        let now = self.now;
         let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
             return;
         };
-        if u.io.proc.stage != CloseStage::Open {
-            return;
-        }
-        if let Some(t) = u.io.close_stdin(self.poll.registry()) {
-            self.endpoints.remove(t);
-        }
-        // One grace timer per upstream: a second one would make the next
-        // escalation step (SIGTERM → SIGKILL) follow with no grace at all.
-        if let Some(t) = u.grace.take() {
-            self.timers.cancel(t);
-        }
-        u.grace = Some(self.timers.insert(now + grace, TimerKind::Grace(seq)));
+        // A draining upstream stays one the relay asked to close.
+        let actions = u.life.close(self.now, Cause::Fault);
+        self.run_upstream(seq, actions);
     }
 
     fn grace_expired(&mut self, seq: u64) {
-        let grace = self.cfg.kill_grace;
-        let now = self.now;
         let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
             return;
         };
         u.grace = None;
-        if u.io.proc.try_reap().is_some() {
-            self.upstream_down(seq);
-            self.release_if_done(seq);
+        if let Some(status) = u.io.proc.try_reap() {
+            self.upstream_exited(seq, status);
             return;
         }
-        match u.io.proc.stage {
-            CloseStage::Open => {
-                // Asked to close but stdin never drained: close it now.
-                self.close_stdin(seq);
-                return;
-            }
-            CloseStage::StdinClosed => log::info!(
-                "[{}] still running {grace:?} after stdin closed; SIGTERM",
-                self.cfg.name
-            ),
-            CloseStage::Terminated => log::warn!("[{}] ignored SIGTERM; SIGKILL", self.cfg.name),
-            CloseStage::Killed => {}
-        }
-        u.io.proc.escalate();
-        let t = self.timers.insert(now + grace, TimerKind::Grace(seq));
-        if let Some(u) = self.upstream_mut(seq) {
-            u.grace = Some(t);
-        }
-        // Out of stdout and still unreaped after a grace: treat it as down so
-        // in-flight requests do not wait on a process that will not answer.
-        let lost = self.current.as_ref().is_none_or(|u| u.seq != seq);
-        if lost {
-            self.upstream_down(seq);
-        }
+        let actions = u.life.on_grace_expired(self.now);
+        self.run_upstream(seq, actions);
     }
 
     fn reap_children(&mut self) {
@@ -1100,38 +1054,113 @@ impl Forward {
             let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
                 continue;
             };
-            if u.io.proc.status().is_some() || u.io.proc.try_reap().is_none() {
+            if u.io.proc.status().is_some() {
                 continue;
             }
+            let Some(status) = u.io.proc.try_reap() else {
+                continue;
+            };
             log::info!(
                 "[{}] pid {} exited ({})",
                 self.cfg.name,
                 u.io.proc.pid,
-                u.io.proc.status().map_or_else(String::new, describe)
+                describe(status)
             );
             // Whatever it wrote before exiting is still in the pipe: relay it.
             u.io.mark_exited();
             self.read_upstream(seq, true);
-            self.upstream_lost(seq);
-            self.upstream_down(seq);
-            self.release_if_done(seq);
+            self.upstream_exited(seq, status);
         }
     }
 
     /// Drops a reaped, retired upstream: its pipes are deregistered and closed.
-    fn release_if_done(&mut self, seq: u64) {
+    fn release_upstream(&mut self, seq: u64) {
         let Some(pos) = self.retired.iter().position(|u| u.seq == seq) else {
             return;
         };
-        if self.retired[pos].io.proc.status().is_none() {
-            return;
-        }
         let mut u = self.retired.swap_remove(pos);
         if let Some(t) = u.grace.take() {
             self.timers.cancel(t);
         }
         for t in u.io.release(self.poll.registry(), self.now) {
             self.endpoints.remove(t);
+        }
+    }
+
+    /// The upstream was reaped: out of service, down (if it was not yet) and
+    /// released.
+    fn upstream_exited(&mut self, seq: u64, status: ExitStatus) {
+        self.retire(seq);
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        let actions = u.life.on_exit(status);
+        self.run_upstream(seq, actions);
+    }
+
+    /// SIGKILL to every upstream now.
+    fn kill_upstreams(&mut self) {
+        let seqs: Vec<u64> = self
+            .current
+            .iter()
+            .chain(&self.retired)
+            .map(|u| u.seq)
+            .collect();
+        for seq in seqs {
+            if let Some(u) = find(&mut self.current, &mut self.retired, seq) {
+                let actions = u.life.kill_now(self.now);
+                self.run_upstream(seq, actions);
+            }
+        }
+    }
+
+    /// Moves the upstream out of `current`: it gets no more traffic.
+    fn retire(&mut self, seq: u64) {
+        if self.current.as_ref().is_some_and(|u| u.seq == seq)
+            && let Some(u) = self.current.take()
+        {
+            self.retired.push(u);
+        }
+    }
+
+    /// Carries out what the upstream's lifecycle decided, in order.
+    fn run_upstream(&mut self, seq: u64, actions: Vec<lifecycle::Action>) {
+        let grace = self.cfg.kill_grace;
+        for action in actions {
+            let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+                return;
+            };
+            match action {
+                lifecycle::Action::CloseStdin => {
+                    if let Some(t) = u.io.close_stdin(self.poll.registry()) {
+                        self.endpoints.remove(t);
+                    }
+                }
+                lifecycle::Action::ArmGrace(at) => {
+                    // One grace timer per upstream: a second one would make the
+                    // next escalation step (SIGTERM → SIGKILL) follow with no
+                    // grace at all.
+                    if let Some(t) = u.grace.take() {
+                        self.timers.cancel(t);
+                    }
+                    u.grace = Some(self.timers.insert(at, TimerKind::Grace(seq)));
+                }
+                lifecycle::Action::Term => {
+                    log::info!(
+                        "[{}] still running {grace:?} after stdin closed; SIGTERM",
+                        self.cfg.name
+                    );
+                    u.io.proc.terminate();
+                }
+                lifecycle::Action::Kill { after_term } => {
+                    if after_term {
+                        log::warn!("[{}] ignored SIGTERM; SIGKILL", self.cfg.name);
+                    }
+                    u.io.proc.kill();
+                }
+                lifecycle::Action::Down { status, .. } => self.upstream_down(seq, status),
+                lifecycle::Action::Release => self.release_upstream(seq),
+            }
         }
     }
 
@@ -1158,23 +1187,17 @@ impl Forward {
             }
         }
         self.held_bytes = 0;
-        let grace = self.cfg.kill_grace;
-        let now = self.now;
         if let Some(u) = self.current.as_mut() {
             // Let the server read what the client sent before stdin closes.
-            u.close_when_flushed = true;
-            if u.grace.is_none() {
-                u.grace = Some(self.timers.insert(now + grace, TimerKind::Grace(u.seq)));
-            }
+            let (seq, actions) = (u.seq, u.life.drain(self.now));
+            self.run_upstream(seq, actions);
         }
     }
 
     fn force_close(&mut self) {
         self.forced = true;
         self.begin_close();
-        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
-            u.io.proc.kill_now();
-        }
+        self.kill_upstreams();
         self.client_out_broken = true;
     }
 

@@ -6,7 +6,10 @@
 //! - `endpoints`: listeners, client connections and process pipes, by token;
 //! - `sessions`: client sessions by key (and by `Mcp-Session-Id`), each with
 //!   its requests in flight, its SSE stream and its replay buffer;
-//! - `procs`: server processes by pool connection id;
+//! - `procs`: server processes by pool connection id, each with its
+//!   `upstream::lifecycle::Lifecycle` (`DownPolicy::OnLoss`), whose actions
+//!   `run_proc` carries out: the close sequence, and `proc_down` when the
+//!   process stops serving;
 //! - `pool`: the sans-I/O pool that decides which process serves whom, when
 //!   to spawn and when to close. Its actions are carried out by `apply`.
 //!
@@ -22,6 +25,7 @@ mod http;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -30,7 +34,7 @@ use serde_json::json;
 
 use crate::cli::{PoolMode, ReverseConfig};
 use crate::io::buf::OutBuf;
-use crate::io::child::{CloseStage, describe};
+use crate::io::child::describe;
 use crate::io::dns::Resolver;
 use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
 use crate::mcp::shared::{Down, Mux, Up};
@@ -46,6 +50,7 @@ use crate::reactor::turn::{self, Readiness};
 use crate::reactor::{self, RESOLVER_TOKEN, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
 use crate::session::inflight::{self, Deadlines, Inflight};
 use crate::session::shutdown::{Shutdown, ShutdownConfig, Verdict as ShutdownVerdict};
+use crate::upstream::lifecycle::{self, Cause, DownPolicy, Lifecycle};
 use crate::upstream::pool::{self, Action, ConnId, Pool, PoolConfig, RejectReason};
 use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
@@ -279,10 +284,9 @@ enum ProcKind {
 struct Proc {
     io: StdioConn,
     kind: ProcKind,
-    lost: bool,
-    down: bool,
-    /// The pool closed it (session over, idle, lifetime): exiting is expected.
-    asked_to_close: bool,
+    /// Where the process is in its life; a pool `Close` is `Cause::Asked`.
+    life: Lifecycle,
+    /// The timer armed for `life`'s grace deadline.
     grace: Option<TimerId>,
 }
 
@@ -1974,7 +1978,7 @@ impl Reverse {
         let conn = self.sessions.get(&skey).and_then(|s| s.conn);
         let alive = conn
             .and_then(|c| self.procs.get(&c))
-            .is_some_and(|p| !p.lost && p.io.accepts_input());
+            .is_some_and(|p| p.life.in_service() && p.io.accepts_input());
         let Some(conn) = conn.filter(|_| alive) else {
             if let Some(id) = request {
                 self.fail_request(
@@ -2429,10 +2433,7 @@ impl Reverse {
                 Action::Close(id, reason) => {
                     let conn = PKey { up: u, id };
                     log::debug!("closing process {conn}: {reason:?}");
-                    if let Some(p) = self.procs.get_mut(&conn) {
-                        p.asked_to_close = true;
-                    }
-                    self.close_proc(conn);
+                    self.close_proc(conn, Cause::Asked);
                 }
                 Action::Grant { waiter, conn } => {
                     self.bind_session(waiter, PKey { up: u, id: conn })
@@ -2481,14 +2482,17 @@ impl Reverse {
             },
         };
         let shared = matches!(kind, ProcKind::Shared { .. });
+        let cfg = lifecycle::Config {
+            grace: self.ups[conn.up].cfg.kill_grace,
+            down: DownPolicy::OnLoss,
+        };
+        let init = shared.then(|| Id::Str(RELAY_INIT_ID.into()));
         self.procs.insert(
             conn,
             Proc {
                 io,
                 kind,
-                lost: false,
-                down: false,
-                asked_to_close: false,
+                life: Lifecycle::spawned(cfg, init),
                 grace: None,
             },
         );
@@ -2521,13 +2525,14 @@ impl Reverse {
                 self.ups[conn.up].cfg.name,
                 String::from_utf8_lossy(line)
             );
-            self.close_proc(conn);
+            self.close_proc(conn, Cause::Fault);
             return;
         };
         if let Some(p) = self.procs.get_mut(&conn)
             && let ProcKind::Shared { init, .. } = &mut p.kind
         {
             *init = Some(result);
+            p.life.initialized();
         }
         self.write_proc(
             conn,
@@ -2751,50 +2756,43 @@ impl Reverse {
         self.deliver(skey, req.route, id, msg);
     }
 
-    fn close_proc(&mut self, conn: PKey) {
+    fn close_proc(&mut self, conn: PKey, cause: Cause) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
-        if p.io.proc.stage != CloseStage::Open {
+        let actions = p.life.close(self.now, cause);
+        if actions.is_empty() {
+            // Already closing, or past it.
             return;
         }
-        if let Some(t) = p.io.close_stdin(self.poll.registry()) {
-            self.endpoints.remove(t);
-        }
-        let t = self.timers.insert(
-            self.now + self.ups[conn.up].cfg.kill_grace,
-            TimerKind::Grace(conn),
-        );
-        if let Some(p) = self.procs.get_mut(&conn) {
-            p.grace = Some(t);
-        }
+        self.run_proc(conn, actions);
         self.try_reap(conn);
     }
 
-    /// Stdout EOF, a broken stdin, or exit: the process serves no one from now.
+    /// Stdout EOF or a broken stdin: the process serves no one from now.
     fn proc_lost(&mut self, conn: PKey) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
-        if p.lost {
+        if !p.life.in_service() {
             return;
         }
-        p.lost = true;
-        self.close_proc(conn);
-        self.proc_down(conn);
+        // Closed first, so that one found already exited goes down with its
+        // exit status.
+        self.close_proc(conn, Cause::Fault);
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let actions = p.life.on_lost(self.now);
+        self.run_proc(conn, actions);
     }
 
     /// Fails what was in flight on the process, ends its sessions (their
     /// clients get 404 and re-initialize) and tells the pool.
-    fn proc_down(&mut self, conn: PKey) {
+    fn proc_down(&mut self, conn: PKey, status: Option<ExitStatus>, asked: bool) {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
-        if p.down {
-            return;
-        }
-        p.down = true;
-        let status = p.io.proc.status();
         let what = status.map_or_else(|| "stdout closed".to_string(), describe);
         // Every request in flight on the process belongs to one of its
         // sessions, so failing each session's pending requests covers them
@@ -2806,7 +2804,7 @@ impl Reverse {
                 std::mem::take(sessions)
             }
         };
-        if self.shutdown.is_stopping() || p.asked_to_close {
+        if self.shutdown.is_stopping() || asked {
             log::debug!(
                 "[{}] process {conn} closed ({what})",
                 self.ups[conn.up].cfg.name
@@ -2867,7 +2865,6 @@ impl Reverse {
     }
 
     fn grace_expired(&mut self, conn: PKey) {
-        let grace = self.ups[conn.up].cfg.kill_grace;
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
@@ -2876,23 +2873,8 @@ impl Reverse {
             self.proc_reaped(conn);
             return;
         }
-        match p.io.proc.stage {
-            CloseStage::StdinClosed => log::info!(
-                "[{}] process {conn} still running {grace:?} after stdin closed; SIGTERM",
-                self.ups[conn.up].cfg.name
-            ),
-            CloseStage::Terminated => log::warn!(
-                "[{}] process {conn} ignored SIGTERM; SIGKILL",
-                self.ups[conn.up].cfg.name
-            ),
-            _ => {}
-        }
-        p.io.proc.escalate();
-        let t = self.timers.insert(self.now + grace, TimerKind::Grace(conn));
-        if let Some(p) = self.procs.get_mut(&conn) {
-            p.grace = Some(t);
-        }
-        self.proc_down(conn);
+        let actions = p.life.on_grace_expired(self.now);
+        self.run_proc(conn, actions);
     }
 
     fn reap(&mut self) {
@@ -2916,17 +2898,77 @@ impl Reverse {
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
+        let Some(status) = p.io.proc.status() else {
+            return;
+        };
         log::debug!(
             "[{}] process {conn} (pid {}) reaped: {}",
             self.ups[conn.up].cfg.name,
             p.io.pid(),
-            p.io.proc.status().map_or_else(String::new, describe)
+            describe(status)
         );
-        // What it wrote before exiting is still in the pipe.
+        // What it wrote before exiting is still in the pipe. It goes down
+        // (if it was not yet) after that, with its exit status.
         p.io.mark_exited();
+        let actions = p.life.on_exit(status);
         self.proc_read(conn, true);
-        self.proc_lost(conn);
-        self.proc_down(conn);
+        self.run_proc(conn, actions);
+    }
+
+    /// Carries out what a process's lifecycle decided, in order.
+    fn run_proc(&mut self, conn: PKey, actions: Vec<lifecycle::Action>) {
+        let grace = self.ups[conn.up].cfg.kill_grace;
+        for action in actions {
+            let Some(p) = self.procs.get_mut(&conn) else {
+                return;
+            };
+            match action {
+                lifecycle::Action::CloseStdin => {
+                    if let Some(t) = p.io.close_stdin(self.poll.registry()) {
+                        self.endpoints.remove(t);
+                    }
+                }
+                lifecycle::Action::ArmGrace(at) => {
+                    if let Some(t) = p.grace.take() {
+                        self.timers.cancel(t);
+                    }
+                    p.grace = Some(self.timers.insert(at, TimerKind::Grace(conn)));
+                }
+                lifecycle::Action::Term => {
+                    log::info!(
+                        "[{}] process {conn} still running {grace:?} after stdin closed; SIGTERM",
+                        self.ups[conn.up].cfg.name
+                    );
+                    p.io.proc.terminate();
+                }
+                lifecycle::Action::Kill { after_term } => {
+                    if after_term {
+                        log::warn!(
+                            "[{}] process {conn} ignored SIGTERM; SIGKILL",
+                            self.ups[conn.up].cfg.name
+                        );
+                    }
+                    p.io.proc.kill();
+                }
+                lifecycle::Action::Down { status, asked } => self.proc_down(conn, status, asked),
+                lifecycle::Action::Release => self.release_proc(conn),
+            }
+        }
+    }
+
+    /// SIGKILL to every process now.
+    fn kill_procs(&mut self) {
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
+        for conn in conns {
+            if let Some(p) = self.procs.get_mut(&conn) {
+                let actions = p.life.kill_now(self.now);
+                self.run_proc(conn, actions);
+            }
+        }
+    }
+
+    /// Forgets a reaped process: its pipes are deregistered and closed.
+    fn release_proc(&mut self, conn: PKey) {
         let Some(mut p) = self.procs.remove(&conn) else {
             return;
         };
@@ -2980,11 +3022,7 @@ impl Reverse {
                 self.enter_final_phase();
                 self.timers.insert(hard_stop, TimerKind::HardStop);
             }
-            ShutdownVerdict::KillAll => {
-                for p in self.procs.values_mut() {
-                    p.io.proc.kill_now();
-                }
-            }
+            ShutdownVerdict::KillAll => self.kill_procs(),
         }
     }
 
@@ -3007,7 +3045,7 @@ impl Reverse {
         }
         let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
-            self.close_proc(conn);
+            self.close_proc(conn, Cause::Asked);
         }
         // Idle keep-alive connections close now; the rest after their output.
         let toks: Vec<Token> = self.client_tokens();

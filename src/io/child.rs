@@ -2,9 +2,10 @@
 //!
 //! Spawned from argv (never a shell) in a process group of their own, with all
 //! three pipes non-blocking. Closing follows the MCP stdio rules: close stdin,
-//! wait the kill grace, SIGTERM the group, wait again, SIGKILL the group. The
-//! owner drives the escalation from its timers; this type only performs each
-//! step and reaps with `try_wait`, never blocking.
+//! wait the kill grace, SIGTERM the group, wait again, SIGKILL the group. When
+//! each step is due is decided by `upstream::lifecycle` and timed by the
+//! owner; this type only performs each step and reaps with `try_wait`, never
+//! blocking.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -13,26 +14,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 use super::fd::Fd;
 
-/// Where a child is on its way out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseStage {
-    /// Not asked to close.
-    Open,
-    /// Stdin closed; waiting for the child to exit by itself.
-    StdinClosed,
-    /// SIGTERM sent to the group.
-    Terminated,
-    /// SIGKILL sent to the group.
-    Killed,
-}
-
 pub struct ChildProcess {
     child: Child,
     pub pid: u32,
     pub stdin: Option<Fd>,
     pub stdout: Option<Fd>,
     pub stderr: Option<Fd>,
-    pub stage: CloseStage,
     status: Option<ExitStatus>,
 }
 
@@ -75,7 +62,6 @@ impl ChildProcess {
             stdin: None,
             stdout: None,
             stderr: None,
-            stage: CloseStage::Open,
             status: None,
         };
         match (stdin, stdout, stderr) {
@@ -116,31 +102,14 @@ impl ChildProcess {
         self.status
     }
 
-    /// Takes the next closing step: close stdin, then SIGTERM, then SIGKILL.
-    /// Returns the stage reached.
-    pub fn escalate(&mut self) -> CloseStage {
-        self.stage = match self.stage {
-            CloseStage::Open => {
-                self.stdin = None;
-                CloseStage::StdinClosed
-            }
-            CloseStage::StdinClosed => {
-                self.signal_group(libc::SIGTERM);
-                CloseStage::Terminated
-            }
-            CloseStage::Terminated | CloseStage::Killed => {
-                self.signal_group(libc::SIGKILL);
-                CloseStage::Killed
-            }
-        };
-        self.stage
+    /// SIGTERM to the group.
+    pub fn terminate(&self) {
+        self.signal_group(libc::SIGTERM);
     }
 
-    /// Skips the grace: SIGKILL to the group now.
-    pub fn kill_now(&mut self) {
-        self.stdin = None;
+    /// SIGKILL to the group.
+    pub fn kill(&self) {
         self.signal_group(libc::SIGKILL);
-        self.stage = CloseStage::Killed;
     }
 
     fn signal_group(&self, sig: libc::c_int) {

@@ -1,10 +1,10 @@
 //! One stdio MCP server process and everything attached to it: the child,
 //! its three pipes and their readiness, the framing of its stdout, the queue
-//! to its stdin, the logger of its stderr, and where it is on its way out.
+//! to its stdin and the logger of its stderr.
 //!
 //! The owner registers the pipes under tokens of its own, forwards readiness
-//! here, and drives the close sequence from its timers; this type performs
-//! each step and never blocks.
+//! here, and drives the close sequence (decided by `upstream::lifecycle`) from
+//! its timers; this type performs each step and never blocks.
 
 use std::io;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use std::time::Instant;
 use mio::{Interest, Registry, Token};
 
 use crate::io::buf::OutBuf;
-use crate::io::child::{ChildProcess, CloseStage};
+use crate::io::child::ChildProcess;
 use crate::io::stderr::{Drain, StderrLog};
 use crate::proto::framing::{LineReader, ReadResult};
 
@@ -112,9 +112,10 @@ impl StdioConn {
         }
     }
 
-    /// Can take client traffic: stdin open and not asked to close.
+    /// Can take client traffic: stdin open (it closes when the process is
+    /// asked to close).
     pub fn accepts_input(&self) -> bool {
-        self.proc.stdin.is_some() && self.proc.stage == CloseStage::Open
+        self.proc.stdin.is_some()
     }
 
     /// One read from stdout into `from_child`.
@@ -204,13 +205,8 @@ impl StdioConn {
     /// First closing step: close stdin (MCP stdio shutdown). Returns the
     /// stdin token for the owner to forget, if it was open.
     pub fn close_stdin(&mut self, reg: &Registry) -> Option<Token> {
-        if self.proc.stage != CloseStage::Open {
-            return None;
-        }
-        if let Some(fd) = self.proc.stdin.as_ref() {
-            fd.deregister(reg);
-        }
-        self.proc.escalate();
+        let fd = self.proc.stdin.take()?;
+        fd.deregister(reg);
         self.to_child.clear();
         self.tokens[0].take()
     }
