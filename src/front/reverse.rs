@@ -112,9 +112,53 @@ impl std::fmt::Display for PKey {
 /// engine.
 struct Upstream {
     cfg: ReverseConfig,
-    pool: Pool,
-    http: Option<Box<http::UpHttp>>,
+    backend: Backend,
     metric: UpstreamId,
+}
+
+/// What serves an upstream's sessions.
+enum Backend {
+    /// Server processes on stdio, spawned and leased by a pool.
+    Stdio(Box<Pool>),
+    /// An MCP server over HTTP(S): one upstream session per client session.
+    Http(Box<http::UpHttp>),
+}
+
+impl Upstream {
+    /// The pool's decisions, for a stdio upstream; an HTTP upstream has no
+    /// processes, so its answer is always "nothing to do".
+    fn pool(&mut self, f: impl FnOnce(&mut Pool) -> Vec<Action>) -> Vec<Action> {
+        match &mut self.backend {
+            Backend::Stdio(p) => f(p),
+            Backend::Http(_) => Vec::new(),
+        }
+    }
+
+    fn http(&self) -> Option<&http::UpHttp> {
+        match &self.backend {
+            Backend::Http(h) => Some(h),
+            Backend::Stdio(_) => None,
+        }
+    }
+
+    fn http_mut(&mut self) -> Option<&mut http::UpHttp> {
+        match &mut self.backend {
+            Backend::Http(h) => Some(h),
+            Backend::Stdio(_) => None,
+        }
+    }
+
+    fn is_http(&self) -> bool {
+        matches!(self.backend, Backend::Http(_))
+    }
+
+    /// When the pool next needs a poll (stdio) or the engine does (HTTP).
+    fn next_deadline(&self) -> Option<Instant> {
+        match &self.backend {
+            Backend::Stdio(p) => p.next_deadline(),
+            Backend::Http(h) => h.next_deadline(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,25 +450,7 @@ impl Reverse {
         let mut ups = Vec::new();
         let mut resolver = None;
         for (tag, ucfg) in up_cfgs.into_iter().enumerate() {
-            let pool = Pool::new(
-                PoolConfig {
-                    mode: match ucfg.pool {
-                        PoolMode::Session => pool::Mode::Session,
-                        PoolMode::Shared => pool::Mode::Shared,
-                    },
-                    max_connections: ucfg.max_connections,
-                    min_idle: ucfg.min_idle,
-                    max_waiting: ucfg.max_waiting,
-                    queue_timeout: ucfg.queue_timeout,
-                    idle_timeout: ucfg.idle_timeout,
-                    max_lifetime: ucfg.max_lifetime,
-                    spawn_backoff_base: ucfg.restart_base,
-                    spawn_backoff_cap: ucfg.restart_max_delay,
-                },
-                Rng::from_os(),
-                now,
-            );
-            let http = match &ucfg.http {
+            let backend = match &ucfg.http {
                 Some(opts) => {
                     let h = http::UpHttp::new(opts, &ucfg, tag).map_err(|e| {
                         io::Error::new(
@@ -438,15 +464,31 @@ impl Reverse {
                     if let Some(r) = resolver.as_mut() {
                         r.resolve(tag as u64, h.host().to_string(), h.port());
                     }
-                    Some(Box::new(h))
+                    Backend::Http(Box::new(h))
                 }
-                None => None,
+                None => Backend::Stdio(Box::new(Pool::new(
+                    PoolConfig {
+                        mode: match ucfg.pool {
+                            PoolMode::Session => pool::Mode::Session,
+                            PoolMode::Shared => pool::Mode::Shared,
+                        },
+                        max_connections: ucfg.max_connections,
+                        min_idle: ucfg.min_idle,
+                        max_waiting: ucfg.max_waiting,
+                        queue_timeout: ucfg.queue_timeout,
+                        idle_timeout: ucfg.idle_timeout,
+                        max_lifetime: ucfg.max_lifetime,
+                        spawn_backoff_base: ucfg.restart_base,
+                        spawn_backoff_cap: ucfg.restart_max_delay,
+                    },
+                    Rng::from_os(),
+                    now,
+                ))),
             };
             let metric = metrics.upstream(&ucfg.name);
             ups.push(Upstream {
                 cfg: ucfg,
-                pool,
-                http,
+                backend,
                 metric,
             });
         }
@@ -490,10 +532,8 @@ impl Reverse {
 
     fn run_loop(&mut self) -> io::Result<i32> {
         for u in 0..self.ups.len() {
-            if self.ups[u].http.is_none() {
-                let actions = self.ups[u].pool.start(self.now);
-                self.apply(u, actions);
-            }
+            let actions = self.ups[u].pool(|p| p.start(self.now));
+            self.apply(u, actions);
         }
         if !self.cfg.sse_keepalive.is_zero() {
             self.timers
@@ -534,7 +574,7 @@ impl Reverse {
             }
             Source::Http { tag, conn } => {
                 // The tag is the upstream's index.
-                if self.ups.get(tag).is_some_and(|up| up.http.is_some()) {
+                if self.ups.get(tag).is_some_and(Upstream::is_http) {
                     self.http_event(tag, conn, readable, writable);
                 }
                 return;
@@ -1771,7 +1811,7 @@ impl Reverse {
             self.deliver(skey, reply_to, &id, b);
             return;
         }
-        if self.ups[u].http.is_some() {
+        if self.ups[u].is_http() {
             // An HTTP upstream needs no process: the session starts now.
             if s.stateless {
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
@@ -1785,14 +1825,14 @@ impl Reverse {
             return;
         }
         s.waiting_init = Some((line, id, reply_to));
-        let actions = self.ups[u].pool.lease(skey, self.now);
+        let actions = self.ups[u].pool(|p| p.lease(skey, self.now));
         self.apply(u, actions);
     }
 
     fn bind_session(&mut self, skey: SKey, conn: PKey) {
         let Some(s) = self.sessions.get_mut(&skey) else {
             // The session ended while it waited: give the process back.
-            let actions = self.ups[conn.up].pool.release(conn.id, self.now);
+            let actions = self.ups[conn.up].pool(|p| p.release(conn.id, self.now));
             self.apply(conn.up, actions);
             return;
         };
@@ -1971,7 +2011,7 @@ impl Reverse {
     /// Writes a client message to the session's upstream. `env` is the
     /// message as the front parsed it: nothing on the way parses it again.
     fn send_up(&mut self, skey: SKey, line: &[u8], env: &Envelope, request: Option<&Id>) {
-        if self.ups[up_of(skey)].http.is_some() {
+        if self.ups[up_of(skey)].is_http() {
             self.http_send(skey, line, env, request);
             return;
         }
@@ -2081,7 +2121,7 @@ impl Reverse {
                 "max_request_time_ms": self.ups[up_of(skey)].cfg.max_request_time.as_millis() as u64,
             }),
         );
-        if self.ups[up_of(skey)].http.is_some() {
+        if self.ups[up_of(skey)].is_http() {
             self.http_cancel(skey, &id, initialize);
             return;
         }
@@ -2175,7 +2215,7 @@ impl Reverse {
             self.end_stream(stream);
         }
         let u = up_of(skey);
-        if self.ups[u].http.is_some() {
+        if self.ups[u].is_http() {
             self.http_end(skey);
             return;
         }
@@ -2194,11 +2234,11 @@ impl Reverse {
                         }
                     }
                 }
-                let actions = self.ups[u].pool.release(conn.id, self.now);
+                let actions = self.ups[u].pool(|p| p.release(conn.id, self.now));
                 self.apply(u, actions);
             }
             None => {
-                let actions = self.ups[u].pool.cancel_wait(skey);
+                let actions = self.ups[u].pool(|p| p.cancel_wait(skey));
                 self.apply(u, actions);
             }
         }
@@ -2456,7 +2496,7 @@ impl Reverse {
                 log::error!("cannot start {:?}: {e}", self.ups[conn.up].cfg.command);
                 self.metrics
                     .upstream_exited(self.ups[conn.up].metric, "spawn_failed");
-                let actions = self.ups[conn.up].pool.on_spawn_failed(conn.id, self.now);
+                let actions = self.ups[conn.up].pool(|p| p.on_spawn_failed(conn.id, self.now));
                 self.apply(conn.up, actions);
                 return;
             }
@@ -2512,7 +2552,7 @@ impl Reverse {
             self.write_proc(conn, &bytes);
         } else {
             // A fresh process is a ready spare; its session initializes it.
-            let actions = self.ups[conn.up].pool.on_ready(conn.id, self.now);
+            let actions = self.ups[conn.up].pool(|p| p.on_ready(conn.id, self.now));
             self.apply(conn.up, actions);
         }
     }
@@ -2538,7 +2578,7 @@ impl Reverse {
             conn,
             br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         );
-        let actions = self.ups[conn.up].pool.on_ready(conn.id, self.now);
+        let actions = self.ups[conn.up].pool(|p| p.on_ready(conn.id, self.now));
         self.apply(conn.up, actions);
     }
 
@@ -2837,7 +2877,7 @@ impl Reverse {
             }
             self.end_session_without_release(skey);
         }
-        let actions = self.ups[conn.up].pool.on_exit(conn.id, self.now);
+        let actions = self.ups[conn.up].pool(|p| p.on_exit(conn.id, self.now));
         self.apply(conn.up, actions);
     }
 
@@ -3011,7 +3051,7 @@ impl Reverse {
             // still served; new sessions get 503.
             ShutdownVerdict::BeginDrain { wake } => {
                 for u in 0..self.ups.len() {
-                    let actions = self.ups[u].pool.shutdown(self.now);
+                    let actions = self.ups[u].pool(|p| p.shutdown(self.now));
                     self.apply(u, actions);
                 }
                 for at in wake {
@@ -3072,7 +3112,7 @@ impl Reverse {
         let http_idle = self
             .ups
             .iter()
-            .all(|u| u.http.as_deref().is_none_or(|h| h.in_flight() == 0));
+            .all(|u| u.http().is_none_or(|h| h.in_flight() == 0));
         let clients_left = self.clients > 0 || !http_idle;
         self.shutdown.try_exit(!self.procs.is_empty(), clients_left)
     }
@@ -3083,7 +3123,10 @@ impl Reverse {
             .iter()
             .enumerate()
             .map(|(u, up)| {
-                let st = up.pool.stats();
+                let st = match &up.backend {
+                    Backend::Stdio(p) => p.stats(),
+                    Backend::Http(_) => Default::default(),
+                };
                 let mut g = UpstreamGauges {
                     upstream: &up.cfg.name,
                     starting: st.starting as u64,
@@ -3093,7 +3136,7 @@ impl Reverse {
                     waiting: st.waiting as u64,
                     sessions: self.sessions.keys().filter(|k| up_of(**k) == u).count() as u64,
                 };
-                if let Some(h) = up.http.as_deref() {
+                if let Some(h) = up.http() {
                     // An HTTP upstream's "connections" are its keep-alive sockets.
                     let (total, idle) = h.connection_counts();
                     g.idle = idle as u64;
@@ -3148,13 +3191,7 @@ impl turn::Driver for Reverse {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.ups
-            .iter()
-            .flat_map(|up| {
-                let http = up.http.as_deref().and_then(|h| h.next_deadline());
-                up.pool.next_deadline().into_iter().chain(http)
-            })
-            .min()
+        self.ups.iter().filter_map(Upstream::next_deadline).min()
     }
 
     fn on_signal(&mut self, sig: libc::c_int) {
@@ -3181,12 +3218,9 @@ impl turn::Driver for Reverse {
     fn after_timers(&mut self) {
         for u in 0..self.ups.len() {
             self.http_poll(u);
-            if self.ups[u]
-                .pool
-                .next_deadline()
-                .is_some_and(|d| d <= self.now)
+            if !self.ups[u].is_http() && self.ups[u].next_deadline().is_some_and(|d| d <= self.now)
             {
-                let actions = self.ups[u].pool.poll(self.now);
+                let actions = self.ups[u].pool(|p| p.poll(self.now));
                 self.apply(u, actions);
             }
         }

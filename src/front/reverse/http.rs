@@ -140,17 +140,17 @@ impl UpHttp {
 impl Reverse {
     /// The upstream side of session `skey` on upstream `u`.
     fn up_session(&mut self, u: usize, skey: SKey) -> Option<&mut UpSession> {
-        self.ups[u].http.as_deref_mut()?.sessions.get_mut(&skey)
+        self.ups[u].http_mut()?.sessions.get_mut(&skey)
     }
 
     /// A client session's `initialize`: create its upstream session.
     pub(super) fn http_start(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
         let u = up_of(skey);
-        let rc = match self.ups[u].http.as_deref() {
+        let rc = match self.ups[u].http() {
             Some(h) => h.reconnect.clone(),
             None => return,
         };
-        if let Some(h) = self.ups[u].http.as_deref_mut() {
+        if let Some(h) = self.ups[u].http_mut() {
             h.sessions.insert(
                 skey,
                 UpSession {
@@ -187,8 +187,7 @@ impl Reverse {
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let known = stateless
             || self.ups[u]
-                .http
-                .as_deref()
+                .http()
                 .is_some_and(|h| h.sessions.contains_key(&skey));
         if !known {
             if let Some(id) = request {
@@ -226,7 +225,7 @@ impl Reverse {
         let stateless = self.sessions.get(&skey).is_some_and(|s| s.stateless);
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http_mut() else {
             return;
         };
         let mut headers = h.headers(skey, false);
@@ -281,7 +280,7 @@ impl Reverse {
                 reconnect::Action::Connect { last_event_id } => {
                     let now = self.now;
                     let reg = self.poll.registry();
-                    let Some(h) = self.ups[u].http.as_deref_mut() else {
+                    let Some(h) = self.ups[u].http_mut() else {
                         return;
                     };
                     let mut headers = h.headers(skey, true);
@@ -329,7 +328,7 @@ impl Reverse {
     pub(super) fn http_event(&mut self, u: usize, conn: u64, readable: bool, writable: bool) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http_mut() else {
             return;
         };
         h.client.on_ready(conn, readable, writable, reg, now);
@@ -345,11 +344,7 @@ impl Reverse {
         let now = self.now;
         for (u, answer) in answers {
             let reg = self.poll.registry();
-            if let Some(h) = self
-                .ups
-                .get_mut(u as usize)
-                .and_then(|up| up.http.as_deref_mut())
-            {
+            if let Some(h) = self.ups.get_mut(u as usize).and_then(|up| up.http_mut()) {
                 h.resolved(answer, reg, now);
             }
             self.http_drain(u as usize);
@@ -359,7 +354,7 @@ impl Reverse {
     pub(super) fn http_poll(&mut self, u: usize) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http_mut() else {
             return;
         };
         if h.client.next_deadline().is_some_and(|d| d <= now) {
@@ -371,7 +366,7 @@ impl Reverse {
     fn http_drain(&mut self, u: usize) {
         loop {
             let mut events = Vec::new();
-            let Some(h) = self.ups[u].http.as_deref_mut() else {
+            let Some(h) = self.ups[u].http_mut() else {
                 return;
             };
             h.client.take_events(&mut events);
@@ -400,14 +395,11 @@ impl Reverse {
     }
 
     fn carry(&self, u: usize, ex: ExId) -> Option<(SKey, Carry)> {
-        self.ups[u]
-            .http
-            .as_deref()
-            .and_then(|h| h.carries.get(&ex).cloned())
+        self.ups[u].http().and_then(|h| h.carries.get(&ex).cloned())
     }
 
     fn forget(&mut self, u: usize, ex: ExId) {
-        if let Some(h) = self.ups[u].http.as_deref_mut()
+        if let Some(h) = self.ups[u].http_mut()
             && let Some((
                 skey,
                 Carry::Post {
@@ -461,8 +453,7 @@ impl Reverse {
                     return;
                 }
                 let had_session = self.ups[u]
-                    .http
-                    .as_deref()
+                    .http()
                     .and_then(|h| h.sessions.get(&skey))
                     .is_some_and(|up| up.session_id.is_some());
                 if status == 404 && had_session {
@@ -635,7 +626,7 @@ impl Reverse {
     pub(super) fn http_cancel(&mut self, skey: SKey, id: &Id, initialize: bool) {
         let u = up_of(skey);
         let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http_mut() else {
             return;
         };
         if let Some(ex) = h
@@ -658,7 +649,7 @@ impl Reverse {
         let u = up_of(skey);
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http.as_deref_mut() else {
+        let Some(h) = self.ups[u].http_mut() else {
             return;
         };
         let Some(mut up) = h.sessions.remove(&skey) else {
