@@ -1,0 +1,501 @@
+//! The server process on the other side (`forward -- COMMAND`): spawning
+//! and restarting it, its pipes, replaying `initialize` after a restart, and
+//! its lifecycle (`upstream::lifecycle`) down to reaping.
+
+use super::*;
+
+pub(super) struct Upstream {
+    pub(super) seq: u64,
+    pub(super) io: StdioConn,
+    /// Where the process is in its life, with the replayed `initialize` it
+    /// awaits, if any.
+    pub(super) life: Lifecycle,
+    /// The timer armed for `life`'s grace deadline.
+    pub(super) grace: Option<TimerId>,
+}
+
+pub(super) struct Held {
+    pub(super) line: Vec<u8>,
+    pub(super) request: Option<Id>,
+}
+
+impl Forward {
+    pub(super) fn read_upstream(&mut self, seq: u64, ignore_budget: bool) {
+        let mut taken = 0;
+        loop {
+            let client_full = self.out.is_full() && !self.client_out_broken;
+            let Some(u) = self.upstream_mut(seq) else {
+                return;
+            };
+            if !u.io.out_readable || u.io.out_eof {
+                return;
+            }
+            if !ignore_budget && (client_full || taken >= READ_BUDGET) {
+                self.more |= !client_full;
+                return;
+            }
+            match u.io.read_stdout() {
+                StdoutRead::Data(n) => {
+                    taken += n;
+                    // The reader is moved out while its frames are handled, so
+                    // lines are borrowed, not copied.
+                    let mut reader = std::mem::replace(&mut u.io.from_child, LineReader::new(0));
+                    while let Some(f) = reader.next_frame() {
+                        match f {
+                            Frame::Line(line) => self.on_server_line(Some(seq), line),
+                            Frame::Oversize(o) => self.on_server_oversize(o),
+                        }
+                    }
+                    if let Some(u) = self.upstream_mut(seq) {
+                        u.io.from_child = reader;
+                    }
+                }
+                StdoutRead::Idle => return,
+                StdoutRead::Eof => {
+                    log::info!("[{}] server closed its stdout", self.cfg.name);
+                    self.upstream_lost(seq);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn drain_stderr_all(&mut self) {
+        let reg = self.poll.registry();
+        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
+            let (more, closed) = u.io.drain_stderr(reg, self.now);
+            self.more |= more;
+            if let Some(t) = closed {
+                self.endpoints.remove(t);
+            }
+        }
+    }
+
+    pub(super) fn flush_upstreams(&mut self) {
+        let mut broken = Vec::new();
+        let mut close_now = Vec::new();
+        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
+            if let Err(e) = u.io.flush_stdin() {
+                log::warn!(
+                    "[{}] writing to the server's stdin failed: {e}",
+                    self.cfg.name
+                );
+                broken.push(u.seq);
+            }
+            if u.life.is_draining() && u.io.to_child.is_empty() {
+                close_now.push(u.seq);
+            }
+        }
+        for seq in broken.into_iter().chain(close_now) {
+            self.close_stdin(seq);
+        }
+    }
+
+    pub(super) fn write_upstream(&mut self, line: &[u8], request: Option<&Id>) {
+        let Some(u) = self.current.as_mut() else {
+            return;
+        };
+        u.io.to_child.push_line(line);
+        let seq = u.seq;
+        if let Some(p) = request.and_then(|id| self.pending.get_mut(id)) {
+            p.route = Some(seq);
+        }
+    }
+
+    /// A message from the server: from child process `seq`, or from the
+    /// HTTP upstream (`None`).
+    pub(super) fn on_server_line(&mut self, seq: Option<u64>, line: &[u8]) {
+        let msg = match jsonrpc::peek(line) {
+            Ok(m) => m,
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                log::warn!(
+                    "[{}] non-JSON line on stdout dropped: {shown}",
+                    self.cfg.name
+                );
+                return;
+            }
+        };
+        match msg {
+            Message::Single(env) => match env.kind() {
+                Kind::Response => {
+                    let Some(id) = env.id() else { return };
+                    if let Some(seq) = seq
+                        && self
+                            .upstream_mut(seq)
+                            .is_some_and(|u| u.life.awaiting_init() == Some(&id))
+                    {
+                        self.replay_done(seq, env.is_response && !line_has_error(line));
+                        return;
+                    }
+                    if self.untrack(&id).is_some() {
+                        self.send_to_client(Direction::ServerToClient, line);
+                    } else {
+                        log::debug!(
+                            "[{}] reply to {id} dropped: no such request in flight",
+                            self.cfg.name
+                        );
+                    }
+                }
+                Kind::Notification => {
+                    if env.method_is("notifications/progress")
+                        && let Some(tok) = env.param_id("progressToken")
+                    {
+                        self.on_progress(&tok);
+                    }
+                    self.send_to_client(Direction::ServerToClient, line);
+                }
+                Kind::Request => self.send_to_client(Direction::ServerToClient, line),
+                Kind::Invalid => {
+                    log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name);
+                }
+            },
+            Message::Batch(items) => {
+                let mut keep: Vec<&str> = Vec::with_capacity(items.len());
+                for raw in &items {
+                    let late = match jsonrpc::peek_raw(raw) {
+                        Some(env) if env.kind() == Kind::Response => match env.id() {
+                            Some(id) => self.untrack(&id).is_none(),
+                            None => true,
+                        },
+                        _ => false,
+                    };
+                    if !late {
+                        keep.push(raw.get());
+                    }
+                }
+                if keep.len() == items.len() {
+                    self.send_to_client(Direction::ServerToClient, line);
+                } else if !keep.is_empty() {
+                    let rebuilt = format!("[{}]", keep.join(","));
+                    self.send_to_client(Direction::ServerToClient, rebuilt.as_bytes());
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_server_oversize(&mut self, o: Oversize) {
+        let id = jsonrpc::recover_id(&o.head, &o.tail);
+        log::warn!(
+            "[{}] server message of {} bytes exceeds --max-message-size {}; dropped",
+            self.cfg.name,
+            o.len,
+            self.cfg.max_message_size
+        );
+        if let Some(id) = id
+            && self.pending.contains(&id)
+        {
+            self.fail_request(
+                &id,
+                RelayError::MessageTooLarge,
+                "The server's reply exceeds the relay's maximum message size",
+                json!({"size": o.len, "limit": self.cfg.max_message_size}),
+            );
+        }
+    }
+
+    pub(super) fn upstream_mut(&mut self, seq: u64) -> Option<&mut Upstream> {
+        find(&mut self.current, &mut self.retired, seq)
+    }
+
+    pub(super) fn spawn_upstream(&mut self) -> io::Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut io = StdioConn::spawn(
+            &self.cfg.command,
+            &self.cfg.name,
+            self.cfg.max_message_size,
+            self.now,
+        )?;
+        log::info!("[{}] started pid {}", self.cfg.name, io.pid());
+        let endpoints = &mut self.endpoints;
+        io.register(self.poll.registry(), |pipe| {
+            endpoints.insert(Endpoint::Child(seq, pipe))
+        })?;
+        let mut replay = None;
+        if let Some(init) = &self.cached_initialize {
+            // A restart: the server must be initialized again before it sees
+            // the client's traffic. The client never learns of it.
+            let id = Id::Str(format!("{REPLAY_ID_PREFIX}{seq}").into());
+            match with_id(init, &id) {
+                Some(msg) => {
+                    io.to_child.push_line(&msg);
+                    self.record(Direction::RelayToServer, &msg);
+                    replay = Some(id);
+                }
+                None => log::warn!("cached initialize could not be replayed"),
+            }
+        }
+        let replaying = replay.is_some();
+        let cfg = lifecycle::Config {
+            grace: self.cfg.kill_grace,
+            down: DownPolicy::OnStatus,
+        };
+        self.current = Some(Upstream {
+            seq,
+            io,
+            life: Lifecycle::spawned(cfg, replay),
+            grace: None,
+        });
+        if !replaying {
+            self.flush_held();
+        }
+        Ok(())
+    }
+
+    pub(super) fn replay_done(&mut self, seq: u64, ok: bool) {
+        if ok {
+            log::info!("[{}] restarted server initialized", self.cfg.name);
+        } else {
+            log::warn!(
+                "[{}] restarted server rejected the replayed initialize",
+                self.cfg.name
+            );
+        }
+        let initialized = self.cached_initialized.clone();
+        if let Some(u) = self.upstream_mut(seq) {
+            u.life.initialized();
+            if let Some(n) = &initialized {
+                u.io.to_child.push_line(n);
+            }
+        }
+        if let Some(n) = initialized {
+            self.record(Direction::RelayToServer, &n);
+        }
+        self.flush_held();
+    }
+
+    pub(super) fn flush_held(&mut self) {
+        while let Some(h) = self.held.pop_front() {
+            self.held_bytes -= h.line.len();
+            // A request that timed out while held is not sent at all.
+            if let Some(id) = &h.request
+                && !self.pending.contains(id)
+            {
+                continue;
+            }
+            self.write_upstream(&h.line, h.request.as_ref());
+        }
+    }
+
+    /// The upstream's stdout ended: it is out of service at once and is
+    /// closed and reaped in the background.
+    pub(super) fn upstream_lost(&mut self, seq: u64) {
+        self.retire(seq);
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        let actions = u.life.on_lost(self.now);
+        self.run_upstream(seq, actions);
+        let reaped = self.upstream_mut(seq).and_then(|u| u.io.proc.try_reap());
+        if let Some(status) = reaped {
+            self.upstream_exited(seq, status);
+        }
+    }
+
+    /// Fails the upstream's in-flight requests and decides what comes next.
+    pub(super) fn upstream_down(&mut self, seq: u64, status: Option<ExitStatus>) {
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        let uptime = self.now.duration_since(u.io.started);
+        let what = status.map_or_else(|| "stdout closed".to_string(), describe);
+        let ids: Vec<Id> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.route == Some(seq))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !self.closing {
+            log::warn!(
+                "[{}] server went away ({what}); {} request(s) in flight failed",
+                self.cfg.name,
+                ids.len()
+            );
+        }
+        for id in ids {
+            self.fail_request(
+                &id,
+                RelayError::UpstreamClosed,
+                &format!("The server closed the connection ({what})"),
+                json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
+            );
+        }
+        if self.closing {
+            return;
+        }
+        if self.cfg.restart {
+            if uptime >= STABLE_UPTIME {
+                self.backoff.reset();
+            }
+            self.schedule_respawn();
+        } else {
+            self.exit_code = Some(exit_code_for(status));
+            self.begin_close();
+        }
+    }
+
+    pub(super) fn schedule_respawn(&mut self) {
+        let delay = self.backoff.next_delay();
+        log::info!(
+            "[{}] restarting in {delay:?} (attempt {})",
+            self.cfg.name,
+            self.backoff.attempt()
+        );
+        self.respawn = Some(self.timers.insert(self.now + delay, TimerKind::Respawn));
+    }
+
+    pub(super) fn close_stdin(&mut self, seq: u64) {
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        // A draining upstream stays one the relay asked to close.
+        let actions = u.life.close(self.now, Cause::Fault);
+        self.run_upstream(seq, actions);
+    }
+
+    pub(super) fn grace_expired(&mut self, seq: u64) {
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        u.grace = None;
+        if let Some(status) = u.io.proc.try_reap() {
+            self.upstream_exited(seq, status);
+            return;
+        }
+        let actions = u.life.on_grace_expired(self.now);
+        self.run_upstream(seq, actions);
+    }
+
+    pub(super) fn reap_children(&mut self) {
+        let seqs: Vec<u64> = self
+            .current
+            .iter()
+            .chain(self.retired.iter())
+            .map(|u| u.seq)
+            .collect();
+        for seq in seqs {
+            let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+                continue;
+            };
+            if u.io.proc.status().is_some() {
+                continue;
+            }
+            let Some(status) = u.io.proc.try_reap() else {
+                continue;
+            };
+            log::info!(
+                "[{}] pid {} exited ({})",
+                self.cfg.name,
+                u.io.proc.pid,
+                describe(status)
+            );
+            // Whatever it wrote before exiting is still in the pipe: relay it.
+            u.io.mark_exited();
+            self.read_upstream(seq, true);
+            self.upstream_exited(seq, status);
+        }
+    }
+
+    /// Drops a reaped, retired upstream: its pipes are deregistered and closed.
+    pub(super) fn release_upstream(&mut self, seq: u64) {
+        let Some(pos) = self.retired.iter().position(|u| u.seq == seq) else {
+            return;
+        };
+        let mut u = self.retired.swap_remove(pos);
+        if let Some(t) = u.grace.take() {
+            self.timers.cancel(t);
+        }
+        for t in u.io.release(self.poll.registry(), self.now) {
+            self.endpoints.remove(t);
+        }
+    }
+
+    /// The upstream was reaped: out of service, down (if it was not yet) and
+    /// released.
+    pub(super) fn upstream_exited(&mut self, seq: u64, status: ExitStatus) {
+        self.retire(seq);
+        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            return;
+        };
+        let actions = u.life.on_exit(status);
+        self.run_upstream(seq, actions);
+    }
+
+    /// SIGKILL to every upstream now.
+    pub(super) fn kill_upstreams(&mut self) {
+        let seqs: Vec<u64> = self
+            .current
+            .iter()
+            .chain(&self.retired)
+            .map(|u| u.seq)
+            .collect();
+        for seq in seqs {
+            if let Some(u) = find(&mut self.current, &mut self.retired, seq) {
+                let actions = u.life.kill_now(self.now);
+                self.run_upstream(seq, actions);
+            }
+        }
+    }
+
+    /// Moves the upstream out of `current`: it gets no more traffic.
+    pub(super) fn retire(&mut self, seq: u64) {
+        if self.current.as_ref().is_some_and(|u| u.seq == seq)
+            && let Some(u) = self.current.take()
+        {
+            self.retired.push(u);
+        }
+    }
+
+    /// Carries out what the upstream's lifecycle decided, in order.
+    pub(super) fn run_upstream(&mut self, seq: u64, actions: Vec<lifecycle::Action>) {
+        let grace = self.cfg.kill_grace;
+        for action in actions {
+            let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+                return;
+            };
+            match action {
+                lifecycle::Action::CloseStdin => {
+                    if let Some(t) = u.io.close_stdin(self.poll.registry()) {
+                        self.endpoints.remove(t);
+                    }
+                }
+                lifecycle::Action::ArmGrace(at) => {
+                    // One grace timer per upstream: a second one would make the
+                    // next escalation step (SIGTERM → SIGKILL) follow with no
+                    // grace at all.
+                    if let Some(t) = u.grace.take() {
+                        self.timers.cancel(t);
+                    }
+                    u.grace = Some(self.timers.insert(at, TimerKind::Grace(seq)));
+                }
+                lifecycle::Action::Term => {
+                    log::info!(
+                        "[{}] still running {grace:?} after stdin closed; SIGTERM",
+                        self.cfg.name
+                    );
+                    u.io.proc.terminate();
+                }
+                lifecycle::Action::Kill { after_term } => {
+                    if after_term {
+                        log::warn!("[{}] ignored SIGTERM; SIGKILL", self.cfg.name);
+                    }
+                    u.io.proc.kill();
+                }
+                lifecycle::Action::Down { status, .. } => self.upstream_down(seq, status),
+                lifecycle::Action::Release => self.release_upstream(seq),
+            }
+        }
+    }
+}
+
+pub(super) fn find<'a>(
+    current: &'a mut Option<Upstream>,
+    retired: &'a mut [Upstream],
+    seq: u64,
+) -> Option<&'a mut Upstream> {
+    match current {
+        Some(u) if u.seq == seq => Some(u),
+        _ => retired.iter_mut().find(|u| u.seq == seq),
+    }
+}

@@ -1,0 +1,359 @@
+//! The host's side: framing stdin, writing stdout, and the requests the
+//! host has in flight (the session core's `Inflight` table) with their
+//! timeouts and their one answer each.
+
+use super::*;
+
+impl Forward {
+    pub(super) fn client_paused(&self) -> bool {
+        if self.closing || self.client_eof {
+            return true;
+        }
+        if let Some(h) = self.http.as_deref() {
+            return h.in_flight() >= MAX_HTTP_IN_FLIGHT;
+        }
+        match &self.current {
+            Some(u) if u.life.awaiting_init().is_none() => u.io.to_child.is_full(),
+            _ => self.held_bytes >= HELD_MAX_BYTES,
+        }
+    }
+
+    pub(super) fn read_client(&mut self) {
+        let mut taken = 0;
+        while self.client_readable || !self.client_in.pollable {
+            if self.client_paused() {
+                return;
+            }
+            if taken >= READ_BUDGET {
+                self.more = true;
+                return;
+            }
+            match self.reader.read_from(&mut self.client_in.file) {
+                Ok(ReadResult::Data { n, drained }) => {
+                    taken += n;
+                    if drained && !self.client_hup {
+                        self.client_readable = false;
+                    }
+                    // The reader is moved out while its frames are handled, so
+                    // lines are borrowed, not copied.
+                    let mut reader = std::mem::replace(&mut self.reader, LineReader::new(0));
+                    while let Some(frame) = reader.next_frame() {
+                        match frame {
+                            Frame::Line(line) => self.on_client_line(line),
+                            Frame::Oversize(o) => self.on_client_oversize(o),
+                        }
+                    }
+                    self.reader = reader;
+                }
+                Ok(ReadResult::WouldBlock) => self.client_readable = false,
+                Ok(ReadResult::Eof) => {
+                    if self.reader.has_partial() {
+                        log::warn!("client closed stdin in the middle of a message; dropped it");
+                    }
+                    log::info!("client closed stdin");
+                    self.client_eof = true;
+                    self.begin_close();
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("reading stdin failed: {e}");
+                    self.client_eof = true;
+                    self.begin_close();
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn flush_client(&mut self) {
+        if self.client_out_broken {
+            self.out.clear();
+            return;
+        }
+        let can_write = self.client_writable || !self.client_out.pollable;
+        if self.out.is_empty() || !can_write {
+            return;
+        }
+        match self.out.flush_to(&mut self.client_out.file) {
+            Ok(true) => {
+                // Room again: upstream reads paused on a full queue resume.
+                if self.current.as_ref().is_some_and(|u| u.io.out_readable) {
+                    self.more = true;
+                }
+            }
+            Ok(false) => self.client_writable = false,
+            Err(e) => {
+                log::warn!("writing to stdout failed: {e}; the client is gone");
+                self.client_out_broken = true;
+                self.out.clear();
+                self.begin_close();
+            }
+        }
+    }
+
+    pub(super) fn on_client_line(&mut self, line: &[u8]) {
+        let msg = match jsonrpc::peek(line) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("client sent invalid JSON: {e}");
+                self.reply_error(
+                    None,
+                    RelayError::ParseError,
+                    &format!("Parse error: {e}"),
+                    json!({}),
+                );
+                return;
+            }
+        };
+        match msg {
+            Message::Single(env) => match env.kind() {
+                Kind::Request => {
+                    let Some(id) = env.id() else { return };
+                    if self.pending.contains(&id) {
+                        self.reply_error(
+                            Some(&id),
+                            RelayError::DuplicateId,
+                            "A request with this id is already in flight",
+                            json!({}),
+                        );
+                        return;
+                    }
+                    let initialize = env.method_is("initialize");
+                    if initialize {
+                        self.cached_initialize = Some(line.to_vec());
+                    }
+                    self.track(id.clone(), &env, initialize);
+                    self.send_to_server(line, Some(id));
+                }
+                Kind::Notification => {
+                    if env.method_is("notifications/initialized") {
+                        self.cached_initialized = Some(line.to_vec());
+                    } else if env.method_is("notifications/cancelled")
+                        && let Some(id) = env.param_id("requestId")
+                    {
+                        // MCP: the cancelled request gets no reply; a late one
+                        // from the server is dropped.
+                        self.untrack(&id);
+                    }
+                    self.send_to_server(line, None);
+                }
+                Kind::Response => self.send_to_server(line, None),
+                Kind::Invalid => {
+                    let id = env.id();
+                    self.reply_error(
+                        id.as_ref(),
+                        RelayError::InvalidRequest,
+                        "Invalid Request: not a JSON-RPC request, notification or response",
+                        json!({}),
+                    );
+                }
+            },
+            Message::Batch(items) => {
+                // 2025-03-26 batches: track each request, forward the line whole.
+                let mut first_request = None;
+                for raw in items {
+                    if let Some(env) = jsonrpc::peek_raw(raw)
+                        && env.kind() == Kind::Request
+                        && let Some(id) = env.id()
+                        && !self.pending.contains(&id)
+                    {
+                        self.track(id.clone(), &env, false);
+                        first_request.get_or_insert(id);
+                    }
+                }
+                self.send_to_server(line, first_request);
+            }
+        }
+    }
+
+    pub(super) fn on_client_oversize(&mut self, o: Oversize) {
+        let id = jsonrpc::recover_id(&o.head, &o.tail);
+        // A request names a method; a response has a result or an error. The
+        // members may sit anywhere, so look at both ends of the line.
+        let has = |key: &[u8]| {
+            memchr::memmem::find(&o.head, key).is_some()
+                || memchr::memmem::find(&o.tail, key).is_some()
+        };
+        let is_request = has(b"\"method\"") || !(has(b"\"result\"") || has(b"\"error\""));
+        log::warn!(
+            "client message of {} bytes exceeds --max-message-size {}; dropped (id {})",
+            o.len,
+            self.cfg.max_message_size,
+            id.as_ref().map_or("unknown".to_string(), Id::to_json)
+        );
+        if let Some(id) = id.filter(|_| is_request)
+            && !self.pending.contains(&id)
+        {
+            self.reply_error(
+                Some(&id),
+                RelayError::MessageTooLarge,
+                "Request exceeds the relay's maximum message size",
+                json!({"size": o.len, "limit": self.cfg.max_message_size}),
+            );
+        }
+    }
+
+    pub(super) fn track(&mut self, id: Id, env: &Envelope, initialize: bool) {
+        // The caller answered a duplicate id already.
+        let deadline = self.deadlines().next(self.now, self.now);
+        let timer = deadline.map(|d| self.timers.insert(d, TimerKind::Response(id.clone())));
+        match self
+            .pending
+            .begin(id, self.now, env.progress_token(), initialize, None)
+        {
+            Ok(p) => p.timer = timer,
+            Err(_) => {
+                if let Some(t) = timer {
+                    self.timers.cancel(t);
+                }
+            }
+        }
+    }
+
+    pub(super) fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            response_timeout: self.cfg.response_timeout,
+            max_request_time: self.cfg.max_request_time,
+        }
+    }
+
+    /// Takes a request out (its one answer is now the caller's to send)
+    /// and stops its timer.
+    pub(super) fn untrack(&mut self, id: &Id) -> Option<Pending> {
+        let p = self.pending.finish(id)?;
+        if let Some(t) = p.timer {
+            self.timers.cancel(t);
+        }
+        Some(p)
+    }
+
+    pub(super) fn send_to_server(&mut self, line: &[u8], request: Option<Id>) {
+        self.record(Direction::ClientToServer, line);
+        if self.http.is_some() {
+            self.http_send(line, request);
+            return;
+        }
+        let ready = match &self.current {
+            Some(u) => u.life.awaiting_init().is_none() && u.io.proc.stdin.is_some(),
+            None => false,
+        };
+        if ready {
+            self.write_upstream(line, request.as_ref());
+        } else if self.cfg.restart && !self.closing {
+            // A lost server is always followed by a respawn in restart mode,
+            // even before it is reaped: hold the message for the new one.
+            self.held_bytes += line.len();
+            self.held.push_back(Held {
+                line: line.to_vec(),
+                request,
+            });
+        } else if let Some(id) = request {
+            self.fail_request(
+                &id,
+                RelayError::UpstreamClosed,
+                "The server is not running",
+                json!({}),
+            );
+        }
+    }
+
+    pub(super) fn on_progress(&mut self, token: &Id) {
+        let limits = self.deadlines();
+        let Some((id, p)) = self.pending.by_progress(token) else {
+            return;
+        };
+        let id = id.clone();
+        let Some(deadline) = limits.next(p.started, self.now) else {
+            return;
+        };
+        let old = p.timer;
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        let t = self
+            .timers
+            .insert(deadline, TimerKind::Response(id.clone()));
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.timer = Some(t);
+        }
+    }
+
+    pub(super) fn send_to_client(&mut self, dir: Direction, line: &[u8]) {
+        self.record(dir, line);
+        if !self.client_out_broken {
+            self.out.push_line(line);
+        }
+    }
+
+    pub(super) fn reply_error(
+        &mut self,
+        id: Option<&Id>,
+        err: RelayError,
+        message: &str,
+        mut data: serde_json::Value,
+    ) {
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("kind".into(), err.kind().into());
+            obj.insert("upstream".into(), self.cfg.name.clone().into());
+        }
+        let msg = jsonrpc::error_response(id, err.code(), message, data);
+        self.send_to_client(Direction::RelayToClient, &msg);
+    }
+
+    /// Answers a tracked request with a relay error and forgets it.
+    pub(super) fn fail_request(
+        &mut self,
+        id: &Id,
+        err: RelayError,
+        message: &str,
+        data: serde_json::Value,
+    ) {
+        if self.untrack(id).is_some() {
+            self.reply_error(Some(id), err, message, data);
+        }
+    }
+
+    pub(super) fn response_timeout(&mut self, id: Id) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.timer = None;
+        let elapsed = self.now.duration_since(p.started);
+        let (initialize, sent_to) = (p.initialize, p.route);
+        log::warn!(
+            "[{}] request {id} timed out after {elapsed:?}",
+            self.cfg.name
+        );
+        self.fail_request(
+            &id,
+            RelayError::ResponseTimeout,
+            &format!("No reply from the server within {elapsed:?}"),
+            json!({
+                "elapsed_ms": elapsed.as_millis() as u64,
+                "response_timeout_ms": self.cfg.response_timeout.as_millis() as u64,
+                "max_request_time_ms": self.cfg.max_request_time.as_millis() as u64,
+            }),
+        );
+        // MCP: `initialize` must not be cancelled. Anything else is, so the
+        // server can stop working on it; its late reply is dropped.
+        if self.http.is_some() {
+            self.http_cancel(&id, initialize);
+            return;
+        }
+        if !initialize
+            && let Some(u) = self.current.as_mut()
+            && Some(u.seq) == sent_to
+            && u.io.proc.stdin.is_some()
+        {
+            let msg = jsonrpc::cancelled(&id, "mcp-relay: response timeout");
+            u.io.to_child.push_line(&msg);
+            self.record(Direction::RelayToServer, &msg);
+        }
+    }
+
+    pub(super) fn record(&mut self, dir: Direction, line: &[u8]) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.record(self.wall, dir, line);
+        }
+    }
+}

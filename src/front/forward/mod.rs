@@ -1,0 +1,509 @@
+//! `mcp-relay forward`: the relay's stdin/stdout on one side, a child MCP
+//! server (`-- COMMAND`) or an HTTP upstream (`--url`) on the other.
+//!
+//! One `Forward` value, driven by the loop turn in `reactor::turn`, owns:
+//!
+//! - the host side: `reader` frames stdin, `out` queues what goes to stdout;
+//! - `pending`: the host's requests awaiting a reply, each with its timeout
+//!   (the session core's `Inflight` table, shared with `reverse`);
+//! - `current` / `retired`: the live child process and those on their way
+//!   out, kept until reaped; `held`: messages waiting for a restart;
+//! - `http`: the HTTP upstream with `--url`.
+//!
+//! A child's life is an `upstream::lifecycle::Lifecycle` with
+//! `DownPolicy::OnStatus`: spawned → (replaying the cached `initialize` after
+//! a restart) → ready → closing (stdin closed, then kill grace → SIGTERM →
+//! kill grace → SIGKILL) and/or lost (stdout EOF, or exit) → down → reaped.
+//! Its decisions come back as actions that `child::run_upstream` carries out.
+//! Once down, its in-flight requests are failed and the relay either restarts
+//! it (`--restart`) or exits.
+//!
+//! Files: `mod.rs` (types, start-up, dispatch, closing), `host.rs` (stdin,
+//! stdout, requests in flight), `child.rs` (the child process), `http/`
+//! (`--url`, with `http/legacy.rs` for legacy HTTP+SSE).
+//!
+//! A request's path (stdio): `host::read_client` → `host::on_client_line` →
+//! `host::track` + `host::send_to_server` → `child::write_upstream` → the
+//! child's stdin … its stdout → `child::read_upstream` →
+//! `child::on_server_line` → `host::untrack` + `host::send_to_client`.
+
+mod child;
+mod host;
+mod http;
+
+use child::*;
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::{Interest, Poll, Token};
+use serde_json::json;
+
+use crate::cli::ForwardConfig;
+use crate::io::buf::OutBuf;
+use crate::io::child::describe;
+use crate::io::fd::{Fd, set_nonblocking};
+use crate::policy::backoff::{Backoff, Rng};
+use crate::proto::errors::RelayError;
+use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
+use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use crate::reactor::signals::Signals;
+use crate::reactor::turn::{self, Readiness};
+use crate::reactor::{self, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
+use crate::record::{Direction, Recorder};
+use crate::session::inflight::{self, Deadlines, Inflight};
+use crate::upstream::lifecycle::{self, Cause, DownPolicy, Lifecycle};
+use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
+
+/// Output queues pause their producer above this many bytes.
+const HIGH_WATER: usize = 1 << 20;
+
+/// Bytes read from one source per loop turn, so neither side starves the other.
+const READ_BUDGET: usize = 1 << 20;
+
+/// Client bytes held while the upstream restarts; above it stdin is not read.
+const HELD_MAX_BYTES: usize = 4 << 20;
+
+/// An upstream that stayed up this long resets the restart backoff.
+const STABLE_UPTIME: Duration = Duration::from_secs(10);
+
+/// Id of the `initialize` the relay replays to a restarted server.
+const REPLAY_ID_PREFIX: &str = "mcp-relay-replay-";
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    ClientIn,
+    ClientOut,
+    /// A pipe of the upstream numbered `seq`.
+    Child(u64, Pipe),
+}
+
+#[derive(Debug)]
+enum TimerKind {
+    Response(Id),
+    Grace(u64),
+    Respawn,
+    FinalFlush,
+    /// `--url`: the GET stream's reconnect delay is over.
+    Reconnect,
+}
+
+/// A request in flight; its route is the upstream it was written to
+/// (`None` while held for a restarting upstream).
+type Pending = inflight::Request<Option<u64>>;
+
+struct Forward {
+    cfg: ForwardConfig,
+    poll: Poll,
+    timers: TimerWheel<TimerKind>,
+    endpoints: Registry<Endpoint>,
+    signals: Signals,
+    now: Instant,
+    wall: SystemTime,
+
+    client_in: Fd,
+    client_out: Fd,
+    stdin_flags: (libc::c_int, libc::c_int),
+    reader: LineReader,
+    out: OutBuf,
+    client_readable: bool,
+    /// The kernel reported a hang-up: read to EOF, never stop at a short read.
+    client_hup: bool,
+    client_writable: bool,
+    client_eof: bool,
+    client_out_broken: bool,
+
+    current: Option<Upstream>,
+    retired: Vec<Upstream>,
+    next_seq: u64,
+    pending: Inflight<Option<u64>>,
+    cached_initialize: Option<Vec<u8>>,
+    cached_initialized: Option<Vec<u8>>,
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    backoff: Backoff,
+    respawn: Option<TimerId>,
+
+    closing: bool,
+    forced: bool,
+    final_flush: Option<TimerId>,
+    exit_code: Option<i32>,
+    /// A source still had data when its read budget ran out.
+    more: bool,
+    recorder: Option<Recorder>,
+    /// `--url`: the HTTP upstream (the stdio fields above stay unused).
+    http: Option<Box<http::HttpUpstream>>,
+}
+
+/// Client requests the HTTP upstream may hold at once (queued or in flight);
+/// above it stdin is not read.
+const MAX_HTTP_IN_FLIGHT: usize = 4096;
+
+/// Runs forward mode to completion and returns the process exit status.
+pub fn run(cfg: ForwardConfig) -> io::Result<i32> {
+    let mut fwd = Forward::new(cfg)?;
+    let code = fwd.run_loop();
+    fwd.restore_stdio();
+    code
+}
+
+impl Forward {
+    fn new(cfg: ForwardConfig) -> io::Result<Forward> {
+        let poll = Poll::new()?;
+        let signals =
+            Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
+        signals.register(poll.registry(), SIGNAL_TOKEN)?;
+        let stdin_flags = (set_nonblocking(0, true)?, set_nonblocking(1, true)?);
+        let mut endpoints = Registry::default();
+        let mut client_in = Fd::dup_std(0)?;
+        let mut client_out = Fd::dup_std(1)?;
+        let tok = endpoints.insert(Endpoint::ClientIn);
+        client_in.register(poll.registry(), tok, Interest::READABLE)?;
+        let tok = endpoints.insert(Endpoint::ClientOut);
+        client_out.register(poll.registry(), tok, Interest::WRITABLE)?;
+        let recorder = match &cfg.record {
+            Some(path) => Some(Recorder::open(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("--record {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let now = Instant::now();
+        let backoff = Backoff::new(cfg.restart_base, cfg.restart_max_delay, Rng::from_os());
+        Ok(Forward {
+            reader: LineReader::new(cfg.max_message_size),
+            cfg,
+            poll,
+            timers: TimerWheel::new(now),
+            endpoints,
+            signals,
+            now,
+            wall: SystemTime::now(),
+            client_readable: true,
+            client_hup: false,
+            client_writable: true,
+            client_in,
+            client_out,
+            stdin_flags,
+            out: OutBuf::new(HIGH_WATER),
+            client_eof: false,
+            client_out_broken: false,
+            current: None,
+            retired: Vec::new(),
+            next_seq: 1,
+            pending: Inflight::default(),
+            cached_initialize: None,
+            cached_initialized: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            backoff,
+            respawn: None,
+            closing: false,
+            forced: false,
+            final_flush: None,
+            exit_code: None,
+            more: false,
+            recorder,
+            http: None,
+        })
+    }
+
+    fn restore_stdio(&self) {
+        // O_NONBLOCK lives on the shared open file: put it back for whoever
+        // shares our stdin/stdout (a terminal, a shell).
+        // SAFETY: fcntl on the standard fds with their original flags.
+        unsafe {
+            libc::fcntl(0, libc::F_SETFL, self.stdin_flags.0);
+            libc::fcntl(1, libc::F_SETFL, self.stdin_flags.1);
+        }
+    }
+
+    fn run_loop(&mut self) -> io::Result<i32> {
+        if let Some(opts) = self.cfg.http.clone() {
+            match http::HttpUpstream::new(&opts, &self.cfg, &self.poll) {
+                Ok(h) => self.http = Some(Box::new(h)),
+                Err(e) => {
+                    log::error!("--url {}: {e}", opts.url);
+                    return Ok(1);
+                }
+            }
+        } else if let Err(e) = self.spawn_upstream() {
+            log::error!("cannot start {:?}: {e}", self.cfg.command);
+            return Ok(1);
+        }
+        turn::run(self, 256)
+    }
+
+    fn handle_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
+        match reactor::token::source(token) {
+            Source::Resolver => {
+                self.http_event(None, readable, writable);
+                return;
+            }
+            // Forward has one HTTP engine, tag 0.
+            Source::Http { tag: 0, conn } => {
+                self.http_event(Some(conn), readable, writable);
+                return;
+            }
+            // The loop hands signals over itself.
+            Source::Http { .. } | Source::Signal | Source::Unknown => return,
+            Source::Endpoint { .. } => {}
+        }
+        // Stale tokens (an upstream that was replaced) are ignored.
+        let Some(&ep) = self.endpoints.get(token) else {
+            return;
+        };
+        match ep {
+            Endpoint::ClientIn => {
+                self.client_readable |= readable;
+                self.client_hup |= hup;
+            }
+            Endpoint::ClientOut => self.client_writable |= writable,
+            Endpoint::Child(seq, pipe) => {
+                if let Some(u) = self.upstream_mut(seq) {
+                    u.io.on_event(pipe, readable, writable, hup);
+                }
+            }
+        }
+    }
+
+    fn handle_signal(&mut self, sig: libc::c_int) {
+        match sig {
+            libc::SIGCHLD => self.reap_children(),
+            libc::SIGTERM | libc::SIGINT => {
+                if self.closing {
+                    log::warn!("second signal: killing the server now");
+                    self.force_close();
+                } else {
+                    log::info!("signal {sig}: closing the server and exiting");
+                    self.begin_close();
+                }
+            }
+            libc::SIGHUP => {
+                if let Some(r) = self.recorder.as_mut() {
+                    r.reopen();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_timer(&mut self, t: TimerKind) {
+        match t {
+            TimerKind::Response(id) => self.response_timeout(id),
+            TimerKind::Grace(seq) => self.grace_expired(seq),
+            TimerKind::Respawn => {
+                self.respawn = None;
+                if self.closing {
+                    return;
+                }
+                if let Err(e) = self.spawn_upstream() {
+                    log::error!("respawning {:?} failed: {e}", self.cfg.command);
+                    self.schedule_respawn();
+                }
+            }
+            TimerKind::FinalFlush => {
+                if self.http.as_deref().is_some_and(|h| !h.settled()) {
+                    log::warn!("the upstream did not answer DELETE in time");
+                    self.http_abandon();
+                    return;
+                }
+                log::warn!("stdout not drained in time; exiting with output unsent");
+                self.final_flush = None;
+                self.client_out_broken = true;
+            }
+            TimerKind::Reconnect => self.on_reconnect_timer(),
+        }
+    }
+
+    fn pump(&mut self) {
+        self.read_client();
+        if let Some(seq) = self.current.as_ref().map(|u| u.seq) {
+            self.read_upstream(seq, false);
+        }
+        self.drain_stderr_all();
+        self.flush_upstreams();
+        self.flush_client();
+        if let Some(r) = self.recorder.as_mut() {
+            r.flush();
+        }
+        // Edge-triggered readiness is not re-announced: a reader that paused
+        // for room and now has it must be resumed without waiting for an event.
+        if self.client_readable && !self.client_paused() {
+            self.more = true;
+        }
+        if let Some(u) = &self.current
+            && u.io.out_readable
+            && !u.io.out_eof
+            && !self.out.is_full()
+        {
+            self.more = true;
+        }
+    }
+
+    fn begin_close(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if let Some(t) = self.respawn.take() {
+            self.timers.cancel(t);
+        }
+        self.http_close();
+        // Held messages will never reach a server.
+        while let Some(h) = self.held.pop_front() {
+            if let Some(id) = h.request {
+                self.fail_request(
+                    &id,
+                    RelayError::UpstreamClosed,
+                    "The relay is shutting down",
+                    json!({}),
+                );
+            }
+        }
+        self.held_bytes = 0;
+        if let Some(u) = self.current.as_mut() {
+            // Let the server read what the client sent before stdin closes.
+            let (seq, actions) = (u.seq, u.life.drain(self.now));
+            self.run_upstream(seq, actions);
+        }
+    }
+
+    fn force_close(&mut self) {
+        self.forced = true;
+        self.begin_close();
+        self.kill_upstreams();
+        self.client_out_broken = true;
+    }
+
+    /// The exit status once nothing is left to do.
+    fn finished(&mut self) -> Option<i32> {
+        if !self.closing || !self.retired.is_empty() {
+            return None;
+        }
+        if self.http.as_deref().is_some_and(|h| !h.settled()) {
+            // The DELETE ending the upstream session is still on its way.
+            return None;
+        }
+        if self.current.is_some() {
+            // The server is still running: it exits on stdin EOF (or is
+            // escalated by its grace timer) and is then retired and reaped.
+            return None;
+        }
+        // Requests the server never answered still get their one answer.
+        let ids: Vec<Id> = self.pending.iter().map(|(id, _)| id.clone()).collect();
+        for id in ids {
+            self.fail_request(
+                &id,
+                RelayError::UpstreamClosed,
+                "The server closed before replying",
+                json!({}),
+            );
+        }
+        if !self.out.is_empty() && !self.client_out_broken {
+            if self.final_flush.is_none() {
+                self.final_flush = Some(
+                    self.timers
+                        .insert(self.now + self.cfg.kill_grace, TimerKind::FinalFlush),
+                );
+            }
+            self.flush_client();
+            if !self.out.is_empty() && !self.client_out_broken {
+                return None;
+            }
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.flush();
+        }
+        let _ = self.client_out.file.flush();
+        Some(self.exit_code.unwrap_or(0))
+    }
+}
+
+/// The upstream numbered `seq`, live or retired. A free function so callers
+/// can borrow other fields of `Forward` alongside it.
+/// The forward mode's side of the one loop turn (`reactor::turn`).
+impl turn::Driver for Forward {
+    type Timer = TimerKind;
+
+    fn poll_mut(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn signals_mut(&mut self) -> &mut Signals {
+        &mut self.signals
+    }
+
+    fn timers_mut(&mut self) -> &mut TimerWheel<TimerKind> {
+        &mut self.timers
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.wall = SystemTime::now();
+        self.more = false;
+    }
+
+    fn end_of_turn(&mut self) -> Option<i32> {
+        self.pump();
+        self.finished()
+    }
+
+    fn has_more(&self) -> bool {
+        self.more
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.http.as_deref().and_then(|h| h.next_deadline())
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        self.handle_signal(sig);
+    }
+
+    fn on_event(&mut self, token: Token, r: Readiness) {
+        self.handle_event(token, r.readable, r.writable, r.hup);
+    }
+
+    fn on_timer(&mut self, t: TimerKind) {
+        self.handle_timer(t);
+    }
+
+    fn after_timers(&mut self) {
+        self.http_poll();
+    }
+}
+
+fn line_has_error(line: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .is_some_and(|v| v.get("error").is_some())
+}
+
+/// The cached `initialize` with its id replaced.
+fn with_id(line: &[u8], id: &Id) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let obj = v.as_object_mut()?;
+    obj.insert("id".into(), serde_json::from_str(&id.to_json()).ok()?);
+    serde_json::to_vec(&v).ok()
+}
+
+/// Mirrors the server's status: its exit code, 128 + signal if it was killed,
+/// and 1 when it exited 0 (an unexpected exit is still a failure).
+fn exit_code_for(status: Option<ExitStatus>) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(0), _) => 1,
+            (Some(c), _) => c,
+            (None, Some(sig)) => 128 + sig,
+            _ => 1,
+        },
+        None => 1,
+    }
+}

@@ -1,0 +1,617 @@
+//! Client connections: accepting, reading and parsing HTTP requests,
+//! writing responses, their timers, and the connection's lifecycle
+//! (`ClientState`).
+
+use super::*;
+
+pub(super) struct Client {
+    pub(super) stream: TcpStream,
+    pub(super) admin: bool,
+    pub(super) parser: RequestParser,
+    pub(super) out: OutBuf,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    pub(super) state: ClientState,
+    pub(super) timer: Option<TimerId>,
+    /// When the first byte of the request being received arrived.
+    pub(super) began: Option<Instant>,
+    pub(super) last_active: Instant,
+    pub(super) peer_closed: bool,
+    /// The kernel reported a hang-up: read to EOF, never stop at a short read.
+    pub(super) hup: bool,
+}
+
+/// A client connection's life:
+///
+/// ```text
+///        ┌──────── answered ─────────┐
+///        ▼                           │
+///  ──▶ Idle ──POST──▶ Waiting ───────┤──(Connection: close, peer gone,
+///        │                           │    shutdown)──▶ Closing ──▶ closed
+///        └──GET───▶ Streaming ──end──┘
+/// ```
+///
+/// The connection itself is closed only by `close_client`: at once on a
+/// reset or a dropped stream, or once a `Closing` connection's output is
+/// written.
+pub(super) enum ClientState {
+    /// Reading the next request.
+    Idle,
+    /// A POST waiting for replies from the session's process.
+    Waiting(Exchange),
+    /// The GET stream of a session, or a legacy HTTP+SSE stream.
+    Streaming { session: SKey },
+    /// No more requests: the connection closes once its output is written.
+    Closing,
+}
+
+impl ClientState {
+    /// The legal moves of a connection's life (see the diagram above).
+    pub(super) fn can_become(&self, to: &ClientState) -> bool {
+        use ClientState::*;
+        matches!(
+            (self, to),
+            (Idle, _)
+                | (Waiting(_), Idle | Closing)
+                | (Streaming { .. }, Idle | Closing)
+                | (Closing, Closing)
+        )
+    }
+
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Waiting(_) => "waiting",
+            ClientState::Streaming { .. } => "streaming",
+            ClientState::Closing => "closing",
+        }
+    }
+}
+
+impl Client {
+    /// The one place a connection's state changes.
+    pub(super) fn set_state(&mut self, to: ClientState) {
+        let legal = self.state.can_become(&to);
+        debug_assert!(
+            legal,
+            "client: illegal transition {} → {}",
+            self.state.name(),
+            to.name()
+        );
+        if legal {
+            self.state = to;
+        } else {
+            log::error!(
+                "client: illegal transition {} → {} refused",
+                self.state.name(),
+                to.name()
+            );
+        }
+    }
+}
+
+pub(super) struct Exchange {
+    pub(super) session: SKey,
+    /// Request ids whose replies this response still needs.
+    pub(super) expect: Vec<Id>,
+    /// Replies gathered for a batch.
+    pub(super) replies: Vec<Vec<u8>>,
+    pub(super) batch: bool,
+    pub(super) keep_alive: bool,
+    /// The response turned into an SSE stream.
+    pub(super) sse: bool,
+    /// `Mcp-Session-Id` to send (on the reply to `initialize`).
+    pub(super) session_header: Option<String>,
+}
+
+impl Reverse {
+    pub(super) fn accept(&mut self, ltok: Token) {
+        if self.accept_paused || self.shutdown.is_final() {
+            return;
+        }
+        loop {
+            let Some((_, listener, kind)) = self.listeners.iter().find(|l| l.0 == ltok) else {
+                return;
+            };
+            let kind = *kind;
+            match listener.accept() {
+                Ok((stream, _peer)) => self.add_client(stream, kind),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // Out of descriptors: pause instead of spinning on a
+                    // listener that stays readable, and retry on a timer.
+                    log::warn!("accept failed ({e}); pausing for {ACCEPT_PAUSE:?}");
+                    self.accept_paused = true;
+                    self.timers
+                        .insert(self.now + ACCEPT_PAUSE, TimerKind::AcceptResume);
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn add_client(&mut self, mut stream: TcpStream, kind: ListenerKind) {
+        let _ = stream.set_nodelay(true);
+        if self.clients >= self.cfg.max_clients {
+            // Over --max-clients: a best-effort 503 on the fresh socket, then close.
+            let mut out = Vec::new();
+            http1::write_response(
+                &mut out,
+                503,
+                &[("retry-after", "1")],
+                b"too many connections\n",
+                false,
+            );
+            let _ = stream.write(&out);
+            self.metrics.http_response(503);
+            return;
+        }
+        let client = Client {
+            stream,
+            admin: kind == ListenerKind::Admin,
+            parser: RequestParser::new(Limits {
+                max_header: self.cfg.max_header_size,
+                max_body: self.cfg.max_body,
+            }),
+            out: OutBuf::new(CLIENT_OUT_MAX),
+            readable: true,
+            writable: true,
+            state: ClientState::Idle,
+            timer: None,
+            began: None,
+            last_active: self.now,
+            peer_closed: false,
+            hup: false,
+        };
+        let tok = self.endpoints.insert(Endpoint::Client(Box::new(client)));
+        let Some(Endpoint::Client(c)) = self.endpoints.get_mut(tok) else {
+            return;
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut c.stream,
+            tok,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("registering a client failed: {e}");
+            self.endpoints.remove(tok);
+            return;
+        }
+        self.clients += 1;
+        self.client_rearm(tok);
+    }
+
+    /// Writes an SSE comment on every open GET or legacy stream, so proxies
+    /// and load balancers with idle timeouts do not cut quiet streams, and
+    /// re-arms itself.
+    pub(super) fn heartbeat(&mut self) {
+        let mut chunk = Vec::new();
+        let mut comment = Vec::new();
+        sse::write_comment(&mut comment, "keep-alive");
+        http1::write_chunk(&mut chunk, &comment);
+        let streams: Vec<Token> = self.sessions.values().filter_map(|s| s.stream).collect();
+        for tok in streams {
+            if let Some(c) = self.client(tok)
+                && matches!(c.state, ClientState::Streaming { .. })
+            {
+                c.out.push_raw(&chunk);
+                self.dirty.push(tok);
+            }
+        }
+        if !self.shutdown.is_final() {
+            self.timers
+                .insert(self.now + self.cfg.sse_keepalive, TimerKind::Heartbeat);
+        }
+    }
+
+    /// Whether the request a connection is waiting on asked for keep-alive
+    /// (`Connection: close` must be honoured on early answers too).
+    pub(super) fn waiting_keep_alive(&mut self, tok: Token) -> bool {
+        match self.client(tok).map(|c| &c.state) {
+            Some(ClientState::Waiting(ex)) => ex.keep_alive,
+            _ => true,
+        }
+    }
+
+    pub(super) fn client(&mut self, tok: Token) -> Option<&mut Client> {
+        client_in(&mut self.endpoints, tok)
+    }
+
+    pub(super) fn client_read(&mut self, tok: Token) {
+        let now = self.now;
+        let Some(c) = client_in(&mut self.endpoints, tok) else {
+            return;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        let mut eof = false;
+        let mut reset = false;
+        let mut taken = 0;
+        while c.readable && taken < READ_BUDGET {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    c.readable = false;
+                }
+                Ok(n) => {
+                    taken += n;
+                    if c.began.is_none() && c.parser.buffered() == 0 {
+                        c.began = Some(now);
+                    }
+                    c.parser.feed(&buf[..n]);
+                    c.last_active = now;
+                    if n < buf.len() && !c.hup {
+                        // Short read on a socket: its buffer is empty (epoll(7)).
+                        // Not after a hang-up: the EOF must still be read.
+                        c.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // A reset, not a half-close: nothing can be written back.
+                    reset = true;
+                    c.readable = false;
+                }
+            }
+        }
+        if reset {
+            self.close_client(tok);
+            return;
+        }
+        if c.readable {
+            // Budget spent: finish on a later turn (fairness).
+            self.to_drive.push(tok);
+        }
+        if eof {
+            c.peer_closed = true;
+            // A half-closed client may still want the answers to what it
+            // sent (drive_client closes it once they are written); a
+            // streaming one is simply gone.
+            if matches!(c.state, ClientState::Streaming { .. }) {
+                self.close_client(tok);
+                return;
+            }
+        }
+        self.drive_client(tok);
+    }
+
+    /// Handles complete requests buffered on a connection, one at a time:
+    /// HTTP/1.1 answers in order, so the next is parsed only once the current
+    /// one is answered.
+    pub(super) fn drive_client(&mut self, tok: Token) {
+        let now = self.now;
+        loop {
+            let Some(c) = self.client(tok) else { return };
+            if c.readable {
+                // A fairness-deferred read: continue it first.
+                self.client_read(tok);
+                return;
+            }
+            if !matches!(c.state, ClientState::Idle) {
+                break;
+            }
+            match c.parser.next_event() {
+                Ok(Some(Event::ContinueExpected)) => {
+                    let mut out = Vec::new();
+                    http1::write_continue(&mut out);
+                    c.out.push_raw(&out);
+                    self.dirty.push(tok);
+                }
+                Ok(Some(Event::Request(req))) => {
+                    c.began = if c.parser.buffered() > 0 {
+                        Some(now)
+                    } else {
+                        None
+                    };
+                    self.handle_request(tok, req);
+                }
+                Ok(None) => {
+                    if c.peer_closed {
+                        // Nothing more will come: close once answers are out.
+                        c.set_state(ClientState::Closing);
+                        self.dirty.push(tok);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    log::debug!("bad request: {}", e.reason());
+                    let status = e.status();
+                    self.respond(
+                        tok,
+                        status,
+                        &[],
+                        format!("{}\n", e.reason()).as_bytes(),
+                        false,
+                    );
+                    break;
+                }
+            }
+        }
+        self.client_rearm(tok);
+    }
+
+    pub(super) fn client_flush(&mut self, tok: Token) {
+        let Some(c) = self.client(tok) else { return };
+        if !c.out.is_empty() && c.writable {
+            match c.out.flush_to(&mut c.stream) {
+                Ok(true) => {}
+                Ok(false) => c.writable = false,
+                Err(_) => {
+                    self.close_client(tok);
+                    return;
+                }
+            }
+        }
+        if c.out.is_empty() && matches!(c.state, ClientState::Closing) {
+            self.close_client(tok);
+        } else if c.out.len() > CLIENT_OUT_MAX {
+            log::warn!(
+                "client not reading its stream ({} bytes queued); disconnecting it",
+                c.out.len()
+            );
+            self.close_client(tok);
+        }
+    }
+
+    pub(super) fn close_client(&mut self, tok: Token) {
+        let Some(Endpoint::Client(mut c)) = self.endpoints.remove(tok) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.clients -= 1;
+        if let Some(t) = c.timer.take() {
+            self.timers.cancel(t);
+        }
+        match c.state {
+            ClientState::Streaming { session } => {
+                let legacy = match self.sessions.get_mut(&session) {
+                    Some(s) if s.stream == Some(tok) => {
+                        s.stream = None;
+                        s.last_active = self.now;
+                        s.legacy
+                    }
+                    _ => false,
+                };
+                // Legacy HTTP+SSE: the stream is the session.
+                if legacy {
+                    self.end_session(session, "the client closed its SSE stream");
+                }
+            }
+            ClientState::Waiting(ex) => {
+                // MCP: a dropped connection is not a cancellation. The
+                // replies it was waiting for go to the session's GET stream
+                // instead (or wait for the next one), where a client resuming
+                // with Last-Event-ID finds them.
+                if let Some(s) = self.sessions.get_mut(&ex.session) {
+                    s.last_active = self.now;
+                    for id in &ex.expect {
+                        if let Some(req) = s.inflight.get_mut(id)
+                            && req.route == ReplyTo::Client(tok)
+                        {
+                            req.route = ReplyTo::Stream;
+                        }
+                    }
+                }
+                let stateless = self.sessions.get(&ex.session).is_some_and(|s| s.stateless);
+                if stateless {
+                    // 2026-07-28: closing the response stream cancels the request.
+                    self.end_session(ex.session, "the client closed a stateless request");
+                } else if ex.session_header.is_some() {
+                    // The client left before its initialize was answered: it
+                    // can never use this session.
+                    self.end_session(ex.session, "the client left during initialize");
+                }
+            }
+            ClientState::Idle | ClientState::Closing => {}
+        }
+    }
+
+    /// One timer per connection: the header-read deadline while a request is
+    /// arriving, the keep-alive idle deadline between requests, none while a
+    /// response is in progress.
+    pub(super) fn client_rearm(&mut self, tok: Token) {
+        let (header, idle) = (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
+        let Some(c) = self.client(tok) else { return };
+        let deadline = match (&c.state, c.began) {
+            (ClientState::Idle, Some(b)) if c.parser.mid_request() => Some(b + header),
+            // A closing client that never reads its last answer is dropped
+            // after the idle timeout too.
+            (ClientState::Idle | ClientState::Closing, _) if !idle.is_zero() => {
+                Some(c.last_active + idle)
+            }
+            _ => None,
+        };
+        let old = c.timer.take();
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        if let Some(d) = deadline {
+            let t = self.timers.insert(d, TimerKind::Client(tok));
+            if let Some(c) = self.client(tok) {
+                c.timer = Some(t);
+            }
+        }
+    }
+
+    pub(super) fn client_deadline(&mut self, tok: Token) {
+        let now = self.now;
+        let (header, idle) = (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
+        let Some(c) = self.client(tok) else { return };
+        c.timer = None;
+        let closing = match c.state {
+            ClientState::Idle => false,
+            ClientState::Closing => true,
+            _ => return,
+        };
+        if !closing && c.parser.mid_request() && c.began.is_some_and(|b| now >= b + header) {
+            // Slow or stalled request head (slow-loris): 408, then close.
+            self.metrics.timeout("client_header");
+            self.respond(tok, 408, &[], b"request not received in time\n", false);
+            return;
+        }
+        if (closing || !c.parser.mid_request()) && !idle.is_zero() && now >= c.last_active + idle {
+            self.metrics.timeout("client_idle");
+            self.close_client(tok);
+            return;
+        }
+        self.client_rearm(tok);
+    }
+
+    /// Writes a complete response and returns the connection to reading.
+    pub(super) fn respond(
+        &mut self,
+        tok: Token,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        keep_alive: bool,
+    ) {
+        let shutting_down = self.shutdown.is_stopping();
+        let now = self.now;
+        let Some(c) = self.client(tok) else { return };
+        let keep_alive = keep_alive && !shutting_down;
+        let mut out = Vec::with_capacity(body.len() + 128);
+        http1::write_response(&mut out, status, headers, body, keep_alive);
+        c.out.push_raw(&out);
+        c.set_state(if keep_alive {
+            ClientState::Idle
+        } else {
+            ClientState::Closing
+        });
+        c.last_active = now;
+        self.metrics.http_response(status);
+        self.dirty.push(tok);
+        self.to_drive.push(tok);
+    }
+
+    pub(super) fn respond_json(
+        &mut self,
+        tok: Token,
+        status: u16,
+        body: &[u8],
+        keep_alive: bool,
+        session: Option<&str>,
+    ) {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(s) = session {
+            headers.push(("mcp-session-id", s));
+        }
+        self.respond(tok, status, &headers, body, keep_alive);
+    }
+
+    /// A JSON-RPC error carried in an HTTP error status (400, 404, …).
+    pub(super) fn respond_rpc_error(
+        &mut self,
+        tok: Token,
+        status: u16,
+        code: i64,
+        message: &str,
+        keep_alive: bool,
+    ) {
+        let body = jsonrpc::error_response(None, code, message, json!({}));
+        self.respond_json(tok, status, &body, keep_alive, None);
+    }
+
+    /// Ends an SSE response cleanly (last chunk); the connection goes back to
+    /// reading requests, or closes if it was not keep-alive.
+    pub(super) fn end_stream(&mut self, tok: Token) {
+        let now = self.now;
+        let Some(c) = self.client(tok) else { return };
+        let mut out = Vec::new();
+        http1::write_last_chunk(&mut out);
+        c.out.push_raw(&out);
+        c.set_state(ClientState::Idle);
+        c.last_active = now;
+        self.dirty.push(tok);
+        self.to_drive.push(tok);
+    }
+
+    pub(super) fn client_tokens(&self) -> Vec<Token> {
+        // Tokens are not enumerable from the registry by design; walking the
+        // sessions and streams is not enough for idle connections, so the
+        // registry offers its live tokens for this rare, shutdown-only walk.
+        self.endpoints
+            .tokens()
+            .filter(|t| matches!(self.endpoints.get(*t), Some(Endpoint::Client(_))))
+            .collect()
+    }
+}
+
+pub(super) fn client_in(endpoints: &mut Registry<Endpoint>, tok: Token) -> Option<&mut Client> {
+    match endpoints.get_mut(tok) {
+        Some(Endpoint::Client(c)) => Some(c),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting() -> ClientState {
+        ClientState::Waiting(Exchange {
+            session: skey_new(0, 1),
+            expect: Vec::new(),
+            replies: Vec::new(),
+            batch: false,
+            keep_alive: true,
+            sse: false,
+            session_header: None,
+        })
+    }
+
+    #[test]
+    fn client_connection_moves_only_along_its_lifecycle() {
+        use ClientState::*;
+        let all = || {
+            vec![
+                Idle,
+                waiting(),
+                Streaming {
+                    session: skey_new(0, 1),
+                },
+                Closing,
+            ]
+        };
+        let mut legal = Vec::new();
+        for from in all() {
+            for to in all() {
+                if from.can_become(&to) {
+                    legal.push(format!("{} → {}", from.name(), to.name()));
+                }
+            }
+        }
+        assert_eq!(
+            legal,
+            [
+                "idle → idle",
+                "idle → waiting",
+                "idle → streaming",
+                "idle → closing",
+                "waiting → idle",
+                "waiting → closing",
+                "streaming → idle",
+                "streaming → closing",
+                "closing → closing",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_session_key_names_its_upstream_for_its_whole_life() {
+        for (up, seq) in [(0, 1), (1, 2), (7, (1 << SKEY_UP_SHIFT) - 1), (65_535, 42)] {
+            let k = skey_new(up, seq);
+            assert_eq!(up_of(k), up, "{k:#x}");
+        }
+        assert_ne!(skey_new(0, 5), skey_new(1, 5));
+    }
+}

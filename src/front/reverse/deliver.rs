@@ -1,0 +1,272 @@
+//! Messages from upstreams to clients: replies completing requests,
+//! progress, and everything else to the session's stream.
+
+use super::*;
+
+impl Reverse {
+    /// A reply (or relay error) for request `id` of session `skey`. A
+    /// stateless (2026-07-28) session ends with its one answer: it is
+    /// queued for the end of the turn, where the loop ends it.
+    pub(super) fn deliver(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
+        // An answer is activity: the session's idle clock starts over.
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.last_active = self.now;
+        }
+        self.deliver_to(skey, reply_to, id, msg);
+        if self
+            .sessions
+            .get(&skey)
+            .is_some_and(|s| s.stateless && s.inflight.is_empty())
+        {
+            self.to_end.push(skey);
+        }
+    }
+
+    pub(super) fn deliver_to(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
+        let tok = match reply_to {
+            ReplyTo::Stream => {
+                self.push_to_stream(skey, msg);
+                return;
+            }
+            ReplyTo::Client(tok) => tok,
+        };
+        let Some(c) = client_in(&mut self.endpoints, tok) else {
+            log::debug!("reply to {id} dropped: its connection is gone");
+            return;
+        };
+        let ClientState::Waiting(ex) = &mut c.state else {
+            return;
+        };
+        if ex.session != skey {
+            return;
+        }
+        let Some(pos) = ex.expect.iter().position(|x| x == id) else {
+            return;
+        };
+        ex.expect.swap_remove(pos);
+        let done = ex.expect.is_empty();
+        let ka = ex.keep_alive;
+        if ex.sse {
+            let ev_id = self.sessions.get_mut(&skey).map(|s| {
+                s.next_event += 1;
+                s.next_event - 1
+            });
+            chunk_event_into(&mut c.out, ev_id, &msg);
+            if done {
+                let mut out = Vec::new();
+                http1::write_last_chunk(&mut out);
+                c.out.push_raw(&out);
+                c.set_state(if ka {
+                    ClientState::Idle
+                } else {
+                    ClientState::Closing
+                });
+                c.last_active = self.now;
+                self.to_drive.push(tok);
+            }
+            self.dirty.push(tok);
+            return;
+        }
+        if ex.batch {
+            ex.replies.push(msg);
+            if done {
+                let replies = std::mem::take(&mut ex.replies);
+                let mut body = b"[".to_vec();
+                for (i, r) in replies.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(r);
+                }
+                body.push(b']');
+                self.respond_json(tok, 200, &body, ka, None);
+            }
+            return;
+        }
+        let header = ex.session_header.take();
+        self.respond_json(tok, 200, &msg, ka, header.as_deref());
+    }
+
+    /// Turns a waiting POST into an SSE stream (MCP: the server may send
+    /// related messages before the reply).
+    pub(super) fn upgrade_to_sse(&mut self, tok: Token) -> bool {
+        let Some(c) = self.client(tok) else {
+            return false;
+        };
+        let ClientState::Waiting(ex) = &mut c.state else {
+            return false;
+        };
+        if !ex.sse {
+            ex.sse = true;
+            let mut headers = vec![
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),
+            ];
+            let sid = ex.session_header.take();
+            if let Some(s) = &sid {
+                headers.push(("mcp-session-id", s.as_str()));
+            }
+            let mut out = Vec::new();
+            http1::write_chunked_head(&mut out, 200, &headers, ex.keep_alive);
+            c.out.push_raw(&out);
+            self.metrics.http_response(200);
+        }
+        true
+    }
+
+    /// A server-initiated message for a session: its stream if open, else an
+    /// open POST of the session (upgraded to SSE), else kept for its next GET.
+    pub(super) fn push_to_stream(&mut self, skey: SKey, msg: Vec<u8>) {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        if let Some(tok) = s.stream {
+            let legacy = s.legacy;
+            let ev_id = s.next_event;
+            s.next_event += 1;
+            if !legacy {
+                s.replay.push(ev_id, msg.clone());
+            }
+            if let Some(c) = self.client(tok) {
+                let mut ev = Vec::new();
+                if legacy {
+                    sse::write_event(&mut ev, None, Some("message"), &msg);
+                } else {
+                    sse::write_event(&mut ev, Some(&ev_id.to_string()), None, &msg);
+                }
+                let mut out = Vec::new();
+                http1::write_chunk(&mut out, &ev);
+                c.out.push_raw(&out);
+                self.dirty.push(tok);
+                return;
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        let post = s
+            .inflight
+            .iter()
+            .filter_map(|(_, r)| match r.route {
+                ReplyTo::Client(t) => Some((r.started, t)),
+                ReplyTo::Stream => None,
+            })
+            .max_by_key(|(started, _)| *started)
+            .map(|(_, t)| t);
+        if let Some(tok) = post
+            && self.upgrade_to_sse(tok)
+        {
+            let ev_id = self.sessions.get_mut(&skey).map(|s| {
+                s.next_event += 1;
+                s.next_event - 1
+            });
+            if let Some(c) = self.client(tok) {
+                chunk_event_into(&mut c.out, ev_id, &msg);
+                self.dirty.push(tok);
+            }
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        if s.undelivered.len() >= UNDELIVERED_MAX {
+            s.undelivered.pop_front();
+            log::warn!(
+                "session {}: no stream to deliver to; oldest kept message dropped",
+                s.id
+            );
+        }
+        s.undelivered.push_back(msg);
+    }
+
+    /// Progress for one of a session's requests: to the request's own stream,
+    /// restarting its response timeout (MCP: progress shows it is alive).
+    pub(super) fn on_progress(&mut self, skey: SKey, token: Option<Id>, msg: Vec<u8>) {
+        let target = token.and_then(|t| {
+            let s = self.sessions.get(&skey)?;
+            let (id, r) = s.inflight.by_progress(&t)?;
+            Some((id.clone(), r.route))
+        });
+        let Some((id, reply_to)) = target else {
+            self.push_to_stream(skey, msg);
+            return;
+        };
+        self.arm_response_timer(skey, &id);
+        match reply_to {
+            ReplyTo::Client(tok) if self.upgrade_to_sse(tok) => {
+                let ev_id = self.sessions.get_mut(&skey).map(|s| {
+                    s.next_event += 1;
+                    s.next_event - 1
+                });
+                if let Some(c) = self.client(tok) {
+                    chunk_event_into(&mut c.out, ev_id, &msg);
+                    self.dirty.push(tok);
+                }
+            }
+            _ => self.push_to_stream(skey, msg),
+        }
+    }
+
+    /// A message from the upstream of one session (its own process, or its
+    /// HTTP upstream session): replies complete requests, progress goes to
+    /// the request's stream, anything else to the session's stream.
+    pub(super) fn on_session_line(&mut self, skey: SKey, line: &[u8]) {
+        let u = up_of(skey);
+        match jsonrpc::peek(line) {
+            Ok(Message::Single(env)) => match env.kind() {
+                Kind::Response => {
+                    if let Some(id) = env.id() {
+                        self.complete(skey, &id, line.to_vec());
+                    }
+                }
+                Kind::Notification if env.method_is("notifications/progress") => {
+                    let token = env.param_id("progressToken");
+                    self.on_progress(skey, token, line.to_vec());
+                }
+                Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
+                Kind::Invalid => log::warn!(
+                    "[{}] upstream message that is not JSON-RPC dropped",
+                    self.ups[u].cfg.name
+                ),
+            },
+            Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                log::warn!(
+                    "[{}] upstream line that is not JSON dropped: {shown}",
+                    self.ups[u].cfg.name
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_batch_down(&mut self, skey: SKey, line: &[u8]) {
+        let Ok(Message::Batch(items)) = jsonrpc::peek(line) else {
+            return;
+        };
+        for raw in items {
+            let bytes = raw.get().as_bytes().to_vec();
+            match jsonrpc::peek_raw(raw) {
+                Some(env) if env.kind() == Kind::Response => {
+                    if let Some(id) = env.id() {
+                        self.complete(skey, &id, bytes);
+                    }
+                }
+                Some(_) => self.push_to_stream(skey, bytes),
+                None => {}
+            }
+        }
+    }
+
+    /// The process replied to request `id` of session `skey`.
+    pub(super) fn complete(&mut self, skey: SKey, id: &Id, msg: Vec<u8>) {
+        let Some(req) = self.untrack(skey, id) else {
+            log::debug!("late reply to {id} dropped");
+            return;
+        };
+        self.metrics
+            .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
+        self.deliver(skey, req.route, id, msg);
+    }
+}

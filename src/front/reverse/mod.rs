@@ -1,0 +1,731 @@
+//! `mcp-relay reverse`: a Streamable HTTP endpoint (and the legacy HTTP+SSE
+//! one) in front of pools of stdio server processes or HTTP upstreams.
+//!
+//! One `Reverse` value, driven by the loop turn in `reactor::turn`, owns:
+//!
+//! - `endpoints`: listeners, client connections and process pipes, by token
+//!   (one token space: `reactor::token`);
+//! - `sessions`: client sessions by key (a key carries its upstream's index)
+//!   and by `Mcp-Session-Id`, each with its requests in flight (the session
+//!   core's `Inflight`), its SSE stream and its replay buffer;
+//! - `procs`: server processes, each with its `upstream::lifecycle::Lifecycle`
+//!   (`DownPolicy::OnLoss`);
+//! - `ups`: the upstreams, each an `enum Backend { Stdio(pool), Http(engine) }`;
+//! - `shutdown`: the relay's own lifecycle (`session::shutdown`).
+//!
+//! Handlers record what happened and return; the end of the turn (`settle`)
+//! drives queued clients, ends answered stateless sessions, writes output and
+//! moves the shutdown on.
+//!
+//! Files, by job:
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the types, start-up, event/signal/timer dispatch, shutdown, metrics |
+//! | `client.rs` | client connections: accept, read, parse, respond, their lifecycle |
+//! | `routes.rs` | HTTP routing and the MCP endpoints (POST, GET, DELETE, stateless, legacy) |
+//! | `session.rs` | sessions: create, lease, bind, requests in flight, timeouts, end |
+//! | `deliver.rs` | upstream messages to clients: replies, progress, streams |
+//! | `proc.rs` | server processes: pool actions, pipes, lifecycle, reaping |
+//! | `http.rs` | HTTP upstreams (`--url`): upstream sessions, GET streams, DELETE |
+//!
+//! A request's path (stdio, session mode): `client::client_read` →
+//! `client::drive_client` → `routes::handle_request` → `routes::post_mcp` →
+//! `routes::forward_single` → `session::track` + `session::send_up` → the
+//! process's stdin … its stdout → `proc::proc_read` → `proc::on_proc_line` →
+//! `deliver::on_session_line` → `deliver::complete` → `deliver::deliver` →
+//! `client::respond_json`. docs/architecture.md follows it in every mode.
+
+mod client;
+mod deliver;
+mod http;
+mod proc;
+mod routes;
+mod session;
+
+use client::*;
+use proc::*;
+use session::*;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Poll, Token};
+use serde_json::json;
+
+use crate::cli::{PoolMode, ReverseConfig};
+use crate::io::buf::OutBuf;
+use crate::io::child::describe;
+use crate::io::dns::Resolver;
+use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
+use crate::mcp::shared::{Down, Mux, Up};
+use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
+use crate::policy::backoff::Rng;
+use crate::proto::errors::RelayError;
+use crate::proto::framing::{Frame, LineReader};
+use crate::proto::http1::{self, Event, Limits, Request, RequestParser};
+use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use crate::proto::sse;
+use crate::reactor::signals::Signals;
+use crate::reactor::turn::{self, Readiness};
+use crate::reactor::{self, RESOLVER_TOKEN, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
+use crate::session::inflight::{self, Deadlines, Inflight};
+use crate::session::shutdown::{Shutdown, ShutdownConfig, Verdict as ShutdownVerdict};
+use crate::upstream::lifecycle::{self, Cause, DownPolicy, Lifecycle};
+use crate::upstream::pool::{self, Action, ConnId, Pool, PoolConfig, RejectReason};
+use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
+
+/// Protocol revisions the relay knows. MCP 2025-06-18 §Transports: an
+/// unsupported `MCP-Protocol-Version` gets 400.
+const VERSIONS: &[&str] = &[
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+];
+
+/// The stateless revision: no initialize, no sessions, no GET stream.
+const STATELESS_VERSION: &str = "2026-07-28";
+
+/// What the relay asks for when it initializes a shared process itself.
+const RELAY_PROTOCOL: &str = "2025-11-25";
+
+/// Id of the relay's own `initialize` to a shared process (outside the mux's
+/// integer id space).
+const RELAY_INIT_ID: &str = "mcp-relay-init";
+
+/// Bytes read from one process per turn.
+const READ_BUDGET: usize = 1 << 20;
+
+/// A client that lets this much output pile up is too slow and is dropped.
+const CLIENT_OUT_MAX: usize = 8 << 20;
+
+/// Accepting pauses this long after EMFILE/ENFILE (HAProxy uses 100 ms).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Messages kept for a session that has no stream to receive them.
+const UNDELIVERED_MAX: usize = 256;
+
+/// One upstream: its route and knobs, and a pool of processes or an HTTP
+/// engine.
+struct Upstream {
+    cfg: ReverseConfig,
+    backend: Backend,
+    metric: UpstreamId,
+}
+
+/// What serves an upstream's sessions.
+enum Backend {
+    /// Server processes on stdio, spawned and leased by a pool.
+    Stdio(Box<Pool>),
+    /// An MCP server over HTTP(S): one upstream session per client session.
+    Http(Box<http::UpHttp>),
+}
+
+impl Upstream {
+    /// The pool's decisions, for a stdio upstream; an HTTP upstream has no
+    /// processes, so its answer is always "nothing to do".
+    fn pool(&mut self, f: impl FnOnce(&mut Pool) -> Vec<Action>) -> Vec<Action> {
+        match &mut self.backend {
+            Backend::Stdio(p) => f(p),
+            Backend::Http(_) => Vec::new(),
+        }
+    }
+
+    fn http(&self) -> Option<&http::UpHttp> {
+        match &self.backend {
+            Backend::Http(h) => Some(h),
+            Backend::Stdio(_) => None,
+        }
+    }
+
+    fn http_mut(&mut self) -> Option<&mut http::UpHttp> {
+        match &mut self.backend {
+            Backend::Http(h) => Some(h),
+            Backend::Stdio(_) => None,
+        }
+    }
+
+    fn is_http(&self) -> bool {
+        matches!(self.backend, Backend::Http(_))
+    }
+
+    /// When the pool next needs a poll (stdio) or the engine does (HTTP).
+    fn next_deadline(&self) -> Option<Instant> {
+        match &self.backend {
+            Backend::Stdio(p) => p.next_deadline(),
+            Backend::Http(h) => h.next_deadline(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerKind {
+    Main,
+    Admin,
+}
+
+enum Endpoint {
+    Listener,
+    Client(Box<Client>),
+    Pipe(PKey, Pipe),
+}
+
+/// The endpoints of one upstream's route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Streamable HTTP: POST, GET, DELETE.
+    Mcp,
+    /// Legacy HTTP+SSE: the stream.
+    Sse,
+    /// Legacy HTTP+SSE: the POST endpoint.
+    Messages,
+}
+
+#[derive(Debug)]
+enum TimerKind {
+    Client(Token),
+    Response(SKey, Id),
+    SessionIdle(SKey),
+    Grace(PKey),
+    AcceptResume,
+    /// The drain time or the shutdown grace is over.
+    Shutdown,
+    /// `--sse-keepalive`: a comment on every open stream.
+    Heartbeat,
+    HardStop,
+    /// `--url`: a session's upstream GET stream may reconnect.
+    Reconnect(SKey),
+}
+
+struct Reverse {
+    cfg: ReverseConfig,
+    poll: Poll,
+    timers: TimerWheel<TimerKind>,
+    endpoints: Registry<Endpoint>,
+    signals: Signals,
+    now: Instant,
+    listeners: Vec<(Token, TcpListener, ListenerKind)>,
+    clients: usize,
+    accept_paused: bool,
+    tokens: Option<Tokens>,
+    sessions: HashMap<SKey, Session>,
+    by_id: HashMap<String, SKey>,
+    next_key: SKey,
+    procs: HashMap<PKey, Proc>,
+    /// The upstreams: one, or one per `--config` entry (route /mcp/NAME).
+    ups: Vec<Upstream>,
+    /// Resolves URL upstreams' host names off the loop (one waker per Poll).
+    resolver: Option<Resolver>,
+    metrics: Metrics,
+    /// Clients whose buffered requests may be handled now.
+    to_drive: Vec<Token>,
+    /// Clients with output to write.
+    dirty: Vec<Token>,
+    /// Stateless sessions whose one request was answered, ended by the loop
+    /// at the end of the turn.
+    to_end: Vec<SKey>,
+    /// Processes whose read budget ran out with data left.
+    more_procs: Vec<PKey>,
+    /// The relay's own lifecycle: serving → draining → grace → final → exit.
+    shutdown: Shutdown,
+}
+
+/// Binds the listeners and serves until shutdown; returns the exit status.
+pub fn run(cfg: ReverseConfig) -> io::Result<i32> {
+    let mut r = Reverse::new(cfg)?;
+    r.run_loop()
+}
+
+impl Reverse {
+    fn new(cfg: ReverseConfig) -> io::Result<Reverse> {
+        // With --config, the file names the upstreams and may change
+        // listener-wide settings; otherwise the command line is the one
+        // upstream, on --path.
+        let (cfg, up_cfgs) = match &cfg.config {
+            Some(path) => {
+                let relay = crate::config::load(path, &cfg).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("--config {e}"))
+                })?;
+                (relay.global, relay.upstreams)
+            }
+            None => (cfg.clone(), vec![cfg]),
+        };
+        let poll = Poll::new()?;
+        let signals =
+            Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
+        signals.register(poll.registry(), SIGNAL_TOKEN)?;
+        let mut endpoints = Registry::default();
+        let mut listeners = Vec::new();
+        let mut addrs = vec![(cfg.listen, ListenerKind::Main)];
+        if let Some(a) = cfg.admin {
+            addrs.push((a, ListenerKind::Admin));
+        }
+        for (addr, kind) in addrs {
+            let mut l = TcpListener::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let tok = endpoints.insert(Endpoint::Listener);
+            poll.registry().register(&mut l, tok, Interest::READABLE)?;
+            let local = l.local_addr()?;
+            if kind == ListenerKind::Main {
+                for u in &up_cfgs {
+                    log::info!("listening on http://{local}{} ({})", u.path, u.name);
+                }
+            } else {
+                log::info!("listening on http://{local} (admin)");
+            }
+            listeners.push((tok, l, kind));
+        }
+        let tokens = match &cfg.auth_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("--auth-token-file {}: {e}", path.display()),
+                    )
+                })?;
+                Some(Tokens::parse(&text).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("--auth-token-file {}: {e}", path.display()),
+                    )
+                })?)
+            }
+            None => None,
+        };
+        let now = Instant::now();
+        let mut metrics = Metrics::new();
+        let mut ups = Vec::new();
+        let mut resolver = None;
+        for (tag, ucfg) in up_cfgs.into_iter().enumerate() {
+            let backend = match &ucfg.http {
+                Some(opts) => {
+                    let h = http::UpHttp::new(opts, &ucfg, tag).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("{} {}: {e}", ucfg.name, opts.url),
+                        )
+                    })?;
+                    if resolver.is_none() {
+                        resolver = Some(Resolver::new(poll.registry(), RESOLVER_TOKEN)?);
+                    }
+                    if let Some(r) = resolver.as_mut() {
+                        r.resolve(tag as u64, h.host().to_string(), h.port());
+                    }
+                    Backend::Http(Box::new(h))
+                }
+                None => Backend::Stdio(Box::new(Pool::new(
+                    PoolConfig {
+                        mode: match ucfg.pool {
+                            PoolMode::Session => pool::Mode::Session,
+                            PoolMode::Shared => pool::Mode::Shared,
+                        },
+                        max_connections: ucfg.max_connections,
+                        min_idle: ucfg.min_idle,
+                        max_waiting: ucfg.max_waiting,
+                        queue_timeout: ucfg.queue_timeout,
+                        idle_timeout: ucfg.idle_timeout,
+                        max_lifetime: ucfg.max_lifetime,
+                        spawn_backoff_base: ucfg.restart_base,
+                        spawn_backoff_cap: ucfg.restart_max_delay,
+                    },
+                    Rng::from_os(),
+                    now,
+                ))),
+            };
+            let metric = metrics.upstream(&ucfg.name);
+            ups.push(Upstream {
+                cfg: ucfg,
+                backend,
+                metric,
+            });
+        }
+        let shutdown = Shutdown::new(ShutdownConfig {
+            drain_time: cfg.drain_time,
+            grace: cfg.shutdown_grace,
+            // Three kill graces (stdin, SIGTERM, SIGKILL) and a second.
+            hard_stop: ups
+                .iter()
+                .map(|u| u.cfg.kill_grace)
+                .max()
+                .unwrap_or_default()
+                * 3
+                + Duration::from_secs(1),
+        });
+        Ok(Reverse {
+            cfg,
+            poll,
+            timers: TimerWheel::new(now),
+            endpoints,
+            signals,
+            now,
+            listeners,
+            clients: 0,
+            accept_paused: false,
+            tokens,
+            sessions: HashMap::new(),
+            by_id: HashMap::new(),
+            next_key: 1,
+            procs: HashMap::new(),
+            ups,
+            resolver,
+            metrics,
+            to_drive: Vec::new(),
+            dirty: Vec::new(),
+            to_end: Vec::new(),
+            more_procs: Vec::new(),
+            shutdown,
+        })
+    }
+
+    fn run_loop(&mut self) -> io::Result<i32> {
+        for u in 0..self.ups.len() {
+            let actions = self.ups[u].pool(|p| p.start(self.now));
+            self.apply(u, actions);
+        }
+        if !self.cfg.sse_keepalive.is_zero() {
+            self.timers
+                .insert(self.now + self.cfg.sse_keepalive, TimerKind::Heartbeat);
+        }
+        turn::run(self, 1024)
+    }
+
+    /// Handles pipelined requests freed up this turn, then writes everything
+    /// that was queued.
+    fn settle(&mut self) {
+        for skey in std::mem::take(&mut self.to_end) {
+            self.end_session(skey, "stateless request answered");
+        }
+        // One pass: a client that still has data after its read budget is
+        // queued again and served next turn (with a zero poll timeout), so a
+        // fast sender cannot monopolise the loop.
+        for tok in std::mem::take(&mut self.to_drive) {
+            self.drive_client(tok);
+        }
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
+        for conn in conns {
+            self.proc_flush(conn);
+        }
+        for tok in std::mem::take(&mut self.dirty) {
+            self.client_flush(tok);
+        }
+        self.shutdown_tick();
+    }
+
+    fn handle_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
+        match reactor::token::source(token) {
+            Source::Resolver => {
+                self.http_resolved();
+                return;
+            }
+            Source::Http { tag, conn } => {
+                // The tag is the upstream's index.
+                if self.ups.get(tag).is_some_and(Upstream::is_http) {
+                    self.http_event(tag, conn, readable, writable);
+                }
+                return;
+            }
+            // The loop hands signals over itself.
+            Source::Signal | Source::Unknown => return,
+            Source::Endpoint { .. } => {}
+        }
+        let (pipe, is_client) = match self.endpoints.get_mut(token) {
+            None => return,
+            Some(Endpoint::Listener) => {
+                self.accept(token);
+                return;
+            }
+            Some(Endpoint::Client(c)) => {
+                c.readable |= readable;
+                c.writable |= writable;
+                c.hup |= hup;
+                (None, true)
+            }
+            Some(Endpoint::Pipe(conn, pipe)) => (Some((*conn, *pipe)), false),
+        };
+        if is_client {
+            if writable {
+                self.client_flush(token);
+            }
+            if readable {
+                self.client_read(token);
+            }
+            return;
+        }
+        if let Some((conn, pipe)) = pipe {
+            let Some(p) = self.procs.get_mut(&conn) else {
+                return;
+            };
+            p.io.on_event(pipe, readable, writable, hup);
+            match pipe {
+                Pipe::Stdout => self.proc_read(conn, false),
+                Pipe::Stderr => self.proc_stderr(conn),
+                Pipe::Stdin => self.proc_flush(conn),
+            }
+        }
+    }
+
+    fn handle_signal(&mut self, sig: libc::c_int) {
+        match sig {
+            libc::SIGCHLD => self.reap(),
+            libc::SIGTERM | libc::SIGINT => {
+                if self.shutdown.is_stopping() {
+                    log::warn!("second signal: killing every server now");
+                } else {
+                    log::info!(
+                        "signal {sig}: shutting down (grace {:?})",
+                        self.cfg.shutdown_grace
+                    );
+                }
+                for v in self.shutdown.on_signal(self.now) {
+                    self.apply_shutdown(v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_timer(&mut self, t: TimerKind) {
+        match t {
+            TimerKind::Client(tok) => self.client_deadline(tok),
+            TimerKind::Response(skey, id) => self.response_timeout(skey, id),
+            TimerKind::SessionIdle(skey) => self.session_idle(skey),
+            TimerKind::Grace(conn) => self.grace_expired(conn),
+            TimerKind::AcceptResume => {
+                self.accept_paused = false;
+                let toks: Vec<Token> = self.listeners.iter().map(|l| l.0).collect();
+                for tok in toks {
+                    self.accept(tok);
+                }
+            }
+            TimerKind::Shutdown => self.shutdown_tick(),
+            TimerKind::Reconnect(skey) => self.http_reconnect_timer(skey),
+            TimerKind::Heartbeat => self.heartbeat(),
+            TimerKind::HardStop => {
+                if let Some(v) = self.shutdown.on_hard_stop() {
+                    log::warn!("processes still not reaped; killing them");
+                    self.apply_shutdown(v);
+                }
+            }
+        }
+    }
+
+    /// Lets the shutdown machine move on (it does nothing while serving).
+    fn shutdown_tick(&mut self) {
+        if !self.shutdown.is_stopping() || self.shutdown.is_final() {
+            return;
+        }
+        let drained = self.drained();
+        if let Some(v) = self.shutdown.tick(self.now, drained) {
+            self.apply_shutdown(v);
+        }
+    }
+
+    /// Carries out what the shutdown machine decided.
+    fn apply_shutdown(&mut self, v: ShutdownVerdict) {
+        match v {
+            // The listeners stay open through the drain and the grace so that
+            // a load balancer's health check gets `/healthz` 503 (and sends
+            // no new session here) and requests of existing sessions are
+            // still served; new sessions get 503.
+            ShutdownVerdict::BeginDrain { wake } => {
+                for u in 0..self.ups.len() {
+                    let actions = self.ups[u].pool(|p| p.shutdown(self.now));
+                    self.apply(u, actions);
+                }
+                for at in wake {
+                    self.timers.insert(at, TimerKind::Shutdown);
+                }
+            }
+            ShutdownVerdict::EnterFinal { hard_stop } => {
+                self.enter_final_phase();
+                self.timers.insert(hard_stop, TimerKind::HardStop);
+            }
+            ShutdownVerdict::KillAll => self.kill_procs(),
+        }
+    }
+
+    /// No request is in flight anywhere.
+    fn drained(&self) -> bool {
+        self.sessions
+            .values()
+            .all(|s| s.inflight.is_empty() && s.waiting_init.is_none())
+    }
+
+    /// Closes the listeners, ends every session and closes every process.
+    fn enter_final_phase(&mut self) {
+        for (_, l, _) in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        let keys: Vec<SKey> = self.sessions.keys().copied().collect();
+        for k in keys {
+            self.end_session(k, "the relay is shutting down");
+        }
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
+        for conn in conns {
+            self.close_proc(conn, Cause::Asked);
+        }
+        // Idle keep-alive connections close now; the rest after their output.
+        let toks: Vec<Token> = self.client_tokens();
+        for tok in toks {
+            if let Some(c) = self.client(tok) {
+                c.set_state(ClientState::Closing);
+                self.dirty.push(tok);
+            }
+        }
+    }
+
+    fn finished(&mut self) -> bool {
+        // The DELETEs ending upstream sessions go out before the exit.
+        let http_idle = self
+            .ups
+            .iter()
+            .all(|u| u.http().is_none_or(|h| h.in_flight() == 0));
+        let clients_left = self.clients > 0 || !http_idle;
+        self.shutdown.try_exit(!self.procs.is_empty(), clients_left)
+    }
+
+    fn render_metrics(&self) -> String {
+        let gauges: Vec<UpstreamGauges> = self
+            .ups
+            .iter()
+            .enumerate()
+            .map(|(u, up)| {
+                let st = match &up.backend {
+                    Backend::Stdio(p) => p.stats(),
+                    Backend::Http(_) => Default::default(),
+                };
+                let mut g = UpstreamGauges {
+                    upstream: &up.cfg.name,
+                    starting: st.starting as u64,
+                    idle: st.idle as u64,
+                    leased: st.leased as u64,
+                    closing: st.closing as u64,
+                    waiting: st.waiting as u64,
+                    sessions: self.sessions.keys().filter(|k| up_of(**k) == u).count() as u64,
+                };
+                if let Some(h) = up.http() {
+                    // An HTTP upstream's "connections" are its keep-alive sockets.
+                    let (total, idle) = h.connection_counts();
+                    g.idle = idle as u64;
+                    g.leased = (total - idle) as u64;
+                }
+                g
+            })
+            .collect();
+        let mut out = String::with_capacity(4096);
+        self.metrics.render(&mut out, &gauges, self.clients as u64);
+        out
+    }
+}
+
+/// The client connection behind a token; a free function so callers can
+/// borrow other fields alongside it.
+/// The reverse mode's side of the one loop turn (`reactor::turn`).
+impl turn::Driver for Reverse {
+    type Timer = TimerKind;
+
+    fn poll_mut(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn signals_mut(&mut self) -> &mut Signals {
+        &mut self.signals
+    }
+
+    fn timers_mut(&mut self) -> &mut TimerWheel<TimerKind> {
+        &mut self.timers
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    fn end_of_turn(&mut self) -> Option<i32> {
+        self.settle();
+        if self.finished() {
+            log::info!("all processes reaped; exiting");
+            return Some(0);
+        }
+        None
+    }
+
+    fn has_more(&self) -> bool {
+        !self.more_procs.is_empty() || !self.to_drive.is_empty()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.ups.iter().filter_map(Upstream::next_deadline).min()
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        self.handle_signal(sig);
+    }
+
+    fn on_event(&mut self, token: Token, r: Readiness) {
+        self.handle_event(token, r.readable, r.writable, r.hup);
+    }
+
+    /// Processes whose read budget ran out last turn are read before the
+    /// timers, so a reply already in a pipe beats its response timeout.
+    fn after_events(&mut self) {
+        for conn in std::mem::take(&mut self.more_procs) {
+            self.proc_read(conn, false);
+            self.proc_stderr(conn);
+        }
+    }
+
+    fn on_timer(&mut self, t: TimerKind) {
+        self.handle_timer(t);
+    }
+
+    fn after_timers(&mut self) {
+        for u in 0..self.ups.len() {
+            self.http_poll(u);
+            if !self.ups[u].is_http() && self.ups[u].next_deadline().is_some_and(|d| d <= self.now)
+            {
+                let actions = self.ups[u].pool(|p| p.poll(self.now));
+                self.apply(u, actions);
+            }
+        }
+    }
+}
+
+/// A relay error as a JSON-RPC response body.
+fn error_body(id: Option<&Id>, err: RelayError, message: &str, upstream: &str) -> Vec<u8> {
+    jsonrpc::error_response(
+        id,
+        err.code(),
+        message,
+        json!({"kind": err.kind(), "upstream": upstream}),
+    )
+}
+
+/// Appends one SSE event, framed as an HTTP chunk.
+fn chunk_event(out: &mut Vec<u8>, id: Option<u64>, event: Option<&str>, data: &[u8]) {
+    let mut ev = Vec::with_capacity(data.len() + 32);
+    let id = id.map(|i| i.to_string());
+    sse::write_event(&mut ev, id.as_deref(), event, data);
+    http1::write_chunk(out, &ev);
+}
+
+/// An event on a POST response stream. Its id is marked `p…` so that a
+/// client resuming with it is not replayed the GET stream's events (MCP: a
+/// resumed stream gets only what that stream missed).
+fn chunk_event_into(out: &mut OutBuf, id: Option<u64>, data: &[u8]) {
+    let mut ev = Vec::with_capacity(data.len() + 32);
+    let id = id.map(|i| format!("p{i}"));
+    sse::write_event(&mut ev, id.as_deref(), None, data);
+    let mut bytes = Vec::new();
+    http1::write_chunk(&mut bytes, &ev);
+    out.push_raw(&bytes);
+}

@@ -1,0 +1,525 @@
+//! Server processes of stdio upstreams: carrying out the pool's decisions,
+//! their pipes, their lifecycle (`upstream::lifecycle`), and reaping.
+
+use super::*;
+
+/// A process: its upstream's index and the id its pool gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct PKey {
+    pub(super) up: usize,
+    pub(super) id: ConnId,
+}
+
+impl std::fmt::Display for PKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.id)
+    }
+}
+
+pub(super) enum ProcKind {
+    Session {
+        session: Option<SKey>,
+    },
+    Shared {
+        mux: Mux,
+        init: Option<serde_json::Value>,
+        sessions: Vec<SKey>,
+    },
+}
+
+pub(super) struct Proc {
+    pub(super) io: StdioConn,
+    pub(super) kind: ProcKind,
+    /// Where the process is in its life; a pool `Close` is `Cause::Asked`.
+    pub(super) life: Lifecycle,
+    /// The timer armed for `life`'s grace deadline.
+    pub(super) grace: Option<TimerId>,
+}
+
+impl Reverse {
+    pub(super) fn write_proc(&mut self, conn: PKey, line: &[u8]) {
+        if let Some(p) = self.procs.get_mut(&conn)
+            && p.io.accepts_input()
+        {
+            p.io.to_child.push_line(line);
+        }
+    }
+
+    pub(super) fn apply(&mut self, u: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Spawn(id) => self.spawn_proc(PKey { up: u, id }),
+                Action::Close(id, reason) => {
+                    let conn = PKey { up: u, id };
+                    log::debug!("closing process {conn}: {reason:?}");
+                    self.close_proc(conn, Cause::Asked);
+                }
+                Action::Grant { waiter, conn } => {
+                    self.bind_session(waiter, PKey { up: u, id: conn })
+                }
+                Action::Reject { waiter, reason } => self.reject_session(waiter, reason),
+            }
+        }
+    }
+
+    pub(super) fn spawn_proc(&mut self, conn: PKey) {
+        let io = StdioConn::spawn(
+            &self.ups[conn.up].cfg.command,
+            &self.ups[conn.up].cfg.name,
+            self.ups[conn.up].cfg.max_message_size,
+            self.now,
+        );
+        let mut io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                log::error!("cannot start {:?}: {e}", self.ups[conn.up].cfg.command);
+                self.metrics
+                    .upstream_exited(self.ups[conn.up].metric, "spawn_failed");
+                let actions = self.ups[conn.up].pool(|p| p.on_spawn_failed(conn.id, self.now));
+                self.apply(conn.up, actions);
+                return;
+            }
+        };
+        let endpoints = &mut self.endpoints;
+        if let Err(e) = io.register(self.poll.registry(), |pipe| {
+            endpoints.insert(Endpoint::Pipe(conn, pipe))
+        }) {
+            log::error!("cannot register a server's pipes: {e}");
+        }
+        log::info!(
+            "[{}] started pid {} (process {conn})",
+            self.ups[conn.up].cfg.name,
+            io.pid()
+        );
+        self.metrics.upstream_spawned(self.ups[conn.up].metric);
+        let kind = match self.ups[conn.up].cfg.pool {
+            PoolMode::Session => ProcKind::Session { session: None },
+            PoolMode::Shared => ProcKind::Shared {
+                mux: Mux::new(),
+                init: None,
+                sessions: Vec::new(),
+            },
+        };
+        let shared = matches!(kind, ProcKind::Shared { .. });
+        let cfg = lifecycle::Config {
+            grace: self.ups[conn.up].cfg.kill_grace,
+            down: DownPolicy::OnLoss,
+        };
+        let init = shared.then(|| Id::Str(RELAY_INIT_ID.into()));
+        self.procs.insert(
+            conn,
+            Proc {
+                io,
+                kind,
+                life: Lifecycle::spawned(cfg, init),
+                grace: None,
+            },
+        );
+        if shared {
+            // Shared processes are initialized once, by the relay.
+            let init = json!({
+                "jsonrpc": "2.0",
+                "id": RELAY_INIT_ID,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": RELAY_PROTOCOL,
+                    "capabilities": {},
+                    "clientInfo": {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
+                },
+            });
+            let bytes = serde_json::to_vec(&init).unwrap_or_default();
+            self.write_proc(conn, &bytes);
+        } else {
+            // A fresh process is a ready spare; its session initializes it.
+            let actions = self.ups[conn.up].pool(|p| p.on_ready(conn.id, self.now));
+            self.apply(conn.up, actions);
+        }
+    }
+
+    pub(super) fn on_shared_init(&mut self, conn: PKey, line: &[u8]) {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+        let Some(result) = v.get("result").cloned() else {
+            log::error!(
+                "[{}] process {conn} rejected the relay's initialize: {}",
+                self.ups[conn.up].cfg.name,
+                String::from_utf8_lossy(line)
+            );
+            self.close_proc(conn, Cause::Fault);
+            return;
+        };
+        if let Some(p) = self.procs.get_mut(&conn)
+            && let ProcKind::Shared { init, .. } = &mut p.kind
+        {
+            *init = Some(result);
+            p.life.initialized();
+        }
+        self.write_proc(
+            conn,
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        );
+        let actions = self.ups[conn.up].pool(|p| p.on_ready(conn.id, self.now));
+        self.apply(conn.up, actions);
+    }
+
+    pub(super) fn proc_stderr(&mut self, conn: PKey) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let (more, closed) = p.io.drain_stderr(self.poll.registry(), self.now);
+        if more {
+            // More stderr than one turn's budget: keep draining next turn.
+            self.more_procs.push(conn);
+        }
+        if let Some(t) = closed {
+            self.endpoints.remove(t);
+        }
+    }
+
+    pub(super) fn proc_flush(&mut self, conn: PKey) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if let Err(e) = p.io.flush_stdin() {
+            log::warn!(
+                "[{}] writing to process {conn} failed: {e}",
+                self.ups[conn.up].cfg.name
+            );
+            self.proc_lost(conn);
+        }
+    }
+
+    pub(super) fn proc_read(&mut self, conn: PKey, drain_all: bool) {
+        let mut taken = 0;
+        loop {
+            let Some(p) = self.procs.get_mut(&conn) else {
+                return;
+            };
+            if !drain_all && taken >= READ_BUDGET {
+                if p.io.out_readable {
+                    self.more_procs.push(conn);
+                }
+                return;
+            }
+            match p.io.read_stdout() {
+                StdoutRead::Data(n) => {
+                    taken += n;
+                    let mut reader = std::mem::replace(&mut p.io.from_child, LineReader::new(0));
+                    while let Some(frame) = reader.next_frame() {
+                        match frame {
+                            Frame::Line(line) => self.on_proc_line(conn, line),
+                            Frame::Oversize(o) => {
+                                log::warn!(
+                                    "[{}] message of {} bytes from process {conn} dropped (over --max-message-size)",
+                                    self.ups[conn.up].cfg.name,
+                                    o.len
+                                );
+                                if let Some(id) = jsonrpc::recover_id(&o.head, &o.tail) {
+                                    self.proc_oversize_reply(conn, id, o.len);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(p) = self.procs.get_mut(&conn) {
+                        p.io.from_child = reader;
+                    }
+                }
+                StdoutRead::Idle => return,
+                StdoutRead::Eof => {
+                    self.proc_lost(conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn proc_oversize_reply(&mut self, conn: PKey, id: Id, size: usize) {
+        let Some(p) = self.procs.get(&conn) else {
+            return;
+        };
+        // Session mode only: shared-mode ids are the mux's and the reply is
+        // lost with the bytes; that request then times out.
+        if let ProcKind::Session {
+            session: Some(skey),
+        } = p.kind
+        {
+            self.fail_request(
+                skey,
+                &id,
+                RelayError::MessageTooLarge,
+                "The server's reply exceeds the relay's maximum message size",
+                json!({"size": size, "limit": self.ups[conn.up].cfg.max_message_size}),
+            );
+        }
+    }
+
+    pub(super) fn on_proc_line(&mut self, conn: PKey, line: &[u8]) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        match &mut p.kind {
+            ProcKind::Session { session } => {
+                let Some(skey) = *session else {
+                    log::debug!(
+                        "[{}] message from a process with no session dropped",
+                        self.ups[conn.up].cfg.name
+                    );
+                    return;
+                };
+                self.on_session_line(skey, line);
+            }
+            ProcKind::Shared {
+                mux,
+                init,
+                sessions,
+            } => {
+                if init.is_none() {
+                    if let Ok(Message::Single(env)) = jsonrpc::peek(line)
+                        && env.kind() == Kind::Response
+                        && env.id() == Some(Id::Str(RELAY_INIT_ID.into()))
+                    {
+                        self.on_shared_init(conn, line);
+                    }
+                    return;
+                }
+                let downs = mux.down(line);
+                let sessions = sessions.clone();
+                for d in downs {
+                    match d {
+                        Down::Reply { session, id, msg } => self.complete(session, &id, msg),
+                        Down::ToSession { session, msg } => {
+                            let progress = match jsonrpc::peek(&msg) {
+                                Ok(Message::Single(env))
+                                    if env.method_is("notifications/progress") =>
+                                {
+                                    Some(env.param_id("progressToken"))
+                                }
+                                _ => None,
+                            };
+                            match progress {
+                                Some(token) => self.on_progress(session, token, msg),
+                                None => self.push_to_stream(session, msg),
+                            }
+                        }
+                        Down::Broadcast { msg } => {
+                            for s in &sessions {
+                                self.push_to_stream(*s, msg.clone());
+                            }
+                        }
+                        Down::ToUpstream { msg } => self.write_proc(conn, &msg),
+                        Down::Drop => {}
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn close_proc(&mut self, conn: PKey, cause: Cause) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let actions = p.life.close(self.now, cause);
+        if actions.is_empty() {
+            // Already closing, or past it.
+            return;
+        }
+        self.run_proc(conn, actions);
+        self.try_reap(conn);
+    }
+
+    /// Stdout EOF or a broken stdin: the process serves no one from now.
+    pub(super) fn proc_lost(&mut self, conn: PKey) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if !p.life.in_service() {
+            return;
+        }
+        // Closed first, so that one found already exited goes down with its
+        // exit status.
+        self.close_proc(conn, Cause::Fault);
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let actions = p.life.on_lost(self.now);
+        self.run_proc(conn, actions);
+    }
+
+    /// Fails what was in flight on the process, ends its sessions (their
+    /// clients get 404 and re-initialize) and tells the pool.
+    pub(super) fn proc_down(&mut self, conn: PKey, status: Option<ExitStatus>, asked: bool) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let what = status.map_or_else(|| "stdout closed".to_string(), describe);
+        // Every request in flight on the process belongs to one of its
+        // sessions, so failing each session's pending requests covers them
+        // all; the mux only has to forget its rewriting state.
+        let sessions = match &mut p.kind {
+            ProcKind::Session { session } => session.take().into_iter().collect::<Vec<_>>(),
+            ProcKind::Shared { mux, sessions, .. } => {
+                mux.fail_all();
+                std::mem::take(sessions)
+            }
+        };
+        if self.shutdown.is_stopping() || asked {
+            log::debug!(
+                "[{}] process {conn} closed ({what})",
+                self.ups[conn.up].cfg.name
+            );
+        } else {
+            log::warn!(
+                "[{}] process {conn} went away ({what})",
+                self.ups[conn.up].cfg.name
+            );
+        }
+        for skey in sessions {
+            let ids: Vec<Id> = self
+                .sessions
+                .get(&skey)
+                .map(|s| s.inflight.iter().map(|(id, _)| id.clone()).collect())
+                .unwrap_or_default();
+            for id in ids {
+                self.fail_request(
+                    skey,
+                    &id,
+                    RelayError::UpstreamClosed,
+                    &format!("The server closed the connection ({what})"),
+                    json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
+                );
+            }
+            // The session's state died with the process: its next request
+            // gets 404 and the client starts a new session.
+            if let Some(s) = self.sessions.get_mut(&skey) {
+                s.conn = None;
+            }
+            self.end_session_without_release(skey);
+        }
+        let actions = self.ups[conn.up].pool(|p| p.on_exit(conn.id, self.now));
+        self.apply(conn.up, actions);
+    }
+
+    pub(super) fn grace_expired(&mut self, conn: PKey) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        p.grace = None;
+        if p.io.proc.try_reap().is_some() {
+            self.proc_reaped(conn);
+            return;
+        }
+        let actions = p.life.on_grace_expired(self.now);
+        self.run_proc(conn, actions);
+    }
+
+    pub(super) fn reap(&mut self) {
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
+        for conn in conns {
+            self.try_reap(conn);
+        }
+    }
+
+    pub(super) fn try_reap(&mut self, conn: PKey) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        if p.io.proc.status().is_some() || p.io.proc.try_reap().is_none() {
+            return;
+        }
+        self.proc_reaped(conn);
+    }
+
+    pub(super) fn proc_reaped(&mut self, conn: PKey) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let Some(status) = p.io.proc.status() else {
+            return;
+        };
+        log::debug!(
+            "[{}] process {conn} (pid {}) reaped: {}",
+            self.ups[conn.up].cfg.name,
+            p.io.pid(),
+            describe(status)
+        );
+        // What it wrote before exiting is still in the pipe. It goes down
+        // (if it was not yet) after that, with its exit status.
+        p.io.mark_exited();
+        let actions = p.life.on_exit(status);
+        self.proc_read(conn, true);
+        self.run_proc(conn, actions);
+    }
+
+    /// Carries out what a process's lifecycle decided, in order.
+    pub(super) fn run_proc(&mut self, conn: PKey, actions: Vec<lifecycle::Action>) {
+        let grace = self.ups[conn.up].cfg.kill_grace;
+        for action in actions {
+            let Some(p) = self.procs.get_mut(&conn) else {
+                return;
+            };
+            match action {
+                lifecycle::Action::CloseStdin => {
+                    if let Some(t) = p.io.close_stdin(self.poll.registry()) {
+                        self.endpoints.remove(t);
+                    }
+                }
+                lifecycle::Action::ArmGrace(at) => {
+                    if let Some(t) = p.grace.take() {
+                        self.timers.cancel(t);
+                    }
+                    p.grace = Some(self.timers.insert(at, TimerKind::Grace(conn)));
+                }
+                lifecycle::Action::Term => {
+                    log::info!(
+                        "[{}] process {conn} still running {grace:?} after stdin closed; SIGTERM",
+                        self.ups[conn.up].cfg.name
+                    );
+                    p.io.proc.terminate();
+                }
+                lifecycle::Action::Kill { after_term } => {
+                    if after_term {
+                        log::warn!(
+                            "[{}] process {conn} ignored SIGTERM; SIGKILL",
+                            self.ups[conn.up].cfg.name
+                        );
+                    }
+                    p.io.proc.kill();
+                }
+                lifecycle::Action::Down { status, asked } => self.proc_down(conn, status, asked),
+                lifecycle::Action::Release => self.release_proc(conn),
+            }
+        }
+    }
+
+    /// SIGKILL to every process now.
+    pub(super) fn kill_procs(&mut self) {
+        let conns: Vec<PKey> = self.procs.keys().copied().collect();
+        for conn in conns {
+            if let Some(p) = self.procs.get_mut(&conn) {
+                let actions = p.life.kill_now(self.now);
+                self.run_proc(conn, actions);
+            }
+        }
+    }
+
+    /// Forgets a reaped process: its pipes are deregistered and closed.
+    pub(super) fn release_proc(&mut self, conn: PKey) {
+        let Some(mut p) = self.procs.remove(&conn) else {
+            return;
+        };
+        let reason = match p.io.proc.status() {
+            Some(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                exit_reason(s.code(), s.signal())
+            }
+            None => "closed",
+        };
+        self.metrics
+            .upstream_exited(self.ups[conn.up].metric, reason);
+        if let Some(t) = p.grace.take() {
+            self.timers.cancel(t);
+        }
+        for t in p.io.release(self.poll.registry(), self.now) {
+            self.endpoints.remove(t);
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! HTTP routing and the MCP endpoints: Streamable HTTP (POST, GET,
+//! DELETE), 2026-07-28 stateless requests, and legacy HTTP+SSE.
+
+use super::*;
+
+impl Reverse {
+    pub(super) fn handle_request(&mut self, tok: Token, req: Request) {
+        let admin = self.client(tok).is_some_and(|c| c.admin);
+        let ka = req.keep_alive;
+        let path = req.path().to_string();
+        let ops_here = admin || self.cfg.admin.is_none();
+        if ops_here && path == "/healthz" && req.method == "GET" {
+            if self.shutdown.is_stopping() {
+                self.respond(
+                    tok,
+                    503,
+                    &[("content-type", "text/plain")],
+                    b"shutting down\n",
+                    ka,
+                );
+            } else {
+                self.respond(tok, 200, &[("content-type", "text/plain")], b"ok\n", ka);
+            }
+            return;
+        }
+        if admin && path != "/metrics" {
+            self.respond(tok, 404, &[], b"not found\n", ka);
+            return;
+        }
+        // MCP 2025-06-18 §Security: validate Origin on every request.
+        if let Some(origin) = req.header("origin")
+            && !self.cfg.allow_origins.iter().any(|o| o == origin)
+        {
+            self.respond(
+                tok,
+                403,
+                &[("content-type", "text/plain")],
+                b"origin not allowed\n",
+                ka,
+            );
+            return;
+        }
+        let token = match &self.tokens {
+            Some(tokens) if !admin => match tokens.check(req.header("authorization")) {
+                Some(i) => Some(i),
+                None => {
+                    self.respond(
+                        tok,
+                        401,
+                        &[("www-authenticate", "Bearer realm=\"mcp-relay\"")],
+                        b"missing or invalid bearer token\n",
+                        ka,
+                    );
+                    return;
+                }
+            },
+            _ => None,
+        };
+        if ops_here && path == "/metrics" && req.method == "GET" {
+            let body = self.render_metrics();
+            self.respond(
+                tok,
+                200,
+                &[("content-type", "text/plain; version=0.0.4")],
+                body.as_bytes(),
+                ka,
+            );
+            return;
+        }
+        match self.route(&path) {
+            Some((u, Route::Mcp)) => match req.method.as_str() {
+                "POST" => self.post_mcp(tok, req, token, u),
+                "GET" => self.get_mcp(tok, req, token, u),
+                "DELETE" => self.delete_mcp(tok, req, token, u),
+                _ => self.respond(
+                    tok,
+                    405,
+                    &[("allow", "GET, POST, DELETE")],
+                    b"method not allowed\n",
+                    ka,
+                ),
+            },
+            Some((u, Route::Sse)) if req.method == "GET" => self.legacy_open(tok, req, token, u),
+            Some((u, Route::Messages)) if req.method == "POST" => {
+                self.legacy_post(tok, req, token, u)
+            }
+            Some(_) => self.respond(tok, 405, &[], b"method not allowed\n", ka),
+            None => self.respond(tok, 404, &[], b"not found\n", ka),
+        }
+    }
+
+    /// Which upstream and endpoint a path names. One upstream: `--path`,
+    /// `/sse`, `/messages`. With `--config`: `/mcp/NAME`, `/sse/NAME`,
+    /// `/messages/NAME`.
+    pub(super) fn route(&self, path: &str) -> Option<(usize, Route)> {
+        if self.cfg.config.is_none() {
+            return match path {
+                p if p == self.cfg.path => Some((0, Route::Mcp)),
+                "/sse" => Some((0, Route::Sse)),
+                "/messages" | "/messages/" => Some((0, Route::Messages)),
+                _ => None,
+            };
+        }
+        let (kind, name) = if let Some(n) = path.strip_prefix("/mcp/") {
+            (Route::Mcp, n)
+        } else if let Some(n) = path.strip_prefix("/sse/") {
+            (Route::Sse, n)
+        } else if let Some(n) = path.strip_prefix("/messages/") {
+            (Route::Messages, n)
+        } else {
+            return None;
+        };
+        let name = name.trim_end_matches('/');
+        self.ups
+            .iter()
+            .position(|u| u.cfg.name == name)
+            .map(|u| (u, kind))
+    }
+
+    /// The session a request names, with the checks MCP prescribes: missing
+    /// header → 400, unknown or ended → 404 (the client must re-initialize),
+    /// a different bearer token than the one that created it → 404 as well,
+    /// so a session id is useless to anyone else.
+    pub(super) fn find_session(
+        &mut self,
+        tok: Token,
+        req: &Request,
+        token: Option<usize>,
+        u: usize,
+    ) -> Option<SKey> {
+        let ka = req.keep_alive;
+        let Some(sid) = req.header("mcp-session-id") else {
+            self.respond_rpc_error(
+                tok,
+                400,
+                -32600,
+                "Bad Request: Mcp-Session-Id header is required",
+                ka,
+            );
+            return None;
+        };
+        match self.by_id.get(sid).copied() {
+            Some(k)
+                if self
+                    .sessions
+                    .get(&k)
+                    .is_some_and(|s| s.token == token && !s.legacy && up_of(k) == u) =>
+            {
+                Some(k)
+            }
+            _ => {
+                self.respond_rpc_error(tok, 404, -32001, "Session not found", ka);
+                None
+            }
+        }
+    }
+
+    pub(super) fn post_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
+        let ka = req.keep_alive;
+        let json_body = req.header("content-type").is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json_body {
+            self.respond(
+                tok,
+                415,
+                &[],
+                b"Content-Type must be application/json\n",
+                ka,
+            );
+            return;
+        }
+        if !(req.accepts("application/json") && req.accepts("text/event-stream")) {
+            self.respond(
+                tok,
+                406,
+                &[],
+                b"Accept must list application/json and text/event-stream\n",
+                ka,
+            );
+            return;
+        }
+        if let Some(v) = req.header("mcp-protocol-version")
+            && !VERSIONS.contains(&v)
+        {
+            self.respond_rpc_error(
+                tok,
+                400,
+                -32600,
+                &format!("Bad Request: unsupported MCP-Protocol-Version {v}"),
+                ka,
+            );
+            return;
+        }
+        let body = req.body.as_slice();
+        let msg = match jsonrpc::peek(body) {
+            Ok(m) => m,
+            Err(e) => {
+                let b =
+                    jsonrpc::error_response(None, -32700, &format!("Parse error: {e}"), json!({}));
+                self.respond_json(tok, 400, &b, ka, None);
+                return;
+            }
+        };
+        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+            match msg {
+                Message::Single(env) => self.stateless_post(tok, &req, body, &env, token, u),
+                Message::Batch(_) => self.respond_rpc_error(
+                    tok,
+                    400,
+                    -32600,
+                    "Bad Request: batches are not allowed",
+                    ka,
+                ),
+            }
+            return;
+        }
+        match msg {
+            Message::Single(env) => {
+                if env.kind() == Kind::Request && env.method_is("initialize") {
+                    self.start_session(tok, token, body, &env, ReplyTo::Client(tok), ka, u);
+                    return;
+                }
+                let Some(skey) = self.find_session(tok, &req, token, u) else {
+                    return;
+                };
+                self.forward_single(tok, skey, body, &env, ka);
+            }
+            Message::Batch(items) => {
+                let Some(skey) = self.find_session(tok, &req, token, u) else {
+                    return;
+                };
+                // Batches exist only in 2025-03-26; later revisions forbid them.
+                let version = self
+                    .sessions
+                    .get(&skey)
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default();
+                if version != "2025-03-26" {
+                    self.respond_rpc_error(
+                        tok,
+                        400,
+                        -32600,
+                        &format!("Bad Request: JSON-RPC batches are not allowed in protocol version {version}"),
+                        ka,
+                    );
+                    return;
+                }
+                // Each request is tracked; one that cannot be (its id is
+                // already in flight) is answered with duplicate_id in the
+                // batch reply and not forwarded.
+                let mut expect = Vec::new();
+                let mut rejected = Vec::new();
+                let mut send: Vec<(&[u8], Envelope, Option<Id>)> = Vec::new();
+                for raw in &items {
+                    let Some(env) = jsonrpc::peek_raw(raw) else {
+                        continue;
+                    };
+                    let request = match (env.kind(), env.id()) {
+                        (Kind::Request, Some(id)) => Some(id),
+                        _ => None,
+                    };
+                    match request {
+                        Some(id) if env.method_is("initialize") => rejected.push(error_body(
+                            Some(&id),
+                            RelayError::InvalidRequest,
+                            "initialize cannot be part of a batch",
+                            &self.ups[up_of(skey)].cfg.name,
+                        )),
+                        Some(id) if self.track(skey, id.clone(), &env, ReplyTo::Client(tok)) => {
+                            expect.push(id.clone());
+                            send.push((raw.get().as_bytes(), env, Some(id)));
+                        }
+                        Some(id) => rejected.push(error_body(
+                            Some(&id),
+                            RelayError::DuplicateId,
+                            "A request with this id is already in flight",
+                            &self.ups[up_of(skey)].cfg.name,
+                        )),
+                        None => send.push((raw.get().as_bytes(), env, None)),
+                    }
+                }
+                if !expect.is_empty()
+                    && let Some(c) = self.client(tok)
+                {
+                    c.set_state(ClientState::Waiting(Exchange {
+                        session: skey,
+                        expect: expect.clone(),
+                        replies: rejected.clone(),
+                        batch: true,
+                        keep_alive: ka,
+                        sse: false,
+                        session_header: None,
+                    }));
+                }
+                for (line, env, id) in send {
+                    self.send_up(skey, line, &env, id.as_ref());
+                }
+                if expect.is_empty() {
+                    if rejected.is_empty() {
+                        self.respond(tok, 202, &[], b"", ka);
+                    } else {
+                        let body = format!(
+                            "[{}]",
+                            rejected
+                                .iter()
+                                .map(|r| String::from_utf8_lossy(r))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                        self.respond_json(tok, 200, body.as_bytes(), ka, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// MCP 2026-07-28: no initialize and no session; each POST stands alone
+    /// and names its method in headers that must match the body.
+    pub(super) fn stateless_post(
+        &mut self,
+        tok: Token,
+        req: &Request,
+        body: &[u8],
+        env: &Envelope,
+        token: Option<usize>,
+        u: usize,
+    ) {
+        let ka = req.keep_alive;
+        let method = env.method();
+        let header_ok = match (req.header("mcp-method"), method.as_deref()) {
+            (Some(h), Some(m)) => h == m,
+            (None, None) => env.kind() == Kind::Response,
+            _ => false,
+        };
+        let name_ok = match req.header("mcp-name") {
+            None => true,
+            Some(name) => {
+                let expected = env.param_str("name").or_else(|| env.param_str("uri"));
+                expected.as_deref() == Some(name)
+            }
+        };
+        if !header_ok || !name_ok {
+            self.respond_rpc_error(
+                tok,
+                400,
+                -32020,
+                "Bad Request: Mcp-Method / Mcp-Name headers do not match the body",
+                ka,
+            );
+            return;
+        }
+        let (Kind::Request, Some(id)) = (env.kind(), env.id()) else {
+            // A notification or response has no session to go to.
+            self.respond(tok, 202, &[], b"", ka);
+            return;
+        };
+        if self.shutdown.is_stopping() {
+            self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
+            return;
+        }
+        let skey = self.new_stateless_session(u, token);
+        if let Some(c) = self.client(tok) {
+            c.set_state(ClientState::Waiting(Exchange {
+                session: skey,
+                expect: vec![id.clone()],
+                replies: Vec::new(),
+                batch: false,
+                keep_alive: ka,
+                sse: false,
+                session_header: None,
+            }));
+        }
+        self.lease_for(skey, body.to_vec(), id, ReplyTo::Client(tok));
+    }
+
+    pub(super) fn forward_single(
+        &mut self,
+        tok: Token,
+        skey: SKey,
+        line: &[u8],
+        env: &Envelope,
+        ka: bool,
+    ) {
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.last_active = self.now;
+        }
+        match env.kind() {
+            Kind::Request => {
+                let Some(id) = env.id() else { return };
+                if !self.track(skey, id.clone(), env, ReplyTo::Client(tok)) {
+                    let b = error_body(
+                        Some(&id),
+                        RelayError::DuplicateId,
+                        "A request with this id is already in flight",
+                        &self.ups[up_of(skey)].cfg.name,
+                    );
+                    self.respond_json(tok, 200, &b, ka, None);
+                    return;
+                }
+                if let Some(c) = self.client(tok) {
+                    c.set_state(ClientState::Waiting(Exchange {
+                        session: skey,
+                        expect: vec![id.clone()],
+                        replies: Vec::new(),
+                        batch: false,
+                        keep_alive: ka,
+                        sse: false,
+                        session_header: None,
+                    }));
+                }
+                self.send_up(skey, line, env, Some(&id));
+            }
+            Kind::Notification | Kind::Response => {
+                self.send_up(skey, line, env, None);
+                // MCP: notifications and responses are acknowledged with 202.
+                self.respond(tok, 202, &[], b"", ka);
+            }
+            Kind::Invalid => {
+                self.respond_rpc_error(tok, 400, -32600, "Invalid Request", ka);
+            }
+        }
+    }
+
+    pub(super) fn get_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
+        let ka = req.keep_alive;
+        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+            // 2026-07-28 has no GET stream.
+            self.respond(tok, 405, &[("allow", "POST")], b"method not allowed\n", ka);
+            return;
+        }
+        if !req.accepts("text/event-stream") {
+            self.respond(tok, 406, &[], b"Accept must list text/event-stream\n", ka);
+            return;
+        }
+        let Some(skey) = self.find_session(tok, &req, token, u) else {
+            return;
+        };
+        let last: Option<u64> = req
+            .header("last-event-id")
+            .and_then(|v| v.trim().parse().ok());
+        // At most one GET stream per session: a new one replaces the old, so
+        // re-subscribing after a network blip is idempotent.
+        let old = self.sessions.get_mut(&skey).and_then(|s| s.stream.take());
+        if let Some(old) = old {
+            self.end_stream(old);
+        }
+        let mut out = Vec::new();
+        http1::write_chunked_head(
+            &mut out,
+            200,
+            &[
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),
+            ],
+            ka,
+        );
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        s.stream = Some(tok);
+        s.last_active = self.now;
+        if let Some(last) = last {
+            let (events, complete) = s.replay.since(last);
+            if !complete {
+                log::info!(
+                    "session {}: Last-Event-ID {last} is older than the replay buffer; some events are lost",
+                    s.id
+                );
+            }
+            for (id, data) in events {
+                chunk_event(&mut out, Some(*id), None, data);
+            }
+        }
+        let pending: Vec<Vec<u8>> = s.undelivered.drain(..).collect();
+        for data in pending {
+            let id = s.next_event;
+            s.next_event += 1;
+            chunk_event(&mut out, Some(id), None, &data);
+            s.replay.push(id, data);
+        }
+        self.metrics.http_response(200);
+        if let Some(c) = self.client(tok) {
+            c.out.push_raw(&out);
+            c.set_state(ClientState::Streaming { session: skey });
+        }
+        self.dirty.push(tok);
+    }
+
+    pub(super) fn delete_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
+        let ka = req.keep_alive;
+        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+            self.respond(tok, 405, &[("allow", "POST")], b"method not allowed\n", ka);
+            return;
+        }
+        let Some(skey) = self.find_session(tok, &req, token, u) else {
+            return;
+        };
+        self.end_session(skey, "the client ended the session");
+        self.respond(tok, 200, &[], b"", ka);
+    }
+
+    pub(super) fn legacy_open(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
+        let ka = req.keep_alive;
+        if self.shutdown.is_stopping() {
+            self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
+            return;
+        }
+        let Some(skey) = self.new_session(u, token, "2024-11-05", true) else {
+            self.respond(tok, 500, &[], b"no session id\n", false);
+            return;
+        };
+        let sid = self
+            .sessions
+            .get(&skey)
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        // The session id also goes in a header (legacy clients ignore it) so
+        // a load balancer can stick the session's POSTs to this relay.
+        http1::write_chunked_head(
+            &mut out,
+            200,
+            &[
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-accel-buffering", "no"),
+                ("mcp-session-id", sid.as_str()),
+            ],
+            ka,
+        );
+        let endpoint = if self.cfg.config.is_some() {
+            format!("/messages/{}?session_id={sid}", self.ups[u].cfg.name)
+        } else {
+            format!("/messages?session_id={sid}")
+        };
+        let mut ev = Vec::new();
+        sse::write_event(&mut ev, None, Some("endpoint"), endpoint.as_bytes());
+        http1::write_chunk(&mut out, &ev);
+        self.metrics.http_response(200);
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.stream = Some(tok);
+        }
+        if let Some(c) = self.client(tok) {
+            c.out.push_raw(&out);
+            c.set_state(ClientState::Streaming { session: skey });
+        }
+        self.dirty.push(tok);
+    }
+
+    pub(super) fn legacy_post(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
+        let ka = req.keep_alive;
+        let skey = req
+            .query_param("session_id")
+            .and_then(|sid| self.by_id.get(&sid).copied())
+            .filter(|k| {
+                up_of(*k) == u
+                    && self
+                        .sessions
+                        .get(k)
+                        .is_some_and(|s| s.legacy && s.token == token)
+            });
+        let Some(skey) = skey else {
+            self.respond(tok, 404, &[], b"unknown session\n", ka);
+            return;
+        };
+        let body = req.body.as_slice();
+        let env = match jsonrpc::peek(body) {
+            Ok(Message::Single(env)) => env,
+            Ok(Message::Batch(_)) | Err(_) => {
+                self.respond(tok, 400, &[], b"expected one JSON-RPC message\n", ka);
+                return;
+            }
+        };
+        // Legacy transport: every POST is accepted with 202; answers travel
+        // on the session's SSE stream.
+        self.respond(tok, 202, &[], b"", ka);
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.last_active = self.now;
+        }
+        if env.kind() == Kind::Request && env.method_is("initialize") {
+            if let Some(v) = env.param_str("protocolVersion")
+                && let Some(s) = self.sessions.get_mut(&skey)
+            {
+                s.version = v;
+            }
+            let Some(id) = env.id() else { return };
+            self.lease_for(skey, body.to_vec(), id, ReplyTo::Stream);
+            return;
+        }
+        if let (Kind::Request, Some(id)) = (env.kind(), env.id()) {
+            if !self.track(skey, id.clone(), &env, ReplyTo::Stream) {
+                let b = error_body(
+                    Some(&id),
+                    RelayError::DuplicateId,
+                    "A request with this id is already in flight",
+                    &self.ups[up_of(skey)].cfg.name,
+                );
+                self.push_to_stream(skey, b);
+                return;
+            }
+            self.send_up(skey, body, &env, Some(&id));
+        } else {
+            self.send_up(skey, body, &env, None);
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! Client sessions: creating them, leasing a process or an HTTP upstream
+//! session for them, their requests in flight (the session core's
+//! `Inflight` table), timeouts, and ending them.
+
+use super::*;
+
+/// A session's key: its upstream's index in the high 16 bits, a number
+/// unique in this relay below. The upstream is part of the key, so it is
+/// known for as long as the key exists, even after the session is gone.
+pub(super) type SKey = u64;
+
+pub(super) const SKEY_UP_SHIFT: u32 = 48;
+
+pub(super) fn skey_new(up: usize, seq: u64) -> SKey {
+    debug_assert!(up < 1 << (64 - SKEY_UP_SHIFT) && seq < 1 << SKEY_UP_SHIFT);
+    ((up as u64) << SKEY_UP_SHIFT) | (seq & ((1 << SKEY_UP_SHIFT) - 1))
+}
+
+/// The upstream a session key belongs to.
+pub(super) fn up_of(skey: SKey) -> usize {
+    (skey >> SKEY_UP_SHIFT) as usize
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplyTo {
+    /// The connection that POSTed the request.
+    Client(Token),
+    /// The session's SSE stream (legacy HTTP+SSE).
+    Stream,
+}
+
+/// A request in flight; its route is where the answer goes.
+pub(super) type Req = inflight::Request<ReplyTo>;
+
+pub(super) struct Session {
+    pub(super) id: String,
+    pub(super) token: Option<usize>,
+    pub(super) version: String,
+    pub(super) conn: Option<PKey>,
+    /// The client's `initialize`, held while the session waits for a process.
+    pub(super) waiting_init: Option<(Vec<u8>, Id, ReplyTo)>,
+    pub(super) inflight: Inflight<ReplyTo>,
+    pub(super) stream: Option<Token>,
+    pub(super) legacy: bool,
+    pub(super) replay: ReplayBuffer,
+    pub(super) next_event: u64,
+    pub(super) undelivered: VecDeque<Vec<u8>>,
+    pub(super) last_active: Instant,
+    pub(super) idle_timer: Option<TimerId>,
+    /// MCP 2026-07-28: one request, no initialize, ended once answered.
+    pub(super) stateless: bool,
+}
+
+impl Reverse {
+    pub(super) fn new_session(
+        &mut self,
+        u: usize,
+        token: Option<usize>,
+        version: &str,
+        legacy: bool,
+    ) -> Option<SKey> {
+        let id = match new_session_id() {
+            Ok(id) => id,
+            Err(e) => {
+                log::error!("no randomness for a session id: {e}");
+                return None;
+            }
+        };
+        Some(self.insert_session(u, id, token, version, legacy, false))
+    }
+
+    /// A 2026-07-28 request's one-shot session: never named to the client,
+    /// so it needs no random id and no idle timer.
+    pub(super) fn new_stateless_session(&mut self, u: usize, token: Option<usize>) -> SKey {
+        let id = format!("stateless-{}", self.next_key);
+        self.insert_session(u, id, token, STATELESS_VERSION, false, true)
+    }
+
+    pub(super) fn insert_session(
+        &mut self,
+        u: usize,
+        id: String,
+        token: Option<usize>,
+        version: &str,
+        legacy: bool,
+        stateless: bool,
+    ) -> SKey {
+        let skey = skey_new(u, self.next_key);
+        self.next_key += 1;
+        let idle = self.ups[u].cfg.session_idle_timeout;
+        let idle_timer = (!stateless && !idle.is_zero()).then(|| {
+            self.timers
+                .insert(self.now + idle, TimerKind::SessionIdle(skey))
+        });
+        if !stateless {
+            self.by_id.insert(id.clone(), skey);
+        }
+        let replay = if stateless {
+            0
+        } else {
+            self.ups[u].cfg.replay_buffer
+        };
+        self.sessions.insert(
+            skey,
+            Session {
+                id,
+                token,
+                version: version.to_string(),
+                conn: None,
+                waiting_init: None,
+                inflight: Inflight::default(),
+                stream: None,
+                legacy,
+                replay: ReplayBuffer::new(replay),
+                next_event: 1,
+                undelivered: VecDeque::new(),
+                last_active: self.now,
+                idle_timer,
+                stateless,
+            },
+        );
+        skey
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_session(
+        &mut self,
+        tok: Token,
+        token: Option<usize>,
+        line: &[u8],
+        env: &Envelope,
+        reply_to: ReplyTo,
+        ka: bool,
+        u: usize,
+    ) {
+        if self.shutdown.is_stopping() {
+            self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
+            return;
+        }
+        let Some(id) = env.id() else { return };
+        let version = env
+            .param_str("protocolVersion")
+            .unwrap_or_else(|| "2025-03-26".into());
+        let Some(skey) = self.new_session(u, token, &version, false) else {
+            self.respond(tok, 500, &[], b"no session id\n", false);
+            return;
+        };
+        let sid = self.sessions.get(&skey).map(|s| s.id.clone());
+        if let Some(c) = self.client(tok) {
+            c.set_state(ClientState::Waiting(Exchange {
+                session: skey,
+                expect: vec![id.clone()],
+                replies: Vec::new(),
+                batch: false,
+                keep_alive: ka,
+                sse: false,
+                session_header: sid,
+            }));
+        }
+        self.lease_for(skey, line.to_vec(), id, reply_to);
+    }
+
+    /// Queues the session for a process; its `initialize` goes out on Grant.
+    pub(super) fn lease_for(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        let u = up_of(skey);
+        if s.conn.is_some() || s.waiting_init.is_some() {
+            let b = error_body(
+                Some(&id),
+                RelayError::InvalidRequest,
+                "The session is already initialized",
+                &self.ups[u].cfg.name,
+            );
+            self.deliver(skey, reply_to, &id, b);
+            return;
+        }
+        if self.ups[u].is_http() {
+            // An HTTP upstream needs no process: the session starts now.
+            if s.stateless {
+                if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
+                    && self.track(skey, id.clone(), &env, reply_to)
+                {
+                    self.http_send(skey, &line, &env, Some(&id));
+                }
+            } else {
+                self.http_start(skey, line, id, reply_to);
+            }
+            return;
+        }
+        s.waiting_init = Some((line, id, reply_to));
+        let actions = self.ups[u].pool(|p| p.lease(skey, self.now));
+        self.apply(u, actions);
+    }
+
+    pub(super) fn bind_session(&mut self, skey: SKey, conn: PKey) {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            // The session ended while it waited: give the process back.
+            let actions = self.ups[conn.up].pool(|p| p.release(conn.id, self.now));
+            self.apply(conn.up, actions);
+            return;
+        };
+        s.conn = Some(conn);
+        s.last_active = self.now;
+        let Some((line, id, reply_to)) = s.waiting_init.take() else {
+            return;
+        };
+        let client_version = s.version.clone();
+        if s.stateless {
+            // 2026-07-28: no initialize; the held message is the request.
+            if let Some(p) = self.procs.get_mut(&conn) {
+                match &mut p.kind {
+                    ProcKind::Session { session } => *session = Some(skey),
+                    ProcKind::Shared { sessions, .. } => sessions.push(skey),
+                }
+            }
+            if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
+                && self.track(skey, id.clone(), &env, reply_to)
+            {
+                self.send_up(skey, &line, &env, Some(&id));
+            }
+            return;
+        }
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        match &mut p.kind {
+            ProcKind::Session { session } => {
+                *session = Some(skey);
+                if let Some(s) = self.sessions.get_mut(&skey)
+                    && s.inflight
+                        .begin(id.clone(), self.now, None, true, reply_to)
+                        .is_err()
+                {
+                    log::debug!("initialize {id} is already in flight");
+                }
+                self.arm_response_timer(skey, &id);
+                self.write_proc(conn, &line);
+            }
+            ProcKind::Shared { init, sessions, .. } => {
+                sessions.push(skey);
+                // The relay initialized this process itself; the client gets
+                // the cached result with the version it asked for, if known.
+                let mut result = init.clone().unwrap_or_else(|| json!({}));
+                let version = if VERSIONS.contains(&client_version.as_str())
+                    && client_version != "2026-07-28"
+                {
+                    client_version
+                } else {
+                    result
+                        .get("protocolVersion")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or(RELAY_PROTOCOL)
+                        .to_string()
+                };
+                if let Some(obj) = result.as_object_mut() {
+                    obj.insert("protocolVersion".into(), version.clone().into());
+                }
+                if let Some(s) = self.sessions.get_mut(&skey) {
+                    s.version = version;
+                }
+                let reply = json!({"jsonrpc": "2.0", "id": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or(serde_json::Value::Null), "result": result});
+                let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+                self.metrics.request_done("ok", 0.0);
+                self.deliver(skey, reply_to, &id, bytes);
+            }
+        }
+    }
+
+    pub(super) fn reject_session(&mut self, skey: SKey, reason: RejectReason) {
+        let (kind, text) = match reason {
+            RejectReason::QueueFull => {
+                ("queue_full", "every process is busy and the queue is full")
+            }
+            RejectReason::QueueTimeout => (
+                "queue_timeout",
+                "no process became free within --queue-timeout",
+            ),
+            RejectReason::ShuttingDown => ("shutting_down", "the relay is shutting down"),
+        };
+        self.metrics.request(kind);
+        if reason == RejectReason::QueueTimeout {
+            self.metrics.timeout("queue_timeout");
+        }
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        let waiting = s.waiting_init.take();
+        let legacy = s.legacy;
+        if let Some((_, id, reply_to)) = waiting {
+            match reply_to {
+                ReplyTo::Client(tok) => {
+                    // A new session that cannot get a process: HTTP 503 with
+                    // Retry-After, so the client backs off and tries again.
+                    let body = format!("{text}\n");
+                    let ka = self.waiting_keep_alive(tok);
+                    self.respond(tok, 503, &[("retry-after", "1")], body.as_bytes(), ka);
+                }
+                ReplyTo::Stream => {
+                    let b = error_body(
+                        Some(&id),
+                        RelayError::QueueFull,
+                        text,
+                        &self.ups[up_of(skey)].cfg.name,
+                    );
+                    self.push_to_stream(skey, b);
+                }
+            }
+        }
+        if !legacy {
+            self.end_session(skey, text);
+        }
+    }
+
+    /// Registers a request in flight. False if its id is already in flight.
+    pub(super) fn track(&mut self, skey: SKey, id: Id, env: &Envelope, reply_to: ReplyTo) -> bool {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return false;
+        };
+        let progress = env.progress_token();
+        if s.inflight
+            .begin(id.clone(), self.now, progress, false, reply_to)
+            .is_err()
+        {
+            return false;
+        }
+        s.last_active = self.now;
+        self.arm_response_timer(skey, &id);
+        true
+    }
+
+    /// (Re)arms a request's response timer: silence since now, capped by
+    /// the total time since it started.
+    pub(super) fn arm_response_timer(&mut self, skey: SKey, id: &Id) {
+        let cfg = &self.ups[up_of(skey)].cfg;
+        let limits = Deadlines {
+            response_timeout: cfg.response_timeout,
+            max_request_time: cfg.max_request_time,
+        };
+        let now = self.now;
+        let Some(req) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.inflight.get_mut(id))
+        else {
+            return;
+        };
+        let deadline = limits.next(req.started, now);
+        let old = req.timer.take();
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        if let Some(d) = deadline {
+            let t = self.timers.insert(d, TimerKind::Response(skey, id.clone()));
+            if let Some(req) = self
+                .sessions
+                .get_mut(&skey)
+                .and_then(|s| s.inflight.get_mut(id))
+            {
+                req.timer = Some(t);
+            }
+        }
+    }
+
+    /// Takes a request out of its session's table (its one answer is now
+    /// the caller's to send) and stops its timer.
+    pub(super) fn untrack(&mut self, skey: SKey, id: &Id) -> Option<Req> {
+        let req = self.sessions.get_mut(&skey)?.inflight.finish(id)?;
+        if let Some(t) = req.timer {
+            self.timers.cancel(t);
+        }
+        Some(req)
+    }
+
+    /// Writes a client message to the session's upstream. `env` is the
+    /// message as the front parsed it: nothing on the way parses it again.
+    pub(super) fn send_up(
+        &mut self,
+        skey: SKey,
+        line: &[u8],
+        env: &Envelope,
+        request: Option<&Id>,
+    ) {
+        if self.ups[up_of(skey)].is_http() {
+            self.http_send(skey, line, env, request);
+            return;
+        }
+        let conn = self.sessions.get(&skey).and_then(|s| s.conn);
+        let alive = conn
+            .and_then(|c| self.procs.get(&c))
+            .is_some_and(|p| p.life.in_service() && p.io.accepts_input());
+        let Some(conn) = conn.filter(|_| alive) else {
+            if let Some(id) = request {
+                self.fail_request(
+                    skey,
+                    id,
+                    RelayError::UpstreamClosed,
+                    "The session has no running server",
+                    json!({}),
+                );
+            }
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        match &mut p.kind {
+            ProcKind::Session { .. } => p.io.to_child.push_line(line),
+            ProcKind::Shared { mux, .. } => match mux.up_parsed(skey, line, env) {
+                Up::Send(bytes) => p.io.to_child.push_line(&bytes),
+                Up::Drop => {}
+                Up::Reject(err) => {
+                    if let Some(id) = request
+                        && let Some(req) = self.untrack(skey, id)
+                    {
+                        self.deliver(skey, req.route, id, err);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Answers a request in flight with a relay error.
+    pub(super) fn fail_request(
+        &mut self,
+        skey: SKey,
+        id: &Id,
+        err: RelayError,
+        message: &str,
+        data: serde_json::Value,
+    ) {
+        if let Some(req) = self.untrack(skey, id) {
+            self.answer_failed(skey, id, req, err, message, data);
+        }
+    }
+
+    /// Answers a request already taken out of its table with a relay error.
+    pub(super) fn answer_failed(
+        &mut self,
+        skey: SKey,
+        id: &Id,
+        req: Req,
+        err: RelayError,
+        message: &str,
+        mut data: serde_json::Value,
+    ) {
+        self.metrics.request_done(
+            err.kind(),
+            self.now.duration_since(req.started).as_secs_f64(),
+        );
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("kind".into(), err.kind().into());
+            obj.insert(
+                "upstream".into(),
+                self.ups[up_of(skey)].cfg.name.clone().into(),
+            );
+        }
+        let b = jsonrpc::error_response(Some(id), err.code(), message, data);
+        self.deliver(skey, req.route, id, b);
+    }
+
+    pub(super) fn response_timeout(&mut self, skey: SKey, id: Id) {
+        let Some(req) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.inflight.get_mut(&id))
+        else {
+            return;
+        };
+        req.timer = None;
+        let elapsed = self.now.duration_since(req.started);
+        let initialize = req.initialize;
+        self.metrics.timeout("response_timeout");
+        log::warn!("request {id} timed out after {elapsed:?}");
+        self.fail_request(
+            skey,
+            &id,
+            RelayError::ResponseTimeout,
+            &format!("No reply from the server within {elapsed:?}"),
+            json!({
+                "elapsed_ms": elapsed.as_millis() as u64,
+                "response_timeout_ms": self.ups[up_of(skey)].cfg.response_timeout.as_millis() as u64,
+                "max_request_time_ms": self.ups[up_of(skey)].cfg.max_request_time.as_millis() as u64,
+            }),
+        );
+        if self.ups[up_of(skey)].is_http() {
+            self.http_cancel(skey, &id, initialize);
+            return;
+        }
+        if initialize {
+            // MCP: initialize is never cancelled.
+            return;
+        }
+        let Some(conn) = self.sessions.get(&skey).and_then(|s| s.conn) else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let cancel = match &mut p.kind {
+            ProcKind::Session { .. } => {
+                Some(jsonrpc::cancelled(&id, "mcp-relay: response timeout"))
+            }
+            ProcKind::Shared { mux, .. } => mux.expire(skey, &id),
+        };
+        if let Some(c) = cancel
+            && p.io.accepts_input()
+        {
+            p.io.to_child.push_line(&c);
+        }
+    }
+
+    pub(super) fn session_idle(&mut self, skey: SKey) {
+        let timeout = self.ups[up_of(skey)].cfg.session_idle_timeout;
+        let now = self.now;
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        s.idle_timer = None;
+        let busy = !s.inflight.is_empty() || s.stream.is_some() || s.waiting_init.is_some();
+        let due = s.last_active + timeout;
+        if !busy && now >= due {
+            log::info!("session {} idle for {timeout:?}; ending it", s.id);
+            self.end_session(skey, "session idle timeout");
+            return;
+        }
+        let next = if busy { now + timeout } else { due };
+        let t = self.timers.insert(next, TimerKind::SessionIdle(skey));
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.idle_timer = Some(t);
+        }
+    }
+
+    /// Ends a session: its requests in flight get `upstream_closed`, its
+    /// stream ends, and its process is released (closed in session mode).
+    pub(super) fn end_session(&mut self, skey: SKey, why: &str) {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        log::debug!("ending session {}: {why}", s.id);
+        // Every request in flight leaves the table first, then gets its one
+        // answer; answering never ends a session (see `deliver`), so this
+        // does not re-enter.
+        for (id, req) in s.inflight.drain() {
+            if let Some(t) = req.timer {
+                self.timers.cancel(t);
+            }
+            self.answer_failed(
+                skey,
+                &id,
+                req,
+                RelayError::UpstreamClosed,
+                &format!("The session ended: {why}"),
+                json!({}),
+            );
+        }
+        let Some(mut s) = self.sessions.remove(&skey) else {
+            return;
+        };
+        self.by_id.remove(&s.id);
+        if let Some(t) = s.idle_timer.take() {
+            self.timers.cancel(t);
+        }
+        if let Some((_, _, ReplyTo::Client(tok))) = s.waiting_init.take() {
+            {
+                let ka = self.waiting_keep_alive(tok);
+                self.respond(
+                    tok,
+                    503,
+                    &[("retry-after", "1")],
+                    format!("{why}\n").as_bytes(),
+                    ka,
+                );
+            }
+        }
+        if let Some(stream) = s.stream.take() {
+            self.end_stream(stream);
+        }
+        let u = up_of(skey);
+        if self.ups[u].is_http() {
+            self.http_end(skey);
+            return;
+        }
+        match s.conn {
+            Some(conn) => {
+                if let Some(p) = self.procs.get_mut(&conn) {
+                    match &mut p.kind {
+                        ProcKind::Session { session } => *session = None,
+                        ProcKind::Shared { mux, sessions, .. } => {
+                            sessions.retain(|k| *k != skey);
+                            for msg in mux.end_session(skey) {
+                                if p.io.accepts_input() {
+                                    p.io.to_child.push_line(&msg);
+                                }
+                            }
+                        }
+                    }
+                }
+                let actions = self.ups[u].pool(|p| p.release(conn.id, self.now));
+                self.apply(u, actions);
+            }
+            None => {
+                let actions = self.ups[u].pool(|p| p.cancel_wait(skey));
+                self.apply(u, actions);
+            }
+        }
+    }
+
+    pub(super) fn end_session_without_release(&mut self, skey: SKey) {
+        // `conn` was cleared, so end_session only cancels a queue wait, which
+        // a bound session does not have: the pool hears about the process
+        // through on_exit instead.
+        let Some(s) = self.sessions.get(&skey) else {
+            return;
+        };
+        if s.conn.is_none() && s.waiting_init.is_none() {
+            let Some(mut s) = self.sessions.remove(&skey) else {
+                return;
+            };
+            self.by_id.remove(&s.id);
+            if let Some(t) = s.idle_timer.take() {
+                self.timers.cancel(t);
+            }
+            if let Some(stream) = s.stream.take() {
+                self.end_stream(stream);
+            }
+        } else {
+            self.end_session(skey, "its server went away");
+        }
+    }
+}
