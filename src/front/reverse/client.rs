@@ -605,13 +605,4 @@ mod tests {
             ]
         );
     }
-
-    #[test]
-    fn a_session_key_names_its_upstream_for_its_whole_life() {
-        for (up, seq) in [(0, 1), (1, 2), (7, (1 << SKEY_UP_SHIFT) - 1), (65_535, 42)] {
-            let k = skey_new(up, seq);
-            assert_eq!(up_of(k), up, "{k:#x}");
-        }
-        assert_ne!(skey_new(0, 5), skey_new(1, 5));
-    }
 }

@@ -553,7 +553,7 @@ impl Reverse {
     fn drained(&self) -> bool {
         self.sessions
             .values()
-            .all(|s| s.inflight.is_empty() && s.waiting_init.is_none())
+            .all(|s| s.inflight.is_empty() && !s.binding.is_waiting())
     }
 
     /// Closes the listeners, ends every session and closes every process.

@@ -389,10 +389,7 @@ impl Reverse {
             }
             // The session's state died with the process: its next request
             // gets 404 and the client starts a new session.
-            if let Some(s) = self.sessions.get_mut(&skey) {
-                s.conn = None;
-            }
-            self.end_session_without_release(skey);
+            self.end_orphaned_session(skey);
         }
         let actions = self.ups[conn.up].pool(|p| p.on_exit(conn.id, self.now));
         self.apply(conn.up, actions);

@@ -32,13 +32,99 @@ pub(super) enum ReplyTo {
 /// A request in flight; its route is where the answer goes.
 pub(super) type Req = inflight::Request<ReplyTo>;
 
+/// What serves a session, over its life:
+///
+/// ```text
+///  New ──lease──▶ Waiting ──granted──▶ Bound(process) ──process gone──▶ Orphaned
+///   │                │
+///   │                └──rejected (legacy: may ask again)──▶ New
+///   └──HTTP upstream──▶ Upstream
+/// ```
+///
+/// A session leaves the table from any state (`end_session`): a `Bound`
+/// one gives its process back to the pool, a `Waiting` one leaves the
+/// queue, an `Orphaned` one has nothing to give back.
+#[derive(Debug)]
+pub(super) enum Binding {
+    /// Created; no process asked for yet.
+    New,
+    /// Queued for a process, holding the client's `initialize` (or, for a
+    /// 2026-07-28 request, the request itself) until one is granted.
+    Waiting {
+        line: Vec<u8>,
+        id: Id,
+        reply_to: ReplyTo,
+    },
+    /// Served by this process.
+    Bound(PKey),
+    /// Served by its own session on an HTTP upstream (`http.rs`).
+    Upstream,
+    /// Its process went away; its requests were failed.
+    Orphaned,
+}
+
+impl Binding {
+    fn name(&self) -> &'static str {
+        match self {
+            Binding::New => "new",
+            Binding::Waiting { .. } => "waiting",
+            Binding::Bound(_) => "bound",
+            Binding::Upstream => "upstream",
+            Binding::Orphaned => "orphaned",
+        }
+    }
+
+    fn can_become(&self, to: &Binding) -> bool {
+        use Binding::*;
+        matches!(
+            (self, to),
+            (New, Waiting { .. } | Upstream)
+                | (Waiting { .. }, Bound(_) | New)
+                | (Bound(_), Orphaned)
+        )
+    }
+
+    /// The process serving the session, if one is.
+    pub(super) fn conn(&self) -> Option<PKey> {
+        match self {
+            Binding::Bound(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_waiting(&self) -> bool {
+        matches!(self, Binding::Waiting { .. })
+    }
+}
+
+impl Session {
+    /// The one place a session's binding changes; returns the old one.
+    pub(super) fn set_binding(&mut self, to: Binding) -> Binding {
+        let legal = self.binding.can_become(&to);
+        debug_assert!(
+            legal,
+            "session {}: illegal transition {} → {}",
+            self.id,
+            self.binding.name(),
+            to.name()
+        );
+        if !legal {
+            log::error!(
+                "session {}: illegal transition {} → {}",
+                self.id,
+                self.binding.name(),
+                to.name()
+            );
+        }
+        std::mem::replace(&mut self.binding, to)
+    }
+}
+
 pub(super) struct Session {
     pub(super) id: String,
     pub(super) token: Option<usize>,
     pub(super) version: String,
-    pub(super) conn: Option<PKey>,
-    /// The client's `initialize`, held while the session waits for a process.
-    pub(super) waiting_init: Option<(Vec<u8>, Id, ReplyTo)>,
+    pub(super) binding: Binding,
     pub(super) inflight: Inflight<ReplyTo>,
     pub(super) stream: Option<Token>,
     pub(super) legacy: bool,
@@ -106,8 +192,7 @@ impl Reverse {
                 id,
                 token,
                 version: version.to_string(),
-                conn: None,
-                waiting_init: None,
+                binding: Binding::New,
                 inflight: Inflight::default(),
                 stream: None,
                 legacy,
@@ -166,7 +251,7 @@ impl Reverse {
             return;
         };
         let u = up_of(skey);
-        if s.conn.is_some() || s.waiting_init.is_some() {
+        if !matches!(s.binding, Binding::New) {
             let b = error_body(
                 Some(&id),
                 RelayError::InvalidRequest,
@@ -178,6 +263,7 @@ impl Reverse {
         }
         if self.ups[u].is_http() {
             // An HTTP upstream needs no process: the session starts now.
+            s.set_binding(Binding::Upstream);
             if s.stateless {
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
                     && self.track(skey, id.clone(), &env, reply_to)
@@ -189,7 +275,7 @@ impl Reverse {
             }
             return;
         }
-        s.waiting_init = Some((line, id, reply_to));
+        s.set_binding(Binding::Waiting { line, id, reply_to });
         let actions = self.ups[u].pool(|p| p.lease(skey, self.now));
         self.apply(u, actions);
     }
@@ -201,9 +287,8 @@ impl Reverse {
             self.apply(conn.up, actions);
             return;
         };
-        s.conn = Some(conn);
         s.last_active = self.now;
-        let Some((line, id, reply_to)) = s.waiting_init.take() else {
+        let Binding::Waiting { line, id, reply_to } = s.set_binding(Binding::Bound(conn)) else {
             return;
         };
         let client_version = s.version.clone();
@@ -286,9 +371,12 @@ impl Reverse {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };
-        let waiting = s.waiting_init.take();
+        let waiting = match s.binding {
+            Binding::Waiting { .. } => Some(s.set_binding(Binding::New)),
+            _ => None,
+        };
         let legacy = s.legacy;
-        if let Some((_, id, reply_to)) = waiting {
+        if let Some(Binding::Waiting { id, reply_to, .. }) = waiting {
             match reply_to {
                 ReplyTo::Client(tok) => {
                     // A new session that cannot get a process: HTTP 503 with
@@ -386,7 +474,7 @@ impl Reverse {
             self.http_send(skey, line, env, request);
             return;
         }
-        let conn = self.sessions.get(&skey).and_then(|s| s.conn);
+        let conn = self.sessions.get(&skey).and_then(|s| s.binding.conn());
         let alive = conn
             .and_then(|c| self.procs.get(&c))
             .is_some_and(|p| p.life.in_service() && p.io.accepts_input());
@@ -492,7 +580,7 @@ impl Reverse {
             // MCP: initialize is never cancelled.
             return;
         }
-        let Some(conn) = self.sessions.get(&skey).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(&skey).and_then(|s| s.binding.conn()) else {
             return;
         };
         let Some(p) = self.procs.get_mut(&conn) else {
@@ -518,7 +606,7 @@ impl Reverse {
             return;
         };
         s.idle_timer = None;
-        let busy = !s.inflight.is_empty() || s.stream.is_some() || s.waiting_init.is_some();
+        let busy = !s.inflight.is_empty() || s.stream.is_some() || s.binding.is_waiting();
         let due = s.last_active + timeout;
         if !busy && now >= due {
             log::info!("session {} idle for {timeout:?}; ending it", s.id);
@@ -562,28 +650,27 @@ impl Reverse {
         if let Some(t) = s.idle_timer.take() {
             self.timers.cancel(t);
         }
-        if let Some((_, _, ReplyTo::Client(tok))) = s.waiting_init.take() {
-            {
-                let ka = self.waiting_keep_alive(tok);
-                self.respond(
-                    tok,
-                    503,
-                    &[("retry-after", "1")],
-                    format!("{why}\n").as_bytes(),
-                    ka,
-                );
-            }
+        if let Binding::Waiting {
+            reply_to: ReplyTo::Client(tok),
+            ..
+        } = s.binding
+        {
+            let ka = self.waiting_keep_alive(tok);
+            self.respond(
+                tok,
+                503,
+                &[("retry-after", "1")],
+                format!("{why}\n").as_bytes(),
+                ka,
+            );
         }
         if let Some(stream) = s.stream.take() {
             self.end_stream(stream);
         }
         let u = up_of(skey);
-        if self.ups[u].is_http() {
-            self.http_end(skey);
-            return;
-        }
-        match s.conn {
-            Some(conn) => {
+        match s.binding {
+            Binding::Upstream => self.http_end(skey),
+            Binding::Bound(conn) => {
                 if let Some(p) = self.procs.get_mut(&conn) {
                     match &mut p.kind {
                         ProcKind::Session { session } => *session = None,
@@ -600,33 +687,77 @@ impl Reverse {
                 let actions = self.ups[u].pool(|p| p.release(conn.id, self.now));
                 self.apply(u, actions);
             }
-            None => {
+            Binding::Waiting { .. } => {
                 let actions = self.ups[u].pool(|p| p.cancel_wait(skey));
                 self.apply(u, actions);
             }
+            // The pool hears about a process that went away through its
+            // exit, not from here.
+            Binding::New | Binding::Orphaned => {}
         }
     }
 
-    pub(super) fn end_session_without_release(&mut self, skey: SKey) {
-        // `conn` was cleared, so end_session only cancels a queue wait, which
-        // a bound session does not have: the pool hears about the process
-        // through on_exit instead.
-        let Some(s) = self.sessions.get(&skey) else {
-            return;
-        };
-        if s.conn.is_none() && s.waiting_init.is_none() {
-            let Some(mut s) = self.sessions.remove(&skey) else {
-                return;
-            };
-            self.by_id.remove(&s.id);
-            if let Some(t) = s.idle_timer.take() {
-                self.timers.cancel(t);
-            }
-            if let Some(stream) = s.stream.take() {
-                self.end_stream(stream);
-            }
-        } else {
-            self.end_session(skey, "its server went away");
+    /// Ends a session whose process went away: nothing is given back to
+    /// the pool (it learns of the exit itself).
+    pub(super) fn end_orphaned_session(&mut self, skey: SKey) {
+        if let Some(s) = self.sessions.get_mut(&skey)
+            && matches!(s.binding, Binding::Bound(_))
+        {
+            s.set_binding(Binding::Orphaned);
         }
+        self.end_session(skey, "its server went away");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Binding> {
+        vec![
+            Binding::New,
+            Binding::Waiting {
+                line: b"{}".to_vec(),
+                id: Id::Num(0),
+                reply_to: ReplyTo::Stream,
+            },
+            Binding::Bound(PKey { up: 0, id: 1 }),
+            Binding::Upstream,
+            Binding::Orphaned,
+        ]
+    }
+
+    #[test]
+    fn a_session_binding_moves_only_along_its_lifecycle() {
+        let mut legal = Vec::new();
+        for from in all() {
+            for to in all() {
+                if from.can_become(&to) {
+                    legal.push(format!("{} → {}", from.name(), to.name()));
+                }
+            }
+        }
+        assert_eq!(
+            legal,
+            [
+                "new → waiting",
+                "new → upstream",
+                "waiting → new",
+                "waiting → bound",
+                "bound → orphaned",
+            ]
+        );
+        assert_eq!(all()[2].conn(), Some(PKey { up: 0, id: 1 }));
+        assert!(all().iter().filter(|b| b.conn().is_some()).count() == 1);
+        assert!(all()[1].is_waiting());
+    }
+
+    #[test]
+    fn a_session_key_names_its_upstream_for_its_whole_life() {
+        for (up, seq) in [(0, 1), (1, 2), (7, (1 << SKEY_UP_SHIFT) - 1), (65_535, 42)] {
+            let k = skey_new(up, seq);
+            assert_eq!(up_of(k), up, "{k:#x}");
+        }
+        assert_ne!(skey_new(0, 5), skey_new(1, 5));
     }
 }
