@@ -34,11 +34,71 @@ enum Carry {
     Delete,
 }
 
+/// The life of the upstream side of one client session:
+///
+/// ```text
+///  Initializing ──2xx to initialize──▶ Open ──client's notifications/initialized──▶ Live
+/// ```
+///
+/// It leaves the table from any phase when the client session ends (with a
+/// DELETE when the upstream named a session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UpPhase {
+    /// The client's `initialize` is on its way; no upstream session yet.
+    Initializing,
+    /// The upstream accepted `initialize`: its session id (none for a
+    /// server without sessions) and, once the reply came, its version.
+    Open {
+        session_id: Option<String>,
+        version: Option<String>,
+    },
+    /// The client sent `notifications/initialized`: the GET stream is
+    /// wanted (when there is a session to hold it).
+    Live {
+        session_id: Option<String>,
+        version: Option<String>,
+    },
+}
+
+impl UpPhase {
+    fn name(&self) -> &'static str {
+        match self {
+            UpPhase::Initializing => "initializing",
+            UpPhase::Open { .. } => "open",
+            UpPhase::Live { .. } => "live",
+        }
+    }
+
+    fn can_become(&self, to: &UpPhase) -> bool {
+        use UpPhase::*;
+        matches!(
+            (self, to),
+            (Initializing, Open { .. })
+                | (Open { .. }, Open { .. } | Live { .. })
+                | (Live { .. }, Live { .. })
+        )
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        match self {
+            UpPhase::Open { session_id, .. } | UpPhase::Live { session_id, .. } => {
+                session_id.as_deref()
+            }
+            UpPhase::Initializing => None,
+        }
+    }
+
+    fn version(&self) -> Option<&str> {
+        match self {
+            UpPhase::Open { version, .. } | UpPhase::Live { version, .. } => version.as_deref(),
+            UpPhase::Initializing => None,
+        }
+    }
+}
+
 /// The upstream side of one client session.
 pub(super) struct UpSession {
-    session_id: Option<String>,
-    version: Option<String>,
-    initialized: bool,
+    phase: UpPhase,
     get: SseStream,
     get_ex: Option<ExId>,
     get_timer: Option<TimerId>,
@@ -52,6 +112,67 @@ pub(super) struct UpHttp {
     reconnect: ReconnectConfig,
     carries: HashMap<ExId, (SKey, Carry)>,
     pub(super) sessions: HashMap<SKey, UpSession>,
+}
+
+impl UpSession {
+    /// The one place the phase changes.
+    fn set_phase(&mut self, to: UpPhase) {
+        let legal = self.phase.can_become(&to);
+        debug_assert!(
+            legal,
+            "upstream session: illegal transition {} → {}",
+            self.phase.name(),
+            to.name()
+        );
+        if legal {
+            self.phase = to;
+        } else {
+            log::error!(
+                "upstream session: illegal transition {} → {} refused",
+                self.phase.name(),
+                to.name()
+            );
+        }
+    }
+
+    /// The upstream accepted `initialize` (its session id, if it named one).
+    fn opened(&mut self, session_id: Option<String>) {
+        self.set_phase(UpPhase::Open {
+            session_id,
+            version: None,
+        });
+    }
+
+    /// The version the upstream answered `initialize` with.
+    fn learned_version(&mut self, v: String) {
+        let to = match &self.phase {
+            UpPhase::Open { session_id, .. } => UpPhase::Open {
+                session_id: session_id.clone(),
+                version: Some(v),
+            },
+            UpPhase::Live { session_id, .. } => UpPhase::Live {
+                session_id: session_id.clone(),
+                version: Some(v),
+            },
+            UpPhase::Initializing => return,
+        };
+        self.set_phase(to);
+    }
+
+    /// The client sent `notifications/initialized`.
+    fn went_live(&mut self) {
+        let (session_id, version) = match &self.phase {
+            UpPhase::Open {
+                session_id,
+                version,
+            } => (session_id.clone(), version.clone()),
+            _ => return,
+        };
+        self.set_phase(UpPhase::Live {
+            session_id,
+            version,
+        });
+    }
 }
 
 impl UpHttp {
@@ -126,11 +247,11 @@ impl UpHttp {
             h.push(("content-type".into(), "application/json".into()));
         }
         if let Some(up) = self.sessions.get(&skey) {
-            if let Some(s) = &up.session_id {
-                h.push(("mcp-session-id".into(), s.clone()));
+            if let Some(s) = up.phase.session_id() {
+                h.push(("mcp-session-id".into(), s.to_string()));
             }
-            if let Some(v) = &up.version {
-                h.push(("mcp-protocol-version".into(), v.clone()));
+            if let Some(v) = up.phase.version() {
+                h.push(("mcp-protocol-version".into(), v.to_string()));
             }
         }
         h
@@ -154,9 +275,7 @@ impl Reverse {
             h.sessions.insert(
                 skey,
                 UpSession {
-                    session_id: None,
-                    version: None,
-                    initialized: false,
+                    phase: UpPhase::Initializing,
                     get: SseStream::new(rc, Rng::from_os()),
                     get_ex: None,
                     get_timer: None,
@@ -205,7 +324,7 @@ impl Reverse {
         self.http_post(skey, line, Some(env), request.cloned(), false);
         if initialized {
             if let Some(up) = self.up_session(u, skey) {
-                up.initialized = true;
+                up.went_live();
             }
             self.http_want_get(skey);
         }
@@ -266,7 +385,13 @@ impl Reverse {
         let Some(up) = self.up_session(u, skey) else {
             return;
         };
-        if !up.initialized || up.session_id.is_none() {
+        if !matches!(
+            up.phase,
+            UpPhase::Live {
+                session_id: Some(_),
+                ..
+            }
+        ) {
             return;
         }
         let actions = up.get.want(now);
@@ -430,7 +555,7 @@ impl Reverse {
             } => {
                 if (200..300).contains(&status) {
                     if initialize && let Some(up) = self.up_session(u, skey) {
-                        up.session_id = header("mcp-session-id");
+                        up.opened(header("mcp-session-id"));
                     }
                     return;
                 }
@@ -455,7 +580,7 @@ impl Reverse {
                 let had_session = self.ups[u]
                     .http()
                     .and_then(|h| h.sessions.get(&skey))
-                    .is_some_and(|up| up.session_id.is_some());
+                    .is_some_and(|up| up.phase.session_id().is_some());
                 if status == 404 && had_session {
                     // MCP: the upstream session is gone; so is the client's.
                     self.end_session(skey, "the upstream ended the session");
@@ -520,7 +645,7 @@ impl Reverse {
                         .and_then(|p| p.as_str())
                         && let Some(up) = self.up_session(u, skey)
                     {
-                        up.version = Some(pv.to_string());
+                        up.learned_version(pv.to_string());
                     }
                 }
                 self.on_session_line(skey, &data);
@@ -668,14 +793,52 @@ impl Reverse {
         if let Some(t) = up.get_timer.take() {
             self.timers.cancel(t);
         }
-        if let Some(sid) = up.session_id {
-            let mut headers = vec![("mcp-session-id".to_string(), sid)];
-            if let Some(v) = up.version {
-                headers.push(("mcp-protocol-version".into(), v));
+        if let Some(sid) = up.phase.session_id() {
+            let mut headers = vec![("mcp-session-id".to_string(), sid.to_string())];
+            if let Some(v) = up.phase.version() {
+                headers.push(("mcp-protocol-version".into(), v.to_string()));
             }
             let req = Request::delete(h.url.target.clone(), headers);
             let ex = h.client.submit(req, reg, now);
             h.carries.insert(ex, (skey, Carry::Delete));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_session_moves_only_along_its_lifecycle() {
+        let open = |sid: Option<&str>| UpPhase::Open {
+            session_id: sid.map(str::to_string),
+            version: None,
+        };
+        let live = |sid: Option<&str>| UpPhase::Live {
+            session_id: sid.map(str::to_string),
+            version: Some("2025-11-25".into()),
+        };
+        let all = [UpPhase::Initializing, open(Some("s")), live(Some("s"))];
+        let mut legal = Vec::new();
+        for from in &all {
+            for to in &all {
+                if from.can_become(to) {
+                    legal.push(format!("{} → {}", from.name(), to.name()));
+                }
+            }
+        }
+        assert_eq!(
+            legal,
+            [
+                "initializing → open",
+                "open → open",
+                "open → live",
+                "live → live"
+            ]
+        );
+        assert_eq!(UpPhase::Initializing.session_id(), None);
+        assert_eq!(live(Some("s")).session_id(), Some("s"));
+        assert_eq!(live(None).version(), Some("2025-11-25"));
     }
 }
