@@ -19,6 +19,98 @@ pub(super) struct Held {
     pub(super) request: Option<Id>,
 }
 
+/// What the relay forwards to.
+pub(super) enum Server {
+    /// `forward -- COMMAND`: a child process, restarted with `--restart`.
+    Stdio(Box<Children>),
+    /// `forward --url URL`: an MCP server over HTTP(S).
+    Http(Box<http::HttpUpstream>),
+}
+
+/// The child processes of `forward -- COMMAND`.
+pub(super) struct Children {
+    /// The live child, if any.
+    pub(super) current: Option<Upstream>,
+    /// Children on their way out, kept until reaped.
+    pub(super) retired: Vec<Upstream>,
+    pub(super) next_seq: u64,
+    /// Host messages waiting for a restarted child.
+    pub(super) held: VecDeque<Held>,
+    pub(super) held_bytes: usize,
+    pub(super) backoff: Backoff,
+    pub(super) respawn: Option<TimerId>,
+}
+
+impl Children {
+    pub(super) fn new(backoff: Backoff) -> Children {
+        Children {
+            current: None,
+            retired: Vec::new(),
+            next_seq: 1,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            backoff,
+            respawn: None,
+        }
+    }
+}
+
+impl Server {
+    pub(super) fn children(&self) -> Option<&Children> {
+        match self {
+            Server::Stdio(k) => Some(k),
+            Server::Http(_) => None,
+        }
+    }
+
+    pub(super) fn children_mut(&mut self) -> Option<&mut Children> {
+        match self {
+            Server::Stdio(k) => Some(k),
+            Server::Http(_) => None,
+        }
+    }
+
+    pub(super) fn http(&self) -> Option<&http::HttpUpstream> {
+        match self {
+            Server::Http(h) => Some(h),
+            Server::Stdio(_) => None,
+        }
+    }
+
+    pub(super) fn http_mut(&mut self) -> Option<&mut http::HttpUpstream> {
+        match self {
+            Server::Http(h) => Some(h),
+            Server::Stdio(_) => None,
+        }
+    }
+
+    pub(super) fn is_http(&self) -> bool {
+        matches!(self, Server::Http(_))
+    }
+
+    /// The live child, if there is one.
+    pub(super) fn current(&self) -> Option<&Upstream> {
+        self.children().and_then(|k| k.current.as_ref())
+    }
+
+    pub(super) fn current_mut(&mut self) -> Option<&mut Upstream> {
+        self.children_mut().and_then(|k| k.current.as_mut())
+    }
+
+    /// The child numbered `seq`, live or retired.
+    pub(super) fn child(&mut self, seq: u64) -> Option<&mut Upstream> {
+        let k = self.children_mut()?;
+        find(&mut k.current, &mut k.retired, seq)
+    }
+
+    /// Every child not yet released, live or retired.
+    pub(super) fn all_children(&mut self) -> impl Iterator<Item = &mut Upstream> {
+        self.children_mut()
+            .into_iter()
+            .flat_map(|k| k.current.iter_mut().chain(k.retired.iter_mut()))
+    }
+}
+
 impl Forward {
     pub(super) fn read_upstream(&mut self, seq: u64, ignore_budget: bool) {
         let mut taken = 0;
@@ -62,7 +154,7 @@ impl Forward {
 
     pub(super) fn drain_stderr_all(&mut self) {
         let reg = self.poll.registry();
-        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
+        for u in self.server.all_children() {
             let (more, closed) = u.io.drain_stderr(reg, self.now);
             self.more |= more;
             if let Some(t) = closed {
@@ -74,7 +166,7 @@ impl Forward {
     pub(super) fn flush_upstreams(&mut self) {
         let mut broken = Vec::new();
         let mut close_now = Vec::new();
-        for u in self.current.iter_mut().chain(self.retired.iter_mut()) {
+        for u in self.server.all_children() {
             if let Err(e) = u.io.flush_stdin() {
                 log::warn!(
                     "[{}] writing to the server's stdin failed: {e}",
@@ -92,7 +184,7 @@ impl Forward {
     }
 
     pub(super) fn write_upstream(&mut self, line: &[u8], request: Option<&Id>) {
-        let Some(u) = self.current.as_mut() else {
+        let Some(u) = self.server.current_mut() else {
             return;
         };
         u.io.to_child.push_line(line);
@@ -195,12 +287,15 @@ impl Forward {
     }
 
     pub(super) fn upstream_mut(&mut self, seq: u64) -> Option<&mut Upstream> {
-        find(&mut self.current, &mut self.retired, seq)
+        self.server.child(seq)
     }
 
     pub(super) fn spawn_upstream(&mut self) -> io::Result<()> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let Some(kids) = self.server.children_mut() else {
+            return Ok(());
+        };
+        let seq = kids.next_seq;
+        kids.next_seq += 1;
         let mut io = StdioConn::spawn(
             &self.cfg.command,
             &self.cfg.name,
@@ -231,12 +326,14 @@ impl Forward {
             grace: self.cfg.kill_grace,
             down: DownPolicy::OnStatus,
         };
-        self.current = Some(Upstream {
-            seq,
-            io,
-            life: Lifecycle::spawned(cfg, replay),
-            grace: None,
-        });
+        if let Some(kids) = self.server.children_mut() {
+            kids.current = Some(Upstream {
+                seq,
+                io,
+                life: Lifecycle::spawned(cfg, replay),
+                grace: None,
+            });
+        }
         if !replaying {
             self.flush_held();
         }
@@ -266,8 +363,11 @@ impl Forward {
     }
 
     pub(super) fn flush_held(&mut self) {
-        while let Some(h) = self.held.pop_front() {
-            self.held_bytes -= h.line.len();
+        while let Some(h) = self.server.children_mut().and_then(|k| {
+            let h = k.held.pop_front()?;
+            k.held_bytes -= h.line.len();
+            Some(h)
+        }) {
             // A request that timed out while held is not sent at all.
             if let Some(id) = &h.request
                 && !self.pending.contains(id)
@@ -282,7 +382,7 @@ impl Forward {
     /// closed and reaped in the background.
     pub(super) fn upstream_lost(&mut self, seq: u64) {
         self.retire(seq);
-        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+        let Some(u) = self.server.child(seq) else {
             return;
         };
         let actions = u.life.on_lost(self.now);
@@ -295,7 +395,7 @@ impl Forward {
 
     /// Fails the upstream's in-flight requests and decides what comes next.
     pub(super) fn upstream_down(&mut self, seq: u64, status: Option<ExitStatus>) {
-        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+        let Some(u) = self.server.child(seq) else {
             return;
         };
         let uptime = self.now.duration_since(u.io.started);
@@ -325,8 +425,10 @@ impl Forward {
             return;
         }
         if self.cfg.restart {
-            if uptime >= STABLE_UPTIME {
-                self.backoff.reset();
+            if uptime >= STABLE_UPTIME
+                && let Some(kids) = self.server.children_mut()
+            {
+                kids.backoff.reset();
             }
             self.schedule_respawn();
         } else {
@@ -336,17 +438,20 @@ impl Forward {
     }
 
     pub(super) fn schedule_respawn(&mut self) {
-        let delay = self.backoff.next_delay();
+        let Some(kids) = self.server.children_mut() else {
+            return;
+        };
+        let delay = kids.backoff.next_delay();
         log::info!(
             "[{}] restarting in {delay:?} (attempt {})",
             self.cfg.name,
-            self.backoff.attempt()
+            kids.backoff.attempt()
         );
-        self.respawn = Some(self.timers.insert(self.now + delay, TimerKind::Respawn));
+        kids.respawn = Some(self.timers.insert(self.now + delay, TimerKind::Respawn));
     }
 
     pub(super) fn close_stdin(&mut self, seq: u64) {
-        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+        let Some(u) = self.server.child(seq) else {
             return;
         };
         // A draining upstream stays one the relay asked to close.
@@ -355,7 +460,7 @@ impl Forward {
     }
 
     pub(super) fn grace_expired(&mut self, seq: u64) {
-        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+        let Some(u) = self.server.child(seq) else {
             return;
         };
         u.grace = None;
@@ -368,14 +473,9 @@ impl Forward {
     }
 
     pub(super) fn reap_children(&mut self) {
-        let seqs: Vec<u64> = self
-            .current
-            .iter()
-            .chain(self.retired.iter())
-            .map(|u| u.seq)
-            .collect();
+        let seqs: Vec<u64> = self.server.all_children().map(|u| u.seq).collect();
         for seq in seqs {
-            let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            let Some(u) = self.server.child(seq) else {
                 continue;
             };
             if u.io.proc.status().is_some() {
@@ -399,10 +499,13 @@ impl Forward {
 
     /// Drops a reaped, retired upstream: its pipes are deregistered and closed.
     pub(super) fn release_upstream(&mut self, seq: u64) {
-        let Some(pos) = self.retired.iter().position(|u| u.seq == seq) else {
+        let Some(kids) = self.server.children_mut() else {
             return;
         };
-        let mut u = self.retired.swap_remove(pos);
+        let Some(pos) = kids.retired.iter().position(|u| u.seq == seq) else {
+            return;
+        };
+        let mut u = kids.retired.swap_remove(pos);
         if let Some(t) = u.grace.take() {
             self.timers.cancel(t);
         }
@@ -415,7 +518,7 @@ impl Forward {
     /// released.
     pub(super) fn upstream_exited(&mut self, seq: u64, status: ExitStatus) {
         self.retire(seq);
-        let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+        let Some(u) = self.server.child(seq) else {
             return;
         };
         let actions = u.life.on_exit(status);
@@ -424,14 +527,9 @@ impl Forward {
 
     /// SIGKILL to every upstream now.
     pub(super) fn kill_upstreams(&mut self) {
-        let seqs: Vec<u64> = self
-            .current
-            .iter()
-            .chain(&self.retired)
-            .map(|u| u.seq)
-            .collect();
+        let seqs: Vec<u64> = self.server.all_children().map(|u| u.seq).collect();
         for seq in seqs {
-            if let Some(u) = find(&mut self.current, &mut self.retired, seq) {
+            if let Some(u) = self.server.child(seq) {
                 let actions = u.life.kill_now(self.now);
                 self.run_upstream(seq, actions);
             }
@@ -440,10 +538,11 @@ impl Forward {
 
     /// Moves the upstream out of `current`: it gets no more traffic.
     pub(super) fn retire(&mut self, seq: u64) {
-        if self.current.as_ref().is_some_and(|u| u.seq == seq)
-            && let Some(u) = self.current.take()
+        if let Some(kids) = self.server.children_mut()
+            && kids.current.as_ref().is_some_and(|u| u.seq == seq)
+            && let Some(u) = kids.current.take()
         {
-            self.retired.push(u);
+            kids.retired.push(u);
         }
     }
 
@@ -451,7 +550,7 @@ impl Forward {
     pub(super) fn run_upstream(&mut self, seq: u64, actions: Vec<lifecycle::Action>) {
         let grace = self.cfg.kill_grace;
         for action in actions {
-            let Some(u) = find(&mut self.current, &mut self.retired, seq) else {
+            let Some(u) = self.server.child(seq) else {
                 return;
             };
             match action {

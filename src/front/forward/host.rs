@@ -9,12 +9,12 @@ impl Forward {
         if self.closing || self.client_eof {
             return true;
         }
-        if let Some(h) = self.http.as_deref() {
-            return h.in_flight() >= MAX_HTTP_IN_FLIGHT;
-        }
-        match &self.current {
-            Some(u) if u.life.awaiting_init().is_none() => u.io.to_child.is_full(),
-            _ => self.held_bytes >= HELD_MAX_BYTES,
+        match &self.server {
+            Server::Http(h) => h.in_flight() >= MAX_HTTP_IN_FLIGHT,
+            Server::Stdio(kids) => match &kids.current {
+                Some(u) if u.life.awaiting_init().is_none() => u.io.to_child.is_full(),
+                _ => kids.held_bytes >= HELD_MAX_BYTES,
+            },
         }
     }
 
@@ -77,7 +77,7 @@ impl Forward {
         match self.out.flush_to(&mut self.client_out.file) {
             Ok(true) => {
                 // Room again: upstream reads paused on a full queue resume.
-                if self.current.as_ref().is_some_and(|u| u.io.out_readable) {
+                if self.server.current().is_some_and(|u| u.io.out_readable) {
                     self.more = true;
                 }
             }
@@ -229,11 +229,11 @@ impl Forward {
 
     pub(super) fn send_to_server(&mut self, line: &[u8], request: Option<Id>) {
         self.record(Direction::ClientToServer, line);
-        if self.http.is_some() {
+        let Server::Stdio(kids) = &mut self.server else {
             self.http_send(line, request);
             return;
-        }
-        let ready = match &self.current {
+        };
+        let ready = match &kids.current {
             Some(u) => u.life.awaiting_init().is_none() && u.io.proc.stdin.is_some(),
             None => false,
         };
@@ -242,8 +242,8 @@ impl Forward {
         } else if self.cfg.restart && !self.closing {
             // A lost server is always followed by a respawn in restart mode,
             // even before it is reaped: hold the message for the new one.
-            self.held_bytes += line.len();
-            self.held.push_back(Held {
+            kids.held_bytes += line.len();
+            kids.held.push_back(Held {
                 line: line.to_vec(),
                 request,
             });
@@ -336,12 +336,12 @@ impl Forward {
         );
         // MCP: `initialize` must not be cancelled. Anything else is, so the
         // server can stop working on it; its late reply is dropped.
-        if self.http.is_some() {
+        if self.server.is_http() {
             self.http_cancel(&id, initialize);
             return;
         }
         if !initialize
-            && let Some(u) = self.current.as_mut()
+            && let Some(u) = self.server.current_mut()
             && Some(u.seq) == sent_to
             && u.io.proc.stdin.is_some()
         {

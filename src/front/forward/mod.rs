@@ -115,16 +115,11 @@ struct Forward {
     client_eof: bool,
     client_out_broken: bool,
 
-    current: Option<Upstream>,
-    retired: Vec<Upstream>,
-    next_seq: u64,
+    /// The child processes, or the HTTP upstream.
+    server: Server,
     pending: Inflight<Option<u64>>,
     cached_initialize: Option<Vec<u8>>,
     cached_initialized: Option<Vec<u8>>,
-    held: VecDeque<Held>,
-    held_bytes: usize,
-    backoff: Backoff,
-    respawn: Option<TimerId>,
 
     closing: bool,
     forced: bool,
@@ -133,8 +128,6 @@ struct Forward {
     /// A source still had data when its read budget ran out.
     more: bool,
     recorder: Option<Recorder>,
-    /// `--url`: the HTTP upstream (the stdio fields above stay unused).
-    http: Option<Box<http::HttpUpstream>>,
 }
 
 /// Client requests the HTTP upstream may hold at once (queued or in flight);
@@ -189,23 +182,17 @@ impl Forward {
             out: OutBuf::new(HIGH_WATER),
             client_eof: false,
             client_out_broken: false,
-            current: None,
-            retired: Vec::new(),
-            next_seq: 1,
+            // Replaced by the HTTP upstream before the loop starts with --url.
+            server: Server::Stdio(Box::new(Children::new(backoff))),
             pending: Inflight::default(),
             cached_initialize: None,
             cached_initialized: None,
-            held: VecDeque::new(),
-            held_bytes: 0,
-            backoff,
-            respawn: None,
             closing: false,
             forced: false,
             final_flush: None,
             exit_code: None,
             more: false,
             recorder,
-            http: None,
         })
     }
 
@@ -222,7 +209,7 @@ impl Forward {
     fn run_loop(&mut self) -> io::Result<i32> {
         if let Some(opts) = self.cfg.http.clone() {
             match http::HttpUpstream::new(&opts, &self.cfg, &self.poll) {
-                Ok(h) => self.http = Some(Box::new(h)),
+                Ok(h) => self.server = Server::Http(Box::new(h)),
                 Err(e) => {
                     log::error!("--url {}: {e}", opts.url);
                     return Ok(1);
@@ -294,7 +281,9 @@ impl Forward {
             TimerKind::Response(id) => self.response_timeout(id),
             TimerKind::Grace(seq) => self.grace_expired(seq),
             TimerKind::Respawn => {
-                self.respawn = None;
+                if let Some(kids) = self.server.children_mut() {
+                    kids.respawn = None;
+                }
                 if self.closing {
                     return;
                 }
@@ -304,7 +293,7 @@ impl Forward {
                 }
             }
             TimerKind::FinalFlush => {
-                if self.http.as_deref().is_some_and(|h| !h.settled()) {
+                if self.server.http().is_some_and(|h| !h.settled()) {
                     log::warn!("the upstream did not answer DELETE in time");
                     self.http_abandon();
                     return;
@@ -319,7 +308,7 @@ impl Forward {
 
     fn pump(&mut self) {
         self.read_client();
-        if let Some(seq) = self.current.as_ref().map(|u| u.seq) {
+        if let Some(seq) = self.server.current().map(|u| u.seq) {
             self.read_upstream(seq, false);
         }
         self.drain_stderr_all();
@@ -333,7 +322,7 @@ impl Forward {
         if self.client_readable && !self.client_paused() {
             self.more = true;
         }
-        if let Some(u) = &self.current
+        if let Some(u) = self.server.current()
             && u.io.out_readable
             && !u.io.out_eof
             && !self.out.is_full()
@@ -347,12 +336,19 @@ impl Forward {
             return;
         }
         self.closing = true;
-        if let Some(t) = self.respawn.take() {
-            self.timers.cancel(t);
-        }
+        let held = match self.server.children_mut() {
+            Some(kids) => {
+                if let Some(t) = kids.respawn.take() {
+                    self.timers.cancel(t);
+                }
+                kids.held_bytes = 0;
+                std::mem::take(&mut kids.held)
+            }
+            None => VecDeque::new(),
+        };
         self.http_close();
         // Held messages will never reach a server.
-        while let Some(h) = self.held.pop_front() {
+        for h in held {
             if let Some(id) = h.request {
                 self.fail_request(
                     &id,
@@ -362,8 +358,7 @@ impl Forward {
                 );
             }
         }
-        self.held_bytes = 0;
-        if let Some(u) = self.current.as_mut() {
+        if let Some(u) = self.server.current_mut() {
             // Let the server read what the client sent before stdin closes.
             let (seq, actions) = (u.seq, u.life.drain(self.now));
             self.run_upstream(seq, actions);
@@ -379,14 +374,19 @@ impl Forward {
 
     /// The exit status once nothing is left to do.
     fn finished(&mut self) -> Option<i32> {
-        if !self.closing || !self.retired.is_empty() {
+        if !self.closing
+            || self
+                .server
+                .children()
+                .is_some_and(|k| !k.retired.is_empty())
+        {
             return None;
         }
-        if self.http.as_deref().is_some_and(|h| !h.settled()) {
+        if self.server.http().is_some_and(|h| !h.settled()) {
             // The DELETE ending the upstream session is still on its way.
             return None;
         }
-        if self.current.is_some() {
+        if self.server.current().is_some() {
             // The server is still running: it exits on stdin EOF (or is
             // escalated by its grace timer) and is then retired and reaped.
             return None;
@@ -459,7 +459,7 @@ impl turn::Driver for Forward {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.http.as_deref().and_then(|h| h.next_deadline())
+        self.server.http().and_then(|h| h.next_deadline())
     }
 
     fn on_signal(&mut self, sig: libc::c_int) {

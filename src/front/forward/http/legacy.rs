@@ -31,7 +31,7 @@ impl Forward {
     pub(super) fn pump_legacy(&mut self) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         let headers = h.headers(false);
@@ -68,7 +68,7 @@ impl Forward {
         self.forget(ex);
         let init = self.cached_initialize.clone();
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         let mut waiting = VecDeque::new();

@@ -164,14 +164,14 @@ impl HttpUpstream {
 
 impl Forward {
     fn http(&mut self) -> Option<&mut HttpUpstream> {
-        self.http.as_deref_mut()
+        self.server.http_mut()
     }
 
     /// A client message for the HTTP upstream.
     pub(super) fn http_send(&mut self, line: &[u8], request: Option<Id>) {
         let initialize = request.is_some() && is_method(line, "initialize");
         let initialized = request.is_none() && is_method(line, "notifications/initialized");
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         if h.phase != Phase::Ready {
@@ -211,7 +211,7 @@ impl Forward {
     fn post(&mut self, target: String, line: &[u8], request: Option<Id>, initialize: bool) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         let req = Request::post(target, h.headers(false), line.to_vec());
@@ -246,7 +246,7 @@ impl Forward {
                 reconnect::Action::Connect { last_event_id } => {
                     let now = self.now;
                     let reg = self.poll.registry();
-                    let Some(h) = self.http.as_deref_mut() else {
+                    let Some(h) = self.server.http_mut() else {
                         return;
                     };
                     let mut headers = h.headers(true);
@@ -289,7 +289,7 @@ impl Forward {
     pub(super) fn http_event(&mut self, conn: Option<u64>, readable: bool, writable: bool) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         match conn {
@@ -312,7 +312,7 @@ impl Forward {
     pub(super) fn http_poll(&mut self) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         if h.client.next_deadline().is_some_and(|d| d <= now) {
@@ -356,9 +356,7 @@ impl Forward {
     }
 
     fn carry(&mut self, ex: ExId) -> Option<Carry> {
-        self.http
-            .as_deref()
-            .and_then(|h| h.carries.get(&ex).cloned())
+        self.server.http().and_then(|h| h.carries.get(&ex).cloned())
     }
 
     fn on_head(&mut self, ex: ExId, status: u16, headers: &[(String, String)], _sse: bool) {
@@ -384,7 +382,7 @@ impl Forward {
                     }
                     return;
                 }
-                let has_session = self.http.as_deref().is_some_and(|h| h.session_id.is_some());
+                let has_session = self.server.http().is_some_and(|h| h.session_id.is_some());
                 if initialize && matches!(status, 400 | 404 | 405) && !has_session {
                     // MCP backward compatibility: a 2024-11-05 server answers
                     // POST initialize like this; fall back to HTTP+SSE.
@@ -486,7 +484,7 @@ impl Forward {
             Carry::LegacyStream => {
                 if let Some(rest) = data.strip_prefix(b"endpoint:") {
                     let endpoint = String::from_utf8_lossy(rest).trim().to_string();
-                    let joined = self.http.as_deref().map(|h| h.url.join(&endpoint));
+                    let joined = self.server.http().map(|h| h.url.join(&endpoint));
                     match joined {
                         Some(Ok(target)) => {
                             log::info!("[{}] legacy endpoint {target}", self.cfg.name);
@@ -561,11 +559,7 @@ impl Forward {
             }
             Carry::Reinit => {
                 // No JSON reply at all: treat as failed.
-                if self
-                    .http
-                    .as_deref()
-                    .is_some_and(|h| h.phase == Phase::Reinit)
-                {
+                if self.server.http().is_some_and(|h| h.phase == Phase::Reinit) {
                     self.reinit_done(false);
                 }
             }
@@ -700,7 +694,7 @@ impl Forward {
     /// upstream it is cancelled.
     pub(super) fn http_cancel(&mut self, id: &Id, initialize: bool) {
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         if let Some(ex) = h.by_request.remove(id) {
@@ -719,7 +713,7 @@ impl Forward {
     /// restored): requests in flight fail, and a new session is initialized
     /// from the client's cached `initialize`.
     fn session_lost(&mut self) {
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         let reg = self.poll.registry();
@@ -757,7 +751,7 @@ impl Forward {
         );
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         h.phase = Phase::Reinit;
@@ -770,7 +764,7 @@ impl Forward {
     fn reinit_done(&mut self, ok: bool) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         if h.phase != Phase::Reinit {
@@ -796,7 +790,7 @@ impl Forward {
             return;
         }
         if let Some(n) = self.cached_initialized.clone() {
-            let Some(h) = self.http.as_deref_mut() else {
+            let Some(h) = self.server.http_mut() else {
                 return;
             };
             let req = Request::post(h.url.target.clone(), h.headers(false), n.clone());
@@ -821,7 +815,7 @@ impl Forward {
     pub(super) fn http_close(&mut self) {
         let now = self.now;
         let reg = self.poll.registry();
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         h.get.stop();
@@ -831,7 +825,7 @@ impl Forward {
         if let Some(t) = h.get_timer.take() {
             self.timers.cancel(t);
         }
-        let Some(h) = self.http.as_deref_mut() else {
+        let Some(h) = self.server.http_mut() else {
             return;
         };
         if h.session_id.is_some() && h.legacy.is_none() {
@@ -847,7 +841,7 @@ impl Forward {
     /// Gives up on everything still open (the grace is over).
     pub(super) fn http_abandon(&mut self) {
         let reg = self.poll.registry();
-        if let Some(h) = self.http.as_deref_mut() {
+        if let Some(h) = self.server.http_mut() {
             h.delete_ex = None;
             h.client.close_all(reg);
         }
