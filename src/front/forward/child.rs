@@ -115,7 +115,7 @@ impl Forward {
     pub(super) fn read_upstream(&mut self, seq: u64, ignore_budget: bool) {
         let mut taken = 0;
         loop {
-            let client_full = self.out.is_full() && !self.client_out_broken;
+            let client_full = self.host.out.is_full() && !self.host.out_broken;
             let Some(u) = self.upstream_mut(seq) else {
                 return;
             };

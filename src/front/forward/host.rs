@@ -6,7 +6,7 @@ use super::*;
 
 impl Forward {
     pub(super) fn client_paused(&self) -> bool {
-        if self.closing || self.client_eof {
+        if self.closing || self.host.eof {
             return true;
         }
         match &self.server {
@@ -20,7 +20,7 @@ impl Forward {
 
     pub(super) fn read_client(&mut self) {
         let mut taken = 0;
-        while self.client_readable || !self.client_in.pollable {
+        while self.host.readable || !self.host.input.pollable {
             if self.client_paused() {
                 return;
             }
@@ -28,36 +28,36 @@ impl Forward {
                 self.more = true;
                 return;
             }
-            match self.reader.read_from(&mut self.client_in.file) {
+            match self.host.reader.read_from(&mut self.host.input.file) {
                 Ok(ReadResult::Data { n, drained }) => {
                     taken += n;
-                    if drained && !self.client_hup {
-                        self.client_readable = false;
+                    if drained && !self.host.hup {
+                        self.host.readable = false;
                     }
                     // The reader is moved out while its frames are handled, so
                     // lines are borrowed, not copied.
-                    let mut reader = std::mem::replace(&mut self.reader, LineReader::new(0));
+                    let mut reader = std::mem::replace(&mut self.host.reader, LineReader::new(0));
                     while let Some(frame) = reader.next_frame() {
                         match frame {
                             Frame::Line(line) => self.on_client_line(line),
                             Frame::Oversize(o) => self.on_client_oversize(o),
                         }
                     }
-                    self.reader = reader;
+                    self.host.reader = reader;
                 }
-                Ok(ReadResult::WouldBlock) => self.client_readable = false,
+                Ok(ReadResult::WouldBlock) => self.host.readable = false,
                 Ok(ReadResult::Eof) => {
-                    if self.reader.has_partial() {
+                    if self.host.reader.has_partial() {
                         log::warn!("client closed stdin in the middle of a message; dropped it");
                     }
                     log::info!("client closed stdin");
-                    self.client_eof = true;
+                    self.host.eof = true;
                     self.begin_close();
                     return;
                 }
                 Err(e) => {
                     log::warn!("reading stdin failed: {e}");
-                    self.client_eof = true;
+                    self.host.eof = true;
                     self.begin_close();
                     return;
                 }
@@ -66,26 +66,26 @@ impl Forward {
     }
 
     pub(super) fn flush_client(&mut self) {
-        if self.client_out_broken {
-            self.out.clear();
+        if self.host.out_broken {
+            self.host.out.clear();
             return;
         }
-        let can_write = self.client_writable || !self.client_out.pollable;
-        if self.out.is_empty() || !can_write {
+        let can_write = self.host.writable || !self.host.output.pollable;
+        if self.host.out.is_empty() || !can_write {
             return;
         }
-        match self.out.flush_to(&mut self.client_out.file) {
+        match self.host.out.flush_to(&mut self.host.output.file) {
             Ok(true) => {
                 // Room again: upstream reads paused on a full queue resume.
                 if self.server.current().is_some_and(|u| u.io.out_readable) {
                     self.more = true;
                 }
             }
-            Ok(false) => self.client_writable = false,
+            Ok(false) => self.host.writable = false,
             Err(e) => {
                 log::warn!("writing to stdout failed: {e}; the client is gone");
-                self.client_out_broken = true;
-                self.out.clear();
+                self.host.out_broken = true;
+                self.host.out.clear();
                 self.begin_close();
             }
         }
@@ -280,8 +280,8 @@ impl Forward {
 
     pub(super) fn send_to_client(&mut self, dir: Direction, line: &[u8]) {
         self.record(dir, line);
-        if !self.client_out_broken {
-            self.out.push_line(line);
+        if !self.host.out_broken {
+            self.host.out.push_line(line);
         }
     }
 

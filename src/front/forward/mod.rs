@@ -94,6 +94,23 @@ enum TimerKind {
 /// (`None` while held for a restarting upstream).
 type Pending = inflight::Request<Option<u64>>;
 
+/// The host's side: the relay's own stdin and stdout.
+struct Host {
+    input: Fd,
+    output: Fd,
+    /// The stdio file flags found at start, restored at exit.
+    saved_flags: (libc::c_int, libc::c_int),
+    reader: LineReader,
+    out: OutBuf,
+    readable: bool,
+    /// The kernel reported a hang-up: read to EOF, never stop at a short read.
+    hup: bool,
+    writable: bool,
+    eof: bool,
+    /// Stdout failed: nothing more is written.
+    out_broken: bool,
+}
+
 struct Forward {
     cfg: ForwardConfig,
     poll: Poll,
@@ -103,17 +120,8 @@ struct Forward {
     now: Instant,
     wall: SystemTime,
 
-    client_in: Fd,
-    client_out: Fd,
-    stdin_flags: (libc::c_int, libc::c_int),
-    reader: LineReader,
-    out: OutBuf,
-    client_readable: bool,
-    /// The kernel reported a hang-up: read to EOF, never stop at a short read.
-    client_hup: bool,
-    client_writable: bool,
-    client_eof: bool,
-    client_out_broken: bool,
+    /// Our stdin and stdout: the host's side.
+    host: Host,
 
     /// The child processes, or the HTTP upstream.
     server: Server,
@@ -122,7 +130,6 @@ struct Forward {
     cached_initialized: Option<Vec<u8>>,
 
     closing: bool,
-    forced: bool,
     final_flush: Option<TimerId>,
     exit_code: Option<i32>,
     /// A source still had data when its read budget ran out.
@@ -165,7 +172,18 @@ impl Forward {
         let now = Instant::now();
         let backoff = Backoff::new(cfg.restart_base, cfg.restart_max_delay, Rng::from_os());
         Ok(Forward {
-            reader: LineReader::new(cfg.max_message_size),
+            host: Host {
+                input: client_in,
+                output: client_out,
+                saved_flags: stdin_flags,
+                reader: LineReader::new(cfg.max_message_size),
+                out: OutBuf::new(HIGH_WATER),
+                readable: true,
+                hup: false,
+                writable: true,
+                eof: false,
+                out_broken: false,
+            },
             cfg,
             poll,
             timers: TimerWheel::new(now),
@@ -173,22 +191,12 @@ impl Forward {
             signals,
             now,
             wall: SystemTime::now(),
-            client_readable: true,
-            client_hup: false,
-            client_writable: true,
-            client_in,
-            client_out,
-            stdin_flags,
-            out: OutBuf::new(HIGH_WATER),
-            client_eof: false,
-            client_out_broken: false,
             // Replaced by the HTTP upstream before the loop starts with --url.
             server: Server::Stdio(Box::new(Children::new(backoff))),
             pending: Inflight::default(),
             cached_initialize: None,
             cached_initialized: None,
             closing: false,
-            forced: false,
             final_flush: None,
             exit_code: None,
             more: false,
@@ -201,8 +209,8 @@ impl Forward {
         // shares our stdin/stdout (a terminal, a shell).
         // SAFETY: fcntl on the standard fds with their original flags.
         unsafe {
-            libc::fcntl(0, libc::F_SETFL, self.stdin_flags.0);
-            libc::fcntl(1, libc::F_SETFL, self.stdin_flags.1);
+            libc::fcntl(0, libc::F_SETFL, self.host.saved_flags.0);
+            libc::fcntl(1, libc::F_SETFL, self.host.saved_flags.1);
         }
     }
 
@@ -243,10 +251,10 @@ impl Forward {
         };
         match ep {
             Endpoint::ClientIn => {
-                self.client_readable |= readable;
-                self.client_hup |= hup;
+                self.host.readable |= readable;
+                self.host.hup |= hup;
             }
-            Endpoint::ClientOut => self.client_writable |= writable,
+            Endpoint::ClientOut => self.host.writable |= writable,
             Endpoint::Child(seq, pipe) => {
                 if let Some(u) = self.upstream_mut(seq) {
                     u.io.on_event(pipe, readable, writable, hup);
@@ -300,7 +308,7 @@ impl Forward {
                 }
                 log::warn!("stdout not drained in time; exiting with output unsent");
                 self.final_flush = None;
-                self.client_out_broken = true;
+                self.host.out_broken = true;
             }
             TimerKind::Reconnect => self.on_reconnect_timer(),
         }
@@ -319,13 +327,13 @@ impl Forward {
         }
         // Edge-triggered readiness is not re-announced: a reader that paused
         // for room and now has it must be resumed without waiting for an event.
-        if self.client_readable && !self.client_paused() {
+        if self.host.readable && !self.client_paused() {
             self.more = true;
         }
         if let Some(u) = self.server.current()
             && u.io.out_readable
             && !u.io.out_eof
-            && !self.out.is_full()
+            && !self.host.out.is_full()
         {
             self.more = true;
         }
@@ -366,10 +374,9 @@ impl Forward {
     }
 
     fn force_close(&mut self) {
-        self.forced = true;
         self.begin_close();
         self.kill_upstreams();
-        self.client_out_broken = true;
+        self.host.out_broken = true;
     }
 
     /// The exit status once nothing is left to do.
@@ -401,7 +408,7 @@ impl Forward {
                 json!({}),
             );
         }
-        if !self.out.is_empty() && !self.client_out_broken {
+        if !self.host.out.is_empty() && !self.host.out_broken {
             if self.final_flush.is_none() {
                 self.final_flush = Some(
                     self.timers
@@ -409,14 +416,14 @@ impl Forward {
                 );
             }
             self.flush_client();
-            if !self.out.is_empty() && !self.client_out_broken {
+            if !self.host.out.is_empty() && !self.host.out_broken {
                 return None;
             }
         }
         if let Some(r) = self.recorder.as_mut() {
             r.flush();
         }
-        let _ = self.client_out.file.flush();
+        let _ = self.host.output.file.flush();
         Some(self.exit_code.unwrap_or(0))
     }
 }
