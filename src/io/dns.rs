@@ -1,8 +1,8 @@
 //! Hostname resolution off the loop thread.
 //!
 //! `getaddrinfo` (behind `ToSocketAddrs`) blocks, for seconds when a name
-//! server is slow, so it must not run on the loop (DESIGN.md "Event-loop
-//! rules"). Lookups go to one worker thread over a channel; answers come back
+//! server is slow, so it must not run on the loop: nothing on the loop
+//! thread may block. Lookups go to one worker thread over a channel; answers come back
 //! over another channel, and a `mio::Waker` wakes the loop to `drain` them.
 //!
 //! Every answer, including the immediate ones (literal IP addresses, an empty

@@ -106,11 +106,12 @@ pub(super) struct Exchange {
 
 impl Reverse {
     pub(super) fn accept(&mut self, ltok: Token) {
-        if self.accept_paused || self.shutdown.is_final() {
+        if self.listen.paused || self.shutdown.is_final() {
             return;
         }
         loop {
-            let Some((_, listener, kind)) = self.listeners.iter().find(|l| l.0 == ltok) else {
+            let Some((_, listener, kind)) = self.listen.listeners.iter().find(|l| l.0 == ltok)
+            else {
                 return;
             };
             let kind = *kind;
@@ -127,7 +128,7 @@ impl Reverse {
                     // Out of descriptors: pause instead of spinning on a
                     // listener that stays readable, and retry on a timer.
                     log::warn!("accept failed ({e}); pausing for {ACCEPT_PAUSE:?}");
-                    self.accept_paused = true;
+                    self.listen.paused = true;
                     self.timers
                         .insert(self.now + ACCEPT_PAUSE, TimerKind::AcceptResume);
                     return;
@@ -142,7 +143,7 @@ impl Reverse {
 
     pub(super) fn add_client(&mut self, mut stream: TcpStream, kind: ListenerKind) {
         let _ = stream.set_nodelay(true);
-        if self.clients >= self.cfg.max_clients {
+        if self.listen.clients >= self.cfg.max_clients {
             // Over --max-clients: a best-effort 503 on the fresh socket, then close.
             let mut out = Vec::new();
             http1::write_response(
@@ -186,7 +187,7 @@ impl Reverse {
             self.endpoints.remove(tok);
             return;
         }
-        self.clients += 1;
+        self.listen.clients += 1;
         self.client_rearm(tok);
     }
 
@@ -204,7 +205,7 @@ impl Reverse {
                 && matches!(c.state, ClientState::Streaming { .. })
             {
                 c.out.push_raw(&chunk);
-                self.dirty.push(tok);
+                self.work.dirty.push(tok);
             }
         }
         if !self.shutdown.is_final() {
@@ -269,7 +270,7 @@ impl Reverse {
         }
         if c.readable {
             // Budget spent: finish on a later turn (fairness).
-            self.to_drive.push(tok);
+            self.work.to_drive.push(tok);
         }
         if eof {
             c.peer_closed = true;
@@ -304,7 +305,7 @@ impl Reverse {
                     let mut out = Vec::new();
                     http1::write_continue(&mut out);
                     c.out.push_raw(&out);
-                    self.dirty.push(tok);
+                    self.work.dirty.push(tok);
                 }
                 Ok(Some(Event::Request(req))) => {
                     c.began = if c.parser.buffered() > 0 {
@@ -318,7 +319,7 @@ impl Reverse {
                     if c.peer_closed {
                         // Nothing more will come: close once answers are out.
                         c.set_state(ClientState::Closing);
-                        self.dirty.push(tok);
+                        self.work.dirty.push(tok);
                     }
                     break;
                 }
@@ -367,7 +368,7 @@ impl Reverse {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
-        self.clients -= 1;
+        self.listen.clients -= 1;
         if let Some(t) = c.timer.take() {
             self.timers.cancel(t);
         }
@@ -489,8 +490,8 @@ impl Reverse {
         });
         c.last_active = now;
         self.metrics.http_response(status);
-        self.dirty.push(tok);
-        self.to_drive.push(tok);
+        self.work.dirty.push(tok);
+        self.work.to_drive.push(tok);
     }
 
     pub(super) fn respond_json(
@@ -531,8 +532,8 @@ impl Reverse {
         c.out.push_raw(&out);
         c.set_state(ClientState::Idle);
         c.last_active = now;
-        self.dirty.push(tok);
-        self.to_drive.push(tok);
+        self.work.dirty.push(tok);
+        self.work.to_drive.push(tok);
     }
 
     pub(super) fn client_tokens(&self) -> Vec<Token> {

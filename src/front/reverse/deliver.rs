@@ -18,7 +18,7 @@ impl Reverse {
             .get(&skey)
             .is_some_and(|s| s.stateless && s.inflight.is_empty())
         {
-            self.to_end.push(skey);
+            self.work.to_end.push(skey);
         }
     }
 
@@ -62,9 +62,9 @@ impl Reverse {
                     ClientState::Closing
                 });
                 c.last_active = self.now;
-                self.to_drive.push(tok);
+                self.work.to_drive.push(tok);
             }
-            self.dirty.push(tok);
+            self.work.dirty.push(tok);
             return;
         }
         if ex.batch {
@@ -138,7 +138,7 @@ impl Reverse {
                 let mut out = Vec::new();
                 http1::write_chunk(&mut out, &ev);
                 c.out.push_raw(&out);
-                self.dirty.push(tok);
+                self.work.dirty.push(tok);
                 return;
             }
         }
@@ -163,7 +163,7 @@ impl Reverse {
             });
             if let Some(c) = self.client(tok) {
                 chunk_event_into(&mut c.out, ev_id, &msg);
-                self.dirty.push(tok);
+                self.work.dirty.push(tok);
             }
             return;
         }
@@ -201,7 +201,7 @@ impl Reverse {
                 });
                 if let Some(c) = self.client(tok) {
                     chunk_event_into(&mut c.out, ev_id, &msg);
-                    self.dirty.push(tok);
+                    self.work.dirty.push(tok);
                 }
             }
             _ => self.push_to_stream(skey, msg),

@@ -202,6 +202,30 @@ enum TimerKind {
     Reconnect(SKey),
 }
 
+/// The listening sockets and the connections they accepted.
+struct Listening {
+    listeners: Vec<(Token, TcpListener, ListenerKind)>,
+    /// Client connections open (`--max-clients`).
+    clients: usize,
+    /// Accepting is paused after EMFILE/ENFILE, until a timer.
+    paused: bool,
+}
+
+/// Work handlers queue for the loop's end of turn (`settle`), which empties
+/// every queue (a token queued twice is handled once more, harmlessly).
+#[derive(Default)]
+struct Work {
+    /// Clients whose buffered requests may be handled now.
+    to_drive: Vec<Token>,
+    /// Clients with output to write.
+    dirty: Vec<Token>,
+    /// Stateless sessions whose one request was answered, ended by the loop
+    /// at the end of the turn.
+    to_end: Vec<SKey>,
+    /// Processes whose read budget ran out with data left.
+    more_procs: Vec<PKey>,
+}
+
 struct Reverse {
     cfg: ReverseConfig,
     poll: Poll,
@@ -209,9 +233,7 @@ struct Reverse {
     endpoints: Registry<Endpoint>,
     signals: Signals,
     now: Instant,
-    listeners: Vec<(Token, TcpListener, ListenerKind)>,
-    clients: usize,
-    accept_paused: bool,
+    listen: Listening,
     tokens: Option<Tokens>,
     sessions: HashMap<SKey, Session>,
     by_id: HashMap<String, SKey>,
@@ -222,15 +244,8 @@ struct Reverse {
     /// Resolves URL upstreams' host names off the loop (one waker per Poll).
     resolver: Option<Resolver>,
     metrics: Metrics,
-    /// Clients whose buffered requests may be handled now.
-    to_drive: Vec<Token>,
-    /// Clients with output to write.
-    dirty: Vec<Token>,
-    /// Stateless sessions whose one request was answered, ended by the loop
-    /// at the end of the turn.
-    to_end: Vec<SKey>,
-    /// Processes whose read budget ran out with data left.
-    more_procs: Vec<PKey>,
+    /// What handlers left for the end of the turn.
+    work: Work,
     /// The relay's own lifecycle: serving → draining → grace → final → exit.
     shutdown: Shutdown,
 }
@@ -363,9 +378,11 @@ impl Reverse {
             endpoints,
             signals,
             now,
-            listeners,
-            clients: 0,
-            accept_paused: false,
+            listen: Listening {
+                listeners,
+                clients: 0,
+                paused: false,
+            },
             tokens,
             sessions: HashMap::new(),
             by_id: HashMap::new(),
@@ -374,10 +391,7 @@ impl Reverse {
             ups,
             resolver,
             metrics,
-            to_drive: Vec::new(),
-            dirty: Vec::new(),
-            to_end: Vec::new(),
-            more_procs: Vec::new(),
+            work: Work::default(),
             shutdown,
         })
     }
@@ -397,20 +411,20 @@ impl Reverse {
     /// Handles pipelined requests freed up this turn, then writes everything
     /// that was queued.
     fn settle(&mut self) {
-        for skey in std::mem::take(&mut self.to_end) {
+        for skey in std::mem::take(&mut self.work.to_end) {
             self.end_session(skey, "stateless request answered");
         }
         // One pass: a client that still has data after its read budget is
         // queued again and served next turn (with a zero poll timeout), so a
         // fast sender cannot monopolise the loop.
-        for tok in std::mem::take(&mut self.to_drive) {
+        for tok in std::mem::take(&mut self.work.to_drive) {
             self.drive_client(tok);
         }
         let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
             self.proc_flush(conn);
         }
-        for tok in std::mem::take(&mut self.dirty) {
+        for tok in std::mem::take(&mut self.work.dirty) {
             self.client_flush(tok);
         }
         self.shutdown_tick();
@@ -496,8 +510,8 @@ impl Reverse {
             TimerKind::SessionIdle(skey) => self.session_idle(skey),
             TimerKind::Grace(conn) => self.grace_expired(conn),
             TimerKind::AcceptResume => {
-                self.accept_paused = false;
-                let toks: Vec<Token> = self.listeners.iter().map(|l| l.0).collect();
+                self.listen.paused = false;
+                let toks: Vec<Token> = self.listen.listeners.iter().map(|l| l.0).collect();
                 for tok in toks {
                     self.accept(tok);
                 }
@@ -558,10 +572,10 @@ impl Reverse {
 
     /// Closes the listeners, ends every session and closes every process.
     fn enter_final_phase(&mut self) {
-        for (_, l, _) in &mut self.listeners {
+        for (_, l, _) in &mut self.listen.listeners {
             let _ = self.poll.registry().deregister(l);
         }
-        self.listeners.clear();
+        self.listen.listeners.clear();
         let keys: Vec<SKey> = self.sessions.keys().copied().collect();
         for k in keys {
             self.end_session(k, "the relay is shutting down");
@@ -575,7 +589,7 @@ impl Reverse {
         for tok in toks {
             if let Some(c) = self.client(tok) {
                 c.set_state(ClientState::Closing);
-                self.dirty.push(tok);
+                self.work.dirty.push(tok);
             }
         }
     }
@@ -586,7 +600,7 @@ impl Reverse {
             .ups
             .iter()
             .all(|u| u.http().is_none_or(|h| h.in_flight() == 0));
-        let clients_left = self.clients > 0 || !http_idle;
+        let clients_left = self.listen.clients > 0 || !http_idle;
         self.shutdown.try_exit(!self.procs.is_empty(), clients_left)
     }
 
@@ -619,7 +633,8 @@ impl Reverse {
             })
             .collect();
         let mut out = String::with_capacity(4096);
-        self.metrics.render(&mut out, &gauges, self.clients as u64);
+        self.metrics
+            .render(&mut out, &gauges, self.listen.clients as u64);
         out
     }
 }
@@ -660,7 +675,7 @@ impl turn::Driver for Reverse {
     }
 
     fn has_more(&self) -> bool {
-        !self.more_procs.is_empty() || !self.to_drive.is_empty()
+        !self.work.more_procs.is_empty() || !self.work.to_drive.is_empty()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -678,7 +693,7 @@ impl turn::Driver for Reverse {
     /// Processes whose read budget ran out last turn are read before the
     /// timers, so a reply already in a pipe beats its response timeout.
     fn after_events(&mut self) {
-        for conn in std::mem::take(&mut self.more_procs) {
+        for conn in std::mem::take(&mut self.work.more_procs) {
             self.proc_read(conn, false);
             self.proc_stderr(conn);
         }

@@ -168,7 +168,7 @@ impl Reverse {
         let (more, closed) = p.io.drain_stderr(self.poll.registry(), self.now);
         if more {
             // More stderr than one turn's budget: keep draining next turn.
-            self.more_procs.push(conn);
+            self.work.more_procs.push(conn);
         }
         if let Some(t) = closed {
             self.endpoints.remove(t);
@@ -196,7 +196,7 @@ impl Reverse {
             };
             if !drain_all && taken >= READ_BUDGET {
                 if p.io.out_readable {
-                    self.more_procs.push(conn);
+                    self.work.more_procs.push(conn);
                 }
                 return;
             }

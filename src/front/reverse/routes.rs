@@ -487,7 +487,7 @@ impl Reverse {
             c.out.push_raw(&out);
             c.set_state(ClientState::Streaming { session: skey });
         }
-        self.dirty.push(tok);
+        self.work.dirty.push(tok);
     }
 
     pub(super) fn delete_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
@@ -548,7 +548,7 @@ impl Reverse {
             c.out.push_raw(&out);
             c.set_state(ClientState::Streaming { session: skey });
         }
-        self.dirty.push(tok);
+        self.work.dirty.push(tok);
     }
 
     pub(super) fn legacy_post(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
