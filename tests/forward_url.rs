@@ -1217,3 +1217,56 @@ fn keep_alive_connections_the_upstream_closed_while_idle_are_not_reused() {
         close_and_exit(&mut relay);
     });
 }
+
+/// Issue 11, class 2: what an HTTP upstream sends reaches the host as one
+/// line per message. A pretty-printed JSON body and an SSE event whose data
+/// spans several `data:` lines (joined with LF, as the SSE spec says) used
+/// to go to stdout raw: the host saw lines that were not JSON, and the
+/// request was never answered.
+#[test]
+fn multi_line_upstream_messages_reach_the_host_as_one_line_each() {
+    bounded(|| {
+        let fake = Fake::start(handler(|req, conn| {
+            let msg = req.json();
+            match msg
+                .pointer("/params/arguments/text")
+                .and_then(Value::as_str)
+            {
+                Some("pretty") => {
+                    let reply = reply_to(&msg).expect("a request");
+                    let body = serde_json::to_vec_pretty(&reply).expect("json");
+                    conn.respond(200, &[("content-type", "application/json")], &body)
+                }
+                Some("split") => {
+                    let reply = reply_to(&msg).expect("a request");
+                    let pretty = serde_json::to_string_pretty(&reply).expect("json");
+                    if !conn.sse_start() {
+                        return After::Close;
+                    }
+                    // One `data:` line per line of the pretty text.
+                    let mut ev = String::new();
+                    for line in pretty.lines() {
+                        ev.push_str("data: ");
+                        ev.push_str(line);
+                        ev.push('\n');
+                    }
+                    ev.push('\n');
+                    conn.send(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes());
+                    conn.sse_end();
+                    After::KeepAlive
+                }
+                _ => standard(req, conn, "s1"),
+            }
+        }));
+        let mut relay = start_relay(&fake.url(), &[]);
+        relay.handshake();
+        for (n, text) in [(1, "pretty"), (2, "split")] {
+            relay.send(&call(json!(n), text));
+            let reply = relay.expect_response(&json!(n), SHORT);
+            assert_eq!(echo_text(&reply), Some(text), "{reply}");
+        }
+        relay.echo_ok(json!(3), "after");
+        relay.expect_silence(Duration::from_millis(200));
+        close_and_exit(&mut relay);
+    });
+}

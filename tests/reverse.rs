@@ -1255,6 +1255,26 @@ fn bad_input() {
     healthy("a bad Origin");
     let mut ok = Session::open_with(port, &[("Origin", "http://ok.example")]);
     ok.call_ok("allowed origin");
+    // Same-origin: a page served from the relay's own scheme, host and port
+    // needs no --allow-origin; another port of the same host is another
+    // origin.
+    for own in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        let mut same = Session::open_with(port, &[("Origin", own.as_str())]);
+        same.call_ok("same origin");
+    }
+    let other_port = format!("http://127.0.0.1:{}", if port == 1 { 2 } else { port - 1 });
+    let r = post_on(
+        &mut h,
+        None,
+        &initialize(json!(1)),
+        &[("Origin", other_port.as_str())],
+        IO,
+    )
+    .expect("answer");
+    assert_eq!(r.status(), 403, "Origin {other_port}: {r:?}");
 
     // Method not allowed.
     let r = h.request("PUT", "/mcp", &mcp_headers(Some(&sid)), &init_body);
@@ -2383,7 +2403,24 @@ fn spawn_failure_answers_503() {
         m.0
     );
     assert_eq!(m.sessions(), 0, "{}", m.0);
-    assert_eq!(relay.http().get("/healthz").status(), 200);
+    // The error names the cause, and comes at once rather than at the queue
+    // timeout; the health check reports the upstream as failing.
+    assert!(
+        r.text().contains("cannot start") && r.text().contains("/nonexistent/mcp-server"),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_secs(1), "503 after {took:?}");
+    let health = relay.http().get("/healthz");
+    assert_eq!(health.status(), 503, "{health:?}");
+    assert!(
+        health.text().contains(NAME) && health.text().contains("cannot start"),
+        "{health:?}"
+    );
+    // Still failing: a second initialize is refused at once too.
+    let t0 = Instant::now();
+    let r = post(&mut relay.http(), None, &initialize(json!(2)));
+    assert_eq!(r.status(), 503, "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
 }
 
 #[test]
@@ -2802,5 +2839,40 @@ fn idle_streams_get_keepalive_comments() {
             "unexpected chunk {text:?}"
         );
         comments += 1;
+    }
+}
+
+/// Issue 11, class 1: a POST body that is one JSON value with raw newlines
+/// (pretty-printed) reaches the server as one line, in both pool modes. It
+/// used to be written as is: the server read several broken messages, the
+/// request was never answered, and in shared mode a line of it could pass as
+/// a request under another session's upstream id.
+#[test]
+fn pretty_printed_requests_reach_the_server_as_one_line() {
+    for mode in ["session", "shared"] {
+        let relay = start_relay(&["--pool", mode, "--response-timeout", "3s"], &[]);
+        let mut s = Session::open(relay.port);
+        // The second line of this body is, on its own, a complete request.
+        let inner = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"injected"}}}"#;
+        let body = format!(
+            "{{\r\n  \"jsonrpc\": \"2.0\",\n  \"id\": 41,\n  \"method\": \"tools/call\",\n  \"params\": {{\n    \"name\": \"echo\",\n    \"arguments\": {{\"text\": \"pretty\", \"extra\":\n{inner}\n}}\n  }}\n}}"
+        );
+        let sid = s.sid.clone();
+        let t0 = Instant::now();
+        let r = s
+            .http
+            .request("POST", "/mcp", &mcp_headers(Some(&sid)), body.as_bytes());
+        assert_eq!(r.status(), 200, "{mode}: {r:?}");
+        let reply = r.rpc();
+        assert_eq!(reply["id"], 41, "{mode}: {reply}");
+        assert_eq!(echo_text(&reply), Some("pretty"), "{mode}: {reply}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{mode}: {:?}",
+            t0.elapsed()
+        );
+        // Nothing else came of it: the session works and no stray answer
+        // is waiting for it.
+        s.call_ok("after");
     }
 }

@@ -38,10 +38,22 @@ impl OutBuf {
         self.len() >= self.high_water
     }
 
-    /// Appends one message followed by a newline.
+    /// Appends one message as exactly one line: the message, then a newline.
+    /// Every message queued here is validated JSON, in which a raw CR or LF
+    /// can only be whitespace between tokens (strings must escape them), so
+    /// each becomes a space: a pretty-printed body reaches a stdio peer as
+    /// one message, never as several.
     pub fn push_line(&mut self, msg: &[u8]) {
         self.data.reserve(msg.len() + 1);
+        let start = self.data.len();
         self.data.extend_from_slice(msg);
+        if memchr::memchr2(b'\n', b'\r', msg).is_some() {
+            for b in &mut self.data[start..] {
+                if matches!(*b, b'\n' | b'\r') {
+                    *b = b' ';
+                }
+            }
+        }
         self.data.push(b'\n');
     }
 
@@ -135,6 +147,26 @@ mod tests {
         assert!(q.flush_to(&mut sink).unwrap());
         assert_eq!(sink.got, b"hello\nworld\n");
         assert!(q.is_empty() && !q.is_full());
+    }
+
+    #[test]
+    fn a_pretty_printed_message_is_queued_as_one_line() {
+        let mut q = OutBuf::new(1024);
+        q.push_line(b"{\r\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1\n}");
+        q.push_line(b"{\"id\":2}");
+        let mut sink = Tight {
+            got: Vec::new(),
+            room: usize::MAX,
+        };
+        assert!(q.flush_to(&mut sink).unwrap());
+        assert_eq!(
+            sink.got,
+            b"{    \"jsonrpc\": \"2.0\",   \"id\": 1 }\n{\"id\":2}\n".as_slice()
+        );
+        let text = String::from_utf8(sink.got).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("each line is one message");
+        }
     }
 
     #[test]

@@ -89,12 +89,14 @@ impl<R> Inflight<R> {
         route: R,
     ) -> Result<&mut Request<R>, Duplicate> {
         use std::collections::hash_map::Entry;
-        let slot = match self.reqs.entry(id.clone()) {
+        let slot = match self.reqs.entry(id) {
             Entry::Occupied(_) => return Err(Duplicate),
             Entry::Vacant(v) => v,
         };
         if let Some(t) = &progress {
-            self.progress.entry(t.clone()).or_insert(id);
+            self.progress
+                .entry(t.clone())
+                .or_insert_with(|| slot.key().clone());
         }
         Ok(slot.insert(Request {
             started: now,

@@ -476,7 +476,13 @@ impl Lifecycle {
 
     fn transition(&mut self, to: State) {
         let from = &self.state;
-        debug_assert!(legal(from, &to), "illegal transition {from:?} → {to:?}");
+        let ok = legal(from, &to);
+        debug_assert!(ok, "illegal transition {from:?} → {to:?}");
+        if !ok {
+            // A release build carries on (the stage only moves forward, so
+            // the process is still escalated and reaped), but says so.
+            log::error!("process lifecycle: illegal transition {from:?} → {to:?}");
+        }
         self.state = to;
         self.debug_check();
     }

@@ -588,6 +588,8 @@ impl Forward {
     }
 }
 
+/// The upstream numbered `seq`, live or retired. A free function so callers
+/// can borrow other fields alongside it.
 pub(super) fn find<'a>(
     current: &'a mut Option<Upstream>,
     retired: &'a mut [Upstream],

@@ -109,7 +109,8 @@ impl Forward {
             Message::Single(env) => match env.kind() {
                 Kind::Request => {
                     let Some(id) = env.id() else { return };
-                    if self.pending.contains(&id) {
+                    let initialize = env.method_is("initialize");
+                    if !self.track(id.clone(), &env, initialize) {
                         self.reply_error(
                             Some(&id),
                             RelayError::DuplicateId,
@@ -118,11 +119,9 @@ impl Forward {
                         );
                         return;
                     }
-                    let initialize = env.method_is("initialize");
                     if initialize {
                         self.cached_initialize = Some(line.to_vec());
                     }
-                    self.track(id.clone(), &env, initialize);
                     self.send_to_server(line, Some(id));
                 }
                 Kind::Notification => {
@@ -193,21 +192,18 @@ impl Forward {
         }
     }
 
-    pub(super) fn track(&mut self, id: Id, env: &Envelope, initialize: bool) {
-        // The caller answered a duplicate id already.
+    /// Enters a request and arms its timer; false if its id is in flight.
+    pub(super) fn track(&mut self, id: Id, env: &Envelope, initialize: bool) -> bool {
         let deadline = self.deadlines().next(self.now, self.now);
-        let timer = deadline.map(|d| self.timers.insert(d, TimerKind::Response(id.clone())));
-        match self
+        let timer_id = id.clone();
+        let Ok(p) = self
             .pending
             .begin(id, self.now, env.progress_token(), initialize, None)
-        {
-            Ok(p) => p.timer = timer,
-            Err(_) => {
-                if let Some(t) = timer {
-                    self.timers.cancel(t);
-                }
-            }
-        }
+        else {
+            return false;
+        };
+        p.timer = deadline.map(|d| self.timers.insert(d, TimerKind::Response(timer_id)));
+        true
     }
 
     pub(super) fn deadlines(&self) -> Deadlines {

@@ -3,12 +3,13 @@
 //!
 //! One `Forward` value, driven by the loop turn in `reactor::turn`, owns:
 //!
-//! - the host side: `reader` frames stdin, `out` queues what goes to stdout;
+//! - `host`: our stdin and stdout (`host.reader` frames stdin, `host.out`
+//!   queues what goes to stdout);
 //! - `pending`: the host's requests awaiting a reply, each with its timeout
 //!   (the session core's `Inflight` table, shared with `reverse`);
-//! - `current` / `retired`: the live child process and those on their way
-//!   out, kept until reaped; `held`: messages waiting for a restart;
-//! - `http`: the HTTP upstream with `--url`.
+//! - `server`: what the relay forwards to, `Server::Stdio(Children)` (the
+//!   live child process, those on their way out until reaped, and messages
+//!   held for a restart) or `Server::Http` (`--url`).
 //!
 //! A child's life is an `upstream::lifecycle::Lifecycle` with
 //! `DownPolicy::OnStatus`: spawned → (replaying the cached `initialize` after
@@ -428,8 +429,6 @@ impl Forward {
     }
 }
 
-/// The upstream numbered `seq`, live or retired. A free function so callers
-/// can borrow other fields of `Forward` alongside it.
 /// The forward mode's side of the one loop turn (`reactor::turn`).
 impl turn::Driver for Forward {
     type Timer = TimerKind;

@@ -7,6 +7,9 @@ use super::*;
 pub(super) struct Client {
     pub(super) stream: TcpStream,
     pub(super) admin: bool,
+    /// The address the client connected to: requests whose `Origin` names
+    /// it are same-origin.
+    pub(super) local: Option<std::net::SocketAddr>,
     pub(super) parser: RequestParser,
     pub(super) out: OutBuf,
     pub(super) readable: bool,
@@ -157,9 +160,11 @@ impl Reverse {
             self.metrics.http_response(503);
             return;
         }
+        let local = stream.local_addr().ok();
         let client = Client {
             stream,
             admin: kind == ListenerKind::Admin,
+            local,
             parser: RequestParser::new(Limits {
                 max_header: self.cfg.max_header_size,
                 max_body: self.cfg.max_body,
@@ -479,7 +484,8 @@ impl Reverse {
         let shutting_down = self.shutdown.is_stopping();
         let now = self.now;
         let Some(c) = self.client(tok) else { return };
-        let keep_alive = keep_alive && !shutting_down;
+        // A connection already closing stays closing.
+        let keep_alive = keep_alive && !shutting_down && !matches!(c.state, ClientState::Closing);
         let mut out = Vec::with_capacity(body.len() + 128);
         http1::write_response(&mut out, status, headers, body, keep_alive);
         c.out.push_raw(&out);
@@ -547,6 +553,8 @@ impl Reverse {
     }
 }
 
+/// The client connection behind a token; a free function so callers can
+/// borrow other fields alongside it.
 pub(super) fn client_in(endpoints: &mut Registry<Endpoint>, tok: Token) -> Option<&mut Client> {
     match endpoints.get_mut(tok) {
         Some(Endpoint::Client(c)) => Some(c),

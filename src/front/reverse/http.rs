@@ -38,7 +38,10 @@ enum Carry {
 ///
 /// ```text
 ///  Initializing ──2xx to initialize──▶ Open ──client's notifications/initialized──▶ Live
+///        └──────────── notifications/initialized first (rare) ──────────────────▶ Live
 /// ```
+///
+/// A `Live` phase learns its session id when the 2xx head comes after all.
 ///
 /// It leaves the table from any phase when the client session ends (with a
 /// DELETE when the upstream named a session).
@@ -73,7 +76,7 @@ impl UpPhase {
         use UpPhase::*;
         matches!(
             (self, to),
-            (Initializing, Open { .. })
+            (Initializing, Open { .. } | Live { .. })
                 | (Open { .. }, Open { .. } | Live { .. })
                 | (Live { .. }, Live { .. })
         )
@@ -112,6 +115,9 @@ pub(super) struct UpHttp {
     reconnect: ReconnectConfig,
     carries: HashMap<ExId, (SKey, Carry)>,
     pub(super) sessions: HashMap<SKey, UpSession>,
+    /// The one exchange of each 2026-07-28 (stateless) session in flight:
+    /// it has no upstream session, and ending it is its cancellation.
+    stateless: HashMap<SKey, ExId>,
 }
 
 impl UpSession {
@@ -137,10 +143,17 @@ impl UpSession {
 
     /// The upstream accepted `initialize` (its session id, if it named one).
     fn opened(&mut self, session_id: Option<String>) {
-        self.set_phase(UpPhase::Open {
-            session_id,
-            version: None,
-        });
+        let to = match &self.phase {
+            UpPhase::Live { version, .. } => UpPhase::Live {
+                session_id,
+                version: version.clone(),
+            },
+            _ => UpPhase::Open {
+                session_id,
+                version: None,
+            },
+        };
+        self.set_phase(to);
     }
 
     /// The version the upstream answered `initialize` with.
@@ -166,7 +179,8 @@ impl UpSession {
                 session_id,
                 version,
             } => (session_id.clone(), version.clone()),
-            _ => return,
+            UpPhase::Initializing => (None, None),
+            UpPhase::Live { .. } => return,
         };
         self.set_phase(UpPhase::Live {
             session_id,
@@ -195,6 +209,7 @@ impl UpHttp {
             },
             carries: HashMap::new(),
             sessions: HashMap::new(),
+            stateless: HashMap::new(),
         })
     }
 
@@ -362,10 +377,12 @@ impl Reverse {
         }
         let req = Request::post(h.url.target.clone(), headers, line.to_vec());
         let ex = h.client.submit(req, reg, now);
-        if let Some(id) = &request
-            && let Some(up) = h.sessions.get_mut(&skey)
-        {
-            up.requests.insert(id.clone(), ex);
+        if let Some(id) = &request {
+            if stateless {
+                h.stateless.insert(skey, ex);
+            } else if let Some(up) = h.sessions.get_mut(&skey) {
+                up.requests.insert(id.clone(), ex);
+            }
         }
         h.carries.insert(
             ex,
@@ -531,9 +548,12 @@ impl Reverse {
                     request: Some(id), ..
                 },
             )) = h.carries.remove(&ex)
-            && let Some(up) = h.sessions.get_mut(&skey)
         {
-            up.requests.remove(&id);
+            if h.stateless.get(&skey) == Some(&ex) {
+                h.stateless.remove(&skey);
+            } else if let Some(up) = h.sessions.get_mut(&skey) {
+                up.requests.remove(&id);
+            }
         }
     }
 
@@ -556,6 +576,9 @@ impl Reverse {
                 if (200..300).contains(&status) {
                     if initialize && let Some(up) = self.up_session(u, skey) {
                         up.opened(header("mcp-session-id"));
+                        // The client may have sent notifications/initialized
+                        // before this head arrived.
+                        self.http_want_get(skey);
                     }
                     return;
                 }
@@ -754,6 +777,12 @@ impl Reverse {
         let Some(h) = self.ups[u].http_mut() else {
             return;
         };
+        if h.stateless.contains_key(&skey) {
+            // 2026-07-28: closing the request's stream is its cancellation;
+            // the exchange is abandoned when the session ends, right after
+            // this answer.
+            return;
+        }
         if let Some(ex) = h
             .sessions
             .get_mut(&skey)
@@ -777,6 +806,13 @@ impl Reverse {
         let Some(h) = self.ups[u].http_mut() else {
             return;
         };
+        if let Some(ex) = h.stateless.remove(&skey) {
+            // A stateless request whose session ends unanswered (client
+            // gone, timeout, shutdown): abandoning it cancels it.
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
+            return;
+        }
         let Some(mut up) = h.sessions.remove(&skey) else {
             return;
         };
@@ -832,6 +868,7 @@ mod tests {
             legal,
             [
                 "initializing → open",
+                "initializing → live",
                 "open → open",
                 "open → live",
                 "live → live"

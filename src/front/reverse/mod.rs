@@ -116,6 +116,10 @@ struct Upstream {
     cfg: ReverseConfig,
     backend: Backend,
     metric: UpstreamId,
+    /// Why the last spawn failed, until a spawn succeeds: while it is set and
+    /// no process is alive, the upstream is failing (`/healthz` 503) and
+    /// waiting sessions are told why at once.
+    spawn_error: Option<String>,
 }
 
 /// What serves an upstream's sessions.
@@ -152,6 +156,17 @@ impl Upstream {
 
     fn is_http(&self) -> bool {
         matches!(self.backend, Backend::Http(_))
+    }
+
+    /// Why this upstream cannot serve anyone now: its spawns fail and no
+    /// process of it is alive.
+    fn failing(&self) -> Option<&str> {
+        let Backend::Stdio(pool) = &self.backend else {
+            return None;
+        };
+        let st = pool.stats();
+        let alive = st.starting + st.idle + st.leased;
+        self.spawn_error.as_deref().filter(|_| alive == 0)
     }
 
     /// When the pool next needs a poll (stdio) or the engine does (HTTP).
@@ -357,6 +372,7 @@ impl Reverse {
                 cfg: ucfg,
                 backend,
                 metric,
+                spawn_error: None,
             });
         }
         let shutdown = Shutdown::new(ShutdownConfig {
@@ -408,17 +424,21 @@ impl Reverse {
         turn::run(self, 1024)
     }
 
-    /// Handles pipelined requests freed up this turn, then writes everything
-    /// that was queued.
+    /// The end of a turn: handles pipelined requests freed up this turn,
+    /// ends the stateless sessions answered this turn (including any answered
+    /// while driving), writes everything that was queued, and lets the
+    /// shutdown move on.
     fn settle(&mut self) {
-        for skey in std::mem::take(&mut self.work.to_end) {
-            self.end_session(skey, "stateless request answered");
-        }
         // One pass: a client that still has data after its read budget is
         // queued again and served next turn (with a zero poll timeout), so a
         // fast sender cannot monopolise the loop.
         for tok in std::mem::take(&mut self.work.to_drive) {
             self.drive_client(tok);
+        }
+        // Ending a session answers nothing new (its requests are gone), so
+        // this queue is empty afterwards.
+        for skey in std::mem::take(&mut self.work.to_end) {
+            self.end_session(skey, "stateless request answered");
         }
         let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
@@ -639,8 +659,6 @@ impl Reverse {
     }
 }
 
-/// The client connection behind a token; a free function so callers can
-/// borrow other fields alongside it.
 /// The reverse mode's side of the one loop turn (`reactor::turn`).
 impl turn::Driver for Reverse {
     type Timer = TimerKind;
@@ -675,7 +693,9 @@ impl turn::Driver for Reverse {
     }
 
     fn has_more(&self) -> bool {
-        !self.work.more_procs.is_empty() || !self.work.to_drive.is_empty()
+        !self.work.more_procs.is_empty()
+            || !self.work.to_drive.is_empty()
+            || !self.work.to_end.is_empty()
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -72,14 +72,18 @@ impl Reverse {
         let mut io = match io {
             Ok(io) => io,
             Err(e) => {
-                log::error!("cannot start {:?}: {e}", self.ups[conn.up].cfg.command);
+                let why = format!("cannot start {:?}: {e}", self.ups[conn.up].cfg.command);
+                log::error!("[{}] {why}", self.ups[conn.up].cfg.name);
                 self.metrics
                     .upstream_exited(self.ups[conn.up].metric, "spawn_failed");
+                self.ups[conn.up].spawn_error = Some(why);
                 let actions = self.ups[conn.up].pool(|p| p.on_spawn_failed(conn.id, self.now));
                 self.apply(conn.up, actions);
+                self.refuse_waiters_if_failing(conn.up);
                 return;
             }
         };
+        self.ups[conn.up].spawn_error = None;
         let endpoints = &mut self.endpoints;
         if let Err(e) = io.register(self.poll.registry(), |pipe| {
             endpoints.insert(Endpoint::Pipe(conn, pipe))
@@ -133,6 +137,26 @@ impl Reverse {
             // A fresh process is a ready spare; its session initializes it.
             let actions = self.ups[conn.up].pool(|p| p.on_ready(conn.id, self.now));
             self.apply(conn.up, actions);
+        }
+    }
+
+    /// No process of upstream `u` is alive and its last spawn failed: the
+    /// sessions waiting for one are told why now rather than at the queue
+    /// timeout (the pool keeps retrying spawns with backoff).
+    pub(super) fn refuse_waiters_if_failing(&mut self, u: usize) {
+        let Some(why) = self.ups[u].failing().map(str::to_string) else {
+            return;
+        };
+        let waiting: Vec<SKey> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| up_of(**k) == u && s.binding.is_waiting())
+            .map(|(k, _)| *k)
+            .collect();
+        for skey in waiting {
+            let actions = self.ups[u].pool(|p| p.cancel_wait(skey));
+            self.apply(u, actions);
+            self.refuse_waiting(skey, "spawn_failed", &why);
         }
     }
 

@@ -10,12 +10,26 @@ impl Reverse {
         let path = req.path().to_string();
         let ops_here = admin || self.cfg.admin.is_none();
         if ops_here && path == "/healthz" && req.method == "GET" {
+            let failing: Vec<String> = self
+                .ups
+                .iter()
+                .filter_map(|up| up.failing().map(|why| format!("{}: {why}\n", up.cfg.name)))
+                .collect();
             if self.shutdown.is_stopping() {
                 self.respond(
                     tok,
                     503,
                     &[("content-type", "text/plain")],
                     b"shutting down\n",
+                    ka,
+                );
+            } else if !failing.is_empty() {
+                // Every spawn of an upstream fails: it serves nobody.
+                self.respond(
+                    tok,
+                    503,
+                    &[("content-type", "text/plain")],
+                    failing.concat().as_bytes(),
                     ka,
                 );
             } else {
@@ -27,9 +41,13 @@ impl Reverse {
             self.respond(tok, 404, &[], b"not found\n", ka);
             return;
         }
-        // MCP 2025-06-18 §Security: validate Origin on every request.
+        // MCP 2025-06-18 §Security: validate Origin on every request. A
+        // page served by the relay's own address (scheme, host and port) is
+        // same-origin; any other origin must be listed.
+        let local = self.client(tok).and_then(|c| c.local);
         if let Some(origin) = req.header("origin")
             && !self.cfg.allow_origins.iter().any(|o| o == origin)
+            && !local.is_some_and(|l| same_origin(origin, l))
         {
             self.respond(
                 tok,
@@ -606,5 +624,70 @@ impl Reverse {
         } else {
             self.send_up(skey, body, &env, None);
         }
+    }
+}
+
+/// Whether `origin` (`http://HOST[:PORT]`) names the address a connection
+/// was accepted on. HOST must be that IP address, or `localhost` for a
+/// loopback address: a name that merely resolves to it (DNS rebinding) is
+/// not the relay's origin.
+fn same_origin(origin: &str, local: std::net::SocketAddr) -> bool {
+    let Some(authority) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => match p.parse::<u16>() {
+            Ok(p) => (h, p),
+            Err(_) => return false,
+        },
+        _ => (authority, 80),
+    };
+    if port != local.port() {
+        return false;
+    }
+    let ip = local.ip().to_canonical();
+    if host.eq_ignore_ascii_case("localhost") {
+        return ip.is_loopback();
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|h| h.to_canonical() == ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn same_origin_is_the_address_the_client_connected_to() {
+        let v4 = "127.0.0.1:8080".parse().expect("addr");
+        assert!(same_origin("http://127.0.0.1:8080", v4));
+        assert!(same_origin("http://localhost:8080", v4));
+        assert!(same_origin("http://LOCALHOST:8080", v4));
+        assert!(!same_origin("http://127.0.0.1:8081", v4), "another port");
+        assert!(!same_origin("https://127.0.0.1:8080", v4), "another scheme");
+        assert!(
+            !same_origin("http://127.0.0.1", v4),
+            "port 80 is another port"
+        );
+        assert!(
+            !same_origin("http://evil.example:8080", v4),
+            "a rebound name"
+        );
+        assert!(!same_origin("http://127.0.0.2:8080", v4));
+        assert!(!same_origin("null", v4));
+        assert!(!same_origin("http://127.0.0.1:80x", v4));
+        let port80 = "10.1.2.3:80".parse().expect("addr");
+        assert!(same_origin("http://10.1.2.3", port80));
+        assert!(!same_origin("http://localhost", port80), "not loopback");
+        let v6 = "[::1]:9000".parse().expect("addr");
+        assert!(same_origin("http://[::1]:9000", v6));
+        assert!(same_origin("http://localhost:9000", v6));
+        assert!(!same_origin("http://[::2]:9000", v6));
+        let mapped = "[::ffff:127.0.0.1]:7000".parse().expect("addr");
+        assert!(same_origin("http://127.0.0.1:7000", mapped));
     }
 }

@@ -64,7 +64,7 @@ pub(super) enum Binding {
 }
 
 impl Binding {
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Binding::New => "new",
             Binding::Waiting { .. } => "waiting",
@@ -98,7 +98,9 @@ impl Binding {
 }
 
 impl Session {
-    /// The one place a session's binding changes; returns the old one.
+    /// The one place a session's binding changes; returns the old one. An
+    /// illegal move is refused (the binding stays, and `to` comes back), so
+    /// a lease is never overwritten and lost.
     pub(super) fn set_binding(&mut self, to: Binding) -> Binding {
         let legal = self.binding.can_become(&to);
         debug_assert!(
@@ -110,11 +112,12 @@ impl Session {
         );
         if !legal {
             log::error!(
-                "session {}: illegal transition {} → {}",
+                "session {}: illegal transition {} → {} refused",
                 self.id,
                 self.binding.name(),
                 to.name()
             );
+            return to;
         }
         std::mem::replace(&mut self.binding, to)
     }
@@ -278,6 +281,9 @@ impl Reverse {
         s.set_binding(Binding::Waiting { line, id, reply_to });
         let actions = self.ups[u].pool(|p| p.lease(skey, self.now));
         self.apply(u, actions);
+        // A process that cannot be started is reported now, not at the
+        // queue timeout.
+        self.refuse_waiters_if_failing(u);
     }
 
     pub(super) fn bind_session(&mut self, skey: SKey, conn: PKey) {
@@ -287,6 +293,18 @@ impl Reverse {
             self.apply(conn.up, actions);
             return;
         };
+        if !s.binding.is_waiting() {
+            // A grant for a session that is not waiting (it cannot happen:
+            // the pool grants only queued waiters): give the process back.
+            log::error!(
+                "session {}: granted a process while {}",
+                s.id,
+                s.binding.name()
+            );
+            let actions = self.ups[conn.up].pool(|p| p.release(conn.id, self.now));
+            self.apply(conn.up, actions);
+            return;
+        }
         s.last_active = self.now;
         let Binding::Waiting { line, id, reply_to } = s.set_binding(Binding::Bound(conn)) else {
             return;
@@ -364,10 +382,17 @@ impl Reverse {
             ),
             RejectReason::ShuttingDown => ("shutting_down", "the relay is shutting down"),
         };
-        self.metrics.request(kind);
         if reason == RejectReason::QueueTimeout {
             self.metrics.timeout("queue_timeout");
         }
+        self.refuse_waiting(skey, kind, text);
+    }
+
+    /// A session waiting for a process will not get one: its held request
+    /// is answered 503 (`kind` is the metric outcome, `text` the reason) and
+    /// the session ends, except a legacy one, whose stream stays open.
+    pub(super) fn refuse_waiting(&mut self, skey: SKey, kind: &str, text: &str) {
+        self.metrics.request(kind);
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };

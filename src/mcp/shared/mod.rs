@@ -145,9 +145,8 @@ impl Mux {
         }
     }
 
-    /// A message from a client session: one JSON-RPC message, not a batch
-    /// (the owner splits batches).
-    /// A message from `session`'s client, as bytes (parsed here).
+    /// A message from `session`'s client, as bytes (parsed here): one
+    /// JSON-RPC message, not a batch (the owner splits batches).
     pub fn up(&mut self, session: SessionKey, line: &[u8]) -> Up {
         match jsonrpc::peek(line) {
             Ok(Message::Single(env)) => self.up_parsed(session, line, &env),

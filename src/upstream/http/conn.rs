@@ -138,7 +138,6 @@ impl HttpClient {
         }
     }
 
-    /// Readiness on one of this engine's connections.
     /// Readiness on connection `conn` (decoded from its token by the owner).
     pub fn on_ready(
         &mut self,

@@ -488,14 +488,19 @@ impl Forward {
                     match joined {
                         Some(Ok(target)) => {
                             log::info!("[{}] legacy endpoint {target}", self.cfg.name);
-                            if let Some(h) = self.http()
-                                && let Some(Legacy::AwaitingEndpoint { waiting }) = &mut h.legacy
-                            {
-                                h.legacy = Some(Legacy::Ready {
-                                    endpoint: target,
-                                    waiting: std::mem::take(waiting),
-                                    posting: false,
-                                });
+                            if let Some(h) = self.http() {
+                                match &mut h.legacy {
+                                    Some(Legacy::AwaitingEndpoint { waiting }) => {
+                                        h.legacy = Some(Legacy::Ready {
+                                            endpoint: target,
+                                            waiting: std::mem::take(waiting),
+                                            posting: false,
+                                        });
+                                    }
+                                    // A later `endpoint` event moves the endpoint.
+                                    Some(Legacy::Ready { endpoint, .. }) => *endpoint = target,
+                                    _ => {}
+                                }
                             }
                             self.pump_legacy();
                         }
@@ -697,9 +702,15 @@ impl Forward {
         let Some(h) = self.server.http_mut() else {
             return;
         };
+        let mut was_legacy_post = false;
         if let Some(ex) = h.by_request.remove(id) {
             h.client.cancel(ex, reg);
-            h.carries.remove(&ex);
+            was_legacy_post = matches!(h.carries.remove(&ex), Some(Carry::LegacyPost { .. }));
+        }
+        if was_legacy_post {
+            // No event follows a cancelled exchange: the next legacy POST
+            // may go now.
+            self.legacy_posted();
         }
         if initialize {
             return;
