@@ -541,8 +541,8 @@ fn dropped_get_streams_resume_with_last_event_id_without_duplicates() {
         relay.handshake();
         let mut got = Vec::new();
         while got.len() < 9 {
-            // Each reconnect after losing an open stream waits up to 2 s
-            // (the herd spread window at the default 250 ms base).
+            // The first drop is lone (a reconnect within the 250 ms base
+            // window), the second within 10 s of it (within 500 ms).
             let m = relay.expect_msg(Duration::from_secs(5), "server events 1..9");
             assert_eq!(m["method"], "notifications/message", "{m}");
             got.push(m["params"]["data"]["n"].as_u64().unwrap());
@@ -557,6 +557,60 @@ fn dropped_get_streams_resume_with_last_event_id_without_duplicates() {
         assert_eq!(gets.len(), 3, "{}", summaries(&gets));
         let resume: Vec<Option<&str>> = gets.iter().map(|r| r.header("last-event-id")).collect();
         assert_eq!(resume, vec![None, Some("3"), Some("6")], "Last-Event-ID");
+        close_and_exit(&mut relay);
+    });
+}
+
+// ---- 6b. a lone dropped GET stream is back within the base window -----------------
+
+/// The upstream closes the only GET stream once, after an event: a lone
+/// drop, so the relay reconnects within `--reconnect-base` (250 ms), not
+/// the 2 s a herd of streams dropped together is spread over. Bounded at
+/// 800 ms from the close to the next GET, for a loaded machine.
+#[test]
+fn a_lone_dropped_get_stream_is_reconnected_within_the_base_window() {
+    bounded(|| {
+        let gets = Arc::new(AtomicUsize::new(0));
+        let dropped_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (g, d) = (gets.clone(), dropped_at.clone());
+        let fake = Fake::start(handler(move |req, conn| {
+            if req.method != "GET" {
+                return standard(req, conn, "s1");
+            }
+            let k = g.fetch_add(1, Ordering::SeqCst) as u64;
+            if !conn.sse_start() {
+                return After::Close;
+            }
+            conn.sse_event(Some(&(k + 1).to_string()), &server_note(k + 1).to_string());
+            if k > 0 || !conn.wait(Duration::from_millis(100)) {
+                conn.hold();
+                return After::Close;
+            }
+            // Mid-stream, no last chunk: the connection just closes.
+            *d.lock().unwrap() = Some(Instant::now());
+            After::Close
+        }));
+        let mut relay = start_relay(&fake.url(), &[]);
+        relay.handshake();
+        for n in 1..=2u64 {
+            let m = relay.expect_msg(SHORT, &format!("server event {n}"));
+            assert_eq!(m, server_note(n), "event {n}");
+        }
+        let seen = fake.seen();
+        let gets: Vec<&Req> = seen.iter().filter(|r| r.method == "GET").collect();
+        assert_eq!(gets.len(), 2, "{}", summaries(&seen));
+        assert_eq!(gets[1].header("last-event-id"), Some("1"));
+        let dropped = dropped_at
+            .lock()
+            .unwrap()
+            .expect("the fake closed stream 1");
+        let gap = gets[1].at.saturating_duration_since(dropped);
+        eprintln!("GET stream closed; the next GET came {gap:?} later");
+        assert!(
+            gap <= Duration::from_millis(800),
+            "a lone drop was reconnected after {gap:?} (base window 250 ms, limit 800 ms)\n{}",
+            relay.stderr_dump()
+        );
         close_and_exit(&mut relay);
     });
 }

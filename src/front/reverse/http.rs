@@ -21,7 +21,7 @@ use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Envelope, Id};
 use crate::reactor::TimerId;
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
-use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
+use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
 
 #[derive(Debug, Clone)]
@@ -113,6 +113,9 @@ pub(super) struct UpHttp {
     url: Url,
     client: HttpClient,
     reconnect: ReconnectConfig,
+    /// Recent drops of this upstream's open GET streams, whichever session
+    /// held them: a lone drop reconnects at once, a herd is spread.
+    drops: RecentDrops,
     carries: HashMap<ExId, (SKey, Carry)>,
     pub(super) sessions: HashMap<SKey, UpSession>,
     /// The one exchange of each 2026-07-28 (stateless) session in flight:
@@ -207,10 +210,25 @@ impl UpHttp {
                 max_elapsed: opts.reconnect_max_elapsed,
                 recent_ids: 1024,
             },
+            drops: RecentDrops::new(),
             carries: HashMap::new(),
             sessions: HashMap::new(),
             stateless: HashMap::new(),
         })
+    }
+
+    /// Session `skey`'s GET exchange failed, or its open stream ended: what
+    /// its stream does next (None: the session is gone).
+    fn get_failed(
+        &mut self,
+        skey: SKey,
+        kind: reconnect::Failure,
+        retry_after: Option<Duration>,
+        now: std::time::Instant,
+    ) -> Option<Vec<reconnect::Action>> {
+        let up = self.sessions.get_mut(&skey)?;
+        up.get_ex = None;
+        Some(up.get.on_failure(kind, retry_after, &mut self.drops, now))
     }
 
     pub(super) fn host(&self) -> &str {
@@ -610,19 +628,21 @@ impl Reverse {
                 }
             }
             Carry::Get => {
-                let retry_after = header("retry-after")
-                    .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
-                let Some(up) = self.up_session(u, skey) else {
-                    return;
-                };
                 if status == 200 {
-                    up.get.on_connected(now);
+                    if let Some(up) = self.up_session(u, skey) {
+                        up.get.on_connected(now);
+                    }
                     return;
                 }
-                up.get_ex = None;
-                let actions =
-                    up.get
-                        .on_failure(reconnect::Failure::Status(status), retry_after, now);
+                let retry_after = header("retry-after")
+                    .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
+                let kind = reconnect::Failure::Status(status);
+                let Some(actions) = self.ups[u]
+                    .http_mut()
+                    .and_then(|h| h.get_failed(skey, kind, retry_after, now))
+                else {
+                    return;
+                };
                 self.forget(u, ex);
                 if status == 404 {
                     self.end_session(skey, "the upstream ended the session");
@@ -684,12 +704,13 @@ impl Reverse {
         let now = self.now;
         self.forget(u, ex);
         if let Carry::Get = carry {
-            let Some(up) = self.up_session(u, skey) else {
+            let kind = reconnect::Failure::Dropped;
+            let Some(h) = self.ups[u].http_mut() else {
                 return;
             };
-            up.get_ex = None;
-            let actions = up.get.on_failure(reconnect::Failure::Dropped, None, now);
-            self.http_get_actions(skey, actions);
+            if let Some(actions) = h.get_failed(skey, kind, None, now) {
+                self.http_get_actions(skey, actions);
+            }
         } else if let Carry::Post {
             request: Some(id), ..
         } = carry
@@ -735,13 +756,13 @@ impl Reverse {
                 }
             }
             Carry::Get => {
-                let Some(up) = self.up_session(u, skey) else {
+                let kind = failure.for_reconnect();
+                let Some(h) = self.ups[u].http_mut() else {
                     return;
                 };
-                up.get_ex = None;
-                let kind = failure.for_reconnect();
-                let actions = up.get.on_failure(kind, None, now);
-                self.http_get_actions(skey, actions);
+                if let Some(actions) = h.get_failed(skey, kind, None, now) {
+                    self.http_get_actions(skey, actions);
+                }
             }
             Carry::Post { request: None, .. } | Carry::Delete => {
                 log::debug!(

@@ -48,23 +48,47 @@
 //!   instant, which is the herd the jitter exists to break. So a delay is
 //!   never shorter than the floor and never longer than `floor + cap`; it
 //!   passes `cap` only when a floor is present.
-//! - **Losing an open stream spreads wider.** When a stream that was Open
-//!   fails (dropped, reset, stalled), the run draws from a window of at least
-//!   [`HERD_SPREAD`] (2 s): the backoff skips ahead to the first attempt `k`
-//!   with `base·2^k ≥ 2 s` (k = 3 for the default 250 ms base, so the window
-//!   is [0, 2 s]; any valid base gives a window in [2 s, 4 s)). Open streams
-//!   drop together exactly when their upstream restarts, and then every
-//!   session of the relay reconnects at once; at most 15% of them may land in
-//!   any 100 ms. The plain 250 ms window puts ~40% there. A 1 s window puts
-//!   10% there on average, but the densest 100 ms of a herd of 1,000 sits
-//!   well above the average (up to 14.4% over 200 simulated herds: too close
-//!   to the limit); a 2 s window gives 5% on average and at most 8.5% over
-//!   1,000 simulated herds, for every valid base. The cost is one client's
-//!   first reconnect after a drop: on average 1 s instead of 125 ms, with
-//!   nothing lost, since the stream resumes from `Last-Event-ID`. A failure
-//!   to connect (the stream was not Open) keeps the plain window: those come
-//!   in herds only after a herd was already spread. Later failures keep
-//!   doubling from `k`.
+//! - **A lone drop reconnects at once; a herd is spread.** When a stream
+//!   that was Open fails (dropped, reset, stalled), it records the drop in
+//!   its upstream's [`RecentDrops`], which the owner keeps (one per upstream)
+//!   and passes in, and gets back `n`: the drops of that upstream's open
+//!   streams in the last [`DROP_WINDOW`] (10 s), this one and the stream's
+//!   own earlier ones included. The run then draws from a window at least
+//!   [`drop_window`]`(base, n) = min(base·n, HERD_SPREAD)` wide: the backoff
+//!   skips ahead to the first attempt `k` with `base·2^k` that wide.
+//!   - A lone drop (`n` = 1) keeps the run's window: `base` after progress,
+//!     so one flaky stream is back within 250 ms (default base) and its
+//!     server's notifications are not held up for seconds.
+//!   - A herd: open streams drop together when their upstream restarts, and
+//!     then every session of the relay reconnects at once; at most 15% of
+//!     them may land in any 100 ms. The plain 250 ms window puts ~40% there.
+//!     A 1 s window puts 10% there on average, but the densest 100 ms of a
+//!     herd of 1,000 sits well above the average (up to 14.4% over 200
+//!     simulated herds: too close to the limit); a 2 s window
+//!     ([`HERD_SPREAD`]; `base·2^k` is in [2 s, 4 s) for every valid base)
+//!     gives 5% on average. The first streams of a herd see fewer drops
+//!     before them and draw from narrower windows (250 ms, 500 ms, 1 s, 1 s
+//!     at the default base, then 2 s from the 5th on): at most
+//!     ⌈2 s / base⌉ − 1 of them, 19 at the smallest base. Even if all of
+//!     those landed in the densest 100 ms of the others, the bound holds:
+//!     over 1,000 simulated herds of 1,000 at the default base the densest
+//!     100 ms held at most 8.4% (8.7% in that worst case), and over 200
+//!     herds at each of the bases 100, 126, 130, 260, 400 and 500 ms at most
+//!     8.2% (9.0%). The unit tests check 20 seeded herds per base.
+//!   - Unrelated drops seconds apart widen each other's window by one
+//!     `base` each: a busy upstream whose streams drop now and then gets
+//!     them back sooner than a herd, later than a lone drop.
+//!   - Flapping is not a lone drop. A stream that drops again within
+//!     [`DROP_WINDOW`] counts its own earlier drops: when each connection
+//!     delivers events (so each drop starts a new run) its windows go
+//!     250 ms, 500 ms, 1 s, 1 s, then 2 s for as long as it keeps dropping
+//!     (about one reconnect a second); when they deliver nothing the run
+//!     doubles from `base` as for failed connects, and gives up after
+//!     `max_elapsed`. Once a connection outlives [`DROP_WINDOW`], its next
+//!     drop is lone again.
+//!   - A failure to connect (the stream was not Open) is not a drop and
+//!     keeps the plain window: those come in herds only after a herd was
+//!     already spread. Later failures keep doubling from `k`.
 //! - **What ends a failure run.** A delivered event (a new id, or no id):
 //!   the server is making progress, so the backoff starts over and the
 //!   give-up clock stops. Also a connection that stayed open for at least
@@ -100,9 +124,10 @@
 //!   empty id resets `last_event_id` (WHATWG HTML §9.2.6), so the next
 //!   reconnect sends none.
 //!
-//! The policy is this file; `retry_after` parses the `Retry-After` header
-//! ([`parse_retry_after`]) whose value the owner passes to `on_failure`, and
-//! the unit tests are in `tests`.
+//! The policy is this file; `drops` counts an upstream's recent drops
+//! ([`RecentDrops`]), `retry_after` parses the `Retry-After` header
+//! ([`parse_retry_after`]); the owner passes both to `on_failure`. The unit
+//! tests are in `tests` (and `drops`).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -110,13 +135,17 @@ use std::time::{Duration, Instant};
 
 use crate::policy::backoff::{Backoff, Rng};
 
+mod drops;
 mod retry_after;
 
+pub use drops::{DROP_WINDOW, MAX_REMEMBERED, RecentDrops, drop_window};
 pub use retry_after::parse_retry_after;
 
 /// The narrowest jitter window a reconnect after losing an open stream draws
-/// from. At most 15% of a herd may land in one 100 ms window; uniform over
-/// 2 s gives 5% on average, leaving room for chance (see the module docs).
+/// from once many streams of its upstream dropped together (a lone drop
+/// draws from `base`). At most 15% of a herd may land in one 100 ms window;
+/// uniform over 2 s gives 5% on average, leaving room for chance (see the
+/// module docs).
 pub const HERD_SPREAD: Duration = Duration::from_secs(2);
 
 /// Reconnect policy, shared by every stream of the relay.
@@ -335,13 +364,15 @@ impl SseStream {
     }
 
     /// The connection failed, or the open stream ended. `retry_after` is the
-    /// parsed `Retry-After` of a 429/503, if any. Returns `Wait(until)`,
-    /// `GiveUp`, or nothing (405, or a report about a connection this stream
-    /// no longer tracks).
+    /// parsed `Retry-After` of a 429/503, if any; `drops` is the upstream's
+    /// tracker, where the end of an open stream is recorded and which says
+    /// how wide to spread. Returns `Wait(until)`, `GiveUp`, or nothing (405,
+    /// or a report about a connection this stream no longer tracks).
     pub fn on_failure(
         &mut self,
         kind: Failure,
         retry_after: Option<Duration>,
+        drops: &mut RecentDrops,
         now: Instant,
     ) -> Vec<Action> {
         let was_open = match self.state {
@@ -369,7 +400,8 @@ impl SseStream {
         }
         let run_start = *self.failing_since.get_or_insert(now);
         if was_open {
-            self.spread_herd();
+            let n = drops.record(now);
+            self.widen_to(drop_window(self.cfg.base, n));
         }
         let jitter = self.backoff.next_delay();
         let floor = self
@@ -444,12 +476,11 @@ impl SseStream {
         self.backoff.reset();
     }
 
-    /// Skips the backoff ahead until its window is at least [`HERD_SPREAD`]
-    /// (or the cap). `Backoff` only moves forward by drawing, so the skipped
+    /// Skips the backoff ahead until its window is at least `window` (or
+    /// the cap). `Backoff` only moves forward by drawing, so the skipped
     /// attempts' draws are discarded; they cost nothing but random state.
-    fn spread_herd(&mut self) {
-        while self.backoff.ceiling() < HERD_SPREAD.min(self.cfg.cap) && self.backoff.attempt() < 31
-        {
+    fn widen_to(&mut self, window: Duration) {
+        while self.backoff.ceiling() < window.min(self.cfg.cap) && self.backoff.attempt() < 31 {
             self.backoff.next_delay();
         }
     }

@@ -28,7 +28,7 @@ use crate::proto::jsonrpc::{self, Id, Kind, Message};
 use crate::reactor::TimerId;
 use crate::record::Direction;
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
-use crate::upstream::reconnect::{self, ReconnectConfig, SseStream};
+use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
 
 /// Id of the relay's own `initialize` when it re-creates a session.
@@ -78,6 +78,9 @@ pub(super) struct HttpUpstream {
     /// The exchange carrying each client request, to cancel it on timeout.
     by_request: HashMap<Id, ExId>,
     get: SseStream,
+    /// The stream's recent drops: one drop reconnects at once, a stream
+    /// that keeps dropping is spread ever wider.
+    drops: RecentDrops,
     get_ex: Option<ExId>,
     get_timer: Option<TimerId>,
     phase: Phase,
@@ -116,6 +119,7 @@ impl HttpUpstream {
             carries: HashMap::new(),
             by_request: HashMap::new(),
             get: SseStream::new(rc, Rng::from_os()),
+            drops: RecentDrops::new(),
             get_ex: None,
             get_timer: None,
             phase: Phase::Ready,
@@ -132,6 +136,17 @@ impl HttpUpstream {
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.client.next_deadline()
+    }
+
+    /// The GET exchange failed, or the open stream ended.
+    fn get_failed(
+        &mut self,
+        kind: reconnect::Failure,
+        retry_after: Option<std::time::Duration>,
+        now: Instant,
+    ) -> Vec<reconnect::Action> {
+        self.get_ex = None;
+        self.get.on_failure(kind, retry_after, &mut self.drops, now)
     }
 
     /// The relay's exit may proceed: no DELETE still on its way.
@@ -424,10 +439,7 @@ impl Forward {
                 }
                 let retry_after = header("retry-after")
                     .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
-                h.get_ex = None;
-                let actions =
-                    h.get
-                        .on_failure(reconnect::Failure::Status(status), retry_after, now);
+                let actions = h.get_failed(reconnect::Failure::Status(status), retry_after, now);
                 self.forget(ex);
                 if status == 404 {
                     self.session_lost();
@@ -542,8 +554,7 @@ impl Forward {
         match carry {
             Carry::Get => {
                 let Some(h) = self.http() else { return };
-                h.get_ex = None;
-                let actions = h.get.on_failure(reconnect::Failure::Dropped, None, now);
+                let actions = h.get_failed(reconnect::Failure::Dropped, None, now);
                 self.get_actions(actions);
             }
             Carry::Post {
@@ -602,9 +613,7 @@ impl Forward {
             }
             Carry::Get => {
                 let Some(h) = self.http() else { return };
-                h.get_ex = None;
-                let kind = failure.for_reconnect();
-                let actions = h.get.on_failure(kind, None, now);
+                let actions = h.get_failed(failure.for_reconnect(), None, now);
                 self.get_actions(actions);
             }
             Carry::Reinit => self.reinit_done(false),
