@@ -85,6 +85,10 @@ pub struct ReverseConfig {
     pub idle_timeout: Duration,
     pub max_lifetime: Option<Duration>,
     pub session_idle_timeout: Duration,
+    /// Session mode, pool full and a session waiting: an idle session (no
+    /// request in flight, no open stream) idle at least this long is ended
+    /// and its process goes to the waiter. `None`: never.
+    pub session_reclaim_age: Option<Duration>,
     pub max_header_size: usize,
     pub max_body: usize,
     pub client_header_timeout: Duration,
@@ -143,6 +147,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration {s:?} out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Default `--session-reclaim-age`: below the default `--queue-timeout`, so
+/// a waiter is served with time left to start its process; long enough that
+/// a client pausing between quick calls keeps its session in a burst.
+pub const DEFAULT_RECLAIM_AGE: Duration = Duration::from_secs(2);
+
+/// `--session-reclaim-age`: a duration (`0`: any idle session), or `never`.
+pub fn parse_reclaim_age(s: &str) -> Result<Option<Duration>, String> {
+    match s.trim() {
+        "never" => Ok(None),
+        d => parse_duration(d)
+            .map(Some)
+            .map_err(|e| format!("{e}, or never")),
+    }
 }
 
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -522,6 +541,12 @@ fn reverse_options() -> Options {
     );
     o.optopt(
         "",
+        "session-reclaim-age",
+        "session mode: when the pool is full and a session waits, end the least recently active idle session idle this long (default 2s, 0 = any idle session, never = off)",
+        "DUR|never",
+    );
+    o.optopt(
+        "",
         "max-header-size",
         "largest request head, else 431 (default 16KiB)",
         "SIZE",
@@ -749,6 +774,12 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             idle_timeout: dur(&m, "idle-timeout", Duration::from_secs(300))?,
             max_lifetime: (!max_lifetime.is_zero()).then_some(max_lifetime),
             session_idle_timeout: dur(&m, "session-idle-timeout", Duration::from_secs(1800))?,
+            session_reclaim_age: match m.opt_str("session-reclaim-age") {
+                Some(v) => {
+                    parse_reclaim_age(&v).map_err(|e| format!("--session-reclaim-age: {e}"))?
+                }
+                None => Some(DEFAULT_RECLAIM_AGE),
+            },
             max_header_size: size(&m, "max-header-size", 16 << 10)?,
             max_body: size(&m, "max-body", 4 << 20)?,
             client_header_timeout: dur(&m, "client-header-timeout", Duration::from_secs(10))?,
@@ -828,6 +859,7 @@ mod tests {
             (c.pool, c.max_connections, c.max_waiting),
             (PoolMode::Session, 16, 64)
         );
+        assert_eq!(c.session_reclaim_age, Some(Duration::from_secs(2)));
         assert!(
             parse(&args(&[
                 "reverse",
@@ -841,6 +873,17 @@ mod tests {
             .is_err()
         );
         assert!(parse(&args(&["reverse", "--pool", "both", "--", "s"])).is_err());
+    }
+
+    #[test]
+    fn session_reclaim_age_takes_a_duration_zero_or_never() {
+        assert_eq!(parse_reclaim_age("30s"), Ok(Some(Duration::from_secs(30))));
+        assert_eq!(parse_reclaim_age("0"), Ok(Some(Duration::ZERO)));
+        assert_eq!(parse_reclaim_age("never"), Ok(None));
+        assert!(parse_reclaim_age("5").is_err(), "a duration needs a unit");
+        let e = parse(&args(&["reverse", "--session-reclaim-age=soon", "--", "s"])).unwrap_err();
+        assert!(e.starts_with("--session-reclaim-age: "), "{e}");
+        assert!(e.ends_with("or never"), "{e}");
     }
 
     #[test]

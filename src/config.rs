@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::cli::{HttpOptions, PoolMode, ReverseConfig, parse_duration, parse_size};
+use crate::cli::{
+    HttpOptions, PoolMode, ReverseConfig, parse_duration, parse_reclaim_age, parse_size,
+};
 
 /// Keys only meaningful for the whole relay.
 const GLOBAL_KEYS: &[&str] = &[
@@ -54,6 +56,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "idle_timeout",
     "max_lifetime",
     "session_idle_timeout",
+    "session_reclaim_age",
     "replay_buffer",
     "kill_grace",
     "response_timeout",
@@ -187,6 +190,11 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
                 let url = u
                     .as_str()
                     .ok_or_else(|| format!("{at}.url: must be a string"))?;
+                if obj.contains_key("session_reclaim_age") {
+                    return Err(format!(
+                        "{at}.session_reclaim_age: only applies to a command upstream"
+                    ));
+                }
                 crate::upstream::url::Url::parse(url).map_err(|e| format!("{at}.url: {e}"))?;
                 cfg.command = Vec::new();
                 let mut h = http_defaults(&defaults, url);
@@ -364,6 +372,12 @@ fn apply_upstream(
                 cfg.max_lifetime = (!d.is_zero()).then_some(d);
             }
             "session_idle_timeout" => cfg.session_idle_timeout = duration(v, at)?,
+            "session_reclaim_age" => {
+                let s = v.as_str().ok_or_else(|| {
+                    format!("{at}: expected a duration string like \"2s\", or \"never\"")
+                })?;
+                cfg.session_reclaim_age = parse_reclaim_age(s).map_err(|e| format!("{at}: {e}"))?;
+            }
             "replay_buffer" => cfg.replay_buffer = count(v, at)?,
             "kill_grace" => cfg.kill_grace = duration(v, at)?,
             "response_timeout" => cfg.response_timeout = duration(v, at)?,
@@ -492,11 +506,34 @@ mod tests {
             (PoolMode::Shared, 2, 8, 1)
         );
         assert_eq!(a.response_timeout, Duration::from_secs(60));
+        assert_eq!(
+            a.session_reclaim_age,
+            Some(Duration::from_secs(2)),
+            "the flag's default"
+        );
         let b = &r.upstreams[1];
         assert_eq!(b.response_timeout, Duration::from_secs(5));
         let h = b.http.as_ref().unwrap();
         assert_eq!(h.connect_timeout, Duration::from_secs(2));
         assert_eq!(h.headers, vec![("x-key".to_string(), "k".to_string())]);
+    }
+
+    #[test]
+    fn session_reclaim_age_defaults_from_the_top_and_overrides_per_upstream() {
+        let r = parse(
+            r#"{"session_reclaim_age": "never",
+                "upstreams": {"a": {"command": ["s"]},
+                              "b": {"command": ["s"], "session_reclaim_age": "0"},
+                              "c": {"command": ["s"], "session_reclaim_age": "90s"}}}"#,
+            &base(),
+            None,
+        )
+        .unwrap();
+        let ages: Vec<_> = r.upstreams.iter().map(|u| u.session_reclaim_age).collect();
+        assert_eq!(
+            ages,
+            [None, Some(Duration::ZERO), Some(Duration::from_secs(90))]
+        );
     }
 
     #[test]
@@ -542,6 +579,18 @@ mod tests {
                 .starts_with("upstreams.a.reconnect_base: must be between")
         );
         assert!(e("[1]").contains("must be a JSON object"));
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "session_reclaim_age": 2}}}"#),
+            "upstreams.a.session_reclaim_age: expected a duration string like \"2s\", or \"never\""
+        );
+        assert!(
+            e(r#"{"session_reclaim_age": "later", "upstreams": {"a": {"command": ["s"]}}}"#)
+                .starts_with("session_reclaim_age: ")
+        );
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"url": "http://x/", "session_reclaim_age": "1s"}}}"#),
+            "upstreams.a.session_reclaim_age: only applies to a command upstream"
+        );
         assert_eq!(
             e(r#"{"lisen": "x", "upstreams": {}}"#),
             "lisen: unknown key (did you mean listen?)"

@@ -182,6 +182,8 @@ struct UpstreamCounters {
     name: Box<str>,
     spawned: u64,
     exited: Family<String>,
+    /// Idle sessions ended to give their process to a waiting one.
+    reclaimed: u64,
 }
 
 /// The relay's metrics registry.
@@ -227,6 +229,7 @@ impl Metrics {
             name: name.into(),
             spawned: 0,
             exited: Family::default(),
+            reclaimed: 0,
         });
         UpstreamId(self.upstreams.len() - 1)
     }
@@ -244,6 +247,14 @@ impl Metrics {
     pub fn upstream_exited(&mut self, u: UpstreamId, reason: &str) {
         if let Some(c) = self.upstreams.get_mut(u.0) {
             c.exited.inc(reason);
+        }
+    }
+
+    /// An idle session of upstream `u` was ended so that its process could
+    /// go to a session waiting for one (`--session-reclaim-age`).
+    pub fn session_reclaimed(&mut self, u: UpstreamId) {
+        if let Some(c) = self.upstreams.get_mut(u.0) {
+            c.reclaimed = c.reclaimed.saturating_add(1);
         }
     }
 
@@ -284,6 +295,10 @@ impl Metrics {
         self.upstreams
             .get(u.0)
             .map_or(0, |c| c.exited.count(reason))
+    }
+
+    pub fn reclaimed(&self, u: UpstreamId) -> u64 {
+        self.upstreams.get(u.0).map_or(0, |c| c.reclaimed)
     }
 
     pub fn requests(&self, outcome: &str) -> u64 {
@@ -387,6 +402,21 @@ impl Metrics {
                 "mcp_relay_sessions",
                 &[("upstream", g.upstream)],
                 g.sessions,
+            );
+        }
+
+        header(
+            out,
+            "mcp_relay_sessions_reclaimed_total",
+            "counter",
+            "Idle sessions ended to give their process to a waiting session.",
+        );
+        for u in &self.upstreams {
+            sample(
+                out,
+                "mcp_relay_sessions_reclaimed_total",
+                &[("upstream", &u.name)],
+                u.reclaimed,
             );
         }
 
@@ -548,6 +578,7 @@ mod tests {
         m.upstream_exited(ev, exit_reason(Some(0), None));
         m.upstream_exited(ev, "spawn_failed");
         m.upstream_exited(ev, exit_reason(None, Some(9)));
+        m.session_reclaimed(ev);
         m.request_done("ok", 0.001);
         m.request_done("ok", 0.5);
         m.request_done("timeout", 120.0);
@@ -600,6 +631,10 @@ mcp_relay_pool_waiting{upstream="we\"ird\\name\nx"} 0
 # TYPE mcp_relay_sessions gauge
 mcp_relay_sessions{upstream="everything"} 5
 mcp_relay_sessions{upstream="we\"ird\\name\nx"} 0
+# HELP mcp_relay_sessions_reclaimed_total Idle sessions ended to give their process to a waiting session.
+# TYPE mcp_relay_sessions_reclaimed_total counter
+mcp_relay_sessions_reclaimed_total{upstream="everything"} 1
+mcp_relay_sessions_reclaimed_total{upstream="we\"ird\\name\nx"} 0
 # HELP mcp_relay_requests_total Client requests finished, by outcome.
 # TYPE mcp_relay_requests_total counter
 mcp_relay_requests_total{outcome="ok"} 2

@@ -850,8 +850,9 @@ fn stress(pool: &str, max: u64, extra: &[&str]) {
         .collect();
     assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
     if pool == "shared" && kinds.iter().any(|(k, _)| k == "initialize 503") {
-        // Shared mode turns a session away only while no process is ready
-        // (the start, 64 initializes at once, --max-waiting 8).
+        // Shared mode turns a session away only while no process is ready:
+        // at the start, if the first process took over --queue-timeout (the
+        // 64 initializes at once wait for it, --max-waiting or not).
         assert!(
             total.late_503 < Duration::from_secs(2),
             "shared pool answered 503 {:?} into the run",
@@ -1619,6 +1620,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("mcp_relay_upstream_exited_total", "counter"),
     ("mcp_relay_pool_waiting", "gauge"),
     ("mcp_relay_sessions", "gauge"),
+    ("mcp_relay_sessions_reclaimed_total", "counter"),
     ("mcp_relay_requests_total", "counter"),
     ("mcp_relay_request_duration_seconds", "histogram"),
     ("mcp_relay_timeouts_total", "counter"),
@@ -2874,5 +2876,170 @@ fn pretty_printed_requests_reach_the_server_as_one_line() {
         // Nothing else came of it: the session works and no stray answer
         // is waiting for it.
         s.call_ok("after");
+    }
+}
+
+// ============================================================================
+// Issue 12: sessions never ended (reclaim) and the shared cold start
+// ============================================================================
+
+fn reclaimed(m: &Metrics) -> u64 {
+    m.must(&format!(
+        "mcp_relay_sessions_reclaimed_total{{upstream=\"{NAME}\"}}"
+    )) as u64
+}
+
+/// An `initialize` on a new connection; its HTTP status.
+fn initialize_status(port: u16) -> u16 {
+    let mut http = Http::connect(port);
+    post(&mut http, None, &initialize(json!(0))).status()
+}
+
+/// What the MCP conformance runner does: 30 sessions one after another,
+/// none ever ended, with the default flags (16 processes, a 5 s queue
+/// timeout, a 2 s reclaim age). Sessions 17 to 30 are each served by
+/// reclaiming the least recently active idle session; a reclaimed session's
+/// next request gets 404, and initializing again works.
+#[test]
+fn sessions_never_ended_are_reclaimed_for_new_ones() {
+    const SESSIONS: usize = 30;
+    const MAX: usize = 16;
+    let relay = start_relay(&[], &[]);
+    let mut sessions: Vec<Session> = (0..SESSIONS)
+        .map(|i| {
+            let mut s = Session::open(relay.port);
+            s.call_ok(&format!("session {i}"));
+            s
+        })
+        .collect();
+    let m = relay.metrics();
+    assert_eq!(reclaimed(&m), (SESSIONS - MAX) as u64, "{}", m.0);
+    assert_eq!((m.sessions(), m.conns("leased")), (MAX as u64, MAX as u64));
+    assert_eq!(
+        m.get("mcp_relay_requests_total{outcome=\"queue_timeout\"}"),
+        None
+    );
+    assert_eq!(
+        m.get("mcp_relay_requests_total{outcome=\"queue_full\"}"),
+        None
+    );
+    // The oldest went first: sessions 0..14 are gone, the rest are served.
+    sessions[SESSIONS - 1].call_ok("still here");
+    let (r, _) = sessions[0].call("gone?");
+    assert_eq!(r.status(), 404, "{r:?}");
+    // MCP: on 404 the client initializes a new session. The pool is full,
+    // so the least recently active of the rest (session 14) gives way.
+    let mut again = Session::open(relay.port);
+    again.call_ok("back");
+    assert_eq!(reclaimed(&relay.metrics()), (SESSIONS - MAX + 1) as u64);
+    let (r, _) = sessions[SESSIONS - MAX].call("gone too?");
+    assert_eq!(r.status(), 404, "{r:?}");
+    sessions[SESSIONS - MAX + 1].call_ok("kept");
+    let log = relay.stderr_text();
+    assert_eq!(
+        log.matches(" reclaimed after ").count(),
+        SESSIONS - MAX + 1,
+        "{log}"
+    );
+}
+
+/// `--session-reclaim-age`: `never` keeps the old behaviour (503 after the
+/// queue timeout), `0` takes any idle session at once, a busy session (a
+/// request in flight, an open stream) is never taken, and a session not yet
+/// idle long enough is taken as soon as it is.
+#[test]
+fn session_reclaim_age_never_zero_busy_and_not_yet() {
+    let one = ["--max-connections", "1", "--queue-timeout", "500ms"];
+    // never: the waiter times out.
+    let relay = start_relay(
+        &[&one[..], &["--session-reclaim-age", "never"]].concat(),
+        &[],
+    );
+    let mut a = Session::open(relay.port);
+    assert_eq!(initialize_status(relay.port), 503);
+    a.call_ok("kept");
+    assert_eq!(reclaimed(&relay.metrics()), 0);
+    drop(relay);
+
+    // 0: the idle session gives way at once.
+    let relay = start_relay(&[&one[..], &["--session-reclaim-age", "0"]].concat(), &[]);
+    let mut a = Session::open(relay.port);
+    let mut b = Session::open(relay.port);
+    b.call_ok("b");
+    assert_eq!(a.call("a").0.status(), 404);
+    // Busy with an open GET stream: not taken.
+    let stream = open_get(relay.port, &b.sid, None);
+    assert_eq!(initialize_status(relay.port), 503);
+    b.call_ok("b kept");
+    // Busy with a request in flight: not taken either.
+    drop(stream);
+    let mut hung = Http::connect(relay.port);
+    let body = serde_json::to_vec(&call_with(
+        json!("h"),
+        json!({"text": "h", "hang": true}),
+        None,
+    ))
+    .unwrap();
+    hung.send_request("POST", "/mcp", &mcp_headers(Some(&b.sid)), &body)
+        .expect("send");
+    // The call is in the relay's socket before the initialize connects, so
+    // it is in flight by the end of the turn that queues the initialize
+    // (where reclaiming is decided).
+    assert_eq!(initialize_status(relay.port), 503);
+    b.call_ok("b still kept");
+    assert_eq!(reclaimed(&relay.metrics()), 1);
+    drop(relay);
+
+    // 1s: the waiter is served once the idle session is 1 s idle (not at
+    // once; the lower bound leaves room for a slow test thread), well before
+    // its 5 s queue timeout, with nothing but the relay's own timer to wake
+    // it up.
+    let relay = start_relay(
+        &["--max-connections", "1", "--session-reclaim-age", "1s"],
+        &[],
+    );
+    let mut a = Session::open(relay.port);
+    a.call_ok("a");
+    let t = Instant::now();
+    let mut b = Session::open(relay.port);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(4),
+        "served after {waited:?}"
+    );
+    b.call_ok("b");
+    assert_eq!(a.call("a").0.status(), 404);
+    assert_eq!(reclaimed(&relay.metrics()), 1);
+}
+
+/// Shared mode, one process, cold: 50 sessions arrive at once while the
+/// process starts. Every one waits for it (not `--max-waiting`, 4 here) and
+/// is served; exactly one process is spawned. Twenty rounds, a fresh relay
+/// each, since how many arrive before the process is ready varies.
+#[test]
+fn shared_cold_start_burst_waits_for_the_one_process() {
+    const ROUNDS: usize = 20;
+    const SESSIONS: usize = 50;
+    for round in 0..ROUNDS {
+        let relay = start_relay(&["--pool", "shared", "--max-connections", "1"], &[]);
+        let port = relay.port;
+        let go = std::sync::Barrier::new(SESSIONS);
+        run_threads(SESSIONS, |i| {
+            let mut http = Http::connect(port);
+            go.wait();
+            let resp = post(&mut http, None, &initialize(json!(0)));
+            assert_eq!(resp.status(), 200, "round {round}, session {i}: {resp:?}");
+            let sid = resp
+                .header("mcp-session-id")
+                .expect("session id")
+                .to_string();
+            let text = format!("round {round} session {i}");
+            let reply = post(&mut http, Some(&sid), &call(json!(1), &text)).rpc();
+            assert_eq!(echo_text(&reply), Some(text.as_str()), "{reply}");
+        });
+        let m = relay.metrics();
+        assert_eq!(m.spawned(), 1, "round {round}: {}", m.0);
+        assert_eq!(m.sessions(), SESSIONS as u64, "round {round}: {}", m.0);
+        assert_eq!(relay.servers().len(), 1, "round {round}");
     }
 }

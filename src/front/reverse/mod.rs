@@ -14,8 +14,9 @@
 //! - `shutdown`: the relay's own lifecycle (`session::shutdown`).
 //!
 //! Handlers record what happened and return; the end of the turn (`settle`)
-//! drives queued clients, ends answered stateless sessions, writes output and
-//! moves the shutdown on.
+//! drives queued clients, ends answered stateless sessions, reclaims idle
+//! sessions for sessions waiting on a full pool (`session::reclaim_sessions`),
+//! writes output and moves the shutdown on.
 //!
 //! Files, by job:
 //!
@@ -24,7 +25,7 @@
 //! | `mod.rs` | the types, start-up, event/signal/timer dispatch, shutdown, metrics |
 //! | `client.rs` | client connections: accept, read, parse, respond, their lifecycle |
 //! | `routes.rs` | HTTP routing and the MCP endpoints (POST, GET, DELETE, stateless, legacy) |
-//! | `session.rs` | sessions: create, lease, bind, requests in flight, timeouts, end |
+//! | `session.rs` | sessions: create, lease, bind, requests in flight, timeouts, reclaim, end |
 //! | `deliver.rs` | upstream messages to clients: replies, progress, streams |
 //! | `proc.rs` | server processes: pool actions, pipes, lifecycle, reaping |
 //! | `http.rs` | HTTP upstreams (`--url`): upstream sessions, GET streams, DELETE |
@@ -75,6 +76,7 @@ use crate::reactor::{self, RESOLVER_TOKEN, Registry, SIGNAL_TOKEN, Source, Timer
 use crate::session::inflight::{self, Deadlines, Inflight};
 use crate::session::shutdown::{Shutdown, ShutdownConfig, Verdict as ShutdownVerdict};
 use crate::upstream::lifecycle::{self, Cause, DownPolicy, Lifecycle};
+use crate::upstream::pool::reclaim::{self, Candidate, Choice};
 use crate::upstream::pool::{self, Action, ConnId, Pool, PoolConfig, RejectReason};
 use crate::upstream::stdio::{Pipe, StdioConn, StdoutRead};
 
@@ -120,6 +122,9 @@ struct Upstream {
     /// no process is alive, the upstream is failing (`/healthz` 503) and
     /// waiting sessions are told why at once.
     spawn_error: Option<String>,
+    /// When a starved waiter's reclaim is next looked at, if a session will
+    /// be idle long enough then (`session::reclaim_sessions`).
+    reclaim_timer: Option<(Instant, TimerId)>,
 }
 
 /// What serves an upstream's sessions.
@@ -169,6 +174,14 @@ impl Upstream {
         self.spawn_error.as_deref().filter(|_| alive == 0)
     }
 
+    /// Session mode: waiters no process can come for (`Pool::starved`).
+    fn starved(&self) -> usize {
+        match &self.backend {
+            Backend::Stdio(p) => p.starved(),
+            Backend::Http(_) => 0,
+        }
+    }
+
     /// When the pool next needs a poll (stdio) or the engine does (HTTP).
     fn next_deadline(&self) -> Option<Instant> {
         match &self.backend {
@@ -215,6 +228,9 @@ enum TimerKind {
     HardStop,
     /// `--url`: a session's upstream GET stream may reconnect.
     Reconnect(SKey),
+    /// An upstream's starved waiter may have an idle session old enough to
+    /// reclaim now (the end of the turn looks).
+    Reclaim(usize),
 }
 
 /// The listening sockets and the connections they accepted.
@@ -357,6 +373,10 @@ impl Reverse {
                         max_connections: ucfg.max_connections,
                         min_idle: ucfg.min_idle,
                         max_waiting: ucfg.max_waiting,
+                        // Shared cold start: sessions waiting for the first
+                        // process each hold a client connection, so
+                        // --max-clients bounds that queue.
+                        max_waiting_starting: cfg.max_clients,
                         queue_timeout: ucfg.queue_timeout,
                         idle_timeout: ucfg.idle_timeout,
                         max_lifetime: ucfg.max_lifetime,
@@ -373,6 +393,7 @@ impl Reverse {
                 backend,
                 metric,
                 spawn_error: None,
+                reclaim_timer: None,
             });
         }
         let shutdown = Shutdown::new(ShutdownConfig {
@@ -440,6 +461,12 @@ impl Reverse {
         for skey in std::mem::take(&mut self.work.to_end) {
             self.end_session(skey, "stateless request answered");
         }
+        // After this turn's requests made their sessions busy and answered
+        // stateless sessions gave their processes back: a session waiting
+        // for a full pool may take an idle one's process. (A stateless
+        // request granted a process here and failing at once is queued to
+        // end next turn: `has_more`.)
+        self.reclaim_sessions();
         let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
             self.proc_flush(conn);
@@ -538,6 +565,11 @@ impl Reverse {
             }
             TimerKind::Shutdown => self.shutdown_tick(),
             TimerKind::Reconnect(skey) => self.http_reconnect_timer(skey),
+            TimerKind::Reclaim(u) => {
+                if let Some(up) = self.ups.get_mut(u) {
+                    up.reclaim_timer = None;
+                }
+            }
             TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
                 if let Some(v) = self.shutdown.on_hard_stop() {

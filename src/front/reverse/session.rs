@@ -722,6 +722,82 @@ impl Reverse {
         }
     }
 
+    /// Session mode, for each pool with starved waiters (full, nothing idle
+    /// or starting for them): ends the least recently active idle sessions
+    /// that have been idle `--session-reclaim-age`, one per starved waiter;
+    /// each release frees the slot the waiter's process is spawned in. If
+    /// none is old enough yet, a timer brings the loop back when one will
+    /// be. Runs at the end of every turn, so a session that stops being busy
+    /// counts from then; the waiter's queue timeout still bounds the wait.
+    pub(super) fn reclaim_sessions(&mut self) {
+        for u in 0..self.ups.len() {
+            let min_age = self.ups[u].cfg.session_reclaim_age;
+            if self.ups[u].starved() == 0 || min_age.is_none() {
+                continue;
+            }
+            let mut candidates: Vec<Candidate<SKey>> = self
+                .procs
+                .iter()
+                .filter(|(k, p)| k.up == u && p.life.in_service())
+                .filter_map(|(_, p)| match p.kind {
+                    ProcKind::Session { session } => session,
+                    ProcKind::Shared { .. } => None,
+                })
+                .filter_map(|skey| {
+                    let s = self.sessions.get(&skey)?;
+                    Some(Candidate {
+                        key: skey,
+                        last_active: s.last_active,
+                        busy: !s.inflight.is_empty() || s.stream.is_some() || s.stateless,
+                    })
+                })
+                .collect();
+            while self.ups[u].starved() > 0 {
+                match reclaim::choose(&candidates, self.now, min_age) {
+                    Choice::Reclaim(skey) => {
+                        candidates.retain(|c| c.key != skey);
+                        self.reclaim_session(skey);
+                    }
+                    Choice::RecheckAt(at) => {
+                        self.arm_reclaim_timer(u, at);
+                        break;
+                    }
+                    Choice::Nobody => break,
+                }
+            }
+        }
+    }
+
+    fn reclaim_session(&mut self, skey: SKey) {
+        let u = up_of(skey);
+        let Some(s) = self.sessions.get(&skey) else {
+            return;
+        };
+        let idle = self.now.saturating_duration_since(s.last_active);
+        let idle = Duration::from_millis(idle.as_millis() as u64);
+        log::info!(
+            "[{}] session {} reclaimed after {idle:?} idle (--session-reclaim-age {:?}): \
+             its process goes to a session waiting for one; its client gets 404",
+            self.ups[u].cfg.name,
+            s.id,
+            self.ups[u].cfg.session_reclaim_age.unwrap_or_default(),
+        );
+        self.metrics.session_reclaimed(self.ups[u].metric);
+        self.end_session(skey, "reclaimed for a session waiting for a process");
+    }
+
+    fn arm_reclaim_timer(&mut self, u: usize, at: Instant) {
+        match self.ups[u].reclaim_timer {
+            Some((t, _)) if t == at => return,
+            Some((_, old)) => {
+                self.timers.cancel(old);
+            }
+            None => {}
+        }
+        let id = self.timers.insert(at, TimerKind::Reclaim(u));
+        self.ups[u].reclaim_timer = Some((at, id));
+    }
+
     /// Ends a session whose process went away: nothing is given back to
     /// the pool (it learns of the exit itself).
     pub(super) fn end_orphaned_session(&mut self, skey: SKey) {

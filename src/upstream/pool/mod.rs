@@ -73,6 +73,19 @@
 //! - **A full queue still pins in Shared mode.** A session that would wait for
 //!   a new process but finds the queue full is pinned to the least-loaded
 //!   ready process instead of rejected; `QueueFull` only when nothing is ready.
+//! - **Shared cold start waits, under its own cap.** When nothing is ready but
+//!   a process is Starting (or is spawned for the session), the session waits
+//!   for it even beyond `max_waiting`, up to `max_waiting_starting`: everyone
+//!   queued is pinned to it once it is ready, bounded by `queue_timeout` as
+//!   always. `max_waiting` still caps the queue when nothing is on its way
+//!   (spawning backs off): if the Starting process fails, the waiters past
+//!   `max_waiting` get `QueueFull` at once (FIFO: the oldest stay queued).
+//! - **Starved waiters are the owner's call.** In Session mode a waiter no
+//!   process can come for (the pool is at `max_connections`, nothing is Idle,
+//!   more waiters than Starting processes) is counted by [`Pool::starved`].
+//!   The pool never takes a process from a session; the owner may end an idle
+//!   session ([`reclaim::choose`]), whose `release` frees a slot the waiter's
+//!   process is spawned in.
 //! - **Idle timeout never goes below `min_idle`.** Protected are, in Session
 //!   mode, the Idle spares; in Shared mode, the ready processes. The longest
 //!   idle goes first. A zero `idle_timeout` never closes anything.
@@ -173,6 +186,12 @@ pub struct PoolConfig {
     pub min_idle: usize,
     /// Lease requests that may queue; one more gets `Reject(QueueFull)`.
     pub max_waiting: usize,
+    /// Shared mode: the queue's cap while a process is Starting, when it is
+    /// above `max_waiting`. Everyone queued then shares that process once it
+    /// is ready, so turning them away would refuse sessions the pool is about
+    /// to serve. The relay passes `--max-clients` (each waiting session holds
+    /// a client connection, so the queue cannot outgrow it anyway).
+    pub max_waiting_starting: usize,
     /// A waiter not granted within this gets `Reject(QueueTimeout)`.
     pub queue_timeout: Duration,
     /// An Idle process idle this long is closed, never below `min_idle`.
@@ -371,7 +390,8 @@ impl Pool {
     }
 
     /// The process could not be started: forget it and back off. Waiters stay
-    /// queued (they time out if spawning never works).
+    /// queued (they time out if spawning never works), except, in Shared
+    /// mode, those queued past `max_waiting` for it: `Reject(QueueFull)`.
     pub fn on_spawn_failed(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         match self.conns.get(&conn).map(|c| c.state) {
@@ -506,6 +526,24 @@ impl Pool {
         next
     }
 
+    /// Session mode: queued waiters no process can come for. The pool is at
+    /// `max_connections` with nothing Idle, and there are more waiters than
+    /// Starting processes (each of which goes to the oldest waiter when
+    /// ready). Each session the owner ends frees a slot that one of them gets
+    /// a process in. Zero in Shared mode (a waiter is pinned to a busy
+    /// process instead) and after shutdown.
+    pub fn starved(&self) -> usize {
+        if self.cfg.mode != Mode::Session
+            || self.shutting_down
+            || self.counts.live() < self.cfg.max_connections
+        {
+            return 0;
+        }
+        self.waiters
+            .len()
+            .saturating_sub(self.counts.starting + self.counts.idle)
+    }
+
     pub fn state(&self, conn: ConnId) -> Option<ConnState> {
         self.conns.get(&conn).map(|c| c.state)
     }
@@ -597,6 +635,11 @@ impl Pool {
                 let mut best = self.least_loaded(now);
                 for w in queue {
                     let can_wait = kept.len() < self.cfg.max_waiting;
+                    // Nothing ready: everyone queued shares the first process
+                    // to become ready, under the cold-start cap.
+                    let cold_room =
+                        kept.len() < self.cfg.max_waiting.max(self.cfg.max_waiting_starting);
+                    let coming = self.counts.starting + planned;
                     match best {
                         // A fresh (or freed) process: nobody to share with.
                         Some((false, 0, conn)) => {
@@ -617,6 +660,13 @@ impl Pool {
                             best = self.least_loaded(now);
                         }
                         None if can_wait => kept.push_back(w),
+                        // A process is on its way: wait for it.
+                        None if cold_room && coming > 0 => kept.push_back(w),
+                        // Cold: spawn one to wait for.
+                        None if cold_room && planned < spawnable => {
+                            planned += 1;
+                            kept.push_back(w);
+                        }
                         None => out.push(Action::Reject {
                             waiter: w.id,
                             reason: RejectReason::QueueFull,
@@ -807,79 +857,10 @@ impl Pool {
         *self.counts.of(c.state) -= 1;
         Some(c)
     }
-
-    // ---- invariants -----------------------------------------------------
-
-    fn debug_check(&self) {
-        if cfg!(any(test, debug_assertions)) {
-            self.check_invariants();
-        }
-    }
-
-    fn check_invariants(&self) {
-        let mut counts = Counts::default();
-        for (&id, c) in &self.conns {
-            *counts.of(c.state) += 1;
-            assert!(id < self.next_id, "conn {id} was never spawned");
-            match c.state {
-                ConnState::Starting | ConnState::Closing => assert_eq!(c.sessions, 0, "{id}"),
-                ConnState::Idle => {
-                    assert_eq!(c.sessions, 0, "{id}");
-                    assert!(c.ready_at.is_some(), "{id}");
-                }
-                ConnState::Leased => {
-                    assert!(c.sessions >= 1, "{id}");
-                    if self.cfg.mode == Mode::Session {
-                        assert_eq!(c.sessions, 1, "{id}");
-                    }
-                    assert!(c.ready_at.is_some(), "{id}");
-                }
-            }
-        }
-        assert_eq!(counts, self.counts, "per-state counts drifted");
-        assert!(
-            self.counts.live() <= self.cfg.max_connections,
-            "{:?} over max {}",
-            self.counts,
-            self.cfg.max_connections
-        );
-        assert!(self.waiters.len() <= self.cfg.max_waiting);
-        assert_eq!(self.spawned_total, self.next_id - 1);
-        let mut ids = std::collections::HashSet::with_capacity(self.waiters.len());
-        for w in &self.waiters {
-            assert!(ids.insert(w.id), "waiter {} queued twice", w.id);
-        }
-        if !self.waiters.is_empty() {
-            // Session: a spare would have been granted. Shared: an idle
-            // process is the least loaded and would have been pinned.
-            assert_eq!(
-                self.counts.idle, 0,
-                "a waiter queued beside an idle process"
-            );
-        }
-        if self.cfg.mode == Mode::Shared {
-            // A queued waiter waits for a Starting process of its own, or
-            // nothing is ready to share.
-            let waiting_without_a_process = self.waiters.len().saturating_sub(self.counts.starting);
-            assert!(
-                waiting_without_a_process == 0 || self.counts.ready() == 0,
-                "{waiting_without_a_process} waiters queued while a process is ready"
-            );
-        }
-        if self.shutting_down {
-            assert!(self.waiters.is_empty());
-            assert_eq!(self.counts.starting + self.counts.idle, 0);
-        } else if self.wanted_spawns() > 0 && self.spawn_slots() > 0 {
-            assert!(
-                self.spawn_not_before.is_some(),
-                "a spawn is wanted and allowed but was not made"
-            );
-        }
-        if let Some(d) = self.next_deadline() {
-            assert!(d > self.last_now, "next deadline is not in the future");
-        }
-    }
 }
+
+mod invariants;
+pub mod reclaim;
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ fn config(mode: Mode, max: usize, min_idle: usize) -> PoolConfig {
         max_lifetime: None,
         spawn_backoff_base: ms(100),
         spawn_backoff_cap: ms(2_000),
+        max_waiting_starting: 0,
     }
 }
 
@@ -362,6 +363,70 @@ fn cancel_wait_removes_the_waiter_without_an_outcome() {
     assert_eq!(p.on_ready(1, t0 + ms(1)), vec![grant(2, 1)]);
 }
 
+#[test]
+fn session_starved_counts_waiters_no_process_can_come_for() {
+    let t0 = Instant::now();
+    let mut p = pool(config(Mode::Session, 2, 0), t0);
+    // Below the cap a waiter gets a process of its own: not starved.
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    assert_eq!(p.lease(2, t0), vec![Spawn(2)]);
+    assert_eq!(p.starved(), 0);
+    // At the cap, a third waits for one of the Starting ones (each goes to
+    // the oldest waiter): still not starved, a process is coming.
+    assert_eq!(p.lease(3, t0), vec![]);
+    assert_eq!(p.starved(), 1, "two Starting processes, three waiters");
+    assert_eq!(p.on_ready(1, t0 + ms(1)), vec![grant(1, 1)]);
+    assert_eq!(p.starved(), 1);
+    assert_eq!(p.on_ready(2, t0 + ms(1)), vec![grant(2, 2)]);
+    let s = p.stats();
+    assert_eq!((s.leased, s.starting, s.waiting), (2, 0, 1));
+    assert_eq!(p.starved(), 1);
+    assert_eq!(p.lease(4, t0 + ms(2)), vec![]);
+    assert_eq!(p.starved(), 2);
+    // The owner reclaims a session: its process is closed and a fresh one
+    // spawned in its slot for the oldest waiter.
+    assert_eq!(
+        p.release(1, t0 + ms(3)),
+        vec![Close(1, CloseReason::SessionEnded), Spawn(3)]
+    );
+    assert_eq!(p.starved(), 1, "waiter 3 has process 3 coming, 4 has none");
+    assert_eq!(p.on_ready(3, t0 + ms(4)), vec![grant(3, 3)]);
+    // Cancelling the last starved waiter, or its timeout, ends the starving.
+    assert_eq!(p.cancel_wait(4), vec![]);
+    assert_eq!(p.starved(), 0);
+    assert_eq!(p.lease(5, t0 + ms(5)), vec![]);
+    assert_eq!(p.starved(), 1);
+    assert_eq!(
+        p.poll(t0 + ms(5_005)),
+        vec![reject(5, RejectReason::QueueTimeout)]
+    );
+    assert_eq!(p.starved(), 0);
+}
+
+#[test]
+fn starved_is_zero_in_shared_mode_under_backoff_and_after_shutdown() {
+    let t0 = Instant::now();
+    // Shared: a waiter at the cap is pinned to a busy process.
+    let mut p = pool(config(Mode::Shared, 1, 0), t0);
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    assert_eq!(p.lease(2, t0), vec![]);
+    assert_eq!(p.starved(), 0);
+    // Session, below the cap but backing off: a freed slot would not help.
+    let mut p = pool(config(Mode::Session, 2, 0), t0);
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    assert_eq!(p.on_spawn_failed(1, t0), vec![]);
+    assert_eq!(p.stats().waiting, 1);
+    assert_eq!(p.starved(), 0);
+    // Session, starved, then shut down: the waiter is rejected.
+    let mut p = pool(config(Mode::Session, 1, 0), t0);
+    p.lease(1, t0);
+    p.on_ready(1, t0);
+    assert_eq!(p.lease(2, t0), vec![]);
+    assert_eq!(p.starved(), 1);
+    assert_eq!(p.shutdown(t0), vec![reject(2, RejectReason::ShuttingDown)]);
+    assert_eq!(p.starved(), 0);
+}
+
 // ---- Shared mode -----------------------------------------------------
 
 #[test]
@@ -481,6 +546,117 @@ fn shared_max_lifetime_drains_and_closes_at_zero_sessions() {
     );
 }
 
+#[test]
+fn shared_cold_start_queues_past_max_waiting_for_the_starting_process() {
+    let t0 = Instant::now();
+    let mut cfg = config(Mode::Shared, 1, 0);
+    cfg.max_waiting = 4;
+    cfg.max_waiting_starting = 1024;
+    let mut p = pool(cfg, t0);
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    // Fifty sessions at once while the first process starts: every one
+    // waits for it (max_waiting would have turned away all but four).
+    for w in 2..=50 {
+        assert_eq!(p.lease(w, t0 + ms(w)), vec![], "waiter {w}");
+    }
+    assert_eq!(p.stats().waiting, 50);
+    // Ready: all fifty share it, and nothing else was spawned.
+    assert_eq!(
+        p.on_ready(1, t0 + ms(300)),
+        (1..=50).map(|w| grant(w, 1)).collect::<Vec<_>>()
+    );
+    let s = p.stats();
+    assert_eq!((s.spawned_total, s.sessions, s.waiting), (1, 50, 0));
+}
+
+#[test]
+fn shared_cold_start_queue_has_its_own_cap_and_the_queue_timeout() {
+    let t0 = Instant::now();
+    let mut cfg = config(Mode::Shared, 1, 0);
+    cfg.max_waiting = 2;
+    cfg.max_waiting_starting = 5;
+    let mut p = pool(cfg, t0);
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    for w in 2..=5 {
+        assert_eq!(p.lease(w, t0), vec![]);
+    }
+    // The cold-start cap is a cap.
+    assert_eq!(p.lease(6, t0), vec![reject(6, RejectReason::QueueFull)]);
+    // A process that never comes up: each waiter times out on time.
+    assert_eq!(p.next_deadline(), Some(t0 + ms(5_000)));
+    assert_eq!(p.poll(t0 + ms(4_999)), vec![]);
+    assert_eq!(
+        p.poll(t0 + ms(5_000)),
+        (1..=5)
+            .map(|w| reject(w, RejectReason::QueueTimeout))
+            .collect::<Vec<_>>()
+    );
+    // A cap below max_waiting changes nothing: max_waiting rules.
+    let mut cfg = config(Mode::Shared, 1, 0);
+    cfg.max_waiting = 3;
+    cfg.max_waiting_starting = 1;
+    let mut p = pool(cfg, t0);
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    assert_eq!(p.lease(2, t0), vec![]);
+    assert_eq!(p.lease(3, t0), vec![]);
+    assert_eq!(p.lease(4, t0), vec![reject(4, RejectReason::QueueFull)]);
+}
+
+#[test]
+fn shared_cold_start_failure_keeps_only_max_waiting_oldest_waiters() {
+    let t0 = Instant::now();
+    let mut cfg = config(Mode::Shared, 1, 0);
+    cfg.max_waiting = 2;
+    cfg.max_waiting_starting = 10;
+    let mut p = pool(cfg, t0);
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    for w in 2..=6 {
+        assert_eq!(p.lease(w, t0), vec![]);
+    }
+    // The process they all waited for fails: nothing is on its way until
+    // the backoff allows a probe, so max_waiting caps the queue again and
+    // the newest are turned away now rather than at their timeout.
+    assert_eq!(
+        p.on_spawn_failed(1, t0 + ms(10)),
+        (3..=6)
+            .map(|w| reject(w, RejectReason::QueueFull))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(p.stats().waiting, 2);
+    let probe = p.next_deadline().expect("a deferred spawn");
+    assert!(probe < t0 + ms(5_000));
+    assert_eq!(p.poll(probe), vec![Spawn(2)]);
+    // While the probe starts, newcomers wait for it again.
+    assert_eq!(p.lease(7, probe), vec![]);
+    assert_eq!(
+        p.on_ready(2, probe + ms(1)),
+        vec![grant(1, 2), grant(2, 2), grant(7, 2)]
+    );
+}
+
+#[test]
+fn shared_cold_start_with_no_room_to_queue_still_spawns_and_waits() {
+    let t0 = Instant::now();
+    let mut cfg = config(Mode::Shared, 2, 0);
+    cfg.max_waiting = 0;
+    cfg.max_waiting_starting = 8;
+    let mut p = pool(cfg, t0);
+    // Nothing ready, nothing starting: the first session spawns a process
+    // and waits for it; the second spawns the other one.
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    assert_eq!(p.lease(2, t0), vec![Spawn(2)]);
+    assert_eq!(p.lease(3, t0), vec![]);
+    assert_eq!(
+        p.on_ready(2, t0 + ms(10)),
+        vec![grant(1, 2), grant(2, 2), grant(3, 2)]
+    );
+    // Something is ready: with no room to queue, sessions share it rather
+    // than wait for process 1, as before.
+    assert_eq!(p.lease(4, t0 + ms(20)), vec![grant(4, 2)]);
+    assert_eq!(p.on_ready(1, t0 + ms(30)), vec![]);
+    assert_eq!(p.lease(5, t0 + ms(40)), vec![grant(5, 1)]);
+}
+
 // ---- Shutdown --------------------------------------------------------
 
 #[test]
@@ -533,294 +709,6 @@ fn shutdown_rejects_waiters_and_closes_starting_and_idle_processes() {
     assert_eq!(p.release(1, t0), vec![Close(1, CloseReason::Shutdown)]);
 }
 
-// ---- Randomized, against a model of the owner ------------------------
+// ---- Randomized, against a model of the owner (tests/model.rs) -------
 
-/// Plays the owner: carries out actions, reports events at random, and
-/// checks every action against what it knows.
-struct Sim {
-    p: Pool,
-    cfg: PoolConfig,
-    now: Instant,
-    rng: Rng,
-    starting: BTreeSet<ConnId>,
-    ready: BTreeSet<ConnId>,
-    closing: BTreeSet<ConnId>,
-    closed: BTreeSet<ConnId>,
-    ever_granted: BTreeSet<ConnId>,
-    sessions: Vec<(WaiterId, ConnId)>,
-    queued: BTreeMap<WaiterId, Instant>,
-    outcomes: HashMap<WaiterId, u32>,
-    cancelled: BTreeSet<WaiterId>,
-    last_spawn: ConnId,
-    spawns: u64,
-    next_waiter: WaiterId,
-}
-
-impl Sim {
-    fn new(seed: u64) -> Sim {
-        let mut rng = Rng::seeded(seed);
-        let mut pick = |n: u64| rng.below_or_equal(n);
-        let max = 1 + pick(4) as usize;
-        let cfg = PoolConfig {
-            mode: if pick(1) == 0 {
-                Mode::Session
-            } else {
-                Mode::Shared
-            },
-            max_connections: max,
-            min_idle: pick(max as u64) as usize,
-            max_waiting: pick(6) as usize,
-            queue_timeout: if pick(5) == 0 {
-                Duration::ZERO
-            } else {
-                ms(pick(5_000))
-            },
-            idle_timeout: if pick(1) == 0 {
-                Duration::ZERO
-            } else {
-                ms(1 + pick(10_000))
-            },
-            max_lifetime: (pick(1) == 0).then(|| ms(1 + pick(20_000))),
-            spawn_backoff_base: ms(1 + pick(500)),
-            spawn_backoff_cap: ms(500 + pick(5_000)),
-        };
-        let now = Instant::now();
-        Sim {
-            p: Pool::new(cfg.clone(), Rng::seeded(seed ^ 0x5eed), now),
-            cfg,
-            now,
-            rng,
-            starting: BTreeSet::new(),
-            ready: BTreeSet::new(),
-            closing: BTreeSet::new(),
-            closed: BTreeSet::new(),
-            ever_granted: BTreeSet::new(),
-            sessions: Vec::new(),
-            queued: BTreeMap::new(),
-            outcomes: HashMap::new(),
-            cancelled: BTreeSet::new(),
-            last_spawn: 0,
-            spawns: 0,
-            next_waiter: 1,
-        }
-    }
-
-    fn pick<T: Copy>(&mut self, items: impl IntoIterator<Item = T>) -> Option<T> {
-        let v: Vec<T> = items.into_iter().collect();
-        if v.is_empty() {
-            return None;
-        }
-        Some(v[self.rng.below_or_equal(v.len() as u64 - 1) as usize])
-    }
-
-    fn apply(&mut self, actions: Vec<Action>) {
-        let mut spawned = false;
-        for a in actions {
-            match a {
-                Spawn(id) => {
-                    assert!(id > self.last_spawn, "ids increase");
-                    self.last_spawn = id;
-                    self.spawns += 1;
-                    self.starting.insert(id);
-                    spawned = true;
-                }
-                Close(id, reason) => {
-                    assert!(self.closed.insert(id), "second Close for {id}");
-                    assert!(
-                        self.sessions.iter().all(|s| s.1 != id),
-                        "{id} closed under a session"
-                    );
-                    assert!(
-                        self.starting.remove(&id) || self.ready.remove(&id),
-                        "Close for {id}, which is not live"
-                    );
-                    self.closing.insert(id);
-                    if reason == CloseReason::SessionEnded {
-                        assert_eq!(self.cfg.mode, Mode::Session);
-                    }
-                }
-                Grant { waiter, conn } => {
-                    assert!(!spawned, "a Spawn came before a Grant");
-                    assert!(self.queued.remove(&waiter).is_some(), "{waiter} not queued");
-                    *self.outcomes.entry(waiter).or_default() += 1;
-                    assert!(self.ready.contains(&conn), "{conn} granted but not ready");
-                    if self.cfg.mode == Mode::Session {
-                        assert!(self.ever_granted.insert(conn), "{conn} reused");
-                    }
-                    self.sessions.push((waiter, conn));
-                }
-                Reject { waiter, reason } => {
-                    let since = self.queued.remove(&waiter);
-                    let since = since.unwrap_or_else(|| panic!("{waiter} not queued"));
-                    *self.outcomes.entry(waiter).or_default() += 1;
-                    if reason == RejectReason::QueueTimeout {
-                        assert!(self.now >= since + self.cfg.queue_timeout, "early timeout");
-                    }
-                }
-            }
-        }
-        self.check();
-    }
-
-    fn check(&self) {
-        let s = self.p.stats();
-        assert_eq!(s.starting, self.starting.len());
-        assert_eq!(s.idle + s.leased, self.ready.len());
-        assert_eq!(s.closing, self.closing.len());
-        assert_eq!(s.waiting, self.queued.len());
-        assert_eq!(s.sessions, self.sessions.len());
-        assert_eq!(s.spawned_total, self.spawns);
-        assert!(s.starting + s.idle + s.leased <= self.cfg.max_connections);
-        for &c in &self.starting {
-            assert_eq!(self.p.state(c), Some(ConnState::Starting));
-        }
-        for &c in &self.closing {
-            assert_eq!(self.p.state(c), Some(ConnState::Closing));
-        }
-        for &c in &self.ready {
-            let n = self.sessions.iter().filter(|s| s.1 == c).count();
-            assert_eq!(self.p.sessions_on(c), n);
-            let want = if n == 0 {
-                ConnState::Idle
-            } else {
-                ConnState::Leased
-            };
-            assert_eq!(self.p.state(c), Some(want));
-        }
-        for (&w, &since) in &self.queued {
-            assert!(since + self.cfg.queue_timeout > self.now, "{w} overdue");
-        }
-        if let Some(d) = self.p.next_deadline() {
-            assert!(d > self.now, "deadline in the past");
-        }
-        assert!(self.outcomes.values().all(|&n| n == 1));
-    }
-
-    fn step(&mut self) {
-        let now = self.now;
-        let a = match self.rng.below_or_equal(99) {
-            0..=24 => {
-                let w = self.next_waiter;
-                self.next_waiter += 1;
-                self.queued.insert(w, now);
-                self.p.lease(w, now)
-            }
-            25..=44 => match self.pick(0..self.sessions.len()) {
-                Some(i) => {
-                    let (_, conn) = self.sessions.swap_remove(i);
-                    self.p.release(conn, now)
-                }
-                None => vec![],
-            },
-            45..=59 => match self.pick(self.starting.clone()) {
-                Some(c) => {
-                    self.starting.remove(&c);
-                    self.ready.insert(c);
-                    self.p.on_ready(c, now)
-                }
-                None => vec![],
-            },
-            60..=64 => match self.pick(self.starting.clone()) {
-                Some(c) => {
-                    self.starting.remove(&c);
-                    self.p.on_spawn_failed(c, now)
-                }
-                None => vec![],
-            },
-            65..=74 => match self.pick(self.closing.clone()) {
-                Some(c) => self.exit(c),
-                None => vec![],
-            },
-            75..=77 => {
-                let live = self.starting.iter().chain(&self.ready).copied();
-                match self.pick(live.collect::<Vec<_>>()) {
-                    Some(c) => self.exit(c),
-                    None => vec![],
-                }
-            }
-            78..=81 => match self.pick(self.queued.keys().copied().collect::<Vec<_>>()) {
-                Some(w) => {
-                    self.queued.remove(&w);
-                    self.cancelled.insert(w);
-                    let a = self.p.cancel_wait(w);
-                    assert_eq!(a, vec![]);
-                    a
-                }
-                None => vec![],
-            },
-            82..=83 => match self.pick(self.closing.clone()) {
-                // Raced: the process finished starting as it was closed.
-                // The pool ignores it, and settling twice at one instant
-                // does nothing the second time.
-                Some(c) => {
-                    let a = self.p.on_ready(c, now);
-                    assert_eq!(a, vec![]);
-                    a
-                }
-                None => vec![],
-            },
-            84..=91 => match self.p.next_deadline() {
-                Some(d) => {
-                    self.now = d;
-                    self.p.poll(d)
-                }
-                None => vec![],
-            },
-            _ => {
-                self.now += ms(self.rng.below_or_equal(3_000));
-                self.p.poll(self.now)
-            }
-        };
-        self.apply(a);
-    }
-
-    fn exit(&mut self, c: ConnId) -> Vec<Action> {
-        self.starting.remove(&c);
-        self.ready.remove(&c);
-        self.closing.remove(&c);
-        self.sessions.retain(|s| s.1 != c);
-        self.p.on_exit(c, self.now)
-    }
-
-    fn finish(&mut self) {
-        self.now += ms(1);
-        let a = self.p.shutdown(self.now);
-        self.apply(a);
-        assert!(self.queued.is_empty());
-        assert!(self.starting.is_empty());
-        while let Some((_, conn)) = self.sessions.pop() {
-            let a = self.p.release(conn, self.now);
-            self.apply(a);
-        }
-        assert!(self.ready.is_empty(), "every process was closed");
-        while let Some(c) = self.closing.first().copied() {
-            let a = self.exit(c);
-            self.apply(a);
-        }
-        assert_eq!(
-            self.p.stats(),
-            Stats {
-                spawned_total: self.spawns,
-                ..Stats::default()
-            }
-        );
-        for w in 1..self.next_waiter {
-            let n = self.outcomes.get(&w).copied().unwrap_or(0);
-            let want = u32::from(!self.cancelled.contains(&w));
-            assert_eq!(n, want, "waiter {w}");
-        }
-    }
-}
-
-#[test]
-fn randomized_against_a_model_of_the_owner() {
-    for seed in 0..400 {
-        let mut sim = Sim::new(seed);
-        let a = sim.p.start(sim.now);
-        sim.apply(a);
-        for _ in 0..400 {
-            sim.step();
-        }
-        sim.finish();
-    }
-}
+mod model;
