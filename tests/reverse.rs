@@ -10,13 +10,8 @@
 //! The HTTP client is a small blocking one on `std::net::TcpStream`
 //! (keep-alive, Content-Length and chunked bodies, incremental SSE).
 //!
-//! Some tests state behaviour the relay does not have yet; they fail until
-//! the relay is fixed, and each one's doc says what it expects and why:
-//! `session_idle_clock_*` (the session idle clock ignores the answers to
-//! its requests and notifications), `batch_with_duplicate_ids`,
-//! `resume_from_post_event_replays_only_that_stream`,
-//! `reply_of_reset_post_goes_to_get_stream` and
-//! `half_closed_client_is_closed_after_its_answer`.
+//! Tests written for a defect say, in their docs, what was wrong and what
+//! they expect instead.
 //!
 //! `STRESS_SECS` sets the length of the two stress runs (default 30, as the
 //! acceptance criterion asks).

@@ -155,16 +155,8 @@ impl Reverse {
             .max_by_key(|(started, _)| *started)
             .map(|(_, t)| t);
         if let Some(tok) = post
-            && self.upgrade_to_sse(tok)
+            && self.event_on_post(skey, tok, &msg)
         {
-            let ev_id = self.sessions.get_mut(&skey).map(|s| {
-                s.next_event += 1;
-                s.next_event - 1
-            });
-            if let Some(c) = self.client(tok) {
-                chunk_event_into(&mut c.out, ev_id, &msg);
-                self.work.dirty.push(tok);
-            }
             return;
         }
         let Some(s) = self.sessions.get_mut(&skey) else {
@@ -193,19 +185,31 @@ impl Reverse {
             return;
         };
         self.arm_response_timer(skey, &id);
-        match reply_to {
-            ReplyTo::Client(tok) if self.upgrade_to_sse(tok) => {
-                let ev_id = self.sessions.get_mut(&skey).map(|s| {
-                    s.next_event += 1;
-                    s.next_event - 1
-                });
-                if let Some(c) = self.client(tok) {
-                    chunk_event_into(&mut c.out, ev_id, &msg);
-                    self.work.dirty.push(tok);
-                }
-            }
-            _ => self.push_to_stream(skey, msg),
+        let sent = match reply_to {
+            ReplyTo::Client(tok) => self.event_on_post(skey, tok, &msg),
+            ReplyTo::Stream => false,
+        };
+        if !sent {
+            self.push_to_stream(skey, msg);
         }
+    }
+
+    /// Sends `msg` as an event on the POST response that connection `tok`
+    /// is waiting on, turning it into an SSE stream first; false if that
+    /// response cannot carry it.
+    fn event_on_post(&mut self, skey: SKey, tok: Token, msg: &[u8]) -> bool {
+        if !self.upgrade_to_sse(tok) {
+            return false;
+        }
+        let ev_id = self.sessions.get_mut(&skey).map(|s| {
+            s.next_event += 1;
+            s.next_event - 1
+        });
+        if let Some(c) = self.client(tok) {
+            chunk_event_into(&mut c.out, ev_id, msg);
+            self.work.dirty.push(tok);
+        }
+        true
     }
 
     /// A message from the upstream of one session (its own process, or its

@@ -316,14 +316,7 @@ impl Reverse {
                 },
             );
         }
-        if let Some(s) = self.sessions.get_mut(&skey)
-            && s.inflight
-                .begin(id.clone(), self.now, None, true, reply_to)
-                .is_err()
-        {
-            log::debug!("initialize {id} is already in flight");
-        }
-        self.arm_response_timer(skey, &id);
+        self.track_initialize(skey, &id, reply_to);
         self.http_post(skey, &line, None, Some(id), true);
     }
 

@@ -331,14 +331,7 @@ impl Reverse {
         match &mut p.kind {
             ProcKind::Session { session } => {
                 *session = Some(skey);
-                if let Some(s) = self.sessions.get_mut(&skey)
-                    && s.inflight
-                        .begin(id.clone(), self.now, None, true, reply_to)
-                        .is_err()
-                {
-                    log::debug!("initialize {id} is already in flight");
-                }
-                self.arm_response_timer(skey, &id);
+                self.track_initialize(skey, &id, reply_to);
                 self.write_proc(conn, &line);
             }
             ProcKind::Shared { init, sessions, .. } => {
@@ -424,6 +417,19 @@ impl Reverse {
         if !legacy {
             self.end_session(skey, text);
         }
+    }
+
+    /// Registers the session's `initialize`, on its way to the upstream, as
+    /// a request in flight (it is never cancelled; its timer still runs).
+    pub(super) fn track_initialize(&mut self, skey: SKey, id: &Id, reply_to: ReplyTo) {
+        if let Some(s) = self.sessions.get_mut(&skey)
+            && s.inflight
+                .begin(id.clone(), self.now, None, true, reply_to)
+                .is_err()
+        {
+            log::debug!("initialize {id} is already in flight");
+        }
+        self.arm_response_timer(skey, id);
     }
 
     /// Registers a request in flight. False if its id is already in flight.
