@@ -28,7 +28,7 @@
 //! | `session.rs` | sessions: create, lease, bind, requests in flight, timeouts, reclaim, end |
 //! | `deliver.rs` | upstream messages to clients: replies, progress, streams |
 //! | `proc.rs` | server processes: pool actions, pipes, lifecycle, reaping |
-//! | `http.rs` | HTTP upstreams (`--url`): upstream sessions, GET streams, DELETE |
+//! | `http/` | HTTP upstreams (`--url`): upstream sessions (`phase.rs`: their lifecycle), GET streams, DELETE |
 //!
 //! A request's path (stdio, session mode): `client::client_read` →
 //! `client::drive_client` → `routes::handle_request` → `routes::post_mcp` →

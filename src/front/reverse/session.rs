@@ -57,7 +57,7 @@ pub(super) enum Binding {
     },
     /// Served by this process.
     Bound(PKey),
-    /// Served by its own session on an HTTP upstream (`http.rs`).
+    /// Served by its own session on an HTTP upstream (`http/`).
     Upstream,
     /// Its process went away; its requests were failed.
     Orphaned,
