@@ -34,8 +34,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
 use common::fake::{
-    After, Conn, Fake, Handler, MARGIN, Req, TICK, bind, echo_reply, handler, init_result,
-    progress, reply_to, server_note, summaries, upper_bound,
+    After, AsksOnGet, Conn, Fake, Handler, MARGIN, NO_GET_STREAM, Req, TICK, bind, echo_reply,
+    handler, init_result, progress, reply_to, server_note, summaries, upper_bound,
 };
 use common::relay::Relay;
 use common::{SHORT, call, call_with, echo_text, error_kind, initialize, initialized};
@@ -616,6 +616,52 @@ fn a_lone_dropped_get_stream_is_reconnected_within_the_base_window() {
 }
 
 // ---- 7. 404: the session is gone; the relay starts a new one ---------------------
+
+/// How many fresh sessions the GET-stream-first test runs (issue 12, 4):
+/// without the hold, 2–3 runs in 40 lost the race.
+const GET_FIRST_ROUNDS: usize = 200;
+
+/// A server that asks the client (`sampling/createMessage`) on the GET
+/// stream as soon as the first call after `notifications/initialized`
+/// arrives finds that stream open: the relay holds its POSTs until the GET
+/// stream is open. The host sees the request on stdout, answers it, and gets
+/// the tool's reply. One fake; a relay (so a fresh upstream session) per
+/// round, since a forward relay serves one host session.
+#[test]
+fn server_requests_on_the_get_stream_right_after_initialized_reach_the_host() {
+    bounded(|| {
+        let up = Arc::new(AsksOnGet::default());
+        let fake = Fake::start(up.handler());
+        let url = fake.url();
+        let mut missed = Vec::new();
+        for round in 0..GET_FIRST_ROUNDS {
+            let mut relay = Relay::forward().args(["--url", &url]).start();
+            relay.handshake();
+            relay.send(&call(json!(1), "ask"));
+            let first = relay.expect_msg(SHORT, "the server's request or the reply");
+            if first["method"] != "sampling/createMessage" {
+                missed.push(round);
+                continue;
+            }
+            let text = format!("pong {round}");
+            relay.send(&AsksOnGet::sampled(&first, &text));
+            let reply = relay.expect_response(&json!(1), SHORT);
+            let want = format!("sampled: {text}");
+            assert_eq!(
+                echo_text(&reply),
+                Some(want.as_str()),
+                "round {round}: {reply}"
+            );
+        }
+        let failures = up.failures.lock().unwrap().clone();
+        assert!(
+            missed.is_empty() && failures.is_empty(),
+            "{} of {GET_FIRST_ROUNDS} calls reached the upstream before their GET stream \
+             ({NO_GET_STREAM}): sessions {failures:?}; rounds {missed:?}",
+            failures.len()
+        );
+    });
+}
 
 #[test]
 fn session_404_reinitializes_transparently() {

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::fake::{
-    After, Conn, Fake, Handler, Req, TICK, echo_reply, handler, progress, reply_to, server_note,
-    summaries, take_request, upper_bound,
+    After, AsksOnGet, Conn, Fake, Handler, NO_GET_STREAM, Req, TICK, echo_reply, handler, progress,
+    reply_to, server_note, summaries, take_request, upper_bound,
 };
 use common::http::{Http, IO, Response, Sse, SseEvent, SseNext, VERSION, mcp_headers, post};
 use common::relay::Relay;
@@ -1189,6 +1189,78 @@ fn server_to_client_request_round_trip() {
         assert_eq!(
             ask["id"], "srv-1",
             "the relay renamed the server's request id"
+        );
+    });
+}
+
+/// How many fresh sessions the GET-stream-first tests run (issue 12, 4):
+/// without the hold, 2–3 runs in 40 lost the race.
+const GET_FIRST_ROUNDS: usize = 200;
+
+/// A server that asks the client (`sampling/createMessage`) on the session's
+/// GET stream as soon as the first call after `notifications/initialized`
+/// arrives finds that stream open: the relay holds the session's POSTs until
+/// its GET stream is open. The client sees the request on the call's
+/// response stream (it has no GET stream of its own), answers it, and gets
+/// the tool's reply. One relay and one fake, a fresh session each round.
+#[test]
+fn server_requests_on_the_get_stream_right_after_initialized_reach_the_client() {
+    bounded(|| {
+        let up = Arc::new(AsksOnGet::default());
+        let fake = Fake::start(up.handler());
+        let relay = start_relay(&fake.url(), &[]);
+        let mut answers = relay.http();
+        let mut missed = Vec::new();
+        for round in 0..GET_FIRST_ROUNDS {
+            let Session { mut http, sid, .. } = Session::open(relay.port);
+            let body = serde_json::to_vec(&call(json!(1), "ask")).unwrap();
+            http.send_request("POST", "/mcp", &mcp_headers(Some(&sid)), &body)
+                .expect("send tools/call");
+            let deadline = Instant::now() + IO;
+            let head = http.read_head(deadline).expect("tools/call head");
+            assert_eq!(head.status, 200, "round {round}: {head:?}");
+            let first = if head.is_sse() {
+                Sse::open(http, head)
+            } else {
+                // No request came first: the reply alone, as JSON.
+                let body = http.read_body(&head, deadline).expect("tools/call body");
+                assert!(
+                    String::from_utf8_lossy(&body).contains(NO_GET_STREAM),
+                    "round {round}"
+                );
+                missed.push(round);
+                continue;
+            };
+            let mut sse = first;
+            let ask = sse.expect_event(SHORT, "the server's request").json();
+            assert_eq!(
+                ask["method"], "sampling/createMessage",
+                "round {round}: {ask}"
+            );
+            let text = format!("pong {round}");
+            let ack = post(&mut answers, Some(&sid), &AsksOnGet::sampled(&ask, &text));
+            assert_eq!(ack.status(), 202, "round {round}: {ack:?}");
+            let reply = sse.expect_event(SHORT, "the tool's reply").json();
+            let want = format!("sampled: {text}");
+            assert_eq!(
+                echo_text(&reply),
+                Some(want.as_str()),
+                "round {round}: {reply}"
+            );
+            let bye = answers.request(
+                "DELETE",
+                "/mcp",
+                &[("Mcp-Session-Id", &sid), ("MCP-Protocol-Version", VERSION)],
+                b"",
+            );
+            assert_eq!(bye.status(), 200, "round {round}: {bye:?}");
+        }
+        let failures = up.failures.lock().unwrap().clone();
+        assert!(
+            missed.is_empty() && failures.is_empty(),
+            "{} of {GET_FIRST_ROUNDS} calls reached the upstream before their GET stream \
+             ({NO_GET_STREAM}): sessions {failures:?}; rounds {missed:?}",
+            failures.len()
         );
     });
 }

@@ -8,10 +8,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -565,5 +567,129 @@ fn serve_conn(
         if h(&req, &mut conn) == After::Close {
             return false;
         }
+    }
+}
+
+// ---- a server that asks the client on its GET stream ---------------------------
+
+/// What a call answers when its session had no GET stream open.
+pub const NO_GET_STREAM: &str = "no GET stream was open";
+
+/// A Streamable HTTP server that, like the everything-server, asks the client
+/// on the session's GET stream right away: each `tools/call` sends a
+/// `sampling/createMessage` request on its session's GET stream, waits (at
+/// most 5 s) for the client's answer and replies with `sampled: TEXT`. A call
+/// that arrives while its session has no GET stream open is recorded in
+/// `failures` and answered at once with [`NO_GET_STREAM`]. Each `initialize`
+/// opens a new session (`asks-N`); DELETE ends it.
+#[derive(Default)]
+pub struct AsksOnGet {
+    issued: AtomicUsize,
+    /// Open GET streams: session id → the stream's outbox. A stream is
+    /// entered before its 200 head is written, so a relay that saw the head
+    /// finds it.
+    streams: Mutex<HashMap<String, mpsc::Sender<String>>>,
+    /// Client answers to the server's requests, by request id.
+    answers: Mutex<HashMap<String, Value>>,
+    answered: Condvar,
+    /// Sessions whose `tools/call` found no GET stream.
+    pub failures: Mutex<Vec<String>>,
+}
+
+impl AsksOnGet {
+    pub fn handler(self: &Arc<Self>) -> Handler {
+        let me = self.clone();
+        handler(move |req, conn| me.serve(req, conn))
+    }
+
+    /// The client's answer to a `sampling/createMessage` request.
+    pub fn sampled(ask: &Value, text: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": ask["id"], "result": {
+            "role": "assistant", "model": "test",
+            "content": {"type": "text", "text": text}}})
+    }
+
+    fn serve(&self, req: &Req, conn: &mut Conn) -> After {
+        let msg = req.json();
+        match req.method.as_str() {
+            "POST" if msg["method"] == "initialize" => {
+                let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let sid = format!("asks-{n}");
+                conn.json(&[("mcp-session-id", &sid)], &init_result(&msg["id"]))
+            }
+            "POST" if msg["method"] == "tools/call" => self.call(req, &msg, conn),
+            "POST" => {
+                if msg.get("method").is_none()
+                    && let Some(id) = msg["id"].as_str()
+                {
+                    self.answers
+                        .lock()
+                        .unwrap()
+                        .insert(id.to_owned(), msg.clone());
+                    self.answered.notify_all();
+                }
+                conn.accepted()
+            }
+            "GET" => self.stream(req, conn),
+            "DELETE" => {
+                if let Some(s) = req.session() {
+                    self.streams.lock().unwrap().remove(s);
+                }
+                conn.respond(200, &[], b"")
+            }
+            _ => conn.respond(405, &[], b""),
+        }
+    }
+
+    fn stream(&self, req: &Req, conn: &mut Conn) -> After {
+        let Some(sid) = req.session().map(str::to_owned) else {
+            return conn.respond(400, &[], b"");
+        };
+        let (tx, rx) = mpsc::channel::<String>();
+        self.streams.lock().unwrap().insert(sid.clone(), tx);
+        if conn.sse_start() {
+            loop {
+                match rx.recv_timeout(TICK) {
+                    Ok(ev) if conn.sse_event(None, &ev) => {}
+                    Ok(_) | Err(RecvTimeoutError::Disconnected) => break,
+                    // Has the peer closed the stream? (One read, ≤ TICK.)
+                    Err(RecvTimeoutError::Timeout) if conn.wait(Duration::ZERO) => {}
+                    Err(RecvTimeoutError::Timeout) => break,
+                }
+            }
+        }
+        self.streams.lock().unwrap().remove(&sid);
+        After::Close
+    }
+
+    fn call(&self, req: &Req, msg: &Value, conn: &mut Conn) -> After {
+        let sid = req.session().unwrap_or_default().to_owned();
+        let outbox = self.streams.lock().unwrap().get(&sid).cloned();
+        let Some(outbox) = outbox else {
+            self.failures.lock().unwrap().push(sid);
+            return conn.json(&[], &echo_reply(&msg["id"], NO_GET_STREAM));
+        };
+        let ask_id = format!("sample-{sid}");
+        let ask = json!({"jsonrpc": "2.0", "id": ask_id, "method": "sampling/createMessage",
+                         "params": {"maxTokens": 10, "messages": [
+                             {"role": "user", "content": {"type": "text", "text": "hi"}}]}});
+        let _ = outbox.send(ask.to_string());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut answers = self.answers.lock().unwrap();
+        let text = loop {
+            if let Some(a) = answers.remove(&ask_id) {
+                break format!(
+                    "sampled: {}",
+                    a["result"]["content"]["text"].as_str().unwrap_or("?")
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break "the client did not answer".to_owned();
+            }
+            answers = self.answered.wait_timeout(answers, left).unwrap().0;
+        };
+        drop(answers);
+        conn.json(&[], &echo_reply(&msg["id"], &text))
     }
 }

@@ -89,6 +89,8 @@ enum TimerKind {
     FinalFlush,
     /// `--url`: the GET stream's reconnect delay is over.
     Reconnect,
+    /// `--url`: client messages waited `GET_HOLD` for the GET stream.
+    GetHold,
 }
 
 /// A request in flight; its route is the upstream it was written to
@@ -312,6 +314,7 @@ impl Forward {
                 self.host.out_broken = true;
             }
             TimerKind::Reconnect => self.on_reconnect_timer(),
+            TimerKind::GetHold => self.on_get_hold_timer(),
         }
     }
 

@@ -231,6 +231,8 @@ enum TimerKind {
     /// An upstream's starved waiter may have an idle session old enough to
     /// reclaim now (the end of the turn looks).
     Reclaim(usize),
+    /// `--url`: a session's POSTs waited `GET_HOLD` for its GET stream.
+    GetHold(SKey),
 }
 
 /// The listening sockets and the connections they accepted.
@@ -570,6 +572,7 @@ impl Reverse {
                     up.reclaim_timer = None;
                 }
             }
+            TimerKind::GetHold(skey) => self.http_hold_timer(skey),
             TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
                 if let Some(v) = self.shutdown.on_hard_stop() {

@@ -76,8 +76,7 @@ impl Forward {
             waiting.push_back((line, Some(id)));
         }
         // What waited behind the failed initialize follows it, in order.
-        h.phase = Phase::Ready;
-        waiting.extend(h.held.drain(..));
+        waiting.extend(h.set_phase(Phase::Ready));
         h.legacy = Some(Legacy::AwaitingEndpoint { waiting });
         let req = Request::stream(
             h.url.target.clone(),

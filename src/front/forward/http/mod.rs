@@ -10,11 +10,14 @@
 //! the requests caught in between with errors, and carries on: the host sees
 //! those errors and nothing else.
 
+mod get;
 mod legacy;
 mod method;
+mod phase;
 
 use legacy::*;
 use method::is_method;
+use phase::Phase;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Instant, SystemTime};
@@ -29,6 +32,7 @@ use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Id};
 use crate::reactor::TimerId;
 use crate::record::Direction;
+use crate::upstream::hold::{GET_HOLD, HOLD_CAP, Held};
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
@@ -59,17 +63,6 @@ enum Carry {
     Delete,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Phase {
-    /// Messages go straight through.
-    Ready,
-    /// The client's `initialize` is on its way: what follows waits for the
-    /// session id it brings back (HTTP requests may overtake each other).
-    Initializing,
-    /// Creating a new session after the old one ended; client messages wait.
-    Reinit,
-}
-
 pub(super) struct HttpUpstream {
     url: Url,
     client: HttpClient,
@@ -85,8 +78,10 @@ pub(super) struct HttpUpstream {
     drops: RecentDrops,
     get_ex: Option<ExId>,
     get_timer: Option<TimerId>,
+    /// Changed only by `set_phase`; holds client messages unless `Ready`.
     phase: Phase,
-    held: VecDeque<(Vec<u8>, Option<Id>)>,
+    /// `GET_HOLD` of a `GetOpening` phase.
+    hold_timer: Option<TimerId>,
     /// The client sent `notifications/initialized`: the GET stream is wanted.
     initialized: bool,
     /// `Some` once the upstream turned out to speak legacy HTTP+SSE.
@@ -125,7 +120,7 @@ impl HttpUpstream {
             get_ex: None,
             get_timer: None,
             phase: Phase::Ready,
-            held: VecDeque::new(),
+            hold_timer: None,
             initialized: false,
             legacy: None,
             delete_ex: None,
@@ -191,10 +186,19 @@ impl Forward {
         let Some(h) = self.server.http_mut() else {
             return;
         };
-        if h.phase != Phase::Ready {
-            h.held.push_back((line.to_vec(), request));
+        if h.phase.hold(line, request.as_ref()) {
             return;
         }
+        if !h.phase.is_ready() {
+            log::warn!(
+                "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them",
+                self.cfg.name
+            );
+            self.get_settled();
+        }
+        let Some(h) = self.server.http_mut() else {
+            return;
+        };
         match &mut h.legacy {
             Some(Legacy::AwaitingEndpoint { waiting } | Legacy::Ready { waiting, .. }) => {
                 waiting.push_back((line.to_vec(), request));
@@ -216,7 +220,9 @@ impl Forward {
         }
         let target = h.url.target.clone();
         if initialize {
-            h.phase = Phase::Initializing;
+            h.set_phase(Phase::Initializing {
+                held: Held::default(),
+            });
         }
         self.post(target, line, request, initialize);
         if initialized && let Some(h) = self.http() {
@@ -243,63 +249,6 @@ impl Forward {
                 initialize,
             },
         );
-    }
-
-    /// Opens the GET stream if it is wanted and not already open or pending.
-    fn want_get(&mut self) {
-        let now = self.now;
-        let Some(h) = self.http() else { return };
-        if !h.initialized || h.legacy.is_some() || h.phase != Phase::Ready || h.session_id.is_none()
-        {
-            return;
-        }
-        let actions = h.get.want(now);
-        self.get_actions(actions);
-    }
-
-    fn get_actions(&mut self, actions: Vec<reconnect::Action>) {
-        for a in actions {
-            match a {
-                reconnect::Action::Connect { last_event_id } => {
-                    let now = self.now;
-                    let reg = self.poll.registry();
-                    let Some(h) = self.server.http_mut() else {
-                        return;
-                    };
-                    let mut headers = h.headers(true);
-                    if let Some(id) = last_event_id {
-                        headers.push(("last-event-id".into(), id));
-                    }
-                    let req = Request::stream(h.url.target.clone(), headers);
-                    let ex = h.client.submit(req, reg, now);
-                    h.get_ex = Some(ex);
-                    h.carries.insert(ex, Carry::Get);
-                }
-                reconnect::Action::Wait(at) => {
-                    let t = self.timers.insert(at, TimerKind::Reconnect);
-                    if let Some(h) = self.http()
-                        && let Some(old) = h.get_timer.replace(t)
-                    {
-                        self.timers.cancel(old);
-                    }
-                }
-                reconnect::Action::GiveUp => {
-                    log::warn!(
-                        "[{}] GET stream could not be restored; starting a new session",
-                        self.cfg.name
-                    );
-                    self.session_lost();
-                }
-            }
-        }
-    }
-
-    pub(super) fn on_reconnect_timer(&mut self) {
-        let now = self.now;
-        let Some(h) = self.http() else { return };
-        h.get_timer = None;
-        let actions = h.get.on_timer(now);
-        self.get_actions(actions);
     }
 
     /// Readiness on the resolver's waker (`None`) or on connection `conn`.
@@ -437,6 +386,7 @@ impl Forward {
                 let Some(h) = self.http() else { return };
                 if status == 200 {
                     h.get.on_connected(now);
+                    self.get_settled();
                     return;
                 }
                 let retry_after = header("retry-after")
@@ -444,10 +394,13 @@ impl Forward {
                 let actions = h.get_failed(reconnect::Failure::Status(status), retry_after, now);
                 self.forget(ex);
                 if status == 404 {
+                    // What waited moves on into the new session.
                     self.session_lost();
                     return;
                 }
                 self.get_actions(actions);
+                // Refused, or retrying later: what waited goes now.
+                self.get_settled();
             }
             Carry::Reinit => {
                 if (200..300).contains(&status) {
@@ -558,6 +511,7 @@ impl Forward {
                 let Some(h) = self.http() else { return };
                 let actions = h.get_failed(reconnect::Failure::Dropped, None, now);
                 self.get_actions(actions);
+                self.get_settled();
             }
             Carry::Post {
                 initialize: true, ..
@@ -577,7 +531,11 @@ impl Forward {
             }
             Carry::Reinit => {
                 // No JSON reply at all: treat as failed.
-                if self.server.http().is_some_and(|h| h.phase == Phase::Reinit) {
+                if self
+                    .server
+                    .http()
+                    .is_some_and(|h| matches!(h.phase, Phase::Reinit { .. }))
+                {
                     self.reinit_done(false);
                 }
             }
@@ -617,6 +575,7 @@ impl Forward {
                 let Some(h) = self.http() else { return };
                 let actions = h.get_failed(failure.for_reconnect(), None, now);
                 self.get_actions(actions);
+                self.get_settled();
             }
             Carry::Reinit => self.reinit_done(false),
             Carry::LegacyStream => self.legacy_failed(&failure.detail()),
@@ -651,19 +610,11 @@ impl Forward {
     /// behind it goes out now, with the session id.
     fn initialize_done(&mut self) {
         let Some(h) = self.http() else { return };
-        if h.phase != Phase::Initializing {
+        if !matches!(h.phase, Phase::Initializing { .. }) {
             return;
         }
-        h.phase = Phase::Ready;
-        let held: Vec<_> = h.held.drain(..).collect();
-        for (line, request) in held {
-            if let Some(id) = &request
-                && !self.pending.contains(id)
-            {
-                continue;
-            }
-            self.http_send(&line, request);
-        }
+        let held = h.set_phase(Phase::Ready);
+        self.send_held(held);
     }
 
     fn forget(&mut self, ex: ExId) {
@@ -713,6 +664,10 @@ impl Forward {
         let Some(h) = self.server.http_mut() else {
             return;
         };
+        if h.phase.unhold(id) {
+            // Held: the upstream never saw it.
+            return;
+        }
         let mut was_legacy_post = false;
         if let Some(ex) = h.by_request.remove(id) {
             h.client.cancel(ex, reg);
@@ -739,7 +694,7 @@ impl Forward {
             return;
         };
         let reg = self.poll.registry();
-        if h.phase == Phase::Reinit {
+        if matches!(h.phase, Phase::Reinit { .. }) {
             return;
         }
         h.session_id = None;
@@ -776,7 +731,13 @@ impl Forward {
         let Some(h) = self.server.http_mut() else {
             return;
         };
-        h.phase = Phase::Reinit;
+        // What the old phase held waits on for the new session.
+        h.set_phase(Phase::Reinit {
+            held: Held::default(),
+        });
+        if let Some(t) = h.hold_timer.take() {
+            self.timers.cancel(t);
+        }
         let req = Request::post(h.url.target.clone(), h.headers(false), line.clone());
         let ex = h.client.submit(req, reg, now);
         h.carries.insert(ex, Carry::Reinit);
@@ -789,11 +750,10 @@ impl Forward {
         let Some(h) = self.server.http_mut() else {
             return;
         };
-        if h.phase != Phase::Reinit {
+        if !matches!(h.phase, Phase::Reinit { .. }) {
             return;
         }
-        h.phase = Phase::Ready;
-        let held: Vec<_> = h.held.drain(..).collect();
+        let held = h.set_phase(Phase::Ready);
         if !ok {
             log::error!(
                 "[{}] could not initialize a new upstream session",
@@ -820,16 +780,10 @@ impl Forward {
             h.carries.insert(ex, Carry::Initialized);
             self.record(Direction::RelayToServer, &n);
         }
-        for (line, request) in held {
-            // A request that timed out while held is not sent.
-            if let Some(id) = &request
-                && !self.pending.contains(id)
-            {
-                continue;
-            }
-            self.http_send(&line, request);
-        }
+        // The new session's GET stream first: what waited is held again
+        // until it is open.
         self.want_get();
+        self.send_held(held);
     }
 
     /// Shutdown: end the upstream session politely (DELETE), bounded by the
@@ -844,7 +798,10 @@ impl Forward {
         if let Some(ex) = h.get_ex.take() {
             h.client.cancel(ex, reg);
         }
-        if let Some(t) = h.get_timer.take() {
+        for t in [h.get_timer.take(), h.hold_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             self.timers.cancel(t);
         }
         let Some(h) = self.server.http_mut() else {

@@ -19,6 +19,7 @@ use crate::cli::HttpOptions;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Envelope, Id};
+use crate::upstream::hold::{GET_HOLD, HOLD_CAP};
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
@@ -164,16 +165,8 @@ impl Reverse {
             None => return,
         };
         if let Some(h) = self.ups[u].http_mut() {
-            h.sessions.insert(
-                skey,
-                UpSession {
-                    phase: UpPhase::Initializing,
-                    get: SseStream::new(rc, Rng::from_os()),
-                    get_ex: None,
-                    get_timer: None,
-                    requests: HashMap::new(),
-                },
-            );
+            h.sessions
+                .insert(skey, UpSession::new(SseStream::new(rc, Rng::from_os())));
         }
         self.track_initialize(skey, &id, reply_to);
         self.http_post(skey, &line, None, Some(id), true);
@@ -206,6 +199,9 @@ impl Reverse {
             return;
         }
         let initialized = request.is_none() && env.method_is("notifications/initialized");
+        if self.http_hold(skey, line, request) {
+            return;
+        }
         self.http_post(skey, line, Some(env), request.cloned(), false);
         if initialized {
             if let Some(up) = self.up_session(u, skey) {
@@ -266,6 +262,71 @@ impl Reverse {
         );
     }
 
+    /// Holds a message of session `skey` while its GET stream opens (true);
+    /// false: send it now. A message past `HOLD_CAP` ends the hold: the held
+    /// ones go first.
+    fn http_hold(&mut self, skey: SKey, line: &[u8], request: Option<&Id>) -> bool {
+        let u = up_of(skey);
+        let Some(up) = self.up_session(u, skey) else {
+            return false;
+        };
+        if !up.holding() {
+            return false;
+        }
+        if up.hold(line, request) {
+            return true;
+        }
+        log::warn!(
+            "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them",
+            self.ups[u].cfg.name
+        );
+        self.http_get_settled(skey);
+        false
+    }
+
+    /// Session `skey`'s first GET stream opened, was refused or failed, or
+    /// the hold is over: what it held goes out, in order (a request that
+    /// was answered meanwhile is not sent).
+    fn http_get_settled(&mut self, skey: SKey) {
+        let u = up_of(skey);
+        let Some(up) = self.up_session(u, skey) else {
+            return;
+        };
+        let Some(held) = up.get_settled() else {
+            return;
+        };
+        if let Some(t) = up.hold_timer.take() {
+            self.timers.cancel(t);
+        }
+        for (line, request) in held {
+            if let Some(id) = &request
+                && !self
+                    .sessions
+                    .get(&skey)
+                    .is_some_and(|s| s.inflight.contains(id))
+            {
+                continue;
+            }
+            self.http_post(skey, &line, None, request, false);
+        }
+    }
+
+    /// `GET_HOLD` is over and the GET stream is still not open.
+    pub(super) fn http_hold_timer(&mut self, skey: SKey) {
+        let u = up_of(skey);
+        let Some(up) = self.up_session(u, skey) else {
+            return;
+        };
+        up.hold_timer = None;
+        if up.holding() {
+            log::debug!(
+                "[{}] GET stream of a session not open within {GET_HOLD:?}; sending what waited",
+                self.ups[u].cfg.name
+            );
+            self.http_get_settled(skey);
+        }
+    }
+
     fn http_want_get(&mut self, skey: SKey) {
         let u = up_of(skey);
         let now = self.now;
@@ -282,6 +343,18 @@ impl Reverse {
             return;
         }
         let actions = up.get.want(now);
+        let connect = actions
+            .iter()
+            .any(|a| matches!(a, reconnect::Action::Connect { .. }));
+        // The first GET stream: the session's next POSTs wait for it.
+        if connect && up.get_opening() {
+            let t = self.timers.insert(now + GET_HOLD, TimerKind::GetHold(skey));
+            if let Some(up) = self.up_session(u, skey)
+                && let Some(old) = up.hold_timer.replace(t)
+            {
+                self.timers.cancel(old);
+            }
+        }
         self.http_get_actions(skey, actions);
     }
 
@@ -484,6 +557,7 @@ impl Reverse {
                     if let Some(up) = self.up_session(u, skey) {
                         up.get.on_connected(now);
                     }
+                    self.http_get_settled(skey);
                     return;
                 }
                 let retry_after = header("retry-after")
@@ -501,6 +575,8 @@ impl Reverse {
                     return;
                 }
                 self.http_get_actions(skey, actions);
+                // Refused, or retrying later: what waited goes now.
+                self.http_get_settled(skey);
             }
             Carry::Delete => {}
         }
@@ -563,6 +639,7 @@ impl Reverse {
             if let Some(actions) = h.get_failed(skey, kind, None, now) {
                 self.http_get_actions(skey, actions);
             }
+            self.http_get_settled(skey);
         } else if let Carry::Post {
             request: Some(id), ..
         } = carry
@@ -615,6 +692,7 @@ impl Reverse {
                 if let Some(actions) = h.get_failed(skey, kind, None, now) {
                     self.http_get_actions(skey, actions);
                 }
+                self.http_get_settled(skey);
             }
             Carry::Post { request: None, .. } | Carry::Delete => {
                 log::debug!(
@@ -656,6 +734,10 @@ impl Reverse {
             // this answer.
             return;
         }
+        if h.sessions.get_mut(&skey).is_some_and(|up| up.unhold(id)) {
+            // Held for the GET stream: the upstream never saw it.
+            return;
+        }
         if let Some(ex) = h
             .sessions
             .get_mut(&skey)
@@ -666,7 +748,9 @@ impl Reverse {
         }
         if !initialize {
             let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
-            self.http_post(skey, &msg, None, None, false);
+            if !self.http_hold(skey, &msg, None) {
+                self.http_post(skey, &msg, None, None, false);
+            }
         }
     }
 
@@ -699,7 +783,10 @@ impl Reverse {
             h.client.cancel(ex, reg);
             h.carries.remove(&ex);
         }
-        if let Some(t) = up.get_timer.take() {
+        for t in [up.get_timer.take(), up.hold_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             self.timers.cancel(t);
         }
         if let Some(sid) = up.phase.session_id() {
