@@ -683,3 +683,31 @@ fn stdout_only_mcp() {
     assert!(log.contains("banner"), "{log}");
     assert!(log.contains("started pid"), "{log}");
 }
+
+/// Issue 11, class 13: a message whose method is not a string (or whose id
+/// is neither a string nor a number) is no JSON-RPC request: the host gets
+/// -32600 at once and the server never sees it. It used to be forwarded.
+#[test]
+fn a_method_that_is_not_a_string_is_an_invalid_request() {
+    let mut relay = Relay::start(&["--response-timeout", "3s"], &[]);
+    relay.handshake();
+    for (n, bad) in [
+        json!({"jsonrpc": "2.0", "id": 5, "method": 5}),
+        json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t0 = Instant::now();
+        relay.send(&bad);
+        let reply = relay.expect_msg(Duration::from_secs(2), "the -32600 answer");
+        assert_eq!(reply["error"]["code"], -32600, "case {n}: {reply}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "case {n}: {:?}",
+            t0.elapsed()
+        );
+    }
+    relay.echo_ok(json!(9), "still fine");
+    relay.expect_silence(Duration::from_millis(200));
+}

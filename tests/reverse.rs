@@ -3038,3 +3038,24 @@ fn shared_cold_start_burst_waits_for_the_one_process() {
         assert_eq!(relay.servers().len(), 1, "round {round}");
     }
 }
+
+/// Issue 11, class 13: a POST whose method is not a string is answered
+/// -32600 at once and not forwarded (it used to reach the server, and the
+/// client waited for an answer that never came).
+#[test]
+fn a_method_that_is_not_a_string_is_an_invalid_request() {
+    for mode in ["session", "shared"] {
+        let relay = start_relay(&["--pool", mode, "--response-timeout", "3s"], &[]);
+        let mut s = Session::open(relay.port);
+        let t0 = Instant::now();
+        let r = s.post(&json!({"jsonrpc": "2.0", "id": 5, "method": 5}));
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "{mode}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(r.status(), 400, "{mode}: {r:?}");
+        assert_eq!(r.rpc()["error"]["code"], -32600, "{mode}: {r:?}");
+        s.call_ok("after");
+    }
+}

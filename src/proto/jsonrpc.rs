@@ -100,11 +100,22 @@ pub enum Kind {
 }
 
 impl<'a> Envelope<'a> {
+    /// The message's JSON-RPC shape. A method must be a string; a request's
+    /// id a string or a number (MCP: never null); a response's id may be
+    /// null (an error about a request whose id could not be read). Anything
+    /// else is `Invalid`, answered -32600 and never forwarded.
     pub fn kind(&self) -> Kind {
-        match (self.method.is_some(), self.id.is_some(), self.is_response) {
-            (true, true, false) => Kind::Request,
-            (true, false, false) => Kind::Notification,
-            (false, true, true) => Kind::Response,
+        let method_ok = self.method.map(|m| m.get().starts_with('"'));
+        let id_ok = |null_ok: bool| {
+            self.id.is_some_and(|i| {
+                let t = i.get().as_bytes();
+                matches!(t.first(), Some(b'"' | b'-' | b'0'..=b'9')) || (null_ok && t == b"null")
+            })
+        };
+        match (method_ok, self.id.is_some(), self.is_response) {
+            (Some(true), true, false) if id_ok(false) => Kind::Request,
+            (Some(true), false, false) => Kind::Notification,
+            (None, true, true) if id_ok(true) => Kind::Response,
             _ => Kind::Invalid,
         }
     }
@@ -359,6 +370,49 @@ mod tests {
         match peek(s.as_bytes()).expect("valid") {
             Message::Single(e) => e,
             Message::Batch(_) => panic!("batch"),
+        }
+    }
+
+    #[test]
+    fn shapes_with_a_wrong_method_or_id_type_are_invalid() {
+        let kind = |text: &str| match peek(text.as_bytes()) {
+            Ok(Message::Single(env)) => env.kind(),
+            _ => panic!("{text}: not one message"),
+        };
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#),
+            Kind::Request
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":"x","method":"a"}"#),
+            Kind::Request
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":-1.5e3,"method":"a"}"#),
+            Kind::Request
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","method":"a"}"#),
+            Kind::Notification
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            Kind::Response
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":null,"error":{}}"#),
+            Kind::Response
+        );
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            r#"{"jsonrpc":"2.0","method":null}"#,
+            r#"{"jsonrpc":"2.0","method":["a"]}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"a"}"#,
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"a"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":true,"method":"a"}"#,
+        ] {
+            assert_eq!(kind(bad), Kind::Invalid, "{bad}");
         }
     }
 
