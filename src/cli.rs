@@ -769,7 +769,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             pool,
             max_connections,
             min_idle,
-            max_waiting: count(&m, "max-waiting", 4 * max_connections)?,
+            max_waiting: count(&m, "max-waiting", max_connections.saturating_mul(4))?,
             queue_timeout: dur(&m, "queue-timeout", Duration::from_secs(5))?,
             idle_timeout: dur(&m, "idle-timeout", Duration::from_secs(300))?,
             max_lifetime: (!max_lifetime.is_zero()).then_some(max_lifetime),

@@ -154,7 +154,7 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
             cfg.max_connections = if cfg.pool == PoolMode::Session { 16 } else { 2 };
         }
         if !obj.contains_key("max_waiting") && !top.contains_key("max_waiting") {
-            cfg.max_waiting = 4 * cfg.max_connections;
+            cfg.max_waiting = cfg.max_connections.saturating_mul(4);
         }
         match (obj.get("command"), obj.get("url")) {
             (Some(_), Some(_)) => {
@@ -516,6 +516,20 @@ mod tests {
         let h = b.http.as_ref().unwrap();
         assert_eq!(h.connect_timeout, Duration::from_secs(2));
         assert_eq!(h.headers, vec![("x-key".to_string(), "k".to_string())]);
+    }
+
+    /// Fuzzing finding F3: the default queue length (4 × max_connections)
+    /// overflowed for a huge max_connections.
+    #[test]
+    fn a_huge_max_connections_does_not_overflow_the_default_queue() {
+        let r = parse(
+            r#"{"upstreams":{"a":{"command":["x"],"max_connections":18446744073709551615}}}"#,
+            &base(),
+            None,
+        );
+        if let Ok(r) = r {
+            assert_eq!(r.upstreams[0].max_waiting, usize::MAX);
+        }
     }
 
     #[test]

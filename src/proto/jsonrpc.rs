@@ -309,8 +309,11 @@ fn string_end(s: &[u8], start: usize) -> Option<usize> {
 }
 
 /// Parses a scalar JSON value (string or number) at the start of `s`.
+/// The id value at the start of a message's head. A number that runs to the
+/// end of the head may have been cut there (`12` of `12345`): not an id.
 fn value_at(s: &[u8]) -> Option<Id> {
-    value_len_at(s).map(|(id, _)| id)
+    let (id, len) = value_len_at(s)?;
+    (s.first() == Some(&b'"') || len < s.len()).then_some(id)
 }
 
 /// Like `value_at`, also returning how many bytes the value spans.
@@ -330,6 +333,11 @@ fn scan_tail_for_id(tail: &[u8]) -> Option<Id> {
     let t = tail.trim_ascii_end();
     let body = t.strip_suffix(b"}")?.trim_ascii_end();
     let pos = memchr::memmem::rfind(body, b"\"id\"")?;
+    // A member name starts after `{` or `,`: not inside another name or a
+    // string (`"m\"id"` ends in `\"id"` too).
+    if !matches!(body[..pos].trim_ascii_end().last(), Some(b'{' | b',')) {
+        return None;
+    }
     let mut rest = body[pos + 4..].trim_ascii_start();
     rest = rest.strip_prefix(b":")?.trim_ascii_start();
     let (id, len) = value_len_at(rest)?;
@@ -371,6 +379,26 @@ mod tests {
             Message::Single(e) => e,
             Message::Batch(_) => panic!("batch"),
         }
+    }
+
+    #[test]
+    fn recovered_ids_are_never_cut_or_taken_from_inside_a_string() {
+        // A number cut by the end of the head is not the id (the message's
+        // id is 12345).
+        assert_eq!(recover_id(b"{\"id\":12", b""), None);
+        assert_eq!(recover_id(b"{\"id\":-0.49e2", b""), None);
+        assert_eq!(recover_id(b"{\"id\":12,\"m", b""), Some(Id::Num(12)));
+        assert_eq!(
+            recover_id(b"{\"id\":\"ab\"", b""),
+            Some(Id::Str("ab".into()))
+        );
+        // A tail whose last `"id"` is the end of another (escaped) name.
+        let tail = br#"{"jsonrpc": "..0","id": "psa1","m\"id": "psing"}"#;
+        assert_eq!(recover_id(b"", tail), None);
+        assert_eq!(
+            recover_id(b"", br#"...,"id": "psa1"}"#),
+            Some(Id::Str("psa1".into()))
+        );
     }
 
     #[test]
