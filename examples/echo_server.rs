@@ -23,6 +23,8 @@
 //! - `--ignore-stdin-eof`: on stdin EOF sleep forever instead of exiting.
 //! - `--ignore-sigterm`: ignore SIGTERM.
 //! - `--exit-code N`: exit status on stdin EOF (default 0).
+//! - `--invalid-utf8`: every `tools/call` reply carries a byte that is not
+//!   UTF-8 (0xFF) in its text.
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -38,7 +40,7 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
-[--ignore-sigterm] [--exit-code N]";
+[--ignore-sigterm] [--exit-code N] [--invalid-utf8]";
 
 #[derive(Default)]
 struct Opts {
@@ -52,6 +54,7 @@ struct Opts {
     ignore_stdin_eof: bool,
     ignore_sigterm: bool,
     exit_code: i32,
+    invalid_utf8: bool,
 }
 
 fn usage() -> ! {
@@ -78,6 +81,7 @@ fn parse_args() -> Opts {
             "--ignore-stdin-eof" => opts.ignore_stdin_eof = true,
             "--ignore-sigterm" => opts.ignore_sigterm = true,
             "--exit-code" => opts.exit_code = value(args.next()),
+            "--invalid-utf8" => opts.invalid_utf8 = true,
             _ => usage(),
         }
     }
@@ -131,7 +135,14 @@ struct Server {
 impl Server {
     /// Writes one JSON message as a line and flushes.
     fn send(&mut self, msg: &Value) {
-        write_line(&mut self.out, msg.to_string().as_bytes());
+        let mut bytes = msg.to_string().into_bytes();
+        if self.opts.invalid_utf8 && msg.pointer("/result/content").is_some() {
+            let key = b"\"text\":\"";
+            if let Some(pos) = bytes.windows(key.len()).position(|w| w == key) {
+                bytes.insert(pos + key.len(), 0xFF);
+            }
+        }
+        write_line(&mut self.out, &bytes);
     }
 
     fn handle_line(&mut self, line: &[u8]) {

@@ -711,3 +711,17 @@ fn a_method_that_is_not_a_string_is_an_invalid_request() {
     relay.echo_ok(json!(9), "still fine");
     relay.expect_silence(Duration::from_millis(200));
 }
+
+/// Issue 11, class 12: a reply that is not UTF-8 never reaches the host; its
+/// request gets `invalid_reply` at once instead of waiting for a timeout.
+#[test]
+fn a_reply_that_is_not_utf8_becomes_an_error_for_its_request() {
+    let mut relay = Relay::start(&["--response-timeout", "3s"], &["--invalid-utf8"]);
+    relay.handshake();
+    let t0 = Instant::now();
+    relay.send(&call(json!(7), "mangled"));
+    let reply = relay.expect_response(&json!(7), Duration::from_secs(2));
+    assert_eq!(error_kind(&reply), Some("invalid_reply"), "{reply}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    relay.expect_silence(Duration::from_millis(200));
+}

@@ -3059,3 +3059,18 @@ fn a_method_that_is_not_a_string_is_an_invalid_request() {
         s.call_ok("after");
     }
 }
+
+/// Issue 11, class 12: a server's reply that is not UTF-8 never reaches the
+/// client; its request is answered with `invalid_reply` instead, in both pool
+/// modes. It used to be passed on as a 200 `application/json` body.
+#[test]
+fn a_reply_that_is_not_utf8_becomes_an_error_for_its_request() {
+    for mode in ["session", "shared"] {
+        let relay = start_relay(&["--pool", mode], &["--invalid-utf8"]);
+        let mut s = Session::open(relay.port);
+        let (r, reply) = s.call("mangled");
+        assert_eq!(r.status(), 200, "{mode}: {r:?}");
+        assert_eq!(error_kind(&reply), Some("invalid_reply"), "{mode}: {reply}");
+        assert_eq!(reply["error"]["code"], -32007, "{mode}: {reply}");
+    }
+}

@@ -29,6 +29,8 @@ pub enum RelayError {
     RequestTimeout,
     /// HTTP upstream: an HTTP error status instead of a reply.
     UpstreamStatus,
+    /// The server's reply is not a valid message (not UTF-8, or not JSON).
+    InvalidReply,
 }
 
 impl RelayError {
@@ -46,6 +48,7 @@ impl RelayError {
             RelayError::ConnectTimeout | RelayError::ConnectFailed | RelayError::Tls => -32005,
             RelayError::RequestTimeout => -32001,
             RelayError::UpstreamStatus => -32006,
+            RelayError::InvalidReply => -32007,
         }
     }
 
@@ -63,6 +66,7 @@ impl RelayError {
             RelayError::Tls => "tls",
             RelayError::RequestTimeout => "request_timeout",
             RelayError::UpstreamStatus => "upstream_status",
+            RelayError::InvalidReply => "invalid_reply",
         }
     }
 }

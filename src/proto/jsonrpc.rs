@@ -173,11 +173,16 @@ pub enum Message<'a> {
 /// Parses a line. Errors mean the bytes are not JSON at all (or not an
 /// object/array at the top).
 pub fn peek(bytes: &[u8]) -> Result<Message<'_>, serde_json::Error> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
-        return serde_json::from_slice::<Vec<&RawValue>>(bytes).map(Message::Batch);
+    // Every message that crosses the relay is UTF-8 as a whole, not only
+    // the members the relay reads (serde_json checks the rest only when it
+    // keeps it as text): one pass here, and none again below.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| <serde_json::Error as de::Error>::custom(format!("invalid UTF-8: {e}")))?;
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    if first == Some(b'[') {
+        return serde_json::from_str::<Vec<&RawValue>>(text).map(Message::Batch);
     }
-    serde_json::from_slice::<Envelope>(bytes).map(Message::Single)
+    serde_json::from_str::<Envelope>(text).map(Message::Single)
 }
 
 /// Parses one element of a batch.

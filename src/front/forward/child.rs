@@ -199,12 +199,24 @@ impl Forward {
     pub(super) fn on_server_line(&mut self, seq: Option<u64>, line: &[u8]) {
         let msg = match jsonrpc::peek(line) {
             Ok(m) => m,
-            Err(_) => {
+            Err(e) => {
                 let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
                 log::warn!(
-                    "[{}] non-JSON line on stdout dropped: {shown}",
+                    "[{}] invalid message on stdout dropped ({e}): {shown}",
                     self.cfg.name
                 );
+                // A reply that is not a valid message still answers its
+                // request, with an error: the host never waits for it.
+                if let Some(id) = jsonrpc::recover_id(line, line)
+                    && self.pending.contains(&id)
+                {
+                    self.fail_request(
+                        &id,
+                        RelayError::InvalidReply,
+                        "The server's reply is not a valid JSON-RPC message (not UTF-8 or not JSON)",
+                        json!({}),
+                    );
+                }
                 return;
             }
         };

@@ -235,12 +235,23 @@ impl Reverse {
                 ),
             },
             Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
-            Err(_) => {
+            Err(e) => {
                 let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
                 log::warn!(
-                    "[{}] upstream line that is not JSON dropped: {shown}",
+                    "[{}] invalid upstream message dropped ({e}): {shown}",
                     self.ups[u].cfg.name
                 );
+                // A reply that is not a valid message still answers its
+                // request, with an error.
+                if let Some(id) = jsonrpc::recover_id(line, line) {
+                    self.fail_request(
+                        skey,
+                        &id,
+                        RelayError::InvalidReply,
+                        "The server's reply is not a valid JSON-RPC message (not UTF-8 or not JSON)",
+                        json!({}),
+                    );
+                }
             }
         }
     }

@@ -280,7 +280,28 @@ impl Mux {
                     None => Down::Drop,
                 })
                 .collect(),
-            Err(_) => vec![Down::Drop],
+            Err(_) => vec![self.down_invalid(line)],
+        }
+    }
+
+    /// A line that is not a valid message (not UTF-8, not JSON): if it names
+    /// one of this process's requests in flight, that request is answered
+    /// with an error for its session; nothing of the line goes anywhere.
+    fn down_invalid(&mut self, line: &[u8]) -> Down {
+        let Some(Id::Num(n)) = jsonrpc::recover_id(line, line) else {
+            return Down::Drop;
+        };
+        match self.forget(n) {
+            Some(p) => Down::Reply {
+                session: p.session,
+                msg: relay_error(
+                    Some(&p.id),
+                    RelayError::InvalidReply,
+                    "The server's reply is not a valid JSON-RPC message (not UTF-8 or not JSON)",
+                ),
+                id: p.id,
+            },
+            None => Down::Drop,
         }
     }
 
