@@ -107,6 +107,26 @@ pub(super) struct Exchange {
     pub(super) session_header: Option<String>,
 }
 
+impl Exchange {
+    /// A POST waiting for the one reply to request `id` of `session`.
+    pub(super) fn single(
+        session: SKey,
+        id: Id,
+        keep_alive: bool,
+        session_header: Option<String>,
+    ) -> Exchange {
+        Exchange {
+            session,
+            expect: vec![id],
+            replies: Vec::new(),
+            batch: false,
+            keep_alive,
+            sse: false,
+            session_header,
+        }
+    }
+}
+
 impl Reverse {
     pub(super) fn accept(&mut self, ltok: Token) {
         if self.listen.paused || self.shutdown.is_final() {

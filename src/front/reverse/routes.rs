@@ -381,15 +381,12 @@ impl Reverse {
         }
         let skey = self.new_stateless_session(u, token);
         if let Some(c) = self.client(tok) {
-            c.set_state(ClientState::Waiting(Exchange {
-                session: skey,
-                expect: vec![id.clone()],
-                replies: Vec::new(),
-                batch: false,
-                keep_alive: ka,
-                sse: false,
-                session_header: None,
-            }));
+            c.set_state(ClientState::Waiting(Exchange::single(
+                skey,
+                id.clone(),
+                ka,
+                None,
+            )));
         }
         self.lease_for(skey, body.to_vec(), id, ReplyTo::Client(tok));
     }
@@ -419,15 +416,12 @@ impl Reverse {
                     return;
                 }
                 if let Some(c) = self.client(tok) {
-                    c.set_state(ClientState::Waiting(Exchange {
-                        session: skey,
-                        expect: vec![id.clone()],
-                        replies: Vec::new(),
-                        batch: false,
-                        keep_alive: ka,
-                        sse: false,
-                        session_header: None,
-                    }));
+                    c.set_state(ClientState::Waiting(Exchange::single(
+                        skey,
+                        id.clone(),
+                        ka,
+                        None,
+                    )));
                 }
                 self.send_up(skey, line, env, Some(&id));
             }

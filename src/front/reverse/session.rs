@@ -235,15 +235,12 @@ impl Reverse {
         };
         let sid = self.sessions.get(&skey).map(|s| s.id.clone());
         if let Some(c) = self.client(tok) {
-            c.set_state(ClientState::Waiting(Exchange {
-                session: skey,
-                expect: vec![id.clone()],
-                replies: Vec::new(),
-                batch: false,
-                keep_alive: ka,
-                sse: false,
-                session_header: sid,
-            }));
+            c.set_state(ClientState::Waiting(Exchange::single(
+                skey,
+                id.clone(),
+                ka,
+                sid,
+            )));
         }
         self.lease_for(skey, line.to_vec(), id, reply_to);
     }
