@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod hostile;
 pub mod http;
 pub mod interop;
 pub mod relay;

@@ -1,0 +1,137 @@
+//! The hostile HTTP upstream: a well-behaved Streamable HTTP MCP server
+//! (session ids, JSON replies, a GET stream held open, DELETE) with one
+//! switch per misbehaviour, named after the isolation-and-bounds classes in
+//! `docs/runbook.md` ("Hostile peers"). Tests read like the list:
+//! `Hostile::start(Attack::GetFlood)`.
+//!
+//! The stdio counterpart is `examples/echo_server.rs` and its switches.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+
+use super::fake::{After, Conn, Fake, Req, handler, reply_to};
+
+/// One misbehaviour of the upstream. `None` is the well-behaved server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attack {
+    /// Behaves.
+    None,
+}
+
+/// The upstream's sessions: issued by `initialize`, ended by DELETE or by
+/// the test ([`Hostile::expire`]).
+#[derive(Default)]
+pub struct Sessions {
+    issued: AtomicUsize,
+    live: Mutex<HashSet<String>>,
+}
+
+impl Sessions {
+    fn issue(&self) -> String {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let sid = format!("hostile-session-{n}");
+        self.live.lock().unwrap().insert(sid.clone());
+        sid
+    }
+
+    fn is_live(&self, sid: Option<&str>) -> bool {
+        sid.is_some_and(|s| self.live.lock().unwrap().contains(s))
+    }
+
+    /// Sessions issued so far.
+    pub fn issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
+}
+
+/// A running hostile upstream on 127.0.0.1 (dropping it stops its threads).
+pub struct Hostile {
+    pub fake: Fake,
+    pub sessions: Arc<Sessions>,
+}
+
+impl Hostile {
+    pub fn start(attack: Attack) -> Hostile {
+        let sessions = Arc::new(Sessions::default());
+        let up = sessions.clone();
+        let fake = Fake::start(handler(move |req, conn| serve(&attack, req, conn, &up)));
+        Hostile { fake, sessions }
+    }
+
+    pub fn url(&self) -> String {
+        self.fake.url()
+    }
+
+    pub fn seen(&self) -> Vec<Req> {
+        self.fake.seen()
+    }
+
+    /// Ends `sid` as if the upstream had forgotten it (its next use is 404).
+    pub fn expire(&self, sid: &str) -> bool {
+        self.sessions.live.lock().unwrap().remove(sid)
+    }
+}
+
+/// The whole server: the attack's handler if it takes this request, else the
+/// well-behaved behaviour.
+fn serve(attack: &Attack, req: &Req, conn: &mut Conn, up: &Sessions) -> After {
+    match attack {
+        Attack::None => standard(req, conn, up),
+    }
+}
+
+/// The well-behaved server: initialize → 200 JSON + a new `Mcp-Session-Id`;
+/// no session id → 400, an unknown one → 404; notifications and responses
+/// → 202; requests → 200 JSON (`tools/call` echoes its `text`); GET → an SSE
+/// stream held open until its session ends; DELETE → 200.
+pub fn standard(req: &Req, conn: &mut Conn, up: &Sessions) -> After {
+    let msg = req.json();
+    if req.method == "POST" && msg["method"] == "initialize" {
+        let sid = up.issue();
+        let reply = reply_to(&msg).expect("initialize reply");
+        return conn.json(&[("mcp-session-id", &sid)], &reply);
+    }
+    if req.session().is_none() {
+        return error_status(conn, 400, -32000, "Mcp-Session-Id header is required");
+    }
+    if !up.is_live(req.session()) {
+        return error_status(conn, 404, -32001, "Session not found");
+    }
+    match req.method.as_str() {
+        "POST" => match reply_to(&msg) {
+            Some(reply) => conn.json(&[], &reply),
+            None => conn.accepted(),
+        },
+        "GET" => {
+            if conn.sse_start() {
+                let sid = req.session().map(str::to_owned);
+                conn.hold_until(|| !up.is_live(sid.as_deref()));
+            }
+            After::Close
+        }
+        "DELETE" => {
+            up.live
+                .lock()
+                .unwrap()
+                .remove(req.session().unwrap_or_default());
+            conn.respond(200, &[], b"")
+        }
+        _ => conn.respond(405, &[], b""),
+    }
+}
+
+/// An HTTP error status with a JSON-RPC error body, as the SDK servers send.
+pub fn error_status(conn: &mut Conn, status: u16, code: i64, message: &str) -> After {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    conn.respond(
+        status,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
