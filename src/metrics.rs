@@ -195,6 +195,8 @@ pub struct Metrics {
     /// Keyed by status code; u16 bounds it, so no cap.
     http_responses: Family<u16>,
     request_duration: Histogram,
+    /// Times a client connection stopped being read at its input cap.
+    client_input_paused: u64,
 }
 
 impl Default for Metrics {
@@ -216,6 +218,7 @@ impl Metrics {
             timeouts: Family::default(),
             http_responses: Family::default(),
             request_duration: Histogram::new(bounds),
+            client_input_paused: 0,
         }
     }
 
@@ -256,6 +259,16 @@ impl Metrics {
         if let Some(c) = self.upstreams.get_mut(u.0) {
             c.reclaimed = c.reclaimed.saturating_add(1);
         }
+    }
+
+    /// A client connection reached its input cap and is not read until
+    /// its buffered requests are taken (backpressure).
+    pub fn client_input_paused(&mut self) {
+        self.client_input_paused = self.client_input_paused.saturating_add(1);
+    }
+
+    pub fn client_inputs_paused(&self) -> u64 {
+        self.client_input_paused
     }
 
     /// A client request finished with `outcome` (`ok`, `error`, `timeout`,
@@ -478,6 +491,18 @@ impl Metrics {
             "Open client connections.",
         );
         let _ = writeln!(out, "mcp_relay_client_connections {client_connections}");
+
+        header(
+            out,
+            "mcp_relay_client_input_paused_total",
+            "counter",
+            "Times a client connection reached its input cap and was not read until its requests were taken.",
+        );
+        let _ = writeln!(
+            out,
+            "mcp_relay_client_input_paused_total {}",
+            self.client_input_paused
+        );
     }
 }
 
@@ -587,6 +612,8 @@ mod tests {
         m.http_response(404);
         m.http_response(200);
         m.http_response(200);
+        m.client_input_paused();
+        m.client_input_paused();
         let gauges = [
             UpstreamGauges {
                 upstream: "everything",
@@ -658,6 +685,9 @@ mcp_relay_http_responses_total{code="404"} 1
 # HELP mcp_relay_client_connections Open client connections.
 # TYPE mcp_relay_client_connections gauge
 mcp_relay_client_connections 7
+# HELP mcp_relay_client_input_paused_total Times a client connection reached its input cap and was not read until its requests were taken.
+# TYPE mcp_relay_client_input_paused_total counter
+mcp_relay_client_input_paused_total 2
 "#;
         assert_eq!(out, expected);
     }

@@ -4,5 +4,6 @@ pub mod buf;
 pub mod child;
 pub mod dns;
 pub mod fd;
+pub mod ratelog;
 pub mod stderr;
 pub mod transport;

@@ -22,6 +22,9 @@ pub(super) struct Client {
     pub(super) peer_closed: bool,
     /// The kernel reported a hang-up: read to EOF, never stop at a short read.
     pub(super) hup: bool,
+    /// Not read because its buffered input reached the cap (counted and
+    /// logged once per pause).
+    pub(super) in_paused: bool,
 }
 
 /// A client connection's life:
@@ -198,6 +201,7 @@ impl Reverse {
             last_active: self.now,
             peer_closed: false,
             hup: false,
+            in_paused: false,
         };
         let tok = self.endpoints.insert(Endpoint::Client(Box::new(client)));
         let Some(Endpoint::Client(c)) = self.endpoints.get_mut(tok) else {
@@ -252,8 +256,27 @@ impl Reverse {
         client_in(&mut self.endpoints, tok)
     }
 
+    /// Request bytes one connection may have buffered: at this many it is
+    /// not read until its requests are taken (see `client_read`). Never
+    /// below a full request head plus a read, so a head always fits.
+    pub(super) fn client_in_cap(&self) -> usize {
+        CLIENT_IN_MAX.max(self.cfg.max_header_size + (64 << 10))
+    }
+
+    /// Reads what a connection sent, within the turn's budget and the
+    /// connection's input cap, then handles the requests it completed.
+    ///
+    /// A connection that is busy (a GET stream, a POST waiting for its
+    /// answer) takes no request until it is idle again, so what its client
+    /// sends meanwhile stays buffered. At `client_in_cap` bytes the relay
+    /// stops reading it: the kernel's socket buffers fill and TCP pushes
+    /// back on the client (backpressure, as HTTP/1.1 pipelining allows).
+    /// Reading resumes when the connection goes back to idle (`respond`
+    /// and `end_stream` queue it to be driven). Readiness is edge-triggered
+    /// and not re-announced, so `readable` stays set while data is left.
     pub(super) fn client_read(&mut self, tok: Token) {
         let now = self.now;
+        let cap = self.client_in_cap();
         let Some(c) = client_in(&mut self.endpoints, tok) else {
             return;
         };
@@ -261,7 +284,8 @@ impl Reverse {
         let mut eof = false;
         let mut reset = false;
         let mut taken = 0;
-        while c.readable && taken < READ_BUDGET {
+        while c.readable && taken < READ_BUDGET && c.parser.buffered() < cap {
+            c.in_paused = false;
             match c.stream.read(&mut buf) {
                 Ok(0) => {
                     eof = true;
@@ -293,35 +317,80 @@ impl Reverse {
             self.close_client(tok);
             return;
         }
-        if c.readable {
-            // Budget spent: finish on a later turn (fairness).
-            self.work.to_drive.push(tok);
-        }
         if eof {
             c.peer_closed = true;
             // A half-closed client may still want the answers to what it
-            // sent (drive_client closes it once they are written); a
+            // sent (client_parse closes it once they are written); a
             // streaming one is simply gone.
             if matches!(c.state, ClientState::Streaming { .. }) {
                 self.close_client(tok);
                 return;
             }
         }
-        self.drive_client(tok);
+        self.client_parse(tok);
+        self.client_unread(tok);
+    }
+
+    /// After a read and the requests it completed: what to do about bytes
+    /// still unread on the socket.
+    fn client_unread(&mut self, tok: Token) {
+        let now = self.now;
+        let cap = self.client_in_cap();
+        let Some(c) = client_in(&mut self.endpoints, tok) else {
+            return;
+        };
+        if !c.readable {
+            return;
+        }
+        let buffered = c.parser.buffered();
+        if buffered < cap {
+            // Budget spent: finish on a later turn (fairness).
+            self.work.to_drive.push(tok);
+            return;
+        }
+        if c.hup && matches!(c.state, ClientState::Streaming { .. }) {
+            // The input cap keeps its EOF unread, but the kernel said the
+            // peer hung up: a streaming client that hangs up is gone.
+            self.close_client(tok);
+            return;
+        }
+        if c.in_paused {
+            return;
+        }
+        // Input cap: not read again until this connection takes requests.
+        c.in_paused = true;
+        let state = c.state.name();
+        self.metrics.client_input_paused();
+        if let Some(n) = self.logs.client_input.check(now) {
+            log::warn!(
+                "client connection sent {buffered} bytes it cannot use yet (connection {state}); \
+                 not reading it until its requests are taken{}",
+                suppressed_note(n)
+            );
+        }
+    }
+
+    /// Drives a connection queued at the end of a turn: handles the
+    /// requests it has buffered, then reads on if its read was deferred
+    /// (fairness) or stopped at the input cap and there is room again.
+    pub(super) fn drive_client(&mut self, tok: Token) {
+        self.client_parse(tok);
+        let cap = self.client_in_cap();
+        let resume = self
+            .client(tok)
+            .is_some_and(|c| c.readable && c.parser.buffered() < cap);
+        if resume {
+            self.client_read(tok);
+        }
     }
 
     /// Handles complete requests buffered on a connection, one at a time:
     /// HTTP/1.1 answers in order, so the next is parsed only once the current
     /// one is answered.
-    pub(super) fn drive_client(&mut self, tok: Token) {
+    fn client_parse(&mut self, tok: Token) {
         let now = self.now;
         loop {
             let Some(c) = self.client(tok) else { return };
-            if c.readable {
-                // A fairness-deferred read: continue it first.
-                self.client_read(tok);
-                return;
-            }
             if !matches!(c.state, ClientState::Idle) {
                 break;
             }

@@ -61,6 +61,7 @@ use crate::cli::{PoolMode, ReverseConfig};
 use crate::io::buf::OutBuf;
 use crate::io::child::describe;
 use crate::io::dns::Resolver;
+use crate::io::ratelog::{RateLog, suppressed_note};
 use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
 use crate::mcp::shared::{Down, Mux, Up};
 use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
@@ -100,8 +101,14 @@ const RELAY_PROTOCOL: &str = "2025-11-25";
 /// integer id space).
 const RELAY_INIT_ID: &str = "mcp-relay-init";
 
-/// Bytes read from one process per turn.
+/// Bytes read from one process or one client connection per turn
+/// (fairness: what is left is read on the next turn).
 const READ_BUDGET: usize = 1 << 20;
+
+/// Request bytes buffered on one client connection (at least
+/// `--max-header-size` + 64 KiB): at this many it is not read until it takes
+/// its requests (backpressure; `client::client_read`).
+const CLIENT_IN_MAX: usize = 1 << 20;
 
 /// A client that lets this much output pile up is too slow and is dropped.
 const CLIENT_OUT_MAX: usize = 8 << 20;
@@ -244,6 +251,14 @@ struct Listening {
     paused: bool,
 }
 
+/// Rate limits of the log lines a flood could repeat (one per interval,
+/// with a count of the suppressed ones).
+#[derive(Default)]
+struct LogLimits {
+    /// A client connection reached its input cap.
+    client_input: RateLog,
+}
+
 /// Work handlers queue for the loop's end of turn (`settle`), which empties
 /// every queue (a token queued twice is handled once more, harmlessly).
 #[derive(Default)]
@@ -279,6 +294,7 @@ struct Reverse {
     metrics: Metrics,
     /// What handlers left for the end of the turn.
     work: Work,
+    logs: LogLimits,
     /// The relay's own lifecycle: serving → draining → grace → final → exit.
     shutdown: Shutdown,
 }
@@ -431,6 +447,7 @@ impl Reverse {
             resolver,
             metrics,
             work: Work::default(),
+            logs: LogLimits::default(),
             shutdown,
         })
     }
