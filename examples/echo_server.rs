@@ -25,6 +25,8 @@
 //! - `--exit-code N`: exit status on stdin EOF (default 0).
 //! - `--invalid-utf8`: every `tools/call` reply carries a byte that is not
 //!   UTF-8 (0xFF) in its text.
+//! - `--no-read`: answer `initialize`, then never read stdin again and answer
+//!   nothing: a child whose stdin pipe fills up (issue 11, class 4).
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -40,7 +42,7 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
-[--ignore-sigterm] [--exit-code N] [--invalid-utf8]";
+[--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--no-read]";
 
 #[derive(Default)]
 struct Opts {
@@ -55,6 +57,7 @@ struct Opts {
     ignore_sigterm: bool,
     exit_code: i32,
     invalid_utf8: bool,
+    no_read: bool,
 }
 
 fn usage() -> ! {
@@ -82,6 +85,7 @@ fn parse_args() -> Opts {
             "--ignore-sigterm" => opts.ignore_sigterm = true,
             "--exit-code" => opts.exit_code = value(args.next()),
             "--invalid-utf8" => opts.invalid_utf8 = true,
+            "--no-read" => opts.no_read = true,
             _ => usage(),
         }
     }
@@ -130,6 +134,8 @@ struct Server {
     out: BufWriter<StdoutLock<'static>>,
     received: u64,
     answered: u64,
+    /// `initialize` has been answered (for `--no-read`).
+    initialized: bool,
 }
 
 impl Server {
@@ -201,7 +207,10 @@ impl Server {
             sleep_ms(self.opts.delay_ms);
         }
         let reply = match method {
-            "initialize" => Ok(initialize_result(msg)),
+            "initialize" => {
+                self.initialized = true;
+                Ok(initialize_result(msg))
+            }
             "ping" => Ok(json!({})),
             "tools/list" => Ok(tools_list_result()),
             "tools/call" => self.call_tool(msg)?,
@@ -301,6 +310,7 @@ fn main() {
         out,
         received: 0,
         answered: 0,
+        initialized: false,
     };
 
     let mut input = BufReader::new(io::stdin().lock());
@@ -324,6 +334,12 @@ fn main() {
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
             server.handle_line(&line);
+        }
+        if server.opts.no_read && server.initialized {
+            // Stop reading: the relay's writes fill the stdin pipe.
+            loop {
+                thread::sleep(Duration::from_secs(3600));
+            }
         }
     }
 

@@ -184,6 +184,8 @@ struct UpstreamCounters {
     exited: Family<String>,
     /// Idle sessions ended to give their process to a waiting one.
     reclaimed: u64,
+    /// Client messages refused because a process's stdin queue was full.
+    queue_full: u64,
 }
 
 /// The relay's metrics registry.
@@ -233,6 +235,7 @@ impl Metrics {
             spawned: 0,
             exited: Family::default(),
             reclaimed: 0,
+            queue_full: 0,
         });
         UpstreamId(self.upstreams.len() - 1)
     }
@@ -261,10 +264,23 @@ impl Metrics {
         }
     }
 
+    /// A client message for upstream `u` was refused (503, or
+    /// `upstream_busy` for a request): the stdin queue of its process was
+    /// full (the process is not reading).
+    pub fn upstream_queue_full(&mut self, u: UpstreamId) {
+        if let Some(c) = self.upstreams.get_mut(u.0) {
+            c.queue_full = c.queue_full.saturating_add(1);
+        }
+    }
+
     /// A client connection reached its input cap and is not read until
     /// its buffered requests are taken (backpressure).
     pub fn client_input_paused(&mut self) {
         self.client_input_paused = self.client_input_paused.saturating_add(1);
+    }
+
+    pub fn queue_full(&self, u: UpstreamId) -> u64 {
+        self.upstreams.get(u.0).map_or(0, |c| c.queue_full)
     }
 
     pub fn client_inputs_paused(&self) -> u64 {
@@ -430,6 +446,21 @@ impl Metrics {
                 "mcp_relay_sessions_reclaimed_total",
                 &[("upstream", &u.name)],
                 u.reclaimed,
+            );
+        }
+
+        header(
+            out,
+            "mcp_relay_upstream_queue_full_total",
+            "counter",
+            "Client messages refused because the stdin queue of their process was full.",
+        );
+        for u in &self.upstreams {
+            sample(
+                out,
+                "mcp_relay_upstream_queue_full_total",
+                &[("upstream", &u.name)],
+                u.queue_full,
             );
         }
 
@@ -612,6 +643,7 @@ mod tests {
         m.http_response(404);
         m.http_response(200);
         m.http_response(200);
+        m.upstream_queue_full(ev);
         m.client_input_paused();
         m.client_input_paused();
         let gauges = [
@@ -662,6 +694,10 @@ mcp_relay_sessions{upstream="we\"ird\\name\nx"} 0
 # TYPE mcp_relay_sessions_reclaimed_total counter
 mcp_relay_sessions_reclaimed_total{upstream="everything"} 1
 mcp_relay_sessions_reclaimed_total{upstream="we\"ird\\name\nx"} 0
+# HELP mcp_relay_upstream_queue_full_total Client messages refused because the stdin queue of their process was full.
+# TYPE mcp_relay_upstream_queue_full_total counter
+mcp_relay_upstream_queue_full_total{upstream="everything"} 1
+mcp_relay_upstream_queue_full_total{upstream="we\"ird\\name\nx"} 0
 # HELP mcp_relay_requests_total Client requests finished, by outcome.
 # TYPE mcp_relay_requests_total counter
 mcp_relay_requests_total{outcome="ok"} 2

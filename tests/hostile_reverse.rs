@@ -10,18 +10,22 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::http::{Http, IO, Response, Sse, mcp_headers};
+use common::http::{ACCEPT_BOTH, Http, IO, Response, Sse, mcp_headers};
 use common::relay::Relay;
-use common::{call, call_with, echo_text, error_kind, initialize, initialized, rss_kib};
+use common::{
+    call, call_with, echo_server, echo_text, error_kind, initialize, initialized, rss_kib,
+};
 
 /// What a fresh session must be answered within, during an attack.
 const FRESH: Duration = Duration::from_secs(1);
@@ -127,6 +131,20 @@ fn flood(mut s: TcpStream, total: u64, stall: Duration, stop: &AtomicBool) -> u6
         }
     }
     sent
+}
+
+/// A `reverse --config` relay: a JSON document written to a temp file.
+fn start_config(test: &str, doc: Value) -> (Relay, PathBuf) {
+    let path = std::env::temp_dir().join(format!(
+        "mcp-relay-{test}-{}-{}.json",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).expect("write config");
+    let relay = Relay::reverse("cfg")
+        .args([OsStr::new("--config"), path.as_os_str()])
+        .start();
+    (relay, path)
 }
 
 fn metric(relay: &Relay, name_and_labels: &str) -> u64 {
@@ -333,4 +351,213 @@ fn class3_pipelined_requests_beyond_the_cap_are_all_answered_in_order() {
         .join()
         .expect("writer")
         .expect("pipelined requests written");
+}
+
+// ============================================================================
+// Class 4: the write queue toward a child that does not read is capped
+// ============================================================================
+
+/// The relay may grow by this much under the notification flood: the
+/// per-process queue cap (4 MiB, docs/configuration.md "Fixed limits
+/// (reverse)"), one 3 MiB body being parsed and copied, allocator slack.
+const QUEUE_FLOOD_RSS_BOUND_KIB: u64 = 48 * 1024;
+
+/// Class 4, in `mode`: 100 POSTed notifications of 3 MiB each toward a
+/// child that stopped reading (100 × 3 MiB took the relay to 320 MB, 202
+/// each). The queue toward the child is capped: past it, notifications get
+/// 503 with Retry-After and requests a JSON-RPC `upstream_busy` error (one
+/// answer each, at once); memory stays bounded; another upstream's fresh
+/// session, and in shared mode a fresh session on the jammed one too, is
+/// answered within a second.
+fn class4_child_not_reading(mode: &str) {
+    let echo = echo_server().to_str().expect("utf-8 path").to_string();
+    let (relay, cfg) = start_config(
+        &format!("class4-{mode}"),
+        json!({
+            "response_timeout": "30s",
+            "upstreams": {
+                "jam": {"command": [echo.clone(), "--no-read"], "pool": mode,
+                        "max_connections": if mode == "shared" { 1 } else { 4 },
+                        "min_idle": 1},
+                "echo": {"command": [echo], "min_idle": 1}
+            }
+        }),
+    );
+    let mut http = Http::connect(relay.port);
+    let sid = open_session(&mut http, "/mcp/jam", IO).expect("session on jam");
+    // Warm the healthy upstream so the baseline includes its process.
+    fresh_session_answered(relay.port, "/mcp/echo", "warm");
+    let (base, _) = rss(&relay);
+
+    let pad = "n".repeat(3 * MIB as usize);
+    let note = serde_json::to_vec(&json!({
+        "jsonrpc": "2.0", "method": "notifications/flood", "params": {"pad": pad}
+    }))
+    .unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let flooding = {
+        let (accepted, refused, sid) = (Arc::clone(&accepted), Arc::clone(&refused), sid.clone());
+        let port = relay.port;
+        thread::spawn(move || {
+            let mut h = Http::connect(port);
+            let mut retry_after = true;
+            for _ in 0..100 {
+                let resp = post_raw(&mut h, "/mcp/jam", Some(&sid), &note, IO)
+                    .unwrap_or_else(|e| panic!("notification during the flood: {e}"));
+                match resp.status() {
+                    202 => accepted.fetch_add(1, Ordering::Relaxed),
+                    503 => {
+                        retry_after &= resp.header("retry-after").is_some();
+                        refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                    s => panic!("notification answered {s}: {resp:?}"),
+                };
+                if resp.head.closes() {
+                    h = Http::connect(port);
+                }
+            }
+            retry_after
+        })
+    };
+    // During the attack: the healthy upstream answers fresh sessions.
+    let mut took = Vec::new();
+    for i in 0..3 {
+        thread::sleep(Duration::from_millis(200));
+        took.push(fresh_session_answered(
+            relay.port,
+            "/mcp/echo",
+            &format!("healthy {i}"),
+        ));
+    }
+    let retry_after = flooding.join().expect("flood thread");
+    let (acc, refd) = (
+        accepted.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+
+    let (now, peak) = rss(&relay);
+    let grew = peak.saturating_sub(base);
+    eprintln!(
+        "class 4 ({mode}): {acc} notifications accepted (202), {refd} refused (503); \
+         relay RSS {base} KiB before, {now} KiB after, peak {peak} KiB (grew {grew} KiB, \
+         bound {QUEUE_FLOOD_RSS_BOUND_KIB} KiB); healthy fresh sessions answered in {took:?}"
+    );
+    assert!(refd > 0, "every notification was accepted ({acc})");
+    assert!(retry_after, "a 503 without Retry-After");
+    assert!(
+        grew < QUEUE_FLOOD_RSS_BOUND_KIB,
+        "the relay grew by {grew} KiB (bound {QUEUE_FLOOD_RSS_BOUND_KIB} KiB)"
+    );
+
+    // A request toward the jammed process that its queue cannot take (2 MiB
+    // on top of the 3 MiB queued) gets one answer, at once.
+    let big = "b".repeat(2 * MIB as usize);
+    let t0 = Instant::now();
+    let mut h2 = Http::connect(relay.port);
+    let resp = post_to(
+        &mut h2,
+        "/mcp/jam",
+        Some(&sid),
+        &call(json!(41), &big),
+        FRESH,
+    )
+    .unwrap_or_else(|e| panic!("a request toward the jammed child: {e}"));
+    let reply = resp.rpc();
+    assert_eq!(reply["id"], 41, "someone else's reply: {reply}");
+    assert_eq!(error_kind(&reply), Some("upstream_busy"), "{reply}");
+    eprintln!(
+        "class 4 ({mode}): a request toward the jammed child answered in {:?}",
+        t0.elapsed()
+    );
+    // The same id again is not a duplicate: the refused request left no
+    // entry behind (and, in shared mode, no id mapping).
+    let resp = post_to(
+        &mut h2,
+        "/mcp/jam",
+        Some(&sid),
+        &call(json!(41), &big),
+        FRESH,
+    )
+    .unwrap_or_else(|e| panic!("the refused id again: {e}"));
+    let reply = resp.rpc();
+    assert_eq!(error_kind(&reply), Some("upstream_busy"), "{reply}");
+
+    if mode == "shared" {
+        // A fresh session on the jammed upstream shares the process: it is
+        // answered within a second too (its initialize from the cache, its
+        // call with upstream_busy), and only with its own ids.
+        let t0 = Instant::now();
+        let mut h3 = Http::connect(relay.port);
+        let sid3 = open_session(&mut h3, "/mcp/jam", FRESH)
+            .unwrap_or_else(|e| panic!("fresh session on the jammed upstream: {e}"));
+        assert_ne!(sid3, sid);
+        let resp = post_to(
+            &mut h3,
+            "/mcp/jam",
+            Some(&sid3),
+            &call(json!(7), &big),
+            FRESH,
+        )
+        .unwrap_or_else(|e| panic!("fresh session's call on the jammed upstream: {e}"));
+        let reply = resp.rpc();
+        assert_eq!(reply["id"], 7, "someone else's reply: {reply}");
+        assert_eq!(error_kind(&reply), Some("upstream_busy"), "{reply}");
+        assert!(t0.elapsed() <= FRESH, "took {:?}", t0.elapsed());
+
+        // A batch (2025-03-26) the queue cannot take is refused whole with
+        // 503, and none of its requests stays in flight.
+        let mut h4 = Http::connect(relay.port);
+        let mut init = initialize(json!(0));
+        init["params"]["protocolVersion"] = json!("2025-03-26");
+        let resp = post_to(&mut h4, "/mcp/jam", None, &init, FRESH).expect("2025-03-26 session");
+        let sid4 = resp
+            .header("mcp-session-id")
+            .expect("session id")
+            .to_string();
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Accept", ACCEPT_BOTH),
+            ("Mcp-Session-Id", sid4.as_str()),
+            ("MCP-Protocol-Version", "2025-03-26"),
+        ];
+        let batch = json!([call(json!(8), &big), {"jsonrpc": "2.0", "method": "notifications/x"}]);
+        let resp = h4
+            .try_request(
+                "POST",
+                "/mcp/jam",
+                &headers,
+                &serde_json::to_vec(&batch).unwrap(),
+                FRESH,
+            )
+            .unwrap_or_else(|e| panic!("a batch toward the jammed child: {e:?}"));
+        assert_eq!(resp.status(), 503, "{resp:?}");
+        assert!(resp.header("retry-after").is_some(), "{resp:?}");
+        let single = serde_json::to_vec(&call(json!(8), &big)).unwrap();
+        let resp = h4
+            .try_request("POST", "/mcp/jam", &headers, &single, FRESH)
+            .unwrap_or_else(|e| panic!("the batch's id again: {e:?}"));
+        let reply = resp.rpc();
+        assert_eq!(reply["id"], 8, "someone else's reply: {reply}");
+        assert_eq!(error_kind(&reply), Some("upstream_busy"), "{reply}");
+    }
+    assert!(
+        metric(
+            &relay,
+            "mcp_relay_upstream_queue_full_total{upstream=\"jam\"}"
+        ) >= refd,
+        "refusals not counted:\n{}",
+        relay.metrics_text()
+    );
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn class4_child_not_reading_session_pool() {
+    class4_child_not_reading("session");
+}
+
+#[test]
+fn class4_child_not_reading_shared_pool() {
+    class4_child_not_reading("shared");
 }

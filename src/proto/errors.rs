@@ -31,6 +31,9 @@ pub enum RelayError {
     UpstreamStatus,
     /// The server's reply is not a valid message (not UTF-8, or not JSON).
     InvalidReply,
+    /// A stdio server is not reading its input: the queue toward its stdin
+    /// is full, so the request was not sent (retry later).
+    UpstreamBusy,
 }
 
 impl RelayError {
@@ -49,6 +52,7 @@ impl RelayError {
             RelayError::RequestTimeout => -32001,
             RelayError::UpstreamStatus => -32006,
             RelayError::InvalidReply => -32007,
+            RelayError::UpstreamBusy => -32008,
         }
     }
 
@@ -67,6 +71,7 @@ impl RelayError {
             RelayError::RequestTimeout => "request_timeout",
             RelayError::UpstreamStatus => "upstream_status",
             RelayError::InvalidReply => "invalid_reply",
+            RelayError::UpstreamBusy => "upstream_busy",
         }
     }
 }

@@ -110,6 +110,11 @@ const READ_BUDGET: usize = 1 << 20;
 /// its requests (backpressure; `client::client_read`).
 const CLIENT_IN_MAX: usize = 1 << 20;
 
+/// Bytes queued toward one process's stdin: a client message that would go
+/// past it is refused (503, or `upstream_busy` for a request), unless the
+/// queue is empty (`proc::proc_queue_room`).
+const PROC_QUEUE_MAX: usize = 4 << 20;
+
 /// A client that lets this much output pile up is too slow and is dropped.
 const CLIENT_OUT_MAX: usize = 8 << 20;
 
@@ -257,6 +262,8 @@ struct Listening {
 struct LogLimits {
     /// A client connection reached its input cap.
     client_input: RateLog,
+    /// A client message refused: a process's stdin queue is full.
+    queue_full: RateLog,
 }
 
 /// Work handlers queue for the loop's end of turn (`settle`), which empties

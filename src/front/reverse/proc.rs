@@ -36,7 +36,58 @@ pub(super) struct Proc {
     pub(super) grace: Option<TimerId>,
 }
 
+/// What became of a client message sent toward its upstream (`send_up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// Queued or handed to the HTTP engine, or already answered (no running
+    /// server, refused by the mux).
+    Done,
+    /// Not queued: the process's stdin queue is full (`proc_queue_room`).
+    /// A request was answered `upstream_busy`; a notification or response
+    /// is for the caller to refuse (503 with Retry-After).
+    Busy,
+}
+
 impl Reverse {
+    /// Whether a client message of `len` bytes may join the queue toward
+    /// process `conn`'s stdin: the queue stays within `PROC_QUEUE_MAX` with
+    /// it, or is empty (a process that reads can take any one message).
+    /// The relay's own messages (cancellations, its `initialize`) are not
+    /// checked. A refusal is counted and logged (rate-limited).
+    pub(super) fn proc_queue_room(&mut self, conn: PKey, len: usize) -> bool {
+        let Some(p) = self.procs.get(&conn) else {
+            return true;
+        };
+        let queued = p.io.to_child.len();
+        if queued == 0 || queued.saturating_add(len).saturating_add(1) <= PROC_QUEUE_MAX {
+            return true;
+        }
+        let pid = p.io.pid();
+        let up = &self.ups[conn.up];
+        self.metrics.upstream_queue_full(up.metric);
+        if let Some(n) = self.logs.queue_full.check(self.now) {
+            log::warn!(
+                "[{}] process {conn} (pid {pid}) is not reading its input ({queued} bytes \
+                 queued); refusing client messages for it until it does{}",
+                up.cfg.name,
+                suppressed_note(n)
+            );
+        }
+        false
+    }
+
+    /// `proc_queue_room` for the process of session `skey`, when it has
+    /// one (otherwise `send_up` answers for itself).
+    pub(super) fn session_queue_room(&mut self, skey: SKey, len: usize) -> bool {
+        if self.ups[up_of(skey)].is_http() {
+            return true;
+        }
+        match self.sessions.get(&skey).and_then(|s| s.binding.conn()) {
+            Some(conn) => self.proc_queue_room(conn, len),
+            None => true,
+        }
+    }
+
     pub(super) fn write_proc(&mut self, conn: PKey, line: &[u8]) {
         if let Some(p) = self.procs.get_mut(&conn)
             && p.io.accepts_input()

@@ -266,6 +266,13 @@ impl Reverse {
                     );
                     return;
                 }
+                // The batch goes to the process whole or not at all: a
+                // process whose queue cannot take it gets none of it (503).
+                let size = items.iter().map(|raw| raw.get().len() + 1).sum();
+                if !self.session_queue_room(skey, size) {
+                    self.respond_busy(tok, ka);
+                    return;
+                }
                 // Each request is tracked; one that cannot be (its id is
                 // already in flight) is answered with duplicate_id in the
                 // batch reply and not forwarded.
@@ -314,7 +321,7 @@ impl Reverse {
                     }));
                 }
                 for (line, env, id) in send {
-                    self.send_up(skey, line, &env, id.as_ref());
+                    self.send_up_as(skey, line, &env, id.as_ref(), false);
                 }
                 if expect.is_empty() {
                     if rejected.is_empty() {
@@ -426,9 +433,12 @@ impl Reverse {
                 self.send_up(skey, line, env, Some(&id));
             }
             Kind::Notification | Kind::Response => {
-                self.send_up(skey, line, env, None);
-                // MCP: notifications and responses are acknowledged with 202.
-                self.respond(tok, 202, &[], b"", ka);
+                // MCP: notifications and responses are acknowledged with 202;
+                // one the process's full queue cannot take gets 503.
+                match self.send_up(skey, line, env, None) {
+                    Sent::Done => self.respond(tok, 202, &[], b"", ka),
+                    Sent::Busy => self.respond_busy(tok, ka),
+                }
             }
             Kind::Invalid => {
                 self.respond_rpc_error(tok, 400, -32600, "Invalid Request", ka);
@@ -587,13 +597,15 @@ impl Reverse {
                 return;
             }
         };
-        // Legacy transport: every POST is accepted with 202; answers travel
-        // on the session's SSE stream.
-        self.respond(tok, 202, &[], b"", ka);
+        // Legacy transport: POSTs are accepted with 202; answers travel on
+        // the session's SSE stream (a request the process's full queue
+        // cannot take too: `upstream_busy`). Only a notification or
+        // response that cannot be queued gets 503.
         if let Some(s) = self.sessions.get_mut(&skey) {
             s.last_active = self.now;
         }
         if env.kind() == Kind::Request && env.method_is("initialize") {
+            self.respond(tok, 202, &[], b"", ka);
             if let Some(v) = env.param_str("protocolVersion")
                 && let Some(s) = self.sessions.get_mut(&skey)
             {
@@ -604,6 +616,7 @@ impl Reverse {
             return;
         }
         if let (Kind::Request, Some(id)) = (env.kind(), env.id()) {
+            self.respond(tok, 202, &[], b"", ka);
             if !self.track(skey, id.clone(), &env, ReplyTo::Stream) {
                 let b = error_body(
                     Some(&id),
@@ -616,8 +629,23 @@ impl Reverse {
             }
             self.send_up(skey, body, &env, Some(&id));
         } else {
-            self.send_up(skey, body, &env, None);
+            match self.send_up(skey, body, &env, None) {
+                Sent::Done => self.respond(tok, 202, &[], b"", ka),
+                Sent::Busy => self.respond_busy(tok, ka),
+            }
         }
+    }
+
+    /// 503 with Retry-After for a client message the process's full stdin
+    /// queue cannot take (`proc_queue_room`).
+    pub(super) fn respond_busy(&mut self, tok: Token, ka: bool) {
+        self.respond(
+            tok,
+            503,
+            &[("retry-after", "1")],
+            b"the server is not reading its input; retry later\n",
+            ka,
+        );
     }
 }
 

@@ -497,10 +497,23 @@ impl Reverse {
         line: &[u8],
         env: &Envelope,
         request: Option<&Id>,
-    ) {
+    ) -> Sent {
+        self.send_up_as(skey, line, env, request, true)
+    }
+
+    /// `send_up`; `capped: false` for the items of a batch the queue cap
+    /// already admitted as a whole (`session_queue_room`).
+    pub(super) fn send_up_as(
+        &mut self,
+        skey: SKey,
+        line: &[u8],
+        env: &Envelope,
+        request: Option<&Id>,
+        capped: bool,
+    ) -> Sent {
         if self.ups[up_of(skey)].is_http() {
             self.http_send(skey, line, env, request);
-            return;
+            return Sent::Done;
         }
         let conn = self.sessions.get(&skey).and_then(|s| s.binding.conn());
         let alive = conn
@@ -516,10 +529,24 @@ impl Reverse {
                     json!({}),
                 );
             }
-            return;
+            return Sent::Done;
         };
+        // Checked before the mux sees it: a refused request leaves no id
+        // mapping behind, only its one answer.
+        if capped && !self.proc_queue_room(conn, line.len()) {
+            if let Some(id) = request {
+                self.fail_request(
+                    skey,
+                    id,
+                    RelayError::UpstreamBusy,
+                    "The server is not reading its input (its queue is full); retry later",
+                    json!({"limit": PROC_QUEUE_MAX}),
+                );
+            }
+            return Sent::Busy;
+        }
         let Some(p) = self.procs.get_mut(&conn) else {
-            return;
+            return Sent::Done;
         };
         match &mut p.kind {
             ProcKind::Session { .. } => p.io.to_child.push_line(line),
@@ -535,6 +562,7 @@ impl Reverse {
                 }
             },
         }
+        Sent::Done
     }
 
     /// Answers a request in flight with a relay error.
