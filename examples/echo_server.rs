@@ -27,6 +27,14 @@
 //!   UTF-8 (0xFF) in its text.
 //! - `--no-read`: answer `initialize`, then never read stdin again and answer
 //!   nothing: a child whose stdin pipe fills up (issue 11, class 4).
+//! - `--log-injection` (issue 11, class 11): two threads write, as fast as
+//!   the pipes take them, lines that are not JSON-RPC to stdout and lines to
+//!   stderr, both full of ESC sequences, CR, NUL, DEL, a C1 control and
+//!   invalid UTF-8. Requests are still answered.
+//! - `--setsid-grandchild` (issue 11, class 13): at start, fork a grandchild
+//!   that calls `setsid()` (leaving the server's process group and session),
+//!   points its stdio at /dev/null and sleeps forever; its pid is printed to
+//!   stderr as `echo-server: grandchild pid N`.
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -42,7 +50,7 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
-[--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--no-read]";
+[--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--no-read] [--log-injection] [--setsid-grandchild]";
 
 #[derive(Default)]
 struct Opts {
@@ -58,6 +66,8 @@ struct Opts {
     exit_code: i32,
     invalid_utf8: bool,
     no_read: bool,
+    log_injection: bool,
+    setsid_grandchild: bool,
 }
 
 fn usage() -> ! {
@@ -86,6 +96,8 @@ fn parse_args() -> Opts {
             "--exit-code" => opts.exit_code = value(args.next()),
             "--invalid-utf8" => opts.invalid_utf8 = true,
             "--no-read" => opts.no_read = true,
+            "--log-injection" => opts.log_injection = true,
+            "--setsid-grandchild" => opts.setsid_grandchild = true,
             _ => usage(),
         }
     }
@@ -113,6 +125,87 @@ fn flood_stderr() {
 }
 
 /// Writes `line` plus a newline to stdout and flushes; exits if stdout is gone.
+/// A line of hostile text for `--log-injection`: ESC sequences (colour,
+/// clear screen, cursor up), CR to overwrite the line, NUL, DEL, a C1 CSI
+/// (U+009B), invalid UTF-8, and a fake log line after a LF-less CR.
+fn injection_line(n: u64) -> Vec<u8> {
+    let mut line = Vec::new();
+    let _ = write!(
+        line,
+        "inject {n} \x1b[31mRED\x1b[0m\x1b[2J\x1b[1A\rforged\0nul\x7fdel\u{9b}c1 "
+    );
+    line.extend_from_slice(b"\xff\xfe bad utf8 \r[ERROR] fake log line\n");
+    line
+}
+
+/// `--log-injection`: one thread per pipe, one write per line so lines are
+/// never split, until the pipe is closed.
+fn inject_logs() {
+    for fd in [io::stdout().as_fd(), io::stderr().as_fd()] {
+        let Ok(fd) = fd.try_clone_to_owned() else {
+            continue;
+        };
+        thread::spawn(move || {
+            let mut pipe = File::from(fd);
+            for n in 0u64.. {
+                if pipe.write_all(&injection_line(n)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// `--setsid-grandchild`: fork a child that leaves the process group and
+/// session, then sleeps; only async-signal-safe calls after the fork (this
+/// runs before any thread is started).
+fn setsid_grandchild() {
+    // The pid is printed only once the grandchild has left the group, so
+    // a test that reads it never races the setsid() call.
+    let mut ready = [0; 2];
+    // SAFETY: pipe fills two fds on success.
+    if unsafe { libc::pipe(ready.as_mut_ptr()) } != 0 {
+        eprintln!("echo-server: pipe failed: {}", io::Error::last_os_error());
+        exit(1);
+    }
+    // SAFETY: fork at start, single-threaded; the child only calls setsid,
+    // write, open, dup2, close and sleep.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above; a NUL-terminated path, a valid one-byte buffer.
+        unsafe {
+            libc::setsid();
+            libc::write(ready[1], c"x".as_ptr().cast(), 1);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                for fd in 0..3 {
+                    libc::dup2(null, fd);
+                }
+            }
+            for fd in [null, ready[0], ready[1]] {
+                if fd > 2 {
+                    libc::close(fd);
+                }
+            }
+            loop {
+                libc::sleep(3600);
+            }
+        }
+    }
+    if pid < 0 {
+        eprintln!("echo-server: fork failed: {}", io::Error::last_os_error());
+        exit(1);
+    }
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a valid location; closing our own fds.
+    unsafe {
+        libc::close(ready[1]);
+        libc::read(ready[0], (&mut byte as *mut u8).cast(), 1);
+        libc::close(ready[0]);
+    }
+    eprintln!("echo-server: grandchild pid {pid}");
+}
+
 fn write_line(out: &mut impl Write, line: &[u8]) {
     let res = out.write_all(line).and_then(|()| out.write_all(b"\n"));
     if let Err(e) = res.and_then(|()| out.flush()) {
@@ -283,6 +376,9 @@ fn tools_list_result() -> Value {
 
 fn main() {
     let opts = parse_args();
+    if opts.setsid_grandchild {
+        setsid_grandchild();
+    }
     let mut out = BufWriter::new(io::stdout().lock());
     if opts.banner {
         write_line(&mut out, b"echo-server starting (banner)");
@@ -293,6 +389,9 @@ fn main() {
     }
     if opts.stderr_flood {
         thread::spawn(flood_stderr);
+    }
+    if opts.log_injection {
+        inject_logs();
     }
     let mut log = opts.log.as_deref().map(|path| {
         OpenOptions::new()

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use getopts::Options;
 
+use crate::logging::{self, Format};
+
 pub const USAGE: &str = "Usage: mcp-relay forward [OPTIONS] -- COMMAND [ARG...]
 
 Relays MCP (newline-delimited JSON-RPC) between this process's stdin/stdout
@@ -124,6 +126,8 @@ pub enum Command {
 pub struct Cli {
     pub command: Command,
     pub log_level: Option<String>,
+    /// `--log-format`: `text` (default) or `json`.
+    pub log_format: Format,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -236,12 +240,7 @@ fn forward_options() -> Options {
         "upstream name in logs and errors (default: command's file name)",
         "NAME",
     );
-    o.optopt(
-        "",
-        "log-level",
-        "error, warn, info, debug, trace (default info; RUST_LOG also works)",
-        "LEVEL",
-    );
+    logging::format::cli_options(&mut o);
     o.optopt(
         "",
         "max-connections",
@@ -404,12 +403,14 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                     reverse_options().usage(REVERSE_USAGE)
                 )),
                 log_level: None,
+                log_format: Format::Text,
             });
         }
         Some("-V") | Some("--version") => {
             return Ok(Cli {
                 command: Command::Version,
                 log_level: None,
+                log_format: Format::Text,
             });
         }
         Some("forward") => {}
@@ -422,6 +423,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         return Ok(Cli {
             command: Command::Help(opts.usage(USAGE)),
             log_level: None,
+            log_format: Format::Text,
         });
     }
     let command = m.free.clone();
@@ -468,6 +470,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             record: m.opt_str("record").map(PathBuf::from),
         })),
         log_level: m.opt_str("log-level"),
+        log_format: Format::from_matches(&m)?,
     })
 }
 
@@ -641,12 +644,7 @@ fn reverse_options() -> Options {
         "upstream name in logs, errors and metrics (default: command's file name)",
         "NAME",
     );
-    o.optopt(
-        "",
-        "log-level",
-        "error, warn, info, debug, trace (default info; RUST_LOG also works)",
-        "LEVEL",
-    );
+    logging::format::cli_options(&mut o);
     o.optopt(
         "",
         "config",
@@ -708,6 +706,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
         return Ok(Cli {
             command: Command::Help(opts.usage(REVERSE_USAGE)),
             log_level: None,
+            log_format: Format::Text,
         });
     }
     let command = m.free.clone();
@@ -799,6 +798,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             restart_max_delay,
         })),
         log_level: m.opt_str("log-level"),
+        log_format: Format::from_matches(&m)?,
     })
 }
 

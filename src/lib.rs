@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod front;
 pub mod io;
+pub mod logging;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;

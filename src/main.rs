@@ -1,6 +1,6 @@
 //! mcp-relay: a single-threaded proxy for the Model Context Protocol.
 
-use mcp_relay::{cli, front};
+use mcp_relay::{cli, front, logging};
 
 use std::process::ExitCode;
 
@@ -13,8 +13,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(cli.log_level.as_deref());
-    match cli.command {
+    logging::init(cli.log_level.as_deref(), cli.log_format);
+    let code = match cli.command {
         cli::Command::Help(text) => {
             // Help goes to stderr: stdout is reserved for MCP messages.
             eprintln!("{text}");
@@ -38,25 +38,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-    }
-}
-
-fn init_logging(level: Option<&str>) {
-    let mut b = env_logger::Builder::new();
-    b.target(env_logger::Target::Stderr);
-    match level {
-        Some(l) => {
-            b.parse_filters(l);
-        }
-        None => match std::env::var("RUST_LOG") {
-            Ok(v) => {
-                b.parse_filters(&v);
-            }
-            Err(_) => {
-                b.filter_level(log::LevelFilter::Info);
-            }
-        },
-    }
-    b.format_target(false);
-    b.init();
+    };
+    // Summaries of lines suppressed in the last window are not lost at exit.
+    logging::flush();
+    code
 }

@@ -3,13 +3,18 @@
 //! A child that writes to stderr faster than anyone reads would block on a
 //! full pipe and stall; a child that floods would drown the log. So stderr is
 //! always read, each line is cut at `MAX_LINE` bytes, and at most
-//! `LINES_PER_SEC` lines per second are logged; the rest are counted and
-//! reported as one "suppressed" line when the window turns over.
+//! `LINES_PER_SEC` lines per second are logged per process (the logger's
+//! `limit::Window`); the rest are counted and reported as one "suppressed"
+//! line when the window turns over. Lines are logged under
+//! `logging::STDERR_TARGET`, escaped (`logging::Escaped`: no control byte or
+//! invalid UTF-8 from the child reaches the relay's log).
 
 use std::io::{self, Read};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::fd::Fd;
+use crate::logging::limit::Window;
+use crate::logging::{self, Escaped, STDERR_TARGET};
 
 pub const MAX_LINE: usize = 4096;
 pub const LINES_PER_SEC: u32 = 200;
@@ -20,9 +25,7 @@ pub struct StderrLog {
     name: String,
     line: Vec<u8>,
     truncated: bool,
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
+    window: Window,
 }
 
 pub enum Drain {
@@ -40,9 +43,7 @@ impl StderrLog {
             name: name.to_string(),
             line: Vec::new(),
             truncated: false,
-            window_start: None,
-            logged: 0,
-            suppressed: 0,
+            window: Window::new(LINES_PER_SEC),
         }
     }
 
@@ -90,54 +91,54 @@ impl StderrLog {
     }
 
     fn emit(&mut self, now: Instant) {
-        let window_over = self
-            .window_start
-            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1));
-        if window_over {
-            if self.suppressed > 0 {
-                log::warn!(
-                    "[{}] {} stderr lines suppressed (over {} lines/s)",
-                    self.name,
-                    self.suppressed,
-                    LINES_PER_SEC
-                );
-            }
-            self.window_start = Some(now);
-            self.logged = 0;
-            self.suppressed = 0;
+        let admit = self.window.admit(now);
+        if admit.ended > 0 {
+            self.report(admit.ended, true);
         }
-        if self.logged < LINES_PER_SEC {
-            self.logged += 1;
-            let text = String::from_utf8_lossy(&self.line);
-            let text = text.trim_end_matches('\r');
+        if admit.log {
+            let mut line = &self.line[..];
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            let text = Escaped::cut(line, MAX_LINE);
             if self.truncated {
                 log::info!(
+                    target: STDERR_TARGET,
                     "[{}] {} … (line cut at {} bytes)",
                     self.name,
                     text,
                     MAX_LINE
                 );
             } else {
-                log::info!("[{}] {}", self.name, text);
+                log::info!(target: STDERR_TARGET, "[{}] {}", self.name, text);
             }
         } else {
-            self.suppressed += 1;
+            logging::count_suppressed(1);
         }
         self.line.clear();
         self.truncated = false;
+    }
+
+    fn report(&self, n: u64, over_rate: bool) {
+        let why = if over_rate {
+            format!(" (over {LINES_PER_SEC} lines/s)")
+        } else {
+            String::new()
+        };
+        log::warn!(
+            target: STDERR_TARGET,
+            "[{}] {n} stderr lines suppressed{why}",
+            self.name
+        );
     }
 
     fn finish(&mut self, now: Instant) {
         if !self.line.is_empty() {
             self.emit(now);
         }
-        if self.suppressed > 0 {
-            log::warn!(
-                "[{}] {} stderr lines suppressed",
-                self.name,
-                self.suppressed
-            );
-            self.suppressed = 0;
+        let n = self.window.take_all();
+        if n > 0 {
+            self.report(n, false);
         }
     }
 }
@@ -145,6 +146,7 @@ impl StderrLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn lines_over_the_rate_are_counted_not_logged() {
@@ -153,12 +155,11 @@ mod tests {
         for _ in 0..(LINES_PER_SEC + 50) {
             log.feed(b"x\n", t0);
         }
-        assert_eq!(log.logged, LINES_PER_SEC);
-        assert_eq!(log.suppressed, 50);
+        assert_eq!(log.window.due(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(log.window.clone().take_all(), 50);
         // Next window: the counter resets.
         log.feed(b"y\n", t0 + Duration::from_secs(1));
-        assert_eq!(log.logged, 1);
-        assert_eq!(log.suppressed, 0);
+        assert_eq!(log.window.due(), None);
     }
 
     #[test]
@@ -170,6 +171,6 @@ mod tests {
         assert!(log.truncated);
         log.feed(b"tail\n", t0);
         assert!(log.line.is_empty());
-        assert_eq!(log.logged, 1);
+        assert_eq!(log.window.due(), None);
     }
 }

@@ -108,6 +108,8 @@ pub fn run<D: Driver>(d: &mut D, capacity: usize) -> io::Result<i32> {
             d.on_timer(t);
         }
         d.after_timers();
+        // "N similar lines suppressed" summaries whose window is over.
+        crate::logging::tick(now);
     }
 }
 
@@ -117,10 +119,13 @@ fn poll_timeout<D: Driver>(d: &mut D) -> Option<Duration> {
     }
     let now = d.now();
     let wheel = d.timers_mut().next_timeout(now);
-    match d
-        .next_deadline()
-        .map(|at| at.saturating_duration_since(now))
-    {
+    // A pending log summary is a deadline too: it is written when its
+    // window ends even if nothing else happens.
+    let deadline = match (d.next_deadline(), crate::logging::next_due()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match deadline.map(|at| at.saturating_duration_since(now)) {
         Some(other) => Some(wheel.map_or(other, |w| w.min(other))),
         None => wheel,
     }

@@ -200,7 +200,7 @@ impl Forward {
         let msg = match jsonrpc::peek(line) {
             Ok(m) => m,
             Err(e) => {
-                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                let shown = crate::logging::Escaped::new(line);
                 log::warn!(
                     "[{}] invalid message on stdout dropped ({e}): {shown}",
                     self.cfg.name

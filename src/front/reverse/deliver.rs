@@ -236,7 +236,7 @@ impl Reverse {
             },
             Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
             Err(e) => {
-                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                let shown = crate::logging::Escaped::new(line);
                 log::warn!(
                     "[{}] invalid upstream message dropped ({e}): {shown}",
                     self.ups[u].cfg.name

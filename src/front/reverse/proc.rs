@@ -217,7 +217,7 @@ impl Reverse {
             log::error!(
                 "[{}] process {conn} rejected the relay's initialize: {}",
                 self.ups[conn.up].cfg.name,
-                String::from_utf8_lossy(line)
+                crate::logging::Escaped::new(line)
             );
             self.close_proc(conn, Cause::Fault);
             return;
