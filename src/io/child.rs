@@ -11,8 +11,27 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 
 use super::fd::Fd;
+use super::orphans;
+
+/// Pids of the servers spawned and not yet reaped, so that reaping the
+/// processes the relay adopted (`orphans`) never takes a server's status.
+static KNOWN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn known() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    KNOWN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `pid` is a server spawned by this relay and not yet reaped.
+pub fn is_known(pid: i32) -> bool {
+    u32::try_from(pid).is_ok_and(|p| known().contains(&p))
+}
+
+fn forget(pid: u32) {
+    known().retain(|&p| p != pid);
+}
 
 pub struct ChildProcess {
     child: Child,
@@ -34,19 +53,29 @@ impl ChildProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; it runs between fork and exec.
         // If the relay dies without cleaning up (SIGKILL, abort), the kernel
-        // sends the child SIGTERM instead of leaving it orphaned.
+        // kills the child at once: SIGKILL, since a server that ignores
+        // SIGTERM would otherwise outlive the relay, and nobody is left to
+        // escalate (see "Process containment" in docs/architecture.md). A
+        // relay that died between fork and prctl is caught by the ppid check.
+        // SAFETY: getpid has no preconditions.
+        let relay = unsafe { libc::getpid() };
+        // SAFETY: prctl and getppid are async-signal-safe; this runs between
+        // fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != relay {
+                    return Err(io::Error::other("the relay exited during spawn"));
                 }
                 Ok(())
             });
         }
         let mut child = cmd.spawn()?;
         let pid = child.id();
+        known().push(pid);
         let stdin = child.stdin.take().map(|p| Fd::from_owned(OwnedFd::from(p)));
         let stdout = child
             .stdout
@@ -75,6 +104,8 @@ impl ChildProcess {
                 // Could not set up the pipes: do not leave the process behind.
                 proc.signal_group(libc::SIGKILL);
                 let _ = proc.child.wait();
+                proc.status = proc.child.try_wait().ok().flatten();
+                forget(pid);
                 Err(io::Error::other("could not set up the child's pipes"))
             }
         }
@@ -91,9 +122,13 @@ impl ChildProcess {
             match self.child.try_wait() {
                 Ok(Some(status)) => {
                     self.status = Some(status);
+                    forget(self.pid);
                     // The leader is gone; anything left in its group (helpers
-                    // it forked) would be orphaned, so it goes too.
+                    // it forked) would be orphaned, so it goes too, and so
+                    // does what it handed over to the relay by leaving the
+                    // group (`orphans`).
                     self.signal_group(libc::SIGKILL);
+                    orphans::server_reaped();
                 }
                 Ok(None) => {}
                 Err(e) => log::warn!("try_wait on pid {} failed: {e}", self.pid),
@@ -138,6 +173,8 @@ impl Drop for ChildProcess {
         if self.status.is_none() {
             self.signal_group(libc::SIGKILL);
             let _ = self.child.wait();
+            forget(self.pid);
+            orphans::server_reaped();
         }
     }
 }

@@ -155,6 +155,8 @@ pub fn run(cfg: ForwardConfig) -> io::Result<i32> {
 impl Forward {
     fn new(cfg: ForwardConfig) -> io::Result<Forward> {
         let poll = Poll::new()?;
+        // Orphans of the servers come back to the relay (`io::orphans`).
+        crate::io::orphans::become_subreaper();
         let signals =
             Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
         signals.register(poll.registry(), SIGNAL_TOKEN)?;
@@ -230,7 +232,9 @@ impl Forward {
             log::error!("cannot start {:?}: {e}", self.cfg.command);
             return Ok(1);
         }
-        turn::run(self, 256)
+        let code = turn::run(self, 256)?;
+        crate::io::orphans::kill_all();
+        Ok(code)
     }
 
     fn handle_event(&mut self, token: Token, readable: bool, writable: bool, hup: bool) {
@@ -268,7 +272,11 @@ impl Forward {
 
     fn handle_signal(&mut self, sig: libc::c_int) {
         match sig {
-            libc::SIGCHLD => self.reap_children(),
+            libc::SIGCHLD => {
+                self.reap_children();
+                // What the servers' exits handed over to the relay.
+                crate::io::orphans::sweep();
+            }
             libc::SIGTERM | libc::SIGINT => {
                 if self.closing {
                     log::warn!("second signal: killing the server now");

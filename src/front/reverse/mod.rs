@@ -327,6 +327,8 @@ impl Reverse {
             None => (cfg.clone(), vec![cfg]),
         };
         let poll = Poll::new()?;
+        // Orphans of the servers come back to the relay (`io::orphans`).
+        crate::io::orphans::become_subreaper();
         let signals =
             Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
         signals.register(poll.registry(), SIGNAL_TOKEN)?;
@@ -468,7 +470,9 @@ impl Reverse {
             self.timers
                 .insert(self.now + self.cfg.sse_keepalive, TimerKind::Heartbeat);
         }
-        turn::run(self, 1024)
+        let code = turn::run(self, 1024)?;
+        crate::io::orphans::kill_all();
+        Ok(code)
     }
 
     /// The end of a turn: handles pipelined requests freed up this turn,
@@ -558,7 +562,11 @@ impl Reverse {
 
     fn handle_signal(&mut self, sig: libc::c_int) {
         match sig {
-            libc::SIGCHLD => self.reap(),
+            libc::SIGCHLD => {
+                self.reap();
+                // What the servers' exits handed over to the relay.
+                crate::io::orphans::sweep();
+            }
             libc::SIGTERM | libc::SIGINT => {
                 if self.shutdown.is_stopping() {
                     log::warn!("second signal: killing every server now");
@@ -714,6 +722,8 @@ impl Reverse {
         let mut out = String::with_capacity(4096);
         self.metrics
             .render(&mut out, &gauges, self.listen.clients as u64);
+        crate::logging::render_metrics(&mut out);
+        crate::io::orphans::render_metrics(&mut out);
         out
     }
 }
