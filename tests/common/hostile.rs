@@ -22,6 +22,12 @@ use super::fake::{After, Conn, Fake, Req, handler, reply_to};
 pub enum Attack {
     /// Behaves.
     None,
+    /// Class 11 (log floods and log injection): the GET stream sends events
+    /// that are not JSON-RPC, full of ESC sequences, NUL, DEL, a C1 control
+    /// and bytes that are not UTF-8 (each one a warning quoting it): 64
+    /// every 5 ms, a flood of log lines rather than of bytes (that is
+    /// class 5). The rest behaves.
+    LogInjection,
 }
 
 /// The upstream's sessions: issued by `initialize`, ended by DELETE or by
@@ -83,7 +89,33 @@ impl Hostile {
 fn serve(attack: &Attack, req: &Req, conn: &mut Conn, up: &Sessions) -> After {
     match attack {
         Attack::None => standard(req, conn, up),
+        Attack::LogInjection if req.method == "GET" && up.is_live(req.session()) => {
+            log_injection_stream(conn, up, req.session())
+        }
+        Attack::LogInjection => standard(req, conn, up),
     }
+}
+
+/// [`Attack::LogInjection`]: SSE events of hostile non-JSON text, 64 per
+/// chunk every 5 ms, until the relay closes the stream or the session ends.
+fn log_injection_stream(conn: &mut Conn, up: &Sessions, sid: Option<&str>) -> After {
+    if !conn.sse_start() {
+        return After::Close;
+    }
+    let mut events = Vec::new();
+    for n in 0..64 {
+        events.extend_from_slice(
+            format!("data: inject {n} \x1b[31mRED\x1b[2J\x00nul\x7f\u{9b}c1 ").as_bytes(),
+        );
+        events.extend_from_slice(b"\xff\xfe not json\n\n");
+    }
+    let mut chunk = format!("{:x}\r\n", events.len()).into_bytes();
+    chunk.extend_from_slice(&events);
+    chunk.extend_from_slice(b"\r\n");
+    while up.is_live(sid) && conn.send(&chunk) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    After::Close
 }
 
 /// The well-behaved server: initialize → 200 JSON + a new `Mcp-Session-Id`;
