@@ -67,9 +67,18 @@ fn class13_setsid_grandchild_dies_with_forward_relay() {
     let g = grandchild(&relay);
     let server = relay.server(0);
     relay.close_stdin();
-    relay.wait_exit(Duration::from_secs(10));
+    let status = relay.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
     wait_gone(&server, "the server");
     wait_gone(&g, "the setsid grandchild, after the forward relay exited");
+    // Reaping what the relay adopted never took the server's own status.
+    let log = relay.stderr_text();
+    assert!(
+        log.contains(&format!("pid {} exited (exit code 0)", server.pid))
+            && !log.contains("try_wait"),
+        "the server's exit status was not collected by its owner\n{}",
+        relay.stderr_dump()
+    );
 }
 
 /// Same in reverse mode, on SIGTERM of the relay.
