@@ -21,8 +21,9 @@
 //! Idle          want                               → Connecting          Connect
 //! Idle          want, resuming, `retry:` known     → Backoff{now+retry}  Wait
 //! Connecting    on_connected (or a first event)    → Open
-//! Connecting    on_failure Status(405)             → Idle                (none)
-//! Connecting    on_failure Status(404), other 4xx  → GaveUp              GiveUp
+//! Connecting    on_failure Status(404)             → GaveUp              GiveUp
+//! Connecting    on_failure Status(405), any other  → Idle, refused       (none)
+//!                 status not transient (400, 403…)
 //! Connecting,   on_failure, transient, and the     → Backoff{until}      Wait(until)
 //!   Open          attempt starts within the budget
 //! Connecting,   on_failure, transient, and the     → GaveUp              GiveUp
@@ -110,12 +111,17 @@
 //!   the same instant. The same rule covers a floor larger than what is left:
 //!   the server's wait must be honoured, so the stream gives up.
 //! - **Statuses** (MCP, Streamable HTTP transport): 404 means the session
-//!   is gone (the owner starts a new one) → give up now. 405 means the
-//!   server has no GET stream → Idle, not an error, and later `want`s do
-//!   nothing (asking again would only get 405 again). 408, 429 and 5xx are
-//!   transient → back off, like connect failures, timeouts and drops. Every
-//!   other status (400, 401, 403, a redirect, an unexpected 2xx) will not
-//!   change by waiting → give up.
+//!   is gone (the owner starts a new one, through its own backoff:
+//!   [`ReinitBackoff`]) → give up now. 408, 429 and 5xx are transient →
+//!   back off, like connect failures, timeouts and drops. 405 means the
+//!   server has no GET stream, and so does every other status, which will
+//!   not change by waiting: many servers answer 400 or 403 (or 401, a
+//!   redirect, an unexpected 2xx) where MCP says 405. → Idle and *refused*:
+//!   not an error, the session goes on, and later `want`s do nothing
+//!   (asking again would only be refused again; [`SseStream::refused`]
+//!   names the status, for the owner's one log line). Giving up on these
+//!   made the owner create a new session and GET again, at once and for
+//!   ever: the retry storm of issue 11, class 6.
 //! - **Dedupe.** Event ids are unique across a session's streams, and a
 //!   resumed stream may replay some it already sent. The last `recent_ids`
 //!   delivered ids are remembered (a set plus a FIFO queue that evicts the
@@ -136,9 +142,11 @@ use std::time::{Duration, Instant};
 use crate::policy::backoff::{Backoff, Rng};
 
 mod drops;
+mod reinit;
 mod retry_after;
 
 pub use drops::{DROP_WINDOW, MAX_REMEMBERED, RecentDrops, drop_window};
+pub use reinit::ReinitBackoff;
 pub use retry_after::parse_retry_after;
 
 /// The narrowest jitter window a reconnect after losing an open stream draws
@@ -198,7 +206,7 @@ impl Default for ReconnectConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamState {
-    /// Not wanted, or the server has no such stream (405).
+    /// Not wanted, or the server has no such stream (405, 400, 403…).
     Idle,
     /// A `Connect` is out; waiting for the response headers.
     Connecting,
@@ -287,8 +295,8 @@ pub struct SseStream {
     /// The server's last `retry:`: the least it wants us to wait.
     retry: Option<Duration>,
     recent: RecentIds,
-    /// The server answered 405: it has no GET stream.
-    refused: bool,
+    /// The status that said the server has no GET stream (405, 400, 403…).
+    refused: Option<u16>,
 }
 
 impl SseStream {
@@ -302,7 +310,7 @@ impl SseStream {
             opened_at: None,
             last_event_id: None,
             retry: None,
-            refused: false,
+            refused: None,
         }
     }
 
@@ -315,7 +323,7 @@ impl SseStream {
     /// (2025-11-25: the client must wait `retry` before reconnecting); this
     /// is the polling case, where the server closed a POST stream on purpose.
     pub fn want(&mut self, now: Instant) -> Vec<Action> {
-        if self.state != StreamState::Idle || self.refused {
+        if self.state != StreamState::Idle || self.refused.is_some() {
             return Vec::new();
         }
         let wait = self
@@ -385,13 +393,12 @@ impl SseStream {
         let opened_at = self.opened_at.take();
         match kind {
             Failure::Status(404) => return self.give_up(),
-            Failure::Status(405) => {
-                self.refused = true;
+            Failure::Status(status) if !is_transient(status) => {
+                self.refused = Some(status);
                 self.state = StreamState::Idle;
                 self.end_run();
                 return Vec::new();
             }
-            Failure::Status(status) if !is_transient(status) => return self.give_up(),
             Failure::Status(_) | Failure::ConnectFailed | Failure::Dropped | Failure::Timeout => {}
         }
         // A quiet stream that lived long enough was working, not failing.
@@ -439,6 +446,13 @@ impl SseStream {
 
     pub fn state(&self) -> &StreamState {
         &self.state
+    }
+
+    /// The status with which the server said it has no GET stream (405,
+    /// or any other status that is neither 404 nor transient); the stream
+    /// is not asked for again.
+    pub fn refused(&self) -> Option<u16> {
+        self.refused
     }
 
     /// What the next `Connect` sends as `Last-Event-ID`.

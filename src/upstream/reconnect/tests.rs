@@ -496,18 +496,27 @@ fn status_405_means_no_get_stream_and_goes_idle_for_good() {
     assert_eq!(s.on_timer(t0 + secs(1)), vec![]);
 }
 
+/// Issue 11, class 6: many servers refuse the GET stream with 400 or 403
+/// (or 401, 410, a redirect, an unexpected 2xx) instead of 405. That means
+/// "no GET stream", like 405: the stream goes idle for good and the session
+/// goes on; giving up made the owner start a new session and GET again at
+/// once, for ever.
 #[test]
-fn other_4xx_give_up_and_transient_statuses_back_off() {
+fn other_non_transient_statuses_mean_no_get_stream_and_transient_ones_back_off() {
     let t0 = Instant::now();
     let mut drops = RecentDrops::new();
-    for status in [400, 401, 403, 410, 421, 301, 204] {
+    for status in [400, 401, 403, 405, 406, 410, 421, 301, 204] {
         let mut s = stream(15);
         s.want(t0);
         assert_eq!(
             s.on_failure(Failure::Status(status), None, &mut drops, t0),
-            vec![Action::GiveUp],
+            vec![],
             "{status}"
         );
+        assert_eq!(s.state(), &StreamState::Idle, "{status}");
+        assert_eq!(s.refused(), Some(status));
+        assert_eq!(s.want(t0 + secs(1)), vec![], "{status}: not asked again");
+        assert_eq!(s.on_timer(t0 + secs(60)), vec![], "{status}");
     }
     for status in [408, 429, 500, 502, 503, 504] {
         let mut s = stream(15);
