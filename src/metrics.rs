@@ -186,6 +186,9 @@ struct UpstreamCounters {
     reclaimed: u64,
     /// Client messages refused because a process's stdin queue was full.
     queue_full: u64,
+    /// An HTTP upstream's limits hit, by limit (`read_budget`,
+    /// `read_paused`, `get_hold_cap`, `get_refused`, `reinit_delayed`).
+    http_limits: Family<String>,
 }
 
 /// The relay's metrics registry.
@@ -236,6 +239,7 @@ impl Metrics {
             exited: Family::default(),
             reclaimed: 0,
             queue_full: 0,
+            http_limits: Family::default(),
         });
         UpstreamId(self.upstreams.len() - 1)
     }
@@ -285,6 +289,35 @@ impl Metrics {
 
     pub fn client_inputs_paused(&self) -> u64 {
         self.client_input_paused
+    }
+
+    /// A limit of HTTP upstream `u` was hit `n` times: `read_budget` (a
+    /// connection had more than one turn's read budget), `read_paused` (its
+    /// client was not keeping up: reading paused), `get_hold_cap` (a session
+    /// held `HOLD_CAP` messages for its opening GET stream), `get_refused`
+    /// (a GET answered with a status that means "no GET stream").
+    pub fn http_limit(&mut self, u: UpstreamId, limit: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(c) = self.upstreams.get_mut(u.0) {
+            // The limits are the relay's own few words: never near the cap.
+            c.http_limits.inc(limit);
+            if n > 1 {
+                c.http_limits.add(
+                    |k| k.as_str().cmp(limit),
+                    || limit.to_owned(),
+                    n - 1,
+                    MAX_LABEL_VALUES,
+                );
+            }
+        }
+    }
+
+    pub fn http_limits(&self, u: UpstreamId, limit: &str) -> u64 {
+        self.upstreams
+            .get(u.0)
+            .map_or(0, |c| c.http_limits.count(limit))
     }
 
     /// A client request finished with `outcome` (`ok`, `error`, `timeout`,
@@ -534,6 +567,23 @@ impl Metrics {
             "mcp_relay_client_input_paused_total {}",
             self.client_input_paused
         );
+
+        header(
+            out,
+            "mcp_relay_http_upstream_limits_total",
+            "counter",
+            "Limits of an HTTP upstream hit (read budget, read paused for a slow client, GET hold cap, GET refused).",
+        );
+        for u in &self.upstreams {
+            for (limit, n) in &u.http_limits.entries {
+                sample(
+                    out,
+                    "mcp_relay_http_upstream_limits_total",
+                    &[("upstream", &u.name), ("limit", limit)],
+                    *n,
+                );
+            }
+        }
     }
 }
 
@@ -646,6 +696,9 @@ mod tests {
         m.upstream_queue_full(ev);
         m.client_input_paused();
         m.client_input_paused();
+        m.http_limit(ev, "read_paused", 3);
+        m.http_limit(ev, "read_budget", 1);
+        m.http_limit(ev, "get_refused", 0);
         let gauges = [
             UpstreamGauges {
                 upstream: "everything",
@@ -724,6 +777,10 @@ mcp_relay_client_connections 7
 # HELP mcp_relay_client_input_paused_total Times a client connection reached its input cap and was not read until its requests were taken.
 # TYPE mcp_relay_client_input_paused_total counter
 mcp_relay_client_input_paused_total 2
+# HELP mcp_relay_http_upstream_limits_total Limits of an HTTP upstream hit (read budget, read paused for a slow client, GET hold cap, GET refused).
+# TYPE mcp_relay_http_upstream_limits_total counter
+mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_budget"} 1
+mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_paused"} 3
 "#;
         assert_eq!(out, expected);
     }

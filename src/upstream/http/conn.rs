@@ -12,8 +12,10 @@ use crate::proto::http1::{BodyKind, BodyProgress, Limits, ResponseParser};
 
 use super::{ExId, ExState, Failure, HttpClient};
 
-/// Plaintext read from one connection per wakeup.
-const READ_BUDGET: usize = 256 * 1024;
+/// Plaintext read from one connection per loop turn (fairness, and the cap
+/// on what one connection hands the owner at once). What is left stays in
+/// the kernel and is read on the next turn ([`HttpClient::read_backlog`]).
+pub const READ_BUDGET: usize = 256 * 1024;
 
 pub(super) enum ConnState {
     /// TCP connect and TLS handshake in progress, for this exchange.
@@ -36,6 +38,10 @@ pub(super) struct Conn {
     pub(super) sent_base: u64,
     pub(super) body_kind: Option<BodyKind>,
     pub(super) registered: bool,
+    /// Bytes may be waiting in the socket that no new readiness event will
+    /// announce (edge-triggered): the last read stopped at [`READ_BUDGET`],
+    /// or the connection became readable while its reading was paused.
+    pub(super) unread: bool,
 }
 
 impl HttpClient {
@@ -67,6 +73,7 @@ impl HttpClient {
             sent_base: 0,
             body_kind: None,
             registered: false,
+            unread: false,
         };
         let token = self.token(id);
         match conn.transport.register(reg, token) {
@@ -173,24 +180,34 @@ impl HttpClient {
         self.dispatch(reg, now);
     }
 
-    fn read_conn(&mut self, conn: u64, reg: &Registry, now: Instant) {
-        // One scratch buffer for every connection: its capacity is kept.
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
+    /// Reads what connection `conn` has, at most [`READ_BUDGET`]; nothing
+    /// while its reading is paused (backpressure: the bytes wait in the
+    /// kernel, and the upstream's sends block once its window is full).
+    /// Either way a connection that may have more is marked `unread`, to be
+    /// read again by [`HttpClient::read_backlog`] without a new event.
+    pub(super) fn read_conn(&mut self, conn: u64, reg: &Registry, now: Instant) {
+        let blocked = self.read_blocked(conn);
         let Some(c) = self.conns.get_mut(&conn) else {
-            self.scratch = buf;
             return;
         };
         if !c.transport.is_established() {
             return;
         }
+        if blocked {
+            c.unread = true;
+            return;
+        }
+        c.unread = false;
+        // One scratch buffer for every connection: its capacity is kept.
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         let read = c.transport.read(&mut buf, READ_BUDGET);
         if let Ok((n, _)) = read
             && n > 0
         {
             c.parser.feed(&buf);
         }
-        if buf.capacity() <= READ_BUDGET {
+        if buf.capacity() <= 2 * READ_BUDGET {
             self.scratch = buf;
         }
         let (n, eof) = match read {
@@ -200,15 +217,19 @@ impl HttpClient {
                 return;
             }
         };
+        if !eof && n >= READ_BUDGET {
+            // More may be waiting: read on the next turn, after the other
+            // sources had theirs (edge-triggered: no event will say so).
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.unread = true;
+            }
+            self.counts.read_budget += 1;
+        }
         if n > 0 {
             self.process(conn, reg, now);
         }
         if eof {
             self.on_eof(conn, reg, now);
-        } else if n >= READ_BUDGET {
-            // More may be waiting: finish on the next wakeup the caller gives
-            // us (edge-triggered: we must read again ourselves).
-            self.read_conn(conn, reg, now);
         }
     }
 

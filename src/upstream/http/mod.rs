@@ -26,7 +26,7 @@
 //! connection's state machine, from connect to close, and `response` reads a
 //! response off a busy connection and turns it into events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,9 +38,12 @@ use crate::proto::sse::SseDecoder;
 use crate::upstream::url::Url;
 
 mod conn;
+mod limits;
 mod response;
 
+pub use conn::READ_BUDGET;
 use conn::{Conn, ConnState};
+pub use limits::{LimitCounts, RateLog};
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -262,6 +265,11 @@ pub struct HttpClient {
     last_now: Instant,
     /// Read buffer shared by every connection (capacity kept between reads).
     scratch: Vec<u8>,
+    /// The owner's sink is full: no connection is read (backpressure).
+    paused_all: bool,
+    /// Exchanges whose owner's sink is full: their connections are not read.
+    paused: HashSet<ExId>,
+    counts: LimitCounts,
 }
 
 impl HttpClient {
@@ -293,6 +301,9 @@ impl HttpClient {
             backoff,
             last_now: Instant::now(),
             scratch: Vec::new(),
+            paused_all: false,
+            paused: HashSet::new(),
+            counts: LimitCounts::default(),
         })
     }
 
@@ -329,6 +340,86 @@ impl HttpClient {
 
     pub fn take_events(&mut self, out: &mut Vec<Event>) {
         out.append(&mut self.events);
+        if !self.paused.is_empty() {
+            let exchanges = &self.exchanges;
+            self.paused.retain(|ex| exchanges.contains_key(ex));
+        }
+    }
+
+    /// Backpressure for every connection: while `paused`, none is read
+    /// (`forward --url`: the host's stdout queue is full). Bytes wait in the
+    /// kernel; reading resumes through [`HttpClient::read_backlog`].
+    pub fn set_paused_all(&mut self, paused: bool) {
+        if paused && !self.paused_all {
+            self.counts.read_paused += 1;
+        }
+        self.paused_all = paused;
+    }
+
+    /// Backpressure for one exchange: its connection is not read until
+    /// [`HttpClient::resume`] (`reverse --url`: the client it feeds is not
+    /// keeping up). No effect on an exchange that is over.
+    pub fn pause(&mut self, ex: ExId) {
+        if self.exchanges.contains_key(&ex) && self.paused.insert(ex) {
+            self.counts.read_paused += 1;
+        }
+    }
+
+    /// Ends [`HttpClient::pause`]; what waits is read by the next
+    /// [`HttpClient::read_backlog`].
+    pub fn resume(&mut self, ex: ExId) {
+        self.paused.remove(&ex);
+    }
+
+    pub fn is_paused(&self, ex: ExId) -> bool {
+        self.paused.contains(&ex)
+    }
+
+    /// Exchanges paused now.
+    pub fn paused(&self) -> impl Iterator<Item = ExId> + '_ {
+        self.paused.iter().copied()
+    }
+
+    /// Connection `conn` must not be read now.
+    fn read_blocked(&self, conn: u64) -> bool {
+        if self.paused_all {
+            return true;
+        }
+        match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Busy(ex)) => self.paused.contains(ex),
+            _ => false,
+        }
+    }
+
+    /// Some connection may have bytes waiting that no event will announce,
+    /// and may be read now: the owner polls without blocking and calls
+    /// [`HttpClient::read_backlog`] next turn.
+    pub fn has_backlog(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|(id, c)| c.unread && !self.read_blocked(*id))
+    }
+
+    /// Reads each connection left with unread bytes (one budget each), as
+    /// a readiness event would have.
+    pub fn read_backlog(&mut self, reg: &Registry, now: Instant) {
+        self.last_now = now;
+        let mut ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(id, c)| c.unread && !self.read_blocked(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.read_conn(id, reg, now);
+        }
+        self.dispatch(reg, now);
+    }
+
+    /// How often the engine held back since the last call.
+    pub fn take_limit_counts(&mut self) -> LimitCounts {
+        std::mem::take(&mut self.counts)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -602,3 +693,6 @@ impl HttpClient {
         self.queue.clear();
     }
 }
+
+#[cfg(test)]
+mod tests;
