@@ -26,6 +26,9 @@ pub const GET_HOLD: Duration = Duration::from_secs(2);
 /// ends the hold early: the held ones go out in order, then it. (Memory is
 /// not the reason: a POST sent is buffered by the engine just the same. A
 /// client that sends this many at once is not waiting for server requests.)
+/// Reaching it is counted (`reverse`:
+/// `mcp_relay_http_upstream_limits_total{limit="get_hold_cap"}`) and logged,
+/// at most once per 10 s per upstream.
 pub const HOLD_CAP: usize = 64;
 
 /// Messages held back, oldest first: each line and, for a request, its id.

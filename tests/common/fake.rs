@@ -208,6 +208,12 @@ impl Conn {
         self.stop.load(Ordering::SeqCst)
     }
 
+    /// The fake is stopping: a handler that writes without reading
+    /// (a flood) returns.
+    pub fn stopping(&self) -> bool {
+        self.stopped()
+    }
+
     /// One read, waiting at most [`TICK`].
     fn read_some(&mut self) -> Got {
         let mut tmp = [0u8; 16 * 1024];

@@ -28,6 +28,19 @@ pub enum Attack {
     /// every 5 ms, a flood of log lines rather than of bytes (that is
     /// class 5). The rest behaves.
     LogInjection,
+    // ---- mcp-relay issue 11, classes 3 (upstream side) and 5 ----------------
+    /// Class 3 and 5: every GET stream of a live session is flooded with
+    /// `notifications/message` events (about 1 KiB each, no id) as fast as
+    /// the socket takes them, until the relay closes the connection (or
+    /// stops reading for the fake's 2 s write timeout) or the fake stops.
+    GetFlood,
+    // ---- mcp-relay issue 11, class 6 ----------------------------------------
+    /// Class 6: every GET is refused with this status (400, 403, 404, …)
+    /// and a JSON-RPC error body, however live its session is; POSTs behave.
+    GetRefused(u16),
+    /// Class 6: every GET is answered with this status (429, 503) and
+    /// `Retry-After: SECS`; POSTs behave.
+    GetRetryAfter(u16, u64),
 }
 
 /// The upstream's sessions: issued by `initialize`, ended by DELETE or by
@@ -92,7 +105,29 @@ fn serve(attack: &Attack, req: &Req, conn: &mut Conn, up: &Sessions) -> After {
         Attack::LogInjection if req.method == "GET" && up.is_live(req.session()) => {
             log_injection_stream(conn, up, req.session())
         }
-        Attack::LogInjection => standard(req, conn, up),
+        Attack::GetFlood if req.method == "GET" && up.is_live(req.session()) => {
+            get_flood(req, conn);
+            After::Close
+        }
+        Attack::GetRefused(status) if req.method == "GET" => {
+            error_status(conn, *status, -32000, "no GET stream here")
+        }
+        Attack::GetRetryAfter(status, secs) if req.method == "GET" => {
+            let body = json!({"jsonrpc": "2.0", "id": null,
+                              "error": {"code": -32000, "message": "busy"}});
+            conn.respond(
+                *status,
+                &[
+                    ("content-type", "application/json"),
+                    ("retry-after", &secs.to_string()),
+                ],
+                body.to_string().as_bytes(),
+            )
+        }
+        Attack::LogInjection
+        | Attack::GetFlood
+        | Attack::GetRefused(_)
+        | Attack::GetRetryAfter(..) => standard(req, conn, up),
     }
 }
 
@@ -116,6 +151,27 @@ fn log_injection_stream(conn: &mut Conn, up: &Sessions, sid: Option<&str>) -> Af
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     After::Close
+}
+
+/// Bytes of one flood event's `data` padding.
+pub const FLOOD_PAD: usize = 1000;
+
+/// [`Attack::GetFlood`]: an SSE stream that never stops sending. The events
+/// carry no id (so nothing is deduplicated away); 256 of them go out per
+/// write, and the fake's stop flag is looked at between writes.
+fn get_flood(_req: &Req, conn: &mut Conn) {
+    if !conn.sse_start() {
+        return;
+    }
+    let pad = "x".repeat(FLOOD_PAD);
+    let mut batch = Vec::with_capacity(300 * 1024);
+    for n in 0..256 {
+        let data = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                          "params": {"level": "info", "data": {"n": n, "pad": pad}}});
+        let ev = format!("data: {data}\n\n");
+        batch.extend_from_slice(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes());
+    }
+    while !conn.stopping() && conn.send(&batch) {}
 }
 
 /// The well-behaved server: initialize → 200 JSON + a new `Mcp-Session-Id`;

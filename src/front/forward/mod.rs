@@ -91,6 +91,9 @@ enum TimerKind {
     Reconnect,
     /// `--url`: client messages waited `GET_HOLD` for the GET stream.
     GetHold,
+    /// `--url`: the backoff before initializing a new upstream session is
+    /// over.
+    Reinit,
 }
 
 /// A request in flight; its route is the upstream it was written to
@@ -323,6 +326,7 @@ impl Forward {
             }
             TimerKind::Reconnect => self.on_reconnect_timer(),
             TimerKind::GetHold => self.on_get_hold_timer(),
+            TimerKind::Reinit => self.on_reinit_timer(),
         }
     }
 
@@ -347,6 +351,11 @@ impl Forward {
             && !u.io.out_eof
             && !self.host.out.is_full()
         {
+            self.more = true;
+        }
+        // The same for an HTTP upstream's connections (read budget, pause).
+        self.http_backpressure();
+        if self.http_has_backlog() {
             self.more = true;
         }
     }
@@ -485,6 +494,12 @@ impl turn::Driver for Forward {
 
     fn on_event(&mut self, token: Token, r: Readiness) {
         self.handle_event(token, r.readable, r.writable, r.hup);
+    }
+
+    /// HTTP connections whose read budget ran out (or whose pause ended)
+    /// are read before the timers, like a readiness event.
+    fn after_events(&mut self) {
+        self.http_backlog();
     }
 
     fn on_timer(&mut self, t: TimerKind) {

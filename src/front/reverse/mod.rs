@@ -765,6 +765,7 @@ impl turn::Driver for Reverse {
         !self.work.more_procs.is_empty()
             || !self.work.to_drive.is_empty()
             || !self.work.to_end.is_empty()
+            || self.http_has_backlog()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -785,6 +786,13 @@ impl turn::Driver for Reverse {
         for conn in std::mem::take(&mut self.work.more_procs) {
             self.proc_read(conn, false);
             self.proc_stderr(conn);
+        }
+        // HTTP connections whose read budget ran out, or whose client
+        // caught up after a pause.
+        for u in 0..self.ups.len() {
+            if self.ups[u].is_http() {
+                self.http_backlog(u);
+            }
         }
     }
 

@@ -1,7 +1,10 @@
 //! `forward --url`: the session's GET stream. Opened after the client's
 //! `notifications/initialized` (the client's next messages wait in
 //! `Phase::GetOpening` until it is open, refused or failed, at most
-//! `GET_HOLD`), kept open with backoff, given up by starting a new session.
+//! `GET_HOLD`), kept open with backoff, given up by starting a new session
+//! (through `ReinitBackoff`). A GET refused with 405, 400, 403 or any other
+//! status that is neither 404 nor transient means the server has no GET
+//! stream: it is not asked for again, and the session goes on.
 
 use super::*;
 
@@ -103,7 +106,8 @@ impl Forward {
                         "[{}] GET stream could not be restored; starting a new session",
                         self.cfg.name
                     );
-                    self.session_lost();
+                    let floor = self.http().and_then(|h| h.get_floor.take());
+                    self.session_lost(floor);
                 }
             }
         }

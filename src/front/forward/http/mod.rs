@@ -14,6 +14,7 @@ mod get;
 mod legacy;
 mod method;
 mod phase;
+mod reinit;
 
 use legacy::*;
 use method::is_method;
@@ -33,8 +34,8 @@ use crate::proto::jsonrpc::{self, Id};
 use crate::reactor::TimerId;
 use crate::record::Direction;
 use crate::upstream::hold::{GET_HOLD, HOLD_CAP, Held};
-use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
-use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
+use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, RateLog, Request};
+use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, ReinitBackoff, SseStream};
 use crate::upstream::url::Url;
 
 /// Id of the relay's own `initialize` when it re-creates a session.
@@ -87,6 +88,17 @@ pub(super) struct HttpUpstream {
     /// `Some` once the upstream turned out to speak legacy HTTP+SSE.
     legacy: Option<Legacy>,
     delete_ex: Option<ExId>,
+    /// Rate limits of the lines about reads held back.
+    paused_log: RateLog,
+    budget_log: RateLog,
+    hold_log: RateLog,
+    /// When a lost session may be initialized again (issue 11, class 6).
+    reinit: ReinitBackoff,
+    /// Armed while a new session waits out `reinit`'s delay.
+    reinit_timer: Option<TimerId>,
+    /// The `Retry-After` of the GET's last refusal: the floor of a new
+    /// session if the stream gives up on it.
+    get_floor: Option<std::time::Duration>,
 }
 
 impl HttpUpstream {
@@ -115,7 +127,7 @@ impl HttpUpstream {
             protocol_version: None,
             carries: HashMap::new(),
             by_request: HashMap::new(),
-            get: SseStream::new(rc, Rng::from_os()),
+            get: SseStream::new(rc.clone(), Rng::from_os()),
             drops: RecentDrops::new(),
             get_ex: None,
             get_timer: None,
@@ -124,6 +136,12 @@ impl HttpUpstream {
             initialized: false,
             legacy: None,
             delete_ex: None,
+            paused_log: RateLog::default(),
+            budget_log: RateLog::default(),
+            hold_log: RateLog::default(),
+            reinit: ReinitBackoff::new(&rc, Rng::from_os()),
+            reinit_timer: None,
+            get_floor: None,
         })
     }
 
@@ -190,10 +208,13 @@ impl Forward {
             return;
         }
         if !h.phase.is_ready() {
-            log::warn!(
-                "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them",
-                self.cfg.name
-            );
+            if let Some(more) = h.hold_log.hit(self.now, 1) {
+                log::warn!(
+                    "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them \
+                     ({more} more times since the last line)",
+                    self.cfg.name
+                );
+            }
             self.get_settled();
         }
         let Some(h) = self.server.http_mut() else {
@@ -251,8 +272,39 @@ impl Forward {
         );
     }
 
+    /// Backpressure (issue 11, classes 3 and 5): while the host's stdout
+    /// queue is at its high-water mark, no upstream connection is read;
+    /// their bytes wait in the kernel and the upstream's sends block.
+    pub(super) fn http_backpressure(&mut self) {
+        let full = self.host.out.is_full() && !self.host.out_broken;
+        if let Some(h) = self.server.http_mut() {
+            h.client.set_paused_all(full);
+        }
+    }
+
+    /// An upstream connection may have unread bytes and may be read now.
+    pub(super) fn http_has_backlog(&self) -> bool {
+        self.server.http().is_some_and(|h| h.client.has_backlog())
+    }
+
+    /// Reads what the read budget or a pause left unread last turn.
+    pub(super) fn http_backlog(&mut self) {
+        self.http_backpressure();
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.server.http_mut() else {
+            return;
+        };
+        if !h.client.has_backlog() {
+            return;
+        }
+        h.client.read_backlog(reg, now);
+        self.http_drain();
+    }
+
     /// Readiness on the resolver's waker (`None`) or on connection `conn`.
     pub(super) fn http_event(&mut self, conn: Option<u64>, readable: bool, writable: bool) {
+        self.http_backpressure();
         let now = self.now;
         let reg = self.poll.registry();
         let Some(h) = self.server.http_mut() else {
@@ -294,11 +346,36 @@ impl Forward {
             let Some(h) = self.http() else { return };
             h.client.take_events(&mut events);
             if events.is_empty() {
-                return;
+                break;
             }
             for ev in events {
                 self.http_one(ev);
             }
+        }
+        self.http_limits();
+    }
+
+    /// Rate-limited log lines for what the engine held back (`forward` has
+    /// no metrics endpoint: the log is what an operator sees).
+    fn http_limits(&mut self) {
+        let now = self.now;
+        let name = self.cfg.name.clone();
+        let Some(h) = self.http() else { return };
+        let c = h.client.take_limit_counts();
+        if c.read_paused > 0
+            && let Some(more) = h.paused_log.hit(now, c.read_paused)
+        {
+            log::info!(
+                "[{name}] the host is not reading stdout fast enough: reading the upstream                  paused until it catches up ({more} more pauses since the last line)"
+            );
+        }
+        if c.read_budget > 0
+            && let Some(more) = h.budget_log.hit(now, c.read_budget)
+        {
+            log::debug!(
+                "[{name}] an upstream connection had more than its read budget of {} KiB this                  turn; the rest is read next turn ({more} more since the last line)",
+                crate::upstream::http::READ_BUDGET / 1024
+            );
         }
     }
 
@@ -370,7 +447,7 @@ impl Forward {
                         );
                     }
                     self.forget(ex);
-                    self.session_lost();
+                    self.session_lost(None);
                     return;
                 }
                 if let Some(id) = &request {
@@ -392,11 +469,21 @@ impl Forward {
                 let retry_after = header("retry-after")
                     .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
                 let actions = h.get_failed(reconnect::Failure::Status(status), retry_after, now);
+                h.get_floor = retry_after;
+                let refused = h.get.refused();
                 self.forget(ex);
                 if status == 404 {
                     // What waited moves on into the new session.
-                    self.session_lost();
+                    self.session_lost(retry_after);
                     return;
+                }
+                if let Some(status) = refused {
+                    // Once: the stream is never asked for again.
+                    log::info!(
+                        "[{}] the upstream has no GET stream (it answered HTTP {status}); \
+                         server messages come only on POST responses",
+                        self.cfg.name
+                    );
                 }
                 self.get_actions(actions);
                 // Refused, or retrying later: what waited goes now.
@@ -509,6 +596,7 @@ impl Forward {
         match carry {
             Carry::Get => {
                 let Some(h) = self.http() else { return };
+                h.get_floor = None;
                 let actions = h.get_failed(reconnect::Failure::Dropped, None, now);
                 self.get_actions(actions);
                 self.get_settled();
@@ -573,6 +661,7 @@ impl Forward {
             }
             Carry::Get => {
                 let Some(h) = self.http() else { return };
+                h.get_floor = None;
                 let actions = h.get_failed(failure.for_reconnect(), None, now);
                 self.get_actions(actions);
                 self.get_settled();
@@ -686,106 +775,6 @@ impl Forward {
         self.http_send(&msg, None);
     }
 
-    /// The upstream session is gone (404, or its stream could not be
-    /// restored): requests in flight fail, and a new session is initialized
-    /// from the client's cached `initialize`.
-    fn session_lost(&mut self) {
-        let Some(h) = self.server.http_mut() else {
-            return;
-        };
-        let reg = self.poll.registry();
-        if matches!(h.phase, Phase::Reinit { .. }) {
-            return;
-        }
-        h.session_id = None;
-        h.get.stop();
-        if let Some(ex) = h.get_ex.take() {
-            h.client.cancel(ex, reg);
-            h.carries.remove(&ex);
-        }
-        let caught: Vec<Id> = h.by_request.keys().cloned().collect();
-        for id in caught {
-            self.http_fail(
-                &id,
-                RelayError::UpstreamClosed,
-                "The upstream session ended; the relay is starting a new one",
-                json!({}),
-            );
-        }
-        let Some(init) = self.cached_initialize.clone() else {
-            log::warn!(
-                "[{}] upstream session ended before the client initialized",
-                self.cfg.name
-            );
-            return;
-        };
-        let Some(line) = super::with_id(&init, &Id::Str(REINIT_ID.into())) else {
-            return;
-        };
-        log::info!(
-            "[{}] upstream session ended; initializing a new one",
-            self.cfg.name
-        );
-        let now = self.now;
-        let reg = self.poll.registry();
-        let Some(h) = self.server.http_mut() else {
-            return;
-        };
-        // What the old phase held waits on for the new session.
-        h.set_phase(Phase::Reinit {
-            held: Held::default(),
-        });
-        if let Some(t) = h.hold_timer.take() {
-            self.timers.cancel(t);
-        }
-        let req = Request::post(h.url.target.clone(), h.headers(false), line.clone());
-        let ex = h.client.submit(req, reg, now);
-        h.carries.insert(ex, Carry::Reinit);
-        self.record(Direction::RelayToServer, &line);
-    }
-
-    fn reinit_done(&mut self, ok: bool) {
-        let now = self.now;
-        let reg = self.poll.registry();
-        let Some(h) = self.server.http_mut() else {
-            return;
-        };
-        if !matches!(h.phase, Phase::Reinit { .. }) {
-            return;
-        }
-        let held = h.set_phase(Phase::Ready);
-        if !ok {
-            log::error!(
-                "[{}] could not initialize a new upstream session",
-                self.cfg.name
-            );
-            for (_, request) in held {
-                if let Some(id) = request {
-                    self.http_fail(
-                        &id,
-                        RelayError::UpstreamClosed,
-                        "The upstream session could not be re-created",
-                        json!({}),
-                    );
-                }
-            }
-            return;
-        }
-        if let Some(n) = self.cached_initialized.clone() {
-            let Some(h) = self.server.http_mut() else {
-                return;
-            };
-            let req = Request::post(h.url.target.clone(), h.headers(false), n.clone());
-            let ex = h.client.submit(req, reg, now);
-            h.carries.insert(ex, Carry::Initialized);
-            self.record(Direction::RelayToServer, &n);
-        }
-        // The new session's GET stream first: what waited is held again
-        // until it is open.
-        self.want_get();
-        self.send_held(held);
-    }
-
     /// Shutdown: end the upstream session politely (DELETE), bounded by the
     /// kill grace.
     pub(super) fn http_close(&mut self) {
@@ -798,9 +787,13 @@ impl Forward {
         if let Some(ex) = h.get_ex.take() {
             h.client.cancel(ex, reg);
         }
-        for t in [h.get_timer.take(), h.hold_timer.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            h.get_timer.take(),
+            h.hold_timer.take(),
+            h.reinit_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             self.timers.cancel(t);
         }

@@ -20,10 +20,11 @@ use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Envelope, Id};
 use crate::upstream::hold::{GET_HOLD, HOLD_CAP};
-use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
+use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, RateLog, Request};
 use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
 
+mod backpressure;
 mod phase;
 
 use phase::{UpPhase, UpSession};
@@ -50,7 +51,25 @@ pub(super) struct UpHttp {
     /// The one exchange of each 2026-07-28 (stateless) session in flight:
     /// it has no upstream session, and ending it is its cancellation.
     stateless: HashMap<SKey, ExId>,
+    /// Exchanges whose connection is not read because the client they feed
+    /// holds [`PUSH_BACK_AT`] of unsent output: the session, and the request
+    /// for a POST (None: the GET stream, which feeds every client of the
+    /// session).
+    paused: HashMap<ExId, (SKey, Option<Id>)>,
+    /// Rate limits of the lines about reads held back, refused GET
+    /// streams and full GET holds.
+    paused_log: RateLog,
+    budget_log: RateLog,
+    refused_log: RateLog,
+    hold_log: RateLog,
 }
+
+/// Output queued toward one client connection at which the upstream
+/// exchange feeding it is no longer read (backpressure: issue 11, classes 3
+/// and 5); it is read again once the queue is below this. Well under the
+/// 8 MiB at which a client that does not read is disconnected, so a
+/// session's own GET stream flood pauses instead of costing it its stream.
+pub(super) const PUSH_BACK_AT: usize = 1 << 20;
 
 impl UpHttp {
     pub(super) fn new(
@@ -74,6 +93,11 @@ impl UpHttp {
             carries: HashMap::new(),
             sessions: HashMap::new(),
             stateless: HashMap::new(),
+            paused: HashMap::new(),
+            paused_log: RateLog::default(),
+            budget_log: RateLog::default(),
+            refused_log: RateLog::default(),
+            hold_log: RateLog::default(),
         })
     }
 
@@ -276,10 +300,17 @@ impl Reverse {
         if up.hold(line, request) {
             return true;
         }
-        log::warn!(
-            "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them",
-            self.ups[u].cfg.name
-        );
+        let now = self.now;
+        let metric = self.ups[u].metric;
+        self.metrics.http_limit(metric, "get_hold_cap", 1);
+        let line = self.ups[u].http_mut().and_then(|h| h.hold_log.hit(now, 1));
+        if let Some(more) = line {
+            log::warn!(
+                "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them \
+                 ({more} more sessions since the last line)",
+                self.ups[u].cfg.name
+            );
+        }
         self.http_get_settled(skey);
         false
     }
@@ -456,6 +487,7 @@ impl Reverse {
             };
             h.client.take_events(&mut events);
             if events.is_empty() {
+                self.http_limits(u);
                 return;
             }
             for ev in events {
@@ -574,6 +606,23 @@ impl Reverse {
                     self.end_session(skey, "the upstream ended the session");
                     return;
                 }
+                let refused = self.up_session(u, skey).and_then(|up| up.get.refused());
+                if let Some(status) = refused {
+                    // No GET stream: the session goes on without one.
+                    let metric = self.ups[u].metric;
+                    self.metrics.http_limit(metric, "get_refused", 1);
+                    let line = self.ups[u]
+                        .http_mut()
+                        .and_then(|h| h.refused_log.hit(now, 1));
+                    if let Some(more) = line {
+                        log::info!(
+                            "[{}] the upstream has no GET stream (it answered HTTP {status}); \
+                             server messages come only on POST responses ({more} more sessions \
+                             refused since the last line)",
+                            self.ups[u].cfg.name
+                        );
+                    }
+                }
                 self.http_get_actions(skey, actions);
                 // Refused, or retrying later: what waited goes now.
                 self.http_get_settled(skey);
@@ -604,6 +653,7 @@ impl Reverse {
                     return;
                 }
                 self.on_session_line(skey, &data);
+                self.http_push_back(u, ex, skey, None);
             }
             Carry::Post { initialize, .. } => {
                 if data.is_empty() {
@@ -620,6 +670,12 @@ impl Reverse {
                     }
                 }
                 self.on_session_line(skey, &data);
+                if let Carry::Post {
+                    request: Some(id), ..
+                } = carry
+                {
+                    self.http_push_back(u, ex, skey, Some(id));
+                }
             }
             Carry::Delete => {}
         }

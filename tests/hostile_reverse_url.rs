@@ -1,0 +1,245 @@
+//! `mcp-relay reverse --url URL` (and `--config` with a URL upstream beside
+//! a stdio one) against the hostile HTTP upstream (`common::hostile`),
+//! issue 11 ("Isolation and bounds"):
+//!
+//! - class 3 (upstream side) and 5: a flooded GET stream must not grow the
+//!   relay's memory without bound (a client that does not read its stream
+//!   pushes back on the upstream) nor starve the other upstreams and
+//!   sessions: a fresh session is answered within 1 s throughout;
+//! - class 6: a GET refused with a 4xx other than 404 means "no GET
+//!   stream": the session goes on.
+//!
+//! The test is the HTTP client; every wait is bounded.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::fake::summaries;
+use common::hostile::{Attack, Hostile};
+use common::http::{Http, IO, Sse, SseNext, mcp_headers, post, post_on};
+use common::relay::Relay;
+use common::{SHORT, call, echo_server, echo_text, initialize, initialized, rss_kib};
+
+/// How long each flood is watched.
+const FLOOD_FOR: Duration = Duration::from_secs(3);
+
+/// The relay's resident memory may not pass this under a flood (KiB): a
+/// paused stream holds at most about 1 MiB of client output plus one read
+/// budget; the rest is the binary, the allocator and the kernel's view.
+const RSS_BOUND_KIB: u64 = 32 * 1024;
+
+/// A fresh session must be answered within this, flood or not.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// `initialize` on a new connection to `target`; returns the connection and
+/// the session id, and asserts the answer came within [`ANSWER_WITHIN`].
+fn fresh_session(port: u16, target: &str) -> (Http, String, Duration) {
+    let mut http = Http::connect(port);
+    let body = serde_json::to_vec(&initialize(json!(0))).unwrap();
+    let t0 = Instant::now();
+    let r = http
+        .try_request("POST", target, &mcp_headers(None), &body, ANSWER_WITHIN)
+        .unwrap_or_else(|e| panic!("a fresh session on {target} not answered within 1 s: {e:?}"));
+    let took = t0.elapsed();
+    assert_eq!(r.status(), 200, "{r:?}");
+    let sid = r.header("mcp-session-id").expect("session id").to_owned();
+    (http, sid, took)
+}
+
+/// `notifications/initialized`, then the session's GET stream (its head
+/// read, its body left to the caller).
+fn open_stream(port: u16, target: &str, sid: &str, http: &mut Http) -> Sse {
+    let body = serde_json::to_vec(&initialized()).unwrap();
+    let ack = http
+        .try_request("POST", target, &mcp_headers(Some(sid)), &body, IO)
+        .expect("initialized");
+    assert_eq!(ack.status(), 202, "{ack:?}");
+    let mut get = Http::connect(port);
+    let mut headers = mcp_headers(Some(sid));
+    headers.retain(|(k, _)| *k != "Content-Type");
+    headers.push(("Accept", "text/event-stream"));
+    get.send_request("GET", target, &headers, b"")
+        .expect("send GET");
+    let head = get
+        .read_head(Instant::now() + SHORT)
+        .expect("GET stream head");
+    Sse::open(get, head)
+}
+
+/// Class 3 and 5: session A's client opens its GET stream and never reads
+/// it while the upstream floods that stream. The relay stops reading the
+/// upstream connection once A's output holds its high-water mark, so its
+/// memory stays bounded; fresh sessions and A's own requests are answered
+/// within 1 s all along.
+#[test]
+fn class5_get_flood_to_a_client_that_does_not_read_is_pushed_back() {
+    let h = Hostile::start(Attack::GetFlood);
+    let relay = Relay::reverse("hostile")
+        .args(["--url", &h.url(), "--log-level", "info"])
+        .start();
+    let port = relay.port;
+    let (mut a, sa, _) = fresh_session(port, "/mcp");
+    let _stream = open_stream(port, "/mcp", &sa, &mut a);
+    h.fake.wait_for("the GET stream", SHORT, |r| {
+        r.iter().any(|q| q.method == "GET")
+    });
+    let pid = relay.pid as u32;
+    let (rss0, _) = rss_kib(pid).expect("relay alive");
+    let started = Instant::now();
+    let mut fresh = 0;
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < FLOOD_FOR {
+        thread::sleep(Duration::from_millis(150));
+        let (_b, _sb, took) = fresh_session(port, "/mcp");
+        slowest = slowest.max(took);
+        let t0 = Instant::now();
+        let r = post_on(
+            &mut a,
+            Some(&sa),
+            &call(json!(fresh + 1), "a still served"),
+            &[],
+            ANSWER_WITHIN,
+        )
+        .unwrap_or_else(|e| panic!("session A's call not answered within 1 s: {e:?}"));
+        slowest = slowest.max(t0.elapsed());
+        assert_eq!(echo_text(&r.rpc()), Some("a still served"), "{r:?}");
+        fresh += 1;
+    }
+    let (now, hwm) = rss_kib(pid).expect("relay alive");
+    eprintln!(
+        "reverse --url GET flood, client not reading: {fresh} fresh sessions and calls answered \
+         (slowest {slowest:?}); relay RSS before {rss0} KiB, after {now} KiB, peak (VmHWM) {hwm} KiB"
+    );
+    assert!(
+        hwm < RSS_BOUND_KIB,
+        "relay peak RSS {hwm} KiB over {RSS_BOUND_KIB} KiB"
+    );
+    let m = relay.metrics_text();
+    let paused = m
+        .lines()
+        .find(|l| {
+            l.starts_with("mcp_relay_http_upstream_limits_total") && l.contains("read_paused")
+        })
+        .unwrap_or_else(|| panic!("no read_paused sample in the metrics:\n{m}"));
+    eprintln!("{paused}");
+}
+
+/// Class 5: `reverse --config` with the flooding URL upstream beside a
+/// healthy stdio one. A client reads the flood as fast as it can (so the
+/// relay keeps reading the upstream too); the loop still serves the stdio
+/// upstream: a fresh session there is answered within 1 s all along.
+#[test]
+fn class5_get_flood_does_not_starve_a_stdio_upstream_beside_it() {
+    let h = Hostile::start(Attack::GetFlood);
+    let dir = std::env::temp_dir().join(format!("mcp-relay-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg_path = dir.join("relay.json");
+    let echo = echo_server().to_str().expect("utf-8 path").to_string();
+    let doc = json!({
+        "upstreams": {
+            "flood": {"url": h.url()},
+            "echo": {"command": [echo]}
+        }
+    });
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&doc).unwrap()).expect("write config");
+    let relay = Relay::reverse("config")
+        .args([
+            "--config",
+            cfg_path.to_str().unwrap(),
+            "--log-level",
+            "info",
+        ])
+        .start();
+    let port = relay.port;
+    let (mut a, sa, _) = fresh_session(port, "/mcp/flood");
+    let mut stream = open_stream(port, "/mcp/flood", &sa, &mut a);
+    let stop = Arc::new(AtomicBool::new(false));
+    let events = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, events) = (stop.clone(), events.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match stream.next(Duration::from_millis(100)) {
+                    SseNext::Event(_) => {
+                        events.fetch_add(1, Ordering::Relaxed);
+                    }
+                    SseNext::Timeout => {}
+                    SseNext::End | SseNext::Closed(_) => break,
+                }
+            }
+        })
+    };
+    let pid = relay.pid as u32;
+    let (rss0, _) = rss_kib(pid).expect("relay alive");
+    let started = Instant::now();
+    let mut fresh = 0;
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < FLOOD_FOR {
+        thread::sleep(Duration::from_millis(150));
+        let (mut b, sb, took) = fresh_session(port, "/mcp/echo");
+        let t0 = Instant::now();
+        let body = serde_json::to_vec(&call(json!(1), "echo beside the flood")).unwrap();
+        let r = b
+            .try_request(
+                "POST",
+                "/mcp/echo",
+                &mcp_headers(Some(&sb)),
+                &body,
+                ANSWER_WITHIN,
+            )
+            .unwrap_or_else(|e| panic!("a call on the stdio upstream not answered in 1 s: {e:?}"));
+        assert_eq!(echo_text(&r.rpc()), Some("echo beside the flood"), "{r:?}");
+        slowest = slowest.max(took).max(t0.elapsed());
+        fresh += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = reader.join();
+    let (now, hwm) = rss_kib(pid).expect("relay alive");
+    let relayed = events.load(Ordering::Relaxed);
+    eprintln!(
+        "reverse --config GET flood beside stdio: {relayed} flood events relayed to a reading \
+         client, {fresh} fresh stdio sessions answered (slowest {slowest:?}); relay RSS before \
+         {rss0} KiB, after {now} KiB, peak (VmHWM) {hwm} KiB"
+    );
+    assert!(relayed > 1000, "the flood did not flow: {relayed} events");
+    assert!(
+        hwm < RSS_BOUND_KIB,
+        "relay peak RSS {hwm} KiB over {RSS_BOUND_KIB} KiB"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Class 6: a GET refused with 400 or 403 means the upstream has no GET
+/// stream: the session goes on (it is not ended, so its client is not sent
+/// to initialize again), and the relay asks once.
+#[test]
+fn class6_get_refused_with_a_4xx_keeps_the_session() {
+    for status in [400u16, 403] {
+        let h = Hostile::start(Attack::GetRefused(status));
+        let relay = Relay::reverse("hostile")
+            .args(["--url", &h.url(), "--reconnect-base", "100ms"])
+            .start();
+        let (mut a, sa, _) = fresh_session(relay.port, "/mcp");
+        let ack = post(&mut a, Some(&sa), &initialized());
+        assert_eq!(ack.status(), 202, "{ack:?}");
+        h.fake
+            .wait_for("the GET", SHORT, |r| r.iter().any(|q| q.method == "GET"));
+        thread::sleep(Duration::from_secs(1));
+        let r = post(&mut a, Some(&sa), &call(json!(1), "still served"));
+        assert_eq!(r.status(), 200, "HTTP {status}: {r:?}");
+        assert_eq!(echo_text(&r.rpc()), Some("still served"), "{r:?}");
+        let seen = h.seen();
+        let gets = seen.iter().filter(|q| q.method == "GET").count();
+        eprintln!(
+            "reverse --url, GET refused {status}: {} upstream requests ({gets} GET)",
+            seen.len()
+        );
+        assert_eq!(gets, 1, "HTTP {status}:\n{}", summaries(&seen));
+    }
+}
