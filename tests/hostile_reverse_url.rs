@@ -130,6 +130,61 @@ fn class5_get_flood_to_a_client_that_does_not_read_is_pushed_back() {
     eprintln!("{paused}");
 }
 
+/// Class 3 and 5: session A sent `notifications/initialized` (so the relay
+/// holds its upstream GET stream, which floods) but has no stream of its
+/// own to deliver to. The relay keeps what it can for A's next GET and then
+/// stops reading the upstream stream, rather than dropping message after
+/// message (each with a log line); when A opens its stream it gets the kept
+/// messages and the flood resumes.
+#[test]
+fn class5_get_flood_to_a_session_without_a_stream_is_pushed_back() {
+    let h = Hostile::start(Attack::GetFlood);
+    let relay = Relay::reverse("hostile")
+        .args(["--url", &h.url(), "--log-level", "info"])
+        .start();
+    let port = relay.port;
+    let (mut a, sa, _) = fresh_session(port, "/mcp");
+    let ack = post(&mut a, Some(&sa), &initialized());
+    assert_eq!(ack.status(), 202, "{ack:?}");
+    h.fake.wait_for("the GET stream", SHORT, |r| {
+        r.iter().any(|q| q.method == "GET")
+    });
+    let pid = relay.pid as u32;
+    let started = Instant::now();
+    let mut fresh = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        thread::sleep(Duration::from_millis(150));
+        let _ = fresh_session(port, "/mcp");
+        fresh += 1;
+    }
+    let dropped = relay
+        .stderr_text()
+        .matches("oldest kept message dropped")
+        .count();
+    let (now, hwm) = rss_kib(pid).expect("relay alive");
+    eprintln!(
+        "reverse --url GET flood, session without a stream: {fresh} fresh sessions answered; \
+         {dropped} kept messages dropped; relay RSS {now} KiB, peak (VmHWM) {hwm} KiB"
+    );
+    assert!(dropped < 50, "{dropped} messages dropped one by one");
+    assert!(hwm < RSS_BOUND_KIB, "relay peak RSS {hwm} KiB");
+    // A's stream: what was kept, then the flood again.
+    let mut get = Http::connect(port);
+    let mut headers = mcp_headers(Some(&sa));
+    headers.retain(|(k, _)| *k != "Content-Type");
+    headers.push(("Accept", "text/event-stream"));
+    get.send_request("GET", "/mcp", &headers, b"")
+        .expect("send GET");
+    let head = get.read_head(Instant::now() + SHORT).expect("GET head");
+    let mut stream = Sse::open(get, head);
+    for n in 0..1000 {
+        match stream.next(SHORT) {
+            SseNext::Event(_) => {}
+            other => panic!("event {n} of A's stream: {other:?}"),
+        }
+    }
+}
+
 /// Class 5: `reverse --config` with the flooding URL upstream beside a
 /// healthy stdio one. A client reads the flood as fast as it can (so the
 /// relay keeps reading the upstream too); the loop still serves the stdio

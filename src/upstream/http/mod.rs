@@ -176,6 +176,18 @@ pub enum Failure {
     Closed(String),
 }
 
+impl Event {
+    /// The exchange this event is about.
+    pub fn ex(&self) -> ExId {
+        match self {
+            Event::Head { ex, .. }
+            | Event::Message { ex, .. }
+            | Event::Done { ex }
+            | Event::Failed { ex, .. } => *ex,
+        }
+    }
+}
+
 impl Failure {
     pub fn kind(&self) -> &'static str {
         match self {

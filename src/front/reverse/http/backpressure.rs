@@ -6,10 +6,12 @@
 //! output is not read at all until that client catches up: the bytes wait
 //! in the kernel and the upstream's sends block, so a flooding GET stream
 //! toward a client that does not read costs the relay at most about
-//! `PUSH_BACK_AT` plus one read budget. Each pause and each budget hit is
+//! `PUSH_BACK_AT` plus one read budget. A GET stream of a session with no
+//! client to deliver to is paused once the session keeps `UNDELIVERED_MAX`
+//! messages for its next GET, instead of dropping the oldest. Each pause and each budget hit is
 //! counted (`mcp_relay_http_upstream_limits_total`) and logged, rate-limited.
 
-use super::super::{ReplyTo, Reverse, SKey};
+use super::super::{ReplyTo, Reverse, SKey, UNDELIVERED_MAX};
 use super::PUSH_BACK_AT;
 use crate::proto::jsonrpc::Id;
 use crate::upstream::http::ExId;
@@ -42,11 +44,31 @@ impl Reverse {
         }
     }
 
+    /// The clients exchange `ex` feeds cannot take more now: one holds
+    /// [`PUSH_BACK_AT`] unsent, or (the GET stream) the session has no
+    /// client to deliver to and keeps `UNDELIVERED_MAX` messages already,
+    /// so the next would push out the oldest.
+    fn sink_full(&self, skey: SKey, request: Option<&Id>) -> bool {
+        if self.sink_backlog(skey, request) >= PUSH_BACK_AT {
+            return true;
+        }
+        let Some(s) = self.sessions.get(&skey) else {
+            return false;
+        };
+        request.is_none()
+            && s.stream.is_none()
+            && !s
+                .inflight
+                .iter()
+                .any(|(_, r)| matches!(r.route, ReplyTo::Client(_)))
+            && s.undelivered.len() >= UNDELIVERED_MAX
+    }
+
     /// After a message of exchange `ex` went to its client: if that client
-    /// holds [`PUSH_BACK_AT`] unsent, stop reading the exchange until it
-    /// catches up (`http_backlog` resumes it).
+    /// cannot take more (`sink_full`), stop reading the exchange until it
+    /// can (`http_backlog` resumes it).
     pub(super) fn http_push_back(&mut self, u: usize, ex: ExId, skey: SKey, request: Option<Id>) {
-        if self.sink_backlog(skey, request.as_ref()) < PUSH_BACK_AT {
+        if !self.sink_full(skey, request.as_ref()) {
             return;
         }
         if let Some(h) = self.ups[u].http_mut()
@@ -64,8 +86,9 @@ impl Reverse {
             .any(|up| up.http().is_some_and(|h| h.client.has_backlog()))
     }
 
-    /// Resumes the exchanges whose clients caught up, then reads what the
-    /// read budget or a pause left unread.
+    /// Resumes the exchanges whose clients caught up (handing over first
+    /// the events read before their pause), then reads what the read budget
+    /// or a pause left unread.
     pub(in crate::front::reverse) fn http_backlog(&mut self, u: usize) {
         let paused: Vec<(ExId, SKey, Option<Id>)> = match self.ups[u].http() {
             Some(h) if !h.paused.is_empty() => h
@@ -79,12 +102,21 @@ impl Reverse {
             let live = self.ups[u]
                 .http()
                 .is_some_and(|h| h.carries.contains_key(&ex));
-            if live && self.sink_backlog(skey, request.as_ref()) >= PUSH_BACK_AT {
+            if live && self.sink_full(skey, request.as_ref()) {
                 continue;
             }
-            if let Some(h) = self.ups[u].http_mut() {
-                h.paused.remove(&ex);
-                h.client.resume(ex);
+            let deferred = match self.ups[u].http_mut() {
+                Some(h) => {
+                    h.paused.remove(&ex);
+                    h.client.resume(ex);
+                    h.deferred.remove(&ex).unwrap_or_default()
+                }
+                None => Default::default(),
+            };
+            // What was read before the pause goes first; it may pause the
+            // exchange again, and the rest then waits again, in order.
+            for ev in deferred {
+                self.http_event_one(u, ev);
             }
         }
         let now = self.now;

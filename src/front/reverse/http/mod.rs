@@ -56,6 +56,9 @@ pub(super) struct UpHttp {
     /// for a POST (None: the GET stream, which feeds every client of the
     /// session).
     paused: HashMap<ExId, (SKey, Option<Id>)>,
+    /// Events of a paused exchange read before it was paused (at most one
+    /// read budget's worth), handed over in order when it resumes.
+    deferred: HashMap<ExId, std::collections::VecDeque<Event>>,
     /// Rate limits of the lines about reads held back, refused GET
     /// streams and full GET holds.
     paused_log: RateLog,
@@ -94,6 +97,7 @@ impl UpHttp {
             sessions: HashMap::new(),
             stateless: HashMap::new(),
             paused: HashMap::new(),
+            deferred: HashMap::new(),
             paused_log: RateLog::default(),
             budget_log: RateLog::default(),
             refused_log: RateLog::default(),
@@ -491,23 +495,36 @@ impl Reverse {
                 return;
             }
             for ev in events {
-                match ev {
-                    Event::Head {
-                        ex,
-                        status,
-                        headers,
-                        ..
-                    } => self.http_head(u, ex, status, &headers),
-                    Event::Message {
-                        ex,
-                        data,
-                        id,
-                        retry,
-                    } => self.http_message(u, ex, data, id, retry),
-                    Event::Done { ex } => self.http_done(u, ex),
-                    Event::Failed { ex, failure } => self.http_failed(u, ex, failure),
-                }
+                self.http_event_one(u, ev);
             }
+        }
+    }
+
+    /// One engine event; one of a paused exchange waits (`http_backlog`
+    /// hands it over once the client caught up), so that nothing read
+    /// before the pause overtakes it or is pushed on a full client.
+    pub(super) fn http_event_one(&mut self, u: usize, ev: Event) {
+        if let Some(h) = self.ups[u].http_mut()
+            && h.paused.contains_key(&ev.ex())
+        {
+            h.deferred.entry(ev.ex()).or_default().push_back(ev);
+            return;
+        }
+        match ev {
+            Event::Head {
+                ex,
+                status,
+                headers,
+                ..
+            } => self.http_head(u, ex, status, &headers),
+            Event::Message {
+                ex,
+                data,
+                id,
+                retry,
+            } => self.http_message(u, ex, data, id, retry),
+            Event::Done { ex } => self.http_done(u, ex),
+            Event::Failed { ex, failure } => self.http_failed(u, ex, failure),
         }
     }
 
