@@ -38,12 +38,18 @@ impl RateLog {
     /// occurrences suppressed since the last line (0: none); `None`: it is
     /// counted, not logged.
     pub fn check(&mut self, now: Instant) -> Option<u64> {
+        self.hit(now, 1)
+    }
+
+    /// `n` occurrences at once (`n` ≥ 1) at `now`: as [`RateLog::check`],
+    /// the `n - 1` beyond the one logged counting as suppressed.
+    pub fn hit(&mut self, now: Instant, n: u64) -> Option<u64> {
         if self.next.is_some_and(|next| now < next) {
-            self.suppressed = self.suppressed.saturating_add(1);
+            self.suppressed = self.suppressed.saturating_add(n);
             return None;
         }
-        self.next = Some(now + self.every);
-        Some(std::mem::take(&mut self.suppressed))
+        self.next = now.checked_add(self.every);
+        Some(std::mem::take(&mut self.suppressed).saturating_add(n.saturating_sub(1)))
     }
 }
 
@@ -73,6 +79,18 @@ mod tests {
         assert_eq!(r.check(t0 + Duration::from_secs(11)), None);
         assert_eq!(r.check(t0 + Duration::from_secs(60)), Some(1));
         assert_eq!(r.check(t0 + Duration::from_secs(120)), Some(0));
+    }
+
+    #[test]
+    fn a_batch_of_occurrences_is_one_line_and_the_rest_counted() {
+        let t0 = Instant::now();
+        let mut r = RateLog::new(Duration::from_secs(10));
+        assert_eq!(r.hit(t0, 1), Some(0));
+        assert_eq!(r.hit(t0 + Duration::from_secs(1), 1), None);
+        assert_eq!(r.hit(t0 + Duration::from_secs(9), 5), None);
+        assert_eq!(r.hit(t0 + Duration::from_secs(10), 1), Some(6));
+        assert_eq!(r.hit(t0 + Duration::from_secs(11), 1), None);
+        assert_eq!(r.hit(t0 + Duration::from_secs(30), 3), Some(3));
     }
 
     #[test]

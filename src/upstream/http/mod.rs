@@ -43,7 +43,7 @@ mod response;
 
 pub use conn::READ_BUDGET;
 use conn::{Conn, ConnState};
-pub use limits::{LimitCounts, RateLog};
+pub use limits::LimitCounts;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {

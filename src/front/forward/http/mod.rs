@@ -28,13 +28,14 @@ use serde_json::json;
 use super::{Forward, TimerKind};
 use crate::cli::HttpOptions;
 use crate::io::dns::Resolver;
+use crate::io::ratelog::RateLog;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Id};
 use crate::reactor::TimerId;
 use crate::record::Direction;
 use crate::upstream::hold::{GET_HOLD, HOLD_CAP, Held};
-use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, RateLog, Request};
+use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, ReinitBackoff, SseStream};
 use crate::upstream::url::Url;
 

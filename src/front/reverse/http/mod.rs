@@ -16,11 +16,12 @@ use serde_json::json;
 
 use super::{ReplyTo, Reverse, SKey, TimerKind, up_of};
 use crate::cli::HttpOptions;
+use crate::io::ratelog::RateLog;
 use crate::policy::backoff::Rng;
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Envelope, Id};
 use crate::upstream::hold::{GET_HOLD, HOLD_CAP};
-use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, RateLog, Request};
+use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
 
