@@ -725,3 +725,63 @@ fn a_reply_that_is_not_utf8_becomes_an_error_for_its_request() {
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     relay.expect_silence(Duration::from_millis(200));
 }
+
+/// Issue 15: every server process the relay reaps is logged as "exited",
+/// including one already dead when the relay sees its stdout close (the
+/// upstream-lost path reaps it there, and SIGCHLD then finds nothing to do).
+/// Which of the two paths reaps a server is a race, so the server crashes at
+/// once, many times over with `--restart`: every pid started and replaced
+/// must have its "exited" line.
+#[test]
+fn exited_is_logged_for_every_server_however_it_is_reaped() {
+    let relay = Relay::forward()
+        .args([
+            "--restart",
+            "--restart-base",
+            "1ms",
+            "--restart-max-delay",
+            "2ms",
+        ])
+        .command(["/bin/sh", "-c", "exit 5"])
+        .start();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut started: Vec<i32> = Vec::new();
+    while Instant::now() < deadline && started.len() < 300 {
+        std::thread::sleep(Duration::from_millis(50));
+        started = relay
+            .stderr_lines()
+            .iter()
+            .filter_map(|(_, l)| common::started_pid(l))
+            .collect();
+    }
+    let log = relay.stderr_text();
+    relay.stop(Duration::from_secs(2));
+    assert!(
+        started.len() >= 20,
+        "only {} restarts:\n{log}",
+        started.len()
+    );
+    // Every server but the last has been replaced, so reaped.
+    // Exactly one line each: not missing, not twice.
+    let missing: Vec<i32> = started[..started.len() - 1]
+        .iter()
+        .copied()
+        .filter(|pid| {
+            log.matches(&format!("pid {pid} exited (exit code 5)\n"))
+                .count()
+                != 1
+        })
+        .collect();
+    eprintln!(
+        "{} servers started, {} without exactly one \"exited\" line",
+        started.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "not exactly one \"exited\" line for {} of {} reaped servers, e.g. pid {}",
+        missing.len(),
+        started.len() - 1,
+        missing[0]
+    );
+}

@@ -496,12 +496,6 @@ impl Forward {
             let Some(status) = u.io.proc.try_reap() else {
                 continue;
             };
-            log::info!(
-                "[{}] pid {} exited ({})",
-                self.cfg.name,
-                u.io.proc.pid,
-                describe(status)
-            );
             // Whatever it wrote before exiting is still in the pipe: relay it.
             u.io.mark_exited();
             self.read_upstream(seq, true);
@@ -527,12 +521,19 @@ impl Forward {
     }
 
     /// The upstream was reaped: out of service, down (if it was not yet) and
-    /// released.
+    /// released. Every reaping path (SIGCHLD, stdout lost, grace expired)
+    /// comes here, so this is where "exited" is logged, once per process.
     pub(super) fn upstream_exited(&mut self, seq: u64, status: ExitStatus) {
         self.retire(seq);
         let Some(u) = self.server.child(seq) else {
             return;
         };
+        log::info!(
+            "[{}] pid {} exited ({})",
+            self.cfg.name,
+            u.io.proc.pid,
+            describe(status)
+        );
         let actions = u.life.on_exit(status);
         self.run_upstream(seq, actions);
     }
