@@ -9,6 +9,8 @@ use std::time::Duration;
 use getopts::Options;
 
 use crate::logging::{self, Format};
+mod conventions;
+use conventions::{DURATION_UNITS, Mode, parse_options};
 
 pub const USAGE: &str = "Usage: mcp-relay forward [OPTIONS] -- COMMAND [ARG...]
 
@@ -136,15 +138,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: {DURATION_UNITS}"))?;
     let scale = match unit {
         "ms" => 0.001,
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
         "" if value == 0.0 => 0.0,
-        "" => return Err(format!("duration {s:?} needs a unit (ms, s, m, h)")),
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m, h)")),
+        "" => return Err(format!("duration {s:?} needs a unit: {DURATION_UNITS}")),
+        _ => return Err(format!("bad duration {s:?}: {DURATION_UNITS}")),
     };
     let secs = value * scale;
     if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&secs) {
@@ -393,9 +397,8 @@ fn dur(m: &getopts::Matches, name: &str, default: Duration) -> Result<Duration, 
 }
 
 pub fn parse(args: &[String]) -> Result<Cli, String> {
-    let mode = args.first().map(String::as_str);
-    match mode {
-        None | Some("-h") | Some("--help") | Some("help") => {
+    match conventions::mode(args.first().map(String::as_str))? {
+        Mode::Help => {
             return Ok(Cli {
                 command: Command::Help(format!(
                     "{}\n{}",
@@ -406,19 +409,18 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                 log_format: Format::Text,
             });
         }
-        Some("-V") | Some("--version") => {
+        Mode::Version => {
             return Ok(Cli {
                 command: Command::Version,
                 log_level: None,
                 log_format: Format::Text,
             });
         }
-        Some("forward") => {}
-        Some("reverse") => return parse_reverse(&args[1..]),
-        Some(other) => return Err(format!("unknown mode {other:?}; try `mcp-relay --help`")),
+        Mode::Forward => {}
+        Mode::Reverse => return parse_reverse(&args[1..]),
     }
     let opts = forward_options();
-    let m = opts.parse(&args[1..]).map_err(|e| e.to_string())?;
+    let m = parse_options(&opts, &args[1..])?;
     if m.opt_present("help") {
         return Ok(Cli {
             command: Command::Help(opts.usage(USAGE)),
@@ -701,7 +703,7 @@ fn command_name(command: &[String], given: Option<String>) -> String {
 
 fn parse_reverse(args: &[String]) -> Result<Cli, String> {
     let opts = reverse_options();
-    let m = opts.parse(args).map_err(|e| e.to_string())?;
+    let m = parse_options(&opts, args)?;
     if m.opt_present("help") {
         return Ok(Cli {
             command: Command::Help(opts.usage(REVERSE_USAGE)),

@@ -15,13 +15,14 @@ fn main() -> ExitCode {
     };
     logging::init(cli.log_level.as_deref(), cli.log_format);
     let code = match cli.command {
+        // Asked for, so on stdout: stdout is reserved for MCP messages only
+        // while relaying.
         cli::Command::Help(text) => {
-            // Help goes to stderr: stdout is reserved for MCP messages.
-            eprintln!("{text}");
+            println!("{text}");
             ExitCode::SUCCESS
         }
         cli::Command::Version => {
-            eprintln!("mcp-relay {}", env!("CARGO_PKG_VERSION"));
+            println!("mcp-relay {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         cli::Command::Reverse(cfg) => match front::reverse::run(*cfg) {
