@@ -9,6 +9,8 @@ use std::time::Duration;
 use getopts::Options;
 
 use crate::logging::{self, Format};
+use crate::io::child::ServerCommand;
+
 mod conventions;
 use conventions::{DURATION_UNITS, Mode, parse_options};
 
@@ -43,7 +45,7 @@ pub struct HttpOptions {
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
     /// The server command; empty when `http` is set.
-    pub command: Vec<String>,
+    pub command: ServerCommand,
     /// `--url`: the server is remote.
     pub http: Option<HttpOptions>,
     /// Name used in logs and in error `data.upstream`.
@@ -71,7 +73,7 @@ pub enum PoolMode {
 #[derive(Debug, Clone)]
 pub struct ReverseConfig {
     /// The server command; empty when `http` is set.
-    pub command: Vec<String>,
+    pub command: ServerCommand,
     /// `--url`: relay to an HTTP(S) MCP server instead of processes.
     pub http: Option<HttpOptions>,
     /// `--config`: several upstreams, each on `/mcp/NAME`.
@@ -459,7 +461,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
     }
     Ok(Cli {
         command: Command::Forward(Box::new(ForwardConfig {
-            command,
+            command: command.into(),
             http,
             name,
             max_message_size,
@@ -762,7 +764,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
                 (None, true) => m.opt_str("name").unwrap_or_else(|| "relay".into()),
             },
             config,
-            command,
+            command: command.into(),
             http,
             listen,
             admin: addr(&m, "admin")?,
@@ -833,7 +835,7 @@ mod tests {
         let Command::Forward(c) = cli.command else {
             panic!("not forward")
         };
-        assert_eq!(c.command, args(&["server", "--flag", "-x"]));
+        assert_eq!(c.command.argv, args(&["server", "--flag", "-x"]));
         assert_eq!(c.name, "server");
         assert_eq!(c.max_message_size, 16 << 20);
         assert_eq!(c.response_timeout, Duration::from_secs(120));

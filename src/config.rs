@@ -29,6 +29,9 @@ use serde_json::{Map, Value};
 use crate::cli::{
     HttpOptions, PoolMode, ReverseConfig, parse_duration, parse_reclaim_age, parse_size,
 };
+use crate::io::child::ServerCommand;
+
+mod mcp_servers;
 
 /// Keys only meaningful for the whole relay.
 const GLOBAL_KEYS: &[&str] = &[
@@ -75,7 +78,7 @@ const UPSTREAM_KEYS: &[&str] = &[
 ];
 
 /// Keys only valid inside an upstream.
-const OWN_KEYS: &[&str] = &["command", "url"];
+const OWN_KEYS: &[&str] = &["command", "url", "env"];
 
 /// The listener-wide configuration and one effective configuration per
 /// upstream (name, route and every knob resolved).
@@ -99,129 +102,189 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
         .ok_or("the document must be a JSON object")?;
     for key in top.keys() {
         if key != "upstreams"
+            && key != "mcpServers"
             && !GLOBAL_KEYS.contains(&key.as_str())
             && !UPSTREAM_KEYS.contains(&key.as_str())
         {
-            return Err(unknown(key, key));
+            return Err(unknown(key, key, &[]));
         }
     }
     let mut global = base.clone();
     apply_global(&mut global, top, dir)?;
     let mut defaults = global.clone();
     apply_upstream(&mut defaults, top, "", dir)?;
-    let ups = top
-        .get("upstreams")
-        .ok_or("upstreams: missing (an object of name → upstream)")?
-        .as_object()
-        .ok_or("upstreams: must be an object of name → upstream")?;
-    if ups.is_empty() {
-        return Err("upstreams: at least one upstream is needed".into());
-    }
-    let mut upstreams = Vec::new();
-    for (name, v) in ups {
+    // (where, name, entry) of every upstream, `upstreams` first.
+    let mut entries: Vec<(String, &String, Map<String, Value>)> = Vec::new();
+    let ups = match top.get("upstreams") {
+        Some(v) => Some(
+            v.as_object()
+                .ok_or("upstreams: must be an object of name → upstream")?,
+        ),
+        None => None,
+    };
+    for (name, v) in ups.into_iter().flatten() {
         let at = format!("upstreams.{name}");
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(format!(
-                "{at}: the name is used in the route /mcp/NAME; use letters, digits, - and _"
-            ));
-        }
         let obj = v
             .as_object()
             .ok_or_else(|| format!("{at}: must be an object"))?;
-        for key in obj.keys() {
-            if GLOBAL_KEYS.contains(&key.as_str()) {
-                return Err(format!(
-                    "{at}.{key}: applies to the whole relay; set it at the top level"
-                ));
+        entries.push((at, name, obj.clone()));
+    }
+    if let Some(v) = top.get("mcpServers") {
+        let servers = v
+            .as_object()
+            .ok_or("mcpServers: must be an object of name → server")?;
+        for (name, v) in servers {
+            let at = format!("mcpServers.{name}");
+            if ups.is_some_and(|u| u.contains_key(name)) {
+                return Err(format!("{at}: the name is also in upstreams"));
             }
-            if !UPSTREAM_KEYS.contains(&key.as_str()) && !OWN_KEYS.contains(&key.as_str()) {
-                return Err(unknown(&format!("{at}.{key}"), key));
-            }
-        }
-        let mut cfg = defaults.clone();
-        cfg.name = name.clone();
-        cfg.path = format!("/mcp/{name}");
-        // Pool sizing defaults follow the upstream's own pool mode unless
-        // the file sets them.
-        let pool_set = obj.contains_key("pool") || top.contains_key("pool");
-        apply_upstream(&mut cfg, obj, &format!("{at}."), dir)?;
-        if pool_set && !obj.contains_key("max_connections") && !top.contains_key("max_connections")
-        {
-            cfg.max_connections = if cfg.pool == PoolMode::Session { 16 } else { 2 };
-        }
-        if !obj.contains_key("max_waiting") && !top.contains_key("max_waiting") {
-            cfg.max_waiting = cfg.max_connections.saturating_mul(4);
-        }
-        match (obj.get("command"), obj.get("url")) {
-            (Some(_), Some(_)) => {
-                return Err(format!("{at}: give either command or url, not both"));
-            }
-            (None, None) => {
-                return Err(format!("{at}: needs a command (array of strings) or a url"));
-            }
-            (Some(c), None) => {
-                let argv = c
-                    .as_array()
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(|| format!("{at}.command: must be a non-empty array of strings"))?;
-                cfg.command = argv
-                    .iter()
-                    .map(|s| {
-                        s.as_str().map(str::to_string).ok_or_else(|| {
-                            format!("{at}.command: must be a non-empty array of strings")
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-                if obj.keys().any(|k| HTTP_ONLY.contains(&k.as_str())) {
-                    let k = obj
-                        .keys()
-                        .find(|k| HTTP_ONLY.contains(&k.as_str()))
-                        .cloned()
-                        .unwrap_or_default();
-                    return Err(format!("{at}.{k}: only applies to a url upstream"));
-                }
-                cfg.http = None;
-            }
-            (None, Some(u)) => {
-                let url = u
-                    .as_str()
-                    .ok_or_else(|| format!("{at}.url: must be a string"))?;
-                if obj.contains_key("session_reclaim_age") {
-                    return Err(format!(
-                        "{at}.session_reclaim_age: only applies to a command upstream"
-                    ));
-                }
-                crate::upstream::url::Url::parse(url).map_err(|e| format!("{at}.url: {e}"))?;
-                cfg.command = Vec::new();
-                let mut h = http_defaults(&defaults, url);
-                apply_http(&mut h, top, "", dir)?;
-                apply_http(&mut h, obj, &format!("{at}."), dir)?;
-                h.max_connections = cfg.max_connections;
-                h.idle_timeout = cfg.idle_timeout;
-                cfg.http = Some(h);
+            if let Some(obj) = mcp_servers::as_upstream(v, &at)? {
+                entries.push((at, name, obj));
             }
         }
-        if cfg.min_idle > cfg.max_connections {
-            return Err(format!(
-                "{at}.min_idle: {} is more than max_connections {}",
-                cfg.min_idle, cfg.max_connections
-            ));
-        }
-        if cfg.max_connections == 0 {
-            return Err(format!("{at}.max_connections: must be at least 1"));
-        }
-        if cfg.restart_base.is_zero() || cfg.restart_max_delay < cfg.restart_base {
-            return Err(format!(
-                "{at}.restart_base: must be > 0 and <= restart_max_delay"
-            ));
-        }
-        upstreams.push(cfg);
+    }
+    if ups.is_none() && !top.contains_key("mcpServers") {
+        return Err(
+            "upstreams: missing (an object of name → upstream, or a host's mcpServers object)"
+                .into(),
+        );
+    }
+    if entries.is_empty() {
+        return Err("upstreams: at least one upstream is needed".into());
+    }
+    let mut upstreams = Vec::new();
+    for (at, name, obj) in &entries {
+        upstreams.push(upstream(name, at, obj, top, &defaults, dir)?);
     }
     Ok(Relay { global, upstreams })
+}
+
+/// One upstream's effective configuration: `defaults` (the command line
+/// and the file's top level) overridden by its entry `obj`, found at `at`.
+fn upstream(
+    name: &str,
+    at: &str,
+    obj: &Map<String, Value>,
+    top: &Map<String, Value>,
+    defaults: &ReverseConfig,
+    dir: Option<&Path>,
+) -> Result<ReverseConfig, String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "{at}: the name is used in the route /mcp/NAME; use letters, digits, - and _"
+        ));
+    }
+    for key in obj.keys() {
+        if GLOBAL_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "{at}.{key}: applies to the whole relay; set it at the top level"
+            ));
+        }
+        if !UPSTREAM_KEYS.contains(&key.as_str()) && !OWN_KEYS.contains(&key.as_str()) {
+            let host = if at.starts_with("mcpServers.") {
+                mcp_servers::HOST_KEYS
+            } else if mcp_servers::HOST_KEYS.contains(&key.as_str()) {
+                return Err(format!(
+                    "{at}.{key}: unknown key (a key of mcpServers entries; \
+                     in upstreams, command is the whole argv array)"
+                ));
+            } else {
+                &[]
+            };
+            return Err(unknown(&format!("{at}.{key}"), key, host));
+        }
+    }
+    let mut cfg = defaults.clone();
+    cfg.name = name.to_owned();
+    cfg.path = format!("/mcp/{name}");
+    // Pool sizing defaults follow the upstream's own pool mode unless
+    // the file sets them.
+    let pool_set = obj.contains_key("pool") || top.contains_key("pool");
+    apply_upstream(&mut cfg, obj, &format!("{at}."), dir)?;
+    if pool_set && !obj.contains_key("max_connections") && !top.contains_key("max_connections") {
+        cfg.max_connections = if cfg.pool == PoolMode::Session { 16 } else { 2 };
+    }
+    if !obj.contains_key("max_waiting") && !top.contains_key("max_waiting") {
+        cfg.max_waiting = cfg.max_connections.saturating_mul(4);
+    }
+    match (obj.get("command"), obj.get("url")) {
+        (Some(_), Some(_)) => {
+            return Err(format!("{at}: give either command or url, not both"));
+        }
+        (None, None) => {
+            return Err(format!("{at}: needs a command (array of strings) or a url"));
+        }
+        (Some(c), None) => {
+            let argv = c
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| format!("{at}.command: must be a non-empty array of strings"))?;
+            let argv = argv
+                .iter()
+                .map(|s| {
+                    s.as_str().map(str::to_string).ok_or_else(|| {
+                        format!("{at}.command: must be a non-empty array of strings")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            cfg.command = ServerCommand {
+                argv,
+                env: match obj.get("env") {
+                    Some(v) => env(v, &format!("{at}.env"))?,
+                    None => Vec::new(),
+                },
+            };
+            if obj.keys().any(|k| HTTP_ONLY.contains(&k.as_str())) {
+                let k = obj
+                    .keys()
+                    .find(|k| HTTP_ONLY.contains(&k.as_str()))
+                    .cloned()
+                    .unwrap_or_default();
+                return Err(format!("{at}.{k}: only applies to a url upstream"));
+            }
+            cfg.http = None;
+        }
+        (None, Some(u)) => {
+            let url = u
+                .as_str()
+                .ok_or_else(|| format!("{at}.url: must be a string"))?;
+            if obj.contains_key("env") {
+                return Err(format!("{at}.env: only applies to a command server"));
+            }
+            if obj.contains_key("session_reclaim_age") {
+                return Err(format!(
+                    "{at}.session_reclaim_age: only applies to a command upstream"
+                ));
+            }
+            crate::upstream::url::Url::parse(url).map_err(|e| format!("{at}.url: {e}"))?;
+            cfg.command = ServerCommand::default();
+            let mut h = http_defaults(&defaults, url);
+            apply_http(&mut h, top, "", dir)?;
+            apply_http(&mut h, obj, &format!("{at}."), dir)?;
+            h.max_connections = cfg.max_connections;
+            h.idle_timeout = cfg.idle_timeout;
+            cfg.http = Some(h);
+        }
+    }
+    if cfg.min_idle > cfg.max_connections {
+        return Err(format!(
+            "{at}.min_idle: {} is more than max_connections {}",
+            cfg.min_idle, cfg.max_connections
+        ));
+    }
+    if cfg.max_connections == 0 {
+        return Err(format!("{at}.max_connections: must be at least 1"));
+    }
+    if cfg.restart_base.is_zero() || cfg.restart_max_delay < cfg.restart_base {
+        return Err(format!(
+            "{at}.restart_base: must be > 0 and <= restart_max_delay"
+        ));
+    }
+    Ok(cfg)
 }
 
 /// Keys that make sense only for URL upstreams.
@@ -236,8 +299,13 @@ const HTTP_ONLY: &[&str] = &[
     "header_env",
 ];
 
-fn unknown(at: &str, key: &str) -> String {
-    let all = GLOBAL_KEYS.iter().chain(UPSTREAM_KEYS).chain(OWN_KEYS);
+/// "unknown key", with the closest known key (of the relay's, and `extra`).
+fn unknown(at: &str, key: &str, extra: &[&str]) -> String {
+    let all = GLOBAL_KEYS
+        .iter()
+        .chain(UPSTREAM_KEYS)
+        .chain(OWN_KEYS)
+        .chain(extra);
     match all
         .min_by_key(|k| edit_distance(k, key))
         .filter(|k| edit_distance(k, key) <= 3)
@@ -266,6 +334,28 @@ fn duration(v: &Value, at: &str) -> Result<Duration, String> {
         format!("{at}: expected a duration string like \"250ms\", \"10s\", \"5m\"")
     })?;
     parse_duration(s).map_err(|e| format!("{at}: {e}"))
+}
+
+/// `env`: an object of variable name → value, set for the server's process
+/// on top of the relay's environment.
+fn env(v: &Value, at: &str) -> Result<Vec<(String, String)>, String> {
+    let map = v
+        .as_object()
+        .ok_or_else(|| format!("{at}: expected an object of variable name → value"))?;
+    map.iter()
+        .map(|(name, val)| {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(format!("{at}.{name}: not a valid variable name"));
+            }
+            let val = val
+                .as_str()
+                .ok_or_else(|| format!("{at}.{name}: expected a string"))?;
+            if val.contains('\0') {
+                return Err(format!("{at}.{name}: contains a NUL byte"));
+            }
+            Ok((name.clone(), val.to_owned()))
+        })
+        .collect()
 }
 
 fn size(v: &Value, at: &str) -> Result<usize, String> {
@@ -486,6 +576,81 @@ mod tests {
     }
 
     #[test]
+    fn mcp_servers_entries_become_upstreams() {
+        let r = parse(
+            r#"{"response_timeout": "60s",
+                "mcpServers": {
+                  "files": {"command": "npx", "args": ["-y", "srv"], "env": {"K": "v", "L": ""},
+                            "pool": "shared"},
+                  "remote": {"type": "http", "url": "http://127.0.0.1:3001/mcp",
+                             "headers": {"Authorization": "Bearer t"}},
+                  "off": {"command": "x", "disabled": true}}}"#,
+            &base(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.upstreams.len(), 2, "the disabled one is skipped");
+        let f = &r.upstreams[0];
+        assert_eq!((f.name.as_str(), f.path.as_str()), ("files", "/mcp/files"));
+        assert_eq!(f.command.argv, vec!["npx", "-y", "srv"]);
+        assert_eq!(
+            f.command.env,
+            vec![("K".into(), "v".into()), ("L".into(), String::new())]
+        );
+        assert_eq!(f.pool, PoolMode::Shared);
+        assert_eq!(f.response_timeout, Duration::from_secs(60));
+        assert_eq!(
+            format!("{:?}", f.command),
+            r#"["npx", "-y", "srv"]"#,
+            "no env in logs"
+        );
+        let u = &r.upstreams[1];
+        assert!(u.command.is_empty());
+        let h = u.http.as_ref().unwrap();
+        assert_eq!(h.headers, vec![("authorization".into(), "Bearer t".into())]);
+    }
+
+    #[test]
+    fn mcp_servers_errors_name_the_key() {
+        let e = |doc: &str| parse(doc, &base(), None).unwrap_err();
+        assert_eq!(
+            e(r#"{"mcpServers": {"a": {"command": "s", "argz": []}}}"#),
+            "mcpServers.a.argz: unknown key (did you mean args?)"
+        );
+        assert_eq!(
+            e(r#"{"mcpServers": {"a": {"url": "http://h/", "type": "sse"}}}"#)
+                .split(':')
+                .next(),
+            Some("mcpServers.a.type")
+        );
+        assert_eq!(
+            e(r#"{"mcpServers": {"a": {"url": "http://h/", "args": ["x"]}}}"#),
+            "mcpServers.a.args: only applies to a command server"
+        );
+        assert_eq!(
+            e(r#"{"mcpServers": {"a": {"command": "s", "type": "http"}}}"#),
+            "mcpServers.a.type: \"http\" needs a url, not a command"
+        );
+        assert_eq!(
+            e(r#"{"mcpServers": {"a": {"command": "s", "env": {"A=B": "x"}}}}"#),
+            "mcpServers.a.env.A=B: not a valid variable name"
+        );
+        assert_eq!(
+            e(r#"{"mcpServers": {"a": {"command": "s", "disabled": true}}}"#),
+            "upstreams: at least one upstream is needed"
+        );
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "args": ["x"]}}}"#),
+            "upstreams.a.args: unknown key (a key of mcpServers entries; \
+             in upstreams, command is the whole argv array)"
+        );
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "env": {"K": 3}}}}"#),
+            "upstreams.a.env.K: expected a string"
+        );
+    }
+
+    #[test]
     fn upstreams_get_routes_and_overrides() {
         let r = parse(
             r#"{"response_timeout": "60s", "listen": "127.0.0.1:9000",
@@ -500,7 +665,7 @@ mod tests {
         assert_eq!(r.global.listen.to_string(), "127.0.0.1:9000");
         let a = &r.upstreams[0];
         assert_eq!((a.name.as_str(), a.path.as_str()), ("a", "/mcp/a"));
-        assert_eq!(a.command, vec!["srv", "--x"]);
+        assert_eq!(a.command.argv, vec!["srv", "--x"]);
         assert_eq!(
             (a.pool, a.max_connections, a.max_waiting, a.min_idle),
             (PoolMode::Shared, 2, 8, 1)

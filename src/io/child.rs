@@ -33,6 +33,38 @@ fn forget(pid: u32) {
     known().retain(|&p| p != pid);
 }
 
+/// How to start a server: its argv (never run through a shell) and the
+/// environment variables set for it on top of the relay's own (a config
+/// file's `env`). Reads as its argv; `Debug` shows only the argv, since
+/// environment values are often secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ServerCommand {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl From<Vec<String>> for ServerCommand {
+    fn from(argv: Vec<String>) -> ServerCommand {
+        ServerCommand {
+            argv,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for ServerCommand {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.argv
+    }
+}
+
+impl std::fmt::Debug for ServerCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.argv.fmt(f)
+    }
+}
+
 pub struct ChildProcess {
     child: Child,
     pub pid: u32,
@@ -43,12 +75,14 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    pub fn spawn(argv: &[String]) -> io::Result<ChildProcess> {
-        let (prog, args) = argv
+    pub fn spawn(command: &ServerCommand) -> io::Result<ChildProcess> {
+        let (prog, args) = command
+            .argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
         let mut cmd = Command::new(prog);
         cmd.args(args)
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

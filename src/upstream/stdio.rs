@@ -12,7 +12,7 @@ use std::time::Instant;
 use mio::{Interest, Registry, Token};
 
 use crate::io::buf::OutBuf;
-use crate::io::child::ChildProcess;
+use crate::io::child::{ChildProcess, ServerCommand};
 use crate::io::stderr::{Drain, StderrLog};
 use crate::proto::framing::{LineReader, ReadResult};
 
@@ -55,13 +55,13 @@ pub enum StdoutRead {
 
 impl StdioConn {
     pub fn spawn(
-        argv: &[String],
+        command: &ServerCommand,
         name: &str,
         max_message: usize,
         now: Instant,
     ) -> io::Result<StdioConn> {
         Ok(StdioConn {
-            proc: ChildProcess::spawn(argv)?,
+            proc: ChildProcess::spawn(command)?,
             started: now,
             tokens: [None; 3],
             to_child: OutBuf::new(STDIN_HIGH_WATER),
