@@ -4,8 +4,10 @@
 //!
 //! The client side lives in `tests/interop/forward_everything.py`; this test
 //! only locates the pieces, runs the script with a hard timeout and checks
-//! its verdict. Dependencies are installed by `.ci/install-deps.sh` (called by
-//! `.ci/run`). Without them the test is skipped locally and fails under CI.
+//! its verdict.
+//! The test provisions its peers itself (`.ci/install-deps.sh`, into
+//! target/test-deps/, once per test binary); if that fails, the test fails
+//! with a message saying what to install. It never passes without running.
 //!
 //! Debugging: `RUST_LOG=... cargo test --test interop_forward -- --nocapture`
 //! (the script passes the environment through to the relay), or run the
@@ -18,18 +20,16 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::interop::{self, drain, find_in_path, join_bounded, kill_tree, python, python_imports};
+use common::interop::{self, drain, join_bounded, kill_tree, python, python_imports};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const SERVER_JS: &str =
-    ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
+const SERVER_JS: &str = "@modelcontextprotocol/server-everything/dist/index.js";
 const SCRIPT: &str = "tests/interop/forward_everything.py";
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A missing prerequisite: fatal under CI, a skip notice otherwise (the
-/// caller then returns, passing).
-fn missing(what: &str) {
+/// A prerequisite missing after provisioning: the test fails, never passes.
+fn missing(what: &str) -> ! {
     interop::missing("interop_forward", what);
 }
 
@@ -40,23 +40,21 @@ fn python_has_mcp(python: &str) -> Result<(), String> {
 #[test]
 fn python_sdk_client_through_forward_to_server_everything() {
     let root = Path::new(MANIFEST_DIR);
-    let server_js = root.join(SERVER_JS);
+    let server_js = interop::deps().node_modules.join(SERVER_JS);
     let script = root.join(SCRIPT);
     assert!(script.is_file(), "missing {}", script.display());
 
     let python = python();
     if let Err(e) = python_has_mcp(&python) {
-        return missing(&e);
+        missing(&e);
     }
     if !server_js.is_file() {
-        return missing(&format!(
+        missing(&format!(
             "npm package not installed: {} not found",
             server_js.display()
         ));
     }
-    let Some(node) = find_in_path("node") else {
-        return missing("`node` not found on PATH");
-    };
+    let node = interop::deps().node.clone();
 
     let mut cmd = Command::new(&python);
     cmd.arg(&script)
@@ -130,4 +128,5 @@ fn python_sdk_client_through_forward_to_server_everything() {
         "interop script exited 0 without `interop ok`\n{report}"
     );
     eprintln!("{}", stdout.trim_end());
+    interop::ran("interop_forward::python_sdk_client_through_forward_to_server_everything");
 }

@@ -18,15 +18,16 @@
 //! `Upstream`'s Drop); a failure prints the script's output (the relay's
 //! stderr included) and the server's.
 //!
-//! Dependencies are installed by `.ci/install-deps.sh` (called by `.ci/run`).
-//! Without them the tests are skipped locally and fail under CI.
+//! The test provisions its peers itself (`.ci/install-deps.sh`, into
+//! target/test-deps/, once per test binary); if that fails, the test fails
+//! with a message saying what to install. It never passes without running.
 //!
 //! Debugging: `cargo test --test interop_forward_url -- --nocapture` prints
 //! each script's summary and the server's log; or start a server by hand
 //! (`PORT=3001 node .../server-everything/dist/index.js streamableHttp`,
-//! `python3 tests/interop/fastmcp_server.py 3002`) and run the script against
+//! `target/test-deps/venv/bin/python tests/interop/fastmcp_server.py 3002`) and run the script against
 //! it, with `INTEROP_DIRECT=1` to bypass the relay:
-//! `python3 tests/interop/forward_url_client.py everything target/debug/mcp-relay -- forward --url http://127.0.0.1:3001/mcp`.
+//! `target/test-deps/venv/bin/python tests/interop/forward_url_client.py everything target/debug/mcp-relay -- forward --url http://127.0.0.1:3001/mcp`.
 
 mod common;
 
@@ -38,14 +39,12 @@ use std::time::{Duration, Instant};
 
 use common::free_port;
 use common::interop::{
-    self, accepts, drain, find_in_path, join_bounded, kill_tree, python, python_imports, snapshot,
-    wait_bounded,
+    self, accepts, drain, join_bounded, kill_tree, python, python_imports, snapshot, wait_bounded,
 };
 
 const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const SERVER_JS: &str =
-    ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
+const SERVER_JS: &str = "@modelcontextprotocol/server-everything/dist/index.js";
 const FASTMCP_SERVER: &str = "tests/interop/fastmcp_server.py";
 const SCRIPT: &str = "tests/interop/forward_url_client.py";
 /// The script stops itself after 60 s; this is the harness's backstop.
@@ -101,9 +100,8 @@ impl Server {
     }
 }
 
-/// A missing prerequisite: fatal under CI, a skip notice otherwise (the
-/// caller then returns, passing).
-fn missing(what: &str) {
+/// A prerequisite missing after provisioning: the test fails, never passes.
+fn missing(what: &str) -> ! {
     interop::missing("interop_forward_url", what);
 }
 
@@ -140,7 +138,7 @@ impl Upstream {
         let (mut cmd, cmdline) = match server {
             Server::Everything => {
                 let node = node.expect("node is required for server-everything");
-                let js = root.join(SERVER_JS);
+                let js = interop::deps().node_modules.join(SERVER_JS);
                 let mut cmd = Command::new(node);
                 cmd.arg(&js)
                     .arg("streamableHttp")
@@ -334,18 +332,16 @@ fn interop(server: Server) {
     let node = match server {
         Server::Everything => {
             if let Err(e) = python_imports(&python, "anyio, mcp.client.stdio, mcp.client.session") {
-                return missing(&e);
+                missing(&e);
             }
-            let server_js = root.join(SERVER_JS);
+            let server_js = interop::deps().node_modules.join(SERVER_JS);
             if !server_js.is_file() {
-                return missing(&format!(
+                missing(&format!(
                     "npm package not installed: {} not found",
                     server_js.display()
                 ));
             }
-            let Some(node) = find_in_path("node") else {
-                return missing("`node` not found on PATH");
-            };
+            let node = interop::deps().node.clone();
             Some(node)
         }
         Server::FastMcp => {
@@ -355,7 +351,7 @@ fn interop(server: Server) {
                 &python,
                 "anyio, uvicorn, mcp.client.stdio, mcp.client.session, mcp.server.fastmcp",
             ) {
-                return missing(&e);
+                missing(&e);
             }
             None
         }
@@ -427,9 +423,11 @@ fn interop(server: Server) {
 #[test]
 fn python_sdk_forward_url_to_server_everything() {
     interop(Server::Everything);
+    interop::ran("interop_forward_url::python_sdk_forward_url_to_server_everything");
 }
 
 #[test]
 fn python_sdk_forward_url_to_fastmcp() {
     interop(Server::FastMcp);
+    interop::ran("interop_forward_url::python_sdk_forward_url_to_fastmcp");
 }

@@ -20,13 +20,14 @@
 //! ("observer") session really shares the process with the first and the log
 //! routing it reports is about sessions on one process.
 //!
-//! Dependencies are installed by `.ci/install-deps.sh` (called by `.ci/run`).
-//! Without them the tests are skipped locally and fail under CI.
+//! The test provisions its peers itself (`.ci/install-deps.sh`, into
+//! target/test-deps/, once per test binary); if that fails, the test fails
+//! with a message saying what to install. It never passes without running.
 //!
 //! Debugging: `cargo test --test interop_reverse -- --nocapture` prints each
 //! script's summary; a failure prints the relay's debug log and the script's
 //! output. Or start a relay by hand and run a script against it:
-//! `python3 tests/interop/reverse_python.py http://127.0.0.1:8080 session`.
+//! `target/test-deps/venv/bin/python tests/interop/reverse_python.py http://127.0.0.1:8080 session`.
 
 mod common;
 
@@ -36,16 +37,13 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::interop::{
-    self, drain, find_in_path, join_bounded, kill_tree, python, python_imports, snapshot,
-    wait_bounded,
+    self, drain, join_bounded, kill_tree, python, python_imports, snapshot, wait_bounded,
 };
 use common::relay::Relay;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const SERVER_JS: &str =
-    ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
-const TS_SDK_CLIENT: &str =
-    ".ci/node/node_modules/@modelcontextprotocol/sdk/dist/esm/client/streamableHttp.js";
+const SERVER_JS: &str = "@modelcontextprotocol/server-everything/dist/index.js";
+const TS_SDK_CLIENT: &str = "@modelcontextprotocol/sdk/dist/esm/client/streamableHttp.js";
 const PY_SCRIPT: &str = "tests/interop/reverse_python.py";
 const TS_SCRIPT: &str = "tests/interop/reverse_ts.mjs";
 /// The scripts stop themselves after 60 s; this is the harness's backstop.
@@ -81,9 +79,8 @@ impl Pool {
     }
 }
 
-/// A missing prerequisite: fatal under CI, a skip notice otherwise (the
-/// caller then returns, passing).
-fn missing(what: &str) {
+/// A prerequisite missing after provisioning: the test fails, never passes.
+fn missing(what: &str) -> ! {
     interop::missing("interop_reverse", what);
 }
 
@@ -153,18 +150,16 @@ fn run_script(mut cmd: Command, cmdline: String) -> ScriptRun {
 
 fn interop(sdk: Sdk, pool: Pool) {
     let root = Path::new(MANIFEST_DIR);
-    let server_js = root.join(SERVER_JS);
+    let server_js = interop::deps().node_modules.join(SERVER_JS);
     let script = root.join(match sdk {
         Sdk::Python => PY_SCRIPT,
         Sdk::TypeScript => TS_SCRIPT,
     });
     assert!(script.is_file(), "missing {}", script.display());
 
-    let Some(node) = find_in_path("node") else {
-        return missing("`node` not found on PATH");
-    };
+    let node = interop::deps().node.clone();
     if !server_js.is_file() {
-        return missing(&format!(
+        missing(&format!(
             "npm package not installed: {} not found",
             server_js.display()
         ));
@@ -173,14 +168,14 @@ fn interop(sdk: Sdk, pool: Pool) {
         Sdk::Python => {
             let python = python();
             if let Err(e) = python_has_mcp(&python) {
-                return missing(&e);
+                missing(&e);
             }
             PathBuf::from(python)
         }
         Sdk::TypeScript => {
-            let client = root.join(TS_SDK_CLIENT);
+            let client = interop::deps().node_modules.join(TS_SDK_CLIENT);
             if !client.is_file() {
-                return missing(&format!(
+                missing(&format!(
                     "npm package not installed: {} not found",
                     client.display()
                 ));
@@ -195,7 +190,8 @@ fn interop(sdk: Sdk, pool: Pool) {
     cmd.arg(&script)
         .arg(&base)
         .arg(pool.name())
-        .env("PYTHONUNBUFFERED", "1");
+        .env("PYTHONUNBUFFERED", "1")
+        .env("INTEROP_NODE_MODULES", &interop::deps().node_modules);
     let cmdline = format!(
         "{} {} {base} {}",
         interpreter.display(),
@@ -234,19 +230,23 @@ fn interop(sdk: Sdk, pool: Pool) {
 #[test]
 fn python_sdk_reverse_session_pool() {
     interop(Sdk::Python, Pool::Session);
+    interop::ran("interop_reverse::python_sdk_reverse_session_pool");
 }
 
 #[test]
 fn python_sdk_reverse_shared_pool() {
     interop(Sdk::Python, Pool::Shared);
+    interop::ran("interop_reverse::python_sdk_reverse_shared_pool");
 }
 
 #[test]
 fn typescript_sdk_reverse_session_pool() {
     interop(Sdk::TypeScript, Pool::Session);
+    interop::ran("interop_reverse::typescript_sdk_reverse_session_pool");
 }
 
 #[test]
 fn typescript_sdk_reverse_shared_pool() {
     interop(Sdk::TypeScript, Pool::Shared);
+    interop::ran("interop_reverse::typescript_sdk_reverse_shared_pool");
 }

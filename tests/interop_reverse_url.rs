@@ -28,8 +28,9 @@
 //! servers and children with it) and reaped on every path, by Drop; a failure
 //! prints the script's output, the relay's debug log and the server's log.
 //!
-//! Dependencies are installed by `.ci/install-deps.sh` (called by `.ci/run`).
-//! Without them the tests are skipped locally and fail under CI.
+//! The test provisions its peers itself (`.ci/install-deps.sh`, into
+//! target/test-deps/, once per test binary); if that fails, the test fails
+//! with a message saying what to install. It never passes without running.
 //!
 //! Debugging: `cargo test --test interop_reverse_url -- --nocapture` prints
 //! each script's summary and the logs; or start the pieces by hand (see the
@@ -45,14 +46,12 @@ use std::time::{Duration, Instant};
 
 use common::free_port;
 use common::interop::{
-    self, accepts, drain, find_in_path, join_bounded, kill_tree, python, python_imports, snapshot,
-    wait_bounded,
+    self, accepts, drain, join_bounded, kill_tree, python, python_imports, snapshot, wait_bounded,
 };
 use common::relay::Relay;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const SERVER_JS: &str =
-    ".ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
+const SERVER_JS: &str = "@modelcontextprotocol/server-everything/dist/index.js";
 const FASTMCP_SERVER: &str = "tests/interop/fastmcp_server.py";
 const EVERYTHING_SCRIPT: &str = "tests/interop/reverse_python.py";
 const FASTMCP_SCRIPT: &str = "tests/interop/reverse_url_fastmcp.py";
@@ -136,9 +135,8 @@ impl Server {
     }
 }
 
-/// A missing prerequisite: fatal under CI, a skip notice otherwise (the
-/// caller then returns, passing).
-fn missing(what: &str) {
+/// A prerequisite missing after provisioning: the test fails, never passes.
+fn missing(what: &str) -> ! {
     interop::missing("interop_reverse_url", what);
 }
 
@@ -258,7 +256,7 @@ fn start_server(server: Server, node: Option<&Path>, python: &str) -> (Proc, u16
         let (cmd, cmdline) = match server {
             Server::Everything => {
                 let node = node.expect("node is required for server-everything");
-                let js = root.join(SERVER_JS);
+                let js = interop::deps().node_modules.join(SERVER_JS);
                 let mut cmd = Command::new(node);
                 cmd.arg(&js)
                     .arg("streamableHttp")
@@ -362,23 +360,21 @@ fn interop(server: Server) {
     let python = python();
     let (script, node) = match server {
         Server::Everything => {
-            let server_js = root.join(SERVER_JS);
+            let server_js = interop::deps().node_modules.join(SERVER_JS);
             if !server_js.is_file() {
-                return missing(&format!(
+                missing(&format!(
                     "npm package not installed: {} not found",
                     server_js.display()
                 ));
             }
-            let Some(node) = find_in_path("node") else {
-                return missing("`node` not found on PATH");
-            };
+            let node = interop::deps().node.clone();
             (root.join(EVERYTHING_SCRIPT), Some(node))
         }
         Server::FastMcp => {
             let server_py = root.join(FASTMCP_SERVER);
             assert!(server_py.is_file(), "missing {}", server_py.display());
             if let Err(e) = python_imports(&python, "uvicorn, mcp.server.fastmcp") {
-                return missing(&e);
+                missing(&e);
             }
             (root.join(FASTMCP_SCRIPT), None)
         }
@@ -388,7 +384,7 @@ fn interop(server: Server) {
         &python,
         "anyio, httpx, mcp.client.session, mcp.client.streamable_http",
     ) {
-        return missing(&e);
+        missing(&e);
     }
 
     let (mut upstream, up_port) = start_server(server, node.as_deref(), &python);
@@ -497,9 +493,11 @@ fn interop(server: Server) {
 #[test]
 fn python_sdk_reverse_url_to_server_everything() {
     interop(Server::Everything);
+    interop::ran("interop_reverse_url::python_sdk_reverse_url_to_server_everything");
 }
 
 #[test]
 fn python_sdk_reverse_url_to_fastmcp() {
     interop(Server::FastMcp);
+    interop::ran("interop_reverse_url::python_sdk_reverse_url_to_fastmcp");
 }

@@ -1,33 +1,128 @@
 //! Harness pieces shared by the interop tests (`interop_*.rs`), which run the
-//! relay between real MCP SDK clients and servers: prerequisite checks (skip
-//! locally, fail under CI), finding Python, draining child pipes, bounded
-//! waits, and killing a child's whole process tree.
+//! relay between real MCP SDK clients and servers, and by every test that
+//! needs a peer (HAProxy, the Prometheus parser): provisioning those peers
+//! under `target/test-deps/` (`.ci/install-deps.sh`, run once per test binary,
+//! cached and locked), finding Python, draining child pipes, bounded waits,
+//! and killing a child's whole process tree.
+//!
+//! A test never passes without running: a peer that cannot be provisioned
+//! fails it with a message saying what to install, whatever `CI` says.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Whether this is a CI run (`CI` set, and not to "0" or "false").
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+/// The peers the tests run against, provisioned under `target/test-deps/`.
+#[derive(Debug)]
+pub struct Deps {
+    pub dir: PathBuf,
+    /// The virtualenv's interpreter (MCP SDK, FastMCP, prometheus_client).
+    pub python: PathBuf,
+    pub node: PathBuf,
+    /// `node_modules` of the npm prefix (server-everything, the TS SDK).
+    pub node_modules: PathBuf,
+    pub haproxy: PathBuf,
 }
 
-/// A missing prerequisite: fatal under CI, a skip notice otherwise (the
-/// caller then returns, passing).
-pub fn missing(test: &str, what: &str) {
-    let msg = format!(
-        "{test}: {what}; run `.ci/run` (or `.ci/install-deps.sh`) to install test dependencies"
-    );
-    if in_ci() {
-        panic!("{msg}");
+/// How long provisioning may take (a fresh machine downloads ~100 MB).
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// `target/test-deps`, beside the build directory of the binary under test.
+fn deps_dir() -> PathBuf {
+    let relay = Path::new(super::RELAY);
+    relay
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+        .join("test-deps")
+}
+
+/// The provisioned peers: runs `.ci/install-deps.sh` the first time it is
+/// called in this process (a no-op once everything is in place), and panics
+/// with the script's message (what to install) if it fails.
+pub fn deps() -> &'static Deps {
+    static DEPS: OnceLock<Result<Deps, String>> = OnceLock::new();
+    match DEPS.get_or_init(provision) {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
     }
-    eprintln!("SKIPPED {msg}");
+}
+
+fn provision() -> Result<Deps, String> {
+    let dir = deps_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-deps.sh");
+    let log_path = dir.with_extension("log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("create {}: {e}", log_path.display()))?;
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .env("MCP_RELAY_TEST_DEPS", &dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot run `bash {}`: {e}", script.display()))?;
+    let status = match wait_bounded(&mut child, PROVISION_TIMEOUT)? {
+        Some(s) => s,
+        None => {
+            kill_tree(&mut child);
+            return Err(format!(
+                "provisioning test dependencies ({}) took over {PROVISION_TIMEOUT:?}",
+                script.display()
+            ));
+        }
+    };
+    let out = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "the tests' peers could not be provisioned ({status}); \
+             `bash .ci/install-deps.sh` says:\n{out}"
+        ));
+    }
+    let node = find_in_path("node").ok_or_else(|| {
+        format!("`node` not on PATH after provisioning: install Node.js 18+\n{out}")
+    })?;
+    let deps = Deps {
+        python: dir.join("venv/bin/python"),
+        node,
+        node_modules: dir.join("node/node_modules"),
+        haproxy: dir.join("bin/haproxy"),
+        dir,
+    };
+    for p in [&deps.python, &deps.haproxy] {
+        if !p.exists() {
+            return Err(format!(
+                "{} missing after provisioning:\n{out}",
+                p.display()
+            ));
+        }
+    }
+    Ok(deps)
+}
+
+/// Records that interop test `name` really ran (`.ci/run` counts these).
+pub fn ran(name: &str) {
+    let dir = deps().dir.join("ran");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(name), b"");
+    eprintln!("INTEROP RAN {name}");
+}
+
+/// A prerequisite missing even after provisioning: the test fails, saying
+/// what is missing and how to provision it. Never a pass.
+pub fn missing(test: &str, what: &str) -> ! {
+    panic!(
+        "{test}: {what}; `bash .ci/install-deps.sh` provisions the test peers under \
+         target/test-deps (it needs python3 with venv, Node.js 18+ with npm, and \
+         haproxy or apt-get)"
+    );
 }
 
 /// The first `name` on `PATH` that is a file.
@@ -38,10 +133,10 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The Python interpreter the interop scripts run under (`INTEROP_PYTHON`,
-/// default `python3`).
+/// The Python interpreter the interop scripts run under: the provisioned
+/// virtualenv's.
 pub fn python() -> String {
-    std::env::var("INTEROP_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    deps().python.to_string_lossy().into_owned()
 }
 
 /// Whether `python` can `import {modules}` (the reason when not).

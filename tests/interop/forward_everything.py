@@ -7,7 +7,7 @@ Usage:
 
 Example:
     python3 tests/interop/forward_everything.py target/debug/mcp-relay -- \
-        node .ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio
+        node target/test-deps/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio
 
 Set INTEROP_DIRECT=1 to bypass the relay and spawn SERVER_ARGV directly
 (RELAY_BIN is then ignored); useful to tell relay bugs from client/server ones.

@@ -12,9 +12,9 @@ server in streamableHttp mode (`reverse --url`, no process pool); it decides
 which post-session checks apply. The relay must already be running, e.g.:
 
     target/debug/mcp-relay reverse --listen 127.0.0.1:8080 --pool session -- \
-        node .ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio
+        node target/test-deps/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio
 
-    PORT=3001 node .ci/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp &
+    PORT=3001 node target/test-deps/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp &
     target/debug/mcp-relay reverse --listen 127.0.0.1:8080 --url http://127.0.0.1:3001/mcp
 
 Exercises, over Streamable HTTP:

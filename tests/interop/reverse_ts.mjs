@@ -8,7 +8,7 @@
 // BASE_URL is the relay's root (e.g. http://127.0.0.1:8080): the MCP endpoint
 // is BASE_URL/mcp and the metrics BASE_URL/metrics. MODE is the relay's pool
 // mode, `session` or `shared`; it decides which post-session checks apply.
-// The SDK is loaded from .ci/node/node_modules (installed by
+// The SDK is loaded from target/test-deps/node/node_modules (provisioned by
 // .ci/install-deps.sh); INTEROP_NODE_MODULES overrides that directory.
 //
 // Exercises the same steps as reverse_python.py: initialize (+ the SDK's GET
@@ -66,7 +66,7 @@ function parseArgv() {
 async function loadSdk() {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const nodeModules =
-    process.env.INTEROP_NODE_MODULES || path.resolve(here, "../../.ci/node/node_modules");
+    process.env.INTEROP_NODE_MODULES || path.resolve(here, "../../target/test-deps/node/node_modules");
   const esm = path.join(nodeModules, "@modelcontextprotocol/sdk/dist/esm");
   const load = (rel) => import(pathToFileURL(path.join(esm, rel)).href);
   const [client, http, types] = await Promise.all([
