@@ -21,9 +21,9 @@
 //! - A GET stream and a legacy HTTP+SSE session work through the same
 //!   configuration.
 //!
-//! HAProxy is taken from PATH (or /usr/sbin). Without it the test fails under
-//! CI (`.ci/install-deps.sh` installs it) and is skipped with a notice
-//! otherwise. Everything listens on 127.0.0.1 on ports found free by binding
+//! HAProxy is provisioned by the test itself (`.ci/install-deps.sh`: the one
+//! on PATH or /usr/sbin, else Debian's package); without it the test fails,
+//! saying what to install. Everything listens on 127.0.0.1 on ports found free by binding
 //! port 0; every wait is bounded; every process is killed and reaped on drop.
 
 mod common;
@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::http::{ACCEPT_BOTH as ACCEPT, Http, IO, Response, SseParser, VERSION, Wait};
+use common::prom::Scrape;
 use common::relay::Relay;
 use common::{
     SHORT, StderrLines, call, call_with, collect_lines, echo_text, error_kind, free_port,
@@ -221,20 +222,14 @@ fn owner(relays: &[Relay], sid: &str) -> Option<usize> {
 // Metrics
 // ============================================================================
 
-struct Metrics(String);
+/// One `/metrics` scrape, read by a real Prometheus text-format parser
+/// (`common::prom`).
+struct Metrics(Scrape);
 
 impl Metrics {
+    /// The value of one exact series, e.g. `name{a="b"}`; 0 when absent.
     fn get(&self, series: &str) -> f64 {
-        self.0
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
+        self.0.series(series).unwrap_or(0.0)
     }
 
     fn sessions(&self, name: &str) -> u64 {
@@ -274,7 +269,7 @@ fn start_relay(name: &str) -> Relay {
 /// This file's view of a relay's `/metrics`.
 impl Relay {
     fn metrics(&self) -> Metrics {
-        Metrics(self.metrics_text())
+        Metrics(Scrape::parse(self.metrics_text()))
     }
 }
 
@@ -477,15 +472,6 @@ fn test_config(example: &str, port: u16, stats_port: u16, relays: &[u16]) -> Str
         "examples/deploy/haproxy.cfg layout changed"
     );
     out
-}
-
-/// HAProxy from PATH (or where Debian puts it). None: not installed.
-fn find_haproxy() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("haproxy"))
-        .find(|p| p.is_file())
 }
 
 /// Runs `f(i)` on `n` threads, propagating panics.
@@ -701,13 +687,12 @@ fn client_loop(port: u16, sessions: &mut [(Sess, bool)], traffic: &Traffic) {
 
 #[test]
 fn haproxy_sticky_sessions_and_relay_stop() {
-    let Some(bin) = find_haproxy() else {
-        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-            panic!("haproxy not found on PATH under CI (.ci/install-deps.sh installs it)");
-        }
-        eprintln!("NOTICE: haproxy not found on PATH; skipping tests/haproxy.rs");
-        return;
-    };
+    let bin = common::interop::deps().haproxy.clone();
+    assert!(
+        bin.exists(),
+        "haproxy not provisioned at {}: install haproxy",
+        bin.display()
+    );
 
     let names: Vec<String> = (1..=RELAYS).map(|i| format!("relay{i}")).collect();
     let relays: Vec<Relay> = names.iter().map(|n| start_relay(n)).collect();
@@ -1058,6 +1043,7 @@ fn haproxy_sticky_sessions_and_relay_stop() {
     let s = Sess::open(port, 6000).expect("initialize");
     get_stream_opens(port, &s.sid);
     legacy_roundtrip(port);
+    common::interop::ran("haproxy::haproxy_sticky_sessions_and_relay_stop");
 }
 
 /// A session's GET stream through HAProxy: its head arrives at once (nothing

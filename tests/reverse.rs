@@ -31,6 +31,7 @@ use common::http::{
     ACCEPT_BOTH, Http, IO, Response, Sse, SseEvent, SseNext, VERSION, Wait, mcp_headers, post,
     post_on,
 };
+use common::prom::Scrape;
 use common::relay::Relay;
 use common::{
     Proc, RELAY, SHORT, TempFile, call, call_with, children_of, echo_server, echo_text, error_kind,
@@ -148,15 +149,14 @@ fn fresh_call_ok(port: u16, sid: &str, text: &str) {
 // Metrics
 // ============================================================================
 
-struct Metrics(String);
+/// One `/metrics` scrape: its text, and the samples a real Prometheus
+/// text-format parser read from it (`common::prom`).
+struct Metrics(String, Scrape);
 
 impl Metrics {
     /// The value of one exact series, e.g. `name{a="b"}`.
     fn get(&self, series: &str) -> Option<f64> {
-        self.0.lines().find_map(|l| {
-            let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-            rest.trim().parse().ok()
-        })
+        self.1.series(series)
     }
 
     fn must(&self, series: &str) -> f64 {
@@ -183,12 +183,8 @@ impl Metrics {
 
     /// Sum over every `reason` of `mcp_relay_upstream_exited_total`.
     fn exited(&self) -> u64 {
-        let prefix = format!("mcp_relay_upstream_exited_total{{upstream=\"{NAME}\",");
-        self.0
-            .lines()
-            .filter(|l| l.starts_with(&prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        self.1
+            .sum("mcp_relay_upstream_exited_total", &[("upstream", NAME)]) as u64
     }
 
     fn waiting(&self) -> u64 {
@@ -215,7 +211,8 @@ fn start_relay(args: &[&str], server_args: &[&str]) -> Relay {
 /// This file's view of the relay's `/metrics`.
 impl Relay {
     fn metrics(&self) -> Metrics {
-        Metrics(self.metrics_text())
+        let text = self.metrics_text();
+        Metrics(text.clone(), Scrape::parse(text))
     }
 
     /// Polls /metrics until `pred` holds (panics after `timeout`).
@@ -312,10 +309,9 @@ fn reuse_shared_one_process() {
     assert_eq!(answered.load(Ordering::Relaxed), CALLS as u64);
 
     let m = relay.metrics();
-    assert!(
-        m.0.contains(&format!(
-            "mcp_relay_upstream_spawned_total{{upstream=\"{NAME}\"}} 1\n"
-        )),
+    assert_eq!(
+        m.spawned(),
+        1,
         "expected exactly one process spawned:\n{}",
         m.0
     );
@@ -1623,15 +1619,11 @@ const FAMILIES: &[(&str, &str)] = &[
 
 fn check_families(m: &Metrics) {
     for (name, kind) in FAMILIES {
-        assert!(
-            m.0.contains(&format!("# TYPE {name} {kind}\n")),
-            "no TYPE line for {name}:\n{}",
-            m.0
-        );
-        assert!(
-            m.0.contains(&format!("# HELP {name} ")),
-            "no HELP line for {name}"
-        );
+        let family =
+            m.1.family(name)
+                .unwrap_or_else(|| panic!("no family {name}:\n{}", m.0));
+        assert_eq!(family.kind, *kind, "type of {name}:\n{}", m.0);
+        assert!(!family.help.is_empty(), "no HELP for {name}:\n{}", m.0);
     }
     for state in ["starting", "idle", "leased", "closing"] {
         m.conns(state);
@@ -1647,7 +1639,8 @@ fn check_families(m: &Metrics) {
         m.0
     );
     assert!(
-        m.0.contains("mcp_relay_request_duration_seconds_bucket{le=\"+Inf\"} "),
+        m.get("mcp_relay_request_duration_seconds_bucket{le=\"+Inf\"}")
+            .is_some(),
         "{}",
         m.0
     );
@@ -1664,14 +1657,7 @@ fn check_families(m: &Metrics) {
         "{}",
         m.0
     );
-    // Every sample line parses as `name{labels} value`.
-    for l in m.0.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let value = l.rsplit(' ').next().unwrap();
-        assert!(
-            value.parse::<f64>().is_ok() || value == "+Inf",
-            "bad sample line {l:?}"
-        );
-    }
+    // Every sample line parsed: Scrape::parse rejected nothing.
 }
 
 /// Traffic that gives every family a sample: a call, a session ended (its
@@ -1698,9 +1684,48 @@ fn metrics_and_healthz() {
     exercise(relay.port);
     let m = relay.wait_metrics(SHORT, "the process exit counted", |m| m.exited() >= 1);
     check_families(&m);
-    assert!(relay.metrics().0.contains(&format!(
-        "mcp_relay_upstream_exited_total{{upstream=\"{NAME}\",reason=\"exit_0\"}} 1\n"
-    )),);
+    let m = relay.metrics();
+    assert_eq!(
+        m.get(&format!(
+            "mcp_relay_upstream_exited_total{{upstream=\"{NAME}\",reason=\"exit_0\"}}"
+        )),
+        Some(1.0),
+        "{}",
+        m.0
+    );
+}
+
+/// Issue 15: `/metrics` is checked by a real Prometheus text-format parser
+/// (`common::prom`), which rejects what Prometheus would reject, and reads
+/// label values with quotes and backslashes back as they were.
+#[test]
+fn metrics_are_read_by_a_real_prometheus_parser() {
+    for bad in [
+        "mcp_relay_x{a=\"b\" 1\n",
+        "mcp_relay_x one\n",
+        "# TYPE mcp_relay_x nonsense\nmcp_relay_x 1\n",
+    ] {
+        assert!(
+            Scrape::try_parse(bad.to_owned()).is_err(),
+            "the parser accepted {bad:?}"
+        );
+    }
+    let name = r#"we"ird\name"#;
+    let relay = Relay::reverse(name).echo_server(&[]).start();
+    let mut s = Session::open(relay.port);
+    s.call_ok("counted");
+    let m = Scrape::parse(relay.metrics_text());
+    assert_eq!(
+        m.value("mcp_relay_sessions", &[("upstream", name)]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.family("mcp_relay_requests_total")
+            .map(|f| f.kind.as_str()),
+        Some("counter")
+    );
 }
 
 #[test]
@@ -2696,13 +2721,16 @@ fn config_file_serves_each_upstream_on_its_route() {
     );
     // Metrics name every upstream.
     let mut h = Http::connect(port);
-    let m = h
-        .request("GET", "/metrics", &[("Connection", "close")], b"")
-        .text();
+    let m = Scrape::parse(
+        h.request("GET", "/metrics", &[("Connection", "close")], b"")
+            .text(),
+    );
     for name in ["plain", "pooled", "slow"] {
-        assert!(
-            m.contains(&format!("mcp_relay_sessions{{upstream=\"{name}\"}} 1")),
-            "{name} missing in:\n{m}"
+        assert_eq!(
+            m.value("mcp_relay_sessions", &[("upstream", name)]),
+            Some(1.0),
+            "{name} missing in:\n{}",
+            m.text
         );
     }
     drop(guard);

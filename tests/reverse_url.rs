@@ -1100,11 +1100,9 @@ fn failed_initialize_leaves_no_session() {
 
 /// `mcp_relay_sessions{upstream="fake"}` from /metrics.
 fn relay_sessions(relay: &Relay) -> u64 {
-    let text = relay.metrics_text();
-    let series = format!("mcp_relay_sessions{{upstream=\"{NAME}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}")) as u64
+    let m = common::prom::Scrape::parse(relay.metrics_text());
+    m.value("mcp_relay_sessions", &[("upstream", NAME)])
+        .unwrap_or_else(|| panic!("no mcp_relay_sessions in /metrics:\n{}", m.text)) as u64
 }
 
 // ============================================================================

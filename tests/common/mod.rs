@@ -10,6 +10,7 @@ pub mod fake;
 pub mod hostile;
 pub mod http;
 pub mod interop;
+pub mod prom;
 pub mod relay;
 
 use std::fs;
