@@ -41,13 +41,15 @@
 //! Targets are informational: a MISS never fails the run; only a broken run
 //! (a wrong or missing reply, a dying process) exits non-zero.
 //!
-//! Output: a table on stdout, `bench-results/<YYYY-MM-DD>-<commit>[-dirty]
-//! [-quick][-only].json` (figures with units and a regression direction, read by
-//! `examples/bench_compare.rs`), then the comparison with
-//! `bench-results/baseline.json` (or `BENCH_BASELINE`) when it exists.
+//! Output: a table on stdout, `target/bench-results/<YYYY-MM-DD>-<commit>
+//! [-dirty][-quick][-only].json` (figures with units and a regression
+//! direction, and every round's figures, read by `examples/bench_compare.rs`;
+//! not committed), then the comparison with the committed
+//! `benches/baseline.json` (or `BENCH_BASELINE`): each relay's ratios to the
+//! same run's direct baseline, flagged only beyond the spread between rounds.
 //!
 //! Knobs: `BENCH_SECS` (timed seconds per configuration; default 3, quick
-//! 1), `BENCH_ROUNDS` (default 3, quick 1), `BENCH_CLIENTS` (default 16),
+//! 1), `BENCH_ROUNDS` (default 3, quick 2), `BENCH_CLIENTS` (default 16),
 //! `BENCH_ONLY` (comma-separated id substrings: run only those, plus their
 //! baselines), `BENCH_STARTS` (start-up samples, default 20, quick 10).
 //! Without `--bench` on the command line (`cargo test --benches`) it runs a
@@ -114,7 +116,9 @@ impl Settings {
         let (secs, warmup_secs, idle_ms, rounds, clients, starts) = if smoke {
             (0.1, 0.05, 50, 1, 4, 3)
         } else if quick {
-            (1.0, 0.2, 100, 1, 16, 10)
+            // Two rounds: the comparison judges a change by the spread
+            // between rounds.
+            (1.0, 0.2, 100, 2, 16, 10)
         } else {
             (3.0, 0.5, 500, 3, 16, 20)
         };
@@ -1616,7 +1620,13 @@ fn run() -> Result<()> {
         println!("\nsmoke run: no JSON written (run via `cargo bench --bench suite`)");
         return Ok(());
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    // Results of a run are build output: under target/ (beside this bench's
+    // binary, target/<profile>/deps/suite-*), never committed.
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench-results");
     fs::create_dir_all(&dir)?;
     let name = format!(
         "{date}-{}{}{}{}.json",
@@ -1633,7 +1643,7 @@ fn run() -> Result<()> {
     // ---- comparison with the baseline ----
     let baseline = std::env::var_os("BENCH_BASELINE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("baseline.json"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/baseline.json"));
     if baseline.exists() {
         println!();
         match bench_compare::compare_files(&baseline, &path) {
