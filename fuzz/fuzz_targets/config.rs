@@ -5,8 +5,9 @@
 //! Checks: no panic (including arithmetic overflow: fuzz builds keep debug
 //! assertions) on any text; an accepted file has at least one upstream, each
 //! on `/mcp/NAME` with exactly one of command and url, at least one
-//! connection, `min_idle <= max_connections`, and a restart delay range
-//! that is not empty.
+//! connection, `min_idle <= max_connections`, a restart delay range that is
+//! not empty, and `env` only on command upstreams (also from a host's
+//! `mcpServers` object).
 #![no_main]
 
 use std::path::Path;
@@ -55,6 +56,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             up.command.is_empty() != up.http.is_none(),
             "command xor url"
+        );
+        assert!(
+            up.command.env.is_empty() || up.http.is_none(),
+            "env on a url upstream"
         );
         assert!(up.max_connections >= 1);
         assert!(up.min_idle <= up.max_connections);
