@@ -100,16 +100,6 @@ fn describe(doc: &Value) -> String {
     )
 }
 
-fn fmt_value(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 /// The smallest tolerance, in percent: three rounds can agree by chance
 /// more closely than runs ever do.
 pub const MIN_TOLERANCE_PCT: f64 = 2.0;

@@ -262,7 +262,7 @@ fn upstream(
             }
             crate::upstream::url::Url::parse(url).map_err(|e| format!("{at}.url: {e}"))?;
             cfg.command = ServerCommand::default();
-            let mut h = http_defaults(&defaults, url);
+            let mut h = http_defaults(defaults, url);
             apply_http(&mut h, top, "", dir)?;
             apply_http(&mut h, obj, &format!("{at}."), dir)?;
             h.max_connections = cfg.max_connections;
