@@ -6,22 +6,109 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::Duration;
 
 use serde_json::Value;
 
-/// Runs the parser on stdin; prints one JSON array of families.
+/// The parser as a server: one JSON string (a scrape) per line in, one
+/// JSON line out, `{"ok": [families]}` or `{"err": "why"}`. One process per
+/// test binary, so a scrape costs milliseconds, not an interpreter start.
 const PARSER: &str = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
-out = []
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    out.append({"name": fam.name, "type": fam.type, "help": fam.documentation,
-                "samples": [{"name": s.name, "labels": s.labels, "value": repr(s.value)}
-                            for s in fam.samples]})
-json.dump(out, sys.stdout)
+for line in sys.stdin:
+    try:
+        out = []
+        for fam in text_string_to_metric_families(json.loads(line)):
+            out.append({"name": fam.name, "type": fam.type, "help": fam.documentation,
+                        "samples": [{"name": s.name, "labels": s.labels, "value": repr(s.value)}
+                                    for s in fam.samples]})
+        resp = {"ok": out}
+    except Exception as e:
+        resp = {"err": "%s: %s" % (type(e).__name__, e)}
+    sys.stdout.write(json.dumps(resp) + "\n")
+    sys.stdout.flush()
 "#;
+
+/// How long one scrape may take to parse.
+const PARSE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The running parser: its stdin, and its stdout's lines.
+struct Parser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Parser {
+    fn start() -> Result<Parser, String> {
+        let python = &super::interop::deps().python;
+        let mut child = Command::new(python)
+            .args(["-c", PARSER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Parser {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    fn parse(&mut self, text: &str) -> Result<Value, String> {
+        let mut req = serde_json::to_string(text).map_err(|e| e.to_string())?;
+        req.push('\n');
+        self.stdin
+            .write_all(req.as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("parser stdin: {e}"))?;
+        let line = self
+            .lines
+            .recv_timeout(PARSE_TIMEOUT)
+            .map_err(|e| format!("no answer from the parser within {PARSE_TIMEOUT:?}: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| format!("parser output is not JSON: {e}"))
+    }
+}
+
+impl Drop for Parser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One parser per test binary, shared by its test threads.
+fn parse_with_server(text: &str) -> Result<Value, String> {
+    static PARSER: Mutex<Option<Parser>> = Mutex::new(None);
+    let mut slot = PARSER.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        *slot = Some(Parser::start()?);
+    }
+    let result = slot
+        .as_mut()
+        .map_or(Err("no parser".into()), |p| p.parse(text));
+    if result.is_err() {
+        // A broken or stuck parser is replaced on the next scrape.
+        *slot = None;
+    }
+    result
+}
 
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -57,30 +144,14 @@ impl Scrape {
     }
 
     pub fn try_parse(text: String) -> Result<Scrape, String> {
-        let python = &super::interop::deps().python;
-        let mut child = Command::new(python)
-            .args(["-c", PARSER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let input = text.clone();
-        // Written on a thread so a large scrape cannot deadlock the pipes.
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(input.as_bytes());
-        });
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let _ = writer.join();
-        if !out.status.success() {
+        let resp = parse_with_server(&text)?;
+        if let Some(e) = resp.get("err") {
             return Err(format!(
                 "the Prometheus text-format parser rejects /metrics: {}\n--- /metrics ---\n{text}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                e.as_str().unwrap_or_default()
             ));
         }
-        let doc: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("parser output is not JSON: {e}"))?;
+        let doc = resp.get("ok").cloned().unwrap_or(Value::Null);
         let families = doc
             .as_array()
             .ok_or("parser output is not an array")?
