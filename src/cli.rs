@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use getopts::Options;
 
-use crate::logging::{self, Format};
 use crate::io::child::ServerCommand;
+use crate::logging::{self, Format};
 
 mod conventions;
 use conventions::{DURATION_UNITS, Mode, parse_options};
