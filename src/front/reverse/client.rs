@@ -431,6 +431,9 @@ impl Reverse {
                 }
             }
         }
+        if self.client_gone(tok) {
+            return;
+        }
         self.client_rearm(tok);
     }
 

@@ -15,7 +15,7 @@
 //!
 //! Handlers record what happened and return; the end of the turn (`settle`)
 //! drives queued clients, ends answered stateless sessions, reclaims idle
-//! sessions for sessions waiting on a full pool (`session::reclaim_sessions`),
+//! sessions for sessions waiting on a full pool (`ending::reclaim_sessions`),
 //! writes output and moves the shutdown on.
 //!
 //! Files, by job:
@@ -25,7 +25,8 @@
 //! | `mod.rs` | the types, start-up, event/signal/timer dispatch, shutdown, metrics |
 //! | `client.rs` | client connections: accept, read, parse, respond, their lifecycle |
 //! | `routes.rs` | HTTP routing and the MCP endpoints (POST, GET, DELETE, stateless, legacy) |
-//! | `session.rs` | sessions: create, lease, bind, requests in flight, timeouts, reclaim, end |
+//! | `session.rs` | sessions: create, lease, bind, requests in flight, timeouts |
+//! | `ending.rs` | how sessions end: idle, client gone, reclaim, `end_session` |
 //! | `deliver.rs` | upstream messages to clients: replies, progress, streams |
 //! | `proc.rs` | server processes: pool actions, pipes, lifecycle, reaping |
 //! | `http/` | HTTP upstreams (`--url`): upstream sessions (`phase.rs`: their lifecycle), GET streams, DELETE |
@@ -39,6 +40,7 @@
 
 mod client;
 mod deliver;
+mod ending;
 mod http;
 mod proc;
 mod routes;
@@ -66,6 +68,7 @@ use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
 use crate::mcp::shared::{Down, Mux, Up};
 use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
 use crate::policy::backoff::Rng;
+use crate::policy::ratelog::RateLog as LineBudget;
 use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader};
 use crate::proto::http1::{self, Event, Limits, Request, RequestParser};
@@ -135,7 +138,7 @@ struct Upstream {
     /// waiting sessions are told why at once.
     spawn_error: Option<String>,
     /// When a starved waiter's reclaim is next looked at, if a session will
-    /// be idle long enough then (`session::reclaim_sessions`).
+    /// be idle long enough then (`ending::reclaim_sessions`).
     reclaim_timer: Option<(Instant, TimerId)>,
 }
 
@@ -304,6 +307,9 @@ struct Reverse {
     logs: LogLimits,
     /// The relay's own lifecycle: serving → draining → grace → final → exit.
     shutdown: Shutdown,
+    /// Budget of the debug lines about dropped messages and departed
+    /// clients (`deliver::dropped`, `session::client_gone`).
+    drop_log: LineBudget,
 }
 
 /// Binds the listeners and serves until shutdown; returns the exit status.
@@ -457,6 +463,7 @@ impl Reverse {
             metrics,
             work: Work::default(),
             logs: LogLimits::default(),
+            drop_log: LineBudget::default(),
             shutdown,
         })
     }

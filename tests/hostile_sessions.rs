@@ -1,0 +1,270 @@
+//! Issue 11 ("Isolation and bounds"), the session classes: hostile clients
+//! and hostile stdio servers (`examples/echo_server.rs` switches) against a
+//! real relay, in the modes where each defect lived.
+//!
+//! - class 7, ghost sessions: waiters whose clients left leave the queue;
+//! - class 8, a closed 2026-07-28 request is cancelled upstream and its
+//!   process released at once.
+//!
+//! Every read has a deadline and every loop is bounded; the relay and its
+//! servers are reaped by `Relay`'s Drop.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::http::{ACCEPT_BOTH, Http, IO, Response, VERSION, mcp_headers, post};
+use common::relay::Relay;
+use common::{TempFile, call_with, initialize, initialized, rss_kib};
+
+const NAME: &str = "echo";
+
+fn start(args: &[&str], server_args: &[&str]) -> Relay {
+    Relay::reverse(NAME)
+        .args(args)
+        .echo_server(server_args)
+        .start()
+}
+
+/// A session on its own keep-alive connection.
+struct Session {
+    http: Http,
+    sid: String,
+}
+
+impl Session {
+    fn open(port: u16) -> Session {
+        Session::try_open(port, IO).unwrap_or_else(|e| panic!("initialize: {e}"))
+    }
+
+    fn try_open(port: u16, timeout: Duration) -> Result<Session, String> {
+        let mut http = Http::connect(port);
+        let body = serde_json::to_vec(&initialize(json!(0))).expect("json");
+        let resp = http
+            .try_request("POST", "/mcp", &mcp_headers(None), &body, timeout)
+            .map_err(|e| format!("initialize: no response within {timeout:?} ({e:?})"))?;
+        if resp.status() != 200 {
+            return Err(format!("initialize: {resp:?}"));
+        }
+        let sid = resp
+            .header("mcp-session-id")
+            .ok_or_else(|| format!("no Mcp-Session-Id: {resp:?}"))?
+            .to_string();
+        let mut s = Session { http, sid };
+        let ack = s.post(&initialized());
+        assert_eq!(ack.status(), 202, "notifications/initialized: {ack:?}");
+        Ok(s)
+    }
+
+    fn post(&mut self, msg: &Value) -> Response {
+        post(&mut self.http, Some(&self.sid), msg)
+    }
+
+    fn delete(&mut self) {
+        let r = self.http.request(
+            "DELETE",
+            "/mcp",
+            &[
+                ("Mcp-Session-Id", &self.sid),
+                ("MCP-Protocol-Version", VERSION),
+            ],
+            b"",
+        );
+        assert_eq!(r.status(), 200, "DELETE: {r:?}");
+    }
+}
+
+/// The value of one exact series of the relay's `/metrics`.
+fn metric(relay: &Relay, series: &str) -> f64 {
+    relay
+        .metrics_text()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn rss(relay: &Relay) -> (u64, u64) {
+    rss_kib(relay.pid as u32).expect("relay alive")
+}
+
+/// Headers of a 2026-07-28 stateless `tools/call` of `echo`.
+fn stateless_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Content-Type", "application/json"),
+        ("Accept", ACCEPT_BOTH),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "echo"),
+    ]
+}
+
+// ============================================================================
+// Class 7: ghost sessions
+// ============================================================================
+
+/// Session mode, one process. Forty clients POST `initialize` while the
+/// process is taken and leave (close their connection) while queued. When
+/// the process frees up, a real client queued behind them must get it at
+/// once. Before the fix the waiters stayed queued, the freed process went to
+/// the first ghost (which then held it for --session-idle-timeout), and the
+/// real client waited out its queue timeout.
+#[test]
+fn class7_ghost_waiters_leave_the_queue() {
+    const GHOSTS: usize = 40;
+    let relay = start(
+        &[
+            "--max-connections",
+            "1",
+            "--max-waiting",
+            "64",
+            "--queue-timeout",
+            "20s",
+            "--session-reclaim-age",
+            "never",
+        ],
+        &[],
+    );
+    let port = relay.port;
+    let mut holder = Session::open(port);
+    let before = rss(&relay);
+    let init = serde_json::to_vec(&initialize(json!("ghost"))).expect("json");
+    for _ in 0..GHOSTS {
+        let mut h = Http::connect(port);
+        h.send_request("POST", "/mcp", &mcp_headers(None), &init)
+            .expect("send");
+        // Give the relay time to queue it, then leave (FIN).
+        thread::sleep(Duration::from_millis(5));
+        drop(h);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let mut real = Http::connect(port);
+    real.send_request("POST", "/mcp", &mcp_headers(None), &init)
+        .expect("send");
+    thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    holder.delete();
+    let resp = real.read_response(t0 + Duration::from_secs(1));
+    let took = t0.elapsed();
+    let after = rss(&relay);
+    eprintln!(
+        "class 7: {GHOSTS} ghost waiters; RSS {} KiB before, {} KiB after (peak {} KiB); \
+         the real client's initialize answered after {took:?}",
+        before.0, after.0, after.1
+    );
+    let resp = resp.unwrap_or_else(|e| {
+        panic!(
+            "a real client queued behind {GHOSTS} departed ones was not served within 1 s \
+             of the process freeing up ({e:?})\n{}",
+            relay.stderr_tail(40)
+        )
+    });
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert!(resp.header("mcp-session-id").is_some(), "{resp:?}");
+    assert!(
+        after.0 < before.0 + 16 * 1024,
+        "RSS grew from {} to {} KiB",
+        before.0,
+        after.0
+    );
+    let gone = metric(&relay, "mcp_relay_requests_total{outcome=\"client_gone\"}");
+    assert!(gone >= GHOSTS as f64, "client_gone counted {gone} times");
+    let waiting = metric(
+        &relay,
+        &format!("mcp_relay_pool_waiting{{upstream=\"{NAME}\"}}"),
+    );
+    assert_eq!(waiting, 0.0, "nobody should be left waiting");
+}
+
+// ============================================================================
+// Class 8: stateless requests cancelled on close
+// ============================================================================
+
+/// Thirty 2026-07-28 requests that never get an answer, their connections
+/// closed by the clients: each one that reached a process is cancelled
+/// (`notifications/cancelled` seen by the server) and its process released
+/// at once, the others leave the queue, and a new session is served within
+/// a second. Before the fix the processes stayed leased until
+/// --response-timeout and every new session was locked out.
+#[test]
+fn class8_closed_stateless_requests_are_cancelled_and_released() {
+    const REQUESTS: usize = 30;
+    let log = TempFile::new("class8", "server-log");
+    let relay = start(
+        &[
+            "--max-connections",
+            "2",
+            "--max-waiting",
+            "64",
+            "--queue-timeout",
+            "20s",
+            "--response-timeout",
+            "120s",
+        ],
+        &["--log", log.path_str()],
+    );
+    let port = relay.port;
+    let before = rss(&relay);
+    let mut conns = Vec::new();
+    for i in 0..REQUESTS {
+        let mut h = Http::connect(port);
+        let body = serde_json::to_vec(&call_with(
+            json!(format!("st-{i}")),
+            json!({"text": "never", "hang": true}),
+            None,
+        ))
+        .expect("json");
+        h.send_request("POST", "/mcp", &stateless_headers(), &body)
+            .expect("send");
+        conns.push(h);
+    }
+    log.wait_for(SHORT2, "two stateless calls reaching processes", |t| {
+        t.matches("\"tools/call\"").count() >= 2
+    });
+    drop(conns);
+    let t0 = Instant::now();
+    let fresh = Session::try_open(port, Duration::from_secs(1));
+    let took = t0.elapsed();
+    let after = rss(&relay);
+    eprintln!(
+        "class 8: {REQUESTS} closed stateless requests; RSS {} KiB before, {} KiB after \
+         (peak {} KiB); a new session answered after {took:?}",
+        before.0, after.0, after.1
+    );
+    if let Err(e) = fresh {
+        panic!(
+            "no new session within 1 s after {REQUESTS} stateless requests were closed: {e}\n{}",
+            relay.stderr_tail(40)
+        );
+    }
+    // Each call a server saw was cancelled by its id.
+    let text = log.wait_for(SHORT2, "the cancellations", |t| {
+        let calls = t.matches("\"tools/call\"").count();
+        calls >= 2 && t.matches("notifications/cancelled").count() >= calls
+    });
+    for l in text.lines().filter(|l| l.contains("\"tools/call\"")) {
+        let v: Value = serde_json::from_str(l).expect("logged line is JSON");
+        let id = v["id"].to_string();
+        assert!(
+            text.lines().any(|c| c.contains("notifications/cancelled")
+                && c.contains(&format!("\"requestId\":{id}"))),
+            "call {id} was not cancelled:\n{text}"
+        );
+    }
+    assert!(
+        after.0 < before.0 + 16 * 1024,
+        "RSS grew from {} to {} KiB",
+        before.0,
+        after.0
+    );
+}
+
+const SHORT2: Duration = Duration::from_secs(5);
