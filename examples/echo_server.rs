@@ -35,6 +35,9 @@
 //!   that calls `setsid()` (leaving the server's process group and session),
 //!   points its stdio at /dev/null and sleeps forever; its pid is printed to
 //!   stderr as `echo-server: grandchild pid N`.
+//! - `--log-during-call`: before answering a `tools/call`, send a
+//!   `notifications/message` (level `info`) whose data carries the call's
+//!   `text` (a secret of the session that made the call; issue 11, class 9).
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -50,7 +53,8 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
-[--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--no-read] [--log-injection] [--setsid-grandchild]";
+[--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--no-read] [--log-injection] [--setsid-grandchild] \
+[--log-during-call]";
 
 #[derive(Default)]
 struct Opts {
@@ -68,6 +72,7 @@ struct Opts {
     no_read: bool,
     log_injection: bool,
     setsid_grandchild: bool,
+    log_during_call: bool,
 }
 
 fn usage() -> ! {
@@ -98,6 +103,7 @@ fn parse_args() -> Opts {
             "--no-read" => opts.no_read = true,
             "--log-injection" => opts.log_injection = true,
             "--setsid-grandchild" => opts.setsid_grandchild = true,
+            "--log-during-call" => opts.log_during_call = true,
             _ => usage(),
         }
     }
@@ -331,6 +337,13 @@ impl Server {
         let text = arg("text").and_then(Value::as_str).unwrap_or_default();
         let total = arg("progress").and_then(Value::as_u64).unwrap_or(0);
         let interval = arg("interval_ms").and_then(Value::as_u64).unwrap_or(0);
+        if self.opts.log_during_call {
+            self.send(&json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/message",
+                "params": {"level": "info", "logger": "echo", "data": format!("log of a call: {text}")},
+            }));
+        }
         if let Some(token) = msg.pointer("/params/_meta/progressToken") {
             for i in 1..=total {
                 sleep_ms(interval);

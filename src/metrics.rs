@@ -202,6 +202,8 @@ pub struct Metrics {
     request_duration: Histogram,
     /// Times a client connection stopped being read at its input cap.
     client_input_paused: u64,
+    /// Messages the relay refused to pass on, by reason (issue 11).
+    messages_dropped: Family<String>,
 }
 
 impl Default for Metrics {
@@ -224,6 +226,7 @@ impl Metrics {
             http_responses: Family::default(),
             request_duration: Histogram::new(bounds),
             client_input_paused: 0,
+            messages_dropped: Family::default(),
         }
     }
 
@@ -347,6 +350,17 @@ impl Metrics {
     pub fn http_response(&mut self, code: u16) {
         self.http_responses
             .add(|k| k.cmp(&code), || code, 1, usize::MAX);
+    }
+
+    /// A message was dropped instead of passed on; `reason` is one of the
+    /// relay's own (`unattributed_notification`, `cancel_not_in_flight`,
+    /// `batch_nested`, `batch_empty`, `batch_invalid_item`).
+    pub fn message_dropped(&mut self, reason: &str) {
+        self.messages_dropped.inc(reason);
+    }
+
+    pub fn messages_dropped(&self, reason: &str) -> u64 {
+        self.messages_dropped.count(reason)
     }
 
     pub fn spawned(&self, u: UpstreamId) -> u64 {
@@ -540,6 +554,21 @@ impl Metrics {
 
         header(
             out,
+            "mcp_relay_messages_dropped_total",
+            "counter",
+            "Messages dropped instead of passed on, by reason.",
+        );
+        for (reason, n) in &self.messages_dropped.entries {
+            sample(
+                out,
+                "mcp_relay_messages_dropped_total",
+                &[("reason", reason)],
+                *n,
+            );
+        }
+
+        header(
+            out,
             "mcp_relay_http_responses_total",
             "counter",
             "HTTP responses sent, by status code.",
@@ -699,6 +728,7 @@ mod tests {
         m.http_limit(ev, "read_paused", 3);
         m.http_limit(ev, "read_budget", 1);
         m.http_limit(ev, "get_refused", 0);
+        m.message_dropped("batch_nested");
         let gauges = [
             UpstreamGauges {
                 upstream: "everything",
@@ -767,6 +797,9 @@ mcp_relay_request_duration_seconds_count 3
 # HELP mcp_relay_timeouts_total Timeouts fired, by kind.
 # TYPE mcp_relay_timeouts_total counter
 mcp_relay_timeouts_total{kind="response_timeout"} 1
+# HELP mcp_relay_messages_dropped_total Messages dropped instead of passed on, by reason.
+# TYPE mcp_relay_messages_dropped_total counter
+mcp_relay_messages_dropped_total{reason="batch_nested"} 1
 # HELP mcp_relay_http_responses_total HTTP responses sent, by status code.
 # TYPE mcp_relay_http_responses_total counter
 mcp_relay_http_responses_total{code="200"} 2

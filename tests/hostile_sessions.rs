@@ -4,7 +4,11 @@
 //!
 //! - class 7, ghost sessions: waiters whose clients left leave the queue;
 //! - class 8, a closed 2026-07-28 request is cancelled upstream and its
-//!   process released at once.
+//!   process released at once;
+//! - class 9, shared pool: a log is delivered only to a session it can be
+//!   attributed to;
+//! - class 10, shared pool: no id of one session's namespace reaches the
+//!   server untranslated; request-shaped notifications are invalid.
 //!
 //! Every read has a deadline and every loop is bounded; the relay and its
 //! servers are reaped by `Relay`'s Drop.
@@ -16,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::http::{ACCEPT_BOTH, Http, IO, Response, VERSION, mcp_headers, post};
+use common::http::{ACCEPT_BOTH, Http, IO, Response, Sse, SseNext, VERSION, mcp_headers, post};
 use common::relay::Relay;
-use common::{TempFile, call_with, initialize, initialized, rss_kib};
+use common::{TempFile, call, call_with, echo_text, initialize, initialized, rss_kib};
 
 const NAME: &str = "echo";
 
@@ -61,6 +65,42 @@ impl Session {
 
     fn post(&mut self, msg: &Value) -> Response {
         post(&mut self.http, Some(&self.sid), msg)
+    }
+
+    /// POSTs raw bytes as the body.
+    fn post_raw(&mut self, body: &str) -> Response {
+        self.http.request(
+            "POST",
+            "/mcp",
+            &mcp_headers(Some(&self.sid)),
+            body.as_bytes(),
+        )
+    }
+
+    /// Sends a request on a new connection without waiting for the answer.
+    fn send_on_new(&self, port: u16, msg: &Value) -> Http {
+        let mut h = Http::connect(port);
+        let body = serde_json::to_vec(msg).expect("json");
+        h.send_request("POST", "/mcp", &mcp_headers(Some(&self.sid)), &body)
+            .expect("send");
+        h
+    }
+
+    fn get_stream(&self, port: u16) -> Sse {
+        let mut h = Http::connect(port);
+        h.send_request(
+            "GET",
+            "/mcp",
+            &[
+                ("Accept", "text/event-stream"),
+                ("Mcp-Session-Id", &self.sid),
+                ("MCP-Protocol-Version", VERSION),
+            ],
+            b"",
+        )
+        .expect("send GET");
+        let head = h.read_head(Instant::now() + IO).expect("GET stream head");
+        Sse::open(h, head)
     }
 
     fn delete(&mut self) {
@@ -268,3 +308,149 @@ fn class8_closed_stateless_requests_are_cancelled_and_released() {
 }
 
 const SHORT2: Duration = Duration::from_secs(5);
+
+// ============================================================================
+// Class 9: shared pool, logs only to their session
+// ============================================================================
+
+/// Shared mode, one process. While B has a call in flight and its GET
+/// stream open, A's call makes the server log A's secret. With two sessions
+/// in flight nobody can tell whose log it is: it must not reach B (before
+/// the fix it was broadcast to every session). It is dropped and counted.
+/// With A alone in flight, the log is A's and reaches A.
+#[test]
+fn class9_shared_logs_never_reach_another_session() {
+    let relay = start(
+        &["--pool", "shared", "--max-connections", "1"],
+        &["--log-during-call"],
+    );
+    let port = relay.port;
+    let mut a = Session::open(port);
+    let mut b = Session::open(port);
+    let mut stream = b.get_stream(port);
+    let hang = b.send_on_new(
+        port,
+        &call_with(json!("b-hang"), json!({"text": "b", "hang": true}), None),
+    );
+    thread::sleep(Duration::from_millis(200));
+    let resp = a.post(&call(json!(1), "secret-of-A-1"));
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    let reply = resp.rpc();
+    assert_eq!(echo_text(&reply), Some("secret-of-A-1"), "{reply}");
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match stream.next(left) {
+            SseNext::Event(ev) => assert!(
+                !ev.data.contains("secret-of-A"),
+                "A's log reached session B: {}",
+                ev.data
+            ),
+            SseNext::Timeout => break,
+            other => panic!("B's stream: {other:?}"),
+        }
+    }
+    let dropped = metric(
+        &relay,
+        "mcp_relay_messages_dropped_total{reason=\"unattributed_notification\"}",
+    );
+    assert!(
+        dropped >= 1.0,
+        "the unattributable log was not counted: {dropped}"
+    );
+    // B leaves; A alone in flight gets its own log.
+    drop(hang);
+    b.delete();
+    drop(stream);
+    let resp = a.post(&call(json!(2), "secret-of-A-2"));
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    let events = resp.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.data.contains("log of a call: secret-of-A-2")),
+        "A's own log did not reach A: {events:?}"
+    );
+}
+
+// ============================================================================
+// Class 10: shared pool, no raw upstream id
+// ============================================================================
+
+/// A `notifications/cancelled` with an `id` (request-shaped) is not a valid
+/// message: -32600, in every mode. Before the fix, shared mode sent it on
+/// with its `requestId` untranslated, naming another session's upstream id.
+/// A well-formed cancel naming a request that is not this session's is
+/// dropped and counted; the server never sees either.
+#[test]
+fn class10_foreign_request_ids_never_reach_the_server() {
+    for mode in ["shared", "session"] {
+        let log = TempFile::new("class10", mode);
+        let relay = start(
+            &["--pool", mode, "--max-connections", "2"],
+            &["--log", log.path_str()],
+        );
+        let port = relay.port;
+        let a = Session::open(port);
+        let _hang = a.send_on_new(
+            port,
+            &call_with(json!("a-hang"), json!({"text": "a", "hang": true}), None),
+        );
+        let text = log.wait_for(SHORT2, "A's call", |t| t.contains("\"tools/call\""));
+        let call_line = text
+            .lines()
+            .find(|l| l.contains("\"tools/call\""))
+            .expect("call line");
+        let upstream_id = serde_json::from_str::<Value>(call_line).expect("json")["id"].to_string();
+        let mut b = Session::open(port);
+        let shaped = format!(
+            r#"{{"jsonrpc":"2.0","id":77,"method":"notifications/cancelled","params":{{"requestId":{upstream_id}}}}}"#
+        );
+        let resp = b.post_raw(&shaped);
+        let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        assert_eq!(
+            v.pointer("/error/code"),
+            Some(&json!(-32600)),
+            "{mode}: a request-shaped notifications/cancelled must get -32600: {resp:?}"
+        );
+        // The same inside a batch (2025-03-26): -32600 for that element.
+        let mut old = Http::connect(port);
+        let mut init = initialize(json!(0));
+        init["params"]["protocolVersion"] = json!("2025-03-26");
+        let r = post(&mut old, None, &init);
+        let sid = r.header("mcp-session-id").expect("session id").to_string();
+        let batch = format!(r#"[{shaped},{{"jsonrpc":"2.0","id":5,"method":"ping"}}]"#);
+        let r = old.request("POST", "/mcp", &mcp_headers(Some(&sid)), batch.as_bytes());
+        let replies: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let arr = replies
+            .as_array()
+            .unwrap_or_else(|| panic!("{mode}: batch reply: {r:?}"));
+        assert!(
+            arr.iter()
+                .any(|v| v["id"] == json!(77) && v["error"]["code"] == json!(-32600)),
+            "{mode}: the request-shaped cancel in a batch: {replies}"
+        );
+        assert!(
+            arr.iter()
+                .any(|v| v["id"] == json!(5) && v["result"].is_object()),
+            "{replies}"
+        );
+        if mode == "shared" {
+            let note = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{upstream_id}}}}}"#
+            );
+            let resp = b.post_raw(&note);
+            assert_eq!(resp.status(), 202, "{resp:?}");
+            let n = metric(
+                &relay,
+                "mcp_relay_messages_dropped_total{reason=\"cancel_not_in_flight\"}",
+            );
+            assert!(n >= 1.0, "the foreign cancel was not counted: {n}");
+        }
+        thread::sleep(Duration::from_millis(300));
+        let text = log.read();
+        assert!(
+            !text.contains("notifications/cancelled"),
+            "{mode}: a cancel from B reached the server:\n{text}"
+        );
+    }
+}

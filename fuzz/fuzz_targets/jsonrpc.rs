@@ -99,9 +99,11 @@ fn check_envelope(env: &Envelope, text: &[u8], rng: &mut Rng) {
     let id_is_mcp = env.id.is_some_and(|i| {
         matches!(i.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
     });
+    // (And not a `notifications/` method: those are never requests.)
+    let notification = env.method().is_some_and(|m| m.starts_with("notifications/"));
     assert_eq!(
         kind == Kind::Request,
-        method_is_string && id_is_mcp && !env.is_response
+        method_is_string && id_is_mcp && !env.is_response && !notification
     );
     let Some(raw) = env.id else {
         return;

@@ -24,7 +24,7 @@ use std::fmt;
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use mcp_relay::mcp::shared::{Down, Mux, SessionKey, Up};
-use mcp_relay::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use mcp_relay::proto::jsonrpc::{self, Dropped, Envelope, Id, Kind, Message};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -181,6 +181,10 @@ struct Model {
     /// Server→client request id → the session it was routed to.
     server_requests: HashMap<Id, SessionKey>,
     last_upstream: i64,
+    /// A `resources/(un)subscribe` went through the mux (only raw lines can
+    /// make one): subscription routing is then not modelled, and the
+    /// outcomes it decides are checked for shape only.
+    subscribed: bool,
 }
 
 impl Model {
@@ -319,6 +323,13 @@ fn up(mux: &mut Mux, model: &mut Model, session: SessionKey, line: &[u8]) {
         Kind::Request => {
             let raw_id = env.id.expect("a request has an id");
             let id = Id::from_raw(raw_id);
+            if env.method_is("resources/subscribe") || env.method_is("resources/unsubscribe") {
+                model.subscribed = true;
+                if !matches!(got, Up::Send(_)) {
+                    assert!(matches!(got, Up::Answer(_) | Up::Reject(_)), "{got:?}");
+                    return;
+                }
+            }
             if model.find(session, &id).is_some() {
                 let Up::Reject(err) = got else {
                     panic!("duplicate id {id} in flight not refused: {got:?}");
@@ -370,6 +381,12 @@ fn up(mux: &mut Mux, model: &mut Model, session: SessionKey, line: &[u8]) {
                         assert_eq!(got, Up::Send(expected), "cancel not rewritten");
                         model.pending.remove(&n);
                     }
+                    // Naming nothing of its own in flight: dropped, counted.
+                    (Some(_), None) => assert_eq!(
+                        got,
+                        Up::Dropped(Dropped::CancelNotInFlight),
+                        "cancel of another's request"
+                    ),
                     _ => assert_eq!(got, Up::Drop, "cancel of nothing cancellable"),
                 }
             }
@@ -469,14 +486,22 @@ fn down_one(model: &mut Model, env: &Envelope, base: &[u8], got: Down) {
                         None => assert_eq!(got, Down::Drop),
                     }
                 }
-                m if m == "notifications/resources/updated"
-                    || (m.starts_with("notifications/") && m.ends_with("/list_changed")) =>
-                {
+                m if m.starts_with("notifications/") && m.ends_with("/list_changed") => {
                     assert_eq!(got, Down::Broadcast { msg: copy })
                 }
+                // Only to subscribers; with none, to nobody.
+                "notifications/resources/updated" if model.subscribed => assert!(
+                    matches!(got, Down::ToSessions { .. } | Down::Dropped(Dropped::Unattributed)),
+                    "{got:?}"
+                ),
+                "notifications/resources/updated" => {
+                    assert_eq!(got, Down::Dropped(Dropped::Unattributed))
+                }
+                // A log and the like: to the only session in flight, or to
+                // nobody (it may hold a session's secrets).
                 _ => match model.sole_session() {
                     Some(session) => assert_eq!(got, Down::ToSession { session, msg: copy }),
-                    None => assert_eq!(got, Down::Broadcast { msg: copy }),
+                    None => assert_eq!(got, Down::Dropped(Dropped::Unattributed)),
                 },
             }
         }
@@ -705,6 +730,18 @@ fn run(ops: Vec<Op>) {
                     .collect();
                 orphans.sort_by_cached_key(Id::to_json);
                 model.server_requests.retain(|_, owner| *owner != s);
+                // The relay's unsubscribes for URIs only this session kept
+                // come between the two (string ids, outside the upstream
+                // space).
+                let got: Vec<Vec<u8>> = got
+                    .into_iter()
+                    .filter(|m| {
+                        let unsub = single(m).method_is("resources/unsubscribe");
+                        assert!(!unsub || model.subscribed, "unsubscribe for nothing");
+                        assert!(!unsub || single(m).id().is_some_and(|i| matches!(i, Id::Str(_))));
+                        !unsub
+                    })
+                    .collect();
                 assert_eq!(
                     got.len(),
                     want_cancel.len() + orphans.len(),

@@ -101,9 +101,10 @@ pub enum Kind {
 
 impl<'a> Envelope<'a> {
     /// The message's JSON-RPC shape. A method must be a string; a request's
-    /// id a string or a number (MCP: never null); a response's id may be
-    /// null (an error about a request whose id could not be read). Anything
-    /// else is `Invalid`, answered -32600 and never forwarded.
+    /// id a string or a number (MCP: never null), and its method not a
+    /// `notifications/` one; a response's id may be null (an error about a
+    /// request whose id could not be read). Anything else is `Invalid`,
+    /// answered -32600 and never forwarded.
     pub fn kind(&self) -> Kind {
         let method_ok = self.method.map(|m| m.get().starts_with('"'));
         let id_ok = |null_ok: bool| {
@@ -112,8 +113,15 @@ impl<'a> Envelope<'a> {
                 matches!(t.first(), Some(b'"' | b'-' | b'0'..=b'9')) || (null_ok && t == b"null")
             })
         };
+        // MCP: `notifications/*` are notifications; one with an id is no
+        // request (issue 11, class 10: a request-shaped cancel would carry a
+        // `requestId` past the shared mux's translation).
+        let notification_method = || {
+            self.method()
+                .is_some_and(|m| m.starts_with("notifications/"))
+        };
         match (method_ok, self.id.is_some(), self.is_response) {
-            (Some(true), true, false) if id_ok(false) => Kind::Request,
+            (Some(true), true, false) if id_ok(false) && !notification_method() => Kind::Request,
             (Some(true), false, false) => Kind::Notification,
             (None, true, true) if id_ok(true) => Kind::Response,
             _ => Kind::Invalid,
@@ -188,6 +196,38 @@ pub fn peek(bytes: &[u8]) -> Result<Message<'_>, serde_json::Error> {
 /// Parses one element of a batch.
 pub fn peek_raw(raw: &RawValue) -> Option<Envelope<'_>> {
     serde_json::from_str::<Envelope>(raw.get()).ok()
+}
+
+/// Why the relay dropped a message instead of passing it on; counted in
+/// `mcp_relay_messages_dropped_total{reason}` and logged at debug, rate
+/// limited (issue 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Shared pool: a server notification that cannot be told to belong to
+    /// one session (class 9).
+    Unattributed,
+    /// Shared pool: a client's `notifications/cancelled` naming no request
+    /// of its own session in flight (class 10).
+    CancelNotInFlight,
+    /// A server's batch holding an array (class 13).
+    BatchNested,
+    /// A server's empty batch `[]` (class 13).
+    BatchEmpty,
+    /// A server's batch element that is no JSON-RPC object (class 13).
+    BatchInvalidItem,
+}
+
+impl Dropped {
+    /// The metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Dropped::Unattributed => "unattributed_notification",
+            Dropped::CancelNotInFlight => "cancel_not_in_flight",
+            Dropped::BatchNested => "batch_nested",
+            Dropped::BatchEmpty => "batch_empty",
+            Dropped::BatchInvalidItem => "batch_invalid_item",
+        }
+    }
 }
 
 impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
@@ -447,6 +487,34 @@ mod tests {
         ] {
             assert_eq!(kind(bad), Kind::Invalid, "{bad}");
         }
+    }
+
+    #[test]
+    fn notification_methods_with_an_id_are_invalid() {
+        let kind = |text: &str| match peek(text.as_bytes()) {
+            Ok(Message::Single(env)) => env.kind(),
+            _ => panic!("{text}"),
+        };
+        assert_eq!(
+            kind(
+                r#"{"jsonrpc":"2.0","id":7,"method":"notifications/cancelled","params":{"requestId":1}}"#
+            ),
+            Kind::Invalid
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":7,"method":"notifications\/message"}"#),
+            Kind::Invalid
+        );
+        assert_eq!(
+            kind(
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#
+            ),
+            Kind::Notification
+        );
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","id":7,"method":"notificationsX"}"#),
+            Kind::Request
+        );
     }
 
     #[test]

@@ -274,6 +274,26 @@ impl Reverse {
         }
     }
 
+    /// A message dropped instead of passed on: counted
+    /// (`mcp_relay_messages_dropped_total{reason}`) and logged at debug,
+    /// at most `ratelog::LINES_PER_SEC` lines a second with the number
+    /// suppressed in between.
+    pub(super) fn dropped(&mut self, u: usize, why: Dropped) {
+        self.metrics.message_dropped(why.reason());
+        if let Some(suppressed) = self.drop_log.allow(self.now) {
+            log::debug!(
+                "[{}] message dropped: {}{}",
+                self.ups[u].cfg.name,
+                why.reason(),
+                if suppressed > 0 {
+                    format!(" ({suppressed} similar lines suppressed)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
     /// The process replied to request `id` of session `skey`.
     pub(super) fn complete(&mut self, skey: SKey, id: &Id, msg: Vec<u8>) {
         let Some(req) = self.untrack(skey, id) else {

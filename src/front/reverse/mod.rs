@@ -72,7 +72,7 @@ use crate::policy::ratelog::RateLog as LineBudget;
 use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader};
 use crate::proto::http1::{self, Event, Limits, Request, RequestParser};
-use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use crate::proto::jsonrpc::{self, Dropped, Envelope, Id, Kind, Message};
 use crate::proto::sse;
 use crate::reactor::signals::Signals;
 use crate::reactor::turn::{self, Readiness};

@@ -380,8 +380,14 @@ impl Reverse {
                                 self.push_to_stream(*s, msg.clone());
                             }
                         }
+                        Down::ToSessions { sessions, msg } => {
+                            for s in sessions {
+                                self.push_to_stream(s, msg.clone());
+                            }
+                        }
                         Down::ToUpstream { msg } => self.write_proc(conn, &msg),
                         Down::Drop => {}
+                        Down::Dropped(why) => self.dropped(conn.up, why),
                     }
                 }
             }

@@ -280,7 +280,26 @@ impl Reverse {
                 let mut rejected = Vec::new();
                 let mut send: Vec<(&[u8], Envelope, Option<Id>)> = Vec::new();
                 for raw in &items {
-                    let Some(env) = jsonrpc::peek_raw(raw) else {
+                    // JSON-RPC: an element that is no valid message gets
+                    // -32600 in the batch reply, and goes nowhere (issue 11,
+                    // class 10).
+                    let env = jsonrpc::peek_raw(raw).filter(|e| e.kind() != Kind::Invalid);
+                    let Some(env) = env else {
+                        let id = jsonrpc::peek_raw(raw)
+                            .and_then(|e| e.id)
+                            .filter(|i| {
+                                matches!(
+                                    i.get().as_bytes().first(),
+                                    Some(b'"' | b'-' | b'0'..=b'9')
+                                )
+                            })
+                            .map(Id::from_raw);
+                        rejected.push(error_body(
+                            id.as_ref(),
+                            RelayError::InvalidRequest,
+                            "Invalid Request",
+                            &self.ups[up_of(skey)].cfg.name,
+                        ));
                         continue;
                     };
                     let request = match (env.kind(), env.id()) {
@@ -613,6 +632,17 @@ impl Reverse {
             }
             let Some(id) = env.id() else { return };
             self.lease_for(skey, body.to_vec(), id, ReplyTo::Stream);
+            return;
+        }
+        if env.kind() == Kind::Invalid {
+            // Never forwarded (issue 11, class 10).
+            let b = error_body(
+                None,
+                RelayError::InvalidRequest,
+                "Invalid Request",
+                &self.ups[up_of(skey)].cfg.name,
+            );
+            self.push_to_stream(skey, b);
             return;
         }
         if let (Kind::Request, Some(id)) = (env.kind(), env.id()) {

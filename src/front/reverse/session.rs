@@ -553,11 +553,12 @@ impl Reverse {
             ProcKind::Shared { mux, .. } => match mux.up_parsed(skey, line, env) {
                 Up::Send(bytes) => p.io.to_child.push_line(&bytes),
                 Up::Drop => {}
-                Up::Reject(err) => {
+                Up::Dropped(why) => self.dropped(up_of(skey), why),
+                Up::Reject(answer) | Up::Answer(answer) => {
                     if let Some(id) = request
                         && let Some(req) = self.untrack(skey, id)
                     {
-                        self.deliver(skey, req.route, id, err);
+                        self.deliver(skey, req.route, id, answer);
                     }
                 }
             },

@@ -10,8 +10,20 @@
 //!   swallowed (the relay sent its own).
 //! - **down** (process → client): replies get the client's id back and go to
 //!   the session that asked; progress goes to the session that owns the token;
-//!   server→client requests go to the one session with requests in flight;
+//!   server→client requests and request-scoped notifications (logs, …) go to
+//!   the one session with requests in flight, and when there is not exactly
+//!   one, nowhere (`Down::Dropped`: a log may carry one session's secrets);
+//!   `resources/updated` goes to the sessions that subscribed to its URI;
 //!   list-changed notifications go to every session.
+//!
+//! # Subscriptions
+//!
+//! The process holds one subscription per URI for every session, so the mux
+//! keeps who subscribed to what (at most [`MAX_SUBSCRIPTIONS`] pairs per
+//! process). A session's `resources/unsubscribe` reaches the server only
+//! when no other session keeps the URI (the relay answers it otherwise), and
+//! a session that ends takes its subscriptions with it: the relay sends the
+//! server `resources/unsubscribe` for each URI nobody keeps any more.
 //!
 //! # Ids
 //!
@@ -47,7 +59,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use crate::proto::errors::RelayError;
-use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use crate::proto::jsonrpc::{self, Dropped, Envelope, Id, Kind, Message};
 
 mod rewrite;
 
@@ -70,6 +82,11 @@ pub const SESSION_ENDED_CODE: i64 = -32000;
 /// `data.kind` of that error.
 pub const SESSION_ENDED_KIND: &str = "session_ended";
 
+/// Resource subscriptions one process holds for its sessions, counted per
+/// (URI, session) pair: a `resources/subscribe` beyond it is answered with a
+/// `queue_full` error and not sent.
+pub const MAX_SUBSCRIPTIONS: usize = 4096;
+
 /// What to do with a message from a client session.
 #[derive(Debug, PartialEq)]
 pub enum Up {
@@ -80,6 +97,12 @@ pub enum Up {
     Drop,
     /// Do not forward; answer the client with this JSON-RPC error instead.
     Reject(Vec<u8>),
+    /// Do not forward; answer the client with this result (a
+    /// `resources/unsubscribe` while other sessions keep the subscription).
+    Answer(Vec<u8>),
+    /// Swallow it, and count it: it named something not this session's (a
+    /// cancel for a request it has not in flight).
+    Dropped(Dropped),
 }
 
 /// Where a message from the process goes.
@@ -96,10 +119,18 @@ pub enum Down {
     ToSession { session: SessionKey, msg: Vec<u8> },
     /// To every session on this process.
     Broadcast { msg: Vec<u8> },
+    /// To these sessions (those subscribed to the resource updated).
+    ToSessions {
+        sessions: Vec<SessionKey>,
+        msg: Vec<u8>,
+    },
     /// Back to the process: the relay answers it (ping, unroutable request).
     ToUpstream { msg: Vec<u8> },
     /// Nowhere: a late reply, unknown progress, or not a JSON-RPC message.
     Drop,
+    /// Nowhere, counted: a notification no one session can be told to own,
+    /// or a batch element that is no message.
+    Dropped(Dropped),
 }
 
 /// A client request in flight, keyed by its upstream id.
@@ -127,6 +158,21 @@ pub struct Mux {
     sessions: HashMap<SessionKey, HashMap<Id, i64>>,
     /// Server→client request id → the session it was routed to.
     server_requests: HashMap<Id, SessionKey>,
+    /// Who subscribed to which resource (boxed: rarely used, and it keeps
+    /// the mux small).
+    subs: Box<Subscriptions>,
+}
+
+/// Resource subscriptions of the sessions on one process.
+#[derive(Default)]
+struct Subscriptions {
+    /// Resource URI → the sessions subscribed to it (the server holds one
+    /// subscription per URI for all of them).
+    by_uri: HashMap<Box<str>, Vec<SessionKey>>,
+    /// (URI, session) pairs in `by_uri`, capped at [`MAX_SUBSCRIPTIONS`].
+    count: usize,
+    /// Numbers the relay's own `resources/unsubscribe` ids.
+    next_unsub: u64,
 }
 
 impl Default for Mux {
@@ -142,6 +188,7 @@ impl Mux {
             pending: HashMap::new(),
             sessions: HashMap::new(),
             server_requests: HashMap::new(),
+            subs: Box::default(),
         }
     }
 
@@ -194,6 +241,9 @@ impl Mux {
                 "Invalid Request: a request with this id is already in flight",
             ));
         }
+        if let Some(done) = self.subscription(session, env, &id, raw_id.get()) {
+            return done;
+        }
         let token = env.params.and_then(progress_token_in_request);
         let n = self.fresh_id();
         let upstream = n.to_string();
@@ -223,6 +273,55 @@ impl Mux {
         Up::Send(msg)
     }
 
+    /// `resources/subscribe` and `resources/unsubscribe`: the process holds
+    /// one subscription per URI for every session, so the mux keeps who
+    /// asked. `Some` answers the request here: a subscribe over
+    /// [`MAX_SUBSCRIPTIONS`], or an unsubscribe while other sessions keep
+    /// the URI (sending it would end theirs). `None`: send it on.
+    fn subscription(
+        &mut self,
+        session: SessionKey,
+        env: &Envelope,
+        id: &Id,
+        id_text: &str,
+    ) -> Option<Up> {
+        let subscribe = env.method_is("resources/subscribe");
+        if !subscribe && !env.method_is("resources/unsubscribe") {
+            return None;
+        }
+        let uri: Box<str> = env.param_str("uri")?.into();
+        let list = self.subs.by_uri.entry(uri.clone()).or_default();
+        let has = list.contains(&session);
+        if subscribe {
+            if !has {
+                if self.subs.count >= MAX_SUBSCRIPTIONS {
+                    if list.is_empty() {
+                        self.subs.by_uri.remove(&uri);
+                    }
+                    return Some(Up::Reject(relay_error(
+                        Some(id),
+                        RelayError::QueueFull,
+                        "mcp-relay: too many resource subscriptions on this server process",
+                    )));
+                }
+                list.push(session);
+                self.subs.count += 1;
+            }
+            return None;
+        }
+        if has {
+            list.retain(|s| *s != session);
+            self.subs.count -= 1;
+        }
+        if list.is_empty() {
+            self.subs.by_uri.remove(&uri);
+            return None;
+        }
+        Some(Up::Answer(
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":{id_text},\"result\":{{}}}}").into_bytes(),
+        ))
+    }
+
     fn up_notification(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
         match env.method().as_deref() {
             // The relay sent its own when it initialized the process.
@@ -240,8 +339,9 @@ impl Mux {
         };
         let id = Id::from_raw(raw);
         let Some(&n) = self.sessions.get(&session).and_then(|reqs| reqs.get(&id)) else {
-            // Already answered (or never sent): nothing to cancel upstream.
-            return Up::Drop;
+            // Not one of this session's requests in flight (answered already,
+            // or never its own): nothing of it may reach the server.
+            return Up::Dropped(Dropped::CancelNotInFlight);
         };
         if !self.pending.get(&n).is_some_and(|p| p.cancellable) {
             // MCP: `initialize` cannot be cancelled; its reply still comes.
@@ -357,21 +457,33 @@ impl Mux {
                 }
             }
             // Every session sees the same tools, prompts and resources.
-            // (Resource subscriptions are per process in shared mode, so
-            // `resources/updated` goes to everyone too.)
-            m if m == "notifications/resources/updated"
-                || (m.starts_with("notifications/") && m.ends_with("/list_changed")) =>
-            {
+            m if m.starts_with("notifications/") && m.ends_with("/list_changed") => {
                 Down::Broadcast { msg: base.to_vec() }
             }
-            // Logging and anything else: most likely about the request in
-            // flight, if there is exactly one session with any.
+            // To the sessions that subscribed to that URI, and no other.
+            "notifications/resources/updated" => {
+                let subscribed = env
+                    .param_str("uri")
+                    .and_then(|uri| self.subs.by_uri.get(uri.as_str()))
+                    .filter(|list| !list.is_empty());
+                match subscribed {
+                    Some(list) => Down::ToSessions {
+                        sessions: list.clone(),
+                        msg: base.to_vec(),
+                    },
+                    None => Down::Dropped(Dropped::Unattributed),
+                }
+            }
+            // Logging and anything else: about the request in flight, if
+            // exactly one session has any. Otherwise nobody can tell whose it
+            // is, and a log may hold one session's secrets: it goes to no one
+            // (issue 11, class 9).
             _ => match self.sole_session() {
                 Some(session) => Down::ToSession {
                     session,
                     msg: base.to_vec(),
                 },
-                None => Down::Broadcast { msg: base.to_vec() },
+                None => Down::Dropped(Dropped::Unattributed),
             },
         }
     }
@@ -443,7 +555,8 @@ impl Mux {
 
     /// The session ended: forgets its state and returns what to send the
     /// process, in order: `notifications/cancelled` for each of its in-flight
-    /// requests (except `initialize`), then an error reply
+    /// requests (except `initialize`), `resources/unsubscribe` for each URI
+    /// only it was subscribed to, then an error reply
     /// ([`SESSION_ENDED_CODE`]) to each server→client request it had not
     /// answered, so the server does not wait forever.
     pub fn end_session(&mut self, session: SessionKey) -> Vec<Vec<u8>> {
@@ -459,6 +572,35 @@ impl Mux {
                     ));
                 }
             }
+        }
+        // Subscriptions nobody else keeps end at the server too.
+        let mut unsubscribe: Vec<Box<str>> = Vec::new();
+        let subs = &mut *self.subs;
+        subs.by_uri.retain(|uri, list| {
+            let before = list.len();
+            list.retain(|s| *s != session);
+            subs.count -= before - list.len();
+            if list.is_empty() && before > 0 {
+                unsubscribe.push(uri.clone());
+            }
+            !list.is_empty()
+        });
+        unsubscribe.sort();
+        for uri in unsubscribe {
+            subs.next_unsub += 1;
+            let n = subs.next_unsub;
+            // A string id, outside the upstream id space: its reply is
+            // dropped by `down` as one to no request.
+            out.push(
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": format!("mcp-relay-unsubscribe-{n}"),
+                    "method": "resources/unsubscribe",
+                    "params": {"uri": &*uri},
+                })
+                .to_string()
+                .into_bytes(),
+            );
         }
         let mut orphans: Vec<Id> = self
             .server_requests
@@ -487,6 +629,7 @@ impl Mux {
         all.sort_unstable_by_key(|(n, _)| *n);
         self.sessions.clear();
         self.server_requests.clear();
+        *self.subs = Subscriptions::default();
         all.into_iter().map(|(_, p)| (p.session, p.id)).collect()
     }
 

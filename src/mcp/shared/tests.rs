@@ -213,8 +213,9 @@ fn client_cancel_is_rewritten_and_the_late_reply_dropped() {
     assert_eq!(m.in_flight_for(1), 1);
     let late = format!(r#"{{"jsonrpc":"2.0","id":{n},"result":{{}}}}"#);
     assert_eq!(one(m.down(late.as_bytes())), Down::Drop);
-    // Cancelling again, or something never sent: nothing goes upstream.
-    assert_eq!(m.up(2, cancel), Up::Drop);
+    // Cancelling again, or something never sent: nothing goes upstream,
+    // and it is counted.
+    assert_eq!(m.up(2, cancel), Up::Dropped(Dropped::CancelNotInFlight));
 }
 
 #[test]
@@ -323,17 +324,17 @@ fn server_ping_is_answered_by_the_relay() {
 }
 
 #[test]
-fn list_changed_is_broadcast_and_logging_follows_the_busy_session() {
+fn list_changed_is_broadcast_and_logging_follows_the_only_busy_session() {
     let mut m = Mux::new();
     for line in [
         &br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#[..],
         br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
-        br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"f"}}"#,
     ] {
         assert_eq!(one(m.down(line)), Down::Broadcast { msg: line.to_vec() });
     }
+    // Nobody in flight: a log belongs to no one, and goes to no one.
     let log = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hi"}}"#;
-    assert_eq!(one(m.down(log)), Down::Broadcast { msg: log.to_vec() });
+    assert_eq!(one(m.down(log)), Down::Dropped(Dropped::Unattributed));
     sent(m.up(4, br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#));
     assert_eq!(
         one(m.down(log)),
@@ -342,8 +343,9 @@ fn list_changed_is_broadcast_and_logging_follows_the_busy_session() {
             msg: log.to_vec()
         }
     );
+    // Two sessions in flight: it could be either's (issue 11, class 9).
     sent(m.up(5, br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#));
-    assert_eq!(one(m.down(log)), Down::Broadcast { msg: log.to_vec() });
+    assert_eq!(one(m.down(log)), Down::Dropped(Dropped::Unattributed));
 }
 
 #[test]
@@ -449,6 +451,81 @@ fn batch_of_responses_yields_one_down_each() {
 }
 
 #[test]
+fn resource_updates_go_to_their_subscribers_only() {
+    let mut m = Mux::new();
+    let sub = |id: u32, uri: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/subscribe","params":{{"uri":"{uri}"}}}}"#
+        )
+    };
+    let unsub = |id: u32, uri: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/unsubscribe","params":{{"uri":"{uri}"}}}}"#
+        )
+    };
+    let updated = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}}"#;
+    // Nobody subscribed: nobody gets it.
+    assert_eq!(one(m.down(updated)), Down::Dropped(Dropped::Unattributed));
+    let a = upstream_id(&sent(m.up(1, sub(1, "file:///a").as_bytes())));
+    let b = upstream_id(&sent(m.up(2, sub(1, "file:///a").as_bytes())));
+    sent(m.up(3, sub(1, "file:///other").as_bytes()));
+    for n in [a, b] {
+        m.down(format!(r#"{{"jsonrpc":"2.0","id":{n},"result":{{}}}}"#).as_bytes());
+    }
+    assert_eq!(
+        one(m.down(updated)),
+        Down::ToSessions {
+            sessions: vec![1, 2],
+            msg: updated.to_vec()
+        }
+    );
+    // Session 1 unsubscribes while 2 keeps the URI: answered here, not sent
+    // (it would end 2's subscription at the server).
+    let Up::Answer(ok) = m.up(1, unsub(2, "file:///a").as_bytes()) else {
+        panic!("the unsubscribe should be answered by the relay")
+    };
+    assert_eq!(json(&ok)["id"], 2);
+    assert!(json(&ok)["result"].is_object());
+    assert_eq!(
+        one(m.down(updated)),
+        Down::ToSessions {
+            sessions: vec![2],
+            msg: updated.to_vec()
+        }
+    );
+    // The last subscriber's session ends: the relay unsubscribes for it.
+    let out = m.end_session(2);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let v = json(&out[0]);
+    assert_eq!(v["method"], "resources/unsubscribe");
+    assert_eq!(v["params"]["uri"], "file:///a");
+    assert!(v["id"].is_string(), "outside the upstream id space: {v}");
+    assert_eq!(one(m.down(updated)), Down::Dropped(Dropped::Unattributed));
+    // The last subscriber's own unsubscribe goes to the server.
+    sent(m.up(3, unsub(2, "file:///other").as_bytes()));
+}
+
+#[test]
+fn subscriptions_are_capped_per_process() {
+    let mut m = Mux::new();
+    for i in 0..MAX_SUBSCRIPTIONS {
+        let s = format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"resources/subscribe","params":{{"uri":"u{i}"}}}}"#
+        );
+        let n = upstream_id(&sent(m.up(1, s.as_bytes())));
+        m.down(format!(r#"{{"jsonrpc":"2.0","id":{n},"result":{{}}}}"#).as_bytes());
+    }
+    let over = br#"{"jsonrpc":"2.0","id":"over","method":"resources/subscribe","params":{"uri":"one-more"}}"#;
+    let Up::Reject(e) = m.up(2, over) else {
+        panic!("over the cap")
+    };
+    assert_eq!(json(&e)["error"]["data"]["kind"], "queue_full");
+    // Ending the session frees them all.
+    assert_eq!(m.end_session(1).len(), MAX_SUBSCRIPTIONS);
+    sent(m.up(2, over));
+}
+
+#[test]
 fn malformed_input_is_rejected_or_dropped() {
     let mut m = Mux::new();
     let Up::Reject(e) = m.up(1, b"{not json") else {
@@ -500,4 +577,30 @@ fn mixed_workload_leaves_no_state_behind() {
     sent(m.up(5, br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#));
     m.fail_all();
     assert_empty(&m);
+}
+
+#[test]
+fn a_request_shaped_cancel_is_invalid_and_names_nothing_upstream() {
+    let mut m = Mux::new();
+    let n = upstream_id(&sent(
+        m.up(1, br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#),
+    ));
+    // Session 2 names session 1's upstream id in a request-shaped cancel.
+    let shaped = format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"notifications/cancelled","params":{{"requestId":{n}}}}}"#
+    );
+    let Up::Reject(e) = m.up(2, shaped.as_bytes()) else {
+        panic!("a request-shaped cancel must be rejected")
+    };
+    assert_eq!(json(&e)["error"]["code"], -32600);
+    assert_eq!(json(&e)["id"], 7);
+    // And as a notification, it is not session 2's to cancel.
+    let note = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{n}}}}}"#
+    );
+    assert_eq!(
+        m.up(2, note.as_bytes()),
+        Up::Dropped(Dropped::CancelNotInFlight)
+    );
+    assert_eq!(m.in_flight_for(1), 1);
 }
