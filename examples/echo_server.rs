@@ -38,6 +38,11 @@
 //! - `--log-during-call`: before answering a `tools/call`, send a
 //!   `notifications/message` (level `info`) whose data carries the call's
 //!   `text` (a secret of the session that made the call; issue 11, class 9).
+//! - `--respell-ids`: write every numeric reply id as the f64 it parses to
+//!   (`1e0` → `1.0`, `-0` → `-0.0`, 2^64 → `1.8446744073709552e19`), as a
+//!   server that re-serialises ids would (issue 11, class 13).
+//! - `--nested-batch`: send an empty batch `[]`, then every `tools/call`
+//!   reply wrapped in a nested batch `[[reply]]` (issue 11, class 13).
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -54,7 +59,7 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
 [--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--no-read] [--log-injection] [--setsid-grandchild] \
-[--log-during-call]";
+[--log-during-call] [--respell-ids] [--nested-batch]";
 
 #[derive(Default)]
 struct Opts {
@@ -73,6 +78,8 @@ struct Opts {
     log_injection: bool,
     setsid_grandchild: bool,
     log_during_call: bool,
+    respell_ids: bool,
+    nested_batch: bool,
 }
 
 fn usage() -> ! {
@@ -104,6 +111,8 @@ fn parse_args() -> Opts {
             "--log-injection" => opts.log_injection = true,
             "--setsid-grandchild" => opts.setsid_grandchild = true,
             "--log-during-call" => opts.log_during_call = true,
+            "--respell-ids" => opts.respell_ids = true,
+            "--nested-batch" => opts.nested_batch = true,
             _ => usage(),
         }
     }
@@ -241,6 +250,28 @@ impl Server {
     /// Writes one JSON message as a line and flushes.
     fn send(&mut self, msg: &Value) {
         let mut bytes = msg.to_string().into_bytes();
+        if self.opts.respell_ids
+            && let Some(id) = msg.get("id").filter(|id| id.is_number())
+            && msg.get("method").is_none()
+        {
+            // Re-serialised through f64, the way many JSON libraries do.
+            let mut m = msg.clone();
+            let f = id.as_f64().unwrap_or(0.0);
+            let spelled = if f.fract() == 0.0 && f.abs() < 1e16 {
+                format!("{f:.1}")
+            } else {
+                format!("{f:e}")
+            };
+            m["id"] = json!("@@ID@@");
+            bytes = m.to_string().replace("\"@@ID@@\"", &spelled).into_bytes();
+        }
+        if self.opts.nested_batch && msg.pointer("/result/content").is_some() {
+            write_line(&mut self.out, b"[]");
+            let mut nested = b"[[".to_vec();
+            nested.extend_from_slice(&bytes);
+            nested.extend_from_slice(b"]]");
+            bytes = nested;
+        }
         if self.opts.invalid_utf8 && msg.pointer("/result/content").is_some() {
             let key = b"\"text\":\"";
             if let Some(pos) = bytes.windows(key.len()).position(|w| w == key) {

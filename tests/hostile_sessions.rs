@@ -8,7 +8,10 @@
 //! - class 9, shared pool: a log is delivered only to a session it can be
 //!   attributed to;
 //! - class 10, shared pool: no id of one session's namespace reaches the
-//!   server untranslated; request-shaped notifications are invalid.
+//!   server untranslated; request-shaped notifications are invalid;
+//! - class 13 (in part): re-spelled numeric ids are matched by value and the
+//!   client's spelling restored; nested or empty batches from a server are
+//!   rejected.
 //!
 //! Every read has a deadline and every loop is bounded; the relay and its
 //! servers are reaped by `Relay`'s Drop.
@@ -21,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::http::{ACCEPT_BOTH, Http, IO, Response, Sse, SseNext, VERSION, mcp_headers, post};
-use common::relay::Relay;
-use common::{TempFile, call, call_with, echo_text, initialize, initialized, rss_kib};
+use common::relay::{Recv, Relay};
+use common::{TempFile, call, call_with, echo_text, error_kind, initialize, initialized, rss_kib};
 
 const NAME: &str = "echo";
 
@@ -452,5 +455,112 @@ fn class10_foreign_request_ids_never_reach_the_server() {
             !text.contains("notifications/cancelled"),
             "{mode}: a cancel from B reached the server:\n{text}"
         );
+    }
+}
+
+// ============================================================================
+// Class 13: re-spelled numeric ids, nested and empty batches
+// ============================================================================
+
+/// Ids the relay must match by value: the server writes each back as the
+/// f64 it parses to.
+const RESPELLED: &[&str] = &["1e0", "-0", "18446744073709551616", "1.50", "7"];
+
+fn raw_call(id: &str, text: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
+    )
+}
+
+/// The text of a message's top-level `"id"` value, as written.
+fn id_text(body: &str) -> Option<&str> {
+    let rest = &body[body.find("\"id\":")? + 5..];
+    let end = rest.find([',', '}'])?;
+    Some(&rest[..end])
+}
+
+/// Reverse, both pool modes, and forward: a server that re-spells numeric
+/// ids (`1e0` → `1.0`, 2^64 → `1.8446744073709552e19`) still gets its
+/// replies matched, and the client sees its own spelling. Before the fix
+/// they were matched by text and the requests timed out.
+#[test]
+fn class13_respelled_numeric_ids_are_matched_by_value() {
+    for mode in ["session", "shared"] {
+        let relay = start(
+            &["--pool", mode, "--response-timeout", "3s"],
+            &["--respell-ids"],
+        );
+        let mut s = Session::open(relay.port);
+        for id in RESPELLED {
+            let resp = s.post_raw(&raw_call(id, "respelled"));
+            assert_eq!(resp.status(), 200, "{mode} {id}: {resp:?}");
+            let body = String::from_utf8_lossy(&resp.body).into_owned();
+            let v: Value = serde_json::from_str(&body).expect("json reply");
+            assert_eq!(echo_text(&v), Some("respelled"), "{mode} {id}: {body}");
+            assert_eq!(
+                id_text(&body),
+                Some(*id),
+                "{mode}: the client's spelling: {body}"
+            );
+        }
+    }
+    let mut relay = Relay::start(&["--response-timeout", "3s"], &["--respell-ids"]);
+    relay.handshake();
+    for id in RESPELLED {
+        relay.send_bytes(format!("{}\n", raw_call(id, "fwd")));
+        let v = relay.expect_msg(Duration::from_secs(5), "the respelled reply");
+        assert_eq!(echo_text(&v), Some("fwd"), "forward {id}: {v}");
+        let raw = relay.raw_stdout.last().cloned().unwrap_or_default();
+        assert_eq!(
+            id_text(&raw),
+            Some(*id),
+            "forward: the client's spelling: {raw}"
+        );
+    }
+}
+
+/// A server that sends `[]` and wraps its replies in a nested batch
+/// `[[reply]]`: neither reaches a client (before the fix forward passed both
+/// through to the host), and the request named inside is answered with an
+/// error at once rather than waiting for the timeout.
+#[test]
+fn class13_nested_and_empty_upstream_batches_are_rejected() {
+    for mode in ["session", "shared"] {
+        let relay = start(
+            &["--pool", mode, "--response-timeout", "5s"],
+            &["--nested-batch"],
+        );
+        let mut s = Session::open(relay.port);
+        let t0 = Instant::now();
+        let resp = s.post(&call(json!(1), "nested"));
+        assert_eq!(resp.status(), 200, "{resp:?}");
+        let v = resp.rpc();
+        assert_eq!(error_kind(&v), Some("invalid_reply"), "{mode}: {v}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{mode}: {:?}",
+            t0.elapsed()
+        );
+        let n = metric(
+            &relay,
+            "mcp_relay_messages_dropped_total{reason=\"batch_nested\"}",
+        );
+        assert!(n >= 1.0, "{mode}: nested batch not counted");
+        let n = metric(
+            &relay,
+            "mcp_relay_messages_dropped_total{reason=\"batch_empty\"}",
+        );
+        assert!(n >= 1.0, "{mode}: empty batch not counted");
+    }
+    let mut relay = Relay::start(&["--response-timeout", "5s"], &["--nested-batch"]);
+    relay.handshake();
+    relay.send(&call(json!(1), "nested"));
+    let v = relay.expect_msg(Duration::from_secs(2), "the error for the nested reply");
+    assert!(v.is_object(), "forward passed a batch through: {v}");
+    assert_eq!(v["id"], json!(1), "{v}");
+    assert_eq!(error_kind(&v), Some("invalid_reply"), "{v}");
+    match relay.recv(Duration::from_millis(300)) {
+        Recv::Timeout => {}
+        other => panic!("forward: unexpected {other:?}"),
     }
 }

@@ -24,7 +24,7 @@ use std::fmt;
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use mcp_relay::mcp::shared::{Down, Mux, SessionKey, Up};
-use mcp_relay::proto::jsonrpc::{self, Dropped, Envelope, Id, Kind, Message};
+use mcp_relay::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -407,22 +407,59 @@ fn up(mux: &mut Mux, model: &mut Model, session: SessionKey, line: &[u8]) {
 // ---------------------------------------------------------------- down
 
 fn down(mux: &mut Mux, model: &mut Model, line: &[u8]) {
-    let got = mux.down(line);
-    let items: Vec<Option<(Envelope, &[u8])>> = match jsonrpc::peek(line) {
-        Ok(Message::Single(env)) => vec![Some((env, line))],
-        Ok(Message::Batch(items)) => items
-            .iter()
-            .map(|raw| jsonrpc::peek_raw(raw).map(|env| (env, raw.get().as_bytes())))
-            .collect(),
-        Err(_) => vec![None],
-    };
-    assert_eq!(got.len(), items.len(), "one Down per message");
-    for (got, item) in got.into_iter().zip(items) {
-        match item {
-            Some((env, base)) => down_one(model, &env, base, got),
-            None => assert_eq!(got, Down::Drop),
+    let mut got = mux.down(line).into_iter();
+    match jsonrpc::peek(line) {
+        Ok(Message::Single(env)) => {
+            down_one(model, &env, line, got.next().expect("one Down"));
+        }
+        Ok(Message::Batch(items)) if items.is_empty() => {
+            assert_eq!(got.next(), Some(Down::Dropped(Dropped::BatchEmpty)));
+        }
+        Ok(Message::Batch(items)) => {
+            for raw in items {
+                match jsonrpc::batch_item(raw) {
+                    BatchItem::Msg(env) => {
+                        let d = got.next().expect("one Down per message");
+                        down_one(model, &env, raw.get().as_bytes(), d);
+                    }
+                    // The requests whose replies a nested array held are
+                    // answered with an error, to their own sessions.
+                    BatchItem::Nested(ids) => {
+                        for id in ids {
+                            let Id::Num(n) = id else { continue };
+                            let Some(p) = model.pending.remove(&n) else {
+                                continue;
+                            };
+                            let Some(Down::Reply { session, id, msg }) = got.next() else {
+                                panic!("the request inside a nested batch was not answered");
+                            };
+                            assert_eq!((session, &id), (p.session, &p.id));
+                            assert_eq!(single(&msg).kind(), Kind::Response);
+                            assert_eq!(single(&msg).id.map(|r| r.get().to_owned()), Some(p.id_text));
+                        }
+                        assert_eq!(got.next(), Some(Down::Dropped(Dropped::BatchNested)));
+                    }
+                    BatchItem::Invalid => {
+                        assert_eq!(got.next(), Some(Down::Dropped(Dropped::BatchInvalidItem)));
+                    }
+                }
+            }
+        }
+        Err(_) => {
+            let d = got.next().expect("one Down");
+            // An unparsable line naming a request in flight answers it.
+            if let Down::Reply { session, id, .. } = &d {
+                let Some(Id::Num(n)) = jsonrpc::recover_id(line, line) else {
+                    panic!("a reply from an unparsable line with no id");
+                };
+                let p = model.pending.remove(&n).expect("in flight");
+                assert_eq!((*session, id), (p.session, &p.id));
+            } else {
+                assert_eq!(d, Down::Drop);
+            }
         }
     }
+    assert_eq!(got.next(), None, "one Down per message");
 }
 
 fn down_one(model: &mut Model, env: &Envelope, base: &[u8], got: Down) {

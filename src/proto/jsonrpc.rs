@@ -11,12 +11,22 @@ use std::hash::{Hash, Hasher};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// A request id, normalised so that `"a"` and `"\u0061"` are the same id.
+/// A request id, normalised so that `"a"` and `"\u0061"` are the same id,
+/// and numbers are compared by value: `1`, `1.0`, `1e0` and `10e-1` are one
+/// id, and so are `0` and `-0` (a server that parses ids into f64 or i64 and
+/// writes them back re-spells them; issue 11, class 13). A number that is
+/// not integral, or beyond i64, is keyed by the f64 it parses to (so 2^64
+/// matches `1.8446744073709552e19`); two such ids that only differ beyond
+/// f64 precision are one id, and the second is refused as a duplicate while
+/// the first is in flight, never answered crosswise. Owners that write an
+/// id back to its sender use the text it was sent with (`Request::id_text`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Id {
+    /// An integral number within i64, however it was written.
     Num(i64),
     Str(Box<str>),
-    /// Any other JSON value (floats, null, …), kept as its text.
+    /// Any other JSON value: a number by its value (`{:e}` of its f64, e.g.
+    /// `1.5e0`), or the text of anything else (null, …).
     Other(Box<str>),
 }
 
@@ -53,14 +63,49 @@ impl Id {
         if let Ok(n) = text.parse::<i64>() {
             return Id::Num(n);
         }
-        Id::Other(text.into())
+        Id::number(text).unwrap_or_else(|| Id::Other(text.into()))
     }
 
     pub fn from_value(v: &serde_json::Value) -> Id {
         match v {
             serde_json::Value::String(s) => Id::Str(s.as_str().into()),
             serde_json::Value::Number(n) if n.is_i64() => Id::Num(n.as_i64().unwrap_or(0)),
+            serde_json::Value::Number(n) => {
+                let text = n.to_string();
+                Id::number(&text).unwrap_or_else(|| Id::Other(text.into()))
+            }
             other => Id::Other(other.to_string().into()),
+        }
+    }
+
+    /// A JSON number (already validated as one) that is not an i64 as
+    /// written, by its value: integral within i64 → `Num`, else the f64's
+    /// `{:e}` text. `None` if it is not a number or beyond f64 (`1e400`).
+    fn number(text: &str) -> Option<Id> {
+        if !matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+            return None;
+        }
+        let f: f64 = text.parse().ok()?;
+        if !f.is_finite() {
+            return None;
+        }
+        // 2^63 is exactly representable; i64 ends one below it.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) {
+            return Some(Id::Num(f as i64));
+        }
+        Some(Id::Other(format!("{f:e}").into()))
+    }
+
+    /// Whether `raw` (this id as some peer wrote it) is spelled as `to_json`
+    /// writes it: if not, an owner keeps the text to give it back.
+    pub fn is_spelled(&self, raw: &str) -> bool {
+        match self {
+            // JSON has no `+` or leading zeros; `-0` is the one other
+            // spelling an i64 parse accepts.
+            Id::Num(n) => raw.parse::<i64>() == Ok(*n) && raw != "-0",
+            Id::Str(s) => raw.len() == s.len() + 2 && raw.get(1..raw.len() - 1) == Some(&**s),
+            Id::Other(t) => &**t == raw,
         }
     }
 
@@ -227,6 +272,37 @@ impl Dropped {
             Dropped::BatchEmpty => "batch_empty",
             Dropped::BatchInvalidItem => "batch_invalid_item",
         }
+    }
+}
+
+/// One element of a batch received from a server.
+pub enum BatchItem<'a> {
+    /// An object: a message whose shape `kind` tells.
+    Msg(Envelope<'a>),
+    /// A nested array, which JSON-RPC does not allow: it goes nowhere. The
+    /// ids of the responses inside it (one level down) name requests that
+    /// must still be answered, with an error.
+    Nested(Vec<Id>),
+    /// Anything else (a number, a string, …): goes nowhere.
+    Invalid,
+}
+
+/// Classifies one element of a batch received from a server.
+pub fn batch_item(raw: &RawValue) -> BatchItem<'_> {
+    let text = raw.get();
+    if text.starts_with('[') {
+        let inner = serde_json::from_str::<Vec<&RawValue>>(text).unwrap_or_default();
+        let ids = inner
+            .iter()
+            .filter_map(|r| peek_raw(r))
+            .filter(|e| e.kind() == Kind::Response)
+            .filter_map(|e| e.id())
+            .collect();
+        return BatchItem::Nested(ids);
+    }
+    match peek_raw(raw) {
+        Some(env) => BatchItem::Msg(env),
+        None => BatchItem::Invalid,
     }
 }
 
@@ -401,16 +477,32 @@ pub fn error_response(
     data: serde_json::Value,
 ) -> Vec<u8> {
     let id = id.map_or_else(|| "null".to_string(), Id::to_json);
+    error_response_spelled(&id, code, message, data)
+}
+
+/// Like `error_response`, with the id given as JSON text (as its sender
+/// spelled it).
+pub fn error_response_spelled(
+    id: &str,
+    code: i64,
+    message: &str,
+    data: serde_json::Value,
+) -> Vec<u8> {
     let body = serde_json::json!({"code": code, "message": message, "data": data});
     format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":{body}}}").into_bytes()
 }
 
 /// `notifications/cancelled` for `id`, as MCP defines it.
 pub fn cancelled(id: &Id, reason: &str) -> Vec<u8> {
+    cancelled_spelled(&id.to_json(), reason)
+}
+
+/// Like `cancelled`, with the id given as JSON text (as the request that
+/// is cancelled spelled it).
+pub fn cancelled_spelled(id: &str, reason: &str) -> Vec<u8> {
     let reason = serde_json::Value::String(reason.to_string());
     format!(
-        "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{{\"requestId\":{},\"reason\":{reason}}}}}",
-        id.to_json()
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{{\"requestId\":{id},\"reason\":{reason}}}}}"
     )
     .into_bytes()
 }
@@ -490,6 +582,47 @@ mod tests {
     }
 
     #[test]
+    fn numeric_ids_match_by_value_and_keep_their_spelling_known() {
+        let id = |t: &str| Id::from_raw(serde_json::from_str::<&RawValue>(t).expect("json"));
+        for (a, b) in [
+            ("1", "1e0"),
+            ("1", "1.0"),
+            ("1", "10e-1"),
+            ("0", "-0"),
+            ("0", "-0.0"),
+            ("1.5", "1.50"),
+            ("1.5", "15e-1"),
+            ("18446744073709551616", "1.8446744073709552e19"),
+            ("-9223372036854775808", "-9.223372036854775808e18"),
+        ] {
+            assert_eq!(id(a), id(b), "{a} vs {b}");
+        }
+        assert_eq!(id("1e0"), Id::Num(1));
+        assert_ne!(id("1"), id("2"));
+        assert_ne!(id("1"), id("\"1\""));
+        assert_ne!(id("1.5"), id("2.5"));
+        // Beyond f64: kept as written.
+        assert_eq!(id("1e400"), Id::Other("1e400".into()));
+        assert_eq!(id("null"), Id::Other("null".into()));
+        // Every id survives its own text.
+        for t in ["1e0", "-0", "1.50", "18446744073709551616", "7", "\"x\""] {
+            let i = id(t);
+            assert_eq!(id(&i.to_json()), i, "{t}");
+        }
+        assert_eq!(
+            Id::from_value(&serde_json::json!(1.0)),
+            Id::Num(1),
+            "from_value agrees"
+        );
+        assert!(Id::Num(7).is_spelled("7"));
+        assert!(Id::Num(-7).is_spelled("-7"));
+        assert!(!Id::Num(0).is_spelled("-0"));
+        assert!(!Id::Num(1).is_spelled("1e0"));
+        assert!(Id::Str("ab".into()).is_spelled("\"ab\""));
+        assert!(!Id::Str("ab".into()).is_spelled("\"a\\u0062\""));
+    }
+
+    #[test]
     fn notification_methods_with_an_id_are_invalid() {
         let kind = |text: &str| match peek(text.as_bytes()) {
             Ok(Message::Single(env)) => env.kind(),
@@ -515,6 +648,19 @@ mod tests {
             kind(r#"{"jsonrpc":"2.0","id":7,"method":"notificationsX"}"#),
             Kind::Request
         );
+    }
+
+    #[test]
+    fn batch_items_nested_arrays_and_scalars_are_no_messages() {
+        let Ok(Message::Batch(items)) =
+            peek(br#"[{"id":1,"result":{}},[{"id":2,"result":{}},{"id":3,"method":"m"},[{"id":4,"result":1}]],5,[]]"#)
+        else {
+            panic!("batch");
+        };
+        assert!(matches!(batch_item(items[0]), BatchItem::Msg(e) if e.kind() == Kind::Response));
+        assert!(matches!(batch_item(items[1]), BatchItem::Nested(ref ids) if ids == &[Id::Num(2)]));
+        assert!(matches!(batch_item(items[2]), BatchItem::Invalid));
+        assert!(matches!(batch_item(items[3]), BatchItem::Nested(ref ids) if ids.is_empty()));
     }
 
     #[test]

@@ -54,6 +54,31 @@ pub struct Request<R> {
     /// leaves.
     pub timer: Option<TimerId>,
     pub route: R,
+    /// The id exactly as the client wrote it, when that is not how
+    /// `Id::to_json` writes it (`1e0`, `-0`, `"\u0061"`): the reply and any
+    /// relay error for the request carry it back, whatever spelling the
+    /// server used (issue 11, class 13). `None` for the common case.
+    pub id_text: Option<Box<str>>,
+}
+
+impl<R> Request<R> {
+    /// Keeps the client's spelling of `id` if it is not the canonical one.
+    pub fn keep_spelling(&mut self, id: &Id, raw: &str) {
+        if !id.is_spelled(raw) {
+            self.id_text = Some(raw.into());
+        }
+    }
+
+    /// The spelling a message for this request must carry, if `raw` (how
+    /// the server wrote the id) is not it; `None` when `raw` will do.
+    pub fn respelling(&self, id: &Id, raw: &str) -> Option<String> {
+        match &self.id_text {
+            Some(t) if &**t == raw => None,
+            Some(t) => Some(t.to_string()),
+            None if id.is_spelled(raw) => None,
+            None => Some(id.to_json()),
+        }
+    }
 }
 
 /// The id is already in flight.
@@ -104,6 +129,7 @@ impl<R> Inflight<R> {
             initialize,
             timer: None,
             route,
+            id_text: None,
         }))
     }
 
@@ -252,6 +278,21 @@ mod tests {
         f.finish(&id(1));
         assert!(f.by_progress(&sid("tok")).is_none());
         f.check();
+    }
+
+    #[test]
+    fn a_request_gives_back_its_clients_spelling() {
+        let t0 = Instant::now();
+        let mut f: Inflight<()> = Inflight::default();
+        let r = f.begin(id(1), t0, None, false, ()).expect("new");
+        r.keep_spelling(&id(1), "1e0");
+        assert_eq!(r.respelling(&id(1), "1.0").as_deref(), Some("1e0"));
+        assert_eq!(r.respelling(&id(1), "1e0"), None);
+        let r = f.begin(id(2), t0, None, false, ()).expect("new");
+        r.keep_spelling(&id(2), "2");
+        assert!(r.id_text.is_none(), "the canonical spelling is not stored");
+        assert_eq!(r.respelling(&id(2), "2"), None);
+        assert_eq!(r.respelling(&id(2), "2.0").as_deref(), Some("2"));
     }
 
     #[test]

@@ -232,8 +232,10 @@ impl Forward {
                         self.replay_done(seq, env.is_response && !line_has_error(line));
                         return;
                     }
+                    let msg = env.id.and_then(|raw| self.spelled_reply(&id, line, raw));
                     if self.untrack(&id).is_some() {
-                        self.send_to_client(Direction::ServerToClient, line);
+                        let msg = msg.as_deref().unwrap_or(line);
+                        self.send_to_client(Direction::ServerToClient, msg);
                     } else {
                         log::debug!(
                             "[{}] reply to {id} dropped: no such request in flight",
@@ -254,27 +256,96 @@ impl Forward {
                     log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name);
                 }
             },
-            Message::Batch(items) => {
-                let mut keep: Vec<&str> = Vec::with_capacity(items.len());
-                for raw in &items {
-                    let late = match jsonrpc::peek_raw(raw) {
-                        Some(env) if env.kind() == Kind::Response => match env.id() {
-                            Some(id) => self.untrack(&id).is_none(),
-                            None => true,
-                        },
-                        _ => false,
-                    };
-                    if !late {
-                        keep.push(raw.get());
+            Message::Batch(items) => self.on_server_batch(line, &items),
+        }
+    }
+
+    /// A batch from the server: late replies, an empty batch, nested arrays
+    /// and elements that are no message go nowhere (logged at debug, rate
+    /// limited); a reply inside a nested array answers its request with
+    /// `invalid_reply` now; replies carry the host's spelling of their ids
+    /// (issue 11, class 13). What is left goes on as one batch.
+    fn on_server_batch(&mut self, line: &[u8], items: &[&serde_json::value::RawValue]) {
+        if items.is_empty() {
+            self.dropped(Dropped::BatchEmpty);
+            return;
+        }
+        let mut keep: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(items.len());
+        for raw in items {
+            match jsonrpc::batch_item(raw) {
+                BatchItem::Msg(env) => match env.kind() {
+                    Kind::Response => {
+                        let (Some(id), Some(raw_id)) = (env.id(), env.id) else {
+                            continue;
+                        };
+                        let spelled = self.spelled_reply(&id, raw.get().as_bytes(), raw_id);
+                        if self.untrack(&id).is_none() {
+                            continue;
+                        }
+                        keep.push(match spelled {
+                            Some(b) => String::from_utf8_lossy(&b).into_owned().into(),
+                            None => raw.get().into(),
+                        });
+                    }
+                    Kind::Invalid => self.dropped(Dropped::BatchInvalidItem),
+                    Kind::Request | Kind::Notification => keep.push(raw.get().into()),
+                },
+                BatchItem::Nested(ids) => {
+                    self.dropped(Dropped::BatchNested);
+                    for id in ids {
+                        self.fail_request(
+                            &id,
+                            RelayError::InvalidReply,
+                            "The server's reply came inside a nested batch, which JSON-RPC \
+                             does not allow",
+                            json!({}),
+                        );
                     }
                 }
-                if keep.len() == items.len() {
-                    self.send_to_client(Direction::ServerToClient, line);
-                } else if !keep.is_empty() {
-                    let rebuilt = format!("[{}]", keep.join(","));
-                    self.send_to_client(Direction::ServerToClient, rebuilt.as_bytes());
-                }
+                BatchItem::Invalid => self.dropped(Dropped::BatchInvalidItem),
             }
+        }
+        let unchanged = keep.len() == items.len()
+            && keep
+                .iter()
+                .zip(items)
+                .all(|(k, raw)| matches!(k, std::borrow::Cow::Borrowed(_)) && k == raw.get());
+        if unchanged {
+            self.send_to_client(Direction::ServerToClient, line);
+        } else if !keep.is_empty() {
+            let rebuilt = format!("[{}]", keep.join(","));
+            self.send_to_client(Direction::ServerToClient, rebuilt.as_bytes());
+        }
+    }
+
+    /// The reply `line` with its id as the host spelled the request's
+    /// (`raw` is the reply's id, borrowed from `line`), if the server
+    /// re-spelled it; `None` if it is spelled right, or no such request is
+    /// in flight.
+    fn spelled_reply(
+        &self,
+        id: &Id,
+        line: &[u8],
+        raw: &serde_json::value::RawValue,
+    ) -> Option<Vec<u8>> {
+        let text = self.pending.get(id)?.respelling(id, raw.get())?;
+        crate::mcp::shared::splice(line, &mut [(raw, text.as_bytes())])
+    }
+
+    /// A message from the server dropped instead of passed on, logged at
+    /// debug within the line budget.
+    pub(super) fn dropped(&mut self, why: Dropped) {
+        if let Some(suppressed) = self.drop_log.allow(self.now) {
+            log::debug!(
+                "[{}] server message dropped: {}{}",
+                self.cfg.name,
+                why.reason(),
+                if suppressed > 0 {
+                    format!(" ({suppressed} similar lines suppressed)")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
 

@@ -196,12 +196,16 @@ impl Forward {
     pub(super) fn track(&mut self, id: Id, env: &Envelope, initialize: bool) -> bool {
         let deadline = self.deadlines().next(self.now, self.now);
         let timer_id = id.clone();
+        let raw = env.id.map(|r| r.get());
         let Ok(p) = self
             .pending
             .begin(id, self.now, env.progress_token(), initialize, None)
         else {
             return false;
         };
+        if let Some(raw) = raw {
+            p.keep_spelling(&timer_id, raw);
+        }
         p.timer = deadline.map(|d| self.timers.insert(d, TimerKind::Response(timer_id)));
         true
     }
@@ -296,6 +300,22 @@ impl Forward {
         self.send_to_client(Direction::RelayToClient, &msg);
     }
 
+    /// `reply_error` to a request the host spelled `id_text`.
+    fn reply_error_spelled(
+        &mut self,
+        id_text: &str,
+        err: RelayError,
+        message: &str,
+        mut data: serde_json::Value,
+    ) {
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("kind".into(), err.kind().into());
+            obj.insert("upstream".into(), self.cfg.name.clone().into());
+        }
+        let msg = jsonrpc::error_response_spelled(id_text, err.code(), message, data);
+        self.send_to_client(Direction::RelayToClient, &msg);
+    }
+
     /// Answers a tracked request with a relay error and forgets it.
     pub(super) fn fail_request(
         &mut self,
@@ -304,8 +324,10 @@ impl Forward {
         message: &str,
         data: serde_json::Value,
     ) {
-        if self.untrack(id).is_some() {
-            self.reply_error(Some(id), err, message, data);
+        match self.untrack(id).map(|p| p.id_text) {
+            Some(Some(text)) => self.reply_error_spelled(&text, err, message, data),
+            Some(None) => self.reply_error(Some(id), err, message, data),
+            None => {}
         }
     }
 

@@ -47,9 +47,10 @@ use crate::io::buf::OutBuf;
 use crate::io::child::describe;
 use crate::io::fd::{Fd, set_nonblocking};
 use crate::policy::backoff::{Backoff, Rng};
+use crate::policy::ratelog::RateLog;
 use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
-use crate::proto::jsonrpc::{self, Envelope, Id, Kind, Message};
+use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
 use crate::reactor::signals::Signals;
 use crate::reactor::turn::{self, Readiness};
 use crate::reactor::{self, Registry, SIGNAL_TOKEN, Source, TimerId, TimerWheel};
@@ -141,6 +142,8 @@ struct Forward {
     /// A source still had data when its read budget ran out.
     more: bool,
     recorder: Option<Recorder>,
+    /// Budget of the debug lines about messages dropped (`child::dropped`).
+    drop_log: RateLog,
 }
 
 /// Client requests the HTTP upstream may hold at once (queued or in flight);
@@ -208,6 +211,7 @@ impl Forward {
             final_flush: None,
             exit_code: None,
             more: false,
+            drop_log: RateLog::default(),
             recorder,
         })
     }

@@ -2,6 +2,8 @@
 //! progress, and everything else to the session's stream.
 
 use super::*;
+use crate::mcp::shared::splice;
+use crate::proto::jsonrpc::BatchItem;
 
 impl Reverse {
     /// A reply (or relay error) for request `id` of session `skey`. A
@@ -220,8 +222,9 @@ impl Reverse {
         match jsonrpc::peek(line) {
             Ok(Message::Single(env)) => match env.kind() {
                 Kind::Response => {
-                    if let Some(id) = env.id() {
-                        self.complete(skey, &id, line.to_vec());
+                    if let (Some(id), Some(raw)) = (env.id(), env.id) {
+                        let msg = self.spelled_reply(skey, &id, line, raw);
+                        self.complete(skey, &id, msg);
                     }
                 }
                 Kind::Notification if env.method_is("notifications/progress") => {
@@ -256,21 +259,70 @@ impl Reverse {
         }
     }
 
+    /// A batch from a session's upstream, element by element. An empty
+    /// batch, a nested array or an element that is no object goes nowhere
+    /// (counted, logged at debug); a reply found inside a nested array
+    /// answers its request with `invalid_reply` now (issue 11, class 13).
     pub(super) fn on_batch_down(&mut self, skey: SKey, line: &[u8]) {
         let Ok(Message::Batch(items)) = jsonrpc::peek(line) else {
             return;
         };
+        let u = up_of(skey);
+        if items.is_empty() {
+            self.dropped(u, Dropped::BatchEmpty);
+        }
         for raw in items {
-            let bytes = raw.get().as_bytes().to_vec();
-            match jsonrpc::peek_raw(raw) {
-                Some(env) if env.kind() == Kind::Response => {
-                    if let Some(id) = env.id() {
-                        self.complete(skey, &id, bytes);
+            let base = raw.get().as_bytes();
+            match jsonrpc::batch_item(raw) {
+                BatchItem::Msg(env) if env.kind() == Kind::Response => {
+                    if let (Some(id), Some(raw_id)) = (env.id(), env.id) {
+                        let msg = self.spelled_reply(skey, &id, base, raw_id);
+                        self.complete(skey, &id, msg);
                     }
                 }
-                Some(_) => self.push_to_stream(skey, bytes),
-                None => {}
+                BatchItem::Msg(env) if env.kind() == Kind::Invalid => {
+                    self.dropped(u, Dropped::BatchInvalidItem);
+                }
+                BatchItem::Msg(_) => self.push_to_stream(skey, base.to_vec()),
+                BatchItem::Nested(ids) => {
+                    self.dropped(u, Dropped::BatchNested);
+                    for id in ids {
+                        self.fail_request(
+                            skey,
+                            &id,
+                            RelayError::InvalidReply,
+                            "The server's reply came inside a nested batch, which JSON-RPC \
+                             does not allow",
+                            json!({}),
+                        );
+                    }
+                }
+                BatchItem::Invalid => self.dropped(u, Dropped::BatchInvalidItem),
             }
+        }
+    }
+
+    /// A reply with its id as the client wrote it: a server may re-spell a
+    /// numeric id (`1e0` → `1.0`), which still names the request (ids
+    /// match by value) but is not what the client sent (issue 11, class
+    /// 13). `raw` is the reply's id, borrowed from `line`.
+    pub(super) fn spelled_reply(
+        &self,
+        skey: SKey,
+        id: &Id,
+        line: &[u8],
+        raw: &serde_json::value::RawValue,
+    ) -> Vec<u8> {
+        let spelling = self
+            .sessions
+            .get(&skey)
+            .and_then(|s| s.inflight.get(id))
+            .and_then(|r| r.respelling(id, raw.get()));
+        match spelling {
+            Some(text) => {
+                splice(line, &mut [(raw, text.as_bytes())]).unwrap_or_else(|| line.to_vec())
+            }
+            None => line.to_vec(),
         }
     }
 

@@ -44,8 +44,12 @@ impl Reverse {
             }
             if !req.initialize {
                 // MCP: initialize is never cancelled.
-                cancel.push(jsonrpc::cancelled(
-                    &id,
+                let text = req
+                    .id_text
+                    .as_deref()
+                    .map_or_else(|| id.to_json(), str::to_string);
+                cancel.push(jsonrpc::cancelled_spelled(
+                    &text,
                     &format!("mcp-relay: the session ended: {why}"),
                 ));
             }

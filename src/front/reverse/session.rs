@@ -329,6 +329,7 @@ impl Reverse {
             ProcKind::Session { session } => {
                 *session = Some(skey);
                 self.track_initialize(skey, &id, reply_to);
+                self.keep_spelling(skey, &id, &line);
                 self.write_proc(conn, &line);
             }
             ProcKind::Shared { init, sessions, .. } => {
@@ -429,17 +430,36 @@ impl Reverse {
         self.arm_response_timer(skey, id);
     }
 
+    /// Keeps how the client spelled request `id` of its message `line`, if
+    /// that is not the canonical spelling (see `Request::id_text`).
+    pub(super) fn keep_spelling(&mut self, skey: SKey, id: &Id, line: &[u8]) {
+        if let Ok(Message::Single(env)) = jsonrpc::peek(line)
+            && let Some(raw) = env.id
+            && let Some(req) = self
+                .sessions
+                .get_mut(&skey)
+                .and_then(|s| s.inflight.get_mut(id))
+        {
+            req.keep_spelling(id, raw.get());
+        }
+    }
+
     /// Registers a request in flight. False if its id is already in flight.
     pub(super) fn track(&mut self, skey: SKey, id: Id, env: &Envelope, reply_to: ReplyTo) -> bool {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return false;
         };
         let progress = env.progress_token();
-        if s.inflight
+        match s
+            .inflight
             .begin(id.clone(), self.now, progress, false, reply_to)
-            .is_err()
         {
-            return false;
+            Ok(req) => {
+                if let Some(raw) = env.id {
+                    req.keep_spelling(&id, raw.get());
+                }
+            }
+            Err(_) => return false,
         }
         s.last_active = self.now;
         self.arm_response_timer(skey, &id);
@@ -601,7 +621,10 @@ impl Reverse {
                 self.ups[up_of(skey)].cfg.name.clone().into(),
             );
         }
-        let b = jsonrpc::error_response(Some(id), err.code(), message, data);
+        let b = match &req.id_text {
+            Some(text) => jsonrpc::error_response_spelled(text, err.code(), message, data),
+            None => jsonrpc::error_response(Some(id), err.code(), message, data),
+        };
         self.deliver(skey, req.route, id, b);
     }
 

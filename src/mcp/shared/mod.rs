@@ -59,11 +59,12 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use crate::proto::errors::RelayError;
-use crate::proto::jsonrpc::{self, Dropped, Envelope, Id, Kind, Message};
+use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
 
 mod rewrite;
 
-use rewrite::{member, progress_token_in_request, splice};
+pub(crate) use rewrite::splice;
+use rewrite::{member, progress_token_in_request};
 
 /// Identifies a client session; assigned by the owner.
 pub type SessionKey = u64;
@@ -369,19 +370,60 @@ impl Mux {
     }
 
     /// A line from the process. Returns one `Down` per message: one for a
-    /// single message, one per element for a batch (none for an empty batch).
+    /// single message, one per element for a batch; an empty batch is one
+    /// `Dropped`. A nested array in a batch is dropped (JSON-RPC has none),
+    /// after one error `Reply` per request in flight whose reply it held,
+    /// so that request is answered now rather than at its timeout.
     pub fn down(&mut self, line: &[u8]) -> Vec<Down> {
         match jsonrpc::peek(line) {
             Ok(Message::Single(env)) => vec![self.down_one(line, &env)],
-            Ok(Message::Batch(items)) => items
-                .iter()
-                .map(|raw| match jsonrpc::peek_raw(raw) {
-                    Some(env) => self.down_one(raw.get().as_bytes(), &env),
-                    None => Down::Drop,
-                })
-                .collect(),
+            Ok(Message::Batch(items)) if items.is_empty() => {
+                vec![Down::Dropped(Dropped::BatchEmpty)]
+            }
+            Ok(Message::Batch(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for raw in items {
+                    match jsonrpc::batch_item(raw) {
+                        BatchItem::Msg(env) => out.push(self.down_one(raw.get().as_bytes(), &env)),
+                        BatchItem::Nested(ids) => {
+                            for id in ids {
+                                if let Id::Num(n) = id
+                                    && let Some(d) = self.fail_reply(
+                                        n,
+                                        "The server's reply came inside a nested batch, which \
+                                         JSON-RPC does not allow",
+                                    )
+                                {
+                                    out.push(d);
+                                }
+                            }
+                            out.push(Down::Dropped(Dropped::BatchNested));
+                        }
+                        BatchItem::Invalid => out.push(Down::Dropped(Dropped::BatchInvalidItem)),
+                    }
+                }
+                out
+            }
             Err(_) => vec![self.down_invalid(line)],
         }
+    }
+
+    /// Request `n`'s reply cannot be delivered: it is answered with an
+    /// `invalid_reply` error for its session instead.
+    fn fail_reply(&mut self, n: i64, message: &str) -> Option<Down> {
+        let p = self.forget(n)?;
+        let err = RelayError::InvalidReply;
+        Some(Down::Reply {
+            session: p.session,
+            // The client's id as it wrote it.
+            msg: jsonrpc::error_response_spelled(
+                &p.id_text,
+                err.code(),
+                message,
+                json!({"kind": err.kind()}),
+            ),
+            id: p.id,
+        })
     }
 
     /// A line that is not a valid message (not UTF-8, not JSON): if it names
@@ -391,18 +433,11 @@ impl Mux {
         let Some(Id::Num(n)) = jsonrpc::recover_id(line, line) else {
             return Down::Drop;
         };
-        match self.forget(n) {
-            Some(p) => Down::Reply {
-                session: p.session,
-                msg: relay_error(
-                    Some(&p.id),
-                    RelayError::InvalidReply,
-                    "The server's reply is not a valid JSON-RPC message (not UTF-8 or not JSON)",
-                ),
-                id: p.id,
-            },
-            None => Down::Drop,
-        }
+        self.fail_reply(
+            n,
+            "The server's reply is not a valid JSON-RPC message (not UTF-8 or not JSON)",
+        )
+        .unwrap_or(Down::Drop)
     }
 
     /// `base` is the message's own bytes; `env` borrows from it.

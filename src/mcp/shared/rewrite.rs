@@ -33,7 +33,7 @@ pub(super) fn progress_token_in_request(params: &RawValue) -> Option<&RawValue> 
 /// `base` itself (as everything `peek` returns is), and the values must not
 /// overlap. Returns `None` if either does not hold, so a message is never
 /// sent half-rewritten.
-pub(super) fn splice(base: &[u8], edits: &mut [(&RawValue, &[u8])]) -> Option<Vec<u8>> {
+pub(crate) fn splice(base: &[u8], edits: &mut [(&RawValue, &[u8])]) -> Option<Vec<u8>> {
     let origin = base.as_ptr().addr();
     let mut spans: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.len());
     for (raw, with) in edits.iter() {

@@ -435,7 +435,7 @@ fn batch_of_responses_yields_one_down_each() {
         vec![
             Down::Reply {
                 session: 2,
-                id: Id::Other("1.5".into()),
+                id: Id::Other("1.5e0".into()),
                 msg: br#"{"jsonrpc":"2.0","id":1.5,"result":{"n":2}}"#.to_vec()
             },
             Down::Reply {
@@ -444,8 +444,48 @@ fn batch_of_responses_yields_one_down_each() {
                 msg: br#"{"jsonrpc":"2.0","id":"x","error":{"code":-1,"message":"no"}}"#.to_vec()
             },
             Down::Drop,
-            Down::Drop,
+            Down::Dropped(Dropped::BatchInvalidItem),
         ]
+    );
+    assert_empty(&m);
+}
+
+#[test]
+fn nested_and_empty_batches_go_nowhere_and_answer_the_requests_inside() {
+    let mut m = Mux::new();
+    let n = upstream_id(&sent(
+        m.up(3, br#"{"jsonrpc":"2.0","id":"q","method":"m"}"#),
+    ));
+    assert_eq!(m.down(b"[]"), vec![Down::Dropped(Dropped::BatchEmpty)]);
+    let nested = format!(r#"[[{{"jsonrpc":"2.0","id":{n},"result":{{"secret":1}}}}]]"#);
+    let downs = m.down(nested.as_bytes());
+    assert_eq!(downs.len(), 2, "{downs:?}");
+    let Down::Reply { session, id, msg } = &downs[0] else {
+        panic!("{downs:?}")
+    };
+    assert_eq!((*session, id), (3, &Id::Str("q".into())));
+    let v = json(msg);
+    assert_eq!(v["id"], "q");
+    assert_eq!(v["error"]["data"]["kind"], "invalid_reply");
+    assert!(!text(msg).contains("secret"));
+    assert_eq!(downs[1], Down::Dropped(Dropped::BatchNested));
+    assert_empty(&m);
+}
+
+#[test]
+fn numeric_ids_the_server_respells_still_find_their_request() {
+    let mut m = Mux::new();
+    let n = upstream_id(&sent(
+        m.up(1, br#"{"jsonrpc":"2.0","id":1e0,"method":"m"}"#),
+    ));
+    let reply = format!(r#"{{"jsonrpc":"2.0","id":{n}.0,"result":{{}}}}"#);
+    assert_eq!(
+        one(m.down(reply.as_bytes())),
+        Down::Reply {
+            session: 1,
+            id: Id::Num(1),
+            msg: br#"{"jsonrpc":"2.0","id":1e0,"result":{}}"#.to_vec()
+        }
     );
     assert_empty(&m);
 }
