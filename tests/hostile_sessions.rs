@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::hostile::{Attack, Hostile};
 use common::http::{ACCEPT_BOTH, Http, IO, Response, Sse, SseNext, VERSION, mcp_headers, post};
 use common::relay::{Recv, Relay};
 use common::{TempFile, call, call_with, echo_text, error_kind, initialize, initialized, rss_kib};
@@ -515,6 +516,48 @@ fn class13_respelled_numeric_ids_are_matched_by_value() {
             id_text(&raw),
             Some(*id),
             "forward: the client's spelling: {raw}"
+        );
+    }
+}
+
+/// The same against HTTP upstreams (`reverse --url`, `forward --url`): the
+/// hostile upstream re-spells numeric ids (`Attack::RespellIds`).
+#[test]
+fn class13_respelled_numeric_ids_from_an_http_upstream_are_matched_by_value() {
+    let up = Hostile::start(Attack::RespellIds);
+    let relay = Relay::reverse(NAME)
+        .args(["--url", &up.url(), "--response-timeout", "3s"])
+        .start();
+    let mut s = Session::open(relay.port);
+    for id in RESPELLED {
+        let resp = s.post_raw(&raw_call(id, "over http"));
+        assert_eq!(resp.status(), 200, "reverse --url {id}: {resp:?}");
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
+        let v: Value = serde_json::from_str(&body).expect("json reply");
+        assert_eq!(
+            echo_text(&v),
+            Some("over http"),
+            "reverse --url {id}: {body}"
+        );
+        assert_eq!(
+            id_text(&body),
+            Some(*id),
+            "reverse --url: the client's spelling: {body}"
+        );
+    }
+    let mut relay = Relay::forward()
+        .args(["--url", &up.url(), "--response-timeout", "3s"])
+        .start();
+    relay.handshake();
+    for id in RESPELLED {
+        relay.send_bytes(format!("{}\n", raw_call(id, "fwd http")));
+        let v = relay.expect_msg(Duration::from_secs(5), "the respelled reply");
+        assert_eq!(echo_text(&v), Some("fwd http"), "forward --url {id}: {v}");
+        let raw = relay.raw_stdout.last().cloned().unwrap_or_default();
+        assert_eq!(
+            id_text(&raw),
+            Some(*id),
+            "forward --url: the client's spelling: {raw}"
         );
     }
 }

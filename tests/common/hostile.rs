@@ -41,6 +41,10 @@ pub enum Attack {
     /// Class 6: every GET is answered with this status (429, 503) and
     /// `Retry-After: SECS`; POSTs behave.
     GetRetryAfter(u16, u64),
+    /// Class 13: writes every numeric id of its replies back as the f64 it
+    /// parses to (`1e0` → `1.0`, 2^64 → `1.8446744073709552e19`), as a
+    /// server that re-serialises ids does.
+    RespellIds,
 }
 
 /// The upstream's sessions: issued by `initialize`, ended by DELETE or by
@@ -124,6 +128,7 @@ fn serve(attack: &Attack, req: &Req, conn: &mut Conn, up: &Sessions) -> After {
                 body.to_string().as_bytes(),
             )
         }
+        Attack::RespellIds => respell_ids(req, conn, up),
         Attack::LogInjection
         | Attack::GetFlood
         | Attack::GetRefused(_)
@@ -172,6 +177,31 @@ fn get_flood(_req: &Req, conn: &mut Conn) {
         batch.extend_from_slice(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes());
     }
     while !conn.stopping() && conn.send(&batch) {}
+}
+
+/// `standard`, with numeric reply ids re-spelled through f64.
+fn respell_ids(req: &Req, conn: &mut Conn, up: &Sessions) -> After {
+    let msg = req.json();
+    let numeric = msg.get("id").is_some_and(serde_json::Value::is_number);
+    let Some(mut reply) = reply_to(&msg).filter(|_| req.method == "POST" && numeric) else {
+        return standard(req, conn, up);
+    };
+    let mut headers = vec![("content-type", "application/json".to_string())];
+    if msg["method"] == "initialize" {
+        headers.push(("mcp-session-id", up.issue()));
+    } else if !up.is_live(req.session()) {
+        return error_status(conn, 404, -32001, "Session not found");
+    }
+    let f = msg["id"].as_f64().unwrap_or(0.0);
+    let spelled = if f.fract() == 0.0 && f.abs() < 1e16 {
+        format!("{f:.1}")
+    } else {
+        format!("{f:e}")
+    };
+    reply["id"] = json!("@@ID@@");
+    let body = reply.to_string().replace("\"@@ID@@\"", &spelled);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    conn.respond(200, &headers, body.as_bytes())
 }
 
 /// The well-behaved server: initialize → 200 JSON + a new `Mcp-Session-Id`;
