@@ -1,7 +1,7 @@
-//! A rate limit for one log line: at most one line per interval; the
-//! occurrences held back in between are counted and reported with the next
-//! line let through ("N more suppressed"), so a flood of events costs one
-//! line per interval, not one per event.
+//! A rate limit for one kind of log line: at most `per_window` lines per
+//! window; the occurrences held back in between are counted and reported
+//! with the next line let through ("N more suppressed"), so a flood of
+//! events costs a few lines per window, not one per event.
 //!
 //! Sans-I/O: the caller passes `now`; the caller logs.
 
@@ -10,26 +10,47 @@ use std::time::{Duration, Instant};
 /// How often a rate-limited line may be logged by default.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(10);
 
+/// Lines of one kind allowed per second by [`RateLog::per_second`].
+pub const LINES_PER_SEC: u32 = 10;
+
 #[derive(Debug, Clone)]
 pub struct RateLog {
-    every: Duration,
-    /// When the next line may be logged (`None`: now).
-    next: Option<Instant>,
+    window: Duration,
+    per_window: u32,
+    /// When the current window began (`None`: no line yet).
+    window_start: Option<Instant>,
+    /// Lines let through in the current window.
+    in_window: u32,
     /// Occurrences not logged since the last line.
     suppressed: u64,
 }
 
 impl Default for RateLog {
+    /// One line per [`DEFAULT_EVERY`].
     fn default() -> Self {
         RateLog::new(DEFAULT_EVERY)
     }
 }
 
 impl RateLog {
+    /// One line per `every`.
     pub fn new(every: Duration) -> RateLog {
+        RateLog::with_budget(every, 1)
+    }
+
+    /// [`LINES_PER_SEC`] lines a second: for debug lines about events that
+    /// are worth seeing one by one until they flood.
+    pub fn per_second() -> RateLog {
+        RateLog::with_budget(Duration::from_secs(1), LINES_PER_SEC)
+    }
+
+    /// `per_window` lines per `window`.
+    pub fn with_budget(window: Duration, per_window: u32) -> RateLog {
         RateLog {
-            every,
-            next: None,
+            window,
+            per_window: per_window.max(1),
+            window_start: None,
+            in_window: 0,
             suppressed: 0,
         }
     }
@@ -44,11 +65,18 @@ impl RateLog {
     /// `n` occurrences at once (`n` ≥ 1) at `now`: as [`RateLog::check`],
     /// the `n - 1` beyond the one logged counting as suppressed.
     pub fn hit(&mut self, now: Instant, n: u64) -> Option<u64> {
-        if self.next.is_some_and(|next| now < next) {
+        let fresh = self
+            .window_start
+            .is_none_or(|s| now.saturating_duration_since(s) >= self.window);
+        if fresh {
+            self.window_start = Some(now);
+            self.in_window = 0;
+        }
+        if self.in_window >= self.per_window {
             self.suppressed = self.suppressed.saturating_add(n);
             return None;
         }
-        self.next = now.checked_add(self.every);
+        self.in_window += 1;
         Some(std::mem::take(&mut self.suppressed).saturating_add(n.saturating_sub(1)))
     }
 }
@@ -91,6 +119,22 @@ mod tests {
         assert_eq!(r.hit(t0 + Duration::from_secs(10), 1), Some(6));
         assert_eq!(r.hit(t0 + Duration::from_secs(11), 1), None);
         assert_eq!(r.hit(t0 + Duration::from_secs(30), 3), Some(3));
+    }
+
+    #[test]
+    fn allows_a_budget_per_window_and_reports_what_it_suppressed() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = RateLog::with_budget(ms(1000), 3);
+        assert_eq!(r.check(t0), Some(0));
+        assert_eq!(r.check(t0 + ms(1)), Some(0));
+        assert_eq!(r.check(t0 + ms(2)), Some(0));
+        for i in 0..1000 {
+            assert_eq!(r.check(t0 + ms(3 + i % 900)), None);
+        }
+        // The next window: the count comes with the first line.
+        assert_eq!(r.check(t0 + ms(1000)), Some(1000));
+        assert_eq!(r.check(t0 + ms(1001)), Some(0));
     }
 
     #[test]

@@ -1,5 +1,3 @@
-//! Policies with no I/O: backoff and the random source behind it, and the
-//! log line budget (`ratelog`).
+//! Policies with no I/O: backoff and the random source behind it.
 
 pub mod backoff;
-pub mod ratelog;

@@ -335,7 +335,7 @@ impl Forward {
     /// A message from the server dropped instead of passed on, logged at
     /// debug within the line budget.
     pub(super) fn dropped(&mut self, why: Dropped) {
-        if let Some(suppressed) = self.drop_log.allow(self.now) {
+        if let Some(suppressed) = self.drop_log.check(self.now) {
             log::debug!(
                 "[{}] server message dropped: {}{}",
                 self.cfg.name,

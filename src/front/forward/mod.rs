@@ -46,8 +46,8 @@ use crate::cli::ForwardConfig;
 use crate::io::buf::OutBuf;
 use crate::io::child::describe;
 use crate::io::fd::{Fd, set_nonblocking};
+use crate::io::ratelog::RateLog;
 use crate::policy::backoff::{Backoff, Rng};
-use crate::policy::ratelog::RateLog;
 use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
 use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
@@ -211,7 +211,7 @@ impl Forward {
             final_flush: None,
             exit_code: None,
             more: false,
-            drop_log: RateLog::default(),
+            drop_log: RateLog::per_second(),
             recorder,
         })
     }

@@ -332,7 +332,7 @@ impl Reverse {
     /// suppressed in between.
     pub(super) fn dropped(&mut self, u: usize, why: Dropped) {
         self.metrics.message_dropped(why.reason());
-        if let Some(suppressed) = self.drop_log.allow(self.now) {
+        if let Some(suppressed) = self.drop_log.check(self.now) {
             log::debug!(
                 "[{}] message dropped: {}{}",
                 self.ups[u].cfg.name,

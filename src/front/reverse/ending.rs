@@ -163,7 +163,7 @@ impl Reverse {
             return false;
         };
         self.metrics.request("client_gone");
-        if let Some(suppressed) = self.drop_log.allow(self.now) {
+        if let Some(suppressed) = self.drop_log.check(self.now) {
             log::debug!(
                 "[{}] session {}: the client left while {what}; ending it{}",
                 self.ups[up_of(skey)].cfg.name,

@@ -68,7 +68,6 @@ use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
 use crate::mcp::shared::{Down, Mux, Up};
 use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
 use crate::policy::backoff::Rng;
-use crate::policy::ratelog::RateLog as LineBudget;
 use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader};
 use crate::proto::http1::{self, Event, Limits, Request, RequestParser};
@@ -309,7 +308,7 @@ struct Reverse {
     shutdown: Shutdown,
     /// Budget of the debug lines about dropped messages and departed
     /// clients (`deliver::dropped`, `session::client_gone`).
-    drop_log: LineBudget,
+    drop_log: RateLog,
 }
 
 /// Binds the listeners and serves until shutdown; returns the exit status.
@@ -463,7 +462,7 @@ impl Reverse {
             metrics,
             work: Work::default(),
             logs: LogLimits::default(),
-            drop_log: LineBudget::default(),
+            drop_log: RateLog::per_second(),
             shutdown,
         })
     }
