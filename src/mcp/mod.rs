@@ -8,5 +8,6 @@
 //!
 //! Everything here is sans-I/O: bytes in, bytes and routing decisions out.
 
+pub mod era;
 pub mod session;
 pub mod shared;

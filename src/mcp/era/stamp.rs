@@ -1,0 +1,359 @@
+//! Requests crossing the era line.
+//!
+//! Toward a modern server, a handshake-era client's request gains the
+//! envelope its `initialize` gave once (`StampContext`: version, client info,
+//! capabilities, and the level its last `logging/setLevel` asked for). Toward
+//! a handshake-era server, a modern request loses the reserved envelope keys:
+//! a server that serves both eras refuses an enveloped request on a
+//! connection opened with `initialize`. Methods one era has and the other
+//! does not are named by `toward_modern` and `toward_handshake`.
+
+use serde_json::{Map, Value, json};
+
+use super::classify::{Envelope, headers_for};
+use super::{
+    META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
+    MODERN_VERSION,
+};
+
+/// Prefix of every reserved `_meta` key.
+const RESERVED_PREFIX: &str = "io.modelcontextprotocol/";
+
+/// Why a message could not be rewritten (it is then answered with an error,
+/// never forwarded half-rewritten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StampError {
+    NotAnObject,
+    ParamsNotAnObject,
+    MetaNotAnObject,
+}
+
+/// What a handshake-era client's `initialize` said, kept to stamp each of
+/// its later requests toward a modern server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StampContext {
+    pub client_info: Value,
+    pub capabilities: Value,
+    /// Set by the client's `logging/setLevel`; without it a modern server
+    /// sends no log messages.
+    pub log_level: Option<String>,
+}
+
+impl StampContext {
+    /// From the params of the client's `initialize`.
+    pub fn from_initialize(params: &Value) -> StampContext {
+        StampContext {
+            client_info: params
+                .get("clientInfo")
+                .filter(|v| v.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({"name": "unknown", "version": "0"})),
+            capabilities: params
+                .get("capabilities")
+                .filter(|v| v.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            log_level: None,
+        }
+    }
+
+    /// The client's `logging/setLevel` (answered by the relay: the modern
+    /// era asks per request).
+    pub fn set_level(&mut self, params: Option<&Value>) -> bool {
+        match params.and_then(|p| p.get("level")).and_then(Value::as_str) {
+            Some(l) => {
+                self.log_level = Some(l.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A handshake-era request stamped for a modern server: the bytes to send
+/// and the HTTP headers to send them with. Keys the client set itself in
+/// `_meta` are kept (a reserved key it chose wins).
+pub fn stamp_modern(
+    line: &[u8],
+    ctx: &StampContext,
+) -> Result<(Vec<u8>, Vec<(String, String)>), StampError> {
+    let mut msg: Value = serde_json::from_slice(line).map_err(|_| StampError::NotAnObject)?;
+    let obj = msg.as_object_mut().ok_or(StampError::NotAnObject)?;
+    let method = obj
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let params = obj
+        .entry("params")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let params = params
+        .as_object_mut()
+        .ok_or(StampError::ParamsNotAnObject)?;
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = meta.as_object_mut().ok_or(StampError::MetaNotAnObject)?;
+    meta.entry(META_PROTOCOL_VERSION)
+        .or_insert_with(|| json!(MODERN_VERSION));
+    meta.entry(META_CLIENT_INFO)
+        .or_insert_with(|| ctx.client_info.clone());
+    meta.entry(META_CLIENT_CAPABILITIES)
+        .or_insert_with(|| ctx.capabilities.clone());
+    if let Some(l) = &ctx.log_level {
+        meta.entry(META_LOG_LEVEL).or_insert_with(|| json!(l));
+    }
+    let version = meta
+        .get(META_PROTOCOL_VERSION)
+        .and_then(Value::as_str)
+        .unwrap_or(MODERN_VERSION)
+        .to_string();
+    let headers = headers_for(&version, &method, obj.get("params"));
+    Ok((msg.to_string().into_bytes(), headers))
+}
+
+/// A modern request stripped for a handshake-era server: the bytes without
+/// the reserved `_meta` keys (an emptied `_meta` goes too), and the envelope
+/// they carried (`None` when there was none).
+pub fn strip_modern(line: &[u8]) -> Result<(Vec<u8>, Option<Envelope>), StampError> {
+    let mut msg: Value = serde_json::from_slice(line).map_err(|_| StampError::NotAnObject)?;
+    let obj = msg.as_object_mut().ok_or(StampError::NotAnObject)?;
+    let Some(params) = obj.get_mut("params") else {
+        return Ok((line.to_vec(), None));
+    };
+    let params = params
+        .as_object_mut()
+        .ok_or(StampError::ParamsNotAnObject)?;
+    let Some(meta) = params.get_mut("_meta") else {
+        return Ok((line.to_vec(), None));
+    };
+    let meta = meta.as_object_mut().ok_or(StampError::MetaNotAnObject)?;
+    let envelope = match (
+        meta.get(META_PROTOCOL_VERSION),
+        meta.get(META_CLIENT_CAPABILITIES),
+    ) {
+        (Some(Value::String(v)), Some(c)) => Some(Envelope {
+            version: v.clone(),
+            client_info: meta.get(META_CLIENT_INFO).cloned(),
+            capabilities: c.clone(),
+            log_level: meta
+                .get(META_LOG_LEVEL)
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }),
+        _ => None,
+    };
+    let before = meta.len();
+    meta.retain(|k, _| !k.starts_with(RESERVED_PREFIX));
+    if meta.len() == before {
+        return Ok((line.to_vec(), envelope));
+    }
+    if meta.is_empty() {
+        params.remove("_meta");
+    }
+    Ok((msg.to_string().into_bytes(), envelope))
+}
+
+/// A handshake-era server's result made a modern one: `resultType` says it
+/// is complete (an older server never sends it; clients read its absence as
+/// complete, the relay states it for strict ones).
+pub fn mark_complete(result: &mut Value) {
+    if let Some(o) = result.as_object_mut() {
+        o.entry("resultType").or_insert_with(|| json!("complete"));
+    }
+}
+
+/// What the relay does with a handshake-era client's message on its way to
+/// a modern server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowardModern {
+    /// Stamp it and send it.
+    Forward,
+    /// `initialize`: answered from the server's `server/discover`.
+    AnswerInitialize,
+    /// `notifications/initialized`: the modern era has no handshake; dropped.
+    Drop,
+    /// `ping`: gone from the modern era; answered `{}` by the relay.
+    AnswerEmpty,
+    /// `logging/setLevel`: kept for the stamps, answered `{}`.
+    SetLevel,
+    /// `resources/subscribe` / `unsubscribe`: folded into the relay's one
+    /// `subscriptions/listen` toward the server (`listen`).
+    Subscribe,
+    Unsubscribe,
+}
+
+pub fn toward_modern(method: &str) -> TowardModern {
+    match method {
+        "initialize" => TowardModern::AnswerInitialize,
+        "notifications/initialized" => TowardModern::Drop,
+        "ping" => TowardModern::AnswerEmpty,
+        "logging/setLevel" => TowardModern::SetLevel,
+        "resources/subscribe" => TowardModern::Subscribe,
+        "resources/unsubscribe" => TowardModern::Unsubscribe,
+        _ => TowardModern::Forward,
+    }
+}
+
+/// What the relay does with a modern client's message on its way to a
+/// handshake-era server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowardHandshake {
+    /// Strip the envelope and send it.
+    Forward,
+    /// `server/discover`: answered from the relay's own `initialize`.
+    AnswerDiscover,
+    /// `subscriptions/listen`: mapped by `listen`.
+    Listen,
+}
+
+pub fn toward_handshake(method: &str) -> TowardHandshake {
+    match method {
+        "server/discover" => TowardHandshake::AnswerDiscover,
+        "subscriptions/listen" => TowardHandshake::Listen,
+        _ => TowardHandshake::Forward,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::era::classify::{ClientRequest, RouteHeaders, classify};
+
+    fn ctx() -> StampContext {
+        StampContext::from_initialize(&json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": {"sampling": {}},
+            "clientInfo": {"name": "old", "version": "1"},
+        }))
+    }
+
+    fn v(b: &[u8]) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn a_stamped_request_passes_the_modern_check_with_its_headers() {
+        let line = br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"progressToken":9}}}"#;
+        let (out, headers) = stamp_modern(line, &ctx()).unwrap();
+        let m = v(&out);
+        assert_eq!(m["id"], 4);
+        assert_eq!(m["params"]["_meta"]["progressToken"], 9);
+        assert_eq!(m["params"]["_meta"][META_CLIENT_INFO]["name"], "old");
+        assert!(m["params"]["_meta"].get(META_LOG_LEVEL).is_none());
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("mcp-name"), Some("echo"));
+        let h = RouteHeaders {
+            version: get("mcp-protocol-version"),
+            method: get("mcp-method"),
+            name: get("mcp-name"),
+        };
+        let params = m["params"].to_string();
+        let ClientRequest::Modern(e) = classify("tools/call", Some(&params), Some(h)) else {
+            panic!("stamped request refused");
+        };
+        assert_eq!(e.capabilities, json!({"sampling": {}}));
+    }
+
+    #[test]
+    fn stamping_adds_params_and_the_log_level_and_keeps_the_clients_own_keys() {
+        let mut c = ctx();
+        assert!(c.set_level(Some(&json!({"level": "debug"}))));
+        assert!(!c.set_level(Some(&json!({"level": 3}))));
+        let (out, _) =
+            stamp_modern(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, &c).unwrap();
+        assert_eq!(v(&out)["params"]["_meta"][META_LOG_LEVEL], "debug");
+        let own = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"{META_LOG_LEVEL}":"error"}}}}}}"#
+        );
+        let (out, _) = stamp_modern(own.as_bytes(), &c).unwrap();
+        assert_eq!(v(&out)["params"]["_meta"][META_LOG_LEVEL], "error");
+        let defaults = StampContext::from_initialize(&json!({"clientInfo": 5}));
+        assert_eq!(defaults.capabilities, json!({}));
+        assert_eq!(defaults.client_info["name"], "unknown");
+    }
+
+    #[test]
+    fn stamping_refuses_what_it_cannot_rewrite() {
+        assert_eq!(stamp_modern(b"[1]", &ctx()), Err(StampError::NotAnObject));
+        assert_eq!(stamp_modern(b"nope", &ctx()), Err(StampError::NotAnObject));
+        let p = br#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#;
+        assert_eq!(stamp_modern(p, &ctx()), Err(StampError::ParamsNotAnObject));
+        let p = br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":"s"}}"#;
+        assert_eq!(stamp_modern(p, &ctx()), Err(StampError::MetaNotAnObject));
+    }
+
+    #[test]
+    fn stripping_removes_only_reserved_keys_and_returns_the_envelope() {
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{{"name":"n","_meta":{{"progressToken":"p","{META_PROTOCOL_VERSION}":"2026-07-28","{META_CLIENT_CAPABILITIES}":{{"roots":{{}}}},"{META_LOG_LEVEL}":"info"}}}}}}"#
+        );
+        let (out, env) = strip_modern(line.as_bytes()).unwrap();
+        let m = v(&out);
+        assert_eq!(m["params"]["_meta"], json!({"progressToken": "p"}));
+        assert_eq!(m["params"]["name"], "n");
+        let env = env.unwrap();
+        assert_eq!(env.version, "2026-07-28");
+        assert_eq!(env.log_level.as_deref(), Some("info"));
+        assert_eq!(env.capabilities, json!({"roots": {}}));
+        // Only reserved keys: `_meta` goes with them.
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"{META_PROTOCOL_VERSION}":"2026-07-28","{META_CLIENT_CAPABILITIES}":{{}}}}}}}}"#
+        );
+        let (out, _) = strip_modern(line.as_bytes()).unwrap();
+        assert_eq!(v(&out)["params"], json!({}));
+        // Nothing to strip: the very bytes come back.
+        let plain = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"progressToken":1}}}"#;
+        assert_eq!(strip_modern(plain).unwrap(), (plain.to_vec(), None));
+        let bare = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert_eq!(strip_modern(bare).unwrap(), (bare.to_vec(), None));
+        assert_eq!(strip_modern(b"7"), Err(StampError::NotAnObject));
+    }
+
+    #[test]
+    fn results_are_marked_complete_without_overriding() {
+        let mut r = json!({"tools": []});
+        mark_complete(&mut r);
+        assert_eq!(r["resultType"], "complete");
+        let mut r = json!({"resultType": "input_required"});
+        mark_complete(&mut r);
+        assert_eq!(r["resultType"], "input_required");
+        let mut r = json!(null);
+        mark_complete(&mut r);
+        assert_eq!(r, json!(null));
+    }
+
+    #[test]
+    fn methods_one_era_lacks_are_named() {
+        assert_eq!(toward_modern("initialize"), TowardModern::AnswerInitialize);
+        assert_eq!(
+            toward_modern("notifications/initialized"),
+            TowardModern::Drop
+        );
+        assert_eq!(toward_modern("ping"), TowardModern::AnswerEmpty);
+        assert_eq!(toward_modern("logging/setLevel"), TowardModern::SetLevel);
+        assert_eq!(
+            toward_modern("resources/subscribe"),
+            TowardModern::Subscribe
+        );
+        assert_eq!(
+            toward_modern("resources/unsubscribe"),
+            TowardModern::Unsubscribe
+        );
+        assert_eq!(toward_modern("tools/call"), TowardModern::Forward);
+        assert_eq!(
+            toward_handshake("server/discover"),
+            TowardHandshake::AnswerDiscover
+        );
+        assert_eq!(
+            toward_handshake("subscriptions/listen"),
+            TowardHandshake::Listen
+        );
+        assert_eq!(toward_handshake("tools/call"), TowardHandshake::Forward);
+    }
+}
