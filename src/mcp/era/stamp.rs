@@ -70,13 +70,13 @@ impl StampContext {
     }
 }
 
+/// HTTP headers, lowercase names.
+pub type Headers = Vec<(String, String)>;
+
 /// A handshake-era request stamped for a modern server: the bytes to send
 /// and the HTTP headers to send them with. Keys the client set itself in
 /// `_meta` are kept (a reserved key it chose wins).
-pub fn stamp_modern(
-    line: &[u8],
-    ctx: &StampContext,
-) -> Result<(Vec<u8>, Vec<(String, String)>), StampError> {
+pub fn stamp_modern(line: &[u8], ctx: &StampContext) -> Result<(Vec<u8>, Headers), StampError> {
     let mut msg: Value = serde_json::from_slice(line).map_err(|_| StampError::NotAnObject)?;
     let obj = msg.as_object_mut().ok_or(StampError::NotAnObject)?;
     let method = obj
