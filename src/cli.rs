@@ -13,6 +13,7 @@ use crate::logging::{self, Format};
 
 mod conventions;
 use conventions::{DURATION_UNITS, Mode, parse_options};
+pub use crate::mcp::era::UpstreamProtocol;
 
 pub const USAGE: &str = "Usage: mcp-relay forward [OPTIONS] -- COMMAND [ARG...]
 
@@ -60,6 +61,8 @@ pub struct ForwardConfig {
     pub restart_base: Duration,
     pub restart_max_delay: Duration,
     pub record: Option<PathBuf>,
+    /// `--upstream-protocol`: the era spoken to the server.
+    pub upstream_protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +119,8 @@ pub struct ReverseConfig {
     pub max_message_size: usize,
     pub restart_base: Duration,
     pub restart_max_delay: Duration,
+    /// `--upstream-protocol` (per upstream with `--config`).
+    pub upstream_protocol: UpstreamProtocol,
 }
 
 #[derive(Debug)]
@@ -260,8 +265,26 @@ fn forward_options() -> Options {
         "DUR",
     );
     add_http_options(&mut o);
+    add_era_option(&mut o);
     o.optflag("h", "help", "print this help");
     o
+}
+
+/// `--upstream-protocol`, shared by forward and reverse (docs/eras.md).
+fn add_era_option(o: &mut Options) {
+    o.optopt(
+        "",
+        "upstream-protocol",
+        "era spoken to the server: legacy (initialize), modern (2026-07-28), auto (probe once; default)",
+        "ERA",
+    );
+}
+
+fn upstream_protocol(m: &getopts::Matches) -> Result<UpstreamProtocol, String> {
+    match m.opt_str("upstream-protocol") {
+        None => Ok(UpstreamProtocol::default()),
+        Some(v) => UpstreamProtocol::parse(&v).map_err(|e| format!("--upstream-protocol: {e}")),
+    }
 }
 
 /// Flags for an HTTP(S) upstream, shared by forward and reverse.
@@ -472,6 +495,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             restart_base,
             restart_max_delay,
             record: m.opt_str("record").map(PathBuf::from),
+            upstream_protocol: upstream_protocol(&m)?,
         })),
         log_level: m.opt_str("log-level"),
         log_format: Format::from_matches(&m)?,
@@ -663,6 +687,7 @@ fn reverse_options() -> Options {
         "DUR",
     );
     add_http_options(&mut o);
+    add_era_option(&mut o);
     o.optflag("h", "help", "print this help");
     o
 }
@@ -800,6 +825,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             max_message_size: size(&m, "max-message-size", 16 << 20)?,
             restart_base,
             restart_max_delay,
+            upstream_protocol: upstream_protocol(&m)?,
         })),
         log_level: m.opt_str("log-level"),
         log_format: Format::from_matches(&m)?,
@@ -896,5 +922,39 @@ mod tests {
         assert!(e.contains("--response-timeout"), "{e}");
         assert!(parse(&args(&["forward"])).is_err());
         assert!(parse(&args(&["sideways"])).is_err());
+    }
+
+    #[test]
+    fn upstream_protocol_defaults_to_auto_and_takes_three_values() {
+        let fwd = |extra: &[&str]| {
+            let mut a = vec!["forward"];
+            a.extend_from_slice(extra);
+            a.extend_from_slice(&["--", "srv"]);
+            parse(&args(&a))
+        };
+        match fwd(&[]).unwrap().command {
+            Command::Forward(c) => assert_eq!(c.upstream_protocol, UpstreamProtocol::Auto),
+            _ => panic!("not forward"),
+        }
+        match fwd(&["--upstream-protocol", "legacy"]).unwrap().command {
+            Command::Forward(c) => assert_eq!(c.upstream_protocol, UpstreamProtocol::Legacy),
+            _ => panic!("not forward"),
+        }
+        let r = parse(&args(&[
+            "reverse",
+            "--upstream-protocol",
+            "modern",
+            "--",
+            "srv",
+        ]));
+        match r.unwrap().command {
+            Command::Reverse(c) => assert_eq!(c.upstream_protocol, UpstreamProtocol::Modern),
+            _ => panic!("not reverse"),
+        }
+        let e = fwd(&["--upstream-protocol", "new"]).unwrap_err();
+        assert!(
+            e.starts_with("--upstream-protocol:") && e.contains("\"new\""),
+            "{e}"
+        );
     }
 }

@@ -75,6 +75,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "ca_file",
     "headers",
     "header_env",
+    "upstream_protocol",
 ];
 
 /// Keys only valid inside an upstream.
@@ -480,6 +481,13 @@ fn apply_upstream(
             }
             "restart_base" => cfg.restart_base = duration(v, at)?,
             "restart_max_delay" => cfg.restart_max_delay = duration(v, at)?,
+            "upstream_protocol" => {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| format!("{at}: expected \"legacy\", \"auto\" or \"modern\""))?;
+                cfg.upstream_protocol = crate::mcp::era::UpstreamProtocol::parse(s)
+                    .map_err(|e| format!("{at}: {e}"))?;
+            }
             _ => {}
         }
     }
@@ -774,5 +782,37 @@ mod tests {
             e(r#"{"lisen": "x", "upstreams": {}}"#),
             "lisen: unknown key (did you mean listen?)"
         );
+    }
+
+    #[test]
+    fn upstream_protocol_defaults_from_the_top_and_overrides_per_upstream() {
+        use crate::mcp::era::UpstreamProtocol;
+        let r = parse(
+            r#"{"upstream_protocol": "legacy", "upstreams": {
+                "a": {"command": ["x"]},
+                "b": {"url": "http://127.0.0.1:9/mcp", "upstream_protocol": "modern"}}}"#,
+            &base(),
+            None,
+        )
+        .expect("parses");
+        let by = |n: &str| {
+            r.upstreams
+                .iter()
+                .find(|u| u.name == n)
+                .expect(n)
+                .upstream_protocol
+        };
+        assert_eq!(by("a"), UpstreamProtocol::Legacy);
+        assert_eq!(by("b"), UpstreamProtocol::Modern);
+        let r =
+            parse(r#"{"upstreams": {"a": {"command": ["x"]}}}"#, &base(), None).expect("parses");
+        assert_eq!(r.upstreams[0].upstream_protocol, UpstreamProtocol::Auto);
+        for bad in [r#""newest""#, "3"] {
+            let doc = format!(
+                r#"{{"upstreams": {{"a": {{"command": ["x"], "upstream_protocol": {bad}}}}}}}"#
+            );
+            let e = parse(&doc, &base(), None).unwrap_err();
+            assert!(e.starts_with("upstreams.a.upstream_protocol:"), "{e}");
+        }
     }
 }
