@@ -5,6 +5,8 @@
 #   venv/      a Python virtualenv with the official MCP SDK (the client of
 #              the interop tests, and FastMCP) and prometheus_client (whose
 #              parser checks /metrics in the tests)
+#   venv2/     a second virtualenv with the MCP SDK 2.x (the 2026-07-28
+#              client of tests/interop_eras.rs)
 #   node/      an npm prefix with the reference "everything" MCP server and
 #              the TypeScript SDK
 #   bin/haproxy  HAProxy (tests/haproxy.rs): the one on PATH or /usr/sbin if
@@ -28,11 +30,13 @@ cd "$(dirname "$SCRIPT")/.."
 SERVER_EVERYTHING_VERSION=2026.8.31
 MCP_SDK_JS_VERSION=1.32.2
 PY_REQUIREMENTS=('mcp>=1.25,<2' 'prometheus_client>=0.20,<1')
+PY2_REQUIREMENTS=('mcp>=2,<3')
 
 DEPS="${MCP_RELAY_TEST_DEPS:-$PWD/target/test-deps}"
 mkdir -p "$DEPS"
 DEPS="$(cd "$DEPS" && pwd)"
 VENV="$DEPS/venv"
+VENV2="$DEPS/venv2"
 NODE_PREFIX="$DEPS/node"
 STAMP="$DEPS/.stamp"
 
@@ -45,7 +49,7 @@ fi
 want="$(sha256sum "$SCRIPT" | cut -d' ' -f1)"
 everything_js="$NODE_PREFIX/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 sdk_js="$NODE_PREFIX/node_modules/@modelcontextprotocol/sdk/package.json"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" &&
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" && -x "$VENV2/bin/python" &&
       -f "$everything_js" && -f "$sdk_js" && -x "$DEPS/bin/haproxy" ]]; then
     echo "==> test deps: up to date in $DEPS"
     exit 0
@@ -96,6 +100,16 @@ echo "==> test deps: pip install ${PY_REQUIREMENTS[*]} into $VENV"
     fail "pip could not install ${PY_REQUIREMENTS[*]} into $VENV (is PyPI reachable?)"
 "$VENV/bin/python" -c 'import mcp, prometheus_client' ||
     fail "the virtualenv $VENV cannot import mcp and prometheus_client"
+if [[ ! -x "$VENV2/bin/python" ]]; then
+    echo "==> test deps: creating virtualenv $VENV2 (MCP SDK 2.x)"
+    rm -rf "$VENV2"
+    python3 -m venv "$VENV2" || fail "python3 cannot create the virtualenv $VENV2"
+fi
+echo "==> test deps: pip install ${PY2_REQUIREMENTS[*]} into $VENV2"
+"$VENV2/bin/python" -m pip install --quiet --disable-pip-version-check "${PY2_REQUIREMENTS[@]}" ||
+    fail "pip could not install ${PY2_REQUIREMENTS[*]} into $VENV2 (is PyPI reachable?)"
+"$VENV2/bin/python" -c 'import mcp_types, mcp.client.client' ||
+    fail "the virtualenv $VENV2 cannot import the MCP SDK 2.x (mcp_types)"
 
 # ---- Node: an npm prefix under target/ --------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -24,6 +24,8 @@ pub struct Deps {
     pub dir: PathBuf,
     /// The virtualenv's interpreter (MCP SDK, FastMCP, prometheus_client).
     pub python: PathBuf,
+    /// The second virtualenv's interpreter (MCP SDK 2.x).
+    pub python2: PathBuf,
     pub node: PathBuf,
     /// `node_modules` of the npm prefix (server-everything, the TS SDK).
     pub node_modules: PathBuf,
@@ -91,12 +93,13 @@ fn provision() -> Result<Deps, String> {
     })?;
     let deps = Deps {
         python: dir.join("venv/bin/python"),
+        python2: dir.join("venv2/bin/python"),
         node,
         node_modules: dir.join("node/node_modules"),
         haproxy: dir.join("bin/haproxy"),
         dir,
     };
-    for p in [&deps.python, &deps.haproxy] {
+    for p in [&deps.python, &deps.python2, &deps.haproxy] {
         if !p.exists() {
             return Err(format!(
                 "{} missing after provisioning:\n{out}",

@@ -229,13 +229,31 @@ impl Forward {
                             .upstream_mut(seq)
                             .is_some_and(|u| u.life.awaiting_init() == Some(&id))
                     {
+                        // A restarted server the era link initializes itself.
+                        if let Some(c) = self.era.on_server_response(&id, line, self.now) {
+                            if let Some(u) = self.upstream_mut(seq) {
+                                u.life.initialized();
+                            }
+                            self.era_apply(c);
+                            self.flush_held();
+                            return;
+                        }
                         self.replay_done(seq, env.is_response && !line_has_error(line));
+                        return;
+                    }
+                    if seq.is_some()
+                        && let Some(c) = self.era.on_server_response(&id, line, self.now)
+                    {
+                        self.era_apply(c);
                         return;
                     }
                     let msg = env.id.and_then(|raw| self.spelled_reply(&id, line, raw));
                     if self.untrack(&id).is_some() {
                         let msg = msg.as_deref().unwrap_or(line);
-                        self.send_to_client(Direction::ServerToClient, msg);
+                        match self.era.on_server_result(msg) {
+                            Some(modern) => self.send_to_client(Direction::ServerToClient, &modern),
+                            None => self.send_to_client(Direction::ServerToClient, msg),
+                        }
                     } else {
                         log::debug!(
                             "[{}] reply to {id} dropped: no such request in flight",
@@ -391,7 +409,13 @@ impl Forward {
             endpoints.insert(Endpoint::Child(seq, pipe))
         })?;
         let mut replay = None;
-        if let Some(init) = &self.cached_initialize {
+        if let Some((id, msg)) = self.era.on_restart() {
+            // A link bridging a modern client initializes the new server
+            // with that client's envelope (docs/eras.md).
+            io.to_child.push_line(&msg);
+            self.record(Direction::RelayToServer, &msg);
+            replay = Some(id);
+        } else if let Some(init) = &self.cached_initialize {
             // A restart: the server must be initialized again before it sees
             // the client's traffic. The client never learns of it.
             let id = Id::Str(format!("{REPLAY_ID_PREFIX}{seq}").into());

@@ -119,12 +119,18 @@ impl Forward {
                         );
                         return;
                     }
+                    if self.era_client(line, &env, Some(&id)) {
+                        return;
+                    }
                     if initialize {
                         self.cached_initialize = Some(line.to_vec());
                     }
                     self.send_to_server(line, Some(id));
                 }
                 Kind::Notification => {
+                    if self.era_client(line, &env, None) {
+                        return;
+                    }
                     if env.method_is("notifications/initialized") {
                         self.cached_initialized = Some(line.to_vec());
                     } else if env.method_is("notifications/cancelled")
@@ -136,7 +142,11 @@ impl Forward {
                     }
                     self.send_to_server(line, None);
                 }
-                Kind::Response => self.send_to_server(line, None),
+                Kind::Response => {
+                    if !self.era_client(line, &env, None) {
+                        self.send_to_server(line, None);
+                    }
+                }
                 Kind::Invalid => {
                     let id = env.id();
                     self.reply_error(
@@ -372,6 +382,108 @@ impl Forward {
     pub(super) fn record(&mut self, dir: Direction, line: &[u8]) {
         if let Some(r) = self.recorder.as_mut() {
             r.record(self.wall, dir, line);
+        }
+    }
+
+    /// Stdio: what the era link makes of a client message (docs/eras.md).
+    /// True when it took the message; false when the caller sends it as it
+    /// is (a link that passes, an HTTP upstream, a message left unchanged).
+    pub(super) fn era_client(&mut self, line: &[u8], env: &Envelope, id: Option<&Id>) -> bool {
+        if self.server.is_http() || self.era.passes() {
+            return false;
+        }
+        let method = env.method();
+        let params = env.params.map(|p| p.get());
+        let refused_before = self.era.refused;
+        let d = self
+            .era
+            .on_client(line, method.as_deref(), params, id, self.now);
+        self.era_arm_timer();
+        match d {
+            FromClient::Send(bytes) if bytes == line => return false,
+            FromClient::Send(bytes) => self.send_to_server(&bytes, id.cloned()),
+            FromClient::Held | FromClient::Drop => {}
+            FromClient::SendOwn(own) => self.era_send_own(&own),
+            FromClient::Answer(a) | FromClient::Refuse(a) => {
+                if let Some(id) = id {
+                    self.untrack(id);
+                }
+                self.send_to_client(Direction::RelayToClient, &a);
+            }
+        }
+        let refused = self.era.refused;
+        if refused > refused_before && (refused == 1 || refused.is_power_of_two()) {
+            log::warn!(
+                "[{}] {refused} client message(s) refused while finding out the server's \
+                 protocol era (hold full: {} messages)",
+                self.cfg.name,
+                crate::mcp::era::link::HOLD_CAP
+            );
+        }
+        true
+    }
+
+    /// One of the relay's own messages to the live child.
+    pub(super) fn era_send_own(&mut self, line: &[u8]) {
+        self.record(Direction::RelayToServer, line);
+        if let Some(u) = self.server.current_mut()
+            && u.io.proc.stdin.is_some()
+        {
+            u.io.to_child.push_line(line);
+        }
+    }
+
+    /// Carries out what the era link decided on a server answer or a timer.
+    pub(super) fn era_apply(&mut self, c: Consumed) {
+        for line in &c.to_server {
+            self.era_send_own(line);
+        }
+        for (id, line) in c.to_client {
+            // Its request may have timed out or been cancelled meanwhile.
+            if self.untrack(&id).is_some() {
+                self.send_to_client(Direction::ServerToClient, &line);
+            }
+        }
+        if matches!(
+            self.era.state(),
+            crate::mcp::era::link::LinkState::Bridged { .. }
+        ) && !c.to_server.is_empty()
+        {
+            log::info!(
+                "[{}] handshake-era server initialized by the relay; bridging the 2026-07-28 client",
+                self.cfg.name
+            );
+        }
+        for line in c.released {
+            let Ok(Message::Single(env)) = jsonrpc::peek(&line) else {
+                continue;
+            };
+            let id = if env.kind() == Kind::Request {
+                env.id()
+            } else {
+                None
+            };
+            // A held request that timed out or was cancelled is not sent.
+            if let Some(id) = &id
+                && !self.pending.contains(id)
+            {
+                continue;
+            }
+            if !self.era_client(&line, &env, id.as_ref()) {
+                self.send_to_server(&line, id);
+            }
+        }
+        self.era_arm_timer();
+    }
+
+    fn era_arm_timer(&mut self) {
+        match (self.era.deadline(), self.era_timer) {
+            (Some(at), None) => self.era_timer = Some(self.timers.insert(at, TimerKind::EraProbe)),
+            (None, Some(t)) => {
+                self.timers.cancel(t);
+                self.era_timer = None;
+            }
+            _ => {}
         }
     }
 }

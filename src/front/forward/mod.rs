@@ -47,6 +47,8 @@ use crate::io::buf::OutBuf;
 use crate::io::child::describe;
 use crate::io::fd::{Fd, set_nonblocking};
 use crate::io::ratelog::RateLog;
+use crate::mcp::era::link::{Consumed, FromClient, Link};
+use crate::mcp::era::verdict::PROBE_TIMEOUT;
 use crate::policy::backoff::{Backoff, Rng};
 use crate::proto::errors::RelayError;
 use crate::proto::framing::{Frame, LineReader, Oversize, ReadResult};
@@ -95,6 +97,8 @@ enum TimerKind {
     /// `--url`: the backoff before initializing a new upstream session is
     /// over.
     Reinit,
+    /// Stdio: the `server/discover` probe's time is up (docs/eras.md).
+    EraProbe,
 }
 
 /// A request in flight; its route is the upstream it was written to
@@ -135,6 +139,10 @@ struct Forward {
     pending: Inflight<Option<u64>>,
     cached_initialize: Option<Vec<u8>>,
     cached_initialized: Option<Vec<u8>>,
+    /// Stdio: the client's era and the server's, and the bridge between a
+    /// modern client and a handshake-era server (`mcp::era::link`).
+    era: Link,
+    era_timer: Option<TimerId>,
 
     closing: bool,
     final_flush: Option<TimerId>,
@@ -182,6 +190,7 @@ impl Forward {
         };
         let now = Instant::now();
         let backoff = Backoff::new(cfg.restart_base, cfg.restart_max_delay, Rng::from_os());
+        let era = Link::new(cfg.upstream_protocol, PROBE_TIMEOUT, now);
         Ok(Forward {
             host: Host {
                 input: client_in,
@@ -207,6 +216,8 @@ impl Forward {
             pending: Inflight::default(),
             cached_initialize: None,
             cached_initialized: None,
+            era,
+            era_timer: None,
             closing: false,
             final_flush: None,
             exit_code: None,
@@ -331,6 +342,17 @@ impl Forward {
             TimerKind::Reconnect => self.on_reconnect_timer(),
             TimerKind::GetHold => self.on_get_hold_timer(),
             TimerKind::Reinit => self.on_reinit_timer(),
+            TimerKind::EraProbe => {
+                self.era_timer = None;
+                if let Some(c) = self.era.on_tick(self.now) {
+                    log::warn!(
+                        "[{}] no answer to server/discover within {PROBE_TIMEOUT:?}: \
+                         treating the server as handshake-era and initializing it",
+                        self.cfg.name
+                    );
+                    self.era_apply(c);
+                }
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 pub mod classify;
 pub mod convert;
 pub mod input;
+pub mod link;
 pub mod listen;
 pub mod stamp;
 pub mod verdict;

@@ -163,6 +163,24 @@ pub fn mark_complete(result: &mut Value) {
     }
 }
 
+/// A handshake-era server's response made a modern one, for a modern
+/// client: a `result` gains `resultType: "complete"` and the cache hints
+/// (`ttlMs: 0`, immediately stale; `cacheScope: "private"`) that modern list
+/// and read results must carry; results that carry no cache hints in the
+/// modern schema ignore them. `None`: nothing to change (an error, a result
+/// that already says what it is, or not a response object).
+pub fn modern_response(line: &[u8]) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(line).ok()?;
+    let r = v.get_mut("result")?.as_object_mut()?;
+    if r.contains_key("resultType") {
+        return None;
+    }
+    r.insert("resultType".into(), json!("complete"));
+    r.entry("ttlMs").or_insert_with(|| json!(0));
+    r.entry("cacheScope").or_insert_with(|| json!("private"));
+    Some(v.to_string().into_bytes())
+}
+
 /// What the relay does with a handshake-era client's message on its way to
 /// a modern server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +344,32 @@ mod tests {
         let mut r = json!(null);
         mark_complete(&mut r);
         assert_eq!(r, json!(null));
+    }
+
+    #[test]
+    fn handshake_responses_become_modern_ones() {
+        let out = modern_response(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#).unwrap();
+        let r = &v(&out)["result"];
+        assert_eq!(
+            (
+                r["resultType"].clone(),
+                r["ttlMs"].clone(),
+                r["cacheScope"].clone()
+            ),
+            (json!("complete"), json!(0), json!("private"))
+        );
+        assert_eq!(v(&out)["id"], 1);
+        let hinted = br#"{"jsonrpc":"2.0","id":1,"result":{"ttlMs":5}}"#;
+        assert_eq!(v(&modern_response(hinted).unwrap())["result"]["ttlMs"], 5);
+        for none in [
+            &br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":[]}"#,
+            b"[]",
+            b"nope",
+        ] {
+            assert_eq!(modern_response(none), None);
+        }
     }
 
     #[test]

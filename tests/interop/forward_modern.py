@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Interop check: the official Python MCP SDK 2.x client (mode='auto') talking
+to a handshake-era stdio server (the bundled echo_server) through
+`mcp-relay forward`, which bridges the eras (docs/eras.md).
+
+Usage:
+    python3 forward_modern.py RELAY_BIN [RELAY_FLAG...] -- SERVER_ARGV...
+
+Asserts: the negotiated protocol version is 2026-07-28 (the client probed
+`server/discover` and was answered, not sent back to `initialize`), the server
+named in the discover result is the handshake-era one, tools/list and a
+tools/call with progress work. Set INTEROP_EXPECT to the version the client
+must end on (default 2026-07-28). Prints `interop ok: ...`; any failure raises.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import anyio
+from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters
+
+OVERALL_TIMEOUT_S = 30
+
+
+def parse_argv(argv: list[str]) -> tuple[str, list[str], list[str]]:
+    if "--" not in argv[2:] or len(argv) < 4:
+        sys.exit(f"usage: {os.path.basename(argv[0])} RELAY_BIN [FLAG...] -- SERVER_ARGV...")
+    cut = argv.index("--", 2)
+    return argv[1], argv[2:cut], argv[cut + 1 :]
+
+
+async def run(relay: str, flags: list[str], server: list[str]) -> str:
+    expect = os.environ.get("INTEROP_EXPECT", "2026-07-28")
+    params = StdioServerParameters(
+        command=relay, args=["forward", *flags, "--", *server], env=dict(os.environ)
+    )
+    progress: list[float] = []
+
+    async def on_progress(p: float, total: float | None, message: str | None) -> None:
+        progress.append(p)
+
+    with anyio.fail_after(OVERALL_TIMEOUT_S):
+        async with Client(params, mode="auto") as client:
+            version = client.protocol_version
+            assert version == expect, f"negotiated {version}, expected {expect}"
+            info = client.server_info
+            tools = await client.list_tools()
+            names = [t.name for t in tools.tools]
+            assert "echo" in names, names
+            result = await client.call_tool(
+                "echo",
+                {"text": "hello across eras", "progress": 3, "interval_ms": 10},
+                progress_callback=on_progress,
+            )
+            text = result.content[0].text
+            assert text == "hello across eras", text
+            assert progress == [1, 2, 3], progress
+            return f"version {version}, server {info.name if info else None}, tools {names}, progress {progress}"
+
+
+def main() -> None:
+    relay, flags, server = parse_argv(sys.argv)
+    print("interop ok:", anyio.run(run, relay, flags, server))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+//! Interop across protocol eras (issue 13, docs/eras.md): the official Python
+//! MCP SDK 2.x client, in its default `auto` mode, through
+//! `mcp-relay forward -- echo_server` (a handshake-era stdio server). The
+//! relay initializes the server itself and answers the client's
+//! `server/discover`, so the client negotiates 2026-07-28 instead of falling
+//! back to `initialize`; tools/list and a call with progress work.
+//!
+//! The client side is `tests/interop/forward_modern.py`. It needs a Python
+//! with `mcp>=2,<3`: `INTEROP_PYTHON2`, else the virtualenv
+//! `target/test-deps/venv2` that the tests provision (`.ci/install-deps.sh`).
+//! Without it the test fails, saying what to install.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::interop::{self, drain, join_bounded, kill_tree, python_imports};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const SCRIPT: &str = "tests/interop/forward_modern.py";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Python with the 2.x SDK, or why there is none.
+fn python2() -> Result<PathBuf, String> {
+    let py = match std::env::var_os("INTEROP_PYTHON2") {
+        Some(p) => PathBuf::from(p),
+        None => interop::deps().python2.clone(),
+    };
+    if !py.is_file() {
+        return Err(format!(
+            "no Python with the MCP SDK 2.x at {} (set INTEROP_PYTHON2)",
+            py.display()
+        ));
+    }
+    let p = py.to_string_lossy().into_owned();
+    python_imports(&p, "anyio, mcp_types, mcp.client.client")?;
+    Ok(py)
+}
+
+/// Runs the script with `flags` for the relay; returns (success, stdout, report).
+fn run_script(python: &Path, flags: &[&str], expect: &str) -> (bool, String, String) {
+    let root = Path::new(MANIFEST_DIR);
+    let server = common::echo_server();
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join(SCRIPT))
+        .arg(RELAY)
+        .args(flags)
+        .arg("--")
+        .arg(server)
+        .current_dir(root)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("INTEROP_EXPECT", expect)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let started = Instant::now();
+    // Every path below reaps the child: try_wait in the loop, or kill_tree
+    // (which waits) on timeout.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().expect("spawn the interop script");
+    let (out_buf, out_thread) = drain(child.stdout.take().expect("stdout"));
+    let (err_buf, err_thread) = drain(child.stderr.take().expect("stderr"));
+    let mut status = None;
+    while started.elapsed() < TIMEOUT {
+        match child.try_wait() {
+            Ok(Some(s)) => {
+                status = Some(s);
+                break;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(25)),
+            Err(_) => break,
+        }
+    }
+    if status.is_none() {
+        kill_tree(&mut child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    join_bounded(out_thread, deadline);
+    join_bounded(err_thread, deadline);
+    let stdout = interop::snapshot(&out_buf);
+    let stderr = interop::snapshot(&err_buf);
+    let report = format!(
+        "flags {flags:?}, elapsed {:.2?}, status {status:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}--- end ---",
+        started.elapsed()
+    );
+    let ok = status.is_some_and(|s| s.success()) && stdout.contains("interop ok");
+    (ok, stdout, report)
+}
+
+#[test]
+fn python_sdk_2_client_negotiates_2026_through_forward_to_a_handshake_era_server() {
+    let python = match python2() {
+        Ok(p) => p,
+        Err(e) => return interop::missing("interop_eras", &e),
+    };
+    for flags in [&[][..], &["--upstream-protocol", "legacy"][..]] {
+        let (ok, stdout, report) = run_script(&python, flags, "2026-07-28");
+        assert!(
+            ok,
+            "the 2.x client did not get 2026-07-28 through the bridge\n{report}"
+        );
+        eprintln!("{flags:?}: {}", stdout.trim_end());
+    }
+}
+
+#[test]
+fn upstream_protocol_modern_passes_through_and_the_client_falls_back() {
+    // `modern` tells the relay the server is modern: nothing is bridged, the
+    // handshake-era server refuses discover and the client falls back to
+    // initialize, which passes through. What the relay did before issue 13.
+    let python = match python2() {
+        Ok(p) => p,
+        Err(e) => return interop::missing("interop_eras", &e),
+    };
+    let (ok, stdout, report) =
+        run_script(&python, &["--upstream-protocol", "modern"], "2025-11-25");
+    assert!(ok, "the fallback through a passing relay broke\n{report}");
+    eprintln!("{}", stdout.trim_end());
+}
