@@ -5,10 +5,16 @@
 //! `server/discover`, so the client negotiates 2026-07-28 instead of falling
 //! back to `initialize`; tools/list and a call with progress work.
 //!
+//! A second test puts a Python SDK 1.x server (`tests/interop/elicit_server_v1.py`,
+//! FastMCP) behind the relay: its tool asks the client for input with
+//! `elicitation/create` during the call, which reaches the 2.x client as an
+//! `InputRequiredResult` round.
+//!
 //! The client side is `tests/interop/forward_modern.py`. It needs a Python
 //! with `mcp>=2,<3`: `INTEROP_PYTHON2`, else the virtualenv
-//! `target/test-deps/venv2` that the tests provision (`.ci/install-deps.sh`).
-//! Without it the test fails, saying what to install.
+//! `target/test-deps/venv2`; the 1.x server runs under the 1.x virtualenv
+//! `target/test-deps/venv`. The tests provision both (`.ci/install-deps.sh`);
+//! without them a test fails, saying what to install.
 
 mod common;
 
@@ -41,19 +47,29 @@ fn python2() -> Result<PathBuf, String> {
     Ok(py)
 }
 
-/// Runs the script with `flags` for the relay; returns (success, stdout, report).
+/// Runs the script with `flags` for the relay in front of the echo server;
+/// returns (success, stdout, report).
 fn run_script(python: &Path, flags: &[&str], expect: &str) -> (bool, String, String) {
+    let server = common::echo_server().to_string_lossy().into_owned();
+    run_script_with(python, flags, &[&server], &[("INTEROP_EXPECT", expect)])
+}
+
+fn run_script_with(
+    python: &Path,
+    flags: &[&str],
+    server: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let root = Path::new(MANIFEST_DIR);
-    let server = common::echo_server();
     let mut cmd = Command::new(python);
     cmd.arg(root.join(SCRIPT))
         .arg(RELAY)
         .args(flags)
         .arg("--")
-        .arg(server)
+        .args(server)
+        .envs(env.iter().copied())
         .current_dir(root)
         .env("PYTHONUNBUFFERED", "1")
-        .env("INTEROP_EXPECT", expect)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -120,5 +136,27 @@ fn upstream_protocol_modern_passes_through_and_the_client_falls_back() {
     let (ok, stdout, report) =
         run_script(&python, &["--upstream-protocol", "modern"], "2025-11-25");
     assert!(ok, "the fallback through a passing relay broke\n{report}");
+    eprintln!("{}", stdout.trim_end());
+}
+
+#[test]
+fn a_python_sdk_1_server_asking_for_input_reaches_the_2_x_client_as_input_required() {
+    let python2 = match python2() {
+        Ok(p) => p,
+        Err(e) => return interop::missing("interop_eras", &e),
+    };
+    let python1 = interop::python();
+    if let Err(e) = python_imports(&python1, "mcp.server.fastmcp") {
+        return interop::missing("interop_eras", &e);
+    }
+    let server = Path::new(MANIFEST_DIR).join("tests/interop/elicit_server_v1.py");
+    let server = server.to_string_lossy().into_owned();
+    let env = [("INTEROP_ELICIT", "1"), ("INTEROP_PROGRESS", "0")];
+    let (ok, stdout, report) = run_script_with(&python2, &[], &[&python1, &server], &env);
+    assert!(ok, "elicitation did not cross the era bridge\n{report}");
+    assert!(
+        stdout.contains("elicitation answered: 'hello relay'"),
+        "{report}"
+    );
     eprintln!("{}", stdout.trim_end());
 }

@@ -9,8 +9,12 @@ Usage:
 Asserts: the negotiated protocol version is 2026-07-28 (the client probed
 `server/discover` and was answered, not sent back to `initialize`), the server
 named in the discover result is the handshake-era one, tools/list and a
-tools/call with progress work. Set INTEROP_EXPECT to the version the client
-must end on (default 2026-07-28). Prints `interop ok: ...`; any failure raises.
+tools/call of `echo` work (with progress unless INTEROP_PROGRESS=0). With
+INTEROP_ELICIT=1 it also calls `ask`, during which the server asks the client
+for a name (`elicitation/create`): through the relay that arrives as an
+`InputRequiredResult` round, which the SDK answers and retries. Set
+INTEROP_EXPECT to the version the client must end on (default 2026-07-28).
+Prints `interop ok: ...`; any failure raises.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import sys
 
 import anyio
+import mcp_types as types
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -38,27 +43,41 @@ async def run(relay: str, flags: list[str], server: list[str]) -> str:
         command=relay, args=["forward", *flags, "--", *server], env=dict(os.environ)
     )
     progress: list[float] = []
+    elicited: list[str] = []
+    want_progress = os.environ.get("INTEROP_PROGRESS", "1") != "0"
+    want_elicit = os.environ.get("INTEROP_ELICIT") == "1"
+
+    async def on_elicit(context, params):  # noqa: ANN001 - SDK callback shape
+        elicited.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "relay"})
 
     async def on_progress(p: float, total: float | None, message: str | None) -> None:
         progress.append(p)
 
     with anyio.fail_after(OVERALL_TIMEOUT_S):
-        async with Client(params, mode="auto") as client:
+        async with Client(params, mode="auto", elicitation_callback=on_elicit) as client:
             version = client.protocol_version
             assert version == expect, f"negotiated {version}, expected {expect}"
             info = client.server_info
             tools = await client.list_tools()
             names = [t.name for t in tools.tools]
             assert "echo" in names, names
-            result = await client.call_tool(
-                "echo",
-                {"text": "hello across eras", "progress": 3, "interval_ms": 10},
-                progress_callback=on_progress,
-            )
+            args = {"text": "hello across eras"}
+            if want_progress:
+                args.update({"progress": 3, "interval_ms": 10})
+            result = await client.call_tool("echo", args, progress_callback=on_progress)
             text = result.content[0].text
             assert text == "hello across eras", text
-            assert progress == [1, 2, 3], progress
-            return f"version {version}, server {info.name if info else None}, tools {names}, progress {progress}"
+            if want_progress:
+                assert progress == [1, 2, 3], progress
+            done = f"version {version}, server {info.name if info else None}, tools {names}, progress {progress}"
+            if want_elicit:
+                result = await client.call_tool("ask", {})
+                text = result.content[0].text
+                assert text == "hello relay", text
+                assert elicited == ["What is your name?"], elicited
+                done += f", elicitation answered: {text!r}"
+            return done
 
 
 def main() -> None:

@@ -269,7 +269,12 @@ impl Forward {
                     }
                     self.send_to_client(Direction::ServerToClient, line);
                 }
-                Kind::Request => self.send_to_client(Direction::ServerToClient, line),
+                Kind::Request => {
+                    if seq.is_some() && self.era_server_request(&env) {
+                        return;
+                    }
+                    self.send_to_client(Direction::ServerToClient, line);
+                }
                 Kind::Invalid => {
                     log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name);
                 }

@@ -231,6 +231,7 @@ impl Forward {
     /// and stops its timer.
     pub(super) fn untrack(&mut self, id: &Id) -> Option<Pending> {
         let p = self.pending.finish(id)?;
+        self.era.forget(id);
         if let Some(t) = p.timer {
             self.timers.cancel(t);
         }
@@ -362,6 +363,12 @@ impl Forward {
                 "max_request_time_ms": self.cfg.max_request_time.as_millis() as u64,
             }),
         );
+        // A retry of a bridged call: the call is cancelled at the server
+        // under its own id (docs/eras.md).
+        if let Some(c) = self.era.on_leg_gone(&id) {
+            self.era_apply(c);
+            return;
+        }
         // MCP: `initialize` must not be cancelled. Anything else is, so the
         // server can stop working on it; its late reply is dropped.
         if self.server.is_http() {
@@ -403,6 +410,7 @@ impl Forward {
             FromClient::Send(bytes) if bytes == line => return false,
             FromClient::Send(bytes) => self.send_to_server(&bytes, id.cloned()),
             FromClient::Held | FromClient::Drop => {}
+            FromClient::Bridge(c) => self.era_apply(c),
             FromClient::SendOwn(own) => self.era_send_own(&own),
             FromClient::Answer(a) | FromClient::Refuse(a) => {
                 if let Some(id) = id {
@@ -444,10 +452,10 @@ impl Forward {
                 self.send_to_client(Direction::ServerToClient, &line);
             }
         }
-        if matches!(
-            self.era.state(),
-            crate::mcp::era::link::LinkState::Bridged { .. }
-        ) && !c.to_server.is_empty()
+        // The relay's own `notifications/initialized`: the bridge is up.
+        if c.to_server
+            .iter()
+            .any(|l| l.ends_with(b"\"notifications/initialized\"}"))
         {
             log::info!(
                 "[{}] handshake-era server initialized by the relay; bridging the 2026-07-28 client",
@@ -476,7 +484,41 @@ impl Forward {
         self.era_arm_timer();
     }
 
-    fn era_arm_timer(&mut self) {
+    /// A request from the server: carried to a bridged modern client as an
+    /// `InputRequiredResult` round. False: the caller passes it on as is.
+    pub(super) fn era_server_request(&mut self, env: &Envelope) -> bool {
+        let (Some(method), Some(id)) = (env.method(), env.id()) else {
+            return false;
+        };
+        let params: Option<serde_json::Value> =
+            env.params.and_then(|p| serde_json::from_str(p.get()).ok());
+        let mint = || {
+            crate::mcp::session::new_session_id().unwrap_or_else(|e| {
+                // One client per forward relay: a token only has to be unique.
+                log::warn!("random request state unavailable ({e}); using a counter");
+                format!("{:?}", std::time::SystemTime::now())
+            })
+        };
+        let refused = self.era.input_stats().refused;
+        let Some(c) = self
+            .era
+            .on_server_request(id, &method, params.as_ref(), self.now, mint)
+        else {
+            return false;
+        };
+        let now_refused = self.era.input_stats().refused;
+        if now_refused > refused && now_refused.is_power_of_two() {
+            log::warn!(
+                "[{}] {now_refused} server request(s) to the 2026-07-28 client refused: \
+                 too many calls or requests waiting for its input",
+                self.cfg.name
+            );
+        }
+        self.era_apply(c);
+        true
+    }
+
+    pub(super) fn era_arm_timer(&mut self) {
         match (self.era.deadline(), self.era_timer) {
             (Some(at), None) => self.era_timer = Some(self.timers.insert(at, TimerKind::EraProbe)),
             (None, Some(t)) => {
@@ -484,6 +526,16 @@ impl Forward {
                 self.era_timer = None;
             }
             _ => {}
+        }
+        let want = self.era.input_deadline();
+        if self.era_input_timer.map(|(_, at)| at) != want {
+            if let Some((t, _)) = self.era_input_timer.take() {
+                self.timers.cancel(t);
+            }
+            if let Some(at) = want {
+                let t = self.timers.insert(at, TimerKind::EraInput);
+                self.era_input_timer = Some((t, at));
+            }
         }
     }
 }

@@ -99,6 +99,8 @@ enum TimerKind {
     Reinit,
     /// Stdio: the `server/discover` probe's time is up (docs/eras.md).
     EraProbe,
+    /// Stdio, bridged: a client did not retry a call that needs its input.
+    EraInput,
 }
 
 /// A request in flight; its route is the upstream it was written to
@@ -143,6 +145,7 @@ struct Forward {
     /// modern client and a handshake-era server (`mcp::era::link`).
     era: Link,
     era_timer: Option<TimerId>,
+    era_input_timer: Option<(TimerId, Instant)>,
 
     closing: bool,
     final_flush: Option<TimerId>,
@@ -218,6 +221,7 @@ impl Forward {
             cached_initialized: None,
             era,
             era_timer: None,
+            era_input_timer: None,
             closing: false,
             final_flush: None,
             exit_code: None,
@@ -352,6 +356,19 @@ impl Forward {
                     );
                     self.era_apply(c);
                 }
+            }
+            TimerKind::EraInput => {
+                self.era_input_timer = None;
+                let c = self.era.on_input_tick(self.now);
+                if !c.to_server.is_empty() {
+                    log::warn!(
+                        "[{}] the client did not answer the server's request in time; \
+                         the call was cancelled ({} so far)",
+                        self.cfg.name,
+                        self.era.input_stats().expired
+                    );
+                }
+                self.era_apply(c);
             }
         }
     }

@@ -162,6 +162,11 @@ impl<K: PartialEq + Clone> Bridge<K> {
         self.entries.is_empty()
     }
 
+    /// Whether the call `upstream` (its id at the server) is held here.
+    pub fn holds(&self, upstream: &Id) -> bool {
+        self.by_upstream.contains_key(upstream)
+    }
+
     /// The nearest deadline, for the front's timer.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.entries
@@ -446,7 +451,7 @@ fn splice_result(leg: &Id, response: &[u8]) -> Vec<u8> {
     };
     o.insert("id".into(), id_value(leg));
     if let Some(r) = o.get_mut("result") {
-        super::stamp::mark_complete(r);
+        super::stamp::modernize(r);
     }
     v.to_string().into_bytes()
 }

@@ -27,13 +27,14 @@
 //! strips the envelope off every request, and drops the client's
 //! `notifications/initialized` (it sent its own).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::classify::{ClientRequest, Envelope, classify};
 use super::convert::{self, DiscoverOutcome};
+use super::input::{self, Bridge};
 use super::stamp::strip_modern;
 use super::verdict::{Settled, Verdict, Want};
 use super::{Era, UpstreamProtocol};
@@ -86,6 +87,9 @@ pub enum FromClient {
     Refuse(Vec<u8>),
     /// Nothing to send, nothing to answer.
     Drop,
+    /// Taken by the input bridge (a retry carrying input responses, or the
+    /// cancellation of a leg): carry this out.
+    Bridge(Consumed),
 }
 
 /// What the front does with a server response the link consumed.
@@ -109,7 +113,21 @@ pub struct Link {
     inits: u64,
     /// Held messages refused since the last log line.
     pub refused: u64,
+    /// Bridged: the server's requests carried to the client as
+    /// `InputRequiredResult` rounds (`link_input.rs`).
+    pub(super) input: Bridge<()>,
+    /// Bridged: the client's calls in flight that may carry input, by id:
+    /// (method, order started). At most [`MAX_CALLS`].
+    pub(super) calls: HashMap<Id, u64>,
+    pub(super) call_seq: u64,
+    /// Calls the front no longer tracks whose first leg was answered
+    /// `input_required`: kept as carriers while the bridge holds them.
+    pub(super) kept: HashSet<Id>,
 }
+
+/// Calls remembered as carriers of the server's requests; past it a call
+/// is not remembered, and a server request it would carry gets an error.
+pub const MAX_CALLS: usize = 4096;
 
 impl Link {
     pub fn new(knob: UpstreamProtocol, probe_timeout: Duration, now: Instant) -> Link {
@@ -121,6 +139,10 @@ impl Link {
             late: None,
             inits: 0,
             refused: 0,
+            input: Bridge::new(input::Limits::default()),
+            calls: HashMap::new(),
+            call_seq: 0,
+            kept: HashSet::new(),
         }
     }
 
@@ -158,7 +180,7 @@ impl Link {
         match &self.state {
             LinkState::Pass => FromClient::Send(line.to_vec()),
             LinkState::Probing { .. } | LinkState::Initializing { .. } => self.hold(line, id),
-            LinkState::Bridged { .. } => self.bridged(line, method, params, id),
+            LinkState::Bridged { .. } => self.bridged(line, method, params, id, now),
             LinkState::Fresh => {
                 let (Some(method), Some(id)) = (method, id) else {
                     // Notifications and responses before any request pass.
@@ -308,6 +330,7 @@ impl Link {
                 c.released = self.release();
                 Some(c)
             }
+            LinkState::Bridged { .. } => self.bridge_response(id, line),
             _ => None,
         }
     }
@@ -381,7 +404,11 @@ impl Link {
         method: Option<&str>,
         params: Option<&str>,
         id: Option<&Id>,
+        now: Instant,
     ) -> FromClient {
+        if let Some(taken) = self.bridge_client(method, params, id, now) {
+            return taken;
+        }
         let LinkState::Bridged { init, .. } = &self.state else {
             return FromClient::Send(line.to_vec());
         };
@@ -509,6 +536,9 @@ fn answer(id: &Id, result: Option<Value>) -> Vec<u8> {
         ),
     }
 }
+
+#[path = "link_input.rs"]
+mod link_input;
 
 #[cfg(test)]
 #[path = "link_tests.rs"]

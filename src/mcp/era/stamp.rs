@@ -163,22 +163,30 @@ pub fn mark_complete(result: &mut Value) {
     }
 }
 
-/// A handshake-era server's response made a modern one, for a modern
-/// client: a `result` gains `resultType: "complete"` and the cache hints
-/// (`ttlMs: 0`, immediately stale; `cacheScope: "private"`) that modern list
-/// and read results must carry; results that carry no cache hints in the
-/// modern schema ignore them. `None`: nothing to change (an error, a result
-/// that already says what it is, or not a response object).
-pub fn modern_response(line: &[u8]) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(line).ok()?;
-    let r = v.get_mut("result")?.as_object_mut()?;
+/// A handshake-era server's result made a modern one: `resultType:
+/// "complete"` and the cache hints (`ttlMs: 0`, immediately stale;
+/// `cacheScope: "private"`) that modern list and read results must carry;
+/// results without cache hints in the modern schema ignore them. False (and
+/// nothing changed) when it already says what it is or is not an object.
+pub fn modernize(result: &mut Value) -> bool {
+    let Some(r) = result.as_object_mut() else {
+        return false;
+    };
     if r.contains_key("resultType") {
-        return None;
+        return false;
     }
     r.insert("resultType".into(), json!("complete"));
     r.entry("ttlMs").or_insert_with(|| json!(0));
     r.entry("cacheScope").or_insert_with(|| json!("private"));
-    Some(v.to_string().into_bytes())
+    true
+}
+
+/// A handshake-era server's response line made a modern one
+/// ([`modernize`]). `None`: nothing to change (an error, a result that
+/// already says what it is, or not a response object).
+pub fn modern_response(line: &[u8]) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(line).ok()?;
+    modernize(v.get_mut("result")?).then(|| v.to_string().into_bytes())
 }
 
 /// What the relay does with a handshake-era client's message on its way to
