@@ -487,6 +487,9 @@ impl Forward {
     /// A request from the server: carried to a bridged modern client as an
     /// `InputRequiredResult` round. False: the caller passes it on as is.
     pub(super) fn era_server_request(&mut self, env: &Envelope) -> bool {
+        if !self.era.bridging() {
+            return false;
+        }
         let (Some(method), Some(id)) = (env.method(), env.id()) else {
             return false;
         };

@@ -162,6 +162,11 @@ impl Link {
         }
     }
 
+    /// Whether the link bridges (rewrites both ways).
+    pub fn bridging(&self) -> bool {
+        matches!(self.state, LinkState::Bridged { .. })
+    }
+
     /// Whether the link rewrites anything (else the front's fast path runs).
     pub fn passes(&self) -> bool {
         self.state == LinkState::Pass
@@ -248,6 +253,15 @@ impl Link {
             self.late = None;
             return Some(Consumed::default());
         }
+        // Cheap checks first: most responses are the client's, on a link
+        // that passes or bridges.
+        match &self.state {
+            LinkState::Fresh | LinkState::Pass => return None,
+            LinkState::Bridged { .. } => return self.bridge_response(id, line),
+            LinkState::Probing { probe, .. } if probe != id => return None,
+            LinkState::Initializing { init, .. } if init != id => return None,
+            _ => {}
+        }
         match self.state.clone() {
             LinkState::Probing {
                 probe,
@@ -330,7 +344,6 @@ impl Link {
                 c.released = self.release();
                 Some(c)
             }
-            LinkState::Bridged { .. } => self.bridge_response(id, line),
             _ => None,
         }
     }
