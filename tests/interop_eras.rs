@@ -5,7 +5,7 @@
 //! `server/discover`, so the client negotiates 2026-07-28 instead of falling
 //! back to `initialize`; tools/list and a call with progress work.
 //!
-//! A second test puts a Python SDK 1.x server (`tests/interop/elicit_server_v1.py`,
+//! A second test puts a Python SDK 1.x server (`tests/interop/handshake_server_v1.py`,
 //! FastMCP) behind the relay: its tool asks the client for input with
 //! `elicitation/create` during the call, which reaches the 2.x client as an
 //! `InputRequiredResult` round.
@@ -140,7 +140,7 @@ fn upstream_protocol_modern_passes_through_and_the_client_falls_back() {
 }
 
 #[test]
-fn a_python_sdk_1_server_asking_for_input_reaches_the_2_x_client_as_input_required() {
+fn a_python_sdk_1_server_asking_for_input_and_sending_updates_reaches_the_2_x_client() {
     let python2 = match python2() {
         Ok(p) => p,
         Err(e) => return interop::missing("interop_eras", &e),
@@ -149,9 +149,13 @@ fn a_python_sdk_1_server_asking_for_input_reaches_the_2_x_client_as_input_requir
     if let Err(e) = python_imports(&python1, "mcp.server.fastmcp") {
         return interop::missing("interop_eras", &e);
     }
-    let server = Path::new(MANIFEST_DIR).join("tests/interop/elicit_server_v1.py");
+    let server = Path::new(MANIFEST_DIR).join("tests/interop/handshake_server_v1.py");
     let server = server.to_string_lossy().into_owned();
-    let env = [("INTEROP_ELICIT", "1"), ("INTEROP_PROGRESS", "0")];
+    let env = [
+        ("INTEROP_ELICIT", "1"),
+        ("INTEROP_LISTEN", "1"),
+        ("INTEROP_PROGRESS", "0"),
+    ];
     let (ok, stdout, report) = run_script_with(&python2, &[], &[&python1, &server], &env);
     assert!(ok, "elicitation did not cross the era bridge\n{report}");
     assert!(

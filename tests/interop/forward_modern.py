@@ -14,6 +14,9 @@ INTEROP_ELICIT=1 it also calls `ask`, during which the server asks the client
 for a name (`elicitation/create`): through the relay that arrives as an
 `InputRequiredResult` round, which the SDK answers and retries. Set
 INTEROP_EXPECT to the version the client must end on (default 2026-07-28).
+With INTEROP_LISTEN=1 it opens `subscriptions/listen` (tool list changes and
+`file:///note`), calls `touch` and expects both events on the listen; through
+the relay that is `resources/subscribe` and the server's notifications.
 Prints `interop ok: ...`; any failure raises.
 """
 
@@ -46,6 +49,7 @@ async def run(relay: str, flags: list[str], server: list[str]) -> str:
     elicited: list[str] = []
     want_progress = os.environ.get("INTEROP_PROGRESS", "1") != "0"
     want_elicit = os.environ.get("INTEROP_ELICIT") == "1"
+    want_listen = os.environ.get("INTEROP_LISTEN") == "1"
 
     async def on_elicit(context, params):  # noqa: ANN001 - SDK callback shape
         elicited.append(params.message)
@@ -77,6 +81,29 @@ async def run(relay: str, flags: list[str], server: list[str]) -> str:
                 assert text == "hello relay", text
                 assert elicited == ["What is your name?"], elicited
                 done += f", elicitation answered: {text!r}"
+            if want_listen:
+                events = []
+                async with client.listen(tools_list_changed=True, resource_subscriptions=["file:///note"]) as sub:
+                    result = await client.call_tool("touch", {})
+                    text = result.content[0].text
+                    assert text == "touched ['file:///note']", text
+                    with anyio.fail_after(10):
+                        async for event in sub:
+                            events.append(type(event).__name__)
+                            if len(events) == 2:
+                                break
+                assert sorted(events) == ["ResourceUpdated", "ToolsListChanged"], events
+                # The relay unsubscribes when the listen closes. The SDK sends
+                # its cancellation in the background, so look a few times.
+                with anyio.fail_after(5):
+                    while True:
+                        result = await client.call_tool("touch", {})
+                        text = result.content[0].text
+                        if text == "touched []":
+                            break
+                        assert text == "touched ['file:///note']", text
+                        await anyio.sleep(0.05)
+                done += f", listen events {events}"
             return done
 
 

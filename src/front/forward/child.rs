@@ -262,6 +262,17 @@ impl Forward {
                     }
                 }
                 Kind::Notification => {
+                    if seq.is_some()
+                        && self.era.bridging()
+                        && let Some(m) = env.method()
+                        && let Some(c) = self
+                            .era
+                            .on_server_notification(&m, env.params.map(|p| p.get()))
+                    {
+                        // A listen event: to the listens that asked for it.
+                        self.era_apply(c);
+                        return;
+                    }
                     if env.method_is("notifications/progress")
                         && let Some(tok) = env.param_id("progressToken")
                     {
@@ -414,6 +425,10 @@ impl Forward {
             endpoints.insert(Endpoint::Child(seq, pipe))
         })?;
         let mut replay = None;
+        // The client's listens ended with the old server: it listens again.
+        for line in self.era.end_listens() {
+            self.send_to_client(Direction::RelayToClient, &line);
+        }
         if let Some((id, msg)) = self.era.on_restart() {
             // A link bridging a modern client initializes the new server
             // with that client's envelope (docs/eras.md).

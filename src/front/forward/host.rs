@@ -452,6 +452,12 @@ impl Forward {
                 self.send_to_client(Direction::ServerToClient, &line);
             }
         }
+        for id in &c.done {
+            self.untrack(id);
+        }
+        for line in &c.notify {
+            self.send_to_client(Direction::RelayToClient, line);
+        }
         // The relay's own `notifications/initialized`: the bridge is up.
         if c.to_server
             .iter()

@@ -35,6 +35,7 @@ use serde_json::Value;
 use super::classify::{ClientRequest, Envelope, classify};
 use super::convert::{self, DiscoverOutcome};
 use super::input::{self, Bridge};
+use super::listen::{Limits as ListenLimits, Listeners, ServerCaps};
 use super::stamp::strip_modern;
 use super::verdict::{Settled, Verdict, Want};
 use super::{Era, UpstreamProtocol};
@@ -101,6 +102,12 @@ pub struct Consumed {
     pub to_client: Vec<(Id, Vec<u8>)>,
     /// Held client messages, in order, to route again (`on_client`).
     pub released: Vec<Vec<u8>>,
+    /// Lines for the client as they are (listen acknowledgements and
+    /// events, the end of a listen).
+    pub notify: Vec<Vec<u8>>,
+    /// Client requests the front stops tracking without an answer now (an
+    /// open `subscriptions/listen`: no response timeout applies to it).
+    pub done: Vec<Id>,
 }
 
 pub struct Link {
@@ -123,6 +130,9 @@ pub struct Link {
     /// Calls the front no longer tracks whose first leg was answered
     /// `input_required`: kept as carriers while the bridge holds them.
     pub(super) kept: HashSet<Id>,
+    /// Bridged: the client's open `subscriptions/listen` requests
+    /// (`link_listen.rs`), made from the server's capabilities.
+    pub(super) listens: Option<Listeners<()>>,
 }
 
 /// Calls remembered as carriers of the server's requests; past it a call
@@ -143,6 +153,7 @@ impl Link {
             calls: HashMap::new(),
             call_seq: 0,
             kept: HashSet::new(),
+            listens: None,
         }
     }
 
@@ -318,6 +329,10 @@ impl Link {
                             let line = answer(&d, convert::discover_from_initialize(result));
                             c.to_client.push((d, line));
                         }
+                        // Listens made before a restart ended with the old
+                        // server; the table starts empty on the new one.
+                        let caps = ServerCaps::from_capabilities(&result["capabilities"]);
+                        self.listens = Some(Listeners::new(caps, ListenLimits::default()));
                         self.set(LinkState::Bridged {
                             init: result.clone(),
                             envelope,
@@ -445,14 +460,7 @@ impl Link {
                 FromClient::Answer(answer(id, Some(r)))
             }
             (Some("notifications/initialized"), None) => FromClient::Drop,
-            (Some("subscriptions/listen"), Some(id)) => {
-                FromClient::Refuse(jsonrpc::error_response(
-                    Some(id),
-                    super::METHOD_NOT_FOUND,
-                    "subscriptions/listen is not bridged to a handshake-era server in this mode yet",
-                    Value::Null,
-                ))
-            }
+            (Some("subscriptions/listen"), Some(id)) => self.listen_open(id, params),
             (Some(_), _) => match strip_modern(line) {
                 Ok((out, _)) => FromClient::Send(out),
                 Err(_) => match id {
@@ -552,6 +560,8 @@ fn answer(id: &Id, result: Option<Value>) -> Vec<u8> {
 
 #[path = "link_input.rs"]
 mod link_input;
+#[path = "link_listen.rs"]
+mod link_listen;
 
 #[cfg(test)]
 #[path = "link_tests.rs"]

@@ -127,6 +127,10 @@ impl Link {
             None if method == "notifications/cancelled" => {
                 let p: Value = serde_json::from_str(params?).ok()?;
                 let leg = Id::from_value(p.get("requestId")?);
+                if let Some(c) = self.listen_cancelled(&leg) {
+                    // A listen the relay holds: the server never saw it.
+                    return Some(FromClient::Bridge(c));
+                }
                 self.calls.remove(&leg);
                 let out = self.input.on_client_gone(&(), &leg);
                 (out != Out::default()).then(|| FromClient::Bridge(self.consumed(out)))
@@ -138,6 +142,9 @@ impl Link {
     /// A server response on a bridged link: the result of a call the bridge
     /// holds goes to its current leg (or waits for the retry).
     pub(super) fn bridge_response(&mut self, id: &Id, line: &[u8]) -> Option<Consumed> {
+        if self.is_own_listen_reply(id) {
+            return Some(Consumed::default());
+        }
         let out = self.input.on_server_response(id, line)?;
         Some(self.consumed(out))
     }
@@ -159,7 +166,7 @@ impl Link {
         Consumed {
             to_server: out.to_server,
             to_client: out.to_client,
-            released: Vec::new(),
+            ..Consumed::default()
         }
     }
 }

@@ -196,14 +196,14 @@ fn a_bridged_link_answers_discover_and_a_late_initialize_itself() {
         id: None,
     };
     assert_eq!(send(&mut l, &n, t0), FromClient::Drop);
-    let FromClient::Refuse(e) = send(
+    let FromClient::Bridge(c) = send(
         &mut l,
         &req(6, "subscriptions/listen", r#""notifications":{},"#),
         t0,
     ) else {
         panic!()
     };
-    assert_eq!(v(&e)["error"]["code"], -32601);
+    assert_eq!(v(&c.notify[0])["params"]["notifications"], json!({}));
     let bad = plain(7, "tools/call", r#"{"_meta":[1]}"#);
     let FromClient::Refuse(e) = send(&mut l, &bad, t0) else {
         panic!()
@@ -577,4 +577,99 @@ fn an_unknown_request_state_is_refused_and_an_unanswered_round_expires() {
     assert_eq!(v(&c.to_server[1])["method"], "notifications/cancelled");
     assert_eq!(l.input_stats().expired, 1);
     assert!(l.calls.is_empty() && l.kept.is_empty());
+}
+
+#[test]
+fn listens_are_acknowledged_mapped_onto_subscribe_and_fed_the_servers_notifications() {
+    let t0 = Instant::now();
+    let mut l = Link::new(UpstreamProtocol::Legacy, PROBE_TIMEOUT, t0);
+    send(&mut l, &req(0, "server/discover", ""), t0);
+    let id = init_id(&l);
+    let init = json!({"jsonrpc": "2.0", "id": id, "result": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"tools": {"listChanged": true}, "resources": {"subscribe": true}},
+        "serverInfo": {"name": "s", "version": "1"},
+    }});
+    l.on_server_response(&Id::Str(id.clone().into()), init.to_string().as_bytes(), t0)
+        .unwrap();
+    let listen = Msg {
+        id: Some(Id::Str("listen-1".into())),
+        ..req(
+            0,
+            "subscriptions/listen",
+            r#""notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///a"]},"#,
+        )
+    };
+    let FromClient::Bridge(c) = send(&mut l, &listen, t0) else {
+        panic!("listen not taken")
+    };
+    assert_eq!(
+        c.done,
+        vec![Id::Str("listen-1".into())],
+        "no response timeout on an open listen"
+    );
+    let ack = v(&c.notify[0]);
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    let sub = v(&c.to_server[0]);
+    assert_eq!(sub["method"], "resources/subscribe");
+    assert_eq!(l.listening(), 1);
+    // The server's answer to the relay's subscribe is the relay's.
+    let own = Id::from_value(&sub["id"]);
+    let reply = format!(r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#, sub["id"]);
+    assert_eq!(
+        l.on_server_response(&own, reply.as_bytes(), t0),
+        Some(Consumed::default())
+    );
+    // Events go to the listen, stamped; unasked kinds are dropped; others pass.
+    let c = l
+        .on_server_notification(
+            "notifications/resources/updated",
+            Some(r#"{"uri":"file:///a"}"#),
+        )
+        .unwrap();
+    assert_eq!(
+        v(&c.notify[0])["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    let c = l
+        .on_server_notification("notifications/prompts/list_changed", None)
+        .unwrap();
+    assert!(c.notify.is_empty());
+    assert!(
+        l.on_server_notification("notifications/progress", Some("{}"))
+            .is_none()
+    );
+    // The client ends it: the relay unsubscribes; the server never hears of the listen.
+    let cancel = Msg {
+        line: br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"listen-1"}}"#.to_vec(),
+        method: Some("notifications/cancelled".into()),
+        params: Some(r#"{"requestId":"listen-1"}"#.into()),
+        id: None,
+    };
+    let FromClient::Bridge(c) = send(&mut l, &cancel, t0) else {
+        panic!()
+    };
+    assert_eq!(v(&c.to_server[0])["method"], "resources/unsubscribe");
+    assert_eq!(l.listening(), 0);
+    // A listen still open when the server is replaced ends gracefully.
+    send(&mut l, &listen, t0);
+    let ends = l.end_listens();
+    assert_eq!(v(&ends[0])["id"], "listen-1");
+    assert_eq!(v(&ends[0])["result"]["resultType"], "complete");
+    // A malformed filter is refused.
+    let bad = req(5, "subscriptions/listen", r#""notifications":3,"#);
+    let FromClient::Refuse(e) = send(&mut l, &bad, t0) else {
+        panic!()
+    };
+    assert_eq!(v(&e)["error"]["code"], -32602);
+    // Not bridged: notifications are not the link's.
+    let mut pass = Link::new(UpstreamProtocol::Modern, PROBE_TIMEOUT, t0);
+    assert!(
+        pass.on_server_notification("notifications/tools/list_changed", None)
+            .is_none()
+    );
 }
