@@ -484,6 +484,13 @@ impl Forward {
                 continue;
             }
             if !self.era_client(&line, &env, id.as_ref()) {
+                // As on arrival (`on_client_line`): a cancelled request gets
+                // no reply.
+                if env.method_is("notifications/cancelled")
+                    && let Some(cancelled) = env.param_id("requestId")
+                {
+                    self.untrack(&cancelled);
+                }
                 self.send_to_server(&line, id);
             }
         }
