@@ -112,7 +112,7 @@ fn run_script_with(
 fn python_sdk_2_client_negotiates_2026_through_forward_to_a_handshake_era_server() {
     let python = match python2() {
         Ok(p) => p,
-        Err(e) => return interop::missing("interop_eras", &e),
+        Err(e) => interop::missing("interop_eras", &e),
     };
     for flags in [&[][..], &["--upstream-protocol", "legacy"][..]] {
         let (ok, stdout, report) = run_script(&python, flags, "2026-07-28");
@@ -122,6 +122,7 @@ fn python_sdk_2_client_negotiates_2026_through_forward_to_a_handshake_era_server
         );
         eprintln!("{flags:?}: {}", stdout.trim_end());
     }
+    interop::ran("interop_eras::python_sdk_2_client_negotiates_2026_through_forward");
 }
 
 #[test]
@@ -131,23 +132,24 @@ fn upstream_protocol_modern_passes_through_and_the_client_falls_back() {
     // initialize, which passes through. What the relay did before issue 13.
     let python = match python2() {
         Ok(p) => p,
-        Err(e) => return interop::missing("interop_eras", &e),
+        Err(e) => interop::missing("interop_eras", &e),
     };
     let (ok, stdout, report) =
         run_script(&python, &["--upstream-protocol", "modern"], "2025-11-25");
     assert!(ok, "the fallback through a passing relay broke\n{report}");
     eprintln!("{}", stdout.trim_end());
+    interop::ran("interop_eras::upstream_protocol_modern_passes_through");
 }
 
 #[test]
 fn a_python_sdk_1_server_asking_for_input_and_sending_updates_reaches_the_2_x_client() {
     let python2 = match python2() {
         Ok(p) => p,
-        Err(e) => return interop::missing("interop_eras", &e),
+        Err(e) => interop::missing("interop_eras", &e),
     };
     let python1 = interop::python();
     if let Err(e) = python_imports(&python1, "mcp.server.fastmcp") {
-        return interop::missing("interop_eras", &e);
+        interop::missing("interop_eras", &e);
     }
     let server = Path::new(MANIFEST_DIR).join("tests/interop/handshake_server_v1.py");
     let server = server.to_string_lossy().into_owned();
@@ -163,4 +165,5 @@ fn a_python_sdk_1_server_asking_for_input_and_sending_updates_reaches_the_2_x_cl
         "{report}"
     );
     eprintln!("{}", stdout.trim_end());
+    interop::ran("interop_eras::a_python_sdk_1_server_asking_for_input");
 }
