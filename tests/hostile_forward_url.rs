@@ -6,7 +6,9 @@
 //!   loop: a fresh request is answered within 1 s throughout;
 //! - class 6: a GET refused with a 4xx other than 404 means "no GET
 //!   stream", not "make a new session"; a 404, or a `Retry-After` past
-//!   `--reconnect-max-elapsed`, re-initializes only through the backoff.
+//!   `--reconnect-max-elapsed`, re-initializes only through the backoff;
+//! - class 2: pretty-printed JSON bodies and multi-line SSE `data:` reach
+//!   the host as one line per message, each answered once.
 //!
 //! The test is the host (stdin/stdout); every wait is bounded.
 
@@ -227,4 +229,103 @@ fn class6_get_retry_after_past_the_budget_waits_it_out() {
             summaries(&seen)
         );
     }
+}
+
+/// Reads stdout until the response to `id` (keeping the other messages in
+/// `others`), then for `quiet` more: a second response to `id` fails.
+/// Every line must be one JSON-RPC message (`Relay::recv` panics on a line
+/// that is not JSON), and no line may carry U+FFFD (bytes that were not
+/// UTF-8, replaced on the way).
+fn answered_once(relay: &mut Relay, id: &Value, others: &mut Vec<Value>) -> Value {
+    let deadline = Instant::now() + SHORT;
+    let mut answer = None;
+    let mut quiet_until = None;
+    loop {
+        let now = Instant::now();
+        let until = quiet_until.unwrap_or(deadline);
+        if now >= until {
+            break;
+        }
+        match relay.recv(until - now) {
+            Recv::Msg(v) => {
+                assert_eq!(v["jsonrpc"], "2.0", "not JSON-RPC: {v}");
+                let is_answer = v.get("id") == Some(id) && v.get("method").is_none();
+                if !is_answer {
+                    others.push(v);
+                    continue;
+                }
+                assert!(answer.is_none(), "{id} answered twice: {v}");
+                answer = Some(v);
+                quiet_until = Some(Instant::now() + Duration::from_millis(300));
+            }
+            Recv::Timeout => break,
+            Recv::Eof => panic!("stdout closed\n{}", relay.stderr_tail(40)),
+        }
+    }
+    for l in &relay.raw_stdout {
+        assert!(
+            !l.contains('\u{FFFD}'),
+            "a line with bytes that were not UTF-8: {l:?}"
+        );
+        assert!(!l.contains('\r'), "a raw CR on stdout: {l:?}");
+    }
+    relay.raw_stdout.clear();
+    answer.unwrap_or_else(|| {
+        panic!(
+            "no answer to {id} within {SHORT:?}\n{}",
+            relay.stderr_tail(40)
+        )
+    })
+}
+
+/// A fresh request (text `fresh…`, which the hostile upstreams answer
+/// well) is answered correctly within [`ANSWER_WITHIN`].
+fn fresh_within_a_second(relay: &mut Relay, id: Value) {
+    let t0 = Instant::now();
+    relay.send(&call(id.clone(), "fresh"));
+    let reply = answered_once(relay, &id, &mut Vec::new());
+    let took = t0.elapsed();
+    assert_eq!(echo_text(&reply), Some("fresh"), "{reply}");
+    // `answered_once` watched 300 ms more for a second answer.
+    assert!(
+        took < ANSWER_WITHIN + Duration::from_millis(300),
+        "the fresh request took {took:?}"
+    );
+}
+
+/// Class 2: every reply is a JSON body pretty-printed with raw CRLF. The
+/// host sees each as one line of JSON-RPC, once.
+#[test]
+fn class2_pretty_json_bodies_reach_the_host_as_one_line_each() {
+    let h = Hostile::start(Attack::PrettyJsonBody);
+    let mut relay = relay_for(&h, &[]);
+    relay.handshake();
+    for n in 1..=3 {
+        relay.send(&call(json!(n), "pretty"));
+        let reply = answered_once(&mut relay, &json!(n), &mut Vec::new());
+        assert_eq!(echo_text(&reply), Some("pretty"), "{reply}");
+    }
+    fresh_within_a_second(&mut relay, json!("fresh"));
+}
+
+/// Class 2: every reply is an SSE event whose JSON spans several `data:`
+/// lines, and the GET stream opens with a notification split the same way.
+/// The host sees each message as one line of JSON-RPC, replies once.
+#[test]
+fn class2_multi_line_sse_data_reaches_the_host_as_one_line_each() {
+    let h = Hostile::start(Attack::MultiLineSseData);
+    let mut relay = relay_for(&h, &[]);
+    relay.handshake();
+    let mut others = Vec::new();
+    for n in 1..=3 {
+        relay.send(&call(json!(n), "split"));
+        let reply = answered_once(&mut relay, &json!(n), &mut others);
+        assert_eq!(echo_text(&reply), Some("split"), "{reply}");
+    }
+    fresh_within_a_second(&mut relay, json!("fresh"));
+    let notes: Vec<&Value> = others
+        .iter()
+        .filter(|v| v["params"]["data"] == "multi-line")
+        .collect();
+    assert_eq!(notes.len(), 1, "the GET stream's notification: {others:?}");
 }

@@ -7,7 +7,9 @@
 //!   pushes back on the upstream) nor starve the other upstreams and
 //!   sessions: a fresh session is answered within 1 s throughout;
 //! - class 6: a GET refused with a 4xx other than 404 means "no GET
-//!   stream": the session goes on.
+//!   stream": the session goes on;
+//! - class 2: pretty-printed JSON bodies and multi-line SSE `data:` reach
+//!   the client as valid JSON-RPC, each request answered once.
 //!
 //! The test is the HTTP client; every wait is bounded.
 
@@ -18,11 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use common::fake::summaries;
 use common::hostile::{Attack, Hostile};
-use common::http::{Http, IO, Sse, SseNext, mcp_headers, post, post_on};
+use common::http::{Http, IO, Response, Sse, SseNext, mcp_headers, post, post_on};
 use common::relay::Relay;
 use common::{SHORT, call, echo_server, echo_text, initialize, initialized, rss_kib};
 
@@ -297,4 +299,107 @@ fn class6_get_refused_with_a_4xx_keeps_the_session() {
         );
         assert_eq!(gets, 1, "HTTP {status}:\n{}", summaries(&seen));
     }
+}
+
+/// The one answer to `id` in a POST's response: the body is UTF-8 with no
+/// U+FFFD (bytes that were not UTF-8, replaced on the way), every message
+/// in it is JSON-RPC, and exactly one of them answers `id`.
+fn answered_once(r: &Response, id: &Value) -> Value {
+    assert_eq!(r.status(), 200, "{r:?}");
+    let text =
+        std::str::from_utf8(&r.body).unwrap_or_else(|e| panic!("body not UTF-8 ({e}): {r:?}"));
+    assert!(!text.contains('\u{FFFD}'), "replaced bytes: {r:?}");
+    let msgs: Vec<Value> = if r.head.is_sse() {
+        r.events()
+            .iter()
+            .filter(|e| !e.data.is_empty())
+            .map(|e| e.json())
+            .collect()
+    } else {
+        vec![r.json()]
+    };
+    for m in &msgs {
+        assert_eq!(m["jsonrpc"], "2.0", "not JSON-RPC: {m}");
+    }
+    let answers: Vec<&Value> = msgs
+        .iter()
+        .filter(|m| m.get("id") == Some(id) && m.get("method").is_none())
+        .collect();
+    assert_eq!(answers.len(), 1, "answers to {id}: {r:?}");
+    answers[0].clone()
+}
+
+/// A fresh session and its call (text `fresh`, which the hostile upstreams
+/// answer well), each answered within [`ANSWER_WITHIN`].
+fn fresh_session_served(port: u16) {
+    let (mut b, sb, took) = fresh_session(port, "/mcp");
+    let t0 = Instant::now();
+    let r = post_on(
+        &mut b,
+        Some(&sb),
+        &call(json!(1), "fresh"),
+        &[],
+        ANSWER_WITHIN,
+    )
+    .unwrap_or_else(|e| panic!("a fresh session's call not answered within 1 s: {e:?}"));
+    let reply = answered_once(&r, &json!(1));
+    assert_eq!(echo_text(&reply), Some("fresh"), "{r:?}");
+    eprintln!(
+        "fresh session answered in {took:?}, its call in {:?}",
+        t0.elapsed()
+    );
+}
+
+fn url_relay(h: &Hostile) -> Relay {
+    Relay::reverse("hostile")
+        .args(["--url", &h.url(), "--response-timeout", "5s"])
+        .start()
+}
+
+/// The next event with data on `stream`, parsed.
+fn next_message(stream: &mut Sse, what: &str) -> Value {
+    loop {
+        let ev = stream.expect_event(SHORT, what);
+        if !ev.data.is_empty() {
+            assert!(!ev.data.contains('\u{FFFD}'), "replaced bytes: {ev:?}");
+            return ev.json();
+        }
+    }
+}
+
+/// Class 2: every reply is a JSON body pretty-printed with raw CRLF; each
+/// reaches the client as valid JSON-RPC, once.
+#[test]
+fn class2_pretty_json_bodies_reach_the_client_as_json_rpc() {
+    let h = Hostile::start(Attack::PrettyJsonBody);
+    let relay = url_relay(&h);
+    let (mut a, sa, _) = fresh_session(relay.port, "/mcp");
+    let ack = post(&mut a, Some(&sa), &initialized());
+    assert_eq!(ack.status(), 202, "{ack:?}");
+    for n in 1..=3 {
+        let r = post(&mut a, Some(&sa), &call(json!(n), "pretty"));
+        let reply = answered_once(&r, &json!(n));
+        assert_eq!(echo_text(&reply), Some("pretty"), "{r:?}");
+    }
+    fresh_session_served(relay.port);
+}
+
+/// Class 2: every reply is an SSE event whose JSON spans several `data:`
+/// lines, and the GET stream opens with a notification split the same
+/// way; each reaches the client as valid JSON-RPC, replies once.
+#[test]
+fn class2_multi_line_sse_data_reaches_the_client_as_json_rpc() {
+    let h = Hostile::start(Attack::MultiLineSseData);
+    let relay = url_relay(&h);
+    let port = relay.port;
+    let (mut a, sa, _) = fresh_session(port, "/mcp");
+    let mut stream = open_stream(port, "/mcp", &sa, &mut a);
+    let note = next_message(&mut stream, "the multi-line notification");
+    assert_eq!(note["params"]["data"], "multi-line", "{note}");
+    for n in 1..=3 {
+        let r = post(&mut a, Some(&sa), &call(json!(n), "split"));
+        let reply = answered_once(&r, &json!(n));
+        assert_eq!(echo_text(&reply), Some("split"), "{r:?}");
+    }
+    fresh_session_served(port);
 }

@@ -8,12 +8,12 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::fake::{After, Conn, Fake, Req, handler, reply_to};
 
@@ -45,6 +45,29 @@ pub enum Attack {
     /// parses to (`1e0` → `1.0`, 2^64 → `1.8446744073709552e19`), as a
     /// server that re-serialises ids does.
     RespellIds,
+    // ---- mcp-relay issue 11, class 2 ----------------------------------------
+    /// Class 2 (reframing toward the host): every reply to a POSTed request
+    /// (`initialize` included) is a JSON body pretty-printed over many
+    /// lines, with raw CRLF between its tokens.
+    PrettyJsonBody,
+    /// Class 2: every reply to a POSTed request (`initialize` included) is
+    /// an SSE event whose JSON is pretty-printed over several `data:` lines
+    /// (the receiver joins them with LF); each GET stream opens with a
+    /// `notifications/message` (data `"multi-line"`) split the same way.
+    MultiLineSseData,
+    // ---- mcp-relay issue 11, class 12 ---------------------------------------
+    /// Class 12 (invalid UTF-8): the reply to a `tools/call` is a JSON body
+    /// with a byte that is not UTF-8 (0xFF) in its text. A call whose text
+    /// starts with `fresh` is answered well.
+    InvalidUtf8Body,
+    /// Class 12: the reply to a `tools/call` is an SSE event whose data has
+    /// a byte that is not UTF-8 (0xFF) in its text; for a call whose text is
+    /// `on-get` the POST stream ends empty and that reply comes on the
+    /// session's GET stream instead. Each GET stream opens with a
+    /// `notifications/message` that is not UTF-8, then a valid one (data
+    /// `"after-invalid"`). A call whose text starts with `fresh` is
+    /// answered well.
+    InvalidUtf8Sse,
 }
 
 /// The upstream's sessions: issued by `initialize`, ended by DELETE or by
@@ -53,6 +76,8 @@ pub enum Attack {
 pub struct Sessions {
     issued: AtomicUsize,
     live: Mutex<HashSet<String>>,
+    /// Chunks waiting for a session's GET stream, by session id.
+    for_get: Mutex<HashMap<String, Vec<Vec<u8>>>>,
 }
 
 impl Sessions {
@@ -70,6 +95,15 @@ impl Sessions {
     /// Sessions issued so far.
     pub fn issued(&self) -> usize {
         self.issued.load(Ordering::SeqCst)
+    }
+
+    fn queue_for_get(&self, sid: &str, chunk: Vec<u8>) {
+        let mut q = self.for_get.lock().unwrap();
+        q.entry(sid.to_owned()).or_default().push(chunk);
+    }
+
+    fn take_for_get(&self, sid: &str) -> Vec<Vec<u8>> {
+        self.for_get.lock().unwrap().remove(sid).unwrap_or_default()
     }
 }
 
@@ -129,11 +163,165 @@ fn serve(attack: &Attack, req: &Req, conn: &mut Conn, up: &Sessions) -> After {
             )
         }
         Attack::RespellIds => respell_ids(req, conn, up),
+        Attack::PrettyJsonBody => standard_with(req, conn, up, pretty_json),
+        Attack::MultiLineSseData if req.method == "GET" && up.is_live(req.session()) => {
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                              "params": {"level": "info", "data": "multi-line"}});
+            stream_then_hold(conn, up, req.session(), &[multi_line_event(&note)])
+        }
+        Attack::MultiLineSseData => standard_with(req, conn, up, multi_line_sse),
+        Attack::InvalidUtf8Body if is_attacked_call(req) => {
+            let reply = reply_to(&req.json()).expect("a tools/call reply");
+            conn.respond(
+                200,
+                &[("content-type", "application/json")],
+                &with_invalid_byte(&reply),
+            )
+        }
+        Attack::InvalidUtf8Sse if req.method == "GET" && up.is_live(req.session()) => {
+            let bad = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                             "params": {"level": "info", "data": "bad @@ byte"}});
+            let good = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                              "params": {"level": "info", "data": "after-invalid"}});
+            let mut first = b"data: ".to_vec();
+            first.extend_from_slice(&with_invalid_byte(&bad));
+            first.extend_from_slice(format!("\n\ndata: {good}\n\n").as_bytes());
+            stream_then_hold(conn, up, req.session(), &[first])
+        }
+        Attack::InvalidUtf8Sse if is_attacked_call(req) => {
+            let msg = req.json();
+            let reply = reply_to(&msg).expect("a tools/call reply");
+            let mut ev = b"data: ".to_vec();
+            ev.extend_from_slice(&with_invalid_byte(&reply));
+            ev.extend_from_slice(b"\n\n");
+            if !conn.sse_start() {
+                return After::Close;
+            }
+            if msg["params"]["arguments"]["text"] == "on-get" {
+                // 2025-11-25 polling: the POST stream ends, the reply
+                // comes on the GET stream.
+                up.queue_for_get(req.session().unwrap_or_default(), chunk(&ev));
+            } else if !conn.send(&chunk(&ev)) {
+                return After::Close;
+            }
+            if conn.sse_end() {
+                After::KeepAlive
+            } else {
+                After::Close
+            }
+        }
         Attack::LogInjection
         | Attack::GetFlood
         | Attack::GetRefused(_)
-        | Attack::GetRetryAfter(..) => standard(req, conn, up),
+        | Attack::GetRetryAfter(..)
+        | Attack::InvalidUtf8Body
+        | Attack::InvalidUtf8Sse => standard(req, conn, up),
     }
+}
+
+/// A POSTed `tools/call` whose text does not start with `fresh`: the class
+/// 12 attacks' target.
+fn is_attacked_call(req: &Req) -> bool {
+    let msg = req.json();
+    req.method == "POST"
+        && msg["method"] == "tools/call"
+        && msg["id"].is_number()
+        && msg["params"]["arguments"]["text"]
+            .as_str()
+            .is_some_and(|t| !t.starts_with("fresh"))
+}
+
+/// `v` serialised with a byte that is not UTF-8 (0xFF) in place of the
+/// first `@@` in it (or, without one, of the first `e` of `"text"`).
+pub fn with_invalid_byte(v: &Value) -> Vec<u8> {
+    let mut text = v.to_string();
+    if !text.contains("@@") {
+        text = text.replacen("\"text\":\"", "\"text\":\"@@", 1);
+    }
+    let mut bytes = text.into_bytes();
+    let at = bytes
+        .windows(2)
+        .position(|w| w == b"@@")
+        .expect("a place for the byte");
+    bytes.splice(at..at + 2, [0xFF]);
+    bytes
+}
+
+/// `ev` (whole SSE events) as one chunk of a chunked body.
+fn chunk(ev: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", ev.len()).into_bytes();
+    out.extend_from_slice(ev);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// One SSE event carrying `v` pretty-printed, one `data:` line per line.
+fn multi_line_event(v: &Value) -> Vec<u8> {
+    let pretty = serde_json::to_string_pretty(v).expect("json");
+    let mut ev = String::new();
+    for line in pretty.lines() {
+        ev.push_str("data: ");
+        ev.push_str(line);
+        ev.push('\n');
+    }
+    ev.push('\n');
+    ev.into_bytes()
+}
+
+/// [`Attack::PrettyJsonBody`]: `reply` pretty-printed, lines ended by CRLF.
+fn pretty_json(conn: &mut Conn, headers: &[(&str, &str)], reply: &Value) -> After {
+    let body = serde_json::to_string_pretty(reply)
+        .expect("json")
+        .replace('\n', "\r\n");
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    conn.respond(200, &h, body.as_bytes())
+}
+
+/// [`Attack::MultiLineSseData`]: `reply` as one multi-line SSE event.
+fn multi_line_sse(conn: &mut Conn, headers: &[(&str, &str)], reply: &Value) -> After {
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+         cache-control: no-cache\r\ntransfer-encoding: chunked\r\n",
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&chunk(&multi_line_event(reply)));
+    bytes.extend_from_slice(b"0\r\n\r\n");
+    if conn.send(&bytes) {
+        After::KeepAlive
+    } else {
+        After::Close
+    }
+}
+
+/// A GET stream that sends `first` (whole SSE events, one chunk each), then
+/// what [`Sessions::queue_for_get`] queues for its session, until the
+/// session ends or the relay closes the stream.
+fn stream_then_hold(conn: &mut Conn, up: &Sessions, sid: Option<&str>, first: &[Vec<u8>]) -> After {
+    if !conn.sse_start() {
+        return After::Close;
+    }
+    for ev in first {
+        if !conn.send(&chunk(ev)) {
+            return After::Close;
+        }
+    }
+    let sid = sid.unwrap_or_default();
+    while up.is_live(Some(sid)) {
+        for c in up.take_for_get(sid) {
+            if !conn.send(&c) {
+                return After::Close;
+            }
+        }
+        if !conn.wait(std::time::Duration::from_millis(10)) {
+            break;
+        }
+    }
+    After::Close
 }
 
 /// [`Attack::LogInjection`]: SSE events of hostile non-JSON text, 64 per
@@ -209,11 +397,21 @@ fn respell_ids(req: &Req, conn: &mut Conn, up: &Sessions) -> After {
 /// → 202; requests → 200 JSON (`tools/call` echoes its `text`); GET → an SSE
 /// stream held open until its session ends; DELETE → 200.
 pub fn standard(req: &Req, conn: &mut Conn, up: &Sessions) -> After {
+    standard_with(req, conn, up, |conn, headers, reply| {
+        conn.json(headers, reply)
+    })
+}
+
+/// How a server writes a reply to a POST: on `conn`, with `headers`.
+type Answer = fn(&mut Conn, &[(&str, &str)], &Value) -> After;
+
+/// [`standard`], each reply to a POSTed request written by `answer`.
+fn standard_with(req: &Req, conn: &mut Conn, up: &Sessions, answer: Answer) -> After {
     let msg = req.json();
     if req.method == "POST" && msg["method"] == "initialize" {
         let sid = up.issue();
         let reply = reply_to(&msg).expect("initialize reply");
-        return conn.json(&[("mcp-session-id", &sid)], &reply);
+        return answer(conn, &[("mcp-session-id", &sid)], &reply);
     }
     if req.session().is_none() {
         return error_status(conn, 400, -32000, "Mcp-Session-Id header is required");
@@ -223,7 +421,7 @@ pub fn standard(req: &Req, conn: &mut Conn, up: &Sessions) -> After {
     }
     match req.method.as_str() {
         "POST" => match reply_to(&msg) {
-            Some(reply) => conn.json(&[], &reply),
+            Some(reply) => answer(conn, &[], &reply),
             None => conn.accepted(),
         },
         "GET" => {
