@@ -187,7 +187,8 @@ struct UpstreamCounters {
     /// Client messages refused because a process's stdin queue was full.
     queue_full: u64,
     /// An HTTP upstream's limits hit, by limit (`read_budget`,
-    /// `read_paused`, `get_hold_cap`, `get_refused`, `reinit_delayed`).
+    /// `read_paused`, `get_hold_cap`, `get_refused`, `reinit_delayed`,
+    /// `invalid_utf8`).
     http_limits: Family<String>,
 }
 
@@ -298,7 +299,8 @@ impl Metrics {
     /// connection had more than one turn's read budget), `read_paused` (its
     /// client was not keeping up: reading paused), `get_hold_cap` (a session
     /// held `HOLD_CAP` messages for its opening GET stream), `get_refused`
-    /// (a GET answered with a status that means "no GET stream").
+    /// (a GET answered with a status that means "no GET stream"),
+    /// `invalid_utf8` (a message from it was not UTF-8: dropped).
     pub fn http_limit(&mut self, u: UpstreamId, limit: &str, n: u64) {
         if n == 0 {
             return;
@@ -601,7 +603,7 @@ impl Metrics {
             out,
             "mcp_relay_http_upstream_limits_total",
             "counter",
-            "Limits of an HTTP upstream hit (read budget, read paused for a slow client, GET hold cap, GET refused).",
+            "Limits of an HTTP upstream hit (read budget, read paused for a slow client, GET hold cap, GET refused, message not UTF-8).",
         );
         for u in &self.upstreams {
             for (limit, n) in &u.http_limits.entries {
@@ -810,7 +812,7 @@ mcp_relay_client_connections 7
 # HELP mcp_relay_client_input_paused_total Times a client connection reached its input cap and was not read until its requests were taken.
 # TYPE mcp_relay_client_input_paused_total counter
 mcp_relay_client_input_paused_total 2
-# HELP mcp_relay_http_upstream_limits_total Limits of an HTTP upstream hit (read budget, read paused for a slow client, GET hold cap, GET refused).
+# HELP mcp_relay_http_upstream_limits_total Limits of an HTTP upstream hit (read budget, read paused for a slow client, GET hold cap, GET refused, message not UTF-8).
 # TYPE mcp_relay_http_upstream_limits_total counter
 mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_budget"} 1
 mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_paused"} 3

@@ -8,7 +8,10 @@
 //!   stream", not "make a new session"; a 404, or a `Retry-After` past
 //!   `--reconnect-max-elapsed`, re-initializes only through the backoff;
 //! - class 2: pretty-printed JSON bodies and multi-line SSE `data:` reach
-//!   the host as one line per message, each answered once.
+//!   the host as one line per message, each answered once;
+//! - class 12: a reply that is not UTF-8 (a JSON body, an SSE event on the
+//!   POST or on the GET stream) answers its request `invalid_reply` at
+//!   once, and a notification that is not UTF-8 never reaches the host.
 //!
 //! The test is the host (stdin/stdout); every wait is bounded.
 
@@ -22,7 +25,7 @@ use serde_json::{Value, json};
 use common::fake::{Req, summaries};
 use common::hostile::{Attack, Hostile};
 use common::relay::{Recv, Relay};
-use common::{SHORT, call, echo_text, rss_kib};
+use common::{SHORT, call, echo_text, error_kind, rss_kib};
 
 /// How long each flood is watched.
 const FLOOD_FOR: Duration = Duration::from_secs(3);
@@ -328,4 +331,46 @@ fn class2_multi_line_sse_data_reaches_the_host_as_one_line_each() {
         .filter(|v| v["params"]["data"] == "multi-line")
         .collect();
     assert_eq!(notes.len(), 1, "the GET stream's notification: {others:?}");
+}
+
+/// Class 12: the reply to a call is a JSON body with a byte that is not
+/// UTF-8. The request is answered `invalid_reply` at once, and only that.
+#[test]
+fn class12_invalid_utf8_json_body_answers_invalid_reply() {
+    let h = Hostile::start(Attack::InvalidUtf8Body);
+    let mut relay = relay_for(&h, &["--response-timeout", "5s"]);
+    relay.handshake();
+    for n in 1..=3 {
+        let t0 = Instant::now();
+        relay.send(&call(json!(n), "attack"));
+        let reply = answered_once(&mut relay, &json!(n), &mut Vec::new());
+        assert_eq!(error_kind(&reply), Some("invalid_reply"), "{reply}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+    fresh_within_a_second(&mut relay, json!("fresh"));
+}
+
+/// Class 12: replies come as SSE events with a byte that is not UTF-8, on
+/// the POST's stream or (`on-get`) on the GET stream; the GET stream also
+/// carries a notification that is not UTF-8. Each request is answered
+/// `invalid_reply` at once, the invalid notification never reaches the
+/// host, the valid one after it does.
+#[test]
+fn class12_invalid_utf8_sse_answers_invalid_reply() {
+    let h = Hostile::start(Attack::InvalidUtf8Sse);
+    let mut relay = relay_for(&h, &["--response-timeout", "5s"]);
+    relay.handshake();
+    let mut others = Vec::new();
+    for (n, text) in [(1, "attack"), (2, "on-get"), (3, "attack"), (4, "on-get")] {
+        let t0 = Instant::now();
+        relay.send(&call(json!(n), text));
+        let reply = answered_once(&mut relay, &json!(n), &mut others);
+        assert_eq!(error_kind(&reply), Some("invalid_reply"), "{text}: {reply}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+    fresh_within_a_second(&mut relay, json!("fresh"));
+    let data: Vec<&Value> = others.iter().map(|v| &v["params"]["data"]).collect();
+    assert_eq!(data, [&json!("after-invalid")], "notifications: {others:?}");
+    let log = relay.stderr_text();
+    assert!(log.contains("invalid UTF-8"), "no log line:\n{log}");
 }

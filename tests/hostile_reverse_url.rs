@@ -9,7 +9,11 @@
 //! - class 6: a GET refused with a 4xx other than 404 means "no GET
 //!   stream": the session goes on;
 //! - class 2: pretty-printed JSON bodies and multi-line SSE `data:` reach
-//!   the client as valid JSON-RPC, each request answered once.
+//!   the client as valid JSON-RPC, each request answered once;
+//! - class 12: a reply that is not UTF-8 (a JSON body, an SSE event on the
+//!   POST or on the GET stream) answers its request `invalid_reply` at
+//!   once, and a notification that is not UTF-8 never reaches the client;
+//!   both are counted (`limit="invalid_utf8"`).
 //!
 //! The test is the HTTP client; every wait is bounded.
 
@@ -26,7 +30,7 @@ use common::fake::summaries;
 use common::hostile::{Attack, Hostile};
 use common::http::{Http, IO, Response, Sse, SseNext, mcp_headers, post, post_on};
 use common::relay::Relay;
-use common::{SHORT, call, echo_server, echo_text, initialize, initialized, rss_kib};
+use common::{SHORT, call, echo_server, echo_text, error_kind, initialize, initialized, rss_kib};
 
 /// How long each flood is watched.
 const FLOOD_FOR: Duration = Duration::from_secs(3);
@@ -329,6 +333,17 @@ fn answered_once(r: &Response, id: &Value) -> Value {
     answers[0].clone()
 }
 
+/// `mcp_relay_http_upstream_limits_total{limit="LIMIT"}` (0 when absent).
+fn limit_count(relay: &Relay, limit: &str) -> u64 {
+    let label = format!("limit=\"{limit}\"");
+    relay
+        .metrics_text()
+        .lines()
+        .filter(|l| l.starts_with("mcp_relay_http_upstream_limits_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// A fresh session and its call (text `fresh`, which the hostile upstreams
 /// answer well), each answered within [`ANSWER_WITHIN`].
 fn fresh_session_served(port: u16) {
@@ -402,4 +417,65 @@ fn class2_multi_line_sse_data_reaches_the_client_as_json_rpc() {
         assert_eq!(echo_text(&reply), Some("split"), "{r:?}");
     }
     fresh_session_served(port);
+}
+
+/// Class 12: the reply to a call is a JSON body with a byte that is not
+/// UTF-8. The request is answered `invalid_reply` at once, and counted.
+#[test]
+fn class12_invalid_utf8_json_body_answers_invalid_reply() {
+    let h = Hostile::start(Attack::InvalidUtf8Body);
+    let relay = url_relay(&h);
+    let (mut a, sa, _) = fresh_session(relay.port, "/mcp");
+    let ack = post(&mut a, Some(&sa), &initialized());
+    assert_eq!(ack.status(), 202, "{ack:?}");
+    for n in 1..=3 {
+        let t0 = Instant::now();
+        let r = post(&mut a, Some(&sa), &call(json!(n), "attack"));
+        let reply = answered_once(&r, &json!(n));
+        assert_eq!(error_kind(&reply), Some("invalid_reply"), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+    fresh_session_served(relay.port);
+    assert_eq!(
+        limit_count(&relay, "invalid_utf8"),
+        3,
+        "{}",
+        relay.metrics_text()
+    );
+}
+
+/// Class 12: replies come as SSE events with a byte that is not UTF-8, on
+/// the POST's stream or (`on-get`) on the GET stream; the GET stream also
+/// carries a notification that is not UTF-8. Each request is answered
+/// `invalid_reply` at once, the invalid notification never reaches the
+/// client (the valid one after it does), and all are counted.
+#[test]
+fn class12_invalid_utf8_sse_answers_invalid_reply() {
+    let h = Hostile::start(Attack::InvalidUtf8Sse);
+    let relay = url_relay(&h);
+    let port = relay.port;
+    let (mut a, sa, _) = fresh_session(port, "/mcp");
+    let mut stream = open_stream(port, "/mcp", &sa, &mut a);
+    let note = next_message(&mut stream, "the valid notification");
+    assert_eq!(note["params"]["data"], "after-invalid", "{note}");
+    for (n, text) in [(1, "attack"), (2, "on-get"), (3, "attack"), (4, "on-get")] {
+        let t0 = Instant::now();
+        let r = post(&mut a, Some(&sa), &call(json!(n), text));
+        let reply = answered_once(&r, &json!(n));
+        assert_eq!(error_kind(&reply), Some("invalid_reply"), "{text}: {r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+    fresh_session_served(port);
+    // A's notification that was not UTF-8 and the 4 replies (the fresh
+    // session opened no GET stream).
+    assert_eq!(
+        limit_count(&relay, "invalid_utf8"),
+        5,
+        "{}",
+        relay.metrics_text()
+    );
+    match stream.next(Duration::from_millis(200)) {
+        SseNext::Timeout => {}
+        other => panic!("A's stream should be quiet: {other:?}"),
+    }
 }

@@ -3,6 +3,11 @@
 //! HTTP upstream. Bytes in, bytes or events out; the caller does the I/O and
 //! the HTTP framing (chunks) around them.
 //!
+//! The decoder hands an event's data over as the bytes that were sent: it
+//! never replaces bytes that are not UTF-8 (as a browser would), so that a
+//! message that is not UTF-8 reaches the relay's check (`jsonrpc::peek`)
+//! and becomes an error there instead of a different, valid message.
+//!
 //! One deviation from the spec's dispatch rule: a block with an `id` field
 //! but no `data` field is reported, with empty data, instead of being
 //! dropped. MCP servers may prime a stream with such an event to hand the
@@ -81,8 +86,9 @@ pub struct SseEvent {
     pub id: Option<String>,
     /// The `event` field; "message" when absent or empty.
     pub event: String,
-    /// The `data` lines joined with LF. Empty for an id-only block.
-    pub data: String,
+    /// The `data` lines joined with LF, byte for byte as sent (not checked
+    /// as UTF-8). Empty for an id-only block.
+    pub data: Vec<u8>,
     /// The `retry` field of this block, if valid.
     pub retry: Option<u64>,
 }
@@ -115,7 +121,7 @@ pub struct SseDecoder {
     /// The last feed ended in CR; an LF opening the next one belongs to it.
     after_cr: bool,
     /// Spec's data buffer: each `data` field's value plus LF.
-    data: String,
+    data: Vec<u8>,
     event_type: String,
     block_id: Option<String>,
     block_retry: Option<u64>,
@@ -137,7 +143,7 @@ impl SseDecoder {
             line: Vec::new(),
             at_start: true,
             after_cr: false,
-            data: String::new(),
+            data: Vec::new(),
             event_type: String::new(),
             block_id: None,
             block_retry: None,
@@ -240,17 +246,21 @@ impl SseDecoder {
                 None => (line, &[][..]),
             },
         };
-        // Streams are UTF-8; lines split on ASCII bytes keep characters whole.
+        if name == b"data" {
+            // As sent: a message that is not UTF-8 must fail the relay's
+            // check, not turn into another one with U+FFFD in it.
+            if self.data.len() + value.len() + 1 > self.max_event {
+                return Err(self.fail());
+            }
+            self.data.extend_from_slice(value);
+            self.data.push(b'\n');
+            return Ok(());
+        }
+        // The other fields are the relay's own business (event type, resume
+        // point): decoded as the spec says, invalid bytes replaced.
         let value = String::from_utf8_lossy(value);
         match name {
             b"event" => self.event_type = value.into_owned(),
-            b"data" => {
-                if self.data.len() + value.len() + 1 > self.max_event {
-                    return Err(self.fail());
-                }
-                self.data.push_str(&value);
-                self.data.push('\n');
-            }
             b"id" if !value.contains('\0') => {
                 self.id_buffer = value.into_owned();
                 self.block_id = Some(self.id_buffer.clone());
@@ -278,7 +288,7 @@ impl SseDecoder {
         if data.is_empty() && id.is_none() {
             return;
         }
-        if data.ends_with('\n') {
+        if data.ends_with(b"\n") {
             data.pop();
         }
         out.push(SseEvent {
@@ -296,7 +306,7 @@ impl SseDecoder {
     fn fail(&mut self) -> SseError {
         self.failed = true;
         self.line = Vec::new();
-        self.data = String::new();
+        self.data = Vec::new();
         self.too_large()
     }
 
@@ -328,7 +338,7 @@ mod tests {
         SseEvent {
             id: None,
             event: "message".to_owned(),
-            data: data.to_owned(),
+            data: data.as_bytes().to_vec(),
             retry: None,
         }
     }
@@ -386,7 +396,7 @@ mod tests {
             .map(|(id, event, data)| SseEvent {
                 id: id.map(str::to_owned),
                 event: event.unwrap_or("message").to_owned(),
-                data: (*data).to_owned(),
+                data: data.as_bytes().to_vec(),
                 retry: None,
             })
             .collect();
@@ -465,7 +475,7 @@ mod tests {
             [SseEvent {
                 id: Some("prime-1".to_owned()),
                 event: "message".to_owned(),
-                data: String::new(),
+                data: Vec::new(),
                 retry: None,
             }]
         );
@@ -508,6 +518,23 @@ mod tests {
             let (_, d) = decode_all(&[b"retry: 5\n\n", bad.as_bytes(), b"\n\n"]);
             assert_eq!(d.retry(), Some(5), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn data_that_is_not_utf8_is_handed_over_as_sent() {
+        // Split inside the invalid sequence and across lines: the bytes
+        // come out as they went in, never replaced with U+FFFD.
+        let stream = b"data: {\"id\":1,\"t\":\"\xff\xe2\x82\"}\ndata: \xc3\n\n";
+        let expected = b"{\"id\":1,\"t\":\"\xff\xe2\x82\"}\n\xc3".to_vec();
+        for cut in 0..stream.len() {
+            let (events, _) = decode_all(&[&stream[..cut], &stream[cut..]]);
+            assert_eq!(events.len(), 1, "cut at {cut}");
+            assert_eq!(events[0].data, expected, "cut at {cut}");
+        }
+        // Other fields are decoded as the spec says (replaced).
+        let (events, d) = decode_all(&[b"id: a\xffb\nevent: x\xff\ndata: y\n\n"]);
+        assert_eq!(events[0].event, "x\u{FFFD}");
+        assert_eq!(d.last_event_id(), Some("a\u{FFFD}b"));
     }
 
     #[test]

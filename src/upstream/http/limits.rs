@@ -11,6 +11,10 @@ pub struct LimitCounts {
     /// Reading was paused (backpressure from a full client or host queue):
     /// counted once per pause, when it starts.
     pub read_paused: u64,
+    /// A message (a JSON body or an SSE event's data) was not UTF-8. It is
+    /// handed over as sent; the owner's check (`jsonrpc::peek`) drops it
+    /// and answers `invalid_reply` to a request it names.
+    pub invalid_utf8: u64,
 }
 
 impl LimitCounts {

@@ -117,10 +117,15 @@ impl HttpClient {
                     let data = if ev.event == "endpoint" {
                         // Legacy HTTP+SSE: mark the endpoint event for the owner.
                         let mut d = b"endpoint:".to_vec();
-                        d.extend_from_slice(ev.data.as_bytes());
+                        d.extend_from_slice(&ev.data);
                         d
                     } else {
-                        ev.data.into_bytes()
+                        if std::str::from_utf8(&ev.data).is_err() {
+                            // Handed over as sent: the owner's check drops
+                            // it and answers a request it names.
+                            self.counts.invalid_utf8 += 1;
+                        }
+                        ev.data
                     };
                     self.events.push(Event::Message {
                         ex,
@@ -148,6 +153,9 @@ impl HttpClient {
         if e.oversize {
             log::warn!("upstream response over --max-message-size dropped");
         } else if e.sse.is_none() && !e.json.is_empty() {
+            if std::str::from_utf8(&e.json).is_err() {
+                self.counts.invalid_utf8 += 1;
+            }
             self.events.push(Event::Message {
                 ex,
                 data: std::mem::take(&mut e.json),

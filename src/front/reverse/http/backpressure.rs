@@ -152,6 +152,9 @@ impl Reverse {
             .http_limit(metric, "read_paused", c.read_paused);
         self.metrics
             .http_limit(metric, "read_budget", c.read_budget);
+        // Each one is logged where it is dropped (the message check).
+        self.metrics
+            .http_limit(metric, "invalid_utf8", c.invalid_utf8);
         let name = &self.ups[u].cfg.name;
         if let Some(more) = paused_line {
             log::info!(
