@@ -25,6 +25,9 @@
 //! - `--exit-code N`: exit status on stdin EOF (default 0).
 //! - `--invalid-utf8`: every `tools/call` reply carries a byte that is not
 //!   UTF-8 (0xFF) in its text.
+//! - `--pretty` (issue 11, classes 1 and 12): every `tools/call` reply is
+//!   written pretty-printed over several lines (raw LF): on a line-framed
+//!   stdio transport that is several lines, none of them a message.
 //! - `--no-read`: answer `initialize`, then never read stdin again and answer
 //!   nothing: a child whose stdin pipe fills up (issue 11, class 4).
 //! - `--log-injection` (issue 11, class 11): two threads write, as fast as
@@ -58,8 +61,8 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
-[--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--no-read] [--log-injection] [--setsid-grandchild] \
-[--log-during-call] [--respell-ids] [--nested-batch]";
+[--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--pretty] [--no-read] [--log-injection] \
+[--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch]";
 
 #[derive(Default)]
 struct Opts {
@@ -74,6 +77,7 @@ struct Opts {
     ignore_sigterm: bool,
     exit_code: i32,
     invalid_utf8: bool,
+    pretty: bool,
     no_read: bool,
     log_injection: bool,
     setsid_grandchild: bool,
@@ -107,6 +111,7 @@ fn parse_args() -> Opts {
             "--ignore-sigterm" => opts.ignore_sigterm = true,
             "--exit-code" => opts.exit_code = value(args.next()),
             "--invalid-utf8" => opts.invalid_utf8 = true,
+            "--pretty" => opts.pretty = true,
             "--no-read" => opts.no_read = true,
             "--log-injection" => opts.log_injection = true,
             "--setsid-grandchild" => opts.setsid_grandchild = true,
@@ -249,7 +254,11 @@ struct Server {
 impl Server {
     /// Writes one JSON message as a line and flushes.
     fn send(&mut self, msg: &Value) {
-        let mut bytes = msg.to_string().into_bytes();
+        let mut bytes = if self.opts.pretty && msg.pointer("/result/content").is_some() {
+            serde_json::to_vec_pretty(msg).unwrap_or_default()
+        } else {
+            msg.to_string().into_bytes()
+        };
         if self.opts.respell_ids
             && let Some(id) = msg.get("id").filter(|id| id.is_number())
             && msg.get("method").is_none()

@@ -4,4 +4,5 @@ pub mod errors;
 pub mod framing;
 pub mod http1;
 pub mod jsonrpc;
+pub mod split;
 pub mod sse;

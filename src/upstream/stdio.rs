@@ -15,6 +15,7 @@ use crate::io::buf::OutBuf;
 use crate::io::child::{ChildProcess, ServerCommand};
 use crate::io::stderr::{Drain, StderrLog};
 use crate::proto::framing::{LineReader, ReadResult};
+use crate::proto::split::SplitTracker;
 
 /// Output to the server pauses its producer above this many bytes.
 pub const STDIN_HIGH_WATER: usize = 1 << 20;
@@ -34,6 +35,9 @@ pub struct StdioConn {
     tokens: [Option<Token>; 3],
     pub to_child: OutBuf,
     pub from_child: LineReader,
+    /// Follows a value the server wrote over several lines (each dropped),
+    /// to answer the request it was the reply to.
+    pub split: SplitTracker,
     stderr_log: StderrLog,
     in_writable: bool,
     pub out_readable: bool,
@@ -66,6 +70,7 @@ impl StdioConn {
             tokens: [None; 3],
             to_child: OutBuf::new(STDIN_HIGH_WATER),
             from_child: LineReader::new(max_message),
+            split: SplitTracker::new(max_message),
             stderr_log: StderrLog::new(name),
             in_writable: true,
             out_readable: true,

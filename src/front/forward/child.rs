@@ -3,6 +3,7 @@
 //! its lifecycle (`upstream::lifecycle`) down to reaping.
 
 use super::*;
+use crate::proto::split::Split;
 
 pub(super) struct Upstream {
     pub(super) seq: u64,
@@ -134,7 +135,10 @@ impl Forward {
                     let mut reader = std::mem::replace(&mut u.io.from_child, LineReader::new(0));
                     while let Some(f) = reader.next_frame() {
                         match f {
-                            Frame::Line(line) => self.on_server_line(Some(seq), line),
+                            Frame::Line(line) => {
+                                self.on_server_line(Some(seq), line);
+                                self.observe_split(seq, line);
+                            }
                             Frame::Oversize(o) => self.on_server_oversize(o),
                         }
                     }
@@ -380,6 +384,36 @@ impl Forward {
                     String::new()
                 }
             );
+        }
+    }
+
+    /// After `line` went its way: a reply the server wrote over several
+    /// lines (each dropped as not a message) answers its request
+    /// `invalid_reply` as soon as it closes, instead of leaving it to its
+    /// response timeout.
+    fn observe_split(&mut self, seq: u64, line: &[u8]) {
+        let Some(u) = self.upstream_mut(seq) else {
+            return;
+        };
+        match u.io.split.observe(line) {
+            Split::Closed(Some(id)) if self.pending.contains(&id) => {
+                log::warn!(
+                    "[{}] the reply to {id} was written over several lines; answered \
+                     invalid_reply (the stdio transport is one message per line)",
+                    self.cfg.name
+                );
+                self.fail_request(
+                    &id,
+                    RelayError::InvalidReply,
+                    "The server's reply is not a valid JSON-RPC message (written over several lines)",
+                    json!({}),
+                );
+            }
+            Split::Abandoned => log::debug!(
+                "[{}] a value opened on stdout did not close within --max-message-size",
+                self.cfg.name
+            ),
+            Split::Closed(_) | Split::None => {}
         }
     }
 

@@ -2,6 +2,7 @@
 //! their pipes, their lifecycle (`upstream::lifecycle`), and reaping.
 
 use super::*;
+use crate::proto::split::Split;
 
 /// A process: its upstream's index and the id its pool gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -281,7 +282,10 @@ impl Reverse {
                     let mut reader = std::mem::replace(&mut p.io.from_child, LineReader::new(0));
                     while let Some(frame) = reader.next_frame() {
                         match frame {
-                            Frame::Line(line) => self.on_proc_line(conn, line),
+                            Frame::Line(line) => {
+                                self.on_proc_line(conn, line);
+                                self.observe_split(conn, line);
+                            }
                             Frame::Oversize(o) => {
                                 log::warn!(
                                     "[{}] message of {} bytes from process {conn} dropped (over --max-message-size)",
@@ -324,6 +328,51 @@ impl Reverse {
                 "The server's reply exceeds the relay's maximum message size",
                 json!({"size": size, "limit": self.ups[conn.up].cfg.max_message_size}),
             );
+        }
+    }
+
+    /// After `line` went its way: a reply the process wrote over several
+    /// lines (each dropped as not a message) answers its request
+    /// `invalid_reply` as soon as it closes, instead of leaving it to its
+    /// response timeout.
+    fn observe_split(&mut self, conn: PKey, line: &[u8]) {
+        let Some(p) = self.procs.get_mut(&conn) else {
+            return;
+        };
+        let id = match p.io.split.observe(line) {
+            Split::Closed(Some(id)) => id,
+            Split::Abandoned => {
+                log::debug!(
+                    "[{}] a value opened on the stdout of process {conn} did not close within \
+                     --max-message-size",
+                    self.ups[conn.up].cfg.name
+                );
+                return;
+            }
+            Split::Closed(None) | Split::None => return,
+        };
+        log::warn!(
+            "[{}] process {conn} wrote a reply over several lines (id {id}); its request is \
+             answered invalid_reply (the stdio transport is one message per line)",
+            self.ups[conn.up].cfg.name
+        );
+        match p.kind {
+            ProcKind::Session {
+                session: Some(skey),
+            } => self.fail_request(
+                skey,
+                &id,
+                RelayError::InvalidReply,
+                "The server's reply is not a valid JSON-RPC message (written over several lines)",
+                json!({}),
+            ),
+            // The id is the mux's: its path for a line that is not a message
+            // maps it back to the session's request (and drops the rest).
+            ProcKind::Shared { .. } => {
+                let named = format!("{{\"id\":{},", id.to_json());
+                self.on_proc_line(conn, named.as_bytes());
+            }
+            ProcKind::Session { session: None } => {}
         }
     }
 
