@@ -367,14 +367,16 @@ impl Forward {
             && let Some(more) = h.paused_log.hit(now, c.read_paused)
         {
             log::info!(
-                "[{name}] the host is not reading stdout fast enough: reading the upstream                  paused until it catches up ({more} more pauses since the last line)"
+                "[{name}] the host is not reading stdout fast enough: reading the upstream \
+                 paused until it catches up ({more} more pauses since the last line)"
             );
         }
         if c.read_budget > 0
             && let Some(more) = h.budget_log.hit(now, c.read_budget)
         {
             log::debug!(
-                "[{name}] an upstream connection had more than its read budget of {} KiB this                  turn; the rest is read next turn ({more} more since the last line)",
+                "[{name}] an upstream connection had more than its read budget of {} KiB this \
+                 turn; the rest is read next turn ({more} more since the last line)",
                 crate::upstream::http::READ_BUDGET / 1024
             );
         }
