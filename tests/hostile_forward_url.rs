@@ -369,6 +369,9 @@ fn class12_invalid_utf8_sse_answers_invalid_reply() {
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     }
     fresh_within_a_second(&mut relay, json!("fresh"));
+    let (now, hwm) = rss_kib(relay.pid as u32).expect("relay alive");
+    eprintln!("forward --url, SSE not UTF-8: relay RSS {now} KiB, peak (VmHWM) {hwm} KiB");
+    assert!(hwm < RSS_BOUND_KIB, "relay peak RSS {hwm} KiB");
     let data: Vec<&Value> = others.iter().map(|v| &v["params"]["data"]).collect();
     assert_eq!(data, [&json!("after-invalid")], "notifications: {others:?}");
     let log = relay.stderr_text();

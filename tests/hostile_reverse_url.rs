@@ -466,6 +466,9 @@ fn class12_invalid_utf8_sse_answers_invalid_reply() {
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     }
     fresh_session_served(port);
+    let (now, hwm) = rss_kib(relay.pid as u32).expect("relay alive");
+    eprintln!("reverse --url, SSE not UTF-8: relay RSS {now} KiB, peak (VmHWM) {hwm} KiB");
+    assert!(hwm < RSS_BOUND_KIB, "relay peak RSS {hwm} KiB");
     // A's notification that was not UTF-8 and the 4 replies (the fresh
     // session opened no GET stream).
     assert_eq!(
