@@ -5,9 +5,12 @@
 //!   process ("shared" pool mode): request ids, progress tokens and cancelled
 //!   `requestId`s rewritten on the way up and restored on the way down, and
 //!   server-initiated messages routed to the right session.
+//! - `tools_filter`: per-upstream allow/deny globs over tool names, applied
+//!   to `tools/list` replies and enforced on `tools/call`.
 //!
 //! Everything here is sans-I/O: bytes in, bytes and routing decisions out.
 
 pub mod era;
 pub mod session;
 pub mod shared;
+pub mod tools_filter;
