@@ -46,6 +46,10 @@
 //!   server that re-serialises ids would (issue 11, class 13).
 //! - `--nested-batch`: send an empty batch `[]`, then every `tools/call`
 //!   reply wrapped in a nested batch `[[reply]]` (issue 11, class 13).
+//! - `--tools NAME,NAME,...` (issue 15, tool filtering): list these tools
+//!   (instead of `echo` alone) in `tools/list`; each behaves as `echo`, so a
+//!   test can tell which tools a client sees and which calls reach the
+//!   server (with `--log`).
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -62,7 +66,7 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
 [--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--pretty] [--no-read] [--log-injection] \
-[--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch]";
+[--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch] [--tools NAME,NAME,...]";
 
 #[derive(Default)]
 struct Opts {
@@ -84,6 +88,8 @@ struct Opts {
     log_during_call: bool,
     respell_ids: bool,
     nested_batch: bool,
+    /// `--tools`: the tools listed and callable (default: `echo`).
+    tools: Vec<String>,
 }
 
 fn usage() -> ! {
@@ -118,8 +124,15 @@ fn parse_args() -> Opts {
             "--log-during-call" => opts.log_during_call = true,
             "--respell-ids" => opts.respell_ids = true,
             "--nested-batch" => opts.nested_batch = true,
+            "--tools" => {
+                let list: String = value(args.next());
+                opts.tools = list.split(',').map(str::to_owned).collect();
+            }
             _ => usage(),
         }
+    }
+    if opts.tools.is_empty() {
+        opts.tools.push("echo".to_owned());
     }
     opts
 }
@@ -351,7 +364,7 @@ impl Server {
                 Ok(initialize_result(msg))
             }
             "ping" => Ok(json!({})),
-            "tools/list" => Ok(tools_list_result()),
+            "tools/list" => Ok(tools_list_result(&self.opts.tools)),
             "tools/call" => self.call_tool(msg)?,
             _ => Err((-32601, "Method not found".to_owned())),
         };
@@ -366,7 +379,7 @@ impl Server {
     /// Runs a `tools/call`; `None` means the request must never be answered.
     fn call_tool(&mut self, msg: &Value) -> Option<Reply> {
         let name = msg.pointer("/params/name").and_then(Value::as_str);
-        if name != Some("echo") {
+        if !name.is_some_and(|n| self.opts.tools.iter().any(|t| t == n)) {
             let name = name.unwrap_or("<missing>");
             return Some(Err((-32602, format!("Unknown tool: {name}"))));
         }
@@ -410,9 +423,14 @@ fn initialize_result(msg: &Value) -> Value {
     })
 }
 
-fn tools_list_result() -> Value {
-    json!({"tools": [{
-        "name": "echo",
+fn tools_list_result(names: &[String]) -> Value {
+    let tools: Vec<Value> = names.iter().map(|n| echo_tool(n)).collect();
+    json!({ "tools": tools })
+}
+
+fn echo_tool(name: &str) -> Value {
+    json!({
+        "name": name,
         "description": "Echoes `text`, after `progress` notifications if asked.",
         "inputSchema": {
             "type": "object",
@@ -424,7 +442,7 @@ fn tools_list_result() -> Value {
             },
             "required": ["text"],
         },
-    }]})
+    })
 }
 
 fn main() {

@@ -10,10 +10,12 @@ use getopts::Options;
 
 use crate::io::child::ServerCommand;
 use crate::logging::{self, Format};
+use crate::mcp::tools_filter::ToolFilter;
 
 mod conventions;
 mod http;
 pub use crate::mcp::era::UpstreamProtocol;
+mod tools;
 use conventions::{DURATION_UNITS, Mode, parse_options};
 pub use http::{HttpOptions, checked_header};
 use http::{add_http_options, http_options};
@@ -48,6 +50,8 @@ pub struct ForwardConfig {
     pub record: Option<PathBuf>,
     /// `--upstream-protocol`: the era spoken to the server.
     pub upstream_protocol: UpstreamProtocol,
+    /// `--allow-tool` / `--deny-tool`.
+    pub tools: ToolFilter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +110,8 @@ pub struct ReverseConfig {
     pub restart_max_delay: Duration,
     /// `--upstream-protocol` (per upstream with `--config`).
     pub upstream_protocol: UpstreamProtocol,
+    /// `--allow-tool` / `--deny-tool`, or `"tools"` in `--config`.
+    pub tools: ToolFilter,
 }
 
 #[derive(Debug)]
@@ -251,6 +257,7 @@ fn forward_options() -> Options {
     );
     add_http_options(&mut o);
     add_era_option(&mut o);
+    tools::add_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
 }
@@ -354,6 +361,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             restart_max_delay,
             record: m.opt_str("record").map(PathBuf::from),
             upstream_protocol: upstream_protocol(&m)?,
+            tools: tools::filter(&m)?,
         })),
         log_level: m.opt_str("log-level"),
         log_format: Format::from_matches(&m)?,
@@ -546,6 +554,7 @@ fn reverse_options() -> Options {
     );
     add_http_options(&mut o);
     add_era_option(&mut o);
+    tools::add_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
 }
@@ -684,6 +693,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             restart_base,
             restart_max_delay,
             upstream_protocol: upstream_protocol(&m)?,
+            tools: tools::filter(&m)?,
         })),
         log_level: m.opt_str("log-level"),
         log_format: Format::from_matches(&m)?,

@@ -30,6 +30,7 @@ use crate::cli::{
     HttpOptions, PoolMode, ReverseConfig, parse_duration, parse_reclaim_age, parse_size,
 };
 use crate::io::child::ServerCommand;
+use crate::mcp::tools_filter::ToolFilter;
 
 mod mcp_servers;
 
@@ -76,6 +77,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "headers",
     "header_env",
     "upstream_protocol",
+    "tools",
 ];
 
 /// Keys only valid inside an upstream.
@@ -488,10 +490,46 @@ fn apply_upstream(
                 cfg.upstream_protocol = crate::mcp::era::UpstreamProtocol::parse(s)
                     .map_err(|e| format!("{at}: {e}"))?;
             }
+            "tools" => cfg.tools = tools(v, at)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// `"tools": {"allow": [GLOB...], "deny": [GLOB...]}`: the upstream's tool
+/// filter. Set in an upstream, it replaces the top-level one (and the
+/// flags') as a whole.
+fn tools(v: &Value, at: &str) -> Result<ToolFilter, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("{at}: expected an object with allow and/or deny"))?;
+    let mut lists = [Vec::new(), Vec::new()];
+    for (k, list) in obj {
+        let slot = match k.as_str() {
+            "allow" => 0,
+            "deny" => 1,
+            _ => {
+                let hint = ["allow", "deny"]
+                    .into_iter()
+                    .find(|w| edit_distance(w, k) <= 2)
+                    .map(|w| format!(" (did you mean {w}?)"))
+                    .unwrap_or_default();
+                return Err(format!("{at}.{k}: unknown key{hint}"));
+            }
+        };
+        let globs = list
+            .as_array()
+            .ok_or_else(|| format!("{at}.{k}: expected an array of tool name globs"))?;
+        for g in globs {
+            let g = g
+                .as_str()
+                .ok_or_else(|| format!("{at}.{k}: expected an array of tool name globs"))?;
+            lists[slot].push(g.to_owned());
+        }
+    }
+    let [allow, deny] = lists;
+    ToolFilter::new(&allow, &deny).map_err(|e| format!("{at}: {e}"))
 }
 
 fn http_defaults(defaults: &ReverseConfig, url: &str) -> HttpOptions {
@@ -689,6 +727,45 @@ mod tests {
         let h = b.http.as_ref().unwrap();
         assert_eq!(h.connect_timeout, Duration::from_secs(2));
         assert_eq!(h.headers, vec![("x-key".to_string(), "k".to_string())]);
+    }
+
+    #[test]
+    fn tools_default_from_the_top_and_are_replaced_per_upstream() {
+        let r = parse(
+            r#"{"tools": {"deny": ["secret_*"]},
+                "upstreams": {"a": {"command": ["s"]},
+                              "b": {"url": "http://127.0.0.1:1/mcp", "tools": {"deny": ["other"]}}},
+                "mcpServers": {"c": {"command": "s", "tools": {"allow": ["x*"], "deny": ["xy"]}}}}"#,
+            &base(),
+            None,
+        )
+        .unwrap();
+        let [a, b, c] = [&r.upstreams[0], &r.upstreams[1], &r.upstreams[2]];
+        assert!(a.tools.allows("echo") && !a.tools.allows("secret_rm"));
+        assert!(b.tools.allows("echo") && !b.tools.allows("other"));
+        assert!(b.tools.allows("secret_rm"), "the upstream's key replaces the default");
+        assert!(c.tools.allows("xa") && !c.tools.allows("xy") && !c.tools.allows("echo"));
+        let e = |doc: &str| parse(doc, &base(), None).unwrap_err();
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "tools": {"alow": ["x"]}}}}"#),
+            "upstreams.a.tools.alow: unknown key (did you mean allow?)"
+        );
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "tools": {"deny": "x"}}}}"#),
+            "upstreams.a.tools.deny: expected an array of tool name globs"
+        );
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "tools": ["x"]}}}"#),
+            "upstreams.a.tools: expected an object with allow and/or deny"
+        );
+        assert!(
+            e(r#"{"mcpServers": {"a": {"command": "s", "tools": {"deny": ["[x"]}}}}"#)
+                .starts_with("mcpServers.a.tools: tool glob \"[x\"")
+        );
+        assert_eq!(
+            e(r#"{"upstreams": {"a": {"command": ["s"], "tols": {}}}}"#),
+            "upstreams.a.tols: unknown key (did you mean tools?)"
+        );
     }
 
     /// Fuzzing finding F3: the default queue length (4 × max_connections)
