@@ -743,7 +743,10 @@ mod tests {
         let [a, b, c] = [&r.upstreams[0], &r.upstreams[1], &r.upstreams[2]];
         assert!(a.tools.allows("echo") && !a.tools.allows("secret_rm"));
         assert!(b.tools.allows("echo") && !b.tools.allows("other"));
-        assert!(b.tools.allows("secret_rm"), "the upstream's key replaces the default");
+        assert!(
+            b.tools.allows("secret_rm"),
+            "the upstream's key replaces the default"
+        );
         assert!(c.tools.allows("xa") && !c.tools.allows("xy") && !c.tools.allows("echo"));
         let e = |doc: &str| parse(doc, &base(), None).unwrap_err();
         assert_eq!(

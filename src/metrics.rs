@@ -16,6 +16,8 @@
 use std::cmp::Ordering;
 use std::fmt::Write;
 
+mod tools;
+
 /// Bucket upper bounds of `mcp_relay_request_duration_seconds`, in seconds:
 /// 0.5 ms (a cached answer) to 2 minutes (the default response timeout).
 pub const DURATION_BOUNDS: &[f64] = &[
@@ -190,6 +192,8 @@ struct UpstreamCounters {
     /// `read_paused`, `get_hold_cap`, `get_refused`, `reinit_delayed`,
     /// `invalid_utf8`).
     http_limits: Family<String>,
+    /// `tools/call`s refused by the tool filter (`metrics/tools.rs`).
+    tools_denied: u64,
 }
 
 /// The relay's metrics registry.
@@ -244,6 +248,7 @@ impl Metrics {
             reclaimed: 0,
             queue_full: 0,
             http_limits: Family::default(),
+            tools_denied: 0,
         });
         UpstreamId(self.upstreams.len() - 1)
     }
@@ -615,6 +620,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_tools(out);
     }
 }
 
@@ -816,6 +822,10 @@ mcp_relay_client_input_paused_total 2
 # TYPE mcp_relay_http_upstream_limits_total counter
 mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_budget"} 1
 mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_paused"} 3
+# HELP mcp_relay_tool_calls_denied_total tools/call requests refused by the upstream's tool filter (never sent to it).
+# TYPE mcp_relay_tool_calls_denied_total counter
+mcp_relay_tool_calls_denied_total{upstream="everything"} 0
+mcp_relay_tool_calls_denied_total{upstream="we\"ird\\name\nx"} 0
 "#;
         assert_eq!(out, expected);
     }

@@ -50,7 +50,14 @@ mod tests {
         };
         assert!(c.tools.is_active());
         assert!(!c.tools.allows("rm") && !c.tools.allows("secret_x") && c.tools.allows("echo"));
-        let cli = parse(&args(&["reverse", "--allow-tool", "echo", "--url", "http://h/"])).unwrap();
+        let cli = parse(&args(&[
+            "reverse",
+            "--allow-tool",
+            "echo",
+            "--url",
+            "http://h/",
+        ]))
+        .unwrap();
         let Command::Reverse(c) = cli.command else {
             panic!("not reverse")
         };

@@ -50,7 +50,10 @@ enum Tok {
     /// `*`
     Star,
     /// `[...]`: ranges (inclusive), negated with `!` or `^`.
-    Class { neg: bool, ranges: Vec<(char, char)> },
+    Class {
+        neg: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 /// A compiled glob.
@@ -189,7 +192,10 @@ impl Glob {
                 return false;
             }
         }
-        pat.get(p..).unwrap_or_default().iter().all(|t| *t == Tok::Star)
+        pat.get(p..)
+            .unwrap_or_default()
+            .iter()
+            .all(|t| *t == Tok::Star)
     }
 }
 
@@ -306,7 +312,10 @@ impl ToolFilter {
             _ => return Verdict::Pass,
         }
         let Some(params) = params else {
-            return deny(None, "without params.name is refused by the relay's tool filter");
+            return deny(
+                None,
+                "without params.name is refused by the relay's tool filter",
+            );
         };
         let name = match members(params.get(), ["name"]) {
             Ok([Some(n)]) => serde_json::from_str::<String>(n.get()).ok(),
@@ -320,7 +329,10 @@ impl ToolFilter {
             }
         };
         let Some(name) = name else {
-            return deny(None, "without a string params.name is refused by the relay's tool filter");
+            return deny(
+                None,
+                "without a string params.name is refused by the relay's tool filter",
+            );
         };
         if self.allows(&name) {
             Verdict::Pass

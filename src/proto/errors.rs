@@ -34,6 +34,9 @@ pub enum RelayError {
     /// A stdio server is not reading its input: the queue toward its stdin
     /// is full, so the request was not sent (retry later).
     UpstreamBusy,
+    /// A `tools/call` the upstream's tool filter (`--allow-tool`,
+    /// `--deny-tool`, `"tools"`) refuses; it was not sent.
+    ToolDenied,
 }
 
 impl RelayError {
@@ -53,6 +56,7 @@ impl RelayError {
             RelayError::UpstreamStatus => -32006,
             RelayError::InvalidReply => -32007,
             RelayError::UpstreamBusy => -32008,
+            RelayError::ToolDenied => -32009,
         }
     }
 
@@ -72,6 +76,7 @@ impl RelayError {
             RelayError::UpstreamStatus => "upstream_status",
             RelayError::InvalidReply => "invalid_reply",
             RelayError::UpstreamBusy => "upstream_busy",
+            RelayError::ToolDenied => "tool_denied",
         }
     }
 }

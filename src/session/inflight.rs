@@ -59,6 +59,10 @@ pub struct Request<R> {
     /// relay error for the request carry it back, whatever spelling the
     /// server used (issue 11, class 13). `None` for the common case.
     pub id_text: Option<Box<str>>,
+    /// A `tools/list` to an upstream with a tool filter: its reply is
+    /// filtered on the way back (set by the owner after `begin`; only these
+    /// replies are parsed).
+    pub tools_list: bool,
 }
 
 impl<R> Request<R> {
@@ -130,6 +134,7 @@ impl<R> Inflight<R> {
             timer: None,
             route,
             id_text: None,
+            tools_list: false,
         }))
     }
 

@@ -2,6 +2,8 @@
 //! and restarting it, its pipes, replaying `initialize` after a restart, and
 //! its lifecycle (`upstream::lifecycle`) down to reaping.
 
+use std::borrow::Cow;
+
 use super::*;
 use crate::proto::split::Split;
 
@@ -251,12 +253,16 @@ impl Forward {
                         self.era_apply(c);
                         return;
                     }
-                    let msg = env.id.and_then(|raw| self.spelled_reply(&id, line, raw));
-                    if self.untrack(&id).is_some() {
-                        let msg = msg.as_deref().unwrap_or(line);
-                        match self.era.on_server_result(msg) {
-                            Some(modern) => self.send_to_client(Direction::ServerToClient, &modern),
-                            None => self.send_to_client(Direction::ServerToClient, msg),
+                    let spelled = env.id.and_then(|raw| self.spelled_reply(&id, line, raw));
+                    if let Some(p) = self.untrack(&id) {
+                        let msg = spelled.as_deref().unwrap_or(line);
+                        if let Some(msg) = self.tools_reply(&id, &p, msg) {
+                            match self.era.on_server_result(&msg) {
+                                Some(modern) => {
+                                    self.send_to_client(Direction::ServerToClient, &modern)
+                                }
+                                None => self.send_to_client(Direction::ServerToClient, &msg),
+                            }
                         }
                     } else {
                         log::debug!(
@@ -308,7 +314,7 @@ impl Forward {
             self.dropped(Dropped::BatchEmpty);
             return;
         }
-        let mut keep: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(items.len());
+        let mut keep: Vec<Cow<'_, str>> = Vec::with_capacity(items.len());
         for raw in items {
             match jsonrpc::batch_item(raw) {
                 BatchItem::Msg(env) => match env.kind() {
@@ -317,12 +323,16 @@ impl Forward {
                             continue;
                         };
                         let spelled = self.spelled_reply(&id, raw.get().as_bytes(), raw_id);
-                        if self.untrack(&id).is_none() {
+                        let Some(p) = self.untrack(&id) else {
                             continue;
-                        }
-                        keep.push(match spelled {
-                            Some(b) => String::from_utf8_lossy(&b).into_owned().into(),
-                            None => raw.get().into(),
+                        };
+                        let bytes = spelled.as_deref().unwrap_or(raw.get().as_bytes());
+                        let Some(out) = self.tools_reply(&id, &p, bytes) else {
+                            continue;
+                        };
+                        keep.push(match (&spelled, out) {
+                            (None, Cow::Borrowed(_)) => raw.get().into(),
+                            (_, out) => String::from_utf8_lossy(&out).into_owned().into(),
                         });
                     }
                     Kind::Invalid => self.dropped(Dropped::BatchInvalidItem),
@@ -347,7 +357,7 @@ impl Forward {
             && keep
                 .iter()
                 .zip(items)
-                .all(|(k, raw)| matches!(k, std::borrow::Cow::Borrowed(_)) && k == raw.get());
+                .all(|(k, raw)| matches!(k, Cow::Borrowed(_)) && k == raw.get());
         if unchanged {
             self.send_to_client(Direction::ServerToClient, line);
         } else if !keep.is_empty() {

@@ -239,6 +239,10 @@ impl Forward {
     }
 
     pub(super) fn send_to_server(&mut self, line: &[u8], request: Option<Id>) {
+        let Some((line, request)) = self.tool_gate(line, request) else {
+            return;
+        };
+        let line = &line[..];
         self.record(Direction::ClientToServer, line);
         let Server::Stdio(kids) = &mut self.server else {
             self.http_send(line, request);

@@ -31,6 +31,7 @@
 mod child;
 mod host;
 mod http;
+mod tools;
 
 use child::*;
 
@@ -155,6 +156,8 @@ struct Forward {
     recorder: Option<Recorder>,
     /// Budget of the debug lines about messages dropped (`child::dropped`).
     drop_log: RateLog,
+    /// Calls the tool filter denied (`tools.rs`).
+    tool_log: tools::ToolLog,
 }
 
 /// Client requests the HTTP upstream may hold at once (queued or in flight);
@@ -228,6 +231,7 @@ impl Forward {
             more: false,
             drop_log: RateLog::per_second(),
             recorder,
+            tool_log: tools::ToolLog::default(),
         })
     }
 

@@ -352,6 +352,9 @@ impl Reverse {
             log::debug!("late reply to {id} dropped");
             return;
         };
+        let Some((req, msg)) = self.tools_reply(skey, id, req, msg) else {
+            return;
+        };
         self.metrics
             .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
         self.deliver(skey, req.route, id, msg);

@@ -45,6 +45,7 @@ mod http;
 mod proc;
 mod routes;
 mod session;
+mod tools;
 
 use client::*;
 use proc::*;
@@ -266,6 +267,8 @@ struct LogLimits {
     client_input: RateLog,
     /// A client message refused: a process's stdin queue is full.
     queue_full: RateLog,
+    /// A `tools/call` refused by an upstream's tool filter.
+    tool_denied: RateLog,
 }
 
 /// Work handlers queue for the loop's end of turn (`settle`), which empties

@@ -268,7 +268,7 @@ impl Reverse {
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
                     && self.track(skey, id.clone(), &env, reply_to)
                 {
-                    self.http_send(skey, &line, &env, Some(&id));
+                    self.send_up(skey, &line, &env, Some(&id));
                 }
             } else {
                 self.http_start(skey, line, id, reply_to);
@@ -531,6 +531,9 @@ impl Reverse {
         request: Option<&Id>,
         capped: bool,
     ) -> Sent {
+        if !self.tool_gate(skey, line, request) {
+            return Sent::Done;
+        }
         if self.ups[up_of(skey)].is_http() {
             self.http_send(skey, line, env, request);
             return Sent::Done;

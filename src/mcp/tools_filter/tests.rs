@@ -70,7 +70,10 @@ fn allow_then_deny_and_deny_wins() {
     let both = filter(&["*"], &["fs_write"]);
     assert!(both.allows("fs_read"));
     assert!(!both.allows("fs_write"), "deny wins over allow");
-    assert!(!both.allows(&"x".repeat(MAX_TOOL_NAME + 1)), "overlong names fail closed");
+    assert!(
+        !both.allows(&"x".repeat(MAX_TOOL_NAME + 1)),
+        "overlong names fail closed"
+    );
     assert!(both.allows(&"x".repeat(MAX_TOOL_NAME)));
 }
 
@@ -99,7 +102,8 @@ fn calls_are_decided_by_name() {
         Verdict::Deny(_)
     ));
     // The method itself may be escaped.
-    let escaped = br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"secret_x"}}"#;
+    let escaped =
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"secret_x"}}"#;
     assert!(matches!(f.inspect(escaped), Verdict::Deny(_)));
     // Other methods pass; tools/list is marked for its reply.
     assert_eq!(
@@ -172,7 +176,8 @@ fn list_replies_lose_hidden_tools_and_keep_every_other_byte() {
     let clean = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo"}]}}"#;
     assert_eq!(f.filter_list_reply(clean), ListReply::Unchanged);
     // Every tool hidden: an empty list.
-    let all = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"secret_a"},{"name":"secret_b"}]}}"#;
+    let all =
+        br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"secret_a"},{"name":"secret_b"}]}}"#;
     assert_eq!(
         f.filter_list_reply(all),
         ListReply::Rewritten {
