@@ -444,3 +444,222 @@ fn config_filters_per_upstream() {
         );
     });
 }
+
+// ---- the ways around a filter -------------------------------------------------
+
+/// Parsers disagree on which of two equal members wins: a call naming an
+/// allowed tool and a denied one (or hiding the method) is denied, whichever
+/// the server would read.
+#[test]
+fn duplicate_members_cannot_smuggle_a_denied_call() {
+    bounded(|| {
+        let log = TempFile::new("duplicate_members_cannot_smuggle", "server.log");
+        let mut relay = Relay::start(
+            &["--deny-tool", "secret_*"],
+            &["--tools", TOOLS, "--log", log.path_str()],
+        );
+        relay.handshake();
+        let smuggled: [&[u8]; 4] = [
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"secret_delete","arguments":{"text":"x"}}}"#,
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"secret_delete","arguments":{"text":"x"}},"params":{"name":"echo"}}"#,
+            br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","method":"ping","params":{"name":"secret_delete","arguments":{"text":"x"}}}"#,
+            br#"{"jsonrpc":"2.0","id":4,"method":"tools\/call","params":{"n\u0061me":"secret\u005fdelete","arguments":{"text":"x"}}}"#,
+        ];
+        for (i, line) in smuggled.iter().enumerate() {
+            let mut bytes = line.to_vec();
+            bytes.push(b'\n');
+            relay.send_bytes(bytes);
+            let id = json!(i + 1);
+            let reply = relay.expect_response(&id, SHORT);
+            assert_eq!(error_kind(&reply), Some("tool_denied"), "{reply}");
+        }
+        relay.echo_ok(json!(9), "marker-end");
+        let seen = server_log(&log, "marker-end");
+        assert!(
+            !seen.contains("secret"),
+            "a smuggled call reached the server:\n{seen}"
+        );
+    });
+}
+
+/// 2026-07-28 stateless requests (no session) are filtered too: on a stdio
+/// pool and on an HTTP upstream.
+#[test]
+fn stateless_requests_are_filtered() {
+    bounded(|| {
+        let log = TempFile::new("stateless_requests_are_filtered", "server.log");
+        let fake = Fake::start(handler(tools_handler));
+        let stdio = Relay::reverse("stateless")
+            .args(["--deny-tool", "secret_*"])
+            .echo_server(&["--tools", TOOLS, "--log", log.path_str()])
+            .start();
+        let remote = Relay::reverse("stateless-url")
+            .args(["--url", &fake.url(), "--deny-tool", "secret_*"])
+            .start();
+        for relay in [&stdio, &remote] {
+            let post = |msg: &Value, method: &str, name: Option<&str>| {
+                let mut h = vec![
+                    ("Content-Type", "application/json"),
+                    ("Accept", "application/json, text/event-stream"),
+                    ("MCP-Protocol-Version", "2026-07-28"),
+                    ("Mcp-Method", method),
+                ];
+                if let Some(n) = name {
+                    h.push(("Mcp-Name", n));
+                }
+                let body = serde_json::to_vec(msg).expect("serialise");
+                let resp = relay
+                    .http()
+                    .try_request("POST", "/mcp", &h, &body, IO)
+                    .unwrap_or_else(|e| panic!("stateless {msg}: {e:?}"));
+                assert_eq!(resp.status(), 200, "{msg}: {resp:?}");
+                resp.rpc()
+            };
+            let reply = post(&list(json!(1)), "tools/list", None);
+            assert_eq!(names(&reply), ["echo", "other"], "{}", relay.name);
+            let reply = post(
+                &call_tool(json!(2), "secret_delete", "boom"),
+                "tools/call",
+                Some("secret_delete"),
+            );
+            assert_denied(&reply, &json!(2), "secret_delete");
+            let reply = post(
+                &call_tool(json!(3), "echo", "marker-end"),
+                "tools/call",
+                Some("echo"),
+            );
+            assert_eq!(echo_text(&reply), Some("marker-end"), "{reply}");
+        }
+        let seen = server_log(&log, "marker-end");
+        assert!(
+            !seen.contains("secret_"),
+            "a denied call reached the server:\n{seen}"
+        );
+        assert_fake_never_saw_secrets(&fake);
+    });
+}
+
+// ---- floods -------------------------------------------------------------------
+
+/// Forward: rounds of 2,000 denied calls, each followed by an allowed call
+/// that must be answered within 1 s; the relay's memory stays bounded.
+#[test]
+fn forward_denied_call_flood_stays_bounded() {
+    bounded(|| {
+        let log = TempFile::new("forward_denied_call_flood", "server.log");
+        let mut relay = Relay::start(
+            &["--deny-tool", "secret_*"],
+            &["--tools", TOOLS, "--log", log.path_str()],
+        );
+        relay.handshake();
+        let pid = relay.pid as u32;
+        let (rss0, _) = common::rss_kib(pid).expect("relay rss");
+        let mut flood = Vec::new();
+        for n in 0..2_000 {
+            flood.extend_from_slice(&common::line(&call_tool(
+                json!(format!("f{n}")),
+                "secret_delete",
+                &"x".repeat(200),
+            )));
+        }
+        let mut worst = Duration::ZERO;
+        for round in 0..10 {
+            relay.send_bytes(flood.clone());
+            let t0 = Instant::now();
+            let id = json!(format!("fresh{round}"));
+            relay.send(&call_tool(id.clone(), "echo", "fresh"));
+            // Denials of this round come first; the fresh reply after them.
+            let deadline = t0 + SHORT;
+            let reply = loop {
+                assert!(Instant::now() < deadline, "round {round}: no fresh reply");
+                let m = relay.expect_msg(SHORT, "flood replies");
+                if m["id"] == id {
+                    break m;
+                }
+                assert_eq!(error_kind(&m), Some("tool_denied"), "{m}");
+            };
+            let took = t0.elapsed();
+            worst = worst.max(took);
+            assert_eq!(echo_text(&reply), Some("fresh"));
+            assert!(
+                took < Duration::from_secs(1),
+                "round {round}: fresh call took {took:?}"
+            );
+        }
+        let (rss, hwm) = common::rss_kib(pid).expect("relay rss");
+        eprintln!(
+            "forward denied-call flood: 20,000 denied, RSS {rss0} KiB before, {rss} KiB after, \
+             peak {hwm} KiB; slowest fresh call {worst:?}"
+        );
+        assert!(
+            hwm < rss0 + 32 * 1024,
+            "peak RSS {hwm} KiB (from {rss0} KiB)"
+        );
+        relay.wait_stderr("denied so far", SHORT);
+        let seen = log.read();
+        assert!(
+            !seen.contains("secret_"),
+            "a denied call reached the server"
+        );
+    });
+}
+
+/// Reverse: two clients send denied calls as fast as they are answered for
+/// 2 s; a fresh session is served within 1 s meanwhile, every denial is
+/// counted, and the relay's memory stays bounded.
+#[test]
+fn reverse_denied_call_flood_stays_bounded() {
+    bounded(|| {
+        let relay = Relay::reverse("flooded")
+            .admin()
+            .args(["--deny-tool", "secret_*", "--log-level", "info"])
+            .echo_server(&["--tools", TOOLS])
+            .start();
+        let port = relay.port;
+        let pid = relay.pid as u32;
+        let (rss0, _) = common::rss_kib(pid).expect("relay rss");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flooders: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    let mut s = Session::open(port, "/mcp");
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        n += 1;
+                        let reply = s.rpc(&call_tool(json!(n), "secret_delete", "boom"));
+                        assert_eq!(error_kind(&reply), Some("tool_denied"), "{reply}");
+                    }
+                    n
+                })
+            })
+            .collect();
+        let t_end = Instant::now() + Duration::from_secs(2);
+        let mut worst = Duration::ZERO;
+        while Instant::now() < t_end {
+            let t0 = Instant::now();
+            let mut s = Session::open(port, "/mcp");
+            let reply = s.rpc(&call_tool(json!(1), "echo", "fresh"));
+            let took = t0.elapsed();
+            assert_eq!(echo_text(&reply), Some("fresh"));
+            assert!(took < Duration::from_secs(1), "fresh session took {took:?}");
+            worst = worst.max(took);
+            thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let sent: u64 = flooders
+            .into_iter()
+            .map(|t| t.join().expect("flooder"))
+            .sum();
+        let (rss, hwm) = common::rss_kib(pid).expect("relay rss");
+        eprintln!(
+            "reverse denied-call flood: {sent} denied, RSS {rss0} KiB before, {rss} KiB after, \
+             peak {hwm} KiB; slowest fresh session {worst:?}"
+        );
+        assert_eq!(denied_metric(&relay, "flooded"), sent as f64);
+        assert!(
+            hwm < rss0 + 32 * 1024,
+            "peak RSS {hwm} KiB (from {rss0} KiB)"
+        );
+    });
+}
