@@ -56,8 +56,10 @@ fn check_id(id: &Id) {
         Ok(Message::Single(env)) => {
             // A response's id must be a string, a number or null (JSON-RPC):
             // with an object, array or boolean id it is no response.
+            // An `Other` id may still be a string: one whose escapes do not
+            // decode (a lone surrogate, `"\ud88b"`) is kept as its text.
             let json_rpc_id = match id {
-                Id::Other(t) => matches!(t.as_bytes().first(), Some(b'-' | b'0'..=b'9'))
+                Id::Other(t) => matches!(t.as_bytes().first(), Some(b'-' | b'0'..=b'9' | b'"'))
                     || t.as_ref() == "null",
                 _ => true,
             };
