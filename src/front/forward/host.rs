@@ -305,12 +305,9 @@ impl Forward {
         id: Option<&Id>,
         err: RelayError,
         message: &str,
-        mut data: serde_json::Value,
+        data: serde_json::Value,
     ) {
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert("kind".into(), err.kind().into());
-            obj.insert("upstream".into(), self.cfg.name.clone().into());
-        }
+        let data = self.error_data(err, data);
         let msg = jsonrpc::error_response(id, err.code(), message, data);
         self.send_to_client(Direction::RelayToClient, &msg);
     }
@@ -321,14 +318,20 @@ impl Forward {
         id_text: &str,
         err: RelayError,
         message: &str,
-        mut data: serde_json::Value,
+        data: serde_json::Value,
     ) {
+        let data = self.error_data(err, data);
+        let msg = jsonrpc::error_response_spelled(id_text, err.code(), message, data);
+        self.send_to_client(Direction::RelayToClient, &msg);
+    }
+
+    /// A relay error's `data`: `data` plus its `kind` and the upstream's name.
+    fn error_data(&self, err: RelayError, mut data: serde_json::Value) -> serde_json::Value {
         if let Some(obj) = data.as_object_mut() {
             obj.insert("kind".into(), err.kind().into());
             obj.insert("upstream".into(), self.cfg.name.clone().into());
         }
-        let msg = jsonrpc::error_response_spelled(id_text, err.code(), message, data);
-        self.send_to_client(Direction::RelayToClient, &msg);
+        data
     }
 
     /// Answers a tracked request with a relay error and forgets it.
