@@ -4,6 +4,7 @@
 //! a timer wheel fed an explicit clock, and sans-I/O protocol pieces. See
 //! docs/architecture.md for the map.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod front;
