@@ -14,11 +14,14 @@ use crate::mcp::tools_filter::ToolFilter;
 
 mod conventions;
 mod http;
+mod oauth;
 pub use crate::mcp::era::UpstreamProtocol;
 mod tools;
 use conventions::{DURATION_UNITS, Mode, parse_options};
 pub use http::{HttpOptions, checked_header};
 use http::{add_http_options, http_options};
+pub use oauth::check as check_oauth;
+use oauth::{add_oauth_options, oauth_options};
 
 pub const USAGE: &str = "Usage: mcp-relay forward [OPTIONS] -- COMMAND [ARG...]
 
@@ -95,6 +98,8 @@ pub struct ReverseConfig {
     pub replay_buffer: usize,
     pub allow_origins: Vec<String>,
     pub auth_token_file: Option<PathBuf>,
+    /// `--oauth-issuer` and its flags: bearer JWTs instead of static tokens.
+    pub oauth: Option<crate::auth::OAuthOptions>,
     pub shutdown_grace: Duration,
     /// After SIGTERM, keep serving (healthz 503) at least this long, even
     /// with nothing in flight, so a load balancer sees the drain.
@@ -555,6 +560,7 @@ fn reverse_options() -> Options {
     add_http_options(&mut o);
     add_era_option(&mut o);
     tools::add_options(&mut o);
+    add_oauth_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
 }
@@ -683,6 +689,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             replay_buffer: count(&m, "replay-buffer", 256)?,
             allow_origins: m.opt_strs("allow-origin"),
             auth_token_file: m.opt_str("auth-token-file").map(PathBuf::from),
+            oauth: oauth_options(&m)?,
             shutdown_grace: dur(&m, "shutdown-grace", Duration::from_secs(10))?,
             drain_time: dur(&m, "drain-time", Duration::ZERO)?,
             sse_keepalive: dur(&m, "sse-keepalive", Duration::from_secs(25))?,

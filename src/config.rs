@@ -33,6 +33,7 @@ use crate::io::child::ServerCommand;
 use crate::mcp::tools_filter::ToolFilter;
 
 mod mcp_servers;
+mod oauth;
 
 /// Keys only meaningful for the whole relay.
 const GLOBAL_KEYS: &[&str] = &[
@@ -45,6 +46,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "client_idle_timeout",
     "allow_origin",
     "auth_token_file",
+    "oauth",
     "shutdown_grace",
     "drain_time",
     "sse_keepalive",
@@ -114,6 +116,9 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
     }
     let mut global = base.clone();
     apply_global(&mut global, top, dir)?;
+    if global.oauth.is_some() && global.auth_token_file.is_some() {
+        return Err("oauth and auth_token_file exclude each other".into());
+    }
     let mut defaults = global.clone();
     apply_upstream(&mut defaults, top, "", dir)?;
     // (where, name, entry) of every upstream, `upstreams` first.
@@ -419,6 +424,7 @@ fn apply_global(
             "drain_time" => cfg.drain_time = duration(v, at)?,
             "sse_keepalive" => cfg.sse_keepalive = duration(v, at)?,
             "auth_token_file" => cfg.auth_token_file = Some(file(v, at, dir)?),
+            "oauth" => cfg.oauth = Some(oauth::parse(v, at, dir)?),
             "allow_origin" => {
                 let list = v
                     .as_array()
