@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod authz;
 pub mod fake;
 pub mod hostile;
 pub mod http;

@@ -42,6 +42,7 @@ mod client;
 mod deliver;
 mod ending;
 mod http;
+mod oauth;
 mod proc;
 mod routes;
 mod session;
@@ -295,6 +296,8 @@ struct Reverse {
     now: Instant,
     listen: Listening,
     tokens: Option<Tokens>,
+    /// `--oauth-issuer`: bearer JWTs checked against the issuer's keys.
+    oauth: Option<Box<oauth::OAuth>>,
     sessions: HashMap<SKey, Session>,
     by_id: HashMap<String, SKey>,
     next_key: SKey,
@@ -379,6 +382,14 @@ impl Reverse {
             None => None,
         };
         let now = Instant::now();
+        let oauth = match &cfg.oauth {
+            Some(o) => {
+                Some(Box::new(oauth::OAuth::new(o, now).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, e)
+                })?))
+            }
+            None => None,
+        };
         let mut metrics = Metrics::new();
         let mut ups = Vec::new();
         let mut resolver = None;
@@ -456,6 +467,7 @@ impl Reverse {
                 paused: false,
             },
             tokens,
+            oauth,
             sessions: HashMap::new(),
             by_id: HashMap::new(),
             next_key: 1,
@@ -526,6 +538,8 @@ impl Reverse {
                 // The tag is the upstream's index.
                 if self.ups.get(tag).is_some_and(Upstream::is_http) {
                     self.http_event(tag, conn, readable, writable);
+                } else if oauth::is_oauth_tag(tag) {
+                    self.oauth_event(tag, conn, readable, writable);
                 }
                 return;
             }
@@ -733,6 +747,9 @@ impl Reverse {
             .render(&mut out, &gauges, self.listen.clients as u64);
         crate::logging::render_metrics(&mut out);
         crate::io::orphans::render_metrics(&mut out);
+        if let Some(o) = &self.oauth {
+            o.render(&mut out);
+        }
         out
     }
 }
@@ -778,7 +795,11 @@ impl turn::Driver for Reverse {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.ups.iter().filter_map(Upstream::next_deadline).min()
+        self.ups
+            .iter()
+            .filter_map(Upstream::next_deadline)
+            .chain(self.oauth_deadline())
+            .min()
     }
 
     fn on_signal(&mut self, sig: libc::c_int) {
@@ -810,6 +831,7 @@ impl turn::Driver for Reverse {
     }
 
     fn after_timers(&mut self) {
+        self.oauth_poll();
         for u in 0..self.ups.len() {
             self.http_poll(u);
             if !self.ups[u].is_http() && self.ups[u].next_deadline().is_some_and(|d| d <= self.now)

@@ -41,6 +41,9 @@ impl Reverse {
             self.respond(tok, 404, &[], b"not found\n", ka);
             return;
         }
+        if self.oauth_metadata(tok, &req, &path) {
+            return;
+        }
         // MCP 2025-06-18 §Security: validate Origin on every request. A
         // page served by the relay's own address (scheme, host and port) is
         // same-origin; any other origin must be listed.
@@ -58,21 +61,9 @@ impl Reverse {
             );
             return;
         }
-        let token = match &self.tokens {
-            Some(tokens) if !admin => match tokens.check(req.header("authorization")) {
-                Some(i) => Some(i),
-                None => {
-                    self.respond(
-                        tok,
-                        401,
-                        &[("www-authenticate", "Bearer realm=\"mcp-relay\"")],
-                        b"missing or invalid bearer token\n",
-                        ka,
-                    );
-                    return;
-                }
-            },
-            _ => None,
+        // Static tokens or OAuth (`oauth.rs`): the session binding.
+        let Some(token) = self.authenticate(tok, &req, admin) else {
+            return;
         };
         if ops_here && path == "/metrics" && req.method == "GET" {
             let body = self.render_metrics();

@@ -464,6 +464,10 @@ impl Reverse {
         }
         let now = self.now;
         for (u, answer) in answers {
+            if super::oauth::is_oauth_tag(u as usize) {
+                self.oauth_resolved(u as usize, answer);
+                continue;
+            }
             let reg = self.poll.registry();
             if let Some(h) = self.ups.get_mut(u as usize).and_then(|up| up.http_mut()) {
                 h.resolved(answer, reg, now);
