@@ -60,6 +60,8 @@ pub enum Verdict {
         status: u16,
         challenge: String,
         body: &'static str,
+        /// For the log: the rejection reason's label.
+        why: &'static str,
     },
     /// 503 with `Retry-After: 1`: the keys are being fetched.
     Unavailable,
@@ -153,6 +155,7 @@ impl Authority {
                     Challenge::NoToken,
                 ),
                 body: "missing bearer token\n",
+                why: Reason::Missing.label(),
             },
             Some(Decision::Invalid(r)) => Verdict::Deny {
                 status: 401,
@@ -162,6 +165,7 @@ impl Authority {
                     Challenge::InvalidToken(r.description()),
                 ),
                 body: "invalid bearer token\n",
+                why: r.label(),
             },
             Some(Decision::InsufficientScope) => Verdict::Deny {
                 status: 403,
@@ -171,6 +175,7 @@ impl Authority {
                     Challenge::InsufficientScope,
                 ),
                 body: "insufficient scope\n",
+                why: "insufficient_scope",
             },
         }
     }

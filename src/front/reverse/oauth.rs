@@ -221,15 +221,10 @@ impl Reverse {
                 status,
                 challenge,
                 body,
+                why,
             } => {
                 if let Some(n) = o.reject_log.check(now) {
-                    log::info!(
-                        "oauth: {status} for {} ({n} similar not logged)",
-                        challenge
-                            .split("error_description=")
-                            .nth(1)
-                            .unwrap_or("no token")
-                    );
+                    log::info!("oauth: {status} {why} ({n} similar not logged)");
                 }
                 self.respond(
                     tok,
