@@ -430,3 +430,43 @@ fn a_flood_of_forged_tokens_keeps_memory_bounded_and_sessions_served() {
         auth.jwks_fetches()
     );
 }
+
+#[test]
+fn a_name_that_does_not_resolve_is_resolved_again_on_each_retry() {
+    let relay = Relay::reverse("echo")
+        .args([
+            "--oauth-issuer",
+            "http://127.0.0.1:1",
+            "--oauth-audience",
+            AUD,
+            "--oauth-jwks-uri",
+            "http://no-such-host.invalid/jwks",
+        ])
+        .echo_server(&[])
+        .admin()
+        .start();
+    // Backoff 0.5 s, 1 s, 2 s: a third failed fetch within 5 s, each one a
+    // fresh lookup (not a fetch queued forever on an engine with no address).
+    let deadline = Instant::now() + SHORT;
+    let errors = |m: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("mcp_relay_oauth_fetches_total{document=\"jwks\",outcome=\"error\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    loop {
+        let m = relay.metrics_text();
+        if errors(&m) >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 failed fetches in 5 s:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = init(relay.port, Some("Bearer a.b.c"));
+    assert_eq!(r.status(), 401, "not a JWT needs no key: {r:?}");
+}

@@ -356,19 +356,36 @@ impl Reverse {
     ) {
         let now = self.now;
         let reg = self.poll.registry();
+        let slot = tag - FIRST_TAG;
+        let mut failed = false;
         if let Some(e) = self
             .oauth
             .as_mut()
-            .and_then(|o| o.engines.get_mut(tag - FIRST_TAG))
+            .and_then(|o| o.engines.get_mut(slot))
             .and_then(Option::as_mut)
         {
             match answer {
                 Ok(addrs) if !addrs.is_empty() => e.client.set_addrs(addrs, reg, now),
-                Ok(_) => e.client.resolve_failed("no addresses"),
-                Err(why) => e.client.resolve_failed(&why),
+                Ok(_) => {
+                    e.client.resolve_failed("no addresses");
+                    failed = true;
+                }
+                Err(why) => {
+                    e.client.resolve_failed(&why);
+                    failed = true;
+                }
             }
         }
         self.oauth_drain();
+        if failed {
+            // The engine is dropped so that the retry resolves the name
+            // again (an engine resolves once, when it is made).
+            if let Some(o) = self.oauth.as_mut()
+                && let Some(slot) = o.engines.get_mut(slot)
+            {
+                *slot = None;
+            }
+        }
     }
 
     fn oauth_drain(&mut self) {
