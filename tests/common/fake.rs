@@ -699,3 +699,199 @@ impl AsksOnGet {
         conn.json(&[], &echo_reply(&msg["id"], &text))
     }
 }
+
+// ---- servers of one protocol era (issue 13, docs/eras.md) ---------------------
+
+/// The modern revision.
+pub const MODERN: &str = "2026-07-28";
+
+const RESERVED_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// `=?base64?…?=` decoding of a header value (the fake's own, so a relay
+/// that encodes wrongly is caught).
+fn decode_header(v: &str) -> Option<String> {
+    let Some(p) = v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    else {
+        return Some(v.to_string());
+    };
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in p.bytes().filter(|&c| c != b'=') {
+        bits = (bits << 6) | B64.iter().position(|&b| b == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn rpc_error(conn: &mut Conn, status: u16, id: &Value, code: i64, message: &str) -> After {
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    conn.respond(
+        status,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// A 2026-07-28-only Streamable HTTP server, strict the way the Python 2.x
+/// server's modern entry is: a POST must carry `MCP-Protocol-Version:
+/// 2026-07-28` (else 400, -32600: it has no handshake, `initialize`
+/// included), no `Mcp-Session-Id`, the envelope (version and client
+/// capabilities, else 400 -32602), and `Mcp-Method`/`Mcp-Name` matching the
+/// body (else 400 -32020); GET and DELETE get 405. It answers
+/// `server/discover`, `tools/list` and `tools/call` (echo of
+/// `arguments.text`, plus the caller's `clientInfo.name` as a second content
+/// item), every result with `resultType`; a call whose arguments say
+/// `"slow": true` starts an SSE response and holds it until the client
+/// closes it (counted in `closed_by_client`); notifications get 202.
+pub fn modern_only(req: &Req, conn: &mut Conn) -> After {
+    modern_only_counting(req, conn, &AtomicUsize::new(0))
+}
+
+/// [`modern_only`], counting the slow calls the client closed.
+pub fn modern_only_counting(req: &Req, conn: &mut Conn, closed_by_client: &AtomicUsize) -> After {
+    if req.method != "POST" {
+        return conn.respond(405, &[("allow", "POST")], b"");
+    }
+    let msg = req.json();
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    if req.header("mcp-protocol-version") != Some(MODERN) {
+        return rpc_error(conn, 400, &id, -32600, "this server speaks 2026-07-28 only");
+    }
+    if req.session().is_some() {
+        return rpc_error(conn, 400, &id, -32600, "2026-07-28 has no sessions");
+    }
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    if method.is_empty() {
+        return conn.accepted();
+    }
+    if req.header("mcp-method") != Some(method) {
+        return rpc_error(conn, 400, &id, -32020, "Mcp-Method does not match");
+    }
+    let named = match method {
+        "tools/call" | "prompts/get" => msg.pointer("/params/name"),
+        "resources/read" => msg.pointer("/params/uri"),
+        _ => None,
+    };
+    if let Some(name) = named.and_then(Value::as_str)
+        && req.header("mcp-name").and_then(decode_header).as_deref() != Some(name)
+    {
+        return rpc_error(conn, 400, &id, -32020, "Mcp-Name does not match");
+    }
+    let meta = msg.pointer("/params/_meta");
+    let version = meta.and_then(|m| m.get(RESERVED_VERSION));
+    let caps = meta.and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"));
+    if version.and_then(Value::as_str) != Some(MODERN) || caps.is_none() {
+        return rpc_error(conn, 400, &id, -32602, "missing or bad _meta envelope");
+    }
+    if id.is_null() {
+        return conn.accepted();
+    }
+    let caller = meta
+        .and_then(|m| m.pointer("/io.modelcontextprotocol~1clientInfo/name"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let result = match method {
+        "server/discover" => json!({
+            "supportedVersions": [MODERN], "capabilities": {"tools": {"listChanged": true}},
+            "instructions": "modern fake", "ttlMs": 0, "cacheScope": "private",
+            "resultType": "complete",
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "modern-fake", "version": "2"}},
+        }),
+        "tools/list" => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}],
+                               "ttlMs": 0, "cacheScope": "private", "resultType": "complete"}),
+        "tools/call" => {
+            if msg.pointer("/params/arguments/slow") == Some(&json!(true)) {
+                if conn.sse_start() && conn.hold() {
+                    closed_by_client.fetch_add(1, Ordering::SeqCst);
+                }
+                return After::Close;
+            }
+            let text = msg
+                .pointer("/params/arguments/text")
+                .cloned()
+                .unwrap_or(Value::Null);
+            json!({"content": [{"type": "text", "text": text},
+                               {"type": "text", "text": caller}],
+                   "resultType": "complete"})
+        }
+        _ => return rpc_error(conn, 200, &id, -32601, "method not found"),
+    };
+    conn.json(&[], &json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+/// A handshake-era Streamable HTTP server as the Python 1.x server is: a
+/// POST without a session must be `initialize` (else 400 -32600 "No valid
+/// session ID"), which opens session `h1`; on the session a request
+/// carrying the modern envelope is refused (-32600, as a dual-era server
+/// refuses one on a handshake session); `tools/call` echoes, `tools/list`
+/// lists `echo`, other requests get `{}`; GET holds an SSE stream; DELETE
+/// 200. Results never carry `resultType`.
+pub fn handshake_only(req: &Req, conn: &mut Conn) -> After {
+    match req.method.as_str() {
+        "POST" => {
+            let msg = req.json();
+            let id = msg.get("id").cloned().unwrap_or(Value::Null);
+            let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+            if method == "initialize" {
+                return conn.json(&[("mcp-session-id", "h1")], &init_result(&id));
+            }
+            if req.session() != Some("h1") {
+                return rpc_error(
+                    conn,
+                    400,
+                    &id,
+                    -32600,
+                    "Bad Request: No valid session ID provided",
+                );
+            }
+            if msg
+                .pointer(&format!(
+                    "/params/_meta/{}",
+                    RESERVED_VERSION.replace('/', "~1")
+                ))
+                .is_some()
+            {
+                return rpc_error(
+                    conn,
+                    200,
+                    &id,
+                    -32600,
+                    "enveloped request on a handshake session",
+                );
+            }
+            if id.is_null() {
+                return conn.accepted();
+            }
+            match method {
+                "tools/list" => conn.json(
+                    &[],
+                    &json!({"jsonrpc": "2.0", "id": id, "result":
+                    {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}}),
+                ),
+                _ => match reply_to(&msg) {
+                    Some(r) => conn.json(&[], &r),
+                    None => conn.accepted(),
+                },
+            }
+        }
+        "GET" => {
+            if req.session() != Some("h1") {
+                return conn.respond(400, &[], b"no session");
+            }
+            if conn.sse_start() {
+                conn.hold();
+            }
+            After::Close
+        }
+        "DELETE" => conn.respond(200, &[], b""),
+        _ => conn.respond(405, &[], b""),
+    }
+}

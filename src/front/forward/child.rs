@@ -253,6 +253,9 @@ impl Forward {
                         self.era_apply(c);
                         return;
                     }
+                    if seq.is_none() && self.http_era_response(&id, line) {
+                        return;
+                    }
                     let spelled = env.id.and_then(|raw| self.spelled_reply(&id, line, raw));
                     if let Some(p) = self.untrack(&id) {
                         let msg = spelled.as_deref().unwrap_or(line);

@@ -403,7 +403,10 @@ impl Forward {
     /// True when it took the message; false when the caller sends it as it
     /// is (a link that passes, an HTTP upstream, a message left unchanged).
     pub(super) fn era_client(&mut self, line: &[u8], env: &Envelope, id: Option<&Id>) -> bool {
-        if self.server.is_http() || self.era.passes() {
+        if self.server.is_http() && self.http_era_client(line, env, id) {
+            return true;
+        }
+        if self.era.passes() {
             return false;
         }
         let method = env.method();
@@ -441,6 +444,10 @@ impl Forward {
     /// One of the relay's own messages to the live child.
     pub(super) fn era_send_own(&mut self, line: &[u8]) {
         self.record(Direction::RelayToServer, line);
+        if self.server.is_http() {
+            self.http_send_own(line);
+            return;
+        }
         if let Some(u) = self.server.current_mut()
             && u.io.proc.stdin.is_some()
         {

@@ -15,6 +15,8 @@
 //! - `verdict`: per upstream, which era it speaks (`--upstream-protocol`).
 //! - `input`: a handshake-era server's requests to the client, carried to a
 //!   modern client as `InputRequiredResult` rounds.
+//! - `stamper`: a handshake-era client in front of a modern-only HTTP
+//!   server (`initialize` answered from `server/discover`, requests stamped).
 //! - `listen`: `subscriptions/listen` mapped onto `resources/subscribe` and
 //!   the server's list-changed and updated notifications.
 
@@ -24,6 +26,7 @@ pub mod input;
 pub mod link;
 pub mod listen;
 pub mod stamp;
+pub mod stamper;
 pub mod verdict;
 
 /// The modern revision the relay speaks.

@@ -63,9 +63,11 @@ impl Forward {
         self.pump_legacy();
     }
 
-    pub(super) fn start_legacy(&mut self, ex: ExId, request: Option<Id>) {
+    pub(super) fn start_legacy(&mut self, ex: Option<ExId>, request: Option<Id>) {
         let now = self.now;
-        self.forget(ex);
+        if let Some(ex) = ex {
+            self.forget(ex);
+        }
         let init = self.cached_initialize.clone();
         let reg = self.poll.registry();
         let Some(h) = self.server.http_mut() else {
@@ -76,7 +78,9 @@ impl Forward {
             waiting.push_back((line, Some(id)));
         }
         // What waited behind the failed initialize follows it, in order.
-        waiting.extend(h.set_phase(Phase::Ready));
+        if !h.phase.is_ready() {
+            waiting.extend(h.set_phase(Phase::Ready));
+        }
         h.legacy = Some(Legacy::AwaitingEndpoint { waiting });
         let req = Request::stream(
             h.url.target.clone(),

@@ -10,6 +10,7 @@
 //! the requests caught in between with errors, and carries on: the host sees
 //! those errors and nothing else.
 
+mod era;
 mod get;
 mod legacy;
 mod method;
@@ -49,6 +50,8 @@ enum Carry {
     Post {
         request: Option<Id>,
         initialize: bool,
+        /// Sent as a 2026-07-28 request (no session): closing it cancels.
+        modern: bool,
     },
     /// The relay's own `initialize` of a new session after a 404.
     Reinit,
@@ -100,6 +103,12 @@ pub(super) struct HttpUpstream {
     /// The `Retry-After` of the GET's last refusal: the floor of a new
     /// session if the stream gives up on it.
     get_floor: Option<std::time::Duration>,
+    /// A handshake-era client in front of a modern-only server
+    /// (`mcp::era::stamper`).
+    stamper: crate::mcp::era::stamper::Stamper,
+    /// `auto`: the client's `initialize` (this id) was refused; if the
+    /// stamper's discover fails too, legacy HTTP+SSE is tried next.
+    legacy_after_discover: Option<Id>,
 }
 
 impl HttpUpstream {
@@ -143,6 +152,8 @@ impl HttpUpstream {
             reinit: ReinitBackoff::new(&rc, Rng::from_os()),
             reinit_timer: None,
             get_floor: None,
+            stamper: crate::mcp::era::stamper::Stamper::new(&cfg.name),
+            legacy_after_discover: None,
         })
     }
 
@@ -259,7 +270,18 @@ impl Forward {
         let Some(h) = self.server.http_mut() else {
             return;
         };
-        let req = Request::post(target, h.headers(false), line.to_vec());
+        // A 2026-07-28 request names itself in headers and has no session.
+        let modern = era::modern_headers(line);
+        let headers = match &modern {
+            Some(m) => {
+                let mut hs = h.headers(false);
+                hs.retain(|(k, _)| k != "mcp-session-id" && k != "mcp-protocol-version");
+                hs.extend(m.iter().cloned());
+                hs
+            }
+            None => h.headers(false),
+        };
+        let req = Request::post(target, headers, line.to_vec());
         let ex = h.client.submit(req, reg, now);
         if let Some(id) = &request {
             h.by_request.insert(id.clone(), ex);
@@ -269,6 +291,7 @@ impl Forward {
             Carry::Post {
                 request,
                 initialize,
+                modern: modern.is_some(),
             },
         );
     }
@@ -418,6 +441,7 @@ impl Forward {
             Carry::Post {
                 request,
                 initialize,
+                ..
             } => {
                 if (200..300).contains(&status) {
                     if initialize
@@ -429,6 +453,20 @@ impl Forward {
                     return;
                 }
                 let has_session = self.server.http().is_some_and(|h| h.session_id.is_some());
+                // 404/405 mean no POST endpoint at all (a 2024-11-05
+                // server); 400 may be a 2026-07-28-only one refusing the
+                // handshake.
+                if initialize
+                    && status == 400
+                    && !has_session
+                    && let Some(id) = &request
+                    && !crate::mcp::era::stamper::Stamper::is_own(id)
+                    && self.pending.contains(id)
+                    && self.http_discover_after_refusal(ex, id)
+                {
+                    // `auto`: maybe a 2026-07-28-only server (era.rs).
+                    return;
+                }
                 if initialize && matches!(status, 400 | 404 | 405) && !has_session {
                     // MCP backward compatibility: a 2024-11-05 server answers
                     // POST initialize like this; fall back to HTTP+SSE.
@@ -436,7 +474,7 @@ impl Forward {
                         "[{}] initialize got {status}; trying the legacy HTTP+SSE transport",
                         self.cfg.name
                     );
-                    self.start_legacy(ex, request);
+                    self.start_legacy(Some(ex), request);
                     return;
                 }
                 if status == 404 && has_session {
@@ -649,6 +687,7 @@ impl Forward {
             Carry::Post {
                 request: Some(id),
                 initialize,
+                ..
             } => {
                 if initialize {
                     self.initialize_done();
@@ -746,6 +785,12 @@ impl Forward {
         if let Some(h) = self.http() {
             h.by_request.remove(id);
         }
+        // The era pieces read a failed probe, discover or initialize of
+        // their own as the server's error answer.
+        let line = jsonrpc::error_response(Some(id), err.code(), message, data.clone());
+        if self.http_era_response(id, &line) {
+            return;
+        }
         self.fail_request(id, err, message, data);
     }
 
@@ -761,9 +806,16 @@ impl Forward {
             return;
         }
         let mut was_legacy_post = false;
+        let mut was_modern = false;
         if let Some(ex) = h.by_request.remove(id) {
             h.client.cancel(ex, reg);
-            was_legacy_post = matches!(h.carries.remove(&ex), Some(Carry::LegacyPost { .. }));
+            let carry = h.carries.remove(&ex);
+            was_legacy_post = matches!(carry, Some(Carry::LegacyPost { .. }));
+            // 2026-07-28: closing the exchange is the cancellation.
+            was_modern = matches!(carry, Some(Carry::Post { modern: true, .. }));
+        }
+        if was_modern {
+            return;
         }
         if was_legacy_post {
             // No event follows a cancelled exchange: the next legacy POST

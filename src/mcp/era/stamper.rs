@@ -1,0 +1,435 @@
+//! One handshake-era client in front of a modern-only HTTP server
+//! (`forward --url`, and one `reverse --url` session): the relay answers the
+//! client's `initialize` from the server's `server/discover` result and
+//! stamps each later request with the modern envelope and headers.
+//!
+//! ```text
+//!  Off ── the client's initialize, server modern ──▶ Discovering ── modern result ──▶ Stamping
+//!                                                        │ any other answer
+//!                                                        ▼
+//!                                                      Failed (the client's initialize
+//!                                                      gets the server's error)
+//! ```
+//!
+//! While discovering, the client's messages are held (at most
+//! [`HOLD_CAP`] messages and [`HOLD_BYTES`] bytes, the bounds of
+//! `link.rs`; past them a request is refused with `upstream_busy`, a
+//! notification dropped). `Stamping`: `initialize` (again) is answered from
+//! the same discover result, `notifications/initialized` dropped, `ping`
+//! and `logging/setLevel` answered `{}` by the relay (the level is kept for
+//! the stamps), `resources/subscribe`/`unsubscribe` refused (-32601: the
+//! fold into `subscriptions/listen` is not wired over HTTP yet), the other
+//! requests stamped (`stamp::stamp_modern`) and sent with the modern headers
+//! and no session. Results pass back unchanged: the 1.x clients accept the
+//! extra `resultType`/`ttlMs`/`cacheScope` members (their result models
+//! allow extra fields).
+
+use std::collections::VecDeque;
+
+use serde_json::{Value, json};
+
+use super::convert::{self, DiscoverOutcome};
+use super::link::{HOLD_BYTES, HOLD_CAP};
+use super::stamp::{Headers, StampContext, TowardModern, stamp_modern, toward_modern};
+use crate::proto::errors::RelayError;
+use crate::proto::jsonrpc::{self, Id};
+
+/// Id of the relay's own `server/discover` on behalf of the client.
+pub const DISCOVER_ID: &str = "mcp-relay-era-discover";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StamperState {
+    /// Not bridging: messages pass as they are.
+    Off,
+    /// The relay's discover is out; `init` is the client's `initialize`.
+    Discovering {
+        init: Id,
+        requested: Option<String>,
+        ctx: StampContext,
+    },
+    /// The server is modern: requests are stamped.
+    Stamping { discover: Value, ctx: StampContext },
+    /// The server did not answer discover as a modern server: the client's
+    /// `initialize` got its error; later messages pass as they are.
+    Failed,
+}
+
+/// What the front does with a client message.
+#[derive(Debug, PartialEq)]
+pub enum Stamped {
+    /// Not the stamper's: send it as it is.
+    Pass,
+    /// Send these bytes with these extra headers (and no session).
+    Send(Vec<u8>, Headers),
+    /// The relay's own discover goes out; the message (the client's
+    /// `initialize`) is answered once it returns.
+    SendOwn(Vec<u8>, Headers),
+    /// Held until discover returns.
+    Held,
+    /// Answer the client with this line.
+    Answer(Vec<u8>),
+    /// Nothing to send or answer.
+    Drop,
+}
+
+/// What the discover answer released.
+#[derive(Debug, Default, PartialEq)]
+pub struct Discovered {
+    /// The answer to the client's `initialize`: (its id, the line).
+    pub answer: Option<(Id, Vec<u8>)>,
+    /// Held client messages, in order, to route again.
+    pub released: Vec<Vec<u8>>,
+}
+
+pub struct Stamper {
+    state: StamperState,
+    /// Names the server when its discover result does not.
+    name: String,
+    held: VecDeque<Vec<u8>>,
+    held_bytes: usize,
+    /// Messages refused because the hold was full (for the log line and
+    /// the metric).
+    pub refused: u64,
+}
+
+impl Stamper {
+    pub fn new(name: &str) -> Stamper {
+        Stamper {
+            state: StamperState::Off,
+            name: name.to_string(),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            refused: 0,
+        }
+    }
+
+    pub fn state(&self) -> &StamperState {
+        &self.state
+    }
+
+    /// Whether client messages go through [`Stamper::on_client`].
+    pub fn active(&self) -> bool {
+        matches!(
+            self.state,
+            StamperState::Discovering { .. } | StamperState::Stamping { .. }
+        )
+    }
+
+    pub fn stamping(&self) -> bool {
+        matches!(self.state, StamperState::Stamping { .. })
+    }
+
+    /// The client's `initialize` (`params` raw) toward a server known or
+    /// configured to be modern: the relay's own discover to send.
+    pub fn begin(&mut self, id: &Id, params: Option<&str>) -> Stamped {
+        let params: Value = params
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(Value::Null);
+        let requested = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let ctx = StampContext::from_initialize(&params);
+        if !self.set(StamperState::Discovering {
+            init: id.clone(),
+            requested,
+            ctx,
+        }) {
+            return Stamped::Pass;
+        }
+        let line = convert::discover_request(DISCOVER_ID);
+        let headers = super::classify::headers_for(super::MODERN_VERSION, "server/discover", None);
+        Stamped::SendOwn(line, headers)
+    }
+
+    /// Whether `id` is the relay's own discover.
+    pub fn is_own(id: &Id) -> bool {
+        matches!(id, Id::Str(s) if &**s == DISCOVER_ID)
+    }
+
+    /// The answer to the relay's discover: a JSON-RPC response line (a
+    /// transport failure is passed as an error response by the front).
+    pub fn on_discover(&mut self, line: &[u8]) -> Discovered {
+        let StamperState::Discovering {
+            init,
+            requested,
+            ctx,
+        } = self.state.clone()
+        else {
+            return Discovered::default();
+        };
+        let v: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
+        let outcome = convert::read_discover(v.get("result"), v.get("error"));
+        let mut out = Discovered::default();
+        let result = match outcome {
+            DiscoverOutcome::Modern { result, .. } => {
+                convert::initialize_from_discover(&result, requested.as_deref(), &self.name)
+                    .map(|r| (r, result))
+            }
+            _ => None,
+        };
+        match result {
+            Some((init_result, discover)) => {
+                out.answer = Some((init.clone(), answer(&init, &init_result)));
+                self.set(StamperState::Stamping { discover, ctx });
+            }
+            None => {
+                let err = v.get("error").cloned().unwrap_or(Value::Null);
+                let code = err
+                    .get("code")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(RelayError::UpstreamStatus.code());
+                let msg = err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the server did not answer server/discover as a 2026-07-28 server");
+                out.answer = Some((
+                    init.clone(),
+                    jsonrpc::error_response(Some(&init), code, msg, json!({"kind": "era"})),
+                ));
+                self.set(StamperState::Failed);
+            }
+        }
+        self.held_bytes = 0;
+        out.released = self.held.drain(..).collect();
+        out
+    }
+
+    /// A client message while active: `method` and `params` (raw) of a
+    /// request or notification, `id` of a request.
+    pub fn on_client(
+        &mut self,
+        line: &[u8],
+        method: Option<&str>,
+        params: Option<&str>,
+        id: Option<&Id>,
+    ) -> Stamped {
+        let (discover, ctx) = match &mut self.state {
+            StamperState::Off | StamperState::Failed => return Stamped::Pass,
+            StamperState::Discovering { .. } => return self.hold(line, id),
+            StamperState::Stamping { discover, ctx } => (discover, ctx),
+        };
+        let Some(method) = method else {
+            // A response: a modern server sends the client no requests.
+            return Stamped::Drop;
+        };
+        let Some(id) = id else {
+            // Notifications: a modern server acknowledges and drops them
+            // (cancellation is the front's: it ends the exchange).
+            return Stamped::Drop;
+        };
+        let parsed = || -> Value {
+            params
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(Value::Null)
+        };
+        match toward_modern(method) {
+            TowardModern::AnswerInitialize => {
+                let p = parsed();
+                let requested = p.get("protocolVersion").and_then(Value::as_str);
+                *ctx = StampContext::from_initialize(&p);
+                match convert::initialize_from_discover(discover, requested, &self.name) {
+                    Some(r) => Stamped::Answer(answer(id, &r)),
+                    None => Stamped::Answer(refuse(id, -32603, "no capabilities in discover")),
+                }
+            }
+            TowardModern::Drop => Stamped::Drop,
+            TowardModern::AnswerEmpty => Stamped::Answer(answer(id, &json!({}))),
+            TowardModern::SetLevel => {
+                ctx.set_level(Some(&parsed()));
+                Stamped::Answer(answer(id, &json!({})))
+            }
+            TowardModern::Subscribe | TowardModern::Unsubscribe => Stamped::Answer(refuse(
+                id,
+                super::METHOD_NOT_FOUND,
+                "resources/subscribe is not carried to a 2026-07-28-only server over HTTP \
+                 (subscriptions/listen mapping not wired)",
+            )),
+            TowardModern::Forward => match stamp_modern(line, ctx) {
+                Ok((bytes, headers)) => Stamped::Send(bytes, headers),
+                Err(_) => Stamped::Answer(refuse(
+                    id,
+                    super::INVALID_PARAMS,
+                    "params and params._meta must be objects",
+                )),
+            },
+        }
+    }
+
+    fn hold(&mut self, line: &[u8], id: Option<&Id>) -> Stamped {
+        if self.held.len() >= HOLD_CAP || self.held_bytes + line.len() > HOLD_BYTES {
+            self.refused += 1;
+            return match id {
+                Some(id) => Stamped::Answer(jsonrpc::error_response(
+                    Some(id),
+                    RelayError::UpstreamBusy.code(),
+                    "The relay is asking the server for server/discover; too many messages wait",
+                    json!({"kind": "upstream_busy"}),
+                )),
+                None => Stamped::Drop,
+            };
+        }
+        self.held_bytes += line.len();
+        self.held.push_back(line.to_vec());
+        Stamped::Held
+    }
+
+    /// The one place the state changes; false when the move is illegal.
+    fn set(&mut self, to: StamperState) -> bool {
+        use StamperState::*;
+        let ok = matches!(
+            (&self.state, &to),
+            (Off, Discovering { .. }) | (Discovering { .. }, Stamping { .. } | Failed)
+        );
+        debug_assert!(ok, "era stamper: illegal move {:?} → {:?}", self.state, to);
+        if !ok {
+            log::error!("era stamper: illegal move refused");
+            return false;
+        }
+        self.state = to;
+        true
+    }
+}
+
+fn answer(id: &Id, result: &Value) -> Vec<u8> {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
+        id.to_json()
+    )
+    .into_bytes()
+}
+
+fn refuse(id: &Id, code: i64, message: &str) -> Vec<u8> {
+    jsonrpc::error_response(Some(id), code, message, Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init_params() -> &'static str {
+        r#"{"protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"old","version":"1"}}"#
+    }
+
+    fn discover_ok() -> Vec<u8> {
+        json!({"jsonrpc":"2.0","id":DISCOVER_ID,"result":{
+            "supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},
+            "ttlMs":0,"cacheScope":"private","resultType":"complete",
+            "_meta":{"io.modelcontextprotocol/serverInfo":{"name":"modern","version":"2"}}}})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn v(b: &[u8]) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn initialize_is_answered_from_discover_and_requests_are_stamped() {
+        let mut s = Stamper::new("up");
+        let Stamped::SendOwn(line, headers) = s.begin(&Id::Num(1), Some(init_params())) else {
+            panic!("no discover")
+        };
+        assert_eq!(v(&line)["method"], "server/discover");
+        assert!(headers.contains(&("mcp-method".into(), "server/discover".into())));
+        let call = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+        assert_eq!(
+            s.on_client(call, Some("tools/call"), None, Some(&Id::Num(2))),
+            Stamped::Held
+        );
+        let d = s.on_discover(&discover_ok());
+        let (id, ans) = d.answer.unwrap();
+        assert_eq!(id, Id::Num(1));
+        let ans = v(&ans);
+        assert_eq!(ans["result"]["protocolVersion"], "2025-06-18");
+        assert_eq!(ans["result"]["serverInfo"]["name"], "modern");
+        assert_eq!(d.released, vec![call.to_vec()]);
+        let Stamped::Send(out, headers) =
+            s.on_client(call, Some("tools/call"), None, Some(&Id::Num(2)))
+        else {
+            panic!("not stamped")
+        };
+        let out = v(&out);
+        assert_eq!(
+            out["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+            "old"
+        );
+        assert!(headers.contains(&("mcp-name".into(), "echo".into())));
+        assert!(headers.contains(&("mcp-protocol-version".into(), "2026-07-28".into())));
+    }
+
+    #[test]
+    fn the_handshake_only_methods_are_answered_by_the_relay() {
+        let mut s = Stamper::new("up");
+        s.begin(&Id::Num(1), Some(init_params()));
+        s.on_discover(&discover_ok());
+        let n = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        assert_eq!(
+            s.on_client(n, Some("notifications/initialized"), None, None),
+            Stamped::Drop
+        );
+        let ping = br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#;
+        let Stamped::Answer(a) = s.on_client(ping, Some("ping"), None, Some(&Id::Num(3))) else {
+            panic!()
+        };
+        assert_eq!(v(&a)["result"], json!({}));
+        let lvl =
+            br#"{"jsonrpc":"2.0","id":4,"method":"logging/setLevel","params":{"level":"debug"}}"#;
+        s.on_client(
+            lvl,
+            Some("logging/setLevel"),
+            Some(r#"{"level":"debug"}"#),
+            Some(&Id::Num(4)),
+        );
+        let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        let Stamped::Send(out, _) = s.on_client(list, Some("tools/list"), None, Some(&Id::Num(5)))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            v(&out)["params"]["_meta"]["io.modelcontextprotocol/logLevel"],
+            "debug"
+        );
+        let sub =
+            br#"{"jsonrpc":"2.0","id":6,"method":"resources/subscribe","params":{"uri":"a"}}"#;
+        let Stamped::Answer(a) =
+            s.on_client(sub, Some("resources/subscribe"), None, Some(&Id::Num(6)))
+        else {
+            panic!()
+        };
+        assert_eq!(v(&a)["error"]["code"], -32601);
+    }
+
+    #[test]
+    fn a_server_that_refuses_discover_fails_the_initialize_and_the_rest_passes() {
+        let mut s = Stamper::new("up");
+        s.begin(&Id::Num(1), Some(init_params()));
+        let err = br#"{"jsonrpc":"2.0","id":"mcp-relay-era-discover","error":{"code":-32600,"message":"no"}}"#;
+        let d = s.on_discover(err);
+        let (_, a) = d.answer.unwrap();
+        assert_eq!(v(&a)["error"]["code"], -32600);
+        assert_eq!(*s.state(), StamperState::Failed);
+        assert_eq!(
+            s.on_client(b"{}", Some("tools/list"), None, Some(&Id::Num(2))),
+            Stamped::Pass
+        );
+    }
+
+    #[test]
+    fn the_hold_is_bounded() {
+        let mut s = Stamper::new("up");
+        s.begin(&Id::Num(1), Some(init_params()));
+        for i in 0..HOLD_CAP as i64 {
+            assert_eq!(
+                s.on_client(b"{}", Some("tools/list"), None, Some(&Id::Num(i + 10))),
+                Stamped::Held
+            );
+        }
+        let Stamped::Answer(a) = s.on_client(b"{}", Some("tools/list"), None, Some(&Id::Num(9)))
+        else {
+            panic!("past the cap")
+        };
+        assert_eq!(v(&a)["error"]["code"], RelayError::UpstreamBusy.code());
+        assert_eq!(s.refused, 1);
+    }
+}

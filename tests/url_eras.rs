@@ -1,0 +1,246 @@
+//! `forward --url` and `reverse --url` across protocol eras (issue 13,
+//! docs/eras.md), byte by byte against the fake upstreams of one era
+//! (`common::fake::{modern_only, handshake_only}`): a 2026-07-28 client
+//! passes to a 2026-07-28 server with the headers and no session; a
+//! handshake-era client in front of a 2026-07-28-only server gets its
+//! `initialize` answered from `server/discover` and its requests stamped; a
+//! 2026-07-28 client in front of a handshake-era server is bridged by the
+//! relay's own `initialize`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::fake::{
+    Fake, Req, handler, handshake_only, modern_only, modern_only_counting, summaries,
+};
+use common::relay::Relay;
+use common::{initialize, initialized};
+
+const T: Duration = Duration::from_secs(10);
+
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "9"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+fn discover(id: i64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "server/discover", "params": {"_meta": meta()}})
+}
+
+fn modern_call(id: i64, name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": name, "arguments": arguments, "_meta": meta()}})
+}
+
+fn forward(url: &str, knob: &str) -> Relay {
+    Relay::forward()
+        .args([
+            "--url",
+            url,
+            "--log-level",
+            "debug",
+            "--upstream-protocol",
+            knob,
+        ])
+        .start()
+}
+
+fn posts_of<'a>(seen: &'a [Req], method: &str) -> Vec<&'a Req> {
+    seen.iter().filter(|r| r.is_post_of(method)).collect()
+}
+
+// ---- forward --url -----------------------------------------------------------
+
+#[test]
+fn forward_modern_client_passes_to_a_modern_server_with_headers_and_no_session() {
+    let fake = Fake::start(handler(modern_only));
+    let mut relay = forward(&fake.url(), "auto");
+    relay.send(&discover(0));
+    let d = relay.expect_response(&json!(0), T);
+    assert_eq!(
+        d["result"]["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{d}\n{}",
+        relay.stderr_dump()
+    );
+    relay.send(&modern_call(1, "echo", json!({"text": "hi"})));
+    let r = relay.expect_response(&json!(1), T);
+    assert_eq!(r["result"]["content"][0]["text"], "hi", "{r}");
+    assert_eq!(
+        r["result"]["content"][1]["text"], "modern-test",
+        "the client's own envelope"
+    );
+    // A name that is not plain ASCII goes as =?base64?…?= (the fake decodes).
+    relay.send(&modern_call(2, "café", json!({"text": "x"})));
+    let r = relay.expect_response(&json!(2), T);
+    assert_eq!(r["result"]["content"][0]["text"], "x", "{r}");
+    let seen = fake.seen();
+    assert!(
+        posts_of(&seen, "initialize").is_empty(),
+        "{}",
+        summaries(&seen)
+    );
+    assert!(
+        seen.iter().all(|r| r.method == "POST"),
+        "no GET, no DELETE:\n{}",
+        summaries(&seen)
+    );
+    assert!(seen.iter().all(|r| r.session().is_none()));
+    let call = posts_of(&seen, "tools/call")[0];
+    assert_eq!(call.header("mcp-method"), Some("tools/call"));
+    assert_eq!(call.header("mcp-name"), Some("echo"));
+    assert_eq!(
+        posts_of(&seen, "server/discover").len(),
+        1,
+        "the client's discover is the probe"
+    );
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}
+
+#[test]
+fn forward_modern_cancellation_closes_the_exchange_and_sends_nothing() {
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c2 = closed.clone();
+    let fake = Fake::start(handler(move |req, conn| {
+        modern_only_counting(req, conn, &c2)
+    }));
+    let mut relay = forward(&fake.url(), "modern");
+    relay.send(&modern_call(1, "echo", json!({"slow": true})));
+    fake.wait_for("the slow call", T, |s| {
+        !posts_of(s, "tools/call").is_empty()
+    });
+    let t0 = Instant::now();
+    relay.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                       "params": {"requestId": 1, "reason": "user"}}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the exchange was not closed\n{}",
+            relay.stderr_dump()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("exchange closed {:?} after the cancellation", t0.elapsed());
+    // And the relay still answers a fresh request at once.
+    relay.send(&modern_call(2, "echo", json!({"text": "after"})));
+    let r = relay.expect_response(&json!(2), T);
+    assert_eq!(r["result"]["content"][0]["text"], "after", "{r}");
+    let seen = fake.seen();
+    assert!(
+        posts_of(&seen, "notifications/cancelled").is_empty(),
+        "{}",
+        summaries(&seen)
+    );
+    relay.expect_silence(Duration::from_millis(200));
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}
+
+fn handshake_client_to_modern_only(knob: &str) {
+    let fake = Fake::start(handler(modern_only));
+    let mut relay = forward(&fake.url(), knob);
+    relay.send(&initialize(json!(0)));
+    let init = relay.expect_response(&json!(0), T);
+    assert_eq!(
+        init["result"]["protocolVersion"],
+        "2025-06-18",
+        "{init}\n{}",
+        relay.stderr_dump()
+    );
+    assert_eq!(init["result"]["serverInfo"]["name"], "modern-fake");
+    assert_eq!(init["result"]["instructions"], "modern fake");
+    relay.send(&initialized());
+    relay.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
+    assert_eq!(relay.expect_response(&json!(1), T)["result"], json!({}));
+    relay.send(&common::call(json!(2), "stamped"));
+    let r = relay.expect_response(&json!(2), T);
+    assert_eq!(r["result"]["content"][0]["text"], "stamped", "{r}");
+    assert_eq!(
+        r["result"]["content"][1]["text"], "mcp-relay-tests",
+        "clientInfo from initialize"
+    );
+    relay.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}));
+    let l = relay.expect_response(&json!(3), T);
+    assert_eq!(l["result"]["tools"][0]["name"], "echo", "{l}");
+    let seen = fake.seen();
+    assert!(
+        seen.iter().all(|r| r.method == "POST"),
+        "no GET:\n{}",
+        summaries(&seen)
+    );
+    assert!(
+        posts_of(&seen, "ping").is_empty()
+            && posts_of(&seen, "notifications/initialized").is_empty()
+    );
+    assert_eq!(
+        posts_of(&seen, "server/discover").len(),
+        1,
+        "{}",
+        summaries(&seen)
+    );
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}
+
+#[test]
+fn forward_handshake_client_to_a_modern_only_server_configured_modern() {
+    handshake_client_to_modern_only("modern");
+}
+
+#[test]
+fn forward_handshake_client_to_a_modern_only_server_found_by_auto() {
+    handshake_client_to_modern_only("auto");
+}
+
+fn modern_client_to_handshake_server(knob: &str) {
+    let fake = Fake::start(handler(handshake_only));
+    let mut relay = forward(&fake.url(), knob);
+    relay.send(&discover(0));
+    let d = relay.expect_response(&json!(0), T);
+    assert_eq!(
+        d["result"]["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{d}\n{}",
+        relay.stderr_dump()
+    );
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "fake-http-upstream"
+    );
+    relay.send(&modern_call(1, "echo", json!({"text": "bridged"})));
+    let r = relay.expect_response(&json!(1), T);
+    assert_eq!(r["result"]["content"][0]["text"], "bridged", "{r}");
+    assert_eq!(r["result"]["resultType"], "complete");
+    let seen = fake.wait_for("the GET stream", T, |s| s.iter().any(|r| r.method == "GET"));
+    let init = posts_of(&seen, "initialize");
+    assert_eq!(init.len(), 1, "{}", summaries(&seen));
+    assert_eq!(
+        init[0].json()["params"]["clientInfo"]["name"],
+        "modern-test"
+    );
+    assert_eq!(posts_of(&seen, "tools/call")[0].session(), Some("h1"));
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}
+
+#[test]
+fn forward_modern_client_to_a_handshake_server_found_by_auto() {
+    modern_client_to_handshake_server("auto");
+}
+
+#[test]
+fn forward_modern_client_to_a_handshake_server_configured_legacy() {
+    modern_client_to_handshake_server("legacy");
+}
