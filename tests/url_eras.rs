@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use common::fake::{
     Fake, Req, handler, handshake_only, modern_only, modern_only_counting, summaries,
 };
+use common::http::{Http, VERSION, post, post_on};
 use common::relay::Relay;
 use common::{initialize, initialized};
 
@@ -243,4 +244,128 @@ fn forward_modern_client_to_a_handshake_server_found_by_auto() {
 #[test]
 fn forward_modern_client_to_a_handshake_server_configured_legacy() {
     modern_client_to_handshake_server("legacy");
+}
+
+// ---- reverse --url -------------------------------------------------------------
+
+fn reverse(url: &str, knob: &str) -> Relay {
+    Relay::reverse("eras")
+        .args(["--url", url, "--upstream-protocol", knob])
+        .start()
+}
+
+fn modern_post(http: &mut Http, msg: &Value, extra: &[(&str, &str)]) -> common::http::Response {
+    let method = msg["method"].as_str().unwrap_or_default().to_string();
+    let mut headers = vec![
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method.as_str()),
+    ];
+    headers.extend_from_slice(extra);
+    post_on(http, None, msg, &headers, T).expect("an answer")
+}
+
+#[test]
+fn reverse_modern_client_passes_with_its_name_encoded_and_its_param_headers() {
+    let fake = Fake::start(handler(modern_only));
+    let relay = reverse(&fake.url(), "auto");
+    let mut http = relay.http();
+    let d = modern_post(&mut http, &discover(0), &[]);
+    assert_eq!(d.status(), 200, "{d:?}\n{}", relay.stderr_dump());
+    assert_eq!(
+        d.rpc()["result"]["supportedVersions"],
+        json!(["2026-07-28"])
+    );
+    // The client encodes a non-ASCII name; the relay checks it decoded and
+    // passes Mcp-Param-* on as they came.
+    let r = modern_post(
+        &mut http,
+        &modern_call(1, "café", json!({"text": "encoded", "region": "eu"})),
+        &[
+            ("Mcp-Name", "=?base64?Y2Fmw6k=?="),
+            ("Mcp-Param-Region", "eu"),
+        ],
+    );
+    assert_eq!(r.status(), 200, "{r:?}\n{}", relay.stderr_dump());
+    assert_eq!(
+        r.rpc()["result"]["content"][0]["text"],
+        "encoded",
+        "{:?}",
+        r.rpc()
+    );
+    let seen = fake.seen();
+    let call = posts_of(&seen, "tools/call")[0];
+    assert_eq!(call.header("mcp-name"), Some("=?base64?Y2Fmw6k=?="));
+    assert_eq!(call.header("mcp-param-region"), Some("eu"));
+    assert!(
+        seen.iter()
+            .all(|r| r.session().is_none() && r.method == "POST")
+    );
+    // A name header that does not decode to the body's is refused.
+    let bad = modern_post(
+        &mut http,
+        &modern_call(2, "café", json!({"text": "x"})),
+        &[("Mcp-Name", "cafe")],
+    );
+    assert_eq!(bad.status(), 400, "{bad:?}");
+}
+
+fn reverse_handshake_client_to_modern_only(knob: &str) {
+    let fake = Fake::start(handler(modern_only));
+    let relay = reverse(&fake.url(), knob);
+    let mut http = relay.http();
+    let mut init = initialize(json!(0));
+    init["params"]["protocolVersion"] = json!(VERSION);
+    let r = post(&mut http, None, &init);
+    assert_eq!(r.status(), 200, "{r:?}\n{}", relay.stderr_dump());
+    let sid = r
+        .header("mcp-session-id")
+        .expect("a relay session")
+        .to_string();
+    let result = r.rpc();
+    assert_eq!(
+        result["result"]["serverInfo"]["name"], "modern-fake",
+        "{result}"
+    );
+    assert_eq!(result["result"]["protocolVersion"], VERSION);
+    let n = post(&mut http, Some(&sid), &initialized());
+    assert_eq!(n.status(), 202, "{n:?}");
+    let p = post(
+        &mut http,
+        Some(&sid),
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    );
+    assert_eq!(p.rpc()["result"], json!({}), "{p:?}");
+    let c = post(&mut http, Some(&sid), &common::call(json!(2), "stamped"));
+    let c = c.rpc();
+    assert_eq!(
+        c["result"]["content"][0]["text"],
+        "stamped",
+        "{c}\n{}",
+        relay.stderr_dump()
+    );
+    assert_eq!(c["result"]["content"][1]["text"], "mcp-relay-tests");
+    std::thread::sleep(Duration::from_millis(100));
+    let seen = fake.seen();
+    assert!(
+        seen.iter().all(|r| r.method == "POST"),
+        "no GET:\n{}",
+        summaries(&seen)
+    );
+    assert!(posts_of(&seen, "ping").is_empty(), "{}", summaries(&seen));
+    assert_eq!(
+        posts_of(&seen, "server/discover").len(),
+        1,
+        "{}",
+        summaries(&seen)
+    );
+}
+
+#[test]
+fn reverse_handshake_client_to_a_modern_only_server_configured_modern() {
+    reverse_handshake_client_to_modern_only("modern");
+}
+
+#[test]
+fn reverse_handshake_client_to_a_modern_only_server_found_by_auto() {
+    reverse_handshake_client_to_modern_only("auto");
 }

@@ -374,7 +374,8 @@ impl Reverse {
             None => true,
             Some(name) => {
                 let expected = env.param_str("name").or_else(|| env.param_str("uri"));
-                expected.as_deref() == Some(name)
+                let name = crate::mcp::era::classify::decode_header_value(name);
+                name.is_some() && expected == name
             }
         };
         if !header_ok || !name_ok {
@@ -397,6 +398,9 @@ impl Reverse {
             return;
         }
         let skey = self.new_stateless_session(u, token);
+        if self.ups[u].is_http() {
+            self.http_keep_param_headers(skey, &req.headers);
+        }
         if let Some(c) = self.client(tok) {
             c.set_state(ClientState::Waiting(Exchange::single(
                 skey,

@@ -34,6 +34,26 @@ use super::stamp::{Headers, StampContext, TowardModern, stamp_modern, toward_mod
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Id};
 
+/// The HTTP headers of a modern message, derived from its body
+/// (`MCP-Protocol-Version` from the envelope, `Mcp-Method`, `Mcp-Name`
+/// encoded as `=?base64?…?=` when not plain ASCII): `None` when the line
+/// carries no envelope naming a modern revision (the handshake headers
+/// apply). The body is parsed only when it mentions the reserved key.
+pub fn modern_headers(line: &[u8]) -> Option<Headers> {
+    memchr::memmem::find(line, super::META_PROTOCOL_VERSION.as_bytes())?;
+    let v: Value = serde_json::from_slice(line).ok()?;
+    let method = v.get("method")?.as_str()?;
+    let params = v.get("params");
+    let version = params?
+        .get("_meta")?
+        .get(super::META_PROTOCOL_VERSION)?
+        .as_str()?;
+    if !super::is_modern(version) {
+        return None;
+    }
+    Some(super::classify::headers_for(version, method, params))
+}
+
 /// Id of the relay's own `server/discover` on behalf of the client.
 pub const DISCOVER_ID: &str = "mcp-relay-era-discover";
 
@@ -322,6 +342,21 @@ mod tests {
 
     fn v(b: &[u8]) -> Value {
         serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn modern_headers_come_from_the_body_and_only_for_modern_lines() {
+        let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"caf\u00e9","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        let h = modern_headers(call).unwrap();
+        assert!(h.contains(&("mcp-protocol-version".into(), "2026-07-28".into())));
+        assert!(h.contains(&("mcp-method".into(), "tools/call".into())));
+        assert!(h.contains(&("mcp-name".into(), "=?base64?Y2Fmw6k=?=".into())));
+        let old = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}"#;
+        assert_eq!(modern_headers(old), None);
+        assert_eq!(
+            modern_headers(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            None
+        );
     }
 
     #[test]

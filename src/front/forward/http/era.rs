@@ -21,23 +21,9 @@
 //!   modern one is tried as legacy HTTP+SSE, as before.
 
 use super::*;
+use crate::mcp::era::UpstreamProtocol;
 use crate::mcp::era::stamper::{Stamped, Stamper};
-use crate::mcp::era::{META_PROTOCOL_VERSION, UpstreamProtocol, classify};
 use crate::proto::jsonrpc::{Kind, Message};
-
-/// The HTTP headers of a modern message, derived from its body: `None`
-/// when the line carries no modern envelope (the handshake headers apply).
-pub(super) fn modern_headers(line: &[u8]) -> Option<Vec<(String, String)>> {
-    memchr::memmem::find(line, META_PROTOCOL_VERSION.as_bytes())?;
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let method = v.get("method")?.as_str()?;
-    let params = v.get("params");
-    let version = params?.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()?;
-    if !crate::mcp::era::is_modern(version) {
-        return None;
-    }
-    Some(classify::headers_for(version, method, params))
-}
 
 impl Forward {
     /// The HTTP side's look at a client message before the era link's:
@@ -269,25 +255,5 @@ impl Forward {
             self.cfg.name
         );
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::modern_headers;
-
-    #[test]
-    fn modern_headers_come_from_the_body_and_only_for_modern_lines() {
-        let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"caf\u00e9","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-        let h = modern_headers(call).unwrap();
-        assert!(h.contains(&("mcp-protocol-version".into(), "2026-07-28".into())));
-        assert!(h.contains(&("mcp-method".into(), "tools/call".into())));
-        assert!(h.contains(&("mcp-name".into(), "=?base64?Y2Fmw6k=?=".into())));
-        let old = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}"#;
-        assert_eq!(modern_headers(old), None);
-        assert_eq!(
-            modern_headers(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
-            None
-        );
     }
 }

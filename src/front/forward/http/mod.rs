@@ -271,7 +271,7 @@ impl Forward {
             return;
         };
         // A 2026-07-28 request names itself in headers and has no session.
-        let modern = era::modern_headers(line);
+        let modern = crate::mcp::era::stamper::modern_headers(line);
         let headers = match &modern {
             Some(m) => {
                 let mut hs = h.headers(false);

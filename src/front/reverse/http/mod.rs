@@ -26,6 +26,8 @@ use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
 
 mod backpressure;
+mod end;
+mod era;
 mod phase;
 
 use phase::{UpPhase, UpSession};
@@ -66,6 +68,11 @@ pub(super) struct UpHttp {
     budget_log: RateLog,
     refused_log: RateLog,
     hold_log: RateLog,
+    /// A stateless request's `Mcp-Param-*` headers until its POST goes
+    /// (`era.rs`, at most `era::MAX_PARAM_HEADERS` per request).
+    param_headers: HashMap<SKey, Vec<(String, String)>>,
+    param_log: RateLog,
+    era_log: RateLog,
 }
 
 /// Output queued toward one client connection at which the upstream
@@ -103,6 +110,9 @@ impl UpHttp {
             budget_log: RateLog::default(),
             refused_log: RateLog::default(),
             hold_log: RateLog::default(),
+            param_headers: HashMap::new(),
+            param_log: RateLog::default(),
+            era_log: RateLog::default(),
         })
     }
 
@@ -198,6 +208,9 @@ impl Reverse {
                 .insert(skey, UpSession::new(SseStream::new(rc, Rng::from_os())));
         }
         self.track_initialize(skey, &id, reply_to);
+        if self.http_start_stamped(skey, &line, &id) {
+            return;
+        }
         self.http_post(skey, &line, None, Some(id), true);
     }
 
@@ -225,6 +238,9 @@ impl Reverse {
                     json!({}),
                 );
             }
+            return;
+        }
+        if self.http_stamped_send(skey, line, env, request) {
             return;
         }
         let initialized = request.is_none() && env.method_is("notifications/initialized");
@@ -258,17 +274,27 @@ impl Reverse {
             return;
         };
         let mut headers = h.headers(skey, false);
-        if stateless {
-            // 2026-07-28: the headers name the method; the body must match.
-            headers.push(("mcp-protocol-version".into(), "2026-07-28".into()));
-            if let Some(env) = env
-                && let Some(m) = env.method()
-            {
-                headers.push(("mcp-method".into(), m.into_owned()));
-                if let Some(name) = env.param_str("name").or_else(|| env.param_str("uri")) {
-                    headers.push(("mcp-name".into(), name));
-                }
-            }
+        // 2026-07-28: the headers name the method (derived from the body,
+        // which they must match), the client's Mcp-Param-* go as they came,
+        // and there is no session.
+        let params = h.param_headers.remove(&skey);
+        if let Some(modern) = crate::mcp::era::stamper::modern_headers(line) {
+            headers.retain(|(k, _)| k != "mcp-session-id" && k != "mcp-protocol-version");
+            headers.extend(modern);
+            headers.extend(params.into_iter().flatten());
+        } else if stateless
+            && let Some(env) = env
+            && let Some(m) = env.method()
+        {
+            // No envelope in the body (the upstream will say so): the
+            // headers still name what the body says.
+            let named = crate::mcp::era::classify::name_param(&m)
+                .and_then(|k| env.param_str(k).map(|v| json!({ k: v })));
+            headers.extend(crate::mcp::era::classify::headers_for(
+                crate::mcp::era::MODERN_VERSION,
+                &m,
+                named.as_ref(),
+            ));
         }
         let req = Request::post(h.url.target.clone(), headers, line.to_vec());
         let ex = h.client.submit(req, reg, now);
@@ -580,6 +606,24 @@ impl Reverse {
                     return;
                 }
                 self.forget(u, ex);
+                if let Some(id) = &request
+                    && crate::mcp::era::stamper::Stamper::is_own(id)
+                {
+                    let line = jsonrpc::error_response(
+                        Some(id),
+                        RelayError::UpstreamStatus.code(),
+                        &format!("The upstream answered server/discover with HTTP {status}"),
+                        json!({"status": status}),
+                    );
+                    self.http_discovered(skey, &line);
+                    return;
+                }
+                if initialize
+                    && let Some(id) = &request
+                    && self.http_refused_init(skey, id, status)
+                {
+                    return;
+                }
                 if let Some(id) = &request {
                     if initialize {
                         self.no_session_header(skey, id);
@@ -677,8 +721,18 @@ impl Reverse {
                 self.on_session_line(skey, &data);
                 self.http_push_back(u, ex, skey, None);
             }
-            Carry::Post { initialize, .. } => {
+            Carry::Post {
+                initialize,
+                request,
+            } => {
                 if data.is_empty() {
+                    return;
+                }
+                if request
+                    .as_ref()
+                    .is_some_and(crate::mcp::era::stamper::Stamper::is_own)
+                {
+                    self.http_discovered(skey, &data);
                     return;
                 }
                 if initialize {
@@ -692,10 +746,7 @@ impl Reverse {
                     }
                 }
                 self.on_session_line(skey, &data);
-                if let Carry::Post {
-                    request: Some(id), ..
-                } = carry
-                {
+                if let Some(id) = request {
                     self.http_push_back(u, ex, skey, Some(id));
                 }
             }
@@ -748,6 +799,16 @@ impl Reverse {
                     self.ups[u].cfg.name,
                     failure.detail()
                 );
+                if crate::mcp::era::stamper::Stamper::is_own(&id) {
+                    let line = jsonrpc::error_response(
+                        Some(&id),
+                        RelayError::from_http_kind(failure.kind()).code(),
+                        &format!("server/discover failed: {}", failure.detail()),
+                        json!({}),
+                    );
+                    self.http_discovered(skey, &line);
+                    return;
+                }
                 if initialize {
                     self.no_session_header(skey, &id);
                 }
@@ -779,102 +840,6 @@ impl Reverse {
                     failure.detail()
                 );
             }
-        }
-    }
-
-    /// A failed `initialize` is answered without an `Mcp-Session-Id`: the
-    /// session it would have named is gone.
-    fn no_session_header(&mut self, skey: SKey, id: &Id) {
-        let reply_to = self
-            .sessions
-            .get(&skey)
-            .and_then(|s| s.inflight.get(id))
-            .map(|r| r.route);
-        if let Some(ReplyTo::Client(tok)) = reply_to
-            && let Some(c) = self.client(tok)
-            && let super::ClientState::Waiting(ex) = &mut c.state
-        {
-            ex.session_header = None;
-        }
-    }
-
-    /// The response timeout of a request fired: stop its exchange and cancel
-    /// it upstream.
-    pub(super) fn http_cancel(&mut self, skey: SKey, id: &Id, initialize: bool) {
-        let u = up_of(skey);
-        let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http_mut() else {
-            return;
-        };
-        if h.stateless.contains_key(&skey) {
-            // 2026-07-28: closing the request's stream is its cancellation;
-            // the exchange is abandoned when the session ends, right after
-            // this answer.
-            return;
-        }
-        if h.sessions.get_mut(&skey).is_some_and(|up| up.unhold(id)) {
-            // Held for the GET stream: the upstream never saw it.
-            return;
-        }
-        if let Some(ex) = h
-            .sessions
-            .get_mut(&skey)
-            .and_then(|up| up.requests.remove(id))
-        {
-            h.client.cancel(ex, reg);
-            h.carries.remove(&ex);
-        }
-        if !initialize {
-            let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
-            if !self.http_hold(skey, &msg, None) {
-                self.http_post(skey, &msg, None, None, false);
-            }
-        }
-    }
-
-    /// The client session ended: stop its stream and end the upstream
-    /// session too (DELETE, best effort).
-    pub(super) fn http_end(&mut self, skey: SKey) {
-        let u = up_of(skey);
-        let now = self.now;
-        let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http_mut() else {
-            return;
-        };
-        if let Some(ex) = h.stateless.remove(&skey) {
-            // A stateless request whose session ends unanswered (client
-            // gone, timeout, shutdown): abandoning it cancels it.
-            h.client.cancel(ex, reg);
-            h.carries.remove(&ex);
-            return;
-        }
-        let Some(mut up) = h.sessions.remove(&skey) else {
-            return;
-        };
-        up.get.stop();
-        for ex in up
-            .get_ex
-            .take()
-            .into_iter()
-            .chain(up.requests.drain().map(|(_, ex)| ex))
-        {
-            h.client.cancel(ex, reg);
-            h.carries.remove(&ex);
-        }
-        for t in [up.get_timer.take(), up.hold_timer.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.timers.cancel(t);
-        }
-        if let Some(sid) = up.phase.session_id() {
-            let mut headers = vec![("mcp-session-id".to_string(), sid.to_string())];
-            if let Some(v) = up.phase.version() {
-                headers.push(("mcp-protocol-version".into(), v.to_string()));
-            }
-            let req = Request::delete(h.url.target.clone(), headers);
-            let ex = h.client.submit(req, reg, now);
-            h.carries.insert(ex, (skey, Carry::Delete));
         }
     }
 }

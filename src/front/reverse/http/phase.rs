@@ -117,6 +117,12 @@ pub(in crate::front::reverse) struct UpSession {
     pub(super) hold_timer: Option<TimerId>,
     /// Exchange carrying each request in flight, to cancel it on timeout.
     pub(super) requests: HashMap<Id, ExId>,
+    /// A handshake-era client in front of a modern-only upstream
+    /// (`era.rs`): answers `initialize` from `server/discover`, stamps.
+    pub(super) stamper: Option<crate::mcp::era::stamper::Stamper>,
+    /// `auto`: the client's `initialize`, until the upstream accepts it
+    /// (a 400 refusal starts the stamper with it).
+    pub(super) init_line: Option<Vec<u8>>,
 }
 
 impl UpSession {
@@ -128,6 +134,8 @@ impl UpSession {
             get_timer: None,
             hold_timer: None,
             requests: HashMap::new(),
+            stamper: None,
+            init_line: None,
         }
     }
 
