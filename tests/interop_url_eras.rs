@@ -1,0 +1,269 @@
+//! Interop across protocol eras over HTTP upstreams (issue 13,
+//! docs/eras.md): a Python SDK 2.x `MCPServer` over Streamable HTTP
+//! (`tests/interop/modern_http_server.py`, which serves both eras on one
+//! endpoint) behind `mcp-relay forward --url` and `mcp-relay reverse --url`.
+//!
+//! - The Python SDK 2.x client (`tests/interop/url_modern.py`, mode `auto`)
+//!   negotiates 2026-07-28 through `forward --url` whatever the knob:
+//!   `modern` and `auto` pass its requests with the modern headers and no
+//!   session (the server's trace shows only `protocol='2026-07-28'`);
+//!   `legacy` makes the relay initialize a session itself and bridge. Through
+//!   `reverse --url` its stateless requests pass with their headers.
+//! - The Python SDK 1.x client (`tests/interop/url_handshake_v1.py`) through
+//!   `forward --url --upstream-protocol modern`: the relay answers its
+//!   `initialize` from `server/discover` and stamps its requests.
+//!
+//! Every call works, progress included. The 2.x peers come from
+//! `target/test-deps/venv2` (or `INTEROP_PYTHON2`), the 1.x client from
+//! `target/test-deps/venv`; a missing peer fails the test, saying what to
+//! install.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::interop::{self, drain, join_bounded, kill_tree, python_imports};
+use common::relay::Relay;
+
+const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn python2() -> PathBuf {
+    let py = match std::env::var_os("INTEROP_PYTHON2") {
+        Some(p) => PathBuf::from(p),
+        None => interop::deps().python2.clone(),
+    };
+    if !py.is_file() {
+        interop::missing(
+            "interop_url_eras",
+            &format!(
+                "no Python with the MCP SDK 2.x at {} (set INTEROP_PYTHON2)",
+                py.display()
+            ),
+        );
+    }
+    let p = py.to_string_lossy().into_owned();
+    if let Err(e) = python_imports(
+        &p,
+        "anyio, mcp_types, mcp.client.client, mcp.server.mcpserver",
+    ) {
+        interop::missing("interop_url_eras", &e);
+    }
+    py
+}
+
+/// The 2.x server on a free port; killed (with its children) on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    out: Arc<Mutex<Vec<u8>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(python: &Path) -> Server {
+        let port = common::free_port();
+        let mut cmd = Command::new(python);
+        cmd.arg(Path::new(MANIFEST_DIR).join("tests/interop/modern_http_server.py"))
+            .arg(port.to_string())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().expect("spawn the 2.x server");
+        let (out, t1) = drain(child.stdout.take().expect("stdout"));
+        let (err, t2) = drain(child.stderr.take().expect("stderr"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !interop::accepts(port) {
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let e = interop::snapshot(&err);
+                kill_tree(&mut child);
+                panic!("the 2.x server did not listen on {port}:\n{e}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            port,
+            out,
+            threads: vec![t1, t2],
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// The server's request trace so far (`upstream: …` lines).
+    fn trace(&self) -> String {
+        interop::snapshot(&self.out)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        kill_tree(&mut self.child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for t in self.threads.drain(..) {
+            join_bounded(t, deadline);
+        }
+    }
+}
+
+/// Runs `python script args…`; (success, stdout, report).
+fn run(python: &Path, script: &str, args: &[&str]) -> (bool, String, String) {
+    let root = Path::new(MANIFEST_DIR);
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join(script))
+        .args(args)
+        .current_dir(root)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let started = Instant::now();
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().expect("spawn the interop script");
+    let (out_buf, out_thread) = drain(child.stdout.take().expect("stdout"));
+    let (err_buf, err_thread) = drain(child.stderr.take().expect("stderr"));
+    let mut status = None;
+    while started.elapsed() < TIMEOUT {
+        match child.try_wait() {
+            Ok(Some(s)) => {
+                status = Some(s);
+                break;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(25)),
+            Err(_) => break,
+        }
+    }
+    if status.is_none() {
+        kill_tree(&mut child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    join_bounded(out_thread, deadline);
+    join_bounded(err_thread, deadline);
+    let stdout = interop::snapshot(&out_buf);
+    let stderr = interop::snapshot(&err_buf);
+    let report = format!(
+        "{script} {args:?}, elapsed {:.2?}, status {status:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}--- end ---",
+        started.elapsed()
+    );
+    let ok = status.is_some_and(|s| s.success()) && stdout.contains("interop ok");
+    (ok, stdout, report)
+}
+
+/// The trace lines added since `before` bytes.
+fn since(server: &Server, before: usize) -> String {
+    server.trace().get(before..).unwrap_or_default().to_string()
+}
+
+#[test]
+fn python_sdk_2_client_negotiates_2026_through_forward_url_with_every_knob() {
+    let python = python2();
+    let server = Server::start(&python);
+    let url = server.url();
+    for knob in ["auto", "modern", "legacy"] {
+        let before = server.trace().len();
+        let (ok, stdout, report) = run(
+            &python,
+            "tests/interop/url_modern.py",
+            &["forward", RELAY, &url, "--upstream-protocol", knob],
+        );
+        let trace = since(&server, before);
+        assert!(
+            ok,
+            "--upstream-protocol {knob}\n{report}\n--- server ---\n{trace}"
+        );
+        let posts: Vec<&str> = trace
+            .lines()
+            .filter(|l| l.contains("upstream: POST"))
+            .collect();
+        assert!(!posts.is_empty(), "{trace}");
+        if knob == "legacy" {
+            // The relay's own session: initialize, then the bridged calls.
+            assert!(trace.contains("session="), "{knob}: {trace}");
+            assert!(!trace.contains("protocol='2026-07-28'"), "{knob}: {trace}");
+        } else {
+            assert!(
+                posts
+                    .iter()
+                    .all(|l| l.contains("protocol='2026-07-28'") && !l.contains("session=")),
+                "{knob}: every request modern and sessionless:\n{trace}"
+            );
+            assert!(
+                !trace.contains("GET /mcp"),
+                "{knob}: no GET stream:\n{trace}"
+            );
+        }
+        eprintln!(
+            "forward --url --upstream-protocol {knob}: {}",
+            stdout.trim_end()
+        );
+    }
+    interop::ran("interop_url_eras::python_sdk_2_client_negotiates_2026_through_forward_url");
+}
+
+#[test]
+fn python_sdk_2_client_negotiates_2026_through_reverse_url() {
+    let python = python2();
+    let server = Server::start(&python);
+    let relay = Relay::reverse("eras")
+        .args(["--url", &server.url()])
+        .start();
+    let target = format!("{}/mcp", relay.base_url());
+    let (ok, stdout, report) = run(
+        &python,
+        "tests/interop/url_modern.py",
+        &["reverse", &target],
+    );
+    let trace = server.trace();
+    assert!(
+        ok,
+        "{report}\n--- server ---\n{trace}\n{}",
+        relay.stderr_dump()
+    );
+    assert!(
+        trace
+            .lines()
+            .filter(|l| l.contains("upstream: POST"))
+            .all(|l| l.contains("protocol='2026-07-28'") && !l.contains("session=")),
+        "{trace}"
+    );
+    eprintln!("reverse --url: {}", stdout.trim_end());
+    interop::ran("interop_url_eras::python_sdk_2_client_negotiates_2026_through_reverse_url");
+}
+
+#[test]
+fn python_sdk_1_client_reaches_a_2026_server_through_forward_url_modern() {
+    let python = python2();
+    let python1 = interop::python();
+    if let Err(e) = python_imports(&python1, "mcp.client.stdio") {
+        interop::missing("interop_url_eras", &e);
+    }
+    let server = Server::start(&python);
+    let url = server.url();
+    let (ok, stdout, report) = run(
+        Path::new(&python1),
+        "tests/interop/url_handshake_v1.py",
+        &[RELAY, &url, "--upstream-protocol", "modern"],
+    );
+    let trace = server.trace();
+    assert!(ok, "{report}\n--- server ---\n{trace}");
+    assert!(
+        trace
+            .lines()
+            .filter(|l| l.contains("upstream: "))
+            .all(|l| l.contains("upstream: POST") && l.contains("protocol='2026-07-28'")),
+        "only stamped 2026-07-28 POSTs, no initialize, no GET:\n{trace}"
+    );
+    eprintln!("1.x client, forward --url modern: {}", stdout.trim_end());
+    interop::ran("interop_url_eras::python_sdk_1_client_reaches_a_2026_server_through_forward_url");
+}
