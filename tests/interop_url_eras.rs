@@ -8,7 +8,8 @@
 //!   `modern` and `auto` pass its requests with the modern headers and no
 //!   session (the server's trace shows only `protocol='2026-07-28'`);
 //!   `legacy` makes the relay initialize a session itself and bridge. Through
-//!   `reverse --url` its stateless requests pass with their headers.
+//!   `reverse --url` likewise: its stateless requests pass with their
+//!   headers, or (`legacy`) go on a relay-owned upstream session.
 //! - The Python SDK 1.x client (`tests/interop/url_handshake_v1.py`) through
 //!   `forward --url --upstream-protocol modern`: the relay answers its
 //!   `initialize` from `server/discover` and stamps its requests.
@@ -212,32 +213,52 @@ fn python_sdk_2_client_negotiates_2026_through_forward_url_with_every_knob() {
 }
 
 #[test]
-fn python_sdk_2_client_negotiates_2026_through_reverse_url() {
+fn python_sdk_2_client_negotiates_2026_through_reverse_url_with_every_knob() {
     let python = python2();
     let server = Server::start(&python);
-    let relay = Relay::reverse("eras")
-        .args(["--url", &server.url()])
-        .start();
-    let target = format!("{}/mcp", relay.base_url());
-    let (ok, stdout, report) = run(
-        &python,
-        "tests/interop/url_modern.py",
-        &["reverse", &target],
-    );
-    let trace = server.trace();
-    assert!(
-        ok,
-        "{report}\n--- server ---\n{trace}\n{}",
-        relay.stderr_dump()
-    );
-    assert!(
-        trace
+    for knob in ["auto", "modern", "legacy"] {
+        let relay = Relay::reverse("eras")
+            .args(["--url", &server.url(), "--upstream-protocol", knob])
+            .start();
+        let target = format!("{}/mcp", relay.base_url());
+        let before = server.trace().len();
+        let (ok, stdout, report) = run(
+            &python,
+            "tests/interop/url_modern.py",
+            &["reverse", &target],
+        );
+        let trace = since(&server, before);
+        assert!(
+            ok,
+            "{knob}: {report}\n--- server ---\n{trace}\n{}",
+            relay.stderr_dump()
+        );
+        let posts: Vec<&str> = trace
             .lines()
             .filter(|l| l.contains("upstream: POST"))
-            .all(|l| l.contains("protocol='2026-07-28'") && !l.contains("session=")),
-        "{trace}"
-    );
-    eprintln!("reverse --url: {}", stdout.trim_end());
+            .collect();
+        if knob == "legacy" {
+            // One relay-owned session carries the client's requests.
+            assert!(
+                posts
+                    .iter()
+                    .all(|l| l.contains("session=") || !l.contains("protocol=")),
+                "{knob}: {trace}"
+            );
+            assert!(!trace.contains("protocol='2026-07-28'"), "{knob}: {trace}");
+        } else {
+            assert!(
+                posts
+                    .iter()
+                    .all(|l| l.contains("protocol='2026-07-28'") && !l.contains("session=")),
+                "{knob}: {trace}"
+            );
+        }
+        eprintln!(
+            "reverse --url --upstream-protocol {knob}: {}",
+            stdout.trim_end()
+        );
+    }
     interop::ran("interop_url_eras::python_sdk_2_client_negotiates_2026_through_reverse_url");
 }
 

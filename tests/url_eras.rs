@@ -369,3 +369,74 @@ fn reverse_handshake_client_to_a_modern_only_server_configured_modern() {
 fn reverse_handshake_client_to_a_modern_only_server_found_by_auto() {
     reverse_handshake_client_to_modern_only("auto");
 }
+
+fn reverse_modern_client_to_a_handshake_server(knob: &str) {
+    let fake = Fake::start(handler(handshake_only));
+    let relay = reverse(&fake.url(), knob);
+    let mut http = relay.http();
+    let d = modern_post(&mut http, &discover(0), &[]);
+    assert_eq!(d.status(), 200, "{d:?}\n{}", relay.stderr_dump());
+    let d = d.rpc();
+    assert_eq!(
+        d["result"]["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{d}"
+    );
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "fake-http-upstream"
+    );
+    for (id, text) in [(1, "bridged"), (2, "again")] {
+        let r = modern_post(
+            &mut http,
+            &modern_call(id, "echo", json!({"text": text})),
+            &[("Mcp-Name", "echo")],
+        );
+        assert_eq!(r.status(), 200, "{r:?}\n{}", relay.stderr_dump());
+        let r = r.rpc();
+        assert_eq!(r["result"]["content"][0]["text"], text, "{r}");
+        assert_eq!(r["result"]["resultType"], "complete", "{r}");
+    }
+    let seen = fake.seen();
+    let init = posts_of(&seen, "initialize");
+    assert_eq!(
+        init.len(),
+        1,
+        "one relay-owned session for one identity:\n{}",
+        summaries(&seen)
+    );
+    assert_eq!(
+        init[0].json()["params"]["clientInfo"]["name"],
+        "modern-test"
+    );
+    let calls = posts_of(&seen, "tools/call");
+    assert!(
+        calls.iter().all(|c| c.session() == Some("h1")),
+        "{}",
+        summaries(&seen)
+    );
+    assert_eq!(posts_of(&seen, "notifications/initialized").len(), 1);
+    // Another identity gets its own session.
+    let mut other = modern_call(3, "echo", json!({"text": "other"}));
+    other["params"]["_meta"]["io.modelcontextprotocol/clientInfo"] =
+        json!({"name": "second", "version": "1"});
+    let r = modern_post(&mut http, &other, &[("Mcp-Name", "echo")]);
+    assert_eq!(r.rpc()["result"]["content"][0]["text"], "other", "{r:?}");
+    let seen = fake.seen();
+    assert_eq!(
+        posts_of(&seen, "initialize").len(),
+        2,
+        "{}",
+        summaries(&seen)
+    );
+}
+
+#[test]
+fn reverse_modern_client_to_a_handshake_server_found_by_auto() {
+    reverse_modern_client_to_a_handshake_server("auto");
+}
+
+#[test]
+fn reverse_modern_client_to_a_handshake_server_configured_legacy() {
+    reverse_modern_client_to_a_handshake_server("legacy");
+}

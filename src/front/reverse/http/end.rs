@@ -59,6 +59,7 @@ impl Reverse {
     /// The client session ended: stop its stream and end the upstream
     /// session too (DELETE, best effort).
     pub(in crate::front::reverse) fn http_end(&mut self, skey: SKey) {
+        self.http_bridge_end(skey);
         let u = up_of(skey);
         let now = self.now;
         let reg = self.poll.registry();

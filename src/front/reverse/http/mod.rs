@@ -26,6 +26,8 @@ use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
 
 mod backpressure;
+mod bridge;
+mod done;
 mod end;
 mod era;
 mod phase;
@@ -40,6 +42,19 @@ enum Carry {
     },
     Get,
     Delete,
+    /// The relay's `server/discover` learning the upstream's era
+    /// (`bridge.rs`).
+    Probe,
+    /// The relay's `initialize` of a bridge session for a 2026-07-28
+    /// client identity.
+    BridgeInit {
+        key: String,
+    },
+    /// A 2026-07-28 request (or the relay's notification) on bridge `key`.
+    BridgePost {
+        request: Option<Id>,
+        key: String,
+    },
 }
 
 pub(super) struct UpHttp {
@@ -73,6 +88,8 @@ pub(super) struct UpHttp {
     param_headers: HashMap<SKey, Vec<(String, String)>>,
     param_log: RateLog,
     era_log: RateLog,
+    /// 2026-07-28 clients in front of a handshake-era upstream.
+    bridges: bridge::Bridges,
 }
 
 /// Output queued toward one client connection at which the upstream
@@ -113,6 +130,7 @@ impl UpHttp {
             param_headers: HashMap::new(),
             param_log: RateLog::default(),
             era_log: RateLog::default(),
+            bridges: bridge::Bridges::new(cfg.upstream_protocol),
         })
     }
 
@@ -238,6 +256,9 @@ impl Reverse {
                     json!({}),
                 );
             }
+            return;
+        }
+        if stateless && self.http_bridge_send(skey, line, env, request) {
             return;
         }
         if self.http_stamped_send(skey, line, env, request) {
@@ -564,19 +585,20 @@ impl Reverse {
     }
 
     fn forget(&mut self, u: usize, ex: ExId) {
-        if let Some(h) = self.ups[u].http_mut()
-            && let Some((
-                skey,
-                Carry::Post {
-                    request: Some(id), ..
-                },
-            )) = h.carries.remove(&ex)
+        let Some(h) = self.ups[u].http_mut() else {
+            return;
+        };
+        let Some((skey, carry)) = h.carries.remove(&ex) else {
+            return;
+        };
+        if h.stateless.get(&skey) == Some(&ex) {
+            h.stateless.remove(&skey);
+        } else if let Carry::Post {
+            request: Some(id), ..
+        } = carry
+            && let Some(up) = h.sessions.get_mut(&skey)
         {
-            if h.stateless.get(&skey) == Some(&ex) {
-                h.stateless.remove(&skey);
-            } else if let Some(up) = h.sessions.get_mut(&skey) {
-                up.requests.remove(&id);
-            }
+            up.requests.remove(&id);
         }
     }
 
@@ -693,6 +715,35 @@ impl Reverse {
                 // Refused, or retrying later: what waited goes now.
                 self.http_get_settled(skey);
             }
+            Carry::Probe => {
+                if !(200..300).contains(&status) {
+                    // Any refusal is no modern answer: the handshake era.
+                    self.forget(u, ex);
+                    self.http_probe_answered(u, None);
+                }
+            }
+            Carry::BridgeInit { key } => {
+                if !(200..300).contains(&status) {
+                    self.forget(u, ex);
+                }
+                self.http_bridge_init_head(u, &key, status, header("mcp-session-id"));
+            }
+            Carry::BridgePost { request, key } => {
+                if (200..300).contains(&status) {
+                    return;
+                }
+                self.forget(u, ex);
+                self.http_bridge_post_refused(u, &key, status);
+                if let Some(id) = &request {
+                    self.fail_request(
+                        skey,
+                        id,
+                        RelayError::UpstreamStatus,
+                        &format!("The upstream answered HTTP {status}"),
+                        json!({"status": status}),
+                    );
+                }
+            }
             Carry::Delete => {}
         }
     }
@@ -750,96 +801,20 @@ impl Reverse {
                     self.http_push_back(u, ex, skey, Some(id));
                 }
             }
+            Carry::Probe => {
+                self.forget(u, ex);
+                self.http_probe_answered(u, Some(&data));
+            }
+            Carry::BridgeInit { key } => {
+                self.forget(u, ex);
+                self.http_bridge_init_answer(u, skey, &key, &data);
+            }
+            Carry::BridgePost { .. } => {
+                if !data.is_empty() {
+                    self.http_bridge_message(skey, &data);
+                }
+            }
             Carry::Delete => {}
-        }
-    }
-
-    fn http_done(&mut self, u: usize, ex: ExId) {
-        let Some((skey, carry)) = self.carry(u, ex) else {
-            return;
-        };
-        let now = self.now;
-        self.forget(u, ex);
-        if let Carry::Get = carry {
-            let kind = reconnect::Failure::Dropped;
-            let Some(h) = self.ups[u].http_mut() else {
-                return;
-            };
-            if let Some(actions) = h.get_failed(skey, kind, None, now) {
-                self.http_get_actions(skey, actions);
-            }
-            self.http_get_settled(skey);
-        } else if let Carry::Post {
-            request: Some(id), ..
-        } = carry
-            && self
-                .sessions
-                .get(&skey)
-                .is_some_and(|s| s.inflight.contains(&id))
-        {
-            // The POST stream ended before its reply (2025-11-25 polling):
-            // the reply comes on the GET stream.
-            self.http_want_get(skey);
-        }
-    }
-
-    fn http_failed(&mut self, u: usize, ex: ExId, failure: Failure) {
-        let Some((skey, carry)) = self.carry(u, ex) else {
-            return;
-        };
-        let now = self.now;
-        self.forget(u, ex);
-        match carry {
-            Carry::Post {
-                request: Some(id),
-                initialize,
-            } => {
-                log::warn!(
-                    "[{}] request {id}: {}",
-                    self.ups[u].cfg.name,
-                    failure.detail()
-                );
-                if crate::mcp::era::stamper::Stamper::is_own(&id) {
-                    let line = jsonrpc::error_response(
-                        Some(&id),
-                        RelayError::from_http_kind(failure.kind()).code(),
-                        &format!("server/discover failed: {}", failure.detail()),
-                        json!({}),
-                    );
-                    self.http_discovered(skey, &line);
-                    return;
-                }
-                if initialize {
-                    self.no_session_header(skey, &id);
-                }
-                self.fail_request(
-                    skey,
-                    &id,
-                    RelayError::from_http_kind(failure.kind()),
-                    &format!("Upstream request failed: {}", failure.detail()),
-                    json!({}),
-                );
-                if initialize {
-                    self.end_session(skey, "initialize could not reach the upstream");
-                }
-            }
-            Carry::Get => {
-                let kind = failure.for_reconnect();
-                let Some(h) = self.ups[u].http_mut() else {
-                    return;
-                };
-                if let Some(actions) = h.get_failed(skey, kind, None, now) {
-                    self.http_get_actions(skey, actions);
-                }
-                self.http_get_settled(skey);
-            }
-            Carry::Post { request: None, .. } | Carry::Delete => {
-                log::debug!(
-                    "[{}] upstream notification or DELETE failed: {}",
-                    self.ups[u].cfg.name,
-                    failure.detail()
-                );
-            }
         }
     }
 }
