@@ -440,3 +440,138 @@ fn reverse_modern_client_to_a_handshake_server_found_by_auto() {
 fn reverse_modern_client_to_a_handshake_server_configured_legacy() {
     reverse_modern_client_to_a_handshake_server("legacy");
 }
+
+// ---- bounds -----------------------------------------------------------------------
+
+/// `reverse --url`, `auto`, an upstream that never answers the relay's
+/// `server/discover` probe: 2026-07-28 requests wait for the verdict, at
+/// most 64 (`bridge::MAX_WAITING`); the rest are answered `upstream_busy`
+/// at once, each with its own id. The relay's memory stays bounded and a
+/// handshake-era client still gets a session within 1 s.
+#[test]
+fn reverse_requests_waiting_for_a_hung_probe_are_bounded() {
+    let fake = Fake::start(handler(|req, conn| {
+        if req.is_post_of("server/discover") && req.session().is_none() {
+            conn.hold();
+            return common::fake::After::Close;
+        }
+        handshake_only(req, conn)
+    }));
+    let relay = reverse(&fake.url(), "auto");
+    let pid = relay.pid as u32;
+    let (rss0, _) = common::rss_kib(pid).expect("relay alive");
+    const FLOOD: usize = 400;
+    let body = |id: usize| {
+        serde_json::to_vec(&modern_call(
+            id as i64,
+            "echo",
+            json!({"text": "x".repeat(1000)}),
+        ))
+        .unwrap()
+    };
+    let mut conns = Vec::new();
+    for id in 0..FLOOD {
+        let mut h = relay.http();
+        let b = body(id);
+        let mut headers = common::http::mcp_headers(None);
+        headers.extend([
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "echo"),
+        ]);
+        h.send_request("POST", "/mcp", &headers, &b).expect("send");
+        conns.push((id, h));
+    }
+    fake.wait_for("the probe", T, |s| {
+        !posts_of(s, "server/discover").is_empty()
+    });
+    // Past the cap: answered at once, upstream_busy, each its own id.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut busy = 0;
+    let mut waiting = 0;
+    for (id, h) in conns.iter_mut() {
+        match h.read_response(Instant::now() + Duration::from_millis(30)) {
+            Ok(r) => {
+                let v = r.rpc();
+                assert_eq!(v["id"], json!(*id), "no cross delivery: {v}");
+                assert_eq!(v["error"]["data"]["kind"], "upstream_busy", "{v}");
+                busy += 1;
+            }
+            Err(_) => waiting += 1,
+        }
+    }
+    eprintln!("flood of {FLOOD}: {busy} answered upstream_busy, {waiting} waiting");
+    assert_eq!(waiting, 64, "the waiting queue is capped at 64");
+    assert_eq!(busy, FLOOD - 64);
+    // A handshake-era client is not held up by the probe.
+    let t0 = Instant::now();
+    let mut h = relay.http();
+    let mut init = initialize(json!("fresh"));
+    init["params"]["protocolVersion"] = json!(VERSION);
+    let r = post(&mut h, None, &init);
+    let took = t0.elapsed();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert!(took < Duration::from_secs(1), "fresh session took {took:?}");
+    let (rss, hwm) = common::rss_kib(pid).expect("relay alive");
+    eprintln!(
+        "relay RSS: {rss0} KiB before, {rss} KiB after ({hwm} KiB peak); fresh session in {took:?}"
+    );
+    assert!(
+        hwm < rss0 + 32 * 1024,
+        "peak {hwm} KiB vs {rss0} KiB at start"
+    );
+    let m = relay.metrics_text();
+    assert!(
+        m.lines().any(|l| l.contains("era_bridge_waiting")
+            && l.trim_end().ends_with(&format!(" {}", FLOOD - 64))),
+        "the metric counts the refusals:\n{}",
+        m.lines()
+            .filter(|l| l.contains("limit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// `forward --url --upstream-protocol modern`, an upstream that never
+/// answers `server/discover`: the handshake-era client's messages wait for
+/// it, at most 64 (`stamper`, the hold of `link.rs`); past that each request
+/// is answered `upstream_busy` at once (within 1 s), with its own id.
+#[test]
+fn forward_messages_held_for_a_hung_discover_are_bounded() {
+    let fake = Fake::start(handler(|req, conn| {
+        if req.is_post_of("server/discover") {
+            conn.hold();
+            return common::fake::After::Close;
+        }
+        modern_only(req, conn)
+    }));
+    let mut relay = forward(&fake.url(), "modern");
+    let pid = relay.pid as u32;
+    let (rss0, _) = common::rss_kib(pid).expect("relay alive");
+    relay.send(&initialize(json!(0)));
+    fake.wait_for("discover", T, |s| {
+        !posts_of(s, "server/discover").is_empty()
+    });
+    for id in 1..=64 {
+        relay.send(&common::call(json!(id), &"x".repeat(10_000)));
+    }
+    for id in 65..=300 {
+        let t0 = Instant::now();
+        relay.send(&common::call(json!(id), &"x".repeat(10_000)));
+        let r = relay.expect_response(&json!(id), T);
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert_eq!(r["error"]["code"], -32008, "{r}");
+    }
+    let (rss, hwm) = common::rss_kib(pid).expect("relay alive");
+    eprintln!("forward: RSS {rss0} KiB before, {rss} KiB after ({hwm} KiB peak)");
+    assert!(
+        hwm < rss0 + 32 * 1024,
+        "peak {hwm} KiB vs {rss0} KiB at start"
+    );
+    assert!(
+        relay
+            .stderr_text()
+            .contains("refused while asking the server for server/discover")
+    );
+    relay.expect_silence(Duration::from_millis(200));
+}
