@@ -373,9 +373,11 @@ impl Reverse {
         let name_ok = match req.header("mcp-name") {
             None => true,
             Some(name) => {
+                // A value that is not plain ASCII comes as `=?base64?…?=`;
+                // a malformed one matches nothing.
                 let expected = env.param_str("name").or_else(|| env.param_str("uri"));
-                let name = crate::mcp::era::classify::decode_header_value(name);
-                name.is_some() && expected == name
+                let decoded = crate::mcp::era::classify::decode_header_value(name);
+                expected.is_some() && expected == decoded
             }
         };
         if !header_ok || !name_ok {
