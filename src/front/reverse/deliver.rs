@@ -357,6 +357,7 @@ impl Reverse {
         };
         self.metrics
             .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
+        let msg = self.era_reply(skey, msg);
         self.deliver(skey, req.route, id, msg);
     }
 }

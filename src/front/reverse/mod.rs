@@ -41,6 +41,7 @@
 mod client;
 mod deliver;
 mod ending;
+mod era;
 mod http;
 mod oauth;
 mod proc;
@@ -141,6 +142,11 @@ struct Upstream {
     /// When a starved waiter's reclaim is next looked at, if a session will
     /// be idle long enough then (`ending::reclaim_sessions`).
     reclaim_timer: Option<(Instant, TimerId)>,
+    /// Which era its processes speak (`--upstream-protocol`; `auto`: found
+    /// out once by a probe, `era.rs`).
+    verdict: crate::mcp::era::verdict::Verdict,
+    /// What the modern-client bridge did for it (`era.rs`).
+    era: era::EraCounters,
 }
 
 /// What serves an upstream's sessions.
@@ -434,12 +440,19 @@ impl Reverse {
                 ))),
             };
             let metric = metrics.upstream(&ucfg.name);
+            let verdict = crate::mcp::era::verdict::Verdict::new(
+                ucfg.upstream_protocol,
+                crate::mcp::era::verdict::PROBE_TIMEOUT,
+                now,
+            );
             ups.push(Upstream {
                 cfg: ucfg,
                 backend,
                 metric,
                 spawn_error: None,
                 reclaim_timer: None,
+                verdict,
+                era: era::EraCounters::default(),
             });
         }
         let shutdown = Shutdown::new(ShutdownConfig {
@@ -745,6 +758,7 @@ impl Reverse {
         let mut out = String::with_capacity(4096);
         self.metrics
             .render(&mut out, &gauges, self.listen.clients as u64);
+        era::render_metrics(&mut out, &self.ups);
         crate::logging::render_metrics(&mut out);
         crate::io::orphans::render_metrics(&mut out);
         if let Some(o) = &self.oauth {

@@ -389,6 +389,9 @@ impl Reverse {
                     );
                     return;
                 };
+                if self.era_line(skey, conn, line) {
+                    return;
+                }
                 self.on_session_line(skey, line);
             }
             ProcKind::Shared {
@@ -503,6 +506,7 @@ impl Reverse {
             );
         }
         for skey in sessions {
+            self.era_proc_down(skey);
             let ids: Vec<Id> = self
                 .sessions
                 .get(&skey)

@@ -138,6 +138,9 @@ pub(super) struct Session {
     pub(super) idle_timer: Option<TimerId>,
     /// MCP 2026-07-28: one request, no initialize, ended once answered.
     pub(super) stateless: bool,
+    /// A stateless session's request on its way to a process of either era
+    /// (`era.rs`).
+    pub(super) era: era::SessionEra,
 }
 
 impl Reverse {
@@ -205,6 +208,7 @@ impl Reverse {
                 last_active: self.now,
                 idle_timer,
                 stateless,
+                era: era::SessionEra::Plain,
             },
         );
         skey
@@ -308,18 +312,9 @@ impl Reverse {
         };
         let client_version = s.version.clone();
         if s.stateless {
-            // 2026-07-28: no initialize; the held message is the request.
-            if let Some(p) = self.procs.get_mut(&conn) {
-                match &mut p.kind {
-                    ProcKind::Session { session } => *session = Some(skey),
-                    ProcKind::Shared { sessions, .. } => sessions.push(skey),
-                }
-            }
-            if let Ok(Message::Single(env)) = jsonrpc::peek(&line)
-                && self.track(skey, id.clone(), &env, reply_to)
-            {
-                self.send_up(skey, &line, &env, Some(&id));
-            }
+            // 2026-07-28: no session initialize; the held message is the
+            // request, sent in the era of the process (`era.rs`).
+            self.bind_stateless(skey, conn, line, id, reply_to);
             return;
         }
         let Some(p) = self.procs.get_mut(&conn) else {

@@ -1,0 +1,516 @@
+//! 2026-07-28 (modern) clients in front of stdio processes, both pool
+//! modes (issue 13, docs/eras.md "Per mode").
+//!
+//! A modern request has no session: it is leased a process on its own
+//! (`routes::stateless_post`). What the process speaks decides what the
+//! relay does with it:
+//!
+//! - **Shared pool, a process the relay initialized** (handshake era):
+//!   `server/discover` is answered from the cached `InitializeResult`
+//!   (`convert::discover_from_initialize`); other requests lose the
+//!   reserved `_meta` keys (`stamp::strip_modern`) and go through the mux;
+//!   results gain `resultType` and the cache hints (`stamp::modernize`).
+//!   The process keeps the capabilities the relay declared at its
+//!   initialize (none): a server that honours them sends no elicitation,
+//!   sampling or roots request.
+//! - **Session pool**: the process is fresh. The upstream's era verdict
+//!   (`--upstream-protocol`, `era::verdict`) says how to reach it: modern,
+//!   the request goes as it is; handshake, the relay initializes the
+//!   process with the client's info and capabilities from the envelope,
+//!   then bridges as above; unknown (`auto`, first time), the relay probes
+//!   the process with `server/discover` and remembers the answer for the
+//!   upstream. The client's request is tracked (its response timer runs)
+//!   from the moment it is granted the process, so the probe and the
+//!   initialize count against `--response-timeout`.
+//!
+//! A session's era state moves only along (a held request leaves its state
+//! by going back to `Plain`, whence it is sent or held again):
+//!
+//! ```text
+//! Plain ──probe sent──▶ Probing ──answered──▶ Plain ──handshake──▶ Initializing
+//!   ▲                                                                  │
+//!   └──────────────────────── initialized ◀────────────────────────────┘
+//! Plain ──request sent stripped (handshake-era process)──▶ Bridged
+//! ```
+
+use super::*;
+use crate::mcp::era::classify::Envelope as ModernEnvelope;
+use crate::mcp::era::convert::{self, DiscoverOutcome};
+use crate::mcp::era::stamp::{self, TowardHandshake};
+use crate::mcp::era::verdict::{Settled, Want};
+use crate::mcp::era::{Era, MODERN_VERSION, UNSUPPORTED_PROTOCOL_VERSION};
+
+/// Id of the relay's `server/discover` probe to a session-mode process
+/// (outside any client's: the client's request is not sent before it is
+/// answered).
+const PROBE_ID: &str = "mcp-relay-probe";
+
+/// A modern request waiting for its process to be probed or initialized.
+#[derive(Debug)]
+pub(super) struct Held {
+    line: Vec<u8>,
+    id: Id,
+    envelope: Option<ModernEnvelope>,
+}
+
+/// Where a session stands with the era of its upstream (see the module doc).
+#[derive(Debug, Default)]
+pub(super) enum SessionEra {
+    /// Messages pass as they are (a handshake-era session, or a modern
+    /// request to a modern server).
+    #[default]
+    Plain,
+    /// The relay's probe is out on the session's process.
+    Probing(Held),
+    /// The relay's `initialize` is out on the session's process.
+    Initializing(Held),
+    /// A modern client's request to a handshake-era server: sent without
+    /// the envelope; its result is made modern.
+    Bridged,
+}
+
+impl SessionEra {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            SessionEra::Plain => "plain",
+            SessionEra::Probing(_) => "probing",
+            SessionEra::Initializing(_) => "initializing",
+            SessionEra::Bridged => "bridged",
+        }
+    }
+
+    fn can_become(&self, to: &SessionEra) -> bool {
+        use SessionEra::*;
+        matches!(
+            (self, to),
+            (Plain, Probing(_) | Initializing(_) | Bridged) | (Probing(_) | Initializing(_), Plain)
+        )
+    }
+}
+
+/// Counters of the bridge, per upstream (rendered with the verdict's).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct EraCounters {
+    /// `server/discover` answered by the relay from an `InitializeResult`.
+    pub(super) discover_answered: u64,
+    /// Modern requests forwarded, stripped, to a handshake-era process.
+    pub(super) bridged: u64,
+    /// `initialize` sent by the relay on behalf of a modern client
+    /// (session pool).
+    pub(super) initialized: u64,
+}
+
+impl Reverse {
+    /// The one place a session's era state changes; an illegal move is
+    /// refused and logged (the state stays).
+    fn set_era(&mut self, skey: SKey, to: SessionEra) -> Option<SessionEra> {
+        let s = self.sessions.get_mut(&skey)?;
+        if !s.era.can_become(&to) {
+            debug_assert!(false, "era {} → {}", s.era.name(), to.name());
+            log::error!(
+                "session {}: illegal era transition {} → {} refused",
+                s.id,
+                s.era.name(),
+                to.name()
+            );
+            return None;
+        }
+        Some(std::mem::replace(&mut s.era, to))
+    }
+
+    /// A stateless (modern) session was granted process `conn`: its one
+    /// request is tracked, then sent as the process's era requires.
+    pub(super) fn bind_stateless(
+        &mut self,
+        skey: SKey,
+        conn: PKey,
+        line: Vec<u8>,
+        id: Id,
+        reply_to: ReplyTo,
+    ) {
+        let shared = match self.procs.get_mut(&conn).map(|p| &mut p.kind) {
+            Some(ProcKind::Session { session }) => {
+                *session = Some(skey);
+                false
+            }
+            Some(ProcKind::Shared { sessions, .. }) => {
+                sessions.push(skey);
+                true
+            }
+            None => false,
+        };
+        let Ok(Message::Single(env)) = jsonrpc::peek(&line) else {
+            return;
+        };
+        if !self.track(skey, id.clone(), &env, reply_to) {
+            return;
+        }
+        let held = Held {
+            envelope: stamp::strip_modern(&line).ok().and_then(|(_, e)| e),
+            line,
+            id,
+        };
+        if shared {
+            self.shared_bridge(skey, conn, held);
+            return;
+        }
+        let u = conn.up;
+        // A probe past its deadline settles on the handshake era now.
+        if self.ups[u].verdict.on_tick(self.now) == Settled::LegacyRetireProbed {
+            log::warn!(
+                "[{}] no answer to the server/discover probe within {:?}: the server is taken \
+                 for a handshake-era one",
+                self.ups[u].cfg.name,
+                crate::mcp::era::verdict::PROBE_TIMEOUT
+            );
+        }
+        match self.ups[u].verdict.want(self.now) {
+            Want::Speak(Era::Modern) => {
+                if let Ok(Message::Single(env)) = jsonrpc::peek(&held.line) {
+                    self.send_up(skey, &held.line, &env, Some(&held.id));
+                }
+            }
+            Want::Speak(Era::Handshake) => self.relay_initialize(skey, conn, held),
+            // Another process's probe may be out: this one is probed too
+            // (its answer decides for this process; the first settles the
+            // upstream).
+            Want::Probe | Want::Wait => {
+                self.write_proc(conn, &convert::discover_request(PROBE_ID));
+                self.set_era(skey, SessionEra::Probing(held));
+            }
+            Want::Refuse => self.answer_unsupported(skey, &held.id, Vec::new()),
+        }
+    }
+
+    /// Shared pool: the process was initialized by the relay (handshake
+    /// era); the modern request is answered or bridged.
+    fn shared_bridge(&mut self, skey: SKey, conn: PKey, held: Held) {
+        let init = match self.procs.get(&conn).map(|p| &p.kind) {
+            Some(ProcKind::Shared { init, .. }) => init.clone(),
+            _ => None,
+        };
+        self.bridge(skey, held, init.as_ref());
+    }
+
+    /// The modern request `held` of session `skey`, whose process is a
+    /// handshake-era one initialized by the relay (`init`: its result).
+    fn bridge(&mut self, skey: SKey, held: Held, init: Option<&serde_json::Value>) {
+        let u = up_of(skey);
+        match stamp::toward_handshake(&method_of(&held.line)) {
+            TowardHandshake::AnswerDiscover => {
+                match init.and_then(convert::discover_from_initialize) {
+                    Some(result) => {
+                        self.ups[u].era.discover_answered += 1;
+                        self.answer_result(skey, &held.id, &result);
+                    }
+                    None => self.fail_request(
+                        skey,
+                        &held.id,
+                        RelayError::InvalidReply,
+                        "The server's initialize result has no capabilities to describe it with",
+                        json!({}),
+                    ),
+                }
+            }
+            TowardHandshake::Listen => {
+                let b = jsonrpc::error_response(
+                    Some(&held.id),
+                    crate::mcp::era::METHOD_NOT_FOUND,
+                    "subscriptions/listen is not bridged to a handshake-era server in reverse \
+                     mode yet",
+                    json!({"upstream": self.ups[u].cfg.name}),
+                );
+                self.answer_bytes(skey, &held.id, b);
+            }
+            TowardHandshake::Forward => {
+                let stripped = match stamp::strip_modern(&held.line) {
+                    Ok((bytes, _)) => bytes,
+                    Err(e) => {
+                        self.fail_request(
+                            skey,
+                            &held.id,
+                            RelayError::InvalidRequest,
+                            &format!("The request cannot be carried to the server: {e:?}"),
+                            json!({}),
+                        );
+                        return;
+                    }
+                };
+                self.set_era(skey, SessionEra::Bridged);
+                self.ups[u].era.bridged += 1;
+                if let Ok(Message::Single(env)) = jsonrpc::peek(&stripped) {
+                    self.send_up(skey, &stripped, &env, Some(&held.id));
+                }
+            }
+        }
+    }
+
+    /// Session pool: the relay initializes the session's process on behalf
+    /// of the modern client, with its envelope's info and capabilities.
+    fn relay_initialize(&mut self, skey: SKey, conn: PKey, held: Held) {
+        let caps = held
+            .envelope
+            .as_ref()
+            .map_or_else(|| json!({}), |e| e.capabilities.clone());
+        let info = held.envelope.as_ref().and_then(|e| e.client_info.clone());
+        let init = convert::initialize_request(RELAY_INIT_ID, info.as_ref(), &caps);
+        self.ups[conn.up].era.initialized += 1;
+        self.write_proc(conn, &init);
+        self.set_era(skey, SessionEra::Initializing(held));
+    }
+
+    /// Session pool: a line from the process of a session the relay is
+    /// probing or initializing. True when it was the relay's answer (taken
+    /// here); anything else goes the usual way.
+    pub(super) fn era_line(&mut self, skey: SKey, conn: PKey, line: &[u8]) -> bool {
+        let want = match self.sessions.get(&skey).map(|s| &s.era) {
+            Some(SessionEra::Probing(_)) => PROBE_ID,
+            Some(SessionEra::Initializing(_)) => RELAY_INIT_ID,
+            _ => return false,
+        };
+        let ours = matches!(jsonrpc::peek(line), Ok(Message::Single(env))
+            if env.kind() == Kind::Response && env.id() == Some(Id::Str(want.into())));
+        if !ours {
+            return false;
+        }
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+        if want == PROBE_ID {
+            self.on_probe_answer(skey, conn, &v);
+        } else {
+            self.on_init_answer(skey, conn, &v);
+        }
+        true
+    }
+
+    fn on_probe_answer(&mut self, skey: SKey, conn: PKey, v: &serde_json::Value) {
+        let u = conn.up;
+        let outcome = convert::read_discover(v.get("result"), v.get("error"));
+        let settled = self.ups[u].verdict.on_answer(&outcome, self.now);
+        if settled != Settled::Ignored {
+            log::info!(
+                "[{}] the server speaks {} (server/discover probe)",
+                self.ups[u].cfg.name,
+                match outcome {
+                    DiscoverOutcome::Modern { .. } => "the modern era",
+                    DiscoverOutcome::Legacy => "the handshake era",
+                    DiscoverOutcome::Incompatible { .. } => "no revision the relay speaks",
+                }
+            );
+        }
+        match outcome {
+            DiscoverOutcome::Modern { .. } => {
+                let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
+                    return;
+                };
+                if let Ok(Message::Single(env)) = jsonrpc::peek(&held.line) {
+                    self.send_up(skey, &held.line, &env, Some(&held.id));
+                }
+            }
+            DiscoverOutcome::Legacy => {
+                let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
+                    return;
+                };
+                self.relay_initialize(skey, conn, held);
+            }
+            DiscoverOutcome::Incompatible { supported } => {
+                let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
+                    return;
+                };
+                self.answer_unsupported(skey, &held.id, supported);
+            }
+        }
+    }
+
+    fn on_init_answer(&mut self, skey: SKey, conn: PKey, v: &serde_json::Value) {
+        let u = conn.up;
+        let Some(SessionEra::Initializing(held)) = self.set_era(skey, SessionEra::Plain) else {
+            return;
+        };
+        let Some(result) = v.get("result").filter(|r| r.is_object()) else {
+            log::warn!(
+                "[{}] process {conn} refused the relay's initialize for a modern client: {}",
+                self.ups[u].cfg.name,
+                v.get("error").cloned().unwrap_or_default()
+            );
+            let error = v
+                .get("error")
+                .cloned()
+                .unwrap_or_else(|| json!({"code": -32603, "message": "initialize failed"}));
+            let b = jsonrpc::error_response(
+                Some(&held.id),
+                error.get("code").and_then(|c| c.as_i64()).unwrap_or(-32603),
+                error
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("initialize failed"),
+                error.get("data").cloned().unwrap_or_else(|| json!({})),
+            );
+            self.answer_bytes(skey, &held.id, b);
+            return;
+        };
+        // A discover is answered from the result and the process, leased for
+        // it alone, is done: only a request that goes on is announced.
+        if stamp::toward_handshake(&method_of(&held.line)) == TowardHandshake::Forward {
+            self.write_proc(
+                conn,
+                br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            );
+        }
+        self.bridge(skey, held, Some(result));
+    }
+
+    /// The session's process went away: a probe out on it settles nothing.
+    pub(super) fn era_proc_down(&mut self, skey: SKey) {
+        if matches!(
+            self.sessions.get(&skey).map(|s| &s.era),
+            Some(SessionEra::Probing(_))
+        ) {
+            let _ = self.ups[up_of(skey)].verdict.on_transport_error();
+        }
+    }
+
+    /// A reply on its way to the client: a bridged session's result is made
+    /// modern (`resultType`, cache hints).
+    pub(super) fn era_reply(&self, skey: SKey, msg: Vec<u8>) -> Vec<u8> {
+        match self.sessions.get(&skey).map(|s| &s.era) {
+            Some(SessionEra::Bridged) => stamp::modern_response(&msg).unwrap_or(msg),
+            _ => msg,
+        }
+    }
+
+    /// -32022: the server speaks no revision the relay does.
+    fn answer_unsupported(&mut self, skey: SKey, id: &Id, supported: Vec<String>) {
+        let b = jsonrpc::error_response(
+            Some(id),
+            UNSUPPORTED_PROTOCOL_VERSION,
+            "The server supports no protocol revision the relay speaks",
+            json!({"supported": supported, "requested": MODERN_VERSION}),
+        );
+        self.answer_bytes(skey, id, b);
+    }
+
+    /// Answers tracked request `id` with `result`, in the client's spelling.
+    fn answer_result(&mut self, skey: SKey, id: &Id, result: &serde_json::Value) {
+        let text = self
+            .sessions
+            .get(&skey)
+            .and_then(|s| s.inflight.get(id))
+            .and_then(|r| r.id_text.clone())
+            .map_or_else(|| id.to_json(), String::from);
+        let b = format!("{{\"jsonrpc\":\"2.0\",\"id\":{text},\"result\":{result}}}");
+        self.answer_bytes(skey, id, b.into_bytes());
+    }
+
+    /// Answers tracked request `id` with the message `b` (the relay's own).
+    fn answer_bytes(&mut self, skey: SKey, id: &Id, b: Vec<u8>) {
+        if let Some(req) = self.untrack(skey, id) {
+            self.metrics
+                .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
+            self.deliver(skey, req.route, id, b);
+        }
+    }
+}
+
+/// The method of a request line (empty when it has none).
+fn method_of(line: &[u8]) -> String {
+    match jsonrpc::peek(line) {
+        Ok(Message::Single(env)) => env.method().map(|m| m.into_owned()).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// `mcp_relay_era_*` for every stdio upstream: the verdict's probes and
+/// the bridge's counters.
+pub(super) fn render_metrics(out: &mut String, ups: &[Upstream]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP mcp_relay_era_probes_total server/discover probes of an upstream's era, by outcome."
+    );
+    let _ = writeln!(out, "# TYPE mcp_relay_era_probes_total counter");
+    for up in ups.iter().filter(|u| !u.is_http()) {
+        let st = up.verdict.stats;
+        for (outcome, n) in [
+            ("sent", st.probes),
+            ("modern", st.modern),
+            ("legacy", st.legacy),
+            ("timeout", st.timeouts),
+            ("error", st.errors),
+            ("reopened", st.reopened),
+        ] {
+            let _ = writeln!(
+                out,
+                "mcp_relay_era_probes_total{{upstream=\"{}\",outcome=\"{outcome}\"}} {n}",
+                label(&up.cfg.name)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mcp_relay_era_bridged_total Modern requests carried to a handshake-era process, by what the relay did."
+    );
+    let _ = writeln!(out, "# TYPE mcp_relay_era_bridged_total counter");
+    for up in ups.iter().filter(|u| !u.is_http()) {
+        for (what, n) in [
+            ("discover_answered", up.era.discover_answered),
+            ("forwarded", up.era.bridged),
+            ("initialized", up.era.initialized),
+        ] {
+            let _ = writeln!(
+                out,
+                "mcp_relay_era_bridged_total{{upstream=\"{}\",what=\"{what}\"}} {n}",
+                label(&up.cfg.name)
+            );
+        }
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held() -> Held {
+        Held {
+            line: b"{}".to_vec(),
+            id: Id::Num(1),
+            envelope: None,
+        }
+    }
+
+    #[test]
+    fn a_session_era_moves_only_along_its_lifecycle() {
+        let all = || {
+            vec![
+                SessionEra::Plain,
+                SessionEra::Probing(held()),
+                SessionEra::Initializing(held()),
+                SessionEra::Bridged,
+            ]
+        };
+        let mut legal = Vec::new();
+        for from in all() {
+            for to in all() {
+                if from.can_become(&to) {
+                    legal.push(format!("{} → {}", from.name(), to.name()));
+                }
+            }
+        }
+        assert_eq!(
+            legal,
+            [
+                "plain → probing",
+                "plain → initializing",
+                "plain → bridged",
+                "probing → plain",
+                "initializing → plain",
+            ]
+        );
+    }
+}

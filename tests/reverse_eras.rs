@@ -1,0 +1,325 @@
+//! `reverse -- CMD` between 2026-07-28 clients and a handshake-era stdio
+//! server (the echo server), in both pool modes, byte by byte (issue 13,
+//! docs/eras.md "Per mode"): `server/discover` is answered by the relay from
+//! an `initialize` it made itself, modern requests reach the server without
+//! the envelope, results come back marked complete with the cache hints,
+//! and handshake-era clients are served as before.
+//!
+//! What the server saw is read from its `--log` file (one line per message
+//! received), so every assertion about the upstream side is about bytes the
+//! process really got.
+
+mod common;
+
+use serde_json::{Value, json};
+
+use common::TempFile;
+use common::http::{ACCEPT_BOTH, Http, IO, Response, mcp_headers, post_on};
+use common::relay::Relay;
+
+const NAME: &str = "echo";
+
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "9"},
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+    })
+}
+
+fn discover(id: i64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "server/discover", "params": {"_meta": meta()}})
+}
+
+fn list(id: i64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {"_meta": meta()}})
+}
+
+fn call(id: i64, text: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "echo", "arguments": {"text": text}, "_meta": meta()}})
+}
+
+/// POSTs one modern request, with the routing headers it must carry.
+fn modern_post(port: u16, msg: &Value, name_header: Option<&str>) -> Response {
+    let method = msg["method"].as_str().expect("a request");
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", ACCEPT_BOTH),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method),
+    ];
+    if let Some(n) = name_header {
+        headers.push(("Mcp-Name", n));
+    }
+    let body = serde_json::to_vec(msg).expect("json");
+    let mut http = Http::connect(port);
+    http.try_request("POST", "/mcp", &headers, &body, IO)
+        .unwrap_or_else(|e| panic!("POST {msg}: no response ({e:?})"))
+}
+
+fn start(pool: &str, relay_args: &[&str], log: &TempFile) -> Relay {
+    Relay::reverse(NAME)
+        .args(["--pool", pool])
+        .args(relay_args)
+        .echo_server(&["--log", log.path_str()])
+        .start()
+}
+
+/// The messages the server received, parsed.
+fn seen(log: &TempFile) -> Vec<Value> {
+    log.read()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn methods(seen: &[Value]) -> Vec<String> {
+    seen.iter()
+        .filter_map(|m| m["method"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn assert_discover(d: &Value) {
+    assert_eq!(d["id"], 1, "{d}");
+    assert_eq!(
+        d["result"]["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{d}"
+    );
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "echo-server",
+        "{d}"
+    );
+    assert_eq!(
+        d["result"]["capabilities"]["tools"],
+        json!({"listChanged": false})
+    );
+    assert_eq!(d["result"]["resultType"], "complete", "{d}");
+    assert_eq!(d["result"]["cacheScope"], "private", "{d}");
+    assert_eq!(d["result"]["ttlMs"], 0, "{d}");
+}
+
+fn assert_list_and_call(port: u16) {
+    let l = modern_post(port, &list(2), None);
+    assert_eq!(l.status(), 200, "{l:?}");
+    let l = l.rpc();
+    assert_eq!(l["result"]["tools"][0]["name"], "echo", "{l}");
+    assert_eq!(l["result"]["resultType"], "complete", "{l}");
+    assert_eq!(l["result"]["ttlMs"], 0, "{l}");
+    assert_eq!(l["result"]["cacheScope"], "private", "{l}");
+    let c = modern_post(port, &call(3, "modern"), Some("echo"));
+    assert_eq!(c.status(), 200, "{c:?}");
+    let c = c.rpc();
+    assert_eq!(c["id"], 3, "{c}");
+    assert_eq!(c["result"]["content"][0]["text"], "modern", "{c}");
+    assert_eq!(c["result"]["resultType"], "complete", "{c}");
+}
+
+/// No request the server got carries the reserved envelope keys.
+fn assert_stripped(seen: &[Value]) {
+    for m in seen {
+        assert!(
+            !m.to_string().contains("io.modelcontextprotocol/"),
+            "the envelope reached the handshake-era server: {m}"
+        );
+    }
+}
+
+// ============================================================================
+// Shared pool
+// ============================================================================
+
+/// Before: the modern `server/discover` went to the process, which answered
+/// -32601, and the client fell back to `initialize` (downgraded).
+#[test]
+fn shared_a_modern_client_is_answered_discover_and_its_calls_are_bridged() {
+    let log = TempFile::new("reverse-eras-shared", "server-log");
+    let relay = start("shared", &[], &log);
+    let d = modern_post(relay.port, &discover(1), None);
+    assert_eq!(d.status(), 200, "{d:?}");
+    assert_discover(&d.rpc());
+    assert_list_and_call(relay.port);
+    let seen = seen(&log);
+    let m = methods(&seen);
+    // One process, initialized once by the relay; discover never reaches it.
+    assert_eq!(m[0], "initialize", "{seen:?}");
+    assert_eq!(m.iter().filter(|x| *x == "initialize").count(), 1, "{m:?}");
+    assert!(!m.iter().any(|x| x == "server/discover"), "{m:?}");
+    assert!(m.iter().any(|x| x == "tools/list"), "{m:?}");
+    assert!(m.iter().any(|x| x == "tools/call"), "{m:?}");
+    assert_stripped(&seen);
+}
+
+/// A handshake-era session on the same shared process is served as before:
+/// its results carry no modern fields.
+#[test]
+fn shared_handshake_clients_are_unchanged() {
+    let log = TempFile::new("reverse-eras-shared-old", "server-log");
+    let relay = start("shared", &[], &log);
+    handshake_session_unchanged(relay.port);
+    // Both eras on one process.
+    let c = modern_post(relay.port, &call(3, "both"), Some("echo")).rpc();
+    assert_eq!(c["result"]["content"][0]["text"], "both", "{c}");
+    handshake_session_unchanged(relay.port);
+}
+
+fn handshake_session_unchanged(port: u16) {
+    let mut http = Http::connect(port);
+    let init = post_on(&mut http, None, &common::initialize(json!(0)), &[], IO).expect("init");
+    let sid = init
+        .header("mcp-session-id")
+        .expect("a session id")
+        .to_string();
+    let i = init.rpc();
+    assert_eq!(i["result"]["protocolVersion"], "2025-06-18", "{i}");
+    assert!(i["result"].get("resultType").is_none(), "{i}");
+    post_on(&mut http, Some(&sid), &common::initialized(), &[], IO).expect("initialized");
+    let r = post_on(
+        &mut http,
+        Some(&sid),
+        &common::call(json!(7), "old"),
+        &[],
+        IO,
+    )
+    .expect("call")
+    .rpc();
+    assert_eq!(r["result"]["content"][0]["text"], "old", "{r}");
+    assert!(r["result"].get("resultType").is_none(), "{r}");
+    assert!(r["result"].get("ttlMs").is_none(), "{r}");
+}
+
+// ============================================================================
+// Session pool
+// ============================================================================
+
+/// Before: each modern request went, enveloped, to a fresh process that
+/// nobody had initialized; `server/discover` got the server's -32601.
+#[test]
+fn session_the_relay_initializes_each_process_for_a_modern_client() {
+    let log = TempFile::new("reverse-eras-session", "server-log");
+    let relay = start("session", &[], &log);
+    let d = modern_post(relay.port, &discover(1), None);
+    assert_eq!(d.status(), 200, "{d:?}");
+    assert_discover(&d.rpc());
+    assert_list_and_call(relay.port);
+    let seen = seen(&log);
+    let m = methods(&seen);
+    // The first process was probed once (auto) and found handshake-era;
+    // every process was initialized by the relay with the client's
+    // envelope; discover was answered from that initialize (and that
+    // process, done, was not told `initialized`).
+    assert_eq!(
+        m,
+        [
+            "server/discover",
+            "initialize",
+            "initialize",
+            "notifications/initialized",
+            "tools/list",
+            "initialize",
+            "notifications/initialized",
+            "tools/call",
+        ],
+        "{seen:?}"
+    );
+    for init in seen.iter().filter(|m| m["method"] == "initialize") {
+        assert_eq!(
+            init["params"]["clientInfo"]["name"], "modern-test",
+            "{init}"
+        );
+        assert_eq!(init["params"]["capabilities"], json!({"elicitation": {}}));
+        assert_eq!(init["params"]["protocolVersion"], "2025-11-25");
+    }
+    // The probe is the relay's own; the rest carries no envelope.
+    assert_stripped(&seen[1..]);
+    let metrics = relay.metrics_text();
+    assert!(
+        metrics.contains("mcp_relay_era_probes_total{upstream=\"echo\",outcome=\"legacy\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn session_handshake_clients_are_unchanged() {
+    let log = TempFile::new("reverse-eras-session-old", "server-log");
+    let relay = start("session", &[], &log);
+    handshake_session_unchanged(relay.port);
+    let m = methods(&seen(&log));
+    assert!(!m.iter().any(|x| x == "server/discover"), "{m:?}");
+}
+
+/// `--upstream-protocol modern`: the relay never initializes; the modern
+/// request reaches the process with its envelope, and its result as it is.
+#[test]
+fn session_upstream_protocol_modern_passes_requests_with_their_envelope() {
+    let log = TempFile::new("reverse-eras-session-modern", "server-log");
+    let relay = start("session", &["--upstream-protocol", "modern"], &log);
+    let c = modern_post(relay.port, &call(3, "as-is"), Some("echo")).rpc();
+    assert_eq!(c["result"]["content"][0]["text"], "as-is", "{c}");
+    assert!(c["result"].get("resultType").is_none(), "{c}");
+    let seen = seen(&log);
+    assert_eq!(methods(&seen), ["tools/call"], "{seen:?}");
+    assert_eq!(
+        seen[0]["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+        "modern-test"
+    );
+}
+
+// ============================================================================
+// Routing headers
+// ============================================================================
+
+/// `Mcp-Name` may come as `=?base64?…?=`; it names the same tool. Before:
+/// the encoded value was compared with the body as it was, and the request
+/// refused -32020.
+#[test]
+fn an_encoded_mcp_name_matches_the_body() {
+    for pool in ["shared", "session"] {
+        let log = TempFile::new(&format!("reverse-eras-name-{pool}"), "server-log");
+        let relay = start(pool, &[], &log);
+        // base64("echo")
+        let r = modern_post(relay.port, &call(3, "named"), Some("=?base64?ZWNobw==?="));
+        assert_eq!(r.status(), 200, "{pool}: {r:?}");
+        assert_eq!(r.rpc()["result"]["content"][0]["text"], "named", "{pool}");
+        // A name that does not decode to the body's is still refused.
+        let r = modern_post(relay.port, &call(4, "named"), Some("=?base64?ZWNobx==?="));
+        assert_eq!(r.status(), 400, "{pool}: {r:?}");
+        assert_eq!(r.json()["error"]["code"], -32020, "{pool}");
+        let r = modern_post(relay.port, &call(5, "named"), Some("other"));
+        assert_eq!(r.status(), 400, "{pool}: {r:?}");
+    }
+}
+
+/// Session-mode requests without the envelope but with the 2026-07-28
+/// header still work (the relay initializes with its own client info).
+#[test]
+fn a_header_only_modern_request_is_still_served() {
+    let log = TempFile::new("reverse-eras-bare", "server-log");
+    let relay = start("session", &["--upstream-protocol", "legacy"], &log);
+    let bare = common::call(json!(9), "bare");
+    let mut http = Http::connect(relay.port);
+    let mut headers = mcp_headers(None);
+    headers.extend([
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "echo"),
+    ]);
+    let r = http
+        .try_request(
+            "POST",
+            "/mcp",
+            &headers,
+            &serde_json::to_vec(&bare).unwrap(),
+            IO,
+        )
+        .expect("answer")
+        .rpc();
+    assert_eq!(r["result"]["content"][0]["text"], "bare", "{r}");
+    let seen = seen(&log);
+    assert_eq!(
+        methods(&seen),
+        ["initialize", "notifications/initialized", "tools/call"]
+    );
+    assert_eq!(seen[0]["params"]["clientInfo"]["name"], "mcp-relay");
+}
