@@ -1,0 +1,130 @@
+//! Interop across protocol eras in `reverse -- CMD` (issue 13,
+//! docs/eras.md): the official Python MCP SDK 2.x client, in its default
+//! `auto` mode, over Streamable HTTP to `mcp-relay reverse` in front of the
+//! echo server (a handshake-era stdio server), in both pool modes. The relay
+//! answers the client's `server/discover` from an `initialize` it made
+//! itself and bridges each request, so the client negotiates 2026-07-28
+//! instead of falling back to `initialize`; tools/list and calls (one with
+//! progress) work.
+//!
+//! The client side is `tests/interop/reverse_modern.py`. It needs a Python
+//! with `mcp>=2,<3`: `INTEROP_PYTHON2`, else the virtualenv
+//! `target/test-deps/venv2` (provisioned by the tests' dependencies, see
+//! `tests/common/interop.rs`); without it a test fails, saying what to
+//! install.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::interop::{self, drain, join_bounded, kill_tree, python_imports};
+use common::relay::Relay;
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const SCRIPT: &str = "tests/interop/reverse_modern.py";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Python with the 2.x SDK, or why there is none.
+fn python2() -> Result<PathBuf, String> {
+    let py = match std::env::var_os("INTEROP_PYTHON2") {
+        Some(p) => PathBuf::from(p),
+        None => interop::deps().python2.clone(),
+    };
+    if !py.is_file() {
+        return Err(format!(
+            "no Python with the MCP SDK 2.x at {} (set INTEROP_PYTHON2)",
+            py.display()
+        ));
+    }
+    let p = py.to_string_lossy().into_owned();
+    python_imports(&p, "anyio, mcp_types, mcp.client.client")?;
+    Ok(py)
+}
+
+/// Runs the client script against `url`; returns (success, stdout, report).
+fn run_client(python: &Path, url: &str, expect: &str) -> (bool, String, String) {
+    let root = Path::new(MANIFEST_DIR);
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join(SCRIPT))
+        .arg(url)
+        .env("INTEROP_EXPECT", expect)
+        .current_dir(root)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let started = Instant::now();
+    // Every path below reaps the child: try_wait in the loop, or kill_tree
+    // (which waits) on timeout.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().expect("spawn the interop script");
+    let (out_buf, out_thread) = drain(child.stdout.take().expect("stdout"));
+    let (err_buf, err_thread) = drain(child.stderr.take().expect("stderr"));
+    let mut status = None;
+    while started.elapsed() < TIMEOUT {
+        match child.try_wait() {
+            Ok(Some(s)) => {
+                status = Some(s);
+                break;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(25)),
+            Err(_) => break,
+        }
+    }
+    if status.is_none() {
+        kill_tree(&mut child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    join_bounded(out_thread, deadline);
+    join_bounded(err_thread, deadline);
+    let stdout = interop::snapshot(&out_buf);
+    let stderr = interop::snapshot(&err_buf);
+    let report = format!(
+        "url {url}, elapsed {:.2?}, status {status:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}--- end ---",
+        started.elapsed()
+    );
+    let ok = status.is_some_and(|s| s.success()) && stdout.contains("interop ok");
+    (ok, stdout, report)
+}
+
+fn client_through(pool: &str, flags: &[&str], expect: &str) {
+    let python = match python2() {
+        Ok(p) => p,
+        Err(e) => interop::missing("interop_reverse_eras", &e),
+    };
+    let relay = Relay::reverse("echo")
+        .args(["--pool", pool])
+        .args(flags)
+        .echo_server(&[])
+        .start();
+    let url = format!("{}/mcp", relay.base_url());
+    let (ok, stdout, report) = run_client(&python, &url, expect);
+    assert!(
+        ok,
+        "the 2.x client did not end on {expect} through reverse --pool {pool} {flags:?}\n{report}\n{}",
+        relay.stderr_tail(40)
+    );
+    eprintln!("--pool {pool} {flags:?}: {}", stdout.trim_end());
+}
+
+#[test]
+fn python_sdk_2_client_negotiates_2026_through_the_shared_pool() {
+    client_through("shared", &[], "2026-07-28");
+    interop::ran(
+        "interop_reverse_eras::python_sdk_2_client_negotiates_2026_through_the_shared_pool",
+    );
+}
+
+#[test]
+fn python_sdk_2_client_negotiates_2026_through_the_session_pool() {
+    for flags in [&[][..], &["--upstream-protocol", "legacy"][..]] {
+        client_through("session", flags, "2026-07-28");
+    }
+    interop::ran(
+        "interop_reverse_eras::python_sdk_2_client_negotiates_2026_through_the_session_pool",
+    );
+}
