@@ -50,6 +50,14 @@
 //!   (instead of `echo` alone) in `tools/list`; each behaves as `echo`, so a
 //!   test can tell which tools a client sees and which calls reach the
 //!   server (with `--log`).
+//! - `--modern` (issue 13): a dual-era server, as the 2.x SDKs' servers are on
+//!   stdio. It answers `server/discover` (2026-07-28), and the first request
+//!   decides the connection's era once: one carrying the modern envelope
+//!   (`params._meta["io.modelcontextprotocol/protocolVersion"]`), other than
+//!   `initialize`, makes it modern (then `initialize` gets -32022, a request
+//!   without the envelope -32602, and every result says `resultType:
+//!   "complete"`); anything else makes it handshake-era (then an enveloped
+//!   request gets -32600).
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -66,7 +74,8 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--delay-ms N] \
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
 [--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--pretty] [--no-read] [--log-injection] \
-[--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch] [--tools NAME,NAME,...]";
+[--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch] [--tools NAME,NAME,...] \
+[--modern]";
 
 #[derive(Default)]
 struct Opts {
@@ -90,6 +99,7 @@ struct Opts {
     nested_batch: bool,
     /// `--tools`: the tools listed and callable (default: `echo`).
     tools: Vec<String>,
+    modern: bool,
 }
 
 fn usage() -> ! {
@@ -128,6 +138,7 @@ fn parse_args() -> Opts {
                 let list: String = value(args.next());
                 opts.tools = list.split(',').map(str::to_owned).collect();
             }
+            "--modern" => opts.modern = true,
             _ => usage(),
         }
     }
@@ -262,6 +273,9 @@ struct Server {
     answered: u64,
     /// `initialize` has been answered (for `--no-read`).
     initialized: bool,
+    /// `--modern`: the connection's era, once its first request decided it
+    /// (true: modern).
+    era: Option<bool>,
 }
 
 impl Server {
@@ -358,6 +372,44 @@ impl Server {
             }
             sleep_ms(self.opts.delay_ms);
         }
+        if self.opts.modern {
+            let enveloped = msg
+                .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+                .is_some();
+            let modern = *self.era.get_or_insert(enveloped && method != "initialize");
+            let refusal = match (modern, method, enveloped) {
+                (true, "initialize", _) => Some((
+                    -32022,
+                    "Unsupported protocol version: this connection is 2026-07-28",
+                )),
+                (true, _, false) => Some((
+                    -32602,
+                    "params._meta must carry the protocol version and client capabilities",
+                )),
+                (false, _, true) => Some((
+                    -32600,
+                    "a request carrying the 2026-07-28 envelope on a handshake-era connection",
+                )),
+                _ => None,
+            };
+            if let Some((code, message)) = refusal {
+                return Some(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message,
+                           "data": {"supported": ["2026-07-28"], "requested": "2025-11-25"}}}),
+                );
+            }
+            if method == "server/discover" {
+                let result = json!({
+                    "supportedVersions": ["2026-07-28"],
+                    "capabilities": {"tools": {"listChanged": false}},
+                    "ttlMs": 0, "cacheScope": "private", "resultType": "complete",
+                    "_meta": {"io.modelcontextprotocol/serverInfo":
+                              {"name": "echo-server-modern", "version": "0.1.0"}},
+                });
+                return Some(json!({"jsonrpc": "2.0", "id": id, "result": result}));
+            }
+        }
+        let modern = self.era == Some(true);
         let reply = match method {
             "initialize" => {
                 self.initialized = true;
@@ -369,7 +421,14 @@ impl Server {
             _ => Err((-32601, "Method not found".to_owned())),
         };
         Some(match reply {
-            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Ok(mut result) => {
+                if modern && let Some(r) = result.as_object_mut() {
+                    r.insert("resultType".into(), json!("complete"));
+                    r.insert("ttlMs".into(), json!(0));
+                    r.insert("cacheScope".into(), json!("private"));
+                }
+                json!({"jsonrpc": "2.0", "id": id, "result": result})
+            }
             Err((code, message)) => {
                 json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
             }
@@ -481,6 +540,7 @@ fn main() {
         received: 0,
         answered: 0,
         initialized: false,
+        era: None,
     };
 
     let mut input = BufReader::new(io::stdin().lock());

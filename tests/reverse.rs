@@ -2005,10 +2005,18 @@ fn client_limits() {
 
 #[test]
 fn shared_crash_ends_every_session() {
-    // The relay's own initialize is the server's first request; calls 1 and
-    // 2 are answered; call 3 crashes it.
+    // The relay's own initialize is the server's first request (no
+    // `server/discover` probe: legacy); calls 1 and 2 are answered; call 3
+    // crashes it.
     let relay = start_relay(
-        &["--pool", "shared", "--max-connections", "1"],
+        &[
+            "--pool",
+            "shared",
+            "--max-connections",
+            "1",
+            "--upstream-protocol",
+            "legacy",
+        ],
         &["--crash-after", "3"],
     );
     let mut a = Session::open(relay.port);

@@ -142,13 +142,155 @@ fn shared_a_modern_client_is_answered_discover_and_its_calls_are_bridged() {
     assert_list_and_call(relay.port);
     let seen = seen(&log);
     let m = methods(&seen);
-    // One process, initialized once by the relay; discover never reaches it.
-    assert_eq!(m[0], "initialize", "{seen:?}");
-    assert_eq!(m.iter().filter(|x| *x == "initialize").count(), 1, "{m:?}");
-    assert!(!m.iter().any(|x| x == "server/discover"), "{m:?}");
-    assert!(m.iter().any(|x| x == "tools/list"), "{m:?}");
-    assert!(m.iter().any(|x| x == "tools/call"), "{m:?}");
-    assert_stripped(&seen);
+    // One process, probed once by the relay (auto), found handshake-era and
+    // initialized once; the client's discover never reaches it.
+    assert_eq!(
+        m,
+        [
+            "server/discover",
+            "initialize",
+            "notifications/initialized",
+            "tools/list",
+            "tools/call"
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[0]["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+        "mcp-relay"
+    );
+    assert_eq!(seen[1]["params"]["clientInfo"]["name"], "mcp-relay");
+    assert_stripped(&seen[1..]);
+}
+
+/// `--upstream-protocol legacy`: no probe, the relay's initialize only.
+#[test]
+fn shared_upstream_protocol_legacy_never_probes() {
+    let log = TempFile::new("reverse-eras-shared-legacy", "server-log");
+    let relay = start("shared", &["--upstream-protocol", "legacy"], &log);
+    let d = modern_post(relay.port, &discover(1), None);
+    assert_discover(&d.rpc());
+    assert_list_and_call(relay.port);
+    let m = methods(&seen(&log));
+    assert_eq!(
+        m,
+        [
+            "initialize",
+            "notifications/initialized",
+            "tools/list",
+            "tools/call"
+        ]
+    );
+}
+
+fn start_modern(pool: &str, relay_args: &[&str], log: &TempFile) -> Relay {
+    Relay::reverse(NAME)
+        .args(["--pool", pool])
+        .args(relay_args)
+        .echo_server(&["--modern", "--log", log.path_str()])
+        .start()
+}
+
+/// A dual-era server (`echo_server --modern`) behind the shared pool, in
+/// `auto` and `modern`: the relay probes it, finds it modern and never
+/// initializes it; modern requests reach it with their own envelope (the
+/// client's info, not the relay's), results come back as the server made
+/// them. Before: the relay initialized the process (it was then a
+/// handshake-era connection) and bridged every modern request.
+#[test]
+fn shared_a_modern_server_is_driven_in_the_modern_era() {
+    for knob in ["auto", "modern"] {
+        let log = TempFile::new(&format!("reverse-eras-shared-modern-{knob}"), "server-log");
+        let relay = start_modern("shared", &["--upstream-protocol", knob], &log);
+        let d = modern_post(relay.port, &discover(1), None).rpc();
+        assert_eq!(
+            d["result"]["supportedVersions"],
+            json!(["2026-07-28"]),
+            "{d}"
+        );
+        assert_eq!(
+            d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+            "echo-server-modern",
+            "{knob}: discover is the server's own: {d}"
+        );
+        assert_list_and_call(relay.port);
+        let seen = seen(&log);
+        let m = methods(&seen);
+        assert_eq!(
+            m,
+            [
+                "server/discover",
+                "server/discover",
+                "tools/list",
+                "tools/call"
+            ],
+            "{knob}: {seen:?}"
+        );
+        assert_eq!(
+            seen[0]["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"], "mcp-relay",
+            "the relay's probe"
+        );
+        for msg in &seen[1..] {
+            assert_eq!(
+                msg["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"], "modern-test",
+                "{knob}: {msg}"
+            );
+        }
+    }
+}
+
+/// A handshake-era client on a modern shared process: its `initialize` is
+/// answered from the server's discover result, its requests are stamped
+/// with the envelope of that `initialize`, `ping` is answered by the relay.
+#[test]
+fn shared_a_handshake_client_reaches_a_modern_server_stamped() {
+    let log = TempFile::new("reverse-eras-shared-modern-old", "server-log");
+    let relay = start_modern("shared", &[], &log);
+    let mut http = Http::connect(relay.port);
+    let init = post_on(&mut http, None, &common::initialize(json!(0)), &[], IO).expect("init");
+    let sid = init.header("mcp-session-id").expect("sid").to_string();
+    let i = init.rpc();
+    assert_eq!(i["result"]["protocolVersion"], "2025-06-18", "{i}");
+    assert_eq!(
+        i["result"]["serverInfo"]["name"], "echo-server-modern",
+        "{i}"
+    );
+    assert_eq!(
+        i["result"]["capabilities"]["tools"],
+        json!({"listChanged": false})
+    );
+    post_on(&mut http, Some(&sid), &common::initialized(), &[], IO).expect("initialized");
+    let ping = json!({"jsonrpc": "2.0", "id": 6, "method": "ping"});
+    let p = post_on(&mut http, Some(&sid), &ping, &[], IO)
+        .expect("ping")
+        .rpc();
+    assert_eq!(p["result"], json!({}), "{p}");
+    let r = post_on(
+        &mut http,
+        Some(&sid),
+        &common::call(json!(7), "old"),
+        &[],
+        IO,
+    )
+    .expect("call")
+    .rpc();
+    assert_eq!(r["id"], 7, "{r}");
+    assert_eq!(r["result"]["content"][0]["text"], "old", "{r}");
+    let seen = seen(&log);
+    assert_eq!(
+        methods(&seen),
+        ["server/discover", "tools/call"],
+        "{seen:?}"
+    );
+    let meta = &seen[1]["params"]["_meta"];
+    assert_eq!(
+        meta["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    assert_eq!(
+        meta["io.modelcontextprotocol/clientInfo"]["name"], "mcp-relay-tests",
+        "{meta}"
+    );
 }
 
 /// A handshake-era session on the same shared process is served as before:

@@ -88,6 +88,46 @@ impl SessionEra {
     }
 }
 
+/// The era the relay speaks to a shared process:
+///
+/// ```text
+/// Handshake (spawned) ──probe sent──▶ Probing ──modern answer──▶ Modern
+///     ▲                                  │
+///     └──── any other answer: initialize ┘
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SharedEra {
+    /// The relay's `initialize` is out or answered: every session's traffic
+    /// is handshake-era toward it (modern requests are bridged).
+    Handshake,
+    /// The relay's `server/discover` is out; its answer decides.
+    Probing,
+    /// It answered discover with 2026-07-28: never initialized; modern
+    /// requests pass with their own envelope, and a handshake-era session's
+    /// requests are stamped with the envelope of its `initialize`.
+    Modern,
+}
+
+impl SharedEra {
+    fn can_become(self, to: SharedEra) -> bool {
+        use SharedEra::*;
+        matches!(
+            (self, to),
+            (Handshake, Probing) | (Probing, Handshake | Modern)
+        )
+    }
+}
+
+/// What `era_outgoing` made of a client message toward a shared process.
+pub(super) enum Outgoing {
+    /// Nothing to change.
+    Pass,
+    /// Send these bytes instead (stamped with the session's envelope).
+    Send(Vec<u8>),
+    /// Answered or dropped by the relay: nothing goes to the process.
+    Done,
+}
+
 /// Counters of the bridge, per upstream (rendered with the verdict's).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct EraCounters {
@@ -155,15 +195,7 @@ impl Reverse {
             return;
         }
         let u = conn.up;
-        // A probe past its deadline settles on the handshake era now.
-        if self.ups[u].verdict.on_tick(self.now) == Settled::LegacyRetireProbed {
-            log::warn!(
-                "[{}] no answer to the server/discover probe within {:?}: the server is taken \
-                 for a handshake-era one",
-                self.ups[u].cfg.name,
-                crate::mcp::era::verdict::PROBE_TIMEOUT
-            );
-        }
+        self.tick_verdict(u);
         match self.ups[u].verdict.want(self.now) {
             Want::Speak(Era::Modern) => {
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&held.line) {
@@ -182,14 +214,242 @@ impl Reverse {
         }
     }
 
-    /// Shared pool: the process was initialized by the relay (handshake
-    /// era); the modern request is answered or bridged.
+    /// Shared pool: a modern request passes to a modern process as it is;
+    /// to one the relay initialized (handshake era) it is answered or
+    /// bridged.
     fn shared_bridge(&mut self, skey: SKey, conn: PKey, held: Held) {
-        let init = match self.procs.get(&conn).map(|p| &p.kind) {
-            Some(ProcKind::Shared { init, .. }) => init.clone(),
-            _ => None,
+        let (init, era) = match self.procs.get(&conn).map(|p| &p.kind) {
+            Some(ProcKind::Shared { init, era, .. }) => (init.clone(), *era),
+            _ => (None, SharedEra::Handshake),
         };
+        if era == SharedEra::Modern {
+            if let Ok(Message::Single(env)) = jsonrpc::peek(&held.line) {
+                self.send_up(skey, &held.line, &env, Some(&held.id));
+            }
+            return;
+        }
         self.bridge(skey, held, init.as_ref());
+    }
+
+    fn shared_era(&self, conn: PKey) -> Option<SharedEra> {
+        match self.procs.get(&conn).map(|p| &p.kind) {
+            Some(ProcKind::Shared { era, .. }) => Some(*era),
+            _ => None,
+        }
+    }
+
+    /// The one place a shared process's era changes (checked).
+    fn set_shared_era(&mut self, conn: PKey, to: SharedEra) {
+        if let Some(ProcKind::Shared { era, .. }) = self.procs.get_mut(&conn).map(|p| &mut p.kind) {
+            if era.can_become(to) {
+                *era = to;
+            } else {
+                debug_assert!(false, "shared era {era:?} → {to:?}");
+                log::error!("process {conn}: illegal era transition {era:?} → {to:?} refused");
+            }
+        }
+    }
+
+    /// A shared process was spawned: the relay initializes it, or probes it
+    /// first (`--upstream-protocol auto` with no verdict yet, or `modern`:
+    /// the discover result is what handshake-era clients' `initialize` is
+    /// answered from).
+    pub(super) fn shared_start(&mut self, conn: PKey) {
+        let u = conn.up;
+        self.tick_verdict(u);
+        match self.ups[u].verdict.want(self.now) {
+            Want::Speak(Era::Handshake) => self.shared_initialize(conn),
+            Want::Speak(Era::Modern) | Want::Probe | Want::Wait => {
+                self.set_shared_era(conn, SharedEra::Probing);
+                self.write_proc(conn, &convert::discover_request(PROBE_ID));
+            }
+            Want::Refuse => {
+                log::error!(
+                    "[{}] the server speaks no protocol revision the relay does; initializing \
+                     process {conn} anyway",
+                    self.ups[u].cfg.name
+                );
+                self.shared_initialize(conn);
+            }
+        }
+    }
+
+    /// The relay's own `initialize` to a shared process (handshake era).
+    fn shared_initialize(&mut self, conn: PKey) {
+        let init = json!({
+            "jsonrpc": "2.0",
+            "id": RELAY_INIT_ID,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": RELAY_PROTOCOL,
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
+            },
+        });
+        let bytes = serde_json::to_vec(&init).unwrap_or_default();
+        self.write_proc(conn, &bytes);
+    }
+
+    /// A line from a shared process the relay has not finished starting:
+    /// the answer to its `initialize` or to its probe; anything else is
+    /// dropped (no session is on it yet).
+    pub(super) fn shared_start_line(&mut self, conn: PKey, line: &[u8]) {
+        let id = match jsonrpc::peek(line) {
+            Ok(Message::Single(env)) if env.kind() == Kind::Response => env.id(),
+            _ => return,
+        };
+        if id == Some(Id::Str(RELAY_INIT_ID.into())) {
+            self.on_shared_init(conn, line);
+        } else if id == Some(Id::Str(PROBE_ID.into()))
+            && self.shared_era(conn) == Some(SharedEra::Probing)
+        {
+            self.on_shared_probe(conn, line);
+        }
+    }
+
+    fn on_shared_probe(&mut self, conn: PKey, line: &[u8]) {
+        let u = conn.up;
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+        let outcome = convert::read_discover(v.get("result"), v.get("error"));
+        self.settle_verdict(u, &outcome);
+        let knob_modern = self.ups[u].verdict.knob() == crate::mcp::era::UpstreamProtocol::Modern;
+        let name = self.ups[u].cfg.name.clone();
+        let init = match &outcome {
+            DiscoverOutcome::Modern { result, .. } => {
+                convert::initialize_from_discover(result, None, &name)
+            }
+            _ if knob_modern => {
+                log::warn!(
+                    "[{name}] process {conn} did not answer server/discover as a modern server; \
+                     --upstream-protocol modern: it is driven in the modern era anyway"
+                );
+                None
+            }
+            _ => {
+                self.set_shared_era(conn, SharedEra::Handshake);
+                self.shared_initialize(conn);
+                return;
+            }
+        };
+        let init = init.unwrap_or_else(|| {
+            json!({"protocolVersion": crate::mcp::era::LATEST_HANDSHAKE, "capabilities": {},
+                   "serverInfo": {"name": name, "version": "unknown"}})
+        });
+        self.set_shared_era(conn, SharedEra::Modern);
+        if let Some(p) = self.procs.get_mut(&conn)
+            && let ProcKind::Shared { init: cached, .. } = &mut p.kind
+        {
+            *cached = Some(init);
+            p.life.initialized();
+        }
+        let actions = self.ups[u].pool(|p| p.on_ready(conn.id, self.now));
+        self.apply(u, actions);
+    }
+
+    /// A probe past its deadline settles on the handshake era now (no timer:
+    /// looked at whenever the verdict is needed).
+    fn tick_verdict(&mut self, u: usize) {
+        if self.ups[u].verdict.on_tick(self.now) == Settled::LegacyRetireProbed {
+            log::warn!(
+                "[{}] no answer to the server/discover probe within {:?}: the server is taken \
+                 for a handshake-era one",
+                self.ups[u].cfg.name,
+                crate::mcp::era::verdict::PROBE_TIMEOUT
+            );
+        }
+    }
+
+    /// A probe's answer, for the upstream's verdict (logged when it settles).
+    fn settle_verdict(&mut self, u: usize, outcome: &DiscoverOutcome) {
+        if self.ups[u].verdict.on_answer(outcome, self.now) != Settled::Ignored {
+            log::info!(
+                "[{}] the server speaks {} (server/discover probe)",
+                self.ups[u].cfg.name,
+                match outcome {
+                    DiscoverOutcome::Modern { .. } => "the modern era",
+                    DiscoverOutcome::Legacy => "the handshake era",
+                    DiscoverOutcome::Incompatible { .. } => "no revision the relay speaks",
+                }
+            );
+        }
+    }
+
+    /// A handshake-era session was answered `initialize` on shared process
+    /// `conn` (`line`: its request): on a modern process its later requests
+    /// are stamped with what it said.
+    pub(super) fn era_session_bound(&mut self, skey: SKey, conn: PKey, line: &[u8]) {
+        if self.shared_era(conn) != Some(SharedEra::Modern) {
+            return;
+        }
+        let params = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("params").cloned())
+            .unwrap_or_default();
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.stamp = Some(stamp::StampContext::from_initialize(&params));
+        }
+    }
+
+    /// A handshake-era session's message toward a modern shared process
+    /// (`era_session_bound`): requests gain the envelope; what the modern
+    /// era does not have is answered by the relay. `Pass` for any other
+    /// session (nothing looked at).
+    pub(super) fn era_outgoing(
+        &mut self,
+        skey: SKey,
+        line: &[u8],
+        env: &Envelope,
+        request: Option<&Id>,
+    ) -> Outgoing {
+        let Some(ctx) = self.sessions.get(&skey).and_then(|s| s.stamp.as_ref()) else {
+            return Outgoing::Pass;
+        };
+        let (Kind::Request, Some(id)) = (env.kind(), request) else {
+            // Notifications (cancellations, `initialized`, which the mux
+            // swallows) and responses pass as they are.
+            return Outgoing::Pass;
+        };
+        let method = env.method().map(|m| m.into_owned()).unwrap_or_default();
+        match stamp::toward_modern(&method) {
+            stamp::TowardModern::Forward | stamp::TowardModern::AnswerInitialize => {
+                match stamp::stamp_modern(line, ctx) {
+                    Ok((bytes, _headers)) => Outgoing::Send(bytes),
+                    Err(e) => {
+                        self.fail_request(
+                            skey,
+                            id,
+                            RelayError::InvalidRequest,
+                            &format!("The request cannot be carried to the server: {e:?}"),
+                            json!({}),
+                        );
+                        Outgoing::Done
+                    }
+                }
+            }
+            stamp::TowardModern::Drop | stamp::TowardModern::AnswerEmpty => {
+                self.answer_result(skey, id, &json!({}));
+                Outgoing::Done
+            }
+            stamp::TowardModern::SetLevel => {
+                let params: Option<serde_json::Value> =
+                    env.params.and_then(|p| serde_json::from_str(p.get()).ok());
+                if let Some(ctx) = self.sessions.get_mut(&skey).and_then(|s| s.stamp.as_mut()) {
+                    ctx.set_level(params.as_ref());
+                }
+                self.answer_result(skey, id, &json!({}));
+                Outgoing::Done
+            }
+            stamp::TowardModern::Subscribe | stamp::TowardModern::Unsubscribe => {
+                let b = jsonrpc::error_response(
+                    Some(id),
+                    crate::mcp::era::METHOD_NOT_FOUND,
+                    "resources/subscribe is not bridged to a modern-era server in reverse mode yet",
+                    json!({"upstream": self.ups[up_of(skey)].cfg.name}),
+                );
+                self.answer_bytes(skey, id, b);
+                Outgoing::Done
+            }
+        }
     }
 
     /// The modern request `held` of session `skey`, whose process is a
@@ -285,18 +545,7 @@ impl Reverse {
     fn on_probe_answer(&mut self, skey: SKey, conn: PKey, v: &serde_json::Value) {
         let u = conn.up;
         let outcome = convert::read_discover(v.get("result"), v.get("error"));
-        let settled = self.ups[u].verdict.on_answer(&outcome, self.now);
-        if settled != Settled::Ignored {
-            log::info!(
-                "[{}] the server speaks {} (server/discover probe)",
-                self.ups[u].cfg.name,
-                match outcome {
-                    DiscoverOutcome::Modern { .. } => "the modern era",
-                    DiscoverOutcome::Legacy => "the handshake era",
-                    DiscoverOutcome::Incompatible { .. } => "no revision the relay speaks",
-                }
-            );
-        }
+        self.settle_verdict(u, &outcome);
         match outcome {
             DiscoverOutcome::Modern { .. } => {
                 let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {

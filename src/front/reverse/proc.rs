@@ -23,8 +23,13 @@ pub(super) enum ProcKind {
     },
     Shared {
         mux: Mux,
+        /// The `InitializeResult` handshake-era clients are answered with:
+        /// the process's own (handshake era), or made from its
+        /// `server/discover` result (modern era). `None` until known.
         init: Option<serde_json::Value>,
         sessions: Vec<SKey>,
+        /// Which era the relay speaks to it (`era.rs`).
+        era: era::SharedEra,
     },
 }
 
@@ -154,6 +159,7 @@ impl Reverse {
                 mux: Mux::new(),
                 init: None,
                 sessions: Vec::new(),
+                era: era::SharedEra::Handshake,
             },
         };
         let shared = matches!(kind, ProcKind::Shared { .. });
@@ -172,19 +178,9 @@ impl Reverse {
             },
         );
         if shared {
-            // Shared processes are initialized once, by the relay.
-            let init = json!({
-                "jsonrpc": "2.0",
-                "id": RELAY_INIT_ID,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": RELAY_PROTOCOL,
-                    "capabilities": {},
-                    "clientInfo": {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
-                },
-            });
-            let bytes = serde_json::to_vec(&init).unwrap_or_default();
-            self.write_proc(conn, &bytes);
+            // Shared processes are started by the relay: initialized once,
+            // or (modern era) probed with `server/discover` (`era.rs`).
+            self.shared_start(conn);
         } else {
             // A fresh process is a ready spare; its session initializes it.
             let actions = self.ups[conn.up].pool(|p| p.on_ready(conn.id, self.now));
@@ -398,14 +394,11 @@ impl Reverse {
                 mux,
                 init,
                 sessions,
+                ..
             } => {
                 if init.is_none() {
-                    if let Ok(Message::Single(env)) = jsonrpc::peek(line)
-                        && env.kind() == Kind::Response
-                        && env.id() == Some(Id::Str(RELAY_INIT_ID.into()))
-                    {
-                        self.on_shared_init(conn, line);
-                    }
+                    // The relay's own start: its initialize or its probe.
+                    self.shared_start_line(conn, line);
                     return;
                 }
                 let downs = mux.down(line);

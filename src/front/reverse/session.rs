@@ -141,6 +141,9 @@ pub(super) struct Session {
     /// A stateless session's request on its way to a process of either era
     /// (`era.rs`).
     pub(super) era: era::SessionEra,
+    /// A handshake-era session on a modern shared process: the envelope
+    /// its requests are stamped with (`era.rs`).
+    pub(super) stamp: Option<crate::mcp::era::stamp::StampContext>,
 }
 
 impl Reverse {
@@ -209,6 +212,7 @@ impl Reverse {
                 idle_timer,
                 stateless,
                 era: era::SessionEra::Plain,
+                stamp: None,
             },
         );
         skey
@@ -349,6 +353,7 @@ impl Reverse {
                 if let Some(s) = self.sessions.get_mut(&skey) {
                     s.version = version;
                 }
+                self.era_session_bound(skey, conn, &line);
                 let reply = json!({"jsonrpc": "2.0", "id": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or(serde_json::Value::Null), "result": result});
                 let bytes = serde_json::to_vec(&reply).unwrap_or_default();
                 self.metrics.request_done("ok", 0.0);
@@ -548,6 +553,24 @@ impl Reverse {
                 );
             }
             return Sent::Done;
+        };
+        // A handshake-era session on a modern shared process: stamped, or
+        // answered by the relay (`era.rs`).
+        let stamped: Vec<u8>;
+        let restamped;
+        let (line, env) = match self.era_outgoing(skey, line, env, request) {
+            era::Outgoing::Pass => (line, env),
+            era::Outgoing::Done => return Sent::Done,
+            era::Outgoing::Send(bytes) => {
+                stamped = bytes;
+                match jsonrpc::peek(&stamped) {
+                    Ok(Message::Single(e)) => {
+                        restamped = e;
+                        (&stamped[..], &restamped)
+                    }
+                    _ => return Sent::Done,
+                }
+            }
         };
         // Checked before the mux sees it: a refused request leaves no id
         // mapping behind, only its one answer.
