@@ -45,12 +45,13 @@ fn python2() -> Result<PathBuf, String> {
 }
 
 /// Runs the client script against `url`; returns (success, stdout, report).
-fn run_client(python: &Path, url: &str, expect: &str) -> (bool, String, String) {
+fn run_client(python: &Path, url: &str, expect: &str, name: &str) -> (bool, String, String) {
     let root = Path::new(MANIFEST_DIR);
     let mut cmd = Command::new(python);
     cmd.arg(root.join(SCRIPT))
         .arg(url)
         .env("INTEROP_EXPECT", expect)
+        .env("INTEROP_SERVER_NAME", name)
         .current_dir(root)
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
@@ -92,6 +93,10 @@ fn run_client(python: &Path, url: &str, expect: &str) -> (bool, String, String) 
 }
 
 fn client_through(pool: &str, flags: &[&str], expect: &str) {
+    client_through_to(pool, flags, &[], expect, "echo-server");
+}
+
+fn client_through_to(pool: &str, flags: &[&str], server: &[&str], expect: &str, name: &str) {
     let python = match python2() {
         Ok(p) => p,
         Err(e) => interop::missing("interop_reverse_eras", &e),
@@ -99,10 +104,10 @@ fn client_through(pool: &str, flags: &[&str], expect: &str) {
     let relay = Relay::reverse("echo")
         .args(["--pool", pool])
         .args(flags)
-        .echo_server(&[])
+        .echo_server(server)
         .start();
     let url = format!("{}/mcp", relay.base_url());
-    let (ok, stdout, report) = run_client(&python, &url, expect);
+    let (ok, stdout, report) = run_client(&python, &url, expect, name);
     assert!(
         ok,
         "the 2.x client did not end on {expect} through reverse --pool {pool} {flags:?}\n{report}\n{}",
@@ -126,5 +131,24 @@ fn python_sdk_2_client_negotiates_2026_through_the_session_pool() {
     }
     interop::ran(
         "interop_reverse_eras::python_sdk_2_client_negotiates_2026_through_the_session_pool",
+    );
+}
+
+/// A dual-era stdio server (`echo_server --modern`) behind the shared pool:
+/// the relay drives its process in the modern era, and the 2.x client talks
+/// to the server itself (its own discover, its own name).
+#[test]
+fn python_sdk_2_client_reaches_a_modern_server_through_the_shared_pool() {
+    for flags in [&[][..], &["--upstream-protocol", "modern"][..]] {
+        client_through_to(
+            "shared",
+            flags,
+            &["--modern"],
+            "2026-07-28",
+            "echo-server-modern",
+        );
+    }
+    interop::ran(
+        "interop_reverse_eras::python_sdk_2_client_reaches_a_modern_server_through_the_shared_pool",
     );
 }
