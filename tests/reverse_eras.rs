@@ -465,3 +465,46 @@ fn a_header_only_modern_request_is_still_served() {
     );
     assert_eq!(seen[0]["params"]["clientInfo"]["name"], "mcp-relay");
 }
+
+/// A server that ignores requests before `initialize` (`--never-answer`
+/// answers only `initialize` and `ping`) never answers the probe: after 10 s
+/// the relay takes it for handshake-era and initializes the process, so the
+/// first session is served then instead of never (before: the shared
+/// process stayed unready and every session waited out --queue-timeout).
+#[test]
+fn shared_an_unanswered_probe_settles_on_the_handshake_era() {
+    let log = TempFile::new("reverse-eras-probe-timeout", "server-log");
+    let relay = Relay::reverse(NAME)
+        .args(["--pool", "shared", "--queue-timeout", "30s"])
+        .echo_server(&["--never-answer", "--log", log.path_str()])
+        .start();
+    let t0 = std::time::Instant::now();
+    let mut http = Http::connect(relay.port);
+    let init = post_on(
+        &mut http,
+        None,
+        &common::initialize(json!(0)),
+        &[],
+        std::time::Duration::from_secs(20),
+    )
+    .expect("initialize answered");
+    let took = t0.elapsed();
+    eprintln!("initialize answered after {took:?}");
+    assert_eq!(init.status(), 200, "{init:?}");
+    assert!(
+        took >= std::time::Duration::from_secs(9),
+        "answered before the probe timed out: {took:?}"
+    );
+    log.wait_for(common::SHORT, "notifications/initialized", |t| {
+        t.contains("notifications/initialized")
+    });
+    assert_eq!(
+        methods(&seen(&log)),
+        ["server/discover", "initialize", "notifications/initialized"]
+    );
+    let m = relay.metrics_text();
+    assert!(
+        m.contains("mcp_relay_era_probes_total{upstream=\"echo\",outcome=\"timeout\"} 1"),
+        "{m}"
+    );
+}

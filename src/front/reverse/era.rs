@@ -207,7 +207,7 @@ impl Reverse {
             // (its answer decides for this process; the first settles the
             // upstream).
             Want::Probe | Want::Wait => {
-                self.write_proc(conn, &convert::discover_request(PROBE_ID));
+                self.send_probe(conn);
                 self.set_era(skey, SessionEra::Probing(held));
             }
             Want::Refuse => self.answer_unsupported(skey, &held.id, Vec::new()),
@@ -261,7 +261,7 @@ impl Reverse {
             Want::Speak(Era::Handshake) => self.shared_initialize(conn),
             Want::Speak(Era::Modern) | Want::Probe | Want::Wait => {
                 self.set_shared_era(conn, SharedEra::Probing);
-                self.write_proc(conn, &convert::discover_request(PROBE_ID));
+                self.send_probe(conn);
             }
             Want::Refuse => {
                 log::error!(
@@ -346,13 +346,63 @@ impl Reverse {
         self.apply(u, actions);
     }
 
-    /// A probe past its deadline settles on the handshake era now (no timer:
-    /// looked at whenever the verdict is needed).
+    /// The relay's `server/discover` to process `conn`, with its timer.
+    fn send_probe(&mut self, conn: PKey) {
+        self.write_proc(conn, &convert::discover_request(PROBE_ID));
+        self.timers.insert(
+            self.now + crate::mcp::era::verdict::PROBE_TIMEOUT,
+            TimerKind::EraProbe(conn),
+        );
+    }
+
+    /// The probe to process `conn` went unanswered for
+    /// `verdict::PROBE_TIMEOUT`: the upstream is taken for a handshake-era
+    /// one and the process is initialized (a dual-era server that took the
+    /// late probe refuses that initialize: a shared process is then closed
+    /// and replaced, a session's request gets the server's refusal). Nothing
+    /// to do if the probe was answered or the process is gone.
+    pub(super) fn era_probe_expired(&mut self, conn: PKey) {
+        let u = conn.up;
+        let session = match self.procs.get(&conn).map(|p| &p.kind) {
+            Some(ProcKind::Shared { era, .. }) => {
+                if *era != SharedEra::Probing {
+                    return;
+                }
+                None
+            }
+            Some(ProcKind::Session { session: Some(s) }) => Some(*s),
+            _ => return,
+        };
+        match session {
+            None => {
+                self.tick_verdict(u);
+                self.set_shared_era(conn, SharedEra::Handshake);
+                self.shared_initialize(conn);
+            }
+            Some(skey) => {
+                let probing = matches!(
+                    self.sessions.get(&skey).map(|s| &s.era),
+                    Some(SessionEra::Probing(_))
+                );
+                if !probing {
+                    return;
+                }
+                self.tick_verdict(u);
+                let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
+                    return;
+                };
+                self.relay_initialize(skey, conn, held);
+            }
+        }
+    }
+
+    /// A probe past its deadline settles on the handshake era now (the
+    /// probe's own timer does it too).
     fn tick_verdict(&mut self, u: usize) {
         if self.ups[u].verdict.on_tick(self.now) == Settled::LegacyRetireProbed {
             log::warn!(
                 "[{}] no answer to the server/discover probe within {:?}: the server is taken \
-                 for a handshake-era one",
+                 for a handshake-era one and initialized",
                 self.ups[u].cfg.name,
                 crate::mcp::era::verdict::PROBE_TIMEOUT
             );

@@ -255,6 +255,9 @@ enum TimerKind {
     Reclaim(usize),
     /// `--url`: a session's POSTs waited `GET_HOLD` for its GET stream.
     GetHold(SKey),
+    /// The relay's `server/discover` probe to this process is
+    /// `era::verdict::PROBE_TIMEOUT` old (`era.rs`).
+    EraProbe(PKey),
 }
 
 /// The listening sockets and the connections they accepted.
@@ -641,6 +644,7 @@ impl Reverse {
                 }
             }
             TimerKind::GetHold(skey) => self.http_hold_timer(skey),
+            TimerKind::EraProbe(conn) => self.era_probe_expired(conn),
             TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
                 if let Some(v) = self.shutdown.on_hard_stop() {
