@@ -29,6 +29,7 @@
 //! | `ending.rs` | how sessions end: idle, client gone, reclaim, `end_session` |
 //! | `deliver.rs` | upstream messages to clients: replies, progress, streams |
 //! | `proc.rs` | server processes: pool actions, pipes, lifecycle, reaping |
+//! | `era.rs` | 2026-07-28 clients and the era of each process: probe, bridge, stamp (issue 13) |
 //! | `http/` | HTTP upstreams (`--url`): upstream sessions (`phase.rs`: their lifecycle), GET streams, DELETE |
 //!
 //! A request's path (stdio, session mode): `client::client_read` →
