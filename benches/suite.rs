@@ -11,6 +11,7 @@
 //! | `forward.url.wK.*` | stdio → `forward --url` → `http_echo_server`           | `direct.http.cK.*`  |
 //! | `reverse.session.cK.*` | K HTTP clients → `reverse --pool session -- echo_server` | `direct.stdio.w1` / `.c16` |
 //! | `reverse.shared.cK.*`  | K HTTP clients → `reverse --pool shared -- echo_server`  | `direct.stdio.w1` / `.c16` |
+//! | `reverse.shared.modern.cK.*` | as `reverse.shared`, 2026-07-28 clients (no session; bridged to the handshake-era echo server) | `direct.stdio.w1` / `.c16` |
 //! | `reverse.url.cK.*` | K HTTP clients → `reverse --url` → `http_echo_server`  | `direct.http.cK.*`  |
 //!
 //! A stdio relay serves one client, so for `forward` the "N clients" are N
@@ -92,6 +93,9 @@ const TARGET_FWD_W32_RATIO: f64 = 0.70;
 const TARGET_REV_P50_1_US: f64 = 150.0;
 const TARGET_REV_RPS_N: f64 = 12_000.0;
 const TARGET_REV_RSS_KIB: f64 = 8.0 * 1024.0;
+/// A 2026-07-28 request through the shared pool costs no more relay CPU
+/// than a handshake-era one (issue 13), within the run's noise.
+const TARGET_MODERN_CPU_RATIO: f64 = 1.10;
 /// The forward throughput target's window.
 const FORWARD_TARGET_WINDOW: usize = 32;
 
@@ -173,6 +177,8 @@ enum Mode {
     ForwardUrl,
     ReverseSession,
     ReverseShared,
+    /// `ReverseShared` with 2026-07-28 clients: stateless requests.
+    ReverseSharedModern,
     ReverseUrl,
 }
 
@@ -187,7 +193,10 @@ impl Mode {
     fn is_reverse(self) -> bool {
         matches!(
             self,
-            Mode::ReverseSession | Mode::ReverseShared | Mode::ReverseUrl
+            Mode::ReverseSession
+                | Mode::ReverseShared
+                | Mode::ReverseSharedModern
+                | Mode::ReverseUrl
         )
     }
 
@@ -291,6 +300,7 @@ fn cases(n: usize) -> Vec<Case> {
     for (mode, name) in [
         (Mode::ReverseSession, "session"),
         (Mode::ReverseShared, "shared"),
+        (Mode::ReverseSharedModern, "shared.modern"),
     ] {
         for k in [true, false] {
             for c in [1, n] {
@@ -747,7 +757,7 @@ fn spawn_reverse(
                 .args(["--max-connections", &case.clients.max(16).to_string(), "--"])
                 .arg(&paths.echo);
         }
-        (Mode::ReverseShared, _) => {
+        (Mode::ReverseShared | Mode::ReverseSharedModern, _) => {
             cmd.args(["--pool", "shared", "--max-connections", "2", "--"])
                 .arg(&paths.echo);
         }
@@ -803,12 +813,12 @@ fn run_case(case: &Case, s: &Settings, paths: &Paths, watchdog: &Arc<Watchdog>) 
             }
             _ => {
                 let addr = http_target.ok_or("no HTTP target")?;
-                let client = HttpClient::open(
-                    addr,
-                    !case.keep_alive,
-                    format!("{} client {i}", case.id),
-                    watchdog,
-                )?;
+                let what = format!("{} client {i}", case.id);
+                let client = if case.mode == Mode::ReverseSharedModern {
+                    HttpClient::open_modern(addr, !case.keep_alive, what, watchdog)?
+                } else {
+                    HttpClient::open(addr, !case.keep_alive, what, watchdog)?
+                };
                 Ok(Box::new(HttpLane {
                     client: Box::new(client),
                     index: i,
@@ -942,7 +952,13 @@ fn run_case(case: &Case, s: &Settings, paths: &Paths, watchdog: &Arc<Watchdog>) 
             return Err(r.broken("exited during the run"));
         }
         r.note_servers();
-        rr.expected_ok = case.clients as u64 + calls; // initialize + tools/call
+        // initialize + tools/call; a 2026-07-28 client has no initialize.
+        let inits = if case.mode == Mode::ReverseSharedModern {
+            0
+        } else {
+            case.clients as u64
+        };
+        rr.expected_ok = inits + calls;
         match get_text(r.addr, "/metrics") {
             Ok(text) => {
                 rr.metrics_outcomes = prom_by_label(&text, "mcp_relay_requests_total");
@@ -1373,6 +1389,28 @@ fn run() -> Result<()> {
                     h <= TARGET_REV_RSS_KIB,
                 );
             }
+        }
+    }
+    for c in [1, n] {
+        if let (Some(m), Some(h)) = (
+            by_id(&format!("reverse.shared.modern.c{c}.ka")),
+            by_id(&format!("reverse.shared.c{c}.ka")),
+        ) && let (Some(mc), Some(hc)) = (m.cpu_ms_per_1k, h.cpu_ms_per_1k)
+        {
+            let ratio = mc / hc;
+            target(
+                format!(
+                    "reverse shared: a 2026-07-28 request vs a handshake-era one, {c} client(s), relay CPU"
+                ),
+                format!(
+                    "{mc:.1} vs {hc:.1} ms/1k ({:.0} %), p50 {:.1} vs {:.1} µs",
+                    ratio * 100.0,
+                    m.stats.p50_us,
+                    h.stats.p50_us
+                ),
+                format!("<= {:.0} %", TARGET_MODERN_CPU_RATIO * 100.0),
+                ratio <= TARGET_MODERN_CPU_RATIO,
+            );
         }
     }
 

@@ -50,6 +50,24 @@ pub fn call_body(out: &mut Vec<u8>, id: u64, text: &str) {
     );
 }
 
+/// A 2026-07-28 `tools/call` of `echo`: the request carries the modern
+/// envelope in `params._meta` (no session).
+pub fn modern_call_body(out: &mut Vec<u8>, id: u64, text: &str) {
+    out.clear();
+    let _ = write!(
+        out,
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\
+         \"params\":{{\"name\":\"echo\",\"arguments\":{{\"text\":\"{text}\"}},\
+         \"_meta\":{{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\",\
+         \"io.modelcontextprotocol/clientInfo\":{{\"name\":\"mcp-relay-bench\",\"version\":\"0.1.0\"}},\
+         \"io.modelcontextprotocol/clientCapabilities\":{{}}}}}}}}"
+    );
+}
+
+/// The routing headers of a 2026-07-28 `tools/call` of `echo`.
+pub const MODERN_CALL_HEADERS: &str =
+    "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\n";
+
 pub fn initialize_body(id: u64) -> Vec<u8> {
     format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"initialize\",\"params\":\
@@ -155,6 +173,18 @@ impl Http {
         session: Option<&str>,
         body: &[u8],
     ) -> Result<(Resp, u64), String> {
+        self.exchange_with(method, path, session, "", body)
+    }
+
+    /// [`Http::exchange`] with `extra` header lines (each ending in CRLF).
+    pub fn exchange_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        session: Option<&str>,
+        extra: &str,
+        body: &[u8],
+    ) -> Result<(Resp, u64), String> {
         self.req.clear();
         let _ = write!(
             self.req,
@@ -172,6 +202,7 @@ impl Http {
                 "mcp-session-id: {sid}\r\nmcp-protocol-version: {PROTOCOL_VERSION}\r\n"
             );
         }
+        self.req.extend_from_slice(extra.as_bytes());
         if self.close_each {
             self.req.extend_from_slice(b"Connection: close\r\n");
         }
@@ -397,6 +428,40 @@ pub fn call_echo(
     let v: Value = serde_json::from_slice(reply)
         .map_err(|e| format!("reply {id} ({e}): {}", snippet(reply)))?;
     check_call(&v, id, text)?;
+    Ok(ns)
+}
+
+/// One 2026-07-28 `tools/call` echo (no session); returns the round trip
+/// in ns (verification excluded). The reply must be marked complete, as the
+/// relay's bridge marks it. `body` is scratch space.
+pub fn call_echo_modern(
+    http: &mut Http,
+    body: &mut Vec<u8>,
+    id: u64,
+    text: &str,
+) -> Result<u64, String> {
+    modern_call_body(body, id, text);
+    let (r, ns) = http
+        .exchange_with("POST", MCP_PATH, None, MODERN_CALL_HEADERS, body)
+        .map_err(|e| format!("request {id}: {e}"))?;
+    let reply = http.body(&r);
+    if r.status != 200 || !r.json {
+        return Err(format!(
+            "request {id}: status {} (json: {}): {}",
+            r.status,
+            r.json,
+            snippet(reply)
+        ));
+    }
+    let v: Value = serde_json::from_slice(reply)
+        .map_err(|e| format!("reply {id} ({e}): {}", snippet(reply)))?;
+    check_call(&v, id, text)?;
+    if v.pointer("/result/resultType").and_then(Value::as_str) != Some("complete") {
+        return Err(format!(
+            "reply {id} is not a modern result: {}",
+            snippet(reply)
+        ));
+    }
     Ok(ns)
 }
 

@@ -653,7 +653,8 @@ impl Drop for StdioClient {
 /// An MCP session over HTTP (the relay's front end or `http_echo_server`).
 pub struct HttpClient {
     http: Http,
-    session: String,
+    /// `None`: a 2026-07-28 client (stateless requests, no session).
+    session: Option<String>,
     init_503s: u64,
     body: Vec<u8>,
     what: String,
@@ -673,7 +674,7 @@ impl HttpClient {
         watchdog.tick();
         Ok(HttpClient {
             http,
-            session,
+            session: Some(session),
             init_503s,
             body: Vec::with_capacity(256),
             what,
@@ -682,10 +683,35 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// A 2026-07-28 client: connects; no `initialize`, no session.
+    pub fn open_modern(
+        addr: SocketAddr,
+        close_each: bool,
+        what: String,
+        watchdog: &Arc<Watchdog>,
+    ) -> Result<HttpClient> {
+        let http = Http::new(addr, close_each)
+            .map_err(|e| err(format!("{what}: connect: {e}{}", watchdog.note())))?;
+        watchdog.tick();
+        Ok(HttpClient {
+            http,
+            session: None,
+            init_503s: 0,
+            body: Vec::with_capacity(512),
+            what,
+            watchdog: Arc::clone(watchdog),
+        })
+    }
+}
+
 impl Rpc for HttpClient {
     fn call(&mut self, id: u64, text: &str) -> Result<u64> {
-        http::call_echo(&mut self.http, &self.session, &mut self.body, id, text)
-            .map_err(|e| err(format!("{}: {e}{}", self.what, self.watchdog.note())))
+        match &self.session {
+            Some(sid) => http::call_echo(&mut self.http, sid, &mut self.body, id, text),
+            None => http::call_echo_modern(&mut self.http, &mut self.body, id, text),
+        }
+        .map_err(|e| err(format!("{}: {e}{}", self.what, self.watchdog.note())))
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

@@ -50,7 +50,7 @@ const PROBE_ID: &str = "mcp-relay-probe";
 pub(super) struct Held {
     line: Vec<u8>,
     id: Id,
-    envelope: Option<ModernEnvelope>,
+    method: String,
 }
 
 /// Where a session stands with the era of its upstream (see the module doc).
@@ -185,11 +185,8 @@ impl Reverse {
         if !self.track(skey, id.clone(), &env, reply_to) {
             return;
         }
-        let held = Held {
-            envelope: stamp::strip_modern(&line).ok().and_then(|(_, e)| e),
-            line,
-            id,
-        };
+        let method = env.method().map(|m| m.into_owned()).unwrap_or_default();
+        let held = Held { line, id, method };
         if shared {
             self.shared_bridge(skey, conn, held);
             return;
@@ -506,7 +503,7 @@ impl Reverse {
     /// handshake-era one initialized by the relay (`init`: its result).
     fn bridge(&mut self, skey: SKey, held: Held, init: Option<&serde_json::Value>) {
         let u = up_of(skey);
-        match stamp::toward_handshake(&method_of(&held.line)) {
+        match stamp::toward_handshake(&held.method) {
             TowardHandshake::AnswerDiscover => {
                 match init.and_then(convert::discover_from_initialize) {
                     Some(result) => {
@@ -533,8 +530,13 @@ impl Reverse {
                 self.answer_bytes(skey, &held.id, b);
             }
             TowardHandshake::Forward => {
-                let stripped = match stamp::strip_modern(&held.line) {
-                    Ok((bytes, _)) => bytes,
+                // The fast path splices `_meta` alone; the full parse is
+                // for what it cannot tell.
+                let stripped = match stamp::strip_fast(&held.line)
+                    .ok_or(())
+                    .or_else(|()| stamp::strip_modern(&held.line).map(|(b, _)| b))
+                {
+                    Ok(bytes) => bytes,
                     Err(e) => {
                         self.fail_request(
                             skey,
@@ -558,11 +560,12 @@ impl Reverse {
     /// Session pool: the relay initializes the session's process on behalf
     /// of the modern client, with its envelope's info and capabilities.
     fn relay_initialize(&mut self, skey: SKey, conn: PKey, held: Held) {
-        let caps = held
-            .envelope
+        let envelope: Option<ModernEnvelope> =
+            stamp::strip_modern(&held.line).ok().and_then(|(_, e)| e);
+        let caps = envelope
             .as_ref()
             .map_or_else(|| json!({}), |e| e.capabilities.clone());
-        let info = held.envelope.as_ref().and_then(|e| e.client_info.clone());
+        let info = envelope.as_ref().and_then(|e| e.client_info.clone());
         let init = convert::initialize_request(RELAY_INIT_ID, info.as_ref(), &caps);
         self.ups[conn.up].era.initialized += 1;
         self.write_proc(conn, &init);
@@ -649,7 +652,7 @@ impl Reverse {
         };
         // A discover is answered from the result and the process, leased for
         // it alone, is done: only a request that goes on is announced.
-        if stamp::toward_handshake(&method_of(&held.line)) == TowardHandshake::Forward {
+        if stamp::toward_handshake(&held.method) == TowardHandshake::Forward {
             self.write_proc(
                 conn,
                 br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
@@ -710,12 +713,13 @@ impl Reverse {
     }
 }
 
-/// The method of a request line (empty when it has none).
-fn method_of(line: &[u8]) -> String {
-    match jsonrpc::peek(line) {
-        Ok(Message::Single(env)) => env.method().map(|m| m.into_owned()).unwrap_or_default(),
-        _ => String::new(),
-    }
+/// What a modern request names in its `Mcp-Name` header: `params.name`,
+/// else `params.uri` (read without parsing the rest of the params).
+pub(super) fn named(env: &Envelope) -> Option<String> {
+    let params = env.params?;
+    let raw = crate::mcp::shared::member(params, "name")
+        .or_else(|| crate::mcp::shared::member(params, "uri"))?;
+    serde_json::from_str(raw.get()).ok()
 }
 
 /// `mcp_relay_era_*` for every stdio upstream: the verdict's probes and
@@ -779,7 +783,7 @@ mod tests {
         Held {
             line: b"{}".to_vec(),
             id: Id::Num(1),
-            envelope: None,
+            method: String::new(),
         }
     }
 

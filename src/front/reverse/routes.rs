@@ -375,7 +375,7 @@ impl Reverse {
             Some(name) => {
                 // A value that is not plain ASCII comes as `=?base64?…?=`;
                 // a malformed one matches nothing.
-                let expected = env.param_str("name").or_else(|| env.param_str("uri"));
+                let expected = era::named(env);
                 let decoded = crate::mcp::era::classify::decode_header_value(name);
                 expected.is_some() && expected == decoded
             }

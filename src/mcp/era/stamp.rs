@@ -19,6 +19,18 @@ use super::{
 /// Prefix of every reserved `_meta` key.
 const RESERVED_PREFIX: &str = "io.modelcontextprotocol/";
 
+/// Searchers built once (building one costs more than a short search).
+static FIND_RESERVED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(RESERVED_PREFIX));
+static FIND_RESULT_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+    std::sync::LazyLock::new(|| {
+        [
+            memchr::memmem::Finder::new("\"resultType\""),
+            memchr::memmem::Finder::new("\"ttlMs\""),
+            memchr::memmem::Finder::new("\"cacheScope\""),
+        ]
+    });
+
 /// Why a message could not be rewritten (it is then answered with an error,
 /// never forwarded half-rewritten).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +166,31 @@ pub fn strip_modern(line: &[u8]) -> Result<(Vec<u8>, Option<Envelope>), StampErr
     Ok((msg.to_string().into_bytes(), envelope))
 }
 
+/// [`strip_modern`] without re-serializing the message: only
+/// `params._meta` is parsed and rewritten (the reserved keys out; an emptied
+/// `_meta` stays as `{}`, which every era accepts), everything else is
+/// copied byte for byte. `None` when the fast path cannot tell (no `_meta`
+/// member found although a reserved key is mentioned, escapes, a message
+/// that is not one object): use [`strip_modern`] then.
+pub fn strip_fast(line: &[u8]) -> Option<Vec<u8>> {
+    let crate::proto::jsonrpc::Message::Single(env) = crate::proto::jsonrpc::peek(line).ok()?
+    else {
+        return None;
+    };
+    let Some(params) = env.params else {
+        return Some(line.to_vec());
+    };
+    let text = params.get().as_bytes();
+    if FIND_RESERVED.find(text).is_none() {
+        return (memchr::memchr(b'\\', text).is_none()).then(|| line.to_vec());
+    }
+    let meta = crate::mcp::shared::member(params, "_meta")?;
+    let mut m: Map<String, Value> = serde_json::from_str(meta.get()).ok()?;
+    m.retain(|k, _| !k.starts_with(RESERVED_PREFIX));
+    let new = Value::Object(m).to_string();
+    crate::mcp::shared::splice(line, &mut [(meta, new.as_bytes())])
+}
+
 /// A handshake-era server's result made a modern one: `resultType` says it
 /// is complete (an older server never sends it; clients read its absence as
 /// complete, the relay states it for strict ones).
@@ -185,8 +222,42 @@ pub fn modernize(result: &mut Value) -> bool {
 /// ([`modernize`]). `None`: nothing to change (an error, a result that
 /// already says what it is, or not a response object).
 pub fn modern_response(line: &[u8]) -> Option<Vec<u8>> {
+    if let Some(fast) = modern_response_fast(line) {
+        return fast;
+    }
     let mut v: Value = serde_json::from_slice(line).ok()?;
     modernize(v.get_mut("result")?).then(|| v.to_string().into_bytes())
+}
+
+/// [`modern_response`] by splicing the three members in at the start of
+/// the result object, the rest copied byte for byte (the reply's id keeps
+/// its spelling). `None`: the fast path cannot tell (the result mentions
+/// one of the members, has escapes, or the line is not one response), so
+/// the caller parses; `Some(None)`: nothing to change (an error).
+fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
+    let text = std::str::from_utf8(line).ok()?;
+    let whole: &serde_json::value::RawValue = serde_json::from_str(text).ok()?;
+    let Some(result) = crate::mcp::shared::member(whole, "result") else {
+        return crate::mcp::shared::member(whole, "error").map(|_| None);
+    };
+    let r = result.get();
+    let body = r.strip_prefix('{')?;
+    let rb = r.as_bytes();
+    if memchr::memchr(b'\\', rb).is_some() || FIND_RESULT_KEYS.iter().any(|f| f.find(rb).is_some())
+    {
+        return None;
+    }
+    const HEAD: &str = r#"{"resultType":"complete","ttlMs":0,"cacheScope":"private""#;
+    let mut new = String::with_capacity(r.len() + HEAD.len() + 1);
+    new.push_str(HEAD);
+    if !body.trim_start().starts_with('}') {
+        new.push(',');
+    }
+    new.push_str(body);
+    Some(crate::mcp::shared::splice(
+        line,
+        &mut [(result, new.as_bytes())],
+    ))
 }
 
 /// What the relay does with a handshake-era client's message on its way to
@@ -407,5 +478,56 @@ mod tests {
             TowardHandshake::Listen
         );
         assert_eq!(toward_handshake("tools/call"), TowardHandshake::Forward);
+    }
+
+    #[test]
+    fn the_fast_strip_splices_meta_alone_and_agrees_with_the_full_one() {
+        let line = br#"{"jsonrpc":"2.0","id":1e0,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"},"_meta":{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        let fast = strip_fast(line).expect("fast path");
+        let text = String::from_utf8(fast.clone()).unwrap();
+        assert!(text.starts_with(r#"{"jsonrpc":"2.0","id":1e0,"#), "{text}");
+        assert!(!text.contains("io.modelcontextprotocol"), "{text}");
+        let (slow, _) = strip_modern(line).unwrap();
+        assert_eq!(v(&fast), v(&slow));
+        // Emptied: `_meta` stays, empty.
+        let only = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        assert_eq!(
+            v(&strip_fast(only).unwrap())["params"],
+            json!({"_meta": {}})
+        );
+        // Nothing reserved: unchanged; an escape anywhere: the slow path.
+        let plain = br#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}"#;
+        assert_eq!(strip_fast(plain).unwrap(), plain.to_vec());
+        let escaped = br#"{"jsonrpc":"2.0","id":3,"method":"x","params":{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}}"#;
+        assert_eq!(strip_fast(escaped), None);
+        assert_eq!(strip_fast(b"[1]"), None);
+    }
+
+    #[test]
+    fn the_fast_result_stamp_keeps_the_bytes_and_agrees_with_the_full_one() {
+        let line =
+            br#"{"jsonrpc":"2.0","id":1e0,"result":{"content":[{"type":"text","text":"x"}]}}"#;
+        let out = modern_response(line).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with(r#"{"jsonrpc":"2.0","id":1e0,"result":{"resultType":"complete","ttlMs":0,"cacheScope":"private","content""#), "{text}");
+        let mut slow: Value = v(line);
+        modernize(slow.get_mut("result").unwrap());
+        assert_eq!(v(&out), slow);
+        let empty = br#"{"jsonrpc":"2.0","id":2,"result":{ }}"#;
+        assert_eq!(
+            v(&modern_response(empty).unwrap())["result"],
+            json!({"resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
+        );
+        // Already modern, an error, not a response: nothing to change.
+        let done = br#"{"jsonrpc":"2.0","id":3,"result":{"resultType":"input_required"}}"#;
+        assert_eq!(modern_response(done), None);
+        let err = br#"{"jsonrpc":"2.0","id":4,"error":{"code":1,"message":"m"}}"#;
+        assert_eq!(modern_response(err), None);
+        assert_eq!(modern_response(b"nonsense"), None);
+        // A result mentioning a member elsewhere goes the full way, once.
+        let nested = br#"{"jsonrpc":"2.0","id":5,"result":{"data":{"ttlMs":1}}}"#;
+        let out = v(&modern_response(nested).unwrap());
+        assert_eq!(out["result"]["ttlMs"], 0);
+        assert_eq!(out["result"]["data"]["ttlMs"], 1);
     }
 }

@@ -63,8 +63,8 @@ use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Messag
 
 mod rewrite;
 
-pub(crate) use rewrite::splice;
-use rewrite::{member, progress_token_in_request};
+use rewrite::progress_token_in_request;
+pub(crate) use rewrite::{member, splice};
 
 /// Identifies a client session; assigned by the owner.
 pub type SessionKey = u64;

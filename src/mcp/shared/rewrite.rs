@@ -65,7 +65,7 @@ pub(crate) fn splice(base: &[u8], edits: &mut [(&RawValue, &[u8])]) -> Option<Ve
 /// `obj.<key>` borrowed from `obj`'s text; `None` if `obj` is not an object
 /// or has no such member. Names are compared unescaped; with duplicate names
 /// the last wins, as in `peek`.
-pub(super) fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+pub(crate) fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     let text = obj.get();
     if !text.starts_with('{') {
         return None;
