@@ -508,3 +508,75 @@ fn shared_an_unanswered_probe_settles_on_the_handshake_era() {
         "{m}"
     );
 }
+
+/// A burst of 2026-07-28 requests through each pool mode (16 clients, 40
+/// calls each, each reply carrying its own text): every reply goes to its
+/// own request (no cross-delivery), the relay's RSS stays bounded, and a
+/// fresh handshake-era session is served within 1 s during the burst.
+#[test]
+fn a_burst_of_modern_requests_stays_bounded_and_fresh_sessions_are_served() {
+    const CLIENTS: usize = 16;
+    const CALLS: usize = 40;
+    for pool in ["shared", "session"] {
+        let relay = Relay::reverse(NAME)
+            .args([
+                "--pool",
+                pool,
+                "--max-connections",
+                "8",
+                "--max-waiting",
+                "256",
+            ])
+            .echo_server(&[])
+            .start();
+        let port = relay.port;
+        let before = common::rss_kib(relay.pid as u32).expect("relay alive");
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    for i in 0..CALLS {
+                        let text = format!("burst-{c}-{i}");
+                        let id = (c * 1000 + i) as i64;
+                        let r = modern_post(port, &call(id, &text), Some("echo")).rpc();
+                        assert_eq!(r["id"], id, "{r}");
+                        assert_eq!(r["result"]["content"][0]["text"], text, "{r}");
+                        assert_eq!(r["result"]["resultType"], "complete", "{r}");
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let t0 = std::time::Instant::now();
+        let mut http = Http::connect(port);
+        let init = post_on(
+            &mut http,
+            None,
+            &common::initialize(json!(0)),
+            &[],
+            std::time::Duration::from_secs(1),
+        );
+        let took = t0.elapsed();
+        for w in workers {
+            w.join().expect("a burst client failed");
+        }
+        let after = common::rss_kib(relay.pid as u32).expect("relay alive");
+        eprintln!(
+            "{pool}: {} modern calls; RSS {} KiB before, {} KiB after (peak {} KiB); a fresh \
+             session answered after {took:?}",
+            CLIENTS * CALLS,
+            before.0,
+            after.0,
+            after.1
+        );
+        let init = init.unwrap_or_else(|e| {
+            panic!("{pool}: no fresh session within 1 s during the burst: {e:?}")
+        });
+        assert_eq!(init.status(), 200, "{pool}: {init:?}");
+        assert!(
+            after.1 < before.0 + 16 * 1024,
+            "{pool}: peak RSS {} KiB from {} KiB",
+            after.1,
+            before.0
+        );
+    }
+}
