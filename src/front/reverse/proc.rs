@@ -22,7 +22,7 @@ pub(super) enum ProcKind {
         session: Option<SKey>,
     },
     Shared {
-        mux: Mux,
+        mux: Box<Mux>,
         /// The `InitializeResult` handshake-era clients are answered with:
         /// the process's own (handshake era), or made from its
         /// `server/discover` result (modern era). `None` until known.
@@ -156,7 +156,7 @@ impl Reverse {
         let kind = match self.ups[conn.up].cfg.pool {
             PoolMode::Session => ProcKind::Session { session: None },
             PoolMode::Shared => ProcKind::Shared {
-                mux: Mux::new(),
+                mux: Box::new(Mux::new()),
                 init: None,
                 sessions: Vec::new(),
                 era: era::SharedEra::Handshake,
