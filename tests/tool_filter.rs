@@ -498,6 +498,13 @@ fn stateless_requests_are_filtered() {
             .start();
         for relay in [&stdio, &remote] {
             let post = |msg: &Value, method: &str, name: Option<&str>| {
+                // A 2026-07-28 request carries its version and capabilities.
+                let mut msg = msg.clone();
+                msg["params"]["_meta"] = json!({
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                });
+                let msg = &msg;
                 let mut h = vec![
                     ("Content-Type", "application/json"),
                     ("Accept", "application/json, text/event-stream"),
