@@ -12,7 +12,7 @@ use crate::io::child::ServerCommand;
 use crate::logging::{self, Format};
 use crate::mcp::tools_filter::ToolFilter;
 
-mod conventions;
+pub(crate) mod conventions;
 mod http;
 mod oauth;
 pub use crate::mcp::era::UpstreamProtocol;

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::cli::conventions::edit_distance;
 use crate::cli::{
     HttpOptions, PoolMode, ReverseConfig, parse_duration, parse_reclaim_age, parse_size,
 };
@@ -321,20 +322,6 @@ fn unknown(at: &str, key: &str, extra: &[&str]) -> String {
         Some(k) => format!("{at}: unknown key (did you mean {k}?)"),
         None => format!("{at}: unknown key"),
     }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn duration(v: &Value, at: &str) -> Result<Duration, String> {
