@@ -101,6 +101,7 @@ fn initializes(seen: &[Req]) -> usize {
 /// request is answered within 1 s all along.
 #[test]
 fn class5_get_flood_keeps_memory_bounded_and_fresh_requests_answered() {
+    let _flood = common::one_flood_at_a_time();
     let h = Hostile::start(Attack::GetFlood);
     let mut relay = relay_for(&h, &[]);
     relay.handshake();

@@ -79,6 +79,7 @@ fn check_rss(what: &str, pid: i32) {
 /// stderr line logged with its ESC and NUL bytes.
 #[test]
 fn class11_child_log_flood_is_limited_and_escaped() {
+    let _flood = common::one_flood_at_a_time();
     let mut relay = Relay::start(&[], &["--log-injection"]);
     relay.handshake();
     let t0 = Instant::now();
@@ -120,6 +121,7 @@ fn class11_child_log_flood_is_limited_and_escaped() {
 /// one WARN per event, quoting it raw.
 #[test]
 fn class11_upstream_get_stream_log_flood_is_limited_and_escaped() {
+    let _flood = common::one_flood_at_a_time();
     let up = Hostile::start(Attack::LogInjection);
     let mut relay = Relay::forward().args(["--url", &up.url()]).start();
     relay.handshake();
@@ -160,6 +162,7 @@ fn class11_upstream_get_stream_log_flood_is_limited_and_escaped() {
 /// logged at debug: before the fix one line per request, without limit.
 #[test]
 fn class11_client_bad_request_flood_is_limited() {
+    let _flood = common::one_flood_at_a_time();
     let relay = Relay::reverse("echo")
         .args(["--log-level", "debug"])
         .echo_server(&[])

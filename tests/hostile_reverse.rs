@@ -217,6 +217,7 @@ fn input_flood(relay: &Relay, busy: TcpStream, what: &str) -> u64 {
 /// the stream stays open, and other sessions are served.
 #[test]
 fn class3_input_behind_a_get_stream_is_capped() {
+    let _flood = common::one_flood_at_a_time();
     let relay = Relay::reverse("echo").echo_server(&[]).start();
     let mut http = Http::connect(relay.port);
     let sid = open_session(&mut http, "/mcp", IO).expect("session");
@@ -264,6 +265,7 @@ fn class3_input_behind_a_get_stream_is_capped() {
 /// reads again (the junk then gets its 400 or 431).
 #[test]
 fn class3_input_behind_a_waiting_post_is_capped() {
+    let _flood = common::one_flood_at_a_time();
     let relay = Relay::reverse("echo")
         .args(["--response-timeout", "30s"])
         .echo_server(&[])
@@ -370,6 +372,7 @@ const QUEUE_FLOOD_RSS_BOUND_KIB: u64 = 48 * 1024;
 /// session, and in shared mode a fresh session on the jammed one too, is
 /// answered within a second.
 fn class4_child_not_reading(mode: &str) {
+    let _flood = common::one_flood_at_a_time();
     let echo = echo_server().to_str().expect("utf-8 path").to_string();
     let (relay, cfg) = start_config(
         &format!("class4-{mode}"),

@@ -85,6 +85,7 @@ fn open_stream(port: u16, target: &str, sid: &str, http: &mut Http) -> Sse {
 /// within 1 s all along.
 #[test]
 fn class5_get_flood_to_a_client_that_does_not_read_is_pushed_back() {
+    let _flood = common::one_flood_at_a_time();
     let h = Hostile::start(Attack::GetFlood);
     let relay = Relay::reverse("hostile")
         .args(["--url", &h.url(), "--log-level", "info"])
@@ -144,6 +145,7 @@ fn class5_get_flood_to_a_client_that_does_not_read_is_pushed_back() {
 /// messages and the flood resumes.
 #[test]
 fn class5_get_flood_to_a_session_without_a_stream_is_pushed_back() {
+    let _flood = common::one_flood_at_a_time();
     let h = Hostile::start(Attack::GetFlood);
     let relay = Relay::reverse("hostile")
         .args(["--url", &h.url(), "--log-level", "info"])
@@ -197,6 +199,7 @@ fn class5_get_flood_to_a_session_without_a_stream_is_pushed_back() {
 /// upstream: a fresh session there is answered within 1 s all along.
 #[test]
 fn class5_get_flood_does_not_starve_a_stdio_upstream_beside_it() {
+    let _flood = common::one_flood_at_a_time();
     let h = Hostile::start(Attack::GetFlood);
     let dir = std::env::temp_dir().join(format!("mcp-relay-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -16,11 +16,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::interop::{self, drain, join_bounded, kill_tree, python_imports};
+use common::interop::{self, python_imports};
 use common::relay::Relay;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -52,44 +51,8 @@ fn run_client(python: &Path, url: &str, expect: &str, name: &str) -> (bool, Stri
         .arg(url)
         .env("INTEROP_EXPECT", expect)
         .env("INTEROP_SERVER_NAME", name)
-        .current_dir(root)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let started = Instant::now();
-    // Every path below reaps the child: try_wait in the loop, or kill_tree
-    // (which waits) on timeout.
-    #[allow(clippy::zombie_processes)]
-    let mut child = cmd.spawn().expect("spawn the interop script");
-    let (out_buf, out_thread) = drain(child.stdout.take().expect("stdout"));
-    let (err_buf, err_thread) = drain(child.stderr.take().expect("stderr"));
-    let mut status = None;
-    while started.elapsed() < TIMEOUT {
-        match child.try_wait() {
-            Ok(Some(s)) => {
-                status = Some(s);
-                break;
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(25)),
-            Err(_) => break,
-        }
-    }
-    if status.is_none() {
-        kill_tree(&mut child);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    join_bounded(out_thread, deadline);
-    join_bounded(err_thread, deadline);
-    let stdout = interop::snapshot(&out_buf);
-    let stderr = interop::snapshot(&err_buf);
-    let report = format!(
-        "url {url}, elapsed {:.2?}, status {status:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}--- end ---",
-        started.elapsed()
-    );
-    let ok = status.is_some_and(|s| s.success()) && stdout.contains("interop ok");
-    (ok, stdout, report)
+        .current_dir(root);
+    interop::run_script(cmd, &format!("url {url}"), TIMEOUT)
 }
 
 fn client_through(pool: &str, flags: &[&str], expect: &str) {

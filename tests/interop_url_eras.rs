@@ -121,44 +121,8 @@ impl Drop for Server {
 fn run(python: &Path, script: &str, args: &[&str]) -> (bool, String, String) {
     let root = Path::new(MANIFEST_DIR);
     let mut cmd = Command::new(python);
-    cmd.arg(root.join(script))
-        .args(args)
-        .current_dir(root)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let started = Instant::now();
-    #[allow(clippy::zombie_processes)]
-    let mut child = cmd.spawn().expect("spawn the interop script");
-    let (out_buf, out_thread) = drain(child.stdout.take().expect("stdout"));
-    let (err_buf, err_thread) = drain(child.stderr.take().expect("stderr"));
-    let mut status = None;
-    while started.elapsed() < TIMEOUT {
-        match child.try_wait() {
-            Ok(Some(s)) => {
-                status = Some(s);
-                break;
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(25)),
-            Err(_) => break,
-        }
-    }
-    if status.is_none() {
-        kill_tree(&mut child);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    join_bounded(out_thread, deadline);
-    join_bounded(err_thread, deadline);
-    let stdout = interop::snapshot(&out_buf);
-    let stderr = interop::snapshot(&err_buf);
-    let report = format!(
-        "{script} {args:?}, elapsed {:.2?}, status {status:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}--- end ---",
-        started.elapsed()
-    );
-    let ok = status.is_some_and(|s| s.success()) && stdout.contains("interop ok");
-    (ok, stdout, report)
+    cmd.arg(root.join(script)).args(args).current_dir(root);
+    interop::run_script(cmd, &format!("{script} {args:?}"), TIMEOUT)
 }
 
 /// The trace lines added since `before` bytes.

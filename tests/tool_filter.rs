@@ -552,6 +552,7 @@ fn stateless_requests_are_filtered() {
 /// that must be answered within 1 s; the relay's memory stays bounded.
 #[test]
 fn forward_denied_call_flood_stays_bounded() {
+    let _flood = common::one_flood_at_a_time();
     bounded(|| {
         let log = TempFile::new("forward_denied_call_flood", "server.log");
         let mut relay = Relay::start(
@@ -616,6 +617,7 @@ fn forward_denied_call_flood_stays_bounded() {
 /// counted, and the relay's memory stays bounded.
 #[test]
 fn reverse_denied_call_flood_stays_bounded() {
+    let _flood = common::one_flood_at_a_time();
     bounded(|| {
         let relay = Relay::reverse("flooded")
             .admin()

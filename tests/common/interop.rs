@@ -283,3 +283,47 @@ pub fn healthy(port: u16) -> bool {
     let resp = String::from_utf8_lossy(&resp);
     resp.starts_with("HTTP/1.1 200") && resp.split("\r\n\r\n").nth(1).map(str::trim) == Some("ok")
 }
+
+/// Runs an interop script (`cmd`, stdio piped) to its end within `timeout`,
+/// in its own process group (killed with its tree on timeout; always
+/// reaped), its output drained. Returns (ok, stdout, report): ok when it
+/// exited 0 and printed `interop ok`; `what` heads the report.
+pub fn run_script(mut cmd: Command, what: &str, timeout: Duration) -> (bool, String, String) {
+    cmd.env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let started = Instant::now();
+    // Every path below reaps the child: try_wait in the loop, or kill_tree
+    // (which waits) on timeout.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().expect("spawn the interop script");
+    let (out_buf, out_thread) = drain(child.stdout.take().expect("stdout"));
+    let (err_buf, err_thread) = drain(child.stderr.take().expect("stderr"));
+    let mut status = None;
+    while started.elapsed() < timeout {
+        match child.try_wait() {
+            Ok(Some(s)) => {
+                status = Some(s);
+                break;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(25)),
+            Err(_) => break,
+        }
+    }
+    if status.is_none() {
+        kill_tree(&mut child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    join_bounded(out_thread, deadline);
+    join_bounded(err_thread, deadline);
+    let stdout = snapshot(&out_buf);
+    let stderr = snapshot(&err_buf);
+    let report = format!(
+        "{what}, elapsed {:.2?}, status {status:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}--- end ---",
+        started.elapsed()
+    );
+    let ok = status.is_some_and(|s| s.success()) && stdout.contains("interop ok");
+    (ok, stdout, report)
+}

@@ -358,3 +358,14 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
+
+/// Flood tests hold this while they attack, so that no two floods of one
+/// test binary share this machine's cores: each measures the relay (its
+/// memory, and a fresh session answered within a second) under its own
+/// attack, not under its neighbours'. Other tests still run beside them.
+pub fn one_flood_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static FLOODS: Mutex<()> = Mutex::new(());
+    FLOODS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
