@@ -209,6 +209,10 @@ pub struct Metrics {
     client_input_paused: u64,
     /// Messages the relay refused to pass on, by reason (issue 11).
     messages_dropped: Family<String>,
+    /// TLS listener: handshakes that failed, by reason (`error`, `eof`,
+    /// `timeout`), and certificate reloads by result (`ok`, `error`).
+    tls_handshake_failures: Family<String>,
+    tls_reloads: Family<String>,
 }
 
 impl Default for Metrics {
@@ -232,6 +236,8 @@ impl Metrics {
             request_duration: Histogram::new(bounds),
             client_input_paused: 0,
             messages_dropped: Family::default(),
+            tls_handshake_failures: Family::default(),
+            tls_reloads: Family::default(),
         }
     }
 
@@ -364,6 +370,25 @@ impl Metrics {
     /// `batch_nested`, `batch_empty`, `batch_invalid_item`).
     pub fn message_dropped(&mut self, reason: &str) {
         self.messages_dropped.inc(reason);
+    }
+
+    /// A TLS handshake on the listener failed: `error` (bad record, not
+    /// TLS, no common cipher, ...), `eof` (the client left), `timeout`.
+    pub fn tls_handshake_failed(&mut self, reason: &str) {
+        self.tls_handshake_failures.inc(reason);
+    }
+
+    /// The listener's certificate was reloaded (SIGHUP): `ok` or `error`.
+    pub fn tls_reload(&mut self, result: &str) {
+        self.tls_reloads.inc(result);
+    }
+
+    pub fn tls_handshake_failures(&self, reason: &str) -> u64 {
+        self.tls_handshake_failures.count(reason)
+    }
+
+    pub fn tls_reloads(&self, result: &str) -> u64 {
+        self.tls_reloads.count(result)
     }
 
     pub fn messages_dropped(&self, reason: &str) -> u64 {
@@ -619,6 +644,35 @@ impl Metrics {
                     *n,
                 );
             }
+        }
+        header(
+            out,
+            "mcp_relay_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes on the client listener that failed, by reason (error, eof, timeout).",
+        );
+        for (reason, n) in &self.tls_handshake_failures.entries {
+            sample(
+                out,
+                "mcp_relay_tls_handshake_failures_total",
+                &[("reason", reason)],
+                *n,
+            );
+        }
+
+        header(
+            out,
+            "mcp_relay_tls_reloads_total",
+            "counter",
+            "Reloads of the listener's TLS certificate (SIGHUP), by result (ok, error).",
+        );
+        for (result, n) in &self.tls_reloads.entries {
+            sample(
+                out,
+                "mcp_relay_tls_reloads_total",
+                &[("result", result)],
+                *n,
+            );
         }
         self.render_tools(out);
     }

@@ -35,6 +35,9 @@
 //! both kinds share; `tls` holds what only TLS needs: the client
 //! configuration ([`tls_config`]), the handshake, reading records, and
 //! handing plaintext to rustls. The unit tests here cover both kinds.
+//! `server` is the other side: accepted client connections of the reverse
+//! listener, plain or TLS ([`ServerStream`]), and the listener's
+//! certificate, reloadable ([`ListenerTls`]).
 
 use std::fmt;
 use std::io;
@@ -48,8 +51,10 @@ use rustls::{ClientConfig, ClientConnection};
 
 use super::buf::OutBuf;
 
+mod server;
 mod tls;
 
+pub use server::{ListenerTls, ServerStream, TlsFiles, server_config};
 pub use tls::tls_config;
 use tls::{Feed, flush_tls};
 
