@@ -22,6 +22,9 @@ pub use http::{HttpOptions, checked_header};
 use http::{add_http_options, http_options};
 pub use oauth::check as check_oauth;
 use oauth::{add_oauth_options, oauth_options};
+mod tls;
+pub use tls::pair as tls_pair;
+use tls::{add_tls_options, tls_files};
 
 pub const USAGE: &str = "Usage: mcp-relay forward [OPTIONS] -- COMMAND [ARG...]
 
@@ -76,6 +79,8 @@ pub struct ReverseConfig {
     pub name: String,
     pub listen: std::net::SocketAddr,
     pub admin: Option<std::net::SocketAddr>,
+    /// `--tls-cert` / `--tls-key`: HTTPS on `listen` (not on `admin`).
+    pub tls: Option<crate::io::transport::TlsFiles>,
     pub path: String,
     pub pool: PoolMode,
     pub max_connections: usize,
@@ -561,6 +566,7 @@ fn reverse_options() -> Options {
     add_era_option(&mut o);
     tools::add_options(&mut o);
     add_oauth_options(&mut o);
+    add_tls_options(&mut o);
     o.optflag("h", "help", "print this help");
     o
 }
@@ -666,6 +672,7 @@ fn parse_reverse(args: &[String]) -> Result<Cli, String> {
             http,
             listen,
             admin: addr(&m, "admin")?,
+            tls: tls_files(&m)?,
             path,
             pool,
             max_connections,

@@ -51,6 +51,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "shutdown_grace",
     "drain_time",
     "sse_keepalive",
+    "tls_cert",
+    "tls_key",
 ];
 
 /// Keys valid at the top level (as defaults) and in each upstream.
@@ -117,6 +119,15 @@ pub fn parse(text: &str, base: &ReverseConfig, dir: Option<&Path>) -> Result<Rel
     }
     let mut global = base.clone();
     apply_global(&mut global, top, dir)?;
+    if top.contains_key("tls_cert") || top.contains_key("tls_key") {
+        let file_of = |k: &str| top.get(k).map(|v| file(v, k, dir)).transpose();
+        global.tls = crate::cli::tls_pair(
+            file_of("tls_cert")?,
+            file_of("tls_key")?,
+            "tls_cert",
+            "tls_key",
+        )?;
+    }
     if global.oauth.is_some() && global.auth_token_file.is_some() {
         return Err("oauth and auth_token_file exclude each other".into());
     }
@@ -411,6 +422,8 @@ fn apply_global(
             "drain_time" => cfg.drain_time = duration(v, at)?,
             "sse_keepalive" => cfg.sse_keepalive = duration(v, at)?,
             "auth_token_file" => cfg.auth_token_file = Some(file(v, at, dir)?),
+            // Checked as a pair by `parse`.
+            "tls_cert" | "tls_key" => {}
             "oauth" => cfg.oauth = Some(oauth::parse(v, at, dir)?),
             "allow_origin" => {
                 let list = v

@@ -3,9 +3,22 @@
 //! (`ClientState`).
 
 use super::*;
+use crate::io::transport::{ListenerTls, ServerStream};
+
+/// `--tls-cert` / `--tls-key` (or `tls_cert` / `tls_key` in `--config`),
+/// loaded before the relay listens: a bad file stops it at startup.
+pub(super) fn listener_tls(cfg: &ReverseConfig) -> io::Result<Option<ListenerTls>> {
+    let Some(files) = cfg.tls.clone() else {
+        return Ok(None);
+    };
+    let tls =
+        ListenerTls::load(files).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    Ok(Some(tls))
+}
 
 pub(super) struct Client {
-    pub(super) stream: TcpStream,
+    /// Plain TCP, or TLS with `--tls-cert` (admin connections: always plain).
+    pub(super) stream: ServerStream,
     pub(super) admin: bool,
     /// The address the client connected to: requests whose `Origin` names
     /// it are same-origin.
@@ -167,8 +180,56 @@ impl Reverse {
         }
     }
 
-    pub(super) fn add_client(&mut self, mut stream: TcpStream, kind: ListenerKind) {
+    /// SIGHUP: the listener's certificate is read again. New handshakes use
+    /// the new one; connections already accepted keep theirs (their session
+    /// keys are their own). A reload that fails keeps the current one.
+    pub(super) fn reload_tls(&mut self) {
+        let Some(tls) = self.tls.as_mut() else {
+            log::info!("SIGHUP: no --tls-cert, nothing to reload");
+            return;
+        };
+        let files = tls.files().clone();
+        match tls.reload() {
+            Ok(()) => {
+                self.metrics.tls_reload("ok");
+                log::info!(
+                    "TLS certificate reloaded from {} and {}",
+                    files.cert.display(),
+                    files.key.display()
+                );
+            }
+            Err(e) => {
+                self.metrics.tls_reload("error");
+                log::error!("TLS reload failed, keeping the current certificate: {e}");
+            }
+        }
+    }
+
+    /// A TLS handshake on the listener that failed (`reason` as in
+    /// `Metrics::tls_handshake_failed`): counted, and logged rate-limited.
+    pub(super) fn tls_handshake_failed(&mut self, reason: &str, why: &dyn std::fmt::Display) {
+        self.metrics.tls_handshake_failed(reason);
+        if let Some(n) = self.logs.tls_handshake.check(self.now) {
+            log::warn!(
+                "TLS handshake with a client failed ({reason}): {why}{}",
+                suppressed_note(n)
+            );
+        }
+    }
+
+    pub(super) fn add_client(&mut self, stream: TcpStream, kind: ListenerKind) {
         let _ = stream.set_nodelay(true);
+        let tls = match (&self.tls, kind) {
+            (Some(t), ListenerKind::Main) => match t.accept() {
+                Ok(conn) => Some(conn),
+                Err(e) => {
+                    self.tls_handshake_failed("error", &e);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let mut stream = ServerStream::new(stream, tls);
         if self.listen.clients >= self.cfg.max_clients {
             // Over --max-clients: a best-effort 503 on the fresh socket, then close.
             let mut out = Vec::new();
@@ -184,6 +245,10 @@ impl Reverse {
             return;
         }
         let local = stream.local_addr().ok();
+        // TLS: the handshake is part of the first request head; it must be
+        // done within the header timeout from accept (a stalled handshake
+        // is a slowloris).
+        let began = stream.is_tls().then_some(self.now);
         let client = Client {
             stream,
             admin: kind == ListenerKind::Admin,
@@ -197,7 +262,7 @@ impl Reverse {
             writable: true,
             state: ClientState::Idle,
             timer: None,
-            began: None,
+            began,
             last_active: self.now,
             peer_closed: false,
             hup: false,
@@ -284,6 +349,8 @@ impl Reverse {
         let mut eof = false;
         let mut reset = false;
         let mut taken = 0;
+        let handshaking = c.stream.is_handshaking();
+        let mut tls_error = None;
         while c.readable && taken < READ_BUDGET && c.parser.buffered() < cap {
             c.in_paused = false;
             match c.stream.read(&mut buf) {
@@ -306,17 +373,42 @@ impl Reverse {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
                     // A reset, not a half-close: nothing can be written back.
+                    // Or a TLS error: rustls's alert went out, nothing else can.
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        tls_error = Some(e);
+                    }
                     reset = true;
                     c.readable = false;
                 }
             }
         }
+        if handshaking && !c.stream.is_handshaking() && c.parser.buffered() == 0 {
+            // Handshake done, no request yet: the keep-alive idle timeout
+            // applies from now, as on a fresh plain connection.
+            c.began = None;
+            c.last_active = now;
+        }
+        let failed = match (&tls_error, eof) {
+            (Some(e), _) if handshaking => Some(("error", e.to_string())),
+            (None, true) if c.stream.is_handshaking() => {
+                Some(("eof", "the client closed the connection".to_string()))
+            }
+            _ => None,
+        };
+        if let Some((reason, why)) = failed {
+            self.tls_handshake_failed(reason, &why);
+        } else if let Some(e) = tls_error {
+            log::debug!("TLS error on a client connection: {e}");
+        }
         if reset {
             self.close_client(tok);
             return;
         }
+        let Some(c) = client_in(&mut self.endpoints, tok) else {
+            return;
+        };
         if eof {
             c.peer_closed = true;
             // A half-closed client may still want the answers to what it
@@ -439,6 +531,18 @@ impl Reverse {
 
     pub(super) fn client_flush(&mut self, tok: Token) {
         let Some(c) = self.client(tok) else { return };
+        // TLS records rustls holds (handshake, the last chunk of output)
+        // go first; the queue is fed to rustls only once they are out.
+        if c.writable && c.stream.pending_tls() {
+            match c.stream.flush_tls() {
+                Ok(true) => {}
+                Ok(false) => c.writable = false,
+                Err(_) => {
+                    self.close_client(tok);
+                    return;
+                }
+            }
+        }
         if !c.out.is_empty() && c.writable {
             match c.out.flush_to(&mut c.stream) {
                 Ok(true) => {}
@@ -449,7 +553,7 @@ impl Reverse {
                 }
             }
         }
-        if c.out.is_empty() && matches!(c.state, ClientState::Closing) {
+        if c.out.is_empty() && !c.stream.pending_tls() && matches!(c.state, ClientState::Closing) {
             self.close_client(tok);
         } else if c.out.len() > CLIENT_OUT_MAX {
             log::warn!(
@@ -464,6 +568,8 @@ impl Reverse {
         let Some(Endpoint::Client(mut c)) = self.endpoints.remove(tok) else {
             return;
         };
+        // TLS: close_notify, best effort (never blocks).
+        c.stream.close_notify();
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.listen.clients -= 1;
         if let Some(t) = c.timer.take() {
@@ -520,7 +626,9 @@ impl Reverse {
         let (header, idle) = (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
         let Some(c) = self.client(tok) else { return };
         let deadline = match (&c.state, c.began) {
-            (ClientState::Idle, Some(b)) if c.parser.mid_request() => Some(b + header),
+            (ClientState::Idle, Some(b)) if c.parser.mid_request() || c.stream.is_handshaking() => {
+                Some(b + header)
+            }
             // A closing client that never reads its last answer is dropped
             // after the idle timeout too.
             (ClientState::Idle | ClientState::Closing, _) if !idle.is_zero() => {
@@ -550,6 +658,13 @@ impl Reverse {
             ClientState::Closing => true,
             _ => return,
         };
+        if c.stream.is_handshaking() && c.began.is_some_and(|b| now >= b + header) {
+            // A stalled TLS handshake: nothing can be answered; closed.
+            self.metrics.timeout("tls_handshake");
+            self.tls_handshake_failed("timeout", &"not completed within the header timeout");
+            self.close_client(tok);
+            return;
+        }
         if !closing && c.parser.mid_request() && c.began.is_some_and(|b| now >= b + header) {
             // Slow or stalled request head (slow-loris): 408, then close.
             self.metrics.timeout("client_header");

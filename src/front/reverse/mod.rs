@@ -280,6 +280,8 @@ struct LogLimits {
     queue_full: RateLog,
     /// A `tools/call` refused by an upstream's tool filter.
     tool_denied: RateLog,
+    /// A TLS handshake on the listener failed or timed out.
+    tls_handshake: RateLog,
 }
 
 /// Work handlers queue for the loop's end of turn (`settle`), which empties
@@ -325,6 +327,8 @@ struct Reverse {
     /// Budget of the debug lines about dropped messages and departed
     /// clients (`deliver::dropped`, `session::client_gone`).
     drop_log: RateLog,
+    /// `--tls-cert`: the listener's certificate (reloaded on SIGHUP).
+    tls: Option<crate::io::transport::ListenerTls>,
 }
 
 /// Binds the listeners and serves until shutdown; returns the exit status.
@@ -353,6 +357,7 @@ impl Reverse {
         let signals =
             Signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP])?;
         signals.register(poll.registry(), SIGNAL_TOKEN)?;
+        let tls = client::listener_tls(&cfg)?;
         let mut endpoints = Registry::default();
         let mut listeners = Vec::new();
         let mut addrs = vec![(cfg.listen, ListenerKind::Main)];
@@ -367,7 +372,8 @@ impl Reverse {
             let local = l.local_addr()?;
             if kind == ListenerKind::Main {
                 for u in &up_cfgs {
-                    log::info!("listening on http://{local}{} ({})", u.path, u.name);
+                    let scheme = if tls.is_some() { "https" } else { "http" };
+                    log::info!("listening on {scheme}://{local}{} ({})", u.path, u.name);
                 }
             } else {
                 log::info!("listening on http://{local} (admin)");
@@ -496,6 +502,7 @@ impl Reverse {
             logs: LogLimits::default(),
             drop_log: RateLog::per_second(),
             shutdown,
+            tls,
         })
     }
 
@@ -620,6 +627,7 @@ impl Reverse {
                     self.apply_shutdown(v);
                 }
             }
+            libc::SIGHUP => self.reload_tls(),
             _ => {}
         }
     }
