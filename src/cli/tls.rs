@@ -89,7 +89,7 @@ mod tests {
                 key: "k".into()
             })
         );
-        let err = parse(&args(&["--tls-key", "k"])).err().expect("no cert");
+        let err = parse(&args(&["--tls-key", "k"])).expect_err("no cert");
         assert_eq!(err, "--tls-key needs --tls-cert");
     }
 
@@ -133,7 +133,7 @@ mod tests {
             .expect_err("not a path");
         assert_eq!(err, "tls_key: expected a file path");
         let err = parse_config(
-            &format!(r#"{{"upstreams": {{"a": {{"command": ["s"], "tls_cert": "c"}}}}}}"#),
+            r#"{"upstreams": {"a": {"command": ["s"], "tls_cert": "c"}}}"#,
             &base(),
             None,
         )
