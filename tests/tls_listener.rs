@@ -716,3 +716,57 @@ fn tls_from_the_config_file() {
     // /mcp is not a route with --config (each upstream is /mcp/NAME).
     assert_eq!(resp.status, 404, "{}", resp.head);
 }
+
+/// Interop: the official Python MCP SDK 1.x client (httpx) over HTTPS,
+/// trusting the test CA through `SSL_CERT_FILE`, against `reverse
+/// --tls-cert` in front of `echo_server` (tests/interop/reverse_tls.py).
+#[test]
+fn interop_python_sdk_over_https() {
+    use common::interop::{self, drain, join_bounded, kill_tree, python, python_imports, snapshot};
+    let py = python();
+    if let Err(e) = python_imports(
+        &py,
+        "anyio, httpx, mcp.client.session, mcp.client.streamable_http",
+    ) {
+        interop::missing("tls_listener", &e);
+    }
+    let pki = Pki::new("interop");
+    let (cert, key) = pki.server("a", 7001, "relay-a");
+    let r = relay(&cert, &key, &[]);
+    let url = format!("https://localhost:{}/mcp", r.port);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/reverse_tls.py");
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script)
+        .arg(&url)
+        .env("SSL_CERT_FILE", pki.ca())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    #[allow(clippy::zombie_processes)] // reaped by wait_bounded or kill_tree
+    let mut child = cmd.spawn().expect("spawn python");
+    let (out, out_t) = drain(child.stdout.take().expect("stdout"));
+    let (err, err_t) = drain(child.stderr.take().expect("stderr"));
+    let status = match interop::wait_bounded(&mut child, Duration::from_secs(60)) {
+        Ok(s) => s,
+        Err(e) => {
+            kill_tree(&mut child);
+            panic!("{e}");
+        }
+    };
+    if status.is_none() {
+        kill_tree(&mut child);
+    }
+    let deadline = Instant::now() + SHORT;
+    join_bounded(out_t, deadline);
+    join_bounded(err_t, deadline);
+    let (out, err) = (snapshot(&out), snapshot(&err));
+    eprintln!("{out}");
+    assert!(
+        status.is_some_and(|s| s.success()) && out.contains("interop ok"),
+        "python SDK over https: {status:?}\nstdout:\n{out}\nstderr:\n{err}\nrelay:\n{}",
+        r.stderr_dump()
+    );
+    interop::ran("tls_listener_python");
+}
