@@ -770,3 +770,70 @@ fn interop_python_sdk_over_https() {
     );
     interop::ran("tls_listener_python");
 }
+
+/// A flood of stalled handshakes (300 connections, each a partial
+/// ClientHello): RSS stays bounded, a fresh session is answered within 1 s
+/// during the flood, and every stalled connection is closed at the header
+/// timeout.
+#[test]
+fn a_flood_of_stalled_handshakes_is_bounded() {
+    let pki = Pki::new("flood");
+    let (cert, key) = pki.server("a", 8001, "relay-a");
+    let r = relay(
+        &cert,
+        &key,
+        &[
+            "--client-header-timeout",
+            "2s",
+            "--client-idle-timeout",
+            "60s",
+        ],
+    );
+    let cfg = client_config(&pki.ca());
+    Session::open(r.port, &cfg)
+        .expect("warm-up")
+        .echo("warm")
+        .expect("echo");
+    let (rss0, _) = rss_kib(r.pid as u32).expect("rss");
+    let began = Instant::now();
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", r.port)).expect("connect");
+            (&s).write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+                .expect("partial hello");
+            s
+        })
+        .collect();
+    let t = Instant::now();
+    Session::open(r.port, &cfg)
+        .expect("fresh session during the flood")
+        .echo("fresh")
+        .expect("echo");
+    let fresh = t.elapsed();
+    let (rss, peak) = rss_kib(r.pid as u32).expect("rss");
+    eprintln!(
+        "stalled-handshake flood: 300 connections; RSS {rss0} → {rss} KiB (peak {peak} KiB); \
+         fresh session in {fresh:?}"
+    );
+    assert!(fresh < Duration::from_secs(1), "{fresh:?}");
+    assert!(rss < rss0 + 16 * 1024, "RSS {rss0} → {rss} KiB");
+    for s in &flood {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let res = (&*s).read(&mut buf);
+        assert!(
+            matches!(res, Ok(0))
+                || matches!(&res, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "not closed: {res:?}"
+        );
+    }
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(4), "all closed after {took:?}");
+    assert!(
+        metric(
+            &r,
+            "mcp_relay_tls_handshake_failures_total{reason=\"timeout\"}"
+        ) >= 300.0
+    );
+}
