@@ -40,6 +40,10 @@ fn renders_the_exact_text() {
     m.client_input_paused();
     m.client_input_paused();
     m.http_limit(ev, "read_paused", 3);
+    m.tls_handshake_failed("timeout");
+    m.tls_handshake_failed("error");
+    m.tls_handshake_failed("timeout");
+    m.tls_reload("error");
     m.http_limit(ev, "read_budget", 1);
     m.http_limit(ev, "get_refused", 0);
     m.message_dropped("batch_nested");
@@ -128,6 +132,13 @@ mcp_relay_client_input_paused_total 2
 # TYPE mcp_relay_http_upstream_limits_total counter
 mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_budget"} 1
 mcp_relay_http_upstream_limits_total{upstream="everything",limit="read_paused"} 3
+# HELP mcp_relay_tls_handshake_failures_total TLS handshakes on the client listener that failed, by reason (error, eof, timeout).
+# TYPE mcp_relay_tls_handshake_failures_total counter
+mcp_relay_tls_handshake_failures_total{reason="error"} 1
+mcp_relay_tls_handshake_failures_total{reason="timeout"} 2
+# HELP mcp_relay_tls_reloads_total Reloads of the listener's TLS certificate (SIGHUP), by result (ok, error).
+# TYPE mcp_relay_tls_reloads_total counter
+mcp_relay_tls_reloads_total{result="error"} 1
 # HELP mcp_relay_tool_calls_denied_total tools/call requests refused by the upstream's tool filter (never sent to it).
 # TYPE mcp_relay_tool_calls_denied_total counter
 mcp_relay_tool_calls_denied_total{upstream="everything"} 0

@@ -384,11 +384,16 @@ impl Reverse {
                 }
             }
         }
-        if handshaking && !c.stream.is_handshaking() && c.parser.buffered() == 0 {
-            // Handshake done, no request yet: the keep-alive idle timeout
-            // applies from now, as on a fresh plain connection.
-            c.began = None;
-            c.last_active = now;
+        if handshaking && !c.stream.is_handshaking() {
+            // Output refused during the handshake may go now: no writable
+            // edge will come for it (the socket was never full).
+            c.writable = true;
+            if c.parser.buffered() == 0 {
+                // No request yet: the keep-alive idle timeout applies from
+                // now, as on a fresh plain connection.
+                c.began = None;
+                c.last_active = now;
+            }
         }
         let failed = match (&tls_error, eof) {
             (Some(e), _) if handshaking => Some(("error", e.to_string())),
