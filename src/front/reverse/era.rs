@@ -167,6 +167,7 @@ impl Reverse {
         line: Vec<u8>,
         id: Id,
         reply_to: ReplyTo,
+        parsed: Option<(&[u8], &Envelope)>,
     ) {
         let shared = match self.procs.get_mut(&conn).map(|p| &mut p.kind) {
             Some(ProcKind::Session { session }) => {
@@ -179,10 +180,23 @@ impl Reverse {
             }
             None => false,
         };
-        let Ok(Message::Single(env)) = jsonrpc::peek(&line) else {
-            return;
+        // The request as the front read it, or read again from the copy
+        // held while it waited (`parsed` is that copy's original).
+        let read;
+        let (bytes, env) = match parsed {
+            Some((bytes, env)) if bytes == line.as_slice() => (bytes, env),
+            _ => match jsonrpc::peek(&line) {
+                Ok(Message::Single(env)) => {
+                    read = env;
+                    (line.as_slice(), &read)
+                }
+                _ => return,
+            },
         };
-        if !self.track(skey, id.clone(), &env, reply_to) {
+        if !self.track(skey, id.clone(), env, reply_to) {
+            return;
+        }
+        if shared && self.stateless_exchange(skey, conn, bytes, env, &id) {
             return;
         }
         let method = env.method().map(|m| m.into_owned()).unwrap_or_default();
@@ -211,20 +225,78 @@ impl Reverse {
         }
     }
 
+    /// Shared pool, the hot path of a 2026-07-28 request (`env` is `line`
+    /// read once, the request tracked): to a modern process it goes as it
+    /// is; to a handshake-era one, a request the bridge forwards goes with
+    /// its envelope stripped in the same splice as the mux's id rewrite
+    /// (`Mux::up_parsed_edited`), so it is neither read nor copied again.
+    /// False: not taken (another method, or a message the fast strip cannot
+    /// tell about): `shared_bridge` takes it the full way.
+    fn stateless_exchange(
+        &mut self,
+        skey: SKey,
+        conn: PKey,
+        line: &[u8],
+        env: &Envelope,
+        id: &Id,
+    ) -> bool {
+        match self.shared_era(conn) {
+            Some(SharedEra::Modern) => {
+                self.send_up(skey, line, env, Some(id));
+                true
+            }
+            Some(SharedEra::Handshake) => {
+                let forward = env
+                    .method()
+                    .is_some_and(|m| stamp::toward_handshake(&m) == TowardHandshake::Forward);
+                if !forward {
+                    return false;
+                }
+                let Some(edit) = stamp::strip_edit(env.params) else {
+                    return false;
+                };
+                self.set_era(skey, SessionEra::Bridged);
+                self.ups[conn.up].era.bridged += 1;
+                match &edit {
+                    stamp::StripEdit::Keep => {
+                        self.send_up(skey, line, env, Some(id));
+                    }
+                    stamp::StripEdit::Replace(meta, new) => {
+                        self.send_up_edited(
+                            skey,
+                            line,
+                            env,
+                            Some(id),
+                            true,
+                            Some((meta, new.as_bytes())),
+                        );
+                    }
+                }
+                true
+            }
+            Some(SharedEra::Probing) | None => false,
+        }
+    }
+
     /// Shared pool: a modern request passes to a modern process as it is;
     /// to one the relay initialized (handshake era) it is answered or
     /// bridged.
     fn shared_bridge(&mut self, skey: SKey, conn: PKey, held: Held) {
-        let (init, era) = match self.procs.get(&conn).map(|p| &p.kind) {
-            Some(ProcKind::Shared { init, era, .. }) => (init.clone(), *era),
-            _ => (None, SharedEra::Handshake),
-        };
+        let era = self.shared_era(conn).unwrap_or(SharedEra::Handshake);
         if era == SharedEra::Modern {
             if let Ok(Message::Single(env)) = jsonrpc::peek(&held.line) {
                 self.send_up(skey, &held.line, &env, Some(&held.id));
             }
             return;
         }
+        // The cached `InitializeResult` is cloned only for what reads it.
+        let init = match stamp::toward_handshake(&held.method) {
+            TowardHandshake::AnswerDiscover => match self.procs.get(&conn).map(|p| &p.kind) {
+                Some(ProcKind::Shared { init, .. }) => init.clone(),
+                _ => None,
+            },
+            _ => None,
+        };
         self.bridge(skey, held, init.as_ref());
     }
 

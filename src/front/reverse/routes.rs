@@ -411,7 +411,14 @@ impl Reverse {
                 None,
             )));
         }
-        self.lease_for(skey, body.to_vec(), id, ReplyTo::Client(tok));
+        // Read once: granted at once, the request goes on as read here.
+        self.lease_for_parsed(
+            skey,
+            body.to_vec(),
+            id,
+            ReplyTo::Client(tok),
+            Some((body, env)),
+        );
     }
 
     pub(super) fn forward_single(

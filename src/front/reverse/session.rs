@@ -255,6 +255,21 @@ impl Reverse {
 
     /// Queues the session for a process; its `initialize` goes out on Grant.
     pub(super) fn lease_for(&mut self, skey: SKey, line: Vec<u8>, id: Id, reply_to: ReplyTo) {
+        self.lease_for_parsed(skey, line, id, reply_to, None);
+    }
+
+    /// `lease_for`; `parsed`: the held message as the caller read it (the
+    /// bytes `line` copies, and their envelope), used when the pool grants
+    /// the process at once, so a 2026-07-28 request is not read again
+    /// (`era::bind_stateless`). A grant that comes later reads the copy.
+    pub(super) fn lease_for_parsed(
+        &mut self,
+        skey: SKey,
+        line: Vec<u8>,
+        id: Id,
+        reply_to: ReplyTo,
+        parsed: Option<(&[u8], &Envelope)>,
+    ) {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };
@@ -285,13 +300,30 @@ impl Reverse {
         }
         s.set_binding(Binding::Waiting { line, id, reply_to });
         let actions = self.ups[u].pool(|p| p.lease(skey, self.now));
-        self.apply(u, actions);
+        match parsed {
+            None => self.apply(u, actions),
+            Some(parsed) => {
+                for a in actions {
+                    match a {
+                        pool::Action::Grant { waiter, conn } if waiter == skey => {
+                            self.bind_session_parsed(waiter, PKey { up: u, id: conn }, Some(parsed))
+                        }
+                        other => self.apply(u, vec![other]),
+                    }
+                }
+            }
+        }
         // A process that cannot be started is reported now, not at the
         // queue timeout.
         self.refuse_waiters_if_failing(u);
     }
 
     pub(super) fn bind_session(&mut self, skey: SKey, conn: PKey) {
+        self.bind_session_parsed(skey, conn, None);
+    }
+
+    /// `bind_session`; `parsed` as in `lease_for_parsed`.
+    fn bind_session_parsed(&mut self, skey: SKey, conn: PKey, parsed: Option<(&[u8], &Envelope)>) {
         let Some(s) = self.sessions.get_mut(&skey) else {
             // The session ended while it waited: give the process back.
             let actions = self.ups[conn.up].pool(|p| p.release(conn.id, self.now));
@@ -318,7 +350,7 @@ impl Reverse {
         if s.stateless {
             // 2026-07-28: no session initialize; the held message is the
             // request, sent in the era of the process (`era.rs`).
-            self.bind_stateless(skey, conn, line, id, reply_to);
+            self.bind_stateless(skey, conn, line, id, reply_to, parsed);
             return;
         }
         let Some(p) = self.procs.get_mut(&conn) else {
@@ -531,6 +563,54 @@ impl Reverse {
         request: Option<&Id>,
         capped: bool,
     ) -> Sent {
+        self.send_up_edited(skey, line, env, request, capped, None)
+    }
+
+    /// `send_up_as` with one more edit of `line`'s own text (a value
+    /// borrowed from it and its replacement: a bridged 2026-07-28
+    /// request's stripped `_meta`), made by the mux in the same splice as
+    /// the id, so the message is not read again (`era.rs`). Where the
+    /// message does not reach the mux as it is (an HTTP upstream, a
+    /// stamped session, a session process), the edit is made first.
+    pub(super) fn send_up_edited(
+        &mut self,
+        skey: SKey,
+        line: &[u8],
+        env: &Envelope,
+        request: Option<&Id>,
+        capped: bool,
+        edit: Option<(&serde_json::value::RawValue, &[u8])>,
+    ) -> Sent {
+        if let Some(e) = edit {
+            let via_mux = !self.ups[up_of(skey)].is_http()
+                && self.sessions.get(&skey).is_some_and(|s| s.stamp.is_none())
+                && self
+                    .sessions
+                    .get(&skey)
+                    .and_then(|s| s.binding.conn())
+                    .and_then(|c| self.procs.get(&c))
+                    .is_some_and(|p| matches!(p.kind, ProcKind::Shared { .. }));
+            if !via_mux {
+                let edited = crate::mcp::shared::splice(line, &mut [e]);
+                return match edited.as_deref().map(|b| (b, jsonrpc::peek(b))) {
+                    Some((b, Ok(Message::Single(env)))) => {
+                        self.send_up_edited(skey, b, &env, request, capped, None)
+                    }
+                    _ => {
+                        if let Some(id) = request {
+                            self.fail_request(
+                                skey,
+                                id,
+                                RelayError::InvalidRequest,
+                                "The request cannot be carried to the server",
+                                json!({}),
+                            );
+                        }
+                        Sent::Done
+                    }
+                };
+            }
+        }
         if !self.tool_gate(skey, line, request) {
             return Sent::Done;
         }
@@ -591,7 +671,10 @@ impl Reverse {
         };
         match &mut p.kind {
             ProcKind::Session { .. } => p.io.to_child.push_line(line),
-            ProcKind::Shared { mux, .. } => match mux.up_parsed(skey, line, env) {
+            ProcKind::Shared { mux, .. } => match match edit {
+                Some(e) => mux.up_parsed_edited(skey, line, env, e),
+                None => mux.up_parsed(skey, line, env),
+            } {
                 Up::Send(bytes) => p.io.to_child.push_line(&bytes),
                 Up::Drop => {}
                 Up::Dropped(why) => self.dropped(up_of(skey), why),

@@ -177,18 +177,65 @@ pub fn strip_fast(line: &[u8]) -> Option<Vec<u8>> {
     else {
         return None;
     };
-    let Some(params) = env.params else {
-        return Some(line.to_vec());
+    match strip_edit(env.params)? {
+        StripEdit::Keep => Some(line.to_vec()),
+        StripEdit::Replace(meta, new) => {
+            crate::mcp::shared::splice(line, &mut [(meta, new.as_bytes())])
+        }
+    }
+}
+
+/// What stripping the reserved envelope keys does to a message, told from
+/// its `params` alone (already read, borrowed from the message): the
+/// fast path of [`strip_fast`] without reading the message again, for a
+/// caller that applies the edit together with its own (the mux's id).
+#[derive(Debug)]
+pub enum StripEdit<'a> {
+    /// Nothing reserved: the message goes as it is.
+    Keep,
+    /// `params._meta` (this value) becomes this text.
+    Replace(&'a serde_json::value::RawValue, String),
+}
+
+/// [`StripEdit`] for a message whose `params` is `params`; `None` when the
+/// fast path cannot tell (as [`strip_fast`]): use [`strip_modern`] then.
+pub fn strip_edit(params: Option<&serde_json::value::RawValue>) -> Option<StripEdit<'_>> {
+    let Some(params) = params else {
+        return Some(StripEdit::Keep);
     };
     let text = params.get().as_bytes();
     if FIND_RESERVED.find(text).is_none() {
-        return (memchr::memchr(b'\\', text).is_none()).then(|| line.to_vec());
+        return (memchr::memchr(b'\\', text).is_none()).then_some(StripEdit::Keep);
     }
     let meta = crate::mcp::shared::member(params, "_meta")?;
-    let mut m: Map<String, Value> = serde_json::from_str(meta.get()).ok()?;
-    m.retain(|k, _| !k.starts_with(RESERVED_PREFIX));
-    let new = Value::Object(m).to_string();
-    crate::mcp::shared::splice(line, &mut [(meta, new.as_bytes())])
+    Some(StripEdit::Replace(meta, meta_without_reserved(meta)?))
+}
+
+/// `_meta`'s text without its reserved keys, the other members' values
+/// copied byte for byte (names sorted, the last of duplicates kept, as a
+/// parsed `Map` would have them). `None` for anything but an object whose
+/// names have no escapes (the full path handles those).
+fn meta_without_reserved(meta: &serde_json::value::RawValue) -> Option<String> {
+    let members: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
+        serde_json::from_str(meta.get()).ok()?;
+    let mut out = String::with_capacity(2);
+    out.push('{');
+    for (name, value) in members
+        .iter()
+        .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+    {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        // A name borrowed from the text has no escapes: quoting it is
+        // writing it back.
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Some(out)
 }
 
 /// A handshake-era server's result made a modern one: `resultType` says it
@@ -236,9 +283,10 @@ pub fn modern_response(line: &[u8]) -> Option<Vec<u8>> {
 /// the caller parses; `Some(None)`: nothing to change (an error).
 fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
     let text = std::str::from_utf8(line).ok()?;
-    let whole: &serde_json::value::RawValue = serde_json::from_str(text).ok()?;
-    let Some(result) = crate::mcp::shared::member(whole, "result") else {
-        return crate::mcp::shared::member(whole, "error").map(|_| None);
+    // One read of the line finds the result (and validates it); an error
+    // reply (rare) is read a second time.
+    let Some(result) = crate::mcp::shared::member_of_text(text, "result") else {
+        return crate::mcp::shared::member_of_text(text, "error").map(|_| None);
     };
     let r = result.get();
     let body = r.strip_prefix('{')?;
@@ -501,6 +549,40 @@ mod tests {
         let escaped = br#"{"jsonrpc":"2.0","id":3,"method":"x","params":{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}}"#;
         assert_eq!(strip_fast(escaped), None);
         assert_eq!(strip_fast(b"[1]"), None);
+    }
+
+    /// The edit form of the fast strip (issue 13): the other `_meta`
+    /// members keep their bytes; anything it cannot tell goes the full way.
+    #[test]
+    fn the_strip_edit_names_meta_and_its_new_text() {
+        let read = |line: &'static [u8]| match crate::proto::jsonrpc::peek(line) {
+            Ok(crate::proto::jsonrpc::Message::Single(env)) => env.params,
+            _ => panic!("one message"),
+        };
+        let line = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"z":1.50,"io.modelcontextprotocol/clientInfo":{"name":"c"},"progressToken":7, "a" : [ 1 ]}}}"#;
+        let Some(StripEdit::Replace(meta, new)) = strip_edit(read(line)) else {
+            panic!("an edit")
+        };
+        assert!(meta.get().starts_with(r#"{"z":1.50,"#), "{}", meta.get());
+        assert_eq!(new, r#"{"a":[ 1 ],"progressToken":7,"z":1.50}"#);
+        let (slow, _) = strip_modern(line).unwrap();
+        let spliced = crate::mcp::shared::splice(line, &mut [(meta, new.as_bytes())]).unwrap();
+        assert_eq!(v(&spliced), v(&slow));
+        assert_eq!(strip_fast(line).unwrap(), spliced);
+        // Only reserved keys: `{}`; nothing reserved or no params: kept.
+        let only = br#"{"jsonrpc":"2.0","id":2,"method":"m","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        assert!(matches!(strip_edit(read(only)), Some(StripEdit::Replace(_, n)) if n == "{}"));
+        let plain = br#"{"jsonrpc":"2.0","id":3,"method":"m","params":{"_meta":{"a":1}}}"#;
+        assert!(matches!(strip_edit(read(plain)), Some(StripEdit::Keep)));
+        assert!(matches!(strip_edit(None), Some(StripEdit::Keep)));
+        // An escaped name, a reserved key outside `_meta`, `_meta` not an
+        // object: the full path.
+        let escaped = br#"{"jsonrpc":"2.0","id":4,"method":"m","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"x","\u0061":1}}}"#;
+        assert!(strip_edit(read(escaped)).is_none());
+        let outside = br#"{"jsonrpc":"2.0","id":5,"method":"m","params":{"arguments":{"io.modelcontextprotocol/x":1}}}"#;
+        assert!(strip_edit(read(outside)).is_none());
+        let not_object = br#"{"jsonrpc":"2.0","id":6,"method":"m","params":{"_meta":["io.modelcontextprotocol/x"]}}"#;
+        assert!(strip_edit(read(not_object)).is_none());
     }
 
     #[test]

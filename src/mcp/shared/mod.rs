@@ -57,6 +57,7 @@
 use std::collections::HashMap;
 
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
@@ -64,7 +65,7 @@ use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Messag
 mod rewrite;
 
 use rewrite::progress_token_in_request;
-pub(crate) use rewrite::{member, splice};
+pub(crate) use rewrite::{member, member_of_text, splice};
 
 /// Identifies a client session; assigned by the owner.
 pub type SessionKey = u64;
@@ -211,7 +212,7 @@ impl Mux {
     /// (`env` is `line` parsed): the hot path parses each message once.
     pub fn up_parsed(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
         match env.kind() {
-            Kind::Request => self.up_request(session, line, env),
+            Kind::Request => self.up_request(session, line, env, None),
             Kind::Notification => self.up_notification(session, line, env),
             Kind::Response => self.up_response(session, env, line),
             Kind::Invalid => Up::Reject(relay_error(
@@ -222,7 +223,40 @@ impl Mux {
         }
     }
 
-    fn up_request(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
+    /// [`up_parsed`](Self::up_parsed) of `line` with one more edit of its
+    /// own text (`edit`: a value borrowed from `line` and what replaces
+    /// it; the era bridge's stripped `_meta`), spliced in the same pass as
+    /// the id: a request is read once and copied once. A request whose
+    /// progress token lies in what is edited, or any other message, gets
+    /// the edit first and is read again.
+    pub fn up_parsed_edited(
+        &mut self,
+        session: SessionKey,
+        line: &[u8],
+        env: &Envelope,
+        edit: (&RawValue, &[u8]),
+    ) -> Up {
+        let token = env.params.and_then(progress_token_in_request);
+        if env.kind() == Kind::Request && token.is_none() {
+            return self.up_request(session, line, env, Some(edit));
+        }
+        match splice(line, &mut [edit]) {
+            Some(edited) => self.up(session, &edited),
+            None => Up::Reject(relay_error(
+                env.id().as_ref(),
+                RelayError::InvalidRequest,
+                "Invalid Request",
+            )),
+        }
+    }
+
+    fn up_request(
+        &mut self,
+        session: SessionKey,
+        line: &[u8],
+        env: &Envelope,
+        extra: Option<(&RawValue, &[u8])>,
+    ) -> Up {
         let Some(raw_id) = env.id else {
             return Up::Reject(relay_error(
                 None,
@@ -251,6 +285,9 @@ impl Mux {
         let mut edits = vec![(raw_id, upstream.as_bytes())];
         if let Some(t) = token {
             edits.push((t, upstream.as_bytes()));
+        }
+        if let Some(e) = extra {
+            edits.push(e);
         }
         let Some(msg) = splice(line, &mut edits) else {
             return Up::Reject(relay_error(

@@ -74,6 +74,19 @@ pub(crate) fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     Member(key).deserialize(&mut de).ok().flatten()
 }
 
+/// [`member`] of a whole message's text, read once: `None` also when the
+/// text is not one JSON object (trailing bytes included), so a caller
+/// needs no separate validating parse first.
+pub(crate) fn member_of_text<'a>(text: &'a str, key: &str) -> Option<&'a RawValue> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = Member(key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    found
+}
+
 struct Member<'k>(&'k str);
 
 impl<'de> DeserializeSeed<'de> for Member<'_> {
@@ -133,6 +146,20 @@ mod tests {
         assert!(member(v, "missing").is_none());
         let arr: &RawValue = serde_json::from_str("[1,2]").unwrap();
         assert!(member(arr, "requestId").is_none());
+    }
+
+    #[test]
+    fn member_of_text_reads_the_whole_text_once() {
+        let text = r#" {"id":1,"result":{"a":[1]},"x":null}"#;
+        assert_eq!(
+            member_of_text(text, "result").map(RawValue::get),
+            Some(r#"{"a":[1]}"#)
+        );
+        assert!(member_of_text(text, "error").is_none());
+        // Not one object: trailing bytes, an array, broken JSON.
+        assert!(member_of_text(r#"{"result":1} x"#, "result").is_none());
+        assert!(member_of_text("[1]", "result").is_none());
+        assert!(member_of_text(r#"{"result":1"#, "result").is_none());
     }
 
     #[test]

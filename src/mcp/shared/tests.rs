@@ -644,3 +644,60 @@ fn a_request_shaped_cancel_is_invalid_and_names_nothing_upstream() {
     );
     assert_eq!(m.in_flight_for(1), 1);
 }
+
+/// The era bridge's stripped `_meta` is spliced with the id in one pass;
+/// a progress token inside what is edited is still rewritten and routed
+/// (the edit is made first, the message read again), and both requests are
+/// answered to their own session under their own id (issue 13).
+#[test]
+fn an_edited_request_gets_its_id_and_its_edit_in_one_splice() {
+    let mut m = Mux::new();
+    let line = br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
+        panic!("one message")
+    };
+    let meta = env.params.and_then(|p| member(p, "_meta")).expect("_meta");
+    let up = sent(m.up_parsed_edited(7, line, &env, (meta, b"{}")));
+    let n = upstream_id(&up);
+    assert_eq!(
+        up,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"x","_meta":{{}}}}}}"#
+        )
+    );
+    // With a progress token in `_meta`: kept by the edit, then rewritten.
+    let line = br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
+        panic!("one message")
+    };
+    let meta = env.params.and_then(|p| member(p, "_meta")).expect("_meta");
+    let up = sent(m.up_parsed_edited(8, line, &env, (meta, br#"{"progressToken":"t"}"#)));
+    let k = upstream_id(&up);
+    assert_ne!(n, k);
+    assert_eq!(
+        json(up.as_bytes())["params"]["_meta"],
+        serde_json::json!({"progressToken": k})
+    );
+    for (upstream, session) in [(k, 8), (n, 7)] {
+        let reply = format!(r#"{{"jsonrpc":"2.0","id":{upstream},"result":{{}}}}"#);
+        assert_eq!(
+            one(m.down(reply.as_bytes())),
+            Down::Reply {
+                session,
+                id: Id::Str("a".into()),
+                msg: br#"{"jsonrpc":"2.0","id":"a","result":{}}"#.to_vec()
+            }
+        );
+    }
+    // An edit that is not borrowed from the message: refused, nothing kept.
+    let elsewhere: &RawValue = serde_json::from_str("{}").expect("json");
+    let line = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}}"#;
+    let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
+        panic!("one message")
+    };
+    assert!(matches!(
+        m.up_parsed_edited(9, line, &env, (elsewhere, b"{}")),
+        Up::Reject(_)
+    ));
+    assert_empty(&m);
+}
