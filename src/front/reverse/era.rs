@@ -167,7 +167,7 @@ impl Reverse {
         line: Vec<u8>,
         id: Id,
         reply_to: ReplyTo,
-        parsed: Option<(&[u8], &Envelope)>,
+        parsed: Option<session::ReadMsg>,
     ) {
         let shared = match self.procs.get_mut(&conn).map(|p| &mut p.kind) {
             Some(ProcKind::Session { session }) => {
@@ -183,12 +183,12 @@ impl Reverse {
         // The request as the front read it, or read again from the copy
         // held while it waited (`parsed` is that copy's original).
         let read;
-        let (bytes, env) = match parsed {
-            Some((bytes, env)) if bytes == line.as_slice() => (bytes, env),
+        let (bytes, env, meta) = match parsed {
+            Some(r) if r.bytes == line.as_slice() => (r.bytes, r.env, r.meta),
             _ => match jsonrpc::peek(&line) {
                 Ok(Message::Single(env)) => {
                     read = env;
-                    (line.as_slice(), &read)
+                    (line.as_slice(), &read, None)
                 }
                 _ => return,
             },
@@ -196,7 +196,7 @@ impl Reverse {
         if !self.track(skey, id.clone(), env, reply_to) {
             return;
         }
-        if shared && self.stateless_exchange(skey, conn, bytes, env, &id) {
+        if shared && self.stateless_exchange(skey, conn, bytes, env, meta, &id) {
             return;
         }
         let method = env.method().map(|m| m.into_owned()).unwrap_or_default();
@@ -229,7 +229,8 @@ impl Reverse {
     /// read once, the request tracked): to a modern process it goes as it
     /// is; to a handshake-era one, a request the bridge forwards goes with
     /// its envelope stripped in the same splice as the mux's id rewrite
-    /// (`Mux::up_parsed_edited`), so it is neither read nor copied again.
+    /// (`Mux::up_parsed_edited`), so it is neither read nor copied again
+    /// (`meta`: its `params._meta`, if the front looked it up already).
     /// False: not taken (another method, or a message the fast strip cannot
     /// tell about): `shared_bridge` takes it the full way.
     fn stateless_exchange(
@@ -238,6 +239,7 @@ impl Reverse {
         conn: PKey,
         line: &[u8],
         env: &Envelope,
+        meta: Option<Option<&serde_json::value::RawValue>>,
         id: &Id,
     ) -> bool {
         match self.shared_era(conn) {
@@ -252,7 +254,7 @@ impl Reverse {
                 if !forward {
                     return false;
                 }
-                let Some(edit) = stamp::strip_edit(env.params) else {
+                let Some(edit) = stamp::strip_edit_with(env.params, meta) else {
                     return false;
                 };
                 self.set_era(skey, SessionEra::Bridged);
@@ -787,11 +789,21 @@ impl Reverse {
 
 /// What a modern request names in its `Mcp-Name` header: `params.name`,
 /// else `params.uri` (read without parsing the rest of the params).
-pub(super) fn named(env: &Envelope) -> Option<String> {
-    let params = env.params?;
-    let raw = crate::mcp::shared::member(params, "name")
-        .or_else(|| crate::mcp::shared::member(params, "uri"))?;
+pub(super) fn named(fields: &Option<ParamFields>) -> Option<String> {
+    let [name, uri, _] = fields.as_ref()?;
+    let raw = name.or(*uri)?;
     serde_json::from_str(raw.get()).ok()
+}
+
+/// The members of a request's `params` the front reads in one go: `name`
+/// and `uri` (what `Mcp-Name` must match, `named`) and `_meta` (what the
+/// bridge strips, `stateless_exchange`).
+pub(super) type ParamFields<'a> = [Option<&'a serde_json::value::RawValue>; 3];
+
+/// [`ParamFields`] of `env`; `None` without `params` or when it is not an
+/// object.
+pub(super) fn param_fields<'a>(env: &Envelope<'a>) -> Option<ParamFields<'a>> {
+    crate::mcp::shared::members(env.params?, ["name", "uri", "_meta"])
 }
 
 /// `mcp_relay_era_*` for every stdio upstream: the verdict's probes and

@@ -370,12 +370,15 @@ impl Reverse {
             (None, None) => env.kind() == Kind::Response,
             _ => false,
         };
+        // `params` is read once for the name and for the envelope the
+        // bridge strips.
+        let fields = req.header("mcp-name").and_then(|_| era::param_fields(env));
         let name_ok = match req.header("mcp-name") {
             None => true,
             Some(name) => {
                 // A value that is not plain ASCII comes as `=?base64?…?=`;
                 // a malformed one matches nothing.
-                let expected = era::named(env);
+                let expected = era::named(&fields);
                 let decoded = crate::mcp::era::classify::decode_header_value(name);
                 expected.is_some() && expected == decoded
             }
@@ -417,7 +420,11 @@ impl Reverse {
             body.to_vec(),
             id,
             ReplyTo::Client(tok),
-            Some((body, env)),
+            Some(session::ReadMsg {
+                bytes: body,
+                env,
+                meta: fields.map(|[_, _, meta]| meta),
+            }),
         );
     }
 

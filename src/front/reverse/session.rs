@@ -123,6 +123,16 @@ impl Session {
     }
 }
 
+/// A held message as the front read it (`Reverse::lease_for_parsed`).
+#[derive(Clone, Copy)]
+pub(super) struct ReadMsg<'a> {
+    /// The bytes the held copy was made of (the envelope borrows them).
+    pub(super) bytes: &'a [u8],
+    pub(super) env: &'a Envelope<'a>,
+    /// Its `params._meta`, if the front looked it up (`Some(None)`: none).
+    pub(super) meta: Option<Option<&'a serde_json::value::RawValue>>,
+}
+
 pub(super) struct Session {
     pub(super) id: String,
     pub(super) token: Option<usize>,
@@ -268,7 +278,7 @@ impl Reverse {
         line: Vec<u8>,
         id: Id,
         reply_to: ReplyTo,
-        parsed: Option<(&[u8], &Envelope)>,
+        parsed: Option<ReadMsg>,
     ) {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
@@ -323,7 +333,7 @@ impl Reverse {
     }
 
     /// `bind_session`; `parsed` as in `lease_for_parsed`.
-    fn bind_session_parsed(&mut self, skey: SKey, conn: PKey, parsed: Option<(&[u8], &Envelope)>) {
+    fn bind_session_parsed(&mut self, skey: SKey, conn: PKey, parsed: Option<ReadMsg>) {
         let Some(s) = self.sessions.get_mut(&skey) else {
             // The session ended while it waited: give the process back.
             let actions = self.ups[conn.up].pool(|p| p.release(conn.id, self.now));

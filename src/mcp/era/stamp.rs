@@ -200,6 +200,15 @@ pub enum StripEdit<'a> {
 /// [`StripEdit`] for a message whose `params` is `params`; `None` when the
 /// fast path cannot tell (as [`strip_fast`]): use [`strip_modern`] then.
 pub fn strip_edit(params: Option<&serde_json::value::RawValue>) -> Option<StripEdit<'_>> {
+    strip_edit_with(params, None)
+}
+
+/// [`strip_edit`]; `meta`: `params._meta` when the caller has looked it
+/// up already (`Some(None)`: there is none), so `params` is not read again.
+pub fn strip_edit_with<'a>(
+    params: Option<&'a serde_json::value::RawValue>,
+    meta: Option<Option<&'a serde_json::value::RawValue>>,
+) -> Option<StripEdit<'a>> {
     let Some(params) = params else {
         return Some(StripEdit::Keep);
     };
@@ -207,7 +216,10 @@ pub fn strip_edit(params: Option<&serde_json::value::RawValue>) -> Option<StripE
     if FIND_RESERVED.find(text).is_none() {
         return (memchr::memchr(b'\\', text).is_none()).then_some(StripEdit::Keep);
     }
-    let meta = crate::mcp::shared::member(params, "_meta")?;
+    let meta = match meta {
+        Some(known) => known?,
+        None => crate::mcp::shared::member(params, "_meta")?,
+    };
     Some(StripEdit::Replace(meta, meta_without_reserved(meta)?))
 }
 

@@ -74,6 +74,70 @@ pub(crate) fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     Member(key).deserialize(&mut de).ok().flatten()
 }
 
+/// Several members of `obj` in one read: `found[i]` is `obj.<keys[i]>`
+/// (names compared unescaped, the last of duplicates wins, as [`member`]);
+/// `None` if `obj` is not an object.
+pub(crate) fn members<'a, const N: usize>(
+    obj: &'a RawValue,
+    keys: [&str; N],
+) -> Option<[Option<&'a RawValue>; N]> {
+    let text = obj.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    Members(keys).deserialize(&mut de).ok()
+}
+
+struct Members<'k, const N: usize>([&'k str; N]);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for Members<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = [None; N];
+        while let Some(hit) = map.next_key_seed(KeyAt(&self.0))? {
+            match hit.and_then(|i| found.get_mut(i)) {
+                Some(slot) => *slot = Some(map.next_value::<&RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A member name: the index of the wanted name it is, compared without
+/// allocating.
+struct KeyAt<'s, 'k, const N: usize>(&'s [&'k str; N]);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for KeyAt<'_, '_, N> {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<const N: usize> Visitor<'_> for KeyAt<'_, '_, N> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|k| *k == v))
+    }
+}
+
 /// [`member`] of a whole message's text, read once: `None` also when the
 /// text is not one JSON object (trailing bytes included), so a caller
 /// needs no separate validating parse first.
@@ -146,6 +210,19 @@ mod tests {
         assert!(member(v, "missing").is_none());
         let arr: &RawValue = serde_json::from_str("[1,2]").unwrap();
         assert!(member(arr, "requestId").is_none());
+    }
+
+    #[test]
+    fn members_finds_several_names_in_one_read() {
+        let v: &RawValue =
+            serde_json::from_str(r#"{"name":"a","x":{"name":"no"},"_m\u0065ta":{},"name":"b"}"#)
+                .unwrap();
+        let [name, meta, uri] = members(v, ["name", "_meta", "uri"]).unwrap();
+        assert_eq!(name.map(RawValue::get), Some(r#""b""#));
+        assert_eq!(meta.map(RawValue::get), Some("{}"));
+        assert!(uri.is_none());
+        let arr: &RawValue = serde_json::from_str("[1]").unwrap();
+        assert!(members(arr, ["name"]).is_none());
     }
 
     #[test]
