@@ -65,7 +65,10 @@ impl Reverse {
         let Some(mut s) = self.sessions.remove(&skey) else {
             return;
         };
-        self.by_id.remove(&s.id);
+        if !s.stateless {
+            // A stateless session was never named (`new_stateless_session`).
+            self.by_id.remove(&s.id);
+        }
         if let Some(t) = s.idle_timer.take() {
             self.timers.cancel(t);
         }
