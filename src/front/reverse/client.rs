@@ -345,7 +345,7 @@ impl Reverse {
         let Some(c) = client_in(&mut self.endpoints, tok) else {
             return;
         };
-        let mut buf = [0u8; 16 * 1024];
+        let buf = &mut self.read_buf[..];
         let mut eof = false;
         let mut reset = false;
         let mut taken = 0;
@@ -353,7 +353,7 @@ impl Reverse {
         let mut tls_error = None;
         while c.readable && taken < READ_BUDGET && c.parser.buffered() < cap {
             c.in_paused = false;
-            match c.stream.read(&mut buf) {
+            match c.stream.read(buf) {
                 Ok(0) => {
                     eof = true;
                     c.readable = false;

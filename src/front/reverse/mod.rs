@@ -321,6 +321,9 @@ struct Reverse {
     metrics: Metrics,
     /// What handlers left for the end of the turn.
     work: Work,
+    /// Scratch for socket reads (`client::client_read`), kept so a read
+    /// does not zero 16 KiB on the stack each time.
+    read_buf: Box<[u8]>,
     logs: LogLimits,
     /// The relay's own lifecycle: serving → draining → grace → final → exit.
     shutdown: Shutdown,
@@ -499,6 +502,7 @@ impl Reverse {
             resolver,
             metrics,
             work: Work::default(),
+            read_buf: vec![0; 16 * 1024].into_boxed_slice(),
             logs: LogLimits::default(),
             drop_log: RateLog::per_second(),
             shutdown,
