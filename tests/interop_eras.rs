@@ -31,19 +31,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The Python with the 2.x SDK, or why there is none.
 fn python2() -> Result<PathBuf, String> {
-    let py = match std::env::var_os("INTEROP_PYTHON2") {
-        Some(p) => PathBuf::from(p),
-        None => interop::deps().python2.clone(),
-    };
-    if !py.is_file() {
-        return Err(format!(
-            "no Python with the MCP SDK 2.x at {} (set INTEROP_PYTHON2)",
-            py.display()
-        ));
-    }
-    let p = py.to_string_lossy().into_owned();
-    python_imports(&p, "anyio, mcp_types, mcp.client.client")?;
-    Ok(py)
+    interop::python2("anyio, mcp_types, mcp.client.client")
 }
 
 /// Runs the script with `flags` for the relay in front of the echo server;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::interop::{self, python_imports};
+use common::interop;
 use common::relay::Relay;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -28,19 +28,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The Python with the 2.x SDK, or why there is none.
 fn python2() -> Result<PathBuf, String> {
-    let py = match std::env::var_os("INTEROP_PYTHON2") {
-        Some(p) => PathBuf::from(p),
-        None => interop::deps().python2.clone(),
-    };
-    if !py.is_file() {
-        return Err(format!(
-            "no Python with the MCP SDK 2.x at {} (set INTEROP_PYTHON2)",
-            py.display()
-        ));
-    }
-    let p = py.to_string_lossy().into_owned();
-    python_imports(&p, "anyio, mcp_types, mcp.client.client")?;
-    Ok(py)
+    interop::python2("anyio, mcp_types, mcp.client.client")
 }
 
 /// Runs the client script against `url`; returns (success, stdout, report).

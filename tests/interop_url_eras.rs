@@ -35,27 +35,8 @@ const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn python2() -> PathBuf {
-    let py = match std::env::var_os("INTEROP_PYTHON2") {
-        Some(p) => PathBuf::from(p),
-        None => interop::deps().python2.clone(),
-    };
-    if !py.is_file() {
-        interop::missing(
-            "interop_url_eras",
-            &format!(
-                "no Python with the MCP SDK 2.x at {} (set INTEROP_PYTHON2)",
-                py.display()
-            ),
-        );
-    }
-    let p = py.to_string_lossy().into_owned();
-    if let Err(e) = python_imports(
-        &p,
-        "anyio, mcp_types, mcp.client.client, mcp.server.mcpserver",
-    ) {
-        interop::missing("interop_url_eras", &e);
-    }
-    py
+    interop::python2("anyio, mcp_types, mcp.client.client, mcp.server.mcpserver")
+        .unwrap_or_else(|e| interop::missing("interop_url_eras", &e))
 }
 
 /// The 2.x server on a free port; killed (with its children) on drop.

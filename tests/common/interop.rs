@@ -327,3 +327,20 @@ pub fn run_script(mut cmd: Command, what: &str, timeout: Duration) -> (bool, Str
     let ok = status.is_some_and(|s| s.success()) && stdout.contains("interop ok");
     (ok, stdout, report)
 }
+
+/// The Python with the MCP SDK 2.x (`INTEROP_PYTHON2`, else the provisioned
+/// `venv2`), checked to import `modules`; or why there is none.
+pub fn python2(modules: &str) -> Result<std::path::PathBuf, String> {
+    let py = match std::env::var_os("INTEROP_PYTHON2") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => deps().python2.clone(),
+    };
+    if !py.is_file() {
+        return Err(format!(
+            "no Python with the MCP SDK 2.x at {} (set INTEROP_PYTHON2)",
+            py.display()
+        ));
+    }
+    python_imports(&py.to_string_lossy(), modules)?;
+    Ok(py)
+}
