@@ -837,3 +837,34 @@ fn a_flood_of_stalled_handshakes_is_bounded() {
         ) >= 300.0
     );
 }
+
+/// A browser page served from the relay's own `https://` address is
+/// same-origin on a TLS listener; the `http://` spelling of that address is
+/// another origin there.
+#[test]
+fn the_https_origin_of_a_tls_listener_is_same_origin() {
+    let pki = Pki::new("origin");
+    let (cert, key) = pki.server("a", 1001, "relay-a");
+    let r = relay(&cert, &key, &[]);
+    let cfg = client_config(&pki.ca());
+    let body = serde_json::to_vec(&initialize(json!(0))).expect("json");
+    let post = |origin: &str| {
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Origin", origin),
+        ];
+        Https::connect(r.port, &cfg)
+            .expect("connect")
+            .request("POST", "/mcp", &headers, &body)
+            .expect("POST")
+    };
+    let resp = post(&format!("https://127.0.0.1:{}", r.port));
+    assert_eq!(resp.status, 200, "own https origin: {}", resp.head);
+    let resp = post(&format!("http://127.0.0.1:{}", r.port));
+    assert_eq!(
+        resp.status, 403,
+        "http origin on a TLS listener: {}",
+        resp.head
+    );
+}

@@ -45,12 +45,14 @@ impl Reverse {
             return;
         }
         // MCP 2025-06-18 §Security: validate Origin on every request. A
-        // page served by the relay's own address (scheme, host and port) is
-        // same-origin; any other origin must be listed.
-        let local = self.client(tok).and_then(|c| c.local);
+        // page served by the relay's own address (scheme, host and port:
+        // https on a TLS listener) is same-origin; any other must be listed.
+        let local = self
+            .client(tok)
+            .and_then(|c| Some((c.local?, c.stream.is_tls())));
         if let Some(origin) = req.header("origin")
             && !self.cfg.allow_origins.iter().any(|o| o == origin)
-            && !local.is_some_and(|l| same_origin(origin, l))
+            && !local.is_some_and(|(l, tls)| same_origin_on(origin, l, tls))
         {
             self.respond(
                 tok,
@@ -690,12 +692,17 @@ impl Reverse {
     }
 }
 
-/// Whether `origin` (`http://HOST[:PORT]`) names the address a connection
-/// was accepted on. HOST must be that IP address, or `localhost` for a
-/// loopback address: a name that merely resolves to it (DNS rebinding) is
-/// not the relay's origin.
-fn same_origin(origin: &str, local: std::net::SocketAddr) -> bool {
-    let Some(authority) = origin.strip_prefix("http://") else {
+/// Whether `origin` (`http://HOST[:PORT]`, or `https://` on a TLS
+/// listener) names the address a connection was accepted on. HOST must be
+/// that IP address, or `localhost` for a loopback address: a name that
+/// merely resolves to it (DNS rebinding) is not the relay's origin.
+fn same_origin_on(origin: &str, local: std::net::SocketAddr, tls: bool) -> bool {
+    let (scheme, default_port) = if tls {
+        ("https://", 443)
+    } else {
+        ("http://", 80)
+    };
+    let Some(authority) = origin.strip_prefix(scheme) else {
         return false;
     };
     let (host, port) = match authority.rsplit_once(':') {
@@ -703,7 +710,7 @@ fn same_origin(origin: &str, local: std::net::SocketAddr) -> bool {
             Ok(p) => (h, p),
             Err(_) => return false,
         },
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if port != local.port() {
         return false;
@@ -722,7 +729,11 @@ fn same_origin(origin: &str, local: std::net::SocketAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_origin;
+    use super::same_origin_on;
+
+    fn same_origin(origin: &str, local: std::net::SocketAddr) -> bool {
+        same_origin_on(origin, local, false)
+    }
 
     #[test]
     fn same_origin_is_the_address_the_client_connected_to() {
@@ -752,5 +763,19 @@ mod tests {
         assert!(!same_origin("http://[::2]:9000", v6));
         let mapped = "[::ffff:127.0.0.1]:7000".parse().expect("addr");
         assert!(same_origin("http://127.0.0.1:7000", mapped));
+    }
+
+    #[test]
+    fn on_a_tls_listener_the_origin_is_https() {
+        let tls = true;
+        let v4 = "127.0.0.1:8443".parse().expect("addr");
+        assert!(same_origin_on("https://127.0.0.1:8443", v4, tls));
+        assert!(same_origin_on("https://localhost:8443", v4, tls));
+        assert!(!same_origin_on("http://127.0.0.1:8443", v4, tls), "scheme");
+        assert!(!same_origin_on("https://127.0.0.1:8444", v4, tls));
+        let port443 = "10.1.2.3:443".parse().expect("addr");
+        assert!(same_origin_on("https://10.1.2.3", port443, tls));
+        assert!(!same_origin_on("https://10.1.2.3", port443, false));
+        assert!(!same_origin_on("http://10.1.2.3:443", port443, tls));
     }
 }
