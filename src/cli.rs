@@ -20,6 +20,7 @@ mod tools;
 use conventions::{DURATION_UNITS, Mode, parse_options};
 pub use http::{HttpOptions, checked_header};
 use http::{add_http_options, http_options};
+pub use oauth::INTROSPECTION_CACHE_DEFAULT;
 pub use oauth::check as check_oauth;
 use oauth::{add_oauth_options, oauth_options};
 mod tls;

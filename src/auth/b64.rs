@@ -23,6 +23,23 @@ pub fn encode(input: &[u8]) -> String {
     out
 }
 
+/// Encodes `input` as standard base64 with padding (RFC 4648 §4), as HTTP
+/// Basic credentials use it.
+pub fn encode_std(input: &[u8]) -> String {
+    let mut out: String = encode(input)
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
 fn value(c: u8) -> Option<u32> {
     Some(match c {
         b'A'..=b'Z' => c - b'A',
@@ -66,6 +83,23 @@ pub fn decode(input: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn standard_alphabet_with_padding() {
+        // RFC 4648 §10 vectors, and the two characters that differ.
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::encode_std(raw.as_bytes()), enc);
+        }
+        assert_eq!(super::encode_std(&[0xfb, 0xff]), "+/8=");
+    }
+
     use super::*;
 
     #[test]

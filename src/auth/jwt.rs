@@ -25,6 +25,8 @@ pub enum Reason {
     Expired,
     NotYetValid,
     NoSubject,
+    /// Introspection (RFC 7662) answered `active: false`.
+    Inactive,
 }
 
 impl Reason {
@@ -41,6 +43,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
             Reason::NoSubject => "no_subject",
+            Reason::Inactive => "inactive",
         }
     }
 
@@ -58,6 +61,7 @@ impl Reason {
             Reason::Expired => "token expired",
             Reason::NotYetValid => "token not yet valid",
             Reason::NoSubject => "token has no subject",
+            Reason::Inactive => "token not active",
         }
     }
 }
@@ -131,6 +135,14 @@ pub struct Policy {
     pub skew: u64,
 }
 
+/// Whose claims are checked: a signed JWT's (RFC 9068: `iss` and `exp`
+/// required) or an introspection answer's (RFC 7662: both optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Jwt,
+    Introspection,
+}
+
 /// The verdict on a request's token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -178,15 +190,26 @@ impl Policy {
         if !key.verify(token.signing_input, &token.signature) {
             return Decision::Invalid(Reason::BadSignature);
         }
-        match self.claims(&token.claims, now) {
+        match self.claims(&token.claims, now, Profile::Jwt) {
             Ok(d) => d,
             Err(r) => Decision::Invalid(r),
         }
     }
 
-    fn claims(&self, c: &serde_json::Map<String, Value>, now: u64) -> Result<Decision, Reason> {
-        if c.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
-            return Err(Reason::WrongIssuer);
+    /// The claims rules of `profile` on `c` at `now` (Unix seconds).
+    pub fn claims(
+        &self,
+        c: &serde_json::Map<String, Value>,
+        now: u64,
+        profile: Profile,
+    ) -> Result<Decision, Reason> {
+        let jwt = profile == Profile::Jwt;
+        match c.get("iss") {
+            // An introspection answer comes from the issuer's own endpoint,
+            // which the relay authenticated to: `iss` may be left out.
+            None if !jwt => {}
+            Some(Value::String(i)) if *i == self.issuer => {}
+            _ => return Err(Reason::WrongIssuer),
         }
         let for_us = match c.get("aud") {
             Some(Value::String(a)) => *a == self.audience,
@@ -200,10 +223,13 @@ impl Policy {
         }
         let now = now as f64;
         let skew = self.skew as f64;
-        // RFC 9068 §2.2: exp is required of a JWT access token.
-        let exp = number(c, "exp")?.ok_or(Reason::Malformed)?;
-        if now >= exp + skew {
-            return Err(Reason::Expired);
+        // RFC 9068 §2.2: exp is required of a JWT access token; RFC 7662
+        // makes it optional in an introspection answer.
+        match number(c, "exp")? {
+            Some(exp) if now >= exp + skew => return Err(Reason::Expired),
+            Some(_) => {}
+            None if jwt => return Err(Reason::Malformed),
+            None => {}
         }
         if let Some(nbf) = number(c, "nbf")?
             && now + skew < nbf

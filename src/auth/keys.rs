@@ -23,6 +23,9 @@ pub struct SourceConfig {
     pub issuer: String,
     /// `--oauth-jwks-uri`: skip the metadata.
     pub jwks_uri: Option<String>,
+    /// Introspection is configured: metadata without `jwks_uri` is fine
+    /// (every token is then introspected).
+    pub jwks_optional: bool,
     pub min_refetch: Duration,
     pub max_age: Duration,
     pub retry_base: Duration,
@@ -86,6 +89,8 @@ pub struct KeySource {
     last_error: Option<String>,
     /// Refetches triggered by unknown `kid`s.
     pub refetches: u64,
+    /// The issuer's metadata names no `jwks_uri` (with `jwks_optional`).
+    no_jwks: bool,
 }
 
 impl KeySource {
@@ -102,7 +107,13 @@ impl KeySource {
             failures: 0,
             last_error: None,
             refetches: 0,
+            no_jwks: false,
         }
+    }
+
+    /// The issuer publishes no JWKS (and introspection stands in for it).
+    pub fn no_jwks(&self) -> bool {
+        self.no_jwks
     }
 
     pub fn keys(&self) -> Option<&KeySet> {
@@ -172,17 +183,30 @@ impl KeySource {
             Doc::Metadata(i) => {
                 let url = self.candidates.get(i).cloned().unwrap_or_default();
                 let got = if status == 200 {
-                    metadata::jwks_uri_of(body, &self.cfg.issuer)
+                    metadata::jwks_uri_opt(body, &self.cfg.issuer)
                 } else {
                     Err(format!("status {status}"))
                 };
                 match got {
-                    Ok(uri) => {
+                    Ok(Some(uri)) => {
                         self.jwks_uri = Some(uri);
+                        self.no_jwks = false;
                         self.failures = 0;
                         self.stage = Stage::Waiting { due: Some(now) };
                         Ok(())
                     }
+                    Ok(None) if self.cfg.jwks_optional => {
+                        // Looked at again as loaded keys would be.
+                        self.no_jwks = true;
+                        self.failures = 0;
+                        self.last_error = None;
+                        self.candidate = 0;
+                        self.stage = Stage::Waiting {
+                            due: Some(now + self.cfg.max_age),
+                        };
+                        Ok(())
+                    }
+                    Ok(None) => Err(self.fail(format!("metadata {url}: no jwks_uri"), now)),
                     Err(e) => Err(self.fail(format!("metadata {url}: {e}"), now)),
                 }
             }
@@ -286,6 +310,7 @@ mod tests {
         SourceConfig {
             issuer: ISS.into(),
             jwks_uri: jwks_uri.map(str::to_string),
+            jwks_optional: false,
             min_refetch: Duration::from_secs(30),
             max_age: Duration::from_secs(600),
             retry_base: Duration::from_secs(1),
@@ -425,5 +450,42 @@ mod tests {
             "empty set refused"
         );
         assert_eq!(s.keys().unwrap().keys.len(), 1);
+    }
+
+    #[test]
+    fn metadata_without_jwks_uri_means_no_jwks_only_when_introspection_stands_in() {
+        let t0 = Instant::now();
+        let doc = json!({"issuer": ISS, "introspection_endpoint": "https://as.example/i"})
+            .to_string()
+            .into_bytes();
+        // Without introspection: a failure, retried with backoff.
+        let mut s = KeySource::new(cfg(None), t0);
+        let f = s.next_fetch(t0).unwrap();
+        assert!(s.on_response(f.doc, 200, &doc, t0).is_err());
+        assert!(!s.no_jwks());
+        // With it: no JWKS, looked at again after max_age, no error.
+        let mut c = cfg(None);
+        c.jwks_optional = true;
+        let mut s = KeySource::new(c, t0);
+        let f = s.next_fetch(t0).unwrap();
+        s.on_response(f.doc, 200, &doc, t0).unwrap();
+        assert!(s.no_jwks());
+        assert_eq!(s.last_error(), None);
+        assert_eq!(s.next_fetch(t0 + Duration::from_secs(599)), None);
+        let f = s.next_fetch(t0 + Duration::from_secs(600)).unwrap();
+        assert_eq!(f.doc, Doc::Metadata(0));
+        // The issuer starts publishing keys: used from then on.
+        let t1 = t0 + Duration::from_secs(600);
+        s.on_response(f.doc, 200, &meta(ISS), t1).unwrap();
+        assert!(!s.no_jwks());
+        assert_eq!(s.next_fetch(t1).unwrap().doc, Doc::Jwks);
+        // A metadata naming another issuer is still refused.
+        let mut c = cfg(None);
+        c.jwks_optional = true;
+        let mut s = KeySource::new(c, t0);
+        let f = s.next_fetch(t0).unwrap();
+        let other = json!({"issuer": "https://evil"}).to_string().into_bytes();
+        assert!(s.on_response(f.doc, 200, &other, t0).is_err());
+        assert!(!s.no_jwks());
     }
 }

@@ -46,18 +46,23 @@ pub fn discovery_urls(issuer: &str) -> Vec<String> {
 /// The `jwks_uri` of an authorization server's metadata, which must name
 /// `issuer` exactly (RFC 8414 §3.3: otherwise it must not be used).
 pub fn jwks_uri_of(body: &[u8], issuer: &str) -> Result<String, String> {
+    jwks_uri_opt(body, issuer)?.ok_or_else(|| "no jwks_uri".into())
+}
+
+/// As [`jwks_uri_of`], a document without `jwks_uri` being `Ok(None)`.
+pub fn jwks_uri_opt(body: &[u8], issuer: &str) -> Result<Option<String>, String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     match doc.get("issuer").and_then(Value::as_str) {
         Some(i) if i == issuer => {}
         Some(i) => return Err(format!("issuer {i:?} does not match {issuer:?}")),
         None => return Err("no issuer".into()),
     }
-    let uri = doc
-        .get("jwks_uri")
-        .and_then(Value::as_str)
-        .ok_or("no jwks_uri")?;
+    let Some(uri) = doc.get("jwks_uri") else {
+        return Ok(None);
+    };
+    let uri = uri.as_str().ok_or("jwks_uri: not a string")?;
     Url::parse(uri).map_err(|e| format!("jwks_uri: {e}"))?;
-    Ok(uri.to_string())
+    Ok(Some(uri.to_string()))
 }
 
 /// Where a resource's metadata is published (RFC 9728 §3.1: the

@@ -6,7 +6,8 @@
 //!
 //! | file | job |
 //! |---|---|
-//! | `b64.rs` | base64url without padding |
+//! | `b64.rs` | base64url without padding (and standard base64 for Basic) |
+//! | `introspect.rs` | RFC 7662 introspection of opaque tokens: cache, sharing, bounds |
 //! | `jwk.rs` | JWK/JWKS → ring public keys; signature verification |
 //! | `jwt.rs` | compact JWS parsing, claims checks → [`jwt::Decision`] |
 //! | `keys.rs` | metadata → JWKS fetching, unknown-`kid` refetch, backoff |
@@ -16,12 +17,14 @@
 use std::time::{Duration, Instant};
 
 pub mod b64;
+pub mod introspect;
 pub mod jwk;
 pub mod jwt;
 pub mod keys;
 pub mod metadata;
 pub mod stats;
 
+use introspect::{Admit, Answer, Introspector};
 use jwt::{Decision, Policy, Reason};
 use keys::{KeySource, Lookup, SourceConfig};
 use metadata::Challenge;
@@ -40,7 +43,29 @@ pub struct OAuthOptions {
     pub clock_skew: Duration,
     /// Least time between two JWKS fetches caused by unknown `kid`s.
     pub jwks_min_refetch: Duration,
+    /// `--oauth-introspection-*`: opaque tokens checked with RFC 7662.
+    pub introspection: Option<IntrospectionOptions>,
 }
+
+/// `--oauth-introspection-url` and its client credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntrospectionOptions {
+    pub url: String,
+    pub client_id: String,
+    /// Read at startup; one line, surrounding whitespace ignored.
+    pub secret_file: std::path::PathBuf,
+    /// `--oauth-introspection-cache`: longest an accepted token's answer
+    /// is reused (zero: every request is introspected).
+    pub max_age: Duration,
+}
+
+/// Bounds of introspection (fixed limits).
+pub const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
+pub const INTROSPECTION_MAX_INFLIGHT: usize = 32;
+pub const INTROSPECTION_MAX_HELD: usize = 1024;
+pub const INTROSPECTION_DOWN_FOR: Duration = Duration::from_secs(1);
+/// Longest an introspection (and so a request held for it) may take.
+pub const INTROSPECTION_MAX_TIME: Duration = Duration::from_secs(10);
 
 /// Refetch of loaded keys (fixed limit).
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
@@ -63,8 +88,13 @@ pub enum Verdict {
         /// For the log: the rejection reason's label.
         why: &'static str,
     },
-    /// 503 with `Retry-After: 1`: the keys are being fetched.
-    Unavailable,
+    /// 503 with `Retry-After: 1`: the keys are being fetched (`"keys"`),
+    /// or introspection cannot decide now (the bound's label, or
+    /// `"introspection_failed"`).
+    Unavailable(&'static str),
+    /// Waiting for an introspection: the front holds the request until
+    /// [`Authority::introspected`] names it.
+    Held,
 }
 
 /// Session binding key of a subject: 63 bits of SHA-256 over issuer and
@@ -89,6 +119,7 @@ pub struct Authority {
     metadata_url: String,
     metadata_paths: Vec<String>,
     document: Vec<u8>,
+    pub introspection: Option<Introspector>,
 }
 
 impl Authority {
@@ -104,6 +135,10 @@ impl Authority {
         if let Some(u) = &opts.jwks_uri {
             crate::upstream::url::Url::parse(u).map_err(|e| format!("--oauth-jwks-uri: {e}"))?;
         }
+        if let Some(i) = &opts.introspection {
+            crate::upstream::url::Url::parse(&i.url)
+                .map_err(|e| format!("--oauth-introspection-url: {e}"))?;
+        }
         Ok(Authority {
             policy: Policy {
                 issuer: opts.issuer.clone(),
@@ -115,6 +150,7 @@ impl Authority {
                 SourceConfig {
                     issuer: opts.issuer.clone(),
                     jwks_uri: opts.jwks_uri.clone(),
+                    jwks_optional: opts.introspection.is_some(),
                     min_refetch: opts.jwks_min_refetch,
                     max_age: JWKS_MAX_AGE,
                     retry_base: FETCH_RETRY_BASE,
@@ -126,6 +162,15 @@ impl Authority {
             metadata_paths: metadata::metadata_paths(&opts.audience),
             document: metadata::resource_document(&opts.audience, &opts.issuer, &opts.scopes),
             metadata_url,
+            introspection: opts.introspection.as_ref().map(|i| {
+                Introspector::new(introspect::Limits {
+                    max_age: i.max_age,
+                    cache_entries: INTROSPECTION_CACHE_ENTRIES,
+                    max_inflight: INTROSPECTION_MAX_INFLIGHT,
+                    max_held: INTROSPECTION_MAX_HELD,
+                    down_for: INTROSPECTION_DOWN_FOR,
+                })
+            }),
         })
     }
 
@@ -138,16 +183,98 @@ impl Authority {
     }
 
     /// The verdict on a request's `Authorization` header at `now` (`unix`:
-    /// the same instant as seconds since the epoch).
-    pub fn authorize(&mut self, authorization: Option<&str>, now: Instant, unix: u64) -> Verdict {
-        let decision = self.decide(authorization, now, unix);
-        self.stats.count(&decision);
+    /// the same instant as seconds since the epoch). `waiter`: the front's
+    /// id of the request, named again by [`Authority::introspected`] when
+    /// the verdict is [`Verdict::Held`].
+    pub fn authorize(
+        &mut self,
+        authorization: Option<&str>,
+        now: Instant,
+        unix: u64,
+        waiter: usize,
+    ) -> Verdict {
+        let Some(token) = bearer(authorization) else {
+            return self.answer(Answer::Invalid(Reason::Missing));
+        };
+        let parsed = jwt::parse(token);
+        // Introspected: a token that is no JWT, or any token when the
+        // issuer publishes no JWKS. Never one over the size limit.
+        let introspect = match &parsed {
+            Err(Reason::Malformed) => true,
+            Err(_) => false,
+            Ok(_) => self.source.no_jwks(),
+        };
+        if introspect && let Some(i) = self.introspection.as_mut() {
+            return match i.admit(token, waiter, now) {
+                Admit::Decided(a) => self.answer(a),
+                Admit::Held => Verdict::Held,
+                Admit::Busy(why) => {
+                    self.stats.unavailable += 1;
+                    Verdict::Unavailable(why)
+                }
+            };
+        }
+        let decision = match parsed {
+            Err(r) => Some(Decision::Invalid(r)),
+            Ok(p) => self.decide(&p, now, unix),
+        };
         match decision {
-            None => Verdict::Unavailable,
-            Some(Decision::Valid { subject, .. }) => Verdict::Allow {
-                principal: principal(&self.policy.issuer, &subject),
-            },
-            Some(Decision::Invalid(Reason::Missing)) => Verdict::Deny {
+            None => {
+                self.stats.unavailable += 1;
+                Verdict::Unavailable("keys")
+            }
+            Some(d) => {
+                let a = Answer::of(d, &self.policy.issuer);
+                self.answer(a)
+            }
+        }
+    }
+
+    /// An introspection ended (`status` and `body` of its response, or
+    /// `failure`): the verdict for every request that waited for it.
+    pub fn introspected(
+        &mut self,
+        key: &introspect::Key,
+        response: Result<(u16, &[u8]), &str>,
+        now: Instant,
+        unix: u64,
+    ) -> (Verdict, Vec<usize>, Option<String>) {
+        let Some(i) = self.introspection.as_mut() else {
+            return (
+                Verdict::Unavailable("introspection_failed"),
+                Vec::new(),
+                None,
+            );
+        };
+        let f = match response {
+            Ok((status, body)) => i.on_response(key, status, body, &self.policy, unix, now),
+            Err(why) => i.on_failure(key, why, now),
+        };
+        match f.result {
+            Ok(a) => {
+                let mut v = Verdict::Unavailable("introspection_failed");
+                for _ in &f.waiters {
+                    v = self.answer(a);
+                }
+                (v, f.waiters, None)
+            }
+            Err(why) => {
+                self.stats.unavailable += f.waiters.len() as u64;
+                (
+                    Verdict::Unavailable("introspection_failed"),
+                    f.waiters,
+                    Some(why),
+                )
+            }
+        }
+    }
+
+    /// Counts one request's answer and turns it into a verdict.
+    fn answer(&mut self, a: Answer) -> Verdict {
+        self.stats.count(&a);
+        match a {
+            Answer::Valid { principal } => Verdict::Allow { principal },
+            Answer::Invalid(Reason::Missing) => Verdict::Deny {
                 status: 401,
                 challenge: metadata::challenge(
                     &self.metadata_url,
@@ -157,7 +284,7 @@ impl Authority {
                 body: "missing bearer token\n",
                 why: Reason::Missing.label(),
             },
-            Some(Decision::Invalid(r)) => Verdict::Deny {
+            Answer::Invalid(r) => Verdict::Deny {
                 status: 401,
                 challenge: metadata::challenge(
                     &self.metadata_url,
@@ -167,7 +294,7 @@ impl Authority {
                 body: "invalid bearer token\n",
                 why: r.label(),
             },
-            Some(Decision::InsufficientScope) => Verdict::Deny {
+            Answer::InsufficientScope => Verdict::Deny {
                 status: 403,
                 challenge: metadata::challenge(
                     &self.metadata_url,
@@ -180,21 +307,10 @@ impl Authority {
         }
     }
 
-    /// None: no decision until keys arrive.
-    fn decide(&mut self, authorization: Option<&str>, now: Instant, unix: u64) -> Option<Decision> {
-        let Some(token) = bearer(authorization) else {
-            return Some(Decision::Invalid(Reason::Missing));
-        };
-        let parsed = match jwt::parse(token) {
-            Ok(p) => p,
-            Err(r) => return Some(Decision::Invalid(r)),
-        };
-        if let Some(key) = self
-            .source
-            .keys()
-            .and_then(|set| jwt::key_for(set, &parsed))
-        {
-            return Some(self.policy.check(&parsed, key, unix));
+    /// A JWT's verdict. None: no decision until keys arrive.
+    fn decide(&mut self, parsed: &jwt::Parsed<'_>, now: Instant, unix: u64) -> Option<Decision> {
+        if let Some(key) = self.source.keys().and_then(|set| jwt::key_for(set, parsed)) {
+            return Some(self.policy.check(parsed, key, unix));
         }
         match self.source.missing_key(now) {
             Lookup::Pending => None,
@@ -223,6 +339,7 @@ mod tests {
             ca_file: None,
             clock_skew: Duration::from_secs(60),
             jwks_min_refetch: Duration::from_secs(30),
+            introspection: None,
         }
     }
 
@@ -242,7 +359,7 @@ mod tests {
         let mut a = Authority::new(&opts(), t0).unwrap();
         let Verdict::Deny {
             status, challenge, ..
-        } = a.authorize(None, t0, 0)
+        } = a.authorize(None, t0, 0, 0)
         else {
             panic!("not denied");
         };
@@ -252,11 +369,11 @@ mod tests {
             "Bearer resource_metadata=\"https://relay.example/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\""
         );
         assert!(matches!(
-            a.authorize(Some("Basic abc"), t0, 0),
+            a.authorize(Some("Basic abc"), t0, 0, 0),
             Verdict::Deny { status: 401, .. }
         ));
         assert!(matches!(
-            a.authorize(Some("Bearer x.y"), t0, 0),
+            a.authorize(Some("Bearer x.y"), t0, 0, 0),
             Verdict::Deny { status: 401, .. }
         ));
         let es = format!(
@@ -265,8 +382,8 @@ mod tests {
             b64::encode(b"{}")
         );
         assert_eq!(
-            a.authorize(Some(&format!("Bearer {es}")), t0, 0),
-            Verdict::Unavailable
+            a.authorize(Some(&format!("Bearer {es}")), t0, 0, 0),
+            Verdict::Unavailable("keys")
         );
         assert!(
             a.document_at("/.well-known/oauth-protected-resource/mcp")

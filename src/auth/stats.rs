@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use super::jwt::{Decision, Reason};
+use super::introspect::Answer;
+use super::jwt::Reason;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -18,12 +19,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn count(&mut self, d: &Option<Decision>) {
-        match d {
-            None => self.unavailable += 1,
-            Some(Decision::Valid { .. }) => self.accepted += 1,
-            Some(Decision::InsufficientScope) => self.insufficient_scope += 1,
-            Some(Decision::Invalid(r)) => self.reject(*r),
+    /// One request's answer (503s are counted in `unavailable` directly).
+    pub fn count(&mut self, a: &Answer) {
+        match a {
+            Answer::Valid { .. } => self.accepted += 1,
+            Answer::InsufficientScope => self.insufficient_scope += 1,
+            Answer::Invalid(r) => self.reject(*r),
         }
     }
 
@@ -103,9 +104,9 @@ mod tests {
     #[test]
     fn counts_and_renders() {
         let mut s = Stats::default();
-        s.count(&Some(Decision::Invalid(Reason::Expired)));
-        s.count(&Some(Decision::Invalid(Reason::Expired)));
-        s.count(&None);
+        s.count(&Answer::Invalid(Reason::Expired));
+        s.count(&Answer::Invalid(Reason::Expired));
+        s.unavailable += 1;
         s.fetched("jwks", "ok");
         assert_eq!(s.rejected(Reason::Expired), 2);
         let mut out = String::new();

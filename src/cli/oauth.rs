@@ -6,7 +6,7 @@ use std::time::Duration;
 use getopts::Options;
 
 use super::dur;
-use crate::auth::OAuthOptions;
+use crate::auth::{IntrospectionOptions, OAuthOptions};
 
 pub(super) fn add_oauth_options(o: &mut Options) {
     o.optopt(
@@ -51,7 +51,64 @@ pub(super) fn add_oauth_options(o: &mut Options) {
         "least time between JWKS refetches for an unknown kid (default 30s)",
         "DUR",
     );
+    o.optopt(
+        "",
+        "oauth-introspection-url",
+        "check opaque tokens with this RFC 7662 introspection endpoint",
+        "URL",
+    );
+    o.optopt(
+        "",
+        "oauth-introspection-client-id",
+        "the relay's client id at the introspection endpoint",
+        "ID",
+    );
+    o.optopt(
+        "",
+        "oauth-introspection-secret-file",
+        "file holding the relay's client secret for introspection",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "oauth-introspection-cache",
+        "longest an introspected token is trusted without asking again (default 5m)",
+        "DUR",
+    );
 }
+
+/// `--oauth-introspection-*`: all of url, client id and secret file, or none.
+fn introspection(m: &getopts::Matches) -> Result<Option<IntrospectionOptions>, String> {
+    let Some(url) = m.opt_str("oauth-introspection-url") else {
+        for flag in [
+            "oauth-introspection-client-id",
+            "oauth-introspection-secret-file",
+            "oauth-introspection-cache",
+        ] {
+            if m.opt_present(flag) {
+                return Err(format!(
+                    "--{flag} only applies with --oauth-introspection-url"
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let client_id = m
+        .opt_str("oauth-introspection-client-id")
+        .ok_or("--oauth-introspection-url needs --oauth-introspection-client-id")?;
+    let secret_file = m
+        .opt_str("oauth-introspection-secret-file")
+        .ok_or("--oauth-introspection-url needs --oauth-introspection-secret-file")?;
+    Ok(Some(IntrospectionOptions {
+        url,
+        client_id,
+        secret_file: PathBuf::from(secret_file),
+        max_age: dur(m, "oauth-introspection-cache", INTROSPECTION_CACHE_DEFAULT)?,
+    }))
+}
+
+/// `--oauth-introspection-cache` default.
+pub const INTROSPECTION_CACHE_DEFAULT: Duration = Duration::from_secs(300);
 
 /// The protected-resource settings, if `--oauth-issuer` is given.
 pub(super) fn oauth_options(m: &getopts::Matches) -> Result<Option<OAuthOptions>, String> {
@@ -63,6 +120,10 @@ pub(super) fn oauth_options(m: &getopts::Matches) -> Result<Option<OAuthOptions>
             "oauth-ca-file",
             "oauth-clock-skew",
             "oauth-jwks-min-refetch",
+            "oauth-introspection-url",
+            "oauth-introspection-client-id",
+            "oauth-introspection-secret-file",
+            "oauth-introspection-cache",
         ] {
             if m.opt_present(flag) {
                 return Err(format!("--{flag} only applies with --oauth-issuer"));
@@ -84,6 +145,7 @@ pub(super) fn oauth_options(m: &getopts::Matches) -> Result<Option<OAuthOptions>
         ca_file: m.opt_str("oauth-ca-file").map(PathBuf::from),
         clock_skew: dur(m, "oauth-clock-skew", Duration::from_secs(60))?,
         jwks_min_refetch: dur(m, "oauth-jwks-min-refetch", Duration::from_secs(30))?,
+        introspection: introspection(m)?,
     };
     check(&opts)?;
     Ok(Some(opts))
@@ -102,6 +164,14 @@ pub fn check(o: &OAuthOptions) -> Result<(), String> {
         return Err(format!(
             "oauth scope {s:?}: not a scope token (RFC 6749 §3.3)"
         ));
+    }
+    if let Some(i) = &o.introspection {
+        if i.client_id.is_empty() || i.client_id.bytes().any(|b| b < b' ' || b == 0x7f) {
+            return Err("oauth introspection client id: empty or with control characters".into());
+        }
+        if i.max_age > Duration::from_secs(3600) {
+            return Err("oauth introspection cache: at most 1h".into());
+        }
     }
     crate::auth::Authority::new(o, std::time::Instant::now()).map(|_| ())
 }
@@ -162,6 +232,81 @@ mod tests {
                 "https://r/"
             ])
             .contains("issuer")
+        );
+    }
+
+    #[test]
+    fn introspection_flags() {
+        let base = [
+            "--oauth-issuer",
+            "https://as.example",
+            "--oauth-audience",
+            "https://relay.example/mcp",
+        ];
+        let url = ["--oauth-introspection-url", "https://as.example/introspect"];
+        let id = ["--oauth-introspection-client-id", "relay"];
+        let secret = ["--oauth-introspection-secret-file", "/etc/relay/secret"];
+        let c = reverse(&[&base[..], &url[..], &id[..], &secret[..]].concat()).unwrap();
+        let i = c.oauth.unwrap().introspection.unwrap();
+        assert_eq!(i.url, "https://as.example/introspect");
+        assert_eq!(i.client_id, "relay");
+        assert_eq!(i.secret_file, std::path::Path::new("/etc/relay/secret"));
+        assert_eq!(i.max_age, std::time::Duration::from_secs(300));
+        let c = reverse(
+            &[
+                &base[..],
+                &url[..],
+                &id[..],
+                &secret[..],
+                &["--oauth-introspection-cache", "30s"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.oauth.unwrap().introspection.unwrap().max_age,
+            std::time::Duration::from_secs(30)
+        );
+        assert!(
+            reverse(&base)
+                .unwrap()
+                .oauth
+                .unwrap()
+                .introspection
+                .is_none()
+        );
+
+        let e = |a: &[&str]| reverse(a).unwrap_err();
+        assert!(e(&[&base[..], &url[..], &secret[..]].concat()).contains("client-id"));
+        assert!(e(&[&base[..], &url[..], &id[..]].concat()).contains("secret-file"));
+        assert!(
+            e(&[&base[..], &id[..]].concat())
+                .contains("only applies with --oauth-introspection-url")
+        );
+        assert!(
+            e(&[&url[..], &id[..], &secret[..]].concat())
+                .contains("only applies with --oauth-issuer")
+        );
+        assert!(
+            e(&[
+                &base[..],
+                &["--oauth-introspection-url", "ftp://x"],
+                &id[..],
+                &secret[..]
+            ]
+            .concat())
+            .contains("introspection-url")
+        );
+        assert!(
+            e(&[
+                &base[..],
+                &url[..],
+                &id[..],
+                &secret[..],
+                &["--oauth-introspection-cache", "2h"]
+            ]
+            .concat())
+            .contains("1h")
         );
     }
 }

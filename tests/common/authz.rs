@@ -983,3 +983,201 @@ fn rand_suffix() -> u64 {
     ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut b).expect("rng");
     u64::from_le_bytes(b)
 }
+
+// ---------------------------------------------------------------------------
+// RFC 7662 token introspection (the protected resource's side of issue 14):
+// an endpoint of its own, on a separate fake server, which the relay reaches
+// with `--oauth-introspection-url`. Opaque tokens are registered by tests.
+// ---------------------------------------------------------------------------
+
+/// What the introspection endpoint knows and how it behaves.
+struct IntroState {
+    /// The relay's client credentials (HTTP Basic, RFC 6749 §2.3.1).
+    client_id: String,
+    secret: String,
+    /// Opaque token → the claims answered with `active: true`.
+    tokens: std::collections::HashMap<String, Value>,
+    /// Answer 503 to everything (the endpoint is down).
+    down: bool,
+    /// Wait this long before answering.
+    delay: std::time::Duration,
+}
+
+/// A test introspection endpoint: `POST /introspect`.
+pub struct Introspection {
+    pub fake: Fake,
+    state: Arc<Mutex<IntroState>>,
+}
+
+/// Standard base64 with padding (HTTP Basic).
+pub fn b64_std(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in input.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(c.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value (unreserved
+/// characters kept, the rest `%XX`).
+pub fn form_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value.
+fn form_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(x) => out.push(x),
+                    Err(_) => out.push(b'%'),
+                }
+                i += 2;
+            }
+            x => out.push(x),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The fields of a form body.
+pub fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+impl Introspection {
+    /// Serves `POST /introspect` to a client authenticating as
+    /// `client_id`/`secret`; every token is inactive until [`grant`]ed.
+    pub fn start(client_id: &str, secret: &str) -> Introspection {
+        let state = Arc::new(Mutex::new(IntroState {
+            client_id: client_id.into(),
+            secret: secret.into(),
+            tokens: std::collections::HashMap::new(),
+            down: false,
+            delay: std::time::Duration::ZERO,
+        }));
+        let st = state.clone();
+        let fake = Fake::start(handler(move |req, conn| {
+            if (req.method.as_str(), req.target.as_str()) != ("POST", "/introspect") {
+                return conn.respond(404, &[], b"not found\n");
+            }
+            let (expected, down, delay, tokens) = {
+                let s = st.lock().unwrap();
+                (
+                    format!(
+                        "Basic {}",
+                        // RFC 6749 §2.3.1: each form-encoded, then base64.
+                        b64_std(
+                            format!("{}:{}", form_encode(&s.client_id), form_encode(&s.secret))
+                                .as_bytes()
+                        )
+                    ),
+                    s.down,
+                    s.delay,
+                    s.tokens.clone(),
+                )
+            };
+            if !delay.is_zero() && !conn.wait(delay) {
+                return super::fake::After::Close;
+            }
+            if down {
+                return conn.respond(503, &[], b"down\n");
+            }
+            if req.header("authorization") != Some(expected.as_str()) {
+                return conn.respond(
+                    401,
+                    &[("content-type", "application/json")],
+                    br#"{"error":"invalid_client"}"#,
+                );
+            }
+            let fields = form_fields(&req.body);
+            let token = fields
+                .iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.clone());
+            let answer = match token.and_then(|t| tokens.get(&t).cloned()) {
+                Some(Value::Object(mut claims)) => {
+                    claims.insert("active".into(), Value::Bool(true));
+                    Value::Object(claims)
+                }
+                _ => json!({"active": false}),
+            };
+            conn.json(&[], &answer)
+        }));
+        Introspection { fake, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/introspect", self.fake.port())
+    }
+
+    /// `token` is active with these claims (`iss`, `aud`, `sub`, …).
+    pub fn grant(&self, token: &str, claims: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .tokens
+            .insert(token.into(), claims);
+    }
+
+    /// `token` is inactive from now on.
+    pub fn revoke(&self, token: &str) {
+        self.state.lock().unwrap().tokens.remove(token);
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    /// Introspection requests received, for `token` (None: any).
+    pub fn calls(&self, token: Option<&str>) -> usize {
+        self.fake
+            .seen()
+            .iter()
+            .filter(|r| r.target == "/introspect")
+            .filter(|r| {
+                token.is_none_or(|t| {
+                    form_fields(&r.body)
+                        .iter()
+                        .any(|(k, v)| k == "token" && v == t)
+                })
+            })
+            .count()
+    }
+}

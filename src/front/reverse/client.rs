@@ -47,7 +47,8 @@ pub(super) struct Client {
 ///        ▼                           │
 ///  ──▶ Idle ──POST──▶ Waiting ───────┤──(Connection: close, peer gone,
 ///        │                           │    shutdown)──▶ Closing ──▶ closed
-///        └──GET───▶ Streaming ──end──┘
+///        ├──GET───▶ Streaming ──end──┤
+///        └─token──▶ Authorizing ─────┘ (introspection answered)
 /// ```
 ///
 /// The connection itself is closed only by `close_client`: at once on a
@@ -62,6 +63,17 @@ pub(super) enum ClientState {
     Streaming { session: SKey },
     /// No more requests: the connection closes once its output is written.
     Closing,
+    /// A request held until the introspection of its bearer token ends
+    /// (`oauth_held.rs`); nothing else is parsed meanwhile.
+    Authorizing(Box<Held>),
+}
+
+/// A request whose token is being introspected, with what routing had
+/// found out before the token check.
+pub(super) struct Held {
+    pub(super) req: Request,
+    pub(super) ops_here: bool,
+    pub(super) path: String,
 }
 
 impl ClientState {
@@ -72,6 +84,7 @@ impl ClientState {
             (self, to),
             (Idle, _)
                 | (Waiting(_), Idle | Closing)
+                | (Authorizing(_), Idle | Closing)
                 | (Streaming { .. }, Idle | Closing)
                 | (Closing, Closing)
         )
@@ -83,11 +96,26 @@ impl ClientState {
             ClientState::Waiting(_) => "waiting",
             ClientState::Streaming { .. } => "streaming",
             ClientState::Closing => "closing",
+            ClientState::Authorizing(_) => "authorizing",
         }
     }
 }
 
 impl Client {
+    /// An `Authorizing` connection's request, the connection back to `Idle`.
+    pub(super) fn take_held(&mut self) -> Option<Box<Held>> {
+        if !matches!(self.state, ClientState::Authorizing(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.state, ClientState::Idle) {
+            ClientState::Authorizing(h) => Some(h),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
     /// The one place a connection's state changes.
     pub(super) fn set_state(&mut self, to: ClientState) {
         let legal = self.state.can_become(&to);
@@ -620,6 +648,15 @@ impl Reverse {
                     self.end_session(ex.session, "the client left during initialize");
                 }
             }
+            ClientState::Authorizing(_) => {
+                if let Some(i) = self
+                    .oauth
+                    .as_mut()
+                    .and_then(|o| o.auth.introspection.as_mut())
+                {
+                    i.forget(tok.0);
+                }
+            }
             ClientState::Idle | ClientState::Closing => {}
         }
     }
@@ -801,6 +838,18 @@ mod tests {
                     session: skey_new(0, 1),
                 },
                 Closing,
+                Authorizing(Box::new(Held {
+                    req: Request {
+                        method: "POST".into(),
+                        target: "/mcp".into(),
+                        minor_version: 1,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                        keep_alive: true,
+                    },
+                    ops_here: false,
+                    path: String::new(),
+                })),
             ]
         };
         let mut legal = Vec::new();
@@ -818,11 +867,14 @@ mod tests {
                 "idle → waiting",
                 "idle → streaming",
                 "idle → closing",
+                "idle → authorizing",
                 "waiting → idle",
                 "waiting → closing",
                 "streaming → idle",
                 "streaming → closing",
                 "closing → closing",
+                "authorizing → idle",
+                "authorizing → closing",
             ]
         );
     }

@@ -45,12 +45,14 @@ mod ending;
 mod era;
 mod http;
 mod oauth;
+mod oauth_held;
 mod proc;
 mod routes;
 mod session;
 mod tools;
 
 use client::*;
+use oauth::Authn;
 use proc::*;
 use session::*;
 
@@ -726,6 +728,7 @@ impl Reverse {
         }
         // Idle keep-alive connections close now; the rest after their output.
         let toks: Vec<Token> = self.client_tokens();
+        self.refuse_held_for_shutdown(&toks);
         for tok in toks {
             if let Some(c) = self.client(tok) {
                 c.set_state(ClientState::Closing);

@@ -6,12 +6,15 @@
 //! the loop's own (`upstream::http`), so no fetch ever blocks the loop.
 //!
 //! - Engines: slot 0 fetches the metadata (the issuer's origin), slot 1 the
-//!   JWKS (the `jwks_uri`'s origin). Their HTTP tags are the top two of the
-//!   token space, which no upstream reaches (`--config` upstreams are
-//!   numbered from 0).
+//!   JWKS (the `jwks_uri`'s origin), slot 2 introspects. Their HTTP tags
+//!   are the top three of the token space, which no upstream reaches
+//!   (`--config` upstreams are numbered from 0).
 //! - Until the first JWKS is loaded, and while a refetch for an unknown
-//!   `kid` runs, a request with a token gets 503 with `Retry-After: 1`
+//!   `kid` runs, a request with a JWT gets 503 with `Retry-After: 1`
 //!   (not parked: nothing is held per waiting request).
+//! - `--oauth-introspection-url`: slot 2 POSTs opaque tokens to the RFC
+//!   7662 endpoint; the requests waiting for an answer are held
+//!   (`oauth_held.rs`), bounded by `auth::introspect`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,12 +32,44 @@ use crate::proto::http1::Request;
 use crate::upstream::http::{Event, ExId, HttpClient, HttpConfig};
 use crate::upstream::url::Url;
 
-/// HTTP tag of engine slot 0; slot 1 is the next one (the last tag).
-const FIRST_TAG: usize = (1 << crate::reactor::token::HTTP_TAG_BITS) - 2;
+/// Engine slots: metadata, JWKS, introspection.
+const SLOTS: usize = 3;
+const INTROSPECTION: usize = 2;
+
+/// HTTP tag of engine slot 0; the others follow (up to the last tag).
+const FIRST_TAG: usize = (1 << crate::reactor::token::HTTP_TAG_BITS) - SLOTS;
 
 /// Whether an HTTP tag (or resolver id) is one of the OAuth engines'.
 pub(super) fn is_oauth_tag(tag: usize) -> bool {
-    (FIRST_TAG..FIRST_TAG + 2).contains(&tag)
+    (FIRST_TAG..FIRST_TAG + SLOTS).contains(&tag)
+}
+
+/// What the token check says of a request.
+pub(super) enum Authn {
+    /// Go on, bound to this (None: no auth configured, or admin).
+    Go(Option<usize>),
+    /// Refused; the answer is written.
+    Answered,
+    /// Held until its token's introspection ends (`oauth_held.rs`).
+    Held,
+}
+
+type IntroKey = crate::auth::introspect::Key;
+/// An introspection's response (status, body) or why it failed.
+type IntroResult = Result<(u16, Vec<u8>), String>;
+
+/// An introspection in flight: its token's hash and the response so far.
+struct Introspecting {
+    key: crate::auth::introspect::Key,
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// The introspection endpoint and the relay's credentials there.
+struct IntrospectionEndpoint {
+    url: Url,
+    /// `Authorization` header value (client_secret_basic).
+    credentials: String,
 }
 
 /// A fetch in flight: what it is for, and its response so far.
@@ -54,8 +89,11 @@ pub(super) struct OAuth {
     pub(super) auth: Authority,
     tls: Option<Arc<rustls::ClientConfig>>,
     ca_file: Option<std::path::PathBuf>,
-    engines: [Option<Engine>; 2],
+    engines: [Option<Engine>; SLOTS],
     fetches: HashMap<(usize, ExId), InFlight>,
+    endpoint: Option<IntrospectionEndpoint>,
+    introspecting: HashMap<ExId, Introspecting>,
+    pub(super) intro_log: RateLog,
     /// Wall-clock time at `base`: `unix` is derived from the loop's `now`
     /// so the clock is still read once per turn.
     base: Instant,
@@ -76,6 +114,29 @@ fn origin_of(u: &Url) -> String {
 impl OAuth {
     pub(super) fn new(opts: &OAuthOptions, now: Instant) -> Result<OAuth, String> {
         let auth = Authority::new(opts, now)?;
+        let endpoint = match &opts.introspection {
+            None => None,
+            Some(i) => {
+                let secret = std::fs::read_to_string(&i.secret_file).map_err(|e| {
+                    format!(
+                        "--oauth-introspection-secret-file {}: {e}",
+                        i.secret_file.display()
+                    )
+                })?;
+                let secret = secret.trim();
+                if secret.is_empty() {
+                    return Err(format!(
+                        "--oauth-introspection-secret-file {}: empty",
+                        i.secret_file.display()
+                    ));
+                }
+                Some(IntrospectionEndpoint {
+                    url: Url::parse(&i.url)
+                        .map_err(|e| format!("--oauth-introspection-url: {e}"))?,
+                    credentials: crate::auth::introspect::basic_credentials(&i.client_id, secret),
+                })
+            }
+        };
         let base_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -83,8 +144,11 @@ impl OAuth {
             auth,
             tls: None,
             ca_file: opts.ca_file.clone(),
-            engines: [None, None],
+            engines: [None, None, None],
             fetches: HashMap::new(),
+            endpoint,
+            introspecting: HashMap::new(),
+            intro_log: RateLog::default(),
             base: now,
             base_unix,
             reject_log: RateLog::default(),
@@ -92,7 +156,7 @@ impl OAuth {
         })
     }
 
-    fn unix(&self, now: Instant) -> u64 {
+    pub(super) fn unix(&self, now: Instant) -> u64 {
         self.base_unix + now.saturating_duration_since(self.base).as_secs()
     }
 
@@ -120,15 +184,30 @@ impl OAuth {
             self.fetches.retain(|(s, _), _| *s != slot);
         }
         let tls = if url.tls { Some(self.tls()?) } else { None };
+        let mut headers = vec![("accept".to_string(), "application/json".to_string())];
+        let introspection = slot == INTROSPECTION;
+        if introspection && let Some(e) = &self.endpoint {
+            headers.push((
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ));
+            headers.push(("authorization".into(), e.credentials.clone()));
+        }
+        // An introspection holds client requests: it is bounded tighter
+        // (INTROSPECTION_MAX_TIME from submission).
         let cfg = HttpConfig {
             url: url.clone(),
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            response_timeout: Duration::from_secs(10),
-            max_request_time: Duration::from_secs(30),
-            max_connections: 1,
+            request_timeout: Duration::from_secs(if introspection { 5 } else { 10 }),
+            response_timeout: Duration::from_secs(if introspection { 5 } else { 10 }),
+            max_request_time: if introspection {
+                crate::auth::INTROSPECTION_MAX_TIME
+            } else {
+                Duration::from_secs(30)
+            },
+            max_connections: if introspection { 4 } else { 1 },
             idle_timeout: Duration::from_secs(60),
-            headers: vec![("accept".into(), "application/json".into())],
+            headers,
             retries: 1,
             retry_base: Duration::from_millis(250),
             retry_cap: Duration::from_secs(2),
@@ -145,6 +224,9 @@ impl OAuth {
         self.auth
             .stats
             .render(out, keys, self.auth.source.refetches);
+        if let Some(i) = &self.auth.introspection {
+            i.render(out);
+        }
     }
 }
 
@@ -179,23 +261,17 @@ impl Reverse {
         true
     }
 
-    /// Checks a request's credentials. `Some(binding)`: go on, the session
-    /// binding being the static token's index or the token subject's
-    /// principal (None: no auth configured, or the admin listener).
-    /// `None`: refused, already answered.
-    pub(super) fn authenticate(
-        &mut self,
-        tok: Token,
-        req: &Request,
-        admin: bool,
-    ) -> Option<Option<usize>> {
+    /// Checks a request's credentials: go on with the session binding (the
+    /// static token's index or the token subject's principal), refused
+    /// (answered here), or held for an introspection.
+    pub(super) fn authenticate(&mut self, tok: Token, req: &Request, admin: bool) -> Authn {
         if admin {
-            return Some(None);
+            return Authn::Go(None);
         }
         let ka = req.keep_alive;
         if let Some(tokens) = &self.tokens {
             return match tokens.check(req.header("authorization")) {
-                Some(i) => Some(Some(i)),
+                Some(i) => Authn::Go(Some(i)),
                 None => {
                     self.respond(
                         tok,
@@ -204,19 +280,33 @@ impl Reverse {
                         b"missing or invalid bearer token\n",
                         ka,
                     );
-                    None
+                    Authn::Answered
                 }
             };
         }
         let now = self.now;
         let Some(o) = self.oauth.as_mut() else {
-            return Some(None);
+            return Authn::Go(None);
         };
+        let unix = o.unix(now);
         let verdict = o
             .auth
-            .authorize(req.header("authorization"), now, o.unix(now));
+            .authorize(req.header("authorization"), now, unix, tok.0);
+        if matches!(verdict, Verdict::Held) {
+            return Authn::Held;
+        }
+        match self.oauth_answer(tok, ka, verdict) {
+            Some(principal) => Authn::Go(Some(principal)),
+            None => Authn::Answered,
+        }
+    }
+
+    /// Carries out a verdict: `Some(principal)` to go on, else answered.
+    pub(super) fn oauth_answer(&mut self, tok: Token, ka: bool, verdict: Verdict) -> Option<usize> {
+        let now = self.now;
+        let o = self.oauth.as_mut()?;
         match verdict {
-            Verdict::Allow { principal } => Some(Some(principal)),
+            Verdict::Allow { principal } => Some(principal),
             Verdict::Deny {
                 status,
                 challenge,
@@ -238,18 +328,40 @@ impl Reverse {
                 );
                 None
             }
-            Verdict::Unavailable => {
+            Verdict::Unavailable(cause) => {
                 if let Some(n) = o.reject_log.check(now) {
-                    let why = o.auth.source.last_error().unwrap_or("being fetched");
-                    log::warn!(
-                        "oauth: 503, no key to check the token with yet: {why} ({n} similar not logged)"
-                    );
+                    if cause == "keys" {
+                        let why = o.auth.source.last_error().unwrap_or("being fetched");
+                        log::warn!(
+                            "oauth: 503, no key to check the token with yet: {why} ({n} similar not logged)"
+                        );
+                    } else {
+                        log::warn!(
+                            "oauth: 503, token introspection unavailable ({cause}) ({n} similar not logged)"
+                        );
+                    }
                 }
+                let body: &[u8] = if cause == "keys" {
+                    b"authorization keys not available yet\n"
+                } else {
+                    b"token introspection not available now\n"
+                };
                 self.respond(
                     tok,
                     503,
                     &[("retry-after", "1"), ("content-type", "text/plain")],
-                    b"authorization keys not available yet\n",
+                    body,
+                    ka,
+                );
+                None
+            }
+            Verdict::Held => {
+                // Only `authenticate` holds; a verdict passed on here is final.
+                self.respond(
+                    tok,
+                    503,
+                    &[("retry-after", "1"), ("content-type", "text/plain")],
+                    b"token introspection not available now\n",
                     ka,
                 );
                 None
@@ -330,7 +442,98 @@ impl Reverse {
                 },
             );
         }
+        self.introspections_start();
         self.oauth_drain();
+    }
+
+    /// Sends the introspections the requests of this turn asked for. One
+    /// that cannot be sent ends at once (its requests get 503).
+    fn introspections_start(&mut self) {
+        let now = self.now;
+        let Some(o) = self.oauth.as_mut() else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let mut ended = Vec::new();
+        while let Some(start) = o.auth.introspection.as_mut().and_then(|i| i.next_start()) {
+            let Some(url) = o.endpoint.as_ref().map(|e| e.url.clone()) else {
+                ended.push((start.key, "no introspection endpoint".to_string()));
+                continue;
+            };
+            let fresh = match o.engine_for(INTROSPECTION, &url, reg) {
+                Ok(f) => f,
+                Err(e) => {
+                    ended.push((start.key, e));
+                    continue;
+                }
+            };
+            if fresh {
+                if self.resolver.is_none() {
+                    match Resolver::new(reg, crate::reactor::RESOLVER_TOKEN) {
+                        Ok(r) => self.resolver = Some(r),
+                        Err(e) => {
+                            o.engines[INTROSPECTION] = None;
+                            ended.push((start.key, e.to_string()));
+                            continue;
+                        }
+                    }
+                }
+                if let Some(r) = self.resolver.as_mut() {
+                    r.resolve(
+                        (FIRST_TAG + INTROSPECTION) as u64,
+                        url.host.clone(),
+                        url.port,
+                    );
+                }
+            }
+            let Some(e) = o.engines[INTROSPECTION].as_mut() else {
+                ended.push((start.key, "no engine".to_string()));
+                continue;
+            };
+            let req = crate::upstream::http::Request {
+                method: "POST",
+                target: url.target.clone(),
+                headers: Vec::new(),
+                body: start.body,
+                stream: false,
+            };
+            let ex = e.client.submit(req, reg, now);
+            o.introspecting.insert(
+                ex,
+                Introspecting {
+                    key: start.key,
+                    status: 0,
+                    body: Vec::new(),
+                },
+            );
+        }
+        for (key, why) in ended {
+            self.introspection_ended(&key, Err(&why));
+        }
+    }
+
+    /// An introspection's answer (or failure) to the requests held for it.
+    fn introspection_ended(
+        &mut self,
+        key: &crate::auth::introspect::Key,
+        response: Result<(u16, &[u8]), &str>,
+    ) {
+        let now = self.now;
+        let Some(o) = self.oauth.as_mut() else {
+            return;
+        };
+        let unix = o.unix(now);
+        let (verdict, waiters, failed) = o.auth.introspected(key, response, now, unix);
+        if let Some(why) = failed
+            && let Some(n) = o.intro_log.check(now)
+        {
+            log::warn!(
+                "oauth: token introspection failed: {why}; {} request(s) answered 503 \
+                 ({n} similar not logged)",
+                waiters.len()
+            );
+        }
+        self.resume_held(waiters, verdict);
     }
 
     /// Readiness of an OAuth engine's connection.
@@ -393,10 +596,39 @@ impl Reverse {
         let Some(o) = self.oauth.as_mut() else {
             return;
         };
-        for slot in 0..2 {
+        let mut ended: Vec<(IntroKey, IntroResult)> = Vec::new();
+        for slot in 0..SLOTS {
             let mut events = Vec::new();
             if let Some(e) = o.engines[slot].as_mut() {
                 e.client.take_events(&mut events);
+            }
+            if slot == INTROSPECTION {
+                for ev in events {
+                    let ex = ev.ex();
+                    match ev {
+                        Event::Head { status, .. } => {
+                            if let Some(f) = o.introspecting.get_mut(&ex) {
+                                f.status = status;
+                            }
+                        }
+                        Event::Message { data, .. } => {
+                            if let Some(f) = o.introspecting.get_mut(&ex) {
+                                f.body = data;
+                            }
+                        }
+                        Event::Done { .. } => {
+                            if let Some(f) = o.introspecting.remove(&ex) {
+                                ended.push((f.key, Ok((f.status, f.body))));
+                            }
+                        }
+                        Event::Failed { failure, .. } => {
+                            if let Some(f) = o.introspecting.remove(&ex) {
+                                ended.push((f.key, Err(failure.detail())));
+                            }
+                        }
+                    }
+                }
+                continue;
             }
             for ev in events {
                 let key = (slot, ev.ex());
@@ -422,6 +654,10 @@ impl Reverse {
                                 if f.doc == Doc::Jwks {
                                     let n = o.auth.source.keys().map_or(0, |k| k.keys.len());
                                     log::info!("oauth: {n} verification keys loaded");
+                                } else if o.auth.source.no_jwks() {
+                                    log::info!(
+                                        "oauth: the issuer publishes no jwks_uri; every token is introspected"
+                                    );
                                 }
                             }
                             Err(why) => {
@@ -445,6 +681,12 @@ impl Reverse {
                 }
             }
         }
+        for (key, r) in ended {
+            match &r {
+                Ok((status, body)) => self.introspection_ended(&key, Ok((*status, body))),
+                Err(why) => self.introspection_ended(&key, Err(why)),
+            }
+        }
     }
 
     /// When the OAuth side next needs the loop: a fetch due, an engine's
@@ -463,6 +705,12 @@ impl Reverse {
             .filter_map(|e| e.client.next_deadline())
             .chain(o.auth.source.next_deadline())
             .chain(backlog)
+            .chain(
+                o.auth
+                    .introspection
+                    .as_ref()
+                    .and_then(|i| i.has_starts().then_some(self.now)),
+            )
             .min()
     }
 }

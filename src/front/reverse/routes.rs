@@ -64,9 +64,34 @@ impl Reverse {
             return;
         }
         // Static tokens or OAuth (`oauth.rs`): the session binding.
-        let Some(token) = self.authenticate(tok, &req, admin) else {
-            return;
-        };
+        match self.authenticate(tok, &req, admin) {
+            Authn::Go(token) => self.serve(tok, req, token, ops_here, &path),
+            Authn::Answered => {}
+            Authn::Held => {
+                // Its token is being introspected (`oauth_held.rs`).
+                if let Some(c) = self.client(tok) {
+                    c.set_state(ClientState::Authorizing(Box::new(Held {
+                        req,
+                        ops_here,
+                        path,
+                    })));
+                }
+                self.client_rearm(tok);
+            }
+        }
+    }
+
+    /// A request past the token check, bound to `token` (a static token's
+    /// index or a subject's principal; None without authentication).
+    pub(super) fn serve(
+        &mut self,
+        tok: Token,
+        req: Request,
+        token: Option<usize>,
+        ops_here: bool,
+        path: &str,
+    ) {
+        let ka = req.keep_alive;
         if ops_here && path == "/metrics" && req.method == "GET" {
             let body = self.render_metrics();
             self.respond(
@@ -78,7 +103,7 @@ impl Reverse {
             );
             return;
         }
-        match self.route(&path) {
+        match self.route(path) {
             Some((u, Route::Mcp)) => match req.method.as_str() {
                 "POST" => self.post_mcp(tok, req, token, u),
                 "GET" => self.get_mcp(tok, req, token, u),
