@@ -1028,43 +1028,6 @@ pub fn b64_std(input: &[u8]) -> String {
     out
 }
 
-/// `application/x-www-form-urlencoded` encoding of one value (unreserved
-/// characters kept, the rest `%XX`).
-pub fn form_encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// `application/x-www-form-urlencoded` decoding of one value.
-fn form_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(x) => out.push(x),
-                    Err(_) => out.push(b'%'),
-                }
-                i += 2;
-            }
-            x => out.push(x),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The fields of a form body.
 pub fn form_fields(body: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(body)
@@ -1072,7 +1035,7 @@ pub fn form_fields(body: &[u8]) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (form_decode(k), form_decode(v))
+            (pct_decode(k), pct_decode(v))
         })
         .collect()
 }
@@ -1100,7 +1063,7 @@ impl Introspection {
                         "Basic {}",
                         // RFC 6749 §2.3.1: each form-encoded, then base64.
                         b64_std(
-                            format!("{}:{}", form_encode(&s.client_id), form_encode(&s.secret))
+                            format!("{}:{}", pct_encode(&s.client_id), pct_encode(&s.secret))
                                 .as_bytes()
                         )
                     ),
