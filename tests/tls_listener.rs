@@ -771,6 +771,53 @@ fn interop_python_sdk_over_https() {
     interop::ran("tls_listener_python");
 }
 
+/// Interop: the official Python MCP SDK 2.x client (httpx2, `mode="auto"`)
+/// over HTTPS, trusting the test CA through `SSL_CERT_FILE`, against
+/// `reverse --tls-cert` in front of `echo_server`: it negotiates 2026-07-28
+/// through the relay's bridge, lists tools and calls `echo` with progress
+/// (tests/interop/reverse_modern.py, the script the plain-HTTP interop
+/// test runs). A run trusting another CA must fail its handshake.
+#[test]
+fn interop_python_sdk_2_over_https() {
+    use common::interop;
+    let py = match interop::python2("anyio, httpx2, mcp.client.client") {
+        Ok(p) => p,
+        Err(e) => interop::missing("tls_listener", &e),
+    };
+    let pki = Pki::new("interop2");
+    let (cert, key) = pki.server("a", 7002, "relay-a");
+    let r = relay(&cert, &key, &[]);
+    let url = format!("https://localhost:{}/mcp", r.port);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/reverse_modern.py");
+    let run = |ca: &Path| {
+        let mut cmd = Command::new(&py);
+        cmd.arg(&script).arg(&url).env("SSL_CERT_FILE", ca);
+        interop::run_script(cmd, "python SDK 2.x over https", Duration::from_secs(60))
+    };
+    let (ok, stdout, report) = run(&pki.ca());
+    assert!(
+        ok,
+        "{report}
+relay:
+{}",
+        r.stderr_dump()
+    );
+    eprintln!("{stdout}");
+    assert!(stdout.contains("version 2026-07-28"), "{stdout}");
+
+    // The same client trusting another CA: the handshake fails, nothing is
+    // served.
+    let other = Pki::new("interop2-other");
+    let (ok, _, report) = run(&other.ca());
+    assert!(!ok, "a client trusting another CA got through: {report}");
+    assert!(
+        report.contains("CERTIFICATE_VERIFY_FAILED")
+            || report.contains("certificate verify failed"),
+        "{report}"
+    );
+    interop::ran("tls_listener_python2");
+}
+
 /// A flood of stalled handshakes (300 connections, each a partial
 /// ClientHello): RSS stays bounded, a fresh session is answered within 1 s
 /// during the flood, and every stalled connection is closed at the header

@@ -64,6 +64,9 @@ pub struct Launch {
     env: Vec<(OsString, OsString)>,
     /// `RLIMIT_NOFILE` of the relay, if limited.
     max_open_files: Option<libc::rlim_t>,
+    /// `--listen` port chosen by the test (a URL naming it is needed
+    /// before the start); None: a free one, retried if taken meanwhile.
+    port: Option<u16>,
 }
 
 impl Launch {
@@ -71,6 +74,13 @@ impl Launch {
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Launch {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Listen on `port` (from [`super::free_port`]): for a test that must
+    /// name the relay's URL in its arguments, e.g. as an OAuth audience.
+    pub fn port(mut self, port: u16) -> Launch {
+        self.port = Some(port);
         self
     }
 
@@ -120,7 +130,7 @@ impl Launch {
         };
         let mut last_log = String::new();
         for _attempt in 0..8 {
-            let port = free_port();
+            let port = self.port.unwrap_or_else(free_port);
             let admin_port = self.admin.then(free_port);
             let mut relay = Relay::spawn(self.cmd(port, admin_port), name, false);
             relay.port = port;
@@ -277,6 +287,7 @@ impl Relay {
             command: Vec::new(),
             env: Vec::new(),
             max_open_files: None,
+            port: None,
         }
     }
 
