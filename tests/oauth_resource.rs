@@ -470,3 +470,102 @@ fn a_name_that_does_not_resolve_is_resolved_again_on_each_retry() {
     let r = init(relay.port, Some("Bearer a.b.c"));
     assert_eq!(r.status(), 401, "not a JWT needs no key: {r:?}");
 }
+
+/// A JWKS key rotation while clients keep calling: clients on the old key
+/// are served throughout without a single non-200; clients that switch to
+/// tokens signed with the new key see at most a few `503 Retry-After: 1`
+/// (while the one refetch runs) and every one of their requests is then
+/// served on retry. No request is lost, none refused with 401, and the
+/// whole rotation costs one JWKS fetch.
+#[test]
+fn a_key_rotation_under_load_loses_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let old = Arc::new(TestKey::ec("old", 1));
+    let new = Arc::new(TestKey::rsa("new", 1));
+    let auth = AuthServer::start(&[&old]);
+    let relay = start(&auth, &["--oauth-jwks-min-refetch", "1s"]);
+    let port = relay.port;
+    let iss = auth.issuer();
+    // Past the refetch interval counted from the startup fetch.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let rotated = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for n in 0..6 {
+        let (old, new, iss) = (old.clone(), new.clone(), iss.clone());
+        let (rotated, stop, served, retried) = (
+            rotated.clone(),
+            stop.clone(),
+            served.clone(),
+            retried.clone(),
+        );
+        // Threads 0..3 switch to the new key once it is published; 3..6
+        // stay on the old one.
+        let switches = n < 3;
+        threads.push(std::thread::spawn(move || -> Result<(), String> {
+            let sub = format!("user-{n}");
+            let first = bearer(&old.sign(&claims(&iss, AUD, &sub, SCOPE)));
+            let r = init(port, Some(&first));
+            if r.status() != 200 {
+                return Err(format!("{sub}: initialize {r:?}"));
+            }
+            let sid = r.header("mcp-session-id").unwrap_or_default().to_string();
+            let mut token = first.clone();
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if switches && token == first && rotated.load(Ordering::SeqCst) {
+                    token = bearer(&new.sign(&claims(&iss, AUD, &sub, SCOPE)));
+                }
+                let text = format!("{sub} {i}");
+                let deadline = Instant::now() + SHORT;
+                loop {
+                    let r = call_on(port, &sid, &token, &text);
+                    match r.status() {
+                        200 if echo_text(&r.rpc()) == Some(text.as_str()) => break,
+                        503 if switches && r.header("retry-after") == Some("1") => {
+                            retried.fetch_add(1, Ordering::SeqCst);
+                            if Instant::now() > deadline {
+                                return Err(format!("{sub}: still 503 after {SHORT:?}"));
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        _ => return Err(format!("{sub} call {i}: {r:?}")),
+                    }
+                }
+                served.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+            Ok(())
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let before = served.load(Ordering::SeqCst);
+    auth.publish(&[&old, &new]);
+    rotated.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join()
+            .expect("client thread")
+            .expect("every request served");
+    }
+    let total = served.load(Ordering::SeqCst);
+    eprintln!(
+        "rotation under load: {total} calls served ({before} before the rotation), \
+         {} answered 503 and retried",
+        retried.load(Ordering::SeqCst)
+    );
+    assert!(total > before + 6, "load went on after the rotation");
+    assert_eq!(auth.jwks_fetches(), 2, "one refetch for the rotation");
+    let m = relay.metrics_text();
+    assert!(m.contains("mcp_relay_oauth_jwks_refetches_total 1"), "{m}");
+    assert!(
+        !m.contains("mcp_relay_oauth_rejected_total{reason="),
+        "no 401: {m}"
+    );
+}
