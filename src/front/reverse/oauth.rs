@@ -94,6 +94,7 @@ pub(super) struct OAuth {
     endpoint: Option<IntrospectionEndpoint>,
     introspecting: HashMap<ExId, Introspecting>,
     pub(super) intro_log: RateLog,
+    evict_log: RateLog,
     /// Wall-clock time at `base`: `unix` is derived from the loop's `now`
     /// so the clock is still read once per turn.
     base: Instant,
@@ -149,6 +150,7 @@ impl OAuth {
             endpoint,
             introspecting: HashMap::new(),
             intro_log: RateLog::default(),
+            evict_log: RateLog::default(),
             base: now,
             base_unix,
             reject_log: RateLog::default(),
@@ -523,7 +525,23 @@ impl Reverse {
             return;
         };
         let unix = o.unix(now);
+        let evicted = |o: &OAuth| {
+            o.auth
+                .introspection
+                .as_ref()
+                .map_or(0, |i| i.stats.evictions)
+        };
+        let before = evicted(o);
         let (verdict, waiters, failed) = o.auth.introspected(key, response, now, unix);
+        if evicted(o) > before
+            && let Some(n) = o.evict_log.check(now)
+        {
+            log::info!(
+                "oauth: introspection cache full ({} answers): the least recently used pushed out \
+                 ({n} similar not logged)",
+                crate::auth::INTROSPECTION_CACHE_ENTRIES
+            );
+        }
         if let Some(why) = failed
             && let Some(n) = o.intro_log.check(now)
         {
