@@ -417,3 +417,73 @@ fn conn_port(req: &common::fake::Req) -> u16 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
 }
+
+/// Sends `req` (an initialize or a call) with `token` on a thread; its
+/// status and body.
+fn post_in_background(
+    port: u16,
+    sid: Option<String>,
+    token: &str,
+    msg: Value,
+) -> thread::JoinHandle<Option<(u16, String)>> {
+    let auth = bearer(token);
+    thread::spawn(move || {
+        let mut h = Http::connect(port);
+        post_on(
+            &mut h,
+            sid.as_deref(),
+            &msg,
+            &[("Authorization", &auth)],
+            IO,
+        )
+        .ok()
+        .map(|r| (r.status(), r.text()))
+    })
+}
+
+#[test]
+fn a_request_held_at_shutdown_is_served_within_the_grace_or_answered_503() {
+    // Grace long enough: the held call counts as in flight, so the relay
+    // waits for its introspection and serves it before exiting.
+    let s = start("intro-shutdown", &["--shutdown-grace", "5s"]);
+    let port = s.relay.port;
+    let iss = s.auth.issuer();
+    s.intro.grant("ivy-1", claims(&iss, AUD, "ivy", SCOPE));
+    s.intro.grant("ivy-2", claims(&iss, AUD, "ivy", SCOPE));
+    let sid = session_of(&init(port, "ivy-1"));
+    s.intro.set_delay(Duration::from_millis(800));
+    let t = post_in_background(port, Some(sid), "ivy-2", call(json!(5), "late"));
+    s.intro
+        .fake
+        .wait_for("the held call's introspection", SHORT, |r| r.len() >= 2);
+    s.relay.signal(libc::SIGTERM);
+    let (status, body) = t.join().expect("thread").expect("an answer");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("late"), "{body}");
+    assert!(s.relay.wait_exit(SHORT).success());
+
+    // Grace shorter than the introspection: answered 503 at the final
+    // phase, not dropped with its connection.
+    let s = start("intro-shutdown2", &["--shutdown-grace", "300ms"]);
+    let port = s.relay.port;
+    s.intro
+        .grant("jo-1", claims(&s.auth.issuer(), AUD, "jo", SCOPE));
+    s.intro.set_delay(Duration::from_secs(4));
+    let t = post_in_background(port, None, "jo-1", initialize(json!(0)));
+    s.intro
+        .fake
+        .wait_for("the held initialize's introspection", SHORT, |r| {
+            !r.is_empty()
+        });
+    let signalled = Instant::now();
+    s.relay.signal(libc::SIGTERM);
+    let (status, body) = t.join().expect("thread").expect("an answer");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "shutting down\n");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(s.relay.wait_exit(SHORT).success());
+}

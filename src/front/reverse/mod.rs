@@ -705,11 +705,13 @@ impl Reverse {
         }
     }
 
-    /// No request is in flight anywhere.
+    /// No request is in flight anywhere (held for an introspection too).
     fn drained(&self) -> bool {
-        self.sessions
-            .values()
-            .all(|s| s.inflight.is_empty() && !s.binding.is_waiting())
+        self.held_requests() == 0
+            && self
+                .sessions
+                .values()
+                .all(|s| s.inflight.is_empty() && !s.binding.is_waiting())
     }
 
     /// Closes the listeners, ends every session and closes every process.

@@ -11,6 +11,15 @@ use super::*;
 use crate::auth::Verdict;
 
 impl Reverse {
+    /// Requests waiting for an introspection: in flight for the shutdown,
+    /// which gives them the grace like any other.
+    pub(super) fn held_requests(&self) -> usize {
+        self.oauth
+            .as_ref()
+            .and_then(|o| o.auth.introspection.as_ref())
+            .map_or(0, |i| i.held())
+    }
+
     /// The requests of `waiters` (client tokens) get `verdict`: each goes on
     /// where routing stopped for it, or is answered.
     pub(super) fn resume_held(&mut self, waiters: Vec<usize>, verdict: Verdict) {
