@@ -7,8 +7,10 @@
 #              parser checks /metrics in the tests)
 #   venv2/     a second virtualenv with the MCP SDK 2.x (the 2026-07-28
 #              client of tests/interop_eras.rs)
-#   node/      an npm prefix with the reference "everything" MCP server and
-#              the TypeScript SDK
+#   node/      an npm prefix with the reference "everything" MCP server, the
+#              TypeScript SDK 1.x (@modelcontextprotocol/sdk) and the 2.x
+#              client (@modelcontextprotocol/client, the 2026-07-28 client of
+#              tests/interop_ts2.rs; it needs Node.js 20+)
 #   bin/haproxy  HAProxy (tests/haproxy.rs): the one on PATH or /usr/sbin if
 #              any; else Debian's package, installed with apt-get when root,
 #              or fetched with `apt-get download` and unpacked with `dpkg -x`
@@ -29,6 +31,7 @@ cd "$(dirname "$SCRIPT")/.."
 
 SERVER_EVERYTHING_VERSION=2026.8.31
 MCP_SDK_JS_VERSION=1.32.2
+MCP_CLIENT_JS_VERSION=2.4.0
 PY_REQUIREMENTS=('mcp>=1.25,<2' 'prometheus_client>=0.20,<1')
 PY2_REQUIREMENTS=('mcp>=2,<3')
 
@@ -49,8 +52,9 @@ fi
 want="$(sha256sum "$SCRIPT" | cut -d' ' -f1)"
 everything_js="$NODE_PREFIX/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 sdk_js="$NODE_PREFIX/node_modules/@modelcontextprotocol/sdk/package.json"
+client_js="$NODE_PREFIX/node_modules/@modelcontextprotocol/client/package.json"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" && -x "$VENV2/bin/python" &&
-      -f "$everything_js" && -f "$sdk_js" && -x "$DEPS/bin/haproxy" ]]; then
+      -f "$everything_js" && -f "$sdk_js" && -f "$client_js" && -x "$DEPS/bin/haproxy" ]]; then
     echo "==> test deps: up to date in $DEPS"
     exit 0
 fi
@@ -114,10 +118,10 @@ echo "==> test deps: pip install ${PY2_REQUIREMENTS[*]} into $VENV2"
 # ---- Node: an npm prefix under target/ --------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     apt_install nodejs npm ||
-        fail "node and npm not found: install Node.js 18+ with npm (Debian: apt-get install nodejs npm)"
+        fail "node and npm not found: install Node.js 20+ with npm (Debian: apt-get install nodejs npm)"
 fi
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
-(( node_major >= 18 )) || fail "node $(node --version) is too old: install Node.js 18 or later"
+(( node_major >= 20 )) || fail "node $(node --version) is too old: install Node.js 20 or later (the 2.x TypeScript client needs it)"
 # Prints the installed version of an npm package under $NODE_PREFIX, or nothing.
 npm_installed_version() {
     local pj="$NODE_PREFIX/node_modules/$1/package.json"
@@ -125,17 +129,20 @@ npm_installed_version() {
     node -p "require(process.argv[1]).version" "$pj" 2>/dev/null || true
 }
 if [[ "$(npm_installed_version @modelcontextprotocol/server-everything)" == "$SERVER_EVERYTHING_VERSION" &&
-      "$(npm_installed_version @modelcontextprotocol/sdk)" == "$MCP_SDK_JS_VERSION" ]]; then
+      "$(npm_installed_version @modelcontextprotocol/sdk)" == "$MCP_SDK_JS_VERSION" &&
+      "$(npm_installed_version @modelcontextprotocol/client)" == "$MCP_CLIENT_JS_VERSION" ]]; then
     echo "==> test deps: npm packages already in $NODE_PREFIX"
 else
-    echo "==> test deps: npm install server-everything@$SERVER_EVERYTHING_VERSION sdk@$MCP_SDK_JS_VERSION into $NODE_PREFIX"
+    echo "==> test deps: npm install server-everything@$SERVER_EVERYTHING_VERSION sdk@$MCP_SDK_JS_VERSION client@$MCP_CLIENT_JS_VERSION into $NODE_PREFIX"
     mkdir -p "$NODE_PREFIX"
     npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --save-exact --loglevel=error \
         "@modelcontextprotocol/server-everything@$SERVER_EVERYTHING_VERSION" \
-        "@modelcontextprotocol/sdk@$MCP_SDK_JS_VERSION" >/dev/null ||
+        "@modelcontextprotocol/sdk@$MCP_SDK_JS_VERSION" \
+        "@modelcontextprotocol/client@$MCP_CLIENT_JS_VERSION" >/dev/null ||
         fail "npm could not install the MCP packages into $NODE_PREFIX (is the npm registry reachable?)"
 fi
-[[ -f "$everything_js" && -f "$sdk_js" ]] || fail "npm install left no $everything_js"
+[[ -f "$everything_js" && -f "$sdk_js" && -f "$client_js" ]] ||
+    fail "npm install left no $everything_js, $sdk_js or $client_js"
 
 # ---- HAProxy ------------------------------------------------------------------
 find_haproxy() {

@@ -89,7 +89,7 @@ fn provision() -> Result<Deps, String> {
         ));
     }
     let node = find_in_path("node").ok_or_else(|| {
-        format!("`node` not on PATH after provisioning: install Node.js 18+\n{out}")
+        format!("`node` not on PATH after provisioning: install Node.js 20+\n{out}")
     })?;
     let deps = Deps {
         python: dir.join("venv/bin/python"),
@@ -123,7 +123,7 @@ pub fn ran(name: &str) {
 pub fn missing(test: &str, what: &str) -> ! {
     panic!(
         "{test}: {what}; `bash .ci/install-deps.sh` provisions the test peers under \
-         target/test-deps (it needs python3 with venv, Node.js 18+ with npm, and \
+         target/test-deps (it needs python3 with venv, Node.js 20+ with npm, and \
          haproxy or apt-get)"
     );
 }
