@@ -22,12 +22,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::interop::{self, drain, join_bounded, kill_tree, python_imports};
+use common::interop::{self, python_imports};
 use common::relay::Relay;
 
 const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
@@ -40,61 +38,24 @@ fn python2() -> PathBuf {
 }
 
 /// The 2.x server on a free port; killed (with its children) on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    out: Arc<Mutex<Vec<u8>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
+struct Server(interop::HttpPeer);
 
 impl Server {
     fn start(python: &Path) -> Server {
-        let port = common::free_port();
-        let mut cmd = Command::new(python);
-        cmd.arg(Path::new(MANIFEST_DIR).join("tests/interop/modern_http_server.py"))
-            .arg(port.to_string())
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().expect("spawn the 2.x server");
-        let (out, t1) = drain(child.stdout.take().expect("stdout"));
-        let (err, t2) = drain(child.stderr.take().expect("stderr"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !interop::accepts(port) {
-            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-                let e = interop::snapshot(&err);
-                kill_tree(&mut child);
-                panic!("the 2.x server did not listen on {port}:\n{e}");
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            port,
-            out,
-            threads: vec![t1, t2],
-        }
+        Server(interop::HttpPeer::start(
+            python,
+            &["tests/interop/modern_http_server.py"],
+            &[],
+        ))
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        self.0.url()
     }
 
     /// The server's request trace so far (`upstream: …` lines).
     fn trace(&self) -> String {
-        interop::snapshot(&self.out)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        kill_tree(&mut self.child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for t in self.threads.drain(..) {
-            join_bounded(t, deadline);
-        }
+        self.0.trace()
     }
 }
 

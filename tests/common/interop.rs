@@ -344,3 +344,78 @@ pub fn python2(modules: &str) -> Result<std::path::PathBuf, String> {
     python_imports(&py.to_string_lossy(), modules)?;
     Ok(py)
 }
+
+/// An MCP server over HTTP on a free port of 127.0.0.1 (a peer of the
+/// interop tests), its output drained; killed with its children on drop.
+pub struct HttpPeer {
+    child: Child,
+    pub port: u16,
+    out: Arc<Mutex<Vec<u8>>>,
+    err: Arc<Mutex<Vec<u8>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl HttpPeer {
+    /// Runs `program args… PORT` (`env` added) and waits, at most 30 s,
+    /// until it accepts connections on PORT; panics with its stderr if not.
+    pub fn start(program: &Path, args: &[&str], env: &[(&str, &str)]) -> HttpPeer {
+        let port = super::free_port();
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(port.to_string())
+            .envs(env.iter().copied())
+            .env("PYTHONUNBUFFERED", "1")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // Reaped by kill_tree, here on failure or in Drop.
+        #[allow(clippy::zombie_processes)]
+        let mut child = cmd.spawn().expect("spawn the HTTP peer");
+        let (out, t1) = drain(child.stdout.take().expect("stdout"));
+        let (err, t2) = drain(child.stderr.take().expect("stderr"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !accepts(port) {
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let e = snapshot(&err);
+                kill_tree(&mut child);
+                panic!("{} {args:?} did not listen on {port}:\n{e}", program.display());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        HttpPeer {
+            child,
+            port,
+            out,
+            err,
+            threads: vec![t1, t2],
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// What it printed on stdout so far (the interop servers trace each
+    /// request there).
+    pub fn trace(&self) -> String {
+        snapshot(&self.out)
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        snapshot(&self.err)
+    }
+}
+
+impl Drop for HttpPeer {
+    fn drop(&mut self) {
+        kill_tree(&mut self.child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for t in self.threads.drain(..) {
+            join_bounded(t, deadline);
+        }
+    }
+}
