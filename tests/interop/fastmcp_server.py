@@ -15,6 +15,17 @@ Tools:
                                ctx.report_progress, then "counted to <steps>"
   * log_info(message)        sends one notifications/message (level info) via
                                ctx.info, then "logged"
+  * ask()                    asks the client for a name (`elicitation/create`),
+                               then "hello <name>"
+  * touch()                  sends `notifications/resources/updated` for each
+                               URI this session subscribed to, then
+                               "touched [URIS]"
+  * slow(seconds)            sleeps, then "slept"; if cancelled first,
+                               records `cancelled slow`
+
+Resource `file:///note`, subscribable (`resources/subscribe`). With
+INTEROP_EVENTS=FILE every subscribe, unsubscribe and cancelled `slow` is
+appended to FILE as one line.
 
 Every HTTP request the server receives is printed to stdout as one line
 (`upstream: METHOD PATH host=... session=... protocol=... -> STATUS`), so the
@@ -26,11 +37,14 @@ once the socket is bound, plus one access-log line per request.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import anyio
+from mcp import types
 from mcp.server.fastmcp import Context, FastMCP
+from pydantic import BaseModel
 
 TRACED_HEADERS = (
     ("host", "host"),
@@ -62,6 +76,17 @@ def trace(app: Any) -> Any:
     return traced
 
 
+def record(line: str) -> None:
+    path = os.environ.get("INTEROP_EVENTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+class Name(BaseModel):
+    name: str
+
+
 class TracedFastMCP(FastMCP):
     def streamable_http_app(self):  # type: ignore[no-untyped-def]
         return trace(super().streamable_http_app())
@@ -89,6 +114,60 @@ def build(port: int) -> FastMCP:
         await ctx.info(message)
         return "logged"
 
+    @mcp.tool()
+    async def ask(ctx: Context) -> str:
+        """Asks the client for a name, then greets it."""
+        result = await ctx.elicit("What is your name?", schema=Name)
+        if result.action == "accept" and result.data is not None:
+            return f"hello {result.data.name}"
+        return f"no name: {result.action}"
+
+    # Subscriptions are per session (HTTP serves several).
+    subscribed: dict[int, set[str]] = {}
+
+    @mcp.tool()
+    async def touch(ctx: Context) -> str:
+        """Announces an update of every resource this session subscribed to."""
+        uris = sorted(subscribed.get(id(ctx.session), set()))
+        for uri in uris:
+            await ctx.session.send_resource_updated(uri)
+        return f"touched {uris}"
+
+    @mcp.tool()
+    async def slow(seconds: float) -> str:
+        """Sleeps `seconds`; records a cancellation."""
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            record("cancelled slow")
+            raise
+        return "slept"
+
+    @mcp.resource("file:///note")
+    def note() -> str:
+        """A note."""
+        return "a note"
+
+    low = mcp._mcp_server
+
+    @low.subscribe_resource()
+    async def subscribe(uri) -> None:  # noqa: ANN001
+        subscribed.setdefault(id(low.request_context.session), set()).add(str(uri))
+        record(f"subscribe {uri}")
+
+    @low.unsubscribe_resource()
+    async def unsubscribe(uri) -> None:  # noqa: ANN001
+        subscribed.get(id(low.request_context.session), set()).discard(str(uri))
+        record(f"unsubscribe {uri}")
+
+    base_capabilities = low.get_capabilities
+
+    def capabilities(notification_options, experimental):  # noqa: ANN001 - SDK shape
+        caps = base_capabilities(notification_options, experimental)
+        caps.resources = types.ResourcesCapability(subscribe=True, listChanged=False)
+        return caps
+
+    low.get_capabilities = capabilities
     return mcp
 
 
