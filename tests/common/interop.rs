@@ -380,7 +380,10 @@ impl HttpPeer {
             if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
                 let e = snapshot(&err);
                 kill_tree(&mut child);
-                panic!("{} {args:?} did not listen on {port}:\n{e}", program.display());
+                panic!(
+                    "{} {args:?} did not listen on {port}:\n{e}",
+                    program.display()
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
