@@ -49,6 +49,9 @@ const FASTMCP_V1: &str = "tests/interop/fastmcp_server.py";
 const TIMEOUT: Duration = Duration::from_secs(100);
 /// How long a cancellation may take to reach the server's record.
 const RECORD_WAIT: Duration = Duration::from_secs(5);
+/// server-everything takes seconds to start on a loaded machine; the first
+/// request waits for it in the queue.
+const QUEUE_TIMEOUT: &str = "30s";
 
 /// `node` and the npm prefix with the 2.x client.
 fn node() -> (PathBuf, PathBuf) {
@@ -220,7 +223,7 @@ fn ts2_client_through_reverse_stdio_both_pools() {
     for pool in ["session", "shared"] {
         let log = TempFile::new("interop_ts2", &format!("reverse-{pool}-echo.log"));
         let relay = Relay::reverse("echo")
-            .args(["--pool", pool])
+            .args(["--pool", pool, "--queue-timeout", QUEUE_TIMEOUT])
             .echo_server(&["--log", log.path_str()])
             .start();
         let url = format!("{}/mcp", relay.base_url());
@@ -232,7 +235,7 @@ fn ts2_client_through_reverse_stdio_both_pools() {
         drop(relay);
 
         let relay = Relay::reverse("everything")
-            .args(["--pool", pool])
+            .args(["--pool", pool, "--queue-timeout", QUEUE_TIMEOUT])
             .command(["node", &everything, "stdio"])
             .start();
         let url = format!("{}/mcp", relay.base_url());

@@ -106,6 +106,9 @@ def build(port: int) -> FastMCP:
         for i in range(1, steps + 1):
             await anyio.sleep(0.05)
             await ctx.report_progress(i, steps, f"step {i}/{steps}")
+        # Rarely in the same read as the result (the TypeScript SDKs
+        # dispatch such a progress after settling the call).
+        await anyio.sleep(0.05)
         return f"counted to {steps}"
 
     @mcp.tool()

@@ -43,7 +43,9 @@ from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel
 
 NOTE = "file:///note"
-subscribed: dict[int, set[str]] = {}
+# URIs handshake-era clients subscribed to (one set per process: the touching
+# client is told, when it subscribed).
+subscribed: set[str] = set()
 
 
 def record(line: str) -> None:
@@ -75,6 +77,11 @@ def build() -> MCPServer:
         for i in range(1, steps + 1):
             await anyio.sleep(0.02)
             await ctx.report_progress(i, steps)
+        # The TypeScript SDKs dispatch a notification a microtask after
+        # reading it, but settle a response at once: a last progress read
+        # in the same chunk as the result arrives after the call ended (the
+        # clients count it; the pause makes it rare).
+        await anyio.sleep(0.05)
         return f"counted to {steps}"
 
     @mcp.tool()
@@ -88,8 +95,13 @@ def build() -> MCPServer:
         era = ctx.protocol_version or "unknown"
         if era.startswith("2026"):
             await ctx.notify_resource_updated(NOTE)
-        elif NOTE in subscribed.get(id(ctx.session), set()):
-            await ctx.session.send_resource_updated(NOTE)
+        elif NOTE in subscribed:
+            # On the call's own stream: over HTTP this server delivers
+            # nothing on the session's GET stream.
+            await ctx.session.send_notification(
+                types.ResourceUpdatedNotification(params=types.ResourceUpdatedNotificationParams(uri=NOTE)),
+                related_request_id=ctx.request_context.request_id,
+            )
         return f"touched {era}"
 
     @mcp.tool()
@@ -108,12 +120,12 @@ def build() -> MCPServer:
         return "a note"
 
     async def subscribe(ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:  # noqa: ANN001
-        subscribed.setdefault(id(ctx.session), set()).add(str(params.uri))
+        subscribed.add(str(params.uri))
         record(f"subscribe {params.uri}")
         return types.EmptyResult()
 
     async def unsubscribe(ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:  # noqa: ANN001
-        subscribed.get(id(ctx.session), set()).discard(str(params.uri))
+        subscribed.discard(str(params.uri))
         record(f"unsubscribe {params.uri}")
         return types.EmptyResult()
 

@@ -24,7 +24,8 @@
 //              last progress notification read in the same chunk as the
 //              result reaches it after the call is settled, as "a progress
 //              notification for an unknown token" on onerror, also with no
-//              relay in between: that one counts as received)
+//              relay in between, whenever the client reads late: those
+//              count as received, in order)
 //   input      a call during which the server asks the client (elicitation):
 //              a real request in the handshake era, an InputRequiredResult
 //              round in 2026-07-28; the answer must reach the result
