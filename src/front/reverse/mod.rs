@@ -29,7 +29,7 @@
 //! | `ending.rs` | how sessions end: idle, client gone, reclaim, `end_session` |
 //! | `deliver.rs` | upstream messages to clients: replies, progress, streams |
 //! | `proc.rs` | server processes: pool actions, pipes, lifecycle, reaping |
-//! | `era.rs` | 2026-07-28 clients and the era of each process: probe, bridge, stamp (issue 13) |
+//! | `era/` | 2026-07-28 clients and the era of each process: probe, bridge, stamp (issue 13); `session_pool.rs`, `shared_pool.rs` per pool mode |
 //! | `http/` | HTTP upstreams (`--url`): upstream sessions (`phase.rs`: their lifecycle), GET streams, DELETE |
 //!
 //! A request's path (stdio, session mode): `client::client_read` →
@@ -146,9 +146,9 @@ struct Upstream {
     /// be idle long enough then (`ending::reclaim_sessions`).
     reclaim_timer: Option<(Instant, TimerId)>,
     /// Which era its processes speak (`--upstream-protocol`; `auto`: found
-    /// out once by a probe, `era.rs`).
+    /// out once by a probe, `era/`).
     verdict: crate::mcp::era::verdict::Verdict,
-    /// What the modern-client bridge did for it (`era.rs`).
+    /// What the modern-client bridge did for it (`era/`).
     era: era::EraCounters,
 }
 
@@ -259,7 +259,7 @@ enum TimerKind {
     /// `--url`: a session's POSTs waited `GET_HOLD` for its GET stream.
     GetHold(SKey),
     /// The relay's `server/discover` probe to this process is
-    /// `era::verdict::PROBE_TIMEOUT` old (`era.rs`).
+    /// `era::verdict::PROBE_TIMEOUT` old (`era/`).
     EraProbe(PKey),
 }
 

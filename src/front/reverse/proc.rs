@@ -28,7 +28,7 @@ pub(super) enum ProcKind {
         /// `server/discover` result (modern era). `None` until known.
         init: Option<serde_json::Value>,
         sessions: Vec<SKey>,
-        /// Which era the relay speaks to it (`era.rs`).
+        /// Which era the relay speaks to it (`era/`).
         era: era::SharedEra,
     },
 }
@@ -179,7 +179,7 @@ impl Reverse {
         );
         if shared {
             // Shared processes are started by the relay: initialized once,
-            // or (modern era) probed with `server/discover` (`era.rs`).
+            // or (modern era) probed with `server/discover` (`era/`).
             self.shared_start(conn);
         } else {
             // A fresh process is a ready spare; its session initializes it.

@@ -40,6 +40,9 @@ use crate::mcp::era::stamp::{self, TowardHandshake};
 use crate::mcp::era::verdict::{Settled, Want};
 use crate::mcp::era::{Era, MODERN_VERSION, UNSUPPORTED_PROTOCOL_VERSION};
 
+mod session_pool;
+mod shared_pool;
+
 /// Id of the relay's `server/discover` probe to a session-mode process
 /// (outside any client's: the client's request is not sent before it is
 /// answered).
@@ -143,7 +146,7 @@ pub(super) struct EraCounters {
 impl Reverse {
     /// The one place a session's era state changes; an illegal move is
     /// refused and logged (the state stays).
-    fn set_era(&mut self, skey: SKey, to: SessionEra) -> Option<SessionEra> {
+    pub(super) fn set_era(&mut self, skey: SKey, to: SessionEra) -> Option<SessionEra> {
         let s = self.sessions.get_mut(&skey)?;
         if !s.era.can_become(&to) {
             debug_assert!(false, "era {} → {}", s.era.name(), to.name());
@@ -225,200 +228,8 @@ impl Reverse {
         }
     }
 
-    /// Shared pool, the hot path of a 2026-07-28 request (`env` is `line`
-    /// read once, the request tracked): to a modern process it goes as it
-    /// is; to a handshake-era one, a request the bridge forwards goes with
-    /// its envelope stripped in the same splice as the mux's id rewrite
-    /// (`Mux::up_parsed_edited`), so it is neither read nor copied again
-    /// (`meta`: its `params._meta`, if the front looked it up already).
-    /// False: not taken (another method, or a message the fast strip cannot
-    /// tell about): `shared_bridge` takes it the full way.
-    fn stateless_exchange(
-        &mut self,
-        skey: SKey,
-        conn: PKey,
-        line: &[u8],
-        env: &Envelope,
-        meta: Option<Option<&serde_json::value::RawValue>>,
-        id: &Id,
-    ) -> bool {
-        match self.shared_era(conn) {
-            Some(SharedEra::Modern) => {
-                self.send_up(skey, line, env, Some(id));
-                true
-            }
-            Some(SharedEra::Handshake) => {
-                let forward = env
-                    .method()
-                    .is_some_and(|m| stamp::toward_handshake(&m) == TowardHandshake::Forward);
-                if !forward {
-                    return false;
-                }
-                let Some(edit) = stamp::strip_edit_with(env.params, meta) else {
-                    return false;
-                };
-                self.set_era(skey, SessionEra::Bridged);
-                self.ups[conn.up].era.bridged += 1;
-                match &edit {
-                    stamp::StripEdit::Keep => {
-                        self.send_up(skey, line, env, Some(id));
-                    }
-                    stamp::StripEdit::Replace(meta, new) => {
-                        self.send_up_edited(
-                            skey,
-                            line,
-                            env,
-                            Some(id),
-                            true,
-                            Some((meta, new.as_bytes())),
-                        );
-                    }
-                }
-                true
-            }
-            Some(SharedEra::Probing) | None => false,
-        }
-    }
-
-    /// Shared pool: a modern request passes to a modern process as it is;
-    /// to one the relay initialized (handshake era) it is answered or
-    /// bridged.
-    fn shared_bridge(&mut self, skey: SKey, conn: PKey, held: Held) {
-        let era = self.shared_era(conn).unwrap_or(SharedEra::Handshake);
-        if era == SharedEra::Modern {
-            if let Ok(Message::Single(env)) = jsonrpc::peek(&held.line) {
-                self.send_up(skey, &held.line, &env, Some(&held.id));
-            }
-            return;
-        }
-        // The cached `InitializeResult` is cloned only for what reads it.
-        let init = match stamp::toward_handshake(&held.method) {
-            TowardHandshake::AnswerDiscover => match self.procs.get(&conn).map(|p| &p.kind) {
-                Some(ProcKind::Shared { init, .. }) => init.clone(),
-                _ => None,
-            },
-            _ => None,
-        };
-        self.bridge(skey, held, init.as_ref());
-    }
-
-    fn shared_era(&self, conn: PKey) -> Option<SharedEra> {
-        match self.procs.get(&conn).map(|p| &p.kind) {
-            Some(ProcKind::Shared { era, .. }) => Some(*era),
-            _ => None,
-        }
-    }
-
-    /// The one place a shared process's era changes (checked).
-    fn set_shared_era(&mut self, conn: PKey, to: SharedEra) {
-        if let Some(ProcKind::Shared { era, .. }) = self.procs.get_mut(&conn).map(|p| &mut p.kind) {
-            if era.can_become(to) {
-                *era = to;
-            } else {
-                debug_assert!(false, "shared era {era:?} → {to:?}");
-                log::error!("process {conn}: illegal era transition {era:?} → {to:?} refused");
-            }
-        }
-    }
-
-    /// A shared process was spawned: the relay initializes it, or probes it
-    /// first (`--upstream-protocol auto` with no verdict yet, or `modern`:
-    /// the discover result is what handshake-era clients' `initialize` is
-    /// answered from).
-    pub(super) fn shared_start(&mut self, conn: PKey) {
-        let u = conn.up;
-        self.tick_verdict(u);
-        match self.ups[u].verdict.want(self.now) {
-            Want::Speak(Era::Handshake) => self.shared_initialize(conn),
-            Want::Speak(Era::Modern) | Want::Probe | Want::Wait => {
-                self.set_shared_era(conn, SharedEra::Probing);
-                self.send_probe(conn);
-            }
-            Want::Refuse => {
-                log::error!(
-                    "[{}] the server speaks no protocol revision the relay does; initializing \
-                     process {conn} anyway",
-                    self.ups[u].cfg.name
-                );
-                self.shared_initialize(conn);
-            }
-        }
-    }
-
-    /// The relay's own `initialize` to a shared process (handshake era).
-    fn shared_initialize(&mut self, conn: PKey) {
-        let init = json!({
-            "jsonrpc": "2.0",
-            "id": RELAY_INIT_ID,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": RELAY_PROTOCOL,
-                "capabilities": {},
-                "clientInfo": {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
-            },
-        });
-        let bytes = serde_json::to_vec(&init).unwrap_or_default();
-        self.write_proc(conn, &bytes);
-    }
-
-    /// A line from a shared process the relay has not finished starting:
-    /// the answer to its `initialize` or to its probe; anything else is
-    /// dropped (no session is on it yet).
-    pub(super) fn shared_start_line(&mut self, conn: PKey, line: &[u8]) {
-        let id = match jsonrpc::peek(line) {
-            Ok(Message::Single(env)) if env.kind() == Kind::Response => env.id(),
-            _ => return,
-        };
-        if id == Some(Id::Str(RELAY_INIT_ID.into())) {
-            self.on_shared_init(conn, line);
-        } else if id == Some(Id::Str(PROBE_ID.into()))
-            && self.shared_era(conn) == Some(SharedEra::Probing)
-        {
-            self.on_shared_probe(conn, line);
-        }
-    }
-
-    fn on_shared_probe(&mut self, conn: PKey, line: &[u8]) {
-        let u = conn.up;
-        let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
-        let outcome = convert::read_discover(v.get("result"), v.get("error"));
-        self.settle_verdict(u, &outcome);
-        let knob_modern = self.ups[u].verdict.knob() == crate::mcp::era::UpstreamProtocol::Modern;
-        let name = self.ups[u].cfg.name.clone();
-        let init = match &outcome {
-            DiscoverOutcome::Modern { result, .. } => {
-                convert::initialize_from_discover(result, None, &name)
-            }
-            _ if knob_modern => {
-                log::warn!(
-                    "[{name}] process {conn} did not answer server/discover as a modern server; \
-                     --upstream-protocol modern: it is driven in the modern era anyway"
-                );
-                None
-            }
-            _ => {
-                self.set_shared_era(conn, SharedEra::Handshake);
-                self.shared_initialize(conn);
-                return;
-            }
-        };
-        let init = init.unwrap_or_else(|| {
-            json!({"protocolVersion": crate::mcp::era::LATEST_HANDSHAKE, "capabilities": {},
-                   "serverInfo": {"name": name, "version": "unknown"}})
-        });
-        self.set_shared_era(conn, SharedEra::Modern);
-        if let Some(p) = self.procs.get_mut(&conn)
-            && let ProcKind::Shared { init: cached, .. } = &mut p.kind
-        {
-            *cached = Some(init);
-            p.life.initialized();
-        }
-        let actions = self.ups[u].pool(|p| p.on_ready(conn.id, self.now));
-        self.apply(u, actions);
-    }
-
     /// The relay's `server/discover` to process `conn`, with its timer.
-    fn send_probe(&mut self, conn: PKey) {
+    pub(super) fn send_probe(&mut self, conn: PKey) {
         self.write_proc(conn, &convert::discover_request(PROBE_ID));
         self.timers.insert(
             self.now + crate::mcp::era::verdict::PROBE_TIMEOUT,
@@ -469,7 +280,7 @@ impl Reverse {
 
     /// A probe past its deadline settles on the handshake era now (the
     /// probe's own timer does it too).
-    fn tick_verdict(&mut self, u: usize) {
+    pub(super) fn tick_verdict(&mut self, u: usize) {
         if self.ups[u].verdict.on_tick(self.now) == Settled::LegacyRetireProbed {
             log::warn!(
                 "[{}] no answer to the server/discover probe within {:?}: the server is taken \
@@ -481,7 +292,7 @@ impl Reverse {
     }
 
     /// A probe's answer, for the upstream's verdict (logged when it settles).
-    fn settle_verdict(&mut self, u: usize, outcome: &DiscoverOutcome) {
+    pub(super) fn settle_verdict(&mut self, u: usize, outcome: &DiscoverOutcome) {
         if self.ups[u].verdict.on_answer(outcome, self.now) != Settled::Ignored {
             log::info!(
                 "[{}] the server speaks {} (server/discover probe)",
@@ -495,87 +306,9 @@ impl Reverse {
         }
     }
 
-    /// A handshake-era session was answered `initialize` on shared process
-    /// `conn` (`line`: its request): on a modern process its later requests
-    /// are stamped with what it said.
-    pub(super) fn era_session_bound(&mut self, skey: SKey, conn: PKey, line: &[u8]) {
-        if self.shared_era(conn) != Some(SharedEra::Modern) {
-            return;
-        }
-        let params = serde_json::from_slice::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("params").cloned())
-            .unwrap_or_default();
-        if let Some(s) = self.sessions.get_mut(&skey) {
-            s.stamp = Some(stamp::StampContext::from_initialize(&params));
-        }
-    }
-
-    /// A handshake-era session's message toward a modern shared process
-    /// (`era_session_bound`): requests gain the envelope; what the modern
-    /// era does not have is answered by the relay. `Pass` for any other
-    /// session (nothing looked at).
-    pub(super) fn era_outgoing(
-        &mut self,
-        skey: SKey,
-        line: &[u8],
-        env: &Envelope,
-        request: Option<&Id>,
-    ) -> Outgoing {
-        let Some(ctx) = self.sessions.get(&skey).and_then(|s| s.stamp.as_ref()) else {
-            return Outgoing::Pass;
-        };
-        let (Kind::Request, Some(id)) = (env.kind(), request) else {
-            // Notifications (cancellations, `initialized`, which the mux
-            // swallows) and responses pass as they are.
-            return Outgoing::Pass;
-        };
-        let method = env.method().map(|m| m.into_owned()).unwrap_or_default();
-        match stamp::toward_modern(&method) {
-            stamp::TowardModern::Forward | stamp::TowardModern::AnswerInitialize => {
-                match stamp::stamp_modern(line, ctx) {
-                    Ok((bytes, _headers)) => Outgoing::Send(bytes),
-                    Err(e) => {
-                        self.fail_request(
-                            skey,
-                            id,
-                            RelayError::InvalidRequest,
-                            &format!("The request cannot be carried to the server: {e:?}"),
-                            json!({}),
-                        );
-                        Outgoing::Done
-                    }
-                }
-            }
-            stamp::TowardModern::Drop | stamp::TowardModern::AnswerEmpty => {
-                self.answer_result(skey, id, &json!({}));
-                Outgoing::Done
-            }
-            stamp::TowardModern::SetLevel => {
-                let params: Option<serde_json::Value> =
-                    env.params.and_then(|p| serde_json::from_str(p.get()).ok());
-                if let Some(ctx) = self.sessions.get_mut(&skey).and_then(|s| s.stamp.as_mut()) {
-                    ctx.set_level(params.as_ref());
-                }
-                self.answer_result(skey, id, &json!({}));
-                Outgoing::Done
-            }
-            stamp::TowardModern::Subscribe | stamp::TowardModern::Unsubscribe => {
-                let b = jsonrpc::error_response(
-                    Some(id),
-                    crate::mcp::era::METHOD_NOT_FOUND,
-                    "resources/subscribe is not bridged to a modern-era server in reverse mode yet",
-                    json!({"upstream": self.ups[up_of(skey)].cfg.name}),
-                );
-                self.answer_bytes(skey, id, b);
-                Outgoing::Done
-            }
-        }
-    }
-
     /// The modern request `held` of session `skey`, whose process is a
     /// handshake-era one initialized by the relay (`init`: its result).
-    fn bridge(&mut self, skey: SKey, held: Held, init: Option<&serde_json::Value>) {
+    pub(super) fn bridge(&mut self, skey: SKey, held: Held, init: Option<&serde_json::Value>) {
         let u = up_of(skey);
         match stamp::toward_handshake(&held.method) {
             TowardHandshake::AnswerDiscover => {
@@ -631,120 +364,6 @@ impl Reverse {
         }
     }
 
-    /// Session pool: the relay initializes the session's process on behalf
-    /// of the modern client, with its envelope's info and capabilities.
-    fn relay_initialize(&mut self, skey: SKey, conn: PKey, held: Held) {
-        let envelope: Option<ModernEnvelope> =
-            stamp::strip_modern(&held.line).ok().and_then(|(_, e)| e);
-        let caps = envelope
-            .as_ref()
-            .map_or_else(|| json!({}), |e| e.capabilities.clone());
-        let info = envelope.as_ref().and_then(|e| e.client_info.clone());
-        let init = convert::initialize_request(RELAY_INIT_ID, info.as_ref(), &caps);
-        self.ups[conn.up].era.initialized += 1;
-        self.write_proc(conn, &init);
-        self.set_era(skey, SessionEra::Initializing(held));
-    }
-
-    /// Session pool: a line from the process of a session the relay is
-    /// probing or initializing. True when it was the relay's answer (taken
-    /// here); anything else goes the usual way.
-    pub(super) fn era_line(&mut self, skey: SKey, conn: PKey, line: &[u8]) -> bool {
-        let want = match self.sessions.get(&skey).map(|s| &s.era) {
-            Some(SessionEra::Probing(_)) => PROBE_ID,
-            Some(SessionEra::Initializing(_)) => RELAY_INIT_ID,
-            _ => return false,
-        };
-        let ours = matches!(jsonrpc::peek(line), Ok(Message::Single(env))
-            if env.kind() == Kind::Response && env.id() == Some(Id::Str(want.into())));
-        if !ours {
-            return false;
-        }
-        let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
-        if want == PROBE_ID {
-            self.on_probe_answer(skey, conn, &v);
-        } else {
-            self.on_init_answer(skey, conn, &v);
-        }
-        true
-    }
-
-    fn on_probe_answer(&mut self, skey: SKey, conn: PKey, v: &serde_json::Value) {
-        let u = conn.up;
-        let outcome = convert::read_discover(v.get("result"), v.get("error"));
-        self.settle_verdict(u, &outcome);
-        match outcome {
-            DiscoverOutcome::Modern { .. } => {
-                let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
-                    return;
-                };
-                if let Ok(Message::Single(env)) = jsonrpc::peek(&held.line) {
-                    self.send_up(skey, &held.line, &env, Some(&held.id));
-                }
-            }
-            DiscoverOutcome::Legacy => {
-                let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
-                    return;
-                };
-                self.relay_initialize(skey, conn, held);
-            }
-            DiscoverOutcome::Incompatible { supported } => {
-                let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
-                    return;
-                };
-                self.answer_unsupported(skey, &held.id, supported);
-            }
-        }
-    }
-
-    fn on_init_answer(&mut self, skey: SKey, conn: PKey, v: &serde_json::Value) {
-        let u = conn.up;
-        let Some(SessionEra::Initializing(held)) = self.set_era(skey, SessionEra::Plain) else {
-            return;
-        };
-        let Some(result) = v.get("result").filter(|r| r.is_object()) else {
-            log::warn!(
-                "[{}] process {conn} refused the relay's initialize for a modern client: {}",
-                self.ups[u].cfg.name,
-                v.get("error").cloned().unwrap_or_default()
-            );
-            let error = v
-                .get("error")
-                .cloned()
-                .unwrap_or_else(|| json!({"code": -32603, "message": "initialize failed"}));
-            let b = jsonrpc::error_response(
-                Some(&held.id),
-                error.get("code").and_then(|c| c.as_i64()).unwrap_or(-32603),
-                error
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("initialize failed"),
-                error.get("data").cloned().unwrap_or_else(|| json!({})),
-            );
-            self.answer_bytes(skey, &held.id, b);
-            return;
-        };
-        // A discover is answered from the result and the process, leased for
-        // it alone, is done: only a request that goes on is announced.
-        if stamp::toward_handshake(&held.method) == TowardHandshake::Forward {
-            self.write_proc(
-                conn,
-                br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-            );
-        }
-        self.bridge(skey, held, Some(result));
-    }
-
-    /// The session's process went away: a probe out on it settles nothing.
-    pub(super) fn era_proc_down(&mut self, skey: SKey) {
-        if matches!(
-            self.sessions.get(&skey).map(|s| &s.era),
-            Some(SessionEra::Probing(_))
-        ) {
-            let _ = self.ups[up_of(skey)].verdict.on_transport_error();
-        }
-    }
-
     /// A reply on its way to the client: a bridged session's result is made
     /// modern (`resultType`, cache hints).
     pub(super) fn era_reply(&self, skey: SKey, msg: Vec<u8>) -> Vec<u8> {
@@ -755,7 +374,7 @@ impl Reverse {
     }
 
     /// -32022: the server speaks no revision the relay does.
-    fn answer_unsupported(&mut self, skey: SKey, id: &Id, supported: Vec<String>) {
+    pub(super) fn answer_unsupported(&mut self, skey: SKey, id: &Id, supported: Vec<String>) {
         let b = jsonrpc::error_response(
             Some(id),
             UNSUPPORTED_PROTOCOL_VERSION,
@@ -766,7 +385,7 @@ impl Reverse {
     }
 
     /// Answers tracked request `id` with `result`, in the client's spelling.
-    fn answer_result(&mut self, skey: SKey, id: &Id, result: &serde_json::Value) {
+    pub(super) fn answer_result(&mut self, skey: SKey, id: &Id, result: &serde_json::Value) {
         let text = self
             .sessions
             .get(&skey)
@@ -778,7 +397,7 @@ impl Reverse {
     }
 
     /// Answers tracked request `id` with the message `b` (the relay's own).
-    fn answer_bytes(&mut self, skey: SKey, id: &Id, b: Vec<u8>) {
+    pub(super) fn answer_bytes(&mut self, skey: SKey, id: &Id, b: Vec<u8>) {
         if let Some(req) = self.untrack(skey, id) {
             self.metrics
                 .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
