@@ -58,6 +58,12 @@
 //!   without the envelope -32602, and every result says `resultType:
 //!   "complete"`); anything else makes it handshake-era (then an enveloped
 //!   request gets -32600).
+//! - `--elicit` (issue 13): a `tools/call` whose arguments carry `"ask": true`
+//!   is not answered at once: the server first sends the client an
+//!   `elicitation/create` request (id `"elicit-N"`), and answers the call
+//!   once the client replied to it, with the text `TEXT / ACTION CONTENT`
+//!   (the elicitation's `action` and `content` as JSON), or with error
+//!   -32603 carrying the client's error message.
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -75,7 +81,7 @@ const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--del
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
 [--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--pretty] [--no-read] [--log-injection] \
 [--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch] [--tools NAME,NAME,...] \
-[--modern]";
+[--modern] [--elicit]";
 
 #[derive(Default)]
 struct Opts {
@@ -100,6 +106,7 @@ struct Opts {
     /// `--tools`: the tools listed and callable (default: `echo`).
     tools: Vec<String>,
     modern: bool,
+    elicit: bool,
 }
 
 fn usage() -> ! {
@@ -139,6 +146,7 @@ fn parse_args() -> Opts {
                 opts.tools = list.split(',').map(str::to_owned).collect();
             }
             "--modern" => opts.modern = true,
+            "--elicit" => opts.elicit = true,
             _ => usage(),
         }
     }
@@ -276,6 +284,10 @@ struct Server {
     /// `--modern`: the connection's era, once its first request decided it
     /// (true: modern).
     era: Option<bool>,
+    /// `--elicit`: calls waiting for the client's elicitation answer:
+    /// (elicitation id, the call's id, its text).
+    asking: Vec<(String, Value, String)>,
+    next_elicit: u64,
 }
 
 impl Server {
@@ -355,7 +367,9 @@ impl Server {
             return None;
         };
         // No method: a response from the client. No id: a notification.
-        let method = obj.get("method").and_then(Value::as_str)?;
+        let Some(method) = obj.get("method").and_then(Value::as_str) else {
+            return self.elicited(msg);
+        };
         let id = obj.get("id")?.clone();
 
         if let Some(limit) = self.opts.crash_after
@@ -447,6 +461,19 @@ impl Server {
             return None;
         }
         let text = arg("text").and_then(Value::as_str).unwrap_or_default();
+        if self.opts.elicit && arg("ask").and_then(Value::as_bool) == Some(true) {
+            self.next_elicit += 1;
+            let eid = format!("elicit-{}", self.next_elicit);
+            self.send(&json!({
+                "jsonrpc": "2.0", "id": eid, "method": "elicitation/create",
+                "params": {"message": format!("about {text}?"),
+                           "requestedSchema": {"type": "object",
+                               "properties": {"answer": {"type": "string"}}}},
+            }));
+            let id = msg.get("id").cloned().unwrap_or(Value::Null);
+            self.asking.push((eid, id, text.to_owned()));
+            return None;
+        }
         let total = arg("progress").and_then(Value::as_u64).unwrap_or(0);
         let interval = arg("interval_ms").and_then(Value::as_u64).unwrap_or(0);
         if self.opts.log_during_call {
@@ -467,6 +494,36 @@ impl Server {
             }
         }
         Some(Ok(json!({"content": [{"type": "text", "text": text}]})))
+    }
+}
+
+impl Server {
+    /// `--elicit`: the client's answer to an `elicitation/create`; the call
+    /// that asked is answered now.
+    fn elicited(&mut self, msg: &Value) -> Option<Value> {
+        let eid = msg.get("id").and_then(Value::as_str)?;
+        let pos = self.asking.iter().position(|(e, _, _)| e == eid)?;
+        let (_, id, text) = self.asking.remove(pos);
+        Some(match (msg.get("result"), msg.get("error")) {
+            (Some(r), _) => {
+                let action = r.get("action").and_then(Value::as_str).unwrap_or("?");
+                let content = r.get("content").cloned().unwrap_or(Value::Null);
+                let mut result = json!({"content": [{"type": "text",
+                    "text": format!("{text} / {action} {content}")}]});
+                if self.era == Some(true) {
+                    result["resultType"] = json!("complete");
+                }
+                json!({"jsonrpc": "2.0", "id": id, "result": result})
+            }
+            (None, e) => {
+                let why = e
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("no answer");
+                json!({"jsonrpc": "2.0", "id": id,
+                       "error": {"code": -32603, "message": format!("elicitation failed: {why}")}})
+            }
+        })
     }
 }
 
@@ -498,6 +555,7 @@ fn echo_tool(name: &str) -> Value {
                 "progress": {"type": "integer", "minimum": 0},
                 "interval_ms": {"type": "integer", "minimum": 0},
                 "hang": {"type": "boolean"},
+                "ask": {"type": "boolean"},
             },
             "required": ["text"],
         },
@@ -541,6 +599,8 @@ fn main() {
         answered: 0,
         initialized: false,
         era: None,
+        asking: Vec::new(),
+        next_elicit: 0,
     };
 
     let mut input = BufReader::new(io::stdin().lock());

@@ -580,3 +580,173 @@ fn a_burst_of_modern_requests_stays_bounded_and_fresh_sessions_are_served() {
         );
     }
 }
+
+// ============================================================================
+// Server → client requests as InputRequiredResult rounds (both pools)
+// ============================================================================
+
+fn start_eliciting(pool: &str, log: &TempFile) -> Relay {
+    Relay::reverse(NAME)
+        .args(["--pool", pool])
+        .echo_server(&["--log", log.path_str(), "--elicit"])
+        .start()
+}
+
+/// A `tools/call` that makes the echo server ask the client (`--elicit`).
+fn asking_call(id: i64, text: &str, meta: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "echo", "arguments": {"text": text, "ask": true}, "_meta": meta}})
+}
+
+/// The retry of `asking_call` carrying the client's answer to `r1`.
+fn retry(id: i64, text: &str, state: &str, answer: &str) -> Value {
+    let mut r = asking_call(id, text, meta());
+    r["params"]["requestState"] = json!(state);
+    r["params"]["inputResponses"] =
+        json!({"r1": {"action": "accept", "content": {"answer": answer}}});
+    r
+}
+
+/// One whole round: the call is answered `input_required` with the
+/// server's `elicitation/create`, the retry with the answer gets the
+/// call's result; the server saw the answer to its request, and no
+/// envelope.
+fn assert_elicitation_round(pool: &str) {
+    let log = TempFile::new("reverse-eras-elicit", pool);
+    let relay = start_eliciting(pool, &log);
+    let first = modern_post(relay.port, &asking_call(7, "hi", meta()), Some("echo"));
+    assert_eq!(first.status(), 200, "{first:?}");
+    let first = first.rpc();
+    assert_eq!(first["id"], 7, "{first}");
+    let r = &first["result"];
+    assert_eq!(r["resultType"], "input_required", "{first}");
+    assert_eq!(
+        r["inputRequests"]["r1"]["method"], "elicitation/create",
+        "{first}"
+    );
+    assert_eq!(
+        r["inputRequests"]["r1"]["params"]["message"], "about hi?",
+        "{first}"
+    );
+    let state = r["requestState"].as_str().expect("a requestState");
+    // Someone else's guess is no token: -32602, and the call stays open.
+    let wrong = modern_post(
+        relay.port,
+        &retry(8, "hi", "mcp-relay.nope", "no"),
+        Some("echo"),
+    )
+    .rpc();
+    assert_eq!(wrong["error"]["code"], -32602, "{wrong}");
+    let done = modern_post(relay.port, &retry(9, "hi", state, "yes"), Some("echo"));
+    assert_eq!(done.status(), 200, "{done:?}");
+    let done = done.rpc();
+    assert_eq!(done["id"], 9, "{done}");
+    assert_eq!(
+        done["result"]["content"][0]["text"], "hi / accept {\"answer\":\"yes\"}",
+        "{done}"
+    );
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    let seen = seen(&log);
+    let answer = seen
+        .iter()
+        .find(|m| m["id"] == "elicit-1" && m.get("method").is_none())
+        .unwrap_or_else(|| panic!("the server's request was never answered: {seen:?}"));
+    assert_eq!(answer["result"]["content"]["answer"], "yes", "{answer}");
+    // One call reached the server, the retries did not.
+    assert_eq!(
+        methods(&seen).iter().filter(|m| *m == "tools/call").count(),
+        1,
+        "{seen:?}"
+    );
+    assert_stripped(&seen[1..]);
+    let metrics = relay.metrics_text();
+    assert!(
+        metrics.contains("mcp_relay_era_input_total{upstream=\"echo\",what=\"rounds\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Before: the server's `elicitation/create` reached the modern client's
+/// POST as a plain JSON-RPC request on an SSE stream, which a 2026-07-28
+/// client does not answer: the call hung until `--response-timeout`.
+#[test]
+fn session_a_server_request_becomes_an_input_required_round() {
+    assert_elicitation_round("session");
+}
+
+#[test]
+fn shared_a_server_request_becomes_an_input_required_round() {
+    assert_elicitation_round("shared");
+}
+
+/// Shared pool: a client that did not declare elicitation is never asked;
+/// the server's request is answered with an error by the relay (counted).
+#[test]
+fn shared_a_server_request_for_a_client_without_the_capability_is_refused() {
+    let log = TempFile::new("reverse-eras-elicit", "nocap");
+    let relay = start_eliciting("shared", &log);
+    let mut bare = meta();
+    bare["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    let c = modern_post(relay.port, &asking_call(5, "hi", bare), Some("echo"));
+    assert_eq!(c.status(), 200, "{c:?}");
+    let c = c.rpc();
+    assert_eq!(c["id"], 5, "{c}");
+    assert_eq!(c["error"]["code"], -32603, "{c}");
+    let msg = c["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.starts_with("elicitation failed"), "{c}");
+    let metrics = relay.metrics_text();
+    assert!(
+        metrics.contains("mcp_relay_era_input_total{upstream=\"echo\",what=\"unattributable\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A retry whose leg times out (`--response-timeout`) gives the call up:
+/// the server's request is answered with an error and the call is
+/// cancelled at the server, in the session's id space; the token is gone.
+#[test]
+fn a_call_given_up_while_waiting_for_input_is_cancelled_at_the_server() {
+    for pool in ["session", "shared"] {
+        let log = TempFile::new("reverse-eras-giveup", pool);
+        let relay = Relay::reverse(NAME)
+            .args(["--pool", pool, "--response-timeout", "1s"])
+            .echo_server(&["--log", log.path_str(), "--elicit"])
+            .start();
+        let first = modern_post(relay.port, &asking_call(7, "hi", meta()), Some("echo")).rpc();
+        let state = first["result"]["requestState"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{pool}: not input_required: {first}"))
+            .to_string();
+        // A retry answering nothing: the server keeps waiting, the leg
+        // times out.
+        let mut silent = asking_call(8, "hi", meta());
+        silent["params"]["requestState"] = json!(state);
+        silent["params"]["inputResponses"] = json!({});
+        let timed_out = modern_post(relay.port, &silent, Some("echo")).rpc();
+        assert_eq!(timed_out["id"], 8, "{pool}: {timed_out}");
+        assert!(timed_out.get("error").is_some(), "{pool}: {timed_out}");
+        log.wait_for(
+            std::time::Duration::from_secs(5),
+            "the call's cancellation",
+            |t| t.contains("notifications/cancelled") && t.contains("\"error\""),
+        );
+        let seen = seen(&log);
+        let call_id = seen
+            .iter()
+            .find(|m| m["method"] == "tools/call")
+            .map(|m| m["id"].clone())
+            .expect("the call reached the server");
+        let cancel = seen
+            .iter()
+            .find(|m| m["method"] == "notifications/cancelled")
+            .expect("a cancellation");
+        assert_eq!(cancel["params"]["requestId"], call_id, "{pool}: {cancel}");
+        let refused = seen
+            .iter()
+            .find(|m| m["id"] == "elicit-1" && m.get("error").is_some());
+        assert!(refused.is_some(), "{pool}: {seen:?}");
+        // The token died with the call.
+        let again = modern_post(relay.port, &retry(9, "hi", &state, "late"), Some("echo")).rpc();
+        assert_eq!(again["error"]["code"], -32602, "{pool}: {again}");
+    }
+}

@@ -19,6 +19,7 @@ impl Reverse {
             .sessions
             .get(&skey)
             .is_some_and(|s| s.stateless && s.inflight.is_empty())
+            && !self.era_waiting_input(skey)
         {
             self.work.to_end.push(skey);
         }
@@ -231,6 +232,7 @@ impl Reverse {
                     let token = env.param_id("progressToken");
                     self.on_progress(skey, token, line.to_vec());
                 }
+                Kind::Request if self.era_server_request(skey, line) => {}
                 Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
                 Kind::Invalid => log::warn!(
                     "[{}] upstream message that is not JSON-RPC dropped",
@@ -348,6 +350,9 @@ impl Reverse {
 
     /// The process replied to request `id` of session `skey`.
     pub(super) fn complete(&mut self, skey: SKey, id: &Id, msg: Vec<u8>) {
+        if self.era_call_result(skey, id, &msg) {
+            return;
+        }
         let Some(req) = self.untrack(skey, id) else {
             log::debug!("late reply to {id} dropped");
             return;

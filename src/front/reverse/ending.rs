@@ -34,6 +34,11 @@ impl Reverse {
             return;
         };
         log::debug!("ending session {}: {why}", s.id);
+        // A call waiting for its client's input is given up at the server.
+        self.era_session_ending(skey);
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
         // Every request in flight leaves the table first, then gets its one
         // answer; answering never ends a session (see `deliver`), so this
         // does not re-enter.

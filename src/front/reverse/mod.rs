@@ -261,6 +261,8 @@ enum TimerKind {
     /// The relay's `server/discover` probe to this process is
     /// `era::verdict::PROBE_TIMEOUT` old (`era/`).
     EraProbe(PKey),
+    /// A 2026-07-28 client's retry of a call waiting for input is late.
+    EraInput(SKey),
 }
 
 /// The listening sockets and the connections they accepted.
@@ -660,6 +662,7 @@ impl Reverse {
             }
             TimerKind::GetHold(skey) => self.http_hold_timer(skey),
             TimerKind::EraProbe(conn) => self.era_probe_expired(conn),
+            TimerKind::EraInput(skey) => self.era_input_tick(skey),
             TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
                 if let Some(v) = self.shutdown.on_hard_stop() {

@@ -407,6 +407,9 @@ impl Reverse {
                     match d {
                         Down::Reply { session, id, msg } => self.complete(session, &id, msg),
                         Down::ToSession { session, msg } => {
+                            if self.era_server_request(session, &msg) {
+                                continue;
+                            }
                             let progress = match jsonrpc::peek(&msg) {
                                 Ok(Message::Single(env))
                                     if env.method_is("notifications/progress") =>

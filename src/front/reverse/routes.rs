@@ -429,6 +429,10 @@ impl Reverse {
             self.respond(tok, 503, &[("retry-after", "1")], b"shutting down\n", false);
             return;
         }
+        // The retry of a call waiting for input goes to that call's session.
+        if self.era_retry(tok, u, &id, env, ka) {
+            return;
+        }
         let skey = self.new_stateless_session(u, token);
         if self.ups[u].is_http() {
             self.http_keep_param_headers(skey, &req.headers);

@@ -766,6 +766,8 @@ impl Reverse {
                 "max_request_time_ms": self.ups[up_of(skey)].cfg.max_request_time.as_millis() as u64,
             }),
         );
+        // A leg of a call waiting for input: the call is given up.
+        self.era_leg_gone(skey, &id);
         if self.ups[up_of(skey)].is_http() {
             self.http_cancel(skey, &id, initialize);
             return;

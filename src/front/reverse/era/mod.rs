@@ -40,6 +40,7 @@ use crate::mcp::era::stamp::{self, TowardHandshake};
 use crate::mcp::era::verdict::{Settled, Want};
 use crate::mcp::era::{Era, MODERN_VERSION, UNSUPPORTED_PROTOCOL_VERSION};
 
+mod rounds;
 mod session_pool;
 mod shared_pool;
 
@@ -68,8 +69,9 @@ pub(super) enum SessionEra {
     /// The relay's `initialize` is out on the session's process.
     Initializing(Held),
     /// A modern client's request to a handshake-era server: sent without
-    /// the envelope; its result is made modern.
-    Bridged,
+    /// the envelope; its result is made modern. The server's requests to
+    /// the client become input rounds of its call (`rounds.rs`).
+    Bridged(rounds::Bridging),
 }
 
 impl SessionEra {
@@ -78,7 +80,7 @@ impl SessionEra {
             SessionEra::Plain => "plain",
             SessionEra::Probing(_) => "probing",
             SessionEra::Initializing(_) => "initializing",
-            SessionEra::Bridged => "bridged",
+            SessionEra::Bridged(_) => "bridged",
         }
     }
 
@@ -86,7 +88,8 @@ impl SessionEra {
         use SessionEra::*;
         matches!(
             (self, to),
-            (Plain, Probing(_) | Initializing(_) | Bridged) | (Probing(_) | Initializing(_), Plain)
+            (Plain, Probing(_) | Initializing(_) | Bridged(_))
+                | (Probing(_) | Initializing(_), Plain)
         )
     }
 }
@@ -141,6 +144,15 @@ pub(super) struct EraCounters {
     /// `initialize` sent by the relay on behalf of a modern client
     /// (session pool).
     pub(super) initialized: u64,
+    /// Input rounds of server → client requests (`rounds.rs`): retries
+    /// carried, server requests refused over a limit, calls given up for
+    /// a late retry or a client gone, and server requests no modern call
+    /// could take (no carrier, capability not declared, process cap).
+    pub(super) input_rounds: u64,
+    pub(super) input_refused: u64,
+    pub(super) input_expired: u64,
+    pub(super) input_abandoned: u64,
+    pub(super) input_unattributable: u64,
 }
 
 impl Reverse {
@@ -355,7 +367,9 @@ impl Reverse {
                         return;
                     }
                 };
-                self.set_era(skey, SessionEra::Bridged);
+                let inputs = rounds::Inputs::from_line(&held.line);
+                let b = rounds::Bridging::new(inputs, &held.method);
+                self.set_era(skey, SessionEra::Bridged(b));
                 self.ups[u].era.bridged += 1;
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&stripped) {
                     self.send_up(skey, &stripped, &env, Some(&held.id));
@@ -368,7 +382,7 @@ impl Reverse {
     /// modern (`resultType`, cache hints).
     pub(super) fn era_reply(&self, skey: SKey, msg: Vec<u8>) -> Vec<u8> {
         match self.sessions.get(&skey).map(|s| &s.era) {
-            Some(SessionEra::Bridged) => stamp::modern_response(&msg).unwrap_or(msg),
+            Some(SessionEra::Bridged(_)) => stamp::modern_response(&msg).unwrap_or(msg),
             _ => msg,
         }
     }
@@ -469,6 +483,26 @@ pub(super) fn render_metrics(out: &mut String, ups: &[Upstream]) {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP mcp_relay_era_input_total Server requests to 2026-07-28 clients carried as input rounds, by outcome."
+    );
+    let _ = writeln!(out, "# TYPE mcp_relay_era_input_total counter");
+    for up in ups.iter().filter(|u| !u.is_http()) {
+        for (what, n) in [
+            ("rounds", up.era.input_rounds),
+            ("refused", up.era.input_refused),
+            ("expired", up.era.input_expired),
+            ("abandoned", up.era.input_abandoned),
+            ("unattributable", up.era.input_unattributable),
+        ] {
+            let _ = writeln!(
+                out,
+                "mcp_relay_era_input_total{{upstream=\"{}\",what=\"{what}\"}} {n}",
+                label(&up.cfg.name)
+            );
+        }
+    }
 }
 
 /// A Prometheus label value, escaped.
@@ -497,7 +531,7 @@ mod tests {
                 SessionEra::Plain,
                 SessionEra::Probing(held()),
                 SessionEra::Initializing(held()),
-                SessionEra::Bridged,
+                SessionEra::Bridged(rounds::Bridging::default()),
             ]
         };
         let mut legal = Vec::new();

@@ -35,7 +35,15 @@ impl Reverse {
                 let Some(edit) = stamp::strip_edit_with(env.params, meta) else {
                     return false;
                 };
-                self.set_era(skey, SessionEra::Bridged);
+                let inputs = match &edit {
+                    stamp::StripEdit::Keep => rounds::Inputs::default(),
+                    stamp::StripEdit::Replace(meta, _) => rounds::Inputs::from_meta(meta),
+                };
+                let method = env.method().unwrap_or_default();
+                self.set_era(
+                    skey,
+                    SessionEra::Bridged(rounds::Bridging::new(inputs, &method)),
+                );
                 self.ups[conn.up].era.bridged += 1;
                 match &edit {
                     stamp::StripEdit::Keep => {
@@ -123,7 +131,13 @@ impl Reverse {
         }
     }
 
-    /// The relay's own `initialize` to a shared process (handshake era).
+    /// The relay's own `initialize` to a shared process (handshake era). It
+    /// declares elicitation and sampling: the relay can carry those to the
+    /// one client whose call is in flight (a 2026-07-28 client that
+    /// declared them gets an input round, `rounds.rs`; anyone else's is
+    /// refused by the relay or by the client). Not roots: servers ask for
+    /// roots right after `initialized`, outside any call, when no client
+    /// can be asked.
     pub(super) fn shared_initialize(&mut self, conn: PKey) {
         let init = json!({
             "jsonrpc": "2.0",
@@ -131,7 +145,7 @@ impl Reverse {
             "method": "initialize",
             "params": {
                 "protocolVersion": RELAY_PROTOCOL,
-                "capabilities": {},
+                "capabilities": {"elicitation": {}, "sampling": {}},
                 "clientInfo": {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
             },
         });

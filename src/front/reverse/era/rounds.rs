@@ -1,0 +1,497 @@
+//! A handshake-era server's requests to a 2026-07-28 client (elicitation,
+//! sampling, roots) in `reverse -- CMD`, both pools, carried as
+//! `InputRequiredResult` rounds by the sans-I/O bridge `mcp::era::input`
+//! (the one `forward` uses).
+//!
+//! A modern request is a stateless session of its own: its one call is the
+//! only one a server request can belong to. The session pool's process
+//! serves that session alone; in the shared pool the mux gives a server
+//! request to the one session with requests in flight on the process (else
+//! it answers the server with an error itself), and this module takes it
+//! only when that session is a bridged modern one whose client declared the
+//! capability the method needs (`Inputs`); otherwise the relay answers the
+//! server with an error and counts it (`unattributable`): it never goes to
+//! another session.
+//!
+//! When the server asks, the call's current leg is answered
+//! `input_required` and the session stays open (the call is still in
+//! flight at the server) until the call is done or given up. The client's
+//! retry is a new POST with no session: its `requestState`, a token the
+//! relay minted (`mcp-relay.<session>.<random>`), names the session, and it
+//! becomes that session's next leg (never sent to the process). Its
+//! `inputResponses` answer the server's requests, as the session's own
+//! replies (through the mux in the shared pool). A `requestState` the relay
+//! did not mint passes to the server as it is (a modern server's own).
+//!
+//! Bounds: `input::Limits` per session (one call; 16 requests waiting in
+//! it, 32 rounds, 60 s for the retry: then the call is cancelled at the
+//! server), and at most [`MAX_WAITING_PER_PROCESS`] calls waiting for a
+//! retry per process (past it the server's request is refused).
+
+use super::*;
+use crate::mcp::era::input::{self, Asked, Out, Retried};
+use crate::reactor::timer::TimerId;
+
+/// Calls of one process that may wait for their client's retry at once; a
+/// server request that would make one more is answered with an error.
+pub(in crate::front::reverse) const MAX_WAITING_PER_PROCESS: usize = 64;
+
+/// Prefix of the `requestState` tokens the relay mints.
+const TOKEN_PREFIX: &str = "mcp-relay.";
+
+/// The input requests a modern client declared it can run, from its
+/// envelope's `clientCapabilities`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(in crate::front::reverse) struct Inputs(u8);
+
+impl Inputs {
+    const ELICITATION: u8 = 1;
+    const SAMPLING: u8 = 2;
+    const ROOTS: u8 = 4;
+
+    /// From a `clientCapabilities` value.
+    pub(in crate::front::reverse) fn from_capabilities(caps: &serde_json::Value) -> Inputs {
+        let mut bits = 0;
+        for (key, bit) in [
+            ("elicitation", Self::ELICITATION),
+            ("sampling", Self::SAMPLING),
+            ("roots", Self::ROOTS),
+        ] {
+            if caps.get(key).is_some_and(|v| !v.is_null()) {
+                bits |= bit;
+            }
+        }
+        Inputs(bits)
+    }
+
+    /// From a request's `params._meta` text, read only when it names the
+    /// capabilities key (the hot path of the shared pool).
+    pub(in crate::front::reverse) fn from_meta(meta: &serde_json::value::RawValue) -> Inputs {
+        if memchr::memmem::find(meta.get().as_bytes(), b"clientCapabilities").is_none() {
+            return Inputs::default();
+        }
+        crate::mcp::shared::member(meta, "io.modelcontextprotocol/clientCapabilities")
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c.get()).ok())
+            .map_or_else(Inputs::default, |c| Inputs::from_capabilities(&c))
+    }
+
+    /// From a whole modern request (the full path).
+    pub(in crate::front::reverse) fn from_line(line: &[u8]) -> Inputs {
+        serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/params/_meta/io.modelcontextprotocol~1clientCapabilities")
+                    .map(Inputs::from_capabilities)
+            })
+            .unwrap_or_default()
+    }
+
+    fn allows(self, method: &str) -> bool {
+        let bit = match method {
+            "elicitation/create" => Self::ELICITATION,
+            "sampling/createMessage" => Self::SAMPLING,
+            "roots/list" => Self::ROOTS,
+            _ => return false,
+        };
+        self.0 & bit != 0
+    }
+}
+
+/// What a bridged stateless session knows of its call, and its input
+/// rounds once the server asked something (`SessionEra::Bridged`).
+#[derive(Debug, Default)]
+pub(in crate::front::reverse) struct Bridging {
+    inputs: Inputs,
+    /// Its request may be answered `input_required` (`tools/call`,
+    /// `prompts/get`, `resources/read`).
+    carries: bool,
+    rounds: Option<Box<Rounds>>,
+}
+
+pub(in crate::front::reverse) struct Rounds {
+    /// The call's id (the session's, as the client wrote it first).
+    call: Id,
+    bridge: input::Bridge<()>,
+    /// Fires at the bridge's next deadline (the client's retry is late).
+    timer: Option<TimerId>,
+}
+
+impl std::fmt::Debug for Rounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rounds")
+            .field("call", &self.call)
+            .field("entries", &self.bridge.len())
+            .finish()
+    }
+}
+
+impl Bridging {
+    pub(in crate::front::reverse) fn new(inputs: Inputs, method: &str) -> Bridging {
+        Bridging {
+            inputs,
+            carries: input::carries_input(method),
+            rounds: None,
+        }
+    }
+
+    /// A call of this session is waiting for input (the session must stay).
+    pub(in crate::front::reverse) fn waiting(&self) -> bool {
+        self.rounds.as_ref().is_some_and(|r| !r.bridge.is_empty())
+    }
+}
+
+/// The session `skey` named by a `requestState` the relay minted; `None`
+/// for any other value (a modern server's own state).
+fn token_session(state: &str) -> Option<Option<SKey>> {
+    let rest = state.strip_prefix(TOKEN_PREFIX)?;
+    let hex = rest.split('.').next().unwrap_or_default();
+    Some(SKey::from_str_radix(hex, 16).ok())
+}
+
+impl Reverse {
+    fn bridging_mut(&mut self, skey: SKey) -> Option<&mut Bridging> {
+        match &mut self.sessions.get_mut(&skey)?.era {
+            SessionEra::Bridged(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Whether a stateless session must stay open for its client's retry.
+    pub(in crate::front::reverse) fn era_waiting_input(&self, skey: SKey) -> bool {
+        matches!(self.sessions.get(&skey).map(|s| &s.era), Some(SessionEra::Bridged(b)) if b.waiting())
+    }
+
+    /// A request from the server for session `skey` (its own process's in
+    /// the session pool, the mux's pick in the shared one). True when taken
+    /// here: carried to the client as an input round, or answered with an
+    /// error by the relay. False: not a bridged modern session's, or not an
+    /// input request; it goes the usual way.
+    pub(in crate::front::reverse) fn era_server_request(
+        &mut self,
+        skey: SKey,
+        line: &[u8],
+    ) -> bool {
+        let Some(b) = self.bridging_mut(skey) else {
+            return false;
+        };
+        let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
+            return false;
+        };
+        let (Kind::Request, Some(sid), Some(method)) = (env.kind(), env.id(), env.method()) else {
+            return false;
+        };
+        if !input::is_input_method(&method) {
+            return false;
+        }
+        let (inputs, carries, call) = (
+            b.inputs,
+            b.carries,
+            b.rounds.as_ref().map(|r| r.call.clone()),
+        );
+        let u = up_of(skey);
+        // Its call: the one the rounds are about, else the session's one
+        // request, if it is still waiting and may carry input.
+        let call = call.or_else(|| {
+            let s = self.sessions.get(&skey)?;
+            (carries && s.inflight.len() == 1)
+                .then(|| s.inflight.iter().next().map(|(id, _)| id.clone()))
+                .flatten()
+        });
+        let waiting_here = self.waiting_on_process(skey);
+        let refusal = match &call {
+            None => Some("no call of the 2026-07-28 client can carry this request"),
+            Some(_) if !inputs.allows(&method) => {
+                Some("the 2026-07-28 client did not declare the capability this request needs")
+            }
+            Some(_) if waiting_here >= MAX_WAITING_PER_PROCESS => {
+                Some("too many calls of this process wait for client input")
+            }
+            Some(_) => None,
+        };
+        let token = match (refusal, crate::mcp::session::new_session_id()) {
+            (Some(_), _) => None,
+            (None, Ok(random)) => Some(format!("{TOKEN_PREFIX}{skey:x}.{random}")),
+            (None, Err(e)) => {
+                log::warn!("random request state unavailable ({e})");
+                None
+            }
+        };
+        let (Some(call), Some(token)) = (call, token) else {
+            self.ups[u].era.input_unattributable += 1;
+            if let Some(n) = self.drop_log.check(self.now) {
+                log::warn!(
+                    "[{}] server request {method} refused: {}{}",
+                    self.ups[u].cfg.name,
+                    refusal.unwrap_or("no random request state"),
+                    if n > 0 {
+                        format!(" ({n} similar lines suppressed)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            let why = refusal.unwrap_or("the relay cannot make a request state");
+            let b = jsonrpc::error_response(Some(&sid), -32603, why, serde_json::Value::Null);
+            self.era_to_server(skey, &b);
+            return true;
+        };
+        let params: Option<serde_json::Value> =
+            env.params.and_then(|p| serde_json::from_str(p.get()).ok());
+        let now = self.now;
+        let Some(b) = self.bridging_mut(skey) else {
+            return false;
+        };
+        let r = b.rounds.get_or_insert_with(|| {
+            Box::new(Rounds {
+                call: call.clone(),
+                bridge: input::Bridge::new(input::Limits::default()),
+                timer: None,
+            })
+        });
+        let asked = r.bridge.on_server_request(
+            &(),
+            &call,
+            &call,
+            sid,
+            &method,
+            params.as_ref(),
+            now,
+            || token,
+        );
+        match asked {
+            Asked::Carried(out) | Asked::Refused(out) => self.era_apply(skey, out),
+            Asked::NotInput => return false,
+        }
+        true
+    }
+
+    /// Calls waiting for input on the process of session `skey`.
+    fn waiting_on_process(&self, skey: SKey) -> usize {
+        let Some(conn) = self.sessions.get(&skey).and_then(|s| s.binding.conn()) else {
+            return 0;
+        };
+        match self.procs.get(&conn).map(|p| &p.kind) {
+            Some(ProcKind::Shared { sessions, .. }) => sessions
+                .iter()
+                .filter(|k| self.era_waiting_input(**k))
+                .count(),
+            _ => usize::from(self.era_waiting_input(skey)),
+        }
+    }
+
+    /// The server answered request `id` of session `skey`: true when it was
+    /// a call the rounds hold (its result went to the open leg, or waits
+    /// for the retry).
+    pub(in crate::front::reverse) fn era_call_result(
+        &mut self,
+        skey: SKey,
+        id: &Id,
+        msg: &[u8],
+    ) -> bool {
+        let Some(r) = self.bridging_mut(skey).and_then(|b| b.rounds.as_mut()) else {
+            return false;
+        };
+        match r.bridge.on_server_response(id, msg) {
+            Some(out) => {
+                self.era_apply(skey, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Leg `id` of session `skey` went away (its response timeout): the
+    /// call is given up at the server.
+    pub(in crate::front::reverse) fn era_leg_gone(&mut self, skey: SKey, id: &Id) {
+        let Some(r) = self.bridging_mut(skey).and_then(|b| b.rounds.as_mut()) else {
+            return;
+        };
+        let out = r.bridge.on_client_gone(&(), id);
+        self.era_apply(skey, out);
+    }
+
+    /// Session `skey` is ending: its calls waiting for input are given up
+    /// (their server requests answered with errors, the calls cancelled).
+    pub(in crate::front::reverse) fn era_session_ending(&mut self, skey: SKey) {
+        let Some(mut r) = self.bridging_mut(skey).and_then(|b| b.rounds.take()) else {
+            return;
+        };
+        if let Some(t) = r.timer.take() {
+            self.timers.cancel(t);
+        }
+        let out = r.bridge.drop_owner(&());
+        self.count_input(skey, r.bridge.stats);
+        for line in out.to_server {
+            self.era_to_server(skey, &line);
+        }
+    }
+
+    /// The rounds' timer: a client that did not retry in time.
+    pub(in crate::front::reverse) fn era_input_tick(&mut self, skey: SKey) {
+        let now = self.now;
+        let Some(r) = self.bridging_mut(skey).and_then(|b| b.rounds.as_mut()) else {
+            return;
+        };
+        r.timer = None;
+        let out = r.bridge.on_tick(now);
+        self.era_apply(skey, out);
+    }
+
+    /// A POST whose `requestState` the relay minted: the retry of a call
+    /// waiting for input, answered on that call's session. False: not
+    /// such a retry (it goes on as any stateless request).
+    pub(in crate::front::reverse) fn era_retry(
+        &mut self,
+        tok: Token,
+        u: usize,
+        id: &Id,
+        env: &Envelope,
+        ka: bool,
+    ) -> bool {
+        let Some(p) = env.params else { return false };
+        if !env.method().is_some_and(|m| input::carries_input(&m))
+            || memchr::memmem::find(p.get().as_bytes(), TOKEN_PREFIX.as_bytes()).is_none()
+        {
+            return false;
+        }
+        let Ok(params) = serde_json::from_str::<serde_json::Value>(p.get()) else {
+            return false;
+        };
+        let Some(named) = params
+            .get("requestState")
+            .and_then(|s| s.as_str())
+            .and_then(token_session)
+        else {
+            return false;
+        };
+        let skey = named.filter(|k| up_of(*k) == u && self.era_waiting_input(*k));
+        let tracked = skey.filter(|k| self.track(*k, id.clone(), env, ReplyTo::Client(tok)));
+        let Some(skey) = tracked else {
+            let b = jsonrpc::error_response(
+                Some(id),
+                crate::mcp::era::INVALID_PARAMS,
+                "unknown or expired requestState",
+                serde_json::Value::Null,
+            );
+            self.respond_json(tok, 200, &b, ka, None);
+            return true;
+        };
+        if let Some(c) = self.client(tok) {
+            c.set_state(ClientState::Waiting(Exchange::single(
+                skey,
+                id.clone(),
+                ka,
+                None,
+            )));
+        }
+        let now = self.now;
+        let Some(r) = self.bridging_mut(skey).and_then(|b| b.rounds.as_mut()) else {
+            return true;
+        };
+        match r.bridge.on_client_retry(&(), id, &params, now) {
+            Retried::Carried(out) => self.era_apply(skey, out),
+            Retried::Unknown => {
+                let b = jsonrpc::error_response(
+                    Some(id),
+                    crate::mcp::era::INVALID_PARAMS,
+                    "unknown or expired requestState",
+                    serde_json::Value::Null,
+                );
+                self.answer_bytes(skey, id, b);
+            }
+        }
+        true
+    }
+
+    /// Carries out what the bridge decided: lines to the server as the
+    /// session's own, answers to the session's legs; then the timer, and
+    /// the session's end when nothing is left of it.
+    fn era_apply(&mut self, skey: SKey, out: Out) {
+        for line in &out.to_server {
+            self.era_to_server(skey, line);
+        }
+        for (leg, line) in out.to_client {
+            self.answer_bytes(skey, &leg, line);
+        }
+        let now = self.now;
+        let Some(r) = self.bridging_mut(skey).and_then(|b| b.rounds.as_mut()) else {
+            return;
+        };
+        let old = r.timer.take();
+        let next = r.bridge.next_deadline();
+        let stats = std::mem::take(&mut r.bridge.stats);
+        if let Some(t) = old {
+            self.timers.cancel(t);
+        }
+        self.count_input(skey, stats);
+        if let Some(at) = next {
+            let t = self.timers.insert(at.max(now), TimerKind::EraInput(skey));
+            if let Some(r) = self.bridging_mut(skey).and_then(|b| b.rounds.as_mut()) {
+                r.timer = Some(t);
+            }
+        }
+        let done = self
+            .sessions
+            .get(&skey)
+            .is_some_and(|s| s.stateless && s.inflight.is_empty());
+        if done && !self.era_waiting_input(skey) {
+            self.work.to_end.push(skey);
+        }
+    }
+
+    fn count_input(&mut self, skey: SKey, stats: input::Stats) {
+        let c = &mut self.ups[up_of(skey)].era;
+        c.input_rounds += stats.rounds;
+        c.input_refused += stats.refused;
+        c.input_expired += stats.expired;
+        c.input_abandoned += stats.abandoned;
+    }
+
+    /// A line to the session's process as if its client sent it (the mux
+    /// maps ids in the shared pool).
+    /// Written at once: the session may end this turn, and its process
+    /// with it (session pool).
+    fn era_to_server(&mut self, skey: SKey, line: &[u8]) {
+        if let Ok(Message::Single(env)) = jsonrpc::peek(line) {
+            self.send_up(skey, line, &env, None);
+        }
+        if let Some(conn) = self.sessions.get(&skey).and_then(|s| s.binding.conn()) {
+            self.proc_flush(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_read_from_the_capabilities_a_client_declared() {
+        let i =
+            Inputs::from_capabilities(&json!({"elicitation": {}, "roots": {"listChanged": true}}));
+        assert!(i.allows("elicitation/create"));
+        assert!(i.allows("roots/list"));
+        assert!(!i.allows("sampling/createMessage"));
+        assert!(!i.allows("tools/call"));
+        let meta: Box<serde_json::value::RawValue> = serde_json::value::RawValue::from_string(
+            r#"{"io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"x":1}"#.into(),
+        )
+        .unwrap();
+        let i = Inputs::from_meta(&meta);
+        assert!(i.allows("sampling/createMessage"));
+        assert!(!i.allows("elicitation/create"));
+        let none: Box<serde_json::value::RawValue> =
+            serde_json::value::RawValue::from_string(r#"{"progressToken":1}"#.into()).unwrap();
+        assert_eq!(Inputs::from_meta(&none), Inputs::default());
+        let line = br#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":null}}}}"#;
+        assert_eq!(Inputs::from_line(line), Inputs::default());
+    }
+
+    #[test]
+    fn only_tokens_the_relay_minted_name_a_session() {
+        assert_eq!(token_session("opaque-from-a-server"), None);
+        assert_eq!(token_session("mcp-relay.1f.abcd"), Some(Some(0x1f)));
+        assert_eq!(token_session("mcp-relay.zz.abcd"), Some(None));
+        assert_eq!(token_session("mcp-relay."), Some(None));
+    }
+}
