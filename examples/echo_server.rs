@@ -64,6 +64,11 @@
 //!   once the client replied to it, with the text `TEXT / ACTION CONTENT`
 //!   (the elicitation's `action` and `content` as JSON), or with error
 //!   -32603 carrying the client's error message.
+//! - `--resources` (issue 13): declares `resources` with `subscribe` and
+//!   `listChanged`; answers `resources/subscribe` and `unsubscribe` with
+//!   `{}`, and right after answering a subscribe sends
+//!   `notifications/resources/updated` for its URI, then
+//!   `notifications/resources/list_changed`.
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -81,7 +86,7 @@ const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--del
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
 [--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--pretty] [--no-read] [--log-injection] \
 [--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch] [--tools NAME,NAME,...] \
-[--modern] [--elicit]";
+[--modern] [--elicit] [--resources]";
 
 #[derive(Default)]
 struct Opts {
@@ -107,6 +112,7 @@ struct Opts {
     tools: Vec<String>,
     modern: bool,
     elicit: bool,
+    resources: bool,
 }
 
 fn usage() -> ! {
@@ -147,6 +153,7 @@ fn parse_args() -> Opts {
             }
             "--modern" => opts.modern = true,
             "--elicit" => opts.elicit = true,
+            "--resources" => opts.resources = true,
             _ => usage(),
         }
     }
@@ -427,7 +434,26 @@ impl Server {
         let reply = match method {
             "initialize" => {
                 self.initialized = true;
-                Ok(initialize_result(msg))
+                let mut r = initialize_result(msg);
+                if self.opts.resources {
+                    r["capabilities"]["resources"] =
+                        json!({"subscribe": true, "listChanged": true});
+                }
+                Ok(r)
+            }
+            "resources/subscribe" | "resources/unsubscribe" if self.opts.resources => {
+                if method == "resources/subscribe" {
+                    let uri = msg.pointer("/params/uri").cloned().unwrap_or(Value::Null);
+                    self.send(&json!({"jsonrpc": "2.0", "id": id, "result": {}}));
+                    self.send(
+                        &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                                      "params": {"uri": uri}}),
+                    );
+                    self.send(&json!({"jsonrpc": "2.0",
+                                      "method": "notifications/resources/list_changed"}));
+                    return None;
+                }
+                Ok(json!({}))
             }
             "ping" => Ok(json!({})),
             "tools/list" => Ok(tools_list_result(&self.opts.tools)),

@@ -750,3 +750,141 @@ fn a_call_given_up_while_waiting_for_input_is_cancelled_at_the_server() {
         assert_eq!(again["error"]["code"], -32602, "{pool}: {again}");
     }
 }
+
+// ============================================================================
+// subscriptions/listen in front of a handshake-era server (both pools)
+// ============================================================================
+
+/// Opens a `subscriptions/listen` (id 20) and returns its event stream.
+fn open_listen(port: u16, uris: &[&str]) -> common::http::Sse {
+    let msg = json!({"jsonrpc": "2.0", "id": 20, "method": "subscriptions/listen",
+        "params": {"_meta": meta(), "notifications": {
+            "toolsListChanged": true, "resourcesListChanged": true,
+            "resourceSubscriptions": uris}}});
+    let body = serde_json::to_vec(&msg).expect("json");
+    let mut http = Http::connect(port);
+    http.send_request(
+        "POST",
+        "/mcp",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", ACCEPT_BOTH),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "subscriptions/listen"),
+        ],
+        &body,
+    )
+    .expect("POST listen");
+    let deadline = std::time::Instant::now() + IO;
+    let head = http.read_head(deadline).expect("listen answered");
+    common::http::Sse::open(http, head)
+}
+
+/// The listen is acknowledged with what the server can honor, the server
+/// is subscribed to the URI (no envelope), its updated and list-changed
+/// notifications reach the listen stamped with the listen's id, and
+/// closing the stream unsubscribes.
+fn assert_listen(pool: &str) {
+    let log = TempFile::new("reverse-eras-listen", pool);
+    let relay = Relay::reverse(NAME)
+        .args(["--pool", pool])
+        .echo_server(&["--log", log.path_str(), "--resources"])
+        .start();
+    let mut sse = open_listen(relay.port, &["echo://a"]);
+    let t = std::time::Duration::from_secs(5);
+    let ack = sse.expect_event(t, "the acknowledgement").json();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{pool}: {ack}"
+    );
+    // tools: the server's listChanged is false, so it is not honored.
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourcesListChanged": true, "resourceSubscriptions": ["echo://a"]}),
+        "{pool}: {ack}"
+    );
+    let updated = sse.expect_event(t, "resources/updated").json();
+    assert_eq!(
+        updated["method"], "notifications/resources/updated",
+        "{pool}: {updated}"
+    );
+    assert_eq!(updated["params"]["uri"], "echo://a", "{pool}: {updated}");
+    assert_eq!(
+        updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 20,
+        "{pool}: {updated}"
+    );
+    let changed = sse.expect_event(t, "resources/list_changed").json();
+    assert_eq!(
+        changed["method"], "notifications/resources/list_changed",
+        "{pool}: {changed}"
+    );
+    assert_eq!(
+        changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 20,
+        "{pool}: {changed}"
+    );
+    // The listen stays open: nothing else comes.
+    assert!(
+        matches!(
+            sse.next(std::time::Duration::from_millis(300)),
+            common::http::SseNext::Timeout
+        ),
+        "{pool}: the listen ended early"
+    );
+    let seen_now = seen(&log);
+    let sub = seen_now
+        .iter()
+        .find(|m| m["method"] == "resources/subscribe")
+        .unwrap_or_else(|| panic!("{pool}: no subscribe: {seen_now:?}"));
+    assert_eq!(sub["params"]["uri"], "echo://a", "{pool}: {sub}");
+    assert!(
+        !methods(&seen_now).contains(&"subscriptions/listen".to_string()),
+        "{pool}: {seen_now:?}"
+    );
+    assert_stripped(&seen_now[1..]);
+    // Closing the stream ends the listen: the URI is unsubscribed.
+    drop(sse);
+    log.wait_for(t, "resources/unsubscribe", |t| {
+        t.contains("resources/unsubscribe")
+    });
+}
+
+/// Before: `subscriptions/listen` was answered -32601 (not bridged).
+#[test]
+fn session_a_listen_is_carried_onto_resources_subscribe() {
+    assert_listen("session");
+}
+
+#[test]
+fn shared_a_listen_is_carried_onto_resources_subscribe() {
+    assert_listen("shared");
+}
+
+/// Shared pool: a second listener keeps the URI subscribed when the first
+/// goes; only the last one leaving unsubscribes.
+#[test]
+fn shared_the_last_listener_leaving_unsubscribes() {
+    let log = TempFile::new("reverse-eras-listen2", "shared");
+    // One process, so both listens share it.
+    let relay = Relay::reverse(NAME)
+        .args(["--pool", "shared", "--max-connections", "1"])
+        .echo_server(&["--log", log.path_str(), "--resources"])
+        .start();
+    let t = std::time::Duration::from_secs(5);
+    let mut a = open_listen(relay.port, &["echo://a"]);
+    a.expect_event(t, "ack a");
+    let mut b = open_listen(relay.port, &["echo://a"]);
+    b.expect_event(t, "ack b");
+    drop(a);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !log.read().contains("resources/unsubscribe"),
+        "unsubscribed while a listener remains: {}",
+        log.read()
+    );
+    drop(b);
+    let text = log.wait_for(t, "resources/unsubscribe", |t| {
+        t.contains("resources/unsubscribe")
+    });
+    // The relay's own unsubscribe is not cancelled with the session.
+    assert!(!text.contains("notifications/cancelled"), "{text}");
+}

@@ -121,6 +121,11 @@ impl Reverse {
     /// A server-initiated message for a session: its stream if open, else an
     /// open POST of the session (upgraded to SSE), else kept for its next GET.
     pub(super) fn push_to_stream(&mut self, skey: SKey, msg: Vec<u8>) {
+        // A modern client gets list-changed and updated notifications on
+        // its listen only (`era/listening.rs`).
+        let Some(msg) = self.era_push(skey, msg) else {
+            return;
+        };
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };

@@ -40,6 +40,7 @@ use crate::mcp::era::stamp::{self, TowardHandshake};
 use crate::mcp::era::verdict::{Settled, Want};
 use crate::mcp::era::{Era, MODERN_VERSION, UNSUPPORTED_PROTOCOL_VERSION};
 
+mod listening;
 mod rounds;
 mod session_pool;
 mod shared_pool;
@@ -72,6 +73,9 @@ pub(super) enum SessionEra {
     /// the envelope; its result is made modern. The server's requests to
     /// the client become input rounds of its call (`rounds.rs`).
     Bridged(rounds::Bridging),
+    /// A modern client's `subscriptions/listen` on a handshake-era process:
+    /// held open by the relay, its URIs subscribed (`listening.rs`).
+    Listening(Box<listening::Listening>),
 }
 
 impl SessionEra {
@@ -81,6 +85,7 @@ impl SessionEra {
             SessionEra::Probing(_) => "probing",
             SessionEra::Initializing(_) => "initializing",
             SessionEra::Bridged(_) => "bridged",
+            SessionEra::Listening(_) => "listening",
         }
     }
 
@@ -88,8 +93,10 @@ impl SessionEra {
         use SessionEra::*;
         matches!(
             (self, to),
-            (Plain, Probing(_) | Initializing(_) | Bridged(_))
-                | (Probing(_) | Initializing(_), Plain)
+            (
+                Plain,
+                Probing(_) | Initializing(_) | Bridged(_) | Listening(_)
+            ) | (Probing(_) | Initializing(_), Plain)
         )
     }
 }
@@ -153,6 +160,12 @@ pub(super) struct EraCounters {
     pub(super) input_expired: u64,
     pub(super) input_abandoned: u64,
     pub(super) input_unattributable: u64,
+    /// `subscriptions/listen` opened, refused (over a limit, bad filter),
+    /// and list-changed or updated notifications no listen asked for
+    /// (dropped; `listening.rs`).
+    pub(super) listens: u64,
+    pub(super) listens_refused: u64,
+    pub(super) listen_dropped: u64,
 }
 
 impl Reverse {
@@ -338,16 +351,7 @@ impl Reverse {
                     ),
                 }
             }
-            TowardHandshake::Listen => {
-                let b = jsonrpc::error_response(
-                    Some(&held.id),
-                    crate::mcp::era::METHOD_NOT_FOUND,
-                    "subscriptions/listen is not bridged to a handshake-era server in reverse \
-                     mode yet",
-                    json!({"upstream": self.ups[u].cfg.name}),
-                );
-                self.answer_bytes(skey, &held.id, b);
-            }
+            TowardHandshake::Listen => self.open_listen(skey, held, init),
             TowardHandshake::Forward => {
                 // The fast path splices `_meta` alone; the full parse is
                 // for what it cannot tell.
@@ -499,6 +503,24 @@ pub(super) fn render_metrics(out: &mut String, ups: &[Upstream]) {
             let _ = writeln!(
                 out,
                 "mcp_relay_era_input_total{{upstream=\"{}\",what=\"{what}\"}} {n}",
+                label(&up.cfg.name)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mcp_relay_era_listens_total subscriptions/listen of 2026-07-28 clients carried to a handshake-era process, by outcome."
+    );
+    let _ = writeln!(out, "# TYPE mcp_relay_era_listens_total counter");
+    for up in ups.iter().filter(|u| !u.is_http()) {
+        for (what, n) in [
+            ("opened", up.era.listens),
+            ("refused", up.era.listens_refused),
+            ("notification_dropped", up.era.listen_dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "mcp_relay_era_listens_total{{upstream=\"{}\",what=\"{what}\"}} {n}",
                 label(&up.cfg.name)
             );
         }

@@ -288,6 +288,9 @@ impl Reverse {
         id: &Id,
         msg: &[u8],
     ) -> bool {
+        if self.era_listen_reply(skey, id) {
+            return true;
+        }
         let Some(r) = self.bridging_mut(skey).and_then(|b| b.rounds.as_mut()) else {
             return false;
         };
@@ -313,6 +316,7 @@ impl Reverse {
     /// Session `skey` is ending: its calls waiting for input are given up
     /// (their server requests answered with errors, the calls cancelled).
     pub(in crate::front::reverse) fn era_session_ending(&mut self, skey: SKey) {
+        self.era_listen_ending(skey);
         let Some(mut r) = self.bridging_mut(skey).and_then(|b| b.rounds.take()) else {
             return;
         };
@@ -451,7 +455,7 @@ impl Reverse {
     /// maps ids in the shared pool).
     /// Written at once: the session may end this turn, and its process
     /// with it (session pool).
-    fn era_to_server(&mut self, skey: SKey, line: &[u8]) {
+    pub(super) fn era_to_server(&mut self, skey: SKey, line: &[u8]) {
         if let Ok(Message::Single(env)) = jsonrpc::peek(line) {
             self.send_up(skey, line, &env, None);
         }

@@ -103,7 +103,7 @@ impl Reverse {
         };
         // A discover is answered from the result and the process, leased for
         // it alone, is done: only a request that goes on is announced.
-        if stamp::toward_handshake(&held.method) == TowardHandshake::Forward {
+        if stamp::toward_handshake(&held.method) != TowardHandshake::AnswerDiscover {
             self.write_proc(
                 conn,
                 br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,

@@ -79,10 +79,12 @@ impl Reverse {
         }
         // The cached `InitializeResult` is cloned only for what reads it.
         let init = match stamp::toward_handshake(&held.method) {
-            TowardHandshake::AnswerDiscover => match self.procs.get(&conn).map(|p| &p.kind) {
-                Some(ProcKind::Shared { init, .. }) => init.clone(),
-                _ => None,
-            },
+            TowardHandshake::AnswerDiscover | TowardHandshake::Listen => {
+                match self.procs.get(&conn).map(|p| &p.kind) {
+                    Some(ProcKind::Shared { init, .. }) => init.clone(),
+                    _ => None,
+                }
+            }
             _ => None,
         };
         self.bridge(skey, held, init.as_ref());
