@@ -58,6 +58,9 @@
 //!   without the envelope -32602, and every result says `resultType:
 //!   "complete"`); anything else makes it handshake-era (then an enveloped
 //!   request gets -32600).
+//! - `--modern-only` (issue 13): `--modern`, but every connection is
+//!   modern from the start: `initialize` always gets -32022, as from a
+//!   server that speaks 2026-07-28 alone.
 //! - `--elicit` (issue 13): a `tools/call` whose arguments carry `"ask": true`
 //!   is not answered at once: the server first sends the client an
 //!   `elicitation/create` request (id `"elicit-N"`), and answers the call
@@ -86,7 +89,7 @@ const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--del
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
 [--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--pretty] [--no-read] [--log-injection] \
 [--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch] [--tools NAME,NAME,...] \
-[--modern] [--elicit] [--resources]";
+[--modern] [--modern-only] [--elicit] [--resources]";
 
 #[derive(Default)]
 struct Opts {
@@ -111,6 +114,7 @@ struct Opts {
     /// `--tools`: the tools listed and callable (default: `echo`).
     tools: Vec<String>,
     modern: bool,
+    modern_only: bool,
     elicit: bool,
     resources: bool,
 }
@@ -152,6 +156,10 @@ fn parse_args() -> Opts {
                 opts.tools = list.split(',').map(str::to_owned).collect();
             }
             "--modern" => opts.modern = true,
+            "--modern-only" => {
+                opts.modern = true;
+                opts.modern_only = true;
+            }
             "--elicit" => opts.elicit = true,
             "--resources" => opts.resources = true,
             _ => usage(),
@@ -397,7 +405,9 @@ impl Server {
             let enveloped = msg
                 .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
                 .is_some();
-            let modern = *self.era.get_or_insert(enveloped && method != "initialize");
+            let modern = *self
+                .era
+                .get_or_insert(self.opts.modern_only || (enveloped && method != "initialize"));
             let refusal = match (modern, method, enveloped) {
                 (true, "initialize", _) => Some((
                     -32022,

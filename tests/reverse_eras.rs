@@ -888,3 +888,85 @@ fn shared_the_last_listener_leaving_unsubscribes() {
     // The relay's own unsubscribe is not cancelled with the session.
     assert!(!text.contains("notifications/cancelled"), "{text}");
 }
+
+// ============================================================================
+// A handshake-era client, a modern-only server, the session pool
+// ============================================================================
+
+/// One handshake-era session against `echo_server --modern-only`: its
+/// `initialize` is answered from the process's `server/discover`, its
+/// requests reach the server stamped, `ping` and `logging/setLevel` are
+/// answered by the relay. Returns what the server saw.
+fn handshake_session_on_modern_only(port: u16) {
+    let mut http = Http::connect(port);
+    let init = post_on(&mut http, None, &common::initialize(json!(0)), &[], IO).expect("init");
+    assert_eq!(init.status(), 200, "{init:?}");
+    let sid = init.header("mcp-session-id").expect("sid").to_string();
+    let i = init.rpc();
+    assert_eq!(i["result"]["protocolVersion"], "2025-06-18", "{i}");
+    assert_eq!(
+        i["result"]["serverInfo"]["name"], "echo-server-modern",
+        "{i}"
+    );
+    post_on(&mut http, Some(&sid), &common::initialized(), &[], IO).expect("initialized");
+    let ping = json!({"jsonrpc": "2.0", "id": 6, "method": "ping"});
+    let p = post_on(&mut http, Some(&sid), &ping, &[], IO)
+        .expect("ping")
+        .rpc();
+    assert_eq!(p["result"], json!({}), "{p}");
+    let level = json!({"jsonrpc": "2.0", "id": 8, "method": "logging/setLevel",
+                       "params": {"level": "debug"}});
+    let l = post_on(&mut http, Some(&sid), &level, &[], IO)
+        .expect("setLevel")
+        .rpc();
+    assert_eq!(l["result"], json!({}), "{l}");
+    let r = post_on(
+        &mut http,
+        Some(&sid),
+        &common::call(json!(7), "old"),
+        &[],
+        IO,
+    )
+    .expect("call")
+    .rpc();
+    assert_eq!(r["id"], 7, "{r}");
+    assert_eq!(r["result"]["content"][0]["text"], "old", "{r}");
+}
+
+/// Before: the session's `initialize` went to the process, which refused
+/// it (-32022), and the client could not connect.
+#[test]
+fn session_a_handshake_client_reaches_a_modern_only_server_stamped() {
+    let log = TempFile::new("reverse-eras-session-modern-only", "server-log");
+    let relay = Relay::reverse(NAME)
+        .args(["--pool", "session"])
+        .echo_server(&["--modern-only", "--log", log.path_str()])
+        .start();
+    handshake_session_on_modern_only(relay.port);
+    // The verdict is known now: the next process is asked discover at once.
+    handshake_session_on_modern_only(relay.port);
+    let seen = seen(&log);
+    assert_eq!(
+        methods(&seen),
+        [
+            "initialize",
+            "server/discover",
+            "tools/call",
+            "server/discover",
+            "tools/call"
+        ],
+        "{seen:?}"
+    );
+    for call in seen.iter().filter(|m| m["method"] == "tools/call") {
+        let meta = &call["params"]["_meta"];
+        assert_eq!(
+            meta["io.modelcontextprotocol/protocolVersion"], "2026-07-28",
+            "{call}"
+        );
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientInfo"]["name"], "mcp-relay-tests",
+            "{call}"
+        );
+        assert_eq!(meta["io.modelcontextprotocol/logLevel"], "debug", "{call}");
+    }
+}

@@ -371,7 +371,9 @@ impl Reverse {
                 *session = Some(skey);
                 self.track_initialize(skey, &id, reply_to);
                 self.keep_spelling(skey, &id, &line);
-                self.write_proc(conn, &line);
+                // To the process, or answered from its discover when it
+                // speaks 2026-07-28 alone (`era/stamped.rs`).
+                self.era_handshake_bind(skey, conn, line, id);
             }
             ProcKind::Shared { init, sessions, .. } => {
                 sessions.push(skey);

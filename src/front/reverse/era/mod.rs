@@ -44,6 +44,7 @@ mod listening;
 mod rounds;
 mod session_pool;
 mod shared_pool;
+mod stamped;
 
 /// Id of the relay's `server/discover` probe to a session-mode process
 /// (outside any client's: the client's request is not sent before it is
@@ -76,6 +77,10 @@ pub(super) enum SessionEra {
     /// A modern client's `subscriptions/listen` on a handshake-era process:
     /// held open by the relay, its URIs subscribed (`listening.rs`).
     Listening(Box<listening::Listening>),
+    /// A handshake-era session's `initialize` sent to a process whose era
+    /// is not known yet, kept until answered: a -32022 refusal makes the
+    /// relay answer it from `server/discover` (`stamped.rs`).
+    Handshaking(Held),
 }
 
 impl SessionEra {
@@ -86,6 +91,7 @@ impl SessionEra {
             SessionEra::Initializing(_) => "initializing",
             SessionEra::Bridged(_) => "bridged",
             SessionEra::Listening(_) => "listening",
+            SessionEra::Handshaking(_) => "handshaking",
         }
     }
 
@@ -95,8 +101,8 @@ impl SessionEra {
             (self, to),
             (
                 Plain,
-                Probing(_) | Initializing(_) | Bridged(_) | Listening(_)
-            ) | (Probing(_) | Initializing(_), Plain)
+                Probing(_) | Initializing(_) | Bridged(_) | Listening(_) | Handshaking(_)
+            ) | (Probing(_) | Initializing(_) | Handshaking(_), Plain)
         )
     }
 }
@@ -166,6 +172,9 @@ pub(super) struct EraCounters {
     pub(super) listens: u64,
     pub(super) listens_refused: u64,
     pub(super) listen_dropped: u64,
+    /// A handshake-era client's `initialize` answered from a modern-only
+    /// process's `server/discover` (session pool, `stamped.rs`).
+    pub(super) initialize_answered: u64,
 }
 
 impl Reverse {
@@ -298,6 +307,11 @@ impl Reverse {
                 let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
                     return;
                 };
+                if held.method == "initialize" {
+                    // A handshake-era client's own: it goes to the server.
+                    self.write_proc(conn, &held.line);
+                    return;
+                }
                 self.relay_initialize(skey, conn, held);
             }
         }
@@ -479,6 +493,7 @@ pub(super) fn render_metrics(out: &mut String, ups: &[Upstream]) {
             ("discover_answered", up.era.discover_answered),
             ("forwarded", up.era.bridged),
             ("initialized", up.era.initialized),
+            ("initialize_answered", up.era.initialize_answered),
         ] {
             let _ = writeln!(
                 out,
@@ -554,6 +569,7 @@ mod tests {
                 SessionEra::Probing(held()),
                 SessionEra::Initializing(held()),
                 SessionEra::Bridged(rounds::Bridging::default()),
+                SessionEra::Handshaking(held()),
             ]
         };
         let mut legal = Vec::new();

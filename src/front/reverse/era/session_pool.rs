@@ -28,20 +28,21 @@ impl Reverse {
         line: &[u8],
     ) -> bool {
         let want = match self.sessions.get(&skey).map(|s| &s.era) {
-            Some(SessionEra::Probing(_)) => PROBE_ID,
-            Some(SessionEra::Initializing(_)) => RELAY_INIT_ID,
+            Some(SessionEra::Probing(_)) => Id::Str(PROBE_ID.into()),
+            Some(SessionEra::Initializing(_)) => Id::Str(RELAY_INIT_ID.into()),
+            Some(SessionEra::Handshaking(h)) => h.id.clone(),
             _ => return false,
         };
         let ours = matches!(jsonrpc::peek(line), Ok(Message::Single(env))
-            if env.kind() == Kind::Response && env.id() == Some(Id::Str(want.into())));
+            if env.kind() == Kind::Response && env.id().as_ref() == Some(&want));
         if !ours {
             return false;
         }
         let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
-        if want == PROBE_ID {
-            self.on_probe_answer(skey, conn, &v);
-        } else {
-            self.on_init_answer(skey, conn, &v);
+        match self.sessions.get(&skey).map(|s| &s.era) {
+            Some(SessionEra::Probing(_)) => self.on_probe_answer(skey, conn, &v),
+            Some(SessionEra::Initializing(_)) => self.on_init_answer(skey, conn, &v),
+            _ => return self.on_handshake_answer(skey, conn, &v),
         }
         true
     }
@@ -50,6 +51,16 @@ impl Reverse {
         let u = conn.up;
         let outcome = convert::read_discover(v.get("result"), v.get("error"));
         self.settle_verdict(u, &outcome);
+        let handshake = matches!(self.sessions.get(&skey).map(|s| &s.era),
+            Some(SessionEra::Probing(h)) if h.method == "initialize");
+        if handshake {
+            // A handshake-era client's `initialize` (`stamped.rs`).
+            let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {
+                return;
+            };
+            self.on_handshake_probe(skey, conn, held, outcome);
+            return;
+        }
         match outcome {
             DiscoverOutcome::Modern { .. } => {
                 let Some(SessionEra::Probing(held)) = self.set_era(skey, SessionEra::Plain) else {

@@ -246,6 +246,10 @@ impl Reverse {
         let Some(ctx) = self.sessions.get(&skey).and_then(|s| s.stamp.as_ref()) else {
             return Outgoing::Pass;
         };
+        if env.kind() == Kind::Notification && env.method_is("notifications/initialized") {
+            // The modern era has no handshake to finish.
+            return Outgoing::Done;
+        }
         let (Kind::Request, Some(id)) = (env.kind(), request) else {
             // Notifications (cancellations, `initialized`, which the mux
             // swallows) and responses pass as they are.
