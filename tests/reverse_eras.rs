@@ -870,10 +870,14 @@ fn shared_the_last_listener_leaving_unsubscribes() {
         .echo_server(&["--log", log.path_str(), "--resources"])
         .start();
     let t = std::time::Duration::from_secs(5);
+    // Each listen's subscribe is answered before the server's update for
+    // it comes (the echo server's order), so none is in flight below.
     let mut a = open_listen(relay.port, &["echo://a"]);
     a.expect_event(t, "ack a");
+    a.expect_event(t, "update a");
     let mut b = open_listen(relay.port, &["echo://a"]);
     b.expect_event(t, "ack b");
+    b.expect_event(t, "update b");
     drop(a);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(

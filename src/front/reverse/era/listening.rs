@@ -25,6 +25,17 @@ pub(in crate::front::reverse) struct Listening {
     table: Listeners<()>,
 }
 
+impl Listening {
+    /// A listen of nothing (the transition tests).
+    #[cfg(test)]
+    pub(super) fn empty(id: Id) -> Listening {
+        Listening {
+            id,
+            table: Listeners::new(ServerCaps::default(), listen::Limits::default()),
+        }
+    }
+}
+
 impl std::fmt::Debug for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listening").field("id", &self.id).finish()

@@ -570,6 +570,7 @@ mod tests {
                 SessionEra::Initializing(held()),
                 SessionEra::Bridged(rounds::Bridging::default()),
                 SessionEra::Handshaking(held()),
+                SessionEra::Listening(Box::new(listening::Listening::empty(Id::Num(2)))),
             ]
         };
         let mut legal = Vec::new();
@@ -586,8 +587,11 @@ mod tests {
                 "plain → probing",
                 "plain → initializing",
                 "plain → bridged",
+                "plain → handshaking",
+                "plain → listening",
                 "probing → plain",
                 "initializing → plain",
+                "handshaking → plain",
             ]
         );
     }
