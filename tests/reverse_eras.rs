@@ -974,3 +974,76 @@ fn session_a_handshake_client_reaches_a_modern_only_server_stamped() {
         assert_eq!(meta["io.modelcontextprotocol/logLevel"], "debug", "{call}");
     }
 }
+
+// ============================================================================
+// Per-request log opt-in (both pools)
+// ============================================================================
+
+/// The events of a POST's answer that are log messages.
+fn logs_in(r: &Response) -> Vec<Value> {
+    if !r.head.is_sse() {
+        return Vec::new();
+    }
+    r.events()
+        .iter()
+        .map(|e| e.json())
+        .filter(|m| m["method"] == "notifications/message")
+        .collect()
+}
+
+/// `echo_server --log-during-call` logs at `info` during each call: a
+/// modern request gets it only when it opted in at `info` or below.
+fn assert_log_opt_in(pool: &str) {
+    let log = TempFile::new("reverse-eras-logs", pool);
+    let relay = Relay::reverse(NAME)
+        .args(["--pool", pool])
+        .echo_server(&["--log", log.path_str(), "--log-during-call"])
+        .start();
+    let with = |level: Option<&str>, id: i64| {
+        let mut m = meta();
+        if let Some(l) = level {
+            m["io.modelcontextprotocol/logLevel"] = json!(l);
+        }
+        let mut c = call(id, "logged");
+        c["params"]["_meta"] = m;
+        let r = modern_post(relay.port, &c, Some("echo"));
+        assert_eq!(r.status(), 200, "{pool}: {r:?}");
+        assert_eq!(
+            r.rpc()["result"]["content"][0]["text"],
+            "logged",
+            "{pool}: {r:?}"
+        );
+        logs_in(&r)
+    };
+    let logs = with(Some("info"), 1);
+    assert_eq!(logs.len(), 1, "{pool}: {logs:?}");
+    assert_eq!(logs[0]["params"]["level"], "info", "{pool}: {logs:?}");
+    assert_eq!(
+        logs[0]["params"]["data"], "log of a call: logged",
+        "{pool}: {logs:?}"
+    );
+    assert_eq!(with(Some("debug"), 2).len(), 1, "{pool}");
+    assert!(with(None, 3).is_empty(), "{pool}: a log without opt-in");
+    assert!(with(Some("error"), 4).is_empty(), "{pool}: below the level");
+    let metrics = relay.metrics_text();
+    assert!(
+        metrics.contains("mcp_relay_era_logs_total{upstream=\"echo\",what=\"dropped\"} 2"),
+        "{pool}: {metrics}"
+    );
+    assert!(
+        metrics.contains("mcp_relay_era_logs_total{upstream=\"echo\",what=\"delivered\"} 2"),
+        "{pool}: {metrics}"
+    );
+}
+
+/// Before: every log of the server reached the modern client's POST,
+/// opted in or not.
+#[test]
+fn session_logs_reach_a_modern_request_only_when_it_opted_in() {
+    assert_log_opt_in("session");
+}
+
+#[test]
+fn shared_logs_reach_a_modern_request_only_when_it_opted_in() {
+    assert_log_opt_in("shared");
+}

@@ -19,12 +19,15 @@
 //!   server (`initialize` answered from `server/discover`, requests stamped).
 //! - `listen`: `subscriptions/listen` mapped onto `resources/subscribe` and
 //!   the server's list-changed and updated notifications.
+//! - `loglevel`: the per-request log opt-in (`io.modelcontextprotocol/logLevel`)
+//!   applied by the relay in front of a handshake-era server.
 
 pub mod classify;
 pub mod convert;
 pub mod input;
 pub mod link;
 pub mod listen;
+pub mod loglevel;
 pub mod stamp;
 pub mod stamper;
 pub mod verdict;

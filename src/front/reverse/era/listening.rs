@@ -117,23 +117,39 @@ impl Reverse {
     /// A message from the server on its way to session `skey`'s stream:
     /// list-changed and `resources/updated` notifications go to a listen
     /// that asked for them (stamped with its id) and to no other modern
-    /// request. `None`: dropped.
+    /// request; a log message goes to a modern request that opted in at its
+    /// level (`mcp::era::loglevel`), never to a listen. `None`: dropped.
     pub(in crate::front::reverse) fn era_push(
         &mut self,
         skey: SKey,
         msg: Vec<u8>,
     ) -> Option<Vec<u8>> {
-        let listening = match self.sessions.get(&skey).map(|s| &s.era) {
-            Some(SessionEra::Listening(_)) => true,
-            Some(SessionEra::Bridged(_)) => false,
+        let (listening, log) = match self.sessions.get(&skey).map(|s| &s.era) {
+            Some(SessionEra::Listening(_)) => (true, None),
+            Some(SessionEra::Bridged(b)) => (false, b.log()),
             _ => return Some(msg),
         };
-        let method = match jsonrpc::peek(&msg) {
+        let (method, level) = match jsonrpc::peek(&msg) {
             Ok(Message::Single(env)) if env.kind() == Kind::Notification => {
-                env.method().map(|m| m.into_owned())
+                let method = env.method().map(|m| m.into_owned());
+                let level = match method.as_deref() {
+                    Some("notifications/message") => env.param_str("level"),
+                    _ => None,
+                };
+                (method, level)
             }
-            _ => None,
+            _ => (None, None),
         };
+        if method.as_deref() == Some("notifications/message") {
+            let deliver = crate::mcp::era::loglevel::deliver(log, level.as_deref());
+            let c = &mut self.ups[up_of(skey)].era;
+            if deliver {
+                c.logs_delivered += 1;
+            } else {
+                c.logs_dropped += 1;
+            }
+            return deliver.then_some(msg);
+        }
         let Some(method) = method.filter(|m| is_listen_event(m)) else {
             return Some(msg);
         };

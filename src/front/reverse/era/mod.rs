@@ -175,6 +175,10 @@ pub(super) struct EraCounters {
     /// A handshake-era client's `initialize` answered from a modern-only
     /// process's `server/discover` (session pool, `stamped.rs`).
     pub(super) initialize_answered: u64,
+    /// `notifications/message` for a modern request on a handshake-era
+    /// process: delivered (it opted in at that level or below) or dropped.
+    pub(super) logs_delivered: u64,
+    pub(super) logs_dropped: u64,
 }
 
 impl Reverse {
@@ -385,8 +389,8 @@ impl Reverse {
                         return;
                     }
                 };
-                let inputs = rounds::Inputs::from_line(&held.line);
-                let b = rounds::Bridging::new(inputs, &held.method);
+                let (inputs, log) = rounds::read_envelope(&held.line);
+                let b = rounds::Bridging::new(inputs, log, &held.method);
                 self.set_era(skey, SessionEra::Bridged(b));
                 self.ups[u].era.bridged += 1;
                 if let Ok(Message::Single(env)) = jsonrpc::peek(&stripped) {
@@ -518,6 +522,23 @@ pub(super) fn render_metrics(out: &mut String, ups: &[Upstream]) {
             let _ = writeln!(
                 out,
                 "mcp_relay_era_input_total{{upstream=\"{}\",what=\"{what}\"}} {n}",
+                label(&up.cfg.name)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mcp_relay_era_logs_total Server log messages for 2026-07-28 requests on a handshake-era process, by whether the request opted in."
+    );
+    let _ = writeln!(out, "# TYPE mcp_relay_era_logs_total counter");
+    for up in ups.iter().filter(|u| !u.is_http()) {
+        for (what, n) in [
+            ("delivered", up.era.logs_delivered),
+            ("dropped", up.era.logs_dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "mcp_relay_era_logs_total{{upstream=\"{}\",what=\"{what}\"}} {n}",
                 label(&up.cfg.name)
             );
         }

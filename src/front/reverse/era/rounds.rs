@@ -30,6 +30,7 @@
 
 use super::*;
 use crate::mcp::era::input::{self, Asked, Out, Retried};
+use crate::mcp::era::loglevel;
 use crate::reactor::timer::TimerId;
 
 /// Calls of one process that may wait for their client's retry at once; a
@@ -75,17 +76,6 @@ impl Inputs {
             .map_or_else(Inputs::default, |c| Inputs::from_capabilities(&c))
     }
 
-    /// From a whole modern request (the full path).
-    pub(in crate::front::reverse) fn from_line(line: &[u8]) -> Inputs {
-        serde_json::from_slice::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/params/_meta/io.modelcontextprotocol~1clientCapabilities")
-                    .map(Inputs::from_capabilities)
-            })
-            .unwrap_or_default()
-    }
-
     fn allows(self, method: &str) -> bool {
         let bit = match method {
             "elicitation/create" => Self::ELICITATION,
@@ -97,11 +87,25 @@ impl Inputs {
     }
 }
 
+/// What a whole modern request (the full path) declared in its envelope:
+/// the input requests it can run and the log level it opted in to.
+pub(in crate::front::reverse) fn read_envelope(line: &[u8]) -> (Inputs, Option<loglevel::Level>) {
+    let v = serde_json::from_slice::<serde_json::Value>(line).ok();
+    let meta = v.as_ref().and_then(|v| v.pointer("/params/_meta"));
+    let inputs = meta
+        .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+        .map(Inputs::from_capabilities)
+        .unwrap_or_default();
+    (inputs, loglevel::opted_in_value(meta))
+}
+
 /// What a bridged stateless session knows of its call, and its input
 /// rounds once the server asked something (`SessionEra::Bridged`).
 #[derive(Debug, Default)]
 pub(in crate::front::reverse) struct Bridging {
     inputs: Inputs,
+    /// The log level its request opted in to (`mcp::era::loglevel`).
+    log: Option<loglevel::Level>,
     /// Its request may be answered `input_required` (`tools/call`,
     /// `prompts/get`, `resources/read`).
     carries: bool,
@@ -126,12 +130,21 @@ impl std::fmt::Debug for Rounds {
 }
 
 impl Bridging {
-    pub(in crate::front::reverse) fn new(inputs: Inputs, method: &str) -> Bridging {
+    pub(in crate::front::reverse) fn new(
+        inputs: Inputs,
+        log: Option<loglevel::Level>,
+        method: &str,
+    ) -> Bridging {
         Bridging {
             inputs,
+            log,
             carries: input::carries_input(method),
             rounds: None,
         }
+    }
+
+    pub(in crate::front::reverse) fn log(&self) -> Option<loglevel::Level> {
+        self.log
     }
 
     /// A call of this session is waiting for input (the session must stay).
@@ -487,8 +500,11 @@ mod tests {
         let none: Box<serde_json::value::RawValue> =
             serde_json::value::RawValue::from_string(r#"{"progressToken":1}"#.into()).unwrap();
         assert_eq!(Inputs::from_meta(&none), Inputs::default());
-        let line = br#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":null}}}}"#;
-        assert_eq!(Inputs::from_line(line), Inputs::default());
+        let line = br#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":null},"io.modelcontextprotocol/logLevel":"notice"}}}"#;
+        assert_eq!(
+            read_envelope(line),
+            (Inputs::default(), Some(loglevel::Level::Notice))
+        );
     }
 
     #[test]

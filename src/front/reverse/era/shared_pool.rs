@@ -35,15 +35,16 @@ impl Reverse {
                 let Some(edit) = stamp::strip_edit_with(env.params, meta) else {
                     return false;
                 };
-                let inputs = match &edit {
-                    stamp::StripEdit::Keep => rounds::Inputs::default(),
-                    stamp::StripEdit::Replace(meta, _) => rounds::Inputs::from_meta(meta),
+                let (inputs, log) = match &edit {
+                    stamp::StripEdit::Keep => (rounds::Inputs::default(), None),
+                    stamp::StripEdit::Replace(meta, _) => (
+                        rounds::Inputs::from_meta(meta),
+                        crate::mcp::era::loglevel::opted_in(Some(meta)),
+                    ),
                 };
                 let method = env.method().unwrap_or_default();
-                self.set_era(
-                    skey,
-                    SessionEra::Bridged(rounds::Bridging::new(inputs, &method)),
-                );
+                let b = rounds::Bridging::new(inputs, log, &method);
+                self.set_era(skey, SessionEra::Bridged(b));
                 self.ups[conn.up].era.bridged += 1;
                 match &edit {
                     stamp::StripEdit::Keep => {
