@@ -5,7 +5,10 @@
 //! answers the client's `server/discover` from an `initialize` it made
 //! itself and bridges each request, so the client negotiates 2026-07-28
 //! instead of falling back to `initialize`; tools/list and calls (one with
-//! progress) work.
+//! progress) work. With `echo_server --elicit --resources` the server's
+//! elicitation becomes an `InputRequiredResult` round, a
+//! `subscriptions/listen` gets the server's notifications and an abandoned
+//! call is cancelled at the server (`tests/interop/reverse_modern_rounds.py`).
 //!
 //! The client side is `tests/interop/reverse_modern.py`. It needs a Python
 //! with `mcp>=2,<3`: `INTEROP_PYTHON2`, else the virtualenv
@@ -101,5 +104,79 @@ fn python_sdk_2_client_reaches_a_modern_server_through_the_shared_pool() {
     }
     interop::ran(
         "interop_reverse_eras::python_sdk_2_client_reaches_a_modern_server_through_the_shared_pool",
+    );
+}
+
+/// Beyond requests and results, with `echo_server --elicit --resources`:
+/// the server's `elicitation/create` reaches the 2.x client as an
+/// `InputRequiredResult` round (answered by its callback, retried), a
+/// `subscriptions/listen` gets the server's updated and list-changed
+/// notifications, and a call the client abandons (its stream closed) is
+/// cancelled at the server (`tests/interop/reverse_modern_rounds.py`).
+fn rounds_listen_and_cancel_through(pool: &str) {
+    let python = match python2() {
+        Ok(p) => p,
+        Err(e) => interop::missing("interop_reverse_eras", &e),
+    };
+    let log = common::TempFile::new("interop-reverse-eras-rounds", pool);
+    let relay = Relay::reverse("echo")
+        .args(["--pool", pool])
+        .echo_server(&["--elicit", "--resources", "--log", log.path_str()])
+        .start();
+    let url = format!("{}/mcp", relay.base_url());
+    let root = Path::new(MANIFEST_DIR);
+    let mut cmd = Command::new(&python);
+    cmd.arg(root.join("tests/interop/reverse_modern_rounds.py"))
+        .arg(&url)
+        .current_dir(root);
+    let (ok, stdout, report) = interop::run_script(cmd, &format!("url {url}"), TIMEOUT);
+    assert!(
+        ok,
+        "the 2.x client's rounds, listen or cancellation failed through reverse --pool {pool}\n\
+         {report}\n{}",
+        relay.stderr_tail(40)
+    );
+    eprintln!("--pool {pool}: {}", stdout.trim_end());
+    let seen = log.wait_for(Duration::from_secs(5), "the call's cancellation", |t| {
+        t.contains("notifications/cancelled")
+    });
+    // The hanging call's id at the server is what was cancelled.
+    let lines: Vec<serde_json::Value> = seen
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let hung = lines
+        .iter()
+        .find(|m| m["params"]["arguments"]["hang"] == true)
+        .map(|m| m["id"].clone())
+        .expect("the hanging call reached the server");
+    assert!(
+        lines
+            .iter()
+            .any(|m| m["method"] == "notifications/cancelled" && m["params"]["requestId"] == hung),
+        "{seen}"
+    );
+    assert!(seen.contains("resources/subscribe"), "{seen}");
+    assert!(
+        lines
+            .iter()
+            .any(|m| m["id"] == "elicit-1" && m["result"]["content"]["answer"] == "yes"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn python_sdk_2_client_gets_input_rounds_listens_and_cancels_through_the_session_pool() {
+    rounds_listen_and_cancel_through("session");
+    interop::ran(
+        "interop_reverse_eras::python_sdk_2_client_gets_input_rounds_listens_and_cancels_through_the_session_pool",
+    );
+}
+
+#[test]
+fn python_sdk_2_client_gets_input_rounds_listens_and_cancels_through_the_shared_pool() {
+    rounds_listen_and_cancel_through("shared");
+    interop::ran(
+        "interop_reverse_eras::python_sdk_2_client_gets_input_rounds_listens_and_cancels_through_the_shared_pool",
     );
 }
