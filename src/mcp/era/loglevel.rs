@@ -54,6 +54,13 @@ pub fn opted_in(meta: Option<&RawValue>) -> Option<Level> {
     Level::parse(&s)
 }
 
+/// The level named by the value `v` (a JSON string's text), as found in
+/// `_meta` by the caller.
+pub fn parse_raw(v: &RawValue) -> Option<Level> {
+    let s: &str = serde_json::from_str(v.get()).ok()?;
+    Level::parse(s)
+}
+
 /// [`opted_in`] from a parsed `_meta` value.
 pub fn opted_in_value(meta: Option<&serde_json::Value>) -> Option<Level> {
     Level::parse(meta?.get(META_LOG_LEVEL)?.as_str()?)
@@ -97,6 +104,8 @@ mod tests {
             None
         );
         assert_eq!(opted_in(None), None);
+        assert_eq!(parse_raw(&raw(r#""notice""#)), Some(Level::Notice));
+        assert_eq!(parse_raw(&raw("7")), None);
         let v = serde_json::json!({"io.modelcontextprotocol/logLevel": "debug"});
         assert_eq!(opted_in_value(Some(&v)), Some(Level::Debug));
         assert_eq!(opted_in_value(None), None);

@@ -65,15 +65,23 @@ impl Inputs {
         Inputs(bits)
     }
 
-    /// From a request's `params._meta` text, read only when it names the
-    /// capabilities key (the hot path of the shared pool).
-    pub(in crate::front::reverse) fn from_meta(meta: &serde_json::value::RawValue) -> Inputs {
-        if memchr::memmem::find(meta.get().as_bytes(), b"clientCapabilities").is_none() {
+    /// From a `clientCapabilities` text (nothing parsed but its members'
+    /// extents: the hot path of the shared pool).
+    fn from_raw(caps: &serde_json::value::RawValue) -> Inputs {
+        let Some(found) = crate::mcp::shared::members(caps, ["elicitation", "sampling", "roots"])
+        else {
             return Inputs::default();
+        };
+        let mut bits = 0;
+        for (v, bit) in found
+            .iter()
+            .zip([Self::ELICITATION, Self::SAMPLING, Self::ROOTS])
+        {
+            if v.is_some_and(|v| v.get() != "null") {
+                bits |= bit;
+            }
         }
-        crate::mcp::shared::member(meta, "io.modelcontextprotocol/clientCapabilities")
-            .and_then(|c| serde_json::from_str::<serde_json::Value>(c.get()).ok())
-            .map_or_else(Inputs::default, |c| Inputs::from_capabilities(&c))
+        Inputs(bits)
     }
 
     fn allows(self, method: &str) -> bool {
@@ -85,6 +93,27 @@ impl Inputs {
         };
         self.0 & bit != 0
     }
+}
+
+/// What a modern request's `params._meta` text declares: the input
+/// requests its client can run and the log level it opted in to, in one
+/// read of `_meta` (the hot path of the shared pool).
+pub(in crate::front::reverse) fn read_meta(
+    meta: &serde_json::value::RawValue,
+) -> (Inputs, Option<loglevel::Level>) {
+    let Some([caps, level]) = crate::mcp::shared::members(
+        meta,
+        [
+            "io.modelcontextprotocol/clientCapabilities",
+            loglevel::META_LOG_LEVEL,
+        ],
+    ) else {
+        return (Inputs::default(), None);
+    };
+    (
+        caps.map(Inputs::from_raw).unwrap_or_default(),
+        level.and_then(loglevel::parse_raw),
+    )
 }
 
 /// What a whole modern request (the full path) declared in its envelope:
@@ -494,12 +523,26 @@ mod tests {
             r#"{"io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"x":1}"#.into(),
         )
         .unwrap();
-        let i = Inputs::from_meta(&meta);
+        let (i, log) = read_meta(&meta);
         assert!(i.allows("sampling/createMessage"));
         assert!(!i.allows("elicitation/create"));
-        let none: Box<serde_json::value::RawValue> =
-            serde_json::value::RawValue::from_string(r#"{"progressToken":1}"#.into()).unwrap();
-        assert_eq!(Inputs::from_meta(&none), Inputs::default());
+        assert_eq!(log, None);
+        let none: Box<serde_json::value::RawValue> = serde_json::value::RawValue::from_string(
+            r#"{"progressToken":1,"io.modelcontextprotocol/logLevel":"alert"}"#.into(),
+        )
+        .unwrap();
+        assert_eq!(
+            read_meta(&none),
+            (Inputs::default(), Some(loglevel::Level::Alert))
+        );
+        let nulls: Box<serde_json::value::RawValue> = serde_json::value::RawValue::from_string(
+            r#"{"io.modelcontextprotocol/clientCapabilities":{"roots":null,"elicitation":{}}}"#
+                .into(),
+        )
+        .unwrap();
+        let (i, _) = read_meta(&nulls);
+        assert!(i.allows("elicitation/create"));
+        assert!(!i.allows("roots/list"));
         let line = br#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":null},"io.modelcontextprotocol/logLevel":"notice"}}}"#;
         assert_eq!(
             read_envelope(line),

@@ -37,10 +37,7 @@ impl Reverse {
                 };
                 let (inputs, log) = match &edit {
                     stamp::StripEdit::Keep => (rounds::Inputs::default(), None),
-                    stamp::StripEdit::Replace(meta, _) => (
-                        rounds::Inputs::from_meta(meta),
-                        crate::mcp::era::loglevel::opted_in(Some(meta)),
-                    ),
+                    stamp::StripEdit::Replace(meta, _) => rounds::read_meta(meta),
                 };
                 let method = env.method().unwrap_or_default();
                 let b = rounds::Bridging::new(inputs, log, &method);
