@@ -433,6 +433,50 @@ fn an_encoded_mcp_name_matches_the_body() {
     }
 }
 
+/// The routing headers are required on requests only: the TypeScript SDK
+/// 2.x POSTs its notifications (its `notifications/cancelled` closing a
+/// listen) with `MCP-Protocol-Version` and no `Mcp-Method`. Before: 400
+/// -32020, so the client's cancellation never reached the relay.
+#[test]
+fn a_modern_notification_needs_no_mcp_method() {
+    for pool in ["shared", "session"] {
+        let log = TempFile::new(&format!("reverse-eras-note-{pool}"), "server-log");
+        let relay = start(pool, &[], &log);
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": "gone", "_meta": meta()}});
+        let body = serde_json::to_vec(&note).expect("json");
+        let send = |extra: &[(&'static str, &'static str)]| {
+            let mut headers = vec![
+                ("Content-Type", "application/json"),
+                ("Accept", ACCEPT_BOTH),
+                ("MCP-Protocol-Version", "2026-07-28"),
+            ];
+            headers.extend_from_slice(extra);
+            Http::connect(relay.port)
+                .try_request("POST", "/mcp", &headers, &body, IO)
+                .unwrap_or_else(|e| panic!("{pool}: no response ({e:?})"))
+        };
+        let r = send(&[]);
+        assert_eq!(r.status(), 202, "{pool}: {r:?}");
+        // A header that is there must still match the body.
+        let r = send(&[("Mcp-Method", "tools/call")]);
+        assert_eq!(r.status(), 400, "{pool}: {r:?}");
+        assert_eq!(r.json()["error"]["code"], -32020, "{pool}");
+        // A request without it is still refused.
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", ACCEPT_BOTH),
+            ("MCP-Protocol-Version", "2026-07-28"),
+        ];
+        headers.push(("Mcp-Name", "echo"));
+        let body = serde_json::to_vec(&call(6, "no method header")).expect("json");
+        let r = Http::connect(relay.port)
+            .try_request("POST", "/mcp", &headers, &body, IO)
+            .expect("answer");
+        assert_eq!(r.status(), 400, "{pool}: {r:?}");
+    }
+}
+
 /// Session-mode requests without the envelope but with the 2026-07-28
 /// header still work (the relay initializes with its own client info).
 #[test]

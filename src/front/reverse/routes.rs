@@ -392,10 +392,13 @@ impl Reverse {
     ) {
         let ka = req.keep_alive;
         let method = env.method();
+        // `Mcp-Method` is required on requests; a notification may come
+        // without it (the TypeScript SDK 2.x sends none), but one that is
+        // there must match the body.
         let header_ok = match (req.header("mcp-method"), method.as_deref()) {
             (Some(h), Some(m)) => h == m,
-            (None, None) => env.kind() == Kind::Response,
-            _ => false,
+            (None, _) => env.kind() != Kind::Request,
+            (Some(_), None) => false,
         };
         // `params` is read once for the name and for the envelope the
         // bridge strips.
