@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 pub mod b64;
+pub mod client;
 pub mod introspect;
 pub mod jwk;
 pub mod jwt;

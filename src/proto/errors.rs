@@ -37,6 +37,10 @@ pub enum RelayError {
     /// A `tools/call` the upstream's tool filter (`--allow-tool`,
     /// `--deny-tool`, `"tools"`) refuses; it was not sent.
     ToolDenied,
+    /// `forward --url --oauth`: no token could be had for the upstream
+    /// (authorization failed, refused, timed out), or the upstream refused
+    /// a token just issued. The request was not answered by the server.
+    Unauthorized,
 }
 
 impl RelayError {
@@ -57,6 +61,7 @@ impl RelayError {
             RelayError::InvalidReply => -32007,
             RelayError::UpstreamBusy => -32008,
             RelayError::ToolDenied => -32009,
+            RelayError::Unauthorized => -32010,
         }
     }
 
@@ -77,6 +82,7 @@ impl RelayError {
             RelayError::InvalidReply => "invalid_reply",
             RelayError::UpstreamBusy => "upstream_busy",
             RelayError::ToolDenied => "tool_denied",
+            RelayError::Unauthorized => "unauthorized",
         }
     }
 }

@@ -282,6 +282,9 @@ pub struct HttpClient {
     /// Exchanges whose owner's sink is full: their connections are not read.
     paused: HashSet<ExId>,
     counts: LimitCounts,
+    /// The body of an error status is delivered too (OAuth endpoints
+    /// explain a 400 in its JSON body).
+    error_bodies: bool,
 }
 
 impl HttpClient {
@@ -316,7 +319,13 @@ impl HttpClient {
             paused_all: false,
             paused: HashSet::new(),
             counts: LimitCounts::default(),
+            error_bodies: false,
         })
+    }
+
+    /// Deliver the bodies of error statuses as messages too.
+    pub fn keep_error_bodies(&mut self) {
+        self.error_bodies = true;
     }
 
     pub fn config(&self) -> &HttpConfig {

@@ -98,7 +98,7 @@ impl HttpClient {
         let Some(e) = self.exchanges.get_mut(&ex) else {
             return;
         };
-        if !e.success {
+        if !e.success && !self.error_bodies {
             // An error status's body (often a JSON-RPC error with id null) is
             // not a reply: the owner acts on the status.
             return;
