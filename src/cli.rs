@@ -15,7 +15,9 @@ use crate::mcp::tools_filter::ToolFilter;
 pub(crate) mod conventions;
 mod http;
 mod oauth;
+mod oauth_client;
 pub use crate::mcp::era::UpstreamProtocol;
+use oauth_client::{add_client_options, client_options};
 mod tools;
 use conventions::{DURATION_UNITS, Mode, parse_options};
 pub use http::{HttpOptions, checked_header};
@@ -59,6 +61,8 @@ pub struct ForwardConfig {
     pub upstream_protocol: UpstreamProtocol,
     /// `--allow-tool` / `--deny-tool`.
     pub tools: ToolFilter,
+    /// `--oauth`: the relay as an OAuth client of the `--url` upstream.
+    pub oauth: Option<crate::auth::client::ClientOptions>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +271,7 @@ fn forward_options() -> Options {
         "DUR",
     );
     add_http_options(&mut o);
+    add_client_options(&mut o);
     add_era_option(&mut o);
     tools::add_options(&mut o);
     o.optflag("h", "help", "print this help");
@@ -352,6 +357,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
     if max_message_size < 1024 {
         return Err("--max-message-size: must be at least 1KiB".into());
     }
+    let oauth = client_options(&m, http.is_some())?;
     let kill_grace = dur(&m, "kill-grace", Duration::from_secs(2))?;
     let restart_base = dur(&m, "restart-base", Duration::from_millis(250))?;
     let restart_max_delay = dur(&m, "restart-max-delay", Duration::from_secs(30))?;
@@ -373,6 +379,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             record: m.opt_str("record").map(PathBuf::from),
             upstream_protocol: upstream_protocol(&m)?,
             tools: tools::filter(&m)?,
+            oauth,
         })),
         log_level: m.opt_str("log-level"),
         log_format: Format::from_matches(&m)?,

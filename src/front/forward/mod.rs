@@ -83,6 +83,9 @@ enum Endpoint {
     ClientOut,
     /// A pipe of the upstream numbered `seq`.
     Child(u64, Pipe),
+    /// `--oauth`: the loopback callback listener, and its connections.
+    OAuthListener,
+    OAuthConn(u64),
 }
 
 #[derive(Debug)]
@@ -274,6 +277,11 @@ impl Forward {
                 self.http_event(Some(conn), readable, writable);
                 return;
             }
+            // And `--oauth`'s, for the authorization server.
+            Source::Http { tag: 1, conn } => {
+                self.oauth_engine_event(conn, readable, writable);
+                return;
+            }
             // The loop hands signals over itself.
             Source::Http { .. } | Source::Signal | Source::Unknown => return,
             Source::Endpoint { .. } => {}
@@ -293,6 +301,8 @@ impl Forward {
                     u.io.on_event(pipe, readable, writable, hup);
                 }
             }
+            Endpoint::OAuthListener => self.oauth_accept(),
+            Endpoint::OAuthConn(n) => self.oauth_conn_read(n),
         }
     }
 
@@ -300,6 +310,7 @@ impl Forward {
         match sig {
             libc::SIGCHLD => {
                 self.reap_children();
+                self.oauth_reap();
                 // What the servers' exits handed over to the relay.
                 crate::io::orphans::sweep();
             }

@@ -10,10 +10,12 @@
 //! the requests caught in between with errors, and carries on: the host sees
 //! those errors and nothing else.
 
+mod cancel;
 mod era;
 mod get;
 mod legacy;
 mod method;
+mod oauth;
 mod phase;
 mod reinit;
 
@@ -109,6 +111,8 @@ pub(super) struct HttpUpstream {
     /// `auto`: the client's `initialize` (this id) was refused; if the
     /// stamper's discover fails too, legacy HTTP+SSE is tried next.
     legacy_after_discover: Option<Id>,
+    /// `--oauth`: the relay as the upstream's OAuth client.
+    oauth: Option<Box<oauth::OAuthClient>>,
 }
 
 impl HttpUpstream {
@@ -154,6 +158,10 @@ impl HttpUpstream {
             get_floor: None,
             stamper: crate::mcp::era::stamper::Stamper::new(&cfg.name),
             legacy_after_discover: None,
+            oauth: cfg
+                .oauth
+                .as_ref()
+                .map(|o| Box::new(oauth::OAuthClient::new(&opts.url, o, opts.ca_file.clone()))),
         })
     }
 
@@ -162,7 +170,8 @@ impl HttpUpstream {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.client.next_deadline()
+        let auth = self.oauth.as_ref().and_then(|o| o.next_deadline());
+        self.client.next_deadline().into_iter().chain(auth).min()
     }
 
     /// The GET exchange failed, or the open stream ended.
@@ -199,6 +208,10 @@ impl HttpUpstream {
         }
         if let Some(v) = &self.protocol_version {
             h.push(("mcp-protocol-version".into(), v.clone()));
+        }
+        // Only ever to the upstream's own origin: this engine's.
+        if let Some(a) = self.oauth.as_ref().and_then(|o| o.header()) {
+            h.push(a);
         }
         h
     }
@@ -265,6 +278,21 @@ impl Forward {
     }
 
     fn post(&mut self, target: String, line: &[u8], request: Option<Id>, initialize: bool) {
+        if self.oauth_hold(line, &request, initialize) {
+            return;
+        }
+        self.post_to(target, line, request, initialize);
+    }
+
+    /// A message that waited for a token goes out now.
+    fn post_now(&mut self, line: Vec<u8>, request: Option<Id>, initialize: bool) {
+        let Some(target) = self.server.http().map(|h| h.url.target.clone()) else {
+            return;
+        };
+        self.post_to(target, &line, request, initialize);
+    }
+
+    fn post_to(&mut self, target: String, line: &[u8], request: Option<Id>, initialize: bool) {
         let now = self.now;
         let reg = self.poll.registry();
         let Some(h) = self.server.http_mut() else {
@@ -289,11 +317,12 @@ impl Forward {
         h.carries.insert(
             ex,
             Carry::Post {
-                request,
+                request: request.clone(),
                 initialize,
                 modern: modern.is_some(),
             },
         );
+        self.oauth_sent(ex, line, request, initialize);
     }
 
     /// Backpressure (issue 11, classes 3 and 5): while the host's stdout
@@ -308,7 +337,9 @@ impl Forward {
 
     /// An upstream connection may have unread bytes and may be read now.
     pub(super) fn http_has_backlog(&self) -> bool {
-        self.server.http().is_some_and(|h| h.client.has_backlog())
+        self.server.http().is_some_and(|h| {
+            h.client.has_backlog() || h.oauth.as_ref().is_some_and(|o| o.has_backlog())
+        })
     }
 
     /// Reads what the read budget or a pause left unread last turn.
@@ -339,12 +370,20 @@ impl Forward {
             None => {
                 let mut answers = Vec::new();
                 h.resolver.drain(&mut answers);
-                for (_, answer) in answers {
+                let mut auth = Vec::new();
+                for (id, answer) in answers {
+                    if id == oauth::AUTH_TAG as u64 {
+                        auth.push(answer);
+                        continue;
+                    }
                     match answer {
                         Ok(addrs) if !addrs.is_empty() => h.client.set_addrs(addrs, reg, now),
                         Ok(_) => h.client.resolve_failed("no addresses"),
                         Err(e) => h.client.resolve_failed(&e),
                     }
+                }
+                for a in auth {
+                    self.oauth_resolved(a);
                 }
             }
         }
@@ -361,6 +400,7 @@ impl Forward {
             h.client.poll(reg, now);
         }
         self.http_drain();
+        self.oauth_poll();
     }
 
     /// Handles what the engine reported.
@@ -443,6 +483,10 @@ impl Forward {
                 initialize,
                 ..
             } => {
+                if self.oauth_status(ex, status, headers) {
+                    // A 401 (or 403 insufficient_scope): it waits for a token.
+                    return;
+                }
                 if (200..300).contains(&status) {
                     if initialize
                         && let Some(sid) = header("mcp-session-id")
@@ -749,6 +793,7 @@ impl Forward {
     }
 
     fn forget(&mut self, ex: ExId) {
+        self.oauth_forget(ex);
         if let Some(h) = self.http()
             && let Some(Carry::LegacyPost { request: Some(id) }) = h.carries.get(&ex).cloned()
         {
@@ -792,85 +837,5 @@ impl Forward {
             return;
         }
         self.fail_request(id, err, message, data);
-    }
-
-    /// The response timeout of a request fired: stop its exchange and tell the
-    /// upstream it is cancelled.
-    pub(super) fn http_cancel(&mut self, id: &Id, initialize: bool) {
-        let reg = self.poll.registry();
-        let Some(h) = self.server.http_mut() else {
-            return;
-        };
-        if h.phase.unhold(id) {
-            // Held: the upstream never saw it.
-            return;
-        }
-        let mut was_legacy_post = false;
-        let mut was_modern = false;
-        if let Some(ex) = h.by_request.remove(id) {
-            h.client.cancel(ex, reg);
-            let carry = h.carries.remove(&ex);
-            was_legacy_post = matches!(carry, Some(Carry::LegacyPost { .. }));
-            // 2026-07-28: closing the exchange is the cancellation.
-            was_modern = matches!(carry, Some(Carry::Post { modern: true, .. }));
-        }
-        if was_modern {
-            return;
-        }
-        if was_legacy_post {
-            // No event follows a cancelled exchange: the next legacy POST
-            // may go now.
-            self.legacy_posted();
-        }
-        if initialize {
-            return;
-        }
-        let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
-        self.record(Direction::RelayToServer, &msg);
-        self.http_send(&msg, None);
-    }
-
-    /// Shutdown: end the upstream session politely (DELETE), bounded by the
-    /// kill grace.
-    pub(super) fn http_close(&mut self) {
-        let now = self.now;
-        let reg = self.poll.registry();
-        let Some(h) = self.server.http_mut() else {
-            return;
-        };
-        h.get.stop();
-        if let Some(ex) = h.get_ex.take() {
-            h.client.cancel(ex, reg);
-        }
-        for t in [
-            h.get_timer.take(),
-            h.hold_timer.take(),
-            h.reinit_timer.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            self.timers.cancel(t);
-        }
-        let Some(h) = self.server.http_mut() else {
-            return;
-        };
-        if h.session_id.is_some() && h.legacy.is_none() {
-            let req = Request::delete(h.url.target.clone(), h.headers(true));
-            let ex = h.client.submit(req, reg, now);
-            h.carries.insert(ex, Carry::Delete);
-            h.delete_ex = Some(ex);
-            self.timers
-                .insert(now + self.cfg.kill_grace, TimerKind::FinalFlush);
-        }
-    }
-
-    /// Gives up on everything still open (the grace is over).
-    pub(super) fn http_abandon(&mut self) {
-        let reg = self.poll.registry();
-        if let Some(h) = self.server.http_mut() {
-            h.delete_ex = None;
-            h.client.close_all(reg);
-        }
     }
 }

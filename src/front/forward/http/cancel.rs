@@ -1,0 +1,96 @@
+//! `forward --url`: what ends exchanges early: a request's response
+//! timeout (cancel it upstream) and the relay's shutdown (DELETE the
+//! session, then give up on what is left).
+
+use super::super::{Forward, TimerKind};
+use super::Carry;
+use crate::proto::jsonrpc::{self, Id};
+use crate::record::Direction;
+use crate::upstream::http::Request;
+
+impl Forward {
+    /// The response timeout of a request fired: stop its exchange and tell the
+    /// upstream it is cancelled.
+    pub(in crate::front::forward) fn http_cancel(&mut self, id: &Id, initialize: bool) {
+        if self.oauth_cancel(id) {
+            // Waiting for a token: the upstream never saw it.
+            return;
+        }
+        let reg = self.poll.registry();
+        let Some(h) = self.server.http_mut() else {
+            return;
+        };
+        if h.phase.unhold(id) {
+            // Held: the upstream never saw it.
+            return;
+        }
+        let mut was_legacy_post = false;
+        let mut was_modern = false;
+        if let Some(ex) = h.by_request.remove(id) {
+            h.client.cancel(ex, reg);
+            let carry = h.carries.remove(&ex);
+            was_legacy_post = matches!(carry, Some(Carry::LegacyPost { .. }));
+            // 2026-07-28: closing the exchange is the cancellation.
+            was_modern = matches!(carry, Some(Carry::Post { modern: true, .. }));
+        }
+        if was_modern {
+            return;
+        }
+        if was_legacy_post {
+            // No event follows a cancelled exchange: the next legacy POST
+            // may go now.
+            self.legacy_posted();
+        }
+        if initialize {
+            return;
+        }
+        let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
+        self.record(Direction::RelayToServer, &msg);
+        self.http_send(&msg, None);
+    }
+
+    /// Shutdown: end the upstream session politely (DELETE), bounded by the
+    /// kill grace.
+    pub(in crate::front::forward) fn http_close(&mut self) {
+        self.oauth_close();
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.server.http_mut() else {
+            return;
+        };
+        h.get.stop();
+        if let Some(ex) = h.get_ex.take() {
+            h.client.cancel(ex, reg);
+        }
+        for t in [
+            h.get_timer.take(),
+            h.hold_timer.take(),
+            h.reinit_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.timers.cancel(t);
+        }
+        let Some(h) = self.server.http_mut() else {
+            return;
+        };
+        if h.session_id.is_some() && h.legacy.is_none() {
+            let req = Request::delete(h.url.target.clone(), h.headers(true));
+            let ex = h.client.submit(req, reg, now);
+            h.carries.insert(ex, Carry::Delete);
+            h.delete_ex = Some(ex);
+            self.timers
+                .insert(now + self.cfg.kill_grace, TimerKind::FinalFlush);
+        }
+    }
+
+    /// Gives up on everything still open (the grace is over).
+    pub(in crate::front::forward) fn http_abandon(&mut self) {
+        let reg = self.poll.registry();
+        if let Some(h) = self.server.http_mut() {
+            h.delete_ex = None;
+            h.client.close_all(reg);
+        }
+    }
+}
