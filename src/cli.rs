@@ -12,11 +12,13 @@ use crate::io::child::ServerCommand;
 use crate::logging::{self, Format};
 use crate::mcp::tools_filter::ToolFilter;
 
+mod auth_cmd;
 pub(crate) mod conventions;
 mod http;
 mod oauth;
 mod oauth_client;
 pub use crate::mcp::era::UpstreamProtocol;
+pub use auth_cmd::{AuthAction, AuthCommand};
 use oauth_client::{add_client_options, client_options};
 mod tools;
 use conventions::{DURATION_UNITS, Mode, parse_options};
@@ -63,6 +65,8 @@ pub struct ForwardConfig {
     pub tools: ToolFilter,
     /// `--oauth`: the relay as an OAuth client of the `--url` upstream.
     pub oauth: Option<crate::auth::client::ClientOptions>,
+    /// `auth login`: run the authorization flow, store the token, exit.
+    pub login: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +137,8 @@ pub struct ReverseConfig {
 pub enum Command {
     Forward(Box<ForwardConfig>),
     Reverse(Box<ReverseConfig>),
+    /// `auth status|logout URL`.
+    Auth(AuthCommand),
     Help(String),
     Version,
 }
@@ -324,6 +330,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         }
         Mode::Forward => {}
         Mode::Reverse => return parse_reverse(&args[1..]),
+        Mode::Auth => return auth_cmd::parse_auth(&args[1..]),
     }
     let opts = forward_options();
     let m = parse_options(&opts, &args[1..])?;
@@ -380,6 +387,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             upstream_protocol: upstream_protocol(&m)?,
             tools: tools::filter(&m)?,
             oauth,
+            login: false,
         })),
         log_level: m.opt_str("log-level"),
         log_format: Format::from_matches(&m)?,

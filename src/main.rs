@@ -32,6 +32,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        cli::Command::Auth(cmd) => ExitCode::from(front::auth::run(&cmd).clamp(0, 255) as u8),
         cli::Command::Forward(cfg) => match front::forward::run(*cfg) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {

@@ -695,3 +695,98 @@ fn the_test_authorization_server_works_on_its_own() {
     let q = form_decode("a=b%20c&d");
     assert_eq!(q["a"], "b c");
 }
+
+/// Runs `mcp-relay ARGS` to completion (10 s at most): (status, stdout,
+/// stderr).
+fn run_relay(args: &[&str]) -> (i32, String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-relay"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mcp-relay");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mcp-relay {args:?} still running after 10 s");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+#[test]
+fn auth_login_status_and_logout() {
+    let (auth, up, s) = setup("cmds");
+    let url = up.url();
+    let store = s.store();
+    let browser = s.browser();
+    let (code, out, err) = run_relay(&[
+        "auth",
+        "login",
+        &url,
+        "--oauth-browser",
+        &browser,
+        "--oauth-store",
+        &store,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty(), "login wrote to stdout: {out}");
+    assert!(err.contains("logged in to"), "{err}");
+    assert_eq!(auth.authorizations(), 1);
+    assert_eq!(s.store_files().len(), 1);
+    // A relay then starts authorized.
+    {
+        let mut r = relay(&up, &s, &[]);
+        init_ok(&mut r);
+        assert_eq!(up.st.denied.load(Ordering::SeqCst), 0);
+    }
+    let (code, out, err) = run_relay(&["auth", "status", &url, "--oauth-store", &store]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("issuer:    {}", auth.issuer())),
+        "{out}"
+    );
+    assert!(out.contains(&format!("resource:  {url}")), "{out}");
+    assert!(out.contains("scopes:    mcp"), "{out}");
+    assert!(out.contains("expires:"), "{out}");
+    for t in auth.issued() {
+        assert!(
+            !out.contains(&t.token) && !err.contains(&t.token),
+            "token printed"
+        );
+    }
+    let (code, _, err) = run_relay(&["auth", "logout", &url, "--oauth-store", &store]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        auth.counts().revocations,
+        2,
+        "refresh and access token revoked"
+    );
+    assert!(auth.issued()[0].revoked);
+    assert!(s.store_files().is_empty());
+    let (code, _, err) = run_relay(&["auth", "status", &url, "--oauth-store", &store]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no stored authorization"), "{err}");
+}

@@ -13,6 +13,7 @@ pub const SHORT_USAGE: &str = "Usage: mcp-relay forward [OPTIONS] -- COMMAND [AR
        mcp-relay forward [OPTIONS] --url URL
        mcp-relay reverse [OPTIONS] -- COMMAND [ARG...]
        mcp-relay reverse [OPTIONS] --url URL | --config FILE
+       mcp-relay auth login | status | logout URL
        mcp-relay help | version
 Run `mcp-relay help` for every option.";
 
@@ -26,6 +27,8 @@ pub enum Mode {
     Version,
     Forward,
     Reverse,
+    /// `auth login|status|logout URL`.
+    Auth,
 }
 
 /// The mode named by the first argument, or the error for a missing or
@@ -37,12 +40,13 @@ pub fn mode(first: Option<&str>) -> Result<Mode, String> {
         Some("-V" | "--version" | "version") => Ok(Mode::Version),
         Some("forward") => Ok(Mode::Forward),
         Some("reverse") => Ok(Mode::Reverse),
+        Some("auth") => Ok(Mode::Auth),
         Some(other) if other.starts_with('-') => Err(format!(
             "{other} given before the mode; the mode comes first \
              (`mcp-relay forward {other} ...` or `mcp-relay reverse {other} ...`)\n{SHORT_USAGE}"
         )),
         Some(other) => {
-            let known = ["forward", "reverse", "help", "version"];
+            let known = ["forward", "reverse", "auth", "help", "version"];
             let hint = closest(other, known.iter().copied())
                 .map(|k| format!("; did you mean `{k}`?"))
                 .unwrap_or_default();

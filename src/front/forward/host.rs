@@ -6,7 +6,8 @@ use super::*;
 
 impl Forward {
     pub(super) fn client_paused(&self) -> bool {
-        if self.closing || self.host.eof {
+        // `auth login` has no host: stdin is never read.
+        if self.closing || self.host.eof || self.cfg.login {
             return true;
         }
         match &self.server {

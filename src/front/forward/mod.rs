@@ -257,6 +257,9 @@ impl Forward {
                     return Ok(1);
                 }
             }
+            if self.cfg.login {
+                self.oauth_login();
+            }
         } else if let Err(e) = self.spawn_upstream() {
             log::error!("cannot start {:?}: {e}", self.cfg.command);
             return Ok(1);

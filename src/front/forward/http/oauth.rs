@@ -225,6 +225,47 @@ impl Forward {
         true
     }
 
+    /// `auth login`: a full authorization now, whatever is stored; the
+    /// relay exits when it is over.
+    pub(in crate::front::forward) fn oauth_login(&mut self) {
+        let now = self.now;
+        let Some(o) = self.oauth() else { return };
+        let step = o.flow.authorize(None, now);
+        self.oauth_step(step);
+    }
+
+    /// `auth login` is over: say so and exit.
+    fn login_done(&mut self, result: Result<(), String>) {
+        if !self.cfg.login {
+            return;
+        }
+        let Some(o) = self.oauth() else { return };
+        let (issuer, scope) = (
+            o.flow
+                .meta
+                .as_ref()
+                .map(|m| m.issuer.clone())
+                .unwrap_or_default(),
+            o.flow
+                .tokens
+                .as_ref()
+                .map(|t| t.scope.clone())
+                .unwrap_or_default(),
+        );
+        let resource = o.flow.resource().to_string();
+        match result {
+            Ok(()) => {
+                eprintln!("mcp-relay: logged in to {resource} (issuer {issuer}, scope {scope:?})");
+                self.exit_code = Some(0);
+            }
+            Err(why) => {
+                eprintln!("mcp-relay: login to {resource} failed: {why}");
+                self.exit_code = Some(1);
+            }
+        }
+        self.begin_close();
+    }
+
     /// Queues a message for the token, or refuses it when the queue is full.
     fn oauth_wait(&mut self, w: Waiting) {
         let now = self.now;
@@ -484,6 +525,7 @@ impl Forward {
                 for w in waiting {
                     self.post_now(w.line, w.request, w.initialize);
                 }
+                self.login_done(Ok(()));
                 None
             }
             Step::Failed(why) => {
@@ -504,6 +546,7 @@ impl Forward {
                         self.initialize_done();
                     }
                 }
+                self.login_done(Err(why));
                 None
             }
         }
