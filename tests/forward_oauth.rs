@@ -790,3 +790,99 @@ fn auth_login_status_and_logout() {
     assert_eq!(code, 1);
     assert!(err.contains("no stored authorization"), "{err}");
 }
+
+/// Interop: the Python SDK 2.x server-side bearer auth (`AuthSettings` and a
+/// `TokenVerifier` checking the test authorization server's JWTs against
+/// its JWKS) as the upstream of `forward --url --oauth`.
+#[test]
+fn interop_python_sdk2_bearer_auth_upstream() {
+    use common::interop;
+    use std::process::{Command, Stdio};
+    let python = interop::python2("mcp.server.mcpserver, mcp.server.auth.settings, jwt")
+        .unwrap_or_else(|e| interop::missing("forward_oauth interop", &e));
+    let auth = AuthServer::new();
+    let port = common::free_port();
+    let mut cmd = Command::new(python);
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/oauth_bearer_server.py"))
+        .arg(port.to_string())
+        .arg(auth.issuer())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().expect("spawn the 2.x server");
+    let (out, t1) = interop::drain(child.stdout.take().expect("stdout"));
+    let (err, t2) = interop::drain(child.stderr.take().expect("stderr"));
+    struct Kill(std::process::Child, Vec<thread::JoinHandle<()>>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            interop::kill_tree(&mut self.0);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            for t in self.1.drain(..) {
+                interop::join_bounded(t, deadline);
+            }
+        }
+    }
+    let mut server = Kill(child, vec![t1, t2]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !interop::accepts(port) {
+        if std::time::Instant::now() > deadline || server.0.try_wait().ok().flatten().is_some() {
+            panic!(
+                "the 2.x server did not listen on {port}:\n{}",
+                interop::snapshot(&err)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let s = Scratch::new("interop");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut r = Relay::forward()
+        .args([
+            "--url",
+            &url,
+            "--oauth",
+            "--oauth-browser",
+            &s.browser(),
+            "--oauth-store",
+            &s.store(),
+            "--log-level",
+            "debug",
+        ])
+        .start();
+    let reply = init(&mut r);
+    let trace = interop::snapshot(&out);
+    assert!(
+        reply["result"]["serverInfo"].is_object(),
+        "{reply}\n{}\n--- server ---\n{trace}\n{}",
+        r.stderr_dump(),
+        interop::snapshot(&err)
+    );
+    r.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    r.send(&call(json!(1), "through the SDK's bearer auth"));
+    let reply = r.expect_response(&json!(1), Duration::from_secs(10));
+    assert_eq!(
+        reply
+            .pointer("/result/content/0/text")
+            .and_then(Value::as_str),
+        Some("through the SDK's bearer auth"),
+        "{reply}"
+    );
+    let trace = interop::snapshot(&out);
+    // The SDK's 401 came first, then the token was accepted.
+    assert!(trace.contains("auth=no -> 401"), "{trace}");
+    assert!(trace.contains("POST /mcp auth=yes -> 200"), "{trace}");
+    assert!(!trace.contains("token refused"), "{trace}");
+    let c = auth.counts();
+    assert_eq!(
+        (c.registrations, c.authorizations, c.code_exchanges),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    // The SDK published its resource metadata; the relay asked for its scope.
+    assert_eq!(auth.authorize_log()[0]["resource"], url);
+    assert_eq!(auth.authorize_log()[0]["scope"], "mcp");
+    drop(r);
+    drop(server);
+    interop::ran("forward_oauth_python_sdk2_bearer");
+}
