@@ -42,6 +42,11 @@ struct UpState {
     /// Whether the 401 names the metadata in `WWW-Authenticate`.
     hint: AtomicBool,
     denied: AtomicUsize,
+    /// GET /mcp opens an SSE stream (held this long, then ended) instead
+    /// of 405.
+    get_hold_ms: AtomicUsize,
+    /// GET streams opened (200).
+    gets_ok: AtomicUsize,
 }
 
 impl Upstream {
@@ -54,6 +59,8 @@ impl Upstream {
             call_scope: Mutex::new(None),
             hint: AtomicBool::new(true),
             denied: AtomicUsize::new(0),
+            get_hold_ms: AtomicUsize::new(0),
+            gets_ok: AtomicUsize::new(0),
         });
         let s = st.clone();
         let fake = Fake::start(handler(move |req, conn| s.serve(req, conn)));
@@ -102,6 +109,7 @@ impl UpState {
                 );
             }
             ("POST", "/mcp") => {}
+            ("GET", "/mcp") if self.get_hold_ms.load(Ordering::SeqCst) > 0 => {}
             ("DELETE", _) => return conn.respond(200, &[], b""),
             _ => return conn.respond(405, &[], b""),
         }
@@ -134,6 +142,14 @@ impl UpState {
                 return conn.respond(401, &[("www-authenticate", &h)], b"");
             }
         };
+        if req.method == "GET" {
+            self.gets_ok.fetch_add(1, Ordering::SeqCst);
+            let hold = Duration::from_millis(self.get_hold_ms.load(Ordering::SeqCst) as u64);
+            if conn.sse_start() && conn.wait(hold) {
+                conn.sse_end();
+            }
+            return After::Close;
+        }
         let msg = req.json();
         if msg["method"] == "tools/call"
             && let Some(need) = self.call_scope.lock().unwrap().clone()
@@ -394,6 +410,31 @@ fn an_expired_access_token_is_refreshed_before_use() {
     );
     assert_eq!(auth.token_log()[1]["grant_type"], "refresh_token");
     assert_eq!(auth.token_log()[1]["resource"], up.url());
+}
+
+#[test]
+fn an_expired_token_on_the_get_stream_reconnect_is_refreshed() {
+    let (auth, up, s) = setup("get");
+    auth.set(|s| s.expires_in = 2);
+    up.st.get_hold_ms.store(2500, Ordering::SeqCst);
+    let mut r = relay(&up, &s, &[]);
+    init_ok(&mut r);
+    r.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    // The stream ends after 2.5 s, when the token has expired: the
+    // reconnect's 401 must lead to a refresh and a stream again, not to
+    // "no GET stream" for good.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while up.st.gets_ok.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second GET stream (refreshes {}):\n{}",
+            auth.refreshes(),
+            r.stderr_dump()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(auth.refreshes(), 1);
+    assert_eq!(auth.authorizations(), 1);
 }
 
 #[test]

@@ -551,6 +551,17 @@ impl Forward {
                     self.get_settled();
                     return;
                 }
+                if status == 401 && self.oauth_get_refused() {
+                    // The token expired while the stream was open: it is
+                    // being renewed; the stream reconnects with the new one.
+                    let Some(h) = self.http() else { return };
+                    let actions = h.get_failed(reconnect::Failure::Dropped, None, now);
+                    self.forget(ex);
+                    self.get_actions(actions);
+                    self.get_settled();
+                    return;
+                }
+                let Some(h) = self.http() else { return };
                 let retry_after = header("retry-after")
                     .and_then(|v| reconnect::parse_retry_after(&v, SystemTime::now()));
                 let actions = h.get_failed(reconnect::Failure::Status(status), retry_after, now);

@@ -364,6 +364,24 @@ impl Forward {
         true
     }
 
+    /// The GET stream got 401: true if the relay takes it over (renews the
+    /// token when it can; the stream reconnects through its backoff rather
+    /// than being given up for good).
+    pub(super) fn oauth_get_refused(&mut self) -> bool {
+        let Some(o) = self.oauth() else { return false };
+        // Once per episode: a token refused right after its refresh waits
+        // for a request's 401 to climb further (no refresh loop).
+        let can_refresh = !o.flow.busy()
+            && o.lock_wait.is_none()
+            && o.flow.attempt() == crate::auth::client::flow::Attempt::None
+            && o.flow.tokens.as_ref().is_some_and(|t| t.refresh.is_some());
+        if can_refresh {
+            log::info!("oauth: the GET stream got 401; refreshing the token");
+            self.oauth_step(Step::Refresh);
+        }
+        true
+    }
+
     /// A request's response timeout fired: true if it was waiting here.
     pub(super) fn oauth_cancel(&mut self, id: &Id) -> bool {
         let Some(o) = self.oauth() else { return false };
