@@ -135,3 +135,56 @@ fn upstream_protocol_modern_never_bridges() {
     let d = relay.expect_response(&json!(0), T);
     assert_eq!(d["error"]["code"], -32601, "the server's own answer: {d}");
 }
+
+/// The messages up to and including the response to `id`.
+fn until_response(relay: &mut Relay, id: i64) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let m = relay.expect_msg(T, &format!("the response to {id}"));
+        let done = m.get("id") == Some(&json!(id)) && m.get("method").is_none();
+        seen.push(m);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// A 2026-07-28 client bridged to a handshake-era server that logs (level
+/// `info`) during every call: a call hears the log only when it carried
+/// `io.modelcontextprotocol/logLevel` at `info` or below; other calls, and a
+/// level that names nothing, hear none.
+#[test]
+fn bridged_logs_reach_only_calls_that_opted_in_at_their_level() {
+    let mut relay = Relay::start(&[], &["--log-during-call"]);
+    relay.send(&discover(0));
+    relay.expect_response(&json!(0), T);
+    let cases: [(i64, Option<&str>, bool); 5] = [
+        (1, None, false),
+        (2, Some("info"), true),
+        (3, Some("warning"), false),
+        (4, Some("debug"), true),
+        (5, Some("chatty"), false),
+    ];
+    for (id, level, hears) in cases {
+        let mut c = call(id, &format!("secret-{id}"));
+        if let Some(l) = level {
+            c["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = json!(l);
+        }
+        relay.send(&c);
+        let seen = until_response(&mut relay, id);
+        let logs: Vec<&Value> = seen
+            .iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .collect();
+        assert_eq!(
+            logs.len(),
+            usize::from(hears),
+            "opt-in {level:?}: {seen:?}\n{}",
+            relay.stderr_dump()
+        );
+        let r = seen.last().expect("the response");
+        assert_eq!(r["result"]["content"][0]["text"], format!("secret-{id}"));
+    }
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}

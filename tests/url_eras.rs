@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::fake::{
-    Fake, Req, handler, handshake_only, modern_only, modern_only_counting, summaries,
+    After, Conn, Fake, Req, echo_reply, handler, handshake_only, modern_only, modern_only_counting,
+    summaries,
 };
 use common::http::{Http, VERSION, post, post_on};
 use common::relay::Relay;
@@ -574,4 +575,108 @@ fn forward_messages_held_for_a_hung_discover_are_bounded() {
             .contains("refused while asking the server for server/discover")
     );
     relay.expect_silence(Duration::from_millis(200));
+}
+
+// ---- logs opted in per request (reverse --url, a bridged identity) ----------------
+
+/// A handshake-era server that logs on the response stream of every
+/// `tools/call`: one `info` and one `error` message, then the result.
+fn handshake_logging(req: &Req, conn: &mut Conn) -> After {
+    let msg = req.json();
+    if req.method != "POST" || msg["method"] != "tools/call" || req.session() != Some("h1") {
+        return handshake_only(req, conn);
+    }
+    let id = msg["id"].clone();
+    let log = |level: &str| {
+        json!({"jsonrpc": "2.0", "method": "notifications/message",
+               "params": {"level": level, "logger": "fake", "data": format!("{level} line")}})
+        .to_string()
+    };
+    let ok = conn.sse_start()
+        && conn.sse_event(None, &log("info"))
+        && conn.sse_event(None, &log("error"))
+        && conn.sse_event(None, &echo_reply(&id, "logged").to_string())
+        && conn.sse_end();
+    if ok { After::KeepAlive } else { After::Close }
+}
+
+fn log_levels_seen(r: &common::http::Response) -> Vec<String> {
+    if !r.head.is_sse() {
+        return Vec::new();
+    }
+    r.events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .filter(|m| m["method"] == "notifications/message")
+        .map(|m| m["params"]["level"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// `reverse --url`, a 2026-07-28 client bridged to a handshake-era server:
+/// the server's log messages on a call's stream reach the client only when
+/// the call carried `io.modelcontextprotocol/logLevel`, and only at or above
+/// it; the others are dropped and counted.
+#[test]
+fn reverse_bridged_logs_reach_only_requests_that_opted_in() {
+    let fake = Fake::start(handler(handshake_logging));
+    let relay = reverse(&fake.url(), "legacy");
+    let mut http = relay.http();
+    let cases: [(i64, Option<&str>, &[&str]); 4] = [
+        (1, None, &[]),
+        (2, Some("warning"), &["error"]),
+        (3, Some("debug"), &["info", "error"]),
+        (4, Some("loud"), &[]),
+    ];
+    for (id, level, want) in cases {
+        let mut call = modern_call(id, "echo", json!({"text": "logged"}));
+        if let Some(l) = level {
+            call["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = json!(l);
+        }
+        let r = modern_post(&mut http, &call, &[("Mcp-Name", "echo")]);
+        assert_eq!(r.status(), 200, "{r:?}\n{}", relay.stderr_dump());
+        assert_eq!(r.rpc()["result"]["content"][0]["text"], "logged", "{r:?}");
+        assert_eq!(log_levels_seen(&r), want, "opt-in {level:?}: {r:?}");
+    }
+    let m = relay.metrics_text();
+    let dropped = m
+        .lines()
+        .find(|l| l.starts_with("mcp_relay_messages_dropped_total{reason=\"log_not_opted_in\"}"))
+        .unwrap_or_else(|| panic!("no log_not_opted_in counter:\n{m}"));
+    assert!(dropped.ends_with(" 5"), "{dropped}");
+}
+
+/// `forward --url`, the same bridge over the era link: a call hears the
+/// server's logs only at or above the level it opted in at.
+#[test]
+fn forward_bridged_logs_reach_only_requests_that_opted_in() {
+    let fake = Fake::start(handler(handshake_logging));
+    let mut relay = forward(&fake.url(), "legacy");
+    relay.send(&discover(0));
+    relay.expect_response(&json!(0), T);
+    let cases: [(i64, Option<&str>, &[&str]); 3] = [
+        (1, None, &[]),
+        (2, Some("error"), &["error"]),
+        (3, Some("info"), &["info", "error"]),
+    ];
+    for (id, level, want) in cases {
+        let mut call = modern_call(id, "echo", json!({"text": "logged"}));
+        if let Some(l) = level {
+            call["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = json!(l);
+        }
+        relay.send(&call);
+        let mut levels = Vec::new();
+        loop {
+            let m = relay.expect_msg(T, "a log or the response");
+            if m["method"] == "notifications/message" {
+                levels.push(m["params"]["level"].as_str().unwrap_or("?").to_string());
+                continue;
+            }
+            assert_eq!(m["id"], json!(id), "{m}\n{}", relay.stderr_dump());
+            assert_eq!(m["result"]["content"][0]["text"], "logged", "{m}");
+            break;
+        }
+        assert_eq!(levels, want, "opt-in {level:?}");
+    }
+    relay.close_stdin();
+    relay.drain_to_eof(T);
 }

@@ -260,6 +260,9 @@ pub enum Dropped {
     BatchEmpty,
     /// A server's batch element that is no JSON-RPC object (class 13).
     BatchInvalidItem,
+    /// A handshake-era server's log message for a 2026-07-28 request that
+    /// did not opt in to logs at its level (`io.modelcontextprotocol/logLevel`).
+    LogNotOptedIn,
 }
 
 impl Dropped {
@@ -271,6 +274,7 @@ impl Dropped {
             Dropped::BatchNested => "batch_nested",
             Dropped::BatchEmpty => "batch_empty",
             Dropped::BatchInvalidItem => "batch_invalid_item",
+            Dropped::LogNotOptedIn => "log_not_opted_in",
         }
     }
 }

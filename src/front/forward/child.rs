@@ -275,6 +275,13 @@ impl Forward {
                     }
                 }
                 Kind::Notification => {
+                    if env.method_is("notifications/message")
+                        && !self.era.deliver_log(env.params.map(|p| p.get()))
+                    {
+                        // A 2026-07-28 client asked for no logs at this level.
+                        self.dropped(Dropped::LogNotOptedIn);
+                        return;
+                    }
                     if seq.is_some()
                         && self.era.bridging()
                         && let Some(m) = env.method()

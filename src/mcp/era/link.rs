@@ -36,6 +36,7 @@ use super::classify::{ClientRequest, Envelope, classify};
 use super::convert::{self, DiscoverOutcome};
 use super::input::{self, Bridge};
 use super::listen::{Limits as ListenLimits, Listeners, ServerCaps};
+use super::loglevel::Level;
 use super::stamp::strip_modern;
 use super::verdict::{Settled, Verdict, Want};
 use super::{Era, UpstreamProtocol};
@@ -133,6 +134,9 @@ pub struct Link {
     /// Bridged: the client's open `subscriptions/listen` requests
     /// (`link_listen.rs`), made from the server's capabilities.
     pub(super) listens: Option<Listeners<()>>,
+    /// Bridged: the log opt-in of each client request in flight
+    /// (`link_log.rs`), at most [`MAX_CALLS`].
+    pub(super) logs: HashMap<Id, Option<Level>>,
 }
 
 /// Calls remembered as carriers of the server's requests; past it a call
@@ -154,6 +158,7 @@ impl Link {
             call_seq: 0,
             kept: HashSet::new(),
             listens: None,
+            logs: HashMap::new(),
         }
     }
 
@@ -462,7 +467,12 @@ impl Link {
             (Some("notifications/initialized"), None) => FromClient::Drop,
             (Some("subscriptions/listen"), Some(id)) => self.listen_open(id, params),
             (Some(_), _) => match strip_modern(line) {
-                Ok((out, _)) => FromClient::Send(out),
+                Ok((out, envelope)) => {
+                    if let Some(id) = id {
+                        self.remember_log(id, envelope.as_ref());
+                    }
+                    FromClient::Send(out)
+                }
                 Err(_) => match id {
                     Some(id) => FromClient::Refuse(jsonrpc::error_response(
                         Some(id),
@@ -562,6 +572,8 @@ fn answer(id: &Id, result: Option<Value>) -> Vec<u8> {
 mod link_input;
 #[path = "link_listen.rs"]
 mod link_listen;
+#[path = "link_log.rs"]
+mod link_log;
 
 #[cfg(test)]
 #[path = "link_tests.rs"]

@@ -65,6 +65,7 @@ impl Link {
             self.kept.insert(id.clone());
         } else {
             self.calls.remove(id);
+            self.logs.remove(id);
         }
     }
 
@@ -162,6 +163,7 @@ impl Link {
         for id in gone {
             self.kept.remove(&id);
             self.calls.remove(&id);
+            self.logs.remove(&id);
         }
         Consumed {
             to_server: out.to_server,

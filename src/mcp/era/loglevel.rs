@@ -66,6 +66,18 @@ pub fn opted_in_value(meta: Option<&serde_json::Value>) -> Option<Level> {
     Level::parse(meta?.get(META_LOG_LEVEL)?.as_str()?)
 }
 
+/// A request's opt-in from the log level its envelope carried (as the
+/// envelope reader found it): a value that names no level is no opt-in.
+pub fn opt_in(meta_level: Option<&str>) -> Option<Level> {
+    meta_level.and_then(Level::parse)
+}
+
+/// The `level` a `notifications/message` names in its `params`, as text
+/// (for [`deliver`]).
+pub fn message_level(params: Option<&serde_json::Value>) -> Option<&str> {
+    params?.get("level")?.as_str()
+}
+
 /// Whether a `notifications/message` whose `params.level` is `level`
 /// reaches a request that opted in at `min`. A message with no level or an
 /// unknown one is not delivered to a request that did not ask for debug
@@ -109,6 +121,13 @@ mod tests {
         let v = serde_json::json!({"io.modelcontextprotocol/logLevel": "debug"});
         assert_eq!(opted_in_value(Some(&v)), Some(Level::Debug));
         assert_eq!(opted_in_value(None), None);
+        assert_eq!(opt_in(Some("error")), Some(Level::Error));
+        assert_eq!(opt_in(Some("verbose")), None);
+        assert_eq!(opt_in(None), None);
+        let params = serde_json::json!({"level": "error", "data": "x"});
+        assert_eq!(message_level(Some(&params)), Some("error"));
+        assert_eq!(message_level(Some(&serde_json::json!({"level": 3}))), None);
+        assert_eq!(message_level(None), None);
     }
 
     #[test]

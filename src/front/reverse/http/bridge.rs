@@ -32,6 +32,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::*;
+use crate::mcp::era::loglevel::{self, Level};
 use crate::mcp::era::stamp::{modern_response, strip_modern};
 use crate::mcp::era::verdict::{PROBE_TIMEOUT, Settled, Verdict, Want};
 use crate::mcp::era::{Era, convert};
@@ -72,10 +73,18 @@ pub(super) struct Bridges {
     waiting: Waiting,
     sessions: HashMap<String, Bridge>,
     seq: u64,
-    /// Stateless sessions with a bridged request out: (bridge, request id),
-    /// for the cancellation when the client goes.
-    pub(super) out: HashMap<SKey, (String, Id)>,
+    /// Stateless sessions with a bridged request out: for the cancellation
+    /// when the client goes, and the request's log opt-in.
+    pub(super) out: HashMap<SKey, Out>,
     log: RateLog,
+}
+
+/// A bridged request out on bridge `key`.
+pub(super) struct Out {
+    key: String,
+    id: Id,
+    /// Its `io.modelcontextprotocol/logLevel` (None: it asked for no logs).
+    log: Option<Level>,
 }
 
 impl Bridges {
@@ -398,7 +407,15 @@ impl Reverse {
                     headers.push(("mcp-session-id".into(), s.clone()));
                 }
                 headers.push(("mcp-protocol-version".into(), version.clone()));
-                h.bridges.out.insert(skey, (key.clone(), id.clone()));
+                let log = loglevel::opt_in(envelope.log_level.as_deref());
+                h.bridges.out.insert(
+                    skey,
+                    Out {
+                        key: key.clone(),
+                        id: id.clone(),
+                        log,
+                    },
+                );
                 let carry = Carry::BridgePost {
                     request: Some(id.clone()),
                     key,
@@ -564,17 +581,35 @@ impl Reverse {
         }
     }
 
-    /// A message on a bridged POST's response: results made modern.
+    /// A message on a bridged POST's response: results made modern, log
+    /// messages passed only if the request opted in at or below their level.
     pub(super) fn http_bridge_message(&mut self, skey: SKey, data: &[u8]) {
-        if let Ok(Message::Single(env)) = jsonrpc::peek(data)
-            && env.kind() == Kind::Response
-        {
-            // Answered: nothing to cancel when the client's session ends.
-            let u = up_of(skey);
-            if let Some(h) = self.ups[u].http_mut()
-                && h.bridges.out.get(&skey).map(|(_, id)| Some(id)) == Some(env.id().as_ref())
-            {
-                h.bridges.out.remove(&skey);
+        let u = up_of(skey);
+        if let Ok(Message::Single(env)) = jsonrpc::peek(data) {
+            match env.kind() {
+                Kind::Response => {
+                    // Answered: nothing to cancel when the client's session ends.
+                    if let Some(h) = self.ups[u].http_mut()
+                        && h.bridges.out.get(&skey).map(|o| Some(&o.id)) == Some(env.id().as_ref())
+                    {
+                        h.bridges.out.remove(&skey);
+                    }
+                }
+                Kind::Notification if env.method_is("notifications/message") => {
+                    let opt_in = self.ups[u]
+                        .http()
+                        .and_then(|h| h.bridges.out.get(&skey))
+                        .and_then(|o| o.log);
+                    let params: Option<Value> =
+                        env.params.and_then(|p| serde_json::from_str(p.get()).ok());
+                    let level = loglevel::message_level(params.as_ref());
+                    if !loglevel::deliver(opt_in, level) {
+                        // The line is the runbook's "message dropped" one.
+                        self.dropped(u, jsonrpc::Dropped::LogNotOptedIn);
+                        return;
+                    }
+                }
+                _ => {}
             }
         }
         match modern_response(data) {
@@ -599,7 +634,7 @@ impl Reverse {
         let Some(h) = self.ups[u].http_mut() else {
             return;
         };
-        let Some((key, id)) = h.bridges.out.remove(&skey) else {
+        let Some(Out { key, id, .. }) = h.bridges.out.remove(&skey) else {
             return;
         };
         let Some(Bridge {
