@@ -680,3 +680,68 @@ fn forward_bridged_logs_reach_only_requests_that_opted_in() {
     relay.close_stdin();
     relay.drain_to_eof(T);
 }
+
+// ---- relay-owned sessions at exit (reverse --url) ----------------------------------
+
+/// Opens one relay-owned session per identity name on `relay` (one call each).
+fn bridge_identities(relay: &Relay, names: &[&str]) {
+    let mut http = relay.http();
+    for (i, name) in names.iter().enumerate() {
+        let mut c = modern_call(i as i64 + 1, "echo", json!({"text": name}));
+        c["params"]["_meta"]["io.modelcontextprotocol/clientInfo"] =
+            json!({"name": name, "version": "1"});
+        let r = modern_post(&mut http, &c, &[("Mcp-Name", "echo")]);
+        assert_eq!(
+            r.rpc()["result"]["content"][0]["text"],
+            *name,
+            "{r:?}\n{}",
+            relay.stderr_dump()
+        );
+    }
+}
+
+/// SIGTERM: every relay-owned session is ended with DELETE before the relay
+/// exits.
+#[test]
+fn reverse_relay_owned_sessions_are_deleted_at_exit() {
+    let fake = Fake::start(handler(handshake_only));
+    let relay = reverse(&fake.url(), "legacy");
+    bridge_identities(&relay, &["one", "two"]);
+    relay.signal(libc::SIGTERM);
+    let status = relay.wait_exit(T);
+    assert!(status.success(), "{status}\n{}", relay.stderr_dump());
+    let seen = fake.seen();
+    let deletes: Vec<&Req> = seen.iter().filter(|r| r.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 2, "{}", summaries(&seen));
+    assert!(deletes.iter().all(|d| d.session() == Some("h1")));
+}
+
+/// An upstream that never answers DELETE does not hold the exit: the relay
+/// waits for its relay-owned sessions' DELETEs at most 1 s.
+#[test]
+fn reverse_exit_waits_for_relay_owned_deletes_at_most_a_second() {
+    let fake = Fake::start(handler(|req: &Req, conn: &mut Conn| {
+        if req.method == "DELETE" {
+            conn.hold();
+            return After::Close;
+        }
+        handshake_only(req, conn)
+    }));
+    let relay = reverse(&fake.url(), "legacy");
+    bridge_identities(&relay, &["one"]);
+    let t0 = Instant::now();
+    relay.signal(libc::SIGTERM);
+    let status = relay.wait_exit(T);
+    let took = t0.elapsed();
+    assert!(status.success(), "{status}\n{}", relay.stderr_dump());
+    assert!(
+        fake.seen().iter().any(|r| r.method == "DELETE"),
+        "{}",
+        summaries(&fake.seen())
+    );
+    assert!(
+        took < Duration::from_millis(1_800),
+        "exit took {took:?}\n{}",
+        relay.stderr_dump()
+    );
+}

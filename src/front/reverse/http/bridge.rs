@@ -45,6 +45,11 @@ pub(super) const MAX_BRIDGES: usize = 64;
 /// `initialize`; past it a request is answered `upstream_busy`.
 pub(super) const MAX_WAITING: usize = 64;
 
+/// How long the relay's exit waits for the DELETEs ending its relay-owned
+/// sessions; past it they are abandoned (the server's idle timeout ends
+/// those sessions).
+pub(super) const EXIT_DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 const PROBE_ID: &str = "mcp-relay-era-probe";
 
 type Waiting = VecDeque<(SKey, Vec<u8>, Option<Id>)>;
@@ -77,6 +82,9 @@ pub(super) struct Bridges {
     /// when the client goes, and the request's log opt-in.
     pub(super) out: HashMap<SKey, Out>,
     log: RateLog,
+    /// The relay is exiting: until when it waits for the DELETEs of its
+    /// relay-owned sessions, and those exchanges.
+    exit: Option<(Instant, Vec<ExId>)>,
 }
 
 /// A bridged request out on bridge `key`.
@@ -96,7 +104,13 @@ impl Bridges {
             seq: 0,
             out: HashMap::new(),
             log: RateLog::default(),
+            exit: None,
         }
+    }
+
+    /// Until when the exit waits for the DELETEs of relay-owned sessions.
+    pub(super) fn exit_deadline(&self) -> Option<Instant> {
+        self.exit.as_ref().map(|(at, _)| *at)
     }
 }
 
@@ -473,6 +487,91 @@ impl Reverse {
             log::info!(
                 "[{}] {MAX_BRIDGES} relay-owned sessions for 2026-07-28 clients; ended the least \
                  recently used ({more} more since the last line)",
+                self.ups[u].cfg.name
+            );
+        }
+    }
+
+    /// The relay is exiting: every relay-owned session of upstream `u` that
+    /// the server named is ended with DELETE, and the exit waits for those
+    /// at most [`EXIT_DELETE_WAIT`] (`http_bridge_exit_poll`). The relay's
+    /// own requests still out (a probe, an `initialize`) are abandoned.
+    pub(in crate::front::reverse) fn http_bridge_exit(&mut self, u: usize) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.ups[u].http_mut() else {
+            return;
+        };
+        let own: Vec<ExId> = h
+            .carries
+            .iter()
+            .filter(|(_, (_, c))| matches!(c, Carry::Probe | Carry::BridgeInit { .. }))
+            .map(|(ex, _)| *ex)
+            .collect();
+        for ex in own {
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
+        }
+        let skey = crate::front::reverse::session::skey_new(u, 0);
+        let mut deletes = Vec::new();
+        for (_, b) in h.bridges.sessions.drain() {
+            if let BridgeState::Ready {
+                session_id: Some(sid),
+                version,
+                ..
+            } = b.state
+            {
+                let headers = vec![
+                    ("mcp-session-id".to_string(), sid),
+                    ("mcp-protocol-version".to_string(), version),
+                ];
+                let req = Request::delete(h.url.target.clone(), headers);
+                let ex = h.client.submit(req, reg, now);
+                h.carries.insert(ex, (skey, Carry::Delete));
+                deletes.push(ex);
+            }
+        }
+        if !deletes.is_empty() {
+            log::info!(
+                "[{}] ending {} relay-owned upstream session(s) (DELETE, waiting at most \
+                 {EXIT_DELETE_WAIT:?})",
+                self.ups[u].cfg.name,
+                deletes.len()
+            );
+            if let Some(h) = self.ups[u].http_mut() {
+                h.bridges.exit = Some((now + EXIT_DELETE_WAIT, deletes));
+            }
+        }
+    }
+
+    /// Past [`EXIT_DELETE_WAIT`], the exit's DELETEs still out are
+    /// abandoned, so an upstream that never answers does not hold the exit.
+    pub(super) fn http_bridge_exit_poll(&mut self, u: usize) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.ups[u].http_mut() else {
+            return;
+        };
+        if h.bridges.exit_deadline().is_none_or(|at| at > now) {
+            return;
+        }
+        let Some((_, deletes)) = h.bridges.exit.take() else {
+            return;
+        };
+        let mut left: u64 = 0;
+        for ex in deletes {
+            if h.carries.remove(&ex).is_some() {
+                h.client.cancel(ex, reg);
+                left += 1;
+            }
+        }
+        if left > 0 {
+            let metric = self.ups[u].metric;
+            self.metrics
+                .http_limit(metric, "era_bridge_exit_unconfirmed", left);
+            log::warn!(
+                "[{}] {left} DELETE(s) of relay-owned sessions unanswered within \
+                 {EXIT_DELETE_WAIT:?}; exiting without them",
                 self.ups[u].cfg.name
             );
         }

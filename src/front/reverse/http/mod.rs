@@ -171,7 +171,11 @@ impl UpHttp {
     }
 
     pub(super) fn next_deadline(&self) -> Option<std::time::Instant> {
-        self.client.next_deadline()
+        self.client
+            .next_deadline()
+            .into_iter()
+            .chain(self.bridges.exit_deadline())
+            .min()
     }
 
     pub(super) fn in_flight(&self) -> usize {
@@ -533,6 +537,7 @@ impl Reverse {
             h.client.poll(reg, now);
         }
         self.http_drain(u);
+        self.http_bridge_exit_poll(u);
     }
 
     fn http_drain(&mut self, u: usize) {
