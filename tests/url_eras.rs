@@ -9,8 +9,9 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -744,4 +745,344 @@ fn reverse_exit_waits_for_relay_owned_deletes_at_most_a_second() {
         "exit took {took:?}\n{}",
         relay.stderr_dump()
     );
+}
+
+// ---- a handshake-era server that defers, asks and notifies (reverse --url) --------
+
+/// A handshake-era Streamable HTTP server (session `b1`) whose `tools/call`
+/// does what `arguments.mode` says: `defer` ends the call's SSE stream at
+/// once and sends the reply on the GET stream; `ask` sends an
+/// `elicitation/create` on the call's stream, waits (≤ 5 s) for the answer
+/// and replies `answered: NAME` with its `content.name`; `ask-get` does the
+/// same on the GET stream; `orphan` replies at once, then (100 ms later)
+/// sends a `roots/list` request on the GET stream that no call carries;
+/// anything else is echoed. Records every id a `tools/call` came with and
+/// every answer the client POSTs.
+#[derive(Default)]
+struct Deferring {
+    get: Mutex<Option<mpsc::Sender<String>>>,
+    answers: Mutex<HashMap<String, Value>>,
+    answered: Condvar,
+    asked: AtomicUsize,
+}
+
+impl Deferring {
+    fn serve(self: &Arc<Self>, req: &Req, conn: &mut Conn) -> After {
+        let msg = req.json();
+        match req.method.as_str() {
+            "POST" if msg["method"] == "initialize" => conn.json(
+                &[("mcp-session-id", "b1")],
+                &common::fake::init_result(&msg["id"]),
+            ),
+            "POST" if msg["method"] == "tools/call" => self.call(&msg, conn),
+            "POST" => {
+                if msg.get("method").is_none()
+                    && let Some(id) = msg["id"].as_str()
+                {
+                    self.answers
+                        .lock()
+                        .unwrap()
+                        .insert(id.to_owned(), msg.clone());
+                    self.answered.notify_all();
+                }
+                conn.accepted()
+            }
+            "GET" => {
+                let (tx, rx) = mpsc::channel::<String>();
+                *self.get.lock().unwrap() = Some(tx);
+                if conn.sse_start() {
+                    loop {
+                        match rx.recv_timeout(common::fake::TICK) {
+                            Ok(ev) if conn.sse_event(None, &ev) => {}
+                            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout) if conn.wait(Duration::ZERO) => {}
+                            Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        }
+                    }
+                }
+                After::Close
+            }
+            "DELETE" => conn.respond(200, &[], b""),
+            _ => conn.respond(405, &[], b""),
+        }
+    }
+
+    fn on_get(&self, v: &Value) -> bool {
+        let deadline = Instant::now() + T;
+        while Instant::now() < deadline {
+            if let Some(tx) = self.get.lock().unwrap().as_ref() {
+                return tx.send(v.to_string()).is_ok();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn wait_answer(&self, id: &str) -> Option<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut answers = self.answers.lock().unwrap();
+        loop {
+            if let Some(a) = answers.remove(id) {
+                return Some(a);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            answers = self.answered.wait_timeout(answers, left).unwrap().0;
+        }
+    }
+
+    fn ask(&self, id: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": "elicitation/create",
+               "params": {"message": "your name?", "requestedSchema": {"type": "object",
+                 "properties": {"name": {"type": "string"}}}}})
+    }
+
+    fn answered(&self, call: &Value, ask_id: &str) -> Value {
+        let text = match self.wait_answer(ask_id) {
+            Some(a) => format!(
+                "answered: {}",
+                a["result"]["content"]["name"].as_str().unwrap_or("?")
+            ),
+            None => "no answer".to_owned(),
+        };
+        echo_reply(&call["id"], &text)
+    }
+
+    fn call(self: &Arc<Self>, msg: &Value, conn: &mut Conn) -> After {
+        let mode = msg["params"]["arguments"]["mode"].as_str().unwrap_or("");
+        let n = self.asked.fetch_add(1, Ordering::SeqCst);
+        match mode {
+            "defer" => {
+                let ok = conn.sse_start() && conn.sse_end();
+                self.on_get(&echo_reply(&msg["id"], "deferred"));
+                if ok { After::KeepAlive } else { After::Close }
+            }
+            "ask" => {
+                let ask_id = format!("ask-{n}");
+                if !(conn.sse_start() && conn.sse_event(None, &self.ask(&ask_id).to_string())) {
+                    return After::Close;
+                }
+                let reply = self.answered(msg, &ask_id);
+                let ok = conn.sse_event(None, &reply.to_string()) && conn.sse_end();
+                if ok { After::KeepAlive } else { After::Close }
+            }
+            "ask-get" => {
+                let ask_id = format!("ask-{n}");
+                self.on_get(&self.ask(&ask_id));
+                let reply = self.answered(msg, &ask_id);
+                conn.json(&[], &reply)
+            }
+            "hang" => {
+                if conn.sse_start() {
+                    conn.hold();
+                }
+                After::Close
+            }
+            "orphan" => {
+                let me = self.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    me.on_get(&json!({"jsonrpc": "2.0", "id": "orphan-1",
+                                      "method": "roots/list"}));
+                });
+                conn.json(&[], &echo_reply(&msg["id"], "orphan"))
+            }
+            _ => {
+                let text = msg["params"]["arguments"]["text"].as_str().unwrap_or("");
+                conn.json(&[], &echo_reply(&msg["id"], text))
+            }
+        }
+    }
+}
+
+fn deferring() -> (Arc<Deferring>, Fake) {
+    let d = Arc::new(Deferring::default());
+    let me = d.clone();
+    let fake = Fake::start(handler(move |req, conn| me.serve(req, conn)));
+    (d, fake)
+}
+
+fn reverse_bridging(url: &str) -> Relay {
+    Relay::reverse("bridged")
+        .args([
+            "--url",
+            url,
+            "--upstream-protocol",
+            "legacy",
+            "--response-timeout",
+            "4s",
+            "--log-level",
+            "debug",
+        ])
+        .start()
+}
+
+fn mode_call(id: i64, mode: &str) -> Value {
+    modern_call(id, "echo", json!({"mode": mode, "text": mode}))
+}
+
+/// Every bridged request reaches the server under an id of the relay's own
+/// (two clients of one identity may both use id 7 at once), and a reply the
+/// server sends on the session's GET stream reaches its request.
+#[test]
+fn reverse_bridged_ids_are_the_relays_and_deferred_replies_come_back() {
+    let (_d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    let r = modern_post(&mut http, &mode_call(7, "plain"), &[("Mcp-Name", "echo")]);
+    assert_eq!(r.rpc()["result"]["content"][0]["text"], "plain", "{r:?}");
+    fake.wait_for("the bridge's GET stream", T, |s| {
+        s.iter().any(|r| r.method == "GET")
+    });
+    let r = modern_post(&mut http, &mode_call(7, "defer"), &[("Mcp-Name", "echo")]);
+    assert_eq!(r.status(), 200, "{r:?}\n{}", relay.stderr_dump());
+    let v = r.rpc();
+    assert_eq!(v["id"], 7, "{v}");
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "deferred",
+        "{v}\n{}",
+        relay.stderr_dump()
+    );
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    let seen = fake.seen();
+    let ids: Vec<Value> = posts_of(&seen, "tools/call")
+        .iter()
+        .map(|c| c.json()["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 2, "{}", summaries(&seen));
+    assert_ne!(ids[0], ids[1], "{}", summaries(&seen));
+    assert!(ids.iter().all(|i| *i != json!(7)), "{}", summaries(&seen));
+}
+
+/// The server's `elicitation/create` on a call's stream becomes an
+/// `InputRequiredResult` round: the client retries with the answer, the
+/// relay answers the server with it, and the retry gets the call's result.
+#[test]
+fn reverse_bridged_elicitation_on_the_call_stream_is_an_input_round() {
+    let (_d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    let r = modern_post(&mut http, &mode_call(1, "ask"), &[("Mcp-Name", "echo")]);
+    let v = r.rpc();
+    assert_eq!(v["id"], 1, "{v}\n{}", relay.stderr_dump());
+    assert_eq!(v["result"]["resultType"], "input_required", "{v}");
+    let (key, ask) = v["result"]["inputRequests"]
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .map(|(k, a)| (k.clone(), a.clone()))
+        .unwrap_or_else(|| panic!("no input request: {v}"));
+    assert_eq!(ask["method"], "elicitation/create", "{v}");
+    assert_eq!(ask["params"]["message"], "your name?", "{v}");
+    let state = v["result"]["requestState"].clone();
+    let mut retry = mode_call(2, "ask");
+    retry["params"]["requestState"] = state;
+    retry["params"]["inputResponses"] =
+        json!({ key: {"action": "accept", "content": {"name": "Ada"}} });
+    let r = modern_post(&mut http, &retry, &[("Mcp-Name", "echo")]);
+    let v = r.rpc();
+    assert_eq!(v["id"], 2, "{v}\n{}", relay.stderr_dump());
+    assert_eq!(v["result"]["content"][0]["text"], "answered: Ada", "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    // The server saw one call: the retry went to it as the answer only.
+    assert_eq!(
+        posts_of(&fake.seen(), "tools/call").len(),
+        1,
+        "{}",
+        summaries(&fake.seen())
+    );
+}
+
+/// The same round when the server asks on the session's GET stream while
+/// exactly one call is in flight on the session.
+#[test]
+fn reverse_bridged_elicitation_on_the_get_stream_is_an_input_round() {
+    let (_d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    modern_post(&mut http, &mode_call(1, "plain"), &[("Mcp-Name", "echo")]);
+    fake.wait_for("the bridge's GET stream", T, |s| {
+        s.iter().any(|r| r.method == "GET")
+    });
+    let r = modern_post(&mut http, &mode_call(2, "ask-get"), &[("Mcp-Name", "echo")]);
+    let v = r.rpc();
+    assert_eq!(
+        v["result"]["resultType"],
+        "input_required",
+        "{v}\n{}",
+        relay.stderr_dump()
+    );
+    let key = v["result"]["inputRequests"]
+        .as_object()
+        .and_then(|o| o.keys().next().cloned());
+    let mut retry = mode_call(3, "ask-get");
+    retry["params"]["requestState"] = v["result"]["requestState"].clone();
+    retry["params"]["inputResponses"] =
+        json!({ key.unwrap_or_default(): {"action": "accept", "content": {"name": "Grace"}} });
+    let v = modern_post(&mut http, &retry, &[("Mcp-Name", "echo")]).rpc();
+    assert_eq!(v["id"], 3, "{v}");
+    assert_eq!(v["result"]["content"][0]["text"], "answered: Grace", "{v}");
+}
+
+/// A request the server sends on the GET stream while no call of the
+/// session is in flight is answered with an error by the relay, and counted.
+#[test]
+fn reverse_bridged_server_request_no_call_carries_is_refused_and_counted() {
+    let (d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    modern_post(&mut http, &mode_call(1, "plain"), &[("Mcp-Name", "echo")]);
+    fake.wait_for("the bridge's GET stream", T, |s| {
+        s.iter().any(|r| r.method == "GET")
+    });
+    let r = modern_post(&mut http, &mode_call(2, "orphan"), &[("Mcp-Name", "echo")]);
+    assert_eq!(r.rpc()["result"]["content"][0]["text"], "orphan", "{r:?}");
+    let a = d
+        .wait_answer("orphan-1")
+        .unwrap_or_else(|| panic!("no answer to the orphan request\n{}", relay.stderr_dump()));
+    assert!(a["error"]["code"].is_i64(), "{a}");
+    let m = relay.metrics_text();
+    assert!(
+        m.lines().any(|l| l
+            .starts_with("mcp_relay_messages_dropped_total{reason=\"unattributed_request\"} 1")),
+        "{m}"
+    );
+}
+
+/// A client closing a bridged call's stream cancels the call at the server
+/// under the id the server knows it by (the relay's own).
+#[test]
+fn reverse_bridged_call_closed_by_its_client_is_cancelled_under_the_servers_id() {
+    let (_d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    modern_post(&mut http, &mode_call(1, "plain"), &[("Mcp-Name", "echo")]);
+    let mut gone = relay.http();
+    let body = mode_call(1, "hang").to_string();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+         Mcp-Method: tools/call\r\nMcp-Name: echo\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    gone.write(head.as_bytes()).expect("write");
+    let seen = fake.wait_for("the hanging call", T, |s| {
+        s.iter().any(|r| {
+            r.is_post_of("tools/call") && r.json()["params"]["arguments"]["mode"] == "hang"
+        })
+    });
+    let call_id = seen
+        .iter()
+        .find(|r| r.is_post_of("tools/call") && r.json()["params"]["arguments"]["mode"] == "hang")
+        .map(|r| r.json()["id"].clone())
+        .unwrap_or_default();
+    drop(gone);
+    let seen = fake.wait_for("the cancellation", T, |s| {
+        s.iter().any(|r| r.is_post_of("notifications/cancelled"))
+    });
+    let c = posts_of(&seen, "notifications/cancelled")[0].json();
+    assert_eq!(c["params"]["requestId"], call_id, "{}", summaries(&seen));
+    assert_ne!(call_id, json!(1));
 }

@@ -263,6 +263,9 @@ pub enum Dropped {
     /// A handshake-era server's log message for a 2026-07-28 request that
     /// did not opt in to logs at its level (`io.modelcontextprotocol/logLevel`).
     LogNotOptedIn,
+    /// `reverse --url`, a relay-owned session: a server request that no
+    /// single 2026-07-28 call in flight can carry (answered with an error).
+    UnattributedRequest,
 }
 
 impl Dropped {
@@ -275,6 +278,7 @@ impl Dropped {
             Dropped::BatchEmpty => "batch_empty",
             Dropped::BatchInvalidItem => "batch_invalid_item",
             Dropped::LogNotOptedIn => "log_not_opted_in",
+            Dropped::UnattributedRequest => "unattributed_request",
         }
     }
 }

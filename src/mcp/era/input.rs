@@ -167,6 +167,14 @@ impl<K: PartialEq + Clone> Bridge<K> {
         self.by_upstream.contains_key(upstream)
     }
 
+    /// The call (its id at the server) whose open leg is `leg`.
+    pub fn upstream_of(&self, leg: &Id) -> Option<&Id> {
+        self.entries
+            .values()
+            .find(|e| e.leg.as_ref() == Some(leg))
+            .map(|e| &e.upstream)
+    }
+
     /// The nearest deadline, for the front's timer.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.entries

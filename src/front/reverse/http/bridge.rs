@@ -31,9 +31,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::bridge_calls::BridgedCall;
 use super::*;
 use crate::mcp::era::loglevel::{self, Level};
-use crate::mcp::era::stamp::{modern_response, strip_modern};
+use crate::mcp::era::stamp::strip_modern;
 use crate::mcp::era::verdict::{PROBE_TIMEOUT, Settled, Verdict, Want};
 use crate::mcp::era::{Era, convert};
 use crate::proto::jsonrpc::{Kind, Message};
@@ -62,7 +63,19 @@ enum BridgeState {
         session_id: Option<String>,
         version: String,
         init: Value,
+        /// The session's GET stream (`bridge_get.rs`).
+        get: BridgeGet,
     },
+}
+
+/// A ready bridge's GET stream: the server's messages outside a call's
+/// response (its requests, deferred replies, notifications).
+pub(super) struct BridgeGet {
+    pub(super) stream: SseStream,
+    /// The GET exchange, while one is out.
+    pub(super) ex: Option<ExId>,
+    /// Reconnect no sooner than this (the stream's backoff).
+    pub(super) wait: Option<Instant>,
 }
 
 struct Bridge {
@@ -78,21 +91,34 @@ pub(super) struct Bridges {
     waiting: Waiting,
     sessions: HashMap<String, Bridge>,
     seq: u64,
-    /// Stateless sessions with a bridged request out: for the cancellation
-    /// when the client goes, and the request's log opt-in.
-    pub(super) out: HashMap<SKey, Out>,
+    /// Bridged requests out, by their id at the server (`bridge_calls.rs`).
+    pub(super) calls: HashMap<Id, Call>,
+    /// The stateless session of each open leg → its call's id at the server.
+    pub(super) by_skey: HashMap<SKey, Id>,
+    pub(super) call_seq: u64,
+    /// The server's requests carried to the clients as input rounds, per
+    /// bridge key (a `requestState` is known only to its own identity).
+    pub(super) inputs: HashMap<String, crate::mcp::era::input::Bridge<()>>,
     log: RateLog,
+    pub(super) input_log: RateLog,
     /// The relay is exiting: until when it waits for the DELETEs of its
     /// relay-owned sessions, and those exchanges.
     exit: Option<(Instant, Vec<ExId>)>,
 }
 
-/// A bridged request out on bridge `key`.
-pub(super) struct Out {
-    key: String,
-    id: Id,
+/// A bridged request out on bridge `key`, under the relay's own id.
+pub(super) struct Call {
+    pub(super) key: String,
+    /// The client leg answers go to: its stateless session and its id
+    /// (None between input rounds, until the client's retry).
+    pub(super) leg: Option<(SKey, Id)>,
     /// Its `io.modelcontextprotocol/logLevel` (None: it asked for no logs).
-    log: Option<Level>,
+    pub(super) log: Option<Level>,
+    /// A `tools/call`, `prompts/get` or `resources/read` (may be answered
+    /// with an input round).
+    pub(super) carries_input: bool,
+    /// Its POST exchange, while it is out.
+    pub(super) ex: Option<ExId>,
 }
 
 impl Bridges {
@@ -102,8 +128,12 @@ impl Bridges {
             waiting: VecDeque::new(),
             sessions: HashMap::new(),
             seq: 0,
-            out: HashMap::new(),
+            calls: HashMap::new(),
+            by_skey: HashMap::new(),
+            call_seq: 0,
+            inputs: HashMap::new(),
             log: RateLog::default(),
+            input_log: RateLog::default(),
             exit: None,
         }
     }
@@ -111,6 +141,57 @@ impl Bridges {
     /// Until when the exit waits for the DELETEs of relay-owned sessions.
     pub(super) fn exit_deadline(&self) -> Option<Instant> {
         self.exit.as_ref().map(|(at, _)| *at)
+    }
+
+    /// The nearest instant the bridges need a poll: the exit's wait, a GET
+    /// stream's reconnection, the input bridge's wait for a retry.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let gets = self.sessions.values().filter_map(|b| match &b.state {
+            BridgeState::Ready { get, .. } => get.wait,
+            BridgeState::Initializing { .. } => None,
+        });
+        let inputs = self.inputs.values().filter_map(|i| i.next_deadline());
+        gets.chain(self.exit_deadline()).chain(inputs).min()
+    }
+
+    /// The session id and version of ready bridge `key`.
+    pub(super) fn session_of(&self, key: &str) -> Option<(Option<String>, String)> {
+        match &self.sessions.get(key)?.state {
+            BridgeState::Ready {
+                session_id,
+                version,
+                ..
+            } => Some((session_id.clone(), version.clone())),
+            BridgeState::Initializing { .. } => None,
+        }
+    }
+
+    /// The GET stream of ready bridge `key`.
+    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut BridgeGet> {
+        match &mut self.sessions.get_mut(key)?.state {
+            BridgeState::Ready { get, .. } => Some(get),
+            BridgeState::Initializing { .. } => None,
+        }
+    }
+
+    /// Keys of the ready bridges whose GET stream waits to reconnect by `now`.
+    pub(super) fn gets_due(&self, now: Instant) -> Vec<String> {
+        self.sessions
+            .iter()
+            .filter(|(_, b)| {
+                matches!(&b.state, BridgeState::Ready { get, .. } if get.wait.is_some_and(|w| w <= now))
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Bridge `key` is gone: its GET exchange, if any, to cancel.
+    pub(super) fn remove(&mut self, key: &str) -> Option<ExId> {
+        self.inputs.remove(key);
+        match self.sessions.remove(key)?.state {
+            BridgeState::Ready { get, .. } => get.ex,
+            BridgeState::Initializing { .. } => None,
+        }
     }
 }
 
@@ -377,12 +458,7 @@ impl Reverse {
                 }
             }
             Some(Bridge {
-                state:
-                    BridgeState::Ready {
-                        session_id,
-                        version,
-                        init,
-                    },
+                state: BridgeState::Ready { init, .. },
                 last_used,
                 ..
             }) => {
@@ -416,35 +492,20 @@ impl Reverse {
                     self.on_session_line(skey, &e);
                     return;
                 }
-                let mut headers = base_headers();
-                if let Some(s) = session_id {
-                    headers.push(("mcp-session-id".into(), s.clone()));
-                }
-                headers.push(("mcp-protocol-version".into(), version.clone()));
-                let log = loglevel::opt_in(envelope.log_level.as_deref());
-                h.bridges.out.insert(
-                    skey,
-                    Out {
-                        key: key.clone(),
-                        id: id.clone(),
-                        log,
-                    },
-                );
-                let carry = Carry::BridgePost {
-                    request: Some(id.clone()),
+                let call = BridgedCall {
                     key,
+                    method,
+                    log: loglevel::opt_in(envelope.log_level.as_deref()),
+                    params: env.params.map(|p| p.get()),
                 };
-                if let Some(ex) = self.http_bridge_submit(u, skey, stripped, headers, carry)
-                    && let Some(h) = self.ups[u].http_mut()
-                {
-                    h.stateless.insert(skey, ex);
-                }
+                self.http_bridge_call(skey, id, &stripped, call);
             }
         }
     }
 
     /// Ends the least recently used ready bridge (DELETE) to make room.
     fn http_bridge_evict(&mut self, u: usize, skey: SKey) {
+        let reg = self.poll.registry();
         let Some(h) = self.ups[u].http_mut() else {
             return;
         };
@@ -459,6 +520,15 @@ impl Reverse {
         let Some(b) = h.bridges.sessions.remove(&key) else {
             return;
         };
+        h.bridges.inputs.remove(&key);
+        if let BridgeState::Ready {
+            get: BridgeGet { ex: Some(ex), .. },
+            ..
+        } = &b.state
+        {
+            h.client.cancel(*ex, reg);
+            h.carries.remove(ex);
+        }
         let metric = self.ups[u].metric;
         self.metrics.http_limit(metric, "era_bridge_evicted", 1);
         if let BridgeState::Ready {
@@ -514,7 +584,16 @@ impl Reverse {
         }
         let skey = crate::front::reverse::session::skey_new(u, 0);
         let mut deletes = Vec::new();
+        h.bridges.inputs.clear();
         for (_, b) in h.bridges.sessions.drain() {
+            if let BridgeState::Ready {
+                get: BridgeGet { ex: Some(ex), .. },
+                ..
+            } = &b.state
+            {
+                h.client.cancel(*ex, reg);
+                h.carries.remove(ex);
+            }
             if let BridgeState::Ready {
                 session_id: Some(sid),
                 version,
@@ -624,12 +703,19 @@ impl Reverse {
             return;
         };
         let session_id = b.session_head.take();
+        let rng = crate::policy::backoff::Rng::from_os();
+        let get = BridgeGet {
+            stream: SseStream::new(h.reconnect.clone(), rng),
+            ex: None,
+            wait: None,
+        };
         let held = match std::mem::replace(
             &mut b.state,
             BridgeState::Ready {
                 session_id: session_id.clone(),
                 version: version.clone(),
                 init: result.clone(),
+                get,
             },
         ) {
             BridgeState::Initializing { held } => held,
@@ -650,6 +736,7 @@ impl Reverse {
             "[{}] relay-owned session for a 2026-07-28 client identity is ready",
             self.ups[u].cfg.name
         );
+        self.http_bridge_want_get(u, key);
         self.http_bridge_resend(held);
     }
 
@@ -680,81 +767,23 @@ impl Reverse {
         }
     }
 
-    /// A message on a bridged POST's response: results made modern, log
-    /// messages passed only if the request opted in at or below their level.
-    pub(super) fn http_bridge_message(&mut self, skey: SKey, data: &[u8]) {
-        let u = up_of(skey);
-        if let Ok(Message::Single(env)) = jsonrpc::peek(data) {
-            match env.kind() {
-                Kind::Response => {
-                    // Answered: nothing to cancel when the client's session ends.
-                    if let Some(h) = self.ups[u].http_mut()
-                        && h.bridges.out.get(&skey).map(|o| Some(&o.id)) == Some(env.id().as_ref())
-                    {
-                        h.bridges.out.remove(&skey);
-                    }
-                }
-                Kind::Notification if env.method_is("notifications/message") => {
-                    let opt_in = self.ups[u]
-                        .http()
-                        .and_then(|h| h.bridges.out.get(&skey))
-                        .and_then(|o| o.log);
-                    let params: Option<Value> =
-                        env.params.and_then(|p| serde_json::from_str(p.get()).ok());
-                    let level = loglevel::message_level(params.as_ref());
-                    if !loglevel::deliver(opt_in, level) {
-                        // The line is the runbook's "message dropped" one.
-                        self.dropped(u, jsonrpc::Dropped::LogNotOptedIn);
-                        return;
-                    }
-                }
-                _ => {}
-            }
-        }
-        match modern_response(data) {
-            Some(m) => self.on_session_line(skey, &m),
-            None => self.on_session_line(skey, data),
-        }
-    }
-
     /// A bridged POST was refused: 404 means the bridge's session is gone.
     pub(super) fn http_bridge_post_refused(&mut self, u: usize, key: &str, status: u16) {
-        if status == 404
-            && let Some(h) = self.ups[u].http_mut()
-        {
-            h.bridges.sessions.remove(key);
+        if status == 404 {
+            self.http_bridge_gone(u, key);
         }
     }
 
-    /// Stateless session `skey` ends: a bridged request still out is
-    /// cancelled on its bridge session.
-    pub(super) fn http_bridge_end(&mut self, skey: SKey) {
-        let u = up_of(skey);
+    /// Bridge `key`'s session is gone (404): it is forgotten with its GET
+    /// stream; the next request of its identity initializes a new one.
+    pub(super) fn http_bridge_gone(&mut self, u: usize, key: &str) {
+        let reg = self.poll.registry();
         let Some(h) = self.ups[u].http_mut() else {
             return;
         };
-        let Some(Out { key, id, .. }) = h.bridges.out.remove(&skey) else {
-            return;
-        };
-        let Some(Bridge {
-            state:
-                BridgeState::Ready {
-                    session_id,
-                    version,
-                    ..
-                },
-            ..
-        }) = h.bridges.sessions.get(&key)
-        else {
-            return;
-        };
-        let mut headers = base_headers();
-        if let Some(s) = session_id {
-            headers.push(("mcp-session-id".into(), s.clone()));
+        if let Some(ex) = h.bridges.remove(key) {
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
         }
-        headers.push(("mcp-protocol-version".into(), version.clone()));
-        let msg = jsonrpc::cancelled(&id, "mcp-relay: the client closed the request's stream");
-        let carry = Carry::BridgePost { request: None, key };
-        self.http_bridge_submit(u, skey, msg, headers, carry);
     }
 }

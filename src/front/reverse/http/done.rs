@@ -19,6 +19,9 @@ impl Reverse {
             }
             _ => {}
         }
+        if let Carry::BridgeGet { key } = &carry {
+            return self.http_bridge_get_failed(u, key, reconnect::Failure::Dropped, None);
+        }
         if let Carry::Get = carry {
             let kind = reconnect::Failure::Dropped;
             let Some(h) = self.ups[u].http_mut() else {
@@ -95,14 +98,17 @@ impl Reverse {
             Carry::Probe => self.http_probe_failed(u),
             Carry::BridgeInit { key } => self.http_bridge_init_failed(u, &key, &failure.detail()),
             Carry::BridgePost {
-                request: Some(id), ..
-            } => self.fail_request(
-                skey,
-                &id,
+                request: Some(up), ..
+            } => self.http_bridge_post_failed(
+                u,
+                &up,
                 RelayError::from_http_kind(failure.kind()),
                 &format!("Upstream request failed: {}", failure.detail()),
                 json!({}),
             ),
+            Carry::BridgeGet { key } => {
+                self.http_bridge_get_failed(u, &key, failure.for_reconnect(), None)
+            }
             Carry::BridgePost { request: None, .. }
             | Carry::Post { request: None, .. }
             | Carry::Delete => {

@@ -27,6 +27,8 @@ use crate::upstream::url::Url;
 
 mod backpressure;
 mod bridge;
+mod bridge_calls;
+mod bridge_get;
 mod done;
 mod end;
 mod era;
@@ -50,9 +52,14 @@ enum Carry {
     BridgeInit {
         key: String,
     },
-    /// A 2026-07-28 request (or the relay's notification) on bridge `key`.
+    /// A 2026-07-28 request (under the relay's id) or the relay's own
+    /// message on bridge `key`.
     BridgePost {
         request: Option<Id>,
+        key: String,
+    },
+    /// The GET stream of bridge `key`.
+    BridgeGet {
         key: String,
     },
 }
@@ -174,7 +181,7 @@ impl UpHttp {
         self.client
             .next_deadline()
             .into_iter()
-            .chain(self.bridges.exit_deadline())
+            .chain(self.bridges.next_deadline())
             .min()
     }
 
@@ -537,7 +544,7 @@ impl Reverse {
             h.client.poll(reg, now);
         }
         self.http_drain(u);
-        self.http_bridge_exit_poll(u);
+        self.http_bridge_poll(u);
     }
 
     fn http_drain(&mut self, u: usize) {
@@ -739,15 +746,18 @@ impl Reverse {
                 }
                 self.forget(u, ex);
                 self.http_bridge_post_refused(u, &key, status);
-                if let Some(id) = &request {
-                    self.fail_request(
-                        skey,
-                        id,
+                if let Some(up) = &request {
+                    self.http_bridge_post_failed(
+                        u,
+                        up,
                         RelayError::UpstreamStatus,
                         &format!("The upstream answered HTTP {status}"),
                         json!({"status": status}),
                     );
                 }
+            }
+            Carry::BridgeGet { key } => {
+                self.http_bridge_get_head(u, &key, ex, status, header("retry-after").as_deref());
             }
             Carry::Delete => {}
         }
@@ -814,10 +824,13 @@ impl Reverse {
                 self.forget(u, ex);
                 self.http_bridge_init_answer(u, skey, &key, &data);
             }
-            Carry::BridgePost { .. } => {
+            Carry::BridgePost { request, key } => {
                 if !data.is_empty() {
-                    self.http_bridge_message(skey, &data);
+                    self.http_bridge_up_message(u, &key, request.as_ref(), &data);
                 }
+            }
+            Carry::BridgeGet { key } => {
+                self.http_bridge_get_message(u, &key, &data, id.as_deref(), retry);
             }
             Carry::Delete => {}
         }
