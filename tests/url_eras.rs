@@ -770,11 +770,34 @@ impl Deferring {
     fn serve(self: &Arc<Self>, req: &Req, conn: &mut Conn) -> After {
         let msg = req.json();
         match req.method.as_str() {
-            "POST" if msg["method"] == "initialize" => conn.json(
-                &[("mcp-session-id", "b1")],
-                &common::fake::init_result(&msg["id"]),
-            ),
+            "POST" if msg["method"] == "initialize" => {
+                let mut init = common::fake::init_result(&msg["id"]);
+                init["result"]["capabilities"] = json!({
+                    "tools": {"listChanged": true},
+                    "resources": {"subscribe": true, "listChanged": true},
+                });
+                conn.json(&[("mcp-session-id", "b1")], &init)
+            }
             "POST" if msg["method"] == "tools/call" => self.call(&msg, conn),
+            "POST" if msg["method"] == "resources/subscribe" => {
+                // Subscribed: an update for the URI and a tools list change
+                // follow on the GET stream.
+                let uri = msg["params"]["uri"].clone();
+                let me = self.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(50));
+                    me.on_get(
+                        &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                                      "params": {"uri": uri}}),
+                    );
+                    me.on_get(&json!({"jsonrpc": "2.0",
+                                      "method": "notifications/tools/list_changed"}));
+                });
+                conn.json(
+                    &[],
+                    &json!({"jsonrpc": "2.0", "id": msg["id"], "result": {}}),
+                )
+            }
             "POST" => {
                 if msg.get("method").is_none()
                     && let Some(id) = msg["id"].as_str()
@@ -1085,4 +1108,99 @@ fn reverse_bridged_call_closed_by_its_client_is_cancelled_under_the_servers_id()
     let c = posts_of(&seen, "notifications/cancelled")[0].json();
     assert_eq!(c["params"]["requestId"], call_id, "{}", summaries(&seen));
     assert_ne!(call_id, json!(1));
+}
+
+fn open_listen(relay: &Relay, id: i64, notifications: Value) -> common::http::Sse {
+    let mut http = relay.http();
+    let msg = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+                     "params": {"notifications": notifications, "_meta": meta()}});
+    let body = msg.to_string();
+    http.send_request(
+        "POST",
+        "/mcp",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "subscriptions/listen"),
+        ],
+        body.as_bytes(),
+    )
+    .expect("send");
+    let head = http
+        .read_head(Instant::now() + T)
+        .unwrap_or_else(|e| panic!("listen {id}: no head ({e:?})\n{}", relay.stderr_dump()));
+    common::http::Sse::open(http, head)
+}
+
+/// `subscriptions/listen` on a relay-owned session: acknowledged with what
+/// the server can send, the URIs subscribed with `resources/subscribe`, the
+/// server's `resources/updated` and list changes delivered (stamped with the
+/// listen's id) on the stream of the listen that asked, and only there; the
+/// last listener leaving unsubscribes. An open listen has no response
+/// timeout.
+#[test]
+fn reverse_bridged_listen_maps_onto_resources_subscribe() {
+    let (_d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    modern_post(&mut http, &mode_call(1, "plain"), &[("Mcp-Name", "echo")]);
+    fake.wait_for("the bridge's GET stream", T, |s| {
+        s.iter().any(|r| r.method == "GET")
+    });
+    // A listen asking for prompts only (the server has none): acknowledged
+    // empty, and it hears nothing of what follows.
+    let mut quiet = open_listen(&relay, 5, json!({"promptsListChanged": true}));
+    let ack = quiet.expect_event(T, "the acknowledgement").json();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(ack["params"]["notifications"], json!({}), "{ack}");
+    let mut sse = open_listen(
+        &relay,
+        6,
+        json!({"toolsListChanged": true, "resourceSubscriptions": ["file:///a"]}),
+    );
+    let ack = sse.expect_event(T, "the acknowledgement").json();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true, "resourceSubscriptions": ["file:///a"]}),
+        "{ack}"
+    );
+    let up = sse.expect_event(T, "the update").json();
+    assert_eq!(up["method"], "notifications/resources/updated", "{up}");
+    assert_eq!(up["params"]["uri"], "file:///a", "{up}");
+    assert_eq!(
+        up["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 6,
+        "{up}"
+    );
+    let lc = sse.expect_event(T, "the list change").json();
+    assert_eq!(lc["method"], "notifications/tools/list_changed", "{lc}");
+    let subs = posts_of(&fake.seen(), "resources/subscribe").len();
+    assert_eq!(subs, 1, "{}", summaries(&fake.seen()));
+    // Past the response timeout (4 s), both listens are still open.
+    match quiet.next(Duration::from_millis(4_500)) {
+        common::http::SseNext::Timeout => {}
+        other => panic!("the prompts listen heard {other:?}"),
+    }
+    match sse.next(Duration::from_millis(100)) {
+        common::http::SseNext::Timeout => {}
+        other => panic!("the listen ended or heard more: {other:?}"),
+    }
+    // The client closes the listen's stream: the URI is unsubscribed.
+    drop(sse);
+    let seen = fake.wait_for("the unsubscribe", T, |s| {
+        s.iter().any(|r| r.is_post_of("resources/unsubscribe"))
+    });
+    let un = posts_of(&seen, "resources/unsubscribe")[0].json();
+    assert_eq!(un["params"]["uri"], "file:///a", "{un}");
+    assert_eq!(
+        posts_of(&seen, "resources/unsubscribe")[0].session(),
+        Some("b1")
+    );
 }

@@ -33,6 +33,7 @@ use serde_json::Value;
 
 use super::bridge_calls::BridgedCall;
 use super::*;
+use crate::mcp::era::listen::{Limits as ListenLimits, Listeners, ServerCaps};
 use crate::mcp::era::loglevel::{self, Level};
 use crate::mcp::era::stamp::strip_modern;
 use crate::mcp::era::verdict::{PROBE_TIMEOUT, Settled, Verdict, Want};
@@ -65,6 +66,9 @@ enum BridgeState {
         init: Value,
         /// The session's GET stream (`bridge_get.rs`).
         get: BridgeGet,
+        /// The identity's open `subscriptions/listen` requests, by their
+        /// stateless session (`bridge_listen.rs`).
+        listens: Listeners<SKey>,
     },
 }
 
@@ -99,6 +103,8 @@ pub(super) struct Bridges {
     /// The server's requests carried to the clients as input rounds, per
     /// bridge key (a `requestState` is known only to its own identity).
     pub(super) inputs: HashMap<String, crate::mcp::era::input::Bridge<()>>,
+    /// Stateless sessions holding an open listen: (bridge key, listen id).
+    pub(super) listening: HashMap<SKey, (String, Id)>,
     log: RateLog,
     pub(super) input_log: RateLog,
     /// The relay is exiting: until when it waits for the DELETEs of its
@@ -132,6 +138,7 @@ impl Bridges {
             by_skey: HashMap::new(),
             call_seq: 0,
             inputs: HashMap::new(),
+            listening: HashMap::new(),
             log: RateLog::default(),
             input_log: RateLog::default(),
             exit: None,
@@ -162,6 +169,14 @@ impl Bridges {
                 version,
                 ..
             } => Some((session_id.clone(), version.clone())),
+            BridgeState::Initializing { .. } => None,
+        }
+    }
+
+    /// The listen table of ready bridge `key`.
+    pub(super) fn listens_mut(&mut self, key: &str) -> Option<&mut Listeners<SKey>> {
+        match &mut self.sessions.get_mut(key)?.state {
+            BridgeState::Ready { listens, .. } => Some(listens),
             BridgeState::Initializing { .. } => None,
         }
     }
@@ -483,13 +498,7 @@ impl Reverse {
                     return;
                 }
                 if method == "subscriptions/listen" {
-                    let e = jsonrpc::error_response(
-                        Some(id),
-                        crate::mcp::era::METHOD_NOT_FOUND,
-                        "subscriptions/listen is not carried to a handshake-era HTTP upstream",
-                        Value::Null,
-                    );
-                    self.on_session_line(skey, &e);
+                    self.http_bridge_listen(skey, &key, id, env.params.map(|p| p.get()));
                     return;
                 }
                 let call = BridgedCall {
@@ -505,7 +514,6 @@ impl Reverse {
 
     /// Ends the least recently used ready bridge (DELETE) to make room.
     fn http_bridge_evict(&mut self, u: usize, skey: SKey) {
-        let reg = self.poll.registry();
         let Some(h) = self.ups[u].http_mut() else {
             return;
         };
@@ -517,6 +525,11 @@ impl Reverse {
             .min_by_key(|(_, b)| b.last_used)
             .map(|(k, _)| k.clone());
         let Some(key) = oldest else { return };
+        self.http_bridge_end_listens(u, &key);
+        let reg = self.poll.registry();
+        let Some(h) = self.ups[u].http_mut() else {
+            return;
+        };
         let Some(b) = h.bridges.sessions.remove(&key) else {
             return;
         };
@@ -709,6 +722,8 @@ impl Reverse {
             ex: None,
             wait: None,
         };
+        let caps = ServerCaps::from_capabilities(&result["capabilities"]);
+        let listens = Listeners::new(caps, ListenLimits::default());
         let held = match std::mem::replace(
             &mut b.state,
             BridgeState::Ready {
@@ -716,6 +731,7 @@ impl Reverse {
                 version: version.clone(),
                 init: result.clone(),
                 get,
+                listens,
             },
         ) {
             BridgeState::Initializing { held } => held,
@@ -777,6 +793,7 @@ impl Reverse {
     /// Bridge `key`'s session is gone (404): it is forgotten with its GET
     /// stream; the next request of its identity initializes a new one.
     pub(super) fn http_bridge_gone(&mut self, u: usize, key: &str) {
+        self.http_bridge_end_listens(u, key);
         let reg = self.poll.registry();
         let Some(h) = self.ups[u].http_mut() else {
             return;

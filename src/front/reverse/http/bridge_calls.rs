@@ -237,6 +237,13 @@ impl Reverse {
                 self.http_bridge_server_request(u, key, on, sid, &method, params.as_ref());
             }
             Kind::Notification => {
+                if let Some(m) = env.method() {
+                    let params: Option<Value> =
+                        env.params.and_then(|p| serde_json::from_str(p.get()).ok());
+                    if self.http_bridge_listen_event(u, key, &m, params.as_ref()) {
+                        return;
+                    }
+                }
                 let carrier = match on {
                     Some(up) => Some(up.clone()),
                     None => self.http_bridge_only_call(u, key, false),
@@ -280,6 +287,10 @@ impl Reverse {
             .and_then(|i| i.on_server_response(up, data))
         {
             self.http_bridge_apply(u, key, out);
+            return;
+        }
+        if crate::mcp::era::listen::Listeners::<SKey>::is_own(up) {
+            // The answer to the relay's own subscribe or unsubscribe.
             return;
         }
         let Some(call) = h.bridges.calls.remove(up) else {
@@ -541,6 +552,9 @@ impl Reverse {
     /// Stateless session `skey` ends: a bridged call whose leg it is, still
     /// out, is given up (`notifications/cancelled` to the server).
     pub(super) fn http_bridge_end(&mut self, skey: SKey) {
+        if self.http_bridge_listen_end(skey) {
+            return;
+        }
         let u = up_of(skey);
         let reg = self.poll.registry();
         let Some(h) = self.ups[u].http_mut() else {

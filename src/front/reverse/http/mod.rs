@@ -29,6 +29,7 @@ mod backpressure;
 mod bridge;
 mod bridge_calls;
 mod bridge_get;
+mod bridge_listen;
 mod done;
 mod end;
 mod era;
