@@ -1204,3 +1204,209 @@ fn reverse_bridged_listen_maps_onto_resources_subscribe() {
         Some("b1")
     );
 }
+
+// ---- a handshake-era client's subscriptions toward a modern-only server -----------
+
+/// A modern-only server that also serves `subscriptions/listen`: it
+/// acknowledges, sends one `resources/updated` per URI asked for, then holds
+/// the stream until the client closes it. Records each listen's filter and
+/// counts the closed ones.
+#[derive(Default)]
+struct Listening {
+    filters: Mutex<Vec<Value>>,
+    closed: AtomicUsize,
+}
+
+impl Listening {
+    fn serve(&self, req: &Req, conn: &mut Conn) -> After {
+        let msg = if req.method == "POST" {
+            req.json()
+        } else {
+            Value::Null
+        };
+        if msg["method"] != "subscriptions/listen" {
+            return modern_only(req, conn);
+        }
+        let ok = req.header("mcp-method") == Some("subscriptions/listen")
+            && req.header("mcp-protocol-version") == Some("2026-07-28")
+            && msg.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+                == Some(&json!("2026-07-28"));
+        if !ok {
+            return conn.respond(400, &[], b"bad listen");
+        }
+        let filter = msg["params"]["notifications"].clone();
+        self.filters.lock().unwrap().push(filter.clone());
+        let sub = json!({"io.modelcontextprotocol/subscriptionId": msg["id"]});
+        let mut ok = conn.sse_start()
+            && conn.sse_event(
+                None,
+                &json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                        "params": {"notifications": filter, "_meta": sub}})
+                .to_string(),
+            );
+        for uri in filter["resourceSubscriptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            ok = ok
+                && conn.sse_event(
+                    None,
+                    &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                            "params": {"uri": uri, "_meta": sub}})
+                    .to_string(),
+                );
+        }
+        // A write that failed means the client had closed the stream already.
+        if !ok || conn.hold() {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+        After::Close
+    }
+}
+
+fn listening() -> (Arc<Listening>, Fake) {
+    let l = Arc::new(Listening::default());
+    let me = l.clone();
+    (
+        l,
+        Fake::start(handler(move |req, conn| me.serve(req, conn))),
+    )
+}
+
+fn sub(id: i64, method: &str, uri: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"uri": uri}})
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + T;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} not within {T:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `forward --url`, a handshake-era client, a 2026-07-28-only server:
+/// `resources/subscribe`/`unsubscribe` are answered by the relay and folded
+/// into one `subscriptions/listen` it keeps open toward the server (re-opened
+/// when the set of URIs changes, closed when it is empty); the server's
+/// updates reach stdout, its acknowledgement does not.
+#[test]
+fn forward_handshake_subscriptions_become_one_listen_toward_a_modern_server() {
+    let (l, fake) = listening();
+    let mut relay = forward(&fake.url(), "modern");
+    relay.send(&initialize(json!(0)));
+    relay.expect_response(&json!(0), T);
+    relay.send(&initialized());
+    let mut updates = Vec::new();
+    let until_answer = |relay: &mut Relay, id: i64, updates: &mut Vec<String>| loop {
+        let m = relay.expect_msg(T, "an answer or an update");
+        assert_ne!(
+            m["method"], "notifications/subscriptions/acknowledged",
+            "{m}"
+        );
+        if m["method"] == "notifications/resources/updated" {
+            updates.push(m["params"]["uri"].as_str().unwrap_or("?").to_string());
+            continue;
+        }
+        assert_eq!(m["id"], json!(id), "{m}\n{}", relay.stderr_dump());
+        assert_eq!(m["result"], json!({}), "{m}");
+        return;
+    };
+    relay.send(&sub(1, "resources/subscribe", "file:///a"));
+    until_answer(&mut relay, 1, &mut updates);
+    wait_until("the first listen", || l.filters.lock().unwrap().len() == 1);
+    relay.send(&sub(2, "resources/subscribe", "file:///b"));
+    until_answer(&mut relay, 2, &mut updates);
+    wait_until("the second listen", || l.filters.lock().unwrap().len() == 2);
+    wait_until("the first listen closed", || {
+        l.closed.load(Ordering::SeqCst) == 1
+    });
+    // The updates of both listens reach the client.
+    let deadline = Instant::now() + T;
+    while updates.len() < 3 && Instant::now() < deadline {
+        let m = relay.expect_msg(T, "an update");
+        assert_eq!(m["method"], "notifications/resources/updated", "{m}");
+        updates.push(m["params"]["uri"].as_str().unwrap_or("?").to_string());
+    }
+    updates.sort();
+    assert_eq!(updates, ["file:///a", "file:///a", "file:///b"]);
+    relay.send(&sub(3, "resources/unsubscribe", "file:///a"));
+    until_answer(&mut relay, 3, &mut Vec::new());
+    relay.send(&sub(4, "resources/unsubscribe", "file:///b"));
+    until_answer(&mut relay, 4, &mut Vec::new());
+    let deadline = Instant::now() + T;
+    while l.closed.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let filters = l.filters.lock().unwrap().clone();
+    assert_eq!(
+        l.closed.load(Ordering::SeqCst),
+        3,
+        "{filters:?}\n{}\n{}",
+        summaries(&fake.seen()),
+        relay.stderr_dump()
+    );
+    assert_eq!(filters.len(), 3, "{filters:?}");
+    assert_eq!(
+        filters[1]["resourceSubscriptions"],
+        json!(["file:///a", "file:///b"])
+    );
+    assert_eq!(filters[2]["resourceSubscriptions"], json!(["file:///b"]));
+    assert_eq!(filters[0]["toolsListChanged"], true, "{filters:?}");
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}
+
+/// `reverse --url`, the same for a handshake-era session: its updates come
+/// on the session's GET stream.
+#[test]
+fn reverse_handshake_subscriptions_become_one_listen_toward_a_modern_server() {
+    let (l, fake) = listening();
+    let relay = reverse(&fake.url(), "modern");
+    let mut http = relay.http();
+    let mut init = initialize(json!(0));
+    init["params"]["protocolVersion"] = json!(VERSION);
+    let r = post(&mut http, None, &init);
+    let sid = r
+        .header("mcp-session-id")
+        .expect("a relay session")
+        .to_string();
+    post(&mut http, Some(&sid), &initialized());
+    let mut get = relay.http();
+    get.send_request(
+        "GET",
+        "/mcp",
+        &[
+            ("Accept", "text/event-stream"),
+            ("Mcp-Session-Id", &sid),
+            ("MCP-Protocol-Version", VERSION),
+        ],
+        b"",
+    )
+    .expect("GET");
+    let head = get.read_head(Instant::now() + T).expect("GET head");
+    let mut stream = common::http::Sse::open(get, head);
+    let a = post(
+        &mut http,
+        Some(&sid),
+        &sub(1, "resources/subscribe", "file:///a"),
+    );
+    assert_eq!(
+        a.rpc()["result"],
+        json!({}),
+        "{a:?}\n{}",
+        relay.stderr_dump()
+    );
+    let ev = stream.expect_event(T, "the update").json();
+    assert_eq!(ev["method"], "notifications/resources/updated", "{ev}");
+    assert_eq!(ev["params"]["uri"], "file:///a", "{ev}");
+    let u = post(
+        &mut http,
+        Some(&sid),
+        &sub(2, "resources/unsubscribe", "file:///a"),
+    );
+    assert_eq!(u.rpc()["result"], json!({}), "{u:?}");
+    wait_until("the listen closed", || l.closed.load(Ordering::SeqCst) == 1);
+    assert_eq!(l.filters.lock().unwrap().len(), 1);
+}

@@ -376,6 +376,11 @@ impl LegacySubscriptions {
         self.uris.remove(uri)
     }
 
+    /// No URI subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.uris.is_empty()
+    }
+
     /// The `notifications` member of the relay's listen request.
     pub fn filter(&self) -> Value {
         Filter {

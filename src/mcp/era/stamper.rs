@@ -17,9 +17,11 @@
 //! notification dropped). `Stamping`: `initialize` (again) is answered from
 //! the same discover result, `notifications/initialized` dropped, `ping`
 //! and `logging/setLevel` answered `{}` by the relay (the level is kept for
-//! the stamps), `resources/subscribe`/`unsubscribe` refused (-32601: the
-//! fold into `subscriptions/listen` is not wired over HTTP yet), the other
-//! requests stamped (`stamp::stamp_modern`) and sent with the modern headers
+//! the stamps), `resources/subscribe`/`unsubscribe` answered `{}` by the
+//! relay and folded into one `subscriptions/listen` it keeps open toward the
+//! server (`Stamped::Listen`: the union of the URIs and every list-changed
+//! kind; re-opened under a new id when the set changes, closed when it is
+//! empty, at most [`MAX_SUBSCRIPTIONS`] URIs), the other requests stamped (`stamp::stamp_modern`) and sent with the modern headers
 //! and no session. Results pass back unchanged: the 1.x clients accept the
 //! extra `resultType`/`ttlMs`/`cacheScope` members (their result models
 //! allow extra fields).
@@ -30,6 +32,7 @@ use serde_json::{Value, json};
 
 use super::convert::{self, DiscoverOutcome};
 use super::link::{HOLD_BYTES, HOLD_CAP};
+use super::listen::LegacySubscriptions;
 use super::stamp::{Headers, StampContext, TowardModern, stamp_modern, toward_modern};
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Id};
@@ -54,8 +57,26 @@ pub fn modern_headers(line: &[u8]) -> Option<Headers> {
     Some(super::classify::headers_for(version, method, params))
 }
 
+/// Whether a message on the relay's listen is its acknowledgement, which a
+/// handshake-era client has no use for (dropped).
+pub fn is_listen_ack(line: &[u8]) -> bool {
+    memchr::memmem::find(line, b"notifications/subscriptions/acknowledged").is_some()
+        && matches!(
+            crate::proto::jsonrpc::peek(line),
+            Ok(crate::proto::jsonrpc::Message::Single(env))
+                if env.method_is("notifications/subscriptions/acknowledged")
+        )
+}
+
 /// Id of the relay's own `server/discover` on behalf of the client.
 pub const DISCOVER_ID: &str = "mcp-relay-era-discover";
+
+/// Prefix of the ids of the relay's own `subscriptions/listen` requests.
+pub const LISTEN_ID_PREFIX: &str = "mcp-relay-listen-";
+
+/// URIs one handshake-era client may have subscribed at once; past it a
+/// `resources/subscribe` is refused (-32602).
+pub const MAX_SUBSCRIPTIONS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StamperState {
@@ -90,6 +111,15 @@ pub enum Stamped {
     Answer(Vec<u8>),
     /// Nothing to send or answer.
     Drop,
+    /// `resources/subscribe` or `unsubscribe` changed the client's set:
+    /// answer it with `answer`, end the relay's listen `close` (closing its
+    /// response stream), and open `open` (a long-lived request: no response
+    /// timeout) when there is anything left to listen for.
+    Listen {
+        answer: Vec<u8>,
+        close: Option<Id>,
+        open: Option<(Id, Vec<u8>, Headers)>,
+    },
 }
 
 /// What the discover answer released.
@@ -110,6 +140,11 @@ pub struct Stamper {
     /// Messages refused because the hold was full (for the log line and
     /// the metric).
     pub refused: u64,
+    /// Stamping: the client's `resources/subscribe` URIs, and the relay's
+    /// listen open for them.
+    subs: LegacySubscriptions,
+    listen: Option<Id>,
+    listens: u64,
 }
 
 impl Stamper {
@@ -120,7 +155,21 @@ impl Stamper {
             held: VecDeque::new(),
             held_bytes: 0,
             refused: 0,
+            subs: LegacySubscriptions::default(),
+            listen: None,
+            listens: 0,
         }
+    }
+
+    /// Whether `id` names one of the relay's own listens (its answer, the
+    /// end of that listen, is the relay's).
+    pub fn is_own_listen(id: &Id) -> bool {
+        matches!(id, Id::Str(s) if s.starts_with(LISTEN_ID_PREFIX))
+    }
+
+    /// The relay's listen open now, if any.
+    pub fn listening(&self) -> Option<&Id> {
+        self.listen.as_ref()
     }
 
     pub fn state(&self) -> &StamperState {
@@ -259,12 +308,48 @@ impl Stamper {
                 ctx.set_level(Some(&parsed()));
                 Stamped::Answer(answer(id, &json!({})))
             }
-            TowardModern::Subscribe | TowardModern::Unsubscribe => Stamped::Answer(refuse(
-                id,
-                super::METHOD_NOT_FOUND,
-                "resources/subscribe is not carried to a 2026-07-28-only server over HTTP \
-                 (subscriptions/listen mapping not wired)",
-            )),
+            how @ (TowardModern::Subscribe | TowardModern::Unsubscribe) => {
+                let p = parsed();
+                let Some(uri) = p.get("uri").and_then(Value::as_str) else {
+                    return Stamped::Answer(refuse(
+                        id,
+                        super::INVALID_PARAMS,
+                        "params.uri must be a string",
+                    ));
+                };
+                let changed = if matches!(how, TowardModern::Subscribe) {
+                    match self.subs.subscribe(uri, MAX_SUBSCRIPTIONS) {
+                        Ok(c) => c,
+                        Err(r) => {
+                            return Stamped::Answer(refuse(id, super::INVALID_PARAMS, r.message()));
+                        }
+                    }
+                } else {
+                    self.subs.unsubscribe(uri)
+                };
+                let answer = answer(id, &json!({}));
+                if !changed {
+                    return Stamped::Answer(answer);
+                }
+                let close = self.listen.take();
+                let mut open = None;
+                if !self.subs.is_empty() {
+                    self.listens += 1;
+                    let lid = format!("{LISTEN_ID_PREFIX}{}", self.listens);
+                    let req = json!({"jsonrpc": "2.0", "id": lid, "method": "subscriptions/listen",
+                                     "params": {"notifications": self.subs.filter()}});
+                    if let Ok((bytes, headers)) = stamp_modern(req.to_string().as_bytes(), ctx) {
+                        let lid = Id::Str(lid.into());
+                        self.listen = Some(lid.clone());
+                        open = Some((lid, bytes, headers));
+                    }
+                }
+                Stamped::Listen {
+                    answer,
+                    close,
+                    open,
+                }
+            }
             TowardModern::Forward => match stamp_modern(line, ctx) {
                 Ok((bytes, headers)) => Stamped::Send(bytes, headers),
                 Err(_) => Stamped::Answer(refuse(
@@ -425,14 +510,111 @@ mod tests {
             v(&out)["params"]["_meta"]["io.modelcontextprotocol/logLevel"],
             "debug"
         );
-        let sub =
-            br#"{"jsonrpc":"2.0","id":6,"method":"resources/subscribe","params":{"uri":"a"}}"#;
-        let Stamped::Answer(a) =
-            s.on_client(sub, Some("resources/subscribe"), None, Some(&Id::Num(6)))
+    }
+
+    fn subscription(s: &mut Stamper, id: i64, method: &str, uri: &str) -> Stamped {
+        let params = json!({ "uri": uri }).to_string();
+        let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"uri": uri}});
+        s.on_client(
+            line.to_string().as_bytes(),
+            Some(method),
+            Some(&params),
+            Some(&Id::Num(id)),
+        )
+    }
+
+    #[test]
+    fn subscriptions_fold_into_one_listen_reopened_when_they_change() {
+        let mut s = Stamper::new("up");
+        s.begin(&Id::Num(1), Some(init_params()));
+        s.on_discover(&discover_ok());
+        let Stamped::Listen {
+            answer,
+            close: None,
+            open: Some((l1, bytes, headers)),
+        } = subscription(&mut s, 2, "resources/subscribe", "file:///a")
+        else {
+            panic!("no listen")
+        };
+        assert_eq!(v(&answer), json!({"jsonrpc": "2.0", "id": 2, "result": {}}));
+        assert!(Stamper::is_own_listen(&l1));
+        let req = v(&bytes);
+        assert_eq!(req["method"], "subscriptions/listen");
+        assert_eq!(
+            req["params"]["notifications"]["resourceSubscriptions"],
+            json!(["file:///a"])
+        );
+        assert_eq!(req["params"]["notifications"]["toolsListChanged"], true);
+        assert_eq!(
+            req["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+            "old"
+        );
+        assert!(headers.contains(&("mcp-method".into(), "subscriptions/listen".into())));
+        // The same URI again changes nothing: answered, no new listen.
+        assert!(matches!(
+            subscription(&mut s, 3, "resources/subscribe", "file:///a"),
+            Stamped::Answer(_)
+        ));
+        let Stamped::Listen {
+            close: Some(c),
+            open: Some((l2, bytes, _)),
+            ..
+        } = subscription(&mut s, 4, "resources/subscribe", "file:///b")
+        else {
+            panic!("not re-opened")
+        };
+        assert_eq!(c, l1);
+        assert_ne!(l2, l1);
+        assert_eq!(
+            v(&bytes)["params"]["notifications"]["resourceSubscriptions"],
+            json!(["file:///a", "file:///b"])
+        );
+        assert_eq!(s.listening(), Some(&l2));
+        let Stamped::Listen {
+            open: Some((l3, ..)),
+            ..
+        } = subscription(&mut s, 5, "resources/unsubscribe", "file:///a")
         else {
             panic!()
         };
-        assert_eq!(v(&a)["error"]["code"], -32601);
+        let Stamped::Listen {
+            close: Some(c),
+            open: None,
+            ..
+        } = subscription(&mut s, 6, "resources/unsubscribe", "file:///b")
+        else {
+            panic!("not closed")
+        };
+        assert_eq!(c, l3);
+        assert_eq!(s.listening(), None);
+        // Not subscribed: answered, nothing else.
+        assert!(matches!(
+            subscription(&mut s, 7, "resources/unsubscribe", "file:///b"),
+            Stamped::Answer(_)
+        ));
+    }
+
+    #[test]
+    fn subscriptions_are_bounded_and_need_a_uri() {
+        let mut s = Stamper::new("up");
+        s.begin(&Id::Num(1), Some(init_params()));
+        s.on_discover(&discover_ok());
+        for i in 0..MAX_SUBSCRIPTIONS {
+            let d = subscription(&mut s, 10, "resources/subscribe", &format!("file:///{i}"));
+            assert!(matches!(d, Stamped::Listen { .. }), "{i}");
+        }
+        let Stamped::Answer(a) = subscription(&mut s, 11, "resources/subscribe", "file:///x")
+        else {
+            panic!()
+        };
+        assert_eq!(v(&a)["error"]["code"], -32602);
+        let none = br#"{"jsonrpc":"2.0","id":12,"method":"resources/subscribe"}"#;
+        let Stamped::Answer(a) =
+            s.on_client(none, Some("resources/subscribe"), None, Some(&Id::Num(12)))
+        else {
+            panic!()
+        };
+        assert_eq!(v(&a)["error"]["code"], -32602);
     }
 
     #[test]

@@ -89,6 +89,24 @@ impl Forward {
                 }
                 self.send_to_client(Direction::RelayToClient, &a);
             }
+            Stamped::Listen {
+                answer,
+                close,
+                open,
+            } => {
+                if let Some(id) = id {
+                    self.untrack(id);
+                }
+                self.send_to_client(Direction::RelayToClient, &answer);
+                // Closing a listen's response stream ends it (2026-07-28).
+                if let Some(old) = close {
+                    self.http_cancel_modern(&old);
+                }
+                if let Some((lid, bytes, headers)) = open {
+                    self.record(Direction::RelayToServer, &bytes);
+                    self.http_post_listen(&bytes, headers, lid);
+                }
+            }
         }
         let now_refused = self.http().map_or(0, |h| h.stamper.refused);
         if now_refused > refused && now_refused.is_power_of_two() {
@@ -121,9 +139,48 @@ impl Forward {
         self.http_send(line, request);
     }
 
+    /// The relay's own `subscriptions/listen` for the client's
+    /// subscriptions: a long-lived POST (no response timeout), closed to end
+    /// it.
+    fn http_post_listen(&mut self, line: &[u8], headers: Vec<(String, String)>, lid: Id) {
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.server.http_mut() else {
+            return;
+        };
+        let mut hs = h.headers(false);
+        hs.retain(|(k, _)| k != "mcp-session-id" && k != "mcp-protocol-version");
+        hs.extend(headers);
+        let req = Request {
+            method: "POST",
+            target: h.url.target.clone(),
+            headers: hs,
+            body: line.to_vec(),
+            stream: true,
+        };
+        let ex = h.client.submit(req, reg, now);
+        h.by_request.insert(lid.clone(), ex);
+        h.carries.insert(
+            ex,
+            Carry::Post {
+                request: Some(lid),
+                initialize: false,
+                modern: true,
+            },
+        );
+    }
+
     /// A response from the HTTP upstream: true when it answered one of the
     /// relay's own era requests (it is then not delivered as it is).
     pub(in crate::front::forward) fn http_era_response(&mut self, id: &Id, line: &[u8]) -> bool {
+        if Stamper::is_own_listen(id) {
+            // The server ended the relay's listen (or refused it).
+            log::debug!(
+                "[{}] the server ended the relay's subscriptions/listen {id}",
+                self.cfg.name
+            );
+            return true;
+        }
         if Stamper::is_own(id) {
             self.http_discovered(line);
             return true;

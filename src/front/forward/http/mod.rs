@@ -663,8 +663,20 @@ impl Forward {
                     self.relay_upstream_message(&data);
                 }
             }
-            Carry::Post { initialize, .. } => {
+            Carry::Post {
+                initialize,
+                request,
+                ..
+            } => {
                 if data.is_empty() {
+                    return;
+                }
+                if request
+                    .as_ref()
+                    .is_some_and(crate::mcp::era::stamper::Stamper::is_own_listen)
+                    && crate::mcp::era::stamper::is_listen_ack(&data)
+                {
+                    // The acknowledgement of the relay's own listen.
                     return;
                 }
                 if initialize {

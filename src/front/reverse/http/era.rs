@@ -195,8 +195,95 @@ impl Reverse {
             Stamped::Send(bytes, _) => self.http_post(skey, &bytes, None, request.cloned(), false),
             Stamped::SendOwn(..) | Stamped::Held | Stamped::Drop => {}
             Stamped::Answer(a) => self.on_session_line(skey, &a),
+            Stamped::Listen {
+                answer,
+                close,
+                open,
+            } => {
+                self.on_session_line(skey, &answer);
+                // Closing a listen's response stream ends it (2026-07-28).
+                let reg = self.poll.registry();
+                if let Some(old) = close
+                    && let Some(h) = self.ups[u].http_mut()
+                    && let Some(ex) = h
+                        .sessions
+                        .get_mut(&skey)
+                        .and_then(|up| up.requests.remove(&old))
+                {
+                    h.client.cancel(ex, reg);
+                    h.carries.remove(&ex);
+                }
+                if let Some((lid, bytes, headers)) = open {
+                    self.http_post_listen(skey, bytes, headers, lid);
+                }
+            }
         }
         true
+    }
+
+    /// The relay's own `subscriptions/listen` for a handshake-era session's
+    /// subscriptions: a long-lived POST (no response timeout) of the
+    /// session, closed to end it (and when the session ends).
+    fn http_post_listen(
+        &mut self,
+        skey: SKey,
+        line: Vec<u8>,
+        headers: Vec<(String, String)>,
+        lid: Id,
+    ) {
+        let u = up_of(skey);
+        let now = self.now;
+        let reg = self.poll.registry();
+        let Some(h) = self.ups[u].http_mut() else {
+            return;
+        };
+        let mut hs = vec![
+            (
+                "accept".to_string(),
+                "application/json, text/event-stream".to_string(),
+            ),
+            ("content-type".into(), "application/json".into()),
+        ];
+        hs.extend(headers);
+        let req = Request {
+            method: "POST",
+            target: h.url.target.clone(),
+            headers: hs,
+            body: line,
+            stream: true,
+        };
+        let ex = h.client.submit(req, reg, now);
+        if let Some(up) = h.sessions.get_mut(&skey) {
+            up.requests.insert(lid.clone(), ex);
+        }
+        h.carries.insert(
+            ex,
+            (
+                skey,
+                Carry::Post {
+                    request: Some(lid),
+                    initialize: false,
+                },
+            ),
+        );
+    }
+
+    /// A message on the relay's own listen of session `skey`: the
+    /// acknowledgement and the listen's end are the relay's; notifications
+    /// go to the session's stream.
+    pub(super) fn http_listen_message(&mut self, skey: SKey, data: &[u8]) {
+        if crate::mcp::era::stamper::is_listen_ack(data) {
+            return;
+        }
+        match jsonrpc::peek(data) {
+            Ok(Message::Single(env)) if env.kind() == Kind::Notification => {
+                self.on_session_line(skey, data);
+            }
+            _ => log::debug!(
+                "[{}] the server ended (or refused) the relay's subscriptions/listen",
+                self.ups[up_of(skey)].cfg.name
+            ),
+        }
     }
 
     /// Messages refused while a session's discover was out: the metric

@@ -802,6 +802,13 @@ impl Reverse {
                     self.http_discovered(skey, &data);
                     return;
                 }
+                if request
+                    .as_ref()
+                    .is_some_and(crate::mcp::era::stamper::Stamper::is_own_listen)
+                {
+                    self.http_listen_message(skey, &data);
+                    return;
+                }
                 if initialize {
                     let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
                     if let Some(pv) = v
