@@ -194,3 +194,100 @@ fn python_sdk_1_client_reaches_a_2026_server_through_forward_url_modern() {
     eprintln!("1.x client, forward --url modern: {}", stdout.trim_end());
     interop::ran("interop_url_eras::python_sdk_1_client_reaches_a_2026_server_through_forward_url");
 }
+
+/// The handshake-era Python SDK 1.x server (FastMCP,
+/// `tests/interop/handshake_http_v1.py`) over Streamable HTTP on a free
+/// port; killed (with its children) on drop.
+fn start_handshake_v1(python1: &str) -> (Child, u16, Vec<thread::JoinHandle<()>>) {
+    let port = common::free_port();
+    let mut cmd = Command::new(python1);
+    cmd.arg(Path::new(MANIFEST_DIR).join("tests/interop/handshake_http_v1.py"))
+        .arg(port.to_string())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().expect("spawn the 1.x server");
+    let (_out, t1) = drain(child.stdout.take().expect("stdout"));
+    let (err, t2) = drain(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !interop::accepts(port) {
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let e = interop::snapshot(&err);
+            kill_tree(&mut child);
+            panic!("the 1.x server did not listen on {port}:\n{e}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    (child, port, vec![t1, t2])
+}
+
+fn python1_server() -> String {
+    let python1 = interop::python();
+    if let Err(e) = python_imports(&python1, "mcp.server.fastmcp, anyio") {
+        interop::missing("interop_url_eras", &e);
+    }
+    python1
+}
+
+/// The Python SDK 2.x client through `reverse --url` (auto) to the
+/// handshake-era Python SDK 1.x server: the relay bridges on its own
+/// upstream session; an elicitation round, a listen hearing a resource
+/// update and a tool list change (then unsubscribing), and a call the
+/// client abandons being cancelled at the server all work.
+#[test]
+fn python_sdk_2_client_through_reverse_url_to_a_handshake_v1_server() {
+    let python = python2();
+    let python1 = python1_server();
+    let (mut child, port, threads) = start_handshake_v1(&python1);
+    let relay = Relay::reverse("bridged")
+        .args(["--url", &format!("http://127.0.0.1:{port}/mcp")])
+        .start();
+    let target = format!("{}/mcp", relay.base_url());
+    let (ok, stdout, report) = run(
+        &python,
+        "tests/interop/url_bridged.py",
+        &["reverse", &target],
+    );
+    kill_tree(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for t in threads {
+        join_bounded(t, deadline);
+    }
+    assert!(ok, "{report}\n{}", relay.stderr_dump());
+    eprintln!(
+        "2.x client, reverse --url, 1.x server: {}",
+        stdout.trim_end()
+    );
+    interop::ran(
+        "interop_url_eras::python_sdk_2_client_through_reverse_url_to_a_handshake_v1_server",
+    );
+}
+
+/// The same through `forward --url` (auto), over the era link.
+#[test]
+fn python_sdk_2_client_through_forward_url_to_a_handshake_v1_server() {
+    let python = python2();
+    let python1 = python1_server();
+    let (mut child, port, threads) = start_handshake_v1(&python1);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (ok, stdout, report) = run(
+        &python,
+        "tests/interop/url_bridged.py",
+        &["forward", RELAY, &url],
+    );
+    kill_tree(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for t in threads {
+        join_bounded(t, deadline);
+    }
+    assert!(ok, "{report}");
+    eprintln!(
+        "2.x client, forward --url, 1.x server: {}",
+        stdout.trim_end()
+    );
+    interop::ran(
+        "interop_url_eras::python_sdk_2_client_through_forward_url_to_a_handshake_v1_server",
+    );
+}

@@ -1410,3 +1410,34 @@ fn reverse_handshake_subscriptions_become_one_listen_toward_a_modern_server() {
     wait_until("the listen closed", || l.closed.load(Ordering::SeqCst) == 1);
     assert_eq!(l.filters.lock().unwrap().len(), 1);
 }
+
+/// `forward --url`, a 2026-07-28 client bridged to a handshake-era server:
+/// the server's `elicitation/create` on the call's stream becomes an
+/// `InputRequiredResult` round, as over stdio.
+#[test]
+fn forward_bridged_elicitation_is_an_input_round() {
+    let (_d, fake) = deferring();
+    let mut relay = forward(&fake.url(), "legacy");
+    relay.send(&discover(0));
+    relay.expect_response(&json!(0), T);
+    relay.send(&mode_call(1, "ask"));
+    let v = relay.expect_response(&json!(1), T);
+    assert_eq!(
+        v["result"]["resultType"],
+        "input_required",
+        "{v}\n{}",
+        relay.stderr_dump()
+    );
+    let key = v["result"]["inputRequests"]
+        .as_object()
+        .and_then(|o| o.keys().next().cloned());
+    let mut retry = mode_call(2, "ask");
+    retry["params"]["requestState"] = v["result"]["requestState"].clone();
+    retry["params"]["inputResponses"] =
+        json!({ key.unwrap_or_default(): {"action": "accept", "content": {"name": "Lin"}} });
+    relay.send(&retry);
+    let v = relay.expect_response(&json!(2), T);
+    assert_eq!(v["result"]["content"][0]["text"], "answered: Lin", "{v}");
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}

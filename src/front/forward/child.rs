@@ -282,8 +282,7 @@ impl Forward {
                         self.dropped(Dropped::LogNotOptedIn);
                         return;
                     }
-                    if seq.is_some()
-                        && self.era.bridging()
+                    if self.era.bridging()
                         && let Some(m) = env.method()
                         && let Some(c) = self
                             .era
@@ -301,7 +300,7 @@ impl Forward {
                     self.send_to_client(Direction::ServerToClient, line);
                 }
                 Kind::Request => {
-                    if seq.is_some() && self.era_server_request(&env) {
+                    if self.era_server_request(&env) {
                         return;
                     }
                     self.send_to_client(Direction::ServerToClient, line);
