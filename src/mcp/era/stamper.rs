@@ -145,6 +145,9 @@ pub struct Stamper {
     subs: LegacySubscriptions,
     listen: Option<Id>,
     listens: u64,
+    /// `resources/subscribe` refused past [`MAX_SUBSCRIPTIONS`] (for the
+    /// log line and the metric).
+    pub subs_refused: u64,
 }
 
 impl Stamper {
@@ -158,6 +161,7 @@ impl Stamper {
             subs: LegacySubscriptions::default(),
             listen: None,
             listens: 0,
+            subs_refused: 0,
         }
     }
 
@@ -321,6 +325,7 @@ impl Stamper {
                     match self.subs.subscribe(uri, MAX_SUBSCRIPTIONS) {
                         Ok(c) => c,
                         Err(r) => {
+                            self.subs_refused += 1;
                             return Stamped::Answer(refuse(id, super::INVALID_PARAMS, r.message()));
                         }
                     }

@@ -48,6 +48,7 @@ impl Forward {
         let Some(h) = self.http() else { return false };
         let params = env.params.map(|p| p.get());
         let refused = h.stamper.refused;
+        let subs_refused = h.stamper.subs_refused;
         let d = if h.stamper.active() {
             h.stamper.on_client(line, method.as_deref(), params, id)
         } else if knob == UpstreamProtocol::Modern
@@ -63,6 +64,14 @@ impl Forward {
             return false;
         };
         self.http_stamped(d, id, refused);
+        let now_refused = self.http().map_or(0, |h| h.stamper.subs_refused);
+        if now_refused > subs_refused && now_refused.is_power_of_two() {
+            log::warn!(
+                "[{name}] {now_refused} resources/subscribe refused: the client already has {} \
+                 subscriptions",
+                crate::mcp::era::stamper::MAX_SUBSCRIPTIONS
+            );
+        }
         true
     }
 

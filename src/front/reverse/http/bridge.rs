@@ -9,7 +9,9 @@
 //! ```text
 //!  (none) ── a request of a new identity ──▶ Initializing { held } ── the relay's initialize answered ──▶ Ready
 //!                                               │ refused or failed: held requests fail, the bridge goes
-//!  Ready ── 404 on a POST (session gone) ──▶ (none): the next request initializes again
+//!  Ready ── 404 on a POST or the GET, or a GET stream that cannot be restored ──▶ (none):
+//!          the next request initializes again
+//!  Ready ── evicted (past MAX_BRIDGES) or the relay exits ──▶ DELETE ──▶ (none)
 //! ```
 //!
 //! Which era the upstream speaks is the upstream's [`Verdict`]
@@ -20,11 +22,14 @@
 //! On a Ready bridge, `server/discover` is answered from the
 //! `InitializeResult`, other requests lose the reserved `_meta` keys and go
 //! with the bridge's session id, and their results gain `resultType` and the
-//! cache hints. A client closing its request's stream becomes
-//! `notifications/cancelled` on the bridge session. Not carried: the
-//! server's requests to the client and `subscriptions/listen` (answered
-//! -32601), and a reply the server defers to its GET stream (the bridge
-//! opens none: the request then times out).
+//! cache hints, under an id of the relay's own (`bridge_calls.rs`, which
+//! also carries the server's requests as `InputRequiredResult` rounds, its
+//! deferred replies and its notifications). A ready bridge holds its
+//! session's GET stream (`bridge_get.rs`) and its identity's listens
+//! (`bridge_listen.rs`). A client closing its request's stream becomes
+//! `notifications/cancelled` on the bridge session. At exit every ready
+//! bridge is ended with DELETE, the exit waiting at most
+//! [`EXIT_DELETE_WAIT`] for the answers.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -64,11 +69,12 @@ enum BridgeState {
         session_id: Option<String>,
         version: String,
         init: Value,
-        /// The session's GET stream (`bridge_get.rs`).
-        get: BridgeGet,
+        /// The session's GET stream (`bridge_get.rs`), boxed: the state is
+        /// kept small while initializing.
+        get: Box<BridgeGet>,
         /// The identity's open `subscriptions/listen` requests, by their
         /// stateless session (`bridge_listen.rs`).
-        listens: Listeners<SKey>,
+        listens: Box<Listeners<SKey>>,
     },
 }
 
@@ -534,13 +540,11 @@ impl Reverse {
             return;
         };
         h.bridges.inputs.remove(&key);
-        if let BridgeState::Ready {
-            get: BridgeGet { ex: Some(ex), .. },
-            ..
-        } = &b.state
+        if let BridgeState::Ready { get, .. } = &b.state
+            && let Some(ex) = get.ex
         {
-            h.client.cancel(*ex, reg);
-            h.carries.remove(ex);
+            h.client.cancel(ex, reg);
+            h.carries.remove(&ex);
         }
         let metric = self.ups[u].metric;
         self.metrics.http_limit(metric, "era_bridge_evicted", 1);
@@ -599,13 +603,11 @@ impl Reverse {
         let mut deletes = Vec::new();
         h.bridges.inputs.clear();
         for (_, b) in h.bridges.sessions.drain() {
-            if let BridgeState::Ready {
-                get: BridgeGet { ex: Some(ex), .. },
-                ..
-            } = &b.state
+            if let BridgeState::Ready { get, .. } = &b.state
+                && let Some(ex) = get.ex
             {
-                h.client.cancel(*ex, reg);
-                h.carries.remove(ex);
+                h.client.cancel(ex, reg);
+                h.carries.remove(&ex);
             }
             if let BridgeState::Ready {
                 session_id: Some(sid),
@@ -717,13 +719,13 @@ impl Reverse {
         };
         let session_id = b.session_head.take();
         let rng = crate::policy::backoff::Rng::from_os();
-        let get = BridgeGet {
+        let get = Box::new(BridgeGet {
             stream: SseStream::new(h.reconnect.clone(), rng),
             ex: None,
             wait: None,
-        };
+        });
         let caps = ServerCaps::from_capabilities(&result["capabilities"]);
-        let listens = Listeners::new(caps, ListenLimits::default());
+        let listens = Box::new(Listeners::new(caps, ListenLimits::default()));
         let held = match std::mem::replace(
             &mut b.state,
             BridgeState::Ready {

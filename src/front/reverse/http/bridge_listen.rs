@@ -77,6 +77,18 @@ impl Reverse {
             Err(refused) => {
                 let metric = self.ups[u].metric;
                 self.metrics.http_limit(metric, "era_listen_refused", 1);
+                let now = self.now;
+                if let Some(more) = self.ups[u]
+                    .http_mut()
+                    .and_then(|h| h.bridges.input_log.hit(now, 1))
+                {
+                    log::info!(
+                        "[{}] a 2026-07-28 client's subscriptions/listen refused: {} ({more} more \
+                         since the last line)",
+                        self.ups[u].cfg.name,
+                        refused.message()
+                    );
+                }
                 let e = jsonrpc::error_response(
                     Some(id),
                     crate::mcp::era::INVALID_PARAMS,

@@ -186,10 +186,25 @@ impl Reverse {
             return false;
         };
         let before = st.refused;
+        let subs_before = st.subs_refused;
         let m = env.method();
         let d = st.on_client(line, m.as_deref(), env.params.map(|p| p.get()), request);
         let after = st.refused;
+        let subs_refused = st.subs_refused > subs_before;
         self.http_era_refusals(u, after, before);
+        if subs_refused {
+            let metric = self.ups[u].metric;
+            self.metrics.http_limit(metric, "era_subscriptions", 1);
+            let now = self.now;
+            let name = self.ups[u].cfg.name.clone();
+            if let Some(more) = self.ups[u].http_mut().and_then(|h| h.era_log.hit(now, 1)) {
+                log::warn!(
+                    "[{name}] a handshake-era session has {} resource subscriptions; \
+                     refusing more ({more} more since the last line)",
+                    crate::mcp::era::stamper::MAX_SUBSCRIPTIONS
+                );
+            }
+        }
         match d {
             Stamped::Pass => return false,
             Stamped::Send(bytes, _) => self.http_post(skey, &bytes, None, request.cloned(), false),
