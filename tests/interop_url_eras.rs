@@ -14,6 +14,16 @@
 //!   `forward --url --upstream-protocol modern`: the relay answers its
 //!   `initialize` from `server/discover` and stamps its requests.
 //!
+//! - The Python SDK 2.x client through `reverse --url` and `forward --url`
+//!   to a handshake-era Python SDK 1.x FastMCP server over Streamable HTTP
+//!   (`tests/interop/handshake_http_v1.py`, client script
+//!   `tests/interop/url_bridged.py`): an elicitation round, a
+//!   `subscriptions/listen` hearing a resource update and a tool list
+//!   change, and cancellation of an abandoned call.
+//! - The Python SDK 1.x client subscribing to a resource of the 2.x server
+//!   (`tests/interop/url_subscribe_v1.py`) through both modes: the relay's
+//!   `subscriptions/listen` carries the update.
+//!
 //! Every call works, progress included. The 2.x peers come from
 //! `target/test-deps/venv2` (or `INTEROP_PYTHON2`), the 1.x client from
 //! `target/test-deps/venv`; a missing peer fails the test, saying what to
@@ -289,5 +299,58 @@ fn python_sdk_2_client_through_forward_url_to_a_handshake_v1_server() {
     );
     interop::ran(
         "interop_url_eras::python_sdk_2_client_through_forward_url_to_a_handshake_v1_server",
+    );
+}
+
+/// The Python SDK 1.x client subscribing to a resource of the 2.x server
+/// through `forward --url` and `reverse --url` (both `--upstream-protocol
+/// modern`): the relay folds `resources/subscribe` into a
+/// `subscriptions/listen` toward the server; the server's update reaches
+/// the client, and none after `resources/unsubscribe`.
+#[test]
+fn python_sdk_1_client_subscribes_through_a_listen_to_a_2026_server() {
+    let python = python2();
+    let python1 = interop::python();
+    if let Err(e) = python_imports(&python1, "mcp.client.stdio, mcp.client.streamable_http") {
+        interop::missing("interop_url_eras", &e);
+    }
+    let server = Server::start(&python);
+    let url = server.url();
+    let (ok, stdout, report) = run(
+        Path::new(&python1),
+        "tests/interop/url_subscribe_v1.py",
+        &["forward", RELAY, &url, "--upstream-protocol", "modern"],
+    );
+    assert!(ok, "forward: {report}\n--- server ---\n{}", server.trace());
+    eprintln!(
+        "1.x client subscribing, forward --url: {}",
+        stdout.trim_end()
+    );
+    let relay = Relay::reverse("eras")
+        .args(["--url", &url, "--upstream-protocol", "modern"])
+        .start();
+    let target = format!("{}/mcp", relay.base_url());
+    let (ok, stdout, report) = run(
+        Path::new(&python1),
+        "tests/interop/url_subscribe_v1.py",
+        &["reverse", &target],
+    );
+    assert!(
+        ok,
+        "reverse: {report}\n--- server ---\n{}\n{}",
+        server.trace(),
+        relay.stderr_dump()
+    );
+    let trace = server.trace();
+    assert!(
+        trace.contains("method='subscriptions/listen'"),
+        "the relay listened:\n{trace}"
+    );
+    eprintln!(
+        "1.x client subscribing, reverse --url: {}",
+        stdout.trim_end()
+    );
+    interop::ran(
+        "interop_url_eras::python_sdk_1_client_subscribes_through_a_listen_to_a_2026_server",
     );
 }

@@ -13,6 +13,8 @@ transport (`initialize`, `Mcp-Session-Id`).
 Tools:
   * echo(text)               -> text
   * count_with_progress(steps) reports progress 1..steps, then "counted to <steps>"
+  * touch()                  publishes an update of `file:///note` to the
+                             `subscriptions/listen` streams that asked, then "touched"
 
 Every HTTP request is printed to stdout as one line (`upstream: METHOD PATH
 session=... protocol=... method=... -> STATUS`), so the harness can tell which
@@ -72,6 +74,12 @@ def main() -> int:
             await anyio.sleep(0.02)
             await ctx.report_progress(i, steps)
         return f"counted to {steps}"
+
+    @mcp.tool()
+    async def touch(ctx: Context) -> str:
+        """Announces an update of file:///note to the listens that asked."""
+        await ctx.notify_resource_updated("file:///note")
+        return "touched"
 
     print(f"modern server starting on 127.0.0.1:{port}", flush=True)
     mcp.run(transport="streamable-http", host="127.0.0.1", port=port)
