@@ -891,6 +891,15 @@ impl Deferring {
                 let ok = conn.sse_event(None, &reply.to_string()) && conn.sse_end();
                 if ok { After::KeepAlive } else { After::Close }
             }
+            "ask-then-done" => {
+                // Asks, then answers the call without waiting for the answer.
+                let ask_id = format!("ask-{n}");
+                let ok = conn.sse_start()
+                    && conn.sse_event(None, &self.ask(&ask_id).to_string())
+                    && conn.sse_event(None, &echo_reply(&msg["id"], "done anyway").to_string())
+                    && conn.sse_end();
+                if ok { After::KeepAlive } else { After::Close }
+            }
             "ask-get" => {
                 let ask_id = format!("ask-{n}");
                 self.on_get(&self.ask(&ask_id));
@@ -1440,4 +1449,36 @@ fn forward_bridged_elicitation_is_an_input_round() {
     assert_eq!(v["result"]["content"][0]["text"], "answered: Lin", "{v}");
     relay.close_stdin();
     relay.drain_to_eof(T);
+}
+
+/// A call that finishes while its client is still answering the server's
+/// question: the client's retry gets the call's result.
+#[test]
+fn reverse_bridged_call_finished_during_the_round_answers_the_retry() {
+    let (_d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    let v = modern_post(
+        &mut http,
+        &mode_call(1, "ask-then-done"),
+        &[("Mcp-Name", "echo")],
+    )
+    .rpc();
+    assert_eq!(
+        v["result"]["resultType"],
+        "input_required",
+        "{v}\n{}",
+        relay.stderr_dump()
+    );
+    let key = v["result"]["inputRequests"]
+        .as_object()
+        .and_then(|o| o.keys().next().cloned());
+    let mut retry = mode_call(2, "ask-then-done");
+    retry["params"]["requestState"] = v["result"]["requestState"].clone();
+    retry["params"]["inputResponses"] = json!({ key.unwrap_or_default(): {"action": "decline"} });
+    let r = modern_post(&mut http, &retry, &[("Mcp-Name", "echo")]);
+    let v = r.rpc();
+    assert_eq!(v["id"], 2, "{v}\n{}", relay.stderr_dump());
+    assert_eq!(v["result"]["content"][0]["text"], "done anyway", "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
 }

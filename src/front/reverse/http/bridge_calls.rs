@@ -150,20 +150,45 @@ impl Reverse {
                     );
                     self.on_session_line(skey, &e);
                 }
-                Retried::Carried(out) => {
+                Retried::Carried(mut out) => {
                     // The retry is the call's leg from now on.
                     let up = b
                         .inputs
                         .get(&call.key)
                         .and_then(|i| i.upstream_of(&leg))
                         .cloned();
-                    if let Some(up) = up
-                        && let Some(c) = b.calls.get_mut(&up)
-                    {
-                        c.leg = Some((skey, id.clone()));
-                        b.by_skey.insert(skey, up);
+                    let mut mine = Vec::new();
+                    match up {
+                        Some(up) => {
+                            if let Some(c) = b.calls.get_mut(&up) {
+                                c.leg = Some((skey, id.clone()));
+                                b.by_skey.insert(skey, up);
+                            }
+                        }
+                        None => {
+                            // The call is over already (it finished while
+                            // the client was answering, or was given up):
+                            // its last word is for this retry.
+                            let (m, rest) = std::mem::take(&mut out.to_client)
+                                .into_iter()
+                                .partition(|(l, _)| *l == leg);
+                            mine = m;
+                            out.to_client = rest;
+                        }
                     }
                     self.http_bridge_apply(u, &call.key, out);
+                    for (_, line) in mine {
+                        match with_id(&line, id) {
+                            Some(line) => self.on_session_line(skey, &line),
+                            None => self.fail_request(
+                                skey,
+                                id,
+                                RelayError::InvalidReply,
+                                "The server's reply is not a JSON object",
+                                json!({}),
+                            ),
+                        }
+                    }
                 }
             }
             return;
@@ -263,11 +288,7 @@ impl Reverse {
                     }
                 }
                 match leg {
-                    Some((Some((skey, _)), _))
-                        if on.is_some() || env.method_is("notifications/message") =>
-                    {
-                        self.on_session_line(skey, data)
-                    }
+                    Some((Some((skey, _)), _)) => self.on_session_line(skey, data),
                     _ => self.dropped(u, Dropped::Unattributed),
                 }
             }
