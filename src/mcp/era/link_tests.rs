@@ -395,3 +395,63 @@ fn a_restarted_server_is_initialized_again_by_a_bridging_link() {
 
 #[path = "link_bridge_tests.rs"]
 mod bridge;
+
+/// A bridged link, the server initialized by the relay.
+fn bridged(t0: Instant) -> Link {
+    let mut l = Link::new(UpstreamProtocol::Legacy, PROBE_TIMEOUT, t0);
+    let disc = req(0, "server/discover", "");
+    send(&mut l, &disc, t0);
+    let id = init_id(&l);
+    l.on_server_response(&Id::Str(id.clone().into()), &init_ok(&id), t0)
+        .unwrap();
+    assert!(l.bridging());
+    l
+}
+
+#[test]
+fn log_messages_follow_the_opt_in_of_the_requests_in_flight() {
+    let t0 = Instant::now();
+    let mut l = bridged(t0);
+    let info = Some(r#"{"level":"info","data":"x"}"#);
+    let error = Some(r#"{"level":"error","data":"x"}"#);
+    // Nothing in flight: a modern server sends no log outside a request.
+    assert!(!l.deliver_log(info));
+    let quiet = req(1, "tools/call", r#""name":"echo","#);
+    send(&mut l, &quiet, t0);
+    assert!(!l.deliver_log(info) && !l.deliver_log(error));
+    // The level rides in the envelope's own `_meta`.
+    let params = format!(
+        r#"{{"name":"echo",{}}}"#,
+        env().replace(
+            r#""_meta":{"#,
+            r#""_meta":{"io.modelcontextprotocol/logLevel":"warning","#
+        )
+    );
+    let warn = Msg {
+        line: format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{params}}}"#)
+            .into_bytes(),
+        method: Some("tools/call".into()),
+        params: Some(params),
+        id: Some(Id::Num(2)),
+    };
+    send(&mut l, &warn, t0);
+    // One of the two asked for warning and above.
+    assert!(!l.deliver_log(info));
+    assert!(l.deliver_log(error));
+    assert!(!l.deliver_log(Some(r#"{"level":"loud"}"#)));
+    assert!(!l.deliver_log(None));
+    // Answered: its opt-in goes with it.
+    l.forget(&Id::Num(2));
+    assert!(!l.deliver_log(error));
+    l.forget(&Id::Num(1));
+    assert!(l.logs.is_empty());
+}
+
+#[test]
+fn a_link_that_does_not_bridge_passes_every_log() {
+    let t0 = Instant::now();
+    let mut l = Link::new(UpstreamProtocol::Auto, PROBE_TIMEOUT, t0);
+    send(&mut l, &plain(1, "initialize", "{}"), t0);
+    assert!(l.passes());
+    assert!(l.deliver_log(Some(r#"{"level":"debug"}"#)));
+}
