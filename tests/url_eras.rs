@@ -764,6 +764,8 @@ struct Deferring {
     answers: Mutex<HashMap<String, Value>>,
     answered: Condvar,
     asked: AtomicUsize,
+    /// Never answer the client's POSTed answers (they pile up at the relay).
+    hold_answers: std::sync::atomic::AtomicBool,
 }
 
 impl Deferring {
@@ -807,6 +809,10 @@ impl Deferring {
                         .unwrap()
                         .insert(id.to_owned(), msg.clone());
                     self.answered.notify_all();
+                }
+                if self.hold_answers.load(Ordering::SeqCst) {
+                    conn.hold();
+                    return After::Close;
                 }
                 conn.accepted()
             }
@@ -1481,4 +1487,44 @@ fn reverse_bridged_call_finished_during_the_round_answers_the_retry() {
     assert_eq!(v["id"], 2, "{v}\n{}", relay.stderr_dump());
     assert_eq!(v["result"]["content"][0]["text"], "done anyway", "{v}");
     assert_eq!(v["result"]["resultType"], "complete", "{v}");
+}
+
+/// A server flooding requests on a relay-owned session's GET stream while
+/// it answers none of the relay's POSTs: the relay stops answering (each
+/// answer is a POST) once 4096 exchanges are out, counted, instead of
+/// queueing POSTs without bound.
+#[test]
+fn reverse_bridged_server_request_flood_is_not_answered_without_bound() {
+    let (d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    modern_post(&mut http, &mode_call(1, "plain"), &[("Mcp-Name", "echo")]);
+    fake.wait_for("the bridge's GET stream", T, |s| {
+        s.iter().any(|r| r.method == "GET")
+    });
+    d.hold_answers.store(true, Ordering::SeqCst);
+    for i in 0..5_000 {
+        assert!(
+            d.on_get(&json!({"jsonrpc": "2.0", "id": format!("flood-{i}"),
+                                 "method": "roots/list"}))
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let counted = loop {
+        let m = relay.metrics_text();
+        let n = m
+            .lines()
+            .find(|l| {
+                l.starts_with("mcp_relay_http_upstream_limits_total")
+                    && l.contains("\"era_server_requests\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if n >= 900 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(counted >= 900, "{counted}\n{}", relay.stderr_dump());
 }

@@ -49,6 +49,12 @@ pub(super) struct BridgedCall<'a> {
 
 const LEG_PREFIX: &str = "mcp-relay-leg-";
 
+/// Exchanges out to one upstream past which a relay-owned session's server
+/// requests get no answer from the relay (each answer is a POST): a server
+/// flooding requests cannot make the relay queue POSTs without bound. The
+/// request is dropped (counted `era_server_requests`, a warning line).
+pub(super) const MAX_EXCHANGES_FOR_ANSWERS: usize = 4096;
+
 /// The input bridge's name for the leg on stateless session `skey`.
 fn leg_id(skey: SKey) -> Id {
     Id::Str(format!("{LEG_PREFIX}{skey}").into())
@@ -362,6 +368,25 @@ impl Reverse {
         params: Option<&Value>,
     ) {
         let now = self.now;
+        let busy = self.ups[u]
+            .http()
+            .is_some_and(|h| h.client.in_flight() >= MAX_EXCHANGES_FOR_ANSWERS);
+        if busy {
+            let metric = self.ups[u].metric;
+            self.metrics.http_limit(metric, "era_server_requests", 1);
+            if let Some(more) = self.ups[u]
+                .http_mut()
+                .and_then(|h| h.bridges.input_log.hit(now, 1))
+            {
+                log::warn!(
+                    "[{}] {MAX_EXCHANGES_FOR_ANSWERS} exchanges out to the upstream: a server \
+                     request on a relay-owned session dropped unanswered ({more} more since \
+                     the last line)",
+                    self.ups[u].cfg.name
+                );
+            }
+            return;
+        }
         if method == "ping" {
             let pong = format!(
                 "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{}}}}",
