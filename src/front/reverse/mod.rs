@@ -727,9 +727,7 @@ impl Reverse {
         for k in keys {
             self.end_session(k, "the relay is shutting down");
         }
-        for u in 0..self.ups.len() {
-            self.http_bridge_exit(u);
-        }
+        (0..self.ups.len()).for_each(|u| self.http_bridge_exit(u));
         let conns: Vec<PKey> = self.procs.keys().copied().collect();
         for conn in conns {
             self.close_proc(conn, Cause::Asked);
