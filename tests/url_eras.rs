@@ -1528,3 +1528,29 @@ fn reverse_bridged_server_request_flood_is_not_answered_without_bound() {
     };
     assert!(counted >= 900, "{counted}\n{}", relay.stderr_dump());
 }
+
+/// SIGTERM with a `subscriptions/listen` open on a relay-owned session: the
+/// listen is ended with its closing result at once (it is not a request
+/// the drain waits for), and the relay exits without waiting out the grace.
+#[test]
+fn reverse_open_listen_ends_at_shutdown_without_holding_the_drain() {
+    let (_d, fake) = deferring();
+    let relay = reverse_bridging(&fake.url());
+    let mut http = relay.http();
+    modern_post(&mut http, &mode_call(1, "plain"), &[("Mcp-Name", "echo")]);
+    let mut sse = open_listen(&relay, 6, json!({"toolsListChanged": true}));
+    sse.expect_event(T, "the acknowledgement");
+    let t0 = Instant::now();
+    relay.signal(libc::SIGTERM);
+    let end = sse.expect_event(T, "the listen's closing result").json();
+    assert_eq!(end["id"], 6, "{end}");
+    assert_eq!(end["result"]["resultType"], "complete", "{end}");
+    let status = relay.wait_exit(T);
+    assert!(status.success(), "{status}");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "exit took {took:?}\n{}",
+        relay.stderr_dump()
+    );
+}

@@ -695,6 +695,7 @@ impl Reverse {
                 for u in 0..self.ups.len() {
                     let actions = self.ups[u].pool(|p| p.shutdown(self.now));
                     self.apply(u, actions);
+                    self.http_bridge_drain(u);
                 }
                 for at in wake {
                     self.timers.insert(at, TimerKind::Shutdown);

@@ -179,6 +179,11 @@ impl Bridges {
         }
     }
 
+    /// The keys of every bridge.
+    pub(super) fn keys(&self) -> Vec<String> {
+        self.sessions.keys().cloned().collect()
+    }
+
     /// The listen table of ready bridge `key`.
     pub(super) fn listens_mut(&mut self, key: &str) -> Option<&mut Listeners<SKey>> {
         match &mut self.sessions.get_mut(key)?.state {

@@ -147,6 +147,19 @@ impl Reverse {
         true
     }
 
+    /// The relay begins to drain: every open listen is ended with its
+    /// closing result now (a listen is not a request the drain waits for;
+    /// its client listens again elsewhere).
+    pub(in crate::front::reverse) fn http_bridge_drain(&mut self, u: usize) {
+        let keys = self.ups[u]
+            .http()
+            .map(|h| h.bridges.keys())
+            .unwrap_or_default();
+        for key in keys {
+            self.http_bridge_end_listens(u, &key);
+        }
+    }
+
     /// Bridge `key`'s session is gone: each of its listens gets its closing
     /// result.
     pub(super) fn http_bridge_end_listens(&mut self, u: usize, key: &str) {
