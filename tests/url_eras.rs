@@ -1554,3 +1554,29 @@ fn reverse_open_listen_ends_at_shutdown_without_holding_the_drain() {
         relay.stderr_dump()
     );
 }
+
+/// `forward --url`: the host closing stdin with the relay's listen open
+/// toward a modern-only server: the relay exits promptly (the listen is
+/// not waited for).
+#[test]
+fn forward_exit_with_the_relays_listen_open_is_prompt() {
+    let (l, fake) = listening();
+    let mut relay = forward(&fake.url(), "modern");
+    relay.send(&initialize(json!(0)));
+    relay.expect_response(&json!(0), T);
+    relay.send(&sub(1, "resources/subscribe", "file:///a"));
+    relay.expect_response(&json!(1), T);
+    wait_until("the listen", || l.filters.lock().unwrap().len() == 1);
+    let t0 = Instant::now();
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+    let status = relay.wait_exit(T);
+    assert!(status.success(), "{status}");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "exit took {took:?}\n{}",
+        relay.stderr_dump()
+    );
+    drop(fake);
+}
