@@ -282,18 +282,15 @@ fn ts2_client_through_forward_url_and_reverse_url() {
     );
     assert_python_saw_cancel(&events2, "forward --url mcpserver_v2: cancelled slow");
 
-    // forward --url, handshake-era server: bridged. Left out: `input`. The
-    // server's `elicitation/create` arrives on the call's SSE stream and is
-    // written to the client as a plain JSON-RPC request (id 0) instead of an
-    // InputRequiredResult round; a 2026-07-28 client on stdio drops it, and
-    // the call times out.
+    // forward --url, handshake-era server: bridged (the server's
+    // elicitation as an InputRequiredResult round).
     let url = handshake.url();
     let args = ["forward", "--url", &url];
     cell(
         "forward --url fastmcp (1.x)",
         To::Stdio(&args),
         "fastmcp",
-        &["input"],
+        &[],
         &[],
         &|| trace(&handshake),
     );
@@ -301,11 +298,8 @@ fn ts2_client_through_forward_url_and_reverse_url() {
 
     for (peer, events, profile, skip) in [
         (&modern, &events2, "mcpserver", &[][..]),
-        // Relay-owned upstream sessions do not carry server requests or
-        // subscriptions/listen yet (docs/eras.md, "Over HTTP"): the
-        // elicitation waits for an answer that never comes, the listen is
-        // answered -32601.
-        (&handshake, &events1, "fastmcp", &["input", "subscribe"][..]),
+        // Relay-owned upstream sessions (docs/eras.md, "Over HTTP").
+        (&handshake, &events1, "fastmcp", &[][..]),
     ] {
         let _ = std::fs::remove_file(&events.0);
         let relay = Relay::reverse("url").args(["--url", &peer.url()]).start();
