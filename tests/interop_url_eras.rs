@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::interop::{self, python_imports};
+use common::interop::{self, HttpPeer, python_imports};
 use common::relay::Relay;
 
 const RELAY: &str = env!("CARGO_BIN_EXE_mcp-relay");
@@ -208,29 +208,12 @@ fn python_sdk_1_client_reaches_a_2026_server_through_forward_url_modern() {
 /// The handshake-era Python SDK 1.x server (FastMCP,
 /// `tests/interop/handshake_http_v1.py`) over Streamable HTTP on a free
 /// port; killed (with its children) on drop.
-fn start_handshake_v1(python1: &str) -> (Child, u16, Vec<thread::JoinHandle<()>>) {
-    let port = common::free_port();
-    let mut cmd = Command::new(python1);
-    cmd.arg(Path::new(MANIFEST_DIR).join("tests/interop/handshake_http_v1.py"))
-        .arg(port.to_string())
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut child = cmd.spawn().expect("spawn the 1.x server");
-    let (_out, t1) = drain(child.stdout.take().expect("stdout"));
-    let (err, t2) = drain(child.stderr.take().expect("stderr"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !interop::accepts(port) {
-        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-            let e = interop::snapshot(&err);
-            kill_tree(&mut child);
-            panic!("the 1.x server did not listen on {port}:\n{e}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    (child, port, vec![t1, t2])
+fn start_handshake_v1(python1: &str) -> HttpPeer {
+    HttpPeer::start(
+        Path::new(python1),
+        &["tests/interop/handshake_http_v1.py"],
+        &[],
+    )
 }
 
 fn python1_server() -> String {
@@ -250,9 +233,9 @@ fn python1_server() -> String {
 fn python_sdk_2_client_through_reverse_url_to_a_handshake_v1_server() {
     let python = python2();
     let python1 = python1_server();
-    let (mut child, port, threads) = start_handshake_v1(&python1);
+    let server = start_handshake_v1(&python1);
     let relay = Relay::reverse("bridged")
-        .args(["--url", &format!("http://127.0.0.1:{port}/mcp")])
+        .args(["--url", &server.url()])
         .start();
     let target = format!("{}/mcp", relay.base_url());
     let (ok, stdout, report) = run(
@@ -260,11 +243,7 @@ fn python_sdk_2_client_through_reverse_url_to_a_handshake_v1_server() {
         "tests/interop/url_bridged.py",
         &["reverse", &target],
     );
-    kill_tree(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for t in threads {
-        join_bounded(t, deadline);
-    }
+    drop(server);
     assert!(ok, "{report}\n{}", relay.stderr_dump());
     eprintln!(
         "2.x client, reverse --url, 1.x server: {}",
@@ -280,18 +259,14 @@ fn python_sdk_2_client_through_reverse_url_to_a_handshake_v1_server() {
 fn python_sdk_2_client_through_forward_url_to_a_handshake_v1_server() {
     let python = python2();
     let python1 = python1_server();
-    let (mut child, port, threads) = start_handshake_v1(&python1);
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let server = start_handshake_v1(&python1);
+    let url = server.url();
     let (ok, stdout, report) = run(
         &python,
         "tests/interop/url_bridged.py",
         &["forward", RELAY, &url],
     );
-    kill_tree(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for t in threads {
-        join_bounded(t, deadline);
-    }
+    drop(server);
     assert!(ok, "{report}");
     eprintln!(
         "2.x client, forward --url, 1.x server: {}",
