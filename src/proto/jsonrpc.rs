@@ -131,6 +131,10 @@ pub struct Envelope<'a> {
     pub id: Option<&'a RawValue>,
     pub method: Option<&'a RawValue>,
     pub params: Option<&'a RawValue>,
+    /// Its `result` (the last, if the name repeats): kept, not only
+    /// skipped, so a bridge that edits a result does not read the line
+    /// again (`mcp::shared`, era bridging).
+    pub result: Option<&'a RawValue>,
     /// Has a `result` or an `error` member.
     pub is_response: bool,
 }
@@ -329,7 +333,11 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
                         KeyName::Id => env.id = Some(map.next_value()?),
                         KeyName::Method => env.method = Some(map.next_value()?),
                         KeyName::Params => env.params = Some(map.next_value()?),
-                        KeyName::ResultOrError => {
+                        KeyName::Result => {
+                            env.result = Some(map.next_value()?);
+                            env.is_response = true;
+                        }
+                        KeyName::Error => {
                             map.next_value::<IgnoredAny>()?;
                             env.is_response = true;
                         }
@@ -352,7 +360,8 @@ enum KeyName {
     Id,
     Method,
     Params,
-    ResultOrError,
+    Result,
+    Error,
     Other,
 }
 
@@ -369,7 +378,8 @@ impl<'de> de::Deserialize<'de> for KeyName {
                     "id" => KeyName::Id,
                     "method" => KeyName::Method,
                     "params" => KeyName::Params,
-                    "result" | "error" => KeyName::ResultOrError,
+                    "result" => KeyName::Result,
+                    "error" => KeyName::Error,
                     _ => KeyName::Other,
                 })
             }

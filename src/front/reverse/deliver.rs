@@ -355,6 +355,14 @@ impl Reverse {
 
     /// The process replied to request `id` of session `skey`.
     pub(super) fn complete(&mut self, skey: SKey, id: &Id, msg: Vec<u8>) {
+        self.complete_as(skey, id, msg, false);
+    }
+
+    /// [`complete`](Self::complete); `modern`: the shared mux made a
+    /// bridged reply modern already (`Down::Reply::modern`), so it is not
+    /// read again for that (a call in an input round or a listen's own
+    /// request is taken by the era code first: stamping is idempotent).
+    pub(super) fn complete_as(&mut self, skey: SKey, id: &Id, msg: Vec<u8>, modern: bool) {
         if self.era_call_result(skey, id, &msg) {
             return;
         }
@@ -367,7 +375,11 @@ impl Reverse {
         };
         self.metrics
             .request_done("ok", self.now.duration_since(req.started).as_secs_f64());
-        let msg = self.era_reply(skey, msg);
+        let msg = if modern {
+            msg
+        } else {
+            self.era_reply(skey, msg)
+        };
         self.deliver(skey, req.route, id, msg);
     }
 }

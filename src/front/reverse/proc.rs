@@ -405,7 +405,12 @@ impl Reverse {
                 let sessions = sessions.clone();
                 for d in downs {
                     match d {
-                        Down::Reply { session, id, msg } => self.complete(session, &id, msg),
+                        Down::Reply {
+                            session,
+                            id,
+                            msg,
+                            modern,
+                        } => self.complete_as(session, &id, msg, modern),
                         Down::ToSession { session, msg } => {
                             if self.era_server_request(session, &msg) {
                                 continue;

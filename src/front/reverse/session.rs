@@ -630,7 +630,12 @@ impl Reverse {
             self.http_send(skey, line, env, request);
             return Sent::Done;
         }
-        let conn = self.sessions.get(&skey).and_then(|s| s.binding.conn());
+        // A 2026-07-28 request bridged to a handshake-era shared process
+        // (`era.rs`): the mux makes its reply modern in its id splice
+        // (not a `tools/list`, whose reply the tool filter reads first).
+        let (conn, bridged) = self.sessions.get(&skey).map_or((None, false), |s| {
+            (s.binding.conn(), matches!(s.era, era::SessionEra::Bridged))
+        });
         let alive = conn
             .and_then(|c| self.procs.get(&c))
             .is_some_and(|p| p.life.in_service() && p.io.accepts_input());
@@ -684,6 +689,9 @@ impl Reverse {
         match &mut p.kind {
             ProcKind::Session { .. } => p.io.to_child.push_line(line),
             ProcKind::Shared { mux, .. } => match match edit {
+                _ if bridged && request.is_some() && !env.method_is("tools/list") => {
+                    mux.up_bridged(skey, line, env, edit)
+                }
                 Some(e) => mux.up_parsed_edited(skey, line, env, e),
                 None => mux.up_parsed(skey, line, env),
             } {

@@ -300,6 +300,19 @@ fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
     let Some(result) = crate::mcp::shared::member_of_text(text, "result") else {
         return crate::mcp::shared::member_of_text(text, "error").map(|_| None);
     };
+    let new = modern_result(result)?;
+    Some(crate::mcp::shared::splice(
+        line,
+        &mut [(result, new.as_bytes())],
+    ))
+}
+
+/// A handshake-era result object's text made modern ([`modernize`]) by
+/// writing the three members in at its start, the rest copied byte for
+/// byte: what replaces `result` in its response. `None` when that cannot
+/// be told without parsing (not an object, escapes, or it mentions one of
+/// the members already): the caller takes the full path.
+pub fn modern_result(result: &serde_json::value::RawValue) -> Option<String> {
     let r = result.get();
     let body = r.strip_prefix('{')?;
     let rb = r.as_bytes();
@@ -314,10 +327,7 @@ fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
         new.push(',');
     }
     new.push_str(body);
-    Some(crate::mcp::shared::splice(
-        line,
-        &mut [(result, new.as_bytes())],
-    ))
+    Some(new)
 }
 
 /// What the relay does with a handshake-era client's message on its way to

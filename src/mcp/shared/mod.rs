@@ -115,6 +115,12 @@ pub enum Down {
         session: SessionKey,
         id: Id,
         msg: Vec<u8>,
+        /// The request came through [`Mux::up_bridged`] and its result was
+        /// made modern here, in the same splice (the owner must not do it
+        /// again). False for every other reply, and for a bridged one the
+        /// splice could not tell about (an error, escapes in the result):
+        /// the owner's full path decides those.
+        modern: bool,
     },
     /// Progress (token restored), a server→client request, or the server's
     /// cancellation of its own request.
@@ -146,6 +152,9 @@ struct Pending {
     token: Option<Box<str>>,
     /// False for `initialize`, which MCP forbids cancelling.
     cancellable: bool,
+    /// Sent by [`Mux::up_bridged`]: its result is made modern on the way
+    /// back.
+    modern: bool,
 }
 
 /// Rewrites and routes the traffic of many sessions sharing one process.
@@ -197,8 +206,13 @@ impl Mux {
     /// A message from `session`'s client, as bytes (parsed here): one
     /// JSON-RPC message, not a batch (the owner splits batches).
     pub fn up(&mut self, session: SessionKey, line: &[u8]) -> Up {
+        self.up_as(session, line, false)
+    }
+
+    /// [`up`](Self::up); `modern`: a bridged request (`up_bridged`).
+    fn up_as(&mut self, session: SessionKey, line: &[u8], modern: bool) -> Up {
         match jsonrpc::peek(line) {
-            Ok(Message::Single(env)) => self.up_parsed(session, line, &env),
+            Ok(Message::Single(env)) => self.up_parsed_as(session, line, &env, modern),
             Ok(Message::Batch(_)) => Up::Reject(relay_error(
                 None,
                 RelayError::InvalidRequest,
@@ -211,8 +225,37 @@ impl Mux {
     /// A message from `session`'s client that the front has parsed already
     /// (`env` is `line` parsed): the hot path parses each message once.
     pub fn up_parsed(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
+        self.up_parsed_as(session, line, env, false)
+    }
+
+    /// A 2026-07-28 request the era bridge forwards to this (handshake-era)
+    /// process, parsed by the front (`edit`: its stripped `_meta`, as
+    /// [`up_parsed_edited`](Self::up_parsed_edited)): carried like any
+    /// request, and its reply's result is made modern (`resultType`, cache
+    /// hints) in the splice that restores the client's id
+    /// (`Down::Reply::modern`), so the reply is read once.
+    pub fn up_bridged(
+        &mut self,
+        session: SessionKey,
+        line: &[u8],
+        env: &Envelope,
+        edit: Option<(&RawValue, &[u8])>,
+    ) -> Up {
+        match edit {
+            Some(edit) => self.up_parsed_edited_as(session, line, env, edit, true),
+            None => self.up_parsed_as(session, line, env, true),
+        }
+    }
+
+    fn up_parsed_as(
+        &mut self,
+        session: SessionKey,
+        line: &[u8],
+        env: &Envelope,
+        modern: bool,
+    ) -> Up {
         match env.kind() {
-            Kind::Request => self.up_request(session, line, env, None),
+            Kind::Request => self.up_request(session, line, env, None, modern),
             Kind::Notification => self.up_notification(session, line, env),
             Kind::Response => self.up_response(session, env, line),
             Kind::Invalid => Up::Reject(relay_error(
@@ -236,12 +279,23 @@ impl Mux {
         env: &Envelope,
         edit: (&RawValue, &[u8]),
     ) -> Up {
+        self.up_parsed_edited_as(session, line, env, edit, false)
+    }
+
+    fn up_parsed_edited_as(
+        &mut self,
+        session: SessionKey,
+        line: &[u8],
+        env: &Envelope,
+        edit: (&RawValue, &[u8]),
+        modern: bool,
+    ) -> Up {
         let token = env.params.and_then(progress_token_in_request);
         if env.kind() == Kind::Request && token.is_none() {
-            return self.up_request(session, line, env, Some(edit));
+            return self.up_request(session, line, env, Some(edit), modern);
         }
         match splice(line, &mut [edit]) {
-            Some(edited) => self.up(session, &edited),
+            Some(edited) => self.up_as(session, &edited, modern),
             None => Up::Reject(relay_error(
                 env.id().as_ref(),
                 RelayError::InvalidRequest,
@@ -256,6 +310,7 @@ impl Mux {
         line: &[u8],
         env: &Envelope,
         extra: Option<(&RawValue, &[u8])>,
+        modern: bool,
     ) -> Up {
         let Some(raw_id) = env.id else {
             return Up::Reject(relay_error(
@@ -305,6 +360,7 @@ impl Mux {
                 token: token.map(|t| t.get().into()),
                 // MCP lifecycle: `initialize` cannot be cancelled.
                 cancellable: !env.method_is("initialize"),
+                modern,
             },
         );
         self.sessions.entry(session).or_default().insert(id, n);
@@ -460,6 +516,7 @@ impl Mux {
                 json!({"kind": err.kind()}),
             ),
             id: p.id,
+            modern: false,
         })
     }
 
@@ -498,7 +555,21 @@ impl Mux {
             // Late: cancelled, expired, or its session ended.
             return Down::Drop;
         };
-        let Some(msg) = splice(base, &mut [(raw, p.id_text.as_bytes())]) else {
+        // A bridged request's result made modern in the same splice.
+        let stamp = match (p.modern, env.result) {
+            (true, Some(result)) => {
+                crate::mcp::era::stamp::modern_result(result).map(|s| (result, s))
+            }
+            _ => None,
+        };
+        let msg = match &stamp {
+            Some((result, new)) => splice(
+                base,
+                &mut [(raw, p.id_text.as_bytes()), (result, new.as_bytes())],
+            ),
+            None => splice(base, &mut [(raw, p.id_text.as_bytes())]),
+        };
+        let Some(msg) = msg else {
             return Down::Drop;
         };
         match self.forget(n) {
@@ -506,6 +577,7 @@ impl Mux {
                 session: p.session,
                 id: p.id,
                 msg,
+                modern: stamp.is_some(),
             },
             None => Down::Drop,
         }

@@ -53,7 +53,8 @@ fn rewrites_only_the_id_bytes() {
         Down::Reply {
             session: 1,
             id: Id::Str("abc".into()),
-            msg: br#"{"result":{"content":[]},"jsonrpc":"2.0","id":"abc"}"#.to_vec()
+            msg: br#"{"result":{"content":[]},"jsonrpc":"2.0","id":"abc"}"#.to_vec(),
+            modern: false,
         }
     );
     assert_empty(&m);
@@ -103,7 +104,8 @@ fn two_sessions_with_the_same_id_get_their_own_replies() {
         Down::Reply {
             session: 20,
             id: Id::Num(1),
-            msg: br#"{"jsonrpc":"2.0","id":1,"result":{"who":"b"}}"#.to_vec()
+            msg: br#"{"jsonrpc":"2.0","id":1,"result":{"who":"b"}}"#.to_vec(),
+            modern: false,
         }
     );
     assert_eq!(
@@ -111,7 +113,8 @@ fn two_sessions_with_the_same_id_get_their_own_replies() {
         Down::Reply {
             session: 10,
             id: Id::Num(1),
-            msg: br#"{"jsonrpc":"2.0","id":1,"result":{"who":"a"}}"#.to_vec()
+            msg: br#"{"jsonrpc":"2.0","id":1,"result":{"who":"a"}}"#.to_vec(),
+            modern: false,
         }
     );
     assert_empty(&m);
@@ -156,7 +159,7 @@ fn progress_tokens_of_two_sessions_route_by_token() {
             one(m.down(p.as_bytes())),
             Down::ToSession {
                 session,
-                msg: br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1,"total":2}}"#.to_vec()
+                msg: br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1,"total":2}}"#.to_vec(),
             }
         );
     }
@@ -317,7 +320,7 @@ fn server_ping_is_answered_by_the_relay() {
     assert_eq!(
         one(m.down(br#"{"jsonrpc":"2.0","id":"p1","method":"ping"}"#)),
         Down::ToUpstream {
-            msg: br#"{"jsonrpc":"2.0","id":"p1","result":{}}"#.to_vec()
+            msg: br#"{"jsonrpc":"2.0","id":"p1","result":{}}"#.to_vec(),
         }
     );
     assert_eq!(m.server_requests_in_flight(), 0);
@@ -436,12 +439,14 @@ fn batch_of_responses_yields_one_down_each() {
             Down::Reply {
                 session: 2,
                 id: Id::Other("1.5e0".into()),
-                msg: br#"{"jsonrpc":"2.0","id":1.5,"result":{"n":2}}"#.to_vec()
+                msg: br#"{"jsonrpc":"2.0","id":1.5,"result":{"n":2}}"#.to_vec(),
+                modern: false,
             },
             Down::Reply {
                 session: 1,
                 id: Id::Str("x".into()),
-                msg: br#"{"jsonrpc":"2.0","id":"x","error":{"code":-1,"message":"no"}}"#.to_vec()
+                msg: br#"{"jsonrpc":"2.0","id":"x","error":{"code":-1,"message":"no"}}"#.to_vec(),
+                modern: false,
             },
             Down::Drop,
             Down::Dropped(Dropped::BatchInvalidItem),
@@ -460,7 +465,10 @@ fn nested_and_empty_batches_go_nowhere_and_answer_the_requests_inside() {
     let nested = format!(r#"[[{{"jsonrpc":"2.0","id":{n},"result":{{"secret":1}}}}]]"#);
     let downs = m.down(nested.as_bytes());
     assert_eq!(downs.len(), 2, "{downs:?}");
-    let Down::Reply { session, id, msg } = &downs[0] else {
+    let Down::Reply {
+        session, id, msg, ..
+    } = &downs[0]
+    else {
         panic!("{downs:?}")
     };
     assert_eq!((*session, id), (3, &Id::Str("q".into())));
@@ -484,7 +492,8 @@ fn numeric_ids_the_server_respells_still_find_their_request() {
         Down::Reply {
             session: 1,
             id: Id::Num(1),
-            msg: br#"{"jsonrpc":"2.0","id":1e0,"result":{}}"#.to_vec()
+            msg: br#"{"jsonrpc":"2.0","id":1e0,"result":{}}"#.to_vec(),
+            modern: false,
         }
     );
     assert_empty(&m);
@@ -685,7 +694,8 @@ fn an_edited_request_gets_its_id_and_its_edit_in_one_splice() {
             Down::Reply {
                 session,
                 id: Id::Str("a".into()),
-                msg: br#"{"jsonrpc":"2.0","id":"a","result":{}}"#.to_vec()
+                msg: br#"{"jsonrpc":"2.0","id":"a","result":{}}"#.to_vec(),
+                modern: false,
             }
         );
     }
@@ -699,5 +709,109 @@ fn an_edited_request_gets_its_id_and_its_edit_in_one_splice() {
         m.up_parsed_edited(9, line, &env, (elsewhere, b"{}")),
         Up::Reject(_)
     ));
+    assert_empty(&m);
+}
+
+/// A request the era bridge forwards (`up_bridged`) has its reply's result
+/// made modern in the splice that restores the client's id, so the line is
+/// read once on its way back; what the fast splice cannot tell (escapes, a
+/// result that names the members already) and errors come back as the
+/// server wrote them, unmarked, for the front's full path; other sessions'
+/// replies are untouched (issue 13).
+#[test]
+fn a_bridged_reply_is_made_modern_in_the_id_splice() {
+    let mut m = Mux::new();
+    let bridged = |m: &mut Mux, session: SessionKey, line: &[u8], strip: bool| {
+        let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
+            panic!("one message")
+        };
+        let meta = env.params.and_then(|p| member(p, "_meta"));
+        let up = match (strip, meta) {
+            (true, Some(meta)) => m.up_bridged(session, line, &env, Some((meta, b"{}"))),
+            _ => m.up_bridged(session, line, &env, None),
+        };
+        upstream_id(&sent(up))
+    };
+    let a = bridged(
+        &mut m,
+        1,
+        br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        true,
+    );
+    let b = bridged(
+        &mut m,
+        2,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}"#,
+        false,
+    );
+    let c = bridged(
+        &mut m,
+        3,
+        br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{}}"#,
+        false,
+    );
+    let d = bridged(
+        &mut m,
+        4,
+        br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{}}"#,
+        false,
+    );
+    let plain = sent(m.up(
+        5,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+    ));
+    let e = upstream_id(&plain);
+
+    let reply = format!(r#"{{"jsonrpc":"2.0","id":{a},"result":{{"content":[]}}}}"#);
+    assert_eq!(
+        one(m.down(reply.as_bytes())),
+        Down::Reply {
+            session: 1,
+            id: Id::Str("a".into()),
+            msg: br#"{"jsonrpc":"2.0","id":"a","result":{"resultType":"complete","ttlMs":0,"cacheScope":"private","content":[]}}"#.to_vec(),
+            modern: true,
+        }
+    );
+    let reply = format!(r#"{{"jsonrpc":"2.0","result":{{}},"id":{b}}}"#);
+    assert_eq!(
+        one(m.down(reply.as_bytes())),
+        Down::Reply {
+            session: 2,
+            id: Id::Num(7),
+            msg: br#"{"jsonrpc":"2.0","result":{"resultType":"complete","ttlMs":0,"cacheScope":"private"},"id":7}"#.to_vec(),
+            modern: true,
+        }
+    );
+    // Escapes: left to the front's full path.
+    let reply = format!(r#"{{"jsonrpc":"2.0","id":{c},"result":{{"t":"\u0041"}}}}"#);
+    let Down::Reply { msg, modern, .. } = one(m.down(reply.as_bytes())) else {
+        panic!("a reply")
+    };
+    assert!(!modern);
+    assert_eq!(
+        text(&msg),
+        r#"{"jsonrpc":"2.0","id":8,"result":{"t":"\u0041"}}"#
+    );
+    // An error: nothing to make modern here.
+    let reply = format!(r#"{{"jsonrpc":"2.0","id":{d},"error":{{"code":1,"message":"m"}}}}"#);
+    let Down::Reply { msg, modern, .. } = one(m.down(reply.as_bytes())) else {
+        panic!("a reply")
+    };
+    assert!(!modern);
+    assert_eq!(
+        text(&msg),
+        r#"{"jsonrpc":"2.0","id":9,"error":{"code":1,"message":"m"}}"#
+    );
+    // Not bridged: as the server wrote it.
+    let reply = format!(r#"{{"jsonrpc":"2.0","id":{e},"result":{{}}}}"#);
+    assert_eq!(
+        one(m.down(reply.as_bytes())),
+        Down::Reply {
+            session: 5,
+            id: Id::Num(1),
+            msg: br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec(),
+            modern: false,
+        }
+    );
     assert_empty(&m);
 }
