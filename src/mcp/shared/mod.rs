@@ -304,6 +304,8 @@ impl Mux {
         }
     }
 
+    /// `extra`: one more edit of `line`, only for a request without a
+    /// progress token (the caller has looked).
     fn up_request(
         &mut self,
         session: SessionKey,
@@ -334,7 +336,12 @@ impl Mux {
         if let Some(done) = self.subscription(session, env, &id, raw_id.get()) {
             return done;
         }
-        let token = env.params.and_then(progress_token_in_request);
+        // A request with an extra edit comes from `up_parsed_edited_as`,
+        // which looked for its progress token already (and found none).
+        let token = match extra {
+            Some(_) => None,
+            None => env.params.and_then(progress_token_in_request),
+        };
         let n = self.fresh_id();
         let upstream = n.to_string();
         let mut edits = vec![(raw_id, upstream.as_bytes())];
