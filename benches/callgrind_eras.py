@@ -10,32 +10,54 @@ counters are zeroed before a window and dumped after it, so start-up,
 sessions and warm-up are not counted. Wall-clock free: the figures are the
 same on a loaded machine.
 
-Usage: benches/callgrind_eras.py RELAY ECHO_SERVER N [WARM]
+Usage: benches/callgrind_eras.py [--modern-server] RELAY ECHO_SERVER N [WARM]
   e.g. benches/callgrind_eras.py target/release/mcp-relay \
            target/release/examples/echo_server 2000
+
+--modern-server: the other meaningful pairing, each era end to end: the
+handshake-era windows run against a relay in front of `echo_server` (as
+above), the 2026-07-28 windows against a second relay in front of
+`echo_server --modern` (a dual-era server the relay drives in the modern
+era: requests pass with their envelope, nothing bridged). Each relay is
+measured on its own, with the same windows and warm-up.
+
 Needs valgrind (callgrind_control). Bounded: every socket read has a 30 s
-timeout; the relay is started at most 60 s before giving up."""
+timeout; each relay is started at most 60 s before giving up."""
 import atexit, socket, subprocess, sys, time, os, glob, re
 
-relay, echo, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-warm = int(sys.argv[4]) if len(sys.argv) > 4 else 200
+args = sys.argv[1:]
+modern_server = "--modern-server" in args
+args = [a for a in args if a != "--modern-server"]
+relay, echo, n = args[0], args[1], int(args[2])
+warm = int(args[3]) if len(args) > 3 else 200
 out = os.environ.get("CALLGRIND_OUT", "target/callgrind-eras")
 os.makedirs(out, exist_ok=True)
 for f in glob.glob(out + "/callgrind.out*"): os.remove(f)
-s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out.%p",
-                      relay, "reverse", "--listen", f"127.0.0.1:{port}", "--pool", "shared",
-                      "--max-connections", "2", "--", echo], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-# Whatever happens below (a failed check, a timeout), the relay does not outlive us.
-atexit.register(lambda: p.poll() is None and p.kill())
-deadline = time.time() + 60
-while True:
-    try:
-        c = socket.create_connection(("127.0.0.1", port)); break
-    except OSError:
-        if time.time() > deadline: p.kill(); sys.exit("no listen")
-        time.sleep(0.2)
-c.settimeout(30)
+procs = []
+# Whatever happens below (a failed check, a timeout), no relay outlives us.
+atexit.register(lambda: [q.kill() for q in procs if q.poll() is None])
+p = c = None
+def start(server):
+    """Starts a relay under callgrind in front of `server` (argv) and
+    connects to it; sets the globals p (the relay) and c (the socket)."""
+    global p, c, buf
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out.%p",
+                          relay, "reverse", "--listen", f"127.0.0.1:{port}", "--pool", "shared",
+                          "--max-connections", "2", "--", *server],
+                         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    procs.append(p)
+    deadline = time.time() + 60
+    while True:
+        try:
+            c = socket.create_connection(("127.0.0.1", port)); break
+        except OSError:
+            if time.time() > deadline: p.kill(); sys.exit("no listen")
+            time.sleep(0.2)
+    c.settimeout(30)
+    buf = b""
+def stop():
+    c.close(); p.terminate(); p.wait(30)
 buf = b""
 def req(body, extra=""):
     global buf
@@ -59,10 +81,14 @@ def req(body, extra=""):
     return status, h, rest[:ln]
 
 PV = "2025-06-18"
-st, h, b = req('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"%s","capabilities":{},"clientInfo":{"name":"mcp-relay-bench","version":"0.1.0"}}}' % PV)
-sid = h["mcp-session-id"]
-sh = f"mcp-session-id: {sid}\r\nmcp-protocol-version: {PV}\r\n"
-req('{"jsonrpc":"2.0","method":"notifications/initialized"}', sh)
+sh = ""
+def session():
+    """Opens the handshake-era session the legacy windows use."""
+    global sh
+    st, h, b = req('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"%s","capabilities":{},"clientInfo":{"name":"mcp-relay-bench","version":"0.1.0"}}}' % PV)
+    sid = h["mcp-session-id"]
+    sh = f"mcp-session-id: {sid}\r\nmcp-protocol-version: {PV}\r\n"
+    req('{"jsonrpc":"2.0","method":"notifications/initialized"}', sh)
 text = "x" * 32
 def legacy(i):
     st, h, b = req('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"}}}' % (i, text), sh)
@@ -83,12 +109,26 @@ def total(tag):
     return int(m.group(1)), fs[-1]
 
 res = {}
-for name, f in (("legacy", legacy), ("modern", modern), ("legacy2", legacy), ("modern2", modern)):
+def window(name, f):
     for i in range(warm): f(10 + i)
     ctl("-z")
     for i in range(n): f(100000 + i)
     tot, fn = total(name)
     res[name] = tot / n
     print(f"{name}: {tot} Ir / {n} = {tot/n:.0f} Ir/request  ({fn})", flush=True)
+ORDER = (("legacy", legacy), ("modern", modern), ("legacy2", legacy), ("modern2", modern))
+if not modern_server:
+    start([echo]); session()
+    for name, f in ORDER: window(name, f)
+    stop()
+else:
+    # Each era against its own server; the windows alternate relays the
+    # same way (a relay's figures do not depend on the other's).
+    start([echo]); session()
+    for name, f in ORDER[0::2]: window(name, f)
+    stop()
+    start([echo, "--modern"])
+    for name, f in ORDER[1::2]: window(name, f)
+    stop()
+    print("(handshake-era client + handshake-era server vs 2026-07-28 client + modern-capable server)")
 print(f"modern/legacy: {res['modern']/res['legacy']*100:.1f} %  (second pass {res['modern2']/res['legacy2']*100:.1f} %)")
-c.close(); p.terminate(); p.wait(30)
