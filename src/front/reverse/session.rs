@@ -356,13 +356,13 @@ impl Reverse {
         let Binding::Waiting { line, id, reply_to } = s.set_binding(Binding::Bound(conn)) else {
             return;
         };
-        let client_version = s.version.clone();
         if s.stateless {
             // 2026-07-28: no session initialize; the held message is the
             // request, sent in the era of the process (`era.rs`).
             self.bind_stateless(skey, conn, line, id, reply_to, parsed);
             return;
         }
+        let client_version = s.version.clone();
         let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };

@@ -344,7 +344,10 @@ impl Mux {
         };
         let n = self.fresh_id();
         let upstream = n.to_string();
-        let mut edits = vec![(raw_id, upstream.as_bytes())];
+        // Room for all three edits: a bridged request's `_meta` is not
+        // worth a second allocation.
+        let mut edits = Vec::with_capacity(3);
+        edits.push((raw_id, upstream.as_bytes()));
         if let Some(t) = token {
             edits.push((t, upstream.as_bytes()));
         }
