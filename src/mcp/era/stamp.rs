@@ -227,7 +227,39 @@ pub fn strip_edit_with<'a>(
 /// copied byte for byte (names sorted, the last of duplicates kept, as a
 /// parsed `Map` would have them). `None` for anything but an object whose
 /// names have no escapes (the full path handles those).
+///
+/// `meta` was validated where the message entered, so its members are
+/// found by the relay's own scan of its text (`shared::object_members`),
+/// cheaper than parsing it again; what the scan cannot tell goes to the
+/// parser ([`meta_without_reserved_parsed`]).
 fn meta_without_reserved(meta: &serde_json::value::RawValue) -> Option<String> {
+    let Some(mut members) = crate::mcp::shared::object_members(meta.get()) else {
+        return meta_without_reserved_parsed(meta);
+    };
+    // As a map would hold them: sorted by name (stable: duplicates keep
+    // their order), then the last of each name.
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::with_capacity(2);
+    out.push('{');
+    for (i, (name, value)) in members.iter().enumerate() {
+        let superseded = members.get(i + 1).is_some_and(|next| next.0 == *name);
+        if superseded || name.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        out.push_str(value);
+    }
+    out.push('}');
+    Some(out)
+}
+
+/// [`meta_without_reserved`] by parsing `meta` into a map.
+fn meta_without_reserved_parsed(meta: &serde_json::value::RawValue) -> Option<String> {
     let members: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
         serde_json::from_str(meta.get()).ok()?;
     let mut out = String::with_capacity(2);
@@ -386,6 +418,41 @@ pub fn toward_handshake(method: &str) -> TowardHandshake {
 mod tests {
     use super::*;
     use crate::mcp::era::classify::{ClientRequest, RouteHeaders, classify};
+
+    /// `_meta` read by the relay's own scan of its (already validated)
+    /// text gives what a parsed map gives: names sorted, the last of
+    /// duplicates kept, reserved keys gone, values byte for byte; what the
+    /// scan cannot tell (escaped names) is left to the parser, which
+    /// refuses it as before (issue 13).
+    #[test]
+    fn meta_is_stripped_by_the_scan_as_by_the_parser() {
+        let cases = [
+            r#"{}"#,
+            r#" { } "#,
+            r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"c","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}"#,
+            r#"{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#,
+            "{ \"z\" : [1, {\"a\": \"}]\\\"\"}] ,\n\t\"b\":null,\"a\":-1.5e3 , \"io.modelcontextprotocol/x\":true}",
+            r#"{"dup":1,"io.modelcontextprotocol/logLevel":"info","dup":{"k":"v"}}"#,
+            r#"{"s":"caf\u00e9 \"quoted\" ","n":0,"f":false,"e":[],"o":{}}"#,
+            r#"{"caf\u00e9":1}"#,
+            r#"{"ünïcode":"välue","io.modelcontextprotocol/a":1}"#,
+        ];
+        for text in cases {
+            let meta: &serde_json::value::RawValue = serde_json::from_str(text).expect("json");
+            assert_eq!(
+                meta_without_reserved(meta),
+                meta_without_reserved_parsed(meta),
+                "{text}"
+            );
+        }
+        let meta: &serde_json::value::RawValue = serde_json::from_str(cases[4]).expect("json");
+        assert_eq!(
+            meta_without_reserved(meta).as_deref(),
+            Some(r#"{"a":-1.5e3,"b":null,"z":[1, {"a": "}]\""}]}"#)
+        );
+        let meta: &serde_json::value::RawValue = serde_json::from_str(cases[7]).expect("json");
+        assert_eq!(meta_without_reserved(meta), None);
+    }
 
     fn ctx() -> StampContext {
         StampContext::from_initialize(&json!({

@@ -65,7 +65,7 @@ use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Messag
 mod rewrite;
 
 use rewrite::progress_token_in_request;
-pub(crate) use rewrite::{member, member_of_text, members, splice};
+pub(crate) use rewrite::{member, member_of_text, members, object_members, splice};
 
 /// Identifies a client session; assigned by the owner.
 pub type SessionKey = u64;

@@ -198,9 +198,138 @@ impl Visitor<'_> for KeyIs<'_> {
     }
 }
 
+/// The members of a JSON object's text that was validated already (it
+/// came from a parsed message), found by scanning it rather than parsing
+/// it again: `(name, value text)` in order, duplicates included. `None`
+/// when a name has escapes (its text is not its name) or the text is not
+/// shaped as a valid object is; the caller then parses. Every loop moves
+/// forward through the text and stops at its end.
+pub(crate) fn object_members(text: &str) -> Option<Vec<(&str, &str)>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(out);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = string_end(b, i)?;
+        let name = text.get(i + 1..end - 1)?;
+        if name.contains('\\') {
+            return None;
+        }
+        i = skip_ws(b, end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let value_end = value_end(b, i)?;
+        out.push((name, text.get(i..value_end)?));
+        i = skip_ws(b, value_end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(out),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Index just past the string that opens at `start` (a `"`).
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut j = start + 1;
+    loop {
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        match b.get(j)? {
+            b'"' => return Some(j + 1),
+            _ => j += 2,
+        }
+    }
+}
+
+/// Index just past the value that starts at `start`.
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    match b.get(start)? {
+        b'"' => string_end(b, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = start;
+            loop {
+                match b.get(j)? {
+                    b'"' => j = string_end(b, j)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        j += 1;
+                        if depth == 0 {
+                            return Some(j);
+                        }
+                    }
+                    _ => j += 1,
+                }
+            }
+        }
+        _ => {
+            let mut j = start;
+            while !matches!(
+                b.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                j += 1;
+            }
+            (j > start).then_some(j)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_members_scans_valid_text_and_refuses_anything_else() {
+        let text = r#" {"a" : [1,{"b":"]}\""}], "c":"x\\", "a":-0.5e1,"d":{} } "#;
+        let found = object_members(text).expect("an object");
+        assert_eq!(
+            found,
+            vec![
+                ("a", r#"[1,{"b":"]}\""}]"#),
+                ("c", r#""x\\""#),
+                ("a", "-0.5e1"),
+                ("d", "{}")
+            ]
+        );
+        // Each value is what the parser reads there.
+        for (name, value) in &found {
+            let v: serde_json::Value = serde_json::from_str(value).expect("a value");
+            assert!(!name.is_empty() && !v.is_null() || *value == "null");
+        }
+        // Every cut short is refused, never a panic.
+        for end in 0..text.trim_end().len() - 1 {
+            if let Some(prefix) = text.get(..end) {
+                assert!(object_members(prefix).is_none(), "{prefix}");
+            }
+        }
+        assert!(object_members(r#"{"a\u0062":1}"#).is_none());
+        assert!(object_members("[1]").is_none());
+        assert!(object_members(r#"{"a":1}x"#).is_none());
+        assert_eq!(object_members("{ }"), Some(Vec::new()));
+    }
 
     #[test]
     fn member_lookup_unescapes_names_and_ignores_nesting() {
