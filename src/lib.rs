@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod front;
 pub mod io;
+pub mod keyhash;
 pub mod logging;
 pub mod mcp;
 pub mod metrics;

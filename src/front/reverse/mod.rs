@@ -70,6 +70,7 @@ use crate::io::buf::OutBuf;
 use crate::io::child::describe;
 use crate::io::dns::Resolver;
 use crate::io::ratelog::{RateLog, suppressed_note};
+use crate::keyhash::KeyMap;
 use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
 use crate::mcp::shared::{Down, Mux, Up};
 use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
@@ -314,10 +315,12 @@ struct Reverse {
     tokens: Option<Tokens>,
     /// `--oauth-issuer`: bearer JWTs checked against the issuer's keys.
     oauth: Option<Box<oauth::OAuth>>,
-    sessions: HashMap<SKey, Session>,
+    /// Keyed by the relay's own counters: the fast `KeyMap` (`keyhash`).
+    sessions: KeyMap<SKey, Session>,
+    /// Looked up with the client's `Mcp-Session-Id`: std's keyed hash.
     by_id: HashMap<String, SKey>,
     next_key: SKey,
-    procs: HashMap<PKey, Proc>,
+    procs: KeyMap<PKey, Proc>,
     /// The upstreams: one, or one per `--config` entry (route /mcp/NAME).
     ups: Vec<Upstream>,
     /// Resolves URL upstreams' host names off the loop (one waker per Poll).
@@ -498,10 +501,10 @@ impl Reverse {
             },
             tokens,
             oauth,
-            sessions: HashMap::new(),
+            sessions: KeyMap::default(),
             by_id: HashMap::new(),
             next_key: 1,
-            procs: HashMap::new(),
+            procs: KeyMap::default(),
             ups,
             resolver,
             metrics,

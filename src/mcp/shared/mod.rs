@@ -56,6 +56,8 @@
 
 use std::collections::HashMap;
 
+use crate::keyhash::KeyMap;
+
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -161,12 +163,13 @@ struct Pending {
 pub struct Mux {
     /// The next upstream id to try.
     next: i64,
-    /// Upstream id → the client request it stands for.
-    pending: HashMap<i64, Pending>,
+    /// Upstream id → the client request it stands for (ids the mux makes:
+    /// the fast `KeyMap`).
+    pending: KeyMap<i64, Pending>,
     /// Session → its in-flight requests (client id → upstream id). A session
     /// is present only while it has at least one, so `len()` is the number of
     /// sessions with requests in flight.
-    sessions: HashMap<SessionKey, HashMap<Id, i64>>,
+    sessions: KeyMap<SessionKey, HashMap<Id, i64>>,
     /// Server→client request id → the session it was routed to.
     server_requests: HashMap<Id, SessionKey>,
     /// Who subscribed to which resource (boxed: rarely used, and it keeps
@@ -196,8 +199,8 @@ impl Mux {
     pub fn new() -> Mux {
         Mux {
             next: 1,
-            pending: HashMap::new(),
-            sessions: HashMap::new(),
+            pending: KeyMap::default(),
+            sessions: KeyMap::default(),
             server_requests: HashMap::new(),
             subs: Box::default(),
         }
