@@ -402,7 +402,13 @@ impl Reverse {
                     return;
                 }
                 let downs = mux.down(line);
-                let sessions = sessions.clone();
+                // The process's sessions, for a broadcast only: copying
+                // them for every line would cost O(sessions) per reply.
+                let sessions = if downs.iter().any(|d| matches!(d, Down::Broadcast { .. })) {
+                    sessions.clone()
+                } else {
+                    Vec::new()
+                };
                 for d in downs {
                     match d {
                         Down::Reply {
