@@ -156,6 +156,23 @@ pub(super) struct Session {
     pub(super) stamp: Option<crate::mcp::era::stamp::StampContext>,
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
 impl Reverse {
     pub(super) fn new_session(
         &mut self,
@@ -177,7 +194,11 @@ impl Reverse {
     /// A 2026-07-28 request's one-shot session: never named to the client,
     /// so it needs no random id and no idle timer.
     pub(super) fn new_stateless_session(&mut self, u: usize, token: Option<usize>) -> SKey {
-        let id = format!("stateless-{}", self.next_key);
+        // "stateless-N", written without the formatting machinery (one a
+        // request: issue 13).
+        let mut id = String::with_capacity(32);
+        id.push_str("stateless-");
+        push_decimal(&mut id, self.next_key);
         self.insert_session(u, id, token, STATELESS_VERSION, false, true)
     }
 
@@ -809,6 +830,15 @@ impl Reverse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 100, 12_345, (1u64 << 48) - 1, u64::MAX] {
+            let mut s = String::from("stateless-");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("stateless-{n}"));
+        }
+    }
 
     fn all() -> Vec<Binding> {
         vec![
