@@ -17,7 +17,9 @@ pub(super) fn progress_token_in_request(params: &RawValue) -> Option<&RawValue> 
     // (`"progress\u0054oken"`), and a token that slipped through unrewritten
     // could collide with another session's, so any backslash means "look".
     let bytes = params.get().as_bytes();
-    if memchr::memmem::find(bytes, b"progressToken").is_none()
+    if crate::proto::jsonrpc::FIND_PROGRESS_TOKEN
+        .find(bytes)
+        .is_none()
         && memchr::memchr(b'\\', bytes).is_none()
     {
         return None;
