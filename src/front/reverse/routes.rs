@@ -218,7 +218,8 @@ impl Reverse {
             );
             return;
         }
-        if let Some(v) = req.header("mcp-protocol-version")
+        let version = req.header("mcp-protocol-version");
+        if let Some(v) = version
             && !VERSIONS.contains(&v)
         {
             self.respond_rpc_error(
@@ -240,7 +241,7 @@ impl Reverse {
                 return;
             }
         };
-        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+        if version == Some(STATELESS_VERSION) {
             match msg {
                 Message::Single(env) => self.stateless_post(tok, &req, body, &env, token, u),
                 Message::Batch(_) => self.respond_rpc_error(
@@ -402,8 +403,9 @@ impl Reverse {
         };
         // `params` is read once for the name and for the envelope the
         // bridge strips.
-        let fields = req.header("mcp-name").and_then(|_| era::param_fields(env));
-        let name_ok = match req.header("mcp-name") {
+        let name_header = req.header("mcp-name");
+        let fields = name_header.and_then(|_| era::param_fields(env));
+        let name_ok = match name_header {
             None => true,
             Some(name) => {
                 // A value that is not plain ASCII comes as `=?base64?…?=`;
