@@ -195,9 +195,12 @@ impl Upstream {
         let Backend::Stdio(pool) = &self.backend else {
             return None;
         };
+        // No spawn error (the usual case, checked on every lease): the
+        // pool's counts need not be read.
+        let error = self.spawn_error.as_deref()?;
         let st = pool.stats();
         let alive = st.starting + st.idle + st.leased;
-        self.spawn_error.as_deref().filter(|_| alive == 0)
+        (alive == 0).then_some(error)
     }
 
     /// Session mode: waiters no process can come for (`Pool::starved`).
