@@ -604,8 +604,11 @@ impl Pool {
         if self.waiters.is_empty() {
             return;
         }
-        let queue = std::mem::take(&mut self.waiters);
-        let mut kept = VecDeque::with_capacity(queue.len());
+        let mut queue = std::mem::take(&mut self.waiters);
+        // Allocated only if someone stays queued; otherwise the queue's
+        // own buffer is kept for the next lease (one a request for
+        // 2026-07-28 traffic).
+        let mut kept = VecDeque::new();
         match self.cfg.mode {
             Mode::Session => {
                 let mut spares: VecDeque<ConnId> = self
@@ -614,7 +617,7 @@ impl Pool {
                     .filter(|(_, c)| c.state == ConnState::Idle)
                     .map(|(&id, _)| id)
                     .collect();
-                for w in queue {
+                for w in queue.drain(..) {
                     if let Some(conn) = spares.pop_front() {
                         self.grant(w.id, conn, out);
                     } else if kept.len() < self.cfg.max_waiting {
@@ -631,9 +634,15 @@ impl Pool {
                 // Spawns this settle will make for waiters that wait for them.
                 let mut planned = 0;
                 let spawnable = self.spawn_room(now);
-                // Only a grant changes which process is least loaded.
+                // Only a grant changes which process is least loaded: it is
+                // looked up again for the next waiter, if there is one.
                 let mut best = self.least_loaded(now);
-                for w in queue {
+                let mut stale = false;
+                for w in queue.drain(..) {
+                    if stale {
+                        best = self.least_loaded(now);
+                        stale = false;
+                    }
                     let can_wait = kept.len() < self.cfg.max_waiting;
                     // Nothing ready: everyone queued shares the first process
                     // to become ready, under the cold-start cap.
@@ -644,7 +653,7 @@ impl Pool {
                         // A fresh (or freed) process: nobody to share with.
                         Some((false, 0, conn)) => {
                             self.grant(w.id, conn, out);
-                            best = self.least_loaded(now);
+                            stale = true;
                         }
                         // A Starting (or about to be spawned) process is its.
                         _ if can_wait && kept.len() < self.counts.starting + planned => {
@@ -657,7 +666,7 @@ impl Pool {
                         // No process can come for it: share.
                         Some((_, _, conn)) => {
                             self.grant(w.id, conn, out);
-                            best = self.least_loaded(now);
+                            stale = true;
                         }
                         None if can_wait => kept.push_back(w),
                         // A process is on its way: wait for it.
@@ -675,7 +684,7 @@ impl Pool {
                 }
             }
         }
-        self.waiters = kept;
+        self.waiters = if kept.is_empty() { queue } else { kept };
     }
 
     /// Shared mode: the ready process the policy pins to, as
