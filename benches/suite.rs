@@ -87,7 +87,9 @@ use common::{
 // Targets (informational).
 const TARGET_STARTUP_MS: f64 = 5.0;
 const TARGET_IDLE_RSS_KIB: f64 = 3.0 * 1024.0;
-const TARGET_BINARY_BYTES: u64 = 2_500_000;
+/// The budget issue 14 set once TLS on the listener and both OAuth roles
+/// were in (2.5 MB before).
+const TARGET_BINARY_BYTES: u64 = 2_800_000;
 const TARGET_FWD_ADDED_P50_US: f64 = 15.0;
 const TARGET_FWD_W32_RATIO: f64 = 0.70;
 const TARGET_REV_P50_1_US: f64 = 150.0;
@@ -1341,7 +1343,7 @@ fn run() -> Result<()> {
     target(
         "binary size (stripped)".into(),
         format!("{:.3} MB", bin_bytes as f64 / 1e6),
-        "<= 2.5 MB".into(),
+        "<= 2.8 MB".into(),
         bin_bytes <= TARGET_BINARY_BYTES,
     );
     if let Some(v) = fwd_added {

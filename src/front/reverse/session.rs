@@ -655,7 +655,10 @@ impl Reverse {
         // (`era.rs`): the mux makes its reply modern in its id splice
         // (not a `tools/list`, whose reply the tool filter reads first).
         let (conn, bridged) = self.sessions.get(&skey).map_or((None, false), |s| {
-            (s.binding.conn(), matches!(s.era, era::SessionEra::Bridged(_)))
+            (
+                s.binding.conn(),
+                matches!(s.era, era::SessionEra::Bridged(_)),
+            )
         });
         let alive = conn
             .and_then(|c| self.procs.get(&c))
