@@ -36,26 +36,7 @@ pub fn key_of(token: &str) -> Key {
     k
 }
 
-/// `application/x-www-form-urlencoded` value: unreserved bytes as they
-/// are, every other byte `%XX`.
-pub fn form_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// `Authorization` value of `client_secret_basic` (RFC 6749 §2.3.1: id
-/// and secret form-encoded, then base64).
-pub fn basic_credentials(client_id: &str, secret: &str) -> String {
-    let pair = format!("{}:{}", form_encode(client_id), form_encode(secret));
-    format!("Basic {}", super::b64::encode_std(pair.as_bytes()))
-}
+pub use super::form::basic_credentials;
 
 /// The verdict on a token, without the token: what the cache keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +193,10 @@ impl Introspector {
         }
         self.pending.insert(key, vec![waiter]);
         self.held += 1;
-        let body = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let body = format!(
+            "token={}&token_type_hint=access_token",
+            super::form::value(token)
+        );
         self.starts.push_back(Start {
             key,
             body: body.into_bytes(),

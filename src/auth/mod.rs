@@ -7,6 +7,7 @@
 //! | file | job |
 //! |---|---|
 //! | `b64.rs` | base64url without padding (and standard base64 for Basic) |
+//! | `form.rs` | form encoding and `client_secret_basic` credentials |
 //! | `introspect.rs` | RFC 7662 introspection of opaque tokens: cache, sharing, bounds |
 //! | `jwk.rs` | JWK/JWKS → ring public keys; signature verification |
 //! | `jwt.rs` | compact JWS parsing, claims checks → [`jwt::Decision`] |
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub mod b64;
 pub mod client;
+pub mod form;
 pub mod introspect;
 pub mod jwk;
 pub mod jwt;

@@ -571,8 +571,12 @@ impl Flow {
         let (Some(meta), Some(reg)) = (&self.meta, &self.reg) else {
             return self.fail("no client to authorize".into(), now);
         };
-        let verifier = random_b64(32);
-        let state = random_b64(16);
+        let (Some(verifier), Some(state)) = (random_b64(32), random_b64(16)) else {
+            return self.fail(
+                "the system random number generator failed (no PKCE verifier)".into(),
+                now,
+            );
+        };
         let challenge = s256(&verifier);
         let mut q = vec![
             ("response_type", "code"),

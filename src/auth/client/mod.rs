@@ -14,6 +14,7 @@ pub mod flow;
 pub mod store;
 pub mod wire;
 
+pub use crate::auth::form::{decode as form_decode, encode as form_encode};
 use std::path::PathBuf;
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -162,70 +163,13 @@ pub fn parse_challenge(value: &str) -> Challenge {
     out
 }
 
-/// `application/x-www-form-urlencoded` of `pairs` (also a query string).
-pub fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        pct_encode(k, &mut out);
-        out.push('=');
-        pct_encode(v, &mut out);
-    }
-    out
-}
-
-fn pct_encode(s: &str, out: &mut String) {
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
-
-/// Decodes a query string or form body into pairs; `None` for invalid
-/// percent escapes or UTF-8.
-pub fn form_decode(s: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for part in s.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        out.push((pct_decode(k)?, pct_decode(v)?));
-    }
-    Some(out)
-}
-
-fn pct_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// `n` random bytes as base64url (PKCE verifiers, `state`).
-pub fn random_b64(n: usize) -> String {
+/// `n` random bytes as base64url (PKCE verifiers, `state`); `None` when
+/// the system random number generator fails (a guessable verifier or
+/// `state` would defeat their purpose: the flow fails instead).
+pub fn random_b64(n: usize) -> Option<String> {
     let mut buf = vec![0u8; n];
-    // The system RNG failing leaves zeros; a verifier is still unguessable
-    // only with randomness, so this is logged by the caller's check below.
-    if SystemRandom::new().fill(&mut buf).is_err() {
-        log::error!("oauth: the system random number generator failed");
-    }
-    b64::encode(&buf)
+    SystemRandom::new().fill(&mut buf).ok()?;
+    Some(b64::encode(&buf))
 }
 
 /// The S256 challenge of a PKCE verifier (RFC 7636 §4.2).
@@ -378,7 +322,7 @@ mod tests {
             s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
-        assert_eq!(random_b64(32).len(), 43);
+        assert_eq!(random_b64(32).map(|s| s.len()), Some(43));
     }
 
     #[test]

@@ -124,30 +124,9 @@ pub(super) fn client_auth<'a>(
         }
         Some(secret) => {
             // RFC 6749 §2.3.1: form-encoded id and secret, then Basic.
-            let pair = format!(
-                "{}:{}",
-                form_encode(&[("", &reg.id)]).trim_start_matches('='),
-                form_encode(&[("", secret)]).trim_start_matches('=')
-            );
-            Some(format!("Basic {}", std_b64(pair.as_bytes())))
+            Some(crate::auth::form::basic_credentials(&reg.id, secret))
         }
     }
-}
-
-/// Standard base64 with padding (HTTP Basic).
-pub(super) fn std_b64(input: &[u8]) -> String {
-    let mut s: String = crate::auth::b64::encode(input)
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    while !s.len().is_multiple_of(4) {
-        s.push('=');
-    }
-    s
 }
 
 /// RFC 8414 metadata, checked: the issuer exactly, S256 for the code grant.

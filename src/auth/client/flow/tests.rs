@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::*;
-use crate::auth::client::wire::{read_tokens, std_b64};
+use crate::auth::client::wire::read_tokens;
 use crate::auth::client::{Challenge, ClientOptions, Grant, form_decode, parse_challenge, s256};
 
 const URL: &str = "https://mcp.example/mcp";
@@ -294,7 +294,10 @@ fn without_registration_a_preregistered_client_or_a_clear_error() {
         .find(|(k, _)| k == "authorization")
         .map(|(_, v)| v.clone())
         .unwrap();
-    assert_eq!(basic, format!("Basic {}", std_b64(b"pre:sec%20ret")));
+    assert_eq!(
+        basic,
+        format!("Basic {}", crate::auth::b64::encode_std(b"pre:sec%20ret"))
+    );
     assert_eq!(get(&form(&tok), "client_id"), None);
 }
 
