@@ -15,17 +15,6 @@ use super::{Consumed, FromClient, Link};
 use crate::mcp::era::listen::Listeners;
 use crate::proto::jsonrpc::{self, Id};
 
-/// Server notifications that belong to listens in the modern era.
-fn is_listen_event(method: &str) -> bool {
-    matches!(
-        method,
-        "notifications/tools/list_changed"
-            | "notifications/prompts/list_changed"
-            | "notifications/resources/list_changed"
-            | "notifications/resources/updated"
-    )
-}
-
 impl Link {
     /// A notification from the server. `Some`: a listen event, delivered to
     /// the listens that asked for it (none: dropped, a modern client gets
@@ -36,7 +25,7 @@ impl Link {
         params: Option<&str>,
     ) -> Option<Consumed> {
         let listens = self.listens.as_ref()?;
-        if !is_listen_event(method) {
+        if !crate::mcp::era::listen::is_listen_event(method) {
             return None;
         }
         let params: Option<Value> = params.and_then(|p| serde_json::from_str(p).ok());

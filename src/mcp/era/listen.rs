@@ -29,6 +29,18 @@ use serde_json::{Value, json};
 use super::META_SUBSCRIPTION_ID;
 use crate::proto::jsonrpc::Id;
 
+/// The server notifications that belong to listens in the modern era
+/// (each mode delivers them on its listens only).
+pub fn is_listen_event(method: &str) -> bool {
+    matches!(
+        method,
+        "notifications/tools/list_changed"
+            | "notifications/prompts/list_changed"
+            | "notifications/resources/list_changed"
+            | "notifications/resources/updated"
+    )
+}
+
 /// Prefix of the ids of the relay's own `resources/subscribe` and
 /// `unsubscribe` requests (their answers are the relay's, never a client's).
 pub const OWN_ID_PREFIX: &str = "mcp-relay-sub-";

@@ -42,17 +42,6 @@ impl std::fmt::Debug for Listening {
     }
 }
 
-/// The notifications a listen may ask for.
-fn is_listen_event(method: &str) -> bool {
-    matches!(
-        method,
-        "notifications/tools/list_changed"
-            | "notifications/prompts/list_changed"
-            | "notifications/resources/list_changed"
-            | "notifications/resources/updated"
-    )
-}
-
 impl Reverse {
     /// The modern listen `held` of session `skey` on a handshake-era
     /// process (`init`: its `InitializeResult`): acknowledged, its URIs
@@ -150,7 +139,7 @@ impl Reverse {
             }
             return deliver.then_some(msg);
         }
-        let Some(method) = method.filter(|m| is_listen_event(m)) else {
+        let Some(method) = method.filter(|m| crate::mcp::era::listen::is_listen_event(m)) else {
             return Some(msg);
         };
         let stamped = if listening {

@@ -19,17 +19,6 @@ use super::*;
 use crate::mcp::era::listen::Listeners;
 use crate::proto::jsonrpc::Dropped;
 
-/// Server notifications that belong to listens in the modern era.
-fn is_listen_event(method: &str) -> bool {
-    matches!(
-        method,
-        "notifications/tools/list_changed"
-            | "notifications/prompts/list_changed"
-            | "notifications/resources/list_changed"
-            | "notifications/resources/updated"
-    )
-}
-
 impl Reverse {
     /// A client's `subscriptions/listen` (stateless session `skey`, id `id`)
     /// on ready bridge `key`.
@@ -109,7 +98,7 @@ impl Reverse {
         method: &str,
         params: Option<&Value>,
     ) -> bool {
-        if !is_listen_event(method) {
+        if !crate::mcp::era::listen::is_listen_event(method) {
             return false;
         }
         let lines = self.ups[u]
