@@ -336,6 +336,10 @@ fn session_spares() {
             "2",
             "--queue-timeout",
             "5s",
+            // Not about reclaiming: a loaded machine's slow steps must not
+            // make the first sessions idle long enough to lose their process.
+            "--session-reclaim-age",
+            "60s",
         ],
         &[],
     );
