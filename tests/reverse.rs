@@ -3121,3 +3121,113 @@ fn a_reply_that_is_not_utf8_becomes_an_error_for_its_request() {
         assert_eq!(reply["error"]["code"], -32007, "{mode}: {reply}");
     }
 }
+
+/// A `notifications/cancelled` for request `id` of session `sid`.
+fn cancel_of(id: &str) -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+           "params": {"requestId": id, "reason": "test cancels"}})
+}
+
+/// Issue 13: a request the client cancelled stayed in flight until the
+/// session ended, when its still open POST got an `upstream_closed` error
+/// (after the Python SDK 1.x client had closed its read stream: it raised).
+/// Now the client's cancel ends the request's exchange at once and without
+/// a JSON-RPC answer (MCP: the receiver of a cancellation does not answer
+/// it): a POST that had sent nothing yet gets an empty event stream, one
+/// whose stream had started is sent nothing more for that request (the
+/// server's late reply is dropped) and ends when the session does, with no
+/// answer. The cancel still reaches the server.
+fn check_cancel_ends_the_exchange(pool: &str) {
+    let log = TempFile::new("reverse-cancel", &format!("server-log-{pool}"));
+    let relay = start_relay(&["--pool", pool], &["--log", log.path_str()]);
+    let mut s = Session::open(relay.port);
+
+    // Nothing sent yet for the request: an empty event stream, at once.
+    let mut h = Http::connect(relay.port);
+    let body = call_with(json!("c1"), json!({"text": "h", "hang": true}), None);
+    h.send_request(
+        "POST",
+        "/mcp",
+        &mcp_headers(Some(&s.sid)),
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .expect("send");
+    log.wait_for(SHORT, "the call at the server", |t| t.contains("\"hang\""));
+    let ack = s.post(&cancel_of("c1"));
+    assert_eq!(ack.status(), 202, "{ack:?}");
+    let r = h
+        .read_response(Instant::now() + SHORT)
+        .expect("the cancelled request's POST ends at once");
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/event-stream"),
+        "{pool}: {r:?}"
+    );
+    assert!(r.events().is_empty(), "{pool}: answered: {:?}", r.events());
+    log.wait_for(SHORT, "the cancel at the server", |t| {
+        t.contains("notifications/cancelled")
+    });
+
+    // The stream had started (progress): nothing more for that request,
+    // not the server's late reply either; the stream ends with the session.
+    let mut h = Http::connect(relay.port);
+    let body = call_with(
+        json!("c2"),
+        json!({"text": "late", "progress": 3, "interval_ms": 300}),
+        Some(json!("tok")),
+    );
+    h.send_request(
+        "POST",
+        "/mcp",
+        &mcp_headers(Some(&s.sid)),
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .expect("send");
+    let head = h.read_head(Instant::now() + SHORT).expect("SSE head");
+    let mut sse = Sse::open(h, head);
+    let first = sse.expect_event(SHORT, "first progress");
+    assert_eq!(first.json()["method"], "notifications/progress");
+    let ack = s.post(&cancel_of("c2"));
+    assert_eq!(ack.status(), 202, "{ack:?}");
+    // The server answers at ~900 ms; nothing of it may come.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        match sse.next(Duration::from_millis(100)) {
+            SseNext::Timeout => {}
+            SseNext::Event(ev) => {
+                assert_eq!(
+                    ev.json()["method"],
+                    "notifications/progress",
+                    "{pool}: the cancelled request was answered: {ev:?}"
+                );
+            }
+            other => panic!("{pool}: the stream ended early: {other:?}"),
+        }
+    }
+    s.call_ok("still there");
+    relay.wait_metrics(SHORT, "both cancels counted", |m| {
+        m.get("mcp_relay_requests_total{outcome=\"cancelled\"}") == Some(2.0)
+    });
+    if pool == "session" {
+        // (The shared pool's mux drops it before the front sees it.)
+        relay.wait_metrics(SHORT, "the late reply dropped", |m| {
+            m.get("mcp_relay_messages_dropped_total{reason=\"late_reply\"}") == Some(1.0)
+        });
+    }
+    assert_eq!(s.delete().status(), 200);
+    match sse.next(SHORT) {
+        SseNext::End => {}
+        other => panic!("{pool}: the stream did not end with the session: {other:?}"),
+    }
+}
+
+#[test]
+fn cancel_ends_the_exchange_session_pool() {
+    check_cancel_ends_the_exchange("session");
+}
+
+#[test]
+fn cancel_ends_the_exchange_shared_pool() {
+    check_cancel_ends_the_exchange("shared");
+}

@@ -1040,6 +1040,55 @@ fn silent_upstream_is_response_timeout_and_gets_cancelled() {
     });
 }
 
+/// Issue 13: a request the client cancelled (`notifications/cancelled`)
+/// stayed in flight until the session ended and was then answered
+/// `upstream_closed`. Now the cancel goes to the upstream and the request's
+/// POST, which had sent nothing yet, ends at once with an empty event
+/// stream (no JSON-RPC answer: MCP has the receiver of a cancellation not
+/// answer it); the relay lets its upstream exchange go.
+#[test]
+fn client_cancel_ends_the_request_at_once() {
+    bounded(|| {
+        let up = Arc::new(UpSessions::default());
+        let up2 = up.clone();
+        let fake = Fake::start(handler(move |req, conn| {
+            if req.json()["params"]["arguments"]["text"] == "hang" {
+                conn.hold();
+                return After::Close;
+            }
+            standard(req, conn, &up2)
+        }));
+        let relay = start_relay(&fake.url(), &[]);
+        let mut s = Session::open(relay.port);
+        let sid = s.sid.clone();
+        let mut h = Http::connect(relay.port);
+        let body = serde_json::to_vec(&call(json!(42), "hang")).unwrap();
+        h.send_request("POST", "/mcp", &mcp_headers(Some(&sid)), &body)
+            .expect("send");
+        fake.wait_for("the call upstream", SHORT, |r| {
+            r.iter().any(|q| q.is_post_of("tools/call"))
+        });
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": 42, "reason": "test"}});
+        assert_eq!(post(&mut s.http, Some(&sid), &cancel).status(), 202);
+        let resp = h
+            .read_response(Instant::now() + SHORT)
+            .expect("the cancelled request's POST ends at once");
+        assert_eq!(resp.status(), 200, "{resp:?}");
+        assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+        assert!(resp.events().is_empty(), "answered: {:?}", resp.events());
+        let seen = fake.wait_for("notifications/cancelled", SHORT, |r| {
+            r.iter().any(|q| q.is_post_of("notifications/cancelled"))
+        });
+        let c = seen
+            .iter()
+            .find(|q| q.is_post_of("notifications/cancelled"))
+            .unwrap();
+        assert_eq!(c.json()["params"]["requestId"], 42, "{}", c.summary());
+        s.call_ok("still works");
+    });
+}
+
 /// An `initialize` the upstream never answered (here: nothing listens)
 /// must not leave a client session behind. MCP (2025-06-18, Session
 /// Management) has the server assign a session id "by including it in an

@@ -275,6 +275,9 @@ pub enum Dropped {
     /// `reverse --url`, a relay-owned session: a server request that no
     /// single 2026-07-28 call in flight can carry (answered with an error).
     UnattributedRequest,
+    /// `reverse`, the session pool: a reply to a request no longer in
+    /// flight (the client cancelled it, or it timed out).
+    LateReply,
 }
 
 impl Dropped {
@@ -287,6 +290,7 @@ impl Dropped {
             Dropped::BatchEmpty => "batch_empty",
             Dropped::BatchInvalidItem => "batch_invalid_item",
             Dropped::LogNotOptedIn => "log_not_opted_in",
+            Dropped::LateReply => "late_reply",
             Dropped::UnattributedRequest => "unattributed_request",
         }
     }

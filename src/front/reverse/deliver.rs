@@ -367,7 +367,8 @@ impl Reverse {
             return;
         }
         let Some(req) = self.untrack(skey, id) else {
-            log::debug!("late reply to {id} dropped");
+            // Cancelled by the client, timed out, or never this session's.
+            self.dropped(up_of(skey), Dropped::LateReply);
             return;
         };
         let Some((req, msg)) = self.tools_reply(skey, id, req, msg) else {

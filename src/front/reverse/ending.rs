@@ -94,6 +94,9 @@ impl Reverse {
         if let Some(stream) = s.stream.take() {
             self.end_stream(stream);
         }
+        for tok in std::mem::take(&mut s.cancelled_streams) {
+            self.end_cancelled_stream(skey, tok);
+        }
         let u = up_of(skey);
         match s.binding {
             Binding::Upstream => self.http_end(skey),

@@ -39,6 +39,7 @@
 //! `deliver::on_session_line` → `deliver::complete` → `deliver::deliver` →
 //! `client::respond_json`. docs/architecture.md follows it in every mode.
 
+mod cancel;
 mod client;
 mod deliver;
 mod ending;

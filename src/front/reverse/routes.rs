@@ -502,7 +502,12 @@ impl Reverse {
                 // MCP: notifications and responses are acknowledged with 202;
                 // one the process's full queue cannot take gets 503.
                 match self.send_up(skey, line, env, None) {
-                    Sent::Done => self.respond(tok, 202, &[], b"", ka),
+                    Sent::Done => {
+                        self.respond(tok, 202, &[], b"", ka);
+                        if env.method_is("notifications/cancelled") {
+                            self.client_cancelled(skey, env);
+                        }
+                    }
                     Sent::Busy => self.respond_busy(tok, ka),
                 }
             }

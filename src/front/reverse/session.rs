@@ -154,6 +154,10 @@ pub(super) struct Session {
     /// A handshake-era session on a modern shared process: the envelope
     /// its requests are stamped with (`era.rs`).
     pub(super) stamp: Option<crate::mcp::era::stamp::StampContext>,
+    /// POST event streams of requests the client cancelled, left open and
+    /// silent until the session ends (`cancel.rs`; at most
+    /// `CANCELLED_STREAMS_MAX`).
+    pub(super) cancelled_streams: Vec<Token>,
 }
 
 /// Appends `n` in decimal.
@@ -239,6 +243,7 @@ impl Reverse {
                 replay: ReplayBuffer::new(replay),
                 next_event: 1,
                 undelivered: VecDeque::new(),
+                cancelled_streams: Vec::new(),
                 last_active: self.now,
                 idle_timer,
                 stateless,

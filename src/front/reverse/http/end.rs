@@ -22,23 +22,16 @@ impl Reverse {
         }
     }
 
-    /// The response timeout of a request fired: stop its exchange and cancel
-    /// it upstream.
-    pub(in crate::front::reverse) fn http_cancel(&mut self, skey: SKey, id: &Id, initialize: bool) {
-        let u = up_of(skey);
+    /// Lets request `id`'s exchange toward the server go (its reply, if
+    /// any, is not read); false when the request was still held for the
+    /// GET stream and the server never saw it.
+    pub(in crate::front::reverse) fn http_abandon(&mut self, skey: SKey, id: &Id) -> bool {
         let reg = self.poll.registry();
-        let Some(h) = self.ups[u].http_mut() else {
-            return;
+        let Some(h) = self.ups[up_of(skey)].http_mut() else {
+            return true;
         };
-        if h.stateless.contains_key(&skey) {
-            // 2026-07-28: closing the request's stream is its cancellation;
-            // the exchange is abandoned when the session ends, right after
-            // this answer.
-            return;
-        }
         if h.sessions.get_mut(&skey).is_some_and(|up| up.unhold(id)) {
-            // Held for the GET stream: the upstream never saw it.
-            return;
+            return false;
         }
         if let Some(ex) = h
             .sessions
@@ -47,6 +40,25 @@ impl Reverse {
         {
             h.client.cancel(ex, reg);
             h.carries.remove(&ex);
+        }
+        true
+    }
+
+    /// The response timeout of a request fired: stop its exchange and cancel
+    /// it upstream.
+    pub(in crate::front::reverse) fn http_cancel(&mut self, skey: SKey, id: &Id, initialize: bool) {
+        let Some(h) = self.ups[up_of(skey)].http_mut() else {
+            return;
+        };
+        if h.stateless.contains_key(&skey) {
+            // 2026-07-28: closing the request's stream is its cancellation;
+            // the exchange is abandoned when the session ends, right after
+            // this answer.
+            return;
+        }
+        if !self.http_abandon(skey, id) {
+            // Held for the GET stream: the upstream never saw it.
+            return;
         }
         if !initialize {
             let msg = jsonrpc::cancelled(id, "mcp-relay: response timeout");
