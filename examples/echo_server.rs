@@ -66,7 +66,11 @@
 //!   `elicitation/create` request (id `"elicit-N"`), and answers the call
 //!   once the client replied to it, with the text `TEXT / ACTION CONTENT`
 //!   (the elicitation's `action` and `content` as JSON), or with error
-//!   -32603 carrying the client's error message.
+//!   -32603 carrying the client's error message. On a modern connection
+//!   (`--modern`) the call is answered with an `InputRequiredResult`
+//!   instead (`inputRequests.q`: the same `elicitation/create`,
+//!   `requestState` `"ask-state"`), and its retry carrying
+//!   `inputResponses.q` and that state gets the same text.
 //! - `--resources` (issue 13): declares `resources` with `subscribe` and
 //!   `listChanged`; answers `resources/subscribe` and `unsubscribe` with
 //!   `{}`, and right after answering a subscribe sends
@@ -441,6 +445,13 @@ impl Server {
             }
         }
         let modern = self.era == Some(true);
+        if modern
+            && method == "tools/call"
+            && self.opts.elicit
+            && let Some(r) = modern_ask(msg, &id)
+        {
+            return Some(r);
+        }
         let reply = match method {
             "initialize" => {
                 self.initialized = true;
@@ -531,6 +542,38 @@ impl Server {
         }
         Some(Ok(json!({"content": [{"type": "text", "text": text}]})))
     }
+}
+
+/// `--elicit` on a modern connection: a `tools/call` with `"ask": true` is
+/// answered with an `InputRequiredResult` (one `elicitation/create` under
+/// key `q`, `requestState` `"ask-state"`); its retry carrying
+/// `inputResponses.q` and that state gets `TEXT / ACTION CONTENT`. `None`:
+/// not such a call.
+fn modern_ask(msg: &Value, id: &Value) -> Option<Value> {
+    let args = msg.pointer("/params/arguments")?;
+    if args.get("ask").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
+    let params = msg.get("params")?;
+    let answer = params.pointer("/inputResponses/q");
+    let state = params.get("requestState").and_then(Value::as_str);
+    Some(match (answer, state) {
+        (Some(r), Some("ask-state")) => {
+            let action = r.get("action").and_then(Value::as_str).unwrap_or("?");
+            let content = r.get("content").cloned().unwrap_or(Value::Null);
+            json!({"jsonrpc": "2.0", "id": id, "result": {
+                "content": [{"type": "text", "text": format!("{text} / {action} {content}")}],
+                "resultType": "complete"}})
+        }
+        _ => json!({"jsonrpc": "2.0", "id": id, "result": {
+            "resultType": "input_required",
+            "inputRequests": {"q": {"method": "elicitation/create",
+                "params": {"message": format!("about {text}?"),
+                           "requestedSchema": {"type": "object",
+                               "properties": {"answer": {"type": "string"}}}}}},
+            "requestState": "ask-state"}}),
+    })
 }
 
 impl Server {

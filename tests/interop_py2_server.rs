@@ -48,14 +48,12 @@ const QUEUE_TIMEOUT: &str = "30s";
 /// The shared pool drives a modern-capable process in the 2026-07-28 era
 /// (docs/eras.md, "In `reverse -- CMD`"), which does not carry, for a
 /// handshake-era client:
-/// - `input`: the server answers `ask` with an `InputRequiredResult`, which
-///   reaches the 1.x client as it is (Python: "validation error for
-///   CallToolResult: content Field required"; TypeScript: -32600 "Tool ask
-///   has an output schema but did not return structured content") instead of
-///   becoming an `elicitation/create` request;
 /// - `subscribe`: `resources/subscribe` is answered -32601 ("not bridged to a
 ///   modern-era server in reverse mode yet").
-const SHARED_MODERN_NOT_CARRIED: &[&str] = &["input", "subscribe"];
+///
+/// (`input` is carried: the server's `InputRequiredResult` becomes an
+/// `elicitation/create` to the client, and its answer the call's retry.)
+const SHARED_MODERN_NOT_CARRIED: &[&str] = &["subscribe"];
 
 /// The shared pool with `--upstream-protocol legacy` initializes each
 /// process itself, declaring no client capabilities (the sessions share the

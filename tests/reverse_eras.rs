@@ -1091,3 +1091,93 @@ fn session_logs_reach_a_modern_request_only_when_it_opted_in() {
 fn shared_logs_reach_a_modern_request_only_when_it_opted_in() {
     assert_log_opt_in("shared");
 }
+
+// ============================================================================
+// A handshake-era client, a modern server's InputRequiredResult
+// ============================================================================
+
+/// A handshake-era session (declaring `capabilities`) on `relay`; returns
+/// the connection and the session id.
+fn handshake_session_with(port: u16, capabilities: Value) -> (Http, String) {
+    let mut http = Http::connect(port);
+    let mut init = common::initialize(json!(0));
+    init["params"]["capabilities"] = capabilities;
+    let r = post_on(&mut http, None, &init, &[], IO).expect("init");
+    assert_eq!(r.status(), 200, "{r:?}");
+    let sid = r.header("mcp-session-id").expect("sid").to_string();
+    post_on(&mut http, Some(&sid), &common::initialized(), &[], IO).expect("initialized");
+    (http, sid)
+}
+
+/// Issue 13: a modern server's `InputRequiredResult` reached the
+/// handshake-era client as it was (the 1.x SDKs reject it). Now the relay
+/// sends the client the `elicitation/create` of its era on the call's
+/// stream, takes its answer and retries the call toward the server with
+/// `inputResponses` and `requestState`; the client sees one call.
+fn assert_handshake_input_round(pool: &str, server: &[&str]) {
+    let log = TempFile::new("reverse-eras-hs-input", &format!("server-log-{pool}"));
+    let mut args = server.to_vec();
+    args.extend(["--elicit", "--log", log.path_str()]);
+    let relay = Relay::reverse(NAME)
+        .args(["--pool", pool])
+        .echo_server(&args)
+        .start();
+    let (mut http, sid) = handshake_session_with(relay.port, json!({"elicitation": {}}));
+    let call = common::call_with(json!(9), json!({"text": "q", "ask": true}), None);
+    http.send_request(
+        "POST",
+        "/mcp",
+        &mcp_headers(Some(&sid)),
+        &serde_json::to_vec(&call).unwrap(),
+    )
+    .expect("send");
+    let head = http
+        .read_head(std::time::Instant::now() + IO)
+        .expect("the call's head");
+    let mut sse = common::http::Sse::open(http, head);
+    let ask = sse
+        .expect_event(IO, "the relay's elicitation/create")
+        .json();
+    assert_eq!(ask["method"], "elicitation/create", "{pool}: {ask}");
+    assert_eq!(ask["params"]["message"], "about q?", "{ask}");
+    let answer = json!({"jsonrpc": "2.0", "id": ask["id"],
+                        "result": {"action": "accept", "content": {"answer": "yes"}}});
+    let mut h2 = Http::connect(relay.port);
+    let r = post_on(&mut h2, Some(&sid), &answer, &[], IO).expect("answer");
+    assert_eq!(r.status(), 202, "{r:?}");
+    let fin = sse.expect_event(IO, "the call's result").json();
+    assert_eq!(fin["id"], 9, "{pool}: {fin}");
+    assert_eq!(
+        fin["result"]["content"][0]["text"], "q / accept {\"answer\":\"yes\"}",
+        "{pool}: {fin}"
+    );
+    // The server saw the call twice: first plain, then the retry.
+    let calls: Vec<Value> = seen(&log)
+        .into_iter()
+        .filter(|m| m["method"] == "tools/call")
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[1]["params"]["requestState"], "ask-state");
+    assert_eq!(
+        calls[1]["params"]["inputResponses"]["q"]["content"]["answer"],
+        "yes"
+    );
+    // A client that did not declare elicitation: the call fails clearly.
+    let (mut http, sid) = handshake_session_with(relay.port, json!({}));
+    let call = common::call_with(json!(10), json!({"text": "q", "ask": true}), None);
+    let r = post_on(&mut http, Some(&sid), &call, &[], IO)
+        .expect("call")
+        .rpc();
+    assert_eq!(r["id"], 10, "{r}");
+    assert_eq!(r["error"]["code"], -32021, "{pool}: {r}");
+}
+
+#[test]
+fn shared_a_modern_servers_input_request_reaches_a_handshake_client() {
+    assert_handshake_input_round("shared", &["--modern"]);
+}
+
+#[test]
+fn session_a_modern_only_servers_input_request_reaches_a_handshake_client() {
+    assert_handshake_input_round("session", &["--modern-only"]);
+}

@@ -57,6 +57,7 @@ impl Reverse {
         let Some(req) = self.untrack(skey, &id) else {
             return;
         };
+        self.stamped_input_cancel(skey, &id);
         self.metrics.request_done(
             "cancelled",
             self.now.duration_since(req.started).as_secs_f64(),

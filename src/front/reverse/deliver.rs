@@ -205,7 +205,7 @@ impl Reverse {
     /// Sends `msg` as an event on the POST response that connection `tok`
     /// is waiting on, turning it into an SSE stream first; false if that
     /// response cannot carry it.
-    fn event_on_post(&mut self, skey: SKey, tok: Token, msg: &[u8]) -> bool {
+    pub(super) fn event_on_post(&mut self, skey: SKey, tok: Token, msg: &[u8]) -> bool {
         if !self.upgrade_to_sse(tok) {
             return false;
         }
@@ -363,7 +363,7 @@ impl Reverse {
     /// read again for that (a call in an input round or a listen's own
     /// request is taken by the era code first: stamping is idempotent).
     pub(super) fn complete_as(&mut self, skey: SKey, id: &Id, msg: Vec<u8>, modern: bool) {
-        if self.era_call_result(skey, id, &msg) {
+        if self.era_call_result(skey, id, &msg) || self.stamped_input_result(skey, id, &msg) {
             return;
         }
         let Some(req) = self.untrack(skey, id) else {

@@ -268,6 +268,9 @@ enum TimerKind {
     EraProbe(PKey),
     /// A 2026-07-28 client's retry of a call waiting for input is late.
     EraInput(SKey),
+    /// A handshake-era session's round of a modern server's input
+    /// requests is late (`era/stamped_input.rs`).
+    StampedInput(SKey),
 }
 
 /// The listening sockets and the connections they accepted.
@@ -670,6 +673,7 @@ impl Reverse {
             TimerKind::GetHold(skey) => self.http_hold_timer(skey),
             TimerKind::EraProbe(conn) => self.era_probe_expired(conn),
             TimerKind::EraInput(skey) => self.era_input_tick(skey),
+            TimerKind::StampedInput(skey) => self.stamped_input_tick(skey),
             TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
                 if let Some(v) = self.shutdown.on_hard_stop() {

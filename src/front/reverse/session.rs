@@ -158,6 +158,9 @@ pub(super) struct Session {
     /// silent until the session ends (`cancel.rs`; at most
     /// `CANCELLED_STREAMS_MAX`).
     pub(super) cancelled_streams: Vec<Token>,
+    /// A stamped session's calls the server answered `input_required`
+    /// (`era/stamped_input.rs`), created at its first such call.
+    pub(super) stamp_input: Option<Box<era::StampedInput>>,
 }
 
 /// Appends `n` in decimal.
@@ -244,6 +247,7 @@ impl Reverse {
                 next_event: 1,
                 undelivered: VecDeque::new(),
                 cancelled_streams: Vec::new(),
+                stamp_input: None,
                 last_active: self.now,
                 idle_timer,
                 stateless,

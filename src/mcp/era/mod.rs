@@ -17,6 +17,8 @@
 //!   modern client as `InputRequiredResult` rounds.
 //! - `stamper`: a handshake-era client in front of a modern-only HTTP
 //!   server (`initialize` answered from `server/discover`, requests stamped).
+//! - `stamper_input`: a modern server's `InputRequiredResult` carried to a
+//!   handshake-era client as the server → client requests of its era.
 //! - `listen`: `subscriptions/listen` mapped onto `resources/subscribe` and
 //!   the server's list-changed and updated notifications.
 //! - `loglevel`: the per-request log opt-in (`io.modelcontextprotocol/logLevel`)
@@ -30,6 +32,7 @@ pub mod listen;
 pub mod loglevel;
 pub mod stamp;
 pub mod stamper;
+pub mod stamper_input;
 pub mod verdict;
 
 /// The modern revision the relay speaks.

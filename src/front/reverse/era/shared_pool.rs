@@ -241,6 +241,13 @@ impl Reverse {
         env: &Envelope,
         request: Option<&Id>,
     ) -> Outgoing {
+        if env.kind() == Kind::Response
+            && self.sessions.get(&skey).is_some_and(|s| s.stamp.is_some())
+            && self.stamped_input_response(skey, env, line)
+        {
+            // The client's answer to the relay's own request.
+            return Outgoing::Done;
+        }
         let Some(ctx) = self.sessions.get(&skey).and_then(|s| s.stamp.as_ref()) else {
             return Outgoing::Pass;
         };
@@ -257,7 +264,10 @@ impl Reverse {
         match stamp::toward_modern(&method) {
             stamp::TowardModern::Forward | stamp::TowardModern::AnswerInitialize => {
                 match stamp::stamp_modern(line, ctx) {
-                    Ok((bytes, _headers)) => Outgoing::Send(bytes),
+                    Ok((bytes, _headers)) => {
+                        self.stamped_input_sent(skey, id, &method, &bytes);
+                        Outgoing::Send(bytes)
+                    }
                     Err(e) => {
                         self.fail_request(
                             skey,
