@@ -1580,3 +1580,128 @@ fn forward_exit_with_the_relays_listen_open_is_prompt() {
     );
     drop(fake);
 }
+
+/// Issue 13: a modern-only server's `InputRequiredResult` reached the
+/// handshake-era host as it was. Now the relay sends the host the
+/// `elicitation/create` of its era (the host declared `elicitation`),
+/// retries the call with the answer (`inputResponses`, `requestState`),
+/// and the host gets the final result as the answer to its call; a host
+/// that did not declare the capability gets -32021.
+#[test]
+fn forward_handshake_client_gets_a_modern_servers_input_requests() {
+    let fake = Fake::start(handler(modern_only));
+    let mut relay = forward(&fake.url(), "modern");
+    let mut init = initialize(json!(0));
+    init["params"]["capabilities"] = json!({"elicitation": {}});
+    relay.send(&init);
+    relay.expect_response(&json!(0), T);
+    relay.send(&initialized());
+    relay.send(&common::call_with(
+        json!(5),
+        json!({"text": "q", "ask": true}),
+        None,
+    ));
+    let ask = relay.expect_msg(T, "the relay's elicitation/create");
+    assert_eq!(
+        ask["method"],
+        "elicitation/create",
+        "{ask}\n{}",
+        relay.stderr_dump()
+    );
+    assert_eq!(ask["params"]["message"], "about q?", "{ask}");
+    relay.send(&json!({"jsonrpc": "2.0", "id": ask["id"],
+                       "result": {"action": "accept", "content": {"answer": "yes"}}}));
+    let r = relay.expect_response(&json!(5), T);
+    assert_eq!(
+        r["result"]["content"][0]["text"], "q / accept {\"answer\":\"yes\"}",
+        "{r}"
+    );
+    let seen = fake.seen();
+    let calls = posts_of(&seen, "tools/call");
+    assert_eq!(calls.len(), 2, "{}", summaries(&seen));
+    assert_eq!(calls[1].json()["params"]["requestState"], "ask-state");
+    assert!(
+        seen.iter()
+            .all(|r| !r.json().to_string().contains("mcp-relay-input")),
+        "the host's answer never reaches the server: {}",
+        summaries(&seen)
+    );
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+
+    // Without the capability: a clear error for the call.
+    let mut relay = forward(&fake.url(), "modern");
+    relay.send(&initialize(json!(0)));
+    relay.expect_response(&json!(0), T);
+    relay.send(&common::call_with(
+        json!(6),
+        json!({"text": "q", "ask": true}),
+        None,
+    ));
+    let r = relay.expect_response(&json!(6), T);
+    assert_eq!(r["error"]["code"], -32021, "{r}");
+    relay.close_stdin();
+    relay.drain_to_eof(T);
+}
+
+/// Issue 13, `reverse --url`: as in forward, a modern-only server's
+/// `InputRequiredResult` becomes an `elicitation/create` on the
+/// handshake-era client's call stream; the client's answer (a POSTed
+/// response) makes the relay retry the call, whose result ends the stream.
+#[test]
+fn reverse_handshake_client_gets_a_modern_servers_input_requests() {
+    let fake = Fake::start(handler(modern_only));
+    let relay = reverse(&fake.url(), "modern");
+    let mut http = relay.http();
+    let mut init = initialize(json!(0));
+    init["params"]["protocolVersion"] = json!(VERSION);
+    init["params"]["capabilities"] = json!({"elicitation": {}});
+    let r = post(&mut http, None, &init);
+    assert_eq!(r.status(), 200, "{r:?}\n{}", relay.stderr_dump());
+    let sid = r.header("mcp-session-id").expect("sid").to_string();
+    post(&mut http, Some(&sid), &initialized());
+    let call = common::call_with(json!(5), json!({"text": "q", "ask": true}), None);
+    http.send_request(
+        "POST",
+        "/mcp",
+        &common::http::mcp_headers(Some(&sid)),
+        &serde_json::to_vec(&call).unwrap(),
+    )
+    .expect("send");
+    let head = http.read_head(Instant::now() + T).expect("head");
+    let mut sse = common::http::Sse::open(http, head);
+    let ask = sse.expect_event(T, "the relay's elicitation/create").json();
+    assert_eq!(
+        ask["method"],
+        "elicitation/create",
+        "{ask}\n{}",
+        relay.stderr_dump()
+    );
+    let mut h2 = relay.http();
+    let a = post(
+        &mut h2,
+        Some(&sid),
+        &json!({"jsonrpc": "2.0", "id": ask["id"],
+                "result": {"action": "accept", "content": {"answer": "yes"}}}),
+    );
+    assert_eq!(a.status(), 202, "{a:?}");
+    let fin = sse.expect_event(T, "the call's result").json();
+    assert_eq!(fin["id"], 5, "{fin}");
+    assert_eq!(
+        fin["result"]["content"][0]["text"], "q / accept {\"answer\":\"yes\"}",
+        "{fin}"
+    );
+    let seen = fake.seen();
+    assert_eq!(
+        posts_of(&seen, "tools/call").len(),
+        2,
+        "{}",
+        summaries(&seen)
+    );
+    assert!(
+        seen.iter()
+            .all(|r| !r.json().to_string().contains("mcp-relay-input")),
+        "{}",
+        summaries(&seen)
+    );
+}

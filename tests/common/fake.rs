@@ -750,7 +750,8 @@ fn rpc_error(conn: &mut Conn, status: u16, id: &Value, code: i64, message: &str)
 /// `arguments.text`, plus the caller's `clientInfo.name` as a second content
 /// item), every result with `resultType`; a call whose arguments say
 /// `"slow": true` starts an SSE response and holds it until the client
-/// closes it (counted in `closed_by_client`); notifications get 202.
+/// closes it (counted in `closed_by_client`), one whose arguments say
+/// `"ask": true` asks for input ([`modern_ask`]); notifications get 202.
 pub fn modern_only(req: &Req, conn: &mut Conn) -> After {
     modern_only_counting(req, conn, &AtomicUsize::new(0))
 }
@@ -818,13 +819,39 @@ pub fn modern_only_counting(req: &Req, conn: &mut Conn, closed_by_client: &Atomi
                 .pointer("/params/arguments/text")
                 .cloned()
                 .unwrap_or(Value::Null);
-            json!({"content": [{"type": "text", "text": text},
-                               {"type": "text", "text": caller}],
-                   "resultType": "complete"})
+            if msg.pointer("/params/arguments/ask") == Some(&json!(true)) {
+                modern_ask(&msg, &text)
+            } else {
+                json!({"content": [{"type": "text", "text": text},
+                                   {"type": "text", "text": caller}],
+                       "resultType": "complete"})
+            }
         }
         _ => return rpc_error(conn, 200, &id, -32601, "method not found"),
     };
     conn.json(&[], &json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+/// [`modern_only`]'s call with `"ask": true`: an `InputRequiredResult`
+/// (`inputRequests.q`: an `elicitation/create` "about TEXT?", `requestState`
+/// `"ask-state"`) until the retry carries `inputResponses.q` and that state,
+/// then `TEXT / ACTION CONTENT`.
+fn modern_ask(msg: &Value, text: &Value) -> Value {
+    let text = text.as_str().unwrap_or_default();
+    let answer = msg.pointer("/params/inputResponses/q");
+    let state = msg.pointer("/params/requestState").and_then(Value::as_str);
+    match (answer, state) {
+        (Some(r), Some("ask-state")) => {
+            let action = r.get("action").and_then(Value::as_str).unwrap_or("?");
+            let content = r.get("content").cloned().unwrap_or(Value::Null);
+            json!({"content": [{"type": "text", "text": format!("{text} / {action} {content}")}],
+                   "resultType": "complete"})
+        }
+        _ => json!({"resultType": "input_required", "requestState": "ask-state",
+                    "inputRequests": {"q": {"method": "elicitation/create",
+                        "params": {"message": format!("about {text}?"),
+                                   "requestedSchema": {"type": "object"}}}}}),
+    }
 }
 
 /// A handshake-era Streamable HTTP server as the Python 1.x server is: a

@@ -34,6 +34,7 @@ use super::convert::{self, DiscoverOutcome};
 use super::link::{HOLD_BYTES, HOLD_CAP};
 use super::listen::LegacySubscriptions;
 use super::stamp::{Headers, StampContext, TowardModern, stamp_modern, toward_modern};
+use super::stamper_input::{self, StamperInput};
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, Id};
 
@@ -120,6 +121,9 @@ pub enum Stamped {
         close: Option<Id>,
         open: Option<(Id, Vec<u8>, Headers)>,
     },
+    /// An input round of the server's (`stamper_input.rs`): requests to the
+    /// client, the call's retry, or its answer by the relay.
+    Input(stamper_input::Out),
 }
 
 /// What the discover answer released.
@@ -148,6 +152,8 @@ pub struct Stamper {
     /// `resources/subscribe` refused past [`MAX_SUBSCRIPTIONS`] (for the
     /// log line and the metric).
     pub subs_refused: u64,
+    /// The server's `InputRequiredResult`s carried to the client.
+    pub input: StamperInput,
 }
 
 impl Stamper {
@@ -162,6 +168,7 @@ impl Stamper {
             listen: None,
             listens: 0,
             subs_refused: 0,
+            input: StamperInput::new(stamper_input::Limits::default()),
         }
     }
 
@@ -203,6 +210,7 @@ impl Stamper {
             .and_then(Value::as_str)
             .map(str::to_string);
         let ctx = StampContext::from_initialize(&params);
+        self.input.declare(&ctx.capabilities);
         if !self.set(StamperState::Discovering {
             init: id.clone(),
             requested,
@@ -283,12 +291,35 @@ impl Stamper {
             StamperState::Stamping { discover, ctx } => (discover, ctx),
         };
         let Some(method) = method else {
-            // A response: a modern server sends the client no requests.
-            return Stamped::Drop;
+            // A response: a modern server sends the client no requests; the
+            // relay does (`stamper_input`).
+            let rid = match crate::proto::jsonrpc::peek(line) {
+                Ok(crate::proto::jsonrpc::Message::Single(env)) => env.id(),
+                _ => None,
+            };
+            return match rid.and_then(|rid| self.input.on_response(&rid, line)) {
+                Some(out) => Stamped::Input(out),
+                None => Stamped::Drop,
+            };
         };
         let Some(id) = id else {
             // Notifications: a modern server acknowledges and drops them
-            // (cancellation is the front's: it ends the exchange).
+            // (cancellation is the front's: it ends the exchange; the
+            // relay's own requests for a cancelled call are cancelled).
+            if method == "notifications/cancelled"
+                && let Some(rid) = params
+                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                    .and_then(|p| p.get("requestId").cloned())
+                    .map(|r| Id::from_value(&r))
+            {
+                let to_client = self.input.cancel(&rid);
+                if !to_client.is_empty() {
+                    return Stamped::Input(stamper_input::Out {
+                        to_client,
+                        ..Default::default()
+                    });
+                }
+            }
             return Stamped::Drop;
         };
         let parsed = || -> Value {
@@ -301,6 +332,7 @@ impl Stamper {
                 let p = parsed();
                 let requested = p.get("protocolVersion").and_then(Value::as_str);
                 *ctx = StampContext::from_initialize(&p);
+                self.input.declare(&ctx.capabilities);
                 match convert::initialize_from_discover(discover, requested, &self.name) {
                     Some(r) => Stamped::Answer(answer(id, &r)),
                     None => Stamped::Answer(refuse(id, -32603, "no capabilities in discover")),
@@ -356,7 +388,10 @@ impl Stamper {
                 }
             }
             TowardModern::Forward => match stamp_modern(line, ctx) {
-                Ok((bytes, headers)) => Stamped::Send(bytes, headers),
+                Ok((bytes, headers)) => {
+                    self.input.sent(id, method, &bytes);
+                    Stamped::Send(bytes, headers)
+                }
                 Err(_) => Stamped::Answer(refuse(
                     id,
                     super::INVALID_PARAMS,
@@ -364,6 +399,20 @@ impl Stamper {
                 )),
             },
         }
+    }
+
+    /// The server answered the client's request `id` with `line`: `Some`
+    /// when it was an input round the relay carries (or refuses).
+    pub fn on_result(
+        &mut self,
+        id: &Id,
+        line: &[u8],
+        now: std::time::Instant,
+    ) -> Option<stamper_input::Out> {
+        if !self.stamping() {
+            return None;
+        }
+        self.input.on_result(id, line, now)
     }
 
     fn hold(&mut self, line: &[u8], id: Option<&Id>) -> Stamped {
@@ -635,6 +684,37 @@ mod tests {
             s.on_client(b"{}", Some("tools/list"), None, Some(&Id::Num(2))),
             Stamped::Pass
         );
+    }
+
+    #[test]
+    fn an_input_round_goes_to_the_client_and_its_answer_retries_the_call() {
+        let now = std::time::Instant::now();
+        let mut s = Stamper::new("up");
+        let init = r#"{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"old","version":"1"}}"#;
+        s.begin(&Id::Num(1), Some(init));
+        s.on_discover(&discover_ok());
+        let call = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"ask"}}"#;
+        assert!(matches!(
+            s.on_client(call, Some("tools/call"), None, Some(&Id::Num(2))),
+            Stamped::Send(..)
+        ));
+        let ir = br#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"input_required","requestState":"s","inputRequests":{"k":{"method":"elicitation/create","params":{"message":"m"}}}}}"#;
+        let out = s.on_result(&Id::Num(2), ir, now).expect("a round");
+        let ask = v(&out.to_client[0]);
+        let answer =
+            json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "accept"}}).to_string();
+        let Stamped::Input(out) = s.on_client(answer.as_bytes(), None, None, None) else {
+            panic!("the answer is the relay's")
+        };
+        let (id, retry) = out.retry.expect("retried");
+        assert_eq!(id, Id::Num(2));
+        assert_eq!(
+            v(&retry)["params"]["inputResponses"]["k"]["action"],
+            "accept"
+        );
+        // Another response is not the relay's: dropped as before.
+        let other = br#"{"jsonrpc":"2.0","id":"x","result":{}}"#;
+        assert_eq!(s.on_client(other, None, None, None), Stamped::Drop);
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl Forward {
                     self.http_post_listen(&bytes, headers, lid);
                 }
             }
+            Stamped::Input(out) => self.http_stamper_out(out),
         }
         let now_refused = self.http().map_or(0, |h| h.stamper.refused);
         if now_refused > refused && now_refused.is_power_of_two() {
@@ -125,6 +126,57 @@ impl Forward {
                 self.cfg.name,
                 crate::mcp::era::link::HOLD_CAP
             );
+        }
+    }
+
+    /// Carries out an input round of the server's (`stamper_input`): the
+    /// relay's requests to the host, the call's retry (stamped already, its
+    /// headers derived from the body), or its answer by the relay.
+    fn http_stamper_out(&mut self, out: crate::mcp::era::stamper_input::Out) {
+        let failed_before = self.http().map_or(0, |h| {
+            h.stamper.input.stats.refused + h.stamper.input.stats.expired
+        });
+        for line in &out.to_client {
+            self.send_to_client(Direction::RelayToClient, line);
+        }
+        if let Some((id, line)) = out.retry {
+            self.record(Direction::ClientToServer, &line);
+            self.http_post_now(&line, Some(id));
+        }
+        if let Some((id, line)) = out.answer
+            && self.untrack(&id).is_some()
+        {
+            self.send_to_client(Direction::RelayToClient, &line);
+        }
+        self.http_input_count(failed_before);
+    }
+
+    /// A warning when calls' input rounds were refused or expired (at
+    /// powers of two of the running count: forward has no metrics page).
+    fn http_input_count(&mut self, failed_before: u64) {
+        let name = self.cfg.name.clone();
+        let Some(h) = self.http() else { return };
+        let stats = h.stamper.input.stats;
+        let failed = stats.refused + stats.expired;
+        if failed > failed_before && failed.is_power_of_two() {
+            log::warn!(
+                "[{name}] {failed} call(s) whose input requests were not carried to the client \
+                 ({} refused: capability not declared or over a bound; {} not answered in time)",
+                stats.refused,
+                stats.expired
+            );
+        }
+    }
+
+    /// Rounds the host did not answer in time (from `http_poll`).
+    pub(in crate::front::forward) fn http_input_expire(&mut self) {
+        let now = self.now;
+        let Some(h) = self.http() else { return };
+        if h.stamper.input.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        for out in h.stamper.input.expire(now) {
+            self.http_stamper_out(out);
         }
     }
 
@@ -192,6 +244,11 @@ impl Forward {
         }
         if Stamper::is_own(id) {
             self.http_discovered(line);
+            return true;
+        }
+        let now = self.now;
+        if let Some(out) = self.http().and_then(|h| h.stamper.on_result(id, line, now)) {
+            self.http_stamper_out(out);
             return true;
         }
         if self.era.passes() {

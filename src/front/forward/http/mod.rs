@@ -171,7 +171,13 @@ impl HttpUpstream {
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let auth = self.oauth.as_ref().and_then(|o| o.next_deadline());
-        self.client.next_deadline().into_iter().chain(auth).min()
+        let input = self.stamper.input.next_deadline();
+        self.client
+            .next_deadline()
+            .into_iter()
+            .chain(auth)
+            .chain(input)
+            .min()
     }
 
     /// The GET exchange failed, or the open stream ended.
@@ -401,6 +407,7 @@ impl Forward {
         }
         self.http_drain();
         self.oauth_poll();
+        self.http_input_expire();
     }
 
     /// Handles what the engine reported.

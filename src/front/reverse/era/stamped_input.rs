@@ -1,6 +1,8 @@
-//! Both pools: a handshake-era session stamped toward a modern process
-//! (`stamped.rs`, `shared_pool.rs`) whose call the server answers with an
-//! `InputRequiredResult` (`mcp::era::stamper_input`).
+//! A handshake-era session stamped toward a modern server (both pools:
+//! `stamped.rs`, `shared_pool.rs`; `reverse --url`: the session's
+//! `mcp::era::stamper`) whose call the server answers with an
+//! `InputRequiredResult` (`mcp::era::stamper_input`, kept here for a
+//! process, by the stamper over HTTP).
 //!
 //! The relay's requests to the client (`elicitation/create`,
 //! `sampling/createMessage`, `roots/list`, ids `mcp-relay-input-N`) go on
@@ -8,8 +10,8 @@
 //! stream); the client's answers come as POSTed responses on the session
 //! and never reach the server; once all are in, the call is sent to the
 //! process again (same id, stamped again, through the mux in the shared
-//! pool) with `inputResponses` and `requestState`, its response timeout
-//! restarted. The call stays in the session's table meanwhile, so its final
+//! pool; POSTed again with the modern headers over HTTP) with
+//! `inputResponses` and `requestState`, its response timeout restarted. The call stays in the session's table meanwhile, so its final
 //! result (or an error) is its one answer; a round the client does not
 //! answer within 60 s fails the call (timer `StampedInput`).
 
@@ -17,7 +19,8 @@ use super::*;
 use crate::mcp::era::stamper_input::{Limits, Out, StamperInput};
 
 pub(in crate::front::reverse) struct StampedInput {
-    core: StamperInput,
+    /// `None` over HTTP: the session's stamper keeps it.
+    core: Option<StamperInput>,
     timer: Option<TimerId>,
 }
 
@@ -35,9 +38,14 @@ impl Reverse {
             if let Some(ctx) = &s.stamp {
                 core.declare(&ctx.capabilities);
             }
-            Box::new(StampedInput { core, timer: None })
+            Box::new(StampedInput {
+                core: Some(core),
+                timer: None,
+            })
         });
-        si.core.sent(id, method, line);
+        if let Some(core) = si.core.as_mut() {
+            core.sent(id, method, line);
+        }
     }
 
     /// The process answered request `id` of session `skey`: true when the
@@ -49,17 +57,13 @@ impl Reverse {
         msg: &[u8],
     ) -> bool {
         let now = self.now;
-        let Some(si) = self
-            .sessions
-            .get_mut(&skey)
-            .and_then(|s| s.stamp_input.as_mut())
-        else {
+        let Some(core) = self.input_core(skey) else {
             return false;
         };
-        let Some(out) = si.core.on_result(id, msg, now) else {
+        let Some(out) = core.on_result(id, msg, now) else {
             return false;
         };
-        self.stamped_input_apply(skey, id, out);
+        self.stamped_input_out(skey, out);
         true
     }
 
@@ -75,22 +79,11 @@ impl Reverse {
         if !StamperInput::is_ask(&id) {
             return false;
         }
-        let Some(si) = self
-            .sessions
-            .get_mut(&skey)
-            .and_then(|s| s.stamp_input.as_mut())
-        else {
-            return true;
-        };
-        if let Some(out) = si.core.on_response(&id, line) {
-            let call = out
-                .retry
-                .as_ref()
-                .or(out.answer.as_ref())
-                .map(|(c, _)| c.clone());
-            if let Some(call) = call {
-                self.stamped_input_apply(skey, &call, out);
-            }
+        if let Some(out) = self
+            .input_core(skey)
+            .and_then(|core| core.on_response(&id, line))
+        {
+            self.stamped_input_out(skey, out);
         }
         true
     }
@@ -98,14 +91,10 @@ impl Reverse {
     /// The client cancelled call `id`: the relay's requests for it still
     /// open are cancelled at the client.
     pub(in crate::front::reverse) fn stamped_input_cancel(&mut self, skey: SKey, id: &Id) {
-        let Some(si) = self
-            .sessions
-            .get_mut(&skey)
-            .and_then(|s| s.stamp_input.as_mut())
-        else {
+        let Some(core) = self.input_core(skey) else {
             return;
         };
-        for line in si.core.cancel(id) {
+        for line in core.cancel(id) {
             self.push_to_stream(skey, line);
         }
     }
@@ -113,28 +102,46 @@ impl Reverse {
     /// The round timer of session `skey` fired.
     pub(in crate::front::reverse) fn stamped_input_tick(&mut self, skey: SKey) {
         let now = self.now;
-        let Some(si) = self
+        if let Some(si) = self
             .sessions
             .get_mut(&skey)
             .and_then(|s| s.stamp_input.as_mut())
-        else {
-            return;
-        };
-        si.timer = None;
-        for out in si.core.expire(now) {
-            if let Some((call, _)) = out.answer.clone() {
-                self.stamped_input_apply(skey, &call, out);
-            }
+        {
+            si.timer = None;
+        }
+        let outs = self
+            .input_core(skey)
+            .map(|core| core.expire(now))
+            .unwrap_or_default();
+        for out in outs {
+            self.stamped_input_out(skey, out);
         }
         self.stamped_input_rearm(skey);
     }
 
-    fn stamped_input_apply(&mut self, skey: SKey, call: &Id, out: Out) {
-        let route = self
-            .sessions
-            .get(&skey)
-            .and_then(|s| s.inflight.get(call))
-            .map(|r| r.route);
+    /// The session's input core: its own for a process, its stamper's over
+    /// HTTP.
+    fn input_core(&mut self, skey: SKey) -> Option<&mut StamperInput> {
+        if self.ups[up_of(skey)].is_http() {
+            return self.http_stamper_input(skey);
+        }
+        self.sessions
+            .get_mut(&skey)?
+            .stamp_input
+            .as_mut()?
+            .core
+            .as_mut()
+    }
+
+    /// Carries out what the core decided for one call (named by its retry
+    /// or its answer; requests to the client go on that call's POST).
+    pub(in crate::front::reverse) fn stamped_input_out(&mut self, skey: SKey, out: Out) {
+        let call = out
+            .retry
+            .as_ref()
+            .or(out.answer.as_ref())
+            .map(|(c, _)| c.clone());
+        let route = call.and_then(|c| self.sessions.get(&skey)?.inflight.get(&c).map(|r| r.route));
         for line in out.to_client {
             let sent = match route {
                 Some(ReplyTo::Client(tok)) => self.event_on_post(skey, tok, &line),
@@ -147,7 +154,9 @@ impl Reverse {
         if let Some((id, line)) = out.retry {
             // Progress of the call: its response timeout starts over.
             self.arm_response_timer(skey, &id);
-            if let Ok(Message::Single(env)) = jsonrpc::peek(&line) {
+            if self.ups[up_of(skey)].is_http() {
+                self.http_input_retry(skey, &line, id);
+            } else if let Ok(Message::Single(env)) = jsonrpc::peek(&line) {
                 self.send_up(skey, &line, &env, Some(&id));
             }
             if let Some(conn) = self.sessions.get(&skey).and_then(|s| s.binding.conn()) {
@@ -164,17 +173,22 @@ impl Reverse {
     /// folded into the upstream's (`mcp_relay_era_input_total`).
     fn stamped_input_rearm(&mut self, skey: SKey) {
         let now = self.now;
-        let Some(si) = self
-            .sessions
-            .get_mut(&skey)
-            .and_then(|s| s.stamp_input.as_mut())
+        let Some((stats, next)) = self
+            .input_core(skey)
+            .map(|core| (std::mem::take(&mut core.stats), core.next_deadline()))
         else {
             return;
         };
-        let stats = std::mem::take(&mut si.core.stats);
-        let old = si.timer.take();
-        let next = si.core.next_deadline();
-        if let Some(t) = old {
+        let Some(s) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        let si = s.stamp_input.get_or_insert_with(|| {
+            Box::new(StampedInput {
+                core: None,
+                timer: None,
+            })
+        });
+        if let Some(t) = si.timer.take() {
             self.timers.cancel(t);
         }
         let t = next.map(|at| {

@@ -210,6 +210,7 @@ impl Reverse {
             Stamped::Send(bytes, _) => self.http_post(skey, &bytes, None, request.cloned(), false),
             Stamped::SendOwn(..) | Stamped::Held | Stamped::Drop => {}
             Stamped::Answer(a) => self.on_session_line(skey, &a),
+            Stamped::Input(out) => self.stamped_input_out(skey, out),
             Stamped::Listen {
                 answer,
                 close,
@@ -234,6 +235,21 @@ impl Reverse {
             }
         }
         true
+    }
+
+    /// The input rounds of a session stamped toward a modern server
+    /// (`era/stamped_input.rs`), kept by its stamper.
+    pub(in crate::front::reverse) fn http_stamper_input(
+        &mut self,
+        skey: SKey,
+    ) -> Option<&mut crate::mcp::era::stamper_input::StamperInput> {
+        let st = self.up_session(up_of(skey), skey)?.stamper.as_mut()?;
+        st.stamping().then_some(&mut st.input)
+    }
+
+    /// A call's retry with the client's input (stamped already).
+    pub(in crate::front::reverse) fn http_input_retry(&mut self, skey: SKey, line: &[u8], id: Id) {
+        self.http_post(skey, line, None, Some(id), false);
     }
 
     /// The relay's own `subscriptions/listen` for a handshake-era session's
