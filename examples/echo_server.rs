@@ -75,7 +75,12 @@
 //!   `listChanged`; answers `resources/subscribe` and `unsubscribe` with
 //!   `{}`, and right after answering a subscribe sends
 //!   `notifications/resources/updated` for its URI, then
-//!   `notifications/resources/list_changed`.
+//!   `notifications/resources/list_changed`. On a modern connection
+//!   (`--modern`) it declares the same in `server/discover` and answers
+//!   `subscriptions/listen` instead: an acknowledgement, one
+//!   `notifications/resources/updated` per URI it names, then
+//!   `notifications/resources/list_changed` if asked for, each stamped with
+//!   the listen's id; the listen itself is never answered.
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -434,9 +439,13 @@ impl Server {
                 );
             }
             if method == "server/discover" {
+                let mut caps = json!({"tools": {"listChanged": false}});
+                if self.opts.resources {
+                    caps["resources"] = json!({"subscribe": true, "listChanged": true});
+                }
                 let result = json!({
                     "supportedVersions": ["2026-07-28"],
-                    "capabilities": {"tools": {"listChanged": false}},
+                    "capabilities": caps,
                     "ttlMs": 0, "cacheScope": "private", "resultType": "complete",
                     "_meta": {"io.modelcontextprotocol/serverInfo":
                               {"name": "echo-server-modern", "version": "0.1.0"}},
@@ -445,6 +454,10 @@ impl Server {
             }
         }
         let modern = self.era == Some(true);
+        if modern && method == "subscriptions/listen" && self.opts.resources {
+            self.listen(msg, &id);
+            return None;
+        }
         if modern
             && method == "tools/call"
             && self.opts.elicit
@@ -541,6 +554,40 @@ impl Server {
             }
         }
         Some(Ok(json!({"content": [{"type": "text", "text": text}]})))
+    }
+}
+
+impl Server {
+    /// `--resources` on a modern connection: `subscriptions/listen` is
+    /// acknowledged, then each of its `resourceSubscriptions` gets one
+    /// `notifications/resources/updated`, and `notifications/resources/
+    /// list_changed` follows if asked for, every one stamped with the
+    /// listen's id in `_meta["io.modelcontextprotocol/subscriptionId"]`. The
+    /// listen is never answered (it ends with the client's cancel).
+    fn listen(&mut self, msg: &Value, id: &Value) {
+        let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
+        self.send(
+            &json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                          "params": {"_meta": meta}}),
+        );
+        let wanted = msg.pointer("/params/notifications");
+        let uris = wanted
+            .and_then(|n| n.get("resourceSubscriptions"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for uri in uris {
+            self.send(
+                &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                              "params": {"uri": uri, "_meta": meta}}),
+            );
+        }
+        if wanted.and_then(|n| n.get("resourcesListChanged")) == Some(&json!(true)) {
+            self.send(
+                &json!({"jsonrpc": "2.0", "method": "notifications/resources/list_changed",
+                              "params": {"_meta": meta}}),
+            );
+        }
     }
 }
 

@@ -10,9 +10,11 @@
 //! - `reverse -- CMD`, shared pool: the relay probes the server, finds it
 //!   modern-capable and drives the process in the 2026-07-28 era, answering
 //!   the client's `initialize` from the discover result and stamping its
-//!   requests; and the same with `--upstream-protocol legacy`, which makes
-//!   the relay initialize the process instead (its own `initialize`, no
-//!   client capabilities: the server asks nothing);
+//!   requests (the server's input rounds carried as `elicitation/create`,
+//!   `resources/subscribe` folded into a listen of the session); and the
+//!   same with `--upstream-protocol legacy`, which makes the relay
+//!   initialize the process instead (its own `initialize`, declaring
+//!   elicitation and sampling);
 //!
 //! and the TypeScript 1.x client through `reverse --url` to the same server
 //! over Streamable HTTP (it accepts `initialize`: passed through, session and
@@ -44,23 +46,6 @@ const RECORD_WAIT: Duration = Duration::from_secs(5);
 /// A Python SDK 2.x process takes seconds to start on a loaded machine; the
 /// first session waits for it (and the relay's probe) in the queue.
 const QUEUE_TIMEOUT: &str = "30s";
-
-/// The shared pool drives a modern-capable process in the 2026-07-28 era
-/// (docs/eras.md, "In `reverse -- CMD`"), which does not carry, for a
-/// handshake-era client:
-/// - `subscribe`: `resources/subscribe` is answered -32601 ("not bridged to a
-///   modern-era server in reverse mode yet").
-///
-/// (`input` is carried: the server's `InputRequiredResult` becomes an
-/// `elicitation/create` to the client, and its answer the call's retry.)
-const SHARED_MODERN_NOT_CARRIED: &[&str] = &["subscribe"];
-
-/// The shared pool with `--upstream-protocol legacy` initializes each
-/// process itself, declaring no client capabilities (the sessions share the
-/// process; docs/transport-compatibility.md, "`session` or `shared`?"), so
-/// the server refuses to ask: `ask` gets -32021 "Client did not declare the
-/// form elicitation capability". The rest is carried.
-const SHARED_LEGACY_NOT_CARRIED: &[&str] = &["input"];
 
 #[derive(Clone, Copy)]
 enum Client {
@@ -155,11 +140,18 @@ fn through_stdio_modes(client: Client, tag: &str) {
 
     for (pool, flags, skip) in [
         ("session", &[][..], &[][..]),
-        ("shared", &[][..], SHARED_MODERN_NOT_CARRIED),
+        // The shared pool drives the dual-era process in the 2026-07-28 era
+        // (docs/eras.md, "In `reverse -- CMD`"): the server's input rounds
+        // become `elicitation/create` requests to the client, and
+        // `resources/subscribe` a listen of the client's session.
+        ("shared", &[][..], &[][..]),
         (
             "shared",
+            // The relay initializes each process itself, declaring
+            // elicitation and sampling: the server's elicitation goes to
+            // the one session with a call in flight.
             &["--upstream-protocol", "legacy"][..],
-            SHARED_LEGACY_NOT_CARRIED,
+            &[][..],
         ),
     ] {
         let events = TempFile::new(tag, &format!("reverse-{pool}-{}.events", flags.len()));

@@ -1181,3 +1181,105 @@ fn shared_a_modern_servers_input_request_reaches_a_handshake_client() {
 fn session_a_modern_only_servers_input_request_reaches_a_handshake_client() {
     assert_handshake_input_round("session", &["--modern-only"]);
 }
+
+// ============================================================================
+// A handshake-era client's resources/subscribe, a modern server
+// ============================================================================
+
+/// The session's GET stream.
+fn get_stream(port: u16, sid: &str) -> common::http::Sse {
+    let mut h = Http::connect(port);
+    h.send_request(
+        "GET",
+        "/mcp",
+        &[
+            ("Accept", "text/event-stream"),
+            ("Mcp-Session-Id", sid),
+            ("MCP-Protocol-Version", common::http::VERSION),
+        ],
+        b"",
+    )
+    .expect("GET");
+    let head = h
+        .read_head(std::time::Instant::now() + IO)
+        .expect("GET head");
+    common::http::Sse::open(h, head)
+}
+
+/// Issue 13: a handshake-era session's `resources/subscribe` toward a
+/// modern-capable process was answered -32601. Now the relay answers it
+/// `{}` and folds the session's subscriptions into one
+/// `subscriptions/listen` of the session on the process (re-opened when
+/// the set changes, the old one cancelled); the server's updated
+/// notifications reach that session's GET stream, and another session of
+/// the same process gets none; the listen's acknowledgement stays with the
+/// relay.
+fn assert_handshake_subscribe(pool: &str, server: &[&str]) {
+    let log = TempFile::new("reverse-eras-hs-sub", &format!("server-log-{pool}"));
+    let mut args = server.to_vec();
+    args.extend(["--resources", "--log", log.path_str()]);
+    let relay = Relay::reverse(NAME)
+        .args(["--pool", pool])
+        .echo_server(&args)
+        .start();
+    let (mut http, sid) = handshake_session_with(relay.port, json!({}));
+    let (_other_http, other_sid) = handshake_session_with(relay.port, json!({}));
+    let mut other = get_stream(relay.port, &other_sid);
+    let mut stream = get_stream(relay.port, &sid);
+    let sub = json!({"jsonrpc": "2.0", "id": 3, "method": "resources/subscribe",
+                     "params": {"uri": "file:///a"}});
+    let r = post_on(&mut http, Some(&sid), &sub, &[], IO)
+        .expect("subscribe")
+        .rpc();
+    assert_eq!(
+        r["result"],
+        json!({}),
+        "{pool}: {r}\n{}",
+        relay.stderr_dump()
+    );
+    let ev = stream.expect_event(IO, "the updated notification").json();
+    assert_eq!(
+        ev["method"], "notifications/resources/updated",
+        "{pool}: {ev}"
+    );
+    assert_eq!(ev["params"]["uri"], "file:///a", "{ev}");
+    match other.next(std::time::Duration::from_millis(300)) {
+        common::http::SseNext::Timeout => {}
+        ev => panic!("{pool}: another session got {ev:?}"),
+    }
+    let seen = seen(&log);
+    let listens: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["method"] == "subscriptions/listen")
+        .collect();
+    assert_eq!(listens.len(), 1, "{seen:?}");
+    assert_eq!(
+        listens[0]["params"]["notifications"]["resourceSubscriptions"],
+        json!(["file:///a"])
+    );
+    assert_eq!(
+        listens[0]["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    assert!(!methods(&seen).contains(&"resources/subscribe".to_string()));
+    // Unsubscribing the last URI ends the listen at the server.
+    let unsub = json!({"jsonrpc": "2.0", "id": 4, "method": "resources/unsubscribe",
+                       "params": {"uri": "file:///a"}});
+    let r = post_on(&mut http, Some(&sid), &unsub, &[], IO)
+        .expect("unsubscribe")
+        .rpc();
+    assert_eq!(r["result"], json!({}), "{r}");
+    log.wait_for(IO, "the listen cancelled", |t| {
+        t.contains("notifications/cancelled")
+    });
+}
+
+#[test]
+fn shared_a_handshake_clients_subscription_becomes_a_listen() {
+    assert_handshake_subscribe("shared", &["--modern"]);
+}
+
+#[test]
+fn session_a_handshake_clients_subscription_becomes_a_listen() {
+    assert_handshake_subscribe("session", &["--modern-only"]);
+}

@@ -161,6 +161,9 @@ pub(super) struct Session {
     /// A stamped session's calls the server answered `input_required`
     /// (`era/stamped_input.rs`), created at its first such call.
     pub(super) stamp_input: Option<Box<era::StampedInput>>,
+    /// A stamped session's `resources/subscribe` URIs and the relay's
+    /// listen for them (`era/stamped_subs.rs`).
+    pub(super) stamp_subs: Option<Box<era::StampedSubs>>,
 }
 
 /// Appends `n` in decimal.
@@ -248,6 +251,7 @@ impl Reverse {
                 undelivered: VecDeque::new(),
                 cancelled_streams: Vec::new(),
                 stamp_input: None,
+                stamp_subs: None,
                 last_active: self.now,
                 idle_timer,
                 stateless,

@@ -14,7 +14,10 @@
 //!   the one session with requests in flight, and when there is not exactly
 //!   one, nowhere (`Down::Dropped`: a log may carry one session's secrets);
 //!   `resources/updated` goes to the sessions that subscribed to its URI;
-//!   list-changed notifications go to every session.
+//!   list-changed notifications go to every session; a notification that
+//!   names a 2026-07-28 `subscriptions/listen` in flight
+//!   (`_meta["io.modelcontextprotocol/subscriptionId"]`, its id at the
+//!   server) goes to the session of that listen alone, its id put back.
 //!
 //! # Subscriptions
 //!
@@ -463,6 +466,27 @@ impl Mux {
         Up::Send(msg)
     }
 
+    /// A 2026-07-28 `subscriptions/listen` notification names its listen
+    /// in `_meta["io.modelcontextprotocol/subscriptionId"]` (its id at the
+    /// server): it goes to the session whose listen that is, the id put
+    /// back as the session wrote it. `None`: no such mark, or no such
+    /// listen in flight (routed as any notification).
+    fn down_to_listener(&self, base: &[u8], env: &Envelope) -> Option<Down> {
+        const KEY: &str = "io.modelcontextprotocol/subscriptionId";
+        let params = env.params?;
+        memchr::memmem::find(params.get().as_bytes(), KEY.as_bytes())?;
+        let raw = member(member(params, "_meta")?, KEY)?;
+        let Id::Num(n) = Id::from_raw(raw) else {
+            return None;
+        };
+        let p = self.pending.get(&n)?;
+        let msg = splice(base, &mut [(raw, p.id_text.as_bytes())])?;
+        Some(Down::ToSession {
+            session: p.session,
+            msg,
+        })
+    }
+
     fn up_response(&mut self, session: SessionKey, env: &Envelope, line: &[u8]) -> Up {
         let Some(id) = env.id() else {
             return Up::Drop;
@@ -600,6 +624,9 @@ impl Mux {
         let Some(method) = env.method() else {
             return Down::Drop;
         };
+        if let Some(d) = self.down_to_listener(base, env) {
+            return d;
+        }
         match &*method {
             "notifications/progress" => self.down_progress(base, env),
             "notifications/cancelled" => {

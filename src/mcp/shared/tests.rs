@@ -814,4 +814,35 @@ fn a_bridged_reply_is_made_modern_in_the_id_splice() {
         }
     );
     assert_empty(&m);
+
+/// Issue 13: a listen's notifications carry no URI a session subscribed
+/// through the mux, only the listen's id at the server in `_meta`: they go
+/// to the session whose listen that is, with its own id back, and to no
+/// other (before: dropped as unattributed, or broadcast for list-changed).
+#[test]
+fn listen_notifications_go_to_the_listening_session_with_its_id() {
+    let mut m = Mux::new();
+    let listen = br#"{"jsonrpc":"2.0","id":"mcp-relay-listen-1","method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///a"]}}}"#;
+    let n = upstream_id(&sent(m.up(7, listen)));
+    // Another session busy too: no "sole session" to fall back on.
+    sent(m.up(8, br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#));
+    for method in [
+        "notifications/resources/updated",
+        "notifications/tools/list_changed",
+    ] {
+        let note = format!(
+            r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"uri":"file:///a","_meta":{{"io.modelcontextprotocol/subscriptionId":{n}}}}}}}"#
+        );
+        let Down::ToSession { session, msg } = one(m.down(note.as_bytes())) else {
+            panic!("{method}: not to the listening session")
+        };
+        assert_eq!(session, 7);
+        assert_eq!(
+            json(&msg)["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            "mcp-relay-listen-1"
+        );
+    }
+    // A mark naming no listen in flight: routed as before.
+    let stray = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a","_meta":{"io.modelcontextprotocol/subscriptionId":999}}}"#;
+    assert_eq!(one(m.down(stray)), Down::Dropped(Dropped::Unattributed));
 }

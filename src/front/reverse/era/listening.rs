@@ -116,7 +116,7 @@ impl Reverse {
         let (listening, log) = match self.sessions.get(&skey).map(|s| &s.era) {
             Some(SessionEra::Listening(_)) => (true, None),
             Some(SessionEra::Bridged(b)) => (false, b.log()),
-            _ => return Some(msg),
+            _ => return self.stamped_push(skey, msg),
         };
         let (method, level) = match jsonrpc::peek(&msg) {
             Ok(Message::Single(env)) if env.kind() == Kind::Notification => {

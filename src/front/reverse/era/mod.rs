@@ -42,11 +42,13 @@ use crate::mcp::era::{Era, MODERN_VERSION, UNSUPPORTED_PROTOCOL_VERSION};
 
 mod listening;
 pub(super) use stamped_input::StampedInput;
+pub(super) use stamped_subs::StampedSubs;
 mod rounds;
 mod session_pool;
 mod shared_pool;
 mod stamped;
 mod stamped_input;
+mod stamped_subs;
 
 /// Id of the relay's `server/discover` probe to a session-mode process
 /// (outside any client's: the client's request is not sent before it is

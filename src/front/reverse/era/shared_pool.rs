@@ -293,14 +293,12 @@ impl Reverse {
                 self.answer_result(skey, id, &json!({}));
                 Outgoing::Done
             }
-            stamp::TowardModern::Subscribe | stamp::TowardModern::Unsubscribe => {
-                let b = jsonrpc::error_response(
-                    Some(id),
-                    crate::mcp::era::METHOD_NOT_FOUND,
-                    "resources/subscribe is not bridged to a modern-era server in reverse mode yet",
-                    json!({"upstream": self.ups[up_of(skey)].cfg.name}),
-                );
-                self.answer_bytes(skey, id, b);
+            how @ (stamp::TowardModern::Subscribe | stamp::TowardModern::Unsubscribe) => {
+                // Folded into a listen of the session (`stamped_subs.rs`).
+                let params: Option<serde_json::Value> =
+                    env.params.and_then(|p| serde_json::from_str(p.get()).ok());
+                let subscribe = how == stamp::TowardModern::Subscribe;
+                self.stamped_subscription(skey, id, subscribe, params.as_ref());
                 Outgoing::Done
             }
         }

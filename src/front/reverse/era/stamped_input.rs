@@ -56,6 +56,9 @@ impl Reverse {
         id: &Id,
         msg: &[u8],
     ) -> bool {
+        if self.stamped_listen_reply(skey, id) {
+            return true;
+        }
         let now = self.now;
         let Some(core) = self.input_core(skey) else {
             return false;
