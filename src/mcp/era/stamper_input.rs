@@ -144,9 +144,17 @@ impl StamperInput {
     }
 
     /// A request of the client went to the server as `line` (stamped):
-    /// remembered when its result may be `input_required`.
+    /// remembered when its result may be `input_required`. At the cap the
+    /// calls not waiting for the client are let go first (among them those
+    /// the relay answered itself, a timeout, which never come back here).
     pub fn sent(&mut self, id: &Id, method: &str, line: &[u8]) {
-        if !carries_input(method) || self.calls.len() >= self.limits.max_calls {
+        if !carries_input(method) {
+            return;
+        }
+        if self.calls.len() >= self.limits.max_calls && !self.calls.contains_key(id) {
+            self.calls.retain(|_, c| c.asking.is_some());
+        }
+        if self.calls.len() >= self.limits.max_calls && !self.calls.contains_key(id) {
             return;
         }
         let Ok(request) = serde_json::from_slice::<Value>(line) else {

@@ -202,17 +202,34 @@ fn rounds_and_inputs_are_bounded() {
     s.declare(&json!({"elicitation": {}}));
     let id = Id::Num(1);
     s.sent(&id, "tools/call", &call_line(1));
-    // Not remembered past max_calls: its input_required is refused.
+    // Calls that never came back (a relay timeout answered them) do not
+    // hold the cap: the next call takes the place of one not asking.
     s.sent(&Id::Num(2), "tools/call", &call_line(2));
-    let out = s
-        .on_result(
+    assert!(
+        s.on_result(
             &Id::Num(2),
             &input_required(2, json!({"a": elicit("x")}), None),
+            now
+        )
+        .unwrap()
+        .answer
+        .is_none(),
+        "call 2 was remembered"
+    );
+    // Now call 2 waits for the client: call 1 is not remembered past
+    // max_calls, and its input_required is refused.
+    s.sent(&id, "tools/call", &call_line(1));
+    let out = s
+        .on_result(
+            &id,
+            &input_required(1, json!({"a": elicit("x")}), None),
             now,
         )
         .unwrap();
     assert!(out.answer.is_some());
+    s.cancel(&Id::Num(2));
     // Too many inputs at once.
+    s.sent(&id, "tools/call", &call_line(1));
     let three = json!({"a": elicit("x"), "b": elicit("y"), "c": elicit("z")});
     assert!(
         s.on_result(&id, &input_required(1, three, None), now)
