@@ -1123,6 +1123,9 @@ fn assert_handshake_input_round(pool: &str, server: &[&str]) {
         .echo_server(&args)
         .start();
     let (mut http, sid) = handshake_session_with(relay.port, json!({"elicitation": {}}));
+    // With the session's GET stream open too, the requests still go on the
+    // call's own stream.
+    let _get = get_stream(relay.port, &sid);
     let call = common::call_with(json!(9), json!({"text": "q", "ask": true}), None);
     http.send_request(
         "POST",

@@ -66,7 +66,7 @@ impl Reverse {
         let Some(out) = core.on_result(id, msg, now) else {
             return false;
         };
-        self.stamped_input_out(skey, out);
+        self.stamped_input_call_out(skey, Some(id), out);
         true
     }
 
@@ -136,15 +136,31 @@ impl Reverse {
             .as_mut()
     }
 
-    /// Carries out what the core decided for one call (named by its retry
-    /// or its answer; requests to the client go on that call's POST).
+    /// Carries out what the core decided for one call (`call`, else the one
+    /// its retry or answer names; requests to the client go on that call's
+    /// POST, and restart its response timeout: the client is working on
+    /// it).
     pub(in crate::front::reverse) fn stamped_input_out(&mut self, skey: SKey, out: Out) {
-        let call = out
-            .retry
+        self.stamped_input_call_out(skey, None, out);
+    }
+
+    fn stamped_input_call_out(&mut self, skey: SKey, call: Option<&Id>, out: Out) {
+        let call = call.cloned().or_else(|| {
+            out.retry
+                .as_ref()
+                .or(out.answer.as_ref())
+                .map(|(c, _)| c.clone())
+        });
+        let route = call
             .as_ref()
-            .or(out.answer.as_ref())
-            .map(|(c, _)| c.clone());
-        let route = call.and_then(|c| self.sessions.get(&skey)?.inflight.get(&c).map(|r| r.route));
+            .and_then(|c| self.sessions.get(&skey)?.inflight.get(c).map(|r| r.route));
+        if route.is_some()
+            && !out.to_client.is_empty()
+            && out.answer.is_none()
+            && let Some(c) = &call
+        {
+            self.arm_response_timer(skey, c);
+        }
         for line in out.to_client {
             let sent = match route {
                 Some(ReplyTo::Client(tok)) => self.event_on_post(skey, tok, &line),
