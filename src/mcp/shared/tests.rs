@@ -814,6 +814,7 @@ fn a_bridged_reply_is_made_modern_in_the_id_splice() {
         }
     );
     assert_empty(&m);
+}
 
 /// Issue 13: a listen's notifications carry no URI a session subscribed
 /// through the mux, only the listen's id at the server in `_meta`: they go
