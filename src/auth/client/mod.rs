@@ -31,7 +31,7 @@ pub enum Grant {
 }
 
 /// `forward --oauth` and its flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientOptions {
     /// `--oauth-browser`: the command, split like a shell word list; the
     /// URL is appended as its last argument.
@@ -46,6 +46,24 @@ pub struct ClientOptions {
     pub grant: Grant,
     /// `--oauth-scope`: asked for when the server's challenge names none.
     pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    // Never prints the client secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("browser", &self.browser)
+            .field("store_dir", &self.store_dir)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_metadata_url", &self.client_metadata_url)
+            .field("grant", &self.grant)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -337,5 +355,33 @@ mod tests {
         assert!(split_words("'open").is_err());
         assert!(split_words("\"open").is_err());
         assert!(split_words("open\\").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let reg = wire::Registration {
+            id: "client-1".into(),
+            secret: Some("s3cret-reg".into()),
+            kind: wire::ClientKind::Dynamic,
+            redirect_uri: None,
+        };
+        let fetch = wire::Fetch {
+            url: "https://as.example/token".into(),
+            method: "POST",
+            headers: vec![("authorization".into(), "Basic czNjcmV0LWhkcg==".into())],
+            body: b"grant_type=refresh_token&refresh_token=s3cret-rt".to_vec(),
+        };
+        let opts = ClientOptions {
+            client_secret: Some("s3cret-opt".into()),
+            ..ClientOptions::default()
+        };
+        let text = format!("{reg:?} {fetch:?} {opts:?}");
+        for secret in ["s3cret", "czNjcmV0"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(
+            text.contains("client-1") && text.contains("as.example"),
+            "{text}"
+        );
     }
 }

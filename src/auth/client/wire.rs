@@ -34,7 +34,7 @@ pub enum ClientKind {
     Dynamic,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Registration {
     pub id: String,
     pub secret: Option<String>,
@@ -54,6 +54,18 @@ pub struct Tokens {
     pub scope: String,
 }
 
+impl std::fmt::Debug for Registration {
+    // Never prints the client secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("kind", &self.kind)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Tokens {
     // Never prints a token.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,12 +78,37 @@ impl std::fmt::Debug for Tokens {
 }
 
 /// One HTTP exchange the flow needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Fetch {
     pub url: String,
     pub method: &'static str,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Fetch {
+    // Token requests carry codes, verifiers, refresh tokens and client
+    // secrets in the body or an `Authorization` header: neither is printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("authorization") {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Fetch")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl Fetch {
