@@ -1370,3 +1370,56 @@ fn multi_line_upstream_messages_reach_the_host_as_one_line_each() {
         close_and_exit(&mut relay);
     });
 }
+
+/// The host closing stdin with a request still in flight (a one-shot
+/// `printf … | mcp-relay forward --url`) still gets that request's answer:
+/// the relay waits for it, up to `--kill-grace`, before it ends the
+/// upstream session. Before: answered `upstream_closed` at once.
+#[test]
+fn stdin_eof_waits_for_the_requests_in_flight_up_to_the_kill_grace() {
+    bounded(|| {
+        let fake = Fake::start(handler(|req, conn| {
+            if req.is_post_of("tools/call") {
+                let msg = req.json();
+                let slow = msg.pointer("/params/arguments/text") == Some(&json!("slow"));
+                let wait = if slow { 300 } else { 5_000 };
+                if !conn.wait(Duration::from_millis(wait)) {
+                    return After::Close;
+                }
+            }
+            standard(req, conn, "s1")
+        }));
+        let mut relay = start_relay(&fake.url(), &["--kill-grace", "1s"]);
+        relay.handshake();
+        // Answered within the grace: the real answer.
+        relay.send(&common::call(json!(7), "slow"));
+        let t0 = Instant::now();
+        relay.close_stdin();
+        let reply = relay.expect_response(&json!(7), SHORT);
+        assert_eq!(
+            reply["result"]["content"][0]["text"],
+            "slow",
+            "{reply}\n{}",
+            relay.stderr_dump()
+        );
+        let status = relay.wait_exit(SHORT);
+        assert_eq!(status.code(), Some(0), "{status}\n{}", relay.stderr_dump());
+        let elapsed = t0.elapsed();
+        eprintln!("slow reply, then exit {elapsed:?} after stdin closed");
+        assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+        assert!(fake.seen().iter().any(|q| q.method == "DELETE"));
+
+        // Not answered within the grace: upstream_closed when it ends.
+        let mut relay = start_relay(&fake.url(), &["--kill-grace", "500ms"]);
+        relay.handshake();
+        relay.send(&common::call(json!(8), "never in time"));
+        let t0 = Instant::now();
+        relay.close_stdin();
+        let reply = relay.expect_response(&json!(8), SHORT);
+        let elapsed = t0.elapsed();
+        assert_eq!(reply["error"]["data"]["kind"], "upstream_closed", "{reply}");
+        let grace = Duration::from_millis(500);
+        assert_within("answer", elapsed, grace, upper_bound(grace) * 2, &relay);
+        assert_eq!(relay.wait_exit(SHORT).code(), Some(0));
+    });
+}

@@ -105,6 +105,8 @@ enum TimerKind {
     EraProbe,
     /// Stdio, bridged: a client did not retry a call that needs its input.
     EraInput,
+    /// `--url`: the grace for requests in flight at stdin's EOF is over.
+    HttpDrain,
 }
 
 /// A request in flight; its route is the upstream it was written to
@@ -351,6 +353,7 @@ impl Forward {
                     self.schedule_respawn();
                 }
             }
+            TimerKind::HttpDrain => self.http_drained(true),
             TimerKind::FinalFlush => {
                 if self.server.http().is_some_and(|h| !h.settled()) {
                     log::warn!("the upstream did not answer DELETE in time");
@@ -471,8 +474,13 @@ impl Forward {
         {
             return None;
         }
+        if self.server.http().is_some_and(|h| h.draining()) && self.pending.is_empty() {
+            // Every request in flight at stdin's EOF has its answer.
+            self.http_drained(false);
+        }
         if self.server.http().is_some_and(|h| !h.settled()) {
-            // The DELETE ending the upstream session is still on its way.
+            // Answers still awaited after stdin's EOF, or the DELETE ending
+            // the upstream session is still on its way.
             return None;
         }
         if self.server.current().is_some() {

@@ -49,10 +49,54 @@ impl Forward {
         self.http_send(&msg, None);
     }
 
-    /// Shutdown: end the upstream session politely (DELETE), bounded by the
-    /// kill grace.
+    /// Shutdown. With requests in flight (the host closed stdin right
+    /// after sending them) their answers may still come for `--kill-grace`:
+    /// the session stays as it is until they are all answered or the grace
+    /// is over ([`http_drained`](Self::http_drained)); then it ends.
     pub(in crate::front::forward) fn http_close(&mut self) {
         self.oauth_close();
+        let now = self.now;
+        let grace = self.cfg.kill_grace;
+        let in_flight = !self.pending.is_empty() && !self.host.out_broken;
+        let Some(h) = self.server.http_mut() else {
+            return;
+        };
+        if in_flight && h.draining.is_none() {
+            log::info!(
+                "stdin closed with {} request(s) in flight: waiting up to {grace:?} for their answers",
+                self.pending.len()
+            );
+            let t = self.timers.insert(now + grace, TimerKind::HttpDrain);
+            if let Some(h) = self.server.http_mut() {
+                h.draining = Some(t);
+            }
+            return;
+        }
+        self.http_end_session();
+    }
+
+    /// The drain after stdin's EOF is over: every request answered, or
+    /// `timed_out` (the grace is over: what is left is answered
+    /// `upstream_closed` when the relay exits).
+    pub(in crate::front::forward) fn http_drained(&mut self, timed_out: bool) {
+        let Some(t) = self.server.http_mut().and_then(|h| h.draining.take()) else {
+            return;
+        };
+        if timed_out {
+            log::warn!(
+                "{} request(s) still unanswered {:?} after stdin closed",
+                self.pending.len(),
+                self.cfg.kill_grace
+            );
+        } else {
+            self.timers.cancel(t);
+        }
+        self.http_end_session();
+    }
+
+    /// Ends the upstream session politely (DELETE), bounded by the kill
+    /// grace.
+    fn http_end_session(&mut self) {
         let now = self.now;
         let reg = self.poll.registry();
         let Some(h) = self.server.http_mut() else {

@@ -94,6 +94,9 @@ pub(super) struct HttpUpstream {
     /// `Some` once the upstream turned out to speak legacy HTTP+SSE.
     legacy: Option<Legacy>,
     delete_ex: Option<ExId>,
+    /// The host closed stdin with requests in flight: they may still be
+    /// answered until this time (`--kill-grace`), then the session ends.
+    draining: Option<TimerId>,
     /// Rate limits of the lines about reads held back.
     paused_log: RateLog,
     budget_log: RateLog,
@@ -150,6 +153,7 @@ impl HttpUpstream {
             initialized: false,
             legacy: None,
             delete_ex: None,
+            draining: None,
             paused_log: RateLog::default(),
             budget_log: RateLog::default(),
             hold_log: RateLog::default(),
@@ -193,7 +197,12 @@ impl HttpUpstream {
 
     /// The relay's exit may proceed: no DELETE still on its way.
     pub(super) fn settled(&self) -> bool {
-        self.delete_ex.is_none()
+        self.delete_ex.is_none() && self.draining.is_none()
+    }
+
+    /// Waiting for the answers of requests in flight at stdin's EOF.
+    pub(super) fn draining(&self) -> bool {
+        self.draining.is_some()
     }
 
     fn headers(&self, accept_sse_only: bool) -> Vec<(String, String)> {
