@@ -839,14 +839,14 @@ mod tests {
                 },
                 Closing,
                 Authorizing(Box::new(Held {
-                    req: Request {
-                        method: "POST".into(),
-                        target: "/mcp".into(),
-                        minor_version: 1,
-                        headers: Vec::new(),
-                        body: Vec::new(),
-                        keep_alive: true,
-                    },
+                    req: Request::new(
+                        "POST".into(),
+                        "/mcp".into(),
+                        1,
+                        Vec::new(),
+                        Vec::new(),
+                        true,
+                    ),
                     ops_here: false,
                     path: String::new(),
                 })),

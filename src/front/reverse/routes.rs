@@ -2,6 +2,7 @@
 //! DELETE), 2026-07-28 stateless requests, and legacy HTTP+SSE.
 
 use super::*;
+use crate::proto::http1::Known;
 
 impl Reverse {
     pub(super) fn handle_request(&mut self, tok: Token, req: Request) {
@@ -50,7 +51,7 @@ impl Reverse {
         let local = self
             .client(tok)
             .and_then(|c| Some((c.local?, c.stream.is_tls())));
-        if let Some(origin) = req.header("origin")
+        if let Some(origin) = req.known(Known::Origin)
             && !self.cfg.allow_origins.iter().any(|o| o == origin)
             && !local.is_some_and(|(l, tls)| same_origin_on(origin, l, tls))
         {
@@ -165,7 +166,7 @@ impl Reverse {
         u: usize,
     ) -> Option<SKey> {
         let ka = req.keep_alive;
-        let Some(sid) = req.header("mcp-session-id") else {
+        let Some(sid) = req.known(Known::McpSessionId) else {
             self.respond_rpc_error(
                 tok,
                 400,
@@ -193,7 +194,7 @@ impl Reverse {
 
     pub(super) fn post_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
-        let json_body = req.header("content-type").is_some_and(|ct| {
+        let json_body = req.known(Known::ContentType).is_some_and(|ct| {
             ct.split(';')
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
@@ -218,7 +219,7 @@ impl Reverse {
             );
             return;
         }
-        let version = req.header("mcp-protocol-version");
+        let version = req.known(Known::McpProtocolVersion);
         if let Some(v) = version
             && !VERSIONS.contains(&v)
         {
@@ -396,14 +397,14 @@ impl Reverse {
         // `Mcp-Method` is required on requests; a notification may come
         // without it (the TypeScript SDK 2.x sends none), but one that is
         // there must match the body.
-        let header_ok = match (req.header("mcp-method"), method.as_deref()) {
+        let header_ok = match (req.known(Known::McpMethod), method.as_deref()) {
             (Some(h), Some(m)) => h == m,
             (None, _) => env.kind() != Kind::Request,
             (Some(_), None) => false,
         };
         // `params` is read once for the name and for the envelope the
         // bridge strips.
-        let name_header = req.header("mcp-name");
+        let name_header = req.known(Known::McpName);
         let fields = name_header.and_then(|_| era::param_fields(env));
         let name_ok = match name_header {
             None => true,
@@ -440,7 +441,7 @@ impl Reverse {
         }
         let skey = self.new_stateless_session(u, token);
         if self.ups[u].is_http() {
-            self.http_keep_param_headers(skey, &req.headers);
+            self.http_keep_param_headers(skey, req.headers());
         }
         if let Some(c) = self.client(tok) {
             c.set_state(ClientState::Waiting(Exchange::single(
@@ -519,7 +520,7 @@ impl Reverse {
 
     pub(super) fn get_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
-        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+        if req.known(Known::McpProtocolVersion) == Some(STATELESS_VERSION) {
             // 2026-07-28 has no GET stream.
             self.respond(tok, 405, &[("allow", "POST")], b"method not allowed\n", ka);
             return;
@@ -532,7 +533,7 @@ impl Reverse {
             return;
         };
         let last: Option<u64> = req
-            .header("last-event-id")
+            .known(Known::LastEventId)
             .and_then(|v| v.trim().parse().ok());
         // At most one GET stream per session: a new one replaces the old, so
         // re-subscribing after a network blip is idempotent.
@@ -585,7 +586,7 @@ impl Reverse {
 
     pub(super) fn delete_mcp(&mut self, tok: Token, req: Request, token: Option<usize>, u: usize) {
         let ka = req.keep_alive;
-        if req.header("mcp-protocol-version") == Some(STATELESS_VERSION) {
+        if req.known(Known::McpProtocolVersion) == Some(STATELESS_VERSION) {
             self.respond(tok, 405, &[("allow", "POST")], b"method not allowed\n", ka);
             return;
         }

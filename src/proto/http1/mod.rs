@@ -28,15 +28,18 @@
 //! One file per job: `request` parses requests, `response` parses upstream
 //! responses, `chunked` decodes the chunked transfer coding for both, and
 //! `write` writes responses. This file holds what they share: [`Limits`],
-//! [`Error`], the header-field helpers and the head scanner.
+//! [`Error`], the header-field helpers and the head scanner; `index` locates the
+//! header fields the relay asks for once per request.
 
 use std::fmt;
 
 mod chunked;
+mod index;
 mod request;
 mod response;
 mod write;
 
+pub use index::Known;
 pub use request::{Event, Request, RequestParser};
 pub use response::{BodyKind, BodyProgress, Response, ResponseParser};
 pub use write::{
@@ -171,7 +174,11 @@ fn keep_alive(minor_version: u8, headers: &[(String, String)]) -> bool {
 fn header_all<'a>(headers: &'a [(String, String)], name: &str) -> impl Iterator<Item = &'a str> {
     headers
         .iter()
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .filter(move |(n, _)| {
+            #[cfg(test)]
+            testing::COMPARED.with(|c| c.set(c.get() + 1));
+            n.eq_ignore_ascii_case(name)
+        })
         .map(|(_, v)| v.as_str())
 }
 
@@ -253,6 +260,12 @@ mod testing {
     //! The request-parser harness shared by the `request` and `chunked` tests.
 
     use super::*;
+
+    thread_local! {
+        /// Header names compared by lookups on this thread (each test runs
+        /// on its own thread), for the lookup-cost tests.
+        pub(super) static COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     pub(super) fn parser() -> RequestParser {
         RequestParser::new(Limits::default())

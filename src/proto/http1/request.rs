@@ -6,9 +6,10 @@
 use std::mem;
 
 use super::chunked::ChunkDecoder;
+use super::index::{HeaderIndex, Known, Lookup};
 use super::{
     Error, HeadScan, Limits, MAX_HEADERS, chunked_only, compact, content_length, header_all,
-    keep_alive, list, ows, skip_empty_lines,
+    keep_alive, ows, skip_empty_lines,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,22 +19,102 @@ pub struct Request {
     pub target: String,
     /// 0 or 1.
     pub minor_version: u8,
-    /// Names lower-cased, values trimmed of surrounding whitespace.
-    pub headers: Vec<(String, String)>,
+    /// Names lower-cased, values trimmed of surrounding whitespace; read
+    /// through [`Request::headers`] (it is indexed, so it does not change).
+    headers: Vec<(String, String)>,
+    /// Where the names the relay asks for are in `headers`.
+    index: HeaderIndex,
     pub body: Vec<u8>,
     /// Whether the connection may carry another request (RFC 9112 §9.3).
     pub keep_alive: bool,
 }
 
 impl Request {
+    /// A request with these header fields (values trimmed), indexed for
+    /// lookups; names are lower-cased here.
+    pub fn new(
+        method: String,
+        target: String,
+        minor_version: u8,
+        mut headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        keep_alive: bool,
+    ) -> Request {
+        for (name, _) in &mut headers {
+            name.make_ascii_lowercase();
+        }
+        Request::lower_cased(method, target, minor_version, headers, body, keep_alive)
+    }
+
+    /// [`Request::new`] for header names that are lower-case already.
+    fn lower_cased(
+        method: String,
+        target: String,
+        minor_version: u8,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        keep_alive: bool,
+    ) -> Request {
+        let index = HeaderIndex::new(&headers);
+        Request {
+            method,
+            target,
+            minor_version,
+            headers,
+            index,
+            body,
+            keep_alive,
+        }
+    }
+
+    /// Every header field, in order: names lower-cased, values trimmed.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The part of the header list that holds every field line named `k`:
+    /// the lines from its first to its last occurrence, none when absent.
+    fn lines(&self, k: Known) -> &[(String, String)] {
+        match self.index.lookup(k) {
+            Lookup::Within(range) => self.headers.get(range).unwrap_or_default(),
+            Lookup::Unindexed => &self.headers,
+        }
+    }
+
+    /// The first value of a header the relay asks for: no other name is
+    /// compared.
+    pub fn known(&self, k: Known) -> Option<&str> {
+        self.known_all(k).next()
+    }
+
+    /// Every value of a header the relay asks for, in order.
+    pub fn known_all(&self, k: Known) -> impl Iterator<Item = &str> {
+        let name = k.name();
+        self.lines(k)
+            .iter()
+            .filter(move |(n, _)| {
+                #[cfg(test)]
+                super::testing::COMPARED.with(|c| c.set(c.get() + 1));
+                n == name
+            })
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        header_all(&self.headers, name).next()
+        match Known::of(name) {
+            Some(k) => self.known(k),
+            None => header_all(&self.headers, name).next(),
+        }
     }
 
     /// Every value of a header, in order, one per field line.
     pub fn header_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        header_all(&self.headers, name)
+        let lines = match Known::of(name) {
+            Some(k) => self.lines(k),
+            None => &self.headers,
+        };
+        header_all(lines, name)
     }
 
     /// The target's path, without the query. An absolute-form target
@@ -72,7 +153,12 @@ impl Request {
         let (want_type, want_sub) = (ows(want_type), ows(want_sub));
         // (specificity, acceptable) of the best range so far.
         let mut best: Option<(u8, bool)> = None;
-        for range in list(&self.headers, "accept") {
+        let ranges = self
+            .known_all(Known::Accept)
+            .flat_map(|v| v.split(','))
+            .map(ows)
+            .filter(|s| !s.is_empty());
+        for range in ranges {
             let mut parts = range.split(';');
             let Some((ty, sub)) = parts.next().and_then(|r| r.split_once('/')) else {
                 continue;
@@ -292,7 +378,7 @@ impl RequestParser {
         // RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored.
         let continue_pending = req.minor_version == 1
             && req
-                .header("expect")
+                .known(Known::Expect)
                 .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
             && !matches!(framing, Framing::Length(0));
         self.state = State::Body {
@@ -376,18 +462,19 @@ fn parse_request_head(head: &[u8]) -> Result<Request, Error> {
         };
         headers.push((h.name.to_ascii_lowercase(), ows(value).to_owned()));
     }
-    if header_all(&headers, "host").nth(1).is_some() {
-        return Err(Error::BadRequest("more than one Host header"));
-    }
-    let keep_alive = keep_alive(minor_version, &headers);
-    Ok(Request {
-        method: method.to_owned(),
-        target: target.to_owned(),
+    let mut req = Request::lower_cased(
+        method.to_owned(),
+        target.to_owned(),
         minor_version,
         headers,
-        body: Vec::new(),
-        keep_alive,
-    })
+        Vec::new(),
+        false,
+    );
+    if req.known_all(Known::Host).nth(1).is_some() {
+        return Err(Error::BadRequest("more than one Host header"));
+    }
+    req.keep_alive = keep_alive(minor_version, req.lines(Known::Connection));
+    Ok(req)
 }
 
 fn request_error(e: httparse::Error, head: &[u8]) -> Error {
@@ -418,8 +505,8 @@ fn names_a_version(head: &[u8]) -> bool {
 
 /// RFC 9112 §6: how the request's body is delimited.
 fn request_framing(req: &Request, limits: &Limits) -> Result<Framing, Error> {
-    let length = content_length(&req.headers)?;
-    if req.header("transfer-encoding").is_some() {
+    let length = content_length(req.lines(Known::ContentLength))?;
+    if req.known(Known::TransferEncoding).is_some() {
         // §6.1: both is how requests are smuggled past a proxy.
         if length.is_some() {
             return Err(Error::BadRequest(
@@ -431,7 +518,7 @@ fn request_framing(req: &Request, limits: &Limits) -> Result<Framing, Error> {
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
-        chunked_only(&req.headers)?;
+        chunked_only(req.lines(Known::TransferEncoding))?;
         return Ok(Framing::Chunked(ChunkDecoder::default()));
     }
     match length {
@@ -452,6 +539,41 @@ mod tests {
         one_request(format!("GET / HTTP/1.1\r\nHost: x\r\n{name}: {value}\r\n\r\n").as_bytes())
     }
 
+    /// The names the relay asks for are indexed when the head is parsed: a
+    /// lookup compares only the field lines that carry that name, wherever
+    /// they are among many others, in any case, and keeps every value in
+    /// order.
+    #[test]
+    fn known_header_lookups_compare_only_their_own_lines() {
+        use crate::proto::http1::testing::COMPARED;
+        let mut head = String::from("POST /mcp HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..40 {
+            head.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+        }
+        head.push_str("Accept: application/json\r\nMCP-Name: echo\r\n");
+        for i in 40..50 {
+            head.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+        }
+        head.push_str("accept: text/event-stream\r\nContent-Length: 0\r\n\r\n");
+        let r = one_request(head.as_bytes());
+        COMPARED.with(|c| c.set(0));
+        assert_eq!(r.header("mcp-name"), Some("echo"));
+        assert_eq!(r.header("mcp-session-id"), None);
+        assert!(r.accepts("application/json") && r.accepts("text/event-stream"));
+        assert_eq!(
+            r.header_all("accept").collect::<Vec<_>>(),
+            ["application/json", "text/event-stream"]
+        );
+        let compared = COMPARED.with(|c| c.get());
+        // mcp-name (1), mcp-session-id (0), the two accept lines and the 11
+        // between them (13 each, three times).
+        assert!(compared <= 1 + 3 * 13, "{compared} names compared");
+        // Spelled with capitals, the name is still found, by a scan.
+        assert_eq!(r.header("MCP-Name"), Some("echo"));
+        // A name the relay does not index is still found by a scan.
+        assert_eq!(r.header("x-filler-45"), Some("45"));
+    }
+
     #[test]
     fn a_simple_request_parses_with_lowercased_names_and_trimmed_values() {
         let r = one_request(b"POST /mcp?x=1 HTTP/1.1\r\nHost: relay\r\nContent-Type:  application/json \r\nContent-Length: 2\r\n\r\n{}");
@@ -459,7 +581,7 @@ mod tests {
         assert_eq!(r.target, "/mcp?x=1");
         assert_eq!(r.minor_version, 1);
         assert_eq!(
-            r.headers[1],
+            r.headers()[1],
             ("content-type".to_owned(), "application/json".to_owned())
         );
         assert_eq!(r.header("CONTENT-TYPE"), Some("application/json"));
@@ -866,7 +988,7 @@ mod tests {
             assert_eq!(p.next_event(), Ok(None));
             p.feed(&[*b]);
         }
-        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.headers.len() == 60));
+        assert!(matches!(p.next_event(), Ok(Some(Event::Request(r))) if r.headers().len() == 60));
         assert!(
             p.work <= 4 * raw.len(),
             "work {} for {} bytes",
