@@ -193,7 +193,14 @@ fn list<'a>(headers: &'a [(String, String)], name: &str) -> impl Iterator<Item =
 
 /// Trims optional whitespace (SP and HTAB, RFC 9110 §5.6.3).
 fn ows(s: &str) -> &str {
-    s.trim_matches([' ', '\t'])
+    // Bytewise: a char-set pattern decodes every char it looks at, and this
+    // runs on every header value and list element of every request.
+    let b = s.as_bytes();
+    let blank = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = b.iter().position(|c| !blank(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !blank(c)).map_or(start, |i| i + 1);
+    // SP and HTAB are single bytes: both ends are char boundaries.
+    s.get(start..end).unwrap_or(s)
 }
 
 /// Finds the end of a head without rescanning: a slowloris sending one byte

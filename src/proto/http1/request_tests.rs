@@ -483,3 +483,16 @@ fn the_buffer_stays_within_head_limit_plus_one_read() {
     assert_eq!(p.next_event(), Err(Error::HeaderTooLarge));
     assert_eq!(p.buffered(), 0);
 }
+
+/// Optional whitespace is SP and HTAB only, at either end; what is between
+/// (and any other blank, e.g. a no-break space) stays.
+#[test]
+fn ows_trims_only_spaces_and_tabs_at_the_ends() {
+    use crate::proto::http1::ows;
+    assert_eq!(ows("  a b\t "), "a b");
+    assert_eq!(ows(" \t "), "");
+    assert_eq!(ows(""), "");
+    assert_eq!(ows("\u{e9} "), "\u{e9}");
+    assert_eq!(ows("\u{a0}x\u{a0}"), "\u{a0}x\u{a0}");
+    assert_eq!(ows("\r\nx"), "\r\nx");
+}
