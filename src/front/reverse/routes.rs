@@ -406,16 +406,7 @@ impl Reverse {
         // bridge strips.
         let name_header = req.known(Known::McpName);
         let fields = name_header.and_then(|_| era::param_fields(env));
-        let name_ok = match name_header {
-            None => true,
-            Some(name) => {
-                // A value that is not plain ASCII comes as `=?base64?…?=`;
-                // a malformed one matches nothing.
-                let expected = era::named(&fields);
-                let decoded = crate::mcp::era::classify::decode_header_value(name);
-                expected.is_some() && expected == decoded
-            }
-        };
+        let name_ok = name_header.is_none_or(|name| name_matches(&fields, name));
         if !header_ok || !name_ok {
             self.respond_rpc_error(
                 tok,
@@ -817,5 +808,59 @@ mod tests {
         assert!(same_origin_on("https://10.1.2.3", port443, tls));
         assert!(!same_origin_on("https://10.1.2.3", port443, false));
         assert!(!same_origin_on("http://10.1.2.3:443", port443, tls));
+    }
+}
+
+/// Whether an `Mcp-Name` header names what the body's `params` does
+/// (`name`, else `uri`). A value that is not plain ASCII comes as
+/// `=?base64?…?=`; a malformed one matches nothing. The common case, a
+/// plain header and a name without escapes, is compared as it stands,
+/// without decoding either side into a new string.
+fn name_matches(fields: &Option<era::ParamFields>, header: &str) -> bool {
+    let raw = fields
+        .as_ref()
+        .and_then(|[name, uri, _]| name.or(*uri))
+        .map(|r| r.get());
+    let plain = raw
+        .and_then(|t| t.strip_prefix('"')?.strip_suffix('"'))
+        .filter(|inner| !inner.contains('\\'));
+    if let Some(inner) = plain
+        && !header.starts_with("=?")
+    {
+        return inner == header;
+    }
+    let expected = era::named(fields);
+    let decoded = crate::mcp::era::classify::decode_header_value(header);
+    expected.is_some() && expected == decoded
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn check(params: &str, header: &str) -> bool {
+        let raw: &RawValue = serde_json::from_str(params).unwrap();
+        let fields = crate::mcp::shared::members(raw, ["name", "uri", "_meta"]);
+        name_matches(&fields, header)
+    }
+
+    #[test]
+    fn mcp_name_is_matched_plain_escaped_or_base64() {
+        assert!(check(r#"{"name":"echo"}"#, "echo"));
+        assert!(!check(r#"{"name":"echo"}"#, "echoes"));
+        assert!(check(r#"{"uri":"file:///a"}"#, "file:///a"));
+        assert!(check(r#"{"name":"a","uri":"b"}"#, "a"));
+        // Escapes in the body are decoded before comparing.
+        assert!(check(r#"{"name":"\u0065cho"}"#, "echo"));
+        assert!(!check(r#"{"name":"\u0065cho"}"#, "\\u0065cho"));
+        // A non-ASCII name comes base64-encoded ("é" is w6k=).
+        assert!(check(r#"{"name":"\u00e9"}"#, "=?base64?w6k=?="));
+        assert!(check(r#"{"name":"é"}"#, "=?base64?w6k=?="));
+        assert!(!check(r#"{"name":"é"}"#, "=?base64?w6k?="));
+        // A name that is no string, or none at all, matches nothing.
+        assert!(!check(r#"{"name":7}"#, "7"));
+        assert!(!check(r#"{}"#, "echo"));
+        assert!(check(r#"{"name":""}"#, "=?base64??="));
     }
 }
