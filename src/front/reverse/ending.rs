@@ -139,6 +139,7 @@ impl Reverse {
             // exit, not from here.
             Binding::New | Binding::Orphaned => {}
         }
+        self.keep_spare(&mut s);
     }
 
     /// A client that closed its connection (EOF) while its POST waits for a

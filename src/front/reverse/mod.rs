@@ -327,6 +327,9 @@ struct Reverse {
     sessions: KeyMap<SKey, Session>,
     /// Looked up with the client's `Mcp-Session-Id`: std's keyed hash.
     by_id: HashMap<String, SKey>,
+    /// What the last ended 2026-07-28 one-request session leaves for the
+    /// next one (`session::Spare`): one slot, not a pool.
+    spare_stateless: Option<session::Spare>,
     next_key: SKey,
     procs: KeyMap<PKey, Proc>,
     /// The upstreams: one, or one per `--config` entry (route /mcp/NAME).
@@ -511,6 +514,7 @@ impl Reverse {
             oauth,
             sessions: KeyMap::default(),
             by_id: HashMap::new(),
+            spare_stateless: None,
             next_key: 1,
             procs: KeyMap::default(),
             ups,

@@ -133,6 +133,17 @@ pub(super) struct ReadMsg<'a> {
     pub(super) meta: Option<Option<&'a serde_json::value::RawValue>>,
 }
 
+/// What an ended 2026-07-28 one-request session leaves for the next: its
+/// id's and version's buffers and its emptied request table (which keeps
+/// its capacity), so a stream of stateless requests does not allocate and
+/// free them each time (issue 13). One slot (`Reverse::spare_stateless`).
+#[derive(Default)]
+pub(super) struct Spare {
+    id: String,
+    version: String,
+    inflight: Inflight<ReplyTo>,
+}
+
 pub(super) struct Session {
     pub(super) id: String,
     pub(super) token: Option<usize>,
@@ -206,10 +217,37 @@ impl Reverse {
     pub(super) fn new_stateless_session(&mut self, u: usize, token: Option<usize>) -> SKey {
         // "stateless-N", written without the formatting machinery (one a
         // request: issue 13).
-        let mut id = String::with_capacity(32);
+        // The previous one's emptied parts, if it left them: no allocation
+        // for its id, version or request table.
+        let Spare {
+            mut id,
+            mut version,
+            inflight,
+        } = self.spare_stateless.take().unwrap_or_default();
+        id.clear();
         id.push_str("stateless-");
         push_decimal(&mut id, self.next_key);
-        self.insert_session(u, id, token, STATELESS_VERSION, false, true)
+        if version != STATELESS_VERSION {
+            version.clear();
+            version.push_str(STATELESS_VERSION);
+        }
+        self.insert_session_with(u, id, token, version, inflight, false, true)
+    }
+
+    /// Keeps an ending stateless session's containers for the next one, in
+    /// the one spare slot (a second left at the same time is freed). Only
+    /// an empty request table is kept.
+    pub(super) fn keep_spare(&mut self, s: &mut Session) {
+        if !s.stateless || !s.inflight.is_empty() || self.spare_stateless.is_some() {
+            return;
+        }
+        // Empty, and nothing left of its progress tokens either.
+        let _ = s.inflight.drain();
+        self.spare_stateless = Some(Spare {
+            id: std::mem::take(&mut s.id),
+            version: std::mem::take(&mut s.version),
+            inflight: std::mem::take(&mut s.inflight),
+        });
     }
 
     pub(super) fn insert_session(
@@ -218,6 +256,31 @@ impl Reverse {
         id: String,
         token: Option<usize>,
         version: &str,
+        legacy: bool,
+        stateless: bool,
+    ) -> SKey {
+        let version = version.to_string();
+        self.insert_session_with(
+            u,
+            id,
+            token,
+            version,
+            Inflight::default(),
+            legacy,
+            stateless,
+        )
+    }
+
+    /// `insert_session` with the session's version and (empty) request
+    /// table given.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_session_with(
+        &mut self,
+        u: usize,
+        id: String,
+        token: Option<usize>,
+        version: String,
+        inflight: Inflight<ReplyTo>,
         legacy: bool,
         stateless: bool,
     ) -> SKey {
@@ -241,9 +304,9 @@ impl Reverse {
             Session {
                 id,
                 token,
-                version: version.to_string(),
+                version,
                 binding: Binding::New,
-                inflight: Inflight::default(),
+                inflight,
                 stream: None,
                 legacy,
                 replay: ReplayBuffer::new(replay),
