@@ -50,6 +50,7 @@ mod oauth_held;
 mod proc;
 mod routes;
 mod session;
+mod session_new;
 mod stop;
 mod tools;
 
@@ -329,7 +330,7 @@ struct Reverse {
     by_id: HashMap<String, SKey>,
     /// What the last ended 2026-07-28 one-request session leaves for the
     /// next one (`session::Spare`): one slot, not a pool.
-    spare_stateless: Option<session::Spare>,
+    spare_stateless: Option<session_new::Spare>,
     next_key: SKey,
     procs: KeyMap<PKey, Proc>,
     /// The upstreams: one, or one per `--config` entry (route /mcp/NAME).
