@@ -430,9 +430,11 @@ fn down(mux: &mut Mux, model: &mut Model, line: &[u8]) {
                             let Some(p) = model.pending.remove(&n) else {
                                 continue;
                             };
-                            let Some(Down::Reply { session, id, msg }) = got.next() else {
+                            let Some(Down::Reply { session, id, msg, modern }) = got.next() else {
                                 panic!("the request inside a nested batch was not answered");
                             };
+                            // Only requests sent with `up_bridged` are made modern.
+                            assert!(!modern, "a reply made modern without a bridged request");
                             assert_eq!((session, &id), (p.session, &p.id));
                             assert_eq!(single(&msg).kind(), Kind::Response);
                             assert_eq!(single(&msg).id.map(|r| r.get().to_owned()), Some(p.id_text));
@@ -474,9 +476,10 @@ fn down_one(model: &mut Model, env: &Envelope, base: &[u8], got: Down) {
                 }
             };
             let p = model.pending.remove(&n).unwrap();
-            let Down::Reply { session, id, msg } = got else {
+            let Down::Reply { session, id, msg, modern } = got else {
                 panic!("reply to {n} not delivered: {got:?}");
             };
+            assert!(!modern, "a reply made modern without a bridged request");
             assert_eq!(session, p.session, "reply routed to another session");
             assert_eq!(id, p.id);
             // The property: the client's id, byte for byte, and no upstream
