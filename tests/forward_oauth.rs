@@ -728,7 +728,7 @@ fn requests_arriving_during_the_authorization_wait_and_are_all_answered() {
 #[test]
 fn the_test_authorization_server_works_on_its_own() {
     let auth = AuthServer::new();
-    let loc = common::authz::get_location(&format!(
+    let loc = common::loopback::get_location(&format!(
         "{}/authorize?response_type=code&client_id=nobody",
         auth.issuer()
     ));

@@ -11,6 +11,7 @@ pub mod fake;
 pub mod hostile;
 pub mod http;
 pub mod interop;
+pub mod loopback;
 pub mod matrix;
 pub mod prom;
 pub mod relay;
