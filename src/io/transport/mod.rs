@@ -51,6 +51,7 @@ use rustls::{ClientConfig, ClientConnection};
 
 use super::buf::OutBuf;
 
+mod crypto;
 mod server;
 mod tls;
 

@@ -50,7 +50,8 @@ pub struct TlsFiles {
 }
 
 /// Reads a PEM certificate chain (leaf first) and its PEM private key
-/// (PKCS#8, PKCS#1 or SEC1) and builds the server configuration: ring,
+/// (PKCS#8, PKCS#1 or SEC1) and builds the server configuration: the
+/// relay's provider (`crypto`: ring, AES-GCM suites),
 /// safe default versions (TLS 1.2 and 1.3), no client certificates, ALPN
 /// `http/1.1`. Every error names the file and the reason; a key that does
 /// not match the certificate is refused here, not at the first handshake.
@@ -58,8 +59,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| format!("TLS key {}: {}", files.key.display(), pem_error(e)))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(super::crypto::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()

@@ -16,7 +16,8 @@ use super::{READ_CHUNK, Transport, TransportError};
 
 /// Builds the client TLS configuration shared by every upstream connection:
 /// the webpki (Mozilla) roots plus every certificate in `ca_file`, ALPN
-/// "http/1.1", the ring provider and its safe default protocol versions.
+/// "http/1.1", the relay's provider (`crypto`: ring, AES-GCM suites) and
+/// the safe default protocol versions (TLS 1.2 and 1.3).
 pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -37,8 +38,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
             return Err(format!("CA file {shown}: no certificates found"));
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(super::crypto::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_root_certificates(roots)
