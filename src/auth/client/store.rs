@@ -12,7 +12,7 @@
 //! while it waited.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -205,7 +205,14 @@ fn read_record(path: &Path) -> Option<Record> {
     if f.metadata().ok()?.len() > MAX_RECORD {
         return None;
     }
-    let v: Value = serde_json::from_reader(io::BufReader::new(f)).ok()?;
+    // Read whole and parsed from the bytes: the relay's other documents are
+    // parsed from bytes too, so this adds no second JSON reader to the binary.
+    let mut body = Vec::new();
+    f.take(MAX_RECORD + 1).read_to_end(&mut body).ok()?;
+    if body.len() as u64 > MAX_RECORD {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&body).ok()?;
     from_json(&v)
 }
 
