@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Reverse(cfg) => match front::reverse::run(*cfg) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
-                log::error!("{e}");
+                mcp_relay::log_error!("{e}");
                 ExitCode::from(1)
             }
         },
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         cli::Command::Forward(cfg) => match front::forward::run(*cfg) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
-                log::error!("{e}");
+                mcp_relay::log_error!("{e}");
                 ExitCode::from(1)
             }
         },

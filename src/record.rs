@@ -80,14 +80,14 @@ impl Recorder {
         match open(&self.path) {
             Ok(f) => {
                 self.out = Some(f);
-                log::info!("record file {} reopened", self.path.display());
+                crate::log_info!("record file {} reopened", self.path.display());
             }
             Err(e) => self.fail(e),
         }
     }
 
     fn fail(&mut self, e: std::io::Error) {
-        log::warn!("recording to {} stopped: {e}", self.path.display());
+        crate::log_warn!("recording to {} stopped: {e}", self.path.display());
         self.out = None;
     }
 }

@@ -193,7 +193,7 @@ pub fn parse_set(body: &[u8]) -> Result<KeySet, String> {
             Ok(_) => set.skipped += 1,
             Err(why) => {
                 set.skipped += 1;
-                log::debug!("JWKS: key skipped: {why}");
+                crate::log_debug!("JWKS: key skipped: {why}");
             }
         }
     }

@@ -165,7 +165,7 @@ impl ChildProcess {
                     orphans::server_reaped();
                 }
                 Ok(None) => {}
-                Err(e) => log::warn!("try_wait on pid {} failed: {e}", self.pid),
+                Err(e) => crate::log_warn!("try_wait on pid {} failed: {e}", self.pid),
             }
         }
         self.status

@@ -180,7 +180,7 @@ fn literal_ip(host: &str) -> Option<IpAddr> {
 
 fn wake(waker: &Waker) {
     if let Err(e) = waker.wake() {
-        log::warn!("resolver: cannot wake the loop: {e}");
+        crate::log_warn!("resolver: cannot wake the loop: {e}");
     }
 }
 

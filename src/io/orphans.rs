@@ -40,7 +40,7 @@ const EXIT_REAP_WAIT: Duration = Duration::from_millis(500);
 pub fn become_subreaper() {
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        log::warn!(
+        crate::log_warn!(
             "cannot become a child subreaper ({}); processes that leave their server's \
              process group may outlive the relay",
             std::io::Error::last_os_error()
@@ -115,7 +115,7 @@ fn kill(pid: i32, why: &str) {
     // pid reused) since it is only reaped here, later.
     if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
         KILLED.fetch_add(1, Ordering::Relaxed);
-        log::warn!("killed pid {pid}: {why}");
+        crate::log_warn!("killed pid {pid}: {why}");
     }
 }
 

@@ -20,6 +20,7 @@
 pub mod escape;
 pub mod format;
 pub mod limit;
+pub mod site;
 
 use log::Log;
 use std::collections::HashMap;

@@ -133,7 +133,7 @@ impl Shutdown {
         match self.phase {
             Phase::Grace { grace_until } if drained || now >= grace_until => {
                 if !drained {
-                    log::warn!(
+                    crate::log_warn!(
                         "shutdown grace over with requests in flight; answering them with errors"
                     );
                 }
@@ -188,7 +188,7 @@ impl Shutdown {
         );
         debug_assert!(legal, "shutdown: illegal transition {from:?} → {to:?}");
         if !legal {
-            log::error!("shutdown: illegal transition {from:?} → {to:?}");
+            crate::log_error!("shutdown: illegal transition {from:?} → {to:?}");
         }
         self.phase = to;
     }

@@ -260,14 +260,14 @@ impl Flow {
         let (from, to) = (self.stage.name(), next.name());
         if !allowed(from, to) {
             debug_assert!(false, "oauth flow: illegal move {from} → {to}");
-            log::error!("oauth flow: illegal move {from} → {to}; failing the flow");
+            crate::log_error!("oauth flow: illegal move {from} → {to}; failing the flow");
             self.stage = Stage::Failed {
                 why: format!("internal error ({from} → {to})"),
                 until: Instant::now(),
             };
             return;
         }
-        log::debug!("oauth flow: {from} → {to}");
+        crate::log_debug!("oauth flow: {from} → {to}");
         self.stage = next;
     }
 
@@ -869,7 +869,7 @@ impl Flow {
                     Err(e) if (400..500).contains(&status) => {
                         // invalid_grant (revoked, expired, rotated away)
                         // or the like: one full authorization.
-                        log::info!("oauth: refresh refused ({e}); authorizing again");
+                        crate::log_info!("oauth: refresh refused ({e}); authorizing again");
                         if let Some(t) = self.tokens.as_mut() {
                             t.refresh = None;
                         }

@@ -150,7 +150,7 @@ impl Forward {
                 }
                 StdoutRead::Idle => return,
                 StdoutRead::Eof => {
-                    log::info!("[{}] server closed its stdout", self.cfg.name);
+                    crate::log_info!("[{}] server closed its stdout", self.cfg.name);
                     self.upstream_lost(seq);
                     return;
                 }
@@ -174,7 +174,7 @@ impl Forward {
         let mut close_now = Vec::new();
         for u in self.server.all_children() {
             if let Err(e) = u.io.flush_stdin() {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] writing to the server's stdin failed: {e}",
                     self.cfg.name
                 );
@@ -207,7 +207,7 @@ impl Forward {
             Ok(m) => m,
             Err(e) => {
                 let shown = crate::logging::Escaped::new(line);
-                log::warn!(
+                crate::log_warn!(
                     "[{}] invalid message on stdout dropped ({e}): {shown}",
                     self.cfg.name
                 );
@@ -268,7 +268,7 @@ impl Forward {
                             }
                         }
                     } else {
-                        log::debug!(
+                        crate::log_debug!(
                             "[{}] reply to {id} dropped: no such request in flight",
                             self.cfg.name
                         );
@@ -306,7 +306,7 @@ impl Forward {
                     self.send_to_client(Direction::ServerToClient, line);
                 }
                 Kind::Invalid => {
-                    log::warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name);
+                    crate::log_warn!("[{}] message that is not JSON-RPC dropped", self.cfg.name);
                 }
             },
             Message::Batch(items) => self.on_server_batch(line, &items),
@@ -393,7 +393,7 @@ impl Forward {
     /// debug within the line budget.
     pub(super) fn dropped(&mut self, why: Dropped) {
         if let Some(suppressed) = self.drop_log.check(self.now) {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] server message dropped: {}{}",
                 self.cfg.name,
                 why.reason(),
@@ -416,7 +416,7 @@ impl Forward {
         };
         match u.io.split.observe(line) {
             Split::Closed(Some(id)) if self.pending.contains(&id) => {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] the reply to {id} was written over several lines; answered \
                      invalid_reply (the stdio transport is one message per line)",
                     self.cfg.name
@@ -428,7 +428,7 @@ impl Forward {
                     json!({}),
                 );
             }
-            Split::Abandoned => log::debug!(
+            Split::Abandoned => crate::log_debug!(
                 "[{}] a value opened on stdout did not close within --max-message-size",
                 self.cfg.name
             ),
@@ -438,7 +438,7 @@ impl Forward {
 
     pub(super) fn on_server_oversize(&mut self, o: Oversize) {
         let id = jsonrpc::recover_id(&o.head, &o.tail);
-        log::warn!(
+        crate::log_warn!(
             "[{}] server message of {} bytes exceeds --max-message-size {}; dropped",
             self.cfg.name,
             o.len,
@@ -472,7 +472,7 @@ impl Forward {
             self.cfg.max_message_size,
             self.now,
         )?;
-        log::info!("[{}] started pid {}", self.cfg.name, io.pid());
+        crate::log_info!("[{}] started pid {}", self.cfg.name, io.pid());
         let endpoints = &mut self.endpoints;
         io.register(self.poll.registry(), |pipe| {
             endpoints.insert(Endpoint::Child(seq, pipe))
@@ -498,7 +498,7 @@ impl Forward {
                     self.record(Direction::RelayToServer, &msg);
                     replay = Some(id);
                 }
-                None => log::warn!("cached initialize could not be replayed"),
+                None => crate::log_warn!("cached initialize could not be replayed"),
             }
         }
         let replaying = replay.is_some();
@@ -522,9 +522,9 @@ impl Forward {
 
     pub(super) fn replay_done(&mut self, seq: u64, ok: bool) {
         if ok {
-            log::info!("[{}] restarted server initialized", self.cfg.name);
+            crate::log_info!("[{}] restarted server initialized", self.cfg.name);
         } else {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] restarted server rejected the replayed initialize",
                 self.cfg.name
             );
@@ -587,7 +587,7 @@ impl Forward {
             .map(|(id, _)| id.clone())
             .collect();
         if !self.closing {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] server went away ({what}); {} request(s) in flight failed",
                 self.cfg.name,
                 ids.len()
@@ -622,7 +622,7 @@ impl Forward {
             return;
         };
         let delay = kids.backoff.next_delay();
-        log::info!(
+        crate::log_info!(
             "[{}] restarting in {delay:?} (attempt {})",
             self.cfg.name,
             kids.backoff.attempt()
@@ -696,7 +696,7 @@ impl Forward {
         let Some(u) = self.server.child(seq) else {
             return;
         };
-        log::info!(
+        crate::log_info!(
             "[{}] pid {} exited ({})",
             self.cfg.name,
             u.io.proc.pid,
@@ -750,7 +750,7 @@ impl Forward {
                     u.grace = Some(self.timers.insert(at, TimerKind::Grace(seq)));
                 }
                 lifecycle::Action::Term => {
-                    log::info!(
+                    crate::log_info!(
                         "[{}] still running {grace:?} after stdin closed; SIGTERM",
                         self.cfg.name
                     );
@@ -758,7 +758,7 @@ impl Forward {
                 }
                 lifecycle::Action::Kill { after_term } => {
                     if after_term {
-                        log::warn!("[{}] ignored SIGTERM; SIGKILL", self.cfg.name);
+                        crate::log_warn!("[{}] ignored SIGTERM; SIGKILL", self.cfg.name);
                     }
                     u.io.proc.kill();
                 }

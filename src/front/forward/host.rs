@@ -49,15 +49,17 @@ impl Forward {
                 Ok(ReadResult::WouldBlock) => self.host.readable = false,
                 Ok(ReadResult::Eof) => {
                     if self.host.reader.has_partial() {
-                        log::warn!("client closed stdin in the middle of a message; dropped it");
+                        crate::log_warn!(
+                            "client closed stdin in the middle of a message; dropped it"
+                        );
                     }
-                    log::info!("client closed stdin");
+                    crate::log_info!("client closed stdin");
                     self.host.eof = true;
                     self.begin_close();
                     return;
                 }
                 Err(e) => {
-                    log::warn!("reading stdin failed: {e}");
+                    crate::log_warn!("reading stdin failed: {e}");
                     self.host.eof = true;
                     self.begin_close();
                     return;
@@ -84,7 +86,7 @@ impl Forward {
             }
             Ok(false) => self.host.writable = false,
             Err(e) => {
-                log::warn!("writing to stdout failed: {e}; the client is gone");
+                crate::log_warn!("writing to stdout failed: {e}; the client is gone");
                 self.host.out_broken = true;
                 self.host.out.clear();
                 self.begin_close();
@@ -96,7 +98,7 @@ impl Forward {
         let msg = match jsonrpc::peek(line) {
             Ok(m) => m,
             Err(e) => {
-                log::warn!("client sent invalid JSON: {e}");
+                crate::log_warn!("client sent invalid JSON: {e}");
                 self.reply_error(
                     None,
                     RelayError::ParseError,
@@ -185,7 +187,7 @@ impl Forward {
                 || memchr::memmem::find(&o.tail, key).is_some()
         };
         let is_request = has(b"\"method\"") || !(has(b"\"result\"") || has(b"\"error\""));
-        log::warn!(
+        crate::log_warn!(
             "client message of {} bytes exceeds --max-message-size {}; dropped (id {})",
             o.len,
             self.cfg.max_message_size,
@@ -357,7 +359,7 @@ impl Forward {
         p.timer = None;
         let elapsed = self.now.duration_since(p.started);
         let (initialize, sent_to) = (p.initialize, p.route);
-        log::warn!(
+        crate::log_warn!(
             "[{}] request {id} timed out after {elapsed:?}",
             self.cfg.name
         );
@@ -432,7 +434,7 @@ impl Forward {
         }
         let refused = self.era.refused;
         if refused > refused_before && (refused == 1 || refused.is_power_of_two()) {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] {refused} client message(s) refused while finding out the server's \
                  protocol era (hold full: {} messages)",
                 self.cfg.name,
@@ -478,7 +480,7 @@ impl Forward {
             .iter()
             .any(|l| l.ends_with(b"\"notifications/initialized\"}"))
         {
-            log::info!(
+            crate::log_info!(
                 "[{}] handshake-era server initialized by the relay; bridging the 2026-07-28 client",
                 self.cfg.name
             );
@@ -526,7 +528,7 @@ impl Forward {
         let mint = || {
             crate::mcp::session::new_session_id().unwrap_or_else(|e| {
                 // One client per forward relay: a token only has to be unique.
-                log::warn!("random request state unavailable ({e}); using a counter");
+                crate::log_warn!("random request state unavailable ({e}); using a counter");
                 format!("{:?}", std::time::SystemTime::now())
             })
         };
@@ -539,7 +541,7 @@ impl Forward {
         };
         let now_refused = self.era.input_stats().refused;
         if now_refused > refused && now_refused.is_power_of_two() {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] {now_refused} server request(s) to the 2026-07-28 client refused: \
                  too many calls or requests waiting for its input",
                 self.cfg.name

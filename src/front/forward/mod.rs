@@ -255,7 +255,7 @@ impl Forward {
             match http::HttpUpstream::new(&opts, &self.cfg, &self.poll) {
                 Ok(h) => self.server = Server::Http(Box::new(h)),
                 Err(e) => {
-                    log::error!("--url {}: {e}", opts.url);
+                    crate::log_error!("--url {}: {e}", opts.url);
                     return Ok(1);
                 }
             }
@@ -263,7 +263,7 @@ impl Forward {
                 self.oauth_login();
             }
         } else if let Err(e) = self.spawn_upstream() {
-            log::error!("cannot start {:?}: {e}", self.cfg.command);
+            crate::log_error!("cannot start {:?}: {e}", self.cfg.command);
             return Ok(1);
         }
         let code = turn::run(self, 256)?;
@@ -321,10 +321,10 @@ impl Forward {
             }
             libc::SIGTERM | libc::SIGINT => {
                 if self.closing {
-                    log::warn!("second signal: killing the server now");
+                    crate::log_warn!("second signal: killing the server now");
                     self.force_close();
                 } else {
-                    log::info!("signal {sig}: closing the server and exiting");
+                    crate::log_info!("signal {sig}: closing the server and exiting");
                     self.begin_close();
                 }
             }
@@ -349,18 +349,18 @@ impl Forward {
                     return;
                 }
                 if let Err(e) = self.spawn_upstream() {
-                    log::error!("respawning {:?} failed: {e}", self.cfg.command);
+                    crate::log_error!("respawning {:?} failed: {e}", self.cfg.command);
                     self.schedule_respawn();
                 }
             }
             TimerKind::HttpDrain => self.http_drained(true),
             TimerKind::FinalFlush => {
                 if self.server.http().is_some_and(|h| !h.settled()) {
-                    log::warn!("the upstream did not answer DELETE in time");
+                    crate::log_warn!("the upstream did not answer DELETE in time");
                     self.http_abandon();
                     return;
                 }
-                log::warn!("stdout not drained in time; exiting with output unsent");
+                crate::log_warn!("stdout not drained in time; exiting with output unsent");
                 self.final_flush = None;
                 self.host.out_broken = true;
             }
@@ -370,7 +370,7 @@ impl Forward {
             TimerKind::EraProbe => {
                 self.era_timer = None;
                 if let Some(c) = self.era.on_tick(self.now) {
-                    log::warn!(
+                    crate::log_warn!(
                         "[{}] no answer to server/discover within {PROBE_TIMEOUT:?}: \
                          treating the server as handshake-era and initializing it",
                         self.cfg.name
@@ -382,7 +382,7 @@ impl Forward {
                 self.era_input_timer = None;
                 let c = self.era.on_input_tick(self.now);
                 if !c.to_server.is_empty() {
-                    log::warn!(
+                    crate::log_warn!(
                         "[{}] the client did not answer the server's request in time; \
                          the call was cancelled ({} so far)",
                         self.cfg.name,

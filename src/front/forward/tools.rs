@@ -80,7 +80,7 @@ impl Forward {
         };
         self.tool_log.total += 1;
         if let Some(n) = self.tool_log.log.check(self.now) {
-            log::info!(
+            crate::log_info!(
                 "[{}] {} (tool_denied; {} denied so far){}",
                 self.cfg.name,
                 denied.message(),
@@ -113,11 +113,11 @@ impl Forward {
         match self.cfg.tools.filter_list_reply(line) {
             ListReply::Unchanged => Some(Cow::Borrowed(line)),
             ListReply::Rewritten { bytes, hidden } => {
-                log::debug!("[{}] tools/list {id}: {hidden} tools hidden", self.cfg.name);
+                crate::log_debug!("[{}] tools/list {id}: {hidden} tools hidden", self.cfg.name);
                 Some(Cow::Owned(bytes))
             }
             ListReply::Unreadable => {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] tools/list reply to {id} dropped: {LIST_UNREADABLE}",
                     self.cfg.name
                 );

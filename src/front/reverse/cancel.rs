@@ -108,7 +108,7 @@ impl Reverse {
         let id = s.id.clone();
         self.metrics.message_dropped("cancelled_stream_ended");
         if let Some(suppressed) = self.drop_log.check(self.now) {
-            log::info!(
+            crate::log_info!(
                 "session {id}: more than {CANCELLED_STREAMS_MAX} streams of cancelled requests open; the oldest ended{}",
                 if suppressed > 0 {
                     format!(" ({suppressed} similar lines suppressed)")

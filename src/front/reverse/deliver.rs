@@ -34,7 +34,7 @@ impl Reverse {
             ReplyTo::Client(tok) => tok,
         };
         let Some(c) = client_in(&mut self.endpoints, tok) else {
-            log::debug!("reply to {id} dropped: its connection is gone");
+            crate::log_debug!("reply to {id} dropped: its connection is gone");
             return;
         };
         let ClientState::Waiting(ex) = &mut c.state else {
@@ -172,7 +172,7 @@ impl Reverse {
         };
         if s.undelivered.len() >= UNDELIVERED_MAX {
             s.undelivered.pop_front();
-            log::warn!(
+            crate::log_warn!(
                 "session {}: no stream to deliver to; oldest kept message dropped",
                 s.id
             );
@@ -239,7 +239,7 @@ impl Reverse {
                 }
                 Kind::Request if self.era_server_request(skey, line) => {}
                 Kind::Notification | Kind::Request => self.push_to_stream(skey, line.to_vec()),
-                Kind::Invalid => log::warn!(
+                Kind::Invalid => crate::log_warn!(
                     "[{}] upstream message that is not JSON-RPC dropped",
                     self.ups[u].cfg.name
                 ),
@@ -247,7 +247,7 @@ impl Reverse {
             Ok(Message::Batch(_)) => self.on_batch_down(skey, line),
             Err(e) => {
                 let shown = crate::logging::Escaped::new(line);
-                log::warn!(
+                crate::log_warn!(
                     "[{}] invalid upstream message dropped ({e}): {shown}",
                     self.ups[u].cfg.name
                 );
@@ -340,7 +340,7 @@ impl Reverse {
     pub(super) fn dropped(&mut self, u: usize, why: Dropped) {
         self.metrics.message_dropped(why.reason());
         if let Some(suppressed) = self.drop_log.check(self.now) {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] message dropped: {}{}",
                 self.ups[u].cfg.name,
                 why.reason(),

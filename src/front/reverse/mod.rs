@@ -395,10 +395,10 @@ impl Reverse {
             if kind == ListenerKind::Main {
                 for u in &up_cfgs {
                     let scheme = if tls.is_some() { "https" } else { "http" };
-                    log::info!("listening on {scheme}://{local}{} ({})", u.path, u.name);
+                    crate::log_info!("listening on {scheme}://{local}{} ({})", u.path, u.name);
                 }
             } else {
-                log::info!("listening on http://{local} (admin)");
+                crate::log_info!("listening on http://{local} (admin)");
             }
             listeners.push((tok, l, kind));
         }
@@ -640,9 +640,9 @@ impl Reverse {
             }
             libc::SIGTERM | libc::SIGINT => {
                 if self.shutdown.is_stopping() {
-                    log::warn!("second signal: killing every server now");
+                    crate::log_warn!("second signal: killing every server now");
                 } else {
-                    log::info!(
+                    crate::log_info!(
                         "signal {sig}: shutting down (grace {:?})",
                         self.cfg.shutdown_grace
                     );
@@ -683,7 +683,7 @@ impl Reverse {
             TimerKind::Heartbeat => self.heartbeat(),
             TimerKind::HardStop => {
                 if let Some(v) = self.shutdown.on_hard_stop() {
-                    log::warn!("processes still not reaped; killing them");
+                    crate::log_warn!("processes still not reaped; killing them");
                     self.apply_shutdown(v);
                 }
             }
@@ -758,7 +758,7 @@ impl turn::Driver for Reverse {
     fn end_of_turn(&mut self) -> Option<i32> {
         self.settle();
         if self.finished() {
-            log::info!("all processes reaped; exiting");
+            crate::log_info!("all processes reaped; exiting");
             return Some(0);
         }
         None

@@ -316,7 +316,7 @@ impl Reverse {
                 why,
             } => {
                 if let Some(n) = o.reject_log.check(now) {
-                    log::info!("oauth: {status} {why} ({n} similar not logged)");
+                    crate::log_info!("oauth: {status} {why} ({n} similar not logged)");
                 }
                 self.respond(
                     tok,
@@ -334,11 +334,11 @@ impl Reverse {
                 if let Some(n) = o.reject_log.check(now) {
                     if cause == "keys" {
                         let why = o.auth.source.last_error().unwrap_or("being fetched");
-                        log::warn!(
+                        crate::log_warn!(
                             "oauth: 503, no key to check the token with yet: {why} ({n} similar not logged)"
                         );
                     } else {
-                        log::warn!(
+                        crate::log_warn!(
                             "oauth: 503, token introspection unavailable ({cause}) ({n} similar not logged)"
                         );
                     }
@@ -396,7 +396,7 @@ impl Reverse {
                 Ok(u) => u,
                 Err(e) => {
                     let why = o.auth.source.on_failure(fetch.doc, &e, now);
-                    log::warn!("oauth: {why}");
+                    crate::log_warn!("oauth: {why}");
                     continue;
                 }
             };
@@ -404,7 +404,7 @@ impl Reverse {
                 Ok(f) => f,
                 Err(e) => {
                     let why = o.auth.source.on_failure(fetch.doc, &e, now);
-                    log::warn!("oauth: {why}");
+                    crate::log_warn!("oauth: {why}");
                     continue;
                 }
             };
@@ -414,7 +414,7 @@ impl Reverse {
                         Ok(r) => self.resolver = Some(r),
                         Err(e) => {
                             let why = o.auth.source.on_failure(fetch.doc, &e.to_string(), now);
-                            log::warn!("oauth: {why}");
+                            crate::log_warn!("oauth: {why}");
                             continue;
                         }
                     }
@@ -434,7 +434,7 @@ impl Reverse {
                 stream: false,
             };
             let ex = e.client.submit(req, reg, now);
-            log::debug!("oauth: fetching {} {}", fetch.doc.label(), fetch.url);
+            crate::log_debug!("oauth: fetching {} {}", fetch.doc.label(), fetch.url);
             o.fetches.insert(
                 (slot, ex),
                 InFlight {
@@ -536,7 +536,7 @@ impl Reverse {
         if evicted(o) > before
             && let Some(n) = o.evict_log.check(now)
         {
-            log::info!(
+            crate::log_info!(
                 "oauth: introspection cache full ({} answers): the least recently used pushed out \
                  ({n} similar not logged)",
                 crate::auth::INTROSPECTION_CACHE_ENTRIES
@@ -545,7 +545,7 @@ impl Reverse {
         if let Some(why) = failed
             && let Some(n) = o.intro_log.check(now)
         {
-            log::warn!(
+            crate::log_warn!(
                 "oauth: token introspection failed: {why}; {} request(s) answered 503 \
                  ({n} similar not logged)",
                 waiters.len()
@@ -671,9 +671,9 @@ impl Reverse {
                                 o.auth.stats.fetched(doc, "ok");
                                 if f.doc == Doc::Jwks {
                                     let n = o.auth.source.keys().map_or(0, |k| k.keys.len());
-                                    log::info!("oauth: {n} verification keys loaded");
+                                    crate::log_info!("oauth: {n} verification keys loaded");
                                 } else if o.auth.source.no_jwks() {
-                                    log::info!(
+                                    crate::log_info!(
                                         "oauth: the issuer publishes no jwks_uri; every token is introspected"
                                     );
                                 }
@@ -681,7 +681,7 @@ impl Reverse {
                             Err(why) => {
                                 o.auth.stats.fetched(doc, "error");
                                 if let Some(n) = o.fetch_log.check(now) {
-                                    log::warn!("oauth: {why} ({n} similar not logged)");
+                                    crate::log_warn!("oauth: {why} ({n} similar not logged)");
                                 }
                             }
                         }
@@ -693,7 +693,7 @@ impl Reverse {
                         o.auth.stats.fetched(f.doc.label(), "error");
                         let why = o.auth.source.on_failure(f.doc, &failure.detail(), now);
                         if let Some(n) = o.fetch_log.check(now) {
-                            log::warn!("oauth: {why} ({n} similar not logged)");
+                            crate::log_warn!("oauth: {why} ({n} similar not logged)");
                         }
                     }
                 }

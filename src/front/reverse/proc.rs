@@ -72,7 +72,7 @@ impl Reverse {
         let up = &self.ups[conn.up];
         self.metrics.upstream_queue_full(up.metric);
         if let Some(n) = self.logs.queue_full.check(self.now) {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] process {conn} (pid {pid}) is not reading its input ({queued} bytes \
                  queued); refusing client messages for it until it does{}",
                 up.cfg.name,
@@ -108,7 +108,7 @@ impl Reverse {
                 Action::Spawn(id) => self.spawn_proc(PKey { up: u, id }),
                 Action::Close(id, reason) => {
                     let conn = PKey { up: u, id };
-                    log::debug!("closing process {conn}: {reason:?}");
+                    crate::log_debug!("closing process {conn}: {reason:?}");
                     self.close_proc(conn, Cause::Asked);
                 }
                 Action::Grant { waiter, conn } => {
@@ -130,7 +130,7 @@ impl Reverse {
             Ok(io) => io,
             Err(e) => {
                 let why = format!("cannot start {:?}: {e}", self.ups[conn.up].cfg.command);
-                log::error!("[{}] {why}", self.ups[conn.up].cfg.name);
+                crate::log_error!("[{}] {why}", self.ups[conn.up].cfg.name);
                 self.metrics
                     .upstream_exited(self.ups[conn.up].metric, "spawn_failed");
                 self.ups[conn.up].spawn_error = Some(why);
@@ -145,9 +145,9 @@ impl Reverse {
         if let Err(e) = io.register(self.poll.registry(), |pipe| {
             endpoints.insert(Endpoint::Pipe(conn, pipe))
         }) {
-            log::error!("cannot register a server's pipes: {e}");
+            crate::log_error!("cannot register a server's pipes: {e}");
         }
-        log::info!(
+        crate::log_info!(
             "[{}] started pid {} (process {conn})",
             self.ups[conn.up].cfg.name,
             io.pid()
@@ -211,7 +211,7 @@ impl Reverse {
     pub(super) fn on_shared_init(&mut self, conn: PKey, line: &[u8]) {
         let v: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
         let Some(result) = v.get("result").cloned() else {
-            log::error!(
+            crate::log_error!(
                 "[{}] process {conn} rejected the relay's initialize: {}",
                 self.ups[conn.up].cfg.name,
                 crate::logging::Escaped::new(line)
@@ -252,7 +252,7 @@ impl Reverse {
             return;
         };
         if let Err(e) = p.io.flush_stdin() {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] writing to process {conn} failed: {e}",
                 self.ups[conn.up].cfg.name
             );
@@ -283,7 +283,7 @@ impl Reverse {
                                 self.observe_split(conn, line);
                             }
                             Frame::Oversize(o) => {
-                                log::warn!(
+                                crate::log_warn!(
                                     "[{}] message of {} bytes from process {conn} dropped (over --max-message-size)",
                                     self.ups[conn.up].cfg.name,
                                     o.len
@@ -338,7 +338,7 @@ impl Reverse {
         let id = match p.io.split.observe(line) {
             Split::Closed(Some(id)) => id,
             Split::Abandoned => {
-                log::debug!(
+                crate::log_debug!(
                     "[{}] a value opened on the stdout of process {conn} did not close within \
                      --max-message-size",
                     self.ups[conn.up].cfg.name
@@ -347,7 +347,7 @@ impl Reverse {
             }
             Split::Closed(None) | Split::None => return,
         };
-        log::warn!(
+        crate::log_warn!(
             "[{}] process {conn} wrote a reply over several lines (id {id}); its request is \
              answered invalid_reply (the stdio transport is one message per line)",
             self.ups[conn.up].cfg.name
@@ -379,7 +379,7 @@ impl Reverse {
         match &mut p.kind {
             ProcKind::Session { session } => {
                 let Some(skey) = *session else {
-                    log::debug!(
+                    crate::log_debug!(
                         "[{}] message from a process with no session dropped",
                         self.ups[conn.up].cfg.name
                     );
@@ -502,12 +502,12 @@ impl Reverse {
             }
         };
         if self.shutdown.is_stopping() || asked {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] process {conn} closed ({what})",
                 self.ups[conn.up].cfg.name
             );
         } else {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] process {conn} went away ({what})",
                 self.ups[conn.up].cfg.name
             );
@@ -573,7 +573,7 @@ impl Reverse {
         let Some(status) = p.io.proc.status() else {
             return;
         };
-        log::debug!(
+        crate::log_debug!(
             "[{}] process {conn} (pid {}) reaped: {}",
             self.ups[conn.up].cfg.name,
             p.io.pid(),
@@ -607,7 +607,7 @@ impl Reverse {
                     p.grace = Some(self.timers.insert(at, TimerKind::Grace(conn)));
                 }
                 lifecycle::Action::Term => {
-                    log::info!(
+                    crate::log_info!(
                         "[{}] process {conn} still running {grace:?} after stdin closed; SIGTERM",
                         self.ups[conn.up].cfg.name
                     );
@@ -615,7 +615,7 @@ impl Reverse {
                 }
                 lifecycle::Action::Kill { after_term } => {
                     if after_term {
-                        log::warn!(
+                        crate::log_warn!(
                             "[{}] process {conn} ignored SIGTERM; SIGKILL",
                             self.ups[conn.up].cfg.name
                         );

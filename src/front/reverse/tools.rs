@@ -40,7 +40,7 @@ impl Reverse {
         self.metrics.tool_call_denied(self.ups[u].metric);
         let session = self.sessions.get(&skey).map_or("?", |s| s.id.as_str());
         if let Some(n) = self.logs.tool_denied.check(self.now) {
-            log::info!(
+            crate::log_info!(
                 "[{}] session {session}: {} (tool_denied){}",
                 self.ups[u].cfg.name,
                 denied.message(),
@@ -74,14 +74,14 @@ impl Reverse {
         match self.ups[u].cfg.tools.filter_list_reply(&msg) {
             ListReply::Unchanged => Some((req, msg)),
             ListReply::Rewritten { bytes, hidden } => {
-                log::debug!(
+                crate::log_debug!(
                     "[{}] tools/list {id}: {hidden} tools hidden",
                     self.ups[u].cfg.name
                 );
                 Some((req, bytes))
             }
             ListReply::Unreadable => {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] tools/list reply to {id} dropped: {LIST_UNREADABLE}",
                     self.ups[u].cfg.name
                 );

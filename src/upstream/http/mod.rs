@@ -614,7 +614,7 @@ impl HttpClient {
             self.backoff.next_delay();
             let at = now + delay;
             if e.until.is_none_or(|u| at < u) {
-                log::debug!("retrying a request in {delay:?} after {}", failure.detail());
+                crate::log_debug!("retrying a request in {delay:?} after {}", failure.detail());
                 e.state = ExState::Queued { not_before: at };
                 self.queue.push_back(ex);
                 return;

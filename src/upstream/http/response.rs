@@ -107,7 +107,7 @@ impl HttpClient {
             Some(dec) => {
                 let mut evs = Vec::new();
                 if let Err(err) = dec.feed(chunk, &mut evs) {
-                    log::warn!("upstream SSE stream: {err}; event dropped");
+                    crate::log_warn!("upstream SSE stream: {err}; event dropped");
                     e.sse = Some(SseDecoder::new(max));
                 }
                 for ev in evs {
@@ -151,7 +151,7 @@ impl HttpClient {
             return;
         };
         if e.oversize {
-            log::warn!("upstream response over --max-message-size dropped");
+            crate::log_warn!("upstream response over --max-message-size dropped");
         } else if e.sse.is_none() && !e.json.is_empty() {
             if std::str::from_utf8(&e.json).is_err() {
                 self.counts.invalid_utf8 += 1;

@@ -481,7 +481,7 @@ impl Lifecycle {
         if !ok {
             // A release build carries on (the stage only moves forward, so
             // the process is still escalated and reaped), but says so.
-            log::error!("process lifecycle: illegal transition {from:?} → {to:?}");
+            crate::log_error!("process lifecycle: illegal transition {from:?} → {to:?}");
         }
         self.state = to;
         self.debug_check();

@@ -62,7 +62,7 @@ impl Forward {
             return;
         };
         if in_flight && h.draining.is_none() {
-            log::info!(
+            crate::log_info!(
                 "stdin closed with {} request(s) in flight: waiting up to {grace:?} for their answers",
                 self.pending.len()
             );
@@ -83,7 +83,7 @@ impl Forward {
             return;
         };
         if timed_out {
-            log::warn!(
+            crate::log_warn!(
                 "{} request(s) still unanswered {:?} after stdin closed",
                 self.pending.len(),
                 self.cfg.kill_grace

@@ -55,7 +55,7 @@ impl Forward {
             && h.stamper.state() == &crate::mcp::era::stamper::StamperState::Off
             && let (Some(id), true) = (id, env.method_is("initialize"))
         {
-            log::info!(
+            crate::log_info!(
                 "[{name}] --upstream-protocol modern: answering the client's initialize \
                  from the server's server/discover"
             );
@@ -66,7 +66,7 @@ impl Forward {
         self.http_stamped(d, id, refused);
         let now_refused = self.http().map_or(0, |h| h.stamper.subs_refused);
         if now_refused > subs_refused && now_refused.is_power_of_two() {
-            log::warn!(
+            crate::log_warn!(
                 "[{name}] {now_refused} resources/subscribe refused: the client already has {} \
                  subscriptions",
                 crate::mcp::era::stamper::MAX_SUBSCRIPTIONS
@@ -120,7 +120,7 @@ impl Forward {
         }
         let now_refused = self.http().map_or(0, |h| h.stamper.refused);
         if now_refused > refused && now_refused.is_power_of_two() {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] {now_refused} client message(s) refused while asking the server for \
                  server/discover (hold full: {} messages)",
                 self.cfg.name,
@@ -159,7 +159,7 @@ impl Forward {
         let stats = h.stamper.input.stats;
         let failed = stats.refused + stats.expired;
         if failed > failed_before && failed.is_power_of_two() {
-            log::warn!(
+            crate::log_warn!(
                 "[{name}] {failed} call(s) whose input requests were not carried to the client \
                  ({} refused: capability not declared or over a bound; {} not answered in time)",
                 stats.refused,
@@ -236,7 +236,7 @@ impl Forward {
     pub(in crate::front::forward) fn http_era_response(&mut self, id: &Id, line: &[u8]) -> bool {
         if Stamper::is_own_listen(id) {
             // The server ended the relay's listen (or refused it).
-            log::debug!(
+            crate::log_debug!(
                 "[{}] the server ended the relay's subscriptions/listen {id}",
                 self.cfg.name
             );
@@ -272,7 +272,7 @@ impl Forward {
         let stamping = h.stamper.stamping();
         match (stamping, legacy_next) {
             (true, _) => {
-                log::info!(
+                crate::log_info!(
                     "[{name}] the upstream is a 2026-07-28 server: stamping the handshake-era \
                      client's requests"
                 );
@@ -283,14 +283,14 @@ impl Forward {
                 }
             }
             (false, Some(init_id)) => {
-                log::info!(
+                crate::log_info!(
                     "[{name}] initialize refused and server/discover not answered as a \
                      2026-07-28 server; trying the legacy HTTP+SSE transport"
                 );
                 self.start_legacy(None, Some(init_id));
             }
             (false, None) => {
-                log::warn!("[{name}] server/discover failed: the client's initialize fails");
+                crate::log_warn!("[{name}] server/discover failed: the client's initialize fails");
                 if let Some((id, a)) = d.answer
                     && self.untrack(&id).is_some()
                 {
@@ -349,7 +349,7 @@ impl Forward {
             }
         }
         self.forget(ex);
-        log::info!(
+        crate::log_info!(
             "[{}] initialize refused; asking server/discover in case it is a 2026-07-28 server",
             self.cfg.name
         );
@@ -373,7 +373,7 @@ impl Forward {
         h.client.cancel(ex, reg);
         h.carries.remove(&ex);
         h.by_request.remove(id);
-        log::debug!(
+        crate::log_debug!(
             "[{}] request {id} cancelled by the client: its 2026-07-28 exchange is closed",
             self.cfg.name
         );

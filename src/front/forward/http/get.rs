@@ -67,7 +67,7 @@ impl Forward {
         let Some(h) = self.http() else { return };
         h.hold_timer = None;
         if matches!(h.phase, Phase::GetOpening { .. }) {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] GET stream not open within {GET_HOLD:?}; sending what waited",
                 self.cfg.name
             );
@@ -102,7 +102,7 @@ impl Forward {
                     }
                 }
                 reconnect::Action::GiveUp => {
-                    log::warn!(
+                    crate::log_warn!(
                         "[{}] GET stream could not be restored; starting a new session",
                         self.cfg.name
                     );

@@ -91,7 +91,7 @@ impl Forward {
     }
 
     pub(super) fn legacy_failed(&mut self, why: &str) {
-        log::error!("[{}] legacy HTTP+SSE session failed: {why}", self.cfg.name);
+        crate::log_error!("[{}] legacy HTTP+SSE session failed: {why}", self.cfg.name);
         let ids: Vec<Id> = self.pending.iter().map(|(id, _)| id.clone()).collect();
         for id in ids {
             self.http_fail(

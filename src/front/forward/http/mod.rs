@@ -249,7 +249,7 @@ impl Forward {
         }
         if !h.phase.is_ready() {
             if let Some(more) = h.hold_log.hit(self.now, 1) {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them \
                      ({more} more times since the last line)",
                     self.cfg.name
@@ -445,7 +445,7 @@ impl Forward {
         if c.read_paused > 0
             && let Some(more) = h.paused_log.hit(now, c.read_paused)
         {
-            log::info!(
+            crate::log_info!(
                 "[{name}] the host is not reading stdout fast enough: reading the upstream \
                  paused until it catches up ({more} more pauses since the last line)"
             );
@@ -453,7 +453,7 @@ impl Forward {
         if c.read_budget > 0
             && let Some(more) = h.budget_log.hit(now, c.read_budget)
         {
-            log::debug!(
+            crate::log_debug!(
                 "[{name}] an upstream connection had more than its read budget of {} KiB this \
                  turn; the rest is read next turn ({more} more since the last line)",
                 crate::upstream::http::READ_BUDGET / 1024
@@ -530,7 +530,7 @@ impl Forward {
                 if initialize && matches!(status, 400 | 404 | 405) && !has_session {
                     // MCP backward compatibility: a 2024-11-05 server answers
                     // POST initialize like this; fall back to HTTP+SSE.
-                    log::info!(
+                    crate::log_info!(
                         "[{}] initialize got {status}; trying the legacy HTTP+SSE transport",
                         self.cfg.name
                     );
@@ -591,7 +591,7 @@ impl Forward {
                 }
                 if let Some(status) = refused {
                     // Once: the stream is never asked for again.
-                    log::info!(
+                    crate::log_info!(
                         "[{}] the upstream has no GET stream (it answered HTTP {status}); \
                          server messages come only on POST responses",
                         self.cfg.name
@@ -607,12 +607,12 @@ impl Forward {
                         h.session_id = header("mcp-session-id");
                     }
                 } else {
-                    log::warn!("[{}] re-initializing got HTTP {status}", self.cfg.name);
+                    crate::log_warn!("[{}] re-initializing got HTTP {status}", self.cfg.name);
                 }
             }
             Carry::LegacyStream => {
                 if status != 200 {
-                    log::error!(
+                    crate::log_error!(
                         "[{}] legacy SSE endpoint answered HTTP {status}",
                         self.cfg.name
                     );
@@ -653,7 +653,7 @@ impl Forward {
                     let joined = self.server.http().map(|h| h.url.join(&endpoint));
                     match joined {
                         Some(Ok(target)) => {
-                            log::info!("[{}] legacy endpoint {target}", self.cfg.name);
+                            crate::log_info!("[{}] legacy endpoint {target}", self.cfg.name);
                             if let Some(h) = self.http() {
                                 match &mut h.legacy {
                                     Some(Legacy::AwaitingEndpoint { waiting }) => {
@@ -734,7 +734,7 @@ impl Forward {
                 // The POST ended without the reply (2025-11-25 polling): it
                 // will come on the GET stream, resumed with Last-Event-ID.
                 if self.pending.contains(&id) {
-                    log::debug!(
+                    crate::log_debug!(
                         "[{}] POST stream for {id} ended before its reply; waiting on the GET stream",
                         self.cfg.name
                     );
@@ -775,7 +775,7 @@ impl Forward {
                 if initialize {
                     self.initialize_done();
                 }
-                log::warn!("[{}] request {id}: {}", self.cfg.name, failure.detail());
+                crate::log_warn!("[{}] request {id}: {}", self.cfg.name, failure.detail());
                 let err = RelayError::from_http_kind(failure.kind());
                 self.http_fail(
                     &id,
@@ -811,7 +811,7 @@ impl Forward {
                 self.legacy_posted();
             }
             Carry::Post { request: None, .. } | Carry::Initialized => {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] a notification could not be delivered: {}",
                     self.cfg.name,
                     failure.detail()

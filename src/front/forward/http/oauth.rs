@@ -126,7 +126,7 @@ impl OAuthClient {
         let store = match dir {
             Some(d) => Some(Store::new(d)),
             None => {
-                log::warn!(
+                crate::log_warn!(
                     "oauth: no HOME or XDG_CONFIG_HOME and no --oauth-store: tokens are kept in \
                      memory only"
                 );
@@ -135,7 +135,7 @@ impl OAuthClient {
         };
         let mut saved = None;
         if let Some(rec) = store.as_ref().and_then(|s| s.find(flow.url())) {
-            log::info!(
+            crate::log_info!(
                 "oauth: using the stored authorization for {} from {}",
                 rec.resource,
                 rec.meta.issuer
@@ -278,7 +278,7 @@ impl Forward {
             return;
         }
         if let Some(n) = o.log.check(now) {
-            log::warn!(
+            crate::log_warn!(
                 "[{name}] {WAIT_CAP} messages already wait for authorization: refusing more \
                  ({n} similar not logged)"
             );
@@ -351,7 +351,7 @@ impl Forward {
         let Some((w, token)) = o.sent.remove(&ex) else {
             return false;
         };
-        log::info!(
+        crate::log_info!(
             "oauth: the upstream answered {status}{}",
             challenge
                 .error
@@ -378,7 +378,7 @@ impl Forward {
             && o.flow.attempt() == crate::auth::client::flow::Attempt::None
             && o.flow.tokens.as_ref().is_some_and(|t| t.refresh.is_some());
         if can_refresh {
-            log::info!("oauth: the GET stream got 401; refreshing the token");
+            crate::log_info!("oauth: the GET stream got 401; refreshing the token");
             self.oauth_step(Step::Refresh);
         }
         true
@@ -435,7 +435,7 @@ impl Forward {
                     ));
                 };
                 if port != preferred {
-                    log::info!("oauth: callback port {preferred} is taken; using {port}");
+                    crate::log_info!("oauth: callback port {preferred} is taken; using {port}");
                 }
                 let tok = self.endpoints.insert(Endpoint::OAuthListener);
                 if let Err(e) = self
@@ -465,7 +465,7 @@ impl Forward {
                     .stdout(Stdio::null());
                 match cmd.spawn() {
                     Ok(child) => o.browsers.push(child),
-                    Err(e) => log::warn!(
+                    Err(e) => crate::log_warn!(
                         "oauth: could not start the browser ({:?}): {e}; open the URL above by hand",
                         o.browser[0]
                     ),
@@ -488,13 +488,13 @@ impl Forward {
                                 o.lock_wait = Some((since, now + LOCK_RETRY));
                                 return None;
                             }
-                            log::warn!(
+                            crate::log_warn!(
                                 "oauth: the store lock is still held after {LOCK_WAIT:?}; \
                                  refreshing without it"
                             );
                         }
                         Some(Err(e)) => {
-                            log::warn!(
+                            crate::log_warn!(
                                 "oauth: cannot lock the token store: {e}; refreshing without it"
                             )
                         }
@@ -508,7 +508,7 @@ impl Forward {
                         o.saved = Some(t.access.clone());
                         o.flow.adopt(t);
                         if !o.flow.refresh_due(unix_now()) {
-                            log::info!("oauth: another relay refreshed the token; using it");
+                            crate::log_info!("oauth: another relay refreshed the token; using it");
                             return Some(Step::Authorized);
                         }
                     }
@@ -526,14 +526,14 @@ impl Forward {
                         .as_ref()
                         .map(|t| t.scope.clone())
                         .unwrap_or_default();
-                    log::info!(
+                    crate::log_info!(
                         "oauth: authorized for {} (scope {scope:?})",
                         o.flow.resource()
                     );
                     if let (Some(store), Some(rec)) = (o.store.as_ref(), o.record()) {
                         match store.save(&rec) {
-                            Ok(p) => log::debug!("oauth: tokens stored in {}", p.display()),
-                            Err(e) => log::warn!(
+                            Ok(p) => crate::log_debug!("oauth: tokens stored in {}", p.display()),
+                            Err(e) => crate::log_warn!(
                                 "oauth: cannot write the token store in {}: {e}",
                                 store.dir().display()
                             ),
@@ -550,7 +550,7 @@ impl Forward {
             }
             Step::Failed(why) => {
                 self.oauth_close_listener();
-                log::warn!("[{name}] oauth: {why}");
+                crate::log_warn!("[{name}] oauth: {why}");
                 let o = self.oauth()?;
                 let waiting: Vec<Waiting> = o.waiting.drain(..).collect();
                 for w in waiting {
@@ -620,7 +620,7 @@ impl Forward {
                 .resolve(AUTH_TAG as u64, url.host.clone(), url.port);
         }
         let (_, engine) = o.engine.as_mut()?;
-        log::debug!("oauth: {} {}", f.method, f.url);
+        crate::log_debug!("oauth: {} {}", f.method, f.url);
         let req = Request {
             method: f.method,
             target: url.target.clone(),
@@ -751,7 +751,7 @@ impl Forward {
         o.browsers.retain_mut(|c| match c.try_wait() {
             Ok(Some(st)) => {
                 if !st.success() {
-                    log::warn!("oauth: the browser command exited with {st}");
+                    crate::log_warn!("oauth: the browser command exited with {st}");
                 }
                 false
             }

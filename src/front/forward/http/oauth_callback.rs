@@ -24,13 +24,13 @@ impl Forward {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    log::debug!("oauth: callback accept: {e}");
+                    crate::log_debug!("oauth: callback accept: {e}");
                     return;
                 }
             };
             if o.conns.len() >= MAX_CALLBACK_CONNS {
                 if let Some(n) = o.log.check(now) {
-                    log::warn!(
+                    crate::log_warn!(
                         "oauth: {MAX_CALLBACK_CONNS} callback connections open: closing a new \
                          one ({n} similar not logged)"
                     );

@@ -116,7 +116,7 @@ impl HttpUpstream {
             to.name()
         );
         if !legal {
-            log::error!(
+            crate::log_error!(
                 "forward --url: illegal transition {} → {} refused",
                 self.phase.name(),
                 to.name()

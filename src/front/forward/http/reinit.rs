@@ -28,7 +28,7 @@ impl Forward {
             self.reinit_now();
             return;
         }
-        log::info!(
+        crate::log_info!(
             "[{}] upstream session ended; initializing a new one in {:?} (backoff, attempt {})",
             self.cfg.name,
             at - now,
@@ -73,7 +73,7 @@ impl Forward {
             );
         }
         let Some(init) = self.cached_initialize.clone() else {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] upstream session ended before the client initialized",
                 self.cfg.name
             );
@@ -82,7 +82,7 @@ impl Forward {
         let Some(line) = crate::front::forward::with_id(&init, &Id::Str(REINIT_ID.into())) else {
             return;
         };
-        log::info!(
+        crate::log_info!(
             "[{}] upstream session ended; initializing a new one",
             self.cfg.name
         );
@@ -118,7 +118,7 @@ impl Forward {
         }
         let held = h.set_phase(Phase::Ready);
         if !ok {
-            log::error!(
+            crate::log_error!(
                 "[{}] could not initialize a new upstream session",
                 self.cfg.name
             );

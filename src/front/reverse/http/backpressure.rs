@@ -157,13 +157,13 @@ impl Reverse {
             .http_limit(metric, "invalid_utf8", c.invalid_utf8);
         let name = &self.ups[u].cfg.name;
         if let Some(more) = paused_line {
-            log::info!(
+            crate::log_info!(
                 "[{name}] a client is not reading its stream fast enough: reading its upstream \
                  exchange paused until it catches up ({more} more pauses since the last line)"
             );
         }
         if let Some(more) = budget_line {
-            log::debug!(
+            crate::log_debug!(
                 "[{name}] an upstream connection had more than its read budget of {} KiB this \
                  turn; the rest is read next turn ({more} more since the last line)",
                 crate::upstream::http::READ_BUDGET / 1024

@@ -263,7 +263,7 @@ impl Reverse {
         };
         let b = &mut h.bridges;
         if b.verdict.on_tick(now) != Settled::Ignored {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] no answer to server/discover within {PROBE_TIMEOUT:?}: treating the \
                  upstream as handshake-era",
                 self.ups[u].cfg.name
@@ -298,7 +298,7 @@ impl Reverse {
                 headers
                     .extend(crate::mcp::era::stamper::modern_headers(&probe).unwrap_or_default());
                 self.http_bridge_submit(u, skey, probe, headers, Carry::Probe);
-                log::info!(
+                crate::log_info!(
                     "[{}] a 2026-07-28 client: asking the upstream server/discover once to \
                      learn its era",
                     self.ups[u].cfg.name
@@ -326,7 +326,7 @@ impl Reverse {
             .http_mut()
             .and_then(|h| h.bridges.log.hit(now, 1))
         {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] {MAX_WAITING} 2026-07-28 requests already wait for the upstream's era or \
                  session; answering upstream_busy ({more} more since the last line)",
                 self.ups[u].cfg.name
@@ -402,7 +402,7 @@ impl Reverse {
         if settled == Settled::Ignored {
             return;
         }
-        log::info!(
+        crate::log_info!(
             "[{}] the upstream is {}",
             self.ups[u].cfg.name,
             match settled {
@@ -576,7 +576,7 @@ impl Reverse {
             .http_mut()
             .and_then(|h| h.bridges.log.hit(now, 1))
         {
-            log::info!(
+            crate::log_info!(
                 "[{}] {MAX_BRIDGES} relay-owned sessions for 2026-07-28 clients; ended the least \
                  recently used ({more} more since the last line)",
                 self.ups[u].cfg.name
@@ -631,7 +631,7 @@ impl Reverse {
             }
         }
         if !deletes.is_empty() {
-            log::info!(
+            crate::log_info!(
                 "[{}] ending {} relay-owned upstream session(s) (DELETE, waiting at most \
                  {EXIT_DELETE_WAIT:?})",
                 self.ups[u].cfg.name,
@@ -668,7 +668,7 @@ impl Reverse {
             let metric = self.ups[u].metric;
             self.metrics
                 .http_limit(metric, "era_bridge_exit_unconfirmed", left);
-            log::warn!(
+            crate::log_warn!(
                 "[{}] {left} DELETE(s) of relay-owned sessions unanswered within \
                  {EXIT_DELETE_WAIT:?}; exiting without them",
                 self.ups[u].cfg.name
@@ -755,7 +755,7 @@ impl Reverse {
             key: key.to_string(),
         };
         self.http_bridge_submit(u, skey, note, headers, carry);
-        log::debug!(
+        crate::log_debug!(
             "[{}] relay-owned session for a 2026-07-28 client identity is ready",
             self.ups[u].cfg.name
         );
@@ -771,7 +771,7 @@ impl Reverse {
         else {
             return;
         };
-        log::warn!(
+        crate::log_warn!(
             "[{}] the relay's initialize for a 2026-07-28 client failed: {why}",
             self.ups[u].cfg.name
         );

@@ -246,7 +246,7 @@ impl Reverse {
         data: &[u8],
     ) {
         let Ok(Message::Single(env)) = jsonrpc::peek(data) else {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] message on a relay-owned session that is no single JSON-RPC message \
                  dropped",
                 self.ups[u].cfg.name
@@ -321,7 +321,7 @@ impl Reverse {
             return;
         }
         let Some(call) = h.bridges.calls.remove(up) else {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] reply to {up} on a relay-owned session dropped: no such request out",
                 self.ups[u].cfg.name
             );
@@ -378,7 +378,7 @@ impl Reverse {
                 .http_mut()
                 .and_then(|h| h.bridges.input_log.hit(now, 1))
             {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] {MAX_EXCHANGES_FOR_ANSWERS} exchanges out to the upstream: a server \
                      request on a relay-owned session dropped unanswered ({more} more since \
                      the last line)",
@@ -433,7 +433,9 @@ impl Reverse {
                 bridge.on_server_request(&(), &up, &leg, sid.clone(), method, params, now, || t)
             }
             Err(e) => {
-                log::warn!("random request state unavailable ({e}); refusing the server's request");
+                crate::log_warn!(
+                    "random request state unavailable ({e}); refusing the server's request"
+                );
                 Asked::Refused(Out {
                     to_client: Vec::new(),
                     to_server: vec![jsonrpc::error_response(
@@ -454,7 +456,7 @@ impl Reverse {
                     .http_mut()
                     .and_then(|h| h.bridges.input_log.hit(now, 1))
                 {
-                    log::warn!(
+                    crate::log_warn!(
                         "[{}] a server request to a 2026-07-28 client refused: too many calls or \
                          requests waiting for client input ({more} more since the last line)",
                         self.ups[u].cfg.name
@@ -562,7 +564,7 @@ impl Reverse {
                 continue;
             };
             let out = i.on_tick(now);
-            log::info!(
+            crate::log_info!(
                 "[{}] a call given up: the 2026-07-28 client did not retry with the server's \
                  input within {:?}",
                 self.ups[u].cfg.name,

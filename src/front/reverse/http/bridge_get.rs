@@ -72,7 +72,7 @@ impl Reverse {
                     }
                 }
                 reconnect::Action::GiveUp => {
-                    log::warn!(
+                    crate::log_warn!(
                         "[{}] the GET stream of a relay-owned session could not be restored; \
                          forgetting the session",
                         self.ups[u].cfg.name
@@ -108,7 +108,7 @@ impl Reverse {
             .and_then(|h| h.bridges.get_mut(key))
             .and_then(|g| g.stream.refused());
         if let Some(status) = refused {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] no GET stream on a relay-owned session (HTTP {status}): server messages \
                  come only on call responses",
                 self.ups[u].cfg.name

@@ -71,7 +71,7 @@ impl Reverse {
                     .http_mut()
                     .and_then(|h| h.bridges.input_log.hit(now, 1))
                 {
-                    log::info!(
+                    crate::log_info!(
                         "[{}] a 2026-07-28 client's subscriptions/listen refused: {} ({more} more \
                          since the last line)",
                         self.ups[u].cfg.name,

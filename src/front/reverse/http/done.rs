@@ -56,7 +56,7 @@ impl Reverse {
                 request: Some(id),
                 initialize,
             } => {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] request {id}: {}",
                     self.ups[u].cfg.name,
                     failure.detail()
@@ -112,7 +112,7 @@ impl Reverse {
             Carry::BridgePost { request: None, .. }
             | Carry::Post { request: None, .. }
             | Carry::Delete => {
-                log::debug!(
+                crate::log_debug!(
                     "[{}] upstream notification or DELETE failed: {}",
                     self.ups[u].cfg.name,
                     failure.detail()

@@ -54,7 +54,7 @@ impl Reverse {
             let line = h.param_log.hit(now, 1);
             self.metrics.http_limit(metric, "param_headers", 1);
             if let Some(more) = line {
-                log::warn!(
+                crate::log_warn!(
                     "[{name}] a request had more than {MAX_PARAM_HEADERS} Mcp-Param-* headers; \
                      {over} dropped ({more} more requests since the last line)"
                 );
@@ -112,7 +112,7 @@ impl Reverse {
         let d = st.begin(id, params.as_deref());
         up.stamper = Some(st);
         if fallback {
-            log::info!(
+            crate::log_info!(
                 "[{name}] initialize refused; asking server/discover in case it is a \
                  2026-07-28 server"
             );
@@ -147,11 +147,11 @@ impl Reverse {
             self.on_session_line(skey, &line);
         }
         if !ok {
-            log::warn!("[{name}] server/discover failed: the client's initialize fails");
+            crate::log_warn!("[{name}] server/discover failed: the client's initialize fails");
             self.end_session(skey, "the upstream refused initialize and server/discover");
             return;
         }
-        log::debug!("[{name}] stamping a handshake-era session for a 2026-07-28 upstream");
+        crate::log_debug!("[{name}] stamping a handshake-era session for a 2026-07-28 upstream");
         self.http_era_refusals(u, refused, 0);
         for line in d.released {
             let Ok(Message::Single(env)) = jsonrpc::peek(&line) else {
@@ -198,7 +198,7 @@ impl Reverse {
             let now = self.now;
             let name = self.ups[u].cfg.name.clone();
             if let Some(more) = self.ups[u].http_mut().and_then(|h| h.era_log.hit(now, 1)) {
-                log::warn!(
+                crate::log_warn!(
                     "[{name}] a handshake-era session has {} resource subscriptions; \
                      refusing more ({more} more since the last line)",
                     crate::mcp::era::stamper::MAX_SUBSCRIPTIONS
@@ -310,7 +310,7 @@ impl Reverse {
             Ok(Message::Single(env)) if env.kind() == Kind::Notification => {
                 self.on_session_line(skey, data);
             }
-            _ => log::debug!(
+            _ => crate::log_debug!(
                 "[{}] the server ended (or refused) the relay's subscriptions/listen",
                 self.ups[up_of(skey)].cfg.name
             ),
@@ -329,7 +329,7 @@ impl Reverse {
         let now = self.now;
         let name = self.ups[u].cfg.name.clone();
         if let Some(more) = self.ups[u].http_mut().and_then(|h| h.era_log.hit(now, 1)) {
-            log::warn!(
+            crate::log_warn!(
                 "[{name}] a message was refused while its session asked the upstream for \
                  server/discover (hold full: {} messages; {more} more since the last line)",
                 crate::mcp::era::link::HOLD_CAP

@@ -369,7 +369,7 @@ impl Reverse {
         self.metrics.http_limit(metric, "get_hold_cap", 1);
         let line = self.ups[u].http_mut().and_then(|h| h.hold_log.hit(now, 1));
         if let Some(more) = line {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] {HOLD_CAP} messages held for a GET stream still opening; sending them \
                  ({more} more sessions since the last line)",
                 self.ups[u].cfg.name
@@ -414,7 +414,7 @@ impl Reverse {
         };
         up.hold_timer = None;
         if up.holding() {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] GET stream of a session not open within {GET_HOLD:?}; sending what waited",
                 self.ups[u].cfg.name
             );
@@ -483,7 +483,7 @@ impl Reverse {
                     }
                 }
                 reconnect::Action::GiveUp => {
-                    log::warn!(
+                    crate::log_warn!(
                         "[{}] upstream GET stream of a session could not be restored; ending the session",
                         self.ups[u].cfg.name
                     );
@@ -716,7 +716,7 @@ impl Reverse {
                         .http_mut()
                         .and_then(|h| h.refused_log.hit(now, 1));
                     if let Some(more) = line {
-                        log::info!(
+                        crate::log_info!(
                             "[{}] the upstream has no GET stream (it answered HTTP {status}); \
                              server messages come only on POST responses ({more} more sessions \
                              refused since the last line)",

@@ -152,7 +152,7 @@ impl UpSession {
             to.name()
         );
         if !legal {
-            log::error!(
+            crate::log_error!(
                 "upstream session: illegal transition {} → {} refused",
                 self.phase.name(),
                 to.name()
