@@ -2,8 +2,8 @@
 //!
 //! `getaddrinfo` (behind `ToSocketAddrs`) blocks, for seconds when a name
 //! server is slow, so it must not run on the loop: nothing on the loop
-//! thread may block. Lookups go to one worker thread over a channel; answers come back
-//! over another channel, and a `mio::Waker` wakes the loop to `drain` them.
+//! thread may block. Lookups go to one worker thread through a queue; answers come back
+//! through another, and a `mio::Waker` wakes the loop to `drain` them.
 //!
 //! Every answer, including the immediate ones (literal IP addresses, an empty
 //! name, the queue cap), is delivered the same way: queued for `drain` with a
@@ -11,23 +11,23 @@
 //! has one path for answers and is never re-entered from `resolve`.
 //!
 //! The worker starts with the first lookup that needs it and ends when the
-//! `Resolver` is dropped (its request channel closes). It is not joined: a
+//! `Resolver` is dropped (the queues are marked closed). It is not joined: a
 //! lookup in progress finishes on its own and its answer is discarded, so
 //! dropping never blocks the loop. Lookups run one at a time, so a slow name
 //! delays the ones queued behind it; the owner's connect timeout covers that.
 //!
 //! A `mio::Poll` supports a single `Waker`; the `Resolver` owns it.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use mio::{Registry, Token, Waker};
 
 /// Lookups handed to the worker and not yet drained: queued, running, or
 /// answered but not yet collected. Above this, `resolve` answers at once with
-/// an error, which bounds both channels.
+/// an error, which bounds both queues.
 pub const MAX_OUTSTANDING: usize = 1024;
 
 /// One answer: the caller's id and the addresses (never empty) or a reason.
@@ -39,13 +39,36 @@ struct Lookup {
     port: u16,
 }
 
+/// What the loop thread and the worker share: a plain queue each way under
+/// one lock (std's channels cost about 20 KB of code for the two types).
+struct Queues {
+    /// Lookups the worker has not taken yet.
+    requests: VecDeque<Lookup>,
+    /// Answers the loop has not drained yet.
+    answers: Vec<Answer>,
+    /// The `Resolver` was dropped: the worker ends, its answers unwanted.
+    closed: bool,
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    /// Signalled when a lookup is queued or the resolver closes.
+    wanted: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queues> {
+        // The lock is never held across anything that can panic; and a
+        // panic aborts the process anyway.
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 pub struct Resolver {
     waker: Arc<Waker>,
-    /// To the worker; `None` until it is started, or after it died.
-    requests: Option<Sender<Lookup>>,
-    /// Cloned into the worker; kept so `results` never disconnects.
-    results_tx: Sender<Answer>,
-    results: Receiver<Answer>,
+    shared: Arc<Shared>,
+    /// The worker thread was started (with the first lookup needing it).
+    started: bool,
     /// Answers produced on the loop thread, waiting for `drain`.
     immediate: Vec<Answer>,
     outstanding: usize,
@@ -60,12 +83,17 @@ impl Resolver {
 
     fn with_cap(reg: &Registry, token: Token, cap: usize) -> std::io::Result<Resolver> {
         let waker = Arc::new(Waker::new(reg, token)?);
-        let (results_tx, results) = mpsc::channel();
         Ok(Resolver {
             waker,
-            requests: None,
-            results_tx,
-            results,
+            shared: Arc::new(Shared {
+                queues: Mutex::new(Queues {
+                    requests: VecDeque::new(),
+                    answers: Vec::new(),
+                    closed: false,
+                }),
+                wanted: Condvar::new(),
+            }),
+            started: false,
             immediate: Vec::new(),
             outstanding: 0,
             cap,
@@ -91,35 +119,27 @@ impl Resolver {
             );
             return;
         }
-        let requests = match self.worker() {
-            Ok(tx) => tx,
-            Err(e) => {
-                self.answer_now(
-                    id,
-                    Err(format!("{host}: cannot start resolver thread: {e}")),
-                );
-                return;
-            }
-        };
-        match requests.send(Lookup { id, host, port }) {
-            Ok(()) => self.outstanding += 1,
-            Err(mpsc::SendError(lookup)) => {
-                // The worker is gone (it never panics on purpose); start a
-                // new one on the next lookup.
-                self.requests = None;
-                let host = lookup.host;
-                self.answer_now(id, Err(format!("{host}: resolver thread exited")));
-            }
+        if let Err(e) = self.start_worker() {
+            self.answer_now(
+                id,
+                Err(format!("{host}: cannot start resolver thread: {e}")),
+            );
+            return;
         }
+        self.shared
+            .lock()
+            .requests
+            .push_back(Lookup { id, host, port });
+        self.shared.wanted.notify_one();
+        self.outstanding += 1;
     }
 
     /// Moves every answer available now into `out`. Call on the waker's token.
     pub fn drain(&mut self, out: &mut Vec<Answer>) {
         out.append(&mut self.immediate);
-        while let Ok(answer) = self.results.try_recv() {
-            self.outstanding = self.outstanding.saturating_sub(1);
-            out.push(answer);
-        }
+        let mut q = self.shared.lock();
+        self.outstanding = self.outstanding.saturating_sub(q.answers.len());
+        out.append(&mut q.answers);
     }
 
     fn answer_now(&mut self, id: u64, result: Result<Vec<SocketAddr>, String>) {
@@ -127,32 +147,58 @@ impl Resolver {
         wake(&self.waker);
     }
 
-    fn worker(&mut self) -> std::io::Result<&Sender<Lookup>> {
-        let tx = match self.requests.take() {
-            Some(tx) => tx,
-            None => {
-                let (tx, rx) = mpsc::channel();
-                let results = self.results_tx.clone();
-                let waker = Arc::clone(&self.waker);
-                thread::Builder::new()
-                    .name("dns".into())
-                    .spawn(move || work(rx, results, waker))?;
-                tx
-            }
-        };
-        Ok(self.requests.insert(tx))
+    fn start_worker(&mut self) -> std::io::Result<()> {
+        if !self.started {
+            let shared = Arc::clone(&self.shared);
+            let waker = Arc::clone(&self.waker);
+            thread::Builder::new()
+                .name("dns".into())
+                .spawn(move || work(&shared, &waker))?;
+            self.started = true;
+        }
+        Ok(())
     }
 }
 
-/// The worker: one blocking lookup at a time until the request channel
-/// closes (the `Resolver` was dropped) or nobody listens for answers.
-fn work(requests: Receiver<Lookup>, results: Sender<Answer>, waker: Arc<Waker>) {
-    while let Ok(Lookup { id, host, port }) = requests.recv() {
+impl Drop for Resolver {
+    /// Ends the worker once its lookup in progress (if any) returns; queued
+    /// lookups are dropped unanswered, as nobody is left to drain them.
+    fn drop(&mut self) {
+        let mut q = self.shared.lock();
+        q.closed = true;
+        q.requests.clear();
+        drop(q);
+        self.shared.wanted.notify_all();
+    }
+}
+
+/// The worker: one blocking lookup at a time until the `Resolver` is
+/// dropped.
+fn work(shared: &Shared, waker: &Waker) {
+    loop {
+        let Lookup { id, host, port } = {
+            let mut q = shared.lock();
+            loop {
+                if q.closed {
+                    return;
+                }
+                if let Some(l) = q.requests.pop_front() {
+                    break l;
+                }
+                q = shared
+                    .wanted
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
         let answer = lookup(&host, port);
-        if results.send((id, answer)).is_err() {
-            break;
+        let mut q = shared.lock();
+        if q.closed {
+            return;
         }
-        wake(&waker);
+        q.answers.push((id, answer));
+        drop(q);
+        wake(waker);
     }
 }
 
@@ -249,7 +295,7 @@ mod tests {
         assert_eq!(answer_for(&answers, 1), &Ok(vec![v4]));
         assert_eq!(answer_for(&answers, 2), &Ok(vec![v6(81)]));
         assert_eq!(answer_for(&answers, 3), &Ok(vec![v6(82)]));
-        assert!(res.requests.is_none(), "no thread for literals");
+        assert!(!res.started, "no thread for literals");
     }
 
     #[test]
@@ -267,6 +313,26 @@ mod tests {
             answer_for(&answers, 10),
             &Err("empty host name".to_string())
         );
+    }
+
+    #[test]
+    fn dropping_the_resolver_ends_its_worker() {
+        let mut poll = Poll::new().expect("poll");
+        let mut res = Resolver::new(poll.registry(), WAKE).expect("resolver");
+        res.resolve(1, "localhost".into(), 1);
+        assert!(answer_for(&collect(&mut poll, &mut res, 1), 1).is_ok());
+        assert!(res.started);
+        // The worker holds the shared queues while it runs.
+        let shared = Arc::downgrade(&res.shared);
+        drop(res);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.upgrade().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the worker outlived its resolver"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
