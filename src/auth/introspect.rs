@@ -15,7 +15,7 @@
 //!   `down_for` after an introspection failed, an unknown token is
 //!   [`Admit::Busy`] (the owner answers 503 with `Retry-After`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,10 @@ use super::jwt::{Decision, Policy, Profile, Reason};
 
 /// SHA-256 of a token: what the cache and the in-flight table key on.
 pub type Key = [u8; 32];
+
+/// Stale positions `lru` may hold beyond one per live entry before a pass
+/// drops them.
+const LRU_SLACK: usize = 64;
 
 /// Longest a refusal (inactive, other audience, …) is cached.
 pub const REFUSAL_MAX_AGE: Duration = Duration::from_secs(60);
@@ -103,7 +107,7 @@ pub struct Finished {
 struct Entry {
     answer: Answer,
     until: Instant,
-    /// Position in `lru`.
+    /// Tick of the last use: the entry's live position in `lru`.
     used: u64,
 }
 
@@ -122,11 +126,16 @@ pub struct IntroStats {
 pub struct Introspector {
     limits: Limits,
     cache: HashMap<Key, Entry>,
-    /// Last use → key, oldest first.
-    lru: BTreeMap<u64, Key>,
+    /// (tick of a use, key), oldest first. A use is pushed at the back and
+    /// the entry's older positions stay behind as stale ones (their tick is
+    /// no longer the entry's `used`), skipped when met at the front and
+    /// dropped in one pass when they outnumber the live ones ([`Self::touch`]):
+    /// at most `2 × cached + LRU_SLACK` positions.
+    lru: VecDeque<(u64, Key)>,
     tick: u64,
-    /// Tokens being introspected (or about to be) → who waits.
-    pending: HashMap<Key, Vec<usize>>,
+    /// Tokens being introspected (or about to be) and who waits: at most
+    /// `max_inflight` (a few dozen), so a list.
+    pending: Vec<(Key, Vec<usize>)>,
     starts: VecDeque<Start>,
     held: usize,
     down_until: Option<Instant>,
@@ -138,9 +147,9 @@ impl Introspector {
         Introspector {
             limits,
             cache: HashMap::new(),
-            lru: BTreeMap::new(),
+            lru: VecDeque::new(),
             tick: 0,
-            pending: HashMap::new(),
+            pending: Vec::new(),
             starts: VecDeque::new(),
             held: 0,
             down_until: None,
@@ -166,21 +175,19 @@ impl Introspector {
         let key = key_of(token);
         if let Some(e) = self.cache.get_mut(&key) {
             if now < e.until {
-                self.lru.remove(&e.used);
                 self.tick += 1;
                 e.used = self.tick;
-                self.lru.insert(self.tick, key);
+                let answer = e.answer;
+                self.touch(key);
                 self.stats.cache_hits += 1;
-                return Admit::Decided(e.answer);
+                return Admit::Decided(answer);
             }
-            let used = e.used;
             self.cache.remove(&key);
-            self.lru.remove(&used);
         }
         if self.held >= self.limits.max_held {
             return self.busy("held");
         }
-        if let Some(w) = self.pending.get_mut(&key) {
+        if let Some((_, w)) = self.pending.iter_mut().find(|(k, _)| *k == key) {
             w.push(waiter);
             self.held += 1;
             return Admit::Held;
@@ -191,7 +198,7 @@ impl Introspector {
         if self.pending.len() >= self.limits.max_inflight {
             return self.busy("in_flight");
         }
-        self.pending.insert(key, vec![waiter]);
+        self.pending.push((key, vec![waiter]));
         self.held += 1;
         let body = format!(
             "token={}&token_type_hint=access_token",
@@ -224,7 +231,7 @@ impl Introspector {
 
     /// A waiter went away (its client closed the connection).
     pub fn forget(&mut self, waiter: usize) {
-        for w in self.pending.values_mut() {
+        for (_, w) in self.pending.iter_mut() {
             if let Some(i) = w.iter().position(|x| *x == waiter) {
                 w.swap_remove(i);
                 self.held -= 1;
@@ -234,7 +241,10 @@ impl Introspector {
     }
 
     fn take_waiters(&mut self, key: &Key) -> Vec<usize> {
-        let w = self.pending.remove(key).unwrap_or_default();
+        let w = match self.pending.iter().position(|(k, _)| k == key) {
+            Some(i) => self.pending.swap_remove(i).1,
+            None => Vec::new(),
+        };
         self.held = self.held.saturating_sub(w.len());
         w
     }
@@ -297,15 +307,15 @@ impl Introspector {
         if max_age.is_zero() || self.limits.cache_entries == 0 {
             return;
         }
-        if let Some(old) = self.cache.remove(&key) {
-            self.lru.remove(&old.used);
-        }
+        self.cache.remove(&key);
         while self.cache.len() >= self.limits.cache_entries {
-            let Some((_, oldest)) = self.lru.pop_first() else {
+            let Some((used, oldest)) = self.lru.pop_front() else {
                 break;
             };
-            self.cache.remove(&oldest);
-            self.stats.evictions += 1;
+            if self.cache.get(&oldest).is_some_and(|e| e.used == used) {
+                self.cache.remove(&oldest);
+                self.stats.evictions += 1;
+            }
         }
         self.tick += 1;
         let until = now.checked_add(max_age).unwrap_or(now + REFUSAL_MAX_AGE);
@@ -317,7 +327,18 @@ impl Introspector {
                 used: self.tick,
             },
         );
-        self.lru.insert(self.tick, key);
+        self.touch(key);
+    }
+
+    /// Records a use of `key` (its entry's `used` is the current tick), and
+    /// drops the stale positions once they outnumber the live ones.
+    fn touch(&mut self, key: Key) {
+        self.lru.push_back((self.tick, key));
+        if self.lru.len() > 2 * self.cache.len() + LRU_SLACK {
+            let cache = &self.cache;
+            self.lru
+                .retain(|(used, k)| cache.get(k).is_some_and(|e| e.used == *used));
+        }
     }
 
     /// The `mcp_relay_oauth_introspection*` families.

@@ -284,3 +284,32 @@ fn the_cache_is_bounded_and_pushes_out_the_least_recently_used() {
         "{out}"
     );
 }
+
+/// Many hits leave stale positions in the recency list: they are dropped
+/// before they outgrow the cache, and eviction still takes the least
+/// recently used entry, never one that was used since.
+#[test]
+fn the_recency_list_stays_bounded_under_hits_and_keeps_its_order() {
+    let t0 = Instant::now();
+    let mut i = Introspector::new(limits());
+    for t in ["a", "b", "c"] {
+        introspect(&mut i, t, &active(t, UNIX + 300), t0);
+    }
+    for n in 0..1000 {
+        // "b" last: the order of use is c, a, b.
+        for t in ["c", "a", "b"] {
+            assert!(matches!(i.admit(t, n, t0), Admit::Decided(_)));
+        }
+        assert!(i.lru.len() <= 2 * i.cached() + LRU_SLACK, "{}", i.lru.len());
+    }
+    introspect(&mut i, "d", &active("d", UNIX + 300), t0);
+    assert_eq!(i.stats.evictions, 1);
+    assert_eq!(
+        i.admit("c", 9, t0),
+        Admit::Held,
+        "c was the least recently used"
+    );
+    for t in ["a", "b", "d"] {
+        assert!(matches!(i.admit(t, 9, t0), Admit::Decided(_)), "{t}");
+    }
+}
