@@ -19,3 +19,4 @@ pub mod reactor;
 pub mod record;
 pub mod session;
 pub mod upstream;
+pub mod vecmap;

@@ -16,7 +16,7 @@
 //!   7662 endpoint; the requests waiting for an answer are held
 //!   (`oauth_held.rs`), bounded by `auth::introspect`.
 
-use std::collections::HashMap;
+use crate::vecmap::VecMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -90,9 +90,11 @@ pub(super) struct OAuth {
     tls: Option<Arc<rustls::ClientConfig>>,
     ca_file: Option<std::path::PathBuf>,
     engines: [Option<Engine>; SLOTS],
-    fetches: HashMap<(usize, ExId), InFlight>,
+    /// Key and metadata fetches in flight: one per slot at most.
+    fetches: VecMap<(usize, ExId), InFlight>,
     endpoint: Option<IntrospectionEndpoint>,
-    introspecting: HashMap<ExId, Introspecting>,
+    /// At most the introspector's `max_inflight`.
+    introspecting: VecMap<ExId, Introspecting>,
     pub(super) intro_log: RateLog,
     evict_log: RateLog,
     /// Wall-clock time at `base`: `unix` is derived from the loop's `now`
@@ -146,9 +148,9 @@ impl OAuth {
             tls: None,
             ca_file: opts.ca_file.clone(),
             engines: [None, None, None],
-            fetches: HashMap::new(),
+            fetches: VecMap::new(),
             endpoint,
-            introspecting: HashMap::new(),
+            introspecting: VecMap::new(),
             intro_log: RateLog::default(),
             evict_log: RateLog::default(),
             base: now,

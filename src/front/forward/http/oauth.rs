@@ -39,6 +39,7 @@ use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::Id;
 use crate::upstream::http::{Event, ExId, HttpClient, HttpConfig, Request};
 use crate::upstream::url::Url;
+use crate::vecmap::VecMap;
 
 #[path = "oauth_callback.rs"]
 mod callback;
@@ -89,7 +90,8 @@ pub(in crate::front::forward) struct OAuthClient {
     /// POSTs in flight: what they carried and the token they carried.
     sent: HashMap<ExId, (Waiting, Option<String>)>,
     listener: Option<(TcpListener, mio::Token)>,
-    conns: HashMap<u64, CallbackConn>,
+    /// At most `MAX_CALLBACK_CONNS`.
+    conns: VecMap<u64, CallbackConn>,
     next_conn: u64,
     lock: Option<Lock>,
     /// Waiting for the lock since, and the next try.
@@ -153,7 +155,7 @@ impl OAuthClient {
             waiting: VecDeque::new(),
             sent: HashMap::new(),
             listener: None,
-            conns: HashMap::new(),
+            conns: VecMap::new(),
             next_conn: 1,
             lock: None,
             lock_wait: None,
