@@ -121,8 +121,10 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        let body = serde_json::to_vec_pretty(&to_json(rec)).map_err(io::Error::other)?;
-        let done = f.write_all(&body).and_then(|()| f.sync_all());
+        // `{:#}` writes what `to_vec_pretty` would (two-space indents) with
+        // the pretty printer `Value`'s `Display` already carries.
+        let body = format!("{:#}", to_json(rec));
+        let done = f.write_all(body.as_bytes()).and_then(|()| f.sync_all());
         if let Err(e) = done.and_then(|()| fs::rename(&tmp, &path)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -346,6 +348,22 @@ mod tests {
         assert_eq!(st.find("https://r.example/mcp"), None);
         // Garbage is not a record.
         fs::write(st.dir().join("x.json"), b"{not json").unwrap();
+        assert_eq!(st.find("https://r.example/mcp"), None);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// The file holds the pretty JSON `to_vec_pretty` writes (two-space
+    /// indents), byte for byte; an oversized file is not read.
+    #[test]
+    fn the_file_is_pretty_json_and_an_oversized_one_is_ignored() {
+        let d = tmpdir("pretty");
+        let st = Store::new(d.join("oauth"));
+        let path = st.save(&record("a1", 1)).unwrap();
+        let want = serde_json::to_vec_pretty(&to_json(&record("a1", 1))).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), want);
+        let mut big = want.clone();
+        big.resize(MAX_RECORD as usize + 1, b' ');
+        fs::write(&path, &big).unwrap();
         assert_eq!(st.find("https://r.example/mcp"), None);
         let _ = fs::remove_dir_all(&d);
     }
