@@ -26,7 +26,7 @@
 //! connection's state machine, from connect to close, and `response` reads a
 //! response off a busy connection and turns it into events.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use mio::{Registry, Token};
 use crate::policy::backoff::{Backoff, Rng};
 use crate::proto::sse::SseDecoder;
 use crate::upstream::url::Url;
+use crate::vecmap::VecMap;
 
 mod conn;
 mod limits;
@@ -280,7 +281,8 @@ pub struct HttpClient {
     /// The owner's sink is full: no connection is read (backpressure).
     paused_all: bool,
     /// Exchanges whose owner's sink is full: their connections are not read.
-    paused: HashSet<ExId>,
+    /// A list: at most one per exchange, and few at once in practice.
+    paused: VecMap<ExId, ()>,
     counts: LimitCounts,
     /// The body of an error status is delivered too (OAuth endpoints
     /// explain a 400 in its JSON body).
@@ -317,7 +319,7 @@ impl HttpClient {
             last_now: Instant::now(),
             scratch: Vec::new(),
             paused_all: false,
-            paused: HashSet::new(),
+            paused: VecMap::new(),
             counts: LimitCounts::default(),
             error_bodies: false,
         })
@@ -363,7 +365,7 @@ impl HttpClient {
         out.append(&mut self.events);
         if !self.paused.is_empty() {
             let exchanges = &self.exchanges;
-            self.paused.retain(|ex| exchanges.contains_key(ex));
+            self.paused.retain(|ex, _| exchanges.contains_key(ex));
         }
     }
 
@@ -381,7 +383,7 @@ impl HttpClient {
     /// [`HttpClient::resume`] (`reverse --url`: the client it feeds is not
     /// keeping up). No effect on an exchange that is over.
     pub fn pause(&mut self, ex: ExId) {
-        if self.exchanges.contains_key(&ex) && self.paused.insert(ex) {
+        if self.exchanges.contains_key(&ex) && self.paused.insert(ex, ()).is_none() {
             self.counts.read_paused += 1;
         }
     }
@@ -393,12 +395,12 @@ impl HttpClient {
     }
 
     pub fn is_paused(&self, ex: ExId) -> bool {
-        self.paused.contains(&ex)
+        self.paused.get(&ex).is_some()
     }
 
     /// Exchanges paused now.
     pub fn paused(&self) -> impl Iterator<Item = ExId> + '_ {
-        self.paused.iter().copied()
+        self.paused.iter().map(|(ex, _)| *ex)
     }
 
     /// Connection `conn` must not be read now.
@@ -407,7 +409,7 @@ impl HttpClient {
             return true;
         }
         match self.conns.get(&conn).map(|c| &c.state) {
-            Some(ConnState::Busy(ex)) => self.paused.contains(ex),
+            Some(ConnState::Busy(ex)) => self.paused.get(ex).is_some(),
             _ => false,
         }
     }
