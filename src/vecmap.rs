@@ -48,6 +48,25 @@ impl<K: PartialEq, V> VecMap<K, V> {
         }
     }
 
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// The value of `key`, inserted as `V::default()` if it had none.
+    pub fn get_or_default(&mut self, key: K) -> &mut V
+    where
+        V: Default,
+    {
+        let i = match self.position(&key) {
+            Some(i) => i,
+            None => {
+                self.items.push((key, V::default()));
+                self.items.len() - 1
+            }
+        };
+        &mut self.items[i].1
+    }
+
     pub fn get(&self, key: &K) -> Option<&V> {
         self.position(key).map(|i| &self.items[i].1)
     }
@@ -103,6 +122,8 @@ mod tests {
                         a.push('!');
                         b.push('!');
                     }
+                    ours.get_or_default(key + 100).push('+');
+                    std.entry(key + 100).or_default().push('+');
                 }
                 _ => {
                     ours.retain(|k, _| k % 7 != step % 7);
@@ -111,6 +132,7 @@ mod tests {
             }
             assert_eq!(ours.len(), std.len());
             assert_eq!(ours.get(&key), std.get(&key));
+            assert_eq!(ours.contains_key(&key), std.contains_key(&key));
             for (k, v) in ours.iter() {
                 assert_eq!(std.get(k), Some(v));
             }

@@ -24,6 +24,7 @@ use crate::upstream::hold::{GET_HOLD, HOLD_CAP};
 use crate::upstream::http::{Event, ExId, Failure, HttpClient, HttpConfig, Request};
 use crate::upstream::reconnect::{self, RecentDrops, ReconnectConfig, SseStream};
 use crate::upstream::url::Url;
+use crate::vecmap::VecMap;
 
 mod backpressure;
 mod bridge;
@@ -81,10 +82,11 @@ pub(super) struct UpHttp {
     /// holds [`PUSH_BACK_AT`] of unsent output: the session, and the request
     /// for a POST (None: the GET stream, which feeds every client of the
     /// session).
-    paused: HashMap<ExId, (SKey, Option<Id>)>,
+    /// A list, like the engine's own paused set: few at once in practice.
+    paused: VecMap<ExId, (SKey, Option<Id>)>,
     /// Events of a paused exchange read before it was paused (at most one
     /// read budget's worth), handed over in order when it resumes.
-    deferred: HashMap<ExId, std::collections::VecDeque<Event>>,
+    deferred: VecMap<ExId, std::collections::VecDeque<Event>>,
     /// Rate limits of the lines about reads held back, refused GET
     /// streams and full GET holds.
     paused_log: RateLog,
@@ -129,8 +131,8 @@ impl UpHttp {
             carries: HashMap::new(),
             sessions: HashMap::new(),
             stateless: HashMap::new(),
-            paused: HashMap::new(),
-            deferred: HashMap::new(),
+            paused: VecMap::new(),
+            deferred: VecMap::new(),
             paused_log: RateLog::default(),
             budget_log: RateLog::default(),
             refused_log: RateLog::default(),
@@ -572,7 +574,7 @@ impl Reverse {
         if let Some(h) = self.ups[u].http_mut()
             && h.paused.contains_key(&ev.ex())
         {
-            h.deferred.entry(ev.ex()).or_default().push_back(ev);
+            h.deferred.get_or_default(ev.ex()).push_back(ev);
             return;
         }
         match ev {
