@@ -174,6 +174,15 @@ impl Upstream {
         }
     }
 
+    /// `Pool::pin`: a shared process for a 2026-07-28 request, if a lease
+    /// would be granted one at once.
+    fn pin(&mut self, now: Instant) -> Option<pool::ConnId> {
+        match &mut self.backend {
+            Backend::Stdio(p) => p.pin(now),
+            Backend::Http(_) => None,
+        }
+    }
+
     fn http(&self) -> Option<&http::UpHttp> {
         match &self.backend {
             Backend::Http(h) => Some(h),

@@ -443,17 +443,17 @@ impl Reverse {
             )));
         }
         // Read once: granted at once, the request goes on as read here.
-        self.lease_for_parsed(
-            skey,
-            body.to_vec(),
-            id,
-            ReplyTo::Client(tok),
-            Some(session::ReadMsg {
-                bytes: body,
-                env,
-                meta: fields.map(|[_, _, meta]| meta),
-            }),
-        );
+        let parsed = session::ReadMsg {
+            bytes: body,
+            env,
+            meta: fields.map(|[_, _, meta]| meta),
+        };
+        // A shared process a lease would be granted at once is pinned
+        // without the lease's queue, and the request is not copied.
+        if self.pin_stateless(skey, &id, ReplyTo::Client(tok), parsed) {
+            return;
+        }
+        self.lease_for_parsed(skey, body.to_vec(), id, ReplyTo::Client(tok), Some(parsed));
     }
 
     pub(super) fn forward_single(

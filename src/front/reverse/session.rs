@@ -36,8 +36,9 @@ pub(super) type Req = inflight::Request<ReplyTo>;
 ///
 /// ```text
 ///  New ──lease──▶ Waiting ──granted──▶ Bound(process) ──process gone──▶ Orphaned
-///   │                │
+///   │                │                     ▲
 ///   │                └──rejected (legacy: may ask again)──▶ New
+///   ├──pinned at once (a 2026-07-28 request, shared pool: `Pool::pin`)
 ///   └──HTTP upstream──▶ Upstream
 /// ```
 ///
@@ -78,7 +79,7 @@ impl Binding {
         use Binding::*;
         matches!(
             (self, to),
-            (New, Waiting { .. } | Upstream)
+            (New, Waiting { .. } | Bound(_) | Upstream)
                 | (Waiting { .. }, Bound(_) | New)
                 | (Bound(_), Orphaned)
         )
@@ -298,7 +299,7 @@ impl Reverse {
         if s.stateless {
             // 2026-07-28: no session initialize; the held message is the
             // request, sent in the era of the process (`era.rs`).
-            self.bind_stateless(skey, conn, line, id, reply_to, parsed);
+            self.bind_stateless(skey, conn, line.into(), id, reply_to, parsed);
             return;
         }
         let client_version = s.version.clone();
@@ -780,6 +781,7 @@ mod tests {
             legal,
             [
                 "new → waiting",
+                "new → bound",
                 "new → upstream",
                 "waiting → new",
                 "waiting → bound",

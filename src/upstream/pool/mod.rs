@@ -364,6 +364,43 @@ impl Pool {
         out
     }
 
+    /// Shared mode, a 2026-07-28 request's exchange (issue 13): the process
+    /// a `lease` asked now would be granted at once, counted as one more
+    /// session on it exactly as that grant would (so balancing is the
+    /// same), without queueing a waiter or settling. `None` when a lease
+    /// would not be granted at once (it would wait for a Starting or new
+    /// process, be rejected, or the pool is shutting down), when waiters
+    /// are queued (they go first), or when anything is due at `now` (a
+    /// `lease` would act on it first): the caller takes [`Pool::lease`].
+    /// What it pins is given back with [`Pool::release`], as a session.
+    pub fn pin(&mut self, now: Instant) -> Option<ConnId> {
+        if self.cfg.mode != Mode::Shared || self.shutting_down || !self.waiters.is_empty() {
+            return None;
+        }
+        if reached(self.next_deadline(), now) {
+            return None;
+        }
+        // `serve_waiters`' choice for one waiter and an empty queue.
+        let best = self.least_loaded(now);
+        let can_wait = self.cfg.max_waiting > 0;
+        let conn = match best {
+            Some((false, 0, conn)) => conn,
+            _ if can_wait && (self.counts.starting > 0 || self.spawn_room(now) > 0) => {
+                return None;
+            }
+            Some((_, _, conn)) => conn,
+            None => return None,
+        };
+        self.last_now = self.last_now.max(now);
+        let c = self.conns.get_mut(&conn).expect("known conn");
+        c.sessions += 1;
+        if c.state == ConnState::Idle {
+            self.set_state(conn, ConnState::Leased);
+        }
+        self.debug_check();
+        Some(conn)
+    }
+
     /// The client went away while queued. No action is owed for it; returns
     /// nothing today and is a `Vec` for uniformity.
     pub fn cancel_wait(&mut self, waiter: WaiterId) -> Vec<Action> {

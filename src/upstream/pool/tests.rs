@@ -657,6 +657,62 @@ fn shared_cold_start_with_no_room_to_queue_still_spawns_and_waits() {
     assert_eq!(p.lease(5, t0 + ms(40)), vec![grant(5, 1)]);
 }
 
+// ---- Pin (a 2026-07-28 exchange) ------------------------------------
+
+#[test]
+fn pin_takes_a_fresh_process_and_counts_as_a_session() {
+    let t0 = Instant::now();
+    let mut p = pool(config(Mode::Shared, 2, 1), t0);
+    p.start(t0);
+    p.on_ready(1, t0);
+    assert_eq!(p.pin(t0), Some(1));
+    assert_eq!(p.state(1), Some(ConnState::Leased));
+    assert_eq!(p.sessions_on(1), 1);
+    assert_eq!(p.stats().waiting, 0);
+    // A second one would wait for a new process: pin declines, lease
+    // spawns it.
+    assert_eq!(p.pin(t0), None);
+    assert_eq!(p.lease(7, t0), vec![Spawn(2)]);
+    // Queued waiters go first.
+    assert_eq!(p.pin(t0), None);
+    p.on_ready(2, t0);
+    assert_eq!(p.stats().waiting, 0);
+    // Released as a session: idle again.
+    assert_eq!(p.release(1, t0), vec![]);
+    assert_eq!(p.state(1), Some(ConnState::Idle));
+    assert_eq!(p.pin(t0), Some(1));
+}
+
+#[test]
+fn pin_shares_at_the_cap_and_declines_what_lease_would_not_grant() {
+    let t0 = Instant::now();
+    // At the cap: shared with the least loaded, as a lease.
+    let mut p = pool(config(Mode::Shared, 1, 1), t0);
+    p.start(t0);
+    assert_eq!(p.pin(t0), None, "nothing ready: the lease waits");
+    p.on_ready(1, t0);
+    assert_eq!(p.pin(t0), Some(1));
+    assert_eq!(p.pin(t0), Some(1));
+    assert_eq!(p.sessions_on(1), 2);
+    // Shutting down: the lease rejects.
+    p.shutdown(t0);
+    assert_eq!(p.pin(t0), None);
+    // Session mode never pins.
+    let mut p = pool(config(Mode::Session, 2, 1), t0);
+    p.start(t0);
+    p.on_ready(1, t0);
+    assert_eq!(p.pin(t0), None);
+    // Something due first (an idle timeout over): a lease would act on it.
+    let mut cfg = config(Mode::Shared, 2, 0);
+    cfg.idle_timeout = ms(100);
+    let mut p = pool(cfg, t0);
+    assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
+    assert_eq!(p.on_ready(1, t0), vec![grant(1, 1)]);
+    p.release(1, t0);
+    assert_eq!(p.pin(t0 + ms(100)), None);
+    assert_eq!(p.pin(t0 + ms(99)), Some(1));
+}
+
 // ---- Shutdown --------------------------------------------------------
 
 #[test]

@@ -209,7 +209,7 @@ impl Reverse {
         &mut self,
         skey: SKey,
         conn: PKey,
-        line: Vec<u8>,
+        line: std::borrow::Cow<'_, [u8]>,
         id: Id,
         reply_to: ReplyTo,
         parsed: Option<session::ReadMsg>,
@@ -229,11 +229,11 @@ impl Reverse {
         // held while it waited (`parsed` is that copy's original).
         let read;
         let (bytes, env, meta) = match parsed {
-            Some(r) if r.bytes == line.as_slice() => (r.bytes, r.env, r.meta),
+            Some(r) if r.bytes == &*line => (r.bytes, r.env, r.meta),
             _ => match jsonrpc::peek(&line) {
                 Ok(Message::Single(env)) => {
                     read = env;
-                    (line.as_slice(), &read, None)
+                    (&*line, &read, None)
                 }
                 _ => return,
             },
@@ -245,7 +245,11 @@ impl Reverse {
             return;
         }
         let method = env.method().map(|m| m.into_owned()).unwrap_or_default();
-        let held = Held { line, id, method };
+        let held = Held {
+            line: line.into_owned(),
+            id,
+            method,
+        };
         if shared {
             self.shared_bridge(skey, conn, held);
             return;

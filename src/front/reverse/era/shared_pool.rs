@@ -3,6 +3,48 @@
 use super::*;
 
 impl Reverse {
+    /// Shared pool, a 2026-07-28 request's session `skey` (just created,
+    /// `New`): bound to the process a lease would be granted at once,
+    /// without queueing it (`Pool::pin`), and sent as read (`parsed`, no
+    /// copy of its bytes). False: no process can be pinned now (none
+    /// ready, a new one would be spawned for it, waiters queued, a pool
+    /// deadline due, or not a shared pool): the caller leases.
+    pub(in crate::front::reverse) fn pin_stateless(
+        &mut self,
+        skey: SKey,
+        id: &Id,
+        reply_to: ReplyTo,
+        parsed: session::ReadMsg,
+    ) -> bool {
+        let u = up_of(skey);
+        let Some(s) = self.sessions.get(&skey) else {
+            return false;
+        };
+        if !matches!(s.binding, Binding::New) {
+            return false;
+        }
+        let Some(id_in_pool) = self.ups[u].pin(self.now) else {
+            return false;
+        };
+        let conn = PKey {
+            up: u,
+            id: id_in_pool,
+        };
+        if let Some(s) = self.sessions.get_mut(&skey) {
+            s.last_active = self.now;
+            s.set_binding(Binding::Bound(conn));
+        }
+        self.bind_stateless(
+            skey,
+            conn,
+            std::borrow::Cow::Borrowed(parsed.bytes),
+            id.clone(),
+            reply_to,
+            Some(parsed),
+        );
+        true
+    }
+
     /// Shared pool, the hot path of a 2026-07-28 request (`env` is `line`
     /// read once, the request tracked): to a modern process it goes as it
     /// is; to a handshake-era one, a request the bridge forwards goes with

@@ -22,10 +22,20 @@ struct Sim {
     last_spawn: ConnId,
     spawns: u64,
     next_waiter: WaiterId,
+    /// Asks `pin` before each `lease` (a 2026-07-28 exchange, issue 13).
+    pin_first: bool,
+    /// Leases answered by `pin`.
+    pins: u64,
+    /// What the last step asked for (a pin as the `Grant` it stands for).
+    last: Vec<Action>,
 }
 
 impl Sim {
     fn new(seed: u64) -> Sim {
+        Sim::new_at(seed, Instant::now())
+    }
+
+    fn new_at(seed: u64, now: Instant) -> Sim {
         let mut rng = Rng::seeded(seed);
         let mut pick = |n: u64| rng.below_or_equal(n);
         let max = 1 + pick(4) as usize;
@@ -53,7 +63,6 @@ impl Sim {
             spawn_backoff_base: ms(1 + pick(500)),
             spawn_backoff_cap: ms(500 + pick(5_000)),
         };
-        let now = Instant::now();
         Sim {
             p: Pool::new(cfg.clone(), Rng::seeded(seed ^ 0x5eed), now),
             cfg,
@@ -71,6 +80,9 @@ impl Sim {
             last_spawn: 0,
             spawns: 0,
             next_waiter: 1,
+            pin_first: false,
+            pins: 0,
+            last: Vec::new(),
         }
     }
 
@@ -180,7 +192,13 @@ impl Sim {
                 let w = self.next_waiter;
                 self.next_waiter += 1;
                 self.queued.insert(w, now);
-                self.p.lease(w, now)
+                match self.pin_first.then(|| self.p.pin(now)).flatten() {
+                    Some(conn) => {
+                        self.pins += 1;
+                        vec![Grant { waiter: w, conn }]
+                    }
+                    None => self.p.lease(w, now),
+                }
             }
             25..=44 => match self.pick(0..self.sessions.len()) {
                 Some(i) => {
@@ -256,6 +274,7 @@ impl Sim {
                 self.p.poll(self.now)
             }
         };
+        self.last = a.clone();
         self.apply(a);
     }
 
@@ -308,4 +327,33 @@ fn randomized_against_a_model_of_the_owner() {
         }
         sim.finish();
     }
+}
+
+/// `pin` is `lease` when the lease is granted at once: two owners playing
+/// the same random script, one asking `pin` first, see the same actions
+/// and the same pool after every step (issue 13).
+#[test]
+fn pin_is_a_lease_granted_at_once() {
+    let mut pins = 0;
+    for seed in 0..400 {
+        let mut a = Sim::new(seed);
+        let mut b = Sim::new_at(seed, a.now);
+        b.pin_first = true;
+        let start = a.p.start(a.now);
+        a.apply(start);
+        let start = b.p.start(b.now);
+        b.apply(start);
+        for step in 0..400 {
+            a.step();
+            b.step();
+            assert_eq!(a.last, b.last, "seed {seed}, step {step}");
+            assert_eq!(a.p.stats(), b.p.stats(), "seed {seed}, step {step}");
+            assert_eq!(a.p.next_deadline(), b.p.next_deadline(), "seed {seed}");
+        }
+        a.finish();
+        b.finish();
+        pins += b.pins;
+    }
+    // The script pins often enough for the comparison to mean something.
+    assert!(pins > 1_000, "only {pins} pins");
 }
