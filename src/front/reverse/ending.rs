@@ -142,6 +142,59 @@ impl Reverse {
         self.keep_spare(&mut s);
     }
 
+    /// An answered 2026-07-28 session (the end-of-turn queue). When
+    /// nothing of it is left but its binding to a shared process (no
+    /// request in flight, no stream, no listen, no input round: what a
+    /// plain or bridged call leaves), it leaves the table in one lookup:
+    /// out of its process's list and the mux, its place on the process
+    /// given back (`Pool::release`), its containers kept (`keep_spare`).
+    /// Anything else takes `end_session`, which does the same and more.
+    pub(super) fn end_answered(&mut self, skey: SKey) {
+        const WHY: &str = "stateless request answered";
+        let conn = match self.sessions.get(&skey) {
+            Some(s)
+                if s.stateless
+                    && s.inflight.is_empty()
+                    && s.stream.is_none()
+                    && s.cancelled_streams.is_empty()
+                    && s.stamp_input.is_none()
+                    && s.stamp_subs.is_none()
+                    && s.era.quiet() =>
+            {
+                s.binding.conn()
+            }
+            _ => None,
+        };
+        let Some(conn) = conn else {
+            self.end_session(skey, WHY);
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&conn) else {
+            self.end_session(skey, WHY);
+            return;
+        };
+        let ProcKind::Shared { mux, sessions, .. } = &mut p.kind else {
+            self.end_session(skey, WHY);
+            return;
+        };
+        let Some(mut s) = self.sessions.remove(&skey) else {
+            return;
+        };
+        log::debug!("ending session {}: {WHY}", s.id);
+        if let Some(at) = sessions.iter().position(|k| *k == skey) {
+            sessions.remove(at);
+        }
+        for msg in mux.end_session(skey) {
+            if p.io.accepts_input() {
+                p.io.to_child.push_line(&msg);
+            }
+        }
+        let u = conn.up;
+        let actions = self.ups[u].pool(|p| p.release(conn.id, self.now));
+        self.apply(u, actions);
+        self.keep_spare(&mut s);
+    }
+
     /// A client that closed its connection (EOF) while its POST waits for a
     /// process, for the answer to a 2026-07-28 request, or for the answer
     /// to its `initialize` is gone: nobody can use what it waits for. Its

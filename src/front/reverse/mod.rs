@@ -565,9 +565,14 @@ impl Reverse {
             self.drive_client(tok);
         }
         // Ending a session answers nothing new (its requests are gone), so
-        // this queue is empty afterwards.
-        for skey in std::mem::take(&mut self.work.to_end) {
-            self.end_session(skey, "stateless request answered");
+        // this queue is empty afterwards; its buffer is kept for the next
+        // turn (one entry a 2026-07-28 request).
+        let mut ending = std::mem::take(&mut self.work.to_end);
+        for skey in ending.drain(..) {
+            self.end_answered(skey);
+        }
+        if self.work.to_end.is_empty() {
+            self.work.to_end = ending;
         }
         // After this turn's requests made their sessions busy and answered
         // stateless sessions gave their processes back: a session waiting

@@ -99,6 +99,16 @@ impl SessionEra {
         }
     }
 
+    /// Ending a session in this state has nothing to undo at the server:
+    /// no listen, no input round, nothing held (`end_answered`).
+    pub(super) fn quiet(&self) -> bool {
+        match self {
+            SessionEra::Plain => true,
+            SessionEra::Bridged(b) => b.quiet(),
+            _ => false,
+        }
+    }
+
     fn can_become(&self, to: &SessionEra) -> bool {
         use SessionEra::*;
         matches!(

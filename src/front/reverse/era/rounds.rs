@@ -181,6 +181,12 @@ impl Bridging {
         self.log
     }
 
+    /// No input round was ever opened: ending the session has nothing to
+    /// give up at the server (`era_session_ending` would do nothing).
+    pub(in crate::front::reverse) fn quiet(&self) -> bool {
+        self.rounds.is_none()
+    }
+
     /// A call of this session is waiting for input (the session must stay).
     pub(in crate::front::reverse) fn waiting(&self) -> bool {
         self.rounds.as_ref().is_some_and(|r| !r.bridge.is_empty())
