@@ -91,6 +91,14 @@
 //!   idle goes first. A zero `idle_timeout` never closes anything.
 //! - **`max_lifetime` never interrupts leased work**: it closes a spare
 //!   (Session) or a process with no sessions (Shared), measured from its Spawn.
+//! - **A lease granted at once can skip the queue** ([`Pool::pin`], Shared
+//!   mode): the owner asks for the process a lease would be granted now and
+//!   gets it counted as a session, with no waiter queued and no settling;
+//!   when the lease would wait, spawn, be refused, or anything is due, `pin`
+//!   says no and the owner leases. A 2026-07-28 request pays one pass over
+//!   the processes instead of a queue round trip. A Shared `release` that
+//!   closes nothing, with nobody queued and nothing due, likewise skips
+//!   settling.
 //! - **Cancelled waiters get no action**: `cancel_wait` is the owner's own
 //!   decision, so each waiter ends in exactly one of `Grant`, `Reject`, or a
 //!   `cancel_wait` that found it.
@@ -364,43 +372,6 @@ impl Pool {
         out
     }
 
-    /// Shared mode, a 2026-07-28 request's exchange (issue 13): the process
-    /// a `lease` asked now would be granted at once, counted as one more
-    /// session on it exactly as that grant would (so balancing is the
-    /// same), without queueing a waiter or settling. `None` when a lease
-    /// would not be granted at once (it would wait for a Starting or new
-    /// process, be rejected, or the pool is shutting down), when waiters
-    /// are queued (they go first), or when anything is due at `now` (a
-    /// `lease` would act on it first): the caller takes [`Pool::lease`].
-    /// What it pins is given back with [`Pool::release`], as a session.
-    pub fn pin(&mut self, now: Instant) -> Option<ConnId> {
-        if self.cfg.mode != Mode::Shared || self.shutting_down || !self.waiters.is_empty() {
-            return None;
-        }
-        if reached(self.next_deadline(), now) {
-            return None;
-        }
-        // `serve_waiters`' choice for one waiter and an empty queue.
-        let best = self.least_loaded(now);
-        let can_wait = self.cfg.max_waiting > 0;
-        let conn = match best {
-            Some((false, 0, conn)) => conn,
-            _ if can_wait && (self.counts.starting > 0 || self.spawn_room(now) > 0) => {
-                return None;
-            }
-            Some((_, _, conn)) => conn,
-            None => return None,
-        };
-        self.last_now = self.last_now.max(now);
-        let c = self.conns.get_mut(&conn).expect("known conn");
-        c.sessions += 1;
-        if c.state == ConnState::Idle {
-            self.set_state(conn, ConnState::Leased);
-        }
-        self.debug_check();
-        Some(conn)
-    }
-
     /// The client went away while queued. No action is owed for it; returns
     /// nothing today and is a `Vec` for uniformity.
     pub fn cancel_wait(&mut self, waiter: WaiterId) -> Vec<Action> {
@@ -471,7 +442,15 @@ impl Pool {
                 (Mode::Shared, false) => {}
             }
         }
-        self.settle(now, &mut out);
+        let quiet = self.cfg.mode == Mode::Shared && out.is_empty() && self.waiters.is_empty();
+        if quiet && !self.due(now) {
+            // Shared, nothing closed, nobody to serve and nothing due (the
+            // freed process is not aged): settling would do nothing. One a
+            // 2026-07-28 request.
+            self.last_now = self.last_now.max(now);
+        } else {
+            self.settle(now, &mut out);
+        }
         self.debug_check();
         out
     }
@@ -906,6 +885,7 @@ impl Pool {
 }
 
 mod invariants;
+mod pin;
 pub mod reclaim;
 
 #[cfg(test)]

@@ -1,0 +1,84 @@
+//! [`Pool::pin`]: a lease granted at once, without the queue (Shared
+//! mode, a 2026-07-28 request: issue 13), and [`Pool::due`], which lets a
+//! `release` skip settling when settling would do nothing.
+
+use super::*;
+
+impl Pool {
+    /// Shared mode, a 2026-07-28 request's exchange (issue 13): the process
+    /// a `lease` asked now would be granted at once, counted as one more
+    /// session on it exactly as that grant would (so balancing is the
+    /// same), without queueing a waiter or settling. `None` when a lease
+    /// would not be granted at once (it would wait for a Starting or new
+    /// process, be rejected, or the pool is shutting down), when waiters
+    /// are queued (they go first), or when anything is due at `now` (a
+    /// `lease` would act on it first): the caller takes [`Pool::lease`].
+    /// What it pins is given back with [`Pool::release`], as a session.
+    pub fn pin(&mut self, now: Instant) -> Option<ConnId> {
+        if self.cfg.mode != Mode::Shared || self.shutting_down || !self.waiters.is_empty() {
+            return None;
+        }
+        // One pass: anything due (what `next_deadline` would report as
+        // reached) and the least loaded ready process.
+        let idle_limit = !self.cfg.idle_timeout.is_zero() && self.protected() > self.cfg.min_idle;
+        let mut best: Option<(bool, usize, ConnId)> = None;
+        for (&id, c) in &self.conns {
+            match c.state {
+                ConnState::Idle => {
+                    let idle_over =
+                        idle_limit && reached(after(c.idle_since, self.cfg.idle_timeout), now);
+                    if idle_over || self.is_aged(c, now) {
+                        return None;
+                    }
+                }
+                ConnState::Leased => {}
+                ConnState::Starting | ConnState::Closing => continue,
+            }
+            let key = (self.is_aged(c, now), c.sessions, id);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        if reached(self.spawn_not_before, now) && self.wanted_spawns() > 0 && self.spawn_slots() > 0
+        {
+            return None;
+        }
+        // `serve_waiters`' choice for one waiter and an empty queue.
+        let can_wait = self.cfg.max_waiting > 0;
+        let conn = match best {
+            Some((false, 0, conn)) => conn,
+            _ if can_wait && (self.counts.starting > 0 || self.spawn_room(now) > 0) => {
+                return None;
+            }
+            Some((_, _, conn)) => conn,
+            None => return None,
+        };
+        self.last_now = self.last_now.max(now);
+        let c = self.conns.get_mut(&conn).expect("known conn");
+        c.sessions += 1;
+        if c.state == ConnState::Idle {
+            self.set_state(conn, ConnState::Leased);
+        }
+        self.debug_check();
+        Some(conn)
+    }
+
+    /// Whether `next_deadline`, waiters aside, is reached at `now`: an idle
+    /// process past its idle timeout or its lifetime, or a deferred spawn.
+    /// Shutting down, nothing is (as `next_deadline` says).
+    pub(super) fn due(&self, now: Instant) -> bool {
+        if self.shutting_down {
+            return false;
+        }
+        let idle_limit = !self.cfg.idle_timeout.is_zero() && self.protected() > self.cfg.min_idle;
+        let idle_due = self.conns.values().any(|c| {
+            c.state == ConnState::Idle
+                && ((idle_limit && reached(after(c.idle_since, self.cfg.idle_timeout), now))
+                    || self.is_aged(c, now))
+        });
+        idle_due
+            || (reached(self.spawn_not_before, now)
+                && self.wanted_spawns() > 0
+                && self.spawn_slots() > 0)
+    }
+}
