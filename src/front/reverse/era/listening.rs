@@ -113,7 +113,7 @@ impl Reverse {
         skey: SKey,
         msg: Vec<u8>,
     ) -> Option<Vec<u8>> {
-        let (listening, log) = match self.sessions.get(&skey).map(|s| &s.era) {
+        let (listening, log) = match self.sessions.get_mut(&skey).map(|s| &mut s.era) {
             Some(SessionEra::Listening(_)) => (true, None),
             Some(SessionEra::Bridged(b)) => (false, b.log()),
             _ => return self.stamped_push(skey, msg),

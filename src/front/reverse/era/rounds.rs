@@ -137,9 +137,8 @@ pub(in crate::front::reverse) fn read_envelope(line: &[u8]) -> (Inputs, Option<l
 /// rounds once the server asked something (`SessionEra::Bridged`).
 #[derive(Debug, Default)]
 pub(in crate::front::reverse) struct Bridging {
-    inputs: Inputs,
-    /// The log level its request opted in to (`mcp::era::loglevel`).
-    log: Option<loglevel::Level>,
+    /// What its request's envelope declared.
+    declared: Declared,
     /// Its request may be answered `input_required` (`tools/call`,
     /// `prompts/get`, `resources/read`).
     carries: bool,
@@ -163,6 +162,49 @@ impl std::fmt::Debug for Rounds {
     }
 }
 
+/// What a modern request's envelope declared: the input requests its
+/// client can run and the log level it opted in to. Read when first asked
+/// for (a server request or a log message during the call; most calls have
+/// neither), so until then `_meta`'s text is kept as the client sent it
+/// (a copy of part of a request body, so bounded by the body's cap, and
+/// freed with the session). One move: `Unread ──first asked──▶ Read`.
+#[derive(Debug)]
+pub(in crate::front::reverse) enum Declared {
+    /// `params._meta` as sent, not read yet.
+    Unread(Box<str>),
+    Read {
+        inputs: Inputs,
+        /// The log level its request opted in to (`mcp::era::loglevel`).
+        log: Option<loglevel::Level>,
+    },
+}
+
+impl Default for Declared {
+    fn default() -> Self {
+        Declared::Read {
+            inputs: Inputs::default(),
+            log: None,
+        }
+    }
+}
+
+impl Declared {
+    /// What was declared, read now if it was not yet (text that is not
+    /// JSON declares nothing).
+    pub(in crate::front::reverse) fn get(&mut self) -> (Inputs, Option<loglevel::Level>) {
+        if let Declared::Unread(text) = self {
+            let (inputs, log) = serde_json::from_str::<&serde_json::value::RawValue>(text)
+                .map(read_meta)
+                .unwrap_or_default();
+            *self = Declared::Read { inputs, log };
+        }
+        match self {
+            Declared::Read { inputs, log } => (*inputs, *log),
+            Declared::Unread(_) => (Inputs::default(), None),
+        }
+    }
+}
+
 impl Bridging {
     pub(in crate::front::reverse) fn new(
         inputs: Inputs,
@@ -170,15 +212,24 @@ impl Bridging {
         method: &str,
     ) -> Bridging {
         Bridging {
-            inputs,
-            log,
+            declared: Declared::Read { inputs, log },
             carries: input::carries_input(method),
             rounds: None,
         }
     }
 
-    pub(in crate::front::reverse) fn log(&self) -> Option<loglevel::Level> {
-        self.log
+    /// A bridged request whose `params._meta` is `meta` (its text kept,
+    /// read when needed: `Declared`).
+    pub(in crate::front::reverse) fn unread(meta: &str, method: &str) -> Bridging {
+        Bridging {
+            declared: Declared::Unread(meta.into()),
+            carries: input::carries_input(method),
+            rounds: None,
+        }
+    }
+
+    pub(in crate::front::reverse) fn log(&mut self) -> Option<loglevel::Level> {
+        self.declared.get().1
     }
 
     /// No input round was ever opened: ending the session has nothing to
@@ -237,7 +288,7 @@ impl Reverse {
             return false;
         }
         let (inputs, carries, call) = (
-            b.inputs,
+            b.declared.get().0,
             b.carries,
             b.rounds.as_ref().map(|r| r.call.clone()),
         );
@@ -559,6 +610,31 @@ mod tests {
             read_envelope(line),
             (Inputs::default(), Some(loglevel::Level::Notice))
         );
+    }
+
+    #[test]
+    fn what_an_envelope_declared_is_read_once_when_first_asked() {
+        let text = r#"{"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}},"io.modelcontextprotocol/logLevel":"notice","progressToken":3}"#;
+        let want = (
+            Inputs::from_capabilities(&json!({"elicitation": {}})),
+            Some(loglevel::Level::Notice),
+        );
+        let mut d = Declared::Unread(text.into());
+        assert_eq!(d.get(), want);
+        assert!(matches!(d, Declared::Read { .. }), "{d:?}");
+        assert_eq!(d.get(), want);
+        // Text that is not JSON declares nothing (it cannot happen: the
+        // text was part of a validated request).
+        let mut bad = Declared::Unread("{not json".into());
+        assert_eq!(bad.get(), (Inputs::default(), None));
+        assert!(matches!(bad, Declared::Read { .. }), "{bad:?}");
+        // A bridged call read later knows what one read at once knows.
+        let mut later = Bridging::unread(text, "tools/call");
+        let mut now = Bridging::new(want.0, want.1, "tools/call");
+        assert_eq!(later.log(), now.log());
+        assert_eq!(later.declared.get(), now.declared.get());
+        assert!(later.carries && now.carries);
+        assert!(!Bridging::unread(text, "tools/list").carries);
     }
 
     #[test]

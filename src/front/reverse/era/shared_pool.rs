@@ -77,12 +77,17 @@ impl Reverse {
                 let Some(edit) = stamp::strip_edit_with(env.params, meta) else {
                     return false;
                 };
-                let (inputs, log) = match &edit {
-                    stamp::StripEdit::Keep => (rounds::Inputs::default(), None),
-                    stamp::StripEdit::Replace(meta, _) => rounds::read_meta(meta),
-                };
+                // What the envelope declared is read only if the call
+                // needs it (a server request, a log message).
                 let method = env.method().unwrap_or_default();
-                let b = rounds::Bridging::new(inputs, log, &method);
+                let b = match &edit {
+                    stamp::StripEdit::Keep => {
+                        rounds::Bridging::new(rounds::Inputs::default(), None, &method)
+                    }
+                    stamp::StripEdit::Replace(meta, _) => {
+                        rounds::Bridging::unread(meta.get(), &method)
+                    }
+                };
                 self.set_era(skey, SessionEra::Bridged(b));
                 self.ups[conn.up].era.bridged += 1;
                 match &edit {
