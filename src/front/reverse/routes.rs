@@ -446,7 +446,7 @@ impl Reverse {
         let parsed = session::ReadMsg {
             bytes: body,
             env,
-            meta: fields.map(|[_, _, meta]| meta),
+            meta: fields.as_ref().map(|f| f.meta.as_ref()),
         };
         // A shared process a lease would be granted at once is pinned
         // without the lease's queue, and the request is not copied.
@@ -817,10 +817,7 @@ mod tests {
 /// plain header and a name without escapes, is compared as it stands,
 /// without decoding either side into a new string.
 fn name_matches(fields: &Option<era::ParamFields>, header: &str) -> bool {
-    let raw = fields
-        .as_ref()
-        .and_then(|[name, uri, _]| name.or(*uri))
-        .map(|r| r.get());
+    let raw = fields.as_ref().and_then(|f| f.name.or(f.uri));
     let plain = raw
         .and_then(|t| t.strip_prefix('"')?.strip_suffix('"'))
         .filter(|inner| !inner.contains('\\'));
@@ -841,7 +838,7 @@ mod name_tests {
 
     fn check(params: &str, header: &str) -> bool {
         let raw: &RawValue = serde_json::from_str(params).unwrap();
-        let fields = crate::mcp::shared::members(raw, ["name", "uri", "_meta"]);
+        let fields = crate::mcp::shared::scan_params(raw.get());
         name_matches(&fields, header)
     }
 

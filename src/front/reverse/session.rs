@@ -131,7 +131,7 @@ pub(super) struct ReadMsg<'a> {
     pub(super) bytes: &'a [u8],
     pub(super) env: &'a Envelope<'a>,
     /// Its `params._meta`, if the front looked it up (`Some(None)`: none).
-    pub(super) meta: Option<Option<&'a serde_json::value::RawValue>>,
+    pub(super) meta: Option<Option<&'a crate::mcp::shared::MetaScan<'a>>>,
 }
 
 pub(super) struct Session {
@@ -531,7 +531,7 @@ impl Reverse {
         env: &Envelope,
         request: Option<&Id>,
         capped: bool,
-        edit: Option<(&serde_json::value::RawValue, &[u8])>,
+        edit: Option<(&str, &[u8])>,
     ) -> Sent {
         if let Some(e) = edit {
             let via_mux = !self.ups[up_of(skey)].is_http()

@@ -57,7 +57,12 @@ pub fn opted_in(meta: Option<&RawValue>) -> Option<Level> {
 /// The level named by the value `v` (a JSON string's text), as found in
 /// `_meta` by the caller.
 pub fn parse_raw(v: &RawValue) -> Option<Level> {
-    let s: &str = serde_json::from_str(v.get()).ok()?;
+    parse_text(v.get())
+}
+
+/// [`parse_raw`] of a value's JSON text.
+pub fn parse_text(v: &str) -> Option<Level> {
+    let s: &str = serde_json::from_str(v).ok()?;
     Level::parse(s)
 }
 

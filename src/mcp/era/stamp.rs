@@ -193,8 +193,9 @@ pub fn strip_fast(line: &[u8]) -> Option<Vec<u8>> {
 pub enum StripEdit<'a> {
     /// Nothing reserved: the message goes as it is.
     Keep,
-    /// `params._meta` (this value) becomes this text.
-    Replace(&'a serde_json::value::RawValue, String),
+    /// `params._meta` (this value's text, borrowed from the message)
+    /// becomes this text.
+    Replace(&'a str, String),
 }
 
 /// [`StripEdit`] for a message whose `params` is `params`; `None` when the
@@ -203,11 +204,12 @@ pub fn strip_edit(params: Option<&serde_json::value::RawValue>) -> Option<StripE
     strip_edit_with(params, None)
 }
 
-/// [`strip_edit`]; `meta`: `params._meta` when the caller has looked it
-/// up already (`Some(None)`: there is none), so `params` is not read again.
+/// [`strip_edit`]; `meta`: `params._meta` when the caller has scanned
+/// it already (`Some(None)`: there is none), so neither `params` nor
+/// `_meta` is read again.
 pub fn strip_edit_with<'a>(
     params: Option<&'a serde_json::value::RawValue>,
-    meta: Option<Option<&'a serde_json::value::RawValue>>,
+    meta: Option<Option<&crate::mcp::shared::MetaScan<'a>>>,
 ) -> Option<StripEdit<'a>> {
     let Some(params) = params else {
         return Some(StripEdit::Keep);
@@ -216,11 +218,18 @@ pub fn strip_edit_with<'a>(
     if FIND_RESERVED.find(text).is_none() {
         return (memchr::memchr(b'\\', text).is_none()).then_some(StripEdit::Keep);
     }
-    let meta = match meta {
-        Some(known) => known?,
-        None => crate::mcp::shared::member(params, "_meta")?,
+    let (meta, members) = match meta {
+        Some(known) => {
+            let m = known?;
+            (m.text, m.members.as_deref())
+        }
+        None => (crate::mcp::shared::member(params, "_meta")?.get(), None),
     };
-    Some(StripEdit::Replace(meta, meta_without_reserved(meta)?))
+    let new = match members {
+        Some(members) => meta_from_members(members),
+        None => meta_without_reserved(meta)?,
+    };
+    Some(StripEdit::Replace(meta, new))
 }
 
 /// `_meta`'s text without its reserved keys, the other members' values
@@ -232,10 +241,23 @@ pub fn strip_edit_with<'a>(
 /// found by the relay's own scan of its text (`shared::object_members`),
 /// cheaper than parsing it again; what the scan cannot tell goes to the
 /// parser ([`meta_without_reserved_parsed`]).
-fn meta_without_reserved(meta: &serde_json::value::RawValue) -> Option<String> {
-    let Some(mut members) = crate::mcp::shared::object_members(meta.get()) else {
-        return meta_without_reserved_parsed(meta);
-    };
+fn meta_without_reserved(meta: &str) -> Option<String> {
+    match crate::mcp::shared::object_members(meta) {
+        Some(members) => Some(meta_from_members(&members)),
+        None => meta_without_reserved_parsed(meta),
+    }
+}
+
+/// [`meta_without_reserved`] of `_meta`'s members as scanned (in order,
+/// duplicates included, no name with escapes).
+fn meta_from_members(all: &[(&str, &str)]) -> String {
+    // The reserved keys go first (a modern request's `_meta` usually holds
+    // nothing else, and then nothing is sorted or collected).
+    let mut members: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+        .copied()
+        .collect();
     // As a map would hold them: sorted by name (stable: duplicates keep
     // their order), then the last of each name.
     members.sort_by(|a, b| a.0.cmp(b.0));
@@ -243,7 +265,7 @@ fn meta_without_reserved(meta: &serde_json::value::RawValue) -> Option<String> {
     out.push('{');
     for (i, (name, value)) in members.iter().enumerate() {
         let superseded = members.get(i + 1).is_some_and(|next| next.0 == *name);
-        if superseded || name.starts_with(RESERVED_PREFIX) {
+        if superseded {
             continue;
         }
         if out.len() > 1 {
@@ -255,13 +277,13 @@ fn meta_without_reserved(meta: &serde_json::value::RawValue) -> Option<String> {
         out.push_str(value);
     }
     out.push('}');
-    Some(out)
+    out
 }
 
 /// [`meta_without_reserved`] by parsing `meta` into a map.
-fn meta_without_reserved_parsed(meta: &serde_json::value::RawValue) -> Option<String> {
+fn meta_without_reserved_parsed(meta: &str) -> Option<String> {
     let members: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
-        serde_json::from_str(meta.get()).ok()?;
+        serde_json::from_str(meta).ok()?;
     let mut out = String::with_capacity(2);
     out.push('{');
     for (name, value) in members
@@ -438,19 +460,25 @@ mod tests {
             r#"{"ünïcode":"välue","io.modelcontextprotocol/a":1}"#,
         ];
         for text in cases {
-            let meta: &serde_json::value::RawValue = serde_json::from_str(text).expect("json");
+            let meta = serde_json::from_str::<&serde_json::value::RawValue>(text)
+                .expect("json")
+                .get();
             assert_eq!(
                 meta_without_reserved(meta),
                 meta_without_reserved_parsed(meta),
                 "{text}"
             );
         }
-        let meta: &serde_json::value::RawValue = serde_json::from_str(cases[4]).expect("json");
+        let meta = serde_json::from_str::<&serde_json::value::RawValue>(cases[4])
+            .expect("json")
+            .get();
         assert_eq!(
             meta_without_reserved(meta).as_deref(),
             Some(r#"{"a":-1.5e3,"b":null,"z":[1, {"a": "}]\""}]}"#)
         );
-        let meta: &serde_json::value::RawValue = serde_json::from_str(cases[7]).expect("json");
+        let meta = serde_json::from_str::<&serde_json::value::RawValue>(cases[7])
+            .expect("json")
+            .get();
         assert_eq!(meta_without_reserved(meta), None);
     }
 
@@ -652,7 +680,7 @@ mod tests {
         let Some(StripEdit::Replace(meta, new)) = strip_edit(read(line)) else {
             panic!("an edit")
         };
-        assert!(meta.get().starts_with(r#"{"z":1.50,"#), "{}", meta.get());
+        assert!(meta.starts_with(r#"{"z":1.50,"#), "{meta}");
         assert_eq!(new, r#"{"a":[ 1 ],"progressToken":7,"z":1.50}"#);
         let (slow, _) = strip_modern(line).unwrap();
         let spliced = crate::mcp::shared::splice(line, &mut [(meta, new.as_bytes())]).unwrap();
@@ -672,6 +700,47 @@ mod tests {
         assert!(strip_edit(read(outside)).is_none());
         let not_object = br#"{"jsonrpc":"2.0","id":6,"method":"m","params":{"_meta":["io.modelcontextprotocol/x"]}}"#;
         assert!(strip_edit(read(not_object)).is_none());
+    }
+
+    /// With `_meta` as the front scanned it, the strip edits the same text
+    /// into the same bytes as when it looks `_meta` up itself.
+    #[test]
+    fn the_strip_edit_from_a_scanned_meta_is_the_looked_up_one() {
+        fn edit(e: Option<StripEdit<'_>>) -> Option<Option<(usize, String, String)>> {
+            match e? {
+                StripEdit::Keep => Some(None),
+                StripEdit::Replace(meta, new) => {
+                    Some(Some((meta.as_ptr().addr(), meta.to_string(), new)))
+                }
+            }
+        }
+        let lines: [&[u8]; 9] = [
+            br#"{"id":1,"method":"m","params":{"name":"echo","_meta":{"z":1.50,"io.modelcontextprotocol/clientInfo":{"name":"c"},"progressToken":7, "a" : [ 1 ]}}}"#,
+            br#"{"id":2,"method":"m","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            br#"{"id":3,"method":"m","params":{"_meta":{"a":1}}}"#,
+            br#"{"id":4,"method":"m","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"x","\u0061":1}}}"#,
+            br#"{"id":5,"method":"m","params":{"arguments":{"io.modelcontextprotocol/x":1}}}"#,
+            br#"{"id":6,"method":"m","params":{"_meta":["io.modelcontextprotocol/x"]}}"#,
+            br#"{"id":7,"method":"m","params":{"_meta":{"b":1,"io.modelcontextprotocol/a":2,"b":{"c":3},"a":"io.modelcontextprotocol/"}}}"#,
+            br#"{"id":8,"method":"m","params":{"_m\u0065ta":{"io.modelcontextprotocol/a":2},"_meta":{"k":1}}}"#,
+            br#"{"id":9,"method":"m","params":{ "_meta" : { "io.modelcontextprotocol/a" : 2 , "k" : "v" } }}"#,
+        ];
+        for line in lines {
+            let Ok(crate::proto::jsonrpc::Message::Single(env)) = crate::proto::jsonrpc::peek(line)
+            else {
+                panic!("one message")
+            };
+            let scan = env
+                .params
+                .and_then(|p| crate::mcp::shared::scan_params(p.get()));
+            let meta = scan.as_ref().map(|s| s.meta.as_ref());
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(
+                edit(strip_edit_with(env.params, meta)),
+                edit(strip_edit(env.params)),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -62,7 +62,6 @@ use std::collections::HashMap;
 use crate::keyhash::KeyMap;
 
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
@@ -70,6 +69,7 @@ use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Messag
 mod rewrite;
 
 use rewrite::progress_token_in_request;
+pub use rewrite::{MetaScan, ParamScan, scan_params};
 pub(crate) use rewrite::{member, member_of_text, members, object_members, splice};
 
 /// Identifies a client session; assigned by the owner.
@@ -245,7 +245,7 @@ impl Mux {
         session: SessionKey,
         line: &[u8],
         env: &Envelope,
-        edit: Option<(&RawValue, &[u8])>,
+        edit: Option<(&str, &[u8])>,
     ) -> Up {
         match edit {
             Some(edit) => self.up_parsed_edited_as(session, line, env, edit, true),
@@ -283,7 +283,7 @@ impl Mux {
         session: SessionKey,
         line: &[u8],
         env: &Envelope,
-        edit: (&RawValue, &[u8]),
+        edit: (&str, &[u8]),
     ) -> Up {
         self.up_parsed_edited_as(session, line, env, edit, false)
     }
@@ -293,7 +293,7 @@ impl Mux {
         session: SessionKey,
         line: &[u8],
         env: &Envelope,
-        edit: (&RawValue, &[u8]),
+        edit: (&str, &[u8]),
         modern: bool,
     ) -> Up {
         let token = env.params.and_then(progress_token_in_request);
@@ -317,7 +317,7 @@ impl Mux {
         session: SessionKey,
         line: &[u8],
         env: &Envelope,
-        extra: Option<(&RawValue, &[u8])>,
+        extra: Option<(&str, &[u8])>,
         modern: bool,
     ) -> Up {
         let Some(raw_id) = env.id else {
@@ -353,9 +353,9 @@ impl Mux {
         // Room for all three edits: a bridged request's `_meta` is not
         // worth a second allocation.
         let mut edits = Vec::with_capacity(3);
-        edits.push((raw_id, upstream.as_bytes()));
+        edits.push((raw_id.get(), upstream.as_bytes()));
         if let Some(t) = token {
-            edits.push((t, upstream.as_bytes()));
+            edits.push((t.get(), upstream.as_bytes()));
         }
         if let Some(e) = extra {
             edits.push(e);

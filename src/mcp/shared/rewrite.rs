@@ -31,15 +31,35 @@ pub(super) fn progress_token_in_request(params: &RawValue) -> Option<&RawValue> 
     }
 }
 
+/// A value's text borrowed from a message: a `&RawValue` serde_json
+/// handed out, or a `&str` the relay's own scan of validated text found
+/// (`scan_params`). Either way the text is where the value stands in the
+/// message, so [`splice`] can tell its place by its address.
+pub(crate) trait Span<'a>: Copy {
+    fn text(self) -> &'a str;
+}
+
+impl<'a> Span<'a> for &'a RawValue {
+    fn text(self) -> &'a str {
+        self.get()
+    }
+}
+
+impl<'a> Span<'a> for &'a str {
+    fn text(self) -> &'a str {
+        self
+    }
+}
+
 /// Replaces each `(value, with)` in `base`: `value` must be borrowed from
 /// `base` itself (as everything `peek` returns is), and the values must not
 /// overlap. Returns `None` if either does not hold, so a message is never
 /// sent half-rewritten.
-pub(crate) fn splice(base: &[u8], edits: &mut [(&RawValue, &[u8])]) -> Option<Vec<u8>> {
+pub(crate) fn splice<'t, S: Span<'t>>(base: &[u8], edits: &mut [(S, &[u8])]) -> Option<Vec<u8>> {
     let origin = base.as_ptr().addr();
     let mut spans: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.len());
     for (raw, with) in edits.iter() {
-        let text = raw.get().as_bytes();
+        let text = raw.text().as_bytes();
         let start = text.as_ptr().addr().checked_sub(origin)?;
         let end = start.checked_add(text.len())?;
         // Same address and same bytes: certainly this value, not a copy.
@@ -67,8 +87,8 @@ pub(crate) fn splice(base: &[u8], edits: &mut [(&RawValue, &[u8])]) -> Option<Ve
 /// `obj.<key>` borrowed from `obj`'s text; `None` if `obj` is not an object
 /// or has no such member. Names are compared unescaped; with duplicate names
 /// the last wins, as in `peek`.
-pub(crate) fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    let text = obj.get();
+pub(crate) fn member<'a>(obj: impl Span<'a>, key: &str) -> Option<&'a RawValue> {
+    let text = obj.text();
     if !text.starts_with('{') {
         return None;
     }
@@ -80,10 +100,10 @@ pub(crate) fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
 /// (names compared unescaped, the last of duplicates wins, as [`member`]);
 /// `None` if `obj` is not an object.
 pub(crate) fn members<'a, const N: usize>(
-    obj: &'a RawValue,
+    obj: impl Span<'a>,
     keys: [&str; N],
 ) -> Option<[Option<&'a RawValue>; N]> {
-    let text = obj.get();
+    let text = obj.text();
     if !text.starts_with('{') {
         return None;
     }
@@ -200,6 +220,92 @@ impl Visitor<'_> for KeyIs<'_> {
     }
 }
 
+/// The members of a request's `params` the era front reads, found in one
+/// scan of its text (validated where the message was read, so it is not
+/// parsed again): `name` and `uri` (what `Mcp-Name` must name) and `_meta`
+/// with its own members (what the bridge strips and reads). Values are
+/// their text as it stands in the message; names are compared unescaped
+/// and the last of duplicates wins, as [`members`] has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamScan<'a> {
+    pub name: Option<&'a str>,
+    pub uri: Option<&'a str>,
+    pub meta: Option<MetaScan<'a>>,
+}
+
+/// `params._meta` as [`scan_params`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaScan<'a> {
+    /// Its value's text, borrowed from the message (a [`splice`] target).
+    pub text: &'a str,
+    /// Its members in order, duplicates included ([`object_members`]);
+    /// `None` when it is no object or a name has escapes: a reader then
+    /// parses `text`.
+    pub members: Option<Vec<(&'a str, &'a str)>>,
+}
+
+impl<'a> MetaScan<'a> {
+    fn new(text: &'a str) -> MetaScan<'a> {
+        MetaScan {
+            text,
+            members: object_members(text),
+        }
+    }
+}
+
+/// [`ParamScan`] of `params`' text; `None` when it is not an object. The
+/// relay's own scan reads it, `_meta`'s members on the way through (not
+/// skipped, then read again); a name with escapes in `params` sends it to
+/// the parser ([`members`]), which finds the same values, and one in
+/// `_meta` leaves `_meta`'s members to its reader.
+pub fn scan_params(params: &str) -> Option<ParamScan<'_>> {
+    let b = params.as_bytes();
+    let mut out = ParamScan::default();
+    let start = skip_ws(b, 0);
+    let end = members_at(params, start, |name, at| match name {
+        "name" | "uri" => {
+            let end = value_end(b, at)?;
+            let value = params.get(at..end)?;
+            if name == "name" {
+                out.name = Some(value);
+            } else {
+                out.uri = Some(value);
+            }
+            Some(end)
+        }
+        "_meta" => {
+            let mut members = Vec::new();
+            let scanned = match b.get(at) {
+                Some(b'{') => members_at(params, at, |n, v| {
+                    let end = value_end(b, v)?;
+                    members.push((n, params.get(v..end)?));
+                    Some(end)
+                }),
+                _ => None,
+            };
+            let (end, members) = match scanned {
+                Some(end) => (end, Some(members)),
+                None => (value_end(b, at)?, None),
+            };
+            out.meta = Some(MetaScan {
+                text: params.get(at..end)?,
+                members,
+            });
+            Some(end)
+        }
+        _ => value_end(b, at),
+    });
+    if end.is_some_and(|end| skip_ws(b, end) == b.len()) {
+        return Some(out);
+    }
+    let [name, uri, meta] = members(params, ["name", "uri", "_meta"])?;
+    Some(ParamScan {
+        name: name.map(RawValue::get),
+        uri: uri.map(RawValue::get),
+        meta: meta.map(|m| MetaScan::new(m.get())),
+    })
+}
+
 /// The members of a JSON object's text that was validated already (it
 /// came from a parsed message), found by scanning it rather than parsing
 /// it again: `(name, value text)` in order, duplicates included. `None`
@@ -208,35 +314,50 @@ impl Visitor<'_> for KeyIs<'_> {
 /// forward through the text and stops at its end.
 pub(crate) fn object_members(text: &str) -> Option<Vec<(&str, &str)>> {
     let b = text.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
+    let mut out = Vec::new();
+    let end = members_at(text, skip_ws(b, 0), |name, at| {
+        let end = value_end(b, at)?;
+        out.push((name, text.get(at..end)?));
+        Some(end)
+    })?;
+    (skip_ws(b, end) == b.len()).then_some(out)
+}
+
+/// Scans the object that opens at `start` (a `{`): `value(name, at)` is
+/// given each member's name and where its value starts, and returns where
+/// that value ends (having read it as it needs). Returns the index just
+/// past the closing `}`; `None` when a name has escapes or the text is not
+/// shaped as an object (`value` may have seen some members by then).
+fn members_at<'a>(
+    text: &'a str,
+    start: usize,
+    mut value: impl FnMut(&'a str, usize) -> Option<usize>,
+) -> Option<usize> {
+    let b = text.as_bytes();
+    if b.get(start) != Some(&b'{') {
         return None;
     }
-    i = skip_ws(b, i + 1);
-    let mut out = Vec::new();
+    let mut i = skip_ws(b, start + 1);
     if b.get(i) == Some(&b'}') {
-        return (skip_ws(b, i + 1) == b.len()).then_some(out);
+        return Some(i + 1);
     }
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let end = string_end(b, i)?;
-        let name = text.get(i + 1..end - 1)?;
-        if name.contains('\\') {
+        let (end, escaped) = string_end_escaped(b, i)?;
+        if escaped {
             return None;
         }
+        let name = text.get(i + 1..end - 1)?;
         i = skip_ws(b, end);
         if b.get(i) != Some(&b':') {
             return None;
         }
-        i = skip_ws(b, i + 1);
-        let value_end = value_end(b, i)?;
-        out.push((name, text.get(i..value_end)?));
-        i = skip_ws(b, value_end);
+        i = skip_ws(b, value(name, skip_ws(b, i + 1))?);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(out),
+            Some(b'}') => return Some(i + 1),
             _ => return None,
         }
     }
@@ -251,41 +372,61 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// Index just past the string that opens at `start` (a `"`).
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    string_end_escaped(b, start).map(|(end, _)| end)
+}
+
+/// [`string_end`], and whether the string has escapes.
+fn string_end_escaped(b: &[u8], start: usize) -> Option<(usize, bool)> {
     let mut j = start + 1;
+    let mut escaped = false;
     loop {
-        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        j = quote_or_backslash(b, j)?;
         match b.get(j)? {
-            b'"' => return Some(j + 1),
-            _ => j += 2,
+            b'"' => return Some((j + 1, escaped)),
+            _ => {
+                escaped = true;
+                j += 2;
+            }
         }
     }
 }
 
-/// Index just past the value that starts at `start`.
-fn value_end(b: &[u8], start: usize) -> Option<usize> {
-    match b.get(start)? {
-        b'"' => string_end(b, start),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = start;
-            loop {
-                match b.get(j)? {
-                    b'"' => j = string_end(b, j)?,
-                    b'{' | b'[' => {
-                        depth += 1;
-                        j += 1;
-                    }
-                    b'}' | b']' => {
-                        depth = depth.checked_sub(1)?;
-                        j += 1;
-                        if depth == 0 {
-                            return Some(j);
-                        }
-                    }
-                    _ => j += 1,
-                }
-            }
+/// Index of the first `"` or `\` at or after `from`, eight bytes at a
+/// time: the strings of an envelope are short, and a call into `memchr`
+/// per string cost more than reading them here.
+fn quote_or_backslash(b: &[u8], mut from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const BACKSLASH: u64 = ONES * b'\\' as u64;
+    while let Some(chunk) = b.get(from..from.checked_add(8)?) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let (q, s) = (w ^ QUOTE, w ^ BACKSLASH);
+        // A zero byte of `q` or `s` is a quote or a backslash; the lowest
+        // flagged byte is always a true one.
+        let found = (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s) & HIGH;
+        if found != 0 {
+            return Some(from + (found.trailing_zeros() / 8) as usize);
         }
+        from += 8;
+    }
+    let rest = b.get(from..)?;
+    rest.iter()
+        .position(|c| matches!(c, b'"' | b'\\'))
+        .map(|i| from + i)
+}
+
+/// Index just past the value that starts at `start`. Inside an object
+/// only its own braces are counted (and inside an array its brackets):
+/// in valid JSON the other kind nests within them, so it cannot end the
+/// value; strings are skipped whole.
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    let (open, close) = match b.get(start)? {
+        b'"' => return string_end(b, start),
+        b'{' => (b'{', b'}'),
+        b'[' => (b'[', b']'),
         _ => {
             let mut j = start;
             while !matches!(
@@ -294,8 +435,26 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
             ) {
                 j += 1;
             }
-            (j > start).then_some(j)
+            return (j > start).then_some(j);
         }
+    };
+    let mut depth = 0usize;
+    let mut j = start;
+    loop {
+        let c = *b.get(j)?;
+        if c == b'"' {
+            j = string_end(b, j)?;
+            continue;
+        }
+        if c == open {
+            depth += 1;
+        } else if c == close {
+            depth = depth.checked_sub(1)?;
+            if depth == 0 {
+                return Some(j + 1);
+            }
+        }
+        j += 1;
     }
 }
 
@@ -331,6 +490,108 @@ mod tests {
         assert!(object_members("[1]").is_none());
         assert!(object_members(r#"{"a":1}x"#).is_none());
         assert_eq!(object_members("{ }"), Some(Vec::new()));
+    }
+
+    /// What the parser finds: the reference [`scan_params`] must agree with.
+    fn parsed(text: &str) -> Option<(Option<&str>, Option<&str>, Option<&str>)> {
+        let [n, u, m] = members(text, ["name", "uri", "_meta"])?;
+        Some((
+            n.map(RawValue::get),
+            u.map(RawValue::get),
+            m.map(RawValue::get),
+        ))
+    }
+
+    /// Whether `part` is a slice of `whole` (its place, not a copy).
+    fn within(whole: &str, part: &str) -> bool {
+        let (w, p) = (whole.as_ptr().addr(), part.as_ptr().addr());
+        p >= w && p + part.len() <= w + whole.len()
+    }
+
+    #[test]
+    fn scan_params_agrees_with_the_parser_to_the_byte() {
+        let cases = [
+            r#"{"name":"echo","arguments":{"text":"x"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#,
+            // Whitespace everywhere JSON allows it.
+            "{ \"name\" :\t\"echo\" ,\r\n \"_meta\" : { \"a\" : [ 1 , 2 ] } , \"uri\":\"u\" \n}",
+            // Escaped names: the scan hands over to the parser.
+            r#"{"n\u0061me":"a","_meta":{"k":1}}"#,
+            r#"{"name":"a","_m\u0065ta":{"k":1}}"#,
+            // Escapes in values are no obstacle.
+            r#"{"name":"a\"b\\","uri":"\u0041"}"#,
+            // Duplicates: the last wins.
+            r#"{"name":"first","_meta":{"a":1},"name":"second","_meta":{"b":2}}"#,
+            // `name`, `uri` and `_meta` nested deeper are not params'.
+            r#"{"arguments":{"name":"inner","_meta":{"x":1}},"uri":"outer"}"#,
+            // Nested `_meta` inside `_meta`, strings holding braces.
+            r#"{"_meta":{"_meta":{"name":"n"},"s":"}{][\""}}"#,
+            // Values of every type.
+            r#"{"name":null,"uri":-1.5e3,"_meta":true,"x":[{},[]]}"#,
+            r#"{}"#,
+            r#"{ }"#,
+        ];
+        for text in cases {
+            let scan = scan_params(text).expect(text);
+            let (n, u, m) = parsed(text).expect(text);
+            assert_eq!(scan.name, n, "{text}");
+            assert_eq!(scan.uri, u, "{text}");
+            assert_eq!(scan.meta.as_ref().map(|m| m.text), m, "{text}");
+            for v in [scan.name, scan.uri, scan.meta.as_ref().map(|m| m.text)]
+                .into_iter()
+                .flatten()
+            {
+                assert!(within(text, v), "{text}: {v} is not borrowed");
+                assert!(serde_json::from_str::<&RawValue>(v).is_ok(), "{v}");
+            }
+            if let Some(meta) = &scan.meta {
+                assert_eq!(meta.members, object_members(meta.text), "{text}");
+            }
+        }
+        // Not an object: nothing, as the parser says.
+        for text in ["[1,2]", "\"s\"", "7", "null", "[ ]"] {
+            assert_eq!(scan_params(text), None, "{text}");
+            assert_eq!(parsed(text), None, "{text}");
+        }
+        // `_meta` with an escaped name or of another type: its text is
+        // known, its members are left to a parser.
+        let scan = scan_params(r#"{"_meta":{"a\u0062":1}}"#).unwrap();
+        assert_eq!(
+            scan.meta.map(|m| (m.text, m.members)),
+            Some((r#"{"a\u0062":1}"#, None))
+        );
+        let scan = scan_params(r#"{"_meta":[1]}"#).unwrap();
+        assert_eq!(scan.meta.map(|m| (m.text, m.members)), Some(("[1]", None)));
+        let scan = scan_params(r#"{"_meta":{"k":"v","k":{"x":[]}}}"#).unwrap();
+        assert_eq!(
+            scan.meta.and_then(|m| m.members),
+            Some(vec![("k", r#""v""#), ("k", r#"{"x":[]}"#)])
+        );
+    }
+
+    #[test]
+    fn the_word_scan_finds_the_first_quote_or_backslash_at_any_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for c in [b'"', b'\\'] {
+                    let mut text = vec![b'a'; len];
+                    // Bytes the word trick could mistake: one above and one
+                    // below each target, and high bytes.
+                    for (i, x) in text.iter_mut().enumerate() {
+                        *x = [b'#', b'!', b']', b'[', 0xc3, 0xa9, b'a'][i % 7];
+                    }
+                    text[at] = c;
+                    if at + 1 < len {
+                        text[at + 1] = b'"';
+                    }
+                    for from in 0..=at {
+                        assert_eq!(quote_or_backslash(&text, from), Some(at), "{len} {at}");
+                    }
+                }
+            }
+            let plain = vec![b'a'; len];
+            assert_eq!(quote_or_backslash(&plain, 0), None);
+        }
+        assert_eq!(quote_or_backslash(b"ab", 5), None);
     }
 
     #[test]

@@ -665,7 +665,11 @@ fn an_edited_request_gets_its_id_and_its_edit_in_one_splice() {
     let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
         panic!("one message")
     };
-    let meta = env.params.and_then(|p| member(p, "_meta")).expect("_meta");
+    let meta = env
+        .params
+        .and_then(|p| member(p, "_meta"))
+        .expect("_meta")
+        .get();
     let up = sent(m.up_parsed_edited(7, line, &env, (meta, b"{}")));
     let n = upstream_id(&up);
     assert_eq!(
@@ -679,7 +683,11 @@ fn an_edited_request_gets_its_id_and_its_edit_in_one_splice() {
     let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
         panic!("one message")
     };
-    let meta = env.params.and_then(|p| member(p, "_meta")).expect("_meta");
+    let meta = env
+        .params
+        .and_then(|p| member(p, "_meta"))
+        .expect("_meta")
+        .get();
     let up = sent(m.up_parsed_edited(8, line, &env, (meta, br#"{"progressToken":"t"}"#)));
     let k = upstream_id(&up);
     assert_ne!(n, k);
@@ -700,7 +708,9 @@ fn an_edited_request_gets_its_id_and_its_edit_in_one_splice() {
         );
     }
     // An edit that is not borrowed from the message: refused, nothing kept.
-    let elsewhere: &RawValue = serde_json::from_str("{}").expect("json");
+    let elsewhere = serde_json::from_str::<&serde_json::value::RawValue>("{}")
+        .expect("json")
+        .get();
     let line = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}}"#;
     let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
         panic!("one message")
@@ -725,7 +735,7 @@ fn a_bridged_reply_is_made_modern_in_the_id_splice() {
         let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
             panic!("one message")
         };
-        let meta = env.params.and_then(|p| member(p, "_meta"));
+        let meta = env.params.and_then(|p| member(p, "_meta")).map(|m| m.get());
         let up = match (strip, meta) {
             (true, Some(meta)) => m.up_bridged(session, line, &env, Some((meta, b"{}"))),
             _ => m.up_bridged(session, line, &env, None),

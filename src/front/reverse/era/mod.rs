@@ -467,20 +467,19 @@ impl Reverse {
 /// What a modern request names in its `Mcp-Name` header: `params.name`,
 /// else `params.uri` (read without parsing the rest of the params).
 pub(super) fn named(fields: &Option<ParamFields>) -> Option<String> {
-    let [name, uri, _] = fields.as_ref()?;
-    let raw = name.or(*uri)?;
-    serde_json::from_str(raw.get()).ok()
+    let f = fields.as_ref()?;
+    serde_json::from_str(f.name.or(f.uri)?).ok()
 }
 
 /// The members of a request's `params` the front reads in one go: `name`
-/// and `uri` (what `Mcp-Name` must match, `named`) and `_meta` (what the
-/// bridge strips, `stateless_exchange`).
-pub(super) type ParamFields<'a> = [Option<&'a serde_json::value::RawValue>; 3];
+/// and `uri` (what `Mcp-Name` must match, `named`) and `_meta` with its
+/// members (what the bridge strips and reads, `stateless_exchange`).
+pub(super) type ParamFields<'a> = crate::mcp::shared::ParamScan<'a>;
 
-/// [`ParamFields`] of `env`; `None` without `params` or when it is not an
-/// object.
+/// [`ParamFields`] of `env`, scanned from the text `peek` validated;
+/// `None` without `params` or when it is not an object.
 pub(super) fn param_fields<'a>(env: &Envelope<'a>) -> Option<ParamFields<'a>> {
-    crate::mcp::shared::members(env.params?, ["name", "uri", "_meta"])
+    crate::mcp::shared::scan_params(env.params?.get())
 }
 
 /// `mcp_relay_era_*` for every stdio upstream: the verdict's probes and

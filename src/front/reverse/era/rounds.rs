@@ -71,18 +71,34 @@ impl Inputs {
     }
 
     /// From a `clientCapabilities` text (nothing parsed but its members'
-    /// extents: the hot path of the shared pool).
-    fn from_raw(caps: &serde_json::value::RawValue) -> Inputs {
-        let Some(found) = crate::mcp::shared::members(caps, ["elicitation", "sampling", "roots"])
-        else {
-            return Inputs::default();
+    /// extents: the hot path of the shared pool). Scanned by the relay
+    /// (the text was validated where the request was read), parsed when a
+    /// name has escapes; either way a member that is `null` declares
+    /// nothing and the last of duplicates counts.
+    fn from_raw(caps: &str) -> Inputs {
+        const NAMES: [&str; 3] = ["elicitation", "sampling", "roots"];
+        let scanned = crate::mcp::shared::object_members(caps).map(|members| {
+            let mut found = [None; 3];
+            for (name, value) in members {
+                if let Some(i) = NAMES.iter().position(|n| *n == name) {
+                    found[i] = Some(value);
+                }
+            }
+            found
+        });
+        let found = match scanned {
+            Some(found) => found,
+            None => match crate::mcp::shared::members(caps, NAMES) {
+                Some(found) => found.map(|v| v.map(serde_json::value::RawValue::get)),
+                None => return Inputs::default(),
+            },
         };
         let mut bits = 0;
         for (v, bit) in found
             .iter()
             .zip([Self::ELICITATION, Self::SAMPLING, Self::ROOTS])
         {
-            if v.is_some_and(|v| v.get() != "null") {
+            if v.is_some_and(|v| v != "null") {
                 bits |= bit;
             }
         }
@@ -103,9 +119,7 @@ impl Inputs {
 /// What a modern request's `params._meta` text declares: the input
 /// requests its client can run and the log level it opted in to, in one
 /// read of `_meta` (the hot path of the shared pool).
-pub(in crate::front::reverse) fn read_meta(
-    meta: &serde_json::value::RawValue,
-) -> (Inputs, Option<loglevel::Level>) {
+pub(in crate::front::reverse) fn read_meta(meta: &str) -> (Inputs, Option<loglevel::Level>) {
     let Some([caps, level]) = crate::mcp::shared::members(
         meta,
         [
@@ -116,7 +130,7 @@ pub(in crate::front::reverse) fn read_meta(
         return (Inputs::default(), None);
     };
     (
-        caps.map(Inputs::from_raw).unwrap_or_default(),
+        caps.map(|c| Inputs::from_raw(c.get())).unwrap_or_default(),
         level.and_then(loglevel::parse_raw),
     )
 }
@@ -193,9 +207,9 @@ impl Declared {
     /// JSON declares nothing).
     pub(in crate::front::reverse) fn get(&mut self) -> (Inputs, Option<loglevel::Level>) {
         if let Declared::Unread(text) = self {
-            let (inputs, log) = serde_json::from_str::<&serde_json::value::RawValue>(text)
-                .map(read_meta)
-                .unwrap_or_default();
+            // A copy of `_meta` as validated with its request; text that
+            // is not an object has no members and declares nothing.
+            let (inputs, log) = read_meta(text);
             *self = Declared::Read { inputs, log };
         }
         match self {
@@ -585,7 +599,7 @@ mod tests {
             r#"{"io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"x":1}"#.into(),
         )
         .unwrap();
-        let (i, log) = read_meta(&meta);
+        let (i, log) = read_meta(meta.get());
         assert!(i.allows("sampling/createMessage"));
         assert!(!i.allows("elicitation/create"));
         assert_eq!(log, None);
@@ -594,7 +608,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            read_meta(&none),
+            read_meta(none.get()),
             (Inputs::default(), Some(loglevel::Level::Alert))
         );
         let nulls: Box<serde_json::value::RawValue> = serde_json::value::RawValue::from_string(
@@ -602,7 +616,7 @@ mod tests {
                 .into(),
         )
         .unwrap();
-        let (i, _) = read_meta(&nulls);
+        let (i, _) = read_meta(nulls.get());
         assert!(i.allows("elicitation/create"));
         assert!(!i.allows("roots/list"));
         let line = br#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":null},"io.modelcontextprotocol/logLevel":"notice"}}}"#;
@@ -610,6 +624,40 @@ mod tests {
             read_envelope(line),
             (Inputs::default(), Some(loglevel::Level::Notice))
         );
+    }
+
+    /// The front's scan of `_meta` and the parser read the same envelope.
+    #[test]
+    fn declared_capabilities_and_level_read_from_meta_text() {
+        let caps = "io.modelcontextprotocol/clientCapabilities";
+        let level = loglevel::META_LOG_LEVEL;
+        let cases = [
+            format!(r#"{{"{caps}":{{"sampling":{{}}}},"x":1}}"#),
+            format!(r#"{{"{caps}":{{"roots":null,"elicitation":{{}}}},"{level}":"alert"}}"#),
+            // The last of duplicates counts, at both levels.
+            format!(r#"{{"{caps}":{{"roots":{{}}}},"{caps}":{{"sampling":{{}}}}}}"#),
+            format!(
+                r#"{{"{caps}":{{"roots":{{}},"roots":null}},"{level}":"x","{level}":"debug"}}"#
+            ),
+            // Escaped names inside the capabilities: parsed.
+            format!(r#"{{"{caps}":{{"r\u006fots":{{}}}}}}"#),
+            // Values of other types, whitespace.
+            format!(r#"{{ "{caps}" : [ ] , "{level}" : 7 }}"#),
+            format!(
+                r#"{{"{caps}":{{ "elicitation" : {{ "form" : {{}} }} }},"{level}":"de\u0062ug"}}"#
+            ),
+            r#"{}"#.to_string(),
+        ];
+        for text in &cases {
+            // Kept unread and read when asked: the same as a read at once.
+            let mut d = Declared::Unread(text.as_str().into());
+            assert_eq!(d.get(), read_meta(text), "{text}");
+        }
+        let (i, _) = read_meta(&cases[4]);
+        assert!(i.allows("roots/list"));
+        let (i, l) = read_meta(&cases[3]);
+        assert!(!i.allows("roots/list"));
+        assert_eq!(l, Some(loglevel::Level::Debug));
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Reverse {
         conn: PKey,
         line: &[u8],
         env: &Envelope,
-        meta: Option<Option<&serde_json::value::RawValue>>,
+        meta: Option<Option<&crate::mcp::shared::MetaScan>>,
         id: &Id,
     ) -> bool {
         match self.shared_era(conn) {
@@ -85,7 +85,7 @@ impl Reverse {
                         rounds::Bridging::new(rounds::Inputs::default(), None, &method)
                     }
                     stamp::StripEdit::Replace(meta, _) => {
-                        rounds::Bridging::unread(meta.get(), &method)
+                        rounds::Bridging::unread(meta, &method)
                     }
                 };
                 self.set_era(skey, SessionEra::Bridged(b));
