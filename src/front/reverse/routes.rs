@@ -427,7 +427,7 @@ impl Reverse {
             return;
         }
         // The retry of a call waiting for input goes to that call's session.
-        if self.era_retry(tok, u, &id, env, ka) {
+        if self.era_retry(tok, u, &id, env, fields.as_ref(), ka) {
             return;
         }
         let skey = self.new_stateless_session(u, token);

@@ -223,7 +223,8 @@ impl Visitor<'_> for KeyIs<'_> {
 /// The members of a request's `params` the era front reads, found in one
 /// scan of its text (validated where the message was read, so it is not
 /// parsed again): `name` and `uri` (what `Mcp-Name` must name) and `_meta`
-/// with its own members (what the bridge strips and reads). Values are
+/// with its own members (what the bridge strips and reads), and
+/// `requestState` (what names a call waiting for input). Values are
 /// their text as it stands in the message; names are compared unescaped
 /// and the last of duplicates wins, as [`members`] has them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,6 +232,7 @@ pub struct ParamScan<'a> {
     pub name: Option<&'a str>,
     pub uri: Option<&'a str>,
     pub meta: Option<MetaScan<'a>>,
+    pub request_state: Option<&'a str>,
 }
 
 /// `params._meta` as [`scan_params`] found it.
@@ -263,18 +265,19 @@ pub fn scan_params(params: &str) -> Option<ParamScan<'_>> {
     let mut out = ParamScan::default();
     let start = skip_ws(b, 0);
     let end = members_at(params, start, |name, at| match name {
-        "name" | "uri" => {
+        "name" | "uri" | "requestState" => {
             let end = value_end(b, at)?;
-            let value = params.get(at..end)?;
-            if name == "name" {
-                out.name = Some(value);
-            } else {
-                out.uri = Some(value);
+            let value = Some(params.get(at..end)?);
+            match name {
+                "name" => out.name = value,
+                "uri" => out.uri = value,
+                _ => out.request_state = value,
             }
             Some(end)
         }
         "_meta" => {
-            let mut members = Vec::new();
+            // Room for a modern envelope's usual members at once.
+            let mut members = Vec::with_capacity(4);
             let scanned = match b.get(at) {
                 Some(b'{') => members_at(params, at, |n, v| {
                     let end = value_end(b, v)?;
@@ -298,11 +301,12 @@ pub fn scan_params(params: &str) -> Option<ParamScan<'_>> {
     if end.is_some_and(|end| skip_ws(b, end) == b.len()) {
         return Some(out);
     }
-    let [name, uri, meta] = members(params, ["name", "uri", "_meta"])?;
+    let [name, uri, meta, state] = members(params, ["name", "uri", "_meta", "requestState"])?;
     Some(ParamScan {
         name: name.map(RawValue::get),
         uri: uri.map(RawValue::get),
         meta: meta.map(|m| MetaScan::new(m.get())),
+        request_state: state.map(RawValue::get),
     })
 }
 
@@ -493,12 +497,14 @@ mod tests {
     }
 
     /// What the parser finds: the reference [`scan_params`] must agree with.
-    fn parsed(text: &str) -> Option<(Option<&str>, Option<&str>, Option<&str>)> {
-        let [n, u, m] = members(text, ["name", "uri", "_meta"])?;
+    #[allow(clippy::type_complexity)]
+    fn parsed(text: &str) -> Option<(Option<&str>, Option<&str>, Option<&str>, Option<&str>)> {
+        let [n, u, m, r] = members(text, ["name", "uri", "_meta", "requestState"])?;
         Some((
             n.map(RawValue::get),
             u.map(RawValue::get),
             m.map(RawValue::get),
+            r.map(RawValue::get),
         ))
     }
 
@@ -527,12 +533,15 @@ mod tests {
             r#"{"_meta":{"_meta":{"name":"n"},"s":"}{][\""}}"#,
             // Values of every type.
             r#"{"name":null,"uri":-1.5e3,"_meta":true,"x":[{},[]]}"#,
+            r#"{"requestState":"mcp-relay.1f.x","inputResponses":{"a":{}},"requestState":7}"#,
+            r#"{"request\u0053tate":"s","name":"n"}"#,
             r#"{}"#,
             r#"{ }"#,
         ];
         for text in cases {
             let scan = scan_params(text).expect(text);
-            let (n, u, m) = parsed(text).expect(text);
+            let (n, u, m, r) = parsed(text).expect(text);
+            assert_eq!(scan.request_state, r, "{text}");
             assert_eq!(scan.name, n, "{text}");
             assert_eq!(scan.uri, u, "{text}");
             assert_eq!(scan.meta.as_ref().map(|m| m.text), m, "{text}");

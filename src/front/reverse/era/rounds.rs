@@ -468,22 +468,38 @@ impl Reverse {
         u: usize,
         id: &Id,
         env: &Envelope,
+        fields: Option<&ParamFields>,
         ka: bool,
     ) -> bool {
         let Some(p) = env.params else { return false };
-        if !env.method().is_some_and(|m| input::carries_input(&m))
-            || FIND_TOKEN_PREFIX.find(p.get().as_bytes()).is_none()
-        {
+        if !env.method().is_some_and(|m| input::carries_input(&m)) {
             return false;
         }
-        let Ok(params) = serde_json::from_str::<serde_json::Value>(p.get()) else {
+        let named = match fields.map(|f| f.request_state) {
+            // The front's scan found it (or found none): a value written
+            // without escapes names a relay token only as it stands.
+            Some(Some(raw)) if !raw.contains('\\') => serde_json::from_str::<&str>(raw)
+                .ok()
+                .and_then(token_session),
+            Some(None) => None,
+            _ => {
+                if FIND_TOKEN_PREFIX.find(p.get().as_bytes()).is_none() {
+                    return false;
+                }
+                let Ok(params) = serde_json::from_str::<serde_json::Value>(p.get()) else {
+                    return false;
+                };
+                params
+                    .get("requestState")
+                    .and_then(|s| s.as_str())
+                    .and_then(token_session)
+            }
+        };
+        let Some(named) = named else {
             return false;
         };
-        let Some(named) = params
-            .get("requestState")
-            .and_then(|s| s.as_str())
-            .and_then(token_session)
-        else {
+        // A retry the relay takes (rare): its answers are read whole.
+        let Ok(params) = serde_json::from_str::<serde_json::Value>(p.get()) else {
             return false;
         };
         let skey = named.filter(|k| up_of(*k) == u && self.era_waiting_input(*k));
