@@ -5,7 +5,7 @@
 //!
 //! Checks, on the `params` of any message `peek` accepts (the input as a
 //! line, and wrapped as `{"params":<input>}`): the scan agrees with the
-//! parser on `name`, `uri` and `_meta` (each value's exact text, names
+//! parser on `name`, `uri`, `requestState` and `_meta` (each value's exact text, names
 //! unescaped, the last of duplicates winning, `None` for anything but an
 //! object); `_meta`'s members, when the scan lists them, are the parser's
 //! in order with their exact texts, and when it does not, `_meta` is no
@@ -84,8 +84,10 @@ fn check(line: &[u8]) {
     };
     assert_eq!(scan.name, last(members, "name"), "name in {text}");
     assert_eq!(scan.uri, last(members, "uri"), "uri in {text}");
+    assert_eq!(scan.request_state, last(members, "requestState"), "requestState in {text}");
     assert_eq!(scan.meta.as_ref().map(|m| m.text), last(members, "_meta"), "_meta in {text}");
-    for v in [scan.name, scan.uri, scan.meta.as_ref().map(|m| m.text)].into_iter().flatten() {
+    let found = [scan.name, scan.uri, scan.request_state, scan.meta.as_ref().map(|m| m.text)];
+    for v in found.into_iter().flatten() {
         assert!(within(line, v), "{v} is not borrowed from the line");
     }
     if let Some(meta) = &scan.meta {
