@@ -84,9 +84,7 @@ impl Reverse {
                     stamp::StripEdit::Keep => {
                         rounds::Bridging::new(rounds::Inputs::default(), None, &method)
                     }
-                    stamp::StripEdit::Replace(meta, _) => {
-                        rounds::Bridging::unread(meta, &method)
-                    }
+                    stamp::StripEdit::Replace(meta, _) => rounds::Bridging::unread(meta, &method),
                 };
                 self.set_era(skey, SessionEra::Bridged(b));
                 self.ups[conn.up].era.bridged += 1;
