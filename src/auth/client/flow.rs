@@ -23,14 +23,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use super::wire::{AsMeta, ClientKind, Fetch, Registration, Tokens};
-use super::wire::{
-    client_auth, oauth_error, read_resource_metadata, read_server_metadata, read_tokens,
-};
+use super::wire::{client_auth, oauth_error, read_tokens};
 use super::{
     ClientOptions, Grant, callback_port, form_decode, form_encode, random_b64, redirect_uri, s256,
 };
-use crate::auth::metadata::{discovery_urls, metadata_url};
-use crate::upstream::url::Url;
+
+mod discovery;
 
 /// How long a person has to approve in the browser.
 pub const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -403,41 +401,6 @@ impl Flow {
         self.authorize_with(scope, &super::Challenge::default(), now)
     }
 
-    fn authorize_with(
-        &mut self,
-        scope: Option<String>,
-        challenge: &super::Challenge,
-        now: Instant,
-    ) -> Step {
-        if self.meta.is_some() {
-            return self.after_metadata(scope, now);
-        }
-        let mut candidates = VecDeque::new();
-        if let Some(u) = &challenge.resource_metadata {
-            candidates.push_back(u.clone());
-        } else {
-            // RFC 9728: path-specific first, then the root.
-            if let Some(u) = metadata_url(&self.url) {
-                candidates.push_back(u);
-            }
-            if let Ok(u) = Url::parse(&self.url) {
-                let root = format!(
-                    "{}://{}/.well-known/oauth-protected-resource",
-                    if u.tls { "https" } else { "http" },
-                    u.host_header
-                );
-                if !candidates.contains(&root) {
-                    candidates.push_back(root);
-                }
-            }
-        }
-        let Some(first) = candidates.front().cloned() else {
-            return self.fail(format!("{}: not an http(s) URL", self.url), now);
-        };
-        self.set_stage(Stage::ResourceMetadata { candidates, scope });
-        Step::Fetch(Fetch::get(first))
-    }
-
     /// The scope to ask for: the challenge's, else `--oauth-scope`, else
     /// what the resource's metadata lists; may be empty.
     fn choose_scope(&self, asked: Option<String>) -> String {
@@ -704,99 +667,14 @@ impl Flow {
     /// [`Step::Fetch`].
     pub fn on_response(&mut self, status: u16, body: &[u8], now: Instant, now_unix: u64) -> Step {
         match std::mem::replace(&mut self.stage, Stage::Idle) {
-            Stage::ResourceMetadata {
-                mut candidates,
-                scope,
-            } => {
-                self.stage = Stage::ResourceMetadata {
-                    candidates: VecDeque::new(),
-                    scope: scope.clone(),
-                };
-                let tried = candidates.pop_front().unwrap_or_default();
-                let issuer = if status == 200 {
-                    match read_resource_metadata(body, &self.url) {
-                        Ok(m) => {
-                            if let Some(r) = m.resource {
-                                self.resource = r;
-                            }
-                            self.prm_scopes = m.scopes;
-                            Some(m.issuer)
-                        }
-                        Err(e) => return self.fail(format!("{tried}: {e}"), now),
-                    }
-                } else {
-                    None
-                };
-                let issuer = match (issuer, candidates.front()) {
-                    (Some(i), _) => i,
-                    (None, Some(next)) => {
-                        let next = next.clone();
-                        self.set_stage(Stage::ResourceMetadata { candidates, scope });
-                        return Step::Fetch(Fetch::get(next));
-                    }
-                    (None, None) => {
-                        return self.fail(
-                            format!(
-                                "no protected resource metadata for {} (last tried {tried}: {})",
-                                self.url,
-                                if status == 0 {
-                                    String::from_utf8_lossy(body).into_owned()
-                                } else {
-                                    format!("HTTP {status}")
-                                }
-                            ),
-                            now,
-                        );
-                    }
-                };
-                let candidates: VecDeque<String> = discovery_urls(&issuer).into();
-                let Some(first) = candidates.front().cloned() else {
-                    return self.fail(format!("authorization server {issuer:?}: bad URL"), now);
-                };
-                self.set_stage(Stage::ServerMetadata {
-                    issuer,
-                    candidates,
-                    scope,
-                });
-                Step::Fetch(Fetch::get(first))
+            Stage::ResourceMetadata { candidates, scope } => {
+                self.on_resource_metadata(candidates, scope, status, body, now)
             }
             Stage::ServerMetadata {
                 issuer,
-                mut candidates,
+                candidates,
                 scope,
-            } => {
-                self.stage = Stage::ServerMetadata {
-                    issuer: issuer.clone(),
-                    candidates: VecDeque::new(),
-                    scope: None,
-                };
-                let tried = candidates.pop_front().unwrap_or_default();
-                if status == 200 {
-                    match read_server_metadata(body, &issuer, self.opts.grant) {
-                        Ok(m) => {
-                            self.meta = Some(m);
-                            return self.after_metadata(scope, now);
-                        }
-                        Err(e) => return self.fail(format!("{tried}: {e}"), now),
-                    }
-                }
-                match candidates.front().cloned() {
-                    Some(next) => {
-                        self.set_stage(Stage::ServerMetadata {
-                            issuer,
-                            candidates,
-                            scope,
-                        });
-                        Step::Fetch(Fetch::get(next))
-                    }
-                    None => self.fail(
-                        format!(
-                            "no authorization server metadata for {issuer} (last tried {tried})"
-                        ),
-                        now,
-                    ),
-                }
-            }
+            } => self.on_server_metadata(issuer, candidates, scope, status, body, now),
             Stage::Registering { scope, redirect } => {
                 self.stage = Stage::Registering {
                     scope: scope.clone(),
