@@ -41,6 +41,12 @@ struct UpState {
     call_scope: Mutex<Option<String>>,
     /// Whether the 401 names the metadata in `WWW-Authenticate`.
     hint: AtomicBool,
+    /// Whether the metadata is served on the well-known URL (else 404:
+    /// only the 401's `resource_metadata` names it).
+    well_known: AtomicBool,
+    /// A `ping` without a token is answered 400 (as a server wanting a
+    /// session first would) instead of 401.
+    open_ping: AtomicBool,
     denied: AtomicUsize,
     /// GET /mcp opens an SSE stream (held this long, then ended) instead
     /// of 405.
@@ -58,6 +64,8 @@ impl Upstream {
             reject_all: AtomicBool::new(false),
             call_scope: Mutex::new(None),
             hint: AtomicBool::new(true),
+            well_known: AtomicBool::new(true),
+            open_ping: AtomicBool::new(false),
             denied: AtomicUsize::new(0),
             get_hold_ms: AtomicUsize::new(0),
             gets_ok: AtomicUsize::new(0),
@@ -100,8 +108,25 @@ impl UpState {
             .unwrap_or("")
             .to_string();
         let prm_url = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+        let where_told = if self.well_known.load(Ordering::SeqCst) {
+            "/.well-known/oauth-protected-resource/mcp"
+        } else {
+            "/named-in-the-401/oauth-protected-resource/mcp"
+        };
+        let prm_url = if self.well_known.load(Ordering::SeqCst) {
+            prm_url
+        } else {
+            format!("http://127.0.0.1:{port}{where_told}")
+        };
+        if req.method == "POST"
+            && req.header("authorization").is_none()
+            && req.rpc().as_deref() == Some("ping")
+            && self.open_ping.load(Ordering::SeqCst)
+        {
+            return conn.respond(400, &[], b"no session");
+        }
         match (req.method.as_str(), req.target.as_str()) {
-            ("GET", "/.well-known/oauth-protected-resource/mcp") => {
+            ("GET", t) if t == where_told => {
                 return conn.json(
                     &[],
                     &json!({"resource": url, "authorization_servers": [self.auth.issuer()],
@@ -111,6 +136,7 @@ impl UpState {
             ("POST", "/mcp") => {}
             ("GET", "/mcp") if self.get_hold_ms.load(Ordering::SeqCst) > 0 => {}
             ("DELETE", _) => return conn.respond(200, &[], b""),
+            ("GET", t) if t.starts_with("/.well-known/") => return conn.respond(404, &[], b""),
             _ => return conn.respond(405, &[], b""),
         }
         let token = req
@@ -797,11 +823,12 @@ fn auth_login_status_and_logout() {
     assert!(err.contains("logged in to"), "{err}");
     assert_eq!(auth.authorizations(), 1);
     assert_eq!(s.store_files().len(), 1);
-    // A relay then starts authorized.
+    // A relay then starts authorized (the one 401 was login's probe).
     {
+        let denied = up.st.denied.load(Ordering::SeqCst);
         let mut r = relay(&up, &s, &[]);
         init_ok(&mut r);
-        assert_eq!(up.st.denied.load(Ordering::SeqCst), 0);
+        assert_eq!(up.st.denied.load(Ordering::SeqCst), denied);
     }
     let (code, out, err) = run_relay(&["auth", "status", &url, "--oauth-store", &store]);
     assert_eq!(code, 0, "{err}");
@@ -830,6 +857,94 @@ fn auth_login_status_and_logout() {
     let (code, _, err) = run_relay(&["auth", "status", &url, "--oauth-store", &store]);
     assert_eq!(code, 1);
     assert!(err.contains("no stored authorization"), "{err}");
+}
+
+/// `auth login URL` and the POSTs the upstream saw: the first is login's
+/// probe, a `ping` without a token; a relay started afterwards is
+/// authorized from the store.
+fn login_via(up: &Upstream, auth: &AuthServer, s: &Scratch) -> String {
+    let url = up.url();
+    let (store, browser) = (s.store(), s.browser());
+    let (code, out, err) = run_relay(&[
+        "auth",
+        "login",
+        &url,
+        "--oauth-browser",
+        &browser,
+        "--oauth-store",
+        &store,
+        "--log-level",
+        "debug",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty(), "login wrote to stdout: {out}");
+    assert!(err.contains("logged in to"), "{err}");
+    assert_eq!(auth.authorizations(), 1, "{err}");
+    assert_eq!(s.store_files().len(), 1, "{err}");
+    let posts: Vec<Req> = up
+        .fake
+        .seen()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "one probe: {posts:?}");
+    let p = &posts[0];
+    assert_eq!(p.rpc().as_deref(), Some("ping"), "{p:?}");
+    assert!(p.json()["id"].is_string() || p.json()["id"].is_number());
+    assert_eq!(p.header("authorization"), None, "a probe never has a token");
+    assert_eq!(p.header("content-type"), Some("application/json"));
+    assert_eq!(
+        p.header("accept"),
+        Some("application/json, text/event-stream")
+    );
+    assert!(p.header("mcp-protocol-version").is_some(), "{p:?}");
+    let denied = up.st.denied.load(Ordering::SeqCst);
+    let mut r = relay(up, s, &[]);
+    init_ok(&mut r);
+    echo(&mut r, 1, "after login");
+    assert_eq!(up.st.denied.load(Ordering::SeqCst), denied);
+    err
+}
+
+#[test]
+fn auth_login_finds_metadata_named_only_in_the_401() {
+    let (auth, up, s) = setup("login-hint-only");
+    up.st.well_known.store(false, Ordering::SeqCst);
+    let err = login_via(&up, &auth, &s);
+    let gets: Vec<String> = up
+        .fake
+        .seen()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.target != "/mcp")
+        .map(|r| r.target)
+        .collect();
+    assert_eq!(
+        gets,
+        ["/named-in-the-401/oauth-protected-resource/mcp"],
+        "the challenge's URL, and no well-known guess: {err}"
+    );
+}
+
+#[test]
+fn auth_login_without_a_usable_challenge_uses_the_well_known_urls() {
+    // A 401 whose challenge names no metadata.
+    let (auth, up, s) = setup("login-no-hint");
+    up.st.hint.store(false, Ordering::SeqCst);
+    login_via(&up, &auth, &s);
+    // A probe answered 400 (the server wants a session before a ping).
+    let (auth, up, s) = setup("login-open-ping");
+    up.st.open_ping.store(true, Ordering::SeqCst);
+    login_via(&up, &auth, &s);
+    assert_eq!(up.st.denied.load(Ordering::SeqCst), 0);
+    // Nothing listening: a clear failure naming the URL.
+    let s = Scratch::new("login-refused");
+    let url = format!("http://127.0.0.1:{}/mcp", common::free_port());
+    let store = s.store();
+    let (code, _, err) = run_relay(&["auth", "login", &url, "--oauth-store", &store]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("login to") && err.contains("failed"), "{err}");
+    assert!(err.contains(&url), "{err}");
+    assert!(s.store_files().is_empty());
 }
 
 /// Interop: the Python SDK 2.x server-side bearer auth (`AuthSettings` and a

@@ -14,7 +14,9 @@ pub const AUTH_USAGE: &str = "Usage: mcp-relay auth login URL [forward --url OPT
        mcp-relay auth logout URL [--oauth-store DIR] [--ca-file FILE]
 
 login runs the authorization flow for the MCP server at URL and stores the
-token (as `forward --url URL --oauth` would on its first 401); status prints
+token (as `forward --url URL --oauth` would on its first 401; it first sends
+URL a `ping` without a token, whose 401 may name the server's metadata,
+else the well-known URLs are used); status prints
 what is stored (issuer, resource, scopes, expiry; never a token); logout
 revokes the stored tokens at the authorization server when it has a
 revocation endpoint, and deletes them.";

@@ -5,6 +5,7 @@
 //! open, "authorized", "failed").
 //!
 //! ```text
+//!  Ready/Idle/Failed ─login─▶ Probing ─401 naming the metadata, or not─▶ (as on a 401)
 //!  Ready/Idle ─401─▶ ResourceMetadata ─▶ ServerMetadata ─┬▶ Listening ─▶ Registering ─▶ Browsing ─callback─▶ Exchanging ─▶ Ready
 //!                         (metadata known: straight on) ─┤        └──(client known)──────────▲
 //!                                                        └▶ Exchanging (client_credentials)
@@ -74,6 +75,9 @@ pub enum Attempt {
 enum Stage {
     /// No token yet, nothing running.
     Idle,
+    /// `auth login`'s unauthenticated request to the MCP endpoint, whose
+    /// 401 may name the resource metadata.
+    Probing,
     ResourceMetadata {
         candidates: VecDeque<String>,
         scope: Option<String>,
@@ -113,6 +117,7 @@ impl Stage {
     fn name(&self) -> &'static str {
         match self {
             Stage::Idle => "idle",
+            Stage::Probing => "probing",
             Stage::ResourceMetadata { .. } => "resource-metadata",
             Stage::ServerMetadata { .. } => "server-metadata",
             Stage::Listening { .. } => "listening",
@@ -132,8 +137,9 @@ fn allowed(from: &str, to: &str) -> bool {
         (from, to),
         (
             "idle" | "ready" | "failed",
-            "resource-metadata" | "listening" | "exchanging"
-        ) | ("ready" | "failed", "refreshing")
+            "probing" | "resource-metadata" | "listening" | "exchanging"
+        ) | ("probing", "resource-metadata" | "listening" | "exchanging")
+            | ("ready" | "failed", "refreshing")
             | ("resource-metadata", "resource-metadata" | "server-metadata")
             | (
                 "server-metadata",
@@ -652,8 +658,8 @@ impl Flow {
     /// The exchange the last [`Step::Fetch`] asked for failed to complete.
     pub fn on_fetch_failed(&mut self, why: &str, now: Instant, now_unix: u64) -> Step {
         match &self.stage {
-            Stage::ResourceMetadata { .. } | Stage::ServerMetadata { .. } => {
-                self.on_response(0, why.as_bytes(), now, now_unix)
+            Stage::Probing | Stage::ResourceMetadata { .. } | Stage::ServerMetadata { .. } => {
+                self.on_response(0, None, why.as_bytes(), now, now_unix)
             }
             Stage::Registering { .. } | Stage::Exchanging { .. } | Stage::Refreshing => {
                 let what = self.stage.name();
@@ -664,9 +670,21 @@ impl Flow {
     }
 
     /// The response (status 0: no response, `body` says why) to the last
-    /// [`Step::Fetch`].
-    pub fn on_response(&mut self, status: u16, body: &[u8], now: Instant, now_unix: u64) -> Step {
+    /// [`Step::Fetch`], with its `WWW-Authenticate` value (all of them,
+    /// joined by commas), if any.
+    pub fn on_response(
+        &mut self,
+        status: u16,
+        www_authenticate: Option<&str>,
+        body: &[u8],
+        now: Instant,
+        now_unix: u64,
+    ) -> Step {
         match std::mem::replace(&mut self.stage, Stage::Idle) {
+            Stage::Probing => {
+                self.stage = Stage::Probing;
+                self.on_probe(status, www_authenticate, body, now)
+            }
             Stage::ResourceMetadata { candidates, scope } => {
                 self.on_resource_metadata(candidates, scope, status, body, now)
             }

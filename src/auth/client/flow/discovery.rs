@@ -1,5 +1,7 @@
 //! Discovery, the flow's first stages: from "authorization needed" to the
-//! authorization server's metadata. The protected resource metadata
+//! authorization server's metadata. `auth login`'s probe (a token-less
+//! `ping` whose 401 may name the resource metadata), the protected
+//! resource metadata
 //! (RFC 9728: the challenge's `resource_metadata`, else the well-known
 //! URLs, path-specific first), then the authorization server metadata
 //! (RFC 8414, then OpenID discovery).
@@ -8,12 +10,70 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{Flow, Stage, Step};
-use crate::auth::client::Challenge;
 use crate::auth::client::wire::{Fetch, read_resource_metadata, read_server_metadata};
+use crate::auth::client::{Challenge, parse_challenge};
 use crate::auth::metadata::{discovery_urls, metadata_url};
 use crate::upstream::url::Url;
 
+/// The revision named in the probe's `MCP-Protocol-Version` (the one the
+/// relay asks for when it initializes a server itself).
+const PROBE_VERSION: &str = "2025-11-25";
+
 impl Flow {
+    /// `auth login`: a fresh authorization, whatever is stored. It starts
+    /// with a `ping` to the MCP endpoint without a token: a server may
+    /// name its resource metadata only in the 401's challenge. Never
+    /// `initialize`, which would open a session nobody ends.
+    pub fn login(&mut self) -> Step {
+        if self.busy() {
+            return Step::Wait;
+        }
+        self.set_stage(Stage::Probing);
+        Step::Fetch(Fetch {
+            url: self.url.clone(),
+            method: "POST",
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                (
+                    "accept".into(),
+                    "application/json, text/event-stream".into(),
+                ),
+                ("mcp-protocol-version".into(), PROBE_VERSION.into()),
+            ],
+            body: br#"{"jsonrpc":"2.0","id":"mcp-relay-login","method":"ping"}"#.to_vec(),
+        })
+    }
+
+    /// The probe's answer: a 401's `Bearer` challenge leads the
+    /// authorization (its metadata URL and scope); anything else (no
+    /// challenge, 2xx, 4xx for want of a session) leaves discovery to the
+    /// well-known URLs; no answer at all fails the login.
+    pub(super) fn on_probe(
+        &mut self,
+        status: u16,
+        www_authenticate: Option<&str>,
+        body: &[u8],
+        now: Instant,
+    ) -> Step {
+        if status == 0 {
+            let why = String::from_utf8_lossy(body).into_owned();
+            return self.fail(format!("{} did not answer: {why}", self.url), now);
+        }
+        let challenge = match www_authenticate {
+            Some(v) if status == 401 => parse_challenge(v),
+            _ => Challenge::default(),
+        };
+        crate::log_debug!(
+            "oauth: login probe answered {status}{}",
+            if challenge.resource_metadata.is_some() {
+                ", naming the resource metadata"
+            } else {
+                ""
+            }
+        );
+        self.authorize_with(challenge.scope.clone(), &challenge, now)
+    }
+
     pub(super) fn authorize_with(
         &mut self,
         scope: Option<String>,

@@ -68,13 +68,13 @@ fn to_browser(f: &mut Flow, t0: Instant, challenge: &Challenge) -> Vec<(String, 
     let first = fetch(f.on_denied(401, challenge, None, t0));
     assert_eq!(f.stage_name(), "resource-metadata");
     assert!(first.url.ends_with("/oauth-protected-resource/mcp"));
-    let s = f.on_response(200, &prm(), t0, NOW_UNIX);
+    let s = f.on_response(200, None, &prm(), t0, NOW_UNIX);
     let m = fetch(s);
     assert_eq!(
         m.url,
         "https://as.example/.well-known/oauth-authorization-server"
     );
-    let s = f.on_response(200, &meta_doc(json!({})), t0, NOW_UNIX);
+    let s = f.on_response(200, None, &meta_doc(json!({})), t0, NOW_UNIX);
     let Step::Listen { preferred } = s else {
         panic!("{s:?}")
     };
@@ -86,7 +86,7 @@ fn to_browser(f: &mut Flow, t0: Instant, challenge: &Challenge) -> Vec<(String, 
         body["redirect_uris"][0],
         format!("http://127.0.0.1:{preferred}/callback")
     );
-    let s = f.on_response(201, br#"{"client_id":"c1"}"#, t0, NOW_UNIX);
+    let s = f.on_response(201, None, br#"{"client_id":"c1"}"#, t0, NOW_UNIX);
     let Step::Browse { url } = s else {
         panic!("{s:?}")
     };
@@ -129,7 +129,7 @@ fn first_authorization_end_to_end() {
         s256(get(&fm, "code_verifier").unwrap()),
         get(&q, "code_challenge").unwrap()
     );
-    let s = f.on_response(200, &tokens("at1", Some("rt1"), 3600), t0, NOW_UNIX);
+    let s = f.on_response(200, None, &tokens("at1", Some("rt1"), 3600), t0, NOW_UNIX);
     assert_eq!(s, Step::Authorized);
     assert_eq!(f.bearer(), Some("at1"));
     assert_eq!(f.attempt(), Attempt::Authorized);
@@ -166,12 +166,12 @@ fn resource_metadata_comes_from_the_challenge_then_well_known_path_first() {
         first.url,
         "https://mcp.example/.well-known/oauth-protected-resource/mcp"
     );
-    let second = fetch(f.on_response(404, b"", t0, NOW_UNIX));
+    let second = fetch(f.on_response(404, None, b"", t0, NOW_UNIX));
     assert_eq!(
         second.url,
         "https://mcp.example/.well-known/oauth-protected-resource"
     );
-    let s = f.on_response(404, b"", t0, NOW_UNIX);
+    let s = f.on_response(404, None, b"", t0, NOW_UNIX);
     assert!(matches!(s, Step::Failed(ref w) if w.contains("no protected resource metadata")));
 }
 
@@ -181,7 +181,7 @@ fn metadata_for_another_resource_is_refused() {
     let mut f = Flow::new(URL, &ClientOptions::default());
     fetch(f.on_denied(401, &Challenge::default(), None, t0));
     let doc = json!({"resource": "https://evil.example/mcp", "authorization_servers": [ISS]});
-    let s = f.on_response(200, doc.to_string().as_bytes(), t0, NOW_UNIX);
+    let s = f.on_response(200, None, doc.to_string().as_bytes(), t0, NOW_UNIX);
     assert!(
         matches!(s, Step::Failed(ref w) if w.contains("not")),
         "{s:?}"
@@ -190,7 +190,7 @@ fn metadata_for_another_resource_is_refused() {
 
 fn to_server_metadata(f: &mut Flow, t0: Instant) {
     fetch(f.on_denied(401, &Challenge::default(), None, t0));
-    fetch(f.on_response(200, &prm(), t0, NOW_UNIX));
+    fetch(f.on_response(200, None, &prm(), t0, NOW_UNIX));
 }
 
 #[test]
@@ -200,6 +200,7 @@ fn an_issuer_mismatch_is_refused() {
     to_server_metadata(&mut f, t0);
     let s = f.on_response(
         200,
+        None,
         &meta_doc(json!({"issuer": "https://impostor.example"})),
         t0,
         NOW_UNIX,
@@ -218,6 +219,7 @@ fn a_server_without_s256_is_refused_before_any_registration() {
     to_server_metadata(&mut f, t0);
     let s = f.on_response(
         200,
+        None,
         &meta_doc(json!({"code_challenge_methods_supported": ["plain"]})),
         t0,
         NOW_UNIX,
@@ -230,6 +232,7 @@ fn a_server_without_s256_is_refused_before_any_registration() {
     to_server_metadata(&mut f, t0);
     let s = f.on_response(
         200,
+        None,
         &meta_doc(json!({"code_challenge_methods_supported": null})),
         t0,
         NOW_UNIX,
@@ -245,13 +248,13 @@ fn metadata_discovery_falls_through_to_openid() {
     let t0 = Instant::now();
     let mut f = Flow::new(URL, &ClientOptions::default());
     to_server_metadata(&mut f, t0);
-    let next = fetch(f.on_response(404, b"", t0, NOW_UNIX));
+    let next = fetch(f.on_response(404, None, b"", t0, NOW_UNIX));
     assert_eq!(
         next.url,
         "https://as.example/.well-known/openid-configuration"
     );
     assert!(matches!(
-        f.on_response(200, &meta_doc(json!({})), t0, NOW_UNIX),
+        f.on_response(200, None, &meta_doc(json!({})), t0, NOW_UNIX),
         Step::Listen { .. }
     ));
 }
@@ -262,7 +265,7 @@ fn without_registration_a_preregistered_client_or_a_clear_error() {
     let no_dcr = meta_doc(json!({"registration_endpoint": null}));
     let mut f = Flow::new(URL, &ClientOptions::default());
     to_server_metadata(&mut f, t0);
-    let Step::Listen { preferred } = f.on_response(200, &no_dcr, t0, NOW_UNIX) else {
+    let Step::Listen { preferred } = f.on_response(200, None, &no_dcr, t0, NOW_UNIX) else {
         panic!()
     };
     let s = f.listening(preferred, t0);
@@ -278,7 +281,7 @@ fn without_registration_a_preregistered_client_or_a_clear_error() {
     };
     let mut f = Flow::new(URL, &opts);
     to_server_metadata(&mut f, t0);
-    let Step::Listen { preferred } = f.on_response(200, &no_dcr, t0, NOW_UNIX) else {
+    let Step::Listen { preferred } = f.on_response(200, None, &no_dcr, t0, NOW_UNIX) else {
         panic!()
     };
     let Step::Browse { url } = f.listening(preferred, t0) else {
@@ -311,7 +314,7 @@ fn a_client_metadata_document_comes_before_registration_when_supported() {
     let mut f = Flow::new(URL, &opts);
     to_server_metadata(&mut f, t0);
     let doc = meta_doc(json!({"client_id_metadata_document_supported": true}));
-    let Step::Listen { preferred } = f.on_response(200, &doc, t0, NOW_UNIX) else {
+    let Step::Listen { preferred } = f.on_response(200, None, &doc, t0, NOW_UNIX) else {
         panic!()
     };
     let Step::Browse { url } = f.listening(preferred, t0) else {
@@ -321,7 +324,8 @@ fn a_client_metadata_document_comes_before_registration_when_supported() {
     // Not supported: dynamic registration.
     let mut f = Flow::new(URL, &opts);
     to_server_metadata(&mut f, t0);
-    let Step::Listen { preferred } = f.on_response(200, &meta_doc(json!({})), t0, NOW_UNIX) else {
+    let Step::Listen { preferred } = f.on_response(200, None, &meta_doc(json!({})), t0, NOW_UNIX)
+    else {
         panic!()
     };
     assert_eq!(
@@ -334,7 +338,13 @@ fn ready(f: &mut Flow, t0: Instant, expires_in: u64) -> Vec<(String, String)> {
     let q = to_browser(f, t0, &Challenge::default());
     fetch(f.on_callback(&callback(&q, "k"), t0).unwrap());
     assert_eq!(
-        f.on_response(200, &tokens("at1", Some("rt1"), expires_in), t0, NOW_UNIX),
+        f.on_response(
+            200,
+            None,
+            &tokens("at1", Some("rt1"), expires_in),
+            t0,
+            NOW_UNIX
+        ),
         Step::Authorized
     );
     f.on_success();
@@ -356,7 +366,7 @@ fn refresh_before_expiry_and_rotation() {
     assert_eq!(get(&fm, "resource"), Some(URL));
     assert!(f.busy());
     assert_eq!(
-        f.on_response(200, &tokens("at2", Some("rt2"), 3600), t0, NOW_UNIX),
+        f.on_response(200, None, &tokens("at2", Some("rt2"), 3600), t0, NOW_UNIX),
         Step::Authorized
     );
     assert_eq!(f.tokens.as_ref().unwrap().refresh.as_deref(), Some("rt2"));
@@ -379,7 +389,7 @@ fn a_401_refreshes_once_and_an_invalid_grant_authorizes_exactly_once() {
     fetch(f.start_refresh(t0));
     // The refresh token was revoked: one authorization, straight to the
     // browser (metadata, client and port are known).
-    let s = f.on_response(400, br#"{"error":"invalid_grant"}"#, t0, NOW_UNIX);
+    let s = f.on_response(400, None, br#"{"error":"invalid_grant"}"#, t0, NOW_UNIX);
     let Step::Listen { preferred } = s else {
         panic!("{s:?}")
     };
@@ -389,7 +399,7 @@ fn a_401_refreshes_once_and_an_invalid_grant_authorizes_exactly_once() {
     let q = form_decode(url.split_once('?').unwrap().1).unwrap();
     fetch(f.on_callback(&callback(&q, "k2"), t0).unwrap());
     assert_eq!(
-        f.on_response(200, &tokens("at3", Some("rt3"), 3600), t0, NOW_UNIX),
+        f.on_response(200, None, &tokens("at3", Some("rt3"), 3600), t0, NOW_UNIX),
         Step::Authorized
     );
     // Still refused: an error, no further authorization.
@@ -423,7 +433,7 @@ fn insufficient_scope_steps_up_once_with_the_union() {
     let q = form_decode(url.split_once('?').unwrap().1).unwrap();
     assert_eq!(get(&q, "scope"), Some("mcp admin"));
     fetch(f.on_callback(&callback(&q, "k"), t0).unwrap());
-    f.on_response(200, &tokens("at2", Some("rt2"), 3600), t0, NOW_UNIX);
+    f.on_response(200, None, &tokens("at2", Some("rt2"), 3600), t0, NOW_UNIX);
     let s = f.on_denied(403, &c, Some("at2"), t0);
     assert!(
         matches!(s, Step::Failed(ref w) if w.contains("step-up")),
@@ -504,14 +514,14 @@ fn client_credentials_go_straight_to_the_token_endpoint() {
     to_server_metadata(&mut f, t0);
     let doc = meta_doc(json!({"code_challenge_methods_supported": null,
                               "token_endpoint_auth_methods_supported": ["client_secret_post"]}));
-    let tok = fetch(f.on_response(200, &doc, t0, NOW_UNIX));
+    let tok = fetch(f.on_response(200, None, &doc, t0, NOW_UNIX));
     let fm = form(&tok);
     assert_eq!(get(&fm, "grant_type"), Some("client_credentials"));
     assert_eq!(get(&fm, "client_secret"), Some("s"));
     assert_eq!(get(&fm, "scope"), Some("mcp"));
     assert_eq!(get(&fm, "resource"), Some(URL));
     assert_eq!(
-        f.on_response(200, &tokens("m", None, 60), t0, NOW_UNIX),
+        f.on_response(200, None, &tokens("m", None, 60), t0, NOW_UNIX),
         Step::Authorized
     );
 }
@@ -525,6 +535,11 @@ fn every_legal_move_and_some_illegal_ones() {
         ("browsing", "exchanging"),
         ("exchanging", "ready"),
         ("listening", "failed"),
+        ("idle", "probing"),
+        ("ready", "probing"),
+        ("probing", "resource-metadata"),
+        ("probing", "listening"),
+        ("probing", "failed"),
     ] {
         assert!(allowed(a, b), "{a} → {b}");
     }
@@ -534,6 +549,10 @@ fn every_legal_move_and_some_illegal_ones() {
         ("browsing", "ready"),
         ("registering", "exchanging"),
         ("refreshing", "browsing"),
+        ("probing", "ready"),
+        ("probing", "browsing"),
+        ("browsing", "probing"),
+        ("refreshing", "probing"),
     ] {
         assert!(!allowed(a, b), "{a} → {b}");
     }
@@ -573,4 +592,133 @@ fn token_responses_are_checked_and_never_printed() {
     assert_eq!(t.refresh.as_deref(), Some("old"));
     assert_eq!(t.expires_at, None);
     assert!(!format!("{t:?}").contains("secret"));
+}
+
+/// `auth login`: the probe it starts with (a token-less `ping` to the MCP
+/// endpoint), checked; the flow is left in `probing`.
+fn probe(f: &mut Flow) {
+    let p = fetch(f.login());
+    assert_eq!(f.stage_name(), "probing");
+    assert!(f.busy());
+    assert_eq!((p.method, p.url.as_str()), ("POST", URL));
+    let h = |k: &str| {
+        p.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(h("content-type"), Some("application/json"));
+    assert_eq!(h("accept"), Some("application/json, text/event-stream"));
+    assert!(h("mcp-protocol-version").is_some());
+    assert_eq!(h("authorization"), None, "a probe never carries a token");
+    let body: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["method"], "ping", "never initialize");
+    assert!(body["id"].is_string());
+}
+
+#[test]
+fn login_probe_401_with_a_challenge_takes_its_metadata_url_and_scope() {
+    let t0 = Instant::now();
+    let mut f = Flow::new(URL, &ClientOptions::default());
+    probe(&mut f);
+    let named = "https://mcp.example/elsewhere/prm";
+    let challenge = format!(
+        r#"Basic realm="x", Bearer resource_metadata="{named}", scope="mcp extra", error="invalid_token""#
+    );
+    let m = fetch(f.on_response(401, Some(&challenge), b"", t0, NOW_UNIX));
+    assert_eq!(f.stage_name(), "resource-metadata");
+    assert_eq!(m.url, named, "the challenge's URL, not a well-known guess");
+    let s = f.on_response(200, None, &prm(), t0, NOW_UNIX);
+    assert_eq!(
+        fetch(s).url,
+        "https://as.example/.well-known/oauth-authorization-server"
+    );
+    let Step::Listen { preferred } = f.on_response(200, None, &meta_doc(json!({})), t0, NOW_UNIX)
+    else {
+        panic!()
+    };
+    fetch(f.listening(preferred, t0));
+    let Step::Browse { url } = f.on_response(201, None, br#"{"client_id":"c1"}"#, t0, NOW_UNIX)
+    else {
+        panic!()
+    };
+    let q = form_decode(url.split_once('?').unwrap().1).unwrap();
+    assert_eq!(get(&q, "scope"), Some("mcp extra"), "the challenge's scope");
+}
+
+#[test]
+fn login_probe_without_a_usable_challenge_uses_the_well_known_urls() {
+    let t0 = Instant::now();
+    for (status, header) in [
+        (200, None),
+        (400, None),
+        (405, Some("Bearer")),
+        (401, None),
+        (401, Some(r#"Basic realm="mcp""#)),
+        (401, Some(r#"Bearer error="invalid_token""#)),
+        (401, Some("")),
+    ] {
+        let mut f = Flow::new(URL, &ClientOptions::default());
+        probe(&mut f);
+        let m = fetch(f.on_response(status, header, b"{}", t0, NOW_UNIX));
+        assert_eq!(f.stage_name(), "resource-metadata", "{status} {header:?}");
+        assert_eq!(
+            m.url, "https://mcp.example/.well-known/oauth-protected-resource/mcp",
+            "{status} {header:?}"
+        );
+        // And on to the root one, as without a probe.
+        let m = fetch(f.on_response(404, None, b"", t0, NOW_UNIX));
+        assert_eq!(
+            m.url,
+            "https://mcp.example/.well-known/oauth-protected-resource"
+        );
+    }
+    // A 200's resource_metadata-looking header is not a challenge.
+    let mut f = Flow::new(URL, &ClientOptions::default());
+    probe(&mut f);
+    let m = fetch(f.on_response(
+        200,
+        Some(r#"Bearer resource_metadata="https://evil.example/prm""#),
+        b"",
+        t0,
+        NOW_UNIX,
+    ));
+    assert!(
+        m.url.starts_with("https://mcp.example/.well-known/"),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn login_probe_failure_fails_the_login_naming_the_url() {
+    let t0 = Instant::now();
+    let mut f = Flow::new(URL, &ClientOptions::default());
+    probe(&mut f);
+    let s = f.on_fetch_failed("connect failed: Connection refused", t0, NOW_UNIX);
+    let Step::Failed(why) = s else {
+        panic!("{s:?}")
+    };
+    assert!(why.contains(URL), "{why}");
+    assert!(why.contains("Connection refused"), "{why}");
+    assert_eq!(f.stage_name(), "failed");
+    assert!(!f.busy());
+    // A login is an explicit command: it probes again at once, hold or not.
+    probe(&mut f);
+}
+
+#[test]
+fn login_probes_even_with_a_stored_token_and_never_sends_it() {
+    let t0 = Instant::now();
+    let mut f = Flow::new(URL, &ClientOptions::default());
+    ready(&mut f, t0, 3600);
+    assert_eq!(f.bearer(), Some("at1"));
+    probe(&mut f);
+    // A flow under way: a second login waits.
+    assert_eq!(f.login(), Step::Wait);
+    // Metadata already known: the challenge's scope, then straight to the
+    // callback listener.
+    let s = f.on_response(401, Some(r#"Bearer scope="mcp more""#), b"", t0, NOW_UNIX);
+    assert!(matches!(s, Step::Listen { .. }), "{s:?}");
+    assert_eq!(f.stage_name(), "listening");
 }

@@ -84,8 +84,9 @@ pub(in crate::front::forward) struct OAuthClient {
     ca_file: Option<std::path::PathBuf>,
     /// The origin the engine talks to, and the engine.
     engine: Option<(String, HttpClient)>,
-    /// The one fetch in flight: its exchange, status and body so far.
-    fetch: Option<(ExId, u16, Vec<u8>)>,
+    /// The one fetch in flight: its exchange, status, `WWW-Authenticate`
+    /// and body so far.
+    fetch: Option<(ExId, u16, Option<String>, Vec<u8>)>,
     waiting: VecDeque<Waiting>,
     /// POSTs in flight: what they carried and the token they carried.
     sent: HashMap<ExId, (Waiting, Option<String>)>,
@@ -232,9 +233,8 @@ impl Forward {
     /// `auth login`: a full authorization now, whatever is stored; the
     /// relay exits when it is over.
     pub(in crate::front::forward) fn oauth_login(&mut self) {
-        let now = self.now;
         let Some(o) = self.oauth() else { return };
-        let step = o.flow.authorize(None, now);
+        let step = o.flow.login();
         self.oauth_step(step);
     }
 
@@ -631,7 +631,7 @@ impl Forward {
             stream: false,
         };
         let ex = engine.submit(req, reg, now);
-        o.fetch = Some((ex, 0, Vec::new()));
+        o.fetch = Some((ex, 0, None, Vec::new()));
         None
     }
 
@@ -680,24 +680,40 @@ impl Forward {
                 e.take_events(&mut events);
             }
             for ev in events {
-                let Some((ex, status, body)) = o.fetch.as_mut() else {
+                let Some((ex, status, challenge, body)) = o.fetch.as_mut() else {
                     continue;
                 };
                 if ev.ex() != *ex {
                     continue;
                 }
                 match ev {
-                    Event::Head { status: s, .. } => *status = s,
+                    Event::Head {
+                        status: s, headers, ..
+                    } => {
+                        *status = s;
+                        let all: Vec<&str> = headers
+                            .iter()
+                            .filter(|(k, _)| k == "www-authenticate")
+                            .map(|(_, v)| v.as_str())
+                            .collect();
+                        *challenge = (!all.is_empty()).then(|| all.join(", "));
+                    }
                     Event::Message { data, .. } => {
                         if body.len() + data.len() <= MAX_DOC {
                             body.extend_from_slice(&data);
                         }
                     }
                     Event::Done { .. } => {
-                        let Some((_, status, body)) = o.fetch.take() else {
+                        let Some((_, status, challenge, body)) = o.fetch.take() else {
                             continue;
                         };
-                        steps.push(o.flow.on_response(status, &body, now, unix_now()));
+                        steps.push(o.flow.on_response(
+                            status,
+                            challenge.as_deref(),
+                            &body,
+                            now,
+                            unix_now(),
+                        ));
                     }
                     Event::Failed { failure, .. } => {
                         o.fetch = None;
