@@ -1038,6 +1038,29 @@ fn interop_python_sdk2_bearer_auth_upstream() {
     // The SDK published its resource metadata; the relay asked for its scope.
     assert_eq!(auth.authorize_log()[0]["resource"], url);
     assert_eq!(auth.authorize_log()[0]["scope"], "mcp");
+    // `auth login` against the same server: its token-less probe meets the
+    // SDK's 401, and the login goes through.
+    let refused = trace.matches("auth=no -> 401").count();
+    let s2 = Scratch::new("interop-login");
+    let (store, browser) = (s2.store(), s2.browser());
+    let (code, _, login_err) = run_relay(&[
+        "auth",
+        "login",
+        &url,
+        "--oauth-browser",
+        &browser,
+        "--oauth-store",
+        &store,
+    ]);
+    let trace = interop::snapshot(&out);
+    assert_eq!(code, 0, "{login_err}\n--- server ---\n{trace}");
+    assert_eq!(s2.store_files().len(), 1);
+    assert_eq!(auth.counts().authorizations, 2);
+    assert_eq!(
+        trace.matches("auth=no -> 401").count(),
+        refused + 1,
+        "{trace}"
+    );
     drop(r);
     drop(server);
     interop::ran("forward_oauth_python_sdk2_bearer");
