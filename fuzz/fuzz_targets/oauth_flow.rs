@@ -3,14 +3,17 @@
 //!
 //! Input: records separated by `\n--\n`. The first is the upstream's
 //! `WWW-Authenticate` value (to `parse_challenge`, then `on_denied` with
-//! 401); each next one answers whatever the flow asked for: a fetch gets
-//! status `200 + first byte % 4 * 100` (200/300/400/500, so documents,
-//! redirects and errors) and the rest as its body; a listen gets a port; a
-//! browse gets the rest as the callback's query string. Also the form
-//! codec and the browser command splitter on the first record.
+//! 401); when it starts with `login:`, the flow starts as `auth login`
+//! does instead (the probe), and the rest is the `WWW-Authenticate` of
+//! every response. Each next record answers whatever the flow asked for: a
+//! fetch gets status `200 + first byte % 4 * 100` (200/300/400/500, so
+//! documents, redirects and errors; a first byte of `!` makes it 401, so
+//! the probe's challenge is read) and the rest as its body; a listen gets
+//! a port; a browse gets the rest as the callback's query string. Also the
+//! form codec and the browser command splitter on the first record.
 //!
 //! Checks: no panic on any bytes; a fetch URL the front would accept has a
-//! host;
+//! host; the probe is a `ping` POST to the MCP URL with no `Authorization`;
 //! a bearer token the flow holds never appears in any later fetch (tokens
 //! go only to the resource, which the flow never fetches); a flow asked
 //! for at most 64 steps per input (it never loops on its own: each step
@@ -44,7 +47,19 @@ fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let mut now = t0;
     let now_unix = 1_800_000_000;
-    let mut step = flow.on_denied(401, &challenge, None, now);
+    let login = first.strip_prefix("login:");
+    let mut step = match login {
+        Some(_) => {
+            let s = flow.login();
+            if let Step::Fetch(f) = &s {
+                assert_eq!((f.method, f.url.as_str()), ("POST", URL));
+                assert!(!f.headers.iter().any(|(k, _)| k == "authorization"));
+                assert!(f.body.windows(6).any(|w| w == b"\"ping\""));
+            }
+            s
+        }
+        None => flow.on_denied(401, &challenge, None, now),
+    };
     let mut tokens_seen: Vec<String> = Vec::new();
     for (n, record) in records.enumerate() {
         assert!(n < 64, "more steps than records allow");
@@ -72,9 +87,12 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
                 let bytes = record.as_bytes();
-                let status = 200 + u16::from(bytes.first().copied().unwrap_or(0) % 4) * 100;
+                let status = match bytes.first().copied().unwrap_or(0) {
+                    b'!' => 401,
+                    b => 200 + u16::from(b % 4) * 100,
+                };
                 let body = bytes.get(1..).unwrap_or(&[]);
-                flow.on_response(status, body, now, now_unix)
+                flow.on_response(status, login, body, now, now_unix)
             }
             Step::Listen { preferred } => {
                 let port = preferred.wrapping_add(record.len() as u16 % 3);
