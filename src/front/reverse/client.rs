@@ -128,7 +128,7 @@ impl Client {
         if legal {
             self.state = to;
         } else {
-            log::error!(
+            crate::log_error!(
                 "client: illegal transition {} → {} refused",
                 self.state.name(),
                 to.name()
@@ -194,14 +194,14 @@ impl Reverse {
                 {
                     // Out of descriptors: pause instead of spinning on a
                     // listener that stays readable, and retry on a timer.
-                    log::warn!("accept failed ({e}); pausing for {ACCEPT_PAUSE:?}");
+                    crate::log_warn!("accept failed ({e}); pausing for {ACCEPT_PAUSE:?}");
                     self.listen.paused = true;
                     self.timers
                         .insert(self.now + ACCEPT_PAUSE, TimerKind::AcceptResume);
                     return;
                 }
                 Err(e) => {
-                    log::debug!("accept: {e}");
+                    crate::log_debug!("accept: {e}");
                     return;
                 }
             }
@@ -213,14 +213,14 @@ impl Reverse {
     /// keys are their own). A reload that fails keeps the current one.
     pub(super) fn reload_tls(&mut self) {
         let Some(tls) = self.tls.as_mut() else {
-            log::info!("SIGHUP: no --tls-cert, nothing to reload");
+            crate::log_info!("SIGHUP: no --tls-cert, nothing to reload");
             return;
         };
         let files = tls.files().clone();
         match tls.reload() {
             Ok(()) => {
                 self.metrics.tls_reload("ok");
-                log::info!(
+                crate::log_info!(
                     "TLS certificate reloaded from {} and {}",
                     files.cert.display(),
                     files.key.display()
@@ -228,7 +228,7 @@ impl Reverse {
             }
             Err(e) => {
                 self.metrics.tls_reload("error");
-                log::error!("TLS reload failed, keeping the current certificate: {e}");
+                crate::log_error!("TLS reload failed, keeping the current certificate: {e}");
             }
         }
     }
@@ -238,7 +238,7 @@ impl Reverse {
     pub(super) fn tls_handshake_failed(&mut self, reason: &str, why: &dyn std::fmt::Display) {
         self.metrics.tls_handshake_failed(reason);
         if let Some(n) = self.logs.tls_handshake.check(self.now) {
-            log::warn!(
+            crate::log_warn!(
                 "TLS handshake with a client failed ({reason}): {why}{}",
                 suppressed_note(n)
             );
@@ -305,7 +305,7 @@ impl Reverse {
             tok,
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            log::warn!("registering a client failed: {e}");
+            crate::log_warn!("registering a client failed: {e}");
             self.endpoints.remove(tok);
             return;
         }
@@ -433,7 +433,7 @@ impl Reverse {
         if let Some((reason, why)) = failed {
             self.tls_handshake_failed(reason, &why);
         } else if let Some(e) = tls_error {
-            log::debug!("TLS error on a client connection: {e}");
+            crate::log_debug!("TLS error on a client connection: {e}");
         }
         if reset {
             self.close_client(tok);
@@ -487,7 +487,7 @@ impl Reverse {
         let state = c.state.name();
         self.metrics.client_input_paused();
         if let Some(n) = self.logs.client_input.check(now) {
-            log::warn!(
+            crate::log_warn!(
                 "client connection sent {buffered} bytes it cannot use yet (connection {state}); \
                  not reading it until its requests are taken{}",
                 suppressed_note(n)
@@ -543,7 +543,7 @@ impl Reverse {
                     break;
                 }
                 Err(e) => {
-                    log::debug!("bad request: {}", e.reason());
+                    crate::log_debug!("bad request: {}", e.reason());
                     let status = e.status();
                     self.respond(
                         tok,
@@ -589,7 +589,7 @@ impl Reverse {
         if c.out.is_empty() && !c.stream.pending_tls() && matches!(c.state, ClientState::Closing) {
             self.close_client(tok);
         } else if c.out.len() > CLIENT_OUT_MAX {
-            log::warn!(
+            crate::log_warn!(
                 "client not reading its stream ({} bytes queued); disconnecting it",
                 c.out.len()
             );

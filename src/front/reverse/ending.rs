@@ -16,7 +16,7 @@ impl Reverse {
         let busy = !s.inflight.is_empty() || s.stream.is_some() || s.binding.is_waiting();
         let due = s.last_active + timeout;
         if !busy && now >= due {
-            log::info!("session {} idle for {timeout:?}; ending it", s.id);
+            crate::log_info!("session {} idle for {timeout:?}; ending it", s.id);
             self.end_session(skey, "session idle timeout");
             return;
         }
@@ -33,7 +33,7 @@ impl Reverse {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return;
         };
-        log::debug!("ending session {}: {why}", s.id);
+        crate::log_debug!("ending session {}: {why}", s.id);
         // A call waiting for its client's input is given up at the server.
         self.era_session_ending(skey);
         let Some(s) = self.sessions.get_mut(&skey) else {
@@ -180,7 +180,7 @@ impl Reverse {
         let Some(mut s) = self.sessions.remove(&skey) else {
             return;
         };
-        log::debug!("ending session {}: {WHY}", s.id);
+        crate::log_debug!("ending session {}: {WHY}", s.id);
         if let Some(at) = sessions.iter().position(|k| *k == skey) {
             sessions.remove(at);
         }
@@ -229,7 +229,7 @@ impl Reverse {
         };
         self.metrics.request("client_gone");
         if let Some(suppressed) = self.drop_log.check(self.now) {
-            log::debug!(
+            crate::log_debug!(
                 "[{}] session {}: the client left while {what}; ending it{}",
                 self.ups[up_of(skey)].cfg.name,
                 s.id,
@@ -297,7 +297,7 @@ impl Reverse {
         };
         let idle = self.now.saturating_duration_since(s.last_active);
         let idle = Duration::from_millis(idle.as_millis() as u64);
-        log::info!(
+        crate::log_info!(
             "[{}] session {} reclaimed after {idle:?} idle (--session-reclaim-age {:?}): \
              its process goes to a session waiting for one; its client gets 404",
             self.ups[u].cfg.name,

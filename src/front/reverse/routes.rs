@@ -551,7 +551,7 @@ impl Reverse {
         if let Some(last) = last {
             let (events, complete) = s.replay.since(last);
             if !complete {
-                log::info!(
+                crate::log_info!(
                     "session {}: Last-Event-ID {last} is older than the replay buffer; some events are lost",
                     s.id
                 );

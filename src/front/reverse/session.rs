@@ -112,7 +112,7 @@ impl Session {
             to.name()
         );
         if !legal {
-            log::error!(
+            crate::log_error!(
                 "session {}: illegal transition {} → {} refused",
                 self.id,
                 self.binding.name(),
@@ -283,7 +283,7 @@ impl Reverse {
         if !s.binding.is_waiting() {
             // A grant for a session that is not waiting (it cannot happen:
             // the pool grants only queued waiters): give the process back.
-            log::error!(
+            crate::log_error!(
                 "session {}: granted a process while {}",
                 s.id,
                 s.binding.name()
@@ -409,7 +409,7 @@ impl Reverse {
                 .begin(id.clone(), self.now, None, true, reply_to)
                 .is_err()
         {
-            log::debug!("initialize {id} is already in flight");
+            crate::log_debug!("initialize {id} is already in flight");
         }
         self.arm_response_timer(skey, id);
     }
@@ -707,7 +707,7 @@ impl Reverse {
         let elapsed = self.now.duration_since(req.started);
         let initialize = req.initialize;
         self.metrics.timeout("response_timeout");
-        log::warn!("request {id} timed out after {elapsed:?}");
+        crate::log_warn!("request {id} timed out after {elapsed:?}");
         self.fail_request(
             skey,
             &id,

@@ -43,7 +43,7 @@ impl Reverse {
         let id = match new_session_id() {
             Ok(id) => id,
             Err(e) => {
-                log::error!("no randomness for a session id: {e}");
+                crate::log_error!("no randomness for a session id: {e}");
                 return None;
             }
         };

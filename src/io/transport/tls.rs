@@ -112,7 +112,7 @@ impl Transport {
                     Ok(n) => total += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        log::debug!("upstream closed TLS without close_notify");
+                        crate::log_debug!("upstream closed TLS without close_notify");
                         self.eof = true;
                         return Ok((total, true));
                     }

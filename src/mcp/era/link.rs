@@ -544,7 +544,7 @@ impl Link {
         );
         debug_assert!(ok, "era link: illegal move {:?} → {:?}", self.state, to);
         if !ok {
-            log::error!("era link: illegal move refused");
+            crate::log_error!("era link: illegal move refused");
             return;
         }
         self.state = to;

@@ -442,7 +442,7 @@ impl Stamper {
         );
         debug_assert!(ok, "era stamper: illegal move {:?} → {:?}", self.state, to);
         if !ok {
-            log::error!("era stamper: illegal move refused");
+            crate::log_error!("era stamper: illegal move refused");
             return false;
         }
         self.state = to;

@@ -266,7 +266,7 @@ impl Verdict {
             self.knob
         );
         if !ok {
-            log::error!("era verdict: illegal move {from:?} → {t:?} refused");
+            crate::log_error!("era verdict: illegal move {from:?} → {t:?} refused");
             return;
         }
         self.state = to;

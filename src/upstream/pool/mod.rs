@@ -819,7 +819,7 @@ impl Pool {
         let at = now.checked_add(delay).unwrap_or(now);
         self.spawn_not_before = Some(self.spawn_not_before.map_or(at, |t| t.max(at)));
         self.probing = true;
-        log::debug!(
+        crate::log_debug!(
             "pool: spawn failure {}, next spawn in {delay:?}",
             self.backoff.attempt()
         );

@@ -202,7 +202,7 @@ impl Reverse {
         let s = self.sessions.get_mut(&skey)?;
         if !s.era.can_become(&to) {
             debug_assert!(false, "era {} → {}", s.era.name(), to.name());
-            log::error!(
+            crate::log_error!(
                 "session {}: illegal era transition {} → {} refused",
                 s.id,
                 s.era.name(),
@@ -347,7 +347,7 @@ impl Reverse {
     /// probe's own timer does it too).
     pub(super) fn tick_verdict(&mut self, u: usize) {
         if self.ups[u].verdict.on_tick(self.now) == Settled::LegacyRetireProbed {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] no answer to the server/discover probe within {:?}: the server is taken \
                  for a handshake-era one and initialized",
                 self.ups[u].cfg.name,
@@ -359,7 +359,7 @@ impl Reverse {
     /// A probe's answer, for the upstream's verdict (logged when it settles).
     pub(super) fn settle_verdict(&mut self, u: usize, outcome: &DiscoverOutcome) {
         if self.ups[u].verdict.on_answer(outcome, self.now) != Settled::Ignored {
-            log::info!(
+            crate::log_info!(
                 "[{}] the server speaks {} (server/discover probe)",
                 self.ups[u].cfg.name,
                 match outcome {

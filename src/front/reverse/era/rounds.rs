@@ -330,14 +330,14 @@ impl Reverse {
             (Some(_), _) => None,
             (None, Ok(random)) => Some(format!("{TOKEN_PREFIX}{skey:x}.{random}")),
             (None, Err(e)) => {
-                log::warn!("random request state unavailable ({e})");
+                crate::log_warn!("random request state unavailable ({e})");
                 None
             }
         };
         let (Some(call), Some(token)) = (call, token) else {
             self.ups[u].era.input_unattributable += 1;
             if let Some(n) = self.drop_log.check(self.now) {
-                log::warn!(
+                crate::log_warn!(
                     "[{}] server request {method} refused: {}{}",
                     self.ups[u].cfg.name,
                     refusal.unwrap_or("no random request state"),

@@ -91,7 +91,7 @@ impl Reverse {
             return;
         };
         let Some(result) = v.get("result").filter(|r| r.is_object()) else {
-            log::warn!(
+            crate::log_warn!(
                 "[{}] process {conn} refused the relay's initialize for a modern client: {}",
                 self.ups[u].cfg.name,
                 v.get("error").cloned().unwrap_or_default()

@@ -147,7 +147,7 @@ impl Reverse {
                 *era = to;
             } else {
                 debug_assert!(false, "shared era {era:?} → {to:?}");
-                log::error!("process {conn}: illegal era transition {era:?} → {to:?} refused");
+                crate::log_error!("process {conn}: illegal era transition {era:?} → {to:?} refused");
             }
         }
     }
@@ -166,7 +166,7 @@ impl Reverse {
                 self.send_probe(conn);
             }
             Want::Refuse => {
-                log::error!(
+                crate::log_error!(
                     "[{}] the server speaks no protocol revision the relay does; initializing \
                      process {conn} anyway",
                     self.ups[u].cfg.name
@@ -227,7 +227,7 @@ impl Reverse {
                 convert::initialize_from_discover(result, None, &name)
             }
             _ if knob_modern => {
-                log::warn!(
+                crate::log_warn!(
                     "[{name}] process {conn} did not answer server/discover as a modern server; \
                      --upstream-protocol modern: it is driven in the modern era anyway"
                 );

@@ -68,7 +68,7 @@ impl Reverse {
             return false;
         }
         let u = conn.up;
-        log::info!(
+        crate::log_info!(
             "[{}] process {conn} refused a handshake-era initialize (-32022); answering it from \
              server/discover",
             self.ups[u].cfg.name

@@ -127,7 +127,7 @@ impl Reverse {
         {
             // The server ended it: opened again at the next change.
             ss.listen = None;
-            log::debug!("session {}: the server ended the relay's listen {id}", s.id);
+            crate::log_debug!("session {}: the server ended the relay's listen {id}", s.id);
         }
         true
     }
