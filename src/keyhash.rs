@@ -17,10 +17,64 @@
 //! and the high bits are mixed (its per-slot tag).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::ops::{Deref, DerefMut};
 
 /// A `HashMap` for relay-assigned keys (see the module doc).
 pub type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// A [`KeyMap`] looked up from many places: its `get` and `get_mut` are one
+/// out-of-line function per map type instead of the table's probe inlined
+/// at every call site (about 170 bytes each; a call costs a few
+/// instructions). The few lookups on a per-request path use
+/// [`get_inline`](Self::get_inline) and
+/// [`get_mut_inline`](Self::get_mut_inline). Everything else is the map's
+/// own (`Deref`).
+#[derive(Debug)]
+pub struct OutlineKeyMap<K, V>(KeyMap<K, V>);
+
+impl<K, V> Default for OutlineKeyMap<K, V> {
+    fn default() -> Self {
+        OutlineKeyMap(KeyMap::default())
+    }
+}
+
+impl<K: Hash + Eq, V> OutlineKeyMap<K, V> {
+    #[inline(never)]
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.0.get(k)
+    }
+
+    #[inline(never)]
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.0.get_mut(k)
+    }
+
+    /// `get`, inlined at the call site (per-request paths).
+    #[inline]
+    pub fn get_inline(&self, k: &K) -> Option<&V> {
+        self.0.get(k)
+    }
+
+    /// `get_mut`, inlined at the call site (per-request paths).
+    #[inline]
+    pub fn get_mut_inline(&mut self, k: &K) -> Option<&mut V> {
+        self.0.get_mut(k)
+    }
+}
+
+impl<K, V> Deref for OutlineKeyMap<K, V> {
+    type Target = KeyMap<K, V>;
+    fn deref(&self) -> &KeyMap<K, V> {
+        &self.0
+    }
+}
+
+impl<K, V> DerefMut for OutlineKeyMap<K, V> {
+    fn deref_mut(&mut self) -> &mut KeyMap<K, V> {
+        &mut self.0
+    }
+}
 
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 

@@ -73,7 +73,7 @@ use crate::io::buf::OutBuf;
 use crate::io::child::describe;
 use crate::io::dns::Resolver;
 use crate::io::ratelog::{RateLog, suppressed_note};
-use crate::keyhash::KeyMap;
+use crate::keyhash::{KeyMap, OutlineKeyMap};
 use crate::mcp::session::{ReplayBuffer, Tokens, new_session_id};
 use crate::mcp::shared::{Down, Mux, Up};
 use crate::metrics::{Metrics, UpstreamGauges, UpstreamId, exit_reason};
@@ -334,7 +334,7 @@ struct Reverse {
     /// `--oauth-issuer`: bearer JWTs checked against the issuer's keys.
     oauth: Option<Box<oauth::OAuth>>,
     /// Keyed by the relay's own counters: the fast `KeyMap` (`keyhash`).
-    sessions: KeyMap<SKey, Session>,
+    sessions: OutlineKeyMap<SKey, Session>,
     /// Looked up with the client's `Mcp-Session-Id`: std's keyed hash.
     by_id: HashMap<String, SKey>,
     /// What the last ended 2026-07-28 one-request session leaves for the
@@ -522,7 +522,7 @@ impl Reverse {
             },
             tokens,
             oauth,
-            sessions: KeyMap::default(),
+            sessions: OutlineKeyMap::default(),
             by_id: HashMap::new(),
             spare_stateless: None,
             next_key: 1,
