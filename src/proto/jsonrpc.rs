@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 /// f64 precision are one id, and the second is refused as a duplicate while
 /// the first is in flight, never answered crosswise. Owners that write an
 /// id back to its sender use the text it was sent with (`Request::id_text`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Id {
     /// An integral number within i64, however it was written.
     Num(i64),
@@ -28,6 +28,26 @@ pub enum Id {
     /// Any other JSON value: a number by its value (`{:e}` of its f64, e.g.
     /// `1.5e0`), or the text of anything else (null, …).
     Other(Box<str>),
+}
+
+/// Ids are cloned in some three hundred places (answers, timeouts, pending
+/// tables): the clone is one out-of-line function instead of a match, an
+/// allocation and a copy inlined at each of them. (Copying a number inline
+/// and calling out only for strings measured 6.8 KB larger.)
+impl Clone for Id {
+    #[inline]
+    fn clone(&self) -> Id {
+        clone_id(self)
+    }
+}
+
+#[inline(never)]
+fn clone_id(id: &Id) -> Id {
+    match id {
+        Id::Num(n) => Id::Num(*n),
+        Id::Str(s) => Id::Str(s.clone()),
+        Id::Other(s) => Id::Other(s.clone()),
+    }
 }
 
 impl Hash for Id {
@@ -542,6 +562,24 @@ mod tests {
         match peek(s.as_bytes()).expect("valid") {
             Message::Single(e) => e,
             Message::Batch(_) => panic!("batch"),
+        }
+    }
+
+    #[test]
+    fn a_cloned_id_is_the_same_variant_and_text() {
+        // The hand-written `Clone` (out of line, for size) keeps each
+        // variant and its text.
+        for id in [
+            Id::Num(-7),
+            Id::Str("a\u{e9}".into()),
+            Id::Other("1.5e0".into()),
+            Id::Other("null".into()),
+            Id::Str("".into()),
+        ] {
+            let c = id.clone();
+            assert_eq!(c, id);
+            assert_eq!(format!("{c:?}"), format!("{id:?}"));
+            assert_eq!(c.to_json(), id.to_json());
         }
     }
 
