@@ -172,9 +172,16 @@ pub struct Opened {
 }
 
 pub struct Listeners<K> {
+    open: Vec<(K, Id, Filter)>,
+    core: Core,
+}
+
+/// What does not depend on who owns a listen: the server's capabilities,
+/// the limits and the URIs subscribed at the server. Kept apart so that its
+/// code is compiled once, not once per owner type.
+struct Core {
     caps: ServerCaps,
     limits: Limits,
-    open: Vec<(K, Id, Filter)>,
     refs: HashMap<String, usize>,
     next_id: u64,
 }
@@ -182,11 +189,13 @@ pub struct Listeners<K> {
 impl<K: PartialEq + Clone> Listeners<K> {
     pub fn new(caps: ServerCaps, limits: Limits) -> Listeners<K> {
         Listeners {
-            caps,
-            limits,
             open: Vec::new(),
-            refs: HashMap::new(),
-            next_id: 0,
+            core: Core {
+                caps,
+                limits,
+                refs: HashMap::new(),
+                next_id: 0,
+            },
         }
     }
 
@@ -200,7 +209,7 @@ impl<K: PartialEq + Clone> Listeners<K> {
 
     /// URIs subscribed at the server.
     pub fn subscribed(&self) -> usize {
-        self.refs.len()
+        self.core.refs.len()
     }
 
     pub fn open(
@@ -213,7 +222,93 @@ impl<K: PartialEq + Clone> Listeners<K> {
         if self.open.iter().any(|(o, i, _)| o == owner && i == listen) {
             return Err(Refused::Duplicate);
         }
-        if self.open.len() >= self.limits.max_listeners {
+        let (opened, honored) = self.core.admit(asked, listen, self.open.len())?;
+        self.open.push((owner.clone(), listen.clone(), honored));
+        Ok(opened)
+    }
+
+    /// The listen ended (cancelled, its stream closed). The relay's
+    /// `resources/unsubscribe` requests for the server.
+    pub fn close(&mut self, owner: &K, listen: &Id) -> Vec<Vec<u8>> {
+        let Some(i) = self
+            .open
+            .iter()
+            .position(|(o, l, _)| o == owner && l == listen)
+        else {
+            return Vec::new();
+        };
+        let (_, _, f) = self.open.swap_remove(i);
+        self.core.release(&f)
+    }
+
+    /// Every listen of `owner` ended (its session did).
+    pub fn drop_owner(&mut self, owner: &K) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(i) = self.open.iter().position(|(o, _, _)| o == owner) {
+            let (_, _, f) = self.open.swap_remove(i);
+            out.extend(self.core.release(&f));
+        }
+        out
+    }
+
+    /// The server is gone: every listen ends gracefully (its result is an
+    /// empty complete result), nothing is left subscribed.
+    pub fn end_all(&mut self) -> Vec<(K, Id, Vec<u8>)> {
+        self.core.refs.clear();
+        self.open
+            .drain(..)
+            .map(|(o, l, _)| {
+                let line = json!({"jsonrpc": "2.0", "id": id_value(&l), "result": {"resultType": "complete", "_meta": {}}});
+                (o, l, line.to_string().into_bytes())
+            })
+            .collect()
+    }
+
+    /// A notification from the server: one stamped copy per listen that
+    /// asked for it. Empty when nobody did (or it is not a listen event).
+    pub fn on_server_notification(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Vec<(K, Id, Vec<u8>)> {
+        let uri = params.and_then(|p| p.get("uri")).and_then(Value::as_str);
+        let wants = |f: &Filter| match method {
+            "notifications/tools/list_changed" => f.tools,
+            "notifications/prompts/list_changed" => f.prompts,
+            "notifications/resources/list_changed" => f.resources,
+            "notifications/resources/updated" => uri.is_some_and(|u| f.uris.contains(u)),
+            _ => false,
+        };
+        self.open
+            .iter()
+            .filter(|(_, _, f)| wants(f))
+            .map(|(o, l, _)| {
+                (
+                    o.clone(),
+                    l.clone(),
+                    stamped_notification(method, params, l),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether a response answers one of the relay's own requests (it is
+    /// dropped, never delivered).
+    pub fn is_own(id: &Id) -> bool {
+        matches!(id, Id::Str(s) if s.starts_with(OWN_ID_PREFIX))
+    }
+}
+
+impl Core {
+    /// A listen's filter admitted, or refused: what the server can honor,
+    /// the ack for the client and the server's new subscriptions.
+    fn admit(
+        &mut self,
+        asked: Filter,
+        listen: &Id,
+        open: usize,
+    ) -> Result<(Opened, Filter), Refused> {
+        if open >= self.limits.max_listeners {
             return Err(Refused::TooManyListeners);
         }
         // What the server can honor.
@@ -250,92 +345,13 @@ impl<K: PartialEq + Clone> Listeners<K> {
             "method": "notifications/subscriptions/acknowledged",
             "params": {"notifications": honored.to_value(), "_meta": {META_SUBSCRIPTION_ID: id_value(listen)}},
         });
-        self.open.push((owner.clone(), listen.clone(), honored));
-        Ok(Opened {
-            ack: ack.to_string().into_bytes(),
-            to_server,
-        })
-    }
-
-    /// The listen ended (cancelled, its stream closed). The relay's
-    /// `resources/unsubscribe` requests for the server.
-    pub fn close(&mut self, owner: &K, listen: &Id) -> Vec<Vec<u8>> {
-        let Some(i) = self
-            .open
-            .iter()
-            .position(|(o, l, _)| o == owner && l == listen)
-        else {
-            return Vec::new();
-        };
-        let (_, _, f) = self.open.swap_remove(i);
-        self.release(&f)
-    }
-
-    /// Every listen of `owner` ended (its session did).
-    pub fn drop_owner(&mut self, owner: &K) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        while let Some(i) = self.open.iter().position(|(o, _, _)| o == owner) {
-            let (_, _, f) = self.open.swap_remove(i);
-            out.extend(self.release(&f));
-        }
-        out
-    }
-
-    /// The server is gone: every listen ends gracefully (its result is an
-    /// empty complete result), nothing is left subscribed.
-    pub fn end_all(&mut self) -> Vec<(K, Id, Vec<u8>)> {
-        self.refs.clear();
-        self.open
-            .drain(..)
-            .map(|(o, l, _)| {
-                let line = json!({"jsonrpc": "2.0", "id": id_value(&l), "result": {"resultType": "complete", "_meta": {}}});
-                (o, l, line.to_string().into_bytes())
-            })
-            .collect()
-    }
-
-    /// A notification from the server: one stamped copy per listen that
-    /// asked for it. Empty when nobody did (or it is not a listen event).
-    pub fn on_server_notification(
-        &self,
-        method: &str,
-        params: Option<&Value>,
-    ) -> Vec<(K, Id, Vec<u8>)> {
-        let uri = params.and_then(|p| p.get("uri")).and_then(Value::as_str);
-        let wants = |f: &Filter| match method {
-            "notifications/tools/list_changed" => f.tools,
-            "notifications/prompts/list_changed" => f.prompts,
-            "notifications/resources/list_changed" => f.resources,
-            "notifications/resources/updated" => uri.is_some_and(|u| f.uris.contains(u)),
-            _ => false,
-        };
-        self.open
-            .iter()
-            .filter(|(_, _, f)| wants(f))
-            .map(|(o, l, _)| {
-                let mut p = params
-                    .filter(|p| p.is_object())
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
-                if let Some(obj) = p.as_object_mut() {
-                    let meta = obj.entry("_meta").or_insert_with(|| json!({}));
-                    if !meta.is_object() {
-                        *meta = json!({});
-                    }
-                    if let Some(m) = meta.as_object_mut() {
-                        m.insert(META_SUBSCRIPTION_ID.into(), id_value(l));
-                    }
-                }
-                let line = json!({"jsonrpc": "2.0", "method": method, "params": p});
-                (o.clone(), l.clone(), line.to_string().into_bytes())
-            })
-            .collect()
-    }
-
-    /// Whether a response answers one of the relay's own requests (it is
-    /// dropped, never delivered).
-    pub fn is_own(id: &Id) -> bool {
-        matches!(id, Id::Str(s) if s.starts_with(OWN_ID_PREFIX))
+        Ok((
+            Opened {
+                ack: ack.to_string().into_bytes(),
+                to_server,
+            },
+            honored,
+        ))
     }
 
     fn release(&mut self, f: &Filter) -> Vec<Vec<u8>> {
@@ -403,6 +419,27 @@ impl LegacySubscriptions {
         }
         .to_value()
     }
+}
+
+/// One listen's copy of a server notification: its params with the listen's
+/// id in `_meta`. Not generic over the listeners' owner type, so one copy
+/// serves both fronts.
+fn stamped_notification(method: &str, params: Option<&Value>, listen: &Id) -> Vec<u8> {
+    let mut p = params
+        .filter(|p| p.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(obj) = p.as_object_mut() {
+        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        if let Some(m) = meta.as_object_mut() {
+            m.insert(META_SUBSCRIPTION_ID.into(), id_value(listen));
+        }
+    }
+    let line = json!({"jsonrpc": "2.0", "method": method, "params": p});
+    line.to_string().into_bytes()
 }
 
 fn id_value(id: &Id) -> Value {
