@@ -11,7 +11,7 @@ impl Reverse {
     /// queued for the end of the turn, where the loop ends it.
     pub(super) fn deliver(&mut self, skey: SKey, reply_to: ReplyTo, id: &Id, msg: Vec<u8>) {
         // An answer is activity: the session's idle clock starts over.
-        if let Some(s) = self.sessions.get_mut(&skey) {
+        if let Some(s) = self.sessions.get_mut_inline(&skey) {
             s.last_active = self.now;
         }
         self.deliver_to(skey, reply_to, id, msg);

@@ -180,7 +180,7 @@ impl Reverse {
             Some(k)
                 if self
                     .sessions
-                    .get(&k)
+                    .get_inline(&k)
                     .is_some_and(|s| s.token == token && !s.legacy && up_of(k) == u) =>
             {
                 Some(k)
@@ -464,7 +464,7 @@ impl Reverse {
         env: &Envelope,
         ka: bool,
     ) {
-        if let Some(s) = self.sessions.get_mut(&skey) {
+        if let Some(s) = self.sessions.get_mut_inline(&skey) {
             s.last_active = self.now;
         }
         match env.kind() {

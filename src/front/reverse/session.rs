@@ -430,7 +430,7 @@ impl Reverse {
 
     /// Registers a request in flight. False if its id is already in flight.
     pub(super) fn track(&mut self, skey: SKey, id: Id, env: &Envelope, reply_to: ReplyTo) -> bool {
-        let Some(s) = self.sessions.get_mut(&skey) else {
+        let Some(s) = self.sessions.get_mut_inline(&skey) else {
             return false;
         };
         let progress = env.progress_token();
@@ -461,7 +461,7 @@ impl Reverse {
         let now = self.now;
         let Some(req) = self
             .sessions
-            .get_mut(&skey)
+            .get_mut_inline(&skey)
             .and_then(|s| s.inflight.get_mut(id))
         else {
             return;
@@ -475,7 +475,7 @@ impl Reverse {
             let t = self.timers.insert(d, TimerKind::Response(skey, id.clone()));
             if let Some(req) = self
                 .sessions
-                .get_mut(&skey)
+                .get_mut_inline(&skey)
                 .and_then(|s| s.inflight.get_mut(id))
             {
                 req.timer = Some(t);
@@ -486,7 +486,7 @@ impl Reverse {
     /// Takes a request out of its session's table (its one answer is now
     /// the caller's to send) and stops its timer.
     pub(super) fn untrack(&mut self, skey: SKey, id: &Id) -> Option<Req> {
-        let req = self.sessions.get_mut(&skey)?.inflight.finish(id)?;
+        let req = self.sessions.get_mut_inline(&skey)?.inflight.finish(id)?;
         if let Some(t) = req.timer {
             self.timers.cancel(t);
         }
@@ -535,7 +535,10 @@ impl Reverse {
     ) -> Sent {
         if let Some(e) = edit {
             let via_mux = !self.ups[up_of(skey)].is_http()
-                && self.sessions.get(&skey).is_some_and(|s| s.stamp.is_none())
+                && self
+                    .sessions
+                    .get_inline(&skey)
+                    .is_some_and(|s| s.stamp.is_none())
                 && self
                     .sessions
                     .get(&skey)
@@ -573,7 +576,7 @@ impl Reverse {
         // A 2026-07-28 request bridged to a handshake-era shared process
         // (`era.rs`): the mux makes its reply modern in its id splice
         // (not a `tools/list`, whose reply the tool filter reads first).
-        let (conn, bridged) = self.sessions.get(&skey).map_or((None, false), |s| {
+        let (conn, bridged) = self.sessions.get_inline(&skey).map_or((None, false), |s| {
             (
                 s.binding.conn(),
                 matches!(s.era, era::SessionEra::Bridged(_)),

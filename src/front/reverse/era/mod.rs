@@ -425,7 +425,7 @@ impl Reverse {
     /// A reply on its way to the client: a bridged session's result is made
     /// modern (`resultType`, cache hints).
     pub(super) fn era_reply(&self, skey: SKey, msg: Vec<u8>) -> Vec<u8> {
-        match self.sessions.get(&skey).map(|s| &s.era) {
+        match self.sessions.get_inline(&skey).map(|s| &s.era) {
             Some(SessionEra::Bridged(_)) => stamp::modern_response(&msg).unwrap_or(msg),
             _ => msg,
         }

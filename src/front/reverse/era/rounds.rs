@@ -276,7 +276,7 @@ impl Reverse {
 
     /// Whether a stateless session must stay open for its client's retry.
     pub(in crate::front::reverse) fn era_waiting_input(&self, skey: SKey) -> bool {
-        matches!(self.sessions.get(&skey).map(|s| &s.era), Some(SessionEra::Bridged(b)) if b.waiting())
+        matches!(self.sessions.get_inline(&skey).map(|s| &s.era), Some(SessionEra::Bridged(b)) if b.waiting())
     }
 
     /// A request from the server for session `skey` (its own process's in

@@ -129,7 +129,7 @@ impl Reverse {
             return self.http_stamper_input(skey);
         }
         self.sessions
-            .get_mut(&skey)?
+            .get_mut_inline(&skey)?
             .stamp_input
             .as_mut()?
             .core
