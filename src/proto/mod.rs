@@ -4,5 +4,6 @@ pub mod errors;
 pub mod framing;
 pub mod http1;
 pub mod jsonrpc;
+pub mod object;
 pub mod split;
 pub mod sse;

@@ -451,7 +451,10 @@ impl Forward {
                 &id,
                 RelayError::MessageTooLarge,
                 "The server's reply exceeds the relay's maximum message size",
-                json!({"size": o.len, "limit": self.cfg.max_message_size}),
+                crate::proto::object::object([
+                    ("size", serde_json::Value::from(o.len)),
+                    ("limit", serde_json::Value::from(self.cfg.max_message_size)),
+                ]),
             );
         }
     }
@@ -598,7 +601,13 @@ impl Forward {
                 &id,
                 RelayError::UpstreamClosed,
                 &format!("The server closed the connection ({what})"),
-                json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
+                crate::proto::object::object([
+                    ("status", serde_json::Value::from(what.as_str())),
+                    (
+                        "exit_code",
+                        serde_json::Value::from(status.and_then(|s| s.code())),
+                    ),
+                ]),
             );
         }
         if self.closing {

@@ -200,7 +200,10 @@ impl Forward {
                 Some(&id),
                 RelayError::MessageTooLarge,
                 "Request exceeds the relay's maximum message size",
-                json!({"size": o.len, "limit": self.cfg.max_message_size}),
+                crate::proto::object::object([
+                    ("size", serde_json::Value::from(o.len)),
+                    ("limit", serde_json::Value::from(self.cfg.max_message_size)),
+                ]),
             );
         }
     }

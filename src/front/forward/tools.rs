@@ -90,7 +90,9 @@ impl Forward {
         }
         if let Some(id) = request {
             let data = match &denied.tool {
-                Some(t) => json!({ "tool": t }),
+                Some(t) => {
+                    crate::proto::object::object([("tool", serde_json::Value::from(t.as_str()))])
+                }
                 None => json!({}),
             };
             self.fail_request(id, RelayError::ToolDenied, &denied.message(), data);

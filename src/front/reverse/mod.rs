@@ -840,7 +840,10 @@ fn error_body(id: Option<&Id>, err: RelayError, message: &str, upstream: &str) -
         id,
         err.code(),
         message,
-        json!({"kind": err.kind(), "upstream": upstream}),
+        crate::proto::object::object([
+            ("kind", serde_json::Value::from(err.kind())),
+            ("upstream", serde_json::Value::from(upstream)),
+        ]),
     )
 }
 

@@ -322,7 +322,13 @@ impl Reverse {
                 &id,
                 RelayError::MessageTooLarge,
                 "The server's reply exceeds the relay's maximum message size",
-                json!({"size": size, "limit": self.ups[conn.up].cfg.max_message_size}),
+                crate::proto::object::object([
+                    ("size", serde_json::Value::from(size)),
+                    (
+                        "limit",
+                        serde_json::Value::from(self.ups[conn.up].cfg.max_message_size),
+                    ),
+                ]),
             );
         }
     }
@@ -525,7 +531,13 @@ impl Reverse {
                     &id,
                     RelayError::UpstreamClosed,
                     &format!("The server closed the connection ({what})"),
-                    json!({"status": what, "exit_code": status.and_then(|s| s.code())}),
+                    crate::proto::object::object([
+                        ("status", serde_json::Value::from(what.as_str())),
+                        (
+                            "exit_code",
+                            serde_json::Value::from(status.and_then(|s| s.code())),
+                        ),
+                    ]),
                 );
             }
             // The session's state died with the process: its next request

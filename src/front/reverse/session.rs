@@ -338,7 +338,15 @@ impl Reverse {
                     s.version = version;
                 }
                 self.era_session_bound(skey, conn, &line);
-                let reply = json!({"jsonrpc": "2.0", "id": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or(serde_json::Value::Null), "result": result});
+                let reply = crate::proto::object::object([
+                    ("jsonrpc", serde_json::Value::from("2.0")),
+                    (
+                        "id",
+                        serde_json::from_str::<serde_json::Value>(&id.to_json())
+                            .unwrap_or(serde_json::Value::Null),
+                    ),
+                    ("result", result),
+                ]);
                 let bytes = serde_json::to_vec(&reply).unwrap_or_default();
                 self.metrics.request_done("ok", 0.0);
                 self.deliver(skey, reply_to, &id, bytes);
@@ -624,7 +632,10 @@ impl Reverse {
                     id,
                     RelayError::UpstreamBusy,
                     "The server is not reading its input (its queue is full); retry later",
-                    json!({"limit": PROC_QUEUE_MAX}),
+                    crate::proto::object::object([(
+                        "limit",
+                        serde_json::Value::from(PROC_QUEUE_MAX),
+                    )]),
                 );
             }
             return Sent::Busy;

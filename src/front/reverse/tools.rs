@@ -49,7 +49,9 @@ impl Reverse {
         }
         if let Some(id) = request {
             let data = match &denied.tool {
-                Some(t) => json!({ "tool": t }),
+                Some(t) => {
+                    crate::proto::object::object([("tool", serde_json::Value::from(t.as_str()))])
+                }
                 None => json!({}),
             };
             self.fail_request(skey, id, RelayError::ToolDenied, &denied.message(), data);

@@ -142,7 +142,10 @@ pub fn unsupported(requested: &str) -> Refusal {
     Refusal {
         code: UNSUPPORTED_PROTOCOL_VERSION,
         message: "Unsupported protocol version",
-        data: serde_json::json!({"supported": MODERN_VERSIONS, "requested": requested}),
+        data: crate::proto::object::object([
+            ("supported", serde_json::Value::from(MODERN_VERSIONS)),
+            ("requested", serde_json::Value::from(requested)),
+        ]),
     }
 }
 

@@ -72,7 +72,12 @@ pub fn initialize_from_discover(
                 && i.get("version").is_some_and(Value::is_string)
         })
         .cloned()
-        .unwrap_or_else(|| json!({"name": fallback_name, "version": "unknown"}));
+        .unwrap_or_else(|| {
+            crate::proto::object::object([
+                ("name", serde_json::Value::from(fallback_name)),
+                ("version", serde_json::Value::from("unknown")),
+            ])
+        });
     let mut out = Map::new();
     out.insert("protocolVersion".into(), json!(version));
     out.insert("capabilities".into(), Value::Object(caps.clone()));
@@ -90,7 +95,15 @@ pub fn initialize_request(id: &str, client_info: Option<&Value>, capabilities: &
     let info = client_info
         .filter(|i| i.is_object())
         .cloned()
-        .unwrap_or_else(|| json!({"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")}));
+        .unwrap_or_else(|| {
+            crate::proto::object::object([
+                ("name", serde_json::Value::from("mcp-relay")),
+                (
+                    "version",
+                    serde_json::Value::from(env!("CARGO_PKG_VERSION")),
+                ),
+            ])
+        });
     let caps = if capabilities.is_object() {
         capabilities.clone()
     } else {

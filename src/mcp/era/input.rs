@@ -282,7 +282,11 @@ impl<K: PartialEq + Clone> Bridge<K> {
         e.asked
             .retain(|(key, sid)| match responses.and_then(|r| r.get(key)) {
                 Some(result) => {
-                    let line = json!({"jsonrpc": "2.0", "id": id_value(sid), "result": result});
+                    let line = crate::proto::object::object([
+                        ("jsonrpc", serde_json::Value::from("2.0")),
+                        ("id", id_value(sid)),
+                        ("result", result.clone()),
+                    ]);
                     out.to_server.push(line.to_string().into_bytes());
                     false
                 }
@@ -404,7 +408,11 @@ impl<K: PartialEq + Clone> Bridge<K> {
             "inputRequests": requests,
             "requestState": token,
         });
-        let line = json!({"jsonrpc": "2.0", "id": id_value(&leg), "result": result});
+        let line = crate::proto::object::object([
+            ("jsonrpc", serde_json::Value::from("2.0")),
+            ("id", id_value(&leg)),
+            ("result", result),
+        ]);
         out.to_client.push((leg, line.to_string().into_bytes()));
         e.deadline = now + timeout;
     }

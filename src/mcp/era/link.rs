@@ -508,7 +508,10 @@ impl Link {
                     Some(id),
                     crate::proto::errors::RelayError::UpstreamBusy.code(),
                     "The relay is finding out the server's protocol era; too many messages wait",
-                    serde_json::json!({"kind": "upstream_busy"}),
+                    crate::proto::object::object([(
+                        "kind",
+                        serde_json::Value::from("upstream_busy"),
+                    )]),
                 )),
                 None => FromClient::Drop,
             };

@@ -59,7 +59,12 @@ impl StampContext {
                 .get("clientInfo")
                 .filter(|v| v.is_object())
                 .cloned()
-                .unwrap_or_else(|| json!({"name": "unknown", "version": "0"})),
+                .unwrap_or_else(|| {
+                    crate::proto::object::object([
+                        ("name", serde_json::Value::from("unknown")),
+                        ("version", serde_json::Value::from("0")),
+                    ])
+                }),
             capabilities: params
                 .get("capabilities")
                 .filter(|v| v.is_object())

@@ -266,7 +266,12 @@ impl Stamper {
                     .unwrap_or("the server did not answer server/discover as a 2026-07-28 server");
                 out.answer = Some((
                     init.clone(),
-                    jsonrpc::error_response(Some(&init), code, msg, json!({"kind": "era"})),
+                    jsonrpc::error_response(
+                        Some(&init),
+                        code,
+                        msg,
+                        crate::proto::object::object([("kind", serde_json::Value::from("era"))]),
+                    ),
                 ));
                 self.set(StamperState::Failed);
             }
@@ -423,7 +428,10 @@ impl Stamper {
                     Some(id),
                     RelayError::UpstreamBusy.code(),
                     "The relay is asking the server for server/discover; too many messages wait",
-                    json!({"kind": "upstream_busy"}),
+                    crate::proto::object::object([(
+                        "kind",
+                        serde_json::Value::from("upstream_busy"),
+                    )]),
                 )),
                 None => Stamped::Drop,
             };

@@ -417,7 +417,12 @@ fn retry_line(request: &Value, answers: &[(String, Value)], state: Option<&Value
 }
 
 fn error_line(id: &Id, code: i64, message: &str) -> Vec<u8> {
-    jsonrpc::error_response(Some(id), code, message, json!({"kind": "era"}))
+    jsonrpc::error_response(
+        Some(id),
+        code,
+        message,
+        crate::proto::object::object([("kind", serde_json::Value::from("era"))]),
+    )
 }
 
 fn refusal(id: &Id, code: i64, message: &str) -> Out {

@@ -550,7 +550,7 @@ impl Mux {
                 &p.id_text,
                 err.code(),
                 message,
-                json!({"kind": err.kind()}),
+                crate::proto::object::object([("kind", serde_json::Value::from(err.kind()))]),
             ),
             id: p.id,
             modern: false,
@@ -730,7 +730,10 @@ impl Mux {
                         Some(&id),
                         UNROUTABLE_CODE,
                         &message,
-                        json!({"kind": UNROUTABLE_KIND, "sessions": busy}),
+                        crate::proto::object::object([
+                            ("kind", serde_json::Value::from(UNROUTABLE_KIND)),
+                            ("sessions", serde_json::Value::from(busy)),
+                        ]),
                     ),
                 }
             }
@@ -799,7 +802,10 @@ impl Mux {
                 Some(&id),
                 SESSION_ENDED_CODE,
                 "mcp-relay: the client session ended before answering",
-                json!({"kind": SESSION_ENDED_KIND}),
+                crate::proto::object::object([(
+                    "kind",
+                    serde_json::Value::from(SESSION_ENDED_KIND),
+                )]),
             ));
         }
         out
@@ -877,7 +883,12 @@ impl Mux {
 }
 
 fn relay_error(id: Option<&Id>, err: RelayError, message: &str) -> Vec<u8> {
-    jsonrpc::error_response(id, err.code(), message, json!({"kind": err.kind()}))
+    jsonrpc::error_response(
+        id,
+        err.code(),
+        message,
+        crate::proto::object::object([("kind", serde_json::Value::from(err.kind()))]),
+    )
 }
 
 #[cfg(test)]

@@ -544,7 +544,10 @@ impl Forward {
                             id,
                             RelayError::UpstreamStatus,
                             "The upstream ended the session (404)",
-                            json!({"status": 404}),
+                            crate::proto::object::object([(
+                                "status",
+                                serde_json::Value::from(404),
+                            )]),
                         );
                     }
                     self.forget(ex);
@@ -556,7 +559,7 @@ impl Forward {
                         id,
                         RelayError::UpstreamStatus,
                         &format!("The upstream answered HTTP {status}"),
-                        json!({"status": status}),
+                        crate::proto::object::object([("status", serde_json::Value::from(status))]),
                     );
                 }
             }
@@ -627,7 +630,7 @@ impl Forward {
                         id,
                         RelayError::UpstreamStatus,
                         &format!("The upstream answered HTTP {status}"),
-                        json!({"status": status}),
+                        crate::proto::object::object([("status", serde_json::Value::from(status))]),
                     );
                 }
             }

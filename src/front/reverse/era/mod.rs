@@ -437,7 +437,10 @@ impl Reverse {
             Some(id),
             UNSUPPORTED_PROTOCOL_VERSION,
             "The server supports no protocol revision the relay speaks",
-            json!({"supported": supported, "requested": MODERN_VERSION}),
+            crate::proto::object::object([
+                ("supported", serde_json::Value::from(supported)),
+                ("requested", serde_json::Value::from(MODERN_VERSION)),
+            ]),
         );
         self.answer_bytes(skey, id, b);
     }

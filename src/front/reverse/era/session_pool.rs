@@ -96,10 +96,12 @@ impl Reverse {
                 self.ups[u].cfg.name,
                 v.get("error").cloned().unwrap_or_default()
             );
-            let error = v
-                .get("error")
-                .cloned()
-                .unwrap_or_else(|| json!({"code": -32603, "message": "initialize failed"}));
+            let error = v.get("error").cloned().unwrap_or_else(|| {
+                crate::proto::object::object([
+                    ("code", serde_json::Value::from(-32603)),
+                    ("message", serde_json::Value::from("initialize failed")),
+                ])
+            });
             let b = jsonrpc::error_response(
                 Some(&held.id),
                 error.get("code").and_then(|c| c.as_i64()).unwrap_or(-32603),

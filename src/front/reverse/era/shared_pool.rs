@@ -147,7 +147,9 @@ impl Reverse {
                 *era = to;
             } else {
                 debug_assert!(false, "shared era {era:?} → {to:?}");
-                crate::log_error!("process {conn}: illegal era transition {era:?} → {to:?} refused");
+                crate::log_error!(
+                    "process {conn}: illegal era transition {era:?} → {to:?} refused"
+                );
             }
         }
     }

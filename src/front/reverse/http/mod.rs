@@ -650,7 +650,7 @@ impl Reverse {
                         Some(id),
                         RelayError::UpstreamStatus.code(),
                         &format!("The upstream answered server/discover with HTTP {status}"),
-                        json!({"status": status}),
+                        crate::proto::object::object([("status", serde_json::Value::from(status))]),
                     );
                     self.http_discovered(skey, &line);
                     return;
@@ -670,7 +670,7 @@ impl Reverse {
                         id,
                         RelayError::UpstreamStatus,
                         &format!("The upstream answered HTTP {status}"),
-                        json!({"status": status}),
+                        crate::proto::object::object([("status", serde_json::Value::from(status))]),
                     );
                 }
                 if initialize {
@@ -755,7 +755,7 @@ impl Reverse {
                         up,
                         RelayError::UpstreamStatus,
                         &format!("The upstream answered HTTP {status}"),
-                        json!({"status": status}),
+                        crate::proto::object::object([("status", serde_json::Value::from(status))]),
                     );
                 }
             }
