@@ -370,11 +370,20 @@ impl Forward {
             &id,
             RelayError::ResponseTimeout,
             &format!("No reply from the server within {elapsed:?}"),
-            json!({
-                "elapsed_ms": elapsed.as_millis() as u64,
-                "response_timeout_ms": self.cfg.response_timeout.as_millis() as u64,
-                "max_request_time_ms": self.cfg.max_request_time.as_millis() as u64,
-            }),
+            crate::proto::object::object([
+                (
+                    "elapsed_ms",
+                    serde_json::Value::from(elapsed.as_millis() as u64),
+                ),
+                (
+                    "response_timeout_ms",
+                    serde_json::Value::from(self.cfg.response_timeout.as_millis() as u64),
+                ),
+                (
+                    "max_request_time_ms",
+                    serde_json::Value::from(self.cfg.max_request_time.as_millis() as u64),
+                ),
+            ]),
         );
         // A retry of a bridged call: the call is cancelled at the server
         // under its own id (docs/eras.md).

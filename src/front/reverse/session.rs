@@ -727,11 +727,24 @@ impl Reverse {
             &id,
             RelayError::ResponseTimeout,
             &format!("No reply from the server within {elapsed:?}"),
-            json!({
-                "elapsed_ms": elapsed.as_millis() as u64,
-                "response_timeout_ms": self.ups[up_of(skey)].cfg.response_timeout.as_millis() as u64,
-                "max_request_time_ms": self.ups[up_of(skey)].cfg.max_request_time.as_millis() as u64,
-            }),
+            crate::proto::object::object([
+                (
+                    "elapsed_ms",
+                    serde_json::Value::from(elapsed.as_millis() as u64),
+                ),
+                (
+                    "response_timeout_ms",
+                    serde_json::Value::from(
+                        self.ups[up_of(skey)].cfg.response_timeout.as_millis() as u64
+                    ),
+                ),
+                (
+                    "max_request_time_ms",
+                    serde_json::Value::from(
+                        self.ups[up_of(skey)].cfg.max_request_time.as_millis() as u64
+                    ),
+                ),
+            ]),
         );
         // A leg of a call waiting for input: the call is given up.
         self.era_leg_gone(skey, &id);

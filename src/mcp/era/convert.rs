@@ -41,9 +41,9 @@ pub fn discover_from_initialize(init: &Value) -> Option<Value> {
     if let Some(i) = init.get("instructions").filter(|v| v.is_string()) {
         out.insert("instructions".into(), i.clone());
     }
-    out.insert("ttlMs".into(), json!(0));
-    out.insert("cacheScope".into(), json!("private"));
-    out.insert("resultType".into(), json!("complete"));
+    out.insert("ttlMs".into(), Value::from(0));
+    out.insert("cacheScope".into(), Value::from("private"));
+    out.insert("resultType".into(), Value::from("complete"));
     if let Some(info) = init.get("serverInfo").filter(|v| v.is_object()) {
         out.insert("_meta".into(), json!({ META_SERVER_INFO: info }));
     }
@@ -79,7 +79,7 @@ pub fn initialize_from_discover(
             ])
         });
     let mut out = Map::new();
-    out.insert("protocolVersion".into(), json!(version));
+    out.insert("protocolVersion".into(), Value::from(version));
     out.insert("capabilities".into(), Value::Object(caps.clone()));
     out.insert("serverInfo".into(), info);
     if let Some(i) = discover.get("instructions").filter(|v| v.is_string()) {
@@ -109,28 +109,47 @@ pub fn initialize_request(id: &str, client_info: Option<&Value>, capabilities: &
     } else {
         json!({})
     };
-    let msg = json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": "initialize",
-        "params": {"protocolVersion": LATEST_HANDSHAKE, "capabilities": caps, "clientInfo": info},
-    });
+    let msg = crate::proto::object::object([
+        ("jsonrpc", Value::from("2.0")),
+        ("id", Value::from(id)),
+        ("method", Value::from("initialize")),
+        (
+            "params",
+            crate::proto::object::object([
+                ("protocolVersion", Value::from(LATEST_HANDSHAKE)),
+                ("capabilities", caps),
+                ("clientInfo", info),
+            ]),
+        ),
+    ]);
     msg.to_string().into_bytes()
 }
 
 /// The relay's probe: `server/discover` at the modern revision, carrying
 /// the relay's own envelope (as its own client).
 pub fn discover_request(id: &str) -> Vec<u8> {
-    let msg = json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": "server/discover",
-        "params": {"_meta": {
-            META_PROTOCOL_VERSION: MODERN_VERSION,
-            META_CLIENT_INFO: {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
-            META_CLIENT_CAPABILITIES: {},
-        }},
-    });
+    let msg = crate::proto::object::object([
+        ("jsonrpc", Value::from("2.0")),
+        ("id", Value::from(id)),
+        ("method", Value::from("server/discover")),
+        (
+            "params",
+            crate::proto::object::object([(
+                "_meta",
+                crate::proto::object::object([
+                    (META_PROTOCOL_VERSION, Value::from(MODERN_VERSION)),
+                    (
+                        META_CLIENT_INFO,
+                        crate::proto::object::object([
+                            ("name", Value::from("mcp-relay")),
+                            ("version", Value::from(env!("CARGO_PKG_VERSION"))),
+                        ]),
+                    ),
+                    (META_CLIENT_CAPABILITIES, Value::Object(Map::new())),
+                ]),
+            )]),
+        ),
+    ]);
     msg.to_string().into_bytes()
 }
 

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::proto::jsonrpc::{self, Id};
 
@@ -247,7 +247,7 @@ impl<K: PartialEq + Clone> Bridge<K> {
         e.next_key += 1;
         let key = format!("r{}", e.next_key);
         let mut req = Map::new();
-        req.insert("method".into(), json!(method));
+        req.insert("method".into(), Value::from(method));
         if let Some(p) = params {
             req.insert("params".into(), p.clone());
         }
@@ -403,11 +403,11 @@ impl<K: PartialEq + Clone> Bridge<K> {
             requests.insert(key.clone(), req);
             e.asked.push((key, sid));
         }
-        let result = json!({
-            "resultType": "input_required",
-            "inputRequests": requests,
-            "requestState": token,
-        });
+        let result = crate::proto::object::object([
+            ("resultType", Value::from("input_required")),
+            ("inputRequests", Value::from(requests)),
+            ("requestState", Value::from(token)),
+        ]);
         let line = crate::proto::object::object([
             ("jsonrpc", serde_json::Value::from("2.0")),
             ("id", id_value(&leg)),

@@ -1,6 +1,7 @@
 //! Fake-clock tests of the `InputRequiredResult` bridge.
 
 use super::*;
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 

@@ -103,7 +103,7 @@ impl Filter {
             ("resourcesListChanged", self.resources),
         ] {
             if on {
-                o.insert(k.into(), json!(true));
+                o.insert(k.into(), Value::Bool(true));
             }
         }
         if !self.uris.is_empty() {
@@ -340,11 +340,23 @@ impl Core {
                 to_server.push(self.own_request("resources/subscribe", u));
             }
         }
-        let ack = json!({
-            "jsonrpc": "2.0",
-            "method": "notifications/subscriptions/acknowledged",
-            "params": {"notifications": honored.to_value(), "_meta": {META_SUBSCRIPTION_ID: id_value(listen)}},
-        });
+        let ack = crate::proto::object::object([
+            ("jsonrpc", Value::from("2.0")),
+            (
+                "method",
+                Value::from("notifications/subscriptions/acknowledged"),
+            ),
+            (
+                "params",
+                crate::proto::object::object([
+                    ("notifications", honored.to_value()),
+                    (
+                        "_meta",
+                        crate::proto::object::object([(META_SUBSCRIPTION_ID, id_value(listen))]),
+                    ),
+                ]),
+            ),
+        ]);
         Ok((
             Opened {
                 ack: ack.to_string().into_bytes(),

@@ -112,13 +112,14 @@ pub fn stamp_modern(line: &[u8], ctx: &StampContext) -> Result<(Vec<u8>, Headers
         .or_insert_with(|| Value::Object(Map::new()));
     let meta = meta.as_object_mut().ok_or(StampError::MetaNotAnObject)?;
     meta.entry(META_PROTOCOL_VERSION)
-        .or_insert_with(|| json!(MODERN_VERSION));
+        .or_insert_with(|| Value::from(MODERN_VERSION));
     meta.entry(META_CLIENT_INFO)
         .or_insert_with(|| ctx.client_info.clone());
     meta.entry(META_CLIENT_CAPABILITIES)
         .or_insert_with(|| ctx.capabilities.clone());
     if let Some(l) = &ctx.log_level {
-        meta.entry(META_LOG_LEVEL).or_insert_with(|| json!(l));
+        meta.entry(META_LOG_LEVEL)
+            .or_insert_with(|| Value::from(l.as_str()));
     }
     let version = meta
         .get(META_PROTOCOL_VERSION)
@@ -314,7 +315,8 @@ fn meta_without_reserved_parsed(meta: &str) -> Option<String> {
 /// complete, the relay states it for strict ones).
 pub fn mark_complete(result: &mut Value) {
     if let Some(o) = result.as_object_mut() {
-        o.entry("resultType").or_insert_with(|| json!("complete"));
+        o.entry("resultType")
+            .or_insert_with(|| Value::from("complete"));
     }
 }
 
@@ -330,9 +332,10 @@ pub fn modernize(result: &mut Value) -> bool {
     if r.contains_key("resultType") {
         return false;
     }
-    r.insert("resultType".into(), json!("complete"));
-    r.entry("ttlMs").or_insert_with(|| json!(0));
-    r.entry("cacheScope").or_insert_with(|| json!("private"));
+    r.insert("resultType".into(), Value::from("complete"));
+    r.entry("ttlMs").or_insert_with(|| Value::from(0));
+    r.entry("cacheScope")
+        .or_insert_with(|| Value::from("private"));
     true
 }
 

@@ -245,10 +245,10 @@ impl StamperInput {
             self.next += 1;
             let ask_text = format!("{ASK_ID_PREFIX}{}", self.next);
             let mut req = Map::new();
-            req.insert("jsonrpc".into(), json!("2.0"));
-            req.insert("id".into(), json!(ask_text));
+            req.insert("jsonrpc".into(), Value::from("2.0"));
+            req.insert("id".into(), Value::from(ask_text.as_str()));
             let ask = Id::Str(ask_text.into());
-            req.insert("method".into(), json!(method));
+            req.insert("method".into(), Value::from(method));
             if let Some(p) = r.get("params") {
                 req.insert("params".into(), p.clone());
             }

@@ -61,8 +61,6 @@ use std::collections::HashMap;
 
 use crate::keyhash::KeyMap;
 
-use serde_json::json;
-
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
 
@@ -779,12 +777,18 @@ impl Mux {
             // A string id, outside the upstream id space: its reply is
             // dropped by `down` as one to no request.
             out.push(
-                json!({
-                    "jsonrpc": "2.0",
-                    "id": format!("mcp-relay-unsubscribe-{n}"),
-                    "method": "resources/unsubscribe",
-                    "params": {"uri": &*uri},
-                })
+                crate::proto::object::object([
+                    ("jsonrpc", serde_json::Value::from("2.0")),
+                    (
+                        "id",
+                        serde_json::Value::from(format!("mcp-relay-unsubscribe-{n}")),
+                    ),
+                    ("method", serde_json::Value::from("resources/unsubscribe")),
+                    (
+                        "params",
+                        crate::proto::object::object([("uri", serde_json::Value::from(&*uri))]),
+                    ),
+                ])
                 .to_string()
                 .into_bytes(),
             );

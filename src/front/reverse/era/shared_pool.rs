@@ -186,16 +186,35 @@ impl Reverse {
     /// roots right after `initialized`, outside any call, when no client
     /// can be asked.
     pub(super) fn shared_initialize(&mut self, conn: PKey) {
-        let init = json!({
-            "jsonrpc": "2.0",
-            "id": RELAY_INIT_ID,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": RELAY_PROTOCOL,
-                "capabilities": {"elicitation": {}, "sampling": {}},
-                "clientInfo": {"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")},
-            },
-        });
+        let empty = || serde_json::Value::Object(serde_json::Map::new());
+        let init = crate::proto::object::object([
+            ("jsonrpc", serde_json::Value::from("2.0")),
+            ("id", serde_json::Value::from(RELAY_INIT_ID)),
+            ("method", serde_json::Value::from("initialize")),
+            (
+                "params",
+                crate::proto::object::object([
+                    ("protocolVersion", serde_json::Value::from(RELAY_PROTOCOL)),
+                    (
+                        "capabilities",
+                        crate::proto::object::object([
+                            ("elicitation", empty()),
+                            ("sampling", empty()),
+                        ]),
+                    ),
+                    (
+                        "clientInfo",
+                        crate::proto::object::object([
+                            ("name", serde_json::Value::from("mcp-relay")),
+                            (
+                                "version",
+                                serde_json::Value::from(env!("CARGO_PKG_VERSION")),
+                            ),
+                        ]),
+                    ),
+                ]),
+            ),
+        ]);
         let bytes = serde_json::to_vec(&init).unwrap_or_default();
         self.write_proc(conn, &bytes);
     }
