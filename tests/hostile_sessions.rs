@@ -121,21 +121,6 @@ impl Session {
     }
 }
 
-/// The value of one exact series of the relay's `/metrics`.
-fn metric(relay: &Relay, series: &str) -> f64 {
-    relay
-        .metrics_text()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 fn rss(relay: &Relay) -> (u64, u64) {
     rss_kib(relay.pid as u32).expect("relay alive")
 }
@@ -219,12 +204,9 @@ fn class7_ghost_waiters_leave_the_queue() {
         before.0,
         after.0
     );
-    let gone = metric(&relay, "mcp_relay_requests_total{outcome=\"client_gone\"}");
+    let gone = relay.metric("mcp_relay_requests_total{outcome=\"client_gone\"}");
     assert!(gone >= GHOSTS as f64, "client_gone counted {gone} times");
-    let waiting = metric(
-        &relay,
-        &format!("mcp_relay_pool_waiting{{upstream=\"{NAME}\"}}"),
-    );
+    let waiting = relay.metric(&format!("mcp_relay_pool_waiting{{upstream=\"{NAME}\"}}"));
     assert_eq!(waiting, 0.0, "nobody should be left waiting");
 }
 
@@ -353,10 +335,8 @@ fn class9_shared_logs_never_reach_another_session() {
             other => panic!("B's stream: {other:?}"),
         }
     }
-    let dropped = metric(
-        &relay,
-        "mcp_relay_messages_dropped_total{reason=\"unattributed_notification\"}",
-    );
+    let dropped =
+        relay.metric("mcp_relay_messages_dropped_total{reason=\"unattributed_notification\"}");
     assert!(
         dropped >= 1.0,
         "the unattributable log was not counted: {dropped}"
@@ -444,10 +424,8 @@ fn class10_foreign_request_ids_never_reach_the_server() {
             );
             let resp = b.post_raw(&note);
             assert_eq!(resp.status(), 202, "{resp:?}");
-            let n = metric(
-                &relay,
-                "mcp_relay_messages_dropped_total{reason=\"cancel_not_in_flight\"}",
-            );
+            let n =
+                relay.metric("mcp_relay_messages_dropped_total{reason=\"cancel_not_in_flight\"}");
             assert!(n >= 1.0, "the foreign cancel was not counted: {n}");
         }
         thread::sleep(Duration::from_millis(300));
@@ -584,15 +562,9 @@ fn class13_nested_and_empty_upstream_batches_are_rejected() {
             "{mode}: {:?}",
             t0.elapsed()
         );
-        let n = metric(
-            &relay,
-            "mcp_relay_messages_dropped_total{reason=\"batch_nested\"}",
-        );
+        let n = relay.metric("mcp_relay_messages_dropped_total{reason=\"batch_nested\"}");
         assert!(n >= 1.0, "{mode}: nested batch not counted");
-        let n = metric(
-            &relay,
-            "mcp_relay_messages_dropped_total{reason=\"batch_empty\"}",
-        );
+        let n = relay.metric("mcp_relay_messages_dropped_total{reason=\"batch_empty\"}");
         assert!(n >= 1.0, "{mode}: empty batch not counted");
     }
     let mut relay = Relay::start(&["--response-timeout", "5s"], &["--nested-batch"]);

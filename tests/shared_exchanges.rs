@@ -61,26 +61,11 @@ fn start(relay_args: &[&str], server_args: &[&str]) -> Relay {
         .start()
 }
 
-/// The value of one exact series of the relay's `/metrics`.
-fn metric(relay: &Relay, series: &str) -> f64 {
-    relay
-        .metrics_text()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 /// Polls `/metrics` until `series` reads `want` (bounded: 3 s).
 fn wait_metric(relay: &Relay, series: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let got = metric(relay, series);
+        let got = relay.metric(series);
         if got == want {
             return;
         }

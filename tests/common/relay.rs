@@ -542,6 +542,21 @@ impl Relay {
         r.text()
     }
 
+    /// The value of one exact series of `/metrics` (its name and labels as
+    /// the relay writes them), 0 when it is absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     // ---- stderr --------------------------------------------------------------
 
     pub fn stderr_lines(&self) -> Vec<(Instant, String)> {
