@@ -118,11 +118,21 @@ fn an_mcp_servers_config_serves_each_server_on_its_route() {
     assert_eq!(seen, "s3cret value ✓", "env reached the child");
 
     assert_eq!(echo_through(relay.port, "remote", "to remote"), "to remote");
-    let posts: Vec<_> = fake
-        .seen()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .collect();
+    // initialize, notifications/initialized, tools/call: the relay may send
+    // `initialized` after the call's answer reached the client, so the
+    // fake's log is read until it holds all three (bounded: SHORT).
+    let deadline = Instant::now() + SHORT;
+    let posts = loop {
+        let posts: Vec<_> = fake
+            .seen()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect();
+        if posts.len() >= 3 || Instant::now() >= deadline {
+            break posts;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(posts.len() >= 3, "{posts:?}");
     for r in &posts {
         assert_eq!(
