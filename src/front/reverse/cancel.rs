@@ -133,15 +133,7 @@ impl Reverse {
             return;
         }
         let ka = ex.keep_alive;
-        let mut out = Vec::new();
-        http1::write_last_chunk(&mut out);
-        c.out.push_raw(&out);
-        c.set_state(if ka {
-            ClientState::Idle
-        } else {
-            ClientState::Closing
-        });
-        c.last_active = now;
+        c.end_stream(ka, now);
         self.work.dirty.push(tok);
         self.work.to_drive.push(tok);
     }

@@ -116,6 +116,26 @@ impl Client {
         }
     }
 
+    /// Its response is complete: the connection waits for its next request
+    /// (keep-alive) or closes once the response is written.
+    pub(super) fn response_done(&mut self, keep_alive: bool, now: Instant) {
+        self.set_state(if keep_alive {
+            ClientState::Idle
+        } else {
+            ClientState::Closing
+        });
+        self.last_active = now;
+    }
+
+    /// Ends its chunked event stream (the last chunk), then
+    /// [`response_done`](Self::response_done).
+    pub(super) fn end_stream(&mut self, keep_alive: bool, now: Instant) {
+        let mut out = Vec::new();
+        http1::write_last_chunk(&mut out);
+        self.out.push_raw(&out);
+        self.response_done(keep_alive, now);
+    }
+
     /// The one place a connection's state changes.
     pub(super) fn set_state(&mut self, to: ClientState) {
         let legal = self.state.can_become(&to);
@@ -738,12 +758,7 @@ impl Reverse {
         let mut out = Vec::with_capacity(body.len() + 128);
         http1::write_response(&mut out, status, headers, body, keep_alive);
         c.out.push_raw(&out);
-        c.set_state(if keep_alive {
-            ClientState::Idle
-        } else {
-            ClientState::Closing
-        });
-        c.last_active = now;
+        c.response_done(keep_alive, now);
         self.metrics.http_response(status);
         self.work.dirty.push(tok);
         self.work.to_drive.push(tok);
@@ -777,16 +792,13 @@ impl Reverse {
         self.respond_json(tok, status, &body, keep_alive, None);
     }
 
-    /// Ends an SSE response cleanly (last chunk); the connection goes back to
-    /// reading requests, or closes if it was not keep-alive.
+    /// Ends a session's GET stream cleanly (last chunk); the connection goes
+    /// back to reading requests (a GET stream carries no keep-alive choice:
+    /// the client closes the connection if it does not want it).
     pub(super) fn end_stream(&mut self, tok: Token) {
         let now = self.now;
         let Some(c) = self.client(tok) else { return };
-        let mut out = Vec::new();
-        http1::write_last_chunk(&mut out);
-        c.out.push_raw(&out);
-        c.set_state(ClientState::Idle);
-        c.last_active = now;
+        c.end_stream(true, now);
         self.work.dirty.push(tok);
         self.work.to_drive.push(tok);
     }

@@ -56,15 +56,7 @@ impl Reverse {
             });
             chunk_event_into(&mut c.out, ev_id, &msg);
             if done {
-                let mut out = Vec::new();
-                http1::write_last_chunk(&mut out);
-                c.out.push_raw(&out);
-                c.set_state(if ka {
-                    ClientState::Idle
-                } else {
-                    ClientState::Closing
-                });
-                c.last_active = self.now;
+                c.end_stream(ka, self.now);
                 self.work.to_drive.push(tok);
             }
             self.work.dirty.push(tok);
