@@ -3,14 +3,19 @@
 (issue 13, docs/benchmarks.md "Instructions per request").
 
 Starts `mcp-relay reverse --pool shared --max-connections 2 -- echo_server`
-under callgrind, opens one handshake-era session, then measures four
+under callgrind, opens one handshake-era session, then measures six
 windows of N sequential keep-alive `tools/call` echo requests (handshake,
-modern, handshake, modern; each after `warm` unmeasured ones): callgrind's
-counters are zeroed before a window and dumped after it, so start-up,
-sessions and warm-up are not counted. Wall-clock free: the figures are the
-same on a loaded machine.
+2026-07-28, same-length handshake, twice over; each after `warm`
+unmeasured ones): callgrind's counters are zeroed before a window and
+dumped after it, so start-up, sessions and warm-up are not counted.
+Wall-clock free: the figures are the same on a loaded machine.
 
-Usage: benches/callgrind_eras.py [--modern-server] RELAY ECHO_SERVER N [WARM]
+The same-length handshake-era request carries the 2026-07-28 request's
+`_meta` members, which the handshake-era path passes on untouched: the
+2026-07-28 request against it is the cost of the era's own work, against
+the plain one the cost of the era's work and of its longer body.
+
+Usage: benches/callgrind_eras.py [--modern-server] [--processes P] RELAY ECHO_SERVER N [WARM]
   e.g. benches/callgrind_eras.py target/release/mcp-relay \
            target/release/examples/echo_server 2000
 
@@ -21,6 +26,10 @@ above), the 2026-07-28 windows against a second relay in front of
 era: requests pass with their envelope, nothing bridged). Each relay is
 measured on its own, with the same windows and warm-up.
 
+--processes P: a pool of P processes (`--max-connections P --min-idle P`)
+instead of 2, all started before the windows: what a request costs as the
+pool grows (the loop's work per turn must not grow with it).
+
 Needs valgrind (callgrind_control). Bounded: every socket read has a 30 s
 timeout; each relay is started at most 60 s before giving up."""
 import atexit, socket, subprocess, sys, time, os, glob, re
@@ -28,6 +37,10 @@ import atexit, socket, subprocess, sys, time, os, glob, re
 args = sys.argv[1:]
 modern_server = "--modern-server" in args
 args = [a for a in args if a != "--modern-server"]
+procs_n = 2
+if "--processes" in args:
+    i = args.index("--processes"); procs_n = int(args[i + 1]); del args[i:i + 2]
+pool_args = ["--max-connections", str(procs_n)] + (["--min-idle", str(procs_n)] if procs_n > 2 else [])
 relay, echo, n = args[0], args[1], int(args[2])
 warm = int(args[3]) if len(args) > 3 else 200
 out = os.environ.get("CALLGRIND_OUT", "target/callgrind-eras")
@@ -44,7 +57,7 @@ def start(server):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out.%p",
                           relay, "reverse", "--listen", f"127.0.0.1:{port}", "--pool", "shared",
-                          "--max-connections", "2", "--", *server],
+                          *pool_args, "--", *server],
                          stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     procs.append(p)
     deadline = time.time() + 60
@@ -93,6 +106,12 @@ text = "x" * 32
 def legacy(i):
     st, h, b = req('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"}}}' % (i, text), sh)
     assert st == 200 and b'"id":%d' % i in b, (st, b)
+META = '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp-relay-bench","version":"0.1.0"},"io.modelcontextprotocol/clientCapabilities":{}}'
+def legacy_sized(i):
+    """A handshake-era request as long as the 2026-07-28 one: the same
+    `_meta` members, which the handshake-era path passes on untouched."""
+    st, h, b = req('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"},%s}}' % (i, text, META), sh)
+    assert st == 200 and b'"id":%d' % i in b, (st, b)
 MH = "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\n"
 def modern(i):
     st, h, b = req('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp-relay-bench","version":"0.1.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}' % (i, text), MH)
@@ -116,19 +135,25 @@ def window(name, f):
     tot, fn = total(name)
     res[name] = tot / n
     print(f"{name}: {tot} Ir / {n} = {tot/n:.0f} Ir/request  ({fn})", flush=True)
-ORDER = (("legacy", legacy), ("modern", modern), ("legacy2", legacy), ("modern2", modern))
+LEGACY = (("legacy", legacy), ("sized", legacy_sized), ("legacy2", legacy), ("sized2", legacy_sized))
+MODERN = (("modern", modern), ("modern2", modern))
 if not modern_server:
     start([echo]); session()
-    for name, f in ORDER: window(name, f)
+    # Both eras once before any window: the pool's second process (spawned
+    # on the first 2026-07-28 requests) is there for every window alike.
+    for i in range(warm): modern(10 + i)
+    for (a, fa), (b, fb), m in zip(LEGACY[0::2], LEGACY[1::2], MODERN):
+        window(a, fa); window(*m); window(b, fb)
     stop()
 else:
     # Each era against its own server; the windows alternate relays the
     # same way (a relay's figures do not depend on the other's).
     start([echo]); session()
-    for name, f in ORDER[0::2]: window(name, f)
+    for name, f in LEGACY: window(name, f)
     stop()
     start([echo, "--modern"])
-    for name, f in ORDER[1::2]: window(name, f)
+    for name, f in MODERN: window(name, f)
     stop()
     print("(handshake-era client + handshake-era server vs 2026-07-28 client + modern-capable server)")
 print(f"modern/legacy: {res['modern']/res['legacy']*100:.1f} %  (second pass {res['modern2']/res['legacy2']*100:.1f} %)")
+print(f"modern/legacy of the same length: {res['modern']/res['sized']*100:.1f} %  (second pass {res['modern2']/res['sized2']*100:.1f} %)")

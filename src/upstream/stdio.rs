@@ -157,6 +157,16 @@ impl StdioConn {
         self.err_readable = true;
     }
 
+    /// Whether `flush_stdin` would write now: input is queued and stdin can
+    /// take it. An owner that flushes only the processes it gave input
+    /// checks with this that it missed none (debug builds).
+    pub fn flush_pending(&self) -> bool {
+        let Some(fd) = self.proc.stdin.as_ref() else {
+            return false;
+        };
+        !self.to_child.is_empty() && (self.in_writable || !fd.pollable)
+    }
+
     /// Writes queued bytes to stdin. `Err` means the pipe is broken (the
     /// queue is dropped); the owner should treat the server as closing.
     pub fn flush_stdin(&mut self) -> io::Result<()> {

@@ -113,6 +113,7 @@ impl Reverse {
                                 for c in &cancel {
                                     p.io.to_child.push_line(c);
                                 }
+                                self.work.dirty_procs.push(conn);
                             }
                             if !cancel.is_empty() {
                                 self.proc_flush(conn);
@@ -123,6 +124,7 @@ impl Reverse {
                             for msg in mux.end_session(skey) {
                                 if p.io.accepts_input() {
                                     p.io.to_child.push_line(&msg);
+                                    self.work.dirty_procs.push(conn);
                                 }
                             }
                         }
@@ -187,6 +189,7 @@ impl Reverse {
         for msg in mux.end_session(skey) {
             if p.io.accepts_input() {
                 p.io.to_child.push_line(&msg);
+                self.work.dirty_procs.push(conn);
             }
         }
         let u = conn.up;

@@ -320,6 +320,10 @@ struct Work {
     to_end: Vec<SKey>,
     /// Processes whose read budget ran out with data left.
     more_procs: Vec<PKey>,
+    /// Processes given input this turn: flushed at its end. Only these
+    /// (a stdin that could not take everything is flushed again by its
+    /// writable event), so a turn's work does not grow with the pool.
+    dirty_procs: Vec<PKey>,
 }
 
 struct Reverse {
@@ -580,9 +584,19 @@ impl Reverse {
         // request granted a process here and failing at once is queued to
         // end next turn: `has_more`.)
         self.reclaim_sessions();
-        let conns: Vec<PKey> = self.procs.keys().copied().collect();
-        for conn in conns {
+        let mut dirty = std::mem::take(&mut self.work.dirty_procs);
+        for conn in dirty.drain(..) {
             self.proc_flush(conn);
+        }
+        if self.work.dirty_procs.is_empty() {
+            self.work.dirty_procs = dirty;
+        }
+        #[cfg(debug_assertions)]
+        for (conn, p) in self.procs.iter() {
+            debug_assert!(
+                !p.io.flush_pending(),
+                "process {conn} was given input that no one marked for flushing"
+            );
         }
         for tok in std::mem::take(&mut self.work.dirty) {
             self.client_flush(tok);

@@ -99,6 +99,7 @@ impl Reverse {
             && p.io.accepts_input()
         {
             p.io.to_child.push_line(line);
+            self.work.dirty_procs.push(conn);
         }
     }
 

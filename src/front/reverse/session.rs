@@ -644,7 +644,10 @@ impl Reverse {
             return Sent::Done;
         };
         match &mut p.kind {
-            ProcKind::Session { .. } => p.io.to_child.push_line(line),
+            ProcKind::Session { .. } => {
+                p.io.to_child.push_line(line);
+                self.work.dirty_procs.push(conn);
+            }
             ProcKind::Shared { mux, .. } => match match edit {
                 _ if bridged && request.is_some() && !env.method_is("tools/list") => {
                     mux.up_bridged(skey, line, env, edit)
@@ -652,7 +655,10 @@ impl Reverse {
                 Some(e) => mux.up_parsed_edited(skey, line, env, e),
                 None => mux.up_parsed(skey, line, env),
             } {
-                Up::Send(bytes) => p.io.to_child.push_line(&bytes),
+                Up::Send(bytes) => {
+                    p.io.to_child.push_line(&bytes);
+                    self.work.dirty_procs.push(conn);
+                }
                 Up::Drop => {}
                 Up::Dropped(why) => self.dropped(up_of(skey), why),
                 Up::Reject(answer) | Up::Answer(answer) => {
@@ -772,6 +778,7 @@ impl Reverse {
             && p.io.accepts_input()
         {
             p.io.to_child.push_line(&c);
+            self.work.dirty_procs.push(conn);
         }
     }
 }
