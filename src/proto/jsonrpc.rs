@@ -2,8 +2,10 @@
 //!
 //! The relay needs only a message's `id`, `method`, and (rarely) a few fields
 //! of `params`; everything else passes through as the original bytes. `peek`
-//! validates the whole message as JSON (serde_json skips values it does not
-//! keep) but allocates nothing for the common case.
+//! validates the whole message as JSON and allocates nothing for the common
+//! case: a single message through the relay's own scan (`proto::scan`),
+//! which records `params`' members the fronts read on the way, and through
+//! serde_json whatever the scan leaves to it (batches too).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -70,8 +72,8 @@ impl Hash for Id {
 }
 
 impl Id {
-    pub fn from_raw(raw: &RawValue) -> Id {
-        let text = raw.get();
+    pub fn from_raw<'a>(raw: impl Into<Raw<'a>>) -> Id {
+        let text = raw.into().get();
         if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
             if !inner.contains('\\') {
                 return Id::Str(inner.into());
@@ -150,18 +152,45 @@ impl fmt::Display for Id {
 pub(crate) static FIND_PROGRESS_TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new("progressToken"));
 
+/// A JSON value's text borrowed from a message that was validated whole
+/// (`peek`): exactly the value, no whitespace around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// Only for text known to be one valid JSON value.
+    pub(crate) fn new(text: &'a str) -> Raw<'a> {
+        Raw(text)
+    }
+
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a RawValue> for Raw<'a> {
+    fn from(r: &'a RawValue) -> Raw<'a> {
+        Raw(r.get())
+    }
+}
+
 /// The fields of one JSON-RPC message the relay looks at.
 #[derive(Debug, Default)]
 pub struct Envelope<'a> {
-    pub id: Option<&'a RawValue>,
-    pub method: Option<&'a RawValue>,
-    pub params: Option<&'a RawValue>,
+    pub id: Option<Raw<'a>>,
+    pub method: Option<Raw<'a>>,
+    pub params: Option<Raw<'a>>,
     /// Its `result` (the last, if the name repeats): kept, not only
     /// skipped, so a bridge that edits a result does not read the line
     /// again (`mcp::shared`, era bridging).
-    pub result: Option<&'a RawValue>,
+    pub result: Option<Raw<'a>>,
     /// Has a `result` or an `error` member.
     pub is_response: bool,
+    /// `params`' members the relay reads, recorded by the relay's own scan
+    /// as it validated them (`proto::scan`); `None` when serde_json read
+    /// the message, or `params` is no object or has a member name with
+    /// escapes (`shared::scan_params` then reads `params`).
+    pub params_spans: Option<super::scan::ParamSpans<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,12 +293,27 @@ pub fn peek(bytes: &[u8]) -> Result<Message<'_>, serde_json::Error> {
     if first == Some(b'[') {
         return serde_json::from_str::<Vec<&RawValue>>(text).map(Message::Batch);
     }
-    serde_json::from_str::<Envelope>(text).map(Message::Single)
+    envelope(text).map(Message::Single)
+}
+
+/// One message's envelope: the relay's own scan, and serde_json for what
+/// the scan leaves to it (`proto::scan`), whose verdict and error stand.
+fn envelope(text: &str) -> Result<Envelope<'_>, serde_json::Error> {
+    match super::scan::envelope(text) {
+        Some(env) => Ok(env),
+        None => serde_envelope(text),
+    }
+}
+
+/// The envelope as serde_json reads it: the fallback of the scan, and its
+/// reference in tests and fuzzing.
+pub fn serde_envelope(text: &str) -> Result<Envelope<'_>, serde_json::Error> {
+    serde_json::from_str::<Envelope>(text)
 }
 
 /// Parses one element of a batch.
 pub fn peek_raw(raw: &RawValue) -> Option<Envelope<'_>> {
-    serde_json::from_str::<Envelope>(raw.get()).ok()
+    envelope(raw.get()).ok()
 }
 
 /// Why the relay dropped a message instead of passing it on; counted in
@@ -359,11 +403,11 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
                 let mut env = Envelope::default();
                 while let Some(key) = map.next_key::<KeyName>()? {
                     match key {
-                        KeyName::Id => env.id = Some(map.next_value()?),
-                        KeyName::Method => env.method = Some(map.next_value()?),
-                        KeyName::Params => env.params = Some(map.next_value()?),
+                        KeyName::Id => env.id = Some(raw(&mut map)?),
+                        KeyName::Method => env.method = Some(raw(&mut map)?),
+                        KeyName::Params => env.params = Some(raw(&mut map)?),
                         KeyName::Result => {
-                            env.result = Some(map.next_value()?);
+                            env.result = Some(raw(&mut map)?);
                             env.is_response = true;
                         }
                         KeyName::Error => {
@@ -383,6 +427,10 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
         }
         d.deserialize_map(V(std::marker::PhantomData))
     }
+}
+
+fn raw<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Raw<'de>, A::Error> {
+    map.next_value::<&'de RawValue>().map(Raw::from)
 }
 
 enum KeyName {

@@ -5,5 +5,6 @@ pub mod framing;
 pub mod http1;
 pub mod jsonrpc;
 pub mod object;
+pub mod scan;
 pub mod split;
 pub mod sse;

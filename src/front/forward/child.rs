@@ -383,7 +383,7 @@ impl Forward {
         &self,
         id: &Id,
         line: &[u8],
-        raw: &serde_json::value::RawValue,
+        raw: crate::proto::jsonrpc::Raw<'_>,
     ) -> Option<Vec<u8>> {
         let text = self.pending.get(id)?.respelling(id, raw.get())?;
         crate::mcp::shared::splice(line, &mut [(raw, text.as_bytes())])

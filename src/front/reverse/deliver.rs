@@ -310,7 +310,7 @@ impl Reverse {
         skey: SKey,
         id: &Id,
         line: &[u8],
-        raw: &serde_json::value::RawValue,
+        raw: crate::proto::jsonrpc::Raw<'_>,
     ) -> Vec<u8> {
         let spelling = self
             .sessions

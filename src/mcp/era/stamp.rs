@@ -8,6 +8,7 @@
 //! connection opened with `initialize`. Methods one era has and the other
 //! does not are named by `toward_modern` and `toward_handshake`.
 
+use crate::proto::jsonrpc::Raw;
 use serde_json::{Map, Value, json};
 
 use super::classify::{Envelope, headers_for};
@@ -206,7 +207,7 @@ pub enum StripEdit<'a> {
 
 /// [`StripEdit`] for a message whose `params` is `params`; `None` when the
 /// fast path cannot tell (as [`strip_fast`]): use [`strip_modern`] then.
-pub fn strip_edit(params: Option<&serde_json::value::RawValue>) -> Option<StripEdit<'_>> {
+pub fn strip_edit(params: Option<Raw<'_>>) -> Option<StripEdit<'_>> {
     strip_edit_with(params, None)
 }
 
@@ -214,7 +215,7 @@ pub fn strip_edit(params: Option<&serde_json::value::RawValue>) -> Option<StripE
 /// it already (`Some(None)`: there is none), so neither `params` nor
 /// `_meta` is read again.
 pub fn strip_edit_with<'a>(
-    params: Option<&'a serde_json::value::RawValue>,
+    params: Option<Raw<'a>>,
     meta: Option<Option<&crate::mcp::shared::MetaScan<'a>>>,
 ) -> Option<StripEdit<'a>> {
     let Some(params) = params else {
@@ -362,7 +363,7 @@ fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
     let Some(result) = crate::mcp::shared::member_of_text(text, "result") else {
         return crate::mcp::shared::member_of_text(text, "error").map(|_| None);
     };
-    let new = modern_result(result)?;
+    let new = modern_result(result.into())?;
     Some(crate::mcp::shared::splice(
         line,
         &mut [(result, new.as_bytes())],
@@ -374,7 +375,7 @@ fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
 /// byte: what replaces `result` in its response. `None` when that cannot
 /// be told without parsing (not an object, escapes, or it mentions one of
 /// the members already): the caller takes the full path.
-pub fn modern_result(result: &serde_json::value::RawValue) -> Option<String> {
+pub fn modern_result(result: Raw<'_>) -> Option<String> {
     let r = result.get();
     let body = r.strip_prefix('{')?;
     let rb = r.as_bytes();

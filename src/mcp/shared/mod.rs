@@ -67,7 +67,7 @@ use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Messag
 mod rewrite;
 
 use rewrite::progress_token_in_request;
-pub use rewrite::{MetaScan, ParamScan, scan_params};
+pub use rewrite::{MetaScan, ParamScan, param_scan, scan_params};
 pub(crate) use rewrite::{member, member_of_text, members, object_members, splice};
 
 /// Identifies a client session; assigned by the owner.
@@ -600,7 +600,7 @@ impl Mux {
         let msg = match &stamp {
             Some((result, new)) => splice(
                 base,
-                &mut [(raw, p.id_text.as_bytes()), (result, new.as_bytes())],
+                &mut [(raw, p.id_text.as_bytes()), (*result, new.as_bytes())],
             ),
             None => splice(base, &mut [(raw, p.id_text.as_bytes())]),
         };

@@ -8,11 +8,11 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::proto::jsonrpc::Id;
+use crate::proto::jsonrpc::{Id, Raw};
 
 /// `params._meta.progressToken` of a request, if it is a string or an integer
 /// (the types MCP allows; anything else is left alone and never routed).
-pub(super) fn progress_token_in_request(params: &RawValue) -> Option<&RawValue> {
+pub(super) fn progress_token_in_request(params: Raw<'_>) -> Option<Raw<'_>> {
     // Cheap prefilter. A name can be spelled with escapes
     // (`"progress\u0054oken"`), and a token that slipped through unrewritten
     // could collide with another session's, so any backslash means "look".
@@ -24,7 +24,7 @@ pub(super) fn progress_token_in_request(params: &RawValue) -> Option<&RawValue> 
     {
         return None;
     }
-    let token = member(member(params, "_meta")?, "progressToken")?;
+    let token = Raw::from(member(member(params, "_meta")?, "progressToken")?);
     match Id::from_raw(token) {
         Id::Num(_) | Id::Str(_) => Some(token),
         Id::Other(_) => None,
@@ -40,6 +40,12 @@ pub(crate) trait Span<'a>: Copy {
 }
 
 impl<'a> Span<'a> for &'a RawValue {
+    fn text(self) -> &'a str {
+        self.get()
+    }
+}
+
+impl<'a> Span<'a> for crate::proto::jsonrpc::Raw<'a> {
     fn text(self) -> &'a str {
         self.get()
     }
@@ -241,8 +247,9 @@ pub struct MetaScan<'a> {
     /// Its value's text, borrowed from the message (a [`splice`] target).
     pub text: &'a str,
     /// Its members in order, duplicates included ([`object_members`]);
-    /// `None` when it is no object or a name has escapes: a reader then
-    /// parses `text`.
+    /// `None` when it is no object or a name has escapes (a reader then
+    /// parses `text`), or when they were not listed ([`param_scan`] from
+    /// the envelope's spans: a reader lists them, `object_members`).
     pub members: Option<Vec<(&'a str, &'a str)>>,
 }
 
@@ -253,6 +260,25 @@ impl<'a> MetaScan<'a> {
             members: object_members(text),
         }
     }
+}
+
+/// [`ParamScan`] of a message's `params`: from the spans `peek`'s scan
+/// recorded while it validated them (`_meta`'s members not listed), else
+/// [`scan_params`] of its text. `None` without `params` or when it is not
+/// an object.
+pub fn param_scan<'a>(env: &crate::proto::jsonrpc::Envelope<'a>) -> Option<ParamScan<'a>> {
+    let Some(s) = env.params_spans else {
+        return scan_params(env.params?.get());
+    };
+    Some(ParamScan {
+        name: s.name,
+        uri: s.uri,
+        meta: s.meta.map(|text| MetaScan {
+            text,
+            members: None,
+        }),
+        request_state: s.request_state,
+    })
 }
 
 /// [`ParamScan`] of `params`' text; `None` when it is not an object. The

@@ -479,10 +479,11 @@ pub(super) fn named(fields: &Option<ParamFields>) -> Option<String> {
 /// members (what the bridge strips and reads, `stateless_exchange`).
 pub(super) type ParamFields<'a> = crate::mcp::shared::ParamScan<'a>;
 
-/// [`ParamFields`] of `env`, scanned from the text `peek` validated;
-/// `None` without `params` or when it is not an object.
+/// [`ParamFields`] of `env`: as `peek`'s scan recorded them, else scanned
+/// from the text it validated; `None` without `params` or when it is not
+/// an object.
 pub(super) fn param_fields<'a>(env: &Envelope<'a>) -> Option<ParamFields<'a>> {
-    crate::mcp::shared::scan_params(env.params?.get())
+    crate::mcp::shared::param_scan(env)
 }
 
 /// `mcp_relay_era_*` for every stdio upstream: the verdict's probes and

@@ -1,0 +1,86 @@
+//! The relay's own scan of a message (`proto::scan::envelope`), the fast
+//! path of `jsonrpc::peek`, held to serde_json, which reads everything the
+//! scan leaves to it and is the reference here.
+//!
+//! Checks, on any text (and wrapped as `{"params":<input>}` and as
+//! `{"id":1,"result":<input>}`, so values of every kind are reached): what
+//! the scan accepts, serde_json accepts, with the same `id`, `method`,
+//! `params` and `result` (exact texts, borrowed from the input at the same
+//! place) and the same `is_response`; `params`' members recorded on the
+//! way (`ParamSpans`) are the ones `shared::scan_params` finds, recorded
+//! whenever `params` is an object without escaped names; the skip of a value alone
+//! (`scan::value_end`) ends where serde_json's `RawValue` of it ends; and
+//! no panic on any bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mcp_relay::mcp::shared::scan_params;
+use mcp_relay::proto::jsonrpc::{self, Envelope};
+use mcp_relay::proto::scan;
+use serde_json::value::RawValue;
+
+fn spans<'a>(e: &Envelope<'a>) -> [Option<(usize, &'a str)>; 4] {
+    [e.id, e.method, e.params, e.result].map(|r| r.map(|r| (r.get().as_ptr().addr(), r.get())))
+}
+
+fn check(text: &str) {
+    let Some(fast) = scan::envelope(text) else {
+        return;
+    };
+    let slow = match jsonrpc::serde_envelope(text) {
+        Ok(e) => e,
+        Err(e) => panic!("the scan accepts what serde_json refuses ({e}): {text:?}"),
+    };
+    assert_eq!(spans(&fast), spans(&slow), "members of {text:?}");
+    assert_eq!(fast.is_response, slow.is_response, "is_response of {text:?}");
+    // `params`' members recorded on the way are the ones `scan_params`
+    // finds in its text (itself held to the parser by `params_scan`).
+    if let Some(rec) = fast.params_spans {
+        let params = fast.params.expect("spans without params").get();
+        let scan = scan_params(params).expect("spans of a params that is no object");
+        assert_eq!(
+            [rec.name, rec.uri, rec.request_state, rec.meta],
+            [scan.name, scan.uri, scan.request_state, scan.meta.as_ref().map(|m| m.text)],
+            "params members of {text:?}"
+        );
+    } else if let Some(p) = fast.params {
+        // Only a params with an escaped member name, or no object, is left.
+        assert!(
+            !p.get().starts_with('{') || p.get().contains('\\'),
+            "params members not recorded: {text:?}"
+        );
+    }
+}
+
+fn check_value(text: &str) {
+    let b = text.as_bytes();
+    let start = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(b.len());
+    let Some(end) = scan::value_end(b, start) else {
+        return;
+    };
+    // The value, then only whitespace: serde_json's RawValue of the whole
+    // text is the same span. (Anything else after it: serde_json refuses.)
+    let rest_is_ws = b[end..]
+        .iter()
+        .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+    match serde_json::from_str::<&RawValue>(text) {
+        Ok(raw) => {
+            assert!(rest_is_ws, "serde_json read more than the scan: {text:?}");
+            assert_eq!(raw.get(), &text[start..end], "value span of {text:?}");
+        }
+        Err(e) => assert!(!rest_is_ws, "the scan accepts a value serde_json refuses ({e}): {text:?}"),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    check(text);
+    check_value(text);
+    check(&format!("{{\"params\":{text}}}"));
+    check(&format!("{{\"id\":1,\"result\":{text}}}"));
+});

@@ -1,0 +1,495 @@
+//! The fast path of [`jsonrpc::peek`](super::jsonrpc::peek): one pass over a
+//! single message's text that validates it as JSON and records the spans
+//! of its top-level `id`, `method`, `params` and `result`, without a
+//! deserializer (serde_json's costs about ten instructions a byte here,
+//! mostly in the machinery around its skips).
+//!
+//! It is a fast path, never the judge: it returns `None` for anything it
+//! does not fully handle (a top-level member name with escapes, nesting
+//! deeper than [`MAX_DEPTH`]) and for anything it finds invalid, and the
+//! caller then parses with serde_json, whose verdict and error text stand.
+//! What it accepts, serde_json accepts with the same members; the
+//! `envelope_scan` fuzz target and the tests below hold it to that.
+//!
+//! Its rules are serde_json's for values it skips: strings may not hold
+//! control characters, escapes are the JSON ones (`\u` with four hex
+//! digits, surrogates unchecked, as serde_json leaves them when it only
+//! skips), numbers follow the JSON grammar (no leading zeros, a digit after
+//! `.` and after an exponent), `true`/`false`/`null` exactly, no trailing
+//! commas, whitespace is space, tab, CR and LF.
+
+use super::jsonrpc::{Envelope, Raw};
+
+/// Containers nested deeper than this are left to serde_json.
+pub const MAX_DEPTH: usize = 128;
+
+/// `params`' members the relay reads (`shared::ParamScan`'s), recorded
+/// while the scan validated them: each value's text as it stands in the
+/// message, the last of duplicates winning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParamSpans<'a> {
+    pub name: Option<&'a str>,
+    pub uri: Option<&'a str>,
+    pub request_state: Option<&'a str>,
+    pub meta: Option<&'a str>,
+}
+
+/// The envelope of `text` (the whole message, valid UTF-8), or `None`:
+/// not handled here (see the module's notes). An object `params` whose
+/// member names have no escapes also gets its [`ParamSpans`].
+pub fn envelope(text: &str) -> Option<Envelope<'_>> {
+    let b = text.as_bytes();
+    let start = ws(b, 0);
+    let mut env = Envelope::default();
+    let end = members(text, start, |key, escaped, at| {
+        if escaped {
+            // serde_json decodes the names it matches: its verdict.
+            return None;
+        }
+        let (end, spans) = match (key, b.get(at)) {
+            (b"params", Some(b'{')) => {
+                let mut spans = ParamSpans::default();
+                let mut plain = true;
+                let end = members(text, at, |key, escaped, at| {
+                    plain &= !escaped;
+                    let end = value_end(b, at)?;
+                    let value = text.get(at..end);
+                    match key {
+                        b"name" => spans.name = value,
+                        b"uri" => spans.uri = value,
+                        b"requestState" => spans.request_state = value,
+                        b"_meta" => spans.meta = value,
+                        _ => {}
+                    }
+                    Some(end)
+                })?;
+                (end, plain.then_some(spans))
+            }
+            _ => (value_end(b, at)?, None),
+        };
+        let raw = Raw::new(text.get(at..end)?);
+        match key {
+            b"id" => env.id = Some(raw),
+            b"method" => env.method = Some(raw),
+            b"params" => {
+                env.params = Some(raw);
+                env.params_spans = spans;
+            }
+            b"result" => {
+                env.result = Some(raw);
+                env.is_response = true;
+            }
+            b"error" => env.is_response = true,
+            _ => {}
+        }
+        Some(end)
+    })?;
+    (ws(b, end) == b.len()).then_some(env)
+}
+
+/// Scans the object that opens at `start` (a `{`), validating it: `value`
+/// is given each member's name (its bytes between the quotes), whether the
+/// name has escapes, and where its value starts, and returns where that
+/// value ends, having validated it. Returns the index just past the `}`.
+#[inline]
+fn members<'a>(
+    text: &'a str,
+    start: usize,
+    mut value: impl FnMut(&'a [u8], bool, usize) -> Option<usize>,
+) -> Option<usize> {
+    let b = text.as_bytes();
+    if b.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut i = ws(b, start + 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (key_end, escaped) = string_end(b, i)?;
+        let key = b.get(i + 1..key_end - 1)?;
+        i = ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(b, value(key, escaped, ws(b, i + 1))?);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b'}') => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// Index of the first byte at or after `i` that is not JSON whitespace.
+#[inline]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The end (just past) of the value that starts at `i` (not whitespace),
+/// validated; `None` when it is not valid or nests deeper than
+/// [`MAX_DEPTH`]. Iterative: a bit per open container (1 = object).
+pub fn value_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut kinds = [0u64; MAX_DEPTH / 64];
+    let mut depth = 0usize;
+    loop {
+        // At the start of a value.
+        match *b.get(i)? {
+            b'"' => i = string_end(b, i)?.0,
+            open @ (b'{' | b'[') => {
+                let j = ws(b, i + 1);
+                let close = if open == b'{' { b'}' } else { b']' };
+                if b.get(j) == Some(&close) {
+                    i = j + 1;
+                } else {
+                    if depth == MAX_DEPTH {
+                        return None;
+                    }
+                    let bit = 1u64 << (depth % 64);
+                    let word = kinds.get_mut(depth / 64)?;
+                    if open == b'{' {
+                        *word |= bit;
+                        i = member_value(b, j)?;
+                    } else {
+                        *word &= !bit;
+                        i = j;
+                    }
+                    depth += 1;
+                    continue;
+                }
+            }
+            b't' => i = literal(b, i, b"true")?,
+            b'f' => i = literal(b, i, b"false")?,
+            b'n' => i = literal(b, i, b"null")?,
+            b'-' | b'0'..=b'9' => i = number_end(b, i)?,
+            _ => return None,
+        }
+        // After a value: close what ends here, then the next value.
+        loop {
+            if depth == 0 {
+                return Some(i);
+            }
+            let top = depth - 1;
+            let object = kinds.get(top / 64)? >> (top % 64) & 1 == 1;
+            i = ws(b, i);
+            match (*b.get(i)?, object) {
+                (b',', true) => {
+                    i = member_value(b, ws(b, i + 1))?;
+                    break;
+                }
+                (b',', false) => {
+                    i = ws(b, i + 1);
+                    break;
+                }
+                (b'}', true) | (b']', false) => {
+                    depth = top;
+                    i += 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// At a member's name (`"`): where its value starts, past the name, the
+/// colon and whitespace.
+#[inline]
+fn member_value(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let j = ws(b, string_end(b, i)?.0);
+    if b.get(j) != Some(&b':') {
+        return None;
+    }
+    Some(ws(b, j + 1))
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    let end = i.checked_add(word.len())?;
+    (b.get(i..end)? == word).then_some(end)
+}
+
+/// The end of the number that starts at `i` (`-` or a digit).
+fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut i: usize| {
+        while let Some(b'0'..=b'9') = b.get(i) {
+            i += 1;
+        }
+        i
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i)? {
+        b'0' => {
+            i += 1;
+            if let Some(b'0'..=b'9') = b.get(i) {
+                return None;
+            }
+        }
+        b'1'..=b'9' => i = digits(b, i + 1),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let end = digits(b, i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let end = digits(b, i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    Some(i)
+}
+
+/// At a string's opening quote: the index just past its closing quote and
+/// whether it holds escapes; `None` when it is unterminated, holds a
+/// control character or an escape JSON does not have.
+#[inline]
+pub fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut j = start + 1;
+    let mut escaped = false;
+    loop {
+        j = special(b, j)?;
+        match *b.get(j)? {
+            b'"' => return Some((j + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                j = match *b.get(j + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j + 2,
+                    b'u' => {
+                        let hex = b.get(j + 2..j + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        j + 6
+                    }
+                    _ => return None,
+                };
+            }
+            // A control character.
+            _ => return None,
+        }
+    }
+}
+
+/// Index of the first `"`, `\` or control character (below 0x20) at or
+/// after `from`, eight bytes at a time; `None` when there is none.
+#[inline]
+fn special(b: &[u8], mut from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const BACKSLASH: u64 = ONES * b'\\' as u64;
+    const SPACE: u64 = ONES * 0x20;
+    while let Some(chunk) = b.get(from..from.checked_add(8)?) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let (q, s) = (w ^ QUOTE, w ^ BACKSLASH);
+        // Flags a zero byte of `q` or `s` (a quote or a backslash) and a
+        // byte of `w` below 0x20; a borrow can flag bytes above a true one,
+        // never below it, so the lowest flag is a true one.
+        let found =
+            (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s | w.wrapping_sub(SPACE) & !w)
+                & HIGH;
+        if found != 0 {
+            return Some(from + (found.trailing_zeros() / 8) as usize);
+        }
+        from += 8;
+    }
+    b.get(from..)?
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|i| from + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::jsonrpc::{Envelope, serde_envelope};
+
+    /// The scan agrees with serde_json: what it accepts, serde_json does,
+    /// with the same members; what serde_json refuses, it refuses.
+    fn agrees(text: &str) {
+        let fast = envelope(text);
+        let slow = serde_envelope(text).ok();
+        match (&fast, &slow) {
+            (Some(f), Some(s)) => assert_eq!(fields(f), fields(s), "{text:?}"),
+            (Some(_), None) => panic!("accepted what serde_json refuses: {text:?}"),
+            (None, _) => {}
+        }
+    }
+
+    fn fields<'a>(e: &Envelope<'a>) -> [Option<&'a str>; 4] {
+        [e.id, e.method, e.params, e.result].map(|r| r.map(|r| r.get()))
+    }
+
+    #[test]
+    fn common_messages_are_read_here_and_as_serde_json_reads_them() {
+        let cases = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+            r#"{"jsonrpc":"2.0","id":"a","result":{"content":[{"type":"text","text":"x"}],"isError":false}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"m","data":null}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":0.5,"total":1e3}}"#,
+            " \r\n\t{ \"id\" : 7 , \"method\" :\"m\" } \n",
+            r#"{}"#,
+            r#"{"id":1,"id":2,"result":[],"result":{}}"#,
+            r#"{"params":[1,-0,0.5,1E+2,2e-3,-1.25e7,true,false,null,"",[],{},[[{}]]]}"#,
+            r#"{"method":"m","params":{"s":"a\"b\\c\/d\b\f\n\r\t\u00e9\ud800"}}"#,
+            "{\"method\":\"caf\u{e9} \u{1F600}\"}",
+            r#"{"x":{"a":{"b":{"c":[{"d":[1,[2,[3]]]}]}}}}"#,
+        ];
+        for text in cases {
+            assert!(envelope(text).is_some(), "not read by the scan: {text:?}");
+            agrees(text);
+        }
+    }
+
+    #[test]
+    fn params_members_are_recorded_as_scan_params_finds_them() {
+        let cases = [
+            r#"{"id":1,"method":"tools/call","params":{"name":"echo","arguments":{"name":"inner","_meta":{}},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","k":[1]}}}"#,
+            r#"{"method":"resources/read","params":{ "uri" : "file:///a\"b" , "requestState":"s1","requestState":{"x":1}}}"#,
+            r#"{"params":{"name":"first","_meta":{"a":1},"name":"second","_meta":7}}"#,
+            r#"{"params":{}}"#,
+            r#"{"params":{"x":1},"params":{"name":"last"}}"#,
+        ];
+        for text in cases {
+            let env = envelope(text).expect(text);
+            let spans = env.params_spans.expect(text);
+            let scan = crate::mcp::shared::scan_params(env.params.unwrap().get()).expect(text);
+            assert_eq!(spans.name, scan.name, "{text}");
+            assert_eq!(spans.uri, scan.uri, "{text}");
+            assert_eq!(spans.request_state, scan.request_state, "{text}");
+            assert_eq!(spans.meta, scan.meta.as_ref().map(|m| m.text), "{text}");
+        }
+        // Not recorded: `params` no object, an escaped member name in it,
+        // a later `params` that is no object.
+        for text in [
+            r#"{"params":[1]}"#,
+            r#"{"params":{"n\u0061me":"a"}}"#,
+            r#"{"params":{"name":"a"},"params":null}"#,
+        ] {
+            let env = envelope(text).expect(text);
+            assert_eq!(env.params_spans, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn what_it_leaves_to_serde_json() {
+        // Escaped top-level names are decoded by serde_json.
+        assert!(envelope(r#"{"\u0069d":1}"#).is_none());
+        assert_eq!(
+            serde_envelope(r#"{"\u0069d":1}"#)
+                .unwrap()
+                .id
+                .map(|r| r.get()),
+            Some("1")
+        );
+        // Deeper than MAX_DEPTH (the innermost `[]`, empty, opens no
+        // level to track).
+        let deep = format!(
+            r#"{{"params":{}{}}}"#,
+            "[".repeat(MAX_DEPTH + 2),
+            "]".repeat(MAX_DEPTH + 2)
+        );
+        assert!(envelope(&deep).is_none());
+        agrees(&deep);
+        let at_limit = format!(
+            r#"{{"params":{}{}}}"#,
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        assert!(envelope(&at_limit).is_some());
+        agrees(&at_limit);
+    }
+
+    #[test]
+    fn invalid_json_is_refused_as_serde_json_refuses_it() {
+        let cases = [
+            "",
+            "  ",
+            "[]",
+            "1",
+            r#""s""#,
+            "{",
+            "}",
+            r#"{"id":1,}"#,
+            r#"{,"id":1}"#,
+            r#"{"id" 1}"#,
+            r#"{"id":}"#,
+            r#"{"id":1 "method":"m"}"#,
+            r#"{"id":01}"#,
+            r#"{"id":-}"#,
+            r#"{"id":1.}"#,
+            r#"{"id":.5}"#,
+            r#"{"id":1e}"#,
+            r#"{"id":1e+}"#,
+            r#"{"id":+1}"#,
+            r#"{"id":tru}"#,
+            r#"{"id":nulll}"#,
+            r#"{"id":True}"#,
+            r#"{"params":[1,]}"#,
+            r#"{"params":[,1]}"#,
+            r#"{"params":{"a":1,}}"#,
+            r#"{"params":{1:2}}"#,
+            r#"{"params":[1}"#,
+            r#"{"params":{"a":1]}"#,
+            r#"{"params":"\x"}"#,
+            r#"{"params":"\u12"}"#,
+            r#"{"params":"\u12g4"}"#,
+            "{\"params\":\"a\u{1}b\"}",
+            "{\"params\":\"tab\there\"}",
+            r#"{"params":"unterminated}"#,
+            r#"{"id":1} x"#,
+            r#"{"id":1}{}"#,
+            "{\"id\":1}\u{b}",
+            "\u{c}{\"id\":1}",
+        ];
+        for text in cases {
+            assert!(envelope(text).is_none(), "accepted: {text:?}");
+            assert!(serde_envelope(text).is_err(), "serde_json accepts {text:?}");
+        }
+    }
+
+    #[test]
+    fn every_cut_of_a_message_agrees_with_serde_json() {
+        let text = r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"e","arguments":{"t":"a\"\u00e9","n":[1.5e-3,-0,true,null]},"_meta":{"k":{}}}}"#;
+        for cut in 0..=text.len() {
+            if let Some(t) = text.get(..cut) {
+                agrees(t);
+            }
+            if let Some(t) = text.get(cut..) {
+                agrees(t);
+            }
+        }
+        // Each byte replaced by each of the bytes JSON gives a meaning.
+        for at in 0..text.len() {
+            for c in b" \t\"\\{}[]:,-+.0123456789eEtfnu/x\x01" {
+                let mut b = text.as_bytes().to_vec();
+                b[at] = *c;
+                if let Ok(t) = std::str::from_utf8(&b) {
+                    agrees(t);
+                }
+            }
+        }
+    }
+}
