@@ -8,19 +8,29 @@
 //! `params` and `result` (exact texts, borrowed from the input at the same
 //! place) and the same `is_response`; `params`' members recorded on the
 //! way (`ParamSpans`) are the ones `shared::scan_params` finds, recorded
-//! whenever `params` is an object without escaped names; the skip of a value alone
+//! whenever `params` is an object without escaped names, and the era
+//! bridge's `_meta` strip made from them is the one it makes without them;
+//! the skip of a value alone
 //! (`scan::value_end`) ends where serde_json's `RawValue` of it ends; and
 //! no panic on any bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_relay::mcp::shared::scan_params;
+use mcp_relay::mcp::era::stamp::{self, StripEdit};
+use mcp_relay::mcp::shared::{param_scan, scan_params};
 use mcp_relay::proto::jsonrpc::{self, Envelope};
 use mcp_relay::proto::scan;
 use serde_json::value::RawValue;
 
 fn spans<'a>(e: &Envelope<'a>) -> [Option<(usize, &'a str)>; 4] {
     [e.id, e.method, e.params, e.result].map(|r| r.map(|r| (r.get().as_ptr().addr(), r.get())))
+}
+
+fn edit(e: Option<StripEdit<'_>>) -> Option<Option<(usize, String, String)>> {
+    match e? {
+        StripEdit::Keep => Some(None),
+        StripEdit::Replace(meta, new) => Some(Some((meta.as_ptr().addr(), meta.to_string(), new))),
+    }
 }
 
 fn check(text: &str) {
@@ -42,6 +52,15 @@ fn check(text: &str) {
             [rec.name, rec.uri, rec.request_state, rec.meta],
             [scan.name, scan.uri, scan.request_state, scan.meta.as_ref().map(|m| m.text)],
             "params members of {text:?}"
+        );
+        // The bridge's strip made from what the scan recorded (a `_meta` of
+        // reserved members only is stripped whole) is the one it makes
+        // looking `_meta` up itself.
+        let recorded = param_scan(&fast).expect("recorded params");
+        assert_eq!(
+            edit(stamp::strip_edit_with(fast.params, Some(recorded.meta.as_ref()))),
+            edit(stamp::strip_edit(fast.params)),
+            "strip edit of {text:?}"
         );
     } else if let Some(p) = fast.params {
         // Only a params with an escaped member name, or no object, is left.

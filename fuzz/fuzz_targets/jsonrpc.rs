@@ -49,7 +49,7 @@ fn check_id(id: &Id) {
     assert_eq!(id.to_string(), text);
     let raw = RawValue::from_string(text.clone())
         .unwrap_or_else(|e| panic!("to_json gave invalid JSON {text:?}: {e}"));
-    assert_eq!(&Id::from_raw(&raw), id, "id changed through {text}");
+    assert_eq!(&Id::from_raw(&*raw), id, "id changed through {text}");
 
     let err = jsonrpc::error_response(Some(id), -32600, "m\"\n", serde_json::json!({"k": 1}));
     match jsonrpc::peek(&err) {

@@ -252,8 +252,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
 }
 
 /// `obj.key` (the last one if repeated), borrowed from `obj`'s text.
-fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    let Members(members) = serde_json::from_str(obj.get()).ok()?;
+fn member<'a>(obj: &'a str, key: &str) -> Option<&'a RawValue> {
+    let Members(members) = serde_json::from_str(obj).ok()?;
     members
         .into_iter()
         .filter(|(k, _)| k == key)
@@ -263,18 +263,18 @@ fn member<'a>(obj: &'a RawValue, key: &str) -> Option<&'a RawValue> {
 
 /// `params._meta.progressToken`, if a string or an integer.
 fn progress_token<'a>(env: &Envelope<'a>) -> Option<&'a RawValue> {
-    let t = member(member(env.params?, "_meta")?, "progressToken")?;
+    let t = member(member(env.params?.get(), "_meta")?.get(), "progressToken")?;
     matches!(Id::from_raw(t), Id::Num(_) | Id::Str(_)).then_some(t)
 }
 
 /// `base` with each value (borrowed from `base`) replaced.
-fn splice(base: &[u8], edits: &[(&RawValue, &str)]) -> Vec<u8> {
+fn splice(base: &[u8], edits: &[(&str, &str)]) -> Vec<u8> {
     let origin = base.as_ptr() as usize;
     let mut spans: Vec<(usize, usize, &str)> = edits
         .iter()
         .map(|(raw, with)| {
-            let start = raw.get().as_ptr() as usize - origin;
-            (start, start + raw.get().len(), *with)
+            let start = raw.as_ptr() as usize - origin;
+            (start, start + raw.len(), *with)
         })
         .collect();
     spans.sort();
@@ -353,9 +353,9 @@ fn up(mux: &mut Mux, model: &mut Model, session: SessionKey, line: &[u8]) {
             assert!(!model.pending.contains_key(&n));
             model.last_upstream = n;
             let token = progress_token(&env);
-            let mut edits = vec![(raw_id, up_raw)];
+            let mut edits = vec![(raw_id.get(), up_raw)];
             if let Some(t) = token {
-                edits.push((t, up_raw));
+                edits.push((t.get(), up_raw));
             }
             let expected = splice(line, &edits);
             assert_eq!(show(&sent), show(&expected), "request rewritten wrongly");
@@ -373,11 +373,11 @@ fn up(mux: &mut Mux, model: &mut Model, session: SessionKey, line: &[u8]) {
         Kind::Notification => match env.method().as_deref() {
             Some("notifications/initialized") => assert_eq!(got, Up::Drop),
             Some("notifications/cancelled") => {
-                let rid = env.params.and_then(|p| member(p, "requestId"));
+                let rid = env.params.and_then(|p| member(p.get(), "requestId"));
                 let target = rid.and_then(|r| model.find(session, &Id::from_raw(r)));
                 match (rid, target) {
                     (Some(rid), Some(n)) if model.pending[&n].cancellable => {
-                        let expected = splice(line, &[(rid, &n.to_string())]);
+                        let expected = splice(line, &[(rid.get(), &n.to_string())]);
                         assert_eq!(got, Up::Send(expected), "cancel not rewritten");
                         model.pending.remove(&n);
                     }
@@ -486,7 +486,7 @@ fn down_one(model: &mut Model, env: &Envelope, base: &[u8], got: Down) {
             // integer in its place.
             let restored = single(&msg).id.expect("reply lost its id").get().to_owned();
             assert_eq!(restored, p.id_text, "reply id not restored exactly");
-            assert_eq!(show(&msg), show(&splice(base, &[(raw, &p.id_text)])));
+            assert_eq!(show(&msg), show(&splice(base, &[(raw.get(), &p.id_text)])));
         }
         Kind::Notification => {
             let Some(method) = env.method() else {
@@ -496,7 +496,7 @@ fn down_one(model: &mut Model, env: &Envelope, base: &[u8], got: Down) {
             let copy = base.to_vec();
             match &*method {
                 "notifications/progress" => {
-                    let tok = env.params.and_then(|p| member(p, "progressToken"));
+                    let tok = env.params.and_then(|p| member(p.get(), "progressToken"));
                     let owner = tok.and_then(|t| match Id::from_raw(t) {
                         Id::Num(n) => model.pending.get(&n),
                         _ => None,
@@ -504,7 +504,7 @@ fn down_one(model: &mut Model, env: &Envelope, base: &[u8], got: Down) {
                     match (tok, owner) {
                         (Some(tok), Some(p)) if p.token_text.is_some() => {
                             let text = p.token_text.as_deref().unwrap();
-                            let expected = splice(base, &[(tok, text)]);
+                            let expected = splice(base, &[(tok.get(), text)]);
                             assert_eq!(
                                 got,
                                 Down::ToSession {
@@ -518,7 +518,7 @@ fn down_one(model: &mut Model, env: &Envelope, base: &[u8], got: Down) {
                     }
                 }
                 "notifications/cancelled" => {
-                    let rid = env.params.and_then(|p| member(p, "requestId"));
+                    let rid = env.params.and_then(|p| member(p.get(), "requestId"));
                     match rid.and_then(|r| model.server_requests.remove(&Id::from_raw(r))) {
                         Some(session) => {
                             assert_eq!(got, Down::ToSession { session, msg: copy })
@@ -809,7 +809,7 @@ fn run(ops: Vec<Op>) {
                     Some(n) => model.pending[&n].id.clone(),
                     None => {
                         let text = other.text();
-                        Id::from_raw(&RawValue::from_string(text).unwrap())
+                        Id::from_raw(&*RawValue::from_string(text).unwrap())
                     }
                 };
                 let got = mux.expire(s, &id);

@@ -19,6 +19,7 @@
 //! commas, whitespace is space, tab, CR and LF.
 
 use super::jsonrpc::{Envelope, Raw};
+use crate::mcp::era::stamp::RESERVED_PREFIX;
 
 /// Containers nested deeper than this are left to serde_json.
 pub const MAX_DEPTH: usize = 128;
@@ -32,6 +33,10 @@ pub struct ParamSpans<'a> {
     pub uri: Option<&'a str>,
     pub request_state: Option<&'a str>,
     pub meta: Option<&'a str>,
+    /// `meta` is an object with at least one member, each named plainly
+    /// (no escapes) with the reserved prefix `io.modelcontextprotocol/`:
+    /// what the era bridge strips is all of it.
+    pub meta_reserved_only: bool,
 }
 
 /// The envelope of `text` (the whole message, valid UTF-8), or `None`:
@@ -52,7 +57,29 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
                 let mut plain = true;
                 let end = members(text, at, |key, escaped, at| {
                     plain &= !escaped;
-                    let end = value_end(b, at)?;
+                    let end = match (key, b.get(at)) {
+                        (b"_meta", Some(b'{')) => {
+                            // Its names on the way: whether the bridge's
+                            // strip leaves anything.
+                            let mut reserved = 0usize;
+                            let mut others = false;
+                            let end = members(text, at, |name, escaped, at| {
+                                if !escaped && name.starts_with(RESERVED_PREFIX.as_bytes()) {
+                                    reserved += 1;
+                                } else {
+                                    others = true;
+                                }
+                                value_end(b, at)
+                            })?;
+                            spans.meta_reserved_only = reserved > 0 && !others;
+                            end
+                        }
+                        (b"_meta", _) => {
+                            spans.meta_reserved_only = false;
+                            value_end(b, at)?
+                        }
+                        _ => value_end(b, at)?,
+                    };
                     let value = text.get(at..end);
                     match key {
                         b"name" => spans.name = value,

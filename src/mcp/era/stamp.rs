@@ -18,7 +18,7 @@ use super::{
 };
 
 /// Prefix of every reserved `_meta` key.
-const RESERVED_PREFIX: &str = "io.modelcontextprotocol/";
+pub(crate) const RESERVED_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// Searchers built once (building one costs more than a short search).
 static FIND_RESERVED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -221,6 +221,13 @@ pub fn strip_edit_with<'a>(
     let Some(params) = params else {
         return Some(StripEdit::Keep);
     };
+    // A `_meta` of reserved members only (as `peek`'s scan saw it) is
+    // stripped whole: nothing to search, list or sort.
+    if let Some(Some(m)) = meta
+        && m.reserved_only
+    {
+        return Some(StripEdit::Replace(m.text, "{}".to_string()));
+    }
     let text = params.get().as_bytes();
     if FIND_RESERVED.find(text).is_none() {
         return (memchr::memchr(b'\\', text).is_none()).then_some(StripEdit::Keep);
@@ -723,7 +730,7 @@ mod tests {
                 }
             }
         }
-        let lines: [&[u8]; 9] = [
+        let lines: [&[u8]; 12] = [
             br#"{"id":1,"method":"m","params":{"name":"echo","_meta":{"z":1.50,"io.modelcontextprotocol/clientInfo":{"name":"c"},"progressToken":7, "a" : [ 1 ]}}}"#,
             br#"{"id":2,"method":"m","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
             br#"{"id":3,"method":"m","params":{"_meta":{"a":1}}}"#,
@@ -733,22 +740,34 @@ mod tests {
             br#"{"id":7,"method":"m","params":{"_meta":{"b":1,"io.modelcontextprotocol/a":2,"b":{"c":3},"a":"io.modelcontextprotocol/"}}}"#,
             br#"{"id":8,"method":"m","params":{"_m\u0065ta":{"io.modelcontextprotocol/a":2},"_meta":{"k":1}}}"#,
             br#"{"id":9,"method":"m","params":{ "_meta" : { "io.modelcontextprotocol/a" : 2 , "k" : "v" } }}"#,
+            // Reserved members only, as the scan sees them (stripped whole),
+            // and cases that are not: a later `_meta`, an escaped name.
+            br#"{"id":10,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":{"x":[1]}, "io.modelcontextprotocol/a":2}}}"#,
+            br#"{"id":11,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":1},"_meta":{"k":1,"io.modelcontextprotocol/b":2}}}"#,
+            br#"{"id":12,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":1,"io.modelcontextprotocol\/b":2}}}"#,
         ];
         for line in lines {
             let Ok(crate::proto::jsonrpc::Message::Single(env)) = crate::proto::jsonrpc::peek(line)
             else {
                 panic!("one message")
             };
-            let scan = env
+            let text = String::from_utf8_lossy(line);
+            // `params` scanned on its own, and as `peek`'s scan recorded it.
+            let scanned = env
                 .params
                 .and_then(|p| crate::mcp::shared::scan_params(p.get()));
-            let meta = scan.as_ref().map(|s| s.meta.as_ref());
-            let text = String::from_utf8_lossy(line);
-            assert_eq!(
-                edit(strip_edit_with(env.params, meta)),
-                edit(strip_edit(env.params)),
-                "{text}"
-            );
+            let recorded = crate::mcp::shared::param_scan(&env);
+            for scan in [scanned, recorded] {
+                let meta = scan.as_ref().map(|s| s.meta.as_ref());
+                assert_eq!(
+                    edit(strip_edit_with(env.params, meta)),
+                    edit(strip_edit(env.params)),
+                    "{text}"
+                );
+            }
+            let reserved_only = env.params_spans.is_some_and(|s| s.meta_reserved_only);
+            let expected = matches!(env.id(), Some(crate::proto::jsonrpc::Id::Num(2 | 10)));
+            assert_eq!(reserved_only, expected, "reserved only: {text}");
         }
     }
 

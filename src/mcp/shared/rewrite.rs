@@ -251,6 +251,11 @@ pub struct MetaScan<'a> {
     /// parses `text`), or when they were not listed ([`param_scan`] from
     /// the envelope's spans: a reader lists them, `object_members`).
     pub members: Option<Vec<(&'a str, &'a str)>>,
+    /// It is an object with at least one member and every member's name
+    /// is plain (no escapes) and reserved (`io.modelcontextprotocol/…`):
+    /// stripped, it is `{}`. Known only from `peek`'s scan
+    /// ([`param_scan`]); `false` says nothing.
+    pub reserved_only: bool,
 }
 
 impl<'a> MetaScan<'a> {
@@ -258,6 +263,7 @@ impl<'a> MetaScan<'a> {
         MetaScan {
             text,
             members: object_members(text),
+            reserved_only: false,
         }
     }
 }
@@ -276,6 +282,7 @@ pub fn param_scan<'a>(env: &crate::proto::jsonrpc::Envelope<'a>) -> Option<Param
         meta: s.meta.map(|text| MetaScan {
             text,
             members: None,
+            reserved_only: s.meta_reserved_only,
         }),
         request_state: s.request_state,
     })
@@ -319,6 +326,7 @@ pub fn scan_params(params: &str) -> Option<ParamScan<'_>> {
             out.meta = Some(MetaScan {
                 text: params.get(at..end)?,
                 members,
+                reserved_only: false,
             });
             Some(end)
         }
