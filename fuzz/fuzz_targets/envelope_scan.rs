@@ -10,6 +10,9 @@
 //! way (`ParamSpans`) are the ones `shared::scan_params` finds, recorded
 //! whenever `params` is an object without escaped names, and the era
 //! bridge's `_meta` strip made from them is the one it makes without them;
+//! a method said plain is its text unquoted; a result said unstamped has
+//! none of the members the bridge writes, and stamping it unsearched gives
+//! valid JSON, the searched stamp where that one applies;
 //! the skip of a value alone
 //! (`scan::value_end`) ends where serde_json's `RawValue` of it ends; and
 //! no panic on any bytes.
@@ -24,6 +27,50 @@ use serde_json::value::RawValue;
 
 fn spans<'a>(e: &Envelope<'a>) -> [Option<(usize, &'a str)>; 4] {
     [e.id, e.method, e.params, e.result].map(|r| r.map(|r| (r.get().as_ptr().addr(), r.get())))
+}
+
+/// Whether any member name of an object is written with escapes: serde_json
+/// lends a name without escapes from the input, and decodes the others.
+struct EscapedNames(bool);
+
+impl<'de> serde::Deserialize<'de> for EscapedNames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name(bool);
+        impl<'de> serde::Deserialize<'de> for Name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a name")
+                    }
+                    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Name, E> {
+                        Ok(Name(false))
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<Name, E> {
+                        Ok(Name(true))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EscapedNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EscapedNames, A::Error> {
+                let mut escaped = false;
+                while let Some(Name(e)) = map.next_key::<Name>()? {
+                    escaped |= e;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(EscapedNames(escaped))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn edit(e: Option<StripEdit<'_>>) -> Option<Option<(usize, String, String)>> {
@@ -43,6 +90,32 @@ fn check(text: &str) {
     };
     assert_eq!(spans(&fast), spans(&slow), "members of {text:?}");
     assert_eq!(fast.is_response, slow.is_response, "is_response of {text:?}");
+    // A plain method's name is its text between the quotes, as decoded.
+    if fast.method_plain {
+        let m = fast.method.expect("plain method without method").get();
+        let decoded: String = serde_json::from_str(m).expect("plain method is a string");
+        assert_eq!(Some(decoded.as_str()), m.get(1..m.len() - 1), "method of {text:?}");
+    }
+    // A result said to carry none of the stamped members carries none, by
+    // any spelling; the stamp made without searching is the searched one.
+    if fast.result_unstamped {
+        let r = fast.result.expect("unstamped without result");
+        // Values skipped as the relay skips them (a `Value` would refuse
+        // numbers beyond f64 that JSON allows).
+        let map: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+            serde_json::from_str(r.get()).expect("unstamped result is an object");
+        for k in ["resultType", "ttlMs", "cacheScope"] {
+            assert!(!map.contains_key(k), "{k} in the result of {text:?}");
+        }
+        let searched = stamp::modern_result(r, false);
+        let known = stamp::modern_result(r, true).expect("stamp of a checked object");
+        if let Some(s) = searched {
+            assert_eq!(s, known, "stamp of {text:?}");
+        }
+        let stamped: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+            serde_json::from_str(&known).expect("stamped result is JSON");
+        assert!(stamped.contains_key("resultType"), "stamp of {text:?}");
+    }
     // `params`' members recorded on the way are the ones `scan_params`
     // finds in its text (itself held to the parser by `params_scan`).
     if let Some(rec) = fast.params_spans {
@@ -64,10 +137,9 @@ fn check(text: &str) {
         );
     } else if let Some(p) = fast.params {
         // Only a params with an escaped member name, or no object, is left.
-        assert!(
-            !p.get().starts_with('{') || p.get().contains('\\'),
-            "params members not recorded: {text:?}"
-        );
+        if let Ok(EscapedNames(escaped)) = serde_json::from_str::<EscapedNames>(p.get()) {
+            assert!(escaped, "params members not recorded: {text:?}");
+        }
     }
 }
 

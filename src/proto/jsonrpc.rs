@@ -5,7 +5,8 @@
 //! validates the whole message as JSON and allocates nothing for the common
 //! case: a single message through the relay's own scan (`proto::scan`),
 //! which records `params`' members the fronts read on the way, and through
-//! serde_json whatever the scan leaves to it (batches too).
+//! serde_json whatever the scan leaves to it; a batch is split by serde_json
+//! and each of its elements read the same way (`peek_raw`).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -191,6 +192,14 @@ pub struct Envelope<'a> {
     /// the message, or `params` is no object or has a member name with
     /// escapes (`shared::scan_params` then reads `params`).
     pub params_spans: Option<super::scan::ParamSpans<'a>>,
+    /// The scan found `method` a string without escapes: its text between
+    /// the quotes is the name. `false` says nothing.
+    pub method_plain: bool,
+    /// The scan found `result` an object whose member names are plain and
+    /// none of `resultType`, `ttlMs`, `cacheScope`: the era bridge may
+    /// write them in at its start (`stamp::modern_result`). `false` says
+    /// nothing.
+    pub result_unstamped: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +248,7 @@ impl<'a> Envelope<'a> {
     pub fn method(&self) -> Option<std::borrow::Cow<'a, str>> {
         let text = self.method?.get();
         let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-        if !inner.contains('\\') {
+        if self.method_plain || !inner.contains('\\') {
             return Some(inner.into());
         }
         serde_json::from_str::<String>(text).ok().map(Into::into)

@@ -39,6 +39,10 @@ pub struct ParamSpans<'a> {
     pub meta_reserved_only: bool,
 }
 
+/// The members a 2026-07-28 result carries at its top level that the era
+/// bridge writes into a handshake-era server's result.
+const STAMPED: [&[u8]; 3] = [b"resultType", b"ttlMs", b"cacheScope"];
+
 /// The envelope of `text` (the whole message, valid UTF-8), or `None`:
 /// not handled here (see the module's notes). An object `params` whose
 /// member names have no escapes also gets its [`ParamSpans`].
@@ -51,7 +55,24 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
             // serde_json decodes the names it matches: its verdict.
             return None;
         }
+        // What the fronts read of `method` and `result` beyond their text,
+        // found on the way through them.
+        let (mut method_plain, mut result_unstamped) = (false, false);
         let (end, spans) = match (key, b.get(at)) {
+            (b"method", Some(b'"')) => {
+                let (end, escaped) = string_end(b, at)?;
+                method_plain = !escaped;
+                (end, None)
+            }
+            (b"result", Some(b'{')) => {
+                let mut clean = true;
+                let end = members(text, at, |name, escaped, at| {
+                    clean &= !escaped && !STAMPED.contains(&name);
+                    value_end(b, at)
+                })?;
+                result_unstamped = clean;
+                (end, None)
+            }
             (b"params", Some(b'{')) => {
                 let mut spans = ParamSpans::default();
                 let mut plain = true;
@@ -97,13 +118,17 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
         let raw = Raw::new(text.get(at..end)?);
         match key {
             b"id" => env.id = Some(raw),
-            b"method" => env.method = Some(raw),
+            b"method" => {
+                env.method = Some(raw);
+                env.method_plain = method_plain;
+            }
             b"params" => {
                 env.params = Some(raw);
                 env.params_spans = spans;
             }
             b"result" => {
                 env.result = Some(raw);
+                env.result_unstamped = result_unstamped;
                 env.is_response = true;
             }
             b"error" => env.is_response = true,
@@ -291,7 +316,7 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
 /// control character or an escape JSON does not have.
 #[inline]
 pub fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
-    let mut j = start + 1;
+    let mut j = start.checked_add(1)?;
     let mut escaped = false;
     loop {
         j = special(b, j)?;
@@ -359,7 +384,10 @@ mod tests {
         let fast = envelope(text);
         let slow = serde_envelope(text).ok();
         match (&fast, &slow) {
-            (Some(f), Some(s)) => assert_eq!(fields(f), fields(s), "{text:?}"),
+            (Some(f), Some(s)) => {
+                assert_eq!(fields(f), fields(s), "{text:?}");
+                assert_eq!(f.is_response, s.is_response, "{text:?}");
+            }
             (Some(_), None) => panic!("accepted what serde_json refuses: {text:?}"),
             (None, _) => {}
         }
@@ -417,6 +445,35 @@ mod tests {
         ] {
             let env = envelope(text).expect(text);
             assert_eq!(env.params_spans, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn method_and_result_are_noted_on_the_way() {
+        let plain = envelope(r#"{"method":"tools/call","id":1}"#).unwrap();
+        assert!(plain.method_plain);
+        let escaped = envelope(r#"{"method":"tools\/call","id":1}"#).unwrap();
+        assert!(!escaped.method_plain);
+        assert_eq!(escaped.method().as_deref(), Some("tools/call"));
+        let not_string = envelope(r#"{"method":"m","method":7}"#).unwrap();
+        assert!(!not_string.method_plain);
+        for (text, unstamped) in [
+            (
+                r#"{"id":1,"result":{"content":[{"text":"a\n\"resultType\""}]}}"#,
+                true,
+            ),
+            (r#"{"id":1,"result":{}}"#, true),
+            (r#"{"id":1,"result":{"ttlMs":5}}"#, false),
+            (r#"{"id":1,"result":{"c":1,"cacheScope":"x"}}"#, false),
+            (r#"{"id":1,"result":{"result\u0054ype":"x"}}"#, false),
+            (r#"{"id":1,"result":[1]}"#, false),
+            (r#"{"id":1,"result":{"a":1},"result":7}"#, false),
+        ] {
+            assert_eq!(
+                envelope(text).unwrap().result_unstamped,
+                unstamped,
+                "{text}"
+            );
         }
     }
 

@@ -212,8 +212,9 @@ pub fn strip_edit(params: Option<Raw<'_>>) -> Option<StripEdit<'_>> {
 }
 
 /// [`strip_edit`]; `meta`: `params._meta` when the caller has scanned
-/// it already (`Some(None)`: there is none), so neither `params` nor
-/// `_meta` is read again.
+/// it already (`Some(None)`: there is none), so `params` is not read
+/// again, nor `_meta` when its members were listed or it holds reserved
+/// members only (`MetaScan::reserved_only`).
 pub fn strip_edit_with<'a>(
     params: Option<Raw<'a>>,
     meta: Option<Option<&crate::mcp::shared::MetaScan<'a>>>,
@@ -370,7 +371,7 @@ fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
     let Some(result) = crate::mcp::shared::member_of_text(text, "result") else {
         return crate::mcp::shared::member_of_text(text, "error").map(|_| None);
     };
-    let new = modern_result(result.into())?;
+    let new = modern_result(result.into(), false)?;
     Some(crate::mcp::shared::splice(
         line,
         &mut [(result, new.as_bytes())],
@@ -382,11 +383,17 @@ fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
 /// byte: what replaces `result` in its response. `None` when that cannot
 /// be told without parsing (not an object, escapes, or it mentions one of
 /// the members already): the caller takes the full path.
-pub fn modern_result(result: Raw<'_>) -> Option<String> {
+///
+/// `checked`: the caller knows `result` is an object whose member names are
+/// plain and none of the three (`Envelope::result_unstamped`), so its text
+/// is not searched.
+pub fn modern_result(result: Raw<'_>, checked: bool) -> Option<String> {
     let r = result.get();
     let body = r.strip_prefix('{')?;
     let rb = r.as_bytes();
-    if memchr::memchr(b'\\', rb).is_some() || FIND_RESULT_KEYS.iter().any(|f| f.find(rb).is_some())
+    if !checked
+        && (memchr::memchr(b'\\', rb).is_some()
+            || FIND_RESULT_KEYS.iter().any(|f| f.find(rb).is_some()))
     {
         return None;
     }

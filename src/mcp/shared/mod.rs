@@ -593,7 +593,8 @@ impl Mux {
         // A bridged request's result made modern in the same splice.
         let stamp = match (p.modern, env.result) {
             (true, Some(result)) => {
-                crate::mcp::era::stamp::modern_result(result).map(|s| (result, s))
+                crate::mcp::era::stamp::modern_result(result, env.result_unstamped)
+                    .map(|s| (result, s))
             }
             _ => None,
         };

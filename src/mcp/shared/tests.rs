@@ -766,6 +766,12 @@ fn a_bridged_reply_is_made_modern_in_the_id_splice() {
         br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{}}"#,
         false,
     );
+    let f = bridged(
+        &mut m,
+        6,
+        br#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{}}"#,
+        false,
+    );
     let plain = sent(m.up(
         5,
         br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
@@ -792,15 +798,27 @@ fn a_bridged_reply_is_made_modern_in_the_id_splice() {
             modern: true,
         }
     );
-    // Escapes: left to the front's full path.
+    // An escape in a value: `peek`'s scan vouched for the member names,
+    // so it is made modern in the splice too.
     let reply = format!(r#"{{"jsonrpc":"2.0","id":{c},"result":{{"t":"\u0041"}}}}"#);
+    assert_eq!(
+        one(m.down(reply.as_bytes())),
+        Down::Reply {
+            session: 3,
+            id: Id::Num(8),
+            msg: br#"{"jsonrpc":"2.0","id":8,"result":{"resultType":"complete","ttlMs":0,"cacheScope":"private","t":"\u0041"}}"#.to_vec(),
+            modern: true,
+        }
+    );
+    // An escaped member name: left to the front's full path.
+    let reply = format!(r#"{{"jsonrpc":"2.0","id":{f},"result":{{"t\u0041":1}}}}"#);
     let Down::Reply { msg, modern, .. } = one(m.down(reply.as_bytes())) else {
         panic!("a reply")
     };
     assert!(!modern);
     assert_eq!(
         text(&msg),
-        r#"{"jsonrpc":"2.0","id":8,"result":{"t":"\u0041"}}"#
+        r#"{"jsonrpc":"2.0","id":10,"result":{"t\u0041":1}}"#
     );
     // An error: nothing to make modern here.
     let reply = format!(r#"{{"jsonrpc":"2.0","id":{d},"error":{{"code":1,"message":"m"}}}}"#);
