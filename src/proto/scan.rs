@@ -144,7 +144,7 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
 /// name has escapes, and where its value starts, and returns where that
 /// value ends, having validated it. Returns the index just past the `}`.
 #[inline]
-fn members<'a>(
+pub(crate) fn members<'a>(
     text: &'a str,
     start: usize,
     mut value: impl FnMut(&'a [u8], bool, usize) -> Option<usize>,
@@ -178,7 +178,7 @@ fn members<'a>(
 
 /// Index of the first byte at or after `i` that is not JSON whitespace.
 #[inline]
-fn ws(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
         i += 1;
     }
@@ -446,6 +446,31 @@ mod tests {
             let env = envelope(text).expect(text);
             assert_eq!(env.params_spans, None, "{text}");
         }
+    }
+
+    #[test]
+    fn the_word_scan_finds_the_first_special_byte_at_any_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for c in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    // Bytes the word trick could mistake: one above and one
+                    // below each target, and high bytes.
+                    let mut text: Vec<u8> = (0..len)
+                        .map(|i| [b'#', b'!', b']', b'[', 0x20, 0x7f, 0xc3, 0xa9, b'a'][i % 9])
+                        .collect();
+                    text[at] = c;
+                    if at + 1 < len {
+                        text[at + 1] = b'"';
+                    }
+                    for from in 0..=at {
+                        assert_eq!(special(&text, from), Some(at), "{len} {at} {c}");
+                    }
+                }
+            }
+            let plain = vec![b'a'; len];
+            assert_eq!(special(&plain, 0), None);
+        }
+        assert_eq!(special(b"ab", 5), None);
     }
 
     #[test]

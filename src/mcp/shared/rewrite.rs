@@ -9,6 +9,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::proto::jsonrpc::{Id, Raw};
+use crate::proto::scan::{self, value_end, ws as skip_ws};
 
 /// `params._meta.progressToken` of a request, if it is a string or an integer
 /// (the types MCP allows; anything else is left alone and never routed).
@@ -361,139 +362,23 @@ pub(crate) fn object_members(text: &str) -> Option<Vec<(&str, &str)>> {
     (skip_ws(b, end) == b.len()).then_some(out)
 }
 
-/// Scans the object that opens at `start` (a `{`): `value(name, at)` is
-/// given each member's name and where its value starts, and returns where
-/// that value ends (having read it as it needs). Returns the index just
-/// past the closing `}`; `None` when a name has escapes or the text is not
-/// shaped as an object (`value` may have seen some members by then).
+/// Scans the object that opens at `start` (a `{`) with `peek`'s scan
+/// (`proto::scan::members`): `value(name, at)` is given each member's name
+/// and where its value starts, and returns where that value ends (having
+/// read it as it needs). Returns the index just past the closing `}`;
+/// `None` when a name has escapes or the text is not a valid object
+/// (`value` may have seen some members by then).
 fn members_at<'a>(
     text: &'a str,
     start: usize,
     mut value: impl FnMut(&'a str, usize) -> Option<usize>,
 ) -> Option<usize> {
-    let b = text.as_bytes();
-    if b.get(start) != Some(&b'{') {
-        return None;
-    }
-    let mut i = skip_ws(b, start + 1);
-    if b.get(i) == Some(&b'}') {
-        return Some(i + 1);
-    }
-    loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let (end, escaped) = string_end_escaped(b, i)?;
+    scan::members(text, start, |name, escaped, at| {
         if escaped {
             return None;
         }
-        let name = text.get(i + 1..end - 1)?;
-        i = skip_ws(b, end);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(b, value(name, skip_ws(b, i + 1))?);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return Some(i + 1),
-            _ => return None,
-        }
-    }
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// Index just past the string that opens at `start` (a `"`).
-fn string_end(b: &[u8], start: usize) -> Option<usize> {
-    string_end_escaped(b, start).map(|(end, _)| end)
-}
-
-/// [`string_end`], and whether the string has escapes.
-fn string_end_escaped(b: &[u8], start: usize) -> Option<(usize, bool)> {
-    let mut j = start + 1;
-    let mut escaped = false;
-    loop {
-        j = quote_or_backslash(b, j)?;
-        match b.get(j)? {
-            b'"' => return Some((j + 1, escaped)),
-            _ => {
-                escaped = true;
-                j += 2;
-            }
-        }
-    }
-}
-
-/// Index of the first `"` or `\` at or after `from`, eight bytes at a
-/// time: the strings of an envelope are short, and a call into `memchr`
-/// per string cost more than reading them here.
-fn quote_or_backslash(b: &[u8], mut from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const QUOTE: u64 = ONES * b'"' as u64;
-    const BACKSLASH: u64 = ONES * b'\\' as u64;
-    while let Some(chunk) = b.get(from..from.checked_add(8)?) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let (q, s) = (w ^ QUOTE, w ^ BACKSLASH);
-        // A zero byte of `q` or `s` is a quote or a backslash; the lowest
-        // flagged byte is always a true one.
-        let found = (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s) & HIGH;
-        if found != 0 {
-            return Some(from + (found.trailing_zeros() / 8) as usize);
-        }
-        from += 8;
-    }
-    let rest = b.get(from..)?;
-    rest.iter()
-        .position(|c| matches!(c, b'"' | b'\\'))
-        .map(|i| from + i)
-}
-
-/// Index just past the value that starts at `start`. Inside an object
-/// only its own braces are counted (and inside an array its brackets):
-/// in valid JSON the other kind nests within them, so it cannot end the
-/// value; strings are skipped whole.
-fn value_end(b: &[u8], start: usize) -> Option<usize> {
-    let (open, close) = match b.get(start)? {
-        b'"' => return string_end(b, start),
-        b'{' => (b'{', b'}'),
-        b'[' => (b'[', b']'),
-        _ => {
-            let mut j = start;
-            while !matches!(
-                b.get(j),
-                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-            ) {
-                j += 1;
-            }
-            return (j > start).then_some(j);
-        }
-    };
-    let mut depth = 0usize;
-    let mut j = start;
-    loop {
-        let c = *b.get(j)?;
-        if c == b'"' {
-            j = string_end(b, j)?;
-            continue;
-        }
-        if c == open {
-            depth += 1;
-        } else if c == close {
-            depth = depth.checked_sub(1)?;
-            if depth == 0 {
-                return Some(j + 1);
-            }
-        }
-        j += 1;
-    }
+        value(std::str::from_utf8(name).ok()?, at)
+    })
 }
 
 #[cfg(test)]
@@ -609,32 +494,6 @@ mod tests {
             scan.meta.and_then(|m| m.members),
             Some(vec![("k", r#""v""#), ("k", r#"{"x":[]}"#)])
         );
-    }
-
-    #[test]
-    fn the_word_scan_finds_the_first_quote_or_backslash_at_any_offset() {
-        for len in 0..40 {
-            for at in 0..len {
-                for c in [b'"', b'\\'] {
-                    let mut text = vec![b'a'; len];
-                    // Bytes the word trick could mistake: one above and one
-                    // below each target, and high bytes.
-                    for (i, x) in text.iter_mut().enumerate() {
-                        *x = [b'#', b'!', b']', b'[', 0xc3, 0xa9, b'a'][i % 7];
-                    }
-                    text[at] = c;
-                    if at + 1 < len {
-                        text[at + 1] = b'"';
-                    }
-                    for from in 0..=at {
-                        assert_eq!(quote_or_backslash(&text, from), Some(at), "{len} {at}");
-                    }
-                }
-            }
-            let plain = vec![b'a'; len];
-            assert_eq!(quote_or_backslash(&plain, 0), None);
-        }
-        assert_eq!(quote_or_backslash(b"ab", 5), None);
     }
 
     #[test]
