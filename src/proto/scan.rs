@@ -19,7 +19,11 @@
 //! commas, whitespace is space, tab, CR and LF.
 
 use super::jsonrpc::{Envelope, Raw};
-use crate::mcp::era::stamp::RESERVED_PREFIX;
+
+/// The prefix of the `_meta` member names MCP reserves for the protocol
+/// (2026-07-28: the version, client info and capabilities a request
+/// carries), which the era bridge strips toward a handshake-era server.
+pub const RESERVED_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// Containers nested deeper than this are left to serde_json.
 pub const MAX_DEPTH: usize = 128;

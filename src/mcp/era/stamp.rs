@@ -9,6 +9,7 @@
 //! does not are named by `toward_modern` and `toward_handshake`.
 
 use crate::proto::jsonrpc::Raw;
+use crate::proto::scan::RESERVED_PREFIX;
 use serde_json::{Map, Value, json};
 
 use super::classify::{Envelope, headers_for};
@@ -16,9 +17,6 @@ use super::{
     META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
     MODERN_VERSION,
 };
-
-/// Prefix of every reserved `_meta` key.
-pub(crate) const RESERVED_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// Searchers built once (building one costs more than a short search).
 static FIND_RESERVED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
