@@ -2,7 +2,10 @@
 //! single message's text that validates it as JSON and records the spans
 //! of its top-level `id`, `method`, `params` and `result`, without a
 //! deserializer (serde_json's costs about ten instructions a byte here,
-//! mostly in the machinery around its skips).
+//! mostly in the machinery around its skips). On the way it also notes
+//! what the fronts would otherwise read again: `params`' own members
+//! ([`ParamSpans`]), whether `method` is written without escapes, and
+//! whether `result` already has a member the era bridge writes.
 //!
 //! It is a fast path, never the judge: it returns `None` for anything it
 //! does not fully handle (a top-level member name with escapes, nesting
