@@ -73,8 +73,10 @@ fn touch(r: &Request) {
     let _ = r.path();
     let _ = r.query_param("session_id");
     let _ = r.query_param(&r.method);
-    let _ = r.accepts("text/event-stream");
-    let _ = r.accepts("application/json");
+    let sse = r.accepts("text/event-stream");
+    let json = r.accepts("application/json");
+    // Asked together (the header read once), as asked one by one.
+    assert_eq!(r.accepts_all(["application/json", "text/event-stream"]), json && sse);
     let _ = r.accepts(&r.method);
     let _ = r.header("mcp-session-id");
     let _ = r.header_all("host").count();

@@ -209,7 +209,7 @@ impl Reverse {
             );
             return;
         }
-        if !(req.accepts("application/json") && req.accepts("text/event-stream")) {
+        if !req.accepts_all(["application/json", "text/event-stream"]) {
             self.respond(
                 tok,
                 406,

@@ -147,12 +147,15 @@ impl Request {
     /// `q=0` there means "not acceptable" (RFC 9110 §12.5.1). No Accept header
     /// lists nothing: MCP requires clients to send one, so absence is false.
     pub fn accepts(&self, media: &str) -> bool {
-        let Some((want_type, want_sub)) = media.split_once('/') else {
-            return false;
-        };
-        let (want_type, want_sub) = (ows(want_type), ows(want_sub));
-        // (specificity, acceptable) of the best range so far.
-        let mut best: Option<(u8, bool)> = None;
+        self.accepts_all([media])
+    }
+
+    /// [`accepts`](Self::accepts) for every one of `media`, the header read
+    /// once (a Streamable HTTP POST asks for two types).
+    pub fn accepts_all<const N: usize>(&self, media: [&str; N]) -> bool {
+        let wants = media.map(|m| m.split_once('/').map(|(t, s)| (ows(t), ows(s))));
+        // Per wanted type: (specificity, acceptable) of the best range so far.
+        let mut best: [Option<(u8, bool)>; N] = [None; N];
         let ranges = self
             .known_all(Known::Accept)
             .flat_map(|v| v.split(','))
@@ -164,24 +167,34 @@ impl Request {
                 continue;
             };
             let (ty, sub) = (ows(ty), ows(sub));
-            let specificity = if ty == "*" && sub == "*" {
-                0
-            } else if ty.eq_ignore_ascii_case(want_type) && sub == "*" {
-                1
-            } else if ty.eq_ignore_ascii_case(want_type) && sub.eq_ignore_ascii_case(want_sub) {
-                2
-            } else {
-                continue;
-            };
-            let refused = parts.any(|p| {
-                p.split_once('=')
-                    .is_some_and(|(k, v)| ows(k).eq_ignore_ascii_case("q") && q_is_zero(ows(v)))
-            });
-            if best.is_none_or(|(s, _)| specificity > s) {
-                best = Some((specificity, !refused));
+            // Read when a wanted type matches this range, once.
+            let mut refused = None;
+            for (want, best) in wants.iter().zip(best.iter_mut()) {
+                let Some((want_type, want_sub)) = *want else {
+                    continue;
+                };
+                let specificity = if ty == "*" && sub == "*" {
+                    0
+                } else if ty.eq_ignore_ascii_case(want_type) && sub == "*" {
+                    1
+                } else if ty.eq_ignore_ascii_case(want_type) && sub.eq_ignore_ascii_case(want_sub) {
+                    2
+                } else {
+                    continue;
+                };
+                let refused = *refused.get_or_insert_with(|| {
+                    parts.by_ref().any(|p| {
+                        p.split_once('=').is_some_and(|(k, v)| {
+                            ows(k).eq_ignore_ascii_case("q") && q_is_zero(ows(v))
+                        })
+                    })
+                });
+                if best.is_none_or(|(s, _)| specificity > s) {
+                    *best = Some((specificity, !refused));
+                }
             }
         }
-        best.is_some_and(|(_, ok)| ok)
+        best.iter().all(|b| b.is_some_and(|(_, ok)| ok))
     }
 }
 

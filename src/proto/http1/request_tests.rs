@@ -395,6 +395,22 @@ fn accept_lists_are_matched_by_media_range() {
     );
     assert!(split.accepts("text/event-stream"));
     assert!(!one_request(b"GET / HTTP/1.1\r\n\r\n").accepts("application/json"));
+
+    // Asked together (one read of the header), each type is answered as
+    // asked alone.
+    let media = ["application/json", "text/event-stream", "text/html", "bad"];
+    for r in [&both, &any, &text, &refuse, &split] {
+        for a in media {
+            for b in media {
+                assert_eq!(
+                    r.accepts_all([a, b]),
+                    r.accepts(a) && r.accepts(b),
+                    "{a} {b}"
+                );
+            }
+        }
+        assert!(r.accepts_all([]));
+    }
 }
 
 #[test]
