@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::hostile::{Attack, Hostile};
-use common::http::{ACCEPT_BOTH, Http, IO, Response, Sse, SseNext, VERSION, mcp_headers, post};
+use common::http::{
+    Http, IO, Response, Sse, SseNext, VERSION, mcp_headers, modern_call_headers, post,
+};
 use common::relay::{Recv, Relay};
 use common::{TempFile, call, call_with, echo_text, error_kind, initialize, initialized, rss_kib};
 
@@ -127,13 +129,7 @@ fn rss(relay: &Relay) -> (u64, u64) {
 
 /// Headers of a 2026-07-28 stateless `tools/call` of `echo`.
 fn stateless_headers() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("Content-Type", "application/json"),
-        ("Accept", ACCEPT_BOTH),
-        ("MCP-Protocol-Version", "2026-07-28"),
-        ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", "echo"),
-    ]
+    modern_call_headers("echo")
 }
 
 // ============================================================================

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::TempFile;
-use common::http::{ACCEPT_BOTH, Http, IO, Response, post};
+use common::http::{Http, IO, Response, modern_call_headers, post};
 use common::relay::Relay;
 use common::{echo_text, initialize, initialized};
 
@@ -35,13 +35,7 @@ fn modern_call(id: Value, arguments: Value) -> Value {
 }
 
 fn modern_headers() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("Content-Type", "application/json"),
-        ("Accept", ACCEPT_BOTH),
-        ("MCP-Protocol-Version", "2026-07-28"),
-        ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", "echo"),
-    ]
+    modern_call_headers("echo")
 }
 
 /// POSTs one 2026-07-28 `tools/call` on its own connection.

@@ -502,6 +502,18 @@ pub fn mcp_headers(sid: Option<&str>) -> Vec<(&str, &str)> {
     h
 }
 
+/// Headers of a 2026-07-28 (stateless) `tools/call` of the tool `name`:
+/// no session, the version, method and name headers the body must match.
+pub fn modern_call_headers(name: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("Content-Type", "application/json"),
+        ("Accept", ACCEPT_BOTH),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", name),
+    ]
+}
+
 pub fn post_on(
     http: &mut Http,
     sid: Option<&str>,
