@@ -15,6 +15,11 @@ The same-length handshake-era request carries the 2026-07-28 request's
 2026-07-28 request against it is the cost of the era's own work, against
 the plain one the cost of the era's work and of its longer body.
 
+The last window measures what a handshake-era client pays for one call
+when it opens a session for it (initialize, initialized, the call,
+DELETE): a 2026-07-28 request has no such overhead, and the script
+prints at how many calls a session the two eras cost the same.
+
 Usage: benches/callgrind_eras.py [--modern-server] [--processes P] RELAY ECHO_SERVER N [WARM]
   e.g. benches/callgrind_eras.py target/release/mcp-relay \
            target/release/examples/echo_server 2000
@@ -72,10 +77,10 @@ def start(server):
 def stop():
     c.close(); p.terminate(); p.wait(30)
 buf = b""
-def req(body, extra=""):
+def req(body, extra="", method="POST"):
     global buf
     b = body.encode()
-    c.sendall((f"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    c.sendall((f"{method} /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                f"Accept: application/json, text/event-stream\r\n{extra}Content-Length: {len(b)}\r\n\r\n").encode() + b)
     while b"\r\n\r\n" not in buf:
         d = c.recv(65536)
@@ -102,6 +107,19 @@ def session():
     sid = h["mcp-session-id"]
     sh = f"mcp-session-id: {sid}\r\nmcp-protocol-version: {PV}\r\n"
     req('{"jsonrpc":"2.0","method":"notifications/initialized"}', sh)
+def one_call_session(i):
+    """What a handshake-era client does for one call: its whole session
+    (initialize, initialized, the call, DELETE), on the same connection.
+    The session windows divide by the calls, not the HTTP requests."""
+    st, h, b = req('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"%s","capabilities":{},"clientInfo":{"name":"mcp-relay-bench","version":"0.1.0"}}}' % PV)
+    assert st == 200, (st, b)
+    own = f"mcp-session-id: {h['mcp-session-id']}\r\nmcp-protocol-version: {PV}\r\n"
+    st, _, _ = req('{"jsonrpc":"2.0","method":"notifications/initialized"}', own)
+    assert st == 202, st
+    st, h, b = req('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"}}}' % (i, text), own)
+    assert st == 200 and b'"id":%d' % i in b, (st, b)
+    st, _, _ = req("", own, "DELETE")
+    assert st in (200, 202, 204), st
 text = "x" * 32
 def legacy(i):
     st, h, b = req('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"}}}' % (i, text), sh)
@@ -135,7 +153,8 @@ def window(name, f):
     tot, fn = total(name)
     res[name] = tot / n
     print(f"{name}: {tot} Ir / {n} = {tot/n:.0f} Ir/request  ({fn})", flush=True)
-LEGACY = (("legacy", legacy), ("sized", legacy_sized), ("legacy2", legacy), ("sized2", legacy_sized))
+LEGACY = (("legacy", legacy), ("sized", legacy_sized), ("legacy2", legacy), ("sized2", legacy_sized),
+          ("session", one_call_session))
 MODERN = (("modern", modern), ("modern2", modern))
 if not modern_server:
     start([echo]); session()
@@ -144,6 +163,7 @@ if not modern_server:
     for i in range(warm): modern(10 + i)
     for (a, fa), (b, fb), m in zip(LEGACY[0::2], LEGACY[1::2], MODERN):
         window(a, fa); window(*m); window(b, fb)
+    window(*LEGACY[4])
     stop()
 else:
     # Each era against its own server; the windows alternate relays the
@@ -157,3 +177,14 @@ else:
     print("(handshake-era client + handshake-era server vs 2026-07-28 client + modern-capable server)")
 print(f"modern/legacy: {res['modern']/res['legacy']*100:.1f} %  (second pass {res['modern2']/res['legacy2']*100:.1f} %)")
 print(f"modern/legacy of the same length: {res['modern']/res['sized']*100:.1f} %  (second pass {res['modern2']/res['sized2']*100:.1f} %)")
+# A handshake-era session's own cost (initialize, initialized, DELETE)
+# spread over the calls it makes: at how many calls a session the two
+# eras cost the same.
+overhead = res["session"] - res["legacy"]
+extra = res["modern"] - res["legacy"]
+print(f"one-call handshake-era session: {res['session']:.0f} Ir a call; modern/that: "
+      f"{res['modern']/res['session']*100:.1f} %")
+if extra > 0:
+    print(f"session overhead {overhead:.0f} Ir: the eras cost the same at {overhead/extra:.1f} calls a session")
+else:
+    print(f"session overhead {overhead:.0f} Ir: a modern request costs no more at any session length")

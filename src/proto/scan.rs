@@ -91,8 +91,8 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
                             // strip leaves anything.
                             let mut reserved = 0usize;
                             let mut others = false;
-                            let end = members(text, at, |name, escaped, at| {
-                                if !escaped && name.starts_with(RESERVED_PREFIX.as_bytes()) {
+                            let end = reserved_members(text, at, |reserved_name, at| {
+                                if reserved_name {
                                     reserved += 1;
                                 } else {
                                     others = true;
@@ -156,6 +156,21 @@ pub(crate) fn members<'a>(
     start: usize,
     mut value: impl FnMut(&'a [u8], bool, usize) -> Option<usize>,
 ) -> Option<usize> {
+    object(text, start, false, |name, escaped, _, at| {
+        value(name, escaped, at)
+    })
+}
+
+/// [`members`] and [`reserved_members`]: with `reserved`, a name that
+/// begins with [`RESERVED_PREFIX`] is scanned from past it, and `value`'s
+/// third argument says so.
+#[inline]
+fn object<'a>(
+    text: &'a str,
+    start: usize,
+    reserved: bool,
+    mut value: impl FnMut(&'a [u8], bool, bool, usize) -> Option<usize>,
+) -> Option<usize> {
     let b = text.as_bytes();
     if b.get(start) != Some(&b'{') {
         return None;
@@ -168,19 +183,71 @@ pub(crate) fn members<'a>(
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let (key_end, escaped) = string_end(b, i)?;
+        let prefixed = reserved && reserved_at(b, i + 1);
+        // `string_end` scans from one past the index it is given.
+        let from = if prefixed {
+            i + RESERVED_WORDS.len() * 8
+        } else {
+            i
+        };
+        let (key_end, escaped) = string_end(b, from)?;
         let key = b.get(i + 1..key_end - 1)?;
         i = ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return None;
         }
-        i = ws(b, value(key, escaped, ws(b, i + 1))?);
+        i = ws(b, value(key, escaped, prefixed, ws(b, i + 1))?);
         match b.get(i) {
             Some(b',') => i = ws(b, i + 1),
             Some(b'}') => return Some(i + 1),
             _ => return None,
         }
     }
+}
+
+/// [`members`] of a `_meta` object, whose 2026-07-28 names all begin with
+/// [`RESERVED_PREFIX`]: `value` is told whether a name is one of those
+/// (with the prefix and no escapes) and where its value starts. A name's
+/// prefix is compared as three words, and its scan starts past it (the
+/// prefix holds no quote, backslash or control character): the long
+/// reserved names, which every 2026-07-28 request carries, cost a third
+/// of their scan, and nothing else is compared.
+#[inline]
+fn reserved_members(
+    text: &str,
+    start: usize,
+    mut value: impl FnMut(bool, usize) -> Option<usize>,
+) -> Option<usize> {
+    object(text, start, true, |_, escaped, prefixed, at| {
+        value(prefixed && !escaped, at)
+    })
+}
+
+/// [`RESERVED_PREFIX`] as the three little-endian words it is made of.
+const RESERVED_WORDS: [u64; 3] = {
+    let p = RESERVED_PREFIX.as_bytes();
+    assert!(p.len() == 24);
+    let mut words = [0u64; 3];
+    let mut i = 0;
+    while i < 24 {
+        words[i / 8] |= (p[i] as u64) << (8 * (i % 8));
+        i += 1;
+    }
+    words
+};
+
+/// Whether `b` holds [`RESERVED_PREFIX`] at `at`.
+#[inline]
+fn reserved_at(b: &[u8], at: usize) -> bool {
+    let Some(bytes) = at.checked_add(24).and_then(|end| b.get(at..end)) else {
+        return false;
+    };
+    bytes
+        .chunks_exact(8)
+        .zip(RESERVED_WORDS)
+        .all(|(chunk, word)| {
+            <[u8; 8]>::try_from(chunk).is_ok_and(|c| u64::from_le_bytes(c) == word)
+        })
 }
 
 /// Index of the first byte at or after `i` that is not JSON whitespace.
@@ -194,8 +261,20 @@ pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
 
 /// The end (just past) of the value that starts at `i` (not whitespace),
 /// validated; `None` when it is not valid or nests deeper than
-/// [`MAX_DEPTH`]. Iterative: a bit per open container (1 = object).
-pub fn value_end(b: &[u8], mut i: usize) -> Option<usize> {
+/// [`MAX_DEPTH`]. A string or a number, most values, ends here; the rest
+/// take [`nested_end`].
+#[inline]
+pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => Some(string_end(b, i)?.0),
+        b'-' | b'0'..=b'9' => number_end(b, i),
+        _ => nested_end(b, i),
+    }
+}
+
+/// [`value_end`] of any value, containers included. Iterative: a bit per
+/// open container (1 = object).
+fn nested_end(b: &[u8], mut i: usize) -> Option<usize> {
     let mut kinds = [0u64; MAX_DEPTH / 64];
     let mut depth = 0usize;
     loop {
@@ -321,16 +400,31 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
 /// At a string's opening quote: the index just past its closing quote and
 /// whether it holds escapes; `None` when it is unterminated, holds a
 /// control character or an escape JSON does not have.
+///
+/// Most strings in a message are short names and values without escapes:
+/// this is the leaf that finds their end (a word or two of [`special`], no
+/// registers to save), and leaves a string with escapes to
+/// [`escaped_end`], out of line.
 #[inline]
 pub fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
-    let mut j = start.checked_add(1)?;
-    let mut escaped = false;
+    let j = special(b, start.checked_add(1)?)?;
+    match *b.get(j)? {
+        b'"' => Some((j + 1, false)),
+        b'\\' => escaped_end(b, j),
+        // A control character.
+        _ => None,
+    }
+}
+
+/// The rest of a string from its first escape (at `j`, a backslash): as
+/// [`string_end`], with escapes.
+#[cold]
+#[inline(never)]
+fn escaped_end(b: &[u8], mut j: usize) -> Option<(usize, bool)> {
     loop {
-        j = special(b, j)?;
         match *b.get(j)? {
-            b'"' => return Some((j + 1, escaped)),
+            b'"' => return Some((j + 1, true)),
             b'\\' => {
-                escaped = true;
                 j = match *b.get(j + 1)? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j + 2,
                     b'u' => {
@@ -346,6 +440,7 @@ pub fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
             // A control character.
             _ => return None,
         }
+        j = special(b, j)?;
     }
 }
 
@@ -418,6 +513,9 @@ mod tests {
             r#"{"method":"m","params":{"s":"a\"b\\c\/d\b\f\n\r\t\u00e9\ud800"}}"#,
             "{\"method\":\"caf\u{e9} \u{1F600}\"}",
             r#"{"x":{"a":{"b":{"c":[{"d":[1,[2,[3]]]}]}}}}"#,
+            // Escapes at a string's start and end, one after another, and
+            // in member names below the top level.
+            r#"{"method":"m","params":{"\"k\\":"\\","a\/b":"x\"y\"z\u0041"}}"#,
         ];
         for text in cases {
             assert!(envelope(text).is_some(), "not read by the scan: {text:?}");
@@ -452,6 +550,51 @@ mod tests {
         ] {
             let env = envelope(text).expect(text);
             assert_eq!(env.params_spans, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_meta_of_reserved_names_only_is_told_apart() {
+        let reserved_only = |meta: &str| {
+            let text = format!(r#"{{"method":"m","params":{{"_meta":{meta}}}}}"#);
+            let env = envelope(&text).expect(&text);
+            agrees(&text);
+            env.params_spans.expect(&text).meta_reserved_only
+        };
+        for meta in [
+            r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#,
+            r#"{ "io.modelcontextprotocol/a" : 1 , "io.modelcontextprotocol/clientInfo":{"name":"n"}}"#,
+            // The prefix alone is a reserved name.
+            r#"{"io.modelcontextprotocol/":{}}"#,
+        ] {
+            assert!(reserved_only(meta), "{meta}");
+        }
+        for meta in [
+            "{}",
+            r#"{"io.modelcontextprotocol/a":1,"progressToken":2}"#,
+            r#"{"k":1,"io.modelcontextprotocol/a":1}"#,
+            // Escaped after the prefix or in it, a prefix cut short, or
+            // spelled in another case: not a plain reserved name.
+            r#"{"io.modelcontextprotocol/a\"b":1}"#,
+            r#"{"io.modelcontextprotocol/\u0041":1}"#,
+            r#"{"io.modelcontextprotocol\/a":1}"#,
+            r#"{"io.modelcontextprotocol":1}"#,
+            r#"{"io.modelcontextprotoco":1}"#,
+            r#"{"IO.modelcontextprotocol/a":1}"#,
+        ] {
+            assert!(!reserved_only(meta), "{meta}");
+        }
+        // Not an object: nothing is reserved, and what follows still scans.
+        assert!(!reserved_only("[]"));
+        // Cut inside a reserved name, or just past its prefix: refused as
+        // serde_json refuses it.
+        for text in [
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/a"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/a":"#,
+        ] {
+            assert!(envelope(text).is_none(), "{text}");
+            assert!(serde_envelope(text).is_err(), "{text}");
         }
     }
 
@@ -575,6 +718,11 @@ mod tests {
             "{\"params\":\"a\u{1}b\"}",
             "{\"params\":\"tab\there\"}",
             r#"{"params":"unterminated}"#,
+            // What the escaped part of a string can still get wrong.
+            "{\"params\":\"a\\n\u{1}\"}",
+            r#"{"params":"a\n"#,
+            r#"{"params":"\"}"#,
+            r#"{"params":"\n\q"}"#,
             r#"{"id":1} x"#,
             r#"{"id":1}{}"#,
             "{\"id\":1}\u{b}",
