@@ -584,6 +584,21 @@ mod tests {
         ] {
             assert!(!reserved_only(meta), "{meta}");
         }
+        // One byte of the prefix changed, at each of its places (each of
+        // the three words compared).
+        for at in 0..RESERVED_PREFIX.len() {
+            let mut name = RESERVED_PREFIX.as_bytes().to_vec();
+            name[at] = if name[at] == b'x' { b'y' } else { b'x' };
+            let name = String::from_utf8(name).expect("ASCII");
+            assert!(!reserved_only(&format!(r#"{{"{name}a":1}}"#)), "{name}");
+        }
+        // A reserved member and another, in either order.
+        for meta in [
+            r#"{"io.modelcontextprotocol/a":1,"io.modelcontextprotocoL/b":2}"#,
+            r#"{"io.modelcontextprotocoL/b":2,"io.modelcontextprotocol/a":1}"#,
+        ] {
+            assert!(!reserved_only(meta), "{meta}");
+        }
         // Not an object: nothing is reserved, and what follows still scans.
         assert!(!reserved_only("[]"));
         // Cut inside a reserved name, or just past its prefix: refused as
@@ -592,6 +607,9 @@ mod tests {
             r#"{"params":{"_meta":{"io.modelcontextprotocol/"#,
             r#"{"params":{"_meta":{"io.modelcontextprotocol/a"#,
             r#"{"params":{"_meta":{"io.modelcontextprotocol/a":"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/\"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/\u00"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol"#,
         ] {
             assert!(envelope(text).is_none(), "{text}");
             assert!(serde_envelope(text).is_err(), "{text}");
