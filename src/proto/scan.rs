@@ -402,9 +402,9 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
 /// control character or an escape JSON does not have.
 ///
 /// Most strings in a message are short names and values without escapes:
-/// this is the leaf that finds their end (a word or two of [`special`], no
-/// registers to save), and leaves a string with escapes to
-/// [`escaped_end`], out of line.
+/// this finds their end (a word or two of [`special`]) and leaves a string
+/// with escapes to [`escaped_end`], out of line, so the common string does
+/// not pay for the escape loop's setup.
 #[inline]
 pub fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
     let j = special(b, start.checked_add(1)?)?;
