@@ -95,10 +95,11 @@
 //!   mode): the owner asks for the process a lease would be granted now and
 //!   gets it counted as a session, with no waiter queued and no settling;
 //!   when the lease would wait, spawn, be refused, or anything is due, `pin`
-//!   says no and the owner leases. A 2026-07-28 request pays one pass over
-//!   the processes instead of a queue round trip. A Shared `release` that
-//!   closes nothing, with nobody queued and nothing due, likewise skips
-//!   settling.
+//!   says no and the owner leases. A 2026-07-28 request pays a look at the
+//!   pool's indexes (`index`: the least loaded process, the oldest Idle
+//!   one, the earliest idle time) instead of a queue round trip, whatever
+//!   the pool's size. A Shared `release` that closes nothing, with nobody
+//!   queued and nothing due, likewise skips settling.
 //! - **Cancelled waiters get no action**: `cancel_wait` is the owner's own
 //!   decision, so each waiter ends in exactly one of `Grant`, `Reject`, or a
 //!   `cancel_wait` that found it.
@@ -115,6 +116,7 @@
 //!   only acts on what it still owns.
 //! - `ConnId`s start at 1 and are never reused, so 0 is free as a sentinel.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -277,6 +279,11 @@ pub struct Pool {
     cfg: PoolConfig,
     /// Ordered by id, so "ties → lowest ConnId" is iteration order.
     conns: BTreeMap<ConnId, Conn>,
+    /// The Idle and Leased conns by `(sessions, id)` (see `index`).
+    ready: index::Ready,
+    /// The earliest `idle_since` of the Idle conns (see `index`); a `Cell`
+    /// so that a stale one is made exact by whoever reads it first.
+    idle_floor: Cell<index::IdleFloor>,
     counts: Counts,
     /// FIFO.
     waiters: VecDeque<Waiter>,
@@ -319,6 +326,8 @@ impl Pool {
         Pool {
             cfg,
             conns: BTreeMap::new(),
+            ready: index::Ready::default(),
+            idle_floor: Cell::new(index::IdleFloor::EMPTY),
             counts: Counts::default(),
             waiters: VecDeque::new(),
             next_id: 1,
@@ -386,10 +395,10 @@ impl Pool {
     pub fn on_ready(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if self.conns.get(&conn).map(|c| c.state) == Some(ConnState::Starting) {
-            self.set_state(conn, ConnState::Idle);
             let c = self.conns.get_mut(&conn).expect("known conn");
             c.ready_at = Some(now);
             c.idle_since = now;
+            self.set_state(conn, ConnState::Idle);
             self.probing = false;
         }
         self.settle(now, &mut out);
@@ -425,9 +434,9 @@ impl Pool {
         let mut out = Vec::new();
         let leased = self.conns.get(&conn).map(|c| c.state) == Some(ConnState::Leased);
         if leased {
-            let c = self.conns.get_mut(&conn).expect("known conn");
-            c.sessions -= 1;
-            let last = c.sessions == 0;
+            let left = self.conns.get(&conn).expect("known conn").sessions - 1;
+            self.set_sessions(conn, left);
+            let last = left == 0;
             match (self.cfg.mode, last) {
                 _ if last && self.shutting_down => {
                     self.close(conn, CloseReason::Shutdown, &mut out);
@@ -436,8 +445,8 @@ impl Pool {
                     self.close(conn, CloseReason::SessionEnded, &mut out);
                 }
                 (Mode::Shared, true) => {
-                    self.set_state(conn, ConnState::Idle);
                     self.conns.get_mut(&conn).expect("known conn").idle_since = now;
+                    self.set_state(conn, ConnState::Idle);
                 }
                 (Mode::Shared, false) => {}
             }
@@ -525,15 +534,14 @@ impl Pool {
             return None;
         }
         let mut next = self.waiters.iter().filter_map(|w| w.deadline).min();
-        let idle = || self.conns.values().filter(|c| c.state == ConnState::Idle);
         if !self.cfg.idle_timeout.is_zero() && self.protected() > self.cfg.min_idle {
-            let t = idle()
-                .filter_map(|c| after(c.idle_since, self.cfg.idle_timeout))
-                .min();
+            let t = self
+                .idle_floor()
+                .and_then(|t| after(t, self.cfg.idle_timeout));
             next = earliest(next, t);
         }
         if let Some(life) = self.cfg.max_lifetime {
-            let t = idle().filter_map(|c| after(c.spawned_at, life)).min();
+            let t = self.oldest_idle().and_then(|c| after(c.spawned_at, life));
             next = earliest(next, t);
         }
         if self.wanted_spawns() > 0 && self.spawn_slots() > 0 {
@@ -605,6 +613,9 @@ impl Pool {
         let Some(life) = self.cfg.max_lifetime else {
             return;
         };
+        if !self.oldest_idle().is_some_and(|c| self.is_aged(c, now)) {
+            return;
+        }
         let aged: Vec<ConnId> = self
             .conns
             .iter()
@@ -703,16 +714,6 @@ impl Pool {
         self.waiters = if kept.is_empty() { queue } else { kept };
     }
 
-    /// Shared mode: the ready process the policy pins to, as
-    /// `(draining, sessions, id)`, the minimum of that key.
-    fn least_loaded(&self, now: Instant) -> Option<(bool, usize, ConnId)> {
-        self.conns
-            .iter()
-            .filter(|(_, c)| matches!(c.state, ConnState::Idle | ConnState::Leased))
-            .map(|(&id, c)| (self.is_aged(c, now), c.sessions, id))
-            .min()
-    }
-
     fn is_aged(&self, c: &Conn, now: Instant) -> bool {
         self.cfg
             .max_lifetime
@@ -733,7 +734,13 @@ impl Pool {
     }
 
     fn close_idle_timeouts(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.cfg.idle_timeout.is_zero() {
+        if self.cfg.idle_timeout.is_zero()
+            || !reached(
+                self.idle_floor()
+                    .and_then(|t| after(t, self.cfg.idle_timeout)),
+                now,
+            )
+        {
             return;
         }
         let mut expired: Vec<(Instant, ConnId)> = self
@@ -846,9 +853,10 @@ impl Pool {
     }
 
     fn grant(&mut self, waiter: WaiterId, conn: ConnId, out: &mut Vec<Action>) {
-        let c = self.conns.get_mut(&conn).expect("known conn");
-        c.sessions += 1;
-        if c.state == ConnState::Idle {
+        let c = self.conns.get(&conn).expect("known conn");
+        let (sessions, idle) = (c.sessions, c.state == ConnState::Idle);
+        self.set_sessions(conn, sessions + 1);
+        if idle {
             self.set_state(conn, ConnState::Leased);
         }
         out.push(Action::Grant { waiter, conn });
@@ -856,11 +864,13 @@ impl Pool {
 
     fn close(&mut self, conn: ConnId, reason: CloseReason, out: &mut Vec<Action>) {
         self.set_state(conn, ConnState::Closing);
-        self.conns.get_mut(&conn).expect("known conn").sessions = 0;
+        self.set_sessions(conn, 0);
         out.push(Action::Close(conn, reason));
     }
 
-    /// The one place a conn changes state (PgBouncer's "which list it is on").
+    /// The one place a conn changes state (PgBouncer's "which list it is on"),
+    /// and with it the counts and the indexes. A conn entering Idle has its
+    /// `idle_since` set before.
     fn set_state(&mut self, conn: ConnId, to: ConnState) {
         use ConnState::*;
         let c = self.conns.get_mut(&conn).expect("known conn");
@@ -873,17 +883,21 @@ impl Pool {
             "conn {conn}: illegal transition {from:?} → {to:?}"
         );
         c.state = to;
+        let (sessions, idle_since) = (c.sessions, c.idle_since);
         *self.counts.of(from) -= 1;
         *self.counts.of(to) += 1;
+        self.reindex(conn, sessions, idle_since, from, Some(to));
     }
 
     fn remove(&mut self, conn: ConnId) -> Option<Conn> {
         let c = self.conns.remove(&conn)?;
         *self.counts.of(c.state) -= 1;
+        self.reindex(conn, c.sessions, c.idle_since, c.state, None);
         Some(c)
     }
 }
 
+mod index;
 mod invariants;
 mod pin;
 pub mod reclaim;

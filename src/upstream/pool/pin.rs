@@ -18,27 +18,12 @@ impl Pool {
         if self.cfg.mode != Mode::Shared || self.shutting_down || !self.waiters.is_empty() {
             return None;
         }
-        // One pass: anything due (what `next_deadline` would report as
-        // reached) and the least loaded ready process.
-        let idle_limit = !self.cfg.idle_timeout.is_zero() && self.protected() > self.cfg.min_idle;
-        let mut best: Option<(bool, usize, ConnId)> = None;
-        for (&id, c) in &self.conns {
-            match c.state {
-                ConnState::Idle => {
-                    let idle_over =
-                        idle_limit && reached(after(c.idle_since, self.cfg.idle_timeout), now);
-                    if idle_over || self.is_aged(c, now) {
-                        return None;
-                    }
-                }
-                ConnState::Leased => {}
-                ConnState::Starting | ConnState::Closing => continue,
-            }
-            let key = (self.is_aged(c, now), c.sessions, id);
-            if best.is_none_or(|b| key < b) {
-                best = Some(key);
-            }
+        // Anything due (what `next_deadline` would report as reached) is a
+        // `lease`'s to act on first.
+        if self.idle_due(now) {
+            return None;
         }
+        let best = self.least_loaded(now);
         if reached(self.spawn_not_before, now) && self.wanted_spawns() > 0 && self.spawn_slots() > 0
         {
             return None;
@@ -54,9 +39,10 @@ impl Pool {
             None => return None,
         };
         self.last_now = self.last_now.max(now);
-        let c = self.conns.get_mut(&conn).expect("known conn");
-        c.sessions += 1;
-        if c.state == ConnState::Idle {
+        let c = self.conns.get(&conn).expect("known conn");
+        let (sessions, idle) = (c.sessions, c.state == ConnState::Idle);
+        self.set_sessions(conn, sessions + 1);
+        if idle {
             self.set_state(conn, ConnState::Leased);
         }
         self.debug_check();
@@ -70,13 +56,7 @@ impl Pool {
         if self.shutting_down {
             return false;
         }
-        let idle_limit = !self.cfg.idle_timeout.is_zero() && self.protected() > self.cfg.min_idle;
-        let idle_due = self.conns.values().any(|c| {
-            c.state == ConnState::Idle
-                && ((idle_limit && reached(after(c.idle_since, self.cfg.idle_timeout), now))
-                    || self.is_aged(c, now))
-        });
-        idle_due
+        self.idle_due(now)
             || (reached(self.spawn_not_before, now)
                 && self.wanted_spawns() > 0
                 && self.spawn_slots() > 0)
