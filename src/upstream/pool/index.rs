@@ -1,12 +1,17 @@
-//! What the pool keeps so that the questions a request asks cost the same
-//! with 2 processes as with 200 (issue 13: a 2026-07-28 request in Shared
-//! mode calls [`Pool::pin`] and [`Pool::release`], and the loop asks
-//! [`Pool::next_deadline`] every turn; each was a pass over every process):
+//! What the pool keeps so that the questions a request asks need no pass
+//! over the processes (issue 13: a 2026-07-28 request in Shared mode calls
+//! [`Pool::pin`] and [`Pool::release`], and the loop asks
+//! [`Pool::next_deadline`] every turn; each was a pass over every process).
+//! What is left grows slowly with the pool: binary searches, the entries a
+//! re-key moves, and, with `max_lifetime`, a walk past draining processes
+//! to the first that is not:
 //!
 //! - `ready`: the Idle and Leased processes ordered by `(sessions, id)`.
 //!   The least loaded is the first; the Idle ones (no session) come first,
-//!   lowest id first, and since ids are handed out in spawn order, the first
-//!   Idle one is the oldest Idle one (what `max_lifetime` asks about). A
+//!   lowest id first, and since ids are handed out in spawn order (and a
+//!   spawn is dated at the latest `now` the pool has seen, so that times
+//!   follow ids even if an owner's clock went back), the first Idle one is
+//!   the oldest Idle one (what `max_lifetime` asks about). A
 //!   sorted `Vec` ([`Ready`]): a session count's change moves the entries
 //!   between its old and new place, 16 bytes each (a 64-process pool moves
 //!   at most 1 KiB), which costs less than a tree's node work at the sizes

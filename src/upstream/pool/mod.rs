@@ -97,9 +97,9 @@
 //!   when the lease would wait, spawn, be refused, or anything is due, `pin`
 //!   says no and the owner leases. A 2026-07-28 request pays a look at the
 //!   pool's indexes (`index`: the least loaded process, the oldest Idle
-//!   one, the earliest idle time) instead of a queue round trip, whatever
-//!   the pool's size. A Shared `release` that closes nothing, with nobody
-//!   queued and nothing due, likewise skips settling.
+//!   one, the earliest idle time) instead of a queue round trip and a pass
+//!   over the processes. A Shared `release` that closes nothing, with
+//!   nobody queued and nothing due, likewise skips settling.
 //! - **Cancelled waiters get no action**: `cancel_wait` is the owner's own
 //!   decision, so each waiter ends in exactly one of `Grant`, `Reject`, or a
 //!   `cancel_wait` that found it.
@@ -838,11 +838,15 @@ impl Pool {
         let id = self.next_id;
         self.next_id += 1;
         self.spawned_total += 1;
+        // Dated at the latest `now` seen, so spawn times follow ids even if
+        // an owner's `now` went back (`index`: the lowest-numbered Idle
+        // process is the oldest).
+        self.last_now = self.last_now.max(now);
         self.conns.insert(
             id,
             Conn {
                 state: ConnState::Starting,
-                spawned_at: now,
+                spawned_at: self.last_now,
                 ready_at: None,
                 idle_since: now,
                 sessions: 0,

@@ -806,6 +806,34 @@ fn the_ready_index_stays_sorted_through_every_rekey() {
     }
 }
 
+/// An owner whose `now` went back: the spawn is dated at the latest `now`
+/// the pool has seen, so spawn times follow ids and the lowest-numbered
+/// Idle process is still the oldest (a second read's case: dated at the
+/// earlier `now`, process 2 was older than 1 and never closed in time).
+#[test]
+fn a_spawn_is_dated_at_the_latest_now_seen() {
+    let t0 = Instant::now();
+    let mut cfg = config(Mode::Shared, 2, 0);
+    cfg.queue_timeout = ms(60_000);
+    cfg.max_lifetime = Some(ms(10_000));
+    let mut p = pool(cfg, t0);
+    assert_eq!(p.lease(1, t0 + ms(5_000)), vec![Spawn(1)]);
+    assert_eq!(p.on_ready(1, t0 + ms(5_000)), vec![grant(1, 1)]);
+    assert_eq!(p.lease(2, t0 + ms(1_000)), vec![Spawn(2)]);
+    assert_eq!(p.on_ready(2, t0 + ms(1_000)), vec![grant(2, 2)]);
+    assert_eq!(p.release(1, t0 + ms(12_000)), vec![]);
+    assert_eq!(p.release(2, t0 + ms(12_000)), vec![]);
+    // Both spawned at t0 + 5 s by the pool's clock: both age at t0 + 15 s.
+    assert_eq!(p.next_deadline(), Some(t0 + ms(15_000)));
+    assert_eq!(
+        p.poll(t0 + ms(15_000)),
+        vec![
+            Close(1, CloseReason::MaxLifetime),
+            Close(2, CloseReason::MaxLifetime)
+        ]
+    );
+}
+
 // ---- Shutdown --------------------------------------------------------
 
 #[test]
