@@ -156,14 +156,19 @@ impl Pool {
 
     #[cold]
     fn refresh_idle_floor(&self) -> Option<Instant> {
-        let min = self
-            .conns
+        let min = self.earliest_idle_since();
+        self.idle_floor.set(IdleFloor { min, exact: true });
+        min
+    }
+
+    /// The pass the floor saves: the earliest `idle_since` of the Idle
+    /// processes.
+    fn earliest_idle_since(&self) -> Option<Instant> {
+        self.conns
             .values()
             .filter(|c| c.state == ConnState::Idle)
             .map(|c| c.idle_since)
-            .min();
-        self.idle_floor.set(IdleFloor { min, exact: true });
-        min
+            .min()
     }
 
     /// The Idle process spawned first (the lowest id among those with no
@@ -213,12 +218,7 @@ impl Pool {
             .collect();
         ready.sort_unstable();
         assert_eq!(ready, self.ready.0, "the ready index drifted");
-        let min = self
-            .conns
-            .values()
-            .filter(|c| c.state == ConnState::Idle)
-            .map(|c| c.idle_since)
-            .min();
+        let min = self.earliest_idle_since();
         let f = self.idle_floor.get();
         if f.exact {
             assert_eq!(f.min, min, "the idle floor drifted");
