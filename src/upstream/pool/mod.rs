@@ -794,13 +794,19 @@ impl Pool {
     }
 
     fn grant(&mut self, waiter: WaiterId, conn: ConnId, out: &mut Vec<Action>) {
+        self.add_session(conn);
+        out.push(Action::Grant { waiter, conn });
+    }
+
+    /// One more session on a ready conn (a grant, or `pin`): an Idle one is
+    /// Leased from now on.
+    fn add_session(&mut self, conn: ConnId) {
         let c = self.conns.get(&conn).expect("known conn");
         let (sessions, idle) = (c.sessions, c.state == ConnState::Idle);
         self.set_sessions(conn, sessions + 1);
         if idle {
             self.set_state(conn, ConnState::Leased);
         }
-        out.push(Action::Grant { waiter, conn });
     }
 
     fn close(&mut self, conn: ConnId, reason: CloseReason, out: &mut Vec<Action>) {

@@ -39,12 +39,7 @@ impl Pool {
             None => return None,
         };
         self.last_now = self.last_now.max(now);
-        let c = self.conns.get(&conn).expect("known conn");
-        let (sessions, idle) = (c.sessions, c.state == ConnState::Idle);
-        self.set_sessions(conn, sessions + 1);
-        if idle {
-            self.set_state(conn, ConnState::Leased);
-        }
+        self.add_session(conn);
         self.debug_check();
         Some(conn)
     }
