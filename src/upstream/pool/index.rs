@@ -45,7 +45,7 @@ impl IdleFloor {
 }
 
 /// `(sessions, id)` of every Idle and Leased process, ascending.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Ready(Vec<(usize, ConnId)>);
 
 impl Ready {

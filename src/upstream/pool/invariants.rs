@@ -1,11 +1,12 @@
-//! The pool's invariants, checked after every public method in tests and
-//! debug builds (`debug_check`). A release build does not check them.
+//! The pool's invariants, checked after every public method in tests,
+//! debug builds and fuzzing builds (`debug_check`). A release build does
+//! not check them.
 
 use super::*;
 
 impl Pool {
     pub(super) fn debug_check(&self) {
-        if cfg!(any(test, debug_assertions)) {
+        if cfg!(any(test, debug_assertions, fuzzing)) {
             self.check_invariants();
         }
     }

@@ -8,7 +8,10 @@
 //! work happens in [`Pool::poll`], which the owner calls at
 //! [`Pool::next_deadline`]. Every public method leaves the pool *settled*: no
 //! timer is overdue, no waiter waits for something it could have now, and every
-//! spawn that may happen now has been asked for.
+//! spawn that may happen now has been asked for. A `now` earlier than one
+//! already given is taken as the latest given: the pool's time never goes
+//! back. `drive.rs` checks these promises on arbitrary call sequences (the
+//! `pool_ops` fuzz target and a seeded unit test).
 //!
 //! # States
 //!
@@ -228,7 +231,7 @@ pub struct Stats {
     pub spawned_total: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Conn {
     state: ConnState,
     spawned_at: Instant,
@@ -239,7 +242,7 @@ struct Conn {
     sessions: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Waiter {
     id: WaiterId,
     /// `None`: the timeout is too far away to represent, i.e. never.
@@ -274,7 +277,7 @@ impl Counts {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pool {
     cfg: PoolConfig,
     /// Ordered by id, so "ties → lowest ConnId" is iteration order.
@@ -350,6 +353,7 @@ impl Pool {
 
     /// Spawns the `min_idle` warm processes.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        let now = self.clock(now);
         let mut out = Vec::new();
         self.settle(now, &mut out);
         self.debug_check();
@@ -360,6 +364,7 @@ impl Pool {
     /// that is the policy), or `Reject(QueueFull)`. The grant, if any, comes
     /// before any `Spawn` (a replacement spare, say).
     pub fn lease(&mut self, waiter: WaiterId, now: Instant) -> Vec<Action> {
+        let now = self.clock(now);
         let mut out = Vec::new();
         if self.shutting_down {
             out.push(Action::Reject {
@@ -393,6 +398,7 @@ impl Pool {
 
     /// Starting → Idle; the oldest waiter gets it.
     pub fn on_ready(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
+        let now = self.clock(now);
         let mut out = Vec::new();
         if self.conns.get(&conn).map(|c| c.state) == Some(ConnState::Starting) {
             let c = self.conns.get_mut(&conn).expect("known conn");
@@ -410,6 +416,7 @@ impl Pool {
     /// queued (they time out if spawning never works), except, in Shared
     /// mode, those queued past `max_waiting` for it: `Reject(QueueFull)`.
     pub fn on_spawn_failed(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
+        let now = self.clock(now);
         let mut out = Vec::new();
         match self.conns.get(&conn).map(|c| c.state) {
             Some(ConnState::Starting) => {
@@ -431,6 +438,7 @@ impl Pool {
     /// and a replacement spawned if spares or waiters want one. Shared mode:
     /// one session fewer on it.
     pub fn release(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
+        let now = self.clock(now);
         let mut out = Vec::new();
         let leased = self.conns.get(&conn).map(|c| c.state) == Some(ConnState::Leased);
         if leased {
@@ -456,7 +464,6 @@ impl Pool {
             // Shared, nothing closed, nobody to serve and nothing due (the
             // freed process is not aged): settling would do nothing. One a
             // 2026-07-28 request.
-            self.last_now = self.last_now.max(now);
         } else {
             self.settle(now, &mut out);
         }
@@ -468,6 +475,7 @@ impl Pool {
     /// one takes its session down with it; in Shared mode all of its sessions
     /// (the owner ends or re-leases them). Its slot is free at once.
     pub fn on_exit(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
+        let now = self.clock(now);
         let mut out = Vec::new();
         if let Some(c) = self.remove(conn) {
             match (c.state, c.ready_at) {
@@ -494,8 +502,8 @@ impl Pool {
     /// are closed as their last session is released (or by the owner at the
     /// end of its grace). Idempotent.
     pub fn shutdown(&mut self, now: Instant) -> Vec<Action> {
+        self.clock(now);
         let mut out = Vec::new();
-        self.last_now = self.last_now.max(now);
         if !self.shutting_down {
             self.shutting_down = true;
             self.spawn_not_before = None;
@@ -521,6 +529,7 @@ impl Pool {
 
     /// Timers: queue timeouts, idle timeouts, max lifetime, deferred spawns.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let now = self.clock(now);
         let mut out = Vec::new();
         self.settle(now, &mut out);
         self.debug_check();
@@ -590,6 +599,17 @@ impl Pool {
 
     // ---- settling -------------------------------------------------------
 
+    /// The `now` a call acts at: the latest the pool has been given. An
+    /// owner's clock that goes back (two owners' readings, or a clock that
+    /// is not monotonic) moves nothing back: no deadline is set, no process
+    /// dated and no idle time started before a moment already seen, so
+    /// `next_deadline` stays after every `now` passed in and spawn times
+    /// follow ids. Every public method that takes `now` starts here.
+    fn clock(&mut self, now: Instant) -> Instant {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
     /// Brings the pool up to date with `now`. The order matters:
     /// 1. aged idle processes go first, so no waiter is handed one;
     /// 2. waiters are served (a waiter due exactly now still gets a grant);
@@ -598,7 +618,6 @@ impl Pool {
     /// 5. spawns for what is still wanted, after grants so that a grant is
     ///    never preceded by a spawn in the same batch.
     fn settle(&mut self, now: Instant, out: &mut Vec<Action>) {
-        self.last_now = self.last_now.max(now);
         if self.shutting_down {
             return;
         }
@@ -775,15 +794,13 @@ impl Pool {
         let id = self.next_id;
         self.next_id += 1;
         self.spawned_total += 1;
-        // Dated at the latest `now` seen, so spawn times follow ids even if
-        // an owner's `now` went back (`index`: the lowest-numbered Idle
-        // process is the oldest).
-        self.last_now = self.last_now.max(now);
+        // `now` is the latest seen (`clock`), so spawn times follow ids
+        // (`index`: the lowest-numbered Idle process is the oldest).
         self.conns.insert(
             id,
             Conn {
                 state: ConnState::Starting,
-                spawned_at: self.last_now,
+                spawned_at: now,
                 ready_at: None,
                 idle_since: now,
                 sessions: 0,
@@ -844,6 +861,8 @@ impl Pool {
     }
 }
 
+#[cfg(any(test, fuzzing))]
+pub mod drive;
 mod index;
 mod invariants;
 mod pin;

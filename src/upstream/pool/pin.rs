@@ -18,6 +18,7 @@ impl Pool {
         if self.cfg.mode != Mode::Shared || self.shutting_down || !self.waiters.is_empty() {
             return None;
         }
+        let now = self.clock(now);
         // Anything due (what `next_deadline` would report as reached) is a
         // `lease`'s to act on first.
         if self.idle_due(now) {
@@ -38,7 +39,6 @@ impl Pool {
             Some((_, _, conn)) => conn,
             None => return None,
         };
-        self.last_now = self.last_now.max(now);
         self.add_session(conn);
         self.debug_check();
         Some(conn)

@@ -709,8 +709,8 @@ fn pin_shares_at_the_cap_and_declines_what_lease_would_not_grant() {
     assert_eq!(p.lease(1, t0), vec![Spawn(1)]);
     assert_eq!(p.on_ready(1, t0), vec![grant(1, 1)]);
     p.release(1, t0);
+    assert_eq!(p.clone().pin(t0 + ms(99)), Some(1));
     assert_eq!(p.pin(t0 + ms(100)), None);
-    assert_eq!(p.pin(t0 + ms(99)), Some(1));
 }
 
 /// The indexes `pin` reads (`index`): the longest idle process leaving
@@ -834,6 +834,30 @@ fn a_spawn_is_dated_at_the_latest_now_seen() {
     );
 }
 
+/// A call with an earlier `now` than one already seen acts at the latest
+/// (`clock`): a waiter queued then times out counting from the latest, so
+/// no deadline falls before a moment the pool has passed. (Found by the
+/// driver, `random_calls_keep_every_promise`: the waiter's deadline came
+/// out in the past and `next_deadline` with it.)
+#[test]
+fn a_call_with_an_earlier_now_acts_at_the_latest() {
+    let t0 = Instant::now();
+    let mut cfg = config(Mode::Shared, 1, 0);
+    cfg.queue_timeout = ms(50);
+    let mut p = pool(cfg, t0);
+    assert_eq!(p.lease(1, t0 + ms(100)), vec![Spawn(1)]);
+    assert_eq!(p.lease(2, t0 + ms(40)), vec![]);
+    assert_eq!(p.next_deadline(), Some(t0 + ms(150)));
+    assert_eq!(p.poll(t0 + ms(149)), vec![]);
+    assert_eq!(
+        p.poll(t0 + ms(150)),
+        vec![
+            reject(1, RejectReason::QueueTimeout),
+            reject(2, RejectReason::QueueTimeout)
+        ]
+    );
+}
+
 // ---- Shutdown --------------------------------------------------------
 
 #[test]
@@ -889,3 +913,22 @@ fn shutdown_rejects_waiters_and_closes_starting_and_idle_processes() {
 // ---- Randomized, against a model of the owner (tests/model.rs) -------
 
 mod model;
+
+// ---- Driven by random calls (`drive.rs`) ---------------------------------
+
+/// The `pool_ops` fuzz target's driver on seeded random inputs: every
+/// configuration `drive` decodes, a few hundred calls each, checked against
+/// the pool's contract after every call.
+#[test]
+fn random_calls_keep_every_promise() {
+    let mut rng = Rng::seeded(13);
+    for case in 0..3_000 {
+        let len = 8 + rng.below_or_equal(600) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        let run = std::panic::catch_unwind(|| super::drive::run(&data));
+        if let Err(e) = run {
+            eprintln!("case {case} failed; its input: {data:?}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
