@@ -157,6 +157,14 @@ impl<R> Inflight<R> {
         self.reqs.drain().collect()
     }
 
+    /// Forgets everything, keeping the tables' capacity; nothing to do
+    /// when nothing is in flight (every progress token names a request in
+    /// flight, `check`).
+    pub fn clear(&mut self) {
+        self.progress.clear();
+        self.reqs.clear();
+    }
+
     pub fn get(&self, id: &Id) -> Option<&Request<R>> {
         self.reqs.get(id)
     }
@@ -321,6 +329,25 @@ mod tests {
         assert!(f.is_empty());
         assert!(f.drain().is_empty());
         assert!(f.by_progress(&id(100)).is_none());
+        f.check();
+    }
+
+    #[test]
+    fn clear_forgets_requests_and_tokens_and_keeps_room() {
+        let t0 = Instant::now();
+        let mut f: Inflight<()> = Inflight::default();
+        for n in 0..10 {
+            f.begin(id(n), t0, Some(id(100 + n)), false, ())
+                .expect("new");
+        }
+        let room = f.reqs.capacity();
+        f.clear();
+        assert!(f.is_empty() && f.progress.is_empty());
+        assert_eq!(f.reqs.capacity(), room);
+        assert!(f.by_progress(&id(100)).is_none());
+        // The same ids and tokens are new again.
+        f.begin(id(1), t0, Some(id(101)), false, ()).expect("new");
+        assert!(f.by_progress(&id(101)).is_some_and(|(i, _)| *i == id(1)));
         f.check();
     }
 }

@@ -79,8 +79,8 @@ impl Reverse {
         if !s.stateless || !s.inflight.is_empty() || self.spare_stateless.is_some() {
             return;
         }
-        // Empty, and nothing left of its progress tokens either.
-        let _ = s.inflight.drain();
+        // Empty, and so no progress token is left either (`Inflight::check`).
+        s.inflight.clear();
         self.spare_stateless = Some(Spare {
             id: std::mem::take(&mut s.id),
             version: std::mem::take(&mut s.version),
