@@ -603,8 +603,10 @@ impl Pool {
     /// owner's clock that goes back (two owners' readings, or a clock that
     /// is not monotonic) moves nothing back: no deadline is set, no process
     /// dated and no idle time started before a moment already seen, so
-    /// `next_deadline` stays after every `now` passed in and spawn times
-    /// follow ids. Every public method that takes `now` starts here.
+    /// `next_deadline` stays after the latest `now` acted at, and spawn times
+    /// follow ids. Every public method that takes `now` starts here, but
+    /// `pin`, which moves the pool's time only when it pins (a pin that
+    /// declines leaves the pool as it was: its caller leases next).
     fn clock(&mut self, now: Instant) -> Instant {
         self.last_now = self.last_now.max(now);
         self.last_now

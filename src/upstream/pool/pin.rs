@@ -18,7 +18,10 @@ impl Pool {
         if self.cfg.mode != Mode::Shared || self.shutting_down || !self.waiters.is_empty() {
             return None;
         }
-        let now = self.clock(now);
+        // The pool's time (`clock`), not moved on by a pin that declines:
+        // only a call that settles may move it (`next_deadline` stays
+        // after it).
+        let now = self.last_now.max(now);
         // Anything due (what `next_deadline` would report as reached) is a
         // `lease`'s to act on first.
         if self.idle_due(now) {
@@ -39,6 +42,7 @@ impl Pool {
             Some((_, _, conn)) => conn,
             None => return None,
         };
+        self.last_now = now;
         self.add_session(conn);
         self.debug_check();
         Some(conn)
