@@ -3,9 +3,11 @@
 //! against the pool's contract by `upstream::pool::drive` (compiled into
 //! the relay's library for fuzzing builds, `cfg(fuzzing)`): the actions
 //! name live processes and queued waiters, every waiter gets exactly one
-//! outcome, the pool's view agrees with the owner's, each call leaves the
-//! pool settled, `next_deadline` is honest, and `pin` does what a `lease`
-//! at the same moment would. The pool checks its own invariants too.
+//! outcome, no aged process is given out while a young one is ready, the
+//! pool's view agrees with the owner's, each call leaves the pool settled,
+//! `next_deadline` is honest, `pin` does what a `lease` at the same moment
+//! would, and shutdown leaves nothing behind. The pool checks its own
+//! invariants too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
