@@ -28,21 +28,25 @@
 //!   in Shared mode only when every ready process is past it;
 //! - the pool's view agrees with the owner's: states, sessions per process
 //!   and in all, waiters (none overdue), `starved`; a session given back
-//!   while waiters are starved feeds one of them;
+//!   while waiters are starved feeds one of them, spawning for it unless
+//!   spawning is held back (a backoff, or a probe under way);
 //! - every call leaves the pool settled at the latest `now` it acted at:
 //!   `poll` then does nothing (the module's promise, and what lets
-//!   `release` skip settling and `pin` never settle), and a late report
-//!   or a cancellation at that moment asks for nothing;
+//!   `release` skip settling and `pin` never settle); a cancellation asks
+//!   for nothing, and a late or repeated report, or a release of nothing,
+//!   does exactly what a `poll` at its `now` would and changes nothing
+//!   else;
 //! - `next_deadline` is honest: after that `now`, and `poll` does nothing
 //!   before it (at that `now`, halfway, and a nanosecond before), nor an
 //!   hour later when it is `None`;
 //! - `pin` is `lease` without the queue: when it pins a process, a `lease`
 //!   at the same `now` grants that same process at once, with nothing
-//!   else, and leaves the pool in the same state; when it declines with
-//!   nothing queued or due, such a `lease` is not a grant at once either,
-//!   and declining leaves the pool's own checks holding;
+//!   else, and leaves the pool in the same state, field for field; a pin
+//!   that declines changes nothing, and when it declines with nothing
+//!   queued or due, such a `lease` is not a grant at once either;
 //! - at the end, shutdown answers every waiter, the last sessions given
-//!   back close every process, and once all are reaped the pool is empty.
+//!   back one by one close every process (each checked as above), and
+//!   once all are reaped the pool is empty.
 //!
 //! It checks the contract, not the policy: which spare a waiter gets, FIFO
 //! order, how many spares are kept, backoff and probing are the scripted
@@ -441,6 +445,7 @@ pub fn run(data: &[u8]) -> Tally {
         // The pool's time does not move in this call: a late report or a
         // cancellation then asks for nothing.
         let still = now <= pool.last_now;
+        let before = pool.clone();
         let (out, stale) = match op % 16 {
             0 | 1 => {
                 let w = owner.queue(pool.last_now.max(now));
@@ -461,7 +466,9 @@ pub fn run(data: &[u8]) -> Tally {
                 (out, true)
             }
             5 | 6 => {
-                let Some(id) = b.pick(&owner.reportable()) else {
+                let mut some = owner.reportable();
+                some.extend(owner.with(|k| k != Known::Starting));
+                let Some(id) = b.pick(&some) else {
                     continue;
                 };
                 // Ready once it was Starting; a late report of one closed
@@ -497,7 +504,16 @@ pub fn run(data: &[u8]) -> Tally {
                     b.pick(&none)
                 };
                 let Some(id) = pick else { continue };
-                let starved = pool.starved();
+                // Starved at this call's now, without the release (time may
+                // have moved since the last call: timeouts are not feeding).
+                let (starved, held_back) = {
+                    let mut r = pool.clone();
+                    r.poll(now);
+                    let at = r.last_now;
+                    let held_back = r.spawn_not_before.is_some_and(|t| t > at)
+                        || (r.probing && r.counts.starting > 0);
+                    (r.starved(), held_back)
+                };
                 if holding {
                     *owner.held.get_mut(&id).expect("held") -= 1;
                 }
@@ -508,6 +524,12 @@ pub fn run(data: &[u8]) -> Tally {
                     assert!(
                         pool.starved() < starved,
                         "{context}: a release fed no waiter"
+                    );
+                    // Its process is spawned now, unless spawning was
+                    // already held back (a backoff, or a probe under way).
+                    assert!(
+                        held_back || out.iter().any(|a| matches!(a, Action::Spawn(_))),
+                        "{context}: a release while starved spawned nothing: {out:?}"
                     );
                 }
                 (out, !holding)
@@ -555,6 +577,19 @@ pub fn run(data: &[u8]) -> Tally {
         if stale && still {
             assert_eq!(out, vec![], "{context}: a late report asked for something");
         }
+        if stale && op % 16 != 4 {
+            let mut r = before.clone();
+            let want = r.poll(now);
+            assert_eq!(out, want, "{context}: a late report is not a poll");
+            if op % 16 != 7 {
+                let at = pool.last_now;
+                assert_eq!(
+                    seen(&r, at),
+                    seen(&pool, at),
+                    "{context}: a late report moved the pool"
+                );
+            }
+        }
         owner.apply(&out, pool.last_now, &context);
         if pool.is_shutting_down() {
             assert!(
@@ -582,10 +617,12 @@ fn finish(pool: &mut Pool, owner: &mut Owner, now: Instant) {
         owner.with(|k| k == Known::Starting).is_empty(),
         "a Starting process outlived shutdown"
     );
-    for (id, n) in std::mem::take(&mut owner.held) {
-        for _ in 0..n {
+    for id in owner.holding() {
+        while owner.held.get(&id).copied().unwrap_or(0) > 0 {
+            *owner.held.get_mut(&id).expect("held") -= 1;
             let out = pool.release(id, now);
             owner.apply(&out, at(pool), "the last releases");
+            owner.agrees(pool, at(pool), "the last releases");
         }
     }
     assert!(
@@ -596,6 +633,7 @@ fn finish(pool: &mut Pool, owner: &mut Owner, now: Instant) {
         let out = pool.on_exit(id, now);
         owner.forget(id);
         owner.apply(&out, at(pool), "reaping");
+        owner.agrees(pool, at(pool), "reaping");
     }
     owner.agrees(pool, at(pool), "reaped");
     assert_eq!(
@@ -624,6 +662,7 @@ fn pin_or_lease(pool: &mut Pool, owner: &mut Owner, now: Instant, context: &str)
     let w = owner.next_waiter + 1;
     let mut leased = pool.clone();
     let lease = leased.lease(w, now);
+    let before = pool.clone();
     match pool.pin(now) {
         Some(conn) => {
             // Granted at once, that process, nothing else, the same state.
@@ -637,15 +676,7 @@ fn pin_or_lease(pool: &mut Pool, owner: &mut Owner, now: Instant, context: &str)
             // by the lease's settling and kept by the pin (the same either
             // way: nothing is to spawn, or the pin would have declined),
             // and a stale idle floor is made exact by whoever reads it.
-            let seen = |p: &Pool| {
-                let mut p = p.clone();
-                if reached(p.spawn_not_before, at) {
-                    p.spawn_not_before = None;
-                }
-                let _ = p.idle_floor();
-                format!("{p:?}")
-            };
-            assert_eq!(seen(&leased), seen(pool), "{context}: pin vs lease");
+            assert_eq!(seen(&leased, at), seen(pool, at), "{context}: pin vs lease");
             // The pin stands for that grant.
             owner.tally.pins += 1;
             let w = owner.queue(at);
@@ -655,6 +686,11 @@ fn pin_or_lease(pool: &mut Pool, owner: &mut Owner, now: Instant, context: &str)
             // Declining moves nothing: the pool's own checks still hold
             // (its time, and so `next_deadline`, untouched).
             pool.debug_check();
+            assert_eq!(
+                seen(&before, at),
+                seen(pool, at),
+                "{context}: a declining pin moved something"
+            );
             // With nothing queued or due, a lease would not have been a
             // grant at once either.
             let plain = pool.cfg.mode == Mode::Shared
@@ -671,4 +707,14 @@ fn pin_or_lease(pool: &mut Pool, owner: &mut Owner, now: Instant, context: &str)
             pool.lease(w, now)
         }
     }
+}
+
+/// The pool field for field, two caches made canonical (see `pin_or_lease`).
+fn seen(p: &Pool, at: Instant) -> String {
+    let mut p = p.clone();
+    if reached(p.spawn_not_before, at) {
+        p.spawn_not_before = None;
+    }
+    let _ = p.idle_floor();
+    format!("{p:?}")
 }
