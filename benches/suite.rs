@@ -1313,20 +1313,18 @@ fn run() -> Result<()> {
     if let Some(v) = fwd_added {
         fig.add("forward.stdio.w1.added_p50_us", v, "µs", false);
     }
-    let rev_start_rss = median_opt(
-        all_cases
-            .iter()
-            .zip(&aggs)
-            .filter(|(c, _)| c.mode == Mode::ReverseSession)
-            .map(|(_, a)| a.as_ref().and_then(|a| a.rss_start_kib)),
-    );
-    let rev_start_anon = median_opt(
-        all_cases
-            .iter()
-            .zip(&aggs)
-            .filter(|(c, _)| c.mode == Mode::ReverseSession)
-            .map(|(_, a)| a.as_ref().and_then(|a| a.anon_start_kib)),
-    );
+    // A reverse relay just started: the median over the session-mode cases.
+    let rev_start = |of: fn(&Agg) -> Option<f64>| {
+        median_opt(
+            all_cases
+                .iter()
+                .zip(&aggs)
+                .filter(|(c, _)| c.mode == Mode::ReverseSession)
+                .map(|(_, a)| a.as_ref().and_then(of)),
+        )
+    };
+    let rev_start_rss = rev_start(|a| a.rss_start_kib);
+    let rev_start_anon = rev_start(|a| a.anon_start_kib);
     if let Some(v) = rev_start_rss {
         fig.add("reverse.rss_at_start_kib", v, "KiB", false);
     }
