@@ -459,12 +459,11 @@ impl Pool {
                 (Mode::Shared, false) => {}
             }
         }
+        // Shared, nothing closed, nobody to serve and nothing due (the freed
+        // process is not aged): settling would do nothing, and is skipped
+        // (one release a 2026-07-28 request).
         let quiet = self.cfg.mode == Mode::Shared && out.is_empty() && self.waiters.is_empty();
-        if quiet && !self.due(now) {
-            // Shared, nothing closed, nobody to serve and nothing due (the
-            // freed process is not aged): settling would do nothing. One a
-            // 2026-07-28 request.
-        } else {
+        if !quiet || self.due(now) {
             self.settle(now, &mut out);
         }
         self.debug_check();
