@@ -36,9 +36,12 @@ measured on its own, with the same windows and warm-up.
 instead of 2, all started before the windows: what a request costs as the
 pool grows (the loop's work per turn must not grow with it).
 
+The last line, `RESULT {...}`, is the figures as JSON (Ir a request, Ir
+a call for `session`), for the bench suite (`benches/common/callgrind.rs`).
+
 Needs valgrind (callgrind_control). Bounded: every socket read has a 30 s
 timeout; each relay is started at most 60 s before giving up."""
-import atexit, socket, subprocess, sys, time, os, glob, re
+import atexit, socket, subprocess, sys, time, os, glob, re, json
 
 args = sys.argv[1:]
 modern_server = "--modern-server" in args
@@ -192,3 +195,4 @@ if extra > 0:
     print(f"session overhead {overhead:.0f} Ir: the eras cost the same at {overhead/extra:.1f} calls a session")
 else:
     print(f"session overhead {overhead:.0f} Ir: a modern request costs no more at any session length")
+print("RESULT " + json.dumps({k: round(v, 1) for k, v in res.items()}), flush=True)

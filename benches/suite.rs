@@ -52,7 +52,15 @@
 //! Knobs: `BENCH_SECS` (timed seconds per configuration; default 3, quick
 //! 1), `BENCH_ROUNDS` (default 3, quick 2), `BENCH_CLIENTS` (default 16),
 //! `BENCH_ONLY` (comma-separated id substrings: run only those, plus their
-//! baselines), `BENCH_STARTS` (start-up samples, default 20, quick 10).
+//! baselines), `BENCH_STARTS` (start-up samples, default 20, quick 10),
+//! `BENCH_CALLGRIND` (requests a window of the instruction count below;
+//! default 2,000, quick 1,000; 0 skips it).
+//!
+//! Instructions per request, each protocol era, through `reverse --pool
+//! shared` (issue 13): `benches/callgrind_eras.py` under callgrind, bridged
+//! and end to end (`common::callgrind`), when valgrind and python3 are
+//! there and `BENCH_ONLY` is unset or names `shared`. Unlike the CPU
+//! figures these do not move with the machine's load.
 //! Without `--bench` on the command line (`cargo test --benches`) it runs a
 //! tiny smoke test and writes no file.
 
@@ -76,6 +84,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use common::callgrind::{self, EraInstructions};
 use common::http::{TEXT_BYTES, get_text, make_text};
 use common::{
     BoxError, EXIT_TIMEOUT, Head, HttpClient, LogTail, Relay, Result, Rpc, Stats, Watchdog,
@@ -113,6 +122,8 @@ struct Settings {
     only: Vec<String>,
     quick: bool,
     smoke: bool,
+    /// Requests a callgrind window (`BENCH_CALLGRIND`, 0: not measured).
+    callgrind: usize,
 }
 
 impl Settings {
@@ -147,6 +158,7 @@ impl Settings {
                 only,
                 quick,
                 smoke,
+                callgrind: 0,
             });
         }
         Ok(Settings {
@@ -156,6 +168,7 @@ impl Settings {
             rounds: env_usize("BENCH_ROUNDS")?.unwrap_or(rounds),
             clients: env_usize("BENCH_CLIENTS")?.unwrap_or(clients),
             starts: env_usize("BENCH_STARTS")?.unwrap_or(starts),
+            callgrind: env_usize("BENCH_CALLGRIND")?.unwrap_or(if quick { 1000 } else { 2000 }),
             only,
             quick,
             smoke,
@@ -1203,6 +1216,45 @@ fn main() {
     }
 }
 
+/// The callgrind count of what a request costs in each era, bridged and
+/// end to end (`common::callgrind`): empty when not asked for (a smoke
+/// run, `BENCH_CALLGRIND=0`, or `BENCH_ONLY` without `shared`), an error
+/// per pairing when it could not be measured.
+fn era_instructions(
+    s: &Settings,
+    paths: &Paths,
+) -> Vec<(&'static str, std::result::Result<EraInstructions, String>)> {
+    let asked = !s.smoke
+        && s.callgrind > 0
+        && (s.only.is_empty() || s.only.iter().any(|o| o.contains("shared")));
+    if !asked {
+        return Vec::new();
+    }
+    let missing = callgrind::tools_missing();
+    [("bridged", false), ("end to end", true)]
+        .into_iter()
+        .map(|(name, modern_server)| {
+            let r = match &missing {
+                Some(why) => Err(why.clone()),
+                None => {
+                    eprintln!(
+                        "bench: instructions per request under callgrind, {name}, {} requests a window",
+                        s.callgrind
+                    );
+                    callgrind::era_instructions(
+                        &paths.relay,
+                        &paths.echo,
+                        modern_server,
+                        s.callgrind,
+                        Duration::from_secs(600),
+                    )
+                }
+            };
+            (name, r)
+        })
+        .collect()
+}
+
 fn selected(all: &[Case], only: &[String]) -> Vec<bool> {
     if only.is_empty() {
         return vec![true; all.len()];
@@ -1246,6 +1298,8 @@ fn run() -> Result<()> {
     reap_leftovers();
     let (startup, rounds) = res?;
     let load_after = loadavg();
+    let era_ir = era_instructions(&s, &paths);
+    reap_leftovers();
     let (bin_on_disk, bin_stripped) = binary_sizes(&paths.relay)?;
     let bin_bytes = bin_stripped.unwrap_or(bin_on_disk);
     let crates = runtime_crates();
@@ -1332,6 +1386,25 @@ fn run() -> Result<()> {
     fig.add("binary_bytes", bin_bytes as f64, "bytes", false);
     if let Some(c) = crates {
         fig.add("runtime_crates", c as f64, "crates", false);
+    }
+    for (name, r) in &era_ir {
+        let Ok(e) = r else { continue };
+        let key = if *name == "bridged" { "bridged" } else { "e2e" };
+        fig.add(format!("eras.{key}.legacy_ir"), e.legacy, "Ir", false);
+        fig.add(format!("eras.{key}.same_length_ir"), e.sized, "Ir", false);
+        fig.add(format!("eras.{key}.modern_ir"), e.modern, "Ir", false);
+        fig.add(
+            format!("eras.{key}.session_call_ir"),
+            e.session,
+            "Ir",
+            false,
+        );
+        fig.add(
+            format!("eras.{key}.modern_over_legacy"),
+            e.ratio(),
+            "x",
+            false,
+        );
     }
 
     // ---- targets ----
@@ -1445,6 +1518,26 @@ fn run() -> Result<()> {
                 ),
                 format!("<= {:.0} %", TARGET_MODERN_CPU_RATIO * 100.0),
                 ratio <= TARGET_MODERN_CPU_RATIO,
+            );
+        }
+    }
+    // The same question counted in instructions (callgrind): no noise, so
+    // no allowance for it either. What was not measured is said with the
+    // other era figures, below.
+    for (name, r) in &era_ir {
+        if let Ok(e) = r {
+            target(
+                format!(
+                    "reverse shared: a 2026-07-28 request vs a handshake-era one, {name}, instructions"
+                ),
+                format!(
+                    "{:.0} vs {:.0} Ir ({:.1} %)",
+                    e.modern,
+                    e.legacy,
+                    e.ratio() * 100.0
+                ),
+                "<= 100 %".into(),
+                e.ratio() <= 1.0,
             );
         }
     }
@@ -1602,6 +1695,27 @@ fn run() -> Result<()> {
             "reverse RSS right after start (no session): {:.2} MiB",
             v / 1024.0
         );
+    }
+    for (name, r) in &era_ir {
+        if let Err(why) = r {
+            println!("eras, {name} (callgrind): not measured ({why})");
+        }
+        if let Ok(e) = r {
+            println!(
+                "eras, {name} (callgrind, Ir): handshake-era {:.0}, same length {:.0}, 2026-07-28 {:.0} \
+                 ({:.1} %, {:.1} % of the same length); a call in its own handshake-era session {:.0}{}",
+                e.legacy,
+                e.sized,
+                e.modern,
+                e.ratio() * 100.0,
+                e.ratio_same_length() * 100.0,
+                e.session,
+                e.break_even_calls().map_or(
+                    String::from("; a 2026-07-28 request costs no more at any session length"),
+                    |c| format!("; the eras cost the same at {c:.1} calls a session")
+                )
+            );
+        }
     }
     println!();
     println!("targets (informational; a MISS never fails the run):");

@@ -1,12 +1,14 @@
 //! Code shared by the benchmark harnesses (`forward`, `reverse`, `suite`):
 //! settings from the environment, locating and building the binaries, the
 //! stall watchdog, /proc readings, statistics, the MCP clients (stdio and
-//! HTTP) and the process wrapper for servers that print a listening address.
+//! HTTP), the process wrapper for servers that print a listening address, and
+//! the callgrind run of the era comparison (`callgrind`).
 //!
 //! Each bench uses a subset, hence `dead_code` is allowed here.
 
 #![allow(dead_code)]
 
+pub mod callgrind;
 pub mod http;
 
 use std::collections::VecDeque;
