@@ -6,7 +6,8 @@
 //! holds at most `max(max_header, 4096)` unconsumed bytes (the head limit, or
 //! the chunk-size-line limit mid body) and no body passes `max_body`; an
 //! error repeats (the parser stays poisoned); and however the bytes are cut,
-//! the same requests come out and the stream fails or not alike.
+//! the same requests come out and the stream fails or not alike; Accept is
+//! answered alike by its bytewise common case and its full reading.
 #![no_main]
 
 use fuzz_util::{Rng, splits};
@@ -77,6 +78,9 @@ fn touch(r: &Request) {
     let json = r.accepts("application/json");
     // Asked together (the header read once), as asked one by one.
     assert_eq!(r.accepts_all(["application/json", "text/event-stream"]), json && sse);
+    // The bytewise common case answers as the full reading does.
+    let pair = [Some(("application", "json")), Some(("text", "event-stream"))];
+    assert_eq!(r.accepts_ranges(&pair), json && sse);
     let _ = r.accepts(&r.method);
     let _ = r.header("mcp-session-id");
     let _ = r.header_all("host").count();

@@ -194,13 +194,22 @@ fn list<'a>(headers: &'a [(String, String)], name: &str) -> impl Iterator<Item =
 /// Trims optional whitespace (SP and HTAB, RFC 9110 §5.6.3).
 fn ows(s: &str) -> &str {
     // Bytewise: a char-set pattern decodes every char it looks at, and this
-    // runs on every header value and list element of every request.
-    let b = s.as_bytes();
+    // runs on every header value and list element of every request. SP and
+    // HTAB are single bytes: both ends are char boundaries.
+    s.get(ows_range(s.as_bytes())).unwrap_or(s)
+}
+
+/// [`ows`] of bytes.
+fn ows_bytes(b: &[u8]) -> &[u8] {
+    b.get(ows_range(b)).unwrap_or(b)
+}
+
+/// Where `b` is once leading and trailing SP and HTAB are cut.
+fn ows_range(b: &[u8]) -> std::ops::Range<usize> {
     let blank = |c: &u8| *c == b' ' || *c == b'\t';
     let start = b.iter().position(|c| !blank(c)).unwrap_or(b.len());
     let end = b.iter().rposition(|c| !blank(c)).map_or(start, |i| i + 1);
-    // SP and HTAB are single bytes: both ends are char boundaries.
-    s.get(start..end).unwrap_or(s)
+    start..end
 }
 
 /// Finds the end of a head without rescanning: a slowloris sending one byte

@@ -413,6 +413,120 @@ fn accept_lists_are_matched_by_media_range() {
     }
 }
 
+/// A client's usual Accept (no parameter, no wildcard) is answered by the
+/// bytewise reading, anything else by the full one; on any Accept lines the
+/// two answer alike.
+#[test]
+fn the_plain_accept_reading_agrees_with_the_full_one() {
+    let wants = |a: &'static str, b: &'static str| {
+        [a, b].map(|m| m.split_once('/').map(|(t, s)| (ows(t), ows(s))))
+    };
+    let usual = with_header("Accept", "application/json, text/event-stream");
+    let pair = ["application/json", "text/event-stream"];
+    assert_eq!(usual.accepts_plain(&pair), Some(true));
+    assert_eq!(usual.accepts_plain(&["text/html"]), None);
+    assert_eq!(with_header("Accept", "text/*").accepts_plain(&pair), None);
+    assert_eq!(with_header("Accept", "a/b;q=1").accepts_plain(&pair), None);
+    assert_eq!(with_header("Accept", "bad").accepts_plain(&["bad"]), None);
+
+    let tokens = [
+        "application",
+        "APPLICATION",
+        "json",
+        "Json",
+        "text",
+        "event-stream",
+        "html",
+        "*",
+        "/",
+        "/",
+        ",",
+        ",",
+        ";",
+        " ",
+        "\t",
+        "q=0",
+        "q=0.0",
+        "q=1",
+        "q",
+        "=",
+        "0",
+        "a",
+        "application/json",
+        "text/event-stream",
+        "text/html",
+        ", ",
+        ", ",
+        ",",
+    ];
+    let media = [
+        ("application/json", "text/event-stream"),
+        ("text/event-stream", "text/event-stream"),
+        ("text/html", "application/json"),
+        ("bad", "application/json"),
+        (" text / html ", "*/*"),
+        ("/", "a/"),
+        ("json", "application/json"),
+        ("application/json", "application/json"),
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let (mut plain, mut full) = (0, 0);
+    for _ in 0..20_000 {
+        // Token soup, or a list of media types as clients write them.
+        let lists = [
+            "application/json",
+            "text/event-stream",
+            "text/html",
+            "Application/JSON",
+            " ",
+            "\t",
+        ];
+        let mut value = || {
+            if next(2) == 0 {
+                (0..next(12))
+                    .map(|_| tokens[next(tokens.len())])
+                    .collect::<String>()
+            } else {
+                (0..next(4))
+                    .map(|_| lists[next(lists.len())])
+                    .collect::<Vec<_>>()
+                    .join(if next(2) == 0 { ", " } else { "," })
+            }
+        };
+        let (first, second) = (value(), value());
+        let head = if next(3) == 0 {
+            format!("GET / HTTP/1.1\r\nAccept: {first}\r\nAccept: {second}\r\n\r\n")
+        } else {
+            format!("GET / HTTP/1.1\r\nAccept: {first}{second}\r\n\r\n")
+        };
+        let mut p = parser();
+        p.feed(head.as_bytes());
+        let Ok(Some(Event::Request(r))) = p.next_event() else {
+            continue;
+        };
+        for (a, b) in media {
+            let w = wants(a, b);
+            let answer = r.accepts_ranges(&w);
+            match r.accepts_plain(&[a, b]) {
+                Some(fast) => {
+                    plain += 1;
+                    assert_eq!(fast, answer, "{head:?} {a} {b}");
+                }
+                None => full += 1,
+            }
+            assert_eq!(r.accepts_all([a, b]), answer, "{head:?} {a} {b}");
+        }
+    }
+    // Both readings were really compared, many times.
+    assert!(plain > 2_000 && full > 10_000, "plain {plain}, full {full}");
+}
+
 #[test]
 fn query_parameters_are_percent_decoded() {
     let r =
