@@ -91,19 +91,19 @@ pub(super) enum Lookup {
 }
 
 impl HeaderIndex {
-    /// Indexes `headers`, whose names are lower-case. The list is at most
+    /// Indexes a header list by its `names`, which are lower-case. The list is at most
     /// `MAX_HEADERS` (64) long, so positions fit a byte; for a longer one
     /// (never produced by the parser) every lookup answers `Unindexed`.
-    pub(super) fn new(headers: &[(String, String)]) -> HeaderIndex {
+    pub(super) fn new<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> HeaderIndex {
         let mut index = HeaderIndex {
             first: [NONE; COUNT],
             last: [NONE; COUNT],
-            overlong: headers.len() >= usize::from(NONE),
+            overlong: names.len() >= usize::from(NONE),
         };
         if index.overlong {
             return index;
         }
-        for (at, (name, _)) in headers.iter().enumerate() {
+        for (at, name) in names.enumerate() {
             if let Some(k) = Known::of(name) {
                 let i = k as usize;
                 // Fits: shorter than NONE, checked above.
@@ -170,8 +170,7 @@ mod tests {
 
     #[test]
     fn an_overlong_list_is_read_whole() {
-        let headers = vec![("host".to_owned(), "x".to_owned()); 300];
-        let index = HeaderIndex::new(&headers);
+        let index = HeaderIndex::new(["host"; 300].into_iter());
         assert!(matches!(index.lookup(Known::Host), Lookup::Unindexed));
         assert!(matches!(index.lookup(Known::Accept), Lookup::Unindexed));
     }

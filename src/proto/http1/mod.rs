@@ -34,6 +34,7 @@
 use std::fmt;
 
 mod chunked;
+mod fields;
 mod index;
 mod request;
 mod response;
@@ -126,7 +127,9 @@ impl std::error::Error for Error {}
 
 /// RFC 9110 §8.6: Content-Length repeated, or given as a list, is accepted
 /// only when every value is the same number.
-fn content_length(headers: &[(String, String)]) -> Result<Option<u64>, Error> {
+fn content_length<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Option<u64>, Error> {
     let mut found = None;
     for value in header_all(headers, "content-length") {
         for item in value.split(',').map(ows) {
@@ -145,7 +148,7 @@ fn content_length(headers: &[(String, String)]) -> Result<Option<u64>, Error> {
 }
 
 /// Ok when Transfer-Encoding names exactly `chunked`, once.
-fn chunked_only(headers: &[(String, String)]) -> Result<(), Error> {
+fn chunked_only<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Result<(), Error> {
     let mut chunked = 0;
     for coding in list(headers, "transfer-encoding") {
         if !coding.eq_ignore_ascii_case("chunked") {
@@ -162,7 +165,7 @@ fn chunked_only(headers: &[(String, String)]) -> Result<(), Error> {
 
 /// RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with
 /// `keep-alive`.
-fn keep_alive(minor_version: u8, headers: &[(String, String)]) -> bool {
+fn keep_alive<'a>(minor_version: u8, headers: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
     let (mut close, mut keep) = (false, false);
     for option in list(headers, "connection") {
         close |= option.eq_ignore_ascii_case("close");
@@ -171,20 +174,30 @@ fn keep_alive(minor_version: u8, headers: &[(String, String)]) -> bool {
     !close && (minor_version >= 1 || keep)
 }
 
-fn header_all<'a>(headers: &'a [(String, String)], name: &str) -> impl Iterator<Item = &'a str> {
+fn header_all<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+    name: &str,
+) -> impl Iterator<Item = &'a str> {
     headers
-        .iter()
         .filter(move |(n, _)| {
             #[cfg(test)]
             testing::COMPARED.with(|c| c.set(c.get() + 1));
             n.eq_ignore_ascii_case(name)
         })
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v)
+}
+
+/// A response's `(name, value)` pairs as [`header_all`] reads them.
+fn pairs(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
 }
 
 /// The elements of a comma-separated list header across all its field
 /// lines (RFC 9110 §5.6.1), trimmed, empty ones dropped.
-fn list<'a>(headers: &'a [(String, String)], name: &str) -> impl Iterator<Item = &'a str> {
+fn list<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+    name: &str,
+) -> impl Iterator<Item = &'a str> {
     header_all(headers, name)
         .flat_map(|v| v.split(','))
         .map(ows)

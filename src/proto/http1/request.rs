@@ -6,6 +6,7 @@
 use std::mem;
 
 use super::chunked::ChunkDecoder;
+use super::fields::Fields;
 use super::index::{HeaderIndex, Known, Lookup};
 use super::{
     Error, HeadScan, Limits, MAX_HEADERS, chunked_only, compact, content_length, header_all,
@@ -21,7 +22,7 @@ pub struct Request {
     pub minor_version: u8,
     /// Names lower-cased, values trimmed of surrounding whitespace; read
     /// through [`Request::headers`] (it is indexed, so it does not change).
-    headers: Vec<(String, String)>,
+    headers: Fields,
     /// Where the names the relay asks for are in `headers`.
     index: HeaderIndex,
     pub body: Vec<u8>,
@@ -36,26 +37,28 @@ impl Request {
         method: String,
         target: String,
         minor_version: u8,
-        mut headers: Vec<(String, String)>,
-        body: Vec<u8>,
-        keep_alive: bool,
-    ) -> Request {
-        for (name, _) in &mut headers {
-            name.make_ascii_lowercase();
-        }
-        Request::lower_cased(method, target, minor_version, headers, body, keep_alive)
-    }
-
-    /// [`Request::new`] for header names that are lower-case already.
-    fn lower_cased(
-        method: String,
-        target: String,
-        minor_version: u8,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
         keep_alive: bool,
     ) -> Request {
-        let index = HeaderIndex::new(&headers);
+        let bytes = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut fields = Fields::with_capacity(headers.len(), bytes);
+        for (name, value) in &headers {
+            fields.push(name, value);
+        }
+        Request::with_fields(method, target, minor_version, fields, body, keep_alive)
+    }
+
+    /// [`Request::new`] with the fields gathered already.
+    fn with_fields(
+        method: String,
+        target: String,
+        minor_version: u8,
+        headers: Fields,
+        body: Vec<u8>,
+        keep_alive: bool,
+    ) -> Request {
+        let index = HeaderIndex::new(headers.iter().map(|(name, _)| name));
         Request {
             method,
             target,
@@ -68,17 +71,18 @@ impl Request {
     }
 
     /// Every header field, in order: names lower-cased, values trimmed.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone {
+        self.headers.iter()
     }
 
     /// The part of the header list that holds every field line named `k`:
     /// the lines from its first to its last occurrence, none when absent.
-    fn lines(&self, k: Known) -> &[(String, String)] {
-        match self.index.lookup(k) {
-            Lookup::Within(range) => self.headers.get(range).unwrap_or_default(),
-            Lookup::Unindexed => &self.headers,
-        }
+    fn lines(&self, k: Known) -> impl Iterator<Item = (&str, &str)> + Clone {
+        let range = match self.index.lookup(k) {
+            Lookup::Within(range) => range,
+            Lookup::Unindexed => 0..self.headers.len(),
+        };
+        self.headers.range(range)
     }
 
     /// The first value of a header the relay asks for: no other name is
@@ -91,30 +95,29 @@ impl Request {
     pub fn known_all(&self, k: Known) -> impl Iterator<Item = &str> {
         let name = k.name();
         self.lines(k)
-            .iter()
             .filter(move |(n, _)| {
                 #[cfg(test)]
                 super::testing::COMPARED.with(|c| c.set(c.get() + 1));
-                n == name
+                *n == name
             })
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         match Known::of(name) {
             Some(k) => self.known(k),
-            None => header_all(&self.headers, name).next(),
+            None => header_all(self.headers.iter(), name).next(),
         }
     }
 
     /// Every value of a header, in order, one per field line.
     pub fn header_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        let lines = match Known::of(name) {
-            Some(k) => self.lines(k),
-            None => &self.headers,
+        let range = match Known::of(name).map(|k| self.index.lookup(k)) {
+            Some(Lookup::Within(range)) => range,
+            Some(Lookup::Unindexed) | None => 0..self.headers.len(),
         };
-        header_all(lines, name)
+        header_all(self.headers.range(range), name)
     }
 
     /// The target's path, without the query. An absolute-form target
@@ -502,14 +505,19 @@ fn parse_request_head(head: &[u8]) -> Result<Request, Error> {
     else {
         return Err(Error::BadRequest("malformed request line"));
     };
-    let mut headers = Vec::with_capacity(parsed.headers.len());
+    let bytes = parsed
+        .headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len())
+        .sum();
+    let mut headers = Fields::with_capacity(parsed.headers.len(), bytes);
     for h in parsed.headers.iter() {
         let Ok(value) = std::str::from_utf8(h.value) else {
             return Err(Error::BadRequest("header value is not UTF-8"));
         };
-        headers.push((h.name.to_ascii_lowercase(), ows(value).to_owned()));
+        headers.push(h.name, ows(value));
     }
-    let mut req = Request::lower_cased(
+    let mut req = Request::with_fields(
         method.to_owned(),
         target.to_owned(),
         minor_version,

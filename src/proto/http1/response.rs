@@ -8,7 +8,7 @@ use super::chunked::ChunkDecoder;
 use super::write::status_has_body;
 use super::{
     Error, HeadScan, Limits, MAX_HEADERS, chunked_only, compact, content_length, header_all,
-    keep_alive, ows, skip_empty_lines,
+    keep_alive, ows, pairs, skip_empty_lines,
 };
 
 /// A response head; the body comes from [`ResponseParser::next_body`].
@@ -27,11 +27,11 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        header_all(&self.headers, name).next()
+        header_all(pairs(&self.headers), name).next()
     }
 
     pub fn header_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        header_all(&self.headers, name)
+        header_all(pairs(&self.headers), name)
     }
 }
 
@@ -257,7 +257,7 @@ fn parse_response_head(head: &[u8]) -> Result<Response, Error> {
             (h.name.to_ascii_lowercase(), ows(&value).to_owned())
         })
         .collect();
-    let keep_alive = keep_alive(minor_version, &headers);
+    let keep_alive = keep_alive(minor_version, pairs(&headers));
     Ok(Response {
         status,
         minor_version,
@@ -273,7 +273,7 @@ fn response_body_kind(resp: &Response, no_body: bool) -> Result<BodyKind, Error>
     if no_body || !status_has_body(resp.status) {
         return Ok(BodyKind::None);
     }
-    let length = content_length(&resp.headers)?;
+    let length = content_length(pairs(&resp.headers))?;
     if resp.header("transfer-encoding").is_some() {
         if length.is_some() {
             return Err(Error::BadRequest(
@@ -285,7 +285,7 @@ fn response_body_kind(resp: &Response, no_body: bool) -> Result<BodyKind, Error>
                 "Transfer-Encoding in an HTTP/1.0 response",
             ));
         }
-        chunked_only(&resp.headers)?;
+        chunked_only(pairs(&resp.headers))?;
         return Ok(BodyKind::Chunked);
     }
     Ok(length.map_or(BodyKind::UntilClose, BodyKind::Length))

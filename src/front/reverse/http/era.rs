@@ -27,16 +27,15 @@ pub(super) const MAX_PARAM_HEADERS: usize = 64;
 impl Reverse {
     /// A 2026-07-28 client request's `Mcp-Param-*` headers, kept for its
     /// stateless session's POST upstream.
-    pub(in crate::front::reverse) fn http_keep_param_headers(
+    pub(in crate::front::reverse) fn http_keep_param_headers<'h>(
         &mut self,
         skey: SKey,
-        headers: &[(String, String)],
+        headers: impl Iterator<Item = (&'h str, &'h str)>,
     ) {
         let u = up_of(skey);
         let mut kept: Vec<(String, String)> = headers
-            .iter()
             .filter(|(k, _)| is_param_header(k))
-            .cloned()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         if kept.is_empty() {
             return;
