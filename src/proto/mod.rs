@@ -1,5 +1,6 @@
 //! Wire formats: newline framing and JSON-RPC envelopes.
 
+pub mod decimal;
 pub mod errors;
 pub mod framing;
 pub mod http1;

@@ -16,22 +16,6 @@ pub(super) struct Spare {
     inflight: Inflight<ReplyTo>,
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
-}
 impl Reverse {
     pub(super) fn new_session(
         &mut self,
@@ -64,7 +48,7 @@ impl Reverse {
         } = self.spare_stateless.take().unwrap_or_default();
         id.clear();
         id.push_str("stateless-");
-        push_decimal(&mut id, self.next_key);
+        id.push_str(crate::proto::decimal::Decimal::new(self.next_key).as_str());
         if version != STATELESS_VERSION {
             version.clear();
             version.push_str(STATELESS_VERSION);
@@ -161,19 +145,5 @@ impl Reverse {
             },
         );
         skey
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_decimal;
-
-    #[test]
-    fn decimals_are_written_as_format_writes_them() {
-        for n in [0, 7, 10, 99, 100, 12_345, (1u64 << 48) - 1, u64::MAX] {
-            let mut s = String::from("stateless-");
-            push_decimal(&mut s, n);
-            assert_eq!(s, format!("stateless-{n}"));
-        }
     }
 }

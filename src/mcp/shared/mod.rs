@@ -347,18 +347,19 @@ impl Mux {
             None => env.params.and_then(progress_token_in_request),
         };
         let n = self.fresh_id();
-        let upstream = n.to_string();
-        // Room for all three edits: a bridged request's `_meta` is not
-        // worth a second allocation.
-        let mut edits = Vec::with_capacity(3);
-        edits.push((raw_id.get(), upstream.as_bytes()));
-        if let Some(t) = token {
-            edits.push((t.get(), upstream.as_bytes()));
+        // Fresh ids are positive. The id and up to two more edits, on the
+        // stack (one a request).
+        let upstream = crate::proto::decimal::Decimal::new(n.unsigned_abs());
+        let mut edits = [(raw_id.get(), upstream.as_bytes()); 3];
+        let mut count = 1;
+        for edit in [token.map(|t| (t.get(), upstream.as_bytes())), extra]
+            .into_iter()
+            .flatten()
+        {
+            edits[count] = edit;
+            count += 1;
         }
-        if let Some(e) = extra {
-            edits.push(e);
-        }
-        let Some(msg) = splice(line, &mut edits) else {
+        let Some(msg) = splice(line, &mut edits[..count]) else {
             return Up::Reject(relay_error(
                 Some(&id),
                 RelayError::InvalidRequest,

@@ -64,30 +64,25 @@ impl<'a> Span<'a> for &'a str {
 /// sent half-rewritten.
 pub(crate) fn splice<'t, S: Span<'t>>(base: &[u8], edits: &mut [(S, &[u8])]) -> Option<Vec<u8>> {
     let origin = base.as_ptr().addr();
-    let mut spans: Vec<(usize, usize, &[u8])> = Vec::with_capacity(edits.len());
-    for (raw, with) in edits.iter() {
+    // In the order they stand in `base`: by address, each checked below to
+    // be in `base` and after the one before.
+    edits.sort_unstable_by_key(|&(raw, _)| raw.text().as_ptr().addr());
+    let grow: usize = edits.iter().map(|(_, with)| with.len()).sum();
+    let mut out = Vec::with_capacity(base.len() + grow);
+    let mut at = 0;
+    for &(raw, with) in edits.iter() {
         let text = raw.text().as_bytes();
         let start = text.as_ptr().addr().checked_sub(origin)?;
         let end = start.checked_add(text.len())?;
         // Same address and same bytes: certainly this value, not a copy.
-        if base.get(start..end)? != text {
+        if start < at || base.get(start..end)? != text {
             return None;
         }
-        spans.push((start, end, with));
-    }
-    spans.sort_unstable_by_key(|&(start, _, _)| start);
-    let grow: usize = spans.iter().map(|(_, _, with)| with.len()).sum();
-    let mut out = Vec::with_capacity(base.len() + grow);
-    let mut at = 0;
-    for (start, end, with) in spans {
-        if start < at {
-            return None;
-        }
-        out.extend_from_slice(&base[at..start]);
+        out.extend_from_slice(base.get(at..start)?);
         out.extend_from_slice(with);
         at = end;
     }
-    out.extend_from_slice(&base[at..]);
+    out.extend_from_slice(base.get(at..)?);
     Some(out)
 }
 
