@@ -31,14 +31,6 @@ impl<T> Default for Registry<T> {
     }
 }
 
-/// Slot and generation of a registry token; `None` for any other kind.
-fn split(token: Token) -> Option<(usize, u32)> {
-    match token::source(token) {
-        Source::Endpoint { slot, generation } => Some((slot, generation)),
-        _ => None,
-    }
-}
-
 impl<T> Registry<T> {
     pub fn insert(&mut self, value: T) -> Token {
         let generation = self.next_gen;
@@ -51,7 +43,7 @@ impl<T> Registry<T> {
     }
 
     pub fn get(&self, token: Token) -> Option<&T> {
-        let (key, generation) = split(token)?;
+        let (key, generation) = token::endpoint_parts(token)?;
         match self.slab.get(key) {
             Some((g, v)) if *g == generation => Some(v),
             _ => None,
@@ -59,7 +51,7 @@ impl<T> Registry<T> {
     }
 
     pub fn get_mut(&mut self, token: Token) -> Option<&mut T> {
-        let (key, generation) = split(token)?;
+        let (key, generation) = token::endpoint_parts(token)?;
         match self.slab.get_mut(key) {
             Some((g, v)) if *g == generation => Some(v),
             _ => None,
@@ -68,7 +60,7 @@ impl<T> Registry<T> {
 
     pub fn remove(&mut self, token: Token) -> Option<T> {
         self.get(token)?;
-        let (key, _) = split(token)?;
+        let (key, _) = token::endpoint_parts(token)?;
         Some(self.slab.remove(key).1)
     }
 
