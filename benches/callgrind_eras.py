@@ -54,6 +54,9 @@ relay, echo, n = args[0], args[1], int(args[2])
 warm = int(args[3]) if len(args) > 3 else 200
 out = os.environ.get("CALLGRIND_OUT", "target/callgrind-eras")
 os.makedirs(out, exist_ok=True)
+# valgrind's gdbserver files (the channel callgrind_control talks through)
+# go with the profiles, not to /tmp, so a killed run leaves nothing behind.
+VGDB = os.path.join(os.path.abspath(out), "vgdb")
 for f in glob.glob(out + "/callgrind.out*"): os.remove(f)
 procs = []
 # Whatever happens below (a failed check, a timeout), no relay outlives us.
@@ -65,6 +68,7 @@ def start(server):
     global p, c, buf
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out.%p",
+                          f"--vgdb-prefix={VGDB}",
                           relay, "reverse", "--listen", f"127.0.0.1:{port}", "--pool", "shared",
                           *pool_args, "--", *server],
                          stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -140,7 +144,8 @@ def modern(i):
     assert st == 200 and b'"id":%d' % i in b and b'"resultType":"complete"' in b, (st, b)
 
 def ctl(*a):
-    subprocess.run(["callgrind_control", *a, str(p.pid)], stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(["callgrind_control", f"--vgdb-prefix={VGDB}", *a, str(p.pid)],
+                   stdout=subprocess.DEVNULL, check=True)
 def total(tag):
     ctl("-d", tag)
     time.sleep(0.5)

@@ -168,7 +168,14 @@ impl Settings {
             rounds: env_usize("BENCH_ROUNDS")?.unwrap_or(rounds),
             clients: env_usize("BENCH_CLIENTS")?.unwrap_or(clients),
             starts: env_usize("BENCH_STARTS")?.unwrap_or(starts),
-            callgrind: env_usize("BENCH_CALLGRIND")?.unwrap_or(if quick { 1000 } else { 2000 }),
+            // 0 is allowed here: it skips the instruction counts.
+            callgrind: match std::env::var("BENCH_CALLGRIND") {
+                Ok(v) => v.trim().parse::<usize>().map_err(|_| {
+                    common::err(format!("BENCH_CALLGRIND={v:?}: expected a number"))
+                })?,
+                Err(_) if quick => 1000,
+                Err(_) => 2000,
+            },
             only,
             quick,
             smoke,

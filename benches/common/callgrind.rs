@@ -121,21 +121,28 @@ fn run_script(
         .process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("python3: {e}"))?;
     let deadline = Instant::now() + limit;
+    let kill_all = |child: &mut std::process::Child| {
+        // SAFETY: kill(2) on the process group we just created.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    };
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             Ok(None) => {
-                // SAFETY: kill(2) on the process group we just created.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
+                kill_all(&mut child);
                 return Err(format!("no result within {} s", limit.as_secs()));
             }
-            Err(e) => return Err(format!("waiting for the script: {e}")),
+            Err(e) => {
+                kill_all(&mut child);
+                return Err(format!("waiting for the script: {e}"));
+            }
         }
     };
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
-    let Some(json) = stdout.lines().rev().find_map(|l| l.strip_prefix("RESULT ")) else {
+    let result = stdout.lines().rev().find_map(|l| l.strip_prefix("RESULT "));
+    let Some(json) = result.filter(|_| status.success()) else {
         let stderr = fs::read_to_string(&err_path).unwrap_or_default();
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
         return Err(format!(
