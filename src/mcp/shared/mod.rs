@@ -347,18 +347,18 @@ impl Mux {
             None => env.params.and_then(progress_token_in_request),
         };
         let n = self.fresh_id();
-        // Fresh ids are positive. The id and up to two more edits, on the
-        // stack (one a request).
+        debug_assert!(n > 0, "fresh ids are positive");
         let upstream = crate::proto::decimal::Decimal::new(n.unsigned_abs());
-        let mut edits = [(raw_id.get(), upstream.as_bytes()); 3];
-        let mut count = 1;
-        for edit in [token.map(|t| (t.get(), upstream.as_bytes())), extra]
-            .into_iter()
-            .flatten()
-        {
-            edits[count] = edit;
-            count += 1;
-        }
+        // The id, and the progress token or the caller's edit (never both:
+        // see `token`), on the stack.
+        let mut edits = [(raw_id.get(), upstream.as_bytes()); 2];
+        let count = match token.map(|t| (t.get(), upstream.as_bytes())).or(extra) {
+            Some(edit) => {
+                edits[1] = edit;
+                2
+            }
+            None => 1,
+        };
         let Some(msg) = splice(line, &mut edits[..count]) else {
             return Up::Reject(relay_error(
                 Some(&id),

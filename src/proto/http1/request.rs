@@ -78,11 +78,16 @@ impl Request {
     /// The part of the header list that holds every field line named `k`:
     /// the lines from its first to its last occurrence, none when absent.
     fn lines(&self, k: Known) -> impl Iterator<Item = (&str, &str)> + Clone {
-        let range = match self.index.lookup(k) {
-            Lookup::Within(range) => range,
-            Lookup::Unindexed => 0..self.headers.len(),
-        };
-        self.headers.range(range)
+        self.headers.range(self.range_of(Some(k)))
+    }
+
+    /// Where in the header list the lines named `k` are (all of it for a
+    /// name the index does not know, `None`).
+    fn range_of(&self, k: Option<Known>) -> std::ops::Range<usize> {
+        match k.map(|k| self.index.lookup(k)) {
+            Some(Lookup::Within(range)) => range,
+            Some(Lookup::Unindexed) | None => 0..self.headers.len(),
+        }
     }
 
     /// The first value of a header the relay asks for: no other name is
@@ -113,11 +118,7 @@ impl Request {
 
     /// Every value of a header, in order, one per field line.
     pub fn header_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        let range = match Known::of(name).map(|k| self.index.lookup(k)) {
-            Some(Lookup::Within(range)) => range,
-            Some(Lookup::Unindexed) | None => 0..self.headers.len(),
-        };
-        header_all(self.headers.range(range), name)
+        header_all(self.headers.range(self.range_of(Known::of(name))), name)
     }
 
     /// The target's path, without the query. An absolute-form target
