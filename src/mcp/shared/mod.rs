@@ -352,14 +352,11 @@ impl Mux {
         // The id, and the progress token or the caller's edit (never both:
         // see `token`), on the stack.
         let mut edits = [(raw_id.get(), upstream.as_bytes()); 2];
-        let count = match token.map(|t| (t.get(), upstream.as_bytes())).or(extra) {
-            Some(edit) => {
-                edits[1] = edit;
-                2
-            }
-            None => 1,
-        };
-        let Some(msg) = splice(line, &mut edits[..count]) else {
+        let second = token.map(|t| (t.get(), upstream.as_bytes())).or(extra);
+        if let Some(edit) = second {
+            edits[1] = edit;
+        }
+        let Some(msg) = splice(line, &mut edits[..1 + usize::from(second.is_some())]) else {
             return Up::Reject(relay_error(
                 Some(&id),
                 RelayError::InvalidRequest,
