@@ -199,8 +199,8 @@ pub enum StripEdit<'a> {
     /// Nothing reserved: the message goes as it is.
     Keep,
     /// `params._meta` (this value's text, borrowed from the message)
-    /// becomes this text.
-    Replace(&'a str, String),
+    /// becomes this text (`{}` when nothing is left: no allocation).
+    Replace(&'a str, std::borrow::Cow<'static, str>),
 }
 
 /// [`StripEdit`] for a message whose `params` is `params`; `None` when the
@@ -225,7 +225,7 @@ pub fn strip_edit_with<'a>(
     if let Some(Some(m)) = meta
         && m.reserved_only
     {
-        return Some(StripEdit::Replace(m.text, "{}".to_string()));
+        return Some(StripEdit::Replace(m.text, "{}".into()));
     }
     let text = params.get().as_bytes();
     if FIND_RESERVED.find(text).is_none() {
@@ -242,7 +242,7 @@ pub fn strip_edit_with<'a>(
         Some(members) => meta_from_members(members),
         None => meta_without_reserved(meta)?,
     };
-    Some(StripEdit::Replace(meta, new))
+    Some(StripEdit::Replace(meta, new.into()))
 }
 
 /// `_meta`'s text without its reserved keys, the other members' values
@@ -369,23 +369,24 @@ fn modern_response_fast(line: &[u8]) -> Option<Option<Vec<u8>>> {
     let Some(result) = crate::mcp::shared::member_of_text(text, "result") else {
         return crate::mcp::shared::member_of_text(text, "error").map(|_| None);
     };
-    let new = modern_result(result.into(), false)?;
+    let edit = modern_result(result.into(), false)?;
     Some(crate::mcp::shared::splice(
         line,
-        &mut [(result, new.as_bytes())],
+        &mut [(edit.0, edit.1.as_bytes())],
     ))
 }
 
-/// A handshake-era result object's text made modern ([`modernize`]) by
-/// writing the three members in at its start, the rest copied byte for
-/// byte: what replaces `result` in its response. `None` when that cannot
+/// A handshake-era result object made modern ([`modernize`]) by writing
+/// the three members in at its start, the rest copied byte for byte: the
+/// edit that does it, the result's opening brace (borrowed from the
+/// message) and what replaces it. `None` when that cannot
 /// be told without parsing (not an object, escapes, or it mentions one of
 /// the members already): the caller takes the full path.
 ///
 /// `checked`: the caller knows `result` is an object whose member names are
 /// plain and none of the three (`Envelope::result_unstamped`), so its text
 /// is not searched.
-pub fn modern_result(result: Raw<'_>, checked: bool) -> Option<String> {
+pub fn modern_result<'a>(result: Raw<'a>, checked: bool) -> Option<(&'a str, &'static str)> {
     let r = result.get();
     let body = r.strip_prefix('{')?;
     let rb = r.as_bytes();
@@ -395,14 +396,17 @@ pub fn modern_result(result: Raw<'_>, checked: bool) -> Option<String> {
     {
         return None;
     }
+    // The opening brace becomes the brace and the three members: an edit
+    // of one byte, so the result is copied once, by the splice, and no
+    // string is made for it.
     const HEAD: &str = r#"{"resultType":"complete","ttlMs":0,"cacheScope":"private""#;
-    let mut new = String::with_capacity(r.len() + HEAD.len() + 1);
-    new.push_str(HEAD);
-    if !body.trim_start().starts_with('}') {
-        new.push(',');
+    const HEAD_AND_COMMA: &str = r#"{"resultType":"complete","ttlMs":0,"cacheScope":"private","#;
+    let brace = r.get(..1)?;
+    if body.trim_start().starts_with('}') {
+        Some((brace, HEAD))
+    } else {
+        Some((brace, HEAD_AND_COMMA))
     }
-    new.push_str(body);
-    Some(new)
 }
 
 /// What the relay does with a handshake-era client's message on its way to
@@ -730,9 +734,11 @@ mod tests {
         fn edit(e: Option<StripEdit<'_>>) -> Option<Option<(usize, String, String)>> {
             match e? {
                 StripEdit::Keep => Some(None),
-                StripEdit::Replace(meta, new) => {
-                    Some(Some((meta.as_ptr().addr(), meta.to_string(), new)))
-                }
+                StripEdit::Replace(meta, new) => Some(Some((
+                    meta.as_ptr().addr(),
+                    meta.to_string(),
+                    new.into_owned(),
+                ))),
             }
         }
         let lines: [&[u8]; 12] = [

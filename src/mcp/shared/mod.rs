@@ -592,16 +592,15 @@ impl Mux {
         let stamp = match (p.modern, env.result) {
             (true, Some(result)) => {
                 crate::mcp::era::stamp::modern_result(result, env.result_unstamped)
-                    .map(|s| (result, s))
             }
             _ => None,
         };
-        let msg = match &stamp {
-            Some((result, new)) => splice(
+        let msg = match stamp {
+            Some((brace, head)) => splice(
                 base,
-                &mut [(raw, p.id_text.as_bytes()), (*result, new.as_bytes())],
+                &mut [(raw.get(), p.id_text.as_bytes()), (brace, head.as_bytes())],
             ),
-            None => splice(base, &mut [(raw, p.id_text.as_bytes())]),
+            None => splice(base, &mut [(raw.get(), p.id_text.as_bytes())]),
         };
         let Some(msg) = msg else {
             return Down::Drop;
