@@ -184,7 +184,9 @@ impl Request {
                 }
             }
         }
-        (found.iter().all(|&f| f) && media.iter().all(|m| m.contains('/'))).then_some(true)
+        // A slash in each type (a bytewise look: `contains` calls out to memchr).
+        let typed = |m: &&str| m.bytes().any(|b| b == b'/');
+        (found.iter().all(|&f| f) && media.iter().all(typed)).then_some(true)
     }
 
     /// [`accepts_all`](Self::accepts_all) in full (RFC 9110 §12.5.1: the
