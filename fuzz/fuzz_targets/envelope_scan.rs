@@ -76,7 +76,11 @@ impl<'de> serde::Deserialize<'de> for EscapedNames {
 fn edit(e: Option<StripEdit<'_>>) -> Option<Option<(usize, String, String)>> {
     match e? {
         StripEdit::Keep => Some(None),
-        StripEdit::Replace(meta, new) => Some(Some((meta.as_ptr().addr(), meta.to_string(), new))),
+        StripEdit::Replace(meta, new) => Some(Some((
+            meta.as_ptr().addr(),
+            meta.to_string(),
+            new.into_owned(),
+        ))),
     }
 }
 
@@ -112,8 +116,12 @@ fn check(text: &str) {
         if let Some(s) = searched {
             assert_eq!(s, known, "stamp of {text:?}");
         }
+        // The edit is the result's opening brace, in place.
+        let (brace, head) = known;
+        assert!(brace == "{" && brace.as_ptr() == r.get().as_ptr(), "{text:?}");
+        let whole = format!("{head}{}", &r.get()[1..]);
         let stamped: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
-            serde_json::from_str(&known).expect("stamped result is JSON");
+            serde_json::from_str(&whole).expect("stamped result is JSON");
         assert!(stamped.contains_key("resultType"), "stamp of {text:?}");
     }
     // `params`' members recorded on the way are the ones `scan_params`

@@ -64,7 +64,11 @@ fn within(whole: &[u8], part: &str) -> bool {
 fn edit(e: Option<StripEdit<'_>>) -> Option<Option<(usize, String, String)>> {
     match e? {
         StripEdit::Keep => Some(None),
-        StripEdit::Replace(meta, new) => Some(Some((meta.as_ptr().addr(), meta.to_string(), new))),
+        StripEdit::Replace(meta, new) => Some(Some((
+            meta.as_ptr().addr(),
+            meta.to_string(),
+            new.into_owned(),
+        ))),
     }
 }
 
