@@ -242,7 +242,14 @@ impl Reverse {
                 return;
             }
         };
-        if version == Some(STATELESS_VERSION) {
+        // `initialize` belongs to the handshake era, whatever version header
+        // came with it (2026-07-28 has no such method): it opens a session
+        // as any handshake-era client's does, and never goes to a process
+        // as a request of its own (a shared process is initialized by the
+        // relay alone, for every session on it).
+        let initialize = matches!(&msg, Message::Single(env)
+            if env.kind() == Kind::Request && env.method_is("initialize"));
+        if version == Some(STATELESS_VERSION) && !initialize {
             match msg {
                 Message::Single(env) => self.stateless_post(tok, &req, body, &env, token, u),
                 Message::Batch(_) => self.respond_rpc_error(
@@ -427,7 +434,7 @@ impl Reverse {
             return;
         }
         // The retry of a call waiting for input goes to that call's session.
-        if self.era_retry(tok, u, &id, env, fields.as_ref(), ka) {
+        if self.era_retry(tok, u, token, &id, env, fields.as_ref(), ka) {
             return;
         }
         let skey = self.new_stateless_session(u, token);

@@ -441,6 +441,11 @@ impl Reverse {
         let Some(s) = self.sessions.get_mut_inline(&skey) else {
             return false;
         };
+        // The relay's own listen of a stamped session is in flight under
+        // its id too (`era/stamped_subs.rs`).
+        if s.stamp_subs.is_some() && Self::is_open_listen(s, &id) {
+            return false;
+        }
         let progress = env.progress_token();
         match s
             .inflight

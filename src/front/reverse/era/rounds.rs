@@ -460,12 +460,17 @@ impl Reverse {
     }
 
     /// A POST whose `requestState` the relay minted: the retry of a call
-    /// waiting for input, answered on that call's session. False: not
-    /// such a retry (it goes on as any stateless request).
+    /// waiting for input, answered on that call's session, and only for
+    /// the caller that made the call (`token`: its bearer credential's
+    /// subject, as `find_session` checks for a handshake-era session; a
+    /// state shown by anyone else is unknown to them). False: not such a
+    /// retry (it goes on as any stateless request).
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::front::reverse) fn era_retry(
         &mut self,
         tok: Token,
         u: usize,
+        token: Option<usize>,
         id: &Id,
         env: &Envelope,
         fields: Option<&ParamFields>,
@@ -502,7 +507,11 @@ impl Reverse {
         let Ok(params) = serde_json::from_str::<serde_json::Value>(p.get()) else {
             return false;
         };
-        let skey = named.filter(|k| up_of(*k) == u && self.era_waiting_input(*k));
+        let skey = named.filter(|k| {
+            up_of(*k) == u
+                && self.sessions.get(k).is_some_and(|s| s.token == token)
+                && self.era_waiting_input(*k)
+        });
         let tracked = skey.filter(|k| self.track(*k, id.clone(), env, ReplyTo::Client(tok)));
         let Some(skey) = tracked else {
             let b = jsonrpc::error_response(

@@ -81,8 +81,16 @@ impl Reverse {
             if !ss.subs.is_empty()
                 && let Some(ctx) = &ctx
             {
-                ss.listens += 1;
-                let lid = format!("{LISTEN_ID_PREFIX}{}", ss.listens);
+                // An id none of the client's requests in flight has (the
+                // client chooses its ids, and may choose one like these):
+                // the listen's answer is then told from theirs.
+                let lid = loop {
+                    ss.listens += 1;
+                    let lid = format!("{LISTEN_ID_PREFIX}{}", ss.listens);
+                    if !s.inflight.contains(&Id::Str(lid.as_str().into())) {
+                        break lid;
+                    }
+                };
                 let req = json!({"jsonrpc": "2.0", "id": lid, "method": "subscriptions/listen",
                                  "params": {"notifications": ss.subs.filter()}});
                 if let Ok((bytes, _)) = stamp::stamp_modern(req.to_string().as_bytes(), ctx) {
@@ -111,7 +119,9 @@ impl Reverse {
     }
 
     /// The end (or refusal) of the relay's own listen of stamped session
-    /// `skey`: true when `id` is one (the answer stays with the relay).
+    /// `skey`: true when `id` is one (the answer stays with the relay). An
+    /// id like the relay's that one of the client's own requests in flight
+    /// has is the client's: its answer goes to the client.
     pub(in crate::front::reverse) fn stamped_listen_reply(&mut self, skey: SKey, id: &Id) -> bool {
         if !Stamper::is_own_listen(id) {
             return false;
@@ -119,7 +129,7 @@ impl Reverse {
         let Some(s) = self.sessions.get_mut(&skey) else {
             return false;
         };
-        if s.stamp.is_none() {
+        if s.stamp.is_none() || s.inflight.contains(id) {
             return false;
         }
         if let Some(ss) = s.stamp_subs.as_mut()
@@ -130,6 +140,14 @@ impl Reverse {
             crate::log_debug!("session {}: the server ended the relay's listen {id}", s.id);
         }
         true
+    }
+
+    /// Whether `id` is the relay's listen open for stamped session `s`: a
+    /// client request with that id is one already in flight.
+    pub(in crate::front::reverse) fn is_open_listen(s: &Session, id: &Id) -> bool {
+        s.stamp_subs
+            .as_ref()
+            .is_some_and(|ss| ss.listen.as_ref() == Some(id))
     }
 
     /// A message for stamped session `skey`'s stream: the acknowledgement
