@@ -354,6 +354,10 @@ pub enum Dropped {
     /// `reverse`, the session pool: a reply to a request no longer in
     /// flight (the client cancelled it, or it timed out).
     LateReply,
+    /// Shared pool: a server→client request over the mux's cap of requests
+    /// awaiting their answers (`shared::MAX_SERVER_REQUESTS`); the server
+    /// is answered with an error.
+    ServerRequestsFull,
 }
 
 impl Dropped {
@@ -367,6 +371,7 @@ impl Dropped {
             Dropped::BatchInvalidItem => "batch_invalid_item",
             Dropped::LogNotOptedIn => "log_not_opted_in",
             Dropped::LateReply => "late_reply",
+            Dropped::ServerRequestsFull => "server_requests_full",
             Dropped::UnattributedRequest => "unattributed_request",
         }
     }

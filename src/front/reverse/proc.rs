@@ -452,6 +452,10 @@ impl Reverse {
                             }
                         }
                         Down::ToUpstream { msg } => self.write_proc(conn, &msg),
+                        Down::Refused { msg, why } => {
+                            self.write_proc(conn, &msg);
+                            self.dropped(conn.up, why);
+                        }
                         Down::Drop => {}
                         Down::Dropped(why) => self.dropped(conn.up, why),
                     }

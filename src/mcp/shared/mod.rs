@@ -51,7 +51,9 @@
 //!
 //! Every entry is removed on reply, client cancel, `expire`, `end_session` or
 //! `fail_all`. Server→client requests are remembered until the session
-//! answers, the server cancels them, or the session ends.
+//! answers, the server cancels them, or the session ends, at most
+//! [`MAX_SERVER_REQUESTS`] per process (past it the server's request is
+//! answered with an error at once).
 //!
 //! The `Mux` and its bookkeeping are in this file; `rewrite` finds values in
 //! a message's own text and splices new bytes over them, and the unit tests
@@ -65,6 +67,9 @@ use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
 
 mod rewrite;
+mod subs;
+
+use subs::Subscriptions;
 
 use rewrite::progress_token_in_request;
 pub use rewrite::{MetaScan, ParamScan, param_scan, scan_params};
@@ -91,6 +96,13 @@ pub const SESSION_ENDED_KIND: &str = "session_ended";
 /// (URI, session) pair: a `resources/subscribe` beyond it is answered with a
 /// `queue_full` error and not sent.
 pub const MAX_SUBSCRIPTIONS: usize = 4096;
+
+/// Server→client requests one process may have routed to its sessions and
+/// not yet seen answered: past it, a new one is answered with a
+/// `queue_full` error (the server does not wait for it) and counted
+/// (`server_requests_full`), since a client that never answers them would
+/// otherwise let the table grow for as long as its session lives.
+pub const MAX_SERVER_REQUESTS: usize = 4096;
 
 /// What to do with a message from a client session.
 #[derive(Debug, PartialEq)]
@@ -137,6 +149,9 @@ pub enum Down {
     },
     /// Back to the process: the relay answers it (ping, unroutable request).
     ToUpstream { msg: Vec<u8> },
+    /// Back to the process, and counted: a server→client request refused
+    /// (over [`MAX_SERVER_REQUESTS`]), answered with this error.
+    Refused { msg: Vec<u8>, why: Dropped },
     /// Nowhere: a late reply, unknown progress, or not a JSON-RPC message.
     Drop,
     /// Nowhere, counted: a notification no one session can be told to own,
@@ -176,18 +191,6 @@ pub struct Mux {
     /// Who subscribed to which resource (boxed: rarely used, and it keeps
     /// the mux small).
     subs: Box<Subscriptions>,
-}
-
-/// Resource subscriptions of the sessions on one process.
-#[derive(Default)]
-struct Subscriptions {
-    /// Resource URI → the sessions subscribed to it (the server holds one
-    /// subscription per URI for all of them).
-    by_uri: HashMap<Box<str>, Vec<SessionKey>>,
-    /// (URI, session) pairs in `by_uri`, capped at [`MAX_SUBSCRIPTIONS`].
-    count: usize,
-    /// Numbers the relay's own `resources/unsubscribe` ids.
-    next_unsub: u64,
 }
 
 impl Default for Mux {
@@ -377,55 +380,6 @@ impl Mux {
         );
         self.sessions.entry(session).or_default().insert(id, n);
         Up::Send(msg)
-    }
-
-    /// `resources/subscribe` and `resources/unsubscribe`: the process holds
-    /// one subscription per URI for every session, so the mux keeps who
-    /// asked. `Some` answers the request here: a subscribe over
-    /// [`MAX_SUBSCRIPTIONS`], or an unsubscribe while other sessions keep
-    /// the URI (sending it would end theirs). `None`: send it on.
-    fn subscription(
-        &mut self,
-        session: SessionKey,
-        env: &Envelope,
-        id: &Id,
-        id_text: &str,
-    ) -> Option<Up> {
-        let subscribe = env.method_is("resources/subscribe");
-        if !subscribe && !env.method_is("resources/unsubscribe") {
-            return None;
-        }
-        let uri: Box<str> = env.param_str("uri")?.into();
-        let list = self.subs.by_uri.entry(uri.clone()).or_default();
-        let has = list.contains(&session);
-        if subscribe {
-            if !has {
-                if self.subs.count >= MAX_SUBSCRIPTIONS {
-                    if list.is_empty() {
-                        self.subs.by_uri.remove(&uri);
-                    }
-                    return Some(Up::Reject(relay_error(
-                        Some(id),
-                        RelayError::QueueFull,
-                        "mcp-relay: too many resource subscriptions on this server process",
-                    )));
-                }
-                list.push(session);
-                self.subs.count += 1;
-            }
-            return None;
-        }
-        if has {
-            list.retain(|s| *s != session);
-            self.subs.count -= 1;
-        }
-        if list.is_empty() {
-            self.subs.by_uri.remove(&uri);
-            return None;
-        }
-        Some(Up::Answer(
-            format!("{{\"jsonrpc\":\"2.0\",\"id\":{id_text},\"result\":{{}}}}").into_bytes(),
-        ))
     }
 
     fn up_notification(&mut self, session: SessionKey, line: &[u8], env: &Envelope) -> Up {
@@ -707,7 +661,18 @@ impl Mux {
             };
         }
         let id = Id::from_raw(raw);
+        let room = self.server_requests.len() < MAX_SERVER_REQUESTS
+            || self.server_requests.contains_key(&id);
         match self.sole_session() {
+            Some(_) if !room => Down::Refused {
+                msg: relay_error(
+                    Some(&id),
+                    RelayError::QueueFull,
+                    "mcp-relay: too many server-to-client requests await their answers on \
+                     this process",
+                ),
+                why: Dropped::ServerRequestsFull,
+            },
             Some(session) => {
                 self.server_requests.insert(id, session);
                 Down::ToSession {
@@ -757,40 +722,7 @@ impl Mux {
             }
         }
         // Subscriptions nobody else keeps end at the server too.
-        let mut unsubscribe: Vec<Box<str>> = Vec::new();
-        let subs = &mut *self.subs;
-        subs.by_uri.retain(|uri, list| {
-            let before = list.len();
-            list.retain(|s| *s != session);
-            subs.count -= before - list.len();
-            if list.is_empty() && before > 0 {
-                unsubscribe.push(uri.clone());
-            }
-            !list.is_empty()
-        });
-        unsubscribe.sort();
-        for uri in unsubscribe {
-            subs.next_unsub += 1;
-            let n = subs.next_unsub;
-            // A string id, outside the upstream id space: its reply is
-            // dropped by `down` as one to no request.
-            out.push(
-                crate::proto::object::object([
-                    ("jsonrpc", serde_json::Value::from("2.0")),
-                    (
-                        "id",
-                        serde_json::Value::from(format!("mcp-relay-unsubscribe-{n}")),
-                    ),
-                    ("method", serde_json::Value::from("resources/unsubscribe")),
-                    (
-                        "params",
-                        crate::proto::object::object([("uri", serde_json::Value::from(&*uri))]),
-                    ),
-                ])
-                .to_string()
-                .into_bytes(),
-            );
-        }
+        self.subs.end_session(session, &mut out);
         let mut orphans: Vec<Id> = self
             .server_requests
             .iter()
