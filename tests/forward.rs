@@ -221,6 +221,42 @@ fn giant_request_with_method_after_params_gets_an_error() {
     assert_eq!(echo_text(&second), Some("barrier"));
 }
 
+/// A message with a member the relay reads written twice is ambiguous
+/// (parsers differ on which one counts): refused as an Invalid Request,
+/// answered with its id when that is written once, and never sent on.
+#[test]
+fn a_duplicated_member_is_an_invalid_request() {
+    let log = TempFile::new("a_duplicated_member_is_an_invalid_request", "server.log");
+    let mut relay = Relay::start(&[], &["--log", log.path_str()]);
+    relay.handshake();
+    relay.send_bytes(
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"dup"},"name":"other"}}
+"#
+        .to_vec(),
+    );
+    let err = relay.expect_response(&json!(7), SHORT);
+    assert_eq!(err["error"]["code"], -32600, "{err}");
+    assert_eq!(error_kind(&err), Some("invalid_request"), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("duplicate member `params.name`")),
+        "{err}"
+    );
+    // An id written twice cannot be answered by id.
+    relay.send_bytes(br#"{"jsonrpc":"2.0","id":8,"id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"dup"}}}
+"#.to_vec());
+    let err = relay.expect_msg(SHORT, "the refusal");
+    assert!(err.get("id").is_some_and(Value::is_null), "{err}");
+    assert_eq!(error_kind(&err), Some("invalid_request"), "{err}");
+    relay.echo_ok(json!(10), "marker-end");
+    let seen = log.wait_for(SHORT, "the marker", |t| t.contains("marker-end"));
+    assert!(
+        !seen.contains("\"dup\""),
+        "an ambiguous message reached the server:\n{seen}"
+    );
+}
+
 #[test]
 fn invalid_json_gets_parse_error() {
     let mut relay = Relay::start(&[], &[]);

@@ -433,6 +433,71 @@ fn class10_foreign_request_ids_never_reach_the_server() {
     }
 }
 
+/// Class 10, by duplicated members: the mux rewrote the last of two `id`s
+/// (or `requestId`s, or progress tokens), so a server whose parser keeps
+/// the first would have read an id from outside the session, such as
+/// another session's upstream id, and sent its reply there. A message with
+/// a member the relay reads written twice is now refused (400, Invalid
+/// Request) and nothing of it reaches the server.
+#[test]
+fn class10_duplicated_members_never_reach_the_server() {
+    let log = TempFile::new("class10-duplicates", "shared");
+    let relay = start(
+        &["--pool", "shared", "--max-connections", "1"],
+        &["--log", log.path_str()],
+    );
+    let port = relay.port;
+    let a = Session::open(port);
+    let _hang = a.send_on_new(
+        port,
+        &call_with(json!("a-hang"), json!({"text": "a", "hang": true}), None),
+    );
+    let text = log.wait_for(SHORT2, "A's call", |t| t.contains("\"tools/call\""));
+    let call_line = text
+        .lines()
+        .find(|l| l.contains("\"tools/call\""))
+        .expect("call line");
+    let upstream = serde_json::from_str::<Value>(call_line).expect("json")["id"].to_string();
+    let mut b = Session::open(port);
+    for (what, body, id) in [
+        (
+            "an id written twice",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{upstream},"id":"b1","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"smuggled"}}}}}}"#
+            ),
+            Value::Null,
+        ),
+        (
+            "a progress token written twice",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":"b2","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"smuggled"}},"_meta":{{"progressToken":{upstream},"progressToken":"t"}}}}}}"#
+            ),
+            json!("b2"),
+        ),
+        (
+            "a cancel naming two requests",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{upstream},"requestId":"b1"}}}}"#
+            ),
+            Value::Null,
+        ),
+    ] {
+        let resp = b.post_raw(&body);
+        assert_eq!(resp.status(), 400, "{what}: {resp:?}");
+        let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"], -32600, "{what}: {v}");
+        assert_eq!(v["id"], id, "{what}: {v}");
+    }
+    // B is still served.
+    let r = b.post(&call(json!("b3"), "after"));
+    assert_eq!(echo_text(&r.json()), Some("after"), "{r:?}");
+    let text = log.read();
+    assert!(
+        !text.contains("smuggled") && !text.contains("notifications/cancelled"),
+        "an ambiguous message reached the server:\n{text}"
+    );
+}
+
 // ============================================================================
 // Class 13: re-spelled numeric ids, nested and empty batches
 // ============================================================================

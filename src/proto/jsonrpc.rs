@@ -418,13 +418,21 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'a>, A::Error> {
                 let mut env = Envelope::default();
+                // A member the relay reads, written twice, makes no message
+                // it passes (`proto::unique`).
+                let once = |slot: &mut Option<Raw<'a>>, raw: Raw<'a>, name: &str| match slot
+                    .replace(raw)
+                {
+                    Some(_) => Err(super::unique::duplicate(name)),
+                    None => Ok(()),
+                };
                 while let Some(key) = map.next_key::<KeyName>()? {
                     match key {
-                        KeyName::Id => env.id = Some(raw(&mut map)?),
-                        KeyName::Method => env.method = Some(raw(&mut map)?),
-                        KeyName::Params => env.params = Some(raw(&mut map)?),
+                        KeyName::Id => once(&mut env.id, raw(&mut map)?, "id")?,
+                        KeyName::Method => once(&mut env.method, raw(&mut map)?, "method")?,
+                        KeyName::Params => once(&mut env.params, raw(&mut map)?, "params")?,
                         KeyName::Result => {
-                            env.result = Some(raw(&mut map)?);
+                            once(&mut env.result, raw(&mut map)?, "result")?;
                             env.is_response = true;
                         }
                         KeyName::Error => {
@@ -435,6 +443,9 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
+                }
+                if let Some(p) = env.params {
+                    super::unique::check_params(p.get()).map_err(de::Error::custom)?;
                 }
                 Ok(env)
             }

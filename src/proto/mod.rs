@@ -9,3 +9,4 @@ pub mod object;
 pub mod scan;
 pub mod split;
 pub mod sse;
+pub mod unique;

@@ -82,17 +82,27 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
             }
             (b"params", Some(b'{')) => {
                 let mut spans = ParamSpans::default();
-                let mut plain = true;
+                let mut request_id = false;
                 let end = members(text, at, |key, escaped, at| {
-                    plain &= !escaped;
+                    if escaped {
+                        // serde_json decodes the names, and so finds the
+                        // duplicates among them: its verdict.
+                        return None;
+                    }
                     let end = match (key, b.get(at)) {
                         (b"_meta", Some(b'{')) => {
                             // Its names on the way: whether the bridge's
-                            // strip leaves anything.
+                            // strip leaves anything, and one progress token.
                             let mut reserved = 0usize;
                             let mut others = false;
-                            let end = reserved_members(text, at, |reserved_name, at| {
-                                if reserved_name {
+                            let mut token = false;
+                            let end = reserved_members(text, at, |name, escaped, prefixed, at| {
+                                let again =
+                                    name == b"progressToken" && std::mem::replace(&mut token, true);
+                                if escaped || again {
+                                    return None;
+                                }
+                                if prefixed {
                                     reserved += 1;
                                 } else {
                                     others = true;
@@ -109,32 +119,44 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
                         _ => value_end(b, at)?,
                     };
                     let value = text.get(at..end);
-                    match key {
-                        b"name" => spans.name = value,
-                        b"uri" => spans.uri = value,
-                        b"requestState" => spans.request_state = value,
-                        b"_meta" => spans.meta = value,
-                        _ => {}
+                    // A member the relay reads, written twice, is left to
+                    // serde_json, which refuses it (`proto::unique`).
+                    let slot = match key {
+                        b"name" => &mut spans.name,
+                        b"uri" => &mut spans.uri,
+                        b"requestState" => &mut spans.request_state,
+                        b"_meta" => &mut spans.meta,
+                        b"requestId" if std::mem::replace(&mut request_id, true) => return None,
+                        _ => return Some(end),
+                    };
+                    if slot.replace(value?).is_some() {
+                        return None;
                     }
                     Some(end)
                 })?;
-                (end, plain.then_some(spans))
+                (end, Some(spans))
             }
             _ => (value_end(b, at)?, None),
         };
         let raw = Raw::new(text.get(at..end)?);
+        // A member written twice is left to serde_json, which refuses it
+        // (`proto::unique`).
+        let slot = match key {
+            b"id" => Some(&mut env.id),
+            b"method" => Some(&mut env.method),
+            b"params" => Some(&mut env.params),
+            b"result" => Some(&mut env.result),
+            _ => None,
+        };
+        if let Some(slot) = slot
+            && slot.replace(raw).is_some()
+        {
+            return None;
+        }
         match key {
-            b"id" => env.id = Some(raw),
-            b"method" => {
-                env.method = Some(raw);
-                env.method_plain = method_plain;
-            }
-            b"params" => {
-                env.params = Some(raw);
-                env.params_spans = spans;
-            }
+            b"method" => env.method_plain = method_plain,
+            b"params" => env.params_spans = spans,
             b"result" => {
-                env.result = Some(raw);
                 env.result_unstamped = result_unstamped;
                 env.is_response = true;
             }
@@ -213,13 +235,13 @@ fn object<'a>(
 /// reserved names, which every 2026-07-28 request carries, cost a third
 /// of their scan, and nothing else is compared.
 #[inline]
-fn reserved_members(
-    text: &str,
+fn reserved_members<'a>(
+    text: &'a str,
     start: usize,
-    mut value: impl FnMut(bool, usize) -> Option<usize>,
+    mut value: impl FnMut(&'a [u8], bool, bool, usize) -> Option<usize>,
 ) -> Option<usize> {
-    object(text, start, true, |_, escaped, prefixed, at| {
-        value(prefixed && !escaped, at)
+    object(text, start, true, |name, escaped, prefixed, at| {
+        value(name, escaped, prefixed && !escaped, at)
     })
 }
 
@@ -508,17 +530,26 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":0.5,"total":1e3}}"#,
             " \r\n\t{ \"id\" : 7 , \"method\" :\"m\" } \n",
             r#"{}"#,
-            r#"{"id":1,"id":2,"result":[],"result":{}}"#,
             r#"{"params":[1,-0,0.5,1E+2,2e-3,-1.25e7,true,false,null,"",[],{},[[{}]]]}"#,
             r#"{"method":"m","params":{"s":"a\"b\\c\/d\b\f\n\r\t\u00e9\ud800"}}"#,
             "{\"method\":\"caf\u{e9} \u{1F600}\"}",
             r#"{"x":{"a":{"b":{"c":[{"d":[1,[2,[3]]]}]}}}}"#,
             // Escapes at a string's start and end, one after another, and
-            // in member names below the top level.
-            r#"{"method":"m","params":{"\"k\\":"\\","a\/b":"x\"y\"z\u0041"}}"#,
+            // in member names below `params`.
+            r#"{"method":"m","params":{"s":{"\"k\\":"\\","a\/b":"x\"y\"z\u0041"}}}"#,
         ];
         for text in cases {
             assert!(envelope(text).is_some(), "not read by the scan: {text:?}");
+            agrees(text);
+        }
+        // Left to serde_json (`proto::unique`): a member the relay reads,
+        // written twice; an escaped name in `params` or its `_meta`.
+        for text in [
+            r#"{"id":1,"id":2,"result":[],"result":{}}"#,
+            r#"{"method":"m","params":{"\"k\\":"\\","a\/b":"x\"y\"z\u0041"}}"#,
+            r#"{"method":"m","params":{"_meta":{"a\"b":1}}}"#,
+        ] {
+            assert!(envelope(text).is_none(), "{text:?}");
             agrees(text);
         }
     }
@@ -527,10 +558,9 @@ mod tests {
     fn params_members_are_recorded_as_scan_params_finds_them() {
         let cases = [
             r#"{"id":1,"method":"tools/call","params":{"name":"echo","arguments":{"name":"inner","_meta":{}},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","k":[1]}}}"#,
-            r#"{"method":"resources/read","params":{ "uri" : "file:///a\"b" , "requestState":"s1","requestState":{"x":1}}}"#,
-            r#"{"params":{"name":"first","_meta":{"a":1},"name":"second","_meta":7}}"#,
+            r#"{"method":"resources/read","params":{ "uri" : "file:///a\"b" , "requestState":{"x":1}}}"#,
+            r#"{"params":{"name":"second","_meta":7,"x":1,"x":2}}"#,
             r#"{"params":{}}"#,
-            r#"{"params":{"x":1},"params":{"name":"last"}}"#,
         ];
         for text in cases {
             let env = envelope(text).expect(text);
@@ -541,15 +571,18 @@ mod tests {
             assert_eq!(spans.request_state, scan.request_state, "{text}");
             assert_eq!(spans.meta, scan.meta.as_ref().map(|m| m.text), "{text}");
         }
-        // Not recorded: `params` no object, an escaped member name in it,
-        // a later `params` that is no object.
+        // Not recorded: `params` no object.
+        let env = envelope(r#"{"params":[1]}"#).expect("an array");
+        assert_eq!(env.params_spans, None);
+        // Not read here at all: an escaped member name in `params`, a
+        // second `params`, a member the relay reads written twice.
         for text in [
-            r#"{"params":[1]}"#,
             r#"{"params":{"n\u0061me":"a"}}"#,
             r#"{"params":{"name":"a"},"params":null}"#,
+            r#"{"params":{"name":"first","_meta":{"a":1},"name":"second","_meta":7}}"#,
+            r#"{"params":{"requestState":"s1","requestState":{"x":1}}}"#,
         ] {
-            let env = envelope(text).expect(text);
-            assert_eq!(env.params_spans, None, "{text}");
+            assert!(envelope(text).is_none(), "{text}");
         }
     }
 
@@ -573,16 +606,24 @@ mod tests {
             "{}",
             r#"{"io.modelcontextprotocol/a":1,"progressToken":2}"#,
             r#"{"k":1,"io.modelcontextprotocol/a":1}"#,
-            // Escaped after the prefix or in it, a prefix cut short, or
-            // spelled in another case: not a plain reserved name.
-            r#"{"io.modelcontextprotocol/a\"b":1}"#,
-            r#"{"io.modelcontextprotocol/\u0041":1}"#,
-            r#"{"io.modelcontextprotocol\/a":1}"#,
+            // A prefix cut short, or spelled in another case: not a plain
+            // reserved name.
             r#"{"io.modelcontextprotocol":1}"#,
             r#"{"io.modelcontextprotoco":1}"#,
             r#"{"IO.modelcontextprotocol/a":1}"#,
         ] {
             assert!(!reserved_only(meta), "{meta}");
+        }
+        // Escaped after the prefix or in it: left to serde_json, which
+        // decodes the names (`proto::unique`).
+        for meta in [
+            r#"{"io.modelcontextprotocol/a\"b":1}"#,
+            r#"{"io.modelcontextprotocol/\u0041":1}"#,
+            r#"{"io.modelcontextprotocol\/a":1}"#,
+        ] {
+            let text = format!(r#"{{"method":"m","params":{{"_meta":{meta}}}}}"#);
+            assert!(envelope(&text).is_none(), "{meta}");
+            agrees(&text);
         }
         // One byte of the prefix changed, at each of its places (each of
         // the three words compared).
@@ -648,7 +689,7 @@ mod tests {
         let escaped = envelope(r#"{"method":"tools\/call","id":1}"#).unwrap();
         assert!(!escaped.method_plain);
         assert_eq!(escaped.method().as_deref(), Some("tools/call"));
-        let not_string = envelope(r#"{"method":"m","method":7}"#).unwrap();
+        let not_string = envelope(r#"{"method":7}"#).unwrap();
         assert!(!not_string.method_plain);
         for (text, unstamped) in [
             (
@@ -660,7 +701,7 @@ mod tests {
             (r#"{"id":1,"result":{"c":1,"cacheScope":"x"}}"#, false),
             (r#"{"id":1,"result":{"result\u0054ype":"x"}}"#, false),
             (r#"{"id":1,"result":[1]}"#, false),
-            (r#"{"id":1,"result":{"a":1},"result":7}"#, false),
+            (r#"{"id":1,"result":7}"#, false),
         ] {
             assert_eq!(
                 envelope(text).unwrap().result_unstamped,

@@ -98,13 +98,14 @@ impl Forward {
         let msg = match jsonrpc::peek(line) {
             Ok(m) => m,
             Err(e) => {
-                crate::log_warn!("client sent invalid JSON: {e}");
-                self.reply_error(
-                    None,
-                    RelayError::ParseError,
-                    &format!("Parse error: {e}"),
-                    json!({}),
-                );
+                crate::log_warn!("client sent no message the relay passes: {e}");
+                // Its id, if it has one (`proto::unique::refusal`).
+                let (id, err) = crate::proto::unique::refusal(line);
+                let what = match err {
+                    RelayError::ParseError => "Parse error",
+                    _ => "Invalid Request",
+                };
+                self.reply_error(id.as_ref(), err, &format!("{what}: {e}"), json!({}));
                 return;
             }
         };

@@ -236,8 +236,14 @@ impl Reverse {
         let msg = match jsonrpc::peek(body) {
             Ok(m) => m,
             Err(e) => {
-                let b =
-                    jsonrpc::error_response(None, -32700, &format!("Parse error: {e}"), json!({}));
+                // Its id, if it has one (`proto::unique::refusal`).
+                let (id, err) = crate::proto::unique::refusal(body);
+                let what = match err {
+                    RelayError::ParseError => "Parse error",
+                    _ => "Invalid Request",
+                };
+                let message = format!("{what}: {e}");
+                let b = jsonrpc::error_response(id.as_ref(), err.code(), &message, json!({}));
                 self.respond_json(tok, 400, &b, ka, None);
                 return;
             }

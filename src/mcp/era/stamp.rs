@@ -741,7 +741,7 @@ mod tests {
                 ))),
             }
         }
-        let lines: [&[u8]; 12] = [
+        let lines: [&[u8]; 10] = [
             br#"{"id":1,"method":"m","params":{"name":"echo","_meta":{"z":1.50,"io.modelcontextprotocol/clientInfo":{"name":"c"},"progressToken":7, "a" : [ 1 ]}}}"#,
             br#"{"id":2,"method":"m","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
             br#"{"id":3,"method":"m","params":{"_meta":{"a":1}}}"#,
@@ -749,12 +749,11 @@ mod tests {
             br#"{"id":5,"method":"m","params":{"arguments":{"io.modelcontextprotocol/x":1}}}"#,
             br#"{"id":6,"method":"m","params":{"_meta":["io.modelcontextprotocol/x"]}}"#,
             br#"{"id":7,"method":"m","params":{"_meta":{"b":1,"io.modelcontextprotocol/a":2,"b":{"c":3},"a":"io.modelcontextprotocol/"}}}"#,
-            br#"{"id":8,"method":"m","params":{"_m\u0065ta":{"io.modelcontextprotocol/a":2},"_meta":{"k":1}}}"#,
             br#"{"id":9,"method":"m","params":{ "_meta" : { "io.modelcontextprotocol/a" : 2 , "k" : "v" } }}"#,
             // Reserved members only, as the scan sees them (stripped whole),
-            // and cases that are not: a later `_meta`, an escaped name.
+            // and a case that is not: an escaped name. (A `_meta` written
+            // twice is refused by `peek`: `proto::unique`.)
             br#"{"id":10,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":{"x":[1]}, "io.modelcontextprotocol/a":2}}}"#,
-            br#"{"id":11,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":1},"_meta":{"k":1,"io.modelcontextprotocol/b":2}}}"#,
             br#"{"id":12,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":1,"io.modelcontextprotocol\/b":2}}}"#,
         ];
         for line in lines {
