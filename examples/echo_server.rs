@@ -6,7 +6,8 @@
 //! `tools/list` and `tools/call` for a single tool, `echo`, which returns its
 //! `text` argument. `echo` optionally sends `progress` progress notifications
 //! (`interval_ms` apart) when the request carries `_meta.progressToken`, and
-//! never answers when `hang` is true. Invalid JSON is logged to stderr and
+//! never answers when `hang` is true; `repeat` echoes the text that many
+//! times. Invalid JSON is logged to stderr and
 //! ignored; unknown methods get error -32601.
 //!
 //! Switches, used to simulate misbehaving servers:
@@ -553,6 +554,13 @@ impl Server {
                 }));
             }
         }
+        // `repeat`: the text that many times (a large reply to a small
+        // request), at most 2^20.
+        let repeat = arg("repeat")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .min(1 << 20);
+        let text = text.repeat(usize::try_from(repeat).unwrap_or(1));
         Some(Ok(json!({"content": [{"type": "text", "text": text}]})))
     }
 }
@@ -681,6 +689,7 @@ fn echo_tool(name: &str) -> Value {
                 "progress": {"type": "integer", "minimum": 0},
                 "interval_ms": {"type": "integer", "minimum": 0},
                 "hang": {"type": "boolean"},
+                "repeat": {"type": "integer"},
                 "ask": {"type": "boolean"},
             },
             "required": ["text"],

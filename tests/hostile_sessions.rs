@@ -640,3 +640,43 @@ fn class13_nested_and_empty_upstream_batches_are_rejected() {
         other => panic!("forward: unexpected {other:?}"),
     }
 }
+
+/// A reply longer than `--max-message-size` is dropped with its bytes; its
+/// request is answered `message_too_large` at once, in both pools (before
+/// the fix, in the shared pool, whose ids are the mux's, the request was
+/// left to its response timeout, or never answered with that off). The
+/// session goes on.
+#[test]
+fn an_oversized_reply_is_answered_at_once_in_both_pools() {
+    for mode in ["session", "shared"] {
+        let relay = start(
+            &[
+                "--pool",
+                mode,
+                "--max-message-size",
+                "64KiB",
+                "--response-timeout",
+                "0",
+            ],
+            &[],
+        );
+        let mut s = Session::open(relay.port);
+        let big = call_with(
+            json!("big"),
+            json!({"text": "0123456789abcdef", "repeat": 8192}),
+            None,
+        );
+        let t0 = Instant::now();
+        let r = s.post(&big).json();
+        assert_eq!(r["id"], "big", "{mode}: {r}");
+        assert_eq!(error_kind(&r), Some("message_too_large"), "{mode}: {r}");
+        assert_eq!(r["error"]["data"]["limit"], 65536, "{mode}: {r}");
+        assert!(
+            t0.elapsed() < IO,
+            "{mode}: answered after {:?}",
+            t0.elapsed()
+        );
+        let r = s.post(&call(json!(2), "after")).json();
+        assert_eq!(echo_text(&r), Some("after"), "{mode}: {r}");
+    }
+}

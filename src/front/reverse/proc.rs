@@ -309,11 +309,21 @@ impl Reverse {
     }
 
     pub(super) fn proc_oversize_reply(&mut self, conn: PKey, id: Id, size: usize) {
-        let Some(p) = self.procs.get(&conn) else {
+        let limit = self.ups[conn.up].cfg.max_message_size;
+        let Some(p) = self.procs.get_mut(&conn) else {
             return;
         };
-        // Session mode only: shared-mode ids are the mux's and the reply is
-        // lost with the bytes; that request then times out.
+        // Shared: the id is the mux's, which answers the session's request
+        // in its client's id.
+        if let ProcKind::Shared { mux, .. } = &mut p.kind {
+            if let Some(Down::Reply {
+                session, id, msg, ..
+            }) = mux.reply_too_large(&id, size, limit)
+            {
+                self.complete_as(session, &id, msg, false);
+            }
+            return;
+        }
         if let ProcKind::Session {
             session: Some(skey),
         } = p.kind

@@ -491,16 +491,44 @@ impl Mux {
     /// Request `n`'s reply cannot be delivered: it is answered with an
     /// `invalid_reply` error for its session instead.
     fn fail_reply(&mut self, n: i64, message: &str) -> Option<Down> {
+        self.fail_with(n, RelayError::InvalidReply, message, serde_json::Map::new())
+    }
+
+    /// The reply to upstream id `id` was longer than the relay's message
+    /// limit and dropped with its bytes: its request is answered
+    /// `message_too_large` for its session now (its late reply, if any, is
+    /// dropped). `None`: no request of this process has that id.
+    pub fn reply_too_large(&mut self, id: &Id, size: usize, limit: usize) -> Option<Down> {
+        let Id::Num(n) = id else { return None };
+        self.fail_with(
+            *n,
+            RelayError::MessageTooLarge,
+            "The server's reply exceeds the relay's maximum message size",
+            serde_json::Map::from_iter([
+                ("size".to_string(), serde_json::Value::from(size)),
+                ("limit".to_string(), serde_json::Value::from(limit)),
+            ]),
+        )
+    }
+
+    /// Request `n` answered with relay error `err` (its `data`: the kind
+    /// and `data`), in the client's id as it wrote it.
+    fn fail_with(
+        &mut self,
+        n: i64,
+        err: RelayError,
+        message: &str,
+        mut data: serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Down> {
         let p = self.forget(n)?;
-        let err = RelayError::InvalidReply;
+        data.insert("kind".into(), serde_json::Value::from(err.kind()));
         Some(Down::Reply {
             session: p.session,
-            // The client's id as it wrote it.
             msg: jsonrpc::error_response_spelled(
                 &p.id_text,
                 err.code(),
                 message,
-                crate::proto::object::object([("kind", serde_json::Value::from(err.kind()))]),
+                serde_json::Value::Object(data),
             ),
             id: p.id,
             modern: false,
