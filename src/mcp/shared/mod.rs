@@ -66,6 +66,7 @@ use crate::keyhash::KeyMap;
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
 
+mod fail;
 mod rewrite;
 mod subs;
 
@@ -173,6 +174,9 @@ struct Pending {
     /// Sent by [`Mux::up_bridged`]: its result is made modern on the way
     /// back.
     modern: bool,
+    /// A `subscriptions/listen`: in flight for as long as it listens, so it
+    /// does not make its session the busy one (`sole_session`).
+    listen: bool,
 }
 
 /// Rewrites and routes the traffic of many sessions sharing one process.
@@ -188,6 +192,10 @@ pub struct Mux {
     sessions: KeyMap<SessionKey, HashMap<Id, i64>>,
     /// Server→client request id → the session it was routed to.
     server_requests: HashMap<Id, SessionKey>,
+    /// Session → its `subscriptions/listen` requests in flight (present
+    /// only while it has one): the relay's own for a stamped session, or a
+    /// 2026-07-28 client's passed to a modern process.
+    listens: KeyMap<SessionKey, usize>,
     /// Who subscribed to which resource (boxed: rarely used, and it keeps
     /// the mux small).
     subs: Box<Subscriptions>,
@@ -206,6 +214,7 @@ impl Mux {
             pending: KeyMap::default(),
             sessions: KeyMap::default(),
             server_requests: HashMap::new(),
+            listens: KeyMap::default(),
             subs: Box::default(),
         }
     }
@@ -366,6 +375,10 @@ impl Mux {
                 "Invalid Request",
             ));
         };
+        let listen = env.method_is("subscriptions/listen");
+        if listen {
+            *self.listens.entry(session).or_default() += 1;
+        }
         self.pending.insert(
             n,
             Pending {
@@ -376,6 +389,7 @@ impl Mux {
                 // MCP lifecycle: `initialize` cannot be cancelled.
                 cancellable: !env.method_is("initialize"),
                 modern,
+                listen,
             },
         );
         self.sessions.entry(session).or_default().insert(id, n);
@@ -486,67 +500,6 @@ impl Mux {
             }
             Err(_) => vec![self.down_invalid(line)],
         }
-    }
-
-    /// Request `n`'s reply cannot be delivered: it is answered with an
-    /// `invalid_reply` error for its session instead.
-    fn fail_reply(&mut self, n: i64, message: &str) -> Option<Down> {
-        self.fail_with(n, RelayError::InvalidReply, message, serde_json::Map::new())
-    }
-
-    /// The reply to upstream id `id` was longer than the relay's message
-    /// limit and dropped with its bytes: its request is answered
-    /// `message_too_large` for its session now (its late reply, if any, is
-    /// dropped). `None`: no request of this process has that id.
-    pub fn reply_too_large(&mut self, id: &Id, size: usize, limit: usize) -> Option<Down> {
-        let Id::Num(n) = id else { return None };
-        self.fail_with(
-            *n,
-            RelayError::MessageTooLarge,
-            "The server's reply exceeds the relay's maximum message size",
-            serde_json::Map::from_iter([
-                ("size".to_string(), serde_json::Value::from(size)),
-                ("limit".to_string(), serde_json::Value::from(limit)),
-            ]),
-        )
-    }
-
-    /// Request `n` answered with relay error `err` (its `data`: the kind
-    /// and `data`), in the client's id as it wrote it.
-    fn fail_with(
-        &mut self,
-        n: i64,
-        err: RelayError,
-        message: &str,
-        mut data: serde_json::Map<String, serde_json::Value>,
-    ) -> Option<Down> {
-        let p = self.forget(n)?;
-        data.insert("kind".into(), serde_json::Value::from(err.kind()));
-        Some(Down::Reply {
-            session: p.session,
-            msg: jsonrpc::error_response_spelled(
-                &p.id_text,
-                err.code(),
-                message,
-                serde_json::Value::Object(data),
-            ),
-            id: p.id,
-            modern: false,
-        })
-    }
-
-    /// A line that is not a valid message (not UTF-8, not JSON): if it names
-    /// one of this process's requests in flight, that request is answered
-    /// with an error for its session; nothing of the line goes anywhere.
-    fn down_invalid(&mut self, line: &[u8]) -> Down {
-        let Some(Id::Num(n)) = jsonrpc::recover_id(line, line) else {
-            return Down::Drop;
-        };
-        self.fail_reply(
-            n,
-            "The server's reply is not a valid JSON-RPC message (not UTF-8 or not JSON)",
-        )
-        .unwrap_or(Down::Drop)
     }
 
     /// `base` is the message's own bytes; `env` borrows from it.
@@ -709,7 +662,7 @@ impl Mux {
                 }
             }
             None => {
-                let busy = self.sessions.len();
+                let busy = self.busy_sessions().count();
                 let message = format!(
                     "mcp-relay: cannot route a server-to-client request in shared pool mode \
                      ({busy} sessions have requests in flight; exactly one is needed)"
@@ -737,6 +690,7 @@ impl Mux {
     /// answered, so the server does not wait forever.
     pub fn end_session(&mut self, session: SessionKey) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
+        self.listens.remove(&session);
         if let Some(reqs) = self.sessions.remove(&session) {
             let mut ns: Vec<i64> = reqs.into_values().collect();
             ns.sort_unstable();
@@ -780,6 +734,7 @@ impl Mux {
         let mut all: Vec<(i64, Pending)> = self.pending.drain().collect();
         all.sort_unstable_by_key(|(n, _)| *n);
         self.sessions.clear();
+        self.listens.clear();
         self.server_requests.clear();
         *self.subs = Subscriptions::default();
         all.into_iter().map(|(_, p)| (p.session, p.id)).collect()
@@ -811,12 +766,29 @@ impl Mux {
     }
 
     /// The only session with requests in flight, if exactly one has any.
+    /// A listen does not count: it stays in flight while its session is
+    /// idle, and would make it the one to get whatever the server sends
+    /// between other sessions' requests (a late log of another's call).
     fn sole_session(&self) -> Option<SessionKey> {
-        if self.sessions.len() == 1 {
-            self.sessions.keys().next().copied()
-        } else {
-            None
+        if self.listens.is_empty() {
+            return match self.sessions.len() {
+                1 => self.sessions.keys().next().copied(),
+                _ => None,
+            };
         }
+        let mut busy = self.busy_sessions();
+        match (busy.next(), busy.next()) {
+            (Some(s), None) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The sessions with a request in flight that is not a listen.
+    fn busy_sessions(&self) -> impl Iterator<Item = SessionKey> + '_ {
+        self.sessions.iter().filter_map(|(s, reqs)| {
+            let listens = self.listens.get(s).copied().unwrap_or(0);
+            (reqs.len() > listens).then_some(*s)
+        })
     }
 
     /// A fresh upstream id, ≥ 1 and not in flight.
@@ -834,6 +806,9 @@ impl Mux {
     /// that was its last.
     fn forget(&mut self, n: i64) -> Option<Pending> {
         let p = self.pending.remove(&n)?;
+        if p.listen {
+            self.unlisten(p.session);
+        }
         if let Some(reqs) = self.sessions.get_mut(&p.session) {
             reqs.remove(&p.id);
             if reqs.is_empty() {
@@ -841,6 +816,16 @@ impl Mux {
             }
         }
         Some(p)
+    }
+
+    /// One listen of `session` is no longer in flight.
+    fn unlisten(&mut self, session: SessionKey) {
+        if let Some(n) = self.listens.get_mut(&session) {
+            *n -= 1;
+            if *n == 0 {
+                self.listens.remove(&session);
+            }
+        }
     }
 }
 

@@ -37,6 +37,7 @@ fn assert_empty(m: &Mux) {
     assert_eq!(m.in_flight(), 0);
     assert!(m.pending.is_empty());
     assert!(m.sessions.is_empty());
+    assert!(m.listens.is_empty());
     assert!(m.server_requests.is_empty());
 }
 
@@ -383,6 +384,49 @@ fn list_changed_is_broadcast_and_logging_follows_the_only_busy_session() {
     // Two sessions in flight: it could be either's (issue 11, class 9).
     sent(m.up(5, br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#));
     assert_eq!(one(m.down(log)), Down::Dropped(Dropped::Unattributed));
+}
+
+/// A listen stays in flight while its session is idle: it does not make
+/// that session the busy one, so a log or a server request sent between
+/// other sessions' requests (a late log of another's call) does not go to
+/// it. Before, a stamped session's listen made it the one to get them.
+#[test]
+fn a_listen_does_not_make_its_session_the_busy_one() {
+    let mut m = Mux::new();
+    let listen = br#"{"jsonrpc":"2.0","id":"mcp-relay-listen-1","method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///a"]}}}"#;
+    let l = upstream_id(&sent(m.up(1, listen)));
+    let log = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"late"}}"#;
+    let roots = br#"{"jsonrpc":"2.0","id":"r1","method":"roots/list"}"#;
+    // Session 2's call answered: only the listen is in flight.
+    let c = upstream_id(&sent(
+        m.up(2, br#"{"jsonrpc":"2.0","id":5,"method":"tools/call"}"#),
+    ));
+    m.down(format!(r#"{{"jsonrpc":"2.0","id":{c},"result":{{}}}}"#).as_bytes());
+    assert_eq!(one(m.down(log)), Down::Dropped(Dropped::Unattributed));
+    let Down::ToUpstream { msg } = one(m.down(roots)) else {
+        panic!("a server request with only a listen in flight")
+    };
+    assert_eq!(json(&msg)["error"]["data"]["sessions"], 0);
+    // Session 1 with a call beside its listen is the busy one, and so is 2
+    // alone with one while 1 only listens.
+    let c1 = upstream_id(&sent(
+        m.up(1, br#"{"jsonrpc":"2.0","id":6,"method":"tools/call"}"#),
+    ));
+    assert!(matches!(
+        one(m.down(log)),
+        Down::ToSession { session: 1, .. }
+    ));
+    m.down(format!(r#"{{"jsonrpc":"2.0","id":{c1},"result":{{}}}}"#).as_bytes());
+    sent(m.up(2, br#"{"jsonrpc":"2.0","id":7,"method":"tools/call"}"#));
+    assert!(matches!(
+        one(m.down(log)),
+        Down::ToSession { session: 2, .. }
+    ));
+    // The listen cancelled by its session: nothing of it is left.
+    let cancel = br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"mcp-relay-listen-1"}}"#;
+    assert!(sent(m.up(1, cancel)).contains(&l.to_string()));
+    m.end_session(2);
+    assert_empty(&m);
 }
 
 #[test]
