@@ -82,6 +82,9 @@
 //!   `notifications/resources/updated` per URI it names, then
 //!   `notifications/resources/list_changed` if asked for, each stamped with
 //!   the listen's id; the listen itself is never answered.
+//! - `--roots-on-subscribe`: with `--resources`, a `resources/subscribe`
+//!   first sends the client a `roots/list` request (ids `roots-N`), then
+//!   is answered as above (the client's answer is only logged).
 //!
 //! Run with `cargo run --example echo_server -- [switches]`.
 
@@ -99,7 +102,7 @@ const USAGE: &str = "usage: echo_server [--single-shot] [--crash-after N] [--del
 [--never-answer] [--stderr-flood] [--log FILE] [--banner] [--ignore-stdin-eof] \
 [--ignore-sigterm] [--exit-code N] [--invalid-utf8] [--pretty] [--no-read] [--log-injection] \
 [--setsid-grandchild] [--log-during-call] [--respell-ids] [--nested-batch] [--tools NAME,NAME,...] \
-[--modern] [--modern-only] [--elicit] [--resources]";
+[--modern] [--modern-only] [--elicit] [--resources] [--roots-on-subscribe]";
 
 #[derive(Default)]
 struct Opts {
@@ -127,6 +130,7 @@ struct Opts {
     modern_only: bool,
     elicit: bool,
     resources: bool,
+    roots_on_subscribe: bool,
 }
 
 fn usage() -> ! {
@@ -172,6 +176,7 @@ fn parse_args() -> Opts {
             }
             "--elicit" => opts.elicit = true,
             "--resources" => opts.resources = true,
+            "--roots-on-subscribe" => opts.roots_on_subscribe = true,
             _ => usage(),
         }
     }
@@ -313,6 +318,8 @@ struct Server {
     /// (elicitation id, the call's id, its text).
     asking: Vec<(String, Value, String)>,
     next_elicit: u64,
+    /// `--roots-on-subscribe`: the last `roots-N` sent.
+    next_roots: u64,
 }
 
 impl Server {
@@ -478,6 +485,11 @@ impl Server {
             }
             "resources/subscribe" | "resources/unsubscribe" if self.opts.resources => {
                 if method == "resources/subscribe" {
+                    if self.opts.roots_on_subscribe {
+                        self.next_roots += 1;
+                        let rid = format!("roots-{}", self.next_roots);
+                        self.send(&json!({"jsonrpc": "2.0", "id": rid, "method": "roots/list"}));
+                    }
                     let uri = msg.pointer("/params/uri").cloned().unwrap_or(Value::Null);
                     self.send(&json!({"jsonrpc": "2.0", "id": id, "result": {}}));
                     self.send(
@@ -736,6 +748,7 @@ fn main() {
         era: None,
         asking: Vec::new(),
         next_elicit: 0,
+        next_roots: 0,
     };
 
     let mut input = BufReader::new(io::stdin().lock());

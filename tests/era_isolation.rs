@@ -258,3 +258,70 @@ fn a_request_with_the_open_listens_id_is_a_duplicate_and_the_listen_goes_on() {
         );
     }
 }
+
+/// A 2026-07-28 listen in front of a handshake-era server holds no call
+/// that could carry a server request as an input round, and its client
+/// cannot answer one. A server request that reaches it (the relay's
+/// `resources/subscribe` for it is the request in flight) is answered
+/// with an error at once; before the fix it went onto the listen's stream
+/// as it was, and the server waited for an answer that never came.
+#[test]
+fn a_server_request_reaching_a_listen_is_refused_at_once() {
+    for pool in ["shared", "session"] {
+        let log = TempFile::new("era-isolation-listen-roots", pool);
+        let relay = Relay::reverse(NAME)
+            .args(["--pool", pool])
+            .echo_server(&[
+                "--resources",
+                "--roots-on-subscribe",
+                "--log",
+                log.path_str(),
+            ])
+            .start();
+        let msg = json!({"jsonrpc": "2.0", "id": 20, "method": "subscriptions/listen",
+            "params": {"_meta": meta(), "notifications": {"resourceSubscriptions": ["echo://a"]}}});
+        let body = serde_json::to_vec(&msg).expect("json");
+        let mut http = Http::connect(relay.port);
+        http.send_request(
+            "POST",
+            "/mcp",
+            &[
+                ("Content-Type", "application/json"),
+                ("Accept", ACCEPT_BOTH),
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "subscriptions/listen"),
+            ],
+            &body,
+        )
+        .expect("POST listen");
+        let head = http
+            .read_head(std::time::Instant::now() + IO)
+            .expect("listen answered");
+        let mut sse = common::http::Sse::open(http, head);
+        // The server's roots/list is answered, with an error, by the relay.
+        let seen = log.wait_for(IO, "the answer to roots-1", |t| {
+            t.lines()
+                .any(|l| l.contains("\"roots-1\"") && l.contains("\"error\""))
+        });
+        let answer = seen
+            .lines()
+            .find(|l| l.contains("\"roots-1\"") && l.contains("\"error\""))
+            .expect("the answer");
+        let v: Value = serde_json::from_str(answer).expect("json");
+        assert_eq!(v["error"]["code"], -32603, "{pool}: {v}");
+        // The listen goes on (acknowledged, then the update), and carried
+        // no request.
+        let t = std::time::Duration::from_secs(5);
+        for what in ["acknowledged", "resources/updated"] {
+            let ev = sse.expect_event(t, what).json();
+            assert!(
+                ev.get("id").is_none(),
+                "{pool}: a request on the listen: {ev}"
+            );
+            assert!(
+                ev["method"].as_str().is_some_and(|m| m.ends_with(what)),
+                "{pool}: {ev}"
+            );
+        }
+    }
+}

@@ -279,6 +279,29 @@ impl Reverse {
         matches!(self.sessions.get_inline(&skey).map(|s| &s.era), Some(SessionEra::Bridged(b)) if b.waiting())
     }
 
+    /// A server request for a 2026-07-28 listen (the relay's subscribe for
+    /// it in flight): no call of it can carry the request as an input
+    /// round, and its client cannot answer one on the listen's stream. The
+    /// server is answered with an error at once (counted as
+    /// `unattributable`), as for any request no call can carry.
+    fn era_refuse_on_listen(&mut self, skey: SKey, line: &[u8]) -> bool {
+        let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
+            return false;
+        };
+        let (Kind::Request, Some(sid)) = (env.kind(), env.id()) else {
+            return false;
+        };
+        self.ups[up_of(skey)].era.input_unattributable += 1;
+        let b = jsonrpc::error_response(
+            Some(&sid),
+            -32603,
+            "a 2026-07-28 listen cannot carry a server request",
+            serde_json::Value::Null,
+        );
+        self.era_to_server(skey, &b);
+        true
+    }
+
     /// A request from the server for session `skey` (its own process's in
     /// the session pool, the mux's pick in the shared one). True when taken
     /// here: carried to the client as an input round, or answered with an
@@ -289,6 +312,12 @@ impl Reverse {
         skey: SKey,
         line: &[u8],
     ) -> bool {
+        if matches!(
+            self.sessions.get(&skey).map(|s| &s.era),
+            Some(SessionEra::Listening(_))
+        ) {
+            return self.era_refuse_on_listen(skey, line);
+        }
         let Some(b) = self.bridging_mut(skey) else {
             return false;
         };
