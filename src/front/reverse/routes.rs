@@ -248,14 +248,7 @@ impl Reverse {
                 return;
             }
         };
-        // `initialize` belongs to the handshake era, whatever version header
-        // came with it (2026-07-28 has no such method): it opens a session
-        // as any handshake-era client's does, and never goes to a process
-        // as a request of its own (a shared process is initialized by the
-        // relay alone, for every session on it).
-        let initialize = matches!(&msg, Message::Single(env)
-            if env.kind() == Kind::Request && env.method_is("initialize"));
-        if version == Some(STATELESS_VERSION) && !initialize {
+        if version == Some(STATELESS_VERSION) {
             match msg {
                 Message::Single(env) => self.stateless_post(tok, &req, body, &env, token, u),
                 Message::Batch(_) => self.respond_rpc_error(
@@ -407,6 +400,15 @@ impl Reverse {
     ) {
         let ka = req.keep_alive;
         let method = env.method();
+        // `initialize` belongs to the handshake era, whatever version header
+        // came with it (2026-07-28 has no such method): it opens a session
+        // as any handshake-era client's does, and never goes to a process
+        // as a request of its own (a shared process is initialized by the
+        // relay alone, for every session on it).
+        if method.as_deref() == Some("initialize") && env.kind() == Kind::Request {
+            self.start_session(tok, token, body, env, ReplyTo::Client(tok), ka, u);
+            return;
+        }
         // `Mcp-Method` is required on requests; a notification may come
         // without it (the TypeScript SDK 2.x sends none), but one that is
         // there must match the body.

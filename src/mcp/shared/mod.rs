@@ -349,7 +349,10 @@ impl Mux {
                 "Invalid Request: a request with this id is already in flight",
             ));
         }
-        if let Some(done) = self.subscription(session, env, &id, raw_id.get()) {
+        // The method, read once for what depends on it below.
+        let method = env.method();
+        let method = method.as_deref().unwrap_or_default();
+        if let Some(done) = self.subscription(session, env, method, &id, raw_id.get()) {
             return done;
         }
         // A request with an extra edit comes from `up_parsed_edited_as`,
@@ -375,7 +378,7 @@ impl Mux {
                 "Invalid Request",
             ));
         };
-        let listen = env.method_is("subscriptions/listen");
+        let listen = method == "subscriptions/listen";
         if listen {
             *self.listens.entry(session).or_default() += 1;
         }
@@ -387,7 +390,7 @@ impl Mux {
                 id_text: raw_id.get().into(),
                 token: token.map(|t| t.get().into()),
                 // MCP lifecycle: `initialize` cannot be cancelled.
-                cancellable: !env.method_is("initialize"),
+                cancellable: method != "initialize",
                 modern,
                 listen,
             },

@@ -64,7 +64,8 @@ impl Subscriptions {
 }
 
 impl Mux {
-    /// `resources/subscribe` and `resources/unsubscribe`: the process holds
+    /// `resources/subscribe` and `resources/unsubscribe` (`method`, the
+    /// request's): the process holds
     /// one subscription per URI for every session, so the mux keeps who
     /// asked. `Some` answers the request here: a subscribe over
     /// [`MAX_SUBSCRIPTIONS`], or an unsubscribe while other sessions keep
@@ -73,13 +74,15 @@ impl Mux {
         &mut self,
         session: SessionKey,
         env: &Envelope,
+        method: &str,
         id: &Id,
         id_text: &str,
     ) -> Option<Up> {
-        let subscribe = env.method_is("resources/subscribe");
-        if !subscribe && !env.method_is("resources/unsubscribe") {
-            return None;
-        }
+        let subscribe = match method {
+            "resources/subscribe" => true,
+            "resources/unsubscribe" => false,
+            _ => return None,
+        };
         let uri: Box<str> = env.param_str("uri")?.into();
         let list = self.subs.by_uri.entry(uri.clone()).or_default();
         let has = list.contains(&session);
