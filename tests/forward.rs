@@ -257,6 +257,26 @@ fn a_duplicated_member_is_an_invalid_request() {
     );
 }
 
+/// In a 2025-03-26 batch, which the relay forwards whole, such an element
+/// is passed as the server reads it, and its answer still comes back (a
+/// stricter reading here lost it: the element was forwarded but not
+/// tracked). Forward mode rewrites no id; the tool filter reads batch
+/// elements with its own refusal of duplicates.
+#[test]
+fn a_batch_element_with_a_duplicated_member_gets_its_answer() {
+    let mut relay = Relay::start(&[], &[]);
+    relay.handshake();
+    relay.send_bytes(
+        br#"[{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"echo","arguments":{"text":"dup"},"_meta":{},"_meta":{}}}]
+"#
+        .to_vec(),
+    );
+    let msg = relay.expect_msg(SHORT, "the answer to the batch");
+    let first = msg.as_array().and_then(|a| a.first()).unwrap_or(&msg);
+    assert_eq!(first["id"], json!(21), "{msg}");
+    assert_eq!(echo_text(first), Some("dup"), "{msg}");
+}
+
 #[test]
 fn invalid_json_gets_parse_error() {
     let mut relay = Relay::start(&[], &[]);

@@ -203,6 +203,10 @@ pub struct Envelope<'a> {
     /// write them in at its start (`stamp::modern_result`). `false` says
     /// nothing.
     pub result_unstamped: bool,
+    /// A member the relay reads written twice (`proto::unique`), named
+    /// (`"id"`, `"params.name"`, …): a client's message so marked is
+    /// refused. The fields above hold the last of the duplicates.
+    pub ambiguous: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,21 +422,21 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'a>, A::Error> {
                 let mut env = Envelope::default();
-                // A member the relay reads, written twice, makes no message
-                // it passes (`proto::unique`).
-                let once = |slot: &mut Option<Raw<'a>>, raw: Raw<'a>, name: &str| match slot
-                    .replace(raw)
-                {
-                    Some(_) => Err(super::unique::duplicate(name)),
-                    None => Ok(()),
+                // A member the relay reads, written twice, marks the message
+                // (`proto::unique`); the last is kept.
+                let mut twice = None;
+                let mut once = |slot: &mut Option<Raw<'a>>, raw: Raw<'a>, name: &'static str| {
+                    if slot.replace(raw).is_some() {
+                        twice = twice.or(Some(name));
+                    }
                 };
                 while let Some(key) = map.next_key::<KeyName>()? {
                     match key {
-                        KeyName::Id => once(&mut env.id, raw(&mut map)?, "id")?,
-                        KeyName::Method => once(&mut env.method, raw(&mut map)?, "method")?,
-                        KeyName::Params => once(&mut env.params, raw(&mut map)?, "params")?,
+                        KeyName::Id => once(&mut env.id, raw(&mut map)?, "id"),
+                        KeyName::Method => once(&mut env.method, raw(&mut map)?, "method"),
+                        KeyName::Params => once(&mut env.params, raw(&mut map)?, "params"),
                         KeyName::Result => {
-                            once(&mut env.result, raw(&mut map)?, "result")?;
+                            once(&mut env.result, raw(&mut map)?, "result");
                             env.is_response = true;
                         }
                         KeyName::Error => {
@@ -444,9 +448,10 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Envelope<'a> {
                         }
                     }
                 }
-                if let Some(p) = env.params {
-                    super::unique::check_params(p.get()).map_err(de::Error::custom)?;
-                }
+                env.ambiguous = twice.or_else(|| {
+                    env.params
+                        .and_then(|p| super::unique::ambiguous_params(p.get()))
+                });
                 Ok(env)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Envelope<'a>, A::Error> {

@@ -8,9 +8,11 @@
 //! whether `result` already has a member the era bridge writes.
 //!
 //! It is a fast path, never the judge: it returns `None` for anything it
-//! does not fully handle (a top-level member name with escapes, nesting
-//! deeper than [`MAX_DEPTH`]) and for anything it finds invalid, and the
-//! caller then parses with serde_json, whose verdict and error text stand.
+//! does not fully handle (a member name with escapes at the top, in
+//! `params` or in its `_meta`; a member it records written twice, which
+//! serde_json's reading marks as `proto::unique` says; nesting deeper than
+//! [`MAX_DEPTH`]) and for anything it finds invalid, and the caller then
+//! parses with serde_json, whose verdict and error text stand.
 //! What it accepts, serde_json accepts with the same members; the
 //! `envelope_scan` fuzz target and the tests below hold it to that.
 //!
@@ -120,7 +122,7 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
                     };
                     let value = text.get(at..end);
                     // A member the relay reads, written twice, is left to
-                    // serde_json, which refuses it (`proto::unique`).
+                    // serde_json, which marks it (`proto::unique`).
                     let slot = match key {
                         b"name" => &mut spans.name,
                         b"uri" => &mut spans.uri,
@@ -139,7 +141,7 @@ pub fn envelope(text: &str) -> Option<Envelope<'_>> {
             _ => (value_end(b, at)?, None),
         };
         let raw = Raw::new(text.get(at..end)?);
-        // A member written twice is left to serde_json, which refuses it
+        // A member written twice is left to serde_json, which marks it
         // (`proto::unique`).
         let slot = match key {
             b"id" => Some(&mut env.id),

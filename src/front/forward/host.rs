@@ -98,17 +98,34 @@ impl Forward {
         let msg = match jsonrpc::peek(line) {
             Ok(m) => m,
             Err(e) => {
-                crate::log_warn!("client sent no message the relay passes: {e}");
-                // Its id, if it has one (`proto::unique::refusal`).
-                let (id, err) = crate::proto::unique::refusal(line);
-                let what = match err {
-                    RelayError::ParseError => "Parse error",
-                    _ => "Invalid Request",
-                };
-                self.reply_error(id.as_ref(), err, &format!("{what}: {e}"), json!({}));
+                crate::log_warn!("client sent invalid JSON: {e}");
+                self.reply_error(
+                    None,
+                    RelayError::ParseError,
+                    &format!("Parse error: {e}"),
+                    json!({}),
+                );
                 return;
             }
         };
+        // A member the relay reads written twice (`proto::unique`): a
+        // request is answered with its id, unless that is what repeats;
+        // anything else is dropped. None of it reaches the server.
+        if let Message::Single(env) = &msg
+            && let Some(what) = env.ambiguous
+        {
+            crate::log_warn!("client message with member `{what}` written twice: refused");
+            if env.kind() == Kind::Request {
+                let id = env.id().filter(|_| what != "id");
+                self.reply_error(
+                    id.as_ref(),
+                    RelayError::InvalidRequest,
+                    &format!("Invalid Request: duplicate member `{what}`"),
+                    json!({}),
+                );
+            }
+            return;
+        }
         match msg {
             Message::Single(env) => match env.kind() {
                 Kind::Request => {

@@ -236,18 +236,25 @@ impl Reverse {
         let msg = match jsonrpc::peek(body) {
             Ok(m) => m,
             Err(e) => {
-                // Its id, if it has one (`proto::unique::refusal`).
-                let (id, err) = crate::proto::unique::refusal(body);
-                let what = match err {
-                    RelayError::ParseError => "Parse error",
-                    _ => "Invalid Request",
-                };
-                let message = format!("{what}: {e}");
-                let b = jsonrpc::error_response(id.as_ref(), err.code(), &message, json!({}));
+                let b =
+                    jsonrpc::error_response(None, -32700, &format!("Parse error: {e}"), json!({}));
                 self.respond_json(tok, 400, &b, ka, None);
                 return;
             }
         };
+        // A member the relay reads written twice (`proto::unique`): refused,
+        // with the request's id unless that is what repeats.
+        if let Message::Single(env) = &msg
+            && let Some(what) = env.ambiguous
+        {
+            let id = env
+                .id()
+                .filter(|_| what != "id" && env.kind() == Kind::Request);
+            let message = format!("Invalid Request: duplicate member `{what}`");
+            let b = jsonrpc::error_response(id.as_ref(), -32600, &message, json!({}));
+            self.respond_json(tok, 400, &b, ka, None);
+            return;
+        }
         if version == Some(STATELESS_VERSION) {
             match msg {
                 Message::Single(env) => self.stateless_post(tok, &req, body, &env, token, u),
@@ -309,9 +316,14 @@ impl Reverse {
                     // JSON-RPC: an element that is no valid message gets
                     // -32600 in the batch reply, and goes nowhere (issue 11,
                     // class 10).
-                    let env = jsonrpc::peek_raw(raw).filter(|e| e.kind() != Kind::Invalid);
+                    // So does one with a member the relay reads written
+                    // twice (`proto::unique`), named by its id unless that
+                    // is what repeats.
+                    let env = jsonrpc::peek_raw(raw)
+                        .filter(|e| e.kind() != Kind::Invalid && e.ambiguous.is_none());
                     let Some(env) = env else {
                         let id = jsonrpc::peek_raw(raw)
+                            .filter(|e| e.ambiguous != Some("id"))
                             .and_then(|e| e.id)
                             .filter(|i| {
                                 matches!(
@@ -669,8 +681,10 @@ impl Reverse {
         };
         let body = req.body.as_slice();
         let env = match jsonrpc::peek(body) {
-            Ok(Message::Single(env)) => env,
-            Ok(Message::Batch(_)) | Err(_) => {
+            // Not one with a member the relay reads written twice
+            // (`proto::unique`).
+            Ok(Message::Single(env)) if env.ambiguous.is_none() => env,
+            Ok(_) | Err(_) => {
                 self.respond(tok, 400, &[], b"expected one JSON-RPC message\n", ka);
                 return;
             }

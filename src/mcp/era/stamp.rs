@@ -752,7 +752,7 @@ mod tests {
             br#"{"id":9,"method":"m","params":{ "_meta" : { "io.modelcontextprotocol/a" : 2 , "k" : "v" } }}"#,
             // Reserved members only, as the scan sees them (stripped whole),
             // and a case that is not: an escaped name. (A `_meta` written
-            // twice is refused by `peek`: `proto::unique`.)
+            // twice is marked by `peek` and refused: `proto::unique`.)
             br#"{"id":10,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":{"x":[1]}, "io.modelcontextprotocol/a":2}}}"#,
             br#"{"id":12,"method":"m","params":{"_meta":{"io.modelcontextprotocol/a":1,"io.modelcontextprotocol\/b":2}}}"#,
         ];

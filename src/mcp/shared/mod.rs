@@ -270,6 +270,9 @@ impl Mux {
         env: &Envelope,
         modern: bool,
     ) -> Up {
+        if let Some(refused) = ambiguous(env) {
+            return refused;
+        }
         match env.kind() {
             Kind::Request => self.up_request(session, line, env, None, modern),
             Kind::Notification => self.up_notification(session, line, env),
@@ -306,6 +309,9 @@ impl Mux {
         edit: (&str, &[u8]),
         modern: bool,
     ) -> Up {
+        if let Some(refused) = ambiguous(env) {
+            return refused;
+        }
         let token = env.params.and_then(progress_token_in_request);
         if env.kind() == Kind::Request && token.is_none() {
             return self.up_request(session, line, env, Some(edit), modern);
@@ -830,6 +836,23 @@ impl Mux {
             }
         }
     }
+}
+
+/// A client message with a member the relay reads written twice
+/// (`proto::unique`): which of the two the server would read is its
+/// parser's choice, so none of it may reach the process (an id rewritten
+/// in one spelling and read in the other). The fronts refuse it first;
+/// this is the mux's own guard.
+fn ambiguous(env: &Envelope) -> Option<Up> {
+    let what = env.ambiguous?;
+    let id = env
+        .id()
+        .filter(|_| what != "id" && env.kind() == Kind::Request);
+    Some(Up::Reject(relay_error(
+        id.as_ref(),
+        RelayError::InvalidRequest,
+        &format!("Invalid Request: duplicate member `{what}`"),
+    )))
 }
 
 fn relay_error(id: Option<&Id>, err: RelayError, message: &str) -> Vec<u8> {

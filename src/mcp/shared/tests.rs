@@ -348,6 +348,41 @@ fn server_requests_awaiting_answers_are_capped() {
     assert_eq!(m.server_requests_in_flight(), MAX_SERVER_REQUESTS);
 }
 
+/// A member written twice is refused from a client (which of the two a
+/// server reads is its parser's choice, and the mux rewrote the last) and
+/// read as before from the server (the last wins: the relay routes it).
+#[test]
+fn duplicated_members_are_refused_up_and_read_down() {
+    let mut m = Mux::new();
+    let up = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":7,"progressToken":8}}}"#;
+    let Up::Reject(e) = m.up(1, up) else {
+        panic!("an ambiguous request was not refused")
+    };
+    assert_eq!(json(&e)["id"], 1);
+    assert_eq!(json(&e)["error"]["data"]["kind"], "invalid_request");
+    let Up::Reject(e) = m.up(
+        1,
+        br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call"}"#,
+    ) else {
+        panic!("an id written twice was not refused")
+    };
+    assert!(json(&e)["id"].is_null(), "{}", text(&e));
+    assert_empty(&m);
+    // The server's request with a repeated member goes its way, and the
+    // client's call in flight is untouched.
+    let n = upstream_id(&sent(
+        m.up(7, br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#),
+    ));
+    let roots = format!(
+        r#"{{"jsonrpc":"2.0","id":{n},"method":"roots/list","params":{{"_meta":{{}},"_meta":{{}}}}}}"#
+    );
+    assert!(matches!(
+        one(m.down(roots.as_bytes())),
+        Down::ToSession { session: 7, .. }
+    ));
+    assert_eq!(m.in_flight(), 1);
+}
+
 #[test]
 fn server_ping_is_answered_by_the_relay() {
     let mut m = Mux::new();

@@ -283,7 +283,8 @@ impl Reverse {
     /// it in flight): no call of it can carry the request as an input
     /// round, and its client cannot answer one on the listen's stream. The
     /// server is answered with an error at once (counted as
-    /// `unattributable`), as for any request no call can carry.
+    /// `unattributable`), as for any request no call can carry; a `ping`
+    /// with `{}`.
     fn era_refuse_on_listen(&mut self, skey: SKey, line: &[u8]) -> bool {
         let Ok(Message::Single(env)) = jsonrpc::peek(line) else {
             return false;
@@ -291,13 +292,22 @@ impl Reverse {
         let (Kind::Request, Some(sid)) = (env.kind(), env.id()) else {
             return false;
         };
-        self.ups[up_of(skey)].era.input_unattributable += 1;
-        let b = jsonrpc::error_response(
-            Some(&sid),
-            -32603,
-            "a 2026-07-28 listen cannot carry a server request",
-            serde_json::Value::Null,
-        );
+        // MCP: ping must be answered promptly; the relay is alive.
+        let b = if env.method_is("ping") {
+            // The id as the server wrote it.
+            let spelled = env
+                .id
+                .map_or_else(|| sid.to_json(), |r| r.get().to_string());
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":{spelled},\"result\":{{}}}}").into_bytes()
+        } else {
+            self.ups[up_of(skey)].era.input_unattributable += 1;
+            jsonrpc::error_response(
+                Some(&sid),
+                -32603,
+                "a 2026-07-28 listen cannot carry a server request",
+                serde_json::Value::Null,
+            )
+        };
         self.era_to_server(skey, &b);
         true
     }
