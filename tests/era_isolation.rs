@@ -280,24 +280,7 @@ fn a_server_request_reaching_a_listen_is_refused_at_once() {
             .start();
         let msg = json!({"jsonrpc": "2.0", "id": 20, "method": "subscriptions/listen",
             "params": {"_meta": meta(), "notifications": {"resourceSubscriptions": ["echo://a"]}}});
-        let body = serde_json::to_vec(&msg).expect("json");
-        let mut http = Http::connect(relay.port);
-        http.send_request(
-            "POST",
-            "/mcp",
-            &[
-                ("Content-Type", "application/json"),
-                ("Accept", ACCEPT_BOTH),
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "subscriptions/listen"),
-            ],
-            &body,
-        )
-        .expect("POST listen");
-        let head = http
-            .read_head(std::time::Instant::now() + IO)
-            .expect("listen answered");
-        let mut sse = common::http::Sse::open(http, head);
+        let mut sse = common::http::open_modern_listen(relay.port, &msg);
         // The server's roots/list is answered, with an error, by the relay.
         let seen = log.wait_for(IO, "the answer to roots-1", |t| {
             t.lines()

@@ -361,6 +361,24 @@ fn class9_shared_logs_never_reach_another_session() {
 /// with its `requestId` untranslated, naming another session's upstream id.
 /// A well-formed cancel naming a request that is not this session's is
 /// dropped and counted; the server never sees either.
+/// Session A with a call the server never answers: A, the connection the
+/// call waits on, and the call's id as the server saw it (the mux's, in
+/// the shared pool).
+fn a_call_hanging(port: u16, log: &TempFile) -> (Session, Http, String) {
+    let a = Session::open(port);
+    let hang = a.send_on_new(
+        port,
+        &call_with(json!("a-hang"), json!({"text": "a", "hang": true}), None),
+    );
+    let text = log.wait_for(SHORT2, "A's call", |t| t.contains("\"tools/call\""));
+    let call_line = text
+        .lines()
+        .find(|l| l.contains("\"tools/call\""))
+        .expect("call line");
+    let id = serde_json::from_str::<Value>(call_line).expect("json")["id"].to_string();
+    (a, hang, id)
+}
+
 #[test]
 fn class10_foreign_request_ids_never_reach_the_server() {
     for mode in ["shared", "session"] {
@@ -370,17 +388,7 @@ fn class10_foreign_request_ids_never_reach_the_server() {
             &["--log", log.path_str()],
         );
         let port = relay.port;
-        let a = Session::open(port);
-        let _hang = a.send_on_new(
-            port,
-            &call_with(json!("a-hang"), json!({"text": "a", "hang": true}), None),
-        );
-        let text = log.wait_for(SHORT2, "A's call", |t| t.contains("\"tools/call\""));
-        let call_line = text
-            .lines()
-            .find(|l| l.contains("\"tools/call\""))
-            .expect("call line");
-        let upstream_id = serde_json::from_str::<Value>(call_line).expect("json")["id"].to_string();
+        let (_a, _hang, upstream_id) = a_call_hanging(port, &log);
         let mut b = Session::open(port);
         let shaped = format!(
             r#"{{"jsonrpc":"2.0","id":77,"method":"notifications/cancelled","params":{{"requestId":{upstream_id}}}}}"#
@@ -447,17 +455,7 @@ fn class10_duplicated_members_never_reach_the_server() {
         &["--log", log.path_str()],
     );
     let port = relay.port;
-    let a = Session::open(port);
-    let _hang = a.send_on_new(
-        port,
-        &call_with(json!("a-hang"), json!({"text": "a", "hang": true}), None),
-    );
-    let text = log.wait_for(SHORT2, "A's call", |t| t.contains("\"tools/call\""));
-    let call_line = text
-        .lines()
-        .find(|l| l.contains("\"tools/call\""))
-        .expect("call line");
-    let upstream = serde_json::from_str::<Value>(call_line).expect("json")["id"].to_string();
+    let (_a, _hang, upstream) = a_call_hanging(port, &log);
     let mut b = Session::open(port);
     for (what, body, id) in [
         (

@@ -805,23 +805,7 @@ fn open_listen(port: u16, uris: &[&str]) -> common::http::Sse {
         "params": {"_meta": meta(), "notifications": {
             "toolsListChanged": true, "resourcesListChanged": true,
             "resourceSubscriptions": uris}}});
-    let body = serde_json::to_vec(&msg).expect("json");
-    let mut http = Http::connect(port);
-    http.send_request(
-        "POST",
-        "/mcp",
-        &[
-            ("Content-Type", "application/json"),
-            ("Accept", ACCEPT_BOTH),
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "subscriptions/listen"),
-        ],
-        &body,
-    )
-    .expect("POST listen");
-    let deadline = std::time::Instant::now() + IO;
-    let head = http.read_head(deadline).expect("listen answered");
-    common::http::Sse::open(http, head)
+    common::http::open_modern_listen(port, &msg)
 }
 
 /// The listen is acknowledged with what the server can honor, the server

@@ -490,6 +490,29 @@ impl Sse {
 pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
 /// Headers of an MCP POST, with the session id when there is one.
+/// A 2026-07-28 `subscriptions/listen` (`msg`) POSTed on a connection of
+/// its own; its event stream, once its head is read.
+pub fn open_modern_listen(port: u16, msg: &Value) -> Sse {
+    let body = serde_json::to_vec(msg).expect("json");
+    let mut http = Http::connect(port);
+    http.send_request(
+        "POST",
+        "/mcp",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", ACCEPT_BOTH),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "subscriptions/listen"),
+        ],
+        &body,
+    )
+    .expect("POST listen");
+    let head = http
+        .read_head(Instant::now() + IO)
+        .expect("listen answered");
+    Sse::open(http, head)
+}
+
 pub fn mcp_headers(sid: Option<&str>) -> Vec<(&str, &str)> {
     let mut h = vec![
         ("Content-Type", "application/json"),
