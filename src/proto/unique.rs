@@ -18,12 +18,9 @@
 //! `_meta`; in an object `params._meta`, `progressToken`. Names compare
 //! decoded (`"n\u0061me"` is `name`; a lone surrogate, which names none of
 //! them, is no obstacle). The relay's scan (`proto::scan`) leaves any such
-//! message to serde_json, whose reading marks it here.
+//! message to serde_json, whose reading marks it with what is here.
 
-use std::fmt;
-
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use super::scan;
 
 /// `params`' members the relay reads, and how a duplicate is named.
 const PARAMS: [(&str, &str); 5] = [
@@ -36,84 +33,50 @@ const PARAMS: [(&str, &str); 5] = [
 /// `params._meta`'s.
 const META: [(&str, &str); 1] = [("progressToken", "params._meta.progressToken")];
 
-/// The member of `params` (the text of any JSON value) the relay reads
-/// that is written twice, if one is: in an object `params`, or in its
-/// object `_meta`.
+/// The member of `params` (the text of any JSON value, already validated)
+/// the relay reads that is written twice, if one is: in an object
+/// `params`, or in its object `_meta`.
 pub fn ambiguous_params(params: &str) -> Option<&'static str> {
     twice(params, &PARAMS)
 }
 
 /// `text`, if it is an object: the first of `names` written in it twice
-/// (within `params`, its `_meta`'s as well). Values are skipped, not read:
-/// any number JSON allows passes.
+/// (within `params`, its `_meta`'s as well), read with the relay's own
+/// scan. A name with escapes is decoded (one with a lone surrogate names
+/// none of them). Text the scan cannot read (nesting past its depth,
+/// which serde_json's reading refused already) is taken as ambiguous.
 fn twice(text: &str, names: &'static [(&'static str, &'static str)]) -> Option<&'static str> {
-    if !text.trim_start().starts_with('{') {
+    let b = text.as_bytes();
+    let start = scan::ws(b, 0);
+    if b.get(start) != Some(&b'{') {
         return None;
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    Twice(names).deserialize(&mut de).ok().flatten()
-}
-
-struct Twice(&'static [(&'static str, &'static str)]);
-
-impl<'de> DeserializeSeed<'de> for Twice {
-    type Value = Option<&'static str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Twice {
-    type Value = Option<&'static str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = [false; PARAMS.len()];
-        let mut found = None;
-        while let Some(at) = map.next_key_seed(NameIn(self.0))? {
-            let Some((slot, &(name, path))) =
-                at.and_then(|i| Some((seen.get_mut(i)?, self.0.get(i)?)))
-            else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            if std::mem::replace(slot, true) {
-                found = found.or(Some(path));
-            }
-            if name == "_meta" {
-                let meta = map.next_value::<&'de RawValue>()?;
-                found = found.or_else(|| twice(meta.get(), &META));
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+    let mut seen = [false; PARAMS.len()];
+    let mut found = None;
+    let read = scan::members(text, start, |key, escaped, at| {
+        let end = scan::value_end(b, at)?;
+        let decoded;
+        let name = if escaped {
+            let quoted = format!("\"{}\"", std::str::from_utf8(key).ok()?);
+            decoded = serde_json::from_str::<String>(&quoted).unwrap_or_default();
+            decoded.as_bytes()
+        } else {
+            key
+        };
+        let Some(i) = names.iter().position(|(n, _)| n.as_bytes() == name) else {
+            return Some(end);
+        };
+        if std::mem::replace(seen.get_mut(i)?, true) {
+            found = found.or(names.get(i).map(|(_, path)| *path));
         }
-        Ok(found)
-    }
-}
-
-/// A member name's index among the wanted ones, compared decoded as bytes
-/// (serde_json hands a name with a lone surrogate over as WTF-8 bytes
-/// rather than refusing it).
-struct NameIn(&'static [(&'static str, &'static str)]);
-
-impl<'de> DeserializeSeed<'de> for NameIn {
-    type Value = Option<usize>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_bytes(self)
-    }
-}
-
-impl Visitor<'_> for NameIn {
-    type Value = Option<usize>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
-    }
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|(n, _)| n.as_bytes() == v))
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        self.visit_bytes(v.as_bytes())
+        if name == b"_meta" {
+            found = found.or_else(|| twice(text.get(at..end)?, &META));
+        }
+        Some(end)
+    });
+    match read {
+        Some(_) => found,
+        None => names.first().map(|(_, path)| *path),
     }
 }
 

@@ -168,7 +168,11 @@ pub(super) struct Session {
 }
 
 impl Reverse {
+    /// A handshake-era `initialize`: a new session, queued for a process.
+    /// Out of line: two routes call it (`post_mcp`, and `stateless_post`
+    /// for one sent with the 2026-07-28 header), once a session.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     pub(super) fn start_session(
         &mut self,
         tok: Token,

@@ -2,14 +2,19 @@
 //! on: a line from the process that is no message but names one of them,
 //! and a reply longer than the relay's message limit.
 
+use serde_json::Value;
+
 use super::{Down, Mux, RelayError};
 use crate::proto::jsonrpc::{self, Id};
+use crate::proto::object::object;
 
 impl Mux {
     /// Request `n`'s reply cannot be delivered: it is answered with an
     /// `invalid_reply` error for its session instead.
     pub(super) fn fail_reply(&mut self, n: i64, message: &str) -> Option<Down> {
-        self.fail_with(n, RelayError::InvalidReply, message, serde_json::Map::new())
+        let err = RelayError::InvalidReply;
+        let data = object([("kind", Value::from(err.kind()))]);
+        self.fail_with(n, err, message, data)
     }
 
     /// The reply to upstream id `id` was longer than the relay's message
@@ -18,36 +23,23 @@ impl Mux {
     /// dropped). `None`: no request of this process has that id.
     pub fn reply_too_large(&mut self, id: &Id, size: usize, limit: usize) -> Option<Down> {
         let Id::Num(n) = id else { return None };
-        self.fail_with(
-            *n,
-            RelayError::MessageTooLarge,
-            "The server's reply exceeds the relay's maximum message size",
-            serde_json::Map::from_iter([
-                ("size".to_string(), serde_json::Value::from(size)),
-                ("limit".to_string(), serde_json::Value::from(limit)),
-            ]),
-        )
+        let err = RelayError::MessageTooLarge;
+        let data = object([
+            ("kind", Value::from(err.kind())),
+            ("size", Value::from(size)),
+            ("limit", Value::from(limit)),
+        ]);
+        let message = "The server's reply exceeds the relay's maximum message size";
+        self.fail_with(*n, err, message, data)
     }
 
-    /// Request `n` answered with relay error `err` (its `data`: the kind
-    /// and `data`), in the client's id as it wrote it.
-    fn fail_with(
-        &mut self,
-        n: i64,
-        err: RelayError,
-        message: &str,
-        mut data: serde_json::Map<String, serde_json::Value>,
-    ) -> Option<Down> {
+    /// Request `n` answered with relay error `err` (`data`: its `data`,
+    /// the kind among it), in the client's id as it wrote it.
+    fn fail_with(&mut self, n: i64, err: RelayError, message: &str, data: Value) -> Option<Down> {
         let p = self.forget(n)?;
-        data.insert("kind".into(), serde_json::Value::from(err.kind()));
         Some(Down::Reply {
             session: p.session,
-            msg: jsonrpc::error_response_spelled(
-                &p.id_text,
-                err.code(),
-                message,
-                serde_json::Value::Object(data),
-            ),
+            msg: jsonrpc::error_response_spelled(&p.id_text, err.code(), message, data),
             id: p.id,
             modern: false,
         })

@@ -62,6 +62,7 @@
 use std::collections::HashMap;
 
 use crate::keyhash::KeyMap;
+use crate::vecmap::VecMap;
 
 use crate::proto::errors::RelayError;
 use crate::proto::jsonrpc::{self, BatchItem, Dropped, Envelope, Id, Kind, Message};
@@ -194,8 +195,10 @@ pub struct Mux {
     server_requests: HashMap<Id, SessionKey>,
     /// Session → its `subscriptions/listen` requests in flight (present
     /// only while it has one): the relay's own for a stamped session, or a
-    /// 2026-07-28 client's passed to a modern process.
-    listens: KeyMap<SessionKey, usize>,
+    /// 2026-07-28 client's passed to a modern process. A list: it is read
+    /// only when a listen begins or ends and for a message no request
+    /// names.
+    listens: VecMap<SessionKey, usize>,
     /// Who subscribed to which resource (boxed: rarely used, and it keeps
     /// the mux small).
     subs: Box<Subscriptions>,
@@ -214,7 +217,7 @@ impl Mux {
             pending: KeyMap::default(),
             sessions: KeyMap::default(),
             server_requests: HashMap::new(),
-            listens: KeyMap::default(),
+            listens: VecMap::new(),
             subs: Box::default(),
         }
     }
@@ -386,7 +389,7 @@ impl Mux {
         };
         let listen = method == "subscriptions/listen";
         if listen {
-            *self.listens.entry(session).or_default() += 1;
+            *self.listens.get_or_default(session) += 1;
         }
         self.pending.insert(
             n,
@@ -743,7 +746,7 @@ impl Mux {
         let mut all: Vec<(i64, Pending)> = self.pending.drain().collect();
         all.sort_unstable_by_key(|(n, _)| *n);
         self.sessions.clear();
-        self.listens.clear();
+        self.listens = VecMap::new();
         self.server_requests.clear();
         *self.subs = Subscriptions::default();
         all.into_iter().map(|(_, p)| (p.session, p.id)).collect()
@@ -851,7 +854,7 @@ fn ambiguous(env: &Envelope) -> Option<Up> {
     Some(Up::Reject(relay_error(
         id.as_ref(),
         RelayError::InvalidRequest,
-        &format!("Invalid Request: duplicate member `{what}`"),
+        "Invalid Request: a member the relay reads is written twice",
     )))
 }
 
