@@ -14,7 +14,9 @@
 //! none of the members the bridge writes, and stamping it unsearched gives
 //! valid JSON, the searched stamp where that one applies;
 //! the skip of a value alone
-//! (`scan::value_end`) ends where serde_json's `RawValue` of it ends; and
+//! (`scan::value_end`) ends where serde_json's `RawValue` of it ends; a
+//! message is marked ambiguous (`proto::unique`) exactly when a reference
+//! reading of its names finds a member the relay reads written twice; and
 //! no panic on any bytes.
 #![no_main]
 
@@ -174,11 +176,74 @@ fn check_value(text: &str) {
     }
 }
 
+/// Member names of the object `text` (if it is one), decoded as serde_json
+/// decodes them; `None` when one cannot be (a lone surrogate).
+fn names(text: &str) -> Option<Vec<(String, Box<RawValue>)>> {
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = Vec<(String, Box<RawValue>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(k) = m.next_key::<String>()? {
+                out.push((k, m.next_value::<Box<RawValue>>()?));
+            }
+            Ok(out)
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for Wrap {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(Names).map(Wrap)
+        }
+    }
+    struct Wrap(Vec<(String, Box<RawValue>)>);
+    serde_json::from_str::<Wrap>(text).ok().map(|w| w.0)
+}
+
+/// A name among `wanted` written twice in the object `text`.
+fn repeats(all: &[(String, Box<RawValue>)], wanted: &[&str]) -> bool {
+    wanted
+        .iter()
+        .any(|w| all.iter().filter(|(k, _)| k == w).count() > 1)
+}
+
+/// `proto::unique`: a message serde_json reads is marked ambiguous exactly
+/// when a member the relay reads is written twice, by this reference
+/// reading of its names (skipped when a name cannot be decoded).
+fn check_ambiguous(text: &str) {
+    let Ok(env) = jsonrpc::serde_envelope(text) else {
+        return;
+    };
+    let Some(top) = names(text) else {
+        return;
+    };
+    let mut expected = repeats(&top, &["id", "method", "params", "result"]);
+    if !expected && let Some(p) = env.params.filter(|p| p.get().starts_with('{')) {
+        let Some(params) = names(p.get()) else {
+            return;
+        };
+        expected = repeats(&params, &["name", "uri", "requestState", "requestId", "_meta"]);
+        if !expected && let Some((_, meta)) = params.iter().find(|(k, _)| k == "_meta") {
+            if meta.get().starts_with('{') {
+                let Some(meta) = names(meta.get()) else {
+                    return;
+                };
+                expected = repeats(&meta, &["progressToken"]);
+            }
+        }
+    }
+    assert_eq!(env.ambiguous.is_some(), expected, "ambiguous: {:?} for {text:?}", env.ambiguous);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     check(text);
+    check_ambiguous(text);
+    check_ambiguous(&format!("{{\"id\":1,\"method\":\"m\",\"params\":{text}}}"));
     check_value(text);
     check(&format!("{{\"params\":{text}}}"));
     check(&format!("{{\"id\":1,\"result\":{text}}}"));
