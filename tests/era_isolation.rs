@@ -172,6 +172,15 @@ fn stamped(pool: &str, log: &TempFile) -> (Relay, Http, String) {
     (relay, http, sid)
 }
 
+/// Session `sid`'s call of `echo` ("mine") under the id the relay gives
+/// its first listen, `mcp-relay-listen-1`; the answer.
+fn call_like_the_listen(http: &mut Http, sid: &str) -> Value {
+    let call = common::call(json!("mcp-relay-listen-1"), "mine");
+    post_on(http, Some(sid), &call, &[], IO)
+        .expect("call")
+        .rpc()
+}
+
 /// Before the fix, the answer to a request whose id began like the relay's
 /// listens was taken for the end of one and dropped: the client waited for
 /// its response timeout.
@@ -180,15 +189,7 @@ fn a_request_with_an_id_like_the_relays_listen_is_answered() {
     for pool in ["shared", "session"] {
         let log = TempFile::new("era-isolation-listen-like", pool);
         let (_relay, mut http, sid) = stamped(pool, &log);
-        let r = post_on(
-            &mut http,
-            Some(&sid),
-            &common::call(json!("mcp-relay-listen-1"), "mine"),
-            &[],
-            IO,
-        )
-        .expect("call")
-        .rpc();
+        let r = call_like_the_listen(&mut http, &sid);
         assert_eq!(echoed(&r), Some("mine"), "{pool}: {r}\n{}", log.read());
         assert_eq!(r["id"], "mcp-relay-listen-1", "{pool}: {r}");
     }
@@ -219,15 +220,7 @@ fn a_request_with_the_open_listens_id_is_a_duplicate_and_the_listen_goes_on() {
         log.wait_for(IO, "the relay's listen", |t| {
             t.matches("subscriptions/listen").count() == 1
         });
-        let r = post_on(
-            &mut http,
-            Some(&sid),
-            &common::call(json!("mcp-relay-listen-1"), "mine"),
-            &[],
-            IO,
-        )
-        .expect("call")
-        .rpc();
+        let r = call_like_the_listen(&mut http, &sid);
         assert_eq!(r["error"]["data"]["kind"], "duplicate_id", "{pool}: {r}");
         // The subscription still works: the next change reopens the listen
         // (the old one cancelled), and a plain call is answered.
